@@ -1,0 +1,40 @@
+# The verbs a newcomer needs. Every target installs what is missing first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+N      ?= 200
+
+.PHONY: run demo test test-fast lint fmt bench clean install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)           ## the whole pipeline on the embedded broker, until Ctrl-C
+	$(BIN)/claimflow run
+
+demo: $(STAMP)          ## N encounters through the pipeline, then a summary (N=200)
+	$(BIN)/claimflow demo --encounters $(N)
+
+test: $(STAMP)          ## the whole suite, real-broker tests included
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)     ## unit and contract tests only (no broker)
+	$(BIN)/python -m pytest tests/unit tests/contract
+
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline services tests
+	$(BIN)/ruff format --check pipeline services tests
+	$(BIN)/mypy pipeline
+
+fmt: $(STAMP)
+	$(BIN)/ruff format pipeline services tests
+	$(BIN)/ruff check --fix pipeline services tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .claimflow

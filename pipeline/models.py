@@ -1,0 +1,322 @@
+"""Pydantic mirrors of the Avro contracts in ``schemas/``.
+
+They validate at the edges (intake input, CLI output) and give the domain typed objects.
+``tests/contract/test_models_match_schemas.py`` keeps every field here in step with the
+latest schema version of its topic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import datetime as dt
+from datetime import UTC, date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _cents(value: Decimal) -> Decimal:
+    return value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+Money = Annotated[Decimal, AfterValidator(_cents)]
+
+
+def utcnow() -> datetime:
+    """Now, in UTC, truncated to the millisecond that Avro timestamp-millis keeps."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def event_id(*parts: str) -> str:
+    """A deterministic event id: the same source, stage and version give the same id."""
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- encounters.collected.v1 -------------------------------------------------------------
+
+
+class Address(Model):
+    line1: str = Field(min_length=1)
+    line2: str | None = None
+    city: str = Field(min_length=1)
+    state: str = Field(pattern=r"^[A-Z]{2}$")
+    postal_code: str = Field(pattern=r"^\d{5}(\d{4})?$")
+    country: str = "US"
+
+
+class Patient(Model):
+    patient_id: str = Field(min_length=1)
+    last_name: str = Field(min_length=1)
+    first_name: str = Field(min_length=1)
+    birth_date: date
+    sex: Literal["F", "M", "U"] = "U"
+    address: Address
+
+
+class Coverage(Model):
+    payer_id: str = Field(min_length=1)
+    payer_name: str = Field(min_length=1)
+    plan_type: str = Field(min_length=2, max_length=2)
+    member_id: str = Field(min_length=1)
+    group_number: str | None = None
+    relationship: str = "18"
+
+
+class Provider(Model):
+    npi: str = Field(pattern=r"^\d{10}$")
+    name: str = Field(min_length=1)
+    entity: Literal["person", "organization"] = "organization"
+    tax_id: str | None = Field(default=None, pattern=r"^\d{9}$")
+    taxonomy: str | None = None
+    address: Address | None = None
+
+
+class Facility(Model):
+    name: str = Field(min_length=1)
+    npi: str | None = Field(default=None, pattern=r"^\d{10}$")
+    address: Address | None = None
+
+
+class DocumentedDiagnosis(Model):
+    code: str
+    system: Literal["icd10cm", "snomed", "text"]
+    display: str | None = None
+    onset: date | None = None
+    poa: str | None = None
+    primary: bool = False
+
+
+class DocumentedService(Model):
+    code: str = Field(min_length=1)
+    system: Literal["cpt", "hcpcs", "icd10pcs", "snomed"]
+    display: str | None = None
+    modifiers: list[str] = []
+    units: float = Field(default=1.0, gt=0)
+    charge: Money = Field(ge=0)
+    service_date: date | None = None
+    dx_refs: list[str] = []
+
+
+Setting = Literal["professional", "outpatient", "inpatient"]
+
+
+class Encounter(Model):
+    event_id: str
+    encounter_id: str = Field(min_length=1)
+    source_id: str = Field(min_length=1)
+    source_format: Literal["fhir", "hl7v2", "json"]
+    received_at: datetime
+    setting: Setting = "professional"
+    service_start: date
+    service_end: date
+    place_of_service: str = Field(pattern=r"^\d{2}$")
+    admission_date: date | None = None
+    admission_type: str | None = None
+    discharge_status: str | None = None
+    patient: Patient
+    coverage: Coverage
+    billing_provider: Provider
+    rendering_provider: Provider | None = None
+    facility: Facility | None = None
+    diagnoses: list[DocumentedDiagnosis]
+    services: list[DocumentedService]
+    note_text: str | None = None
+
+
+# --- encounters.coded.v1, coding.review.v1 -----------------------------------------------
+
+
+class CodedDiagnosis(Model):
+    code: str
+    sequence: int
+    description: str | None = None
+    poa: str | None = None
+    source: Literal["ehr", "mapped", "completed", "inferred"]
+    confidence: float
+    billable: bool
+
+
+class CodedProcedure(Model):
+    code: str
+    date: dt.date | None = None
+    source: str
+    confidence: float
+
+
+class ServiceLine(Model):
+    line_number: int
+    code: str
+    code_system: Literal["CPT", "HCPCS"]
+    modifiers: list[str] = []
+    units: float
+    charge: Money
+    dx_pointers: list[int]
+    service_date: date
+    place_of_service: str | None = None
+    revenue_code: str | None = None
+
+
+class Drg(Model):
+    code: str
+    description: str | None = None
+    mdc: str | None = None
+    weight: float | None = None
+    grouper_version: str | None = None
+
+
+class CodedEncounter(Model):
+    event_id: str
+    encounter_id: str
+    encounter: Encounter
+    diagnoses: list[CodedDiagnosis]
+    pcs_procedures: list[CodedProcedure] = []
+    lines: list[ServiceLine]
+    em_level: str | None = None
+    drg: Drg | None = None
+    hcc: list[str] = []
+    code_set_version: str
+    confidence: float
+    review_reasons: list[str] = []
+    coded_at: datetime
+
+
+class CodingReview(Model):
+    event_id: str
+    encounter_id: str
+    reasons: list[str]
+    coded: CodedEncounter
+    queued_at: datetime
+
+
+# --- encounters.validated.v1 -------------------------------------------------------------
+
+
+class EditHit(Model):
+    rule_id: str
+    severity: Literal["error", "warning", "info"]
+    line: int | None = None
+    field: str | None = None
+    message: str
+
+
+class ValidatedEncounter(Model):
+    event_id: str
+    encounter_id: str
+    outcome: Literal["clean", "warnings", "rejected"]
+    edits: list[EditHit]
+    rule_pack_version: str
+    coded: CodedEncounter
+    validated_at: datetime
+
+
+# --- claims.submitted.v1 -----------------------------------------------------------------
+
+
+class SubmittedClaim(Model):
+    event_id: str
+    claim_id: str = Field(min_length=1, max_length=20)
+    encounter_id: str
+    frequency: Literal["1", "7", "8"] = "1"
+    claim_type: Literal["professional", "institutional"] = "professional"
+    payer_id: str
+    payer_name: str
+    total_charge: Money
+    expected_reimbursement: Money | None = None
+    expected_basis: str = "none"
+    line_count: int
+    service_start: date
+    service_end: date
+    interchange_control_number: str
+    x12: str
+    submitted_at: datetime
+
+
+# --- payer.inbound.v1 --------------------------------------------------------------------
+
+
+class PayerFile(Model):
+    event_id: str
+    payer_id: str
+    file_id: str
+    kind: Literal["999", "277CA", "835"]
+    body: bytes
+    received_at: datetime
+
+
+# --- remittance.posted.v1 ----------------------------------------------------------------
+
+
+class Adjustment(Model):
+    group: str
+    reason: str
+    amount: Money
+    line: int | None = None
+
+
+class RemittancePosting(Model):
+    event_id: str
+    claim_id: str
+    encounter_id: str | None = None
+    payer_id: str
+    payer_claim_control_number: str | None = None
+    claim_status_code: str
+    status: Literal["paid", "partially_paid", "denied", "reversed", "unmatched"]
+    total_charge: Money
+    paid: Money
+    patient_responsibility: Money
+    expected: Money | None = None
+    variance: Money | None = None
+    adjustments: list[Adjustment]
+    remark_codes: list[str] = []
+    payment_trace: str | None = None
+    payment_date: date | None = None
+    file_id: str
+    posted_at: datetime
+
+
+# --- intake.raw.v1 and dead letters ------------------------------------------------------
+
+
+class RawMessage(Model):
+    source_id: str
+    content_type: str
+    source_system: str | None = None
+    body: bytes
+    received_at: datetime
+
+
+class DeadLetter(Model):
+    event_id: str
+    stage: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    key: str | None = None
+    value: bytes | None = None
+    headers: dict[str, bytes] = {}
+    error_class: str
+    error_message: str
+    field: str | None = None
+    failed_at: datetime
+
+
+MODELS: dict[str, type[Model]] = {
+    cls.__name__: cls
+    for cls in (
+        RawMessage,
+        Encounter,
+        CodedEncounter,
+        CodingReview,
+        ValidatedEncounter,
+        SubmittedClaim,
+        PayerFile,
+        RemittancePosting,
+        DeadLetter,
+    )
+}
