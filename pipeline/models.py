@@ -7,8 +7,8 @@ latest schema version of its topic.
 
 from __future__ import annotations
 
-import hashlib
 import datetime as dt
+import hashlib
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Literal

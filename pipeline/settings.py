@@ -1,0 +1,52 @@
+"""Settings: one pydantic-settings class per service, all deriving from ``Settings``.
+
+Environment variables use the prefix ``CLAIMFLOW_`` and ``__`` for nesting. The
+environment is read once at start-up; objects are passed down from there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CLAIMFLOW_", env_nested_delimiter="__", frozen=True, extra="ignore"
+    )
+
+    bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CLAIMFLOW_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
+        description="Kafka cluster to use. Unset: `claimflow run` starts the embedded broker.",
+    )
+    topic_prefix: str = Field(default="", description="Prepended to every topic name.")
+    group_prefix: str = Field(default="claimflow", description="Consumer group id prefix.")
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, description="0: pick a free port.")
+    log_level: str = "INFO"
+    refdata_dir: Path | None = Field(
+        default=None,
+        description="Folder with the official CMS files (PPRRVU, GPCI, LOCCO, HCPCS...). "
+        "Unset: the edits that need them are off, and the service says so at start-up.",
+    )
+    state_dir: Path = Field(default=Path(".claimflow/state"))
+    batch_size: int = Field(default=500, ge=1)
+    poll_timeout_s: float = Field(default=0.01, gt=0)
+    linger_ms: int = Field(default=5, ge=0)
+    session_timeout_ms: int = Field(default=6000, ge=1000)
+    sender_id: str = Field(default="CLAIMFLOW", description="ISA06 / GS02 of the 837s we send.")
+    receiver_id: str = Field(default="CLEARINGHOUSE", description="ISA08 / GS03 of the 837s.")
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def require_bootstrap(self) -> str:
+        if not self.bootstrap_servers:
+            raise SystemExit(
+                "No Kafka cluster configured: set CLAIMFLOW_BOOTSTRAP_SERVERS (or "
+                "KAFKA_BOOTSTRAP_SERVERS), or use `claimflow run`, which starts the embedded broker."
+            )
+        return self.bootstrap_servers

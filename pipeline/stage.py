@@ -1,0 +1,276 @@
+"""The batched stage runner every service uses, over confluent-kafka.
+
+Consume a batch, decode, call the domain, encode, produce; once every produced record is
+acknowledged, let the stage persist its own state, then commit the consumed offsets.
+Delivery is at-least-once; deterministic event ids make results effectively-once.
+
+Poison input (undecodable, contract-invalid, domain-invalid) goes to ``dlq.<service>.v1``
+with the original bytes and the reason, and the batch goes on. A broker failure
+(delivery or commit error) raises ``TransientError`` and the process exits non-zero so
+its supervisor restarts it; nothing is committed past what was acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaException, Message, TopicPartition
+from pydantic import ValidationError
+
+from pipeline import metrics
+from pipeline.errors import InputError, TransientError
+from pipeline.kafka import ensure_topics, make_consumer, make_producer
+from pipeline.models import DeadLetter, Model, event_id, utcnow
+from pipeline.serde import Registry, registry
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """One consumed record, decoded. ``topic`` is the logical name (no prefix)."""
+
+    topic: str
+    key: str | None
+    value: Any
+    raw: bytes
+    headers: dict[str, bytes]
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class Out:
+    """A record to produce. ``topic`` is the logical name (no prefix)."""
+
+    topic: str
+    key: str
+    value: Model
+    headers: dict[str, bytes] = field(default_factory=dict)
+
+
+class Stage:
+    """A service's wiring: which topics it reads and what it does with each record."""
+
+    name: str = "stage"
+    inputs: Sequence[str] = ()
+
+    def decode(self, reg: Registry, topic: str, raw: bytes, headers: dict[str, bytes]) -> Any:
+        return reg.decode(topic, raw)
+
+    def handle(self, msg: Incoming) -> Iterable[Out]:
+        raise NotImplementedError
+
+    def handle_batch(self, msgs: list[Incoming]) -> Iterable[Out]:
+        """Override to work on a whole batch (e.g. one 835 for many claims)."""
+        return []
+
+    batch_mode: bool = False
+
+    def on_batch_done(self) -> None:
+        """Called after the batch's output is acknowledged, before offsets are committed."""
+
+    def close(self) -> None:
+        """Called once when the runner stops."""
+
+
+def field_of(exc: Exception) -> str | None:
+    if isinstance(exc, InputError):
+        return exc.field
+    if isinstance(exc, ValidationError) and exc.errors():
+        return ".".join(str(p) for p in exc.errors()[0]["loc"]) or None
+    return None
+
+
+def reason_of(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        return f"{loc}: {first['msg']}{more}"
+    return str(exc) or type(exc).__name__
+
+
+def dead_letter(service: str, msg: Incoming, exc: Exception) -> Out:
+    """The dead-letter record for ``msg``: original bytes, where it came from, and why."""
+    letter = DeadLetter(
+        event_id=event_id(service, "dlq", msg.topic, str(msg.partition), str(msg.offset)),
+        stage=service,
+        source_topic=msg.topic,
+        source_partition=msg.partition,
+        source_offset=msg.offset,
+        key=msg.key,
+        value=msg.raw,
+        headers=msg.headers,
+        error_class=type(exc).__name__,
+        error_message=reason_of(exc)[:4000],
+        field=field_of(exc),
+        failed_at=utcnow(),
+    )
+    return Out(f"dlq.{service}.v1", msg.key or "", letter)
+
+
+class Runner:
+    """Runs one ``Stage`` against a cluster until stopped."""
+
+    def __init__(self, stage: Stage, settings: Settings, bootstrap: str) -> None:
+        self.stage = stage
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.registry = registry()
+        self.stopping = threading.Event()
+        self._prefix_len = len(settings.topic_prefix)
+        self._delivery_errors: list[str] = []
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+
+    def _on_delivery(self, err: Any, _msg: Message) -> None:
+        if err is not None:
+            self._delivery_errors.append(str(err))
+
+    def _incoming(self, m: Message) -> Incoming:
+        key = m.key()
+        return Incoming(
+            topic=m.topic()[self._prefix_len :],
+            key=key.decode("utf-8", "replace") if key is not None else None,
+            value=None,
+            raw=m.value() or b"",
+            headers={k: (v or b"") for k, v in (m.headers() or [])},
+            partition=m.partition(),
+            offset=m.offset(),
+            timestamp_ms=m.timestamp()[1],
+        )
+
+    def _decode(self, msg: Incoming) -> Incoming:
+        value = self.stage.decode(self.registry, msg.topic, msg.raw, msg.headers)
+        return Incoming(**{**msg.__dict__, "value": value})
+
+    def process(self, batch: list[Message]) -> tuple[list[Out], dict[tuple[str, int], int]]:
+        """Decode and handle a batch; returns what to produce and the offsets to commit."""
+        service = self.stage.name
+        outs: list[Out] = []
+        offsets: dict[tuple[str, int], int] = {}
+        decoded: list[Incoming] = []
+        for m in batch:
+            if m.error():
+                if m.error().fatal():
+                    raise TransientError(f"consumer: {m.error()}")
+                log.warning("consumer error", extra={"error": str(m.error())})
+                continue
+            offsets[(m.topic(), m.partition())] = m.offset() + 1
+            msg = self._incoming(m)
+            metrics.RECORDS_IN.labels(service, msg.topic).inc()
+            try:
+                msg = self._decode(msg)
+                if self.stage.batch_mode:
+                    decoded.append(msg)
+                else:
+                    outs.extend(self.stage.handle(msg))
+            except Exception as exc:  # noqa: BLE001 - every failure of one input is routed
+                outs.append(self._reject(msg, exc))
+        if decoded:
+            outs.extend(self.stage.handle_batch(decoded))
+        return outs, offsets
+
+    def _reject(self, msg: Incoming, exc: Exception) -> Out:
+        if not isinstance(exc, InputError | ValidationError):
+            log.exception(
+                "unexpected error; input sent to the dead-letter topic",
+                extra={"topic": msg.topic, "offset": msg.offset},
+            )
+        else:
+            log.info(
+                "input rejected",
+                extra={"topic": msg.topic, "offset": msg.offset, "reason": reason_of(exc)[:300]},
+            )
+        metrics.DEAD_LETTERS.labels(self.stage.name, type(exc).__name__).inc()
+        return dead_letter(self.stage.name, msg, exc)
+
+    def run(self) -> None:
+        s, stage = self.settings, self.stage
+        ensure_topics(self.bootstrap, s, self.registry)
+        consumer = make_consumer(self.bootstrap, f"{s.group_prefix}.{stage.name}", s)
+        producer = make_producer(self.bootstrap, s)
+        consumer.subscribe([s.topic(t) for t in stage.inputs])
+        metrics.UP.labels(stage.name).set(1)
+        log.info("consuming", extra={"inputs": list(stage.inputs)})
+        try:
+            while not self.stopping.is_set():
+                batch = consumer.consume(s.batch_size, s.poll_timeout_s)
+                if not batch:
+                    producer.poll(0)
+                    continue
+                started = time.perf_counter()
+                outs, offsets = self.process(batch)
+                self._produce(producer, outs)
+                stage.on_batch_done()
+                self._commit(consumer, offsets)
+                now = time.time()
+                for m in batch:
+                    metrics.LATENCY.labels(stage.name).observe(
+                        max(0.0, now - m.timestamp()[1] / 1e3)
+                    )
+                metrics.BATCH_SECONDS.labels(stage.name).observe(time.perf_counter() - started)
+        finally:
+            metrics.UP.labels(stage.name).set(0)
+            stage.close()
+            consumer.close()
+            producer.flush(10)
+
+    def _produce(self, producer: Any, outs: list[Out]) -> None:
+        for out in outs:
+            value = self.registry.encode(out.topic, out.value)
+            topic = self.settings.topic(out.topic)
+            while True:
+                try:
+                    producer.produce(
+                        topic,
+                        key=out.key.encode(),
+                        value=value,
+                        headers=list(out.headers.items()) or None,
+                        on_delivery=self._on_delivery,
+                    )
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            metrics.RECORDS_OUT.labels(self.stage.name, out.topic).inc()
+        remaining = producer.flush(60)
+        if remaining or self._delivery_errors:
+            raise TransientError(
+                f"{remaining} records unacknowledged, delivery errors: {self._delivery_errors[:3]}"
+            )
+
+    def _commit(self, consumer: Any, offsets: dict[tuple[str, int], int]) -> None:
+        if not offsets:
+            return
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            consumer.commit(offsets=tps, asynchronous=False)
+        except KafkaException as exc:
+            # A rebalance took the partitions away: the next owner re-reads from the last
+            # commit, and deterministic event ids make the repeat harmless.
+            log.warning("offset commit failed", extra={"error": str(exc)})
+
+
+def run_stage(stage: Stage, settings: Settings) -> None:
+    """Entry point of a service process: serve /metrics, then run until SIGTERM/SIGINT."""
+    bootstrap = settings.require_bootstrap()
+    port = metrics.serve(settings.metrics_host, settings.metrics_port)
+    log.info("metrics", extra={"port": port, "path": "/metrics"})
+    runner = Runner(stage, settings, bootstrap)
+    runner.install_signal_handlers()
+    try:
+        runner.run()
+    except TransientError:
+        log.exception("stopping after a broker failure; the supervisor restarts the service")
+        raise SystemExit(75) from None

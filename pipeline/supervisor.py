@@ -1,0 +1,114 @@
+"""Starts the services as separate processes and restarts any that dies.
+
+Used by ``claimflow run``/``demo`` and by the end-to-end tests. Each service is
+``python -m pipeline.cli service NAME`` with its own log file and /metrics port.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.broker import free_port
+
+log = logging.getLogger(__name__)
+
+SERVICES = ("intake", "coding", "validation", "claims", "payer-sim", "remittance")
+
+
+@dataclass
+class Child:
+    name: str
+    metrics_port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+
+
+@dataclass
+class Supervisor:
+    bootstrap: str
+    run_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    services: tuple[str, ...] = SERVICES
+    restart: bool = True
+    children: dict[str, Child] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for name in self.services:
+            child = Child(name, free_port(), self.run_dir / f"{name}.log")
+            self.children[name] = child
+            self._spawn(child)
+
+    def _spawn(self, child: Child) -> None:
+        env = {
+            **os.environ,
+            **self.env,
+            "CLAIMFLOW_BOOTSTRAP_SERVERS": self.bootstrap,
+            "CLAIMFLOW_METRICS_PORT": str(child.metrics_port),
+            "CLAIMFLOW_STATE_DIR": str(self.run_dir / "state" / child.name),
+        }
+        with open(child.log_path, "ab") as out:
+            child.proc = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.cli", "service", child.name],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        child.started_at = time.monotonic()
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to a service (tests use SIGKILL to prove nothing is lost)."""
+        proc = self.children[name].proc
+        if proc and proc.poll() is None:
+            proc.send_signal(sig)
+            proc.wait(10)
+
+    def respawn(self, name: str) -> None:
+        child = self.children[name]
+        child.restarts += 1
+        self._spawn(child)
+
+    def check(self) -> list[str]:
+        """Restart services that exited (with a short back-off); returns their names."""
+        restarted = []
+        for child in self.children.values():
+            if child.proc is None or child.proc.poll() is None:
+                continue
+            if not self.restart:
+                continue
+            if time.monotonic() - child.started_at < 1.0:
+                time.sleep(1.0)
+            log.warning(
+                "service exited; restarting",
+                extra={"service": child.name, "code": child.proc.returncode},
+            )
+            self.respawn(child.name)
+            restarted.append(child.name)
+        return restarted
+
+    def alive(self) -> dict[str, bool]:
+        return {n: c.proc is not None and c.proc.poll() is None for n, c in self.children.items()}
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for child in self.children.values():
+            if child.proc and child.proc.poll() is None:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for child in self.children.values():
+            if child.proc is None:
+                continue
+            try:
+                child.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.proc.kill()
+                child.proc.wait()

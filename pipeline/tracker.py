@@ -1,0 +1,173 @@
+"""Follows every topic from the beginning and accounts for each encounter sent.
+
+An encounter sent to intake ends in exactly one of: posted (a remittance for its claim),
+rejected (by the scrubber), or a dead letter at some stage. Anything else, once the
+pipeline is idle, is lost. Tansu's high watermarks read low, so this counts records
+instead of trusting end offsets.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from pipeline.serde import Registry, registry
+from pipeline.settings import Settings
+
+FOLLOWED = [
+    "encounters.collected.v1",
+    "encounters.coded.v1",
+    "coding.review.v1",
+    "encounters.validated.v1",
+    "claims.submitted.v1",
+    "payer.inbound.v1",
+    "remittance.posted.v1",
+    "dlq.intake.v1",
+    "dlq.coding.v1",
+    "dlq.validation.v1",
+    "dlq.claims.v1",
+    "dlq.remittance.v1",
+]
+
+
+@dataclass
+class Ledger:
+    """What the topics say happened, keyed by source id / encounter id / claim id."""
+
+    sent: set[str] = field(default_factory=set)
+    source_encounters: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    coded: set[str] = field(default_factory=set)
+    review: set[str] = field(default_factory=set)
+    outcome: dict[str, str] = field(default_factory=dict)
+    claim_encounter: dict[str, str] = field(default_factory=dict)
+    encounter_claim: dict[str, str] = field(default_factory=dict)
+    posted: dict[str, str] = field(default_factory=dict)  # claim id -> status
+    dead: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    dead_keys: set[str] = field(default_factory=set)
+    records: Counter[str] = field(default_factory=Counter)
+    event_ids: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    payer_files: int = 0
+
+    def add(self, topic: str, key: str | None, value: Any) -> None:
+        self.records[topic] += 1
+        eid = getattr(value, "event_id", None)
+        if eid:
+            self.event_ids[topic][eid] += 1
+        if topic == "encounters.collected.v1":
+            self.source_encounters[value.source_id].add(value.encounter_id)
+        elif topic == "encounters.coded.v1":
+            self.coded.add(value.encounter_id)
+        elif topic == "coding.review.v1":
+            self.review.add(value.encounter_id)
+        elif topic == "encounters.validated.v1":
+            self.outcome[value.encounter_id] = value.outcome
+        elif topic == "claims.submitted.v1":
+            self.claim_encounter[value.claim_id] = value.encounter_id
+            self.encounter_claim[value.encounter_id] = value.claim_id
+        elif topic == "payer.inbound.v1":
+            self.payer_files += 1
+        elif topic == "remittance.posted.v1":
+            self.posted[value.claim_id] = value.status
+        elif topic.startswith("dlq."):
+            self.dead[value.stage].append(
+                {
+                    "key": key,
+                    "error": value.error_class,
+                    "field": value.field,
+                    "reason": value.error_message,
+                    "source_topic": value.source_topic,
+                }
+            )
+            if key:
+                self.dead_keys.add(key)
+
+    def encounter_done(self, encounter_id: str) -> bool:
+        if encounter_id in self.dead_keys or self.outcome.get(encounter_id) == "rejected":
+            return True
+        claim = self.encounter_claim.get(encounter_id)
+        return claim is not None and (claim in self.posted or claim in self.dead_keys)
+
+    def source_done(self, source_id: str) -> bool:
+        if source_id in self.dead_keys:
+            return True
+        encounters = self.source_encounters.get(source_id)
+        return bool(encounters) and all(self.encounter_done(e) for e in encounters)
+
+    def lost(self) -> list[str]:
+        return sorted(s for s in self.sent if not self.source_done(s))
+
+    def duplicates(self, topic: str) -> int:
+        """Records on ``topic`` whose event id was already seen (at-least-once repeats)."""
+        return sum(n - 1 for n in self.event_ids[topic].values())
+
+    def summary(self) -> dict[str, int]:
+        collected = (
+            set().union(*self.source_encounters.values()) if self.source_encounters else set()
+        )
+        outcomes = Counter(self.outcome.values())
+        return {
+            "encounters_sent": len(self.sent),
+            "collected": len(collected),
+            "coded": len(self.coded),
+            "clean": outcomes["clean"] + outcomes["warnings"],
+            "rejected": outcomes["rejected"],
+            "submitted": len(self.claim_encounter),
+            "posted": len(self.posted),
+            "dlq": sum(len(v) for v in self.dead.values()),
+            "lost": len(self.lost()),
+        }
+
+    def summary_line(self) -> str:
+        return json.dumps(self.summary())
+
+
+class Tracker:
+    """Reads the followed topics from offset 0 (no consumer group) into a ``Ledger``."""
+
+    def __init__(self, bootstrap: str, settings: Settings, reg: Registry | None = None) -> None:
+        self.settings = settings
+        self.registry = reg or registry()
+        self.ledger = Ledger()
+        self.errors: list[str] = []
+        self._prefix_len = len(settings.topic_prefix)
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": f"tracker-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 100,
+                "log_level": 3,
+            }
+        )
+        meta = self.consumer.list_topics(timeout=10)
+        assignment = []
+        for name in FOLLOWED:
+            topic = settings.topic(name)
+            if topic in meta.topics:
+                for p in meta.topics[topic].partitions:
+                    assignment.append(TopicPartition(topic, p, OFFSET_BEGINNING))
+        self.consumer.assign(assignment)
+
+    def poll(self, max_records: int = 5000, timeout: float = 0.2) -> int:
+        n = 0
+        for m in self.consumer.consume(max_records, timeout):
+            if m.error():
+                continue
+            topic = m.topic()[self._prefix_len :]
+            key = m.key().decode() if m.key() else None
+            try:
+                value = self.registry.decode(topic, m.value())
+            except Exception as exc:  # noqa: BLE001 - a bad record is reported, not fatal
+                self.errors.append(f"{topic}@{m.partition()}:{m.offset()}: {exc}")
+                continue
+            self.ledger.add(topic, key, value)
+            n += 1
+        return n
+
+    def close(self) -> None:
+        self.consumer.close()
