@@ -47,6 +47,7 @@ class Settings(BaseSettings):
         if not self.bootstrap_servers:
             raise SystemExit(
                 "No Kafka cluster configured: set CLAIMFLOW_BOOTSTRAP_SERVERS (or "
-                "KAFKA_BOOTSTRAP_SERVERS), or use `claimflow run`, which starts the embedded broker."
+                "KAFKA_BOOTSTRAP_SERVERS), or use `claimflow run`, which starts the embedded "
+                "broker."
             )
         return self.bootstrap_servers
