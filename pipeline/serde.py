@@ -110,7 +110,9 @@ class Registry:
     def encode(self, topic: str, value: models.Model | dict[str, Any]) -> bytes:
         """Encode a record for ``topic`` with the topic's newest schema."""
         sv = self.latest(topic)
-        datum = value.model_dump() if isinstance(value, models.Model) else value
+        if not isinstance(value, models.Model):
+            value = self.topics[topic].model.model_validate(value)
+        datum = value.model_dump()
         buf = io.BytesIO()
         buf.write(MAGIC)
         buf.write(sv.fingerprint)

@@ -1,0 +1,167 @@
+"""Contracts: every topic has a schema and a model in step with it, golden payloads
+round-trip through single-object encoding, and every newer schema reads every older."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import struct
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import avro.schema
+import pytest
+from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
+from fastavro.schema import to_parsing_canonical_form
+from pydantic import BaseModel
+
+from pipeline import models
+from pipeline.errors import DecodeError
+from pipeline.serde import MAGIC, SCHEMAS_DIR, Registry, crc64_avro, registry
+
+GOLDEN = Path(__file__).parent / "golden"
+REG = registry()
+
+
+def golden(topic: str) -> dict[str, Any]:
+    name = "dead-letter" if topic.startswith("dlq.") else topic
+    return json.loads((GOLDEN / f"{name}.json").read_text())
+
+
+def test_every_topic_has_a_schema_folder_and_nothing_else_is_there() -> None:
+    folders = {p.name for p in SCHEMAS_DIR.iterdir() if p.is_dir()}
+    assert folders == set(REG.topics)
+
+
+@pytest.mark.parametrize("topic", sorted(REG.topics))
+def test_golden_record_round_trips(topic: str) -> None:
+    model = REG.topics[topic].model
+    value = model.model_validate(golden(topic))
+    data = REG.encode(topic, value)
+    assert data[:2] == MAGIC
+    assert data[2:10] == REG.latest(topic).fingerprint
+    assert REG.decode(topic, data) == value
+
+
+def test_fingerprint_is_crc64_avro_of_the_canonical_form_little_endian() -> None:
+    # Reference value from the Avro specification's test vectors: "int" -> 0x7275d51a3f395c8f.
+    assert crc64_avro(b'"int"') == 0x7275D51A3F395C8F
+    sv = REG.latest("claims.submitted.v1")
+    canonical = to_parsing_canonical_form(sv.schema).encode()
+    assert sv.fingerprint == struct.pack("<Q", crc64_avro(canonical))
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"{}", MAGIC + b"\x00" * 8 + b"\x02", b"\xc3\x01\x01\x02"], ids=repr
+)
+def test_undecodable_bytes_raise_a_decode_error_naming_the_value(data: bytes) -> None:
+    with pytest.raises(DecodeError) as info:
+        REG.decode("encounters.collected.v1", data)
+    assert info.value.field == "value"
+
+
+def test_truncated_datum_is_a_decode_error() -> None:
+    data = REG.encode("claims.submitted.v1", golden("claims.submitted.v1"))
+    with pytest.raises(DecodeError, match="corrupt"):
+        REG.decode("claims.submitted.v1", data[:40])
+
+
+def _compatible(reader: dict[str, Any], writer: dict[str, Any]) -> bool:
+    result = ReaderWriterCompatibilityChecker().get_compatibility(
+        avro.schema.parse(json.dumps(reader)), avro.schema.parse(json.dumps(writer))
+    )
+    return result.compatibility is SchemaCompatibilityType.compatible
+
+
+@pytest.mark.parametrize("topic", sorted(REG.topics))
+def test_every_newer_version_reads_every_older(topic: str) -> None:
+    versions = REG.versions[topic]
+    for older, newer in itertools.combinations(versions, 2):
+        assert _compatible(newer.schema, older.schema), f"{topic} v{newer.version} v{older.version}"
+    assert _compatible(versions[-1].schema, versions[-1].schema)
+
+
+def test_compatibility_check_catches_a_breaking_change() -> None:
+    v1 = REG.latest("payer.inbound.v1").schema
+    broken = json.loads(json.dumps(v1))
+    broken["fields"].append({"name": "batch", "type": "string"})  # no default: breaks old data
+    assert not _compatible(broken, v1)
+    fine = json.loads(json.dumps(v1))
+    fine["fields"].append({"name": "batch", "type": ["null", "string"], "default": None})
+    assert _compatible(fine, v1)
+
+
+def test_a_reader_on_v2_decodes_records_written_with_v1(tmp_path: Path) -> None:
+    shutil.copytree(SCHEMAS_DIR, tmp_path / "schemas")
+    v1 = json.loads((SCHEMAS_DIR / "payer.inbound.v1" / "v1.avsc").read_text())
+    v1["fields"].append({"name": "batch", "type": ["null", "string"], "default": None})
+    (tmp_path / "schemas" / "payer.inbound.v1" / "v2.avsc").write_text(json.dumps(v1))
+    new = Registry(tmp_path / "schemas")
+    old_bytes = REG.encode("payer.inbound.v1", golden("payer.inbound.v1"))
+    decoded = new.decode_dict("payer.inbound.v1", old_bytes)
+    assert decoded["batch"] is None
+    assert decoded["file_id"] == "F0001"
+
+
+def _schema_fields(schema: Any, named: dict[str, Any]) -> Any:
+    """A comparable shape of an Avro type: records to {field: shape}, nullables marked."""
+    if isinstance(schema, str):
+        return _schema_fields(named[schema], named) if schema in named else schema
+    if isinstance(schema, list):
+        inner = [s for s in schema if s != "null"]
+        return ("optional", _schema_fields(inner[0], named))
+    kind = schema["type"]
+    if kind == "record":
+        named[schema["name"]] = schema
+        named[f"org.claimflow.{schema['name']}"] = schema
+        return {f["name"]: _schema_fields(f["type"], named) for f in schema["fields"]}
+    if kind == "array":
+        return ("array", _schema_fields(schema["items"], named))
+    if kind == "map":
+        return ("map", _schema_fields(schema["values"], named))
+    if kind == "enum":
+        named[schema["name"]] = schema
+        return ("enum", tuple(schema["symbols"]))
+    return schema.get("logicalType", kind)
+
+
+def _model_fields(annotation: Any) -> Any:
+    origin = get_origin(annotation)
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if origin is None and isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return {n: _model_fields(f.annotation) for n, f in annotation.model_fields.items()}
+    if type(None) in get_args(annotation):
+        return ("optional", _model_fields(args[0]))
+    if origin is list:
+        return ("array", _model_fields(args[0]))
+    if origin is dict:
+        return ("map", _model_fields(args[1]))
+    return "scalar"
+
+
+def _shape_only(shape: Any) -> Any:
+    if isinstance(shape, dict):
+        return {k: _shape_only(v) for k, v in shape.items()}
+    if isinstance(shape, tuple) and shape[0] in ("optional", "array", "map"):
+        return (shape[0], _shape_only(shape[1]))
+    return "scalar"
+
+
+@pytest.mark.parametrize("topic", sorted(REG.topics))
+def test_pydantic_model_mirrors_the_latest_schema(topic: str) -> None:
+    schema_shape = _shape_only(_schema_fields(REG.latest(topic).schema, {}))
+    model_shape = _model_fields(REG.topics[topic].model)
+    assert model_shape == schema_shape
+
+
+def test_phi_fields_are_marked() -> None:
+    enc = REG.latest("encounters.collected.v1").schema
+    patient = next(f for f in enc["fields"] if f["name"] == "patient")
+    marked = {f["name"] for f in patient["type"]["fields"] if f.get("phi")}
+    assert {"last_name", "first_name", "birth_date", "patient_id", "address"} <= marked
+    assert next(f for f in enc["fields"] if f["name"] == "note_text").get("phi") is True
+
+
+def test_models_registry_covers_topics() -> None:
+    assert {spec.model for spec in REG.topics.values()} <= set(models.MODELS.values())
