@@ -1,0 +1,437 @@
+"""The ``claimflow`` command: run the pipeline, one service, the simulator, or a stage offline."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline import logs
+from pipeline.settings import Settings
+
+log = logging.getLogger("claimflow")
+
+SERVICE_MODULES = {
+    "intake": "services.intake.app",
+    "coding": "services.coding.app",
+    "validation": "services.validation.app",
+    "claims": "services.claims.app",
+    "remittance": "services.remittance.app",
+    "payer-sim": "services.remittance.payer_app",
+}
+
+
+# --- the pipeline ------------------------------------------------------------------------
+
+
+def publish_encounters(
+    bootstrap: str,
+    settings: Settings,
+    count: int,
+    fmt: str,
+    seed: int,
+    rate: float = 0.0,
+    on_sent: Callable[[str], None] | None = None,
+    stop: Callable[[], bool] | None = None,
+) -> int:
+    """Publish simulated EHR messages to intake.raw.v1 (bare bytes + content-type header)."""
+    from services.intake.simulator import generate
+
+    from pipeline.kafka import make_producer
+
+    producer = make_producer(bootstrap, settings)
+    topic = settings.topic("intake.raw.v1")
+    sent = 0
+    started = time.monotonic()
+    for source_id, content_type, body in generate(count, seed=seed, fmt=fmt):
+        if stop and stop():
+            break
+        producer.produce(
+            topic,
+            key=source_id.encode(),
+            value=body,
+            headers=[("content-type", content_type.encode())],
+        )
+        producer.poll(0)
+        sent += 1
+        if on_sent:
+            on_sent(source_id)
+        if rate > 0:
+            ahead = sent / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    if producer.flush(30):
+        raise RuntimeError("simulator: the broker did not acknowledge every message")
+    return sent
+
+
+def _progress(summary: dict[str, int], elapsed: float) -> str:
+    s = summary
+    return (
+        f"\r[{elapsed:6.1f}s] sent {s['encounters_sent']} | collected {s['collected']} | "
+        f"coded {s['coded']} | clean {s['clean']} rejected {s['rejected']} | "
+        f"submitted {s['submitted']} | posted {s['posted']} | dlq {s['dlq']} | "
+        f"in flight {s['lost']}   "
+    )
+
+
+def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
+    from pipeline.broker import cluster
+    from pipeline.kafka import ensure_topics
+    from pipeline.serde import registry
+    from pipeline.supervisor import Supervisor
+    from pipeline.tracker import Tracker
+
+    settings = Settings()
+    logs.setup("WARNING")
+    run_dir = Path(".claimflow/runs") / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    stopping = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    with cluster(settings.bootstrap_servers) as bootstrap:
+        ensure_topics(bootstrap, settings, registry())
+        sup = Supervisor(bootstrap, run_dir)
+        sup.start()
+        print(f"claimflow: broker {bootstrap}; logs in {run_dir}/", file=sys.stderr)
+        for name, child in sup.children.items():
+            print(f"  {name:<11} http://127.0.0.1:{child.metrics_port}/metrics", file=sys.stderr)
+        tracker = Tracker(bootstrap, settings)
+        started = time.monotonic()
+        try:
+            import threading
+
+            sender = threading.Thread(
+                target=publish_encounters,
+                kwargs=dict(
+                    bootstrap=bootstrap,
+                    settings=settings,
+                    count=args.encounters if bounded else 10**9,
+                    fmt=args.format,
+                    seed=args.seed,
+                    rate=args.rate,
+                    on_sent=tracker.ledger.sent.add,
+                    stop=lambda: stopping,
+                ),
+                daemon=True,
+            )
+            sender.start()
+            last_print = 0.0
+            while not stopping:
+                tracker.poll()
+                sup.check()
+                now = time.monotonic()
+                summary = tracker.ledger.summary()
+                if now - last_print > 0.5:
+                    print(_progress(summary, now - started), end="", file=sys.stderr, flush=True)
+                    last_print = now
+                if bounded and not sender.is_alive():
+                    if summary["encounters_sent"] >= args.encounters and summary["lost"] == 0:
+                        break
+                    if now - started > args.timeout:
+                        print("\nclaimflow: timed out waiting for the pipeline", file=sys.stderr)
+                        break
+            for _ in range(5):  # pick up repeats that are still arriving
+                tracker.poll(timeout=0.1)
+        finally:
+            print(file=sys.stderr)
+            sup.stop()
+            tracker.close()
+        ledger = tracker.ledger
+        summary = ledger.summary()
+        statuses: dict[str, int] = {}
+        for status in ledger.posted.values():
+            statuses[status] = statuses.get(status, 0) + 1
+        print(
+            f"elapsed {time.monotonic() - started:.1f}s; remittance statuses {statuses}; "
+            f"coder review {len(ledger.review)}; repeated claim events "
+            f"{ledger.duplicates('claims.submitted.v1')}; restarts "
+            f"{ {n: c.restarts for n, c in sup.children.items() if c.restarts} }"
+        )
+        for stage, letters in ledger.dead.items():
+            for letter in letters[:5]:
+                print(f"dead letter [{stage}] {letter['field']}: {letter['reason'][:160]}")
+        if summary["lost"]:
+            print(f"lost source ids (first 10): {ledger.lost()[:10]}")
+        print(json.dumps(summary))
+        return 0 if summary["lost"] == 0 and summary["posted"] == summary["submitted"] else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _pipeline(args, bounded=False)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return _pipeline(args, bounded=True)
+
+
+def cmd_service(args: argparse.Namespace) -> int:
+    settings = Settings()
+    logs.setup(settings.log_level, service=args.name)
+    module = importlib.import_module(SERVICE_MODULES[args.name])
+    module.main(settings)
+    return 0
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from pipeline.broker import EmbeddedBroker
+    from pipeline.kafka import ensure_topics
+    from pipeline.serde import registry
+
+    logs.setup("INFO")
+    with EmbeddedBroker(port=args.port) as broker:
+        ensure_topics(broker.bootstrap, Settings(), registry())
+        print(f"CLAIMFLOW_BOOTSTRAP_SERVERS={broker.bootstrap}", flush=True)
+        try:
+            while broker.proc and broker.proc.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from pipeline.kafka import ensure_topics
+    from pipeline.serde import registry
+
+    settings = Settings()
+    logs.setup("WARNING")
+    bootstrap = settings.require_bootstrap()
+    ensure_topics(bootstrap, settings, registry())
+    sent = [0]
+
+    def tick(_: str) -> None:
+        sent[0] += 1
+        if sent[0] % 50 == 0 or sent[0] == args.count:
+            bar = "#" * int(30 * sent[0] / args.count)
+            print(f"\r[{bar:<30}] {sent[0]}/{args.count}", end="", file=sys.stderr, flush=True)
+
+    publish_encounters(
+        bootstrap, settings, args.count, args.format, args.seed, args.rate, on_sent=tick
+    )
+    print(file=sys.stderr)
+    return 0
+
+
+# --- offline stage commands ----------------------------------------------------------------
+
+
+def _inputs(files: list[str]) -> Iterator[tuple[str, bytes]]:
+    """Each input: a file's whole content, or one line of stdin when no file (or -)."""
+    if not files or files == ["-"]:
+        for n, line in enumerate(sys.stdin.buffer, 1):
+            if line.strip():
+                yield f"stdin:{n}", line
+        return
+    for name in files:
+        data = Path(name).read_bytes()
+        stripped = data.strip()
+        # A file of JSON lines (what the stages print) holds several inputs.
+        if stripped.startswith(b"{") and b"\n{" in stripped and _is_json_lines(stripped):
+            for n, line in enumerate(stripped.splitlines(), 1):
+                if line.strip():
+                    yield f"{name}:{n}", line
+        else:
+            yield name, data
+
+
+def _is_json_lines(data: bytes) -> bool:
+    try:
+        json.loads(data)
+        return False
+    except ValueError:
+        return True
+
+
+def _offline(files: list[str], handle: Callable[[str, bytes], list[str]]) -> int:
+    """Run ``handle`` on every input; print its outputs; report errors; exit 1 on any."""
+    from pydantic import ValidationError
+
+    from pipeline.errors import InputError
+    from pipeline.stage import field_of, reason_of
+
+    failed = 0
+    for name, data in _inputs(files):
+        try:
+            for line in handle(name, data):
+                print(line)
+        except (InputError, ValidationError, ValueError) as exc:
+            failed += 1
+            print(
+                json.dumps(
+                    {
+                        "input": name,
+                        "error": type(exc).__name__,
+                        "field": field_of(exc),
+                        "reason": reason_of(exc),
+                    }
+                )
+            )
+    return 1 if failed else 0
+
+
+def _now() -> datetime:
+    from pipeline.models import utcnow
+
+    return utcnow()
+
+
+def cmd_intake_parse(args: argparse.Namespace) -> int:
+    from services.intake.domain import parse_raw
+
+    def handle(name: str, data: bytes) -> list[str]:
+        result = parse_raw(data, args.content_type, source_id=Path(name).name, received_at=_now())
+        return [e.model_dump_json() for e in result.encounters]
+
+    return _offline(args.files, handle)
+
+
+def cmd_code(args: argparse.Namespace) -> int:
+    from services.coding.domain import code_encounter
+    from services.refdata.codesets import CodeSets
+
+    from pipeline.models import Encounter
+
+    codesets = CodeSets.load(Settings().refdata_dir)
+
+    def handle(_: str, data: bytes) -> list[str]:
+        enc = Encounter.model_validate_json(data)
+        return [code_encounter(enc, codesets, coded_at=_now()).model_dump_json()]
+
+    return _offline(args.files, handle)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from services.refdata.codesets import CodeSets
+    from services.validation.rules import validate
+
+    from pipeline.models import CodedEncounter
+
+    codesets = CodeSets.load(Settings().refdata_dir)
+    rejected = 0
+
+    def handle(_: str, data: bytes) -> list[str]:
+        nonlocal rejected
+        verdict = validate(CodedEncounter.model_validate_json(data), codesets, validated_at=_now())
+        rejected += verdict.outcome == "rejected"
+        return [verdict.model_dump_json()]
+
+    code = _offline(args.files, handle)
+    return 1 if rejected else code
+
+
+def cmd_claims_build(args: argparse.Namespace) -> int:
+    from pipeline.models import ValidatedEncounter
+    from services.claims.app import load_fee_schedule
+    from services.claims.domain import build_claim
+
+    settings = Settings()
+    fees = load_fee_schedule(settings)
+
+    def handle(_: str, data: bytes) -> list[str]:
+        claim = build_claim(
+            ValidatedEncounter.model_validate_json(data),
+            sender_id=settings.sender_id,
+            receiver_id=settings.receiver_id,
+            fee_schedule=fees,
+        )
+        return [claim.model_dump_json() if args.json else claim.x12]
+
+    return _offline(args.files, handle)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if hasattr(value, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(value)
+    return str(value)
+
+
+def cmd_remit_parse(args: argparse.Namespace) -> int:
+    from services.remittance.era import parse_835
+
+    def handle(_: str, data: bytes) -> list[str]:
+        remittance = parse_835(data.decode("utf-8", "replace"))
+        return [json.dumps(remittance, default=_json_default)]
+
+    return _offline(args.files, handle)
+
+
+# --- argument parsing ----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="claimflow", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def pipeline_args(q: argparse.ArgumentParser, rate: float) -> None:
+        q.add_argument("--format", choices=["json", "fhir", "mix"], default="mix")
+        q.add_argument("--seed", type=int, default=7)
+        q.add_argument("--rate", type=float, default=rate, help="encounters per second (0: max)")
+
+    q = sub.add_parser("run", help="the whole pipeline on the embedded broker, until Ctrl-C")
+    pipeline_args(q, rate=20.0)
+    q.set_defaults(func=cmd_run)
+    q = sub.add_parser("demo", help="N encounters through the pipeline, then a summary")
+    q.add_argument("--encounters", type=int, default=200)
+    q.add_argument("--timeout", type=float, default=240.0)
+    pipeline_args(q, rate=0.0)
+    q.set_defaults(func=cmd_demo)
+    q = sub.add_parser("service", help="run one service (needs CLAIMFLOW_BOOTSTRAP_SERVERS)")
+    q.add_argument("name", choices=sorted(SERVICE_MODULES))
+    q.set_defaults(func=cmd_service)
+    q = sub.add_parser("broker", help="run the embedded broker in the foreground")
+    q.add_argument("--port", type=int, default=None)
+    q.set_defaults(func=cmd_broker)
+    q = sub.add_parser("simulate", help="the EHR simulator: publish encounters to intake.raw.v1")
+    q.add_argument("--count", type=int, default=100)
+    pipeline_args(q, rate=0.0)
+    q.set_defaults(func=cmd_simulate)
+
+    q = sub.add_parser("intake", help="offline intake").add_subparsers(dest="sub", required=True)
+    r = q.add_parser("parse", help="FHIR bundle / JSON encounter files -> encounters (JSON lines)")
+    r.add_argument("files", nargs="*")
+    r.add_argument("--content-type", default=None)
+    r.set_defaults(func=cmd_intake_parse)
+    q = sub.add_parser("code", help="encounters (JSON lines) -> coded encounters")
+    q.add_argument("files", nargs="*")
+    q.set_defaults(func=cmd_code)
+    q = sub.add_parser("validate", help="coded encounters -> validated encounters")
+    q.add_argument("files", nargs="*")
+    q.set_defaults(func=cmd_validate)
+    q = sub.add_parser("claims", help="offline claims").add_subparsers(dest="sub", required=True)
+    r = q.add_parser("build", help="validated encounters -> X12 837P")
+    r.add_argument("files", nargs="*")
+    r.add_argument("--json", action="store_true", help="print the claim event, not the X12")
+    r.set_defaults(func=cmd_claims_build)
+    q = sub.add_parser("remit", help="offline remittance").add_subparsers(dest="sub", required=True)
+    r = q.add_parser("parse", help="X12 835 files -> remittance JSON")
+    r.add_argument("files", nargs="*")
+    r.set_defaults(func=cmd_remit_parse)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
