@@ -1,0 +1,34 @@
+"""Shared fixtures. The embedded broker starts once per session, only for tests that
+ask for it; every test gets its own topic prefix and consumer groups."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> Iterator[str]:
+    """A Kafka-compatible cluster: $KAFKA_BOOTSTRAP_SERVERS, or the embedded Tansu broker."""
+    configured = os.environ.get("CLAIMFLOW_BOOTSTRAP_SERVERS") or os.environ.get(
+        "KAFKA_BOOTSTRAP_SERVERS"
+    )
+    if configured:
+        yield configured
+        return
+    from pipeline.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as broker:
+        yield broker.bootstrap
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A topic prefix unique to the test, so tests never see each other's records."""
+    return f"t{uuid.uuid4().hex[:8]}."

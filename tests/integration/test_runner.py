@@ -1,0 +1,123 @@
+"""The stage runner against the real embedded broker: output, dead letters, offsets."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from pipeline.errors import InputError
+from pipeline.kafka import ensure_topics, make_producer
+from pipeline.models import PayerFile, event_id, utcnow
+from pipeline.serde import registry
+from pipeline.settings import Settings
+from pipeline.stage import Incoming, Out, Runner, Stage
+
+pytestmark = pytest.mark.broker
+REG = registry()
+
+
+class EchoPayerFiles(Stage):
+    """A stand-in stage: copies payer files to payer.inbound.v1 under a new file id and
+    rejects 999s as domain-invalid, so the runner's routing can be checked alone."""
+
+    name = "remittance"
+    inputs = ("claims.submitted.v1",)
+
+    def decode(self, reg, topic, raw, headers):  # type: ignore[no-untyped-def]
+        return reg.decode("payer.inbound.v1", raw)
+
+    def handle(self, msg: Incoming) -> Iterable[Out]:
+        value: PayerFile = msg.value
+        if value.kind == "999":
+            raise InputError("kind", "999 acknowledgments are not handled by this stage")
+        return [
+            Out(
+                "payer.inbound.v1",
+                value.file_id,
+                value.model_copy(update={"file_id": "x" + value.file_id}),
+            )
+        ]
+
+
+def read_all(bootstrap: str, topic: str, expect: int, timeout: float = 20) -> list:
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "reader-" + topic,
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 100,
+        }
+    )
+    md = c.list_topics(topic, timeout=5)
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions])
+    got, deadline = [], time.monotonic() + timeout
+    while len(got) < expect and time.monotonic() < deadline:
+        got += [m for m in c.consume(100, 0.2) if not m.error()]
+    c.close()
+    return got
+
+
+def payer_file(i: int, kind: str = "835") -> PayerFile:
+    return PayerFile(
+        event_id=event_id("f", str(i)),
+        payer_id="P1",
+        file_id=f"F{i}",
+        kind=kind,
+        body=b"ISA*...~",
+        received_at=utcnow(),
+    )
+
+
+def test_runner_produces_output_routes_poison_to_dlq_and_commits(
+    bootstrap: str, prefix: str
+) -> None:
+    settings = Settings(topic_prefix=prefix, group_prefix=prefix)
+    ensure_topics(bootstrap, settings, REG)
+    producer = make_producer(bootstrap, settings)
+    src = settings.topic("claims.submitted.v1")
+    for i in range(20):
+        producer.produce(src, key=f"k{i}", value=REG.encode("payer.inbound.v1", payer_file(i)))
+    producer.produce(src, key="bad-bytes", value=b"{not avro")
+    producer.produce(
+        src, key="bad-kind", value=REG.encode("payer.inbound.v1", payer_file(99, "999"))
+    )
+    assert producer.flush(10) == 0
+
+    runner = Runner(EchoPayerFiles(), settings, bootstrap)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        out = read_all(bootstrap, settings.topic("payer.inbound.v1"), 20)
+        dead = read_all(bootstrap, settings.topic("dlq.remittance.v1"), 2)
+    finally:
+        runner.stopping.set()
+        thread.join(15)
+    assert sorted(REG.decode("payer.inbound.v1", m.value()).file_id for m in out) == sorted(
+        f"xF{i}" for i in range(20)
+    )
+    letters = {m.key().decode(): REG.decode("dlq.remittance.v1", m.value()) for m in dead}
+    assert set(letters) == {"bad-bytes", "bad-kind"}
+    assert letters["bad-bytes"].value == b"{not avro"
+    assert letters["bad-bytes"].field == "value" and "C3 01" in letters["bad-bytes"].error_message
+    assert (
+        letters["bad-kind"].field == "kind"
+        and letters["bad-kind"].source_topic == "claims.submitted.v1"
+    )
+    # Offsets were committed: the group has nothing left to read from the source topic.
+    c = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"{settings.group_prefix}.remittance"}
+    )
+    tps = c.committed([TopicPartition(src, p) for p in range(3)], timeout=10)
+    c.close()
+    assert sum(tp.offset for tp in tps if tp.offset >= 0) == 22
+
+
+def test_topics_are_created_idempotently(bootstrap: str, prefix: str) -> None:
+    settings = Settings(topic_prefix=prefix)
+    first = ensure_topics(bootstrap, settings, REG)
+    assert len(first) == len(REG.topics)
+    assert ensure_topics(bootstrap, settings, REG) == []
