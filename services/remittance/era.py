@@ -1,0 +1,605 @@
+"""X12 835 (005010X221A1) electronic remittance advice: read, check balancing, validate.
+
+Segments are read with pyx12's ``X12Reader``, which takes the element separator (ISA
+position 3), the component separator (ISA16) and the segment terminator (after ISA16) from
+the interchange header. ``validate_835`` runs pyx12's ``x12n_document`` against the 835
+implementation-guide map and adds the payment balancing rules that map does not check.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import pyx12.errors
+import pyx12.params
+import pyx12.segment
+import pyx12.x12file
+import pyx12.x12n_document
+
+from pipeline.errors import InputError
+
+VERSION_835 = "005010X221A1"
+ZERO = Decimal("0.00")
+_CAS_TRIPLETS = 6
+_ISA_LEN = 106
+
+# --- segment reading ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One X12 segment: its id, elements as text, and components split on ISA16."""
+
+    id: str
+    elements: tuple[str, ...]
+    components: tuple[tuple[str, ...], ...]
+    line: int
+
+    def el(self, pos: int) -> str:
+        """Element ``pos`` (1-based) as text, '' when absent."""
+        return self.elements[pos - 1] if 0 < pos <= len(self.elements) else ""
+
+    def comp(self, pos: int, sub: int) -> str:
+        """Component ``sub`` (1-based) of element ``pos``, '' when absent."""
+        if not 0 < pos <= len(self.components):
+            return ""
+        parts = self.components[pos - 1]
+        return parts[sub - 1] if 0 < sub <= len(parts) else ""
+
+    def ref(self, pos: int) -> str:
+        """The reference designator of element ``pos``, e.g. CLP03, for error messages."""
+        return f"{self.id}{pos:02d}"
+
+
+def _check_isa(text: str) -> str:
+    """Strip what may precede the ISA and reject text that cannot be an X12 interchange."""
+    text = text.lstrip("\ufeff \t\r\n")
+    if not text:
+        raise InputError("ISA", "empty input: expected an X12 interchange starting with ISA")
+    if not text.startswith("ISA"):
+        raise InputError("ISA", f"not X12: the text starts with {text[:3]!r}, not an ISA segment")
+    if len(text) < _ISA_LEN:
+        raise InputError("ISA", f"the ISA segment must be {_ISA_LEN} characters, got {len(text)}")
+    sep = text[3]
+    if sep.isalnum() or sep.isspace():
+        raise InputError("ISA", f"element separator {sep!r} at ISA position 3 is not a delimiter")
+    positions = [i for i, ch in enumerate(text[:_ISA_LEN]) if ch == sep]
+    if len(positions) != 16 or positions[-1] != _ISA_LEN - 3:
+        raise InputError("ISA16", f"the ISA segment is not the fixed {_ISA_LEN}-character layout")
+    if text[_ISA_LEN - 1].isalnum():
+        raise InputError("ISA", f"no segment terminator after ISA16 (found {text[105]!r})")
+    return text
+
+
+def read_segments(text: str) -> Iterator[Segment]:
+    """Yield the segments of an X12 interchange, honouring its ISA-declared delimiters."""
+    text = _check_isa(text)
+    try:
+        reader = pyx12.x12file.X12Reader(io.StringIO(text))
+        for number, seg in enumerate(reader, start=1):
+            yield _convert(seg, reader.subele_term or ":", number)
+    except (pyx12.errors.X12Error, pyx12.errors.EngineError, IndexError) as exc:
+        raise InputError("ISA", f"unreadable X12 envelope: {exc}") from exc
+
+
+def _convert(seg: pyx12.segment.Segment, subele: str, number: int) -> Segment:
+    values: list[str] = []
+    comps: list[tuple[str, ...]] = []
+    for i in range(1, len(seg) + 1):
+        value = seg.get_value(f"{i:02d}") or ""
+        values.append(value)
+        comps.append(tuple(value.split(subele)) if seg.get_seg_id() != "ISA" else (value,))
+    return Segment(seg.get_seg_id() or "", tuple(values), tuple(comps), number)
+
+
+def _money(seg: Segment, pos: int, *, required: bool = True) -> Decimal:
+    raw = seg.el(pos).strip()
+    if not raw:
+        if required:
+            raise InputError(seg.ref(pos), "amount is required")
+        return ZERO
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        raise InputError(seg.ref(pos), f"not a number: {raw!r}") from None
+    if not value.is_finite():
+        raise InputError(seg.ref(pos), f"not a number: {raw!r}")
+    return value.quantize(Decimal("0.01"))
+
+
+def _quantity(seg: Segment, pos: int) -> Decimal | None:
+    raw = seg.el(pos).strip()
+    if not raw:
+        return None
+    try:
+        return Decimal(raw)
+    except InvalidOperation:
+        raise InputError(seg.ref(pos), f"not a number: {raw!r}") from None
+
+
+def _date(seg: Segment, pos: int) -> date | None:
+    raw = seg.el(pos).strip()
+    if not raw:
+        return None
+    try:
+        return datetime.strptime(raw, "%Y%m%d").date()
+    except ValueError:
+        raise InputError(seg.ref(pos), f"not a CCYYMMDD date: {raw!r}") from None
+
+
+# --- the remittance model -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CasAdjustment:
+    """One CAS reason/amount/quantity triplet with its group code (CO, PR, OA, PI, CR)."""
+
+    group: str
+    reason: str
+    amount: Decimal
+    quantity: Decimal | None = None
+
+
+@dataclass(frozen=True)
+class ServicePayment:
+    """Loop 2110: one adjudicated service line (SVC and what follows it)."""
+
+    qualifier: str
+    procedure: str
+    modifiers: tuple[str, ...]
+    charge: Decimal
+    paid: Decimal
+    revenue_code: str | None = None
+    units: Decimal | None = None
+    original_procedure: str | None = None
+    service_date: date | None = None
+    service_end: date | None = None
+    line_control_number: str | None = None
+    allowed: Decimal | None = None
+    adjustments: tuple[CasAdjustment, ...] = ()
+    remark_codes: tuple[str, ...] = ()
+
+    @property
+    def adjustment_total(self) -> Decimal:
+        """Sum of the line's CAS amounts."""
+        return sum((a.amount for a in self.adjustments), ZERO)
+
+
+@dataclass(frozen=True)
+class ClaimPayment:
+    """Loop 2100: one claim as the payer adjudicated it (CLP and what follows it)."""
+
+    patient_control_number: str
+    status_code: str
+    charge: Decimal
+    paid: Decimal
+    patient_responsibility: Decimal
+    filing_indicator: str | None = None
+    payer_claim_control_number: str | None = None
+    facility_code: str | None = None
+    frequency: str | None = None
+    patient_last_name: str | None = None
+    patient_first_name: str | None = None
+    patient_member_id: str | None = None
+    statement_start: date | None = None
+    statement_end: date | None = None
+    received_date: date | None = None
+    adjustments: tuple[CasAdjustment, ...] = ()
+    remark_codes: tuple[str, ...] = ()
+    service_lines: tuple[ServicePayment, ...] = ()
+
+    @property
+    def is_reversal(self) -> bool:
+        """CLP02 22: the payer takes back an earlier payment."""
+        return self.status_code == "22"
+
+    def all_adjustments(self) -> list[tuple[int | None, CasAdjustment]]:
+        """Claim-level then line-level adjustments, with the 1-based line number or None."""
+        out: list[tuple[int | None, CasAdjustment]] = [(None, a) for a in self.adjustments]
+        for number, line in enumerate(self.service_lines, start=1):
+            out.extend((number, a) for a in line.adjustments)
+        return out
+
+    def all_remark_codes(self) -> list[str]:
+        """MOA and LQ*HE remark codes, claim first, without repeats."""
+        codes = list(self.remark_codes)
+        for line in self.service_lines:
+            codes.extend(line.remark_codes)
+        return list(dict.fromkeys(codes))
+
+    def balance_errors(self) -> list[str]:
+        """The 835 balancing rules this claim breaks (empty when it balances)."""
+        errors: list[str] = []
+        pcn = self.patient_control_number
+        for number, line in enumerate(self.service_lines, start=1):
+            if line.charge - line.adjustment_total != line.paid:
+                errors.append(
+                    f"CLP01 {pcn} line {number}: SVC02 {line.charge} - CAS {line.adjustment_total}"
+                    f" != SVC03 {line.paid}"
+                )
+        total_adj = sum((a.amount for _, a in self.all_adjustments()), ZERO)
+        if self.charge - total_adj != self.paid:
+            errors.append(
+                f"CLP01 {pcn}: CLP03 {self.charge} - CAS {total_adj} != CLP04 {self.paid}"
+            )
+        if self.service_lines:
+            line_charges = sum((line.charge for line in self.service_lines), ZERO)
+            if line_charges != self.charge:
+                errors.append(f"CLP01 {pcn}: sum of SVC02 {line_charges} != CLP03 {self.charge}")
+        return errors
+
+
+@dataclass(frozen=True)
+class ProviderAdjustment:
+    """One PLB reason/amount pair: positive takes money back from the payee."""
+
+    provider_id: str
+    fiscal_period_end: date | None
+    reason: str
+    reference: str | None
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class Remittance:
+    """One 835 transaction set: a payment (or notice) from one payer to one payee."""
+
+    interchange_control_number: str
+    transaction_control_number: str
+    handling_code: str
+    payment_amount: Decimal
+    credit_debit: str
+    payment_method: str
+    payment_date: date | None
+    trace_number: str
+    originator_id: str | None
+    production_date: date | None
+    payer_name: str
+    payer_id: str | None
+    payee_name: str
+    payee_id_qualifier: str | None
+    payee_id: str | None
+    payee_tax_id: str | None = None
+    claims: tuple[ClaimPayment, ...] = ()
+    provider_adjustments: tuple[ProviderAdjustment, ...] = ()
+
+    def balance_errors(self) -> list[str]:
+        """Claim and line balancing, and BPR02 = sum of CLP04 - sum of PLB amounts."""
+        errors = [e for claim in self.claims for e in claim.balance_errors()]
+        paid = sum((c.paid for c in self.claims), ZERO)
+        plb = sum((p.amount for p in self.provider_adjustments), ZERO)
+        if paid - plb != self.payment_amount:
+            errors.append(f"BPR02 {self.payment_amount} != sum of CLP04 {paid} - sum of PLB {plb}")
+        return errors
+
+
+# --- parsing -----------------------------------------------------------------------------
+
+
+@dataclass
+class _ClaimBuilder:
+    clp: Segment
+    names: dict[str, Any] = field(default_factory=dict)
+    adjustments: list[CasAdjustment] = field(default_factory=list)
+    remarks: list[str] = field(default_factory=list)
+    lines: list[ServicePayment] = field(default_factory=list)
+    line: dict[str, Any] | None = None
+
+    def close_line(self) -> None:
+        if self.line is not None:
+            self.lines.append(ServicePayment(**self.line))
+            self.line = None
+
+    def build(self) -> ClaimPayment:
+        self.close_line()
+        clp = self.clp
+        if not clp.el(1):
+            raise InputError("CLP01", "patient control number is required")
+        if not clp.el(2):
+            raise InputError("CLP02", "claim status code is required")
+        adjustments = tuple(self.adjustments)
+        lines = tuple(self.lines)
+        responsibility = _money(clp, 5, required=False)
+        if not clp.el(5):
+            every = list(adjustments) + [a for line in lines for a in line.adjustments]
+            responsibility = sum((a.amount for a in every if a.group == "PR"), ZERO)
+        return ClaimPayment(
+            patient_control_number=clp.el(1),
+            status_code=clp.el(2),
+            charge=_money(clp, 3),
+            paid=_money(clp, 4),
+            patient_responsibility=responsibility,
+            filing_indicator=clp.el(6) or None,
+            payer_claim_control_number=clp.el(7) or None,
+            facility_code=clp.el(8) or None,
+            frequency=clp.el(9) or None,
+            adjustments=adjustments,
+            remark_codes=tuple(dict.fromkeys(self.remarks)),
+            service_lines=lines,
+            **self.names,
+        )
+
+
+def _cas(seg: Segment) -> list[CasAdjustment]:
+    group = seg.el(1)
+    if group not in {"CO", "CR", "OA", "PI", "PR"}:
+        raise InputError("CAS01", f"unknown claim adjustment group code {group!r}")
+    out: list[CasAdjustment] = []
+    for i in range(_CAS_TRIPLETS):
+        reason_pos = 2 + 3 * i
+        reason = seg.el(reason_pos)
+        if not reason:
+            if seg.el(reason_pos + 1):
+                raise InputError(seg.ref(reason_pos), "adjustment amount without a reason code")
+            continue
+        amount = _money(seg, reason_pos + 1)
+        out.append(CasAdjustment(group, reason, amount, _quantity(seg, reason_pos + 2)))
+    if not out:
+        raise InputError("CAS02", "CAS segment without any reason code")
+    return out
+
+
+def _svc(seg: Segment) -> dict[str, Any]:
+    if not seg.comp(1, 2):
+        raise InputError("SVC01", "composite medical procedure identifier is required")
+    original = seg.comp(6, 2) or None
+    return {
+        "qualifier": seg.comp(1, 1),
+        "procedure": seg.comp(1, 2),
+        "modifiers": tuple(m for m in (seg.comp(1, k) for k in range(3, 7)) if m),
+        "charge": _money(seg, 2),
+        "paid": _money(seg, 3),
+        "revenue_code": seg.el(4) or None,
+        "units": _quantity(seg, 5),
+        "original_procedure": original,
+    }
+
+
+def _envelope_checks(segments: list[Segment]) -> None:
+    isa = segments[0]
+    if isa.el(12) != "00501":
+        raise InputError("ISA12", f"expected interchange version 00501, got {isa.el(12)!r}")
+    gs = next((s for s in segments if s.id == "GS"), None)
+    if gs is None:
+        raise InputError("GS", "no functional group (GS) in the interchange")
+    if gs.el(1) != "HP" or not gs.el(8).startswith("005010X221"):
+        raise InputError(
+            "GS08",
+            f"expected an 835 ({VERSION_835}, GS01 HP), got GS01 {gs.el(1)!r} GS08 {gs.el(8)!r}",
+        )
+    st = next((s for s in segments if s.id == "ST"), None)
+    if st is None:
+        raise InputError("ST", "no transaction set (ST) in the interchange")
+
+
+def parse_835_transactions(text: str) -> list[Remittance]:
+    """Parse every 835 transaction set (ST..SE) in an interchange, in file order."""
+    segments = list(read_segments(text))
+    _envelope_checks(segments)
+    isa_control = segments[0].el(13)
+    out: list[Remittance] = []
+    current: list[Segment] | None = None
+    for seg in segments:
+        if seg.id == "ST":
+            if seg.el(1) != "835":
+                raise InputError("ST01", f"expected transaction set 835, got {seg.el(1)!r}")
+            current = [seg]
+        elif current is not None:
+            current.append(seg)
+            if seg.id == "SE":
+                out.append(_parse_transaction(current, isa_control))
+                current = None
+    if current is not None:
+        out.append(_parse_transaction(current, isa_control))
+    if not any(r.claims for r in out):
+        raise InputError("CLP", "no claim payment (CLP) in the 835")
+    return out
+
+
+def parse_835(text: str) -> Remittance:
+    """Parse an 835 interchange that carries one transaction set (one payment)."""
+    remits = parse_835_transactions(text)
+    if len(remits) != 1:
+        raise InputError(
+            "ST", f"the file holds {len(remits)} 835 transactions; use parse_835_transactions"
+        )
+    return remits[0]
+
+
+def _parse_transaction(segments: list[Segment], isa_control: str) -> Remittance:
+    header: dict[str, Any] = {"payee_tax_id": None, "production_date": None, "payer_id": None}
+    bpr = trn = None
+    party: str | None = None
+    claims: list[ClaimPayment] = []
+    plbs: list[ProviderAdjustment] = []
+    claim: _ClaimBuilder | None = None
+
+    def close_claim() -> None:
+        nonlocal claim
+        if claim is not None:
+            claims.append(claim.build())
+            claim = None
+
+    for seg in segments[1:]:
+        sid = seg.id
+        if sid == "BPR":
+            bpr = seg
+        elif sid == "TRN" and claim is None:
+            trn = seg
+        elif sid == "DTM" and claim is None and seg.el(1) == "405":
+            header["production_date"] = _date(seg, 2)
+        elif sid == "N1" and claim is None:
+            party = seg.el(1)
+            if party == "PR":
+                header["payer_name"] = seg.el(2)
+                if seg.el(4):
+                    header["payer_id"] = seg.el(4)
+            elif party == "PE":
+                header["payee_name"] = seg.el(2)
+                header["payee_id_qualifier"] = seg.el(3) or None
+                header["payee_id"] = seg.el(4) or None
+        elif sid == "REF" and claim is None:
+            if party == "PR" and seg.el(1) == "2U":
+                header["payer_id"] = seg.el(2)
+            elif party == "PE" and seg.el(1) == "TJ":
+                header["payee_tax_id"] = seg.el(2)
+        elif sid == "CLP":
+            close_claim()
+            claim = _ClaimBuilder(seg)
+        elif sid == "LX" or sid == "SE":
+            close_claim()
+        elif sid == "PLB":
+            close_claim()
+            plbs.extend(_plb(seg))
+        elif claim is None:
+            if sid == "CAS" or sid == "SVC":
+                raise InputError(sid, f"{sid} segment outside a claim (no CLP before it)")
+        else:
+            _claim_segment(claim, seg)
+    close_claim()
+    if bpr is None:
+        raise InputError("BPR", "the 835 has no BPR (financial information) segment")
+    if trn is None:
+        raise InputError("TRN", "the 835 has no TRN (reassociation trace number) segment")
+    if "payer_name" not in header:
+        raise InputError("N1", "no payer (N1*PR) in the 835")
+    if "payee_name" not in header:
+        raise InputError("N1", "no payee (N1*PE) in the 835")
+    header.setdefault("payee_id_qualifier", None)
+    header.setdefault("payee_id", None)
+    return Remittance(
+        interchange_control_number=isa_control,
+        transaction_control_number=segments[0].el(2),
+        handling_code=bpr.el(1),
+        payment_amount=_money(bpr, 2),
+        credit_debit=bpr.el(3),
+        payment_method=bpr.el(4),
+        payment_date=_date(bpr, 16),
+        trace_number=_required(trn, 2),
+        originator_id=trn.el(3) or None,
+        claims=tuple(claims),
+        provider_adjustments=tuple(plbs),
+        **header,
+    )
+
+
+def _required(seg: Segment, pos: int) -> str:
+    value = seg.el(pos)
+    if not value:
+        raise InputError(seg.ref(pos), "required element is empty")
+    return value
+
+
+def _claim_segment(claim: _ClaimBuilder, seg: Segment) -> None:
+    sid = seg.id
+    line = claim.line
+    if sid == "SVC":
+        claim.close_line()
+        claim.line = _svc(seg) | {"adjustments": (), "remark_codes": ()}
+    elif sid == "CAS":
+        if line is None:
+            claim.adjustments.extend(_cas(seg))
+        else:
+            line["adjustments"] = line["adjustments"] + tuple(_cas(seg))
+    elif sid == "DTM":
+        qualifier = seg.el(1)
+        if line is not None:
+            if qualifier in {"472", "150"}:
+                line["service_date"] = _date(seg, 2)
+            elif qualifier == "151":
+                line["service_end"] = _date(seg, 2)
+        elif qualifier == "232":
+            claim.names["statement_start"] = _date(seg, 2)
+        elif qualifier == "233":
+            claim.names["statement_end"] = _date(seg, 2)
+        elif qualifier == "050":
+            claim.names["received_date"] = _date(seg, 2)
+    elif sid == "NM1" and line is None and seg.el(1) == "QC":
+        claim.names["patient_last_name"] = seg.el(3) or None
+        claim.names["patient_first_name"] = seg.el(4) or None
+        claim.names["patient_member_id"] = seg.el(9) or None
+    elif sid == "MOA" and line is None:
+        claim.remarks.extend(c for c in (seg.el(i) for i in range(3, 8)) if c)
+    elif sid == "MIA" and line is None:
+        claim.remarks.extend(c for c in (seg.el(i) for i in (5, 20, 21, 22, 23)) if c)
+    elif line is not None:
+        if sid == "REF" and seg.el(1) == "6R":
+            line["line_control_number"] = seg.el(2) or None
+        elif sid == "AMT" and seg.el(1) == "B6":
+            line["allowed"] = _money(seg, 2)
+        elif sid == "LQ" and seg.el(1) == "HE" and seg.el(2):
+            line["remark_codes"] = line["remark_codes"] + (seg.el(2),)
+
+
+def _plb(seg: Segment) -> list[ProviderAdjustment]:
+    provider = _required(seg, 1)
+    period = _date(seg, 2)
+    out: list[ProviderAdjustment] = []
+    for pos in range(3, 15, 2):
+        if not seg.el(pos):
+            continue
+        out.append(
+            ProviderAdjustment(
+                provider_id=provider,
+                fiscal_period_end=period,
+                reason=seg.comp(pos, 1),
+                reference=seg.comp(pos, 2) or None,
+                amount=_money(seg, pos + 1),
+            )
+        )
+    return out
+
+
+# --- validation --------------------------------------------------------------------------
+
+
+def validate_835(text: str, *, balancing: bool = True) -> list[str]:
+    """Errors pyx12 finds against the 835 map, plus broken balancing rules; [] means valid."""
+    try:
+        remits = parse_835_transactions(text)
+    except InputError as exc:
+        return [str(exc)]
+    errors = _pyx12_errors(text.lstrip("\ufeff \t\r\n"))
+    if balancing:
+        for remit in remits:
+            errors.extend(
+                f"ST {remit.transaction_control_number}: {e}" for e in remit.balance_errors()
+            )
+    return errors
+
+
+def _pyx12_errors(text: str) -> list[str]:
+    """Run pyx12's x12n_document (no 997/999 output) and flatten its JSON error report."""
+    report = io.StringIO()
+    logger = logging.getLogger("pyx12")
+    try:
+        ok = pyx12.x12n_document.x12n_document(
+            pyx12.params.params(), io.StringIO(text), None, None, None, fd_json=report
+        )
+    except (pyx12.errors.X12Error, pyx12.errors.EngineError) as exc:
+        return [f"pyx12: {exc}"]
+    messages: list[str] = []
+    doc = json.loads(report.getvalue() or '{"interchanges": []}')
+    for isa in doc["interchanges"]:
+        messages.extend(f"ISA: {e['err_str']} ({e['err_cde']})" for e in isa["errors"])
+        for gs in isa["groups"]:
+            messages.extend(f"GS: {e['err_str']} ({e['err_cde']})" for e in gs["errors"])
+            for st in gs["transactions"]:
+                messages.extend(f"ST: {e['err_str']} ({e['err_cde']})" for e in st["errors"])
+                for seg in st["segments"]:
+                    where = f"line {seg['cur_line']} {seg['seg_id']}"
+                    messages.extend(f"{where}: {e['err_str']}" for e in seg["errors"])
+                    for ele in seg["elements"]:
+                        ref = f"{seg['seg_id']}{int(ele['ele_pos']):02d}"
+                        messages.extend(f"{where} {ref}: {e['err_str']}" for e in ele["errors"])
+    if not ok and not messages:
+        logger.debug("pyx12 rejected the 835 without a detailed error")
+        messages.append("pyx12: the document is not valid (no detail reported)")
+    return messages

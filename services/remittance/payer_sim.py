@@ -1,0 +1,672 @@
+"""A payer simulator: adjudicates submitted 837P claims and answers with an X12 835.
+
+Decisions are deterministic (seeded from the payer and claim id, never the clock) and follow
+how payers price professional claims: the allowed amount is the claim's expected
+reimbursement when the biller knows it, else a payer-specific share of charges; the
+difference to charges is a CO-45 contractual write-off; the patient owes deductible (PR-1),
+coinsurance (PR-2) and copay (PR-3) by plan type; Medicare applies 2% sequestration (CO-253);
+a few claims are denied and a few lines are denied or bundled. A void (frequency 8) is
+answered with a reversal (CLP02 22) of the same decision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Literal
+
+from pipeline.errors import InputError
+from pipeline.models import SubmittedClaim
+from services.remittance.era import ZERO, CasAdjustment, Segment, read_segments
+
+CENT = Decimal("0.01")
+VERSION_835 = "005010X221A1"
+
+
+def _cents(value: Decimal) -> Decimal:
+    return value.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+# --- reading the claim back from its 837P -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimLine:
+    """One 837P service line (LX/SV1/DTP*472/REF*6R)."""
+
+    line_number: int
+    qualifier: str
+    code: str
+    modifiers: tuple[str, ...]
+    charge: Decimal
+    units: Decimal
+    service_date: date | None
+    service_end: date | None
+    line_control_number: str | None = None
+
+
+@dataclass(frozen=True)
+class Claim837:
+    """What the payer needs from one CLM of an 837P."""
+
+    claim_id: str
+    charge: Decimal
+    place_of_service: str
+    frequency: str
+    filing_indicator: str
+    member_id: str | None
+    patient_last_name: str | None
+    patient_first_name: str | None
+    lines: tuple[ClaimLine, ...]
+
+
+def _d8(seg: Segment) -> tuple[date | None, date | None]:
+    """Dates of a DTP segment: D8 CCYYMMDD or RD8 CCYYMMDD-CCYYMMDD."""
+    raw = seg.el(3)
+    try:
+        if seg.el(2) == "RD8" and "-" in raw:
+            start, end = raw.split("-", 1)
+            return _ymd(start), _ymd(end)
+        return _ymd(raw), None
+    except ValueError:
+        raise InputError(seg.ref(3), f"not a D8/RD8 date: {raw!r}") from None
+
+
+def _ymd(raw: str) -> date:
+    return date(int(raw[0:4]), int(raw[4:6]), int(raw[6:8]))
+
+
+def _decimal(seg: Segment, pos: int, default: str | None = None) -> Decimal:
+    raw = seg.el(pos) or (default or "")
+    try:
+        return Decimal(raw)
+    except ArithmeticError:
+        raise InputError(seg.ref(pos), f"not a number: {raw!r}") from None
+
+
+@dataclass
+class _RawLine:
+    sv1: Segment | None = None
+    start: date | None = None
+    end: date | None = None
+    control_number: str | None = None
+
+
+def read_837_claim(x12: str, claim_id: str) -> Claim837:
+    """Find claim ``claim_id`` (CLM01) in an 837P and read its lines and plan context."""
+    ctx: dict[str, str | None] = {}
+    found: dict[str, str | None] | None = None
+    clm: Segment | None = None
+    lines: list[_RawLine] = []
+    in_claim = False
+    for seg in read_segments(x12):
+        sid = seg.id
+        if sid in {"HL", "SE"} or (sid == "CLM" and in_claim):
+            if clm is not None:
+                break
+            in_claim = False
+        if sid == "HL":
+            # A new billing provider (20) or subscriber (22) starts a fresh context; a patient
+            # (23) keeps the subscriber's plan and member id.
+            keep = {"20": (), "22": (), "23": ("sbr09", "member_id")}.get(seg.el(3), tuple(ctx))
+            ctx = {k: v for k, v in ctx.items() if k in keep}
+        elif sid == "SBR" and not in_claim:
+            ctx["sbr09"] = seg.el(9)
+        elif sid == "NM1" and not in_claim and seg.el(1) in {"IL", "QC"}:
+            if seg.el(1) == "IL":
+                ctx["member_id"] = seg.el(9) or None
+            ctx["last"], ctx["first"] = seg.el(3) or None, seg.el(4) or None
+        elif sid == "CLM":
+            in_claim = True
+            if seg.el(1) == claim_id:
+                clm, found = seg, dict(ctx)
+        elif clm is not None and in_claim:
+            if sid == "LX":
+                lines.append(_RawLine())
+            elif sid == "SV1" and lines:
+                lines[-1].sv1 = seg
+            elif sid == "DTP" and seg.el(1) == "472" and lines:
+                lines[-1].start, lines[-1].end = _d8(seg)
+            elif sid == "REF" and seg.el(1) == "6R" and lines:
+                lines[-1].control_number = seg.el(2) or None
+    if clm is None or found is None:
+        raise InputError("CLM01", f"claim {claim_id!r} is not in the 837")
+    return _claim837(clm, found, lines)
+
+
+def _claim837(clm: Segment, ctx: dict[str, str | None], raw_lines: list[_RawLine]) -> Claim837:
+    lines: list[ClaimLine] = []
+    for number, raw in enumerate(raw_lines, start=1):
+        sv1 = raw.sv1
+        if sv1 is None:
+            raise InputError("SV1", f"service line {number} has no SV1 segment")
+        if not sv1.comp(1, 2):
+            raise InputError("SV101-2", f"service line {number} has no procedure code")
+        lines.append(
+            ClaimLine(
+                line_number=number,
+                qualifier=sv1.comp(1, 1) or "HC",
+                code=sv1.comp(1, 2),
+                modifiers=tuple(m for m in (sv1.comp(1, k) for k in range(3, 7)) if m),
+                charge=_cents(_decimal(sv1, 2)),
+                units=_decimal(sv1, 4, "1"),
+                service_date=raw.start,
+                service_end=raw.end,
+                line_control_number=raw.control_number,
+            )
+        )
+    if not lines:
+        raise InputError("SV1", f"claim {clm.el(1)!r} has no service lines")
+    charge = _cents(_decimal(clm, 2))
+    line_total = sum((line.charge for line in lines), ZERO)
+    if line_total != charge:
+        raise InputError("CLM02", f"claim charge {charge} != sum of SV102 {line_total}")
+    return Claim837(
+        claim_id=clm.el(1),
+        charge=charge,
+        place_of_service=clm.comp(5, 1) or "11",
+        frequency=clm.comp(5, 3) or "1",
+        filing_indicator=ctx.get("sbr09") or "CI",
+        member_id=ctx.get("member_id"),
+        patient_last_name=ctx.get("last"),
+        patient_first_name=ctx.get("first"),
+        lines=tuple(lines),
+    )
+
+
+# --- adjudication policy ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanRules:
+    """How one kind of plan (SBR09 claim filing indicator) shares the allowed amount."""
+
+    allowed_pct: Decimal
+    coinsurance: Decimal = Decimal("0")
+    copay: Decimal = Decimal("0")
+    deductible_rate: float = 0.0
+    deductible_max: Decimal = Decimal("0")
+    sequestration: Decimal = Decimal("0")
+
+
+MEDICARE_B = PlanRules(
+    allowed_pct=Decimal("0.42"),
+    coinsurance=Decimal("0.20"),
+    deductible_rate=0.12,
+    deductible_max=Decimal("257.00"),
+    sequestration=Decimal("0.02"),
+)
+MEDICAID = PlanRules(allowed_pct=Decimal("0.35"))
+COMMERCIAL = PlanRules(
+    allowed_pct=Decimal("0.60"),
+    coinsurance=Decimal("0.20"),
+    copay=Decimal("25.00"),
+    deductible_rate=0.18,
+    deductible_max=Decimal("500.00"),
+)
+
+
+@dataclass(frozen=True)
+class AdjudicationPolicy:
+    """Pricing and denial behaviour of the simulated payer."""
+
+    plans: Mapping[str, PlanRules] = field(
+        default_factory=lambda: {"MB": MEDICARE_B, "MA": MEDICARE_B, "MC": MEDICAID}
+    )
+    default_plan: PlanRules = COMMERCIAL
+    payer_allowed_pct: Mapping[str, Decimal] = field(default_factory=dict)
+    claim_denial_rate: float = 0.05
+    line_denial_rate: float = 0.06
+
+    def plan(self, filing_indicator: str) -> PlanRules:
+        """The rules for a claim filing indicator (commercial when unknown)."""
+        return self.plans.get(filing_indicator, self.default_plan)
+
+
+DEFAULT_POLICY = AdjudicationPolicy()
+
+# (CARC, claim-level RARC for MOA, line-level RARC for LQ)
+_CLAIM_DENIALS: tuple[tuple[str, str | None, str | None], ...] = (
+    ("16", "MA130", None),  # lacks information; unprocessable, resubmit
+    ("50", None, "N115"),  # not medically necessary (coverage determination)
+    ("29", None, None),  # time limit for filing expired
+)
+_LINE_DENIALS: tuple[tuple[str, str], ...] = (("97", "M15"), ("50", "N115"))
+
+
+# --- decisions ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LineDecision:
+    """How the payer adjudicated one service line."""
+
+    line: ClaimLine
+    allowed: Decimal
+    paid: Decimal
+    adjustments: tuple[CasAdjustment, ...]
+    remark_codes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClaimDecision:
+    """How the payer adjudicated one claim: what the 835 will say about it."""
+
+    claim: Claim837
+    status_code: str
+    charge: Decimal
+    paid: Decimal
+    patient_responsibility: Decimal
+    payer_claim_control_number: str
+    service_start: date
+    service_end: date
+    lines: tuple[LineDecision, ...]
+    remark_codes: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> Decimal:
+        """Sum of line allowed amounts."""
+        return sum((line.allowed for line in self.lines), ZERO)
+
+
+def _rng(payer_id: str, claim_id: str) -> random.Random:
+    digest = hashlib.sha256(f"{payer_id}\x1f{claim_id}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def payer_claim_control_number(payer_id: str, claim_id: str) -> str:
+    """The payer's internal control number (CLP07) for a claim: stable across reruns."""
+    digest = hashlib.sha256(f"icn\x1f{payer_id}\x1f{claim_id}".encode()).digest()
+    return f"{int.from_bytes(digest[:8], 'big') % 10**13:013d}"
+
+
+def _spread(total: Decimal, charges: Sequence[Decimal]) -> list[Decimal]:
+    """Split ``total`` over lines in proportion to charges, in cents, never above a charge."""
+    whole = sum(charges, ZERO)
+    if whole <= 0:
+        return [ZERO for _ in charges]
+    out: list[Decimal] = []
+    cumulative = ZERO
+    given = ZERO
+    for charge in charges:
+        cumulative += charge
+        target = _cents(total * cumulative / whole) - given
+        share = min(charge, max(ZERO, target))
+        out.append(share)
+        given += share
+    return out
+
+
+def _is_visit(code: str) -> bool:
+    """E/M visit codes carry the copay (one per claim)."""
+    return len(code) == 5 and code.startswith("992")
+
+
+def adjudicate_claim(
+    claim: SubmittedClaim, *, policy: AdjudicationPolicy = DEFAULT_POLICY
+) -> ClaimDecision:
+    """Decide how the payer pays one submitted claim, reading its lines from the 837."""
+    parsed = read_837_claim(claim.x12, claim.claim_id)
+    if parsed.charge != claim.total_charge:
+        raise InputError(
+            "total_charge", f"{claim.total_charge} differs from the 837 CLM02 {parsed.charge}"
+        )
+    rng = _rng(claim.payer_id, claim.claim_id)
+    # Draw every random number up front, in a fixed order, so one decision never shifts another.
+    deny_claim = rng.random() < policy.claim_denial_rate
+    denial = _CLAIM_DENIALS[rng.randrange(len(_CLAIM_DENIALS))]
+    has_deductible = rng.random()
+    deductible_share = Decimal(str(round(rng.uniform(0.25, 1.0), 4)))
+    line_draws = [(rng.random(), rng.randrange(len(_LINE_DENIALS))) for _ in parsed.lines]
+
+    plan = policy.plan(parsed.filing_indicator)
+    charges = [line.charge for line in parsed.lines]
+    if claim.expected_reimbursement is not None:
+        allowed = _spread(min(claim.expected_reimbursement, parsed.charge), charges)
+    else:
+        pct = policy.payer_allowed_pct.get(claim.payer_id, plan.allowed_pct)
+        allowed = [_cents(c * pct) for c in charges]
+
+    remarks: tuple[str, ...] = ()
+    if deny_claim:
+        carc, claim_rarc, line_rarc = denial
+        lines = tuple(
+            LineDecision(
+                line,
+                ZERO,
+                ZERO,
+                (CasAdjustment("CO", carc, line.charge),),
+                (line_rarc,) if line_rarc else (),
+            )
+            for line in parsed.lines
+        )
+        remarks = (claim_rarc,) if claim_rarc else ()
+    else:
+        deductible = ZERO
+        if has_deductible < plan.deductible_rate:
+            deductible = _cents(plan.deductible_max * deductible_share)
+        lines = _price_lines(
+            parsed.lines, allowed, plan, deductible, line_draws, policy.line_denial_rate
+        )
+
+    paid = sum((line.paid for line in lines), ZERO)
+    responsibility = sum(
+        (a.amount for line in lines for a in line.adjustments if a.group == "PR"), ZERO
+    )
+    starts = [line.service_date for line in parsed.lines if line.service_date]
+    ends = [line.service_end or line.service_date for line in parsed.lines if line.service_date]
+    decision = ClaimDecision(
+        claim=parsed,
+        status_code="4" if paid == 0 and responsibility == 0 else "1",
+        charge=parsed.charge,
+        paid=paid,
+        patient_responsibility=responsibility,
+        payer_claim_control_number=payer_claim_control_number(claim.payer_id, claim.claim_id),
+        service_start=min(starts, default=claim.service_start),
+        service_end=max((d for d in ends if d), default=claim.service_end),
+        lines=lines,
+        remark_codes=remarks,
+    )
+    if claim.frequency == "8" or parsed.frequency == "8":
+        return _reversal(decision)
+    return decision
+
+
+def _price_lines(
+    lines: Sequence[ClaimLine],
+    allowed: Sequence[Decimal],
+    plan: PlanRules,
+    deductible: Decimal,
+    draws: Sequence[tuple[float, int]],
+    line_denial_rate: float,
+) -> tuple[LineDecision, ...]:
+    """Copay, deductible, coinsurance and sequestration line by line; some later lines denied."""
+    out: list[LineDecision] = []
+    deductible_left = deductible
+    copay_used = False
+    for index, (line, line_allowed, (draw, pick)) in enumerate(
+        zip(lines, allowed, draws, strict=True)
+    ):
+        # The first line is the primary service: bundling (CO-97) only hits later lines.
+        if index > 0 and draw < line_denial_rate and line.charge > 0:
+            carc, rarc = _LINE_DENIALS[pick]
+            adjustment = CasAdjustment("CO", carc, line.charge)
+            out.append(LineDecision(line, ZERO, ZERO, (adjustment,), (rarc,)))
+            continue
+        remaining = line_allowed
+        copay = ZERO
+        if plan.copay and not copay_used and _is_visit(line.code):
+            copay = min(plan.copay, remaining)
+            copay_used = True
+            remaining -= copay
+        applied = min(deductible_left, remaining)
+        deductible_left -= applied
+        remaining -= applied
+        coinsurance = ZERO if copay else _cents(remaining * plan.coinsurance)
+        remaining -= coinsurance
+        sequestration = _cents(remaining * plan.sequestration)
+        remaining -= sequestration
+        co = [("45", line.charge - line_allowed), ("253", sequestration)]
+        pr = [("1", applied), ("2", coinsurance), ("3", copay)]
+        adjustments = tuple(
+            CasAdjustment(group, reason, amount)
+            for group, pairs in (("CO", co), ("PR", pr))
+            for reason, amount in pairs
+            if amount != 0
+        )
+        out.append(LineDecision(line, line_allowed, remaining, adjustments))
+    return tuple(out)
+
+
+def _reversal(decision: ClaimDecision) -> ClaimDecision:
+    """The same decision with every amount negated (CLP02 22)."""
+
+    def neg(adjs: tuple[CasAdjustment, ...]) -> tuple[CasAdjustment, ...]:
+        return tuple(replace(a, amount=-a.amount) for a in adjs)
+
+    return replace(
+        decision,
+        status_code="22",
+        charge=-decision.charge,
+        paid=-decision.paid,
+        patient_responsibility=-decision.patient_responsibility,
+        lines=tuple(
+            replace(
+                line,
+                line=replace(line.line, charge=-line.line.charge),
+                allowed=-line.allowed,
+                paid=-line.paid,
+                adjustments=neg(line.adjustments),
+            )
+            for line in decision.lines
+        ),
+    )
+
+
+# --- writing the 835 ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PayerDetails:
+    """Payer address, contact, tax id and bank details printed on the 835."""
+
+    address: str = "PO BOX 1000"
+    city: str = "ANYTOWN"
+    state: str = "MD"
+    postal_code: str = "21201"
+    contact_name: str = "EDI SUPPORT"
+    contact_phone: str = "8005550100"
+    tax_id: str = "990000001"
+    bank_routing: str = "011000015"
+    bank_account: str = "000123456789"
+    payee_bank_routing: str = "021000021"
+    payee_bank_account: str = "000987654321"
+
+
+def _amt(value: Decimal) -> str:
+    """An X12 R (decimal) value: no trailing zeros, no '-0'."""
+    value = _cents(value)
+    if value == 0:
+        return "0"
+    text = f"{value:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _num(value: Decimal) -> str:
+    text = f"{value.normalize():f}"
+    return text
+
+
+def _clean(text: str | None, limit: int) -> str:
+    """Upper-case X12 text without delimiter characters, cut to the element's max length."""
+    value = (text or "").upper()
+    for ch in "*:~^":
+        value = value.replace(ch, " ")
+    return value.strip()[:limit]
+
+
+def _cas_segments(adjustments: Sequence[CasAdjustment]) -> list[str]:
+    by_group: dict[str, list[CasAdjustment]] = {}
+    for adj in adjustments:
+        by_group.setdefault(adj.group, []).append(adj)
+    out: list[str] = []
+    for group, adjs in by_group.items():
+        for start in range(0, len(adjs), 6):
+            triplets = "**".join(f"{a.reason}*{_amt(a.amount)}" for a in adjs[start : start + 6])
+            out.append(f"CAS*{group}*{triplets}")
+    return out
+
+
+# CLP06 takes fewer codes than the 837's SBR09: commercial (CI) and Blue Cross (BL) plans are
+# reported as the payer's product, here PPO (12); federal employees as other federal (OF).
+_CLP06_CODES = frozenset(
+    {"12", "13", "14", "15", "16", "17", "AM", "CH", "DS", "HM", "LM", "MA", "MB", "MC", "OF"}
+    | {"TV", "VA", "WC", "ZZ"}
+)
+_SBR09_TO_CLP06 = {"CI": "12", "BL": "12", "FI": "OF", "11": "ZZ"}
+
+
+def claim_filing_code(sbr09: str) -> str:
+    """The 835 CLP06 code for the 837's SBR09 claim filing indicator."""
+    if sbr09 in _CLP06_CODES:
+        return sbr09
+    return _SBR09_TO_CLP06.get(sbr09, "ZZ")
+
+
+def _claim_segments(decision: ClaimDecision) -> list[str]:
+    claim = decision.claim
+    clp = [
+        "CLP",
+        _clean(claim.claim_id, 38),
+        decision.status_code,
+        _amt(decision.charge),
+        _amt(decision.paid),
+        _amt(decision.patient_responsibility) if decision.patient_responsibility else "",
+        claim_filing_code(claim.filing_indicator),
+        decision.payer_claim_control_number,
+        claim.place_of_service,
+        claim.frequency,
+    ]
+    out = ["*".join(clp)]
+    last = _clean(claim.patient_last_name, 60) or "UNKNOWN"
+    first = _clean(claim.patient_first_name, 35)
+    nm1 = f"NM1*QC*1*{last}*{first}"
+    if claim.member_id:
+        nm1 += f"****MI*{_clean(claim.member_id, 80)}"
+    out.append(nm1.rstrip("*"))
+    if decision.remark_codes:
+        out.append("MOA***" + "*".join(decision.remark_codes[:5]))
+    out.append(f"DTM*232*{decision.service_start:%Y%m%d}")
+    out.append(f"DTM*233*{decision.service_end:%Y%m%d}")
+    for line in decision.lines:
+        svc = ":".join((line.line.qualifier, line.line.code, *line.line.modifiers))
+        out.append(f"SVC*{svc}*{_amt(line.line.charge)}*{_amt(line.paid)}**{_num(line.line.units)}")
+        start = line.line.service_date or decision.service_start
+        end = line.line.service_end
+        if end and end != start:
+            out.append(f"DTM*150*{start:%Y%m%d}")
+            out.append(f"DTM*151*{end:%Y%m%d}")
+        else:
+            out.append(f"DTM*472*{start:%Y%m%d}")
+        out.extend(_cas_segments(line.adjustments))
+        if line.line.line_control_number:
+            out.append(f"REF*6R*{_clean(line.line.line_control_number, 50)}")
+        if line.allowed:
+            out.append(f"AMT*B6*{_amt(line.allowed)}")
+        out.extend(f"LQ*HE*{code}" for code in line.remark_codes)
+    return out
+
+
+def render_835(
+    decisions: Sequence[ClaimDecision],
+    *,
+    payer_id: str,
+    payer_name: str,
+    payee_npi: str,
+    payee_name: str,
+    trace_number: str,
+    paid_date: date,
+    payee_tax_id: str | None = None,
+    payment_method: Literal["ACH", "CHK"] = "ACH",
+    payer: PayerDetails | None = None,
+    control_number: int | None = None,
+) -> str:
+    """Write the 835 interchange (ISA..IEA, one ST..SE) for adjudicated claims."""
+    payer = payer or PayerDetails()
+    if control_number is None:
+        digest = hashlib.sha256(f"{payer_id}\x1f{trace_number}".encode()).digest()
+        control_number = int.from_bytes(digest[:8], "big") % 999_999_999 + 1
+    if not 0 < control_number < 10**9:
+        raise InputError("control_number", "must be 1..999999999")
+    sender = _clean(payer_id, 15)
+    receiver = _clean(payee_npi, 15)
+    total = sum((d.paid for d in decisions), ZERO)
+    ymd = f"{paid_date:%Y%m%d}"
+    body: list[str] = ["ST*835*0001"]
+    if total > 0 and payment_method == "ACH":
+        body.append(
+            f"BPR*I*{_amt(total)}*C*ACH*CCP*01*{payer.bank_routing}*DA*{payer.bank_account}"
+            f"*1{payer.tax_id}**01*{payer.payee_bank_routing}*DA*{payer.payee_bank_account}*{ymd}"
+        )
+    elif total > 0:
+        body.append(f"BPR*C*{_amt(total)}*C*CHK************{ymd}")
+    else:
+        body.append(f"BPR*H*0*C*NON************{ymd}")
+    body += [
+        f"TRN*1*{_clean(trace_number, 50)}*1{payer.tax_id}",
+        f"DTM*405*{ymd}",
+        f"N1*PR*{_clean(payer_name, 60)}",
+        f"N3*{_clean(payer.address, 55)}",
+        f"N4*{_clean(payer.city, 30)}*{payer.state}*{payer.postal_code}",
+        f"REF*2U*{_clean(payer_id, 50)}",
+        f"PER*BL*{_clean(payer.contact_name, 60)}*TE*{payer.contact_phone}",
+        f"N1*PE*{_clean(payee_name, 60)}*XX*{payee_npi}",
+    ]
+    if payee_tax_id:
+        body.append(f"REF*TJ*{payee_tax_id}")
+    if decisions:
+        body.append("LX*1")
+    for decision in decisions:
+        body.extend(_claim_segments(decision))
+    if total < 0:
+        # A net debit cannot be paid out: carry it forward as a provider-level balance.
+        reference = _clean(trace_number, 50)
+        body.append(f"PLB*{payee_npi}*{paid_date.year}1231*FB:{reference}*{_amt(total)}")
+    body.append(f"SE*{len(body) + 1}*0001")
+    isa = (
+        f"ISA*00*{'':10}*00*{'':10}*ZZ*{sender:<15}*ZZ*{receiver:<15}*{paid_date:%y%m%d}*0000"
+        f"*^*00501*{control_number:09d}*0*P*:"
+    )
+    segments = [
+        isa,
+        f"GS*HP*{sender}*{receiver}*{ymd}*0000*{control_number}*X*{VERSION_835}",
+        *body,
+        f"GE*1*{control_number}",
+        f"IEA*1*{control_number:09d}",
+    ]
+    return "~\n".join(segments) + "~\n"
+
+
+def adjudicate(
+    claims: Sequence[SubmittedClaim],
+    *,
+    payer_id: str,
+    payer_name: str,
+    payee_npi: str,
+    payee_name: str,
+    trace_number: str,
+    paid_date: date,
+    payee_tax_id: str | None = None,
+    payment_method: Literal["ACH", "CHK"] = "ACH",
+    policy: AdjudicationPolicy = DEFAULT_POLICY,
+    payer: PayerDetails | None = None,
+    control_number: int | None = None,
+) -> str:
+    """Adjudicate a batch of claims sent to one payer and return the payer's 835."""
+    if not claims:
+        raise InputError("claims", "an 835 needs at least one claim")
+    for claim in claims:
+        if claim.payer_id != payer_id:
+            raise InputError(
+                "payer_id", f"claim {claim.claim_id} is for payer {claim.payer_id}, not {payer_id}"
+            )
+    if not (len(payee_npi) == 10 and payee_npi.isdigit()):
+        raise InputError("payee_npi", f"an NPI is 10 digits, got {payee_npi!r}")
+    decisions = [adjudicate_claim(claim, policy=policy) for claim in claims]
+    return render_835(
+        decisions,
+        payer_id=payer_id,
+        payer_name=payer_name,
+        payee_npi=payee_npi,
+        payee_name=payee_name,
+        trace_number=trace_number,
+        paid_date=paid_date,
+        payee_tax_id=payee_tax_id,
+        payment_method=payment_method,
+        payer=payer,
+        control_number=control_number,
+    )
