@@ -62,6 +62,9 @@ class Stage:
 
     name: str = "stage"
     inputs: Sequence[str] = ()
+    #: Where poison input goes; None only for simulators outside the pipeline proper,
+    #: whose rejects are logged (and then show as unaccounted-for in the demo summary).
+    dead_letters: bool = True
 
     def decode(self, reg: Registry, topic: str, raw: bytes, headers: dict[str, bytes]) -> Any:
         return reg.decode(topic, raw)
@@ -177,7 +180,7 @@ class Runner:
                 else:
                     outs.extend(self.stage.handle(msg))
             except Exception as exc:  # noqa: BLE001 - every failure of one input is routed
-                outs.append(self._reject(msg, exc))
+                outs.extend(self._route(msg, exc))
         if decoded:
             outs.extend(self.stage.handle_batch(decoded))
         return outs, offsets
@@ -195,6 +198,10 @@ class Runner:
             )
         metrics.DEAD_LETTERS.labels(self.stage.name, type(exc).__name__).inc()
         return dead_letter(self.stage.name, msg, exc)
+
+    def _route(self, msg: Incoming, exc: Exception) -> list[Out]:
+        out = self._reject(msg, exc)
+        return [out] if self.stage.dead_letters else []
 
     def run(self) -> None:
         s, stage = self.settings, self.stage

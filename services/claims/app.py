@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pipeline import metrics
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Stage, run_stage
-from services.claims.domain import build_claim
+from services.claims.domain import FeeSchedule, build_claim
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +17,7 @@ class ClaimsStage(Stage):
     name = "claims"
     inputs = ("encounters.validated.v1",)
 
-    def __init__(self, settings: Settings, fee_schedule: object | None) -> None:
+    def __init__(self, settings: Settings, fee_schedule: FeeSchedule | None) -> None:
         self.settings = settings
         self.fee_schedule = fee_schedule
 
@@ -34,7 +34,7 @@ class ClaimsStage(Stage):
         return [Out("claims.submitted.v1", claim.claim_id, claim)]
 
 
-def load_fee_schedule(settings: Settings) -> object | None:
+def load_fee_schedule(settings: Settings) -> FeeSchedule | None:
     if settings.refdata_dir is None:
         log.warning("no CLAIMFLOW_REFDATA_DIR: expected reimbursement is off (null on claims)")
         return None
