@@ -9,8 +9,10 @@ instead of trusting end offsets.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +54,10 @@ class Ledger:
     records: Counter[str] = field(default_factory=Counter)
     event_ids: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     payer_files: int = 0
+    claim_events: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    posting_events: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    keep_x12: bool = False
+    x12: dict[str, str] = field(default_factory=dict)
 
     def add(self, topic: str, key: str | None, value: Any) -> None:
         self.records[topic] += 1
@@ -69,10 +75,14 @@ class Ledger:
         elif topic == "claims.submitted.v1":
             self.claim_encounter[value.claim_id] = value.encounter_id
             self.encounter_claim[value.encounter_id] = value.claim_id
+            self.claim_events[value.claim_id].add(value.event_id)
+            if self.keep_x12:
+                self.x12[value.claim_id] = value.x12
         elif topic == "payer.inbound.v1":
             self.payer_files += 1
         elif topic == "remittance.posted.v1":
             self.posted[value.claim_id] = value.status
+            self.posting_events[value.claim_id][value.event_id] += 1
         elif topic.startswith("dlq."):
             self.dead[value.stage].append(
                 {
@@ -129,10 +139,16 @@ class Ledger:
 class Tracker:
     """Reads the followed topics from offset 0 (no consumer group) into a ``Ledger``."""
 
-    def __init__(self, bootstrap: str, settings: Settings, reg: Registry | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        settings: Settings,
+        reg: Registry | None = None,
+        keep_x12: bool = False,
+    ) -> None:
         self.settings = settings
         self.registry = reg or registry()
-        self.ledger = Ledger()
+        self.ledger = Ledger(keep_x12=keep_x12)
         self.errors: list[str] = []
         self._prefix_len = len(settings.topic_prefix)
         self.consumer = Consumer(
@@ -168,6 +184,15 @@ class Tracker:
             self.ledger.add(topic, key, value)
             n += 1
         return n
+
+    def wait(self, done: Callable[[Ledger], bool], timeout: float) -> bool:
+        """Poll until ``done(ledger)`` holds or ``timeout`` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.poll()
+            if done(self.ledger):
+                return True
+        return False
 
     def close(self) -> None:
         self.consumer.close()

@@ -1,0 +1,156 @@
+"""The whole pipeline: the real broker, the five services and the payer simulator as
+separate processes, encounters in at one end and posted remittances out at the other."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import publish_encounters
+from pipeline.kafka import ensure_topics, make_producer
+from pipeline.serde import registry
+from pipeline.settings import Settings
+from pipeline.supervisor import Supervisor
+from pipeline.tracker import Ledger, Tracker
+from services.claims.x12_validate import validate_x12
+from services.intake.simulator import generate
+
+pytestmark = [pytest.mark.broker, pytest.mark.e2e]
+
+
+@pytest.fixture
+def pipeline(bootstrap: str, prefix: str, tmp_path: Path) -> Iterator[tuple[Settings, Supervisor]]:
+    group = prefix.rstrip(".")
+    settings = Settings(topic_prefix=prefix, group_prefix=group)
+    ensure_topics(bootstrap, settings, registry())
+    sup = Supervisor(
+        bootstrap,
+        tmp_path,
+        env={"CLAIMFLOW_TOPIC_PREFIX": prefix, "CLAIMFLOW_GROUP_PREFIX": group},
+    )
+    sup.start()
+    yield settings, sup
+    sup.stop()
+    for child in sup.children.values():  # a crash in a service shows in the test report
+        log = child.log_path.read_text(errors="replace")
+        assert "Traceback" not in log or child.restarts, f"{child.name}:\n{log[-3000:]}"
+
+
+def send_raw(bootstrap: str, settings: Settings, source_id: str, body: bytes, ctype: str) -> None:
+    producer = make_producer(bootstrap, settings)
+    producer.produce(
+        settings.topic("intake.raw.v1"),
+        key=source_id.encode(),
+        value=body,
+        headers=[("content-type", ctype.encode())],
+    )
+    assert producer.flush(10) == 0
+
+
+def json_encounter_with_unknown_code() -> tuple[str, bytes]:
+    source_id, _, body = next(generate(1, seed=99, fmt="json"))
+    record = json.loads(body)
+    record["diagnoses"][0]["code"] = "E11.999"  # not an ICD-10-CM code in any year
+    return source_id + "-bad-dx", json.dumps(record).encode()
+
+
+def all_done(ledger: Ledger) -> bool:
+    return bool(ledger.sent) and not ledger.lost()
+
+
+def test_good_encounters_are_posted_once_and_bad_ones_are_dead_letters(
+    bootstrap: str, pipeline: tuple[Settings, Supervisor]
+) -> None:
+    settings, _sup = pipeline
+    tracker = Tracker(bootstrap, settings, keep_x12=True)
+    good = publish_encounters(
+        bootstrap, settings, 40, "mix", seed=11, on_sent=tracker.ledger.sent.add
+    )
+    bad = {
+        "bad-json": (b'{"encounter_id": "x", "patient": ', "application/json"),
+        "bundle-without-encounter": (
+            json.dumps(
+                {
+                    "resourceType": "Bundle",
+                    "type": "collection",
+                    "entry": [{"resource": {"resourceType": "Patient", "id": "p1"}}],
+                }
+            ).encode(),
+            "application/fhir+json",
+        ),
+    }
+    bad_dx_id, bad_dx_body = json_encounter_with_unknown_code()
+    bad[bad_dx_id] = (bad_dx_body, "application/json")
+    for source_id, (body, ctype) in bad.items():
+        send_raw(bootstrap, settings, source_id, body, ctype)
+        tracker.ledger.sent.add(source_id)
+
+    assert tracker.wait(all_done, timeout=180), f"lost: {tracker.ledger.lost()[:10]}"
+    tracker.wait(lambda _: False, timeout=2)  # let any stray repeat arrive
+    tracker.close()
+    ledger = tracker.ledger
+
+    assert good == 40
+    letters = {d["key"]: d for stage in ledger.dead.values() for d in stage}
+    (bad_dx_encounter,) = ledger.source_encounters[bad_dx_id]  # collected, then refused
+    assert set(letters) == {"bad-json", "bundle-without-encounter", bad_dx_encounter}
+    assert "JSON" in letters["bad-json"]["reason"]
+    assert letters["bundle-without-encounter"]["field"].startswith("Bundle")
+    assert "Encounter" in letters["bundle-without-encounter"]["reason"]
+    dx_letter = letters[bad_dx_encounter]
+    assert dx_letter["field"].startswith("diagnoses") and "E11.999" in dx_letter["reason"]
+    assert ledger.dead.keys() <= {"intake", "coding"}
+
+    good_sources = ledger.sent - set(bad)
+    for source in good_sources:
+        (encounter,) = ledger.source_encounters[source]
+        if ledger.outcome[encounter] == "rejected":
+            continue
+        claim = ledger.encounter_claim[encounter]
+        assert sum(ledger.posting_events[claim].values()) == 1, claim  # exactly once
+    summary = ledger.summary()
+    assert summary["lost"] == 0
+    assert summary["posted"] == summary["submitted"] > 0
+    assert summary["clean"] + summary["rejected"] == len(good_sources)
+    assert ledger.duplicates("claims.submitted.v1") == 0
+
+    errors = {claim: validate_x12(x12) for claim, x12 in ledger.x12.items()}
+    assert len(errors) == summary["submitted"]
+    assert {claim: e for claim, e in errors.items() if e} == {}
+
+
+@pytest.mark.parametrize("victim", ["claims", "remittance"])
+def test_sigkill_mid_run_loses_nothing_and_duplicates_no_claim(
+    bootstrap: str, pipeline: tuple[Settings, Supervisor], victim: str
+) -> None:
+    settings, sup = pipeline
+    tracker = Tracker(bootstrap, settings)
+    publish_encounters(bootstrap, settings, 60, "mix", seed=23, on_sent=tracker.ledger.sent.add)
+    # Kill the service once it has done part of the work.
+    progressed = {
+        "claims": lambda led: len(led.claim_encounter) >= 5,
+        "remittance": lambda led: len(led.posted) >= 5,
+    }[victim]
+    assert tracker.wait(progressed, timeout=120)
+    sup.kill(victim)
+    publish_encounters(bootstrap, settings, 60, "mix", seed=24, on_sent=tracker.ledger.sent.add)
+    time.sleep(1)
+    sup.respawn(victim)
+
+    assert tracker.wait(all_done, timeout=180), f"lost: {tracker.ledger.lost()[:10]}"
+    tracker.wait(lambda _: False, timeout=2)
+    tracker.close()
+    ledger = tracker.ledger
+    summary = ledger.summary()
+    assert summary["encounters_sent"] == 120
+    assert summary["lost"] == 0 and summary["dlq"] == 0
+    assert summary["posted"] == summary["submitted"] == summary["clean"]
+    # One claim per encounter: a replayed batch re-sends the same event, never a new claim.
+    assert len(ledger.claim_encounter) == len(set(ledger.claim_encounter.values()))
+    assert all(len(events) == 1 for events in ledger.claim_events.values())
+    # Each claim is posted once: repeats after the crash carry the same event id.
+    assert all(len(events) == 1 for events in ledger.posting_events.values())
