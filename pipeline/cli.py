@@ -43,9 +43,8 @@ def publish_encounters(
     stop: Callable[[], bool] | None = None,
 ) -> int:
     """Publish simulated EHR messages to intake.raw.v1 (bare bytes + content-type header)."""
-    from services.intake.simulator import generate
-
     from pipeline.kafka import make_producer
+    from services.intake.simulator import generate
 
     producer = make_producer(bootstrap, settings)
     topic = settings.topic("intake.raw.v1")
@@ -299,10 +298,9 @@ def cmd_intake_parse(args: argparse.Namespace) -> int:
 
 
 def cmd_code(args: argparse.Namespace) -> int:
+    from pipeline.models import Encounter
     from services.coding.domain import code_encounter
     from services.refdata.codesets import CodeSets
-
-    from pipeline.models import Encounter
 
     codesets = CodeSets.load(Settings().refdata_dir)
 
@@ -314,10 +312,9 @@ def cmd_code(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from pipeline.models import CodedEncounter
     from services.refdata.codesets import CodeSets
     from services.validation.rules import validate
-
-    from pipeline.models import CodedEncounter
 
     codesets = CodeSets.load(Settings().refdata_dir)
     rejected = 0
