@@ -1,0 +1,299 @@
+"""Validation rule pack: each rule fires on a crafted encounter and stays quiet on a clean one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+from factories import (
+    RECEIVED_AT,
+    VALIDATED_AT,
+    coded,
+    codesets_bare,
+    codesets_with_cms,
+    encounter,
+    facility,
+    line,
+    patch,
+    procedure,
+    requires_cms,
+)
+
+from pipeline.models import CodedDiagnosis, CodedEncounter, event_id
+from services.coding.domain import code_encounter
+from services.refdata.codesets import CodeSets
+from services.validation.rules import RULE_PACK_VERSION, RULES, npi_is_valid, validate
+
+
+@pytest.fixture(scope="module")
+def cs() -> CodeSets:
+    return codesets_bare()
+
+
+def _dx(code: str, seq: int = 1, billable: bool = True) -> CodedDiagnosis:
+    return CodedDiagnosis(code=code, sequence=seq, source="ehr", confidence=1.0, billable=billable)
+
+
+def _enc(**changes: object) -> CodedEncounter:
+    """The clean coded visit with encounter fields replaced (unvalidated)."""
+    base = coded()
+    return patch(base, encounter=patch(base.encounter, **changes))
+
+
+def _coverage(**changes: object) -> CodedEncounter:
+    base = coded()
+    return patch(
+        base, encounter=patch(base.encounter, coverage=patch(base.encounter.coverage, **changes))
+    )
+
+
+def _billing(**changes: object) -> CodedEncounter:
+    enc = coded().encounter
+    return _enc(billing_provider=patch(enc.billing_provider, **changes))
+
+
+def _patient(**changes: object) -> CodedEncounter:
+    enc = coded().encounter
+    return _enc(patient=patch(enc.patient, **changes))
+
+
+def _lines(*lines: object) -> CodedEncounter:
+    return patch(coded(), lines=list(lines))
+
+
+def _visit_on(day: date) -> CodedEncounter:
+    enc = encounter(service_start=day, service_end=day)
+    return coded(enc, lines=[line(1, "99213", "145.00", [1, 2], service_date=day)])
+
+
+# (rule id, crafted encounter, field the hit names, line number or None)
+CASES: list[tuple[str, Callable[[], CodedEncounter], str, int | None]] = [
+    ("CF-REQ-001", lambda: _coverage(payer_id="  "), "encounter.coverage.payer_id", None),
+    ("CF-REQ-002", lambda: _coverage(member_id=""), "encounter.coverage.member_id", None),
+    ("CF-REQ-003", lambda: _billing(npi=""), "encounter.billing_provider.npi", None),
+    ("CF-REQ-004", lambda: _patient(birth_date=None), "encounter.patient.birth_date", None),
+    ("CF-REQ-005", lambda: patch(coded(), diagnoses=[]), "diagnoses", None),
+    ("CF-REQ-006", lambda: _lines(), "lines", None),
+    ("CF-NPI-001", lambda: _billing(npi="1847520397"), "encounter.billing_provider.npi", None),
+    (
+        "CF-NPI-002",
+        lambda: _enc(
+            rendering_provider=patch(coded().encounter.rendering_provider, npi="1234567890")
+        ),
+        "encounter.rendering_provider.npi",
+        None,
+    ),
+    (
+        "CF-NPI-003",
+        lambda: _enc(facility=patch(facility(), npi="1508624371")),
+        "encounter.facility.npi",
+        None,
+    ),
+    ("CF-EIN-001", lambda: _billing(tax_id=None), "encounter.billing_provider.tax_id", None),
+    ("CF-DATE-001", lambda: _enc(service_end=date(2026, 3, 1)), "encounter.service_end", None),
+    (
+        "CF-DATE-002",
+        lambda: _visit_on(date(2026, 3, 4)),
+        "encounter.service_start",
+        None,
+    ),
+    (
+        "CF-DATE-003",
+        lambda: _lines(line(1, "99213", "145.00", [1], service_date=date(2026, 3, 1))),
+        "lines[0].service_date",
+        1,
+    ),
+    (
+        "CF-DATE-004",
+        lambda: _patient(birth_date=date(2026, 3, 3)),
+        "encounter.patient.birth_date",
+        None,
+    ),
+    (
+        "CF-LINE-001",
+        lambda: _lines(line(1, "99213"), patch(line(2, "83036"), charge=Decimal("0.00"))),
+        "lines[1].charge",
+        2,
+    ),
+    ("CF-LINE-002", lambda: _lines(patch(line(1, "99213"), units=0.0)), "lines[0].units", 1),
+    ("CF-LINE-003", lambda: _lines(line(1, "99213", pointers=[1, 3])), "lines[0].dx_pointers", 1),
+    (
+        "CF-LINE-004",
+        lambda: _lines(line(1, "99213", modifiers=["25", "5"])),
+        "lines[0].modifiers[1]",
+        1,
+    ),
+    ("CF-CODE-000", lambda: _visit_on(date(2022, 9, 30)), "encounter.service_start", None),
+    (
+        "CF-CODE-001",
+        lambda: patch(coded(), diagnoses=[_dx("E119"), _dx("Z99999", 2)]),
+        "diagnoses[1].code",
+        None,
+    ),
+    (
+        "CF-CODE-002",
+        lambda: patch(coded(), diagnoses=[_dx("E11", billable=False), _dx("I10", 2)]),
+        "diagnoses[0].code",
+        None,
+    ),
+    ("CF-CODE-003", lambda: _lines(line(1, "99213"), line(2, "9921X")), "lines[1].code", 2),
+    (
+        "CF-CODE-004",
+        lambda: patch(coded(), pcs_procedures=[procedure("0DTJ4ZZ"), procedure("XW033C6")]),
+        "pcs_procedures[1].code",
+        None,
+    ),
+    (
+        "CF-DX-001",
+        lambda: patch(coded(), diagnoses=[_dx("G63"), _dx("E1142", 2)]),
+        "diagnoses[0].code",
+        None,
+    ),
+    (
+        "CF-DX-002",
+        lambda: patch(coded(), diagnoses=[_dx("V0001XA"), _dx("S82101A", 2)]),
+        "diagnoses[0].code",
+        None,
+    ),
+    (
+        "CF-REV-001",
+        lambda: patch(coded(), review_reasons=["diagnoses[0]: confirm the principal diagnosis"]),
+        "review_reasons[0]",
+        None,
+    ),
+]
+
+
+def test_clean_encounter_passes_every_rule(cs: CodeSets) -> None:
+    verdict = validate(coded(), cs, validated_at=VALIDATED_AT)
+    assert verdict.outcome == "clean" and verdict.edits == []
+    assert verdict.rule_pack_version == RULE_PACK_VERSION == "2026.11.0"
+    assert verdict.coded == coded() and verdict.validated_at == VALIDATED_AT
+
+
+@requires_cms
+def test_clean_encounter_passes_with_the_cms_files_loaded() -> None:
+    verdict = validate(coded(), codesets_with_cms(), validated_at=VALIDATED_AT)
+    assert verdict.outcome == "clean" and verdict.edits == []
+
+
+def test_clean_encounter_with_facility_passes(cs: CodeSets) -> None:
+    verdict = validate(_enc(facility=facility()), cs, validated_at=VALIDATED_AT)
+    assert verdict.outcome == "clean"
+
+
+def test_coding_output_validates_clean(cs: CodeSets) -> None:
+    result = code_encounter(encounter(), cs, coded_at=RECEIVED_AT)
+    assert validate(result, cs, validated_at=VALIDATED_AT).outcome == "clean"
+
+
+@pytest.mark.parametrize(("rule_id", "build", "field", "line_no"), CASES, ids=[c[0] for c in CASES])
+def test_rule_fires(
+    cs: CodeSets,
+    rule_id: str,
+    build: Callable[[], CodedEncounter],
+    field: str,
+    line_no: int | None,
+) -> None:
+    verdict = validate(build(), cs, validated_at=VALIDATED_AT)
+    hits = [e for e in verdict.edits if e.rule_id == rule_id]
+    assert hits, f"{rule_id} did not fire; edits: {verdict.edits}"
+    assert hits[0].field == field and hits[0].line == line_no
+    assert len(hits[0].message) > 20
+    severity = next(r.severity for r in RULES if r.id == rule_id)
+    assert hits[0].severity == severity
+    expected = {"error": "rejected", "warning": "warnings", "info": "clean"}[severity]
+    if all(e.rule_id == rule_id for e in verdict.edits):
+        assert verdict.outcome == expected
+    if severity == "error":
+        assert verdict.outcome == "rejected"
+
+
+def test_every_rule_has_a_firing_test_and_an_explanation() -> None:
+    ids = [r.id for r in RULES]
+    assert len(ids) == len(set(ids))
+    tested = {c[0] for c in CASES} | {"CF-CODE-005"}
+    assert set(ids) == tested
+    assert all(r.explanation.endswith(".") and len(r.explanation) > 20 for r in RULES)
+
+
+def test_only_warnings_give_outcome_warnings(cs: CodeSets) -> None:
+    verdict = validate(patch(coded(), review_reasons=["check"]), cs, validated_at=VALIDATED_AT)
+    assert verdict.outcome == "warnings"
+    assert [(e.rule_id, e.severity) for e in verdict.edits] == [("CF-REV-001", "warning")]
+
+
+def test_manifestation_message_quotes_code_first(cs: CodeSets) -> None:
+    bad = patch(coded(), diagnoses=[_dx("G63"), _dx("E1142", 2)])
+    hit = next(
+        e for e in validate(bad, cs, validated_at=VALIDATED_AT).edits if e.rule_id == "CF-DX-001"
+    )
+    assert "G63 is a manifestation code" in hit.message and "code first" in hit.message
+
+
+@pytest.mark.parametrize("tin", ["63-123456", "07123456", "071234567", "961234567"])
+def test_ein_format_and_prefix(cs: CodeSets, tin: str) -> None:
+    verdict = validate(_billing(tax_id=tin), cs, validated_at=VALIDATED_AT)
+    assert [e.rule_id for e in verdict.edits] == ["CF-EIN-001"]
+
+
+def test_ein_prefix_is_not_checked_for_a_person(cs: CodeSets) -> None:
+    verdict = validate(_billing(tax_id="071234567", entity="person"), cs, validated_at=VALIDATED_AT)
+    assert verdict.outcome == "clean"
+
+
+@pytest.mark.parametrize("npi", ["1234567893", "1847520396", "1663019283", "1508624370"])
+def test_npi_luhn_accepts_valid_numbers(npi: str) -> None:
+    # Independent check: Luhn over the 9 digits, plus 24 for the 80840 prefix.
+    total = 24
+    for k, ch in enumerate(reversed(npi[:9])):
+        d = int(ch) * (2 if k % 2 == 0 else 1)
+        total += d - 9 if d > 9 else d
+    assert (10 - total % 10) % 10 == int(npi[9])
+    assert npi_is_valid(npi)
+
+
+@pytest.mark.parametrize("npi", ["1234567890", "123456789", "12345678931", "abcdefghij", ""])
+def test_npi_luhn_rejects_bad_numbers(npi: str) -> None:
+    assert not npi_is_valid(npi)
+
+
+def test_dx_pointer_limits(cs: CodeSets) -> None:
+    many = _lines(line(1, "99213", pointers=[1, 2, 1, 2, 1]))
+    msgs = [e.message for e in validate(many, cs, validated_at=VALIDATED_AT).edits]
+    assert any("points at 5 diagnoses" in m for m in msgs)
+    empty = _lines(patch(line(1, "99213"), dx_pointers=[]))
+    msgs = [e.message for e in validate(empty, cs, validated_at=VALIDATED_AT).edits]
+    assert any("points at no diagnosis" in m for m in msgs)
+
+
+def test_future_relative_to_validation_time_only(cs: CodeSets) -> None:
+    later = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)  # same day as the visit: not in the future
+    assert validate(coded(), cs, validated_at=later).outcome == "clean"
+
+
+@requires_cms
+def test_cpt_absent_from_fee_schedule_of_its_year_is_an_error() -> None:
+    day = date(2025, 6, 2)
+    enc = encounter(service_start=day, service_end=day)
+    bad = coded(enc, lines=[line(1, "99999", service_date=day)])
+    verdict = validate(bad, codesets_with_cms(), validated_at=VALIDATED_AT)
+    assert [(e.rule_id, e.line) for e in verdict.edits] == [("CF-CODE-003", 1)]
+    assert verdict.outcome == "rejected"
+
+
+@requires_cms
+def test_cpt_the_fee_schedule_cannot_vouch_for_is_info_only() -> None:
+    unchecked = _lines(line(1, "99999"))  # 2026 date, 2025 fee schedule
+    verdict = validate(unchecked, codesets_with_cms(), validated_at=VALIDATED_AT)
+    assert [(e.rule_id, e.severity) for e in verdict.edits] == [("CF-CODE-005", "info")]
+    assert verdict.outcome == "clean"
+
+
+def test_event_id_depends_on_rule_pack_version(cs: CodeSets) -> None:
+    c = coded()
+    verdict = validate(c, cs, validated_at=VALIDATED_AT)
+    again = validate(c, cs, validated_at=VALIDATED_AT.replace(hour=18))
+    assert verdict.event_id == again.event_id == event_id(c.event_id, "validation", "2026.11.0")
