@@ -205,6 +205,35 @@ def _ein(ctx: Context) -> Iterator[Hit]:
         )
 
 
+_PO_BOX = re.compile(r"\b(P\.?\s*O\.?\s*BOX|POST\s+OFFICE\s+BOX|LOCK\s*BOX)\b", re.I)
+
+
+@rule(
+    "CF-ADDR-001",
+    "error",
+    "The 837P billing provider address (loop 2010AA) must be a street address with a "
+    "9-digit ZIP code.",
+)
+def _billing_address(ctx: Context) -> Iterator[Hit]:
+    address = ctx.coded.encounter.billing_provider.address
+    field = "encounter.billing_provider.address"
+    if address is None:
+        yield Hit(field, "The billing provider has no address; the 837P requires one.")
+        return
+    if len(address.postal_code) != 9:
+        yield Hit(
+            f"{field}.postal_code",
+            f"The billing provider ZIP {address.postal_code} has 5 digits; the 837P requires "
+            "all 9 (ZIP+4).",
+        )
+    if _PO_BOX.search(f"{address.line1} {address.line2 or ''}"):
+        yield Hit(
+            f"{field}.line1",
+            "The billing provider address is a post office box; the 837P requires a street "
+            "address (a PO box may only be a pay-to address).",
+        )
+
+
 # --- dates -------------------------------------------------------------------------------
 
 

@@ -69,7 +69,7 @@ def address(**changes: Any) -> Address:
         "line1": "1600 7th Ave S",
         "city": "Birmingham",
         "state": "AL",
-        "postal_code": "35233",
+        "postal_code": "352332105",
     }
     return Address(**(fields | changes))
 

@@ -10,6 +10,7 @@ import pytest
 from factories import (
     RECEIVED_AT,
     VALIDATED_AT,
+    address,
     coded,
     codesets_bare,
     codesets_with_cms,
@@ -92,6 +93,19 @@ CASES: list[tuple[str, Callable[[], CodedEncounter], str, int | None]] = [
         None,
     ),
     ("CF-EIN-001", lambda: _billing(tax_id=None), "encounter.billing_provider.tax_id", None),
+    ("CF-ADDR-001", lambda: _billing(address=None), "encounter.billing_provider.address", None),
+    (
+        "CF-ADDR-001",
+        lambda: _billing(address=address(postal_code="27401")),
+        "encounter.billing_provider.address.postal_code",
+        None,
+    ),
+    (
+        "CF-ADDR-001",
+        lambda: _billing(address=address(line1="PO Box 1200")),
+        "encounter.billing_provider.address.line1",
+        None,
+    ),
     ("CF-DATE-001", lambda: _enc(service_end=date(2026, 3, 1)), "encounter.service_end", None),
     (
         "CF-DATE-002",
