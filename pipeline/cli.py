@@ -50,7 +50,7 @@ def publish_encounters(
     topic = settings.topic("intake.raw.v1")
     sent = 0
     started = time.monotonic()
-    for source_id, content_type, body in generate(count, seed=seed, fmt=fmt):
+    for source_id, content_type, body in generate(count, seed=seed, fmt=fmt):  # type: ignore[arg-type]
         if stop and stop():
             break
         producer.produce(
@@ -128,13 +128,20 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
             )
             sender.start()
             last_print = 0.0
+            tty = sys.stderr.isatty()
             while not stopping:
                 tracker.poll()
                 sup.check()
                 now = time.monotonic()
                 summary = tracker.ledger.summary()
-                if now - last_print > 0.5:
-                    print(_progress(summary, now - started), end="", file=sys.stderr, flush=True)
+                if now - last_print > (0.5 if tty else 5.0):
+                    line = _progress(summary, now - started)
+                    print(
+                        line if tty else line.strip(),
+                        end="" if tty else "\n",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     last_print = now
                 if bounded and not sender.is_alive():
                     if summary["encounters_sent"] >= args.encounters and summary["lost"] == 0:
@@ -161,7 +168,7 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
         )
         for stage, letters in ledger.dead.items():
             for letter in letters[:5]:
-                print(f"dead letter [{stage}] {letter['field']}: {letter['reason'][:160]}")
+                print(f"dead letter [{stage}] {letter['reason'][:200]}")
         if summary["lost"]:
             print(f"lost source ids (first 10): {ledger.lost()[:10]}")
         print(json.dumps(summary))
@@ -402,8 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline_args(q, rate=0.0)
     q.set_defaults(func=cmd_simulate)
 
-    q = sub.add_parser("intake", help="offline intake").add_subparsers(dest="sub", required=True)
-    r = q.add_parser("parse", help="FHIR bundle / JSON encounter files -> encounters (JSON lines)")
+    group = sub.add_parser("intake", help="offline intake").add_subparsers(
+        dest="sub", required=True
+    )
+    r = group.add_parser(
+        "parse", help="FHIR bundle / JSON encounter files -> encounters (JSON lines)"
+    )
     r.add_argument("files", nargs="*")
     r.add_argument("--content-type", default=None)
     r.set_defaults(func=cmd_intake_parse)
@@ -413,13 +424,17 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("validate", help="coded encounters -> validated encounters")
     q.add_argument("files", nargs="*")
     q.set_defaults(func=cmd_validate)
-    q = sub.add_parser("claims", help="offline claims").add_subparsers(dest="sub", required=True)
-    r = q.add_parser("build", help="validated encounters -> X12 837P")
+    group = sub.add_parser("claims", help="offline claims").add_subparsers(
+        dest="sub", required=True
+    )
+    r = group.add_parser("build", help="validated encounters -> X12 837P")
     r.add_argument("files", nargs="*")
     r.add_argument("--json", action="store_true", help="print the claim event, not the X12")
     r.set_defaults(func=cmd_claims_build)
-    q = sub.add_parser("remit", help="offline remittance").add_subparsers(dest="sub", required=True)
-    r = q.add_parser("parse", help="X12 835 files -> remittance JSON")
+    group = sub.add_parser("remit", help="offline remittance").add_subparsers(
+        dest="sub", required=True
+    )
+    r = group.add_parser("parse", help="X12 835 files -> remittance JSON")
     r.add_argument("files", nargs="*")
     r.set_defaults(func=cmd_remit_parse)
     return p

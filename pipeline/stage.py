@@ -143,14 +143,17 @@ class Runner:
 
     def _incoming(self, m: Message) -> Incoming:
         key = m.key()
+        headers: dict[str, bytes] = {}
+        for name, value in m.headers() or []:  # type: ignore[misc]
+            headers[name] = value.encode() if isinstance(value, str) else (value or b"")
         return Incoming(
-            topic=m.topic()[self._prefix_len :],
-            key=key.decode("utf-8", "replace") if key is not None else None,
+            topic=(m.topic() or "")[self._prefix_len :],
+            key=key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
             value=None,
             raw=m.value() or b"",
-            headers={k: (v or b"") for k, v in (m.headers() or [])},
-            partition=m.partition(),
-            offset=m.offset(),
+            headers=headers,
+            partition=m.partition() or 0,
+            offset=m.offset() or 0,
             timestamp_ms=m.timestamp()[1],
         )
 
@@ -165,12 +168,13 @@ class Runner:
         offsets: dict[tuple[str, int], int] = {}
         decoded: list[Incoming] = []
         for m in batch:
-            if m.error():
-                if m.error().fatal():
-                    raise TransientError(f"consumer: {m.error()}")
-                log.warning("consumer error", extra={"error": str(m.error())})
+            error = m.error()
+            if error is not None:
+                if error.fatal():
+                    raise TransientError(f"consumer: {error}")
+                log.warning("consumer error", extra={"error": str(error)})
                 continue
-            offsets[(m.topic(), m.partition())] = m.offset() + 1
+            offsets[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
             msg = self._incoming(m)
             metrics.RECORDS_IN.labels(service, msg.topic).inc()
             try:

@@ -105,7 +105,7 @@ class Ledger:
     def source_done(self, source_id: str) -> bool:
         if source_id in self.dead_keys:
             return True
-        encounters = self.source_encounters.get(source_id)
+        encounters = self.source_encounters.get(source_id) or set()
         return bool(encounters) and all(self.encounter_done(e) for e in encounters)
 
     def lost(self) -> list[str]:
@@ -174,10 +174,11 @@ class Tracker:
         for m in self.consumer.consume(max_records, timeout):
             if m.error():
                 continue
-            topic = m.topic()[self._prefix_len :]
-            key = m.key().decode() if m.key() else None
+            topic = (m.topic() or "")[self._prefix_len :]
+            raw_key = m.key()
+            key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
             try:
-                value = self.registry.decode(topic, m.value())
+                value = self.registry.decode(topic, m.value() or b"")
             except Exception as exc:  # noqa: BLE001 - a bad record is reported, not fatal
                 self.errors.append(f"{topic}@{m.partition()}:{m.offset()}: {exc}")
                 continue
