@@ -1,0 +1,114 @@
+"""Intake's domain: raw EHR bytes -> normalised Encounter records (no Kafka here)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pipeline.errors import InputError
+from pipeline.models import Encounter
+from services.intake.fhir import parse_bundle
+from services.intake.jsonfmt import parse_json_encounter
+
+FHIR_TYPES = {"application/fhir+json", "application/json+fhir"}
+JSON_TYPES = {"application/json", "text/json"}
+HL7_TYPES = {
+    "x-application/hl7-v2+er7",
+    "application/hl7-v2",
+    "application/hl7-v2+er7",
+    "application/x-hl7",
+    "x-application/hl7",
+}
+SNIFF_TYPES = {"", "application/octet-stream", "text/plain"}
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    """Encounters from one raw message, plus what was skipped and which fallbacks fired."""
+
+    encounters: list[Encounter]
+    source_format: Literal["fhir", "json"]
+    ignored: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _reject_constant(name: str) -> Any:
+    """json.loads hook: NaN and Infinity are not JSON."""
+    raise InputError("body", f"{name} is not valid JSON")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether any string in decoded JSON holds an unpaired UTF-16 surrogate."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _load_json(text: str) -> dict[str, Any]:
+    """Decode a JSON object; errors name the line and column."""
+    try:
+        data = json.loads(text, parse_constant=_reject_constant, parse_float=Decimal)
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno} (char {exc.pos})"
+        raise InputError("body", f"invalid JSON at {where}: {exc.msg}") from None
+    except RecursionError:
+        raise InputError("body", "JSON nested too deeply") from None
+    # "\ud800" escapes decode to strings that cannot be written as UTF-8 downstream.
+    if "\\u" in text and _has_lone_surrogate(data):
+        raise InputError("body", "JSON string holds an unpaired UTF-16 surrogate")
+    if not isinstance(data, dict):
+        raise InputError("body", f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _media_type(content_type: str | None) -> str:
+    """The bare media type, lower case, without parameters."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def parse_raw(
+    body: bytes,
+    content_type: str | None,
+    *,
+    source_id: str,
+    received_at: datetime,
+    source_system: str | None = None,
+) -> ParseResult:
+    """Parse one raw EHR message by content type (sniffed when missing) into encounters."""
+    media = _media_type(content_type)
+    if media in HL7_TYPES:
+        raise InputError("content_type", "HL7 v2 is not supported yet")
+    if media not in FHIR_TYPES | JSON_TYPES | SNIFF_TYPES:
+        raise InputError("content_type", f"unsupported content type {media!r}")
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError("body", f"not UTF-8 text (bad byte at offset {exc.start})") from None
+    stripped = text.lstrip()
+    if not stripped:
+        raise InputError("body", "empty")
+    if media in SNIFF_TYPES and stripped.startswith("MSH"):
+        raise InputError("content_type", "HL7 v2 is not supported yet")
+    data = _load_json(text)
+    if media in FHIR_TYPES or "resourceType" in data:
+        # FHIR sent as plain application/json is common; resourceType gives it away.
+        parsed = parse_bundle(
+            data, source_id=source_id, received_at=received_at, source_system=source_system
+        )
+        return ParseResult(parsed.encounters, "fhir", parsed.ignored, parsed.notes)
+    encounter = parse_json_encounter(data, source_id=source_id, received_at=received_at)
+    return ParseResult([encounter], "json")

@@ -1,0 +1,1379 @@
+"""FHIR R4 Bundle -> Encounter records, with fhir.resources' R4B models.
+
+Only the resource types that feed the Encounter contract are validated and read; every
+other type is counted in ``ignored`` and left alone (minimum necessary PHI, and a broken
+Observation should not stop a claim). The rules for billing data a bundle lacks are in
+``services/intake/README.md``; each fallback that fires adds a line to ``notes``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, Literal, NamedTuple, TypeVar
+from urllib.parse import parse_qsl, unquote
+
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import BaseModel, ValidationError
+
+from pipeline.errors import InputError
+from pipeline.models import (
+    Address,
+    Coverage,
+    DocumentedDiagnosis,
+    DocumentedService,
+    Encounter,
+    Facility,
+    Patient,
+    Provider,
+    Setting,
+    event_id,
+)
+from services.intake.jsonfmt import MAX_UNITS, check_charge, first_error
+
+# --- code systems ------------------------------------------------------------------------
+
+ICD10CM = {"http://hl7.org/fhir/sid/icd-10-cm", "urn:oid:2.16.840.1.113883.6.90"}
+SNOMED = {"http://snomed.info/sct", "urn:oid:2.16.840.1.113883.6.96"}
+CPT = {"http://www.ama-assn.org/go/cpt", "urn:oid:2.16.840.1.113883.6.12"}
+HCPCS = {
+    "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
+    "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
+    "http://terminology.hl7.org/CodeSystem/HCPCS-all-codes",
+    "urn:oid:2.16.840.1.113883.6.285",
+}
+ICD10PCS = {
+    "http://www.cms.gov/Medicare/Coding/ICD10",
+    "https://www.cms.gov/Medicare/Coding/ICD10",
+    "urn:oid:2.16.840.1.113883.6.4",
+}
+NPI = {"http://hl7.org/fhir/sid/us-npi", "urn:oid:2.16.840.1.113883.4.6"}
+EIN = {"urn:oid:2.16.840.1.113883.4.4"}
+NUCC = {"http://nucc.org/provider-taxonomy", "urn:oid:2.16.840.1.113883.6.101"}
+POS = {
+    "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_Service_Code_Set",
+    "urn:oid:2.16.840.1.113883.6.50",
+}
+# X12 claim filing indicator (SBR09); no official FHIR URI exists, this is the one we write.
+CLAIM_FILING = "https://x12.org/codes/claim-filing-indicator-code"
+SOPT = {"https://nahdo.org/sopt", "urn:oid:2.16.840.1.113883.3.221.5"}
+SUPPORTED = (
+    "Patient",
+    "Encounter",
+    "Condition",
+    "Procedure",
+    "Coverage",
+    "Organization",
+    "Practitioner",
+    "PractitionerRole",
+    "Location",
+    "Claim",
+    "ChargeItem",
+    "DocumentReference",
+)
+
+# Encounter.class (v3 ActCode) -> setting and CMS place of service.
+CLASS_SETTING: dict[str, tuple[Setting, str]] = {
+    "AMB": ("professional", "11"),
+    "EMER": ("outpatient", "23"),
+    "IMP": ("inpatient", "21"),
+    "ACUTE": ("inpatient", "21"),
+    "NONAC": ("inpatient", "21"),
+    "OBSENC": ("outpatient", "22"),
+    "SS": ("outpatient", "22"),
+    "HH": ("professional", "12"),
+    "VR": ("professional", "02"),
+}
+# Encounter.priority (v3 ActPriority) -> UB-04 admission type.
+PRIORITY_ADMISSION = {"EM": "1", "UR": "2", "EL": "3", "R": "3", "A": "1", "S": "1"}
+# hl7 discharge-disposition -> UB-04 patient discharge status (FL17).
+DISCHARGE = {
+    "home": "01",
+    "alt-home": "01",
+    "other-hcf": "05",
+    "hosp": "51",
+    "long": "63",
+    "aadvice": "07",
+    "exp": "20",
+    "psy": "65",
+    "rehab": "62",
+    "snf": "03",
+    "oth": "70",
+}
+# subscriber-relationship -> X12 individual relationship code.
+RELATIONSHIP = {
+    "self": "18",
+    "spouse": "01",
+    "child": "19",
+    "common": "53",
+    "parent": "G8",
+    "other": "G8",
+    "injured": "G8",
+}
+X12_FILING_CODES = {
+    "09", "11", "12", "13", "14", "15", "16", "17", "AM", "BL", "CH", "CI", "DS", "FI",
+    "HM", "LM", "MA", "MB", "MC", "OF", "TV", "VA", "WC", "ZZ",
+}  # fmt: skip
+SOPT_FILING = {"1": "MB", "2": "MC", "3": "OF", "5": "CI", "6": "BL", "7": "HM", "8": "09"}
+STATES = {
+    "alabama": "AL", "alaska": "AK", "arizona": "AZ", "arkansas": "AR", "california": "CA",
+    "colorado": "CO", "connecticut": "CT", "delaware": "DE", "district of columbia": "DC",
+    "florida": "FL", "georgia": "GA", "hawaii": "HI", "idaho": "ID", "illinois": "IL",
+    "indiana": "IN", "iowa": "IA", "kansas": "KS", "kentucky": "KY", "louisiana": "LA",
+    "maine": "ME", "maryland": "MD", "massachusetts": "MA", "michigan": "MI",
+    "minnesota": "MN", "mississippi": "MS", "missouri": "MO", "montana": "MT",
+    "nebraska": "NE", "nevada": "NV", "new hampshire": "NH", "new jersey": "NJ",
+    "new mexico": "NM", "new york": "NY", "north carolina": "NC", "north dakota": "ND",
+    "ohio": "OH", "oklahoma": "OK", "oregon": "OR", "pennsylvania": "PA",
+    "rhode island": "RI", "south carolina": "SC", "south dakota": "SD", "tennessee": "TN",
+    "texas": "TX", "utah": "UT", "vermont": "VT", "virginia": "VA", "washington": "WA",
+    "west virginia": "WV", "wisconsin": "WI", "wyoming": "WY", "puerto rico": "PR",
+    "guam": "GU", "virgin islands": "VI", "american samoa": "AS",
+    "northern mariana islands": "MP",
+}  # fmt: skip
+STATE_CODES = set(STATES.values()) | {"AA", "AE", "AP"}
+
+# When a bundle carries no coverage at all (see README).
+SELF_PAY_ID = "SELFPAY"
+SELF_PAY_NAME = "Self-pay"
+SELF_PAY_PLAN = "09"
+UNKNOWN_MEMBER_ID = "UNKNOWN"
+DEFAULT_SOURCE_SYSTEM = "fhir"
+
+_CPT_SHAPE = re.compile(r"^[0-9]{4}[0-9FTU]$")
+_LOCAL_REF = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+
+
+class FhirParse(NamedTuple):
+    """What one bundle yields: its encounters, ignored resource counts, and fallback notes."""
+
+    encounters: list[Encounter]
+    ignored: dict[str, int]
+    notes: list[str]
+
+
+@dataclass(eq=False)
+class _Entry:
+    """One validated resource and where it sits in the bundle."""
+
+    path: str
+    type: str
+    res: Any
+    contained: dict[str, _Entry] = field(default_factory=dict)
+
+
+@dataclass
+class _Ctx:
+    """Per-bundle state: indexes for reference resolution, counters and notes."""
+
+    by_url: dict[str, _Entry] = field(default_factory=dict)
+    by_type: dict[str, list[_Entry]] = field(default_factory=dict)
+    by_ident: dict[tuple[str, str, str], _Entry] = field(default_factory=dict)
+    ignored: Counter[str] = field(default_factory=Counter)
+    notes: list[str] = field(default_factory=list)
+    links: dict[int, dict[str, list[_Entry]]] = field(default_factory=dict)
+
+    def note(self, text: str) -> None:
+        """Record a fallback once per bundle."""
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def of(self, rtype: str) -> list[_Entry]:
+        """Every resource of one type, in bundle order."""
+        return self.by_type.get(rtype, [])
+
+    def linked(self, enc: _Entry, rtype: str) -> list[_Entry]:
+        """Resources of one type that reference the encounter, in bundle order."""
+        return self.links.get(id(enc), {}).get(rtype, [])
+
+    def link(self, ref: Any, origin: _Entry) -> None:
+        """Remember that origin references the encounter that ref resolves to."""
+        target = self.resolve(ref, origin)
+        if target is not None and target.type == "Encounter":
+            found = self.links.setdefault(id(target), {}).setdefault(origin.type, [])
+            if not found or found[-1] is not origin:
+                found.append(origin)
+
+    def resolve(self, ref: Any, ctx: _Entry | None = None) -> _Entry | None:
+        """The entry a Reference points at (urn:uuid, Type/id, #contained, conditional)."""
+        if ref is None:
+            return None
+        target = ref.reference
+        if target:
+            if target.startswith("#"):
+                return ctx.contained.get(target[1:]) if ctx else None
+            if target in self.by_url:
+                return self.by_url[target]
+            if "?" in target:
+                rtype, query = target.split("?", 1)
+                for system, value in _query_identifiers(query):
+                    hit = self.by_ident.get((rtype.rsplit("/", 1)[-1], system, value))
+                    if hit:
+                        return hit
+                return None
+            m = _LOCAL_REF.search(target)
+            if m:
+                return self.by_url.get(f"{m.group(1)}/{m.group(2)}")
+        ident = ref.identifier
+        if ident is not None and ident.system and ident.value:
+            for rtype in [ref.type] if ref.type else list(self.by_type):
+                hit = self.by_ident.get((rtype, ident.system, ident.value))
+                if hit:
+                    return hit
+        return None
+
+
+T = TypeVar("T", bound=BaseModel)
+
+
+def _build(cls: type[T], path: str, **values: Any) -> T:
+    """Build a contract model; a validation failure names the FHIR element it came from."""
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        err = first_error(exc, cls.__name__)
+        raise InputError(path, f"{err.field}: {err.reason}") from None
+
+
+def _query_identifiers(query: str) -> list[tuple[str, str]]:
+    """(system, value) pairs from a conditional reference's identifier= parameters."""
+    pairs = []
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "identifier" and "|" in value:
+            system, _, ident = value.partition("|")
+            pairs.append((unquote(system), unquote(ident)))
+    return pairs
+
+
+def _ref_identifiers(ref: Any) -> list[tuple[str, str]]:
+    """Identifiers a reference carries itself, for targets outside the bundle."""
+    if ref is None:
+        return []
+    pairs = []
+    if ref.reference and "?" in ref.reference:
+        pairs += _query_identifiers(ref.reference.split("?", 1)[1])
+    if ref.identifier is not None and ref.identifier.system and ref.identifier.value:
+        pairs.append((ref.identifier.system, ref.identifier.value))
+    return pairs
+
+
+def _ref_type(ref: Any) -> str | None:
+    """The resource type a reference names, when it names one."""
+    if ref is None:
+        return None
+    if ref.type:
+        return str(ref.type)
+    target = ref.reference or ""
+    m = re.match(r"^(?:.*/)?([A-Z][A-Za-z]+)(?:[/?]|$)", target)
+    return m.group(1) if m else None
+
+
+def _to_date(value: Any, path: str) -> date:
+    """A FHIR date or dateTime as a calendar date, in the offset it was written with."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    raise InputError(path, "needs a full date (YYYY-MM-DD), not only a year or month")
+
+
+def _opt_date(value: Any) -> date | None:
+    """A full date when the value has one, else None."""
+    if isinstance(value, datetime):
+        return value.date()
+    return value if isinstance(value, date) else None
+
+
+def _codings(concept: Any) -> list[Any]:
+    """The codings of a CodeableConcept (empty when absent)."""
+    return list(concept.coding or []) if concept is not None else []
+
+
+def _text(value: Any) -> str | None:
+    """A stripped string, or None when empty."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _normalise_npi(raw: str, ctx: _Ctx) -> str | None:
+    """A 10-digit NPI; shorter numbers (Synthea's serial NPIs) are left-padded with zeros."""
+    digits = raw.strip()
+    if re.fullmatch(r"[0-9]{10}", digits):
+        return digits
+    if re.fullmatch(r"[0-9]{1,9}", digits):
+        ctx.note(
+            f"NPI {digits!r} has fewer than 10 digits; left-padded with zeros "
+            "(validation will flag its check digit)"
+        )
+        return digits.zfill(10)
+    ctx.note("an NPI identifier is not a number; ignored")
+    return None
+
+
+def _npi(identifiers: list[tuple[str, str]], ctx: _Ctx) -> str | None:
+    """The NPI among (system, value) identifier pairs."""
+    for system, value in identifiers:
+        if system in NPI and value:
+            npi = _normalise_npi(value, ctx)
+            if npi:
+                return npi
+    return None
+
+
+def _pairs(res: Any) -> list[tuple[str, str]]:
+    """(system, value) for a resource's identifiers."""
+    return [(i.system or "", i.value or "") for i in (res.identifier or []) if i.value]
+
+
+def _tax_id(res: Any) -> str | None:
+    """The EIN of an organisation (OID system, or identifier type TAX), 9 digits."""
+    for ident in res.identifier or []:
+        types = {c.code for c in _codings(ident.type)}
+        if (ident.system in EIN or "TAX" in types) and ident.value:
+            digits = re.sub(r"[\s-]", "", ident.value)
+            if re.fullmatch(r"[0-9]{9}", digits):
+                return digits
+    return None
+
+
+def _state(raw: str | None) -> str | None:
+    """A USPS state code from a code or a full name."""
+    if not raw:
+        return None
+    value = raw.strip()
+    if value.upper() in STATE_CODES:
+        return value.upper()
+    return STATES.get(value.lower())
+
+
+def _address(addr: Any, path: str) -> Address:
+    """A US postal address from a FHIR Address; InputError names what is missing."""
+    country = (addr.country or "US").strip().upper()
+    if country not in {"US", "USA", "UNITED STATES", "UNITED STATES OF AMERICA"}:
+        raise InputError(f"{path}.country", "only US addresses are supported")
+    lines = [line.strip() for line in addr.line or [] if line and line.strip()]
+    if not lines:
+        raise InputError(f"{path}.line", "missing")
+    if not _text(addr.city):
+        raise InputError(f"{path}.city", "missing")
+    state = _state(addr.state)
+    if state is None:
+        raise InputError(f"{path}.state", "not a US state code or name")
+    postal = re.sub(r"[\s-]", "", addr.postalCode or "")
+    if not re.fullmatch(r"[0-9]{5}([0-9]{4})?", postal):
+        raise InputError(f"{path}.postalCode", "not a 5- or 9-digit ZIP code")
+    return Address(
+        line1=lines[0],
+        line2=", ".join(lines[1:]) or None,
+        city=addr.city.strip(),
+        state=state,
+        postal_code=postal,
+    )
+
+
+def _pick_address(res: Any, path: str) -> tuple[Any, str] | None:
+    """The current home/work address of a resource, preferring non-old ones."""
+    raw = res.address
+    addresses = list(raw) if isinstance(raw, list) else [raw] if raw is not None else []
+    ranked = sorted(
+        range(len(addresses)),
+        key=lambda i: (addresses[i].use == "old", addresses[i].use not in (None, "home", "work")),
+    )
+    if not ranked:
+        return None
+    i = ranked[0]
+    suffix = f".address[{i}]" if isinstance(raw, list) else ".address"
+    return addresses[i], path + suffix
+
+
+def _optional_address(res: Any, path: str, ctx: _Ctx, what: str) -> Address | None:
+    """A provider or facility address, dropped with a note when unusable (it is optional)."""
+    picked = _pick_address(res, path)
+    if picked is None:
+        return None
+    try:
+        return _address(*picked)
+    except InputError as exc:
+        ctx.note(f"{what} address dropped: {exc.field}: {exc.reason}")
+        return None
+
+
+def _person_name(res: Any, path: str, required: bool) -> tuple[str, str] | None:
+    """(family, first given) from a HumanName list, preferring the official name."""
+    names = list(res.name or [])
+    if not names:
+        if required:
+            raise InputError(f"{path}.name", "missing")
+        return None
+    idx = next((i for i, n in enumerate(names) if n.use == "official"), 0)
+    name = names[idx]
+    family = _text(name.family)
+    given = next((g.strip() for g in name.given or [] if g and g.strip()), None)
+    if family and given:
+        return family, given
+    if required:
+        missing = "family" if not family else "given"
+        raise InputError(f"{path}.name[{idx}].{missing}", "missing")
+    if family or given or _text(name.text):
+        return (family or _text(name.text) or "", given or "")
+    return None
+
+
+def _taxonomy(concepts: list[Any]) -> str | None:
+    """The first NUCC provider taxonomy code among CodeableConcepts."""
+    for concept in concepts:
+        for coding in _codings(concept):
+            if coding.system in NUCC and coding.code:
+                return str(coding.code)
+    return None
+
+
+# --- index -------------------------------------------------------------------------------
+
+
+def _is_fhir_type(rtype: str) -> bool:
+    """Whether a name is an R4 resource type."""
+    try:
+        get_fhir_model_class(rtype)
+    except (ValueError, TypeError):
+        return False
+    return rtype[:1].isupper()
+
+
+def _validate(rtype: str, resource: dict[str, Any], path: str) -> Any:
+    """Validate one resource with its R4B model; errors name the FHIR element."""
+    try:
+        return get_fhir_model_class(rtype).model_validate(resource)
+    except ValidationError as exc:
+        raise first_error(exc, path) from None
+    except (ValueError, TypeError, LookupError, AttributeError) as exc:
+        raise InputError(path, f"not a valid R4 {rtype}: {type(exc).__name__}") from None
+
+
+def _index(bundle: dict[str, Any]) -> _Ctx:
+    """Validate the supported resources of a bundle and index them for references."""
+    ctx = _Ctx()
+    entries = bundle.get("entry")
+    if entries is None:
+        entries = []
+    if not isinstance(entries, list):
+        raise InputError("Bundle.entry", "must be a list")
+    for i, entry in enumerate(entries):
+        path = f"Bundle.entry[{i}]"
+        if not isinstance(entry, dict):
+            raise InputError(path, "must be an object")
+        resource = entry.get("resource")
+        if resource is None:
+            continue  # e.g. a DELETE request in a transaction
+        if not isinstance(resource, dict):
+            raise InputError(f"{path}.resource", "must be an object")
+        rtype = resource.get("resourceType")
+        if not isinstance(rtype, str) or not rtype:
+            raise InputError(f"{path}.resource.resourceType", "missing")
+        if rtype not in SUPPORTED:
+            # Counted by name only when it is an R4 type: the keys stay a bounded set.
+            ctx.ignored[rtype if _is_fhir_type(rtype) else "(unknown resource type)"] += 1
+            continue
+        res = _validate(rtype, resource, f"{path}.resource")
+        item = _Entry(f"{path}.resource", rtype, res)
+        for j, inner in enumerate(getattr(res, "contained", None) or []):
+            inner_type = inner.get_resource_type()
+            if inner.id:
+                item.contained[inner.id] = _Entry(
+                    f"{path}.resource.contained[{j}]", inner_type, inner
+                )
+        ctx.by_type.setdefault(rtype, []).append(item)
+        full_url = entry.get("fullUrl")
+        if isinstance(full_url, str) and full_url:
+            ctx.by_url.setdefault(full_url, item)
+            m = _LOCAL_REF.search(full_url)
+            if m and m.group(1) == rtype:
+                ctx.by_url.setdefault(f"{rtype}/{m.group(2)}", item)
+        if res.id:
+            ctx.by_url.setdefault(f"{rtype}/{res.id}", item)
+        for system, value in _pairs(res):
+            ctx.by_ident.setdefault((rtype, system, value), item)
+    for entry in ctx.of("Condition") + ctx.of("Procedure"):
+        ctx.link(entry.res.encounter, entry)
+    for entry in ctx.of("Claim"):
+        for item in entry.res.item or []:
+            for ref in item.encounter or []:
+                ctx.link(ref, entry)
+    for entry in ctx.of("ChargeItem"):
+        ctx.link(entry.res.context, entry)
+    encounters = ctx.of("Encounter")
+    if len(encounters) == 1:
+        # A claim or charge that names no encounter bills the bundle's only one.
+        linked = {
+            id(e) for kind in ("Claim", "ChargeItem") for e in ctx.linked(encounters[0], kind)
+        }
+        for kind in ("Claim", "ChargeItem"):
+            for entry in ctx.of(kind):
+                if id(entry) not in linked:
+                    ctx.note(f"{kind} without an encounter reference billed to the only Encounter")
+                    ctx.links.setdefault(id(encounters[0]), {}).setdefault(kind, []).append(entry)
+    for entry in ctx.of("DocumentReference"):
+        context = entry.res.context
+        for ref in context.encounter or [] if context is not None else []:
+            ctx.link(ref, entry)
+    return ctx
+
+
+# --- providers, facility, coverage -------------------------------------------------------
+
+
+def _practitioner(entry: _Entry | None, ref: Any, ctx: _Ctx) -> Provider | None:
+    """A rendering provider (a person) from a Practitioner/PractitionerRole or a reference."""
+    role_taxonomy = None
+    identifiers = _ref_identifiers(ref)
+    if entry is not None and entry.type == "PractitionerRole":
+        role = entry.res
+        role_taxonomy = _taxonomy(list(role.specialty or []) + list(role.code or []))
+        identifiers = _pairs(role) + _ref_identifiers(role.practitioner) + identifiers
+        inner = ctx.resolve(role.practitioner, entry)
+        entry, ref = inner, role.practitioner
+    if entry is not None and entry.type != "Practitioner":
+        return None
+    if entry is not None:
+        identifiers = _pairs(entry.res) + identifiers
+    npi = _npi(identifiers, ctx)
+    if npi is None:
+        ctx.note("rendering practitioner has no NPI; rendering provider left empty")
+        return None
+    name = None
+    taxonomy = role_taxonomy
+    address = None
+    if entry is not None:
+        parts = _person_name(entry.res, entry.path, required=False)
+        if parts:
+            name = ", ".join(p for p in parts if p)
+        taxonomy = taxonomy or _taxonomy([q.code for q in entry.res.qualification or []])
+        address = _optional_address(entry.res, entry.path, ctx, "practitioner")
+    else:
+        ctx.note("practitioner is outside the bundle; NPI taken from the reference")
+    name = name or _text(ref.display if ref is not None else None) or f"NPI {npi}"
+    return _build(
+        Provider,
+        entry.path if entry is not None else "Encounter.participant",
+        npi=npi,
+        name=name,
+        entity="person",
+        taxonomy=taxonomy,
+        address=address,
+    )
+
+
+def _organization(entry: _Entry | None, ref: Any, ctx: _Ctx) -> Provider | None:
+    """A billing provider from an Organization (or a reference carrying its NPI)."""
+    if entry is not None and entry.type in ("Practitioner", "PractitionerRole"):
+        return _practitioner(entry, ref, ctx)
+    identifiers = _ref_identifiers(ref)
+    org = entry.res if entry is not None and entry.type == "Organization" else None
+    if org is not None:
+        identifiers = _pairs(org) + identifiers
+    npi = _npi(identifiers, ctx)
+    if npi is None:
+        return None
+    name = _text(org.name if org is not None else None) or _text(ref.display if ref else None)
+    return Provider(
+        npi=npi,
+        name=name or f"NPI {npi}",
+        entity="organization",
+        tax_id=_tax_id(org) if org is not None else None,
+        taxonomy=_taxonomy(list(org.type or [])) if org is not None else None,
+        address=_optional_address(org, entry.path, ctx, "billing provider")
+        if org is not None and entry is not None
+        else None,
+    )
+
+
+def _facility(enc: _Entry, ctx: _Ctx) -> tuple[Facility | None, str | None]:
+    """The service facility (Encounter.location, else serviceProvider) and any POS it states."""
+    pos = None
+    for loc in enc.res.location or []:
+        target = ctx.resolve(loc.location, enc)
+        if target is None or target.type != "Location":
+            continue
+        res = target.res
+        pos = next(
+            (c.code for t in (res.type or []) for c in _codings(t) if c.system in POS and c.code),
+            None,
+        )
+        name = _text(res.name) or _text(loc.location.display)
+        if name:
+            facility = Facility(
+                name=name,
+                npi=_npi(_pairs(res), ctx),
+                address=_optional_address(res, target.path, ctx, "facility"),
+            )
+            return facility, pos
+        break
+    ref = enc.res.serviceProvider
+    target = ctx.resolve(ref, enc)
+    if target is not None and target.type == "Organization" and _text(target.res.name):
+        org = target.res
+        return (
+            Facility(
+                name=org.name.strip(),
+                npi=_npi(_pairs(org), ctx),
+                address=_optional_address(org, target.path, ctx, "facility"),
+            ),
+            pos,
+        )
+    if ref is not None and _text(ref.display):
+        return Facility(name=ref.display.strip(), npi=_npi(_ref_identifiers(ref), ctx)), pos
+    return None, pos
+
+
+def _plan_type(concept: Any, payer_name: str, ctx: _Ctx) -> str:
+    """X12 claim filing indicator from Coverage.type, else from the payer's name."""
+    for coding in _codings(concept):
+        code = (coding.code or "").strip().upper()
+        system = coding.system or ""
+        if code in X12_FILING_CODES and (
+            system == CLAIM_FILING or "x12" in system.lower() or "filing" in system.lower()
+        ):
+            return code
+        if system in SOPT and code[:1] in SOPT_FILING:
+            return SOPT_FILING[code[:1]]
+    text = " ".join(
+        [payer_name, (_text(concept.text) or "") if concept is not None else ""]
+        + [c.display or "" for c in _codings(concept)]
+    ).lower()
+    for needles, plan in (
+        (("medicare", "dual eligible"), "MB"),
+        (("medicaid", "medi-cal", "masshealth"), "MC"),
+        (("blue cross", "blue shield", "bcbs", "anthem"), "BL"),
+        (("hmo", "kaiser"), "HM"),
+        (("tricare", "champus"), "CH"),
+        (("veteran",), "VA"),
+    ):
+        if any(n in text for n in needles):
+            ctx.note("plan type inferred from the payer name")
+            return plan
+    if text.strip():
+        ctx.note("plan type not coded; commercial (CI) assumed from a named payer")
+        return "CI"
+    ctx.note("plan type unknown; ZZ (mutually defined)")
+    return "ZZ"
+
+
+def _slug(name: str) -> str:
+    """A payer id derived from a payer name, for payers that carry no identifier."""
+    return re.sub(r"[^A-Z0-9]+", "_", name.upper()).strip("_")[:80] or "UNKNOWN"
+
+
+def _is_self_pay(name: str) -> bool:
+    """Whether a payer name means the patient pays (Synthea writes NO_INSURANCE)."""
+    key = re.sub(r"[^a-z]", "", name.lower())
+    return key in {"noinsurance", "selfpay", "self", "uninsured", "none"}
+
+
+def _self_pay(patient_id: str, ctx: _Ctx, why: str) -> Coverage:
+    """The explicit self-pay coverage used when a bundle has no payer."""
+    ctx.note(f"{why}: self-pay coverage ({SELF_PAY_ID}, plan 09) with the MRN as member id")
+    return Coverage(
+        payer_id=SELF_PAY_ID,
+        payer_name=SELF_PAY_NAME,
+        plan_type=SELF_PAY_PLAN,
+        member_id=patient_id,
+    )
+
+
+def _named_payer(name: str, patient_id: str, ctx: _Ctx) -> Coverage:
+    """Coverage from a payer name alone (Synthea's Claim.insurance.coverage.display)."""
+    if _is_self_pay(name):
+        return _self_pay(patient_id, ctx, "payer named as no insurance")
+    ctx.note("payer given by name only: payer_id derived from the name, member_id UNKNOWN")
+    return Coverage(
+        payer_id=_slug(name),
+        payer_name=name,
+        plan_type=_plan_type(None, name, ctx),
+        member_id=UNKNOWN_MEMBER_ID,
+    )
+
+
+def _coverage_from(entry: _Entry, patient_id: str, ctx: _Ctx) -> Coverage:
+    """Contract coverage from a FHIR Coverage and its payor Organization."""
+    cov = entry.res
+    payor_ref = (cov.payor or [None])[0]
+    payor = ctx.resolve(payor_ref, entry)
+    payor_type = payor.type if payor else _ref_type(payor_ref)
+    if payor_type in ("Patient", "RelatedPerson"):
+        return _self_pay(patient_id, ctx, "coverage paid by the patient")
+    org = payor.res if payor is not None and payor.type == "Organization" else None
+    name = _text(org.name if org is not None else None) or _text(
+        payor_ref.display if payor_ref is not None else None
+    )
+    name = name or _text(cov.type.text if cov.type is not None else None)
+    if not name:
+        raise InputError(f"{entry.path}.payor", "payer has no name")
+    if _is_self_pay(name):
+        return _self_pay(patient_id, ctx, "payer named as no insurance")
+    identifiers = (_pairs(org) if org is not None else []) + _ref_identifiers(payor_ref)
+    payer_id = None
+    for ident in org.identifier or [] if org is not None else []:
+        if any(c.code == "NIIP" for c in _codings(ident.type)) and ident.value:
+            payer_id = ident.value.strip()
+            break
+    if payer_id is None:
+        payer_id = next(
+            (v for s, v in identifiers if re.search(r"pay[eo]r|naic", s, re.I) and v.strip()),
+            None,
+        )
+    if payer_id is None:
+        ctx.note("payer has no payer identifier; payer_id derived from its name")
+        payer_id = _slug(name)
+    member_id = _text(cov.subscriberId)
+    if member_id is None:
+        member_id = next((_text(i.value) for i in cov.identifier or [] if _text(i.value)), None)
+    if member_id is None:
+        ctx.note("coverage has no subscriberId or identifier; member_id UNKNOWN")
+        member_id = UNKNOWN_MEMBER_ID
+    group = None
+    for cls in cov.class_fhir or []:
+        if any(c.code == "group" for c in _codings(cls.type)):
+            group = _text(cls.value)
+            break
+    relationship = "18"
+    for coding in _codings(cov.relationship):
+        code = (coding.code or "").strip()
+        if code in RELATIONSHIP:
+            relationship = RELATIONSHIP[code]
+            break
+        if re.fullmatch(r"[0-9]{2}|G8", code):
+            relationship = code
+            break
+    return _build(
+        Coverage,
+        entry.path,
+        payer_id=payer_id,
+        payer_name=name,
+        plan_type=_plan_type(cov.type, name, ctx),
+        member_id=member_id,
+        group_number=group,
+        relationship=relationship,
+    )
+
+
+def _coverage(
+    claims: list[_Entry], patient: _Entry, patient_id: str, start: date, ctx: _Ctx
+) -> Coverage:
+    """Pick the encounter's coverage: claim-referenced, then the patient's, then by name."""
+    names: list[str] = []
+    for claim in claims:
+        insurance = sorted(claim.res.insurance or [], key=lambda i: (not i.focal, i.sequence or 0))
+        for ins in insurance:
+            target = ctx.resolve(ins.coverage, claim)
+            if target is not None and target.type == "Coverage":
+                return _coverage_from(target, patient_id, ctx)
+            if ins.coverage is not None and _text(ins.coverage.display):
+                names.append(ins.coverage.display.strip())
+    candidates = []
+    for entry in ctx.of("Coverage"):
+        cov = entry.res
+        if cov.status in ("cancelled", "entered-in-error"):
+            continue
+        beneficiary = ctx.resolve(cov.beneficiary, entry)
+        if beneficiary is not None and beneficiary is not patient:
+            continue
+        if beneficiary is None and len(ctx.of("Patient")) > 1:
+            continue
+        period = cov.period
+        if period is not None:
+            begin, end = _opt_date(period.start), _opt_date(period.end)
+            if (begin and begin > start) or (end and end < start):
+                continue
+        candidates.append(entry)
+    if candidates:
+        best = min(candidates, key=lambda e: e.res.order or 10**6)
+        return _coverage_from(best, patient_id, ctx)
+    if names:
+        return _named_payer(names[0], patient_id, ctx)
+    return _self_pay(patient_id, ctx, "no coverage in the bundle")
+
+
+# --- diagnoses and services --------------------------------------------------------------
+
+
+def _dx_code(concept: Any) -> tuple[str, Literal["icd10cm", "snomed", "text"], str | None] | None:
+    """(code, system, display) of a diagnosis: ICD-10-CM, else SNOMED CT, else text."""
+    codings = _codings(concept)
+    text = _text(concept.text) if concept is not None else None
+    for systems, name in ((ICD10CM, "icd10cm"), (SNOMED, "snomed")):
+        for coding in codings:
+            if coding.system in systems and _text(coding.code):
+                display = _text(coding.display) or text
+                return str(coding.code).strip(), name, display  # type: ignore[return-value]
+    if text:
+        return "", "text", text
+    return None
+
+
+ServiceSystem = Literal["cpt", "hcpcs", "icd10pcs", "snomed"]
+
+
+def _svc_code(codings: list[Any], setting: Setting) -> tuple[str, ServiceSystem, str | None] | None:
+    """(code, system, display) for a service; inpatient prefers ICD-10-PCS."""
+    order: list[tuple[set[str], ServiceSystem]] = [
+        (CPT, "cpt"),
+        (HCPCS, "hcpcs"),
+        (ICD10PCS, "icd10pcs"),
+        (SNOMED, "snomed"),
+    ]
+    if setting == "inpatient":
+        order.insert(0, order.pop(2))
+    for systems, name in order:
+        for coding in codings:
+            code = _text(coding.code)
+            if coding.system in systems and code:
+                if name in ("cpt", "hcpcs"):
+                    # HCPCS level I is CPT: classify by the code's shape, not the label.
+                    name = "cpt" if _CPT_SHAPE.match(code) else "hcpcs"
+                return code, name, _text(coding.display)
+    return None
+
+
+def _check_units(value: Any, path: str) -> float:
+    """Units from a Quantity value; must be positive and finite."""
+    if value is None:
+        return 1.0
+    units = float(value)
+    if not (0 < units <= MAX_UNITS):
+        raise InputError(path, f"must be a positive number up to {MAX_UNITS:g}")
+    return units
+
+
+def _item_charge(item: Any, path: str) -> Decimal | None:
+    """A Claim.item charge: net, else unitPrice x quantity x factor; None when unpriced."""
+    if item.net is not None and item.net.value is not None:
+        return check_charge(item.net.value, f"{path}.net.value")
+    if item.unitPrice is not None and item.unitPrice.value is not None:
+        qty = item.quantity.value if item.quantity is not None else None
+        try:
+            amount = Decimal(item.unitPrice.value) * Decimal(qty if qty is not None else 1)
+            if item.factor is not None:
+                amount *= Decimal(item.factor)
+        except ArithmeticError:  # decimal.Overflow on absurd exponents
+            raise InputError(f"{path}.unitPrice.value", "charge out of range") from None
+        return check_charge(amount, f"{path}.unitPrice.value")
+    return None
+
+
+@dataclass
+class _Line:
+    """A service line under construction."""
+
+    code: str
+    system: ServiceSystem
+    display: str | None
+    charge: Decimal | None
+    units: float
+    service_date: date | None
+    dx_refs: list[str]
+    modifiers: list[str]
+    path: str
+
+
+class _EncounterBuilder:
+    """Collects one Encounter's diagnoses and services from the bundle."""
+
+    def __init__(self, enc: _Entry, ctx: _Ctx, setting: Setting, start: date) -> None:
+        self.enc, self.ctx, self.setting, self.start = enc, ctx, setting, start
+        self.dx_entries: dict[int, str] = {}  # id(Condition entry) -> documented code
+
+    def points_here(self, ref: Any, origin: _Entry) -> bool:
+        """Whether a reference resolves to this encounter."""
+        return ref is not None and self.ctx.resolve(ref, origin) is self.enc
+
+    def claims(self) -> list[_Entry]:
+        """Claims for this encounter that bill professional or institutional services."""
+        found = []
+        for claim in self.ctx.linked(self.enc, "Claim"):
+            res = claim.res
+            kind = next((c.code for c in _codings(res.type)), None)
+            if res.use not in (None, "claim") or kind in ("pharmacy", "oral", "vision"):
+                self.ctx.ignored[f"Claim ({kind or res.use})"] += 1
+                continue
+            found.append(claim)
+        return found
+
+    def diagnoses(self, claims: list[_Entry]) -> list[DocumentedDiagnosis]:
+        """Conditions of the encounter: Encounter.diagnosis by rank, claim order, then links."""
+        ordered: list[tuple[_Entry | None, Any, str | None]] = []
+        ranked = sorted(
+            (d for d in self.enc.res.diagnosis or []),
+            key=lambda d: d.rank if d.rank is not None else 10**6,
+        )
+        for d in ranked:
+            ordered.append((self.ctx.resolve(d.condition, self.enc), None, None))
+        for claim in claims:
+            for d in sorted(claim.res.diagnosis or [], key=lambda d: d.sequence):
+                poa = next((c.code for c in _codings(d.onAdmission)), None)
+                if d.diagnosisReference is not None:
+                    ordered.append((self.ctx.resolve(d.diagnosisReference, claim), None, poa))
+                elif d.diagnosisCodeableConcept is not None:
+                    ordered.append((None, d.diagnosisCodeableConcept, poa))
+        for cond in self.ctx.linked(self.enc, "Condition"):
+            ordered.append((cond, None, None))
+        result: list[DocumentedDiagnosis] = []
+        keys: list[object] = []
+        seen: set[object] = set()
+        poa_by_key: dict[object, str] = {}
+        for entry, concept, poa in ordered:
+            if entry is not None and entry.type != "Condition":
+                continue
+            if entry is not None:
+                verification = {c.code for c in _codings(entry.res.verificationStatus)}
+                if verification & {"entered-in-error", "refuted"}:
+                    continue
+                concept = entry.res.code
+            found = _dx_code(concept)
+            if found is None:
+                if entry is not None:
+                    self.ctx.note("Condition without code or text skipped")
+                continue
+            code, system, display = found
+            key: object = id(entry) if entry is not None else (system, code, display)
+            if poa:
+                poa_by_key.setdefault(key, poa)
+            if key in seen:
+                continue
+            seen.add(key)
+            keys.append(key)
+            onset = None
+            if entry is not None:
+                self.dx_entries[id(entry)] = code
+                res = entry.res
+                onset = _opt_date(res.onsetDateTime) or (
+                    _opt_date(res.onsetPeriod.start) if res.onsetPeriod is not None else None
+                )
+            result.append(
+                DocumentedDiagnosis(
+                    code=code, system=system, display=display, onset=onset, poa=None
+                )
+            )
+        return [
+            d.model_copy(update={"primary": i == 0, "poa": poa_by_key.get(keys[i])})
+            for i, d in enumerate(result)
+        ]
+
+    def dx_ref(self, entry: _Entry | None, concept: Any) -> str | None:
+        """The documented code a service points to, from a Condition or a concept."""
+        if entry is not None:
+            if id(entry) in self.dx_entries:
+                return self.dx_entries[id(entry)]
+            concept = entry.res.code if entry.type == "Condition" else None
+        found = _dx_code(concept)
+        return found[0] if found and found[0] else None
+
+    def reason_refs(self, dx_codes: set[str]) -> list[str]:
+        """Diagnoses named as the encounter's reason (Synthea's only link for the visit)."""
+        refs: list[str] = []
+        for concept in self.enc.res.reasonCode or []:
+            for coding in _codings(concept):
+                if coding.code in dx_codes and coding.code not in refs:
+                    refs.append(coding.code)
+        for ref in self.enc.res.reasonReference or []:
+            code = self.dx_ref(self.ctx.resolve(ref, self.enc), None)
+            if code and code in dx_codes and code not in refs:
+                refs.append(code)
+        return refs
+
+    def procedure_date(self, proc: _Entry) -> date | None:
+        """When a procedure was performed."""
+        res = proc.res
+        if res.performedDateTime is not None:
+            return _opt_date(res.performedDateTime)
+        if res.performedPeriod is not None:
+            return _opt_date(res.performedPeriod.start)
+        return None
+
+    def services(self, claims: list[_Entry], dx_codes: set[str]) -> list[DocumentedService]:
+        """Service lines from claim items, then unbilled procedures, then charge items."""
+        lines: list[_Line] = []
+        used_procs: set[int] = set()
+        procs = [
+            p
+            for p in self.ctx.linked(self.enc, "Procedure")
+            if p.res.status not in ("not-done", "entered-in-error")
+        ]
+        for claim in claims:
+            lines += self._claim_lines(claim, dx_codes, used_procs)
+        charge_items = [
+            c
+            for c in self.ctx.linked(self.enc, "ChargeItem")
+            if c.res.status not in ("not-billable", "aborted", "entered-in-error")
+        ]
+        priced_by_proc: dict[int, _Entry] = {}
+        used_items: set[int] = set()
+        for item in charge_items:
+            for ref in item.res.service or []:
+                target = self.ctx.resolve(ref, item)
+                if target is not None and target.type == "Procedure":
+                    if id(target) in used_procs:
+                        used_items.add(id(item))  # already billed on a Claim
+                    priced_by_proc.setdefault(id(target), item)
+        for proc in procs:
+            if id(proc) in used_procs:
+                continue
+            found = _svc_code(_codings(proc.res.code), self.setting)
+            if found is None:
+                self.ctx.ignored["Procedure (no billing code)"] += 1
+                continue
+            priced = priced_by_proc.get(id(proc))
+            if priced is not None and id(priced) not in used_items:
+                lines.append(self._charge_item_line(priced, found, self.procedure_date(proc)))
+                used_items.add(id(priced))
+                continue
+            refs = []
+            for reason in proc.res.reasonReference or []:
+                ref = self.dx_ref(self.ctx.resolve(reason, proc), None)
+                if ref and ref not in refs:
+                    refs.append(ref)
+            lines.append(
+                _Line(
+                    *found,
+                    charge=None,
+                    units=1.0,
+                    service_date=self.procedure_date(proc),
+                    dx_refs=refs,
+                    modifiers=[],
+                    path=proc.path,
+                )
+            )
+        for item in charge_items:
+            if id(item) in used_items:
+                continue
+            concept = item.res.code
+            found = _svc_code(_codings(concept), self.setting)
+            if found is None:
+                self.ctx.ignored["ChargeItem (no billing code)"] += 1
+                continue
+            lines.append(self._charge_item_line(item, found, None))
+        return [self._finish(line) for line in lines]
+
+    def _charge_item_line(
+        self, item: _Entry, found: tuple[str, ServiceSystem, str | None], when: date | None
+    ) -> _Line:
+        """A line from a ChargeItem (priceOverride is the total for all units)."""
+        res = item.res
+        charge = None
+        if res.priceOverride is not None and res.priceOverride.value is not None:
+            charge = check_charge(res.priceOverride.value, f"{item.path}.priceOverride.value")
+        occurred = _opt_date(res.occurrenceDateTime) or (
+            _opt_date(res.occurrencePeriod.start) if res.occurrencePeriod is not None else None
+        )
+        refs = []
+        for concept in res.reason or []:
+            ref = self.dx_ref(None, concept)
+            if ref and ref not in refs:
+                refs.append(ref)
+        qty = res.quantity.value if res.quantity is not None else None
+        return _Line(
+            *found,
+            charge=charge,
+            units=_check_units(qty, f"{item.path}.quantity.value"),
+            service_date=occurred or when,
+            dx_refs=refs,
+            modifiers=[],
+            path=item.path,
+        )
+
+    def _claim_lines(self, claim: _Entry, dx_codes: set[str], used: set[int]) -> list[_Line]:
+        """Lines from one Claim; Synthea's unpriced visit line gets total minus priced items."""
+        res = claim.res
+        diag = {d.sequence: d for d in res.diagnosis or []}
+        procs = {p.sequence: p for p in res.procedure or []}
+        lines: list[_Line] = []
+        priced = Decimal(0)
+        for k, item in enumerate(res.item or []):
+            path = f"{claim.path}.item[{k}]"
+            charge = _item_charge(item, path)
+            priced += charge or 0
+            refs: list[str] = []
+            for seq in item.diagnosisSequence or []:
+                d = diag.get(seq)
+                if d is None:
+                    raise InputError(f"{path}.diagnosisSequence", f"no Claim.diagnosis {seq}")
+                ref = self.dx_ref(
+                    self.ctx.resolve(d.diagnosisReference, claim), d.diagnosisCodeableConcept
+                )
+                if ref and ref not in refs:
+                    refs.append(ref)
+            codings = _codings(item.productOrService)
+            when = _opt_date(item.servicedDate) or (
+                _opt_date(item.servicedPeriod.start) if item.servicedPeriod is not None else None
+            )
+            for seq in item.procedureSequence or []:
+                p = procs.get(seq)
+                if p is None:
+                    raise InputError(f"{path}.procedureSequence", f"no Claim.procedure {seq}")
+                target = self.ctx.resolve(p.procedureReference, claim)
+                if target is not None and target.type == "Procedure":
+                    used.add(id(target))
+                    codings = _codings(target.res.code) + codings
+                    when = when or self.procedure_date(target)
+                elif p.procedureCodeableConcept is not None:
+                    codings = _codings(p.procedureCodeableConcept) + codings
+                when = when or _opt_date(p.date)
+            item_codes = {c.code for c in codings}
+            if charge is None and not item.procedureSequence and refs and item_codes & set(refs):
+                continue  # Synthea repeats each diagnosis as an unpriced claim item
+            found = _svc_code(codings, self.setting)
+            if found is None:
+                system = next((c.system for c in codings if c.system), "no code")
+                self.ctx.ignored[f"Claim.item ({system})"] += 1
+                self.ctx.note(f"claim items coded only in {system} are not carried")
+                continue
+            if not refs and any(self.points_here(r, claim) for r in item.encounter or []):
+                refs = self.reason_refs(dx_codes)
+            qty = item.quantity.value if item.quantity is not None else None
+            lines.append(
+                _Line(
+                    *found,
+                    charge=charge,
+                    units=_check_units(qty, f"{path}.quantity.value"),
+                    service_date=when,
+                    dx_refs=refs,
+                    modifiers=[
+                        str(c.code).strip()
+                        for m in item.modifier or []
+                        for c in _codings(m)
+                        if _text(c.code)
+                    ],
+                    path=path,
+                )
+            )
+        unpriced = [line for line in lines if line.charge is None]
+        if len(unpriced) == 1 and res.total is not None and res.total.value is not None:
+            rest = Decimal(res.total.value) - priced
+            if rest >= 0:
+                unpriced[0].charge = check_charge(rest, f"{claim.path}.total.value")
+                self.ctx.note("unpriced claim line charged Claim.total minus the priced items")
+        return lines
+
+    def _finish(self, line: _Line) -> DocumentedService:
+        """A contract service line; an unpriced line is charged 0 and noted."""
+        if line.charge is None:
+            self.ctx.note("service without a charge in the bundle: charge 0.00")
+        return _build(
+            DocumentedService,
+            line.path,
+            code=line.code,
+            system=line.system,
+            display=line.display,
+            modifiers=line.modifiers,
+            units=line.units,
+            charge=line.charge if line.charge is not None else Decimal(0),
+            service_date=line.service_date or self.start,
+            dx_refs=line.dx_refs,
+        )
+
+
+# --- encounter ---------------------------------------------------------------------------
+
+
+def _patient(entry: _Entry) -> Patient:
+    """Minimum necessary patient data: MRN, name, birth date, sex, one US address."""
+    res, path = entry.res, entry.path
+    family, given = _person_name(res, path, required=True) or ("", "")
+    if res.birthDate is None:
+        raise InputError(f"{path}.birthDate", "missing")
+    birth = _to_date(res.birthDate, f"{path}.birthDate")
+    picked = _pick_address(res, path)
+    if picked is None:
+        raise InputError(f"{path}.address", "missing")
+    mrn = None
+    for ident in res.identifier or []:
+        if any(c.code == "MR" for c in _codings(ident.type)) and _text(ident.value):
+            mrn = ident.value.strip()
+            break
+    patient_id = mrn or _text(res.id)
+    if patient_id is None:
+        raise InputError(f"{path}.identifier", "no MRN identifier and no id")
+    return _build(
+        Patient,
+        path,
+        patient_id=patient_id,
+        last_name=family,
+        first_name=given,
+        birth_date=birth,
+        sex={"male": "M", "female": "F"}.get(res.gender or "", "U"),
+        address=_address(*picked),
+    )
+
+
+def _note_text(enc: _Entry, ctx: _Ctx) -> str | None:
+    """Plain-text clinical notes attached to the encounter by DocumentReference."""
+    texts = []
+    for doc in ctx.linked(enc, "DocumentReference"):
+        if doc.res.status == "entered-in-error":
+            continue
+        for k, content in enumerate(doc.res.content or []):
+            att = content.attachment
+            if att is None or not (att.contentType or "").startswith("text/plain"):
+                continue
+            if att.data is None:
+                continue
+            path = f"{doc.path}.content[{k}].attachment.data"
+            try:
+                raw = att.data if isinstance(att.data, bytes) else base64.b64decode(att.data)
+                texts.append(raw.decode("utf-8"))
+            except (binascii.Error, UnicodeDecodeError, ValueError):
+                raise InputError(path, "not base64-encoded UTF-8 text") from None
+    return "\n\n".join(t for t in texts if t.strip()) or None
+
+
+def _encounter(
+    enc: _Entry,
+    ctx: _Ctx,
+    bundle_source: str | None,
+    source_system: str | None,
+    source_id: str,
+    received_at: datetime,
+) -> Encounter:
+    """One Encounter record from an Encounter resource and what it references."""
+    res, path = enc.res, enc.path
+    local_id = _text(res.id)
+    if local_id is None:
+        raise InputError(f"{path}.id", "missing")
+    meta_source = _text(res.meta.source) if res.meta is not None else None
+    system = meta_source or bundle_source or source_system or DEFAULT_SOURCE_SYSTEM
+    encounter_id = f"{system}/{local_id}"
+    klass = (res.class_fhir.code or "").strip().upper() if res.class_fhir else ""
+    if klass not in CLASS_SETTING:
+        raise InputError(f"{path}.class.code", f"unsupported encounter class {klass!r}")
+    setting, pos = CLASS_SETTING[klass]
+    if res.period is None or res.period.start is None:
+        raise InputError(f"{path}.period.start", "missing")
+    start = _to_date(res.period.start, f"{path}.period.start")
+    end = _to_date(res.period.end, f"{path}.period.end") if res.period.end else start
+    if end < start:
+        raise InputError(f"{path}.period.end", "is before period.start")
+
+    patients = ctx.of("Patient")
+    patient_entry = ctx.resolve(res.subject, enc)
+    if patient_entry is None or patient_entry.type != "Patient":
+        if len(patients) != 1:
+            raise InputError(f"{path}.subject", "does not resolve to a Patient in the bundle")
+        patient_entry = patients[0]
+    patient = _patient(patient_entry)
+
+    builder = _EncounterBuilder(enc, ctx, setting, start)
+    claims = builder.claims()
+    diagnoses = builder.diagnoses(claims)
+    services = builder.services(claims, {d.code for d in diagnoses if d.code})
+
+    rendering = None
+    participants = sorted(
+        (p for p in res.participant or [] if p.individual is not None),
+        key=lambda p: not any(
+            c.code in ("PPRF", "ATND", "PRF") for t in p.type or [] for c in _codings(t)
+        ),
+    )
+    for p in participants:
+        target = ctx.resolve(p.individual, enc)
+        if target is None and _ref_type(p.individual) not in (
+            None,
+            "Practitioner",
+            "PractitionerRole",
+        ):
+            continue
+        rendering = _practitioner(target, p.individual, ctx)
+        if rendering is not None:
+            break
+
+    billing = None
+    candidates = [(c.res.provider, c) for c in claims] + [(res.serviceProvider, enc)]
+    for ref, origin in candidates:
+        if ref is None:
+            continue
+        billing = _organization(ctx.resolve(ref, origin), ref, ctx)
+        if billing is not None:
+            break
+    if billing is None and rendering is not None:
+        ctx.note("no organisation NPI in the bundle: the rendering practitioner is billing")
+        billing = rendering
+    if billing is None:
+        raise InputError(f"{path}.serviceProvider", "no billing provider with an NPI")
+
+    facility, stated_pos = _facility(enc, ctx)
+    admission_date = admission_type = discharge = None
+    if setting == "inpatient":
+        admission_date = start
+        for coding in _codings(res.priority):
+            code = (coding.code or "").strip()
+            admission_type = PRIORITY_ADMISSION.get(code) or (code if code.isdigit() else None)
+            if admission_type:
+                break
+    hosp = res.hospitalization
+    if hosp is not None:
+        for coding in _codings(hosp.dischargeDisposition):
+            code = (coding.code or "").strip()
+            discharge = DISCHARGE.get(code) or (code if re.fullmatch(r"[0-9]{2}", code) else None)
+            if discharge:
+                break
+
+    return _build(
+        Encounter,
+        path,
+        event_id=event_id(source_id, encounter_id, "intake", "v1"),
+        encounter_id=encounter_id,
+        source_id=source_id,
+        source_format="fhir",
+        received_at=received_at,
+        setting=setting,
+        service_start=start,
+        service_end=end,
+        place_of_service=stated_pos
+        if stated_pos and re.fullmatch(r"[0-9]{2}", stated_pos)
+        else pos,
+        admission_date=admission_date,
+        admission_type=admission_type,
+        discharge_status=discharge,
+        patient=patient,
+        coverage=_coverage(claims, patient_entry, patient.patient_id, start, ctx),
+        billing_provider=billing,
+        rendering_provider=rendering,
+        facility=facility,
+        diagnoses=diagnoses,
+        services=services,
+        note_text=_note_text(enc, ctx),
+    )
+
+
+def parse_bundle(
+    bundle: dict[str, Any],
+    *,
+    source_id: str,
+    received_at: datetime,
+    source_system: str | None = None,
+) -> FhirParse:
+    """Every Encounter in a FHIR R4 Bundle (already JSON-decoded) as an Encounter record."""
+    if bundle.get("resourceType") != "Bundle":
+        raise InputError("resourceType", f"expected Bundle, got {bundle.get('resourceType')!r}")
+    ctx = _index(bundle)
+    encounters = ctx.of("Encounter")
+    if not encounters:
+        raise InputError("Bundle.entry", "no Encounter resource")
+    meta = bundle.get("meta")
+    raw_source = meta.get("source") if isinstance(meta, dict) else None
+    if raw_source is not None and not isinstance(raw_source, str):
+        raise InputError("Bundle.meta.source", "must be a string")
+    bundle_source = _text(raw_source)
+    records = [
+        _encounter(e, ctx, bundle_source, source_system, source_id, received_at)
+        for e in encounters
+        if e.res.status not in ("cancelled", "entered-in-error")
+    ]
+    if not records:
+        raise InputError("Bundle.entry", "every Encounter is cancelled or entered in error")
+    return FhirParse(records, dict(ctx.ignored), ctx.notes)

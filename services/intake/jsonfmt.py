@@ -1,0 +1,94 @@
+"""The project's JSON encounter format: the Encounter contract minus the fields intake sets."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from pydantic import ValidationError
+
+from pipeline.errors import InputError
+from pipeline.models import Encounter, event_id
+
+# Set by intake from the transport, never by the sender.
+RESERVED = ("event_id", "source_id", "source_format", "received_at")
+
+# encounters.collected.v1 stores charges as decimal(12, 2).
+MAX_CHARGE = Decimal("9999999999.99")
+MAX_UNITS = 1e9
+
+
+def field_path(loc: tuple[int | str, ...], prefix: str) -> str:
+    """A pydantic error location as a dotted path, list indexes in brackets."""
+    path = prefix
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def first_error(exc: ValidationError, prefix: str) -> InputError:
+    """The first pydantic error as an InputError naming its field."""
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    reason = str(first["msg"])
+    if len(errors) > 1:
+        reason += f" (and {len(errors) - 1} more errors)"
+    return InputError(field_path(tuple(first["loc"]), prefix), reason)
+
+
+def check_charge(value: Any, field: str) -> Decimal:
+    """A charge as a Decimal that fits the contract's decimal(12, 2), or InputError."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise InputError(field, "must be a number or a numeric string")
+    try:
+        amount = value if isinstance(value, Decimal) else Decimal(str(value))
+    except InvalidOperation:
+        raise InputError(field, "must be a number or a numeric string") from None
+    if not amount.is_finite():
+        raise InputError(field, "must be a finite number")
+    if amount < 0:
+        raise InputError(field, "must not be negative")
+    if amount > MAX_CHARGE:
+        raise InputError(field, f"exceeds {MAX_CHARGE}, the largest charge the contract holds")
+    return amount
+
+
+def _out_of_range(units: object) -> bool:
+    """Whether a numeric units value is infinite or absurdly large (1e999 parses as inf)."""
+    if isinstance(units, bool) or not isinstance(units, int | float | Decimal):
+        return False
+    return not abs(float(units)) <= MAX_UNITS
+
+
+def parse_json_encounter(data: Any, *, source_id: str, received_at: datetime) -> Encounter:
+    """Validate one JSON-format encounter object and complete it into an Encounter."""
+    if not isinstance(data, dict):
+        raise InputError("encounter", "expected a JSON object")
+    for name in RESERVED:
+        if name in data:
+            raise InputError(f"encounter.{name}", "is set by intake, not by the sender")
+    services = data.get("services")
+    if isinstance(services, list):
+        for i, service in enumerate(services):
+            if not isinstance(service, dict):
+                continue
+            # Pre-checked: a huge charge would otherwise fail inside the model's rounding.
+            if "charge" in service:
+                check_charge(service["charge"], f"encounter.services[{i}].charge")
+            if _out_of_range(service.get("units")):
+                raise InputError(f"encounter.services[{i}].units", f"must be at most {MAX_UNITS:g}")
+    encounter_id = data.get("encounter_id")
+    eid = event_id(source_id, encounter_id if isinstance(encounter_id, str) else "", "intake", "v1")
+    try:
+        return Encounter.model_validate(
+            {
+                **data,
+                "event_id": eid,
+                "source_id": source_id,
+                "source_format": "json",
+                "received_at": received_at,
+            }
+        )
+    except ValidationError as exc:
+        raise first_error(exc, "encounter") from None

