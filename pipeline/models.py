@@ -59,6 +59,16 @@ class Patient(Model):
     address: Address
 
 
+class Subscriber(Model):
+    """The policy holder when the patient is a dependent."""
+
+    last_name: str = Field(min_length=1)
+    first_name: str = Field(min_length=1)
+    birth_date: date | None = None
+    sex: Literal["F", "M", "U"] = "U"
+    address: Address | None = None
+
+
 class Coverage(Model):
     payer_id: str = Field(min_length=1)
     payer_name: str = Field(min_length=1)
@@ -66,6 +76,7 @@ class Coverage(Model):
     member_id: str = Field(min_length=1)
     group_number: str | None = None
     relationship: str = "18"
+    subscriber: Subscriber | None = None
 
 
 class Provider(Model):
