@@ -112,6 +112,7 @@ class DocumentedService(Model):
     charge: Money = Field(ge=0)
     service_date: date | None = None
     dx_refs: list[str] = []
+    revenue_code: str | None = None
 
 
 Setting = Literal["professional", "outpatient", "inpatient"]
@@ -129,11 +130,13 @@ class Encounter(Model):
     place_of_service: str = Field(pattern=r"^\d{2}$")
     admission_date: date | None = None
     admission_type: str | None = None
+    admission_source: str | None = None
     discharge_status: str | None = None
     patient: Patient
     coverage: Coverage
     billing_provider: Provider
     rendering_provider: Provider | None = None
+    attending_provider: Provider | None = None
     facility: Facility | None = None
     diagnoses: list[DocumentedDiagnosis]
     services: list[DocumentedService]
@@ -191,6 +194,8 @@ class CodedEncounter(Model):
     em_level: str | None = None
     drg: Drg | None = None
     hcc: list[str] = []
+    hcc_risk_score: float | None = None
+    hcc_model: str | None = None
     code_set_version: str
     confidence: float
     review_reasons: list[str] = []
@@ -214,6 +219,8 @@ class EditHit(Model):
     line: int | None = None
     field: str | None = None
     message: str
+    category: str = "general"
+    fix_hint: str | None = None
 
 
 class ValidatedEncounter(Model):
@@ -234,6 +241,8 @@ class SubmittedClaim(Model):
     claim_id: str = Field(min_length=1, max_length=20)
     encounter_id: str
     frequency: Literal["1", "7", "8"] = "1"
+    original_reference: str | None = None
+    rule_pack_version: str | None = None
     claim_type: Literal["professional", "institutional"] = "professional"
     payer_id: str
     payer_name: str
