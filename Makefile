@@ -27,14 +27,17 @@ test: $(STAMP)          ## the whole suite, real-broker tests included
 test-fast: $(STAMP)     ## unit and contract tests only (no broker)
 	$(BIN)/python -m pytest tests/unit tests/contract
 
+bench: $(STAMP)         ## benchmarks, one JSON line each, with a same-run baseline
+	$(BIN)/python -m bench $(B)
+
 lint: $(STAMP)
-	$(BIN)/ruff check pipeline services tests
-	$(BIN)/ruff format --check pipeline services tests
+	$(BIN)/ruff check pipeline services tests bench
+	$(BIN)/ruff format --check pipeline services tests bench
 	$(BIN)/mypy pipeline
 
 fmt: $(STAMP)
-	$(BIN)/ruff format pipeline services tests
-	$(BIN)/ruff check --fix pipeline services tests
+	$(BIN)/ruff format pipeline services tests bench
+	$(BIN)/ruff check --fix pipeline services tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .claimflow

@@ -1,0 +1,41 @@
+"""``python -m bench [NAME…]``: run the benchmarks in bench/bench_*.py, one JSON line each.
+
+Each module has ``main() -> dict``: what it measured, and a baseline measured in the same
+run (machines are shared and noisy, so figures are reported as ratios to it).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import sys
+import time
+
+import bench
+
+
+def main(argv: list[str]) -> int:
+    names = sorted(
+        m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_")
+    )
+    wanted = [n for n in names if not argv or any(a in n for a in argv)]
+    failed = 0
+    for name in wanted:
+        started = time.perf_counter()
+        try:
+            result = importlib.import_module(f"bench.{name}").main()
+        except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the rest
+            failed += 1
+            result = {"error": f"{type(exc).__name__}: {exc}"}
+        result = {
+            "bench": name.removeprefix("bench_"),
+            **result,
+            "wall_s": round(time.perf_counter() - started, 2),
+        }
+        print(json.dumps(result), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
