@@ -15,20 +15,24 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def client_config(bootstrap: str, settings: Settings) -> dict[str, Any]:
+    """What every client shares: the cluster, security (TLS/SASL) and quiet logs."""
+    return {"bootstrap.servers": bootstrap, "log_level": 3, **settings.kafka.client_config()}
+
+
 def producer_config(bootstrap: str, settings: Settings, **extra: Any) -> dict[str, Any]:
     return {
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap, settings),
         "enable.idempotence": True,  # implies acks=all
         "linger.ms": settings.linger_ms,
         "compression.type": "lz4",
-        "log_level": 3,
         **extra,
     }
 
 
 def consumer_config(bootstrap: str, group: str, settings: Settings, **extra: Any) -> dict[str, Any]:
     return {
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap, settings),
         "group.id": group,
         "auto.offset.reset": "earliest",
         "enable.auto.commit": False,
@@ -38,7 +42,6 @@ def consumer_config(bootstrap: str, group: str, settings: Settings, **extra: Any
         # Tansu answers a waiting fetch late; a short wait keeps latency low (DESIGN.md).
         "fetch.wait.max.ms": 100,
         "partition.assignment.strategy": "range",
-        "log_level": 3,
         **extra,
     }
 
@@ -55,7 +58,7 @@ def ensure_topics(
     bootstrap: str, settings: Settings, registry: Registry, timeout: float = 30.0
 ) -> list[str]:
     """Create every topic in schemas/topics.yaml that does not exist yet; returns those made."""
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 3})
+    admin = AdminClient(client_config(bootstrap, settings))
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -7,9 +7,55 @@ environment is read once at start-up; objects are passed down from there.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSecurity(BaseModel):
+    """TLS and SASL for every Kafka client (``CLAIMFLOW_KAFKA__…``). Defaults: plaintext."""
+
+    model_config = ConfigDict(frozen=True)
+
+    protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_endpoint_identification: bool = True
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka properties; secrets are only revealed here, at client creation."""
+        conf: dict[str, Any] = {"security.protocol": self.protocol}
+        if self.protocol.startswith("SASL"):
+            if not (self.sasl_mechanism and self.sasl_username and self.sasl_password):
+                raise SystemExit(
+                    f"Kafka security protocol {self.protocol} needs "
+                    "CLAIMFLOW_KAFKA__SASL_MECHANISM, "
+                    "CLAIMFLOW_KAFKA__SASL_USERNAME and CLAIMFLOW_KAFKA__SASL_PASSWORD."
+                )
+            conf |= {
+                "sasl.mechanism": self.sasl_mechanism,
+                "sasl.username": self.sasl_username,
+                "sasl.password": self.sasl_password.get_secret_value(),
+            }
+        if self.protocol.endswith("SSL"):
+            for key, value in (
+                ("ssl.ca.location", self.ssl_ca_location),
+                ("ssl.certificate.location", self.ssl_certificate_location),
+                ("ssl.key.location", self.ssl_key_location),
+            ):
+                if value is not None:
+                    conf[key] = str(value)
+            if self.ssl_key_password is not None:
+                conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+            if not self.ssl_endpoint_identification:
+                conf["ssl.endpoint.identification.algorithm"] = "none"
+        return conf
 
 
 class Settings(BaseSettings):
@@ -22,6 +68,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("CLAIMFLOW_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
         description="Kafka cluster to use. Unset: `claimflow run` starts the embedded broker.",
     )
+    kafka: KafkaSecurity = KafkaSecurity()
     topic_prefix: str = Field(default="", description="Prepended to every topic name.")
     group_prefix: str = Field(default="claimflow", description="Consumer group id prefix.")
     metrics_host: str = "127.0.0.1"

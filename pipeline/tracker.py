@@ -18,6 +18,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from pipeline.kafka import client_config
 from pipeline.serde import Registry, registry
 from pipeline.settings import Settings
 
@@ -153,11 +154,10 @@ class Tracker:
         self._prefix_len = len(settings.topic_prefix)
         self.consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap,
+                **client_config(bootstrap, settings),
                 "group.id": f"tracker-{uuid.uuid4().hex[:8]}",
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 100,
-                "log_level": 3,
             }
         )
         meta = self.consumer.list_topics(timeout=10)
