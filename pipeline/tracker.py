@@ -59,9 +59,13 @@ class Ledger:
     posting_events: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     keep_x12: bool = False
     x12: dict[str, str] = field(default_factory=dict)
+    keep_times: bool = False
+    times: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
 
-    def add(self, topic: str, key: str | None, value: Any) -> None:
+    def add(self, topic: str, key: str | None, value: Any, timestamp_ms: int = 0) -> None:
         self.records[topic] += 1
+        if self.keep_times and key is not None:
+            self.times[topic].setdefault(key, timestamp_ms)
         eid = getattr(value, "event_id", None)
         if eid:
             self.event_ids[topic][eid] += 1
@@ -146,10 +150,11 @@ class Tracker:
         settings: Settings,
         reg: Registry | None = None,
         keep_x12: bool = False,
+        keep_times: bool = False,
     ) -> None:
         self.settings = settings
         self.registry = reg or registry()
-        self.ledger = Ledger(keep_x12=keep_x12)
+        self.ledger = Ledger(keep_x12=keep_x12, keep_times=keep_times)
         self.errors: list[str] = []
         self._prefix_len = len(settings.topic_prefix)
         self.consumer = Consumer(
@@ -182,7 +187,7 @@ class Tracker:
             except Exception as exc:  # noqa: BLE001 - a bad record is reported, not fatal
                 self.errors.append(f"{topic}@{m.partition()}:{m.offset()}: {exc}")
                 continue
-            self.ledger.add(topic, key, value)
+            self.ledger.add(topic, key, value, m.timestamp()[1])
             n += 1
         return n
 

@@ -1,0 +1,200 @@
+"""End to end: the embedded broker and every service as separate processes.
+
+Measures, in one run: the raw consume->produce copy of the same EHR messages through
+the broker (the ceiling), then N encounters at maximum rate (throughput, per-stage rates)
+and at a fixed rate (latency publish->submitted and publish->posted, p50/p99).
+Environment: BENCH_N (default 2000), BENCH_RATE (default 200), BENCH_RATE_N (default 1000).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+from pipeline.broker import EmbeddedBroker
+from pipeline.kafka import ensure_topics, make_producer
+from pipeline.serde import registry
+from pipeline.settings import Settings
+from pipeline.supervisor import Supervisor
+from pipeline.tracker import Ledger, Tracker
+from services.intake.simulator import generate
+
+STAGE_TOPICS = {
+    "intake": "encounters.collected.v1",
+    "coding": "encounters.coded.v1",
+    "validation": "encounters.validated.v1",
+    "claims": "claims.submitted.v1",
+    "remittance": "remittance.posted.v1",
+}
+
+
+def raw_copy_rate(bootstrap: str, messages: list[tuple[str, str, bytes]]) -> float:
+    """Records/s of a plain consume->produce copy of ``messages`` (no decoding)."""
+    src, dst = f"bench.src.{uuid.uuid4().hex[:6]}", f"bench.dst.{uuid.uuid4().hex[:6]}"
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "log_level": 3})
+    for source_id, ctype, body in messages:
+        producer.produce(
+            src, key=source_id.encode(), value=body, headers=[("content-type", ctype.encode())]
+        )
+        producer.poll(0)
+    producer.flush(30)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": src,
+            "log_level": 3,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 100,
+            "session.timeout.ms": 6000,
+        }
+    )
+    consumer.subscribe([src])
+    copied, started = 0, None
+    deadline = time.monotonic() + 120
+    while copied < len(messages) and time.monotonic() < deadline:
+        batch = consumer.consume(500, 0.01)
+        if batch and started is None:
+            started = time.perf_counter()
+        for m in batch:
+            if m.error():
+                continue
+            producer.produce(dst, key=m.key(), value=m.value(), headers=m.headers())
+            copied += 1
+        if batch:
+            producer.flush(30)
+            consumer.commit(asynchronous=False)
+    elapsed = time.perf_counter() - (started or time.perf_counter())
+    consumer.close()
+    return copied / elapsed if elapsed > 0 else 0.0
+
+
+def publish(
+    bootstrap: str,
+    settings: Settings,
+    messages: list[tuple[str, str, bytes]],
+    rate: float,
+    sent_ms: dict[str, int],
+) -> None:
+    producer = make_producer(bootstrap, settings)
+    topic = settings.topic("intake.raw.v1")
+    started = time.monotonic()
+    for i, (source_id, ctype, body) in enumerate(messages):
+        if rate > 0:
+            ahead = i / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+        sent_ms[source_id] = int(time.time() * 1000)
+        producer.produce(
+            topic, key=source_id.encode(), value=body, headers=[("content-type", ctype.encode())]
+        )
+        producer.poll(0)
+    producer.flush(30)
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+
+def latencies(ledger: Ledger, sent_ms: dict[str, int], topic: str) -> list[float]:
+    """publish -> first record on ``topic`` (keyed by claim id), in milliseconds."""
+    out = []
+    for source_id, sent in sent_ms.items():
+        for encounter in ledger.source_encounters.get(source_id, ()):
+            claim = ledger.encounter_claim.get(encounter)
+            at = ledger.times[topic].get(claim) if claim else None
+            if at:
+                out.append(float(at - sent))
+    return out
+
+
+def run_batch(
+    bootstrap: str,
+    sup_settings: Settings,
+    messages: list[tuple[str, str, bytes]],
+    rate: float,
+    timeout: float = 600,
+) -> dict[str, Any]:
+    tracker = Tracker(bootstrap, sup_settings, keep_times=True)
+    sent_ms: dict[str, int] = {}
+    ledger = tracker.ledger
+    ledger.sent.update(s for s, _, _ in messages)
+    started = time.time()
+    publish(bootstrap, sup_settings, messages, rate, sent_ms)
+    done = tracker.wait(lambda led: not led.lost(), timeout=timeout)
+    tracker.close()
+    first = min(sent_ms.values())
+    stage_rates = {}
+    for stage, topic in STAGE_TOPICS.items():
+        stamps = [t for t in ledger.times[topic].values() if t >= first]
+        if len(stamps) > 1:
+            span = (max(stamps) - first) / 1000
+            stage_rates[stage] = round(len(stamps) / span, 1) if span > 0 else None
+    posted_at = [t for t in ledger.times["remittance.posted.v1"].values() if t >= first]
+    span = ((max(posted_at) - first) / 1000) if posted_at else time.time() - started
+    submitted = latencies(ledger, sent_ms, "claims.submitted.v1")
+    posted = latencies(ledger, sent_ms, "remittance.posted.v1")
+    return {
+        "encounters": len(messages),
+        "complete": done,
+        "summary": ledger.summary(),
+        "encounters_per_s": round(len(messages) / span, 1) if span > 0 else None,
+        "stage_records_per_s": stage_rates,
+        "latency_ms_submitted": {
+            "p50": pct(submitted, 0.5),
+            "p99": pct(submitted, 0.99),
+            "mean": round(statistics.fmean(submitted), 1) if submitted else None,
+        },
+        "latency_ms_posted": {"p50": pct(posted, 0.5), "p99": pct(posted, 0.99)},
+    }
+
+
+def main() -> dict[str, Any]:
+    n = int(os.environ.get("BENCH_N", "2000"))
+    rate = float(os.environ.get("BENCH_RATE", "200"))
+    rate_n = int(os.environ.get("BENCH_RATE_N", "1000"))
+    messages = list(generate(n, seed=101, fmt="mix"))
+    paced = list(generate(rate_n, seed=202, fmt="mix"))
+    warm = list(generate(20, seed=303, fmt="mix"))
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+        bootstrap = broker.bootstrap
+        ceiling = raw_copy_rate(bootstrap, messages)
+        settings = Settings(topic_prefix="bench.", group_prefix="bench")
+        ensure_topics(bootstrap, settings, registry())
+        sup = Supervisor(
+            bootstrap,
+            Path(tmp),
+            env={
+                "CLAIMFLOW_TOPIC_PREFIX": "bench.",
+                "CLAIMFLOW_GROUP_PREFIX": "bench",
+                "CLAIMFLOW_LOG_LEVEL": "WARNING",
+            },
+        )
+        sup.start()
+        try:
+            run_batch(bootstrap, settings, warm, rate=0, timeout=120)  # groups joined, caches warm
+            at_max = run_batch(bootstrap, settings, messages, rate=0)
+            at_rate = run_batch(bootstrap, settings, paced, rate=rate)
+        finally:
+            sup.stop()
+    eps = at_max["encounters_per_s"] or 0.0
+    return {
+        "raw_copy_records_per_s": round(ceiling, 1),
+        "max_rate": at_max,
+        f"fixed_rate_{int(rate)}_per_s": at_rate,
+        "end_to_end_vs_raw_copy": round(eps / ceiling, 4) if ceiling else None,
+        "stage_vs_raw_copy": {
+            stage: round(r / ceiling, 4) if r and ceiling else None
+            for stage, r in at_max["stage_records_per_s"].items()
+        },
+    }
