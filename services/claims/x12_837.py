@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -33,6 +34,9 @@ MAX_CLAIMS_PER_TRANSACTION = 5000  # the guide's recommended ceiling per ST/SE
 # SBR09 claim filing indicator codes allowed by 005010X222A1.
 _FILING = "11 12 13 14 15 16 17 AM BL CH CI DS FI HM LM MA MB MC OF TV VA WC ZZ"
 CLAIM_FILING_CODES = frozenset(_FILING.split())
+SELF = "18"  # SBR02: the patient is the subscriber
+# PAT01 individual relationship codes 005010X222A1 allows when the patient is a dependent.
+PATIENT_RELATIONSHIP_CODES = frozenset({"01", "19", "20", "21", "39", "40", "53", "G8"})
 # POS where the guide requires the admission date (DTP*435): inpatient hospital, SNF, psych.
 _INPATIENT_POS = frozenset({"21", "51", "61"})
 _DELIMITERS = frozenset(ELEMENT + COMPONENT + REPETITION + SEGMENT)
@@ -267,34 +271,93 @@ def _billing_loop(hl: int, provider: Provider) -> list[str]:
     return out
 
 
-def _subscriber_loop(hl: int, parent: int, coverage: Coverage, patient: Patient) -> list[str]:
-    """2000B subscriber HL (the patient is the subscriber), 2010BA and 2010BB payer."""
-    if coverage.relationship != "18":
+def relationship_of(coverage: Coverage) -> str:
+    """The patient's relationship to the subscriber, checked against what the 837P allows."""
+    code = coverage.relationship.strip().upper()
+    if code != SELF and code not in PATIENT_RELATIONSHIP_CODES:
+        allowed = ", ".join(sorted(PATIENT_RELATIONSHIP_CODES))
         raise InputError(
             "encounter.coverage.relationship",
-            "only self (18) is supported: the encounter carries no separate subscriber",
+            f"{code!r} is not an 837P relationship: 18 (self) or, for a dependent, {allowed}",
         )
+    if code != SELF and coverage.subscriber is None:
+        raise InputError(
+            "encounter.coverage.subscriber",
+            f"the subscriber is required when the patient is not the subscriber "
+            f"(relationship {code})",
+        )
+    return code
+
+
+def _demographics(birth_date: date, sex: str) -> str:
+    """DMG: date of birth and sex, for a subscriber or a patient."""
+    return _seg("DMG", "D8", d8(birth_date), sex)
+
+
+def _subscriber_loop(
+    hl: int, parent: int, coverage: Coverage, patient: Patient | None
+) -> list[str]:
+    """2000B subscriber HL, 2010BA subscriber and 2010BB payer.
+
+    ``patient`` is given when the patient is the subscriber (SBR02 18, claims follow directly);
+    otherwise the subscriber comes from ``coverage.subscriber`` and 2000C patient loops follow.
+    """
     filing = coverage.plan_type.upper()
     if filing not in CLAIM_FILING_CODES:
         raise InputError("encounter.coverage.plan_type", f"not a claim filing code: {filing!r}")
     group = ""
     if coverage.group_number:
         group = ident(coverage.group_number, "encounter.coverage.group_number", max_len=50)
-    last = text(patient.last_name, 60)
-    if not last:
-        raise InputError("encounter.patient.last_name", "empty after removing bad characters")
     member = ident(coverage.member_id, "encounter.coverage.member_id", min_len=2)
     payer_name = text(coverage.payer_name, 60)
     if not payer_name:
         raise InputError("encounter.coverage.payer_name", "empty after removing bad characters")
     payer_id = ident(coverage.payer_id, "encounter.coverage.payer_id", min_len=2)
+    if patient is not None:
+        last = text(patient.last_name, 60)
+        if not last:
+            raise InputError("encounter.patient.last_name", "empty after removing bad characters")
+        return [
+            _seg("HL", str(hl), str(parent), "22", "0"),
+            _seg("SBR", "P", SELF, group, "", "", "", "", "", filing),
+            _seg("NM1", "IL", "1", last, text(patient.first_name, 35), "", "", "", "MI", member),
+            *_address(patient.address, "encounter.patient.address"),
+            _demographics(patient.birth_date, patient.sex),
+            _seg("NM1", "PR", "2", payer_name, "", "", "", "", "PI", payer_id),
+        ]
+    subscriber = coverage.subscriber
+    if subscriber is None:  # relationship_of refuses this before grouping; kept for safety
+        raise InputError("encounter.coverage.subscriber", "required for a dependent patient")
+    field = "encounter.coverage.subscriber"
+    last = text(subscriber.last_name, 60)
+    if not last:
+        raise InputError(f"{field}.last_name", "empty after removing bad characters")
+    out = [
+        _seg("HL", str(hl), str(parent), "22", "1"),
+        # SBR02 is sent only when the subscriber is the patient.
+        _seg("SBR", "P", "", group, "", "", "", "", "", filing),
+        _seg("NM1", "IL", "1", last, text(subscriber.first_name, 35), "", "", "", "MI", member),
+    ]
+    # N3/N4 and DMG are situational for a subscriber who is not the patient: sent when known.
+    if subscriber.address is not None:
+        out.extend(_address(subscriber.address, f"{field}.address"))
+    if subscriber.birth_date is not None:
+        out.append(_demographics(subscriber.birth_date, subscriber.sex))
+    out.append(_seg("NM1", "PR", "2", payer_name, "", "", "", "", "PI", payer_id))
+    return out
+
+
+def _patient_loop(hl: int, parent: int, patient: Patient, relationship: str) -> list[str]:
+    """2000C patient HL and 2010CA: the dependent patient's relationship, name and address."""
+    last = text(patient.last_name, 60)
+    if not last:
+        raise InputError("encounter.patient.last_name", "empty after removing bad characters")
     return [
-        _seg("HL", str(hl), str(parent), "22", "0"),
-        _seg("SBR", "P", "18", group, "", "", "", "", "", filing),
-        _seg("NM1", "IL", "1", last, text(patient.first_name, 35), "", "", "", "MI", member),
+        _seg("HL", str(hl), str(parent), "23", "0"),
+        _seg("PAT", relationship),
+        _seg("NM1", "QC", "1", last, text(patient.first_name, 35)),
         *_address(patient.address, "encounter.patient.address"),
-        _seg("DMG", "D8", d8(patient.birth_date), patient.sex),
-        _seg("NM1", "PR", "2", payer_name, "", "", "", "", "PI", payer_id),
+        _demographics(patient.birth_date, patient.sex),
     ]
 
 
@@ -409,16 +472,60 @@ def claim_segments(claim: ClaimInput) -> list[str]:
 # --- interchange ---------------------------------------------------------------------------
 
 
-def _group(
-    claims: Iterable[ClaimInput],
-) -> list[tuple[Provider, list[tuple[tuple[Coverage, Patient], list[ClaimInput]]]]]:
-    """Claims grouped by billing provider, then by subscriber, in first-seen order."""
-    providers: dict[Provider, dict[tuple[Coverage, Patient], list[ClaimInput]]] = {}
+@dataclass
+class _Insured:
+    """One 2000B loop: a subscriber's policy with a payer and the patients it carries claims for.
+
+    ``patient`` is set when the subscriber is the patient (claims follow the 2000B directly);
+    otherwise each (patient, relationship) in ``patients`` gets its own 2000C loop.
+    """
+
+    coverage: Coverage
+    patient: Patient | None
+    patients: dict[tuple[Patient, str], list[ClaimInput]]
+
+
+@contextmanager
+def _blame(claim: ClaimInput, batch: bool) -> Iterator[None]:
+    """In a batch, prefix an InputError's field with the claim it came from."""
+    try:
+        yield
+    except InputError as exc:
+        if not batch:
+            raise
+        raise InputError(f"claims[{claim.claim_id}].{exc.field}", exc.reason) from exc
+
+
+def _group(claims: Sequence[ClaimInput]) -> list[tuple[Provider, list[_Insured]]]:
+    """Claims grouped by billing provider, then subscriber and payer, in first-seen order.
+
+    A patient who is the subscriber gets a 2000B of their own (SBR02 18). Dependents of one
+    subscriber with one payer share a 2000B, one 2000C per patient: the guide does not let a
+    2000B both be the patient and have patients under it.
+    """
+    providers: dict[Provider, dict[tuple[object, ...], _Insured]] = {}
     for claim in claims:
         enc = claim.coded.encounter
-        subscribers = providers.setdefault(enc.billing_provider, {})
-        subscribers.setdefault((enc.coverage, enc.patient), []).append(claim)
-    return [(p, list(subs.items())) for p, subs in providers.items()]
+        coverage = enc.coverage
+        with _blame(claim, len(claims) > 1):
+            relationship = relationship_of(coverage)
+        insureds = providers.setdefault(enc.billing_provider, {})
+        if relationship == SELF:
+            key: tuple[object, ...] = (SELF, coverage, enc.patient)
+            patient: Patient | None = enc.patient
+        else:
+            key = (
+                coverage.payer_id,
+                coverage.payer_name,
+                coverage.plan_type,
+                coverage.member_id,
+                coverage.group_number,
+                coverage.subscriber,
+            )
+            patient = None
+        insured = insureds.setdefault(key, _Insured(coverage, patient, {}))
+        insured.patients.setdefault((enc.patient, relationship), []).append(claim)
+    return [(p, list(insureds.values())) for p, insureds in providers.items()]
 
 
 def _transaction(
@@ -457,21 +564,28 @@ def _transaction(
         _seg("PER", *contact),
         _seg("NM1", "40", "2", text(receiver_name, 60), "", "", "", "", "46", receiver_id),
     ]
+    batch = len(claims) > 1
     hl = 0
-    for provider, subscribers in _group(claims):
+    for provider, insureds in _group(claims):
         hl += 1
         provider_hl = hl
         segs.extend(_billing_loop(provider_hl, provider))
-        for (coverage, patient), subscriber_claims in subscribers:
+        for insured in insureds:
             hl += 1
-            segs.extend(_subscriber_loop(hl, provider_hl, coverage, patient))
-            for claim in subscriber_claims:
-                try:
-                    segs.extend(claim_segments(claim))
-                except InputError as exc:
-                    if len(claims) == 1:
-                        raise
-                    raise InputError(f"claims[{claim.claim_id}].{exc.field}", exc.reason) from exc
+            subscriber_hl = hl
+            first = next(iter(insured.patients.values()))[0]
+            with _blame(first, batch):
+                segs.extend(
+                    _subscriber_loop(subscriber_hl, provider_hl, insured.coverage, insured.patient)
+                )
+            for (patient, relationship), patient_claims in insured.patients.items():
+                if insured.patient is None:
+                    hl += 1
+                    with _blame(patient_claims[0], batch):
+                        segs.extend(_patient_loop(hl, subscriber_hl, patient, relationship))
+                for claim in patient_claims:
+                    with _blame(claim, batch):
+                        segs.extend(claim_segments(claim))
     segs.append(_seg("SE", str(len(segs) + 1), st_control))
     return segs
 

@@ -62,6 +62,9 @@ class Claim837:
     patient_last_name: str | None
     patient_first_name: str | None
     lines: tuple[ClaimLine, ...]
+    # The subscriber (2010BA) when the patient is a dependent (2000C); None when they are one.
+    insured_last_name: str | None = None
+    insured_first_name: str | None = None
 
 
 def _d8(seg: Segment) -> tuple[date | None, date | None]:
@@ -96,6 +99,9 @@ class _RawLine:
     control_number: str | None = None
 
 
+_SUBSCRIBER_KEYS = ("sbr09", "member_id", "insured_last", "insured_first")
+
+
 def read_837_claim(x12: str, claim_id: str) -> Claim837:
     """Find claim ``claim_id`` (CLM01) in an 837P and read its lines and plan context."""
     ctx: dict[str, str | None] = {}
@@ -111,15 +117,20 @@ def read_837_claim(x12: str, claim_id: str) -> Claim837:
             in_claim = False
         if sid == "HL":
             # A new billing provider (20) or subscriber (22) starts a fresh context; a patient
-            # (23) keeps the subscriber's plan and member id.
-            keep = {"20": (), "22": (), "23": ("sbr09", "member_id")}.get(seg.el(3), tuple(ctx))
+            # (23) keeps the subscriber's plan, member id and name, and brings its own name.
+            level = seg.el(3)
+            keep = {"20": (), "22": (), "23": _SUBSCRIBER_KEYS}.get(level, tuple(ctx))
             ctx = {k: v for k, v in ctx.items() if k in keep}
+            if level == "23":
+                ctx["dependent"] = "Y"
         elif sid == "SBR" and not in_claim:
             ctx["sbr09"] = seg.el(9)
         elif sid == "NM1" and not in_claim and seg.el(1) in {"IL", "QC"}:
+            name = (seg.el(3) or None, seg.el(4) or None)
             if seg.el(1) == "IL":
                 ctx["member_id"] = seg.el(9) or None
-            ctx["last"], ctx["first"] = seg.el(3) or None, seg.el(4) or None
+                ctx["insured_last"], ctx["insured_first"] = name
+            ctx["last"], ctx["first"] = name
         elif sid == "CLM":
             in_claim = True
             if seg.el(1) == claim_id:
@@ -161,6 +172,7 @@ def _claim837(clm: Segment, ctx: dict[str, str | None], raw_lines: list[_RawLine
         )
     if not lines:
         raise InputError("SV1", f"claim {clm.el(1)!r} has no service lines")
+    dependent = ctx.get("dependent") == "Y"
     charge = _cents(_decimal(clm, 2))
     line_total = sum((line.charge for line in lines), ZERO)
     if line_total != charge:
@@ -175,6 +187,8 @@ def _claim837(clm: Segment, ctx: dict[str, str | None], raw_lines: list[_RawLine
         patient_last_name=ctx.get("last"),
         patient_first_name=ctx.get("first"),
         lines=tuple(lines),
+        insured_last_name=ctx.get("insured_last") if dependent else None,
+        insured_first_name=ctx.get("insured_first") if dependent else None,
     )
 
 
@@ -535,9 +549,16 @@ def _claim_segments(decision: ClaimDecision) -> list[str]:
     last = _clean(claim.patient_last_name, 60) or "UNKNOWN"
     first = _clean(claim.patient_first_name, 35)
     nm1 = f"NM1*QC*1*{last}*{first}"
-    if claim.member_id:
+    # The member id belongs to the subscriber: on the patient only when they are one.
+    insured = claim.insured_last_name is not None and bool(claim.member_id)
+    if claim.member_id and not insured:
         nm1 += f"****MI*{_clean(claim.member_id, 80)}"
     out.append(nm1.rstrip("*"))
+    if insured:
+        # 2100 NM1*IL is sent when the subscriber on the claim is not the patient (2000C).
+        insured_last = _clean(claim.insured_last_name, 60)
+        insured_first = _clean(claim.insured_first_name, 35)
+        out.append(f"NM1*IL*1*{insured_last}*{insured_first}****MI*{_clean(claim.member_id, 80)}")
     if decision.remark_codes:
         out.append("MOA***" + "*".join(decision.remark_codes[:5]))
     out.append(f"DTM*232*{decision.service_start:%Y%m%d}")

@@ -25,7 +25,7 @@ from services.refdata.codesets import (
     uncovered_reason,
 )
 
-RULE_PACK_VERSION = "2026.11.0"
+RULE_PACK_VERSION = "2026.11.1"
 STAGE = "validation"
 MAX_DX_POINTERS = 4
 MAX_MODIFIERS = 4
@@ -129,6 +129,36 @@ def _has_dx(ctx: Context) -> Iterator[Hit]:
 def _has_lines(ctx: Context) -> Iterator[Hit]:
     if not ctx.coded.lines:
         yield Hit("lines", "The encounter has no CPT or HCPCS service line.")
+
+
+SELF = "18"
+DEPENDENT_RELATIONSHIPS = frozenset({"01", "19", "20", "21", "39", "40", "53", "G8"})
+"""Individual relationship codes the 837P (005010X222A1 PAT01) takes for a dependent patient."""
+
+
+@rule(
+    "CF-REQ-007",
+    "error",
+    "A patient who is not the subscriber is billed under the policy holder: the 837P needs a "
+    "relationship it allows (18 self, or 01, 19, 20, 21, 39, 40, 53, G8) and, for a "
+    "dependent, the subscriber's name.",
+)
+def _subscriber(ctx: Context) -> Iterator[Hit]:
+    coverage = ctx.coded.encounter.coverage
+    code = coverage.relationship.strip().upper()
+    if code != SELF and code not in DEPENDENT_RELATIONSHIPS:
+        yield Hit(
+            "encounter.coverage.relationship",
+            f"The relationship {coverage.relationship!r} is not one an 837P can carry: use 18 "
+            f"when the patient is the subscriber, else one of "
+            f"{', '.join(sorted(DEPENDENT_RELATIONSHIPS))}.",
+        )
+    if code != SELF and coverage.subscriber is None:
+        yield Hit(
+            "encounter.coverage.subscriber",
+            f"The patient is not the subscriber (relationship {code}) but the coverage names "
+            "no subscriber; the claim must carry the policy holder's name.",
+        )
 
 
 # --- identifiers -------------------------------------------------------------------------

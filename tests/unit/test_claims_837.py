@@ -25,6 +25,7 @@ from pipeline.models import (
     Provider,
     ServiceLine,
     SubmittedClaim,
+    Subscriber,
     ValidatedEncounter,
     event_id,
 )
@@ -715,10 +716,187 @@ def test_billing_and_service_locations_follow_the_guide_beyond_pyx12() -> None:
     assert err.value.field == "encounter.billing_provider.tax_id"
 
 
-def test_a_dependent_patient_is_refused_rather_than_mislabelled() -> None:
-    child = COVERAGE.model_copy(update={"relationship": "19"})
+# --- dependents: subscriber in 2000B/2010BA, patient in 2000C/2010CA ----------------------
+
+MOTHER = Subscriber(
+    last_name="Doe",
+    first_name="Jane",
+    birth_date=date(1972, 3, 4),
+    sex="F",
+    address=Address(line1="12 Elm Street", city="Springfield", state="IL", postal_code="62704"),
+)
+CHILD = PATIENT.model_copy(
+    update={"patient_id": "P-CHILD", "first_name": "Jimmy", "birth_date": date(2015, 6, 1)}
+)
+
+
+def family_coverage(relationship: str, subscriber: Subscriber | None = MOTHER) -> Coverage:
+    return COVERAGE.model_copy(update={"relationship": relationship, "subscriber": subscriber})
+
+
+def hl_loops(x12: str) -> list[tuple[list[str], list[list[str]]]]:
+    """Each HL segment with the segments up to the next HL (or SE)."""
+    loops: list[tuple[list[str], list[list[str]]]] = []
+    for seg in (s.split("*") for s in x12.replace("\n", "").split("~") if s):
+        if seg[0] == "HL":
+            loops.append((seg, []))
+        elif seg[0] == "SE":
+            break
+        elif loops:
+            loops[-1][1].append(seg)
+    return loops
+
+
+def ids(segs: list[list[str]]) -> list[str]:
+    return [s[0] if s[0] != "NM1" else f"NM1*{s[1]}" for s in segs]
+
+
+def assert_hierarchy_follows_the_guide(x12: str) -> None:
+    """What pyx12 does not check: HL04, SBR02 and where claims sit, per 005010X222A1."""
+    loops = hl_loops(x12)
+    level = {hl[1]: hl[3] for hl, _ in loops}
+    for i, (hl, segs) in enumerate(loops):
+        following = loops[i + 1][0] if i + 1 < len(loops) else None
+        if hl[3] == "22":
+            has_patients = following is not None and following[3] == "23"
+            assert hl[4] == ("1" if has_patients else "0"), hl
+            sbr = next(s for s in segs if s[0] == "SBR")
+            assert sbr[2] == ("" if has_patients else "18"), (hl, sbr)
+            # Claims of a dependent never hang off the subscriber level.
+            assert ("CLM" in ids(segs)) is not has_patients, hl
+        if hl[3] == "23":
+            assert level[hl[2]] == "22" and hl[4] == "0", hl
+            assert ids(segs)[:2] == ["PAT", "NM1*QC"]
+            assert "CLM" in ids(segs)
+
+
+def test_a_child_under_a_parent_with_known_address_and_birth_date() -> None:
+    x12 = one(coded_encounter(patient=CHILD, coverage=family_coverage("19")))
+    assert_valid(x12)
+    assert_hierarchy_follows_the_guide(x12)
+    assert hierarchy(x12) == [("1", "", "20", "1"), ("2", "1", "22", "1"), ("3", "2", "23", "0")]
+    (_, provider), (_, subscriber), (_, patient) = hl_loops(x12)
+    assert ids(subscriber) == ["SBR", "NM1*IL", "N3", "N4", "DMG", "NM1*PR"]
+    assert subscriber[0] == ["SBR", "P", "", "GRP0042", "", "", "", "", "", "CI"]
+    assert subscriber[1] == ["NM1", "IL", "1", "DOE", "JANE", "", "", "", "MI", "W123456789"]
+    assert subscriber[4] == ["DMG", "D8", "19720304", "F"]
+    assert ids(patient)[:6] == ["PAT", "NM1*QC", "N3", "N4", "DMG", "CLM"]
+    assert patient[0] == ["PAT", "19"]
+    assert patient[1] == ["NM1", "QC", "1", "DOE", "JIMMY"]  # no id: the guide forbids one
+    assert patient[4] == ["DMG", "D8", "20150601", "M"]
+
+
+def test_a_spouse_whose_subscriber_has_no_address_or_birth_date() -> None:
+    husband = Subscriber(last_name="Doe", first_name="John")
+    wife = PATIENT.model_copy(update={"first_name": "Jane", "sex": "F"})
+    x12 = one(coded_encounter(patient=wife, coverage=family_coverage("01", husband)))
+    assert_valid(x12)
+    assert_hierarchy_follows_the_guide(x12)
+    _, (_, subscriber), (_, patient) = hl_loops(x12)
+    assert ids(subscriber) == ["SBR", "NM1*IL", "NM1*PR"]  # N3/N4/DMG are situational here
+    assert subscriber[1][3:5] == ["DOE", "JOHN"]
+    assert patient[0] == ["PAT", "01"]
+    assert ids(patient)[1:5] == ["NM1*QC", "N3", "N4", "DMG"]  # required for the patient
+    assert patient[1][3:5] == ["DOE", "JANE"]
+
+
+@pytest.mark.parametrize("relationship", ["01", "19", "20", "21", "39", "40", "53", "G8"])
+def test_every_relationship_the_guide_allows_is_valid(relationship: str) -> None:
+    x12 = one(coded_encounter(patient=CHILD, coverage=family_coverage(relationship)))
+    assert_valid(x12)
+    assert segments(x12, "PAT") == [["PAT", relationship]]
+
+
+def test_a_mixed_batch_shares_subscriber_loops_between_dependents() -> None:
+    jane = PATIENT.model_copy(
+        update={
+            "patient_id": "P-JANE",
+            "first_name": "Jane",
+            "birth_date": date(1972, 3, 4),
+            "sex": "F",
+        }
+    )
+    spouse = Subscriber(last_name="Roe", first_name="Richard")
+    roe = PATIENT.model_copy(
+        update={"patient_id": "P-ROE", "last_name": "Roe", "first_name": "Ann"}
+    )
+    roe_plan = family_coverage("01", spouse).model_copy(update={"member_id": "W555000111"})
+    medicaid = PAYERS[2].model_copy(update={"relationship": "19", "subscriber": MOTHER})
+    sister = CHILD.model_copy(update={"patient_id": "P-SIS", "first_name": "Sally", "sex": "F"})
+    cases = [
+        ("self-1", jane, COVERAGE),  # the mother's own visits: her own 2000B, SBR02 18
+        ("jimmy-1", CHILD, family_coverage("19")),
+        ("roe-1", roe, roe_plan),
+        ("sally-1", sister, family_coverage("19")),
+        ("jimmy-2", CHILD, family_coverage("19")),  # same 2000C as jimmy-1
+        ("self-2", jane, COVERAGE),
+        ("jimmy-mc", CHILD, medicaid),  # same subscriber, other payer: its own 2000B
+        ("roe-2", roe, roe_plan),
+    ]
+    claims = [
+        ClaimInput(
+            claim_id=claim_id_for(name),
+            coded=coded_encounter(name, lines=2, patient=patient, coverage=coverage),
+        )
+        for name, patient, coverage in cases
+    ]
+    x12 = build_837p(
+        claims,
+        sender_id="CLAIMFLOW",
+        receiver_id="CLEARHOUSE01",
+        control_number=45,
+        created=CREATED,
+    )
+    assert_valid(x12)
+    assert_hierarchy_follows_the_guide(x12)
+    levels = [h[2] for h in hierarchy(x12)]
+    #          provider, self, Doe/UHC (Jimmy, Sally), Roe/UHC (Ann), Doe/Medicaid (Jimmy)
+    assert levels == ["20", "22", "22", "23", "23", "22", "23", "22", "23"]
+    assert len(segments(x12, "CLM")) == len(cases)
+    # Which patient (2000C name, or the subscriber for self) each claim is billed for.
+    billed_for: dict[str, tuple[str, str]] = {}
+    for hl, segs in hl_loops(x12):
+        person = next((s for s in segs if s[0] == "NM1" and s[1] in {"IL", "QC"}), None)
+        for seg in segs:
+            if seg[0] == "CLM":
+                assert person is not None
+                billed_for[seg[1]] = (hl[3], f"{person[4]} {person[3]}")
+    expected = {
+        "self-1": ("22", "JANE DOE"),
+        "self-2": ("22", "JANE DOE"),
+        "jimmy-1": ("23", "JIMMY DOE"),
+        "jimmy-2": ("23", "JIMMY DOE"),
+        "sally-1": ("23", "SALLY DOE"),
+        "roe-1": ("23", "ANN ROE"),
+        "roe-2": ("23", "ANN ROE"),
+        "jimmy-mc": ("23", "JIMMY DOE"),
+    }
+    assert billed_for == {claim_id_for(k): v for k, v in expected.items()}
+    subscribers = [s[3:5] for s in segments(x12, "NM1") if s[1] == "IL"]
+    assert subscribers == [["DOE", "JANE"], ["DOE", "JANE"], ["ROE", "RICHARD"], ["DOE", "JANE"]]
+
+
+def test_a_dependent_without_a_subscriber_is_refused_with_the_reason() -> None:
+    orphan = coded_encounter(patient=CHILD, coverage=family_coverage("19", None))
     with pytest.raises(InputError) as err:
-        one(coded_encounter(coverage=child))
+        one(orphan)
+    assert err.value.field == "encounter.coverage.subscriber"
+    assert "required when the patient is not the subscriber (relationship 19)" in err.value.reason
+    with pytest.raises(InputError) as err:
+        build_claim(validated(orphan), sender_id="CLAIMFLOW", receiver_id="CH01")
+    assert err.value.field == "coded.encounter.coverage.subscriber"
+    claims = [*batch(2), ClaimInput(claim_id="CFORPHAN", coded=orphan)]
+    with pytest.raises(InputError) as err:
+        build_837p(
+            claims, sender_id="CLAIMFLOW", receiver_id="CH01", control_number=46, created=CREATED
+        )
+    assert err.value.field == "claims[CFORPHAN].encounter.coverage.subscriber"
+
+
+@pytest.mark.parametrize("relationship", ["32", "02", ""])
+def test_a_relationship_the_837p_cannot_carry_is_refused(relationship: str) -> None:
+    with pytest.raises(InputError) as err:
+        one(coded_encounter(patient=CHILD, coverage=family_coverage(relationship)))
     assert err.value.field == "encounter.coverage.relationship"
 
 

@@ -8,9 +8,19 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from factories import BILLING_NPI, VALIDATED_AT, coded, encounter
 
 from pipeline.errors import InputError
-from pipeline.models import RemittancePosting, SubmittedClaim, event_id
+from pipeline.models import (
+    CodedEncounter,
+    RemittancePosting,
+    SubmittedClaim,
+    Subscriber,
+    ValidatedEncounter,
+    event_id,
+)
+from services.claims.domain import build_claim, claim_id_for
+from services.claims.x12_837 import ClaimInput, build_837p
 from services.remittance import payer_sim
 from services.remittance.era import (
     ClaimPayment,
@@ -310,6 +320,97 @@ def test_simulator_refuses_claims_for_another_payer() -> None:
     with pytest.raises(InputError) as err:
         remit([claim])
     assert err.value.field == "payer_id"
+
+
+# --- dependents: the claim's patient is not the subscriber ---------------------------------
+
+HUSBAND = Subscriber(last_name="Whitfield", first_name="Marcus")
+
+
+def family_visit(encounter_id: str, relationship: str = "18", **patient: object) -> CodedEncounter:
+    """The factories' clean visit, billed for a dependent of HUSBAND unless relationship is 18."""
+    base = encounter()
+    coverage = base.coverage
+    if relationship != "18":
+        coverage = coverage.model_copy(update={"relationship": relationship, "subscriber": HUSBAND})
+    person = base.patient.model_copy(update={"patient_id": f"MRN-{encounter_id}", **patient})
+    return coded(
+        base.model_copy(
+            update={"encounter_id": encounter_id, "patient": person, "coverage": coverage}
+        )
+    )
+
+
+def billed(record: CodedEncounter) -> SubmittedClaim:
+    """The claims stage's output for a coded encounter, as the payer receives it."""
+    verdict = ValidatedEncounter(
+        event_id=event_id(record.encounter_id, "validation", "test"),
+        encounter_id=record.encounter_id,
+        outcome="clean",
+        edits=[],
+        rule_pack_version="test",
+        coded=record,
+        validated_at=VALIDATED_AT,
+    )
+    return build_claim(verdict, sender_id="CLAIMFLOW", receiver_id="BCBSAL")
+
+
+def test_read_837_claim_takes_the_patient_from_2010ca_and_the_member_id_from_2010ba() -> None:
+    wife = family_visit("E-WIFE", "01")
+    son = family_visit("E-SON", "19", first_name="Tobias", birth_date=date(2012, 4, 3), sex="M")
+    husband = family_visit("E-HUSBAND", first_name="Marcus", sex="M")
+    claims = [
+        ClaimInput(claim_id=claim_id_for(c.encounter_id), coded=c) for c in (wife, son, husband)
+    ]
+    x12 = build_837p(
+        claims, sender_id="CLAIMFLOW", receiver_id="BCBSAL", control_number=7, created=VALIDATED_AT
+    )
+    names: dict[str, tuple[str | None, ...]] = {}
+    for claim in claims:
+        read = read_837_claim(x12, claim.claim_id)
+        assert (read.member_id, read.filing_indicator) == ("ZGH884512093", "BL")
+        assert len(read.lines) == 2
+        names[claim.coded.encounter_id] = (
+            read.patient_first_name,
+            read.patient_last_name,
+            read.insured_first_name,
+        )
+    assert names == {
+        "E-WIFE": ("LORETTA", "WHITFIELD", "MARCUS"),
+        "E-SON": ("TOBIAS", "WHITFIELD", "MARCUS"),
+        "E-HUSBAND": ("MARCUS", "WHITFIELD", None),  # the patient is the subscriber
+    }
+
+
+def test_a_dependents_claim_round_trips_through_the_payer_simulator() -> None:
+    dependent = billed(family_visit("E-WIFE", "01"))
+    subscriber = billed(family_visit("E-HUSBAND", first_name="Marcus", sex="M"))
+    text = adjudicate(
+        [dependent, subscriber],
+        payer_id=dependent.payer_id,
+        payer_name=dependent.payer_name,
+        payee_npi=BILLING_NPI,
+        payee_name="MAGIC CITY FAMILY MEDICINE PC",
+        trace_number="EFT000777",
+        paid_date=date(2026, 3, 20),
+    )
+    assert validate_835(text) == []
+    remittance = parse_835(text)
+    paid_wife, paid_husband = remittance.claims
+    assert paid_wife.patient_control_number == dependent.claim_id
+    assert (paid_wife.patient_first_name, paid_wife.patient_last_name) == ("LORETTA", "WHITFIELD")
+    assert paid_wife.patient_member_id is None  # the member id is the insured's, on NM1*IL
+    assert (paid_husband.patient_first_name, paid_husband.patient_member_id) == (
+        "MARCUS",
+        "ZGH884512093",
+    )
+    assert remittance.balance_errors() == []
+    insured = [s for s in text.split("~\n") if s.startswith(("NM1*QC", "NM1*IL"))]
+    assert insured == [
+        "NM1*QC*1*WHITFIELD*LORETTA",
+        "NM1*IL*1*WHITFIELD*MARCUS****MI*ZGH884512093",
+        "NM1*QC*1*WHITFIELD*MARCUS****MI*ZGH884512093",  # no NM1*IL: the same person
+    ]
 
 
 # --- the parser on a payer's own file -------------------------------------------------------

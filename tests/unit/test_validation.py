@@ -22,7 +22,7 @@ from factories import (
     requires_cms,
 )
 
-from pipeline.models import CodedDiagnosis, CodedEncounter, event_id
+from pipeline.models import CodedDiagnosis, CodedEncounter, Subscriber, event_id
 from services.coding.domain import code_encounter
 from services.refdata.codesets import CodeSets
 from services.validation.rules import RULE_PACK_VERSION, RULES, npi_is_valid, validate
@@ -64,6 +64,16 @@ def _lines(*lines: object) -> CodedEncounter:
     return patch(coded(), lines=list(lines))
 
 
+# The policy holder of a child's coverage: the clean visit's patient is then the dependent.
+SUBSCRIBER = Subscriber(
+    last_name="Whitfield",
+    first_name="Marcus",
+    birth_date=date(1955, 2, 9),
+    sex="M",
+    address=address(line1="412 Cahaba Rd", postal_code="35213"),
+)
+
+
 def _visit_on(day: date) -> CodedEncounter:
     enc = encounter(service_start=day, service_end=day)
     return coded(enc, lines=[line(1, "99213", "145.00", [1, 2], service_date=day)])
@@ -77,6 +87,14 @@ CASES: list[tuple[str, Callable[[], CodedEncounter], str, int | None]] = [
     ("CF-REQ-004", lambda: _patient(birth_date=None), "encounter.patient.birth_date", None),
     ("CF-REQ-005", lambda: patch(coded(), diagnoses=[]), "diagnoses", None),
     ("CF-REQ-006", lambda: _lines(), "lines", None),
+    ("CF-REQ-007", lambda: _coverage(relationship="19"), "encounter.coverage.subscriber", None),
+    (
+        # 32 (mother) is a 4010 code that 5010 dropped; EHRs still send it.
+        "CF-REQ-007",
+        lambda: _coverage(relationship="32", subscriber=SUBSCRIBER),
+        "encounter.coverage.relationship",
+        None,
+    ),
     ("CF-NPI-001", lambda: _billing(npi="1847520397"), "encounter.billing_provider.npi", None),
     (
         "CF-NPI-002",
@@ -183,7 +201,7 @@ CASES: list[tuple[str, Callable[[], CodedEncounter], str, int | None]] = [
 def test_clean_encounter_passes_every_rule(cs: CodeSets) -> None:
     verdict = validate(coded(), cs, validated_at=VALIDATED_AT)
     assert verdict.outcome == "clean" and verdict.edits == []
-    assert verdict.rule_pack_version == RULE_PACK_VERSION == "2026.11.0"
+    assert verdict.rule_pack_version == RULE_PACK_VERSION == "2026.11.1"
     assert verdict.coded == coded() and verdict.validated_at == VALIDATED_AT
 
 
@@ -196,6 +214,20 @@ def test_clean_encounter_passes_with_the_cms_files_loaded() -> None:
 def test_clean_encounter_with_facility_passes(cs: CodeSets) -> None:
     verdict = validate(_enc(facility=facility()), cs, validated_at=VALIDATED_AT)
     assert verdict.outcome == "clean"
+
+
+@pytest.mark.parametrize("relationship", ["01", "19", "G8"])
+def test_dependent_with_a_subscriber_passes(cs: CodeSets, relationship: str) -> None:
+    dependent = _coverage(relationship=relationship, subscriber=SUBSCRIBER)
+    assert validate(dependent, cs, validated_at=VALIDATED_AT).outcome == "clean"
+
+
+def test_dependent_without_a_subscriber_is_explained(cs: CodeSets) -> None:
+    verdict = validate(_coverage(relationship="01"), cs, validated_at=VALIDATED_AT)
+    assert verdict.outcome == "rejected"
+    [hit] = verdict.edits
+    assert (hit.rule_id, hit.field) == ("CF-REQ-007", "encounter.coverage.subscriber")
+    assert "relationship 01" in hit.message
 
 
 def test_coding_output_validates_clean(cs: CodeSets) -> None:
@@ -310,4 +342,4 @@ def test_event_id_depends_on_rule_pack_version(cs: CodeSets) -> None:
     c = coded()
     verdict = validate(c, cs, validated_at=VALIDATED_AT)
     again = validate(c, cs, validated_at=VALIDATED_AT.replace(hour=18))
-    assert verdict.event_id == again.event_id == event_id(c.event_id, "validation", "2026.11.0")
+    assert verdict.event_id == again.event_id == event_id(c.event_id, "validation", "2026.11.1")
