@@ -32,9 +32,16 @@ from pipeline.models import (
     Patient,
     Provider,
     Setting,
+    Subscriber,
     event_id,
 )
-from services.intake.jsonfmt import MAX_UNITS, check_charge, first_error
+from services.intake.jsonfmt import (
+    MAX_UNITS,
+    SELF,
+    X12_RELATIONSHIPS,
+    check_charge,
+    first_error,
+)
 
 # --- code systems ------------------------------------------------------------------------
 
@@ -75,7 +82,11 @@ SUPPORTED = (
     "Claim",
     "ChargeItem",
     "DocumentReference",
+    "RelatedPerson",
 )
+# Read only as a dependent's subscriber: an invalid one is skipped with a note instead of
+# refusing the bundle (it may be an emergency contact that has nothing to do with billing).
+SKIPPABLE = {"RelatedPerson"}
 
 # Encounter.class (v3 ActCode) -> setting and CMS place of service.
 CLASS_SETTING: dict[str, tuple[Setting, str]] = {
@@ -105,7 +116,11 @@ DISCHARGE = {
     "snf": "03",
     "oth": "70",
 }
-# subscriber-relationship -> X12 individual relationship code.
+# subscriber-relationship (the beneficiary's relationship to the subscriber) -> X12 5010
+# individual relationship code. X12 has no code for "the patient is the subscriber's parent"
+# nor for "an injured party claiming against the subscriber": both become G8 (other
+# relationship). 21 (unknown) would say we do not know the relationship, and we do.
+SUBSCRIBER_RELATIONSHIP = "http://terminology.hl7.org/CodeSystem/subscriber-relationship"
 RELATIONSHIP = {
     "self": "18",
     "spouse": "01",
@@ -115,6 +130,20 @@ RELATIONSHIP = {
     "other": "G8",
     "injured": "G8",
 }
+# RelatedPerson.relationship (v3 RoleCode: who the subscriber is to the patient) -> the
+# patient's X12 relationship to the subscriber. Used only when Coverage.relationship is absent.
+ROLE_RELATIONSHIP = {
+    **dict.fromkeys(
+        ("MTH", "FTH", "PRN", "NMTH", "NFTH", "NPRN", "STPMTH", "STPFTH", "STPPRN",
+         "ADOPTM", "ADOPTF", "ADOPTP"),
+        "19",
+    ),
+    **dict.fromkeys(("SPS", "HUSB", "WIFE"), "01"),
+    "DOMPART": "53",
+    "GUARD": "G8",
+}  # fmt: skip
+UNKNOWN_RELATIONSHIP = "21"
+SEX = {"male": "M", "female": "F"}
 X12_FILING_CODES = {
     "09", "11", "12", "13", "14", "15", "16", "17", "AM", "BL", "CH", "CI", "DS", "FI",
     "HM", "LM", "MA", "MB", "MC", "OF", "TV", "VA", "WC", "ZZ",
@@ -481,7 +510,14 @@ def _index(bundle: dict[str, Any]) -> _Ctx:
             # Counted by name only when it is an R4 type: the keys stay a bounded set.
             ctx.ignored[rtype if _is_fhir_type(rtype) else "(unknown resource type)"] += 1
             continue
-        res = _validate(rtype, resource, f"{path}.resource")
+        try:
+            res = _validate(rtype, resource, f"{path}.resource")
+        except InputError as exc:
+            if rtype not in SKIPPABLE:
+                raise
+            ctx.ignored[f"{rtype} (invalid)"] += 1
+            ctx.note(f"invalid {rtype} skipped: {exc.field}: {exc.reason}")
+            continue
         item = _Entry(f"{path}.resource", rtype, res)
         for j, inner in enumerate(getattr(res, "contained", None) or []):
             inner_type = inner.get_resource_type()
@@ -700,7 +736,117 @@ def _named_payer(name: str, patient_id: str, ctx: _Ctx) -> Coverage:
     )
 
 
-def _coverage_from(entry: _Entry, patient_id: str, ctx: _Ctx) -> Coverage:
+def _member_id(cov: Any, ctx: _Ctx) -> str:
+    """subscriberId, else the identifier typed MB (member number), else an untyped one."""
+    member_id = _text(cov.subscriberId)
+    if member_id is not None:
+        return member_id
+    untyped = None
+    for ident in cov.identifier or []:
+        value = _text(ident.value)
+        if value is None:
+            continue
+        codings = _codings(ident.type)
+        labels = [c.display or "" for c in codings]
+        labels.append((_text(ident.type.text) or "") if ident.type is not None else "")
+        if any((c.code or "").strip().upper() == "MB" for c in codings) or any(
+            "member" in label.lower() for label in labels
+        ):
+            return value
+        if ident.type is None and untyped is None:
+            untyped = value
+    if untyped is not None:
+        ctx.note("coverage has no subscriberId or member identifier; an untyped identifier used")
+        return untyped
+    ctx.note("coverage has no subscriberId or identifier; member_id UNKNOWN")
+    return UNKNOWN_MEMBER_ID
+
+
+def _coded_relationship(cov: Any, ctx: _Ctx) -> str | None:
+    """Coverage.relationship as an X12 code; None when absent, 21 when not understood."""
+    concept = cov.relationship
+    codings = _codings(concept)
+    # Official system first; older feeds use other URIs for the same codes.
+    for coding in sorted(codings, key=lambda c: c.system != SUBSCRIBER_RELATIONSHIP):
+        code = (coding.code or "").strip()
+        if code in RELATIONSHIP:
+            return RELATIONSHIP[code]
+    for coding in codings:
+        code = (coding.code or "").strip().upper()
+        if code in X12_RELATIONSHIPS:
+            return code
+    if codings or (concept is not None and _text(concept.text)):
+        ctx.note("Coverage.relationship not understood: relationship 21 (unknown)")
+        return UNKNOWN_RELATIONSHIP
+    return None
+
+
+def _subscriber(target: _Entry, ctx: _Ctx) -> Subscriber | None:
+    """The policy holder from a Patient or RelatedPerson: name, birth date, sex, address."""
+    res, path = target.res, target.path
+    try:
+        family, given = _person_name(res, path, required=True) or ("", "")
+        return _build(
+            Subscriber,
+            path,
+            last_name=family,
+            first_name=given,
+            birth_date=_opt_date(res.birthDate),
+            sex=SEX.get(res.gender or "", "U"),
+            address=_optional_address(res, path, ctx, "subscriber"),
+        )
+    except InputError as exc:
+        ctx.note(f"subscriber unusable ({exc.field}: {exc.reason}): no subscriber")
+        return None
+
+
+def _policy_holder(entry: _Entry, patient: _Entry, ctx: _Ctx) -> tuple[str, Subscriber | None]:
+    """(X12 relationship, subscriber) from Coverage.relationship and Coverage.subscriber.
+
+    A dependent whose subscriber cannot be read keeps its relationship and gets no
+    subscriber, with a note: validation refuses the claim and says why, rather than intake
+    billing the patient as the policy holder.
+    """
+    cov = entry.res
+    ref = cov.subscriber
+    target = ctx.resolve(ref, entry)
+    if target is not None and target.type not in ("Patient", "RelatedPerson"):
+        target = None
+    relationship = _coded_relationship(cov, ctx)
+    if relationship is None:
+        if ref is None or target is patient:
+            return SELF, None
+        roles = [] if target is None or target.type != "RelatedPerson" else target.res.relationship
+        relationship = next(
+            (
+                ROLE_RELATIONSHIP[code]
+                for concept in roles or []
+                for c in _codings(concept)
+                if (code := (c.code or "").strip().upper()) in ROLE_RELATIONSHIP
+            ),
+            UNKNOWN_RELATIONSHIP,
+        )
+        ctx.note(
+            "Coverage.relationship missing and Coverage.subscriber is not the patient: "
+            f"relationship {relationship} ({X12_RELATIONSHIPS[relationship]})"
+        )
+    if relationship == SELF:
+        if target is not None and target is not patient:
+            ctx.note("Coverage.relationship is self but the subscriber is another person: ignored")
+        return SELF, None
+    if target is None or target is patient:
+        why = "does not resolve" if target is None else "is the patient"
+        if ref is None:
+            why = "is missing"
+        ctx.note(
+            f"dependent coverage (relationship {relationship}) but Coverage.subscriber {why}: "
+            "no subscriber, validation will refuse the claim"
+        )
+        return relationship, None
+    return relationship, _subscriber(target, ctx)
+
+
+def _coverage_from(entry: _Entry, patient: _Entry, patient_id: str, ctx: _Ctx) -> Coverage:
     """Contract coverage from a FHIR Coverage and its payor Organization."""
     cov = entry.res
     payor_ref = (cov.payor or [None])[0]
@@ -731,26 +877,13 @@ def _coverage_from(entry: _Entry, patient_id: str, ctx: _Ctx) -> Coverage:
     if payer_id is None:
         ctx.note("payer has no payer identifier; payer_id derived from its name")
         payer_id = _slug(name)
-    member_id = _text(cov.subscriberId)
-    if member_id is None:
-        member_id = next((_text(i.value) for i in cov.identifier or [] if _text(i.value)), None)
-    if member_id is None:
-        ctx.note("coverage has no subscriberId or identifier; member_id UNKNOWN")
-        member_id = UNKNOWN_MEMBER_ID
+    member_id = _member_id(cov, ctx)
     group = None
     for cls in cov.class_fhir or []:
         if any(c.code == "group" for c in _codings(cls.type)):
             group = _text(cls.value)
             break
-    relationship = "18"
-    for coding in _codings(cov.relationship):
-        code = (coding.code or "").strip()
-        if code in RELATIONSHIP:
-            relationship = RELATIONSHIP[code]
-            break
-        if re.fullmatch(r"[0-9]{2}|G8", code):
-            relationship = code
-            break
+    relationship, subscriber = _policy_holder(entry, patient, ctx)
     return _build(
         Coverage,
         entry.path,
@@ -760,6 +893,7 @@ def _coverage_from(entry: _Entry, patient_id: str, ctx: _Ctx) -> Coverage:
         member_id=member_id,
         group_number=group,
         relationship=relationship,
+        subscriber=subscriber,
     )
 
 
@@ -773,7 +907,7 @@ def _coverage(
         for ins in insurance:
             target = ctx.resolve(ins.coverage, claim)
             if target is not None and target.type == "Coverage":
-                return _coverage_from(target, patient_id, ctx)
+                return _coverage_from(target, patient, patient_id, ctx)
             if ins.coverage is not None and _text(ins.coverage.display):
                 names.append(ins.coverage.display.strip())
     candidates = []
@@ -794,7 +928,7 @@ def _coverage(
         candidates.append(entry)
     if candidates:
         best = min(candidates, key=lambda e: e.res.order or 10**6)
-        return _coverage_from(best, patient_id, ctx)
+        return _coverage_from(best, patient, patient_id, ctx)
     if names:
         return _named_payer(names[0], patient_id, ctx)
     return _self_pay(patient_id, ctx, "no coverage in the bundle")
@@ -1206,7 +1340,7 @@ def _patient(entry: _Entry) -> Patient:
         last_name=family,
         first_name=given,
         birth_date=birth,
-        sex={"male": "M", "female": "F"}.get(res.gender or "", "U"),
+        sex=SEX.get(res.gender or "", "U"),
         address=_address(*picked),
     )
 

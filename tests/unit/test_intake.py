@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.errors import InputError
-from pipeline.models import Encounter, event_id
+from pipeline.models import Address, Encounter, Subscriber, event_id
 from services.intake import simulator
 from services.intake.domain import ParseResult, parse_raw
 from services.intake.simulator import DX, generate, make_npi
@@ -350,6 +350,224 @@ def test_readme_example_is_valid() -> None:
     assert enc.diagnoses[0].primary
 
 
+def test_readme_dependent_coverage_example_is_valid() -> None:
+    example, coverage = re.findall(r"```json\n(.*?)```", README.read_text(), re.S)[:2]
+    record = json.loads(example) | json.loads("{" + coverage + "}")
+    [enc] = parse(json.dumps(record).encode(), "application/json").encounters
+    assert enc.coverage.relationship == "19"
+    assert enc.coverage.subscriber is not None
+    assert enc.coverage.subscriber.birth_date == date(1984, 11, 20)
+
+
+# --- dependents: relationship and subscriber ---------------------------------------------
+
+SUBSCRIBER_REL = "http://terminology.hl7.org/CodeSystem/subscriber-relationship"
+MOTHER = Subscriber(
+    last_name="Doe",
+    first_name="Mary",
+    birth_date=date(1980, 4, 2),
+    sex="F",
+    address=Address(line1="1 Main St", line2="Apt 2", city="Boston", state="MA",
+                    postal_code="021011234"),
+)  # fmt: skip
+
+
+def dependent_bundle(relationship: str | None = "child") -> dict[str, Any]:
+    """minimal_bundle with a child's Coverage whose subscriber is the mother (RelatedPerson)."""
+    bundle = minimal_bundle()
+    bundle["entry"][0]["resource"]["birthDate"] = "2015-06-01"
+    coverage: dict[str, Any] = {
+        "resourceType": "Coverage",
+        "id": "c1",
+        "status": "active",
+        "type": {"coding": [{"system": "https://x12.org/codes/claim-filing-indicator-code",
+                             "code": "CI"}]},
+        "subscriber": {"reference": "RelatedPerson/rp1"},
+        "subscriberId": "W123456789",
+        "beneficiary": {"reference": "Patient/p1"},
+        "payor": [{"reference": "urn:uuid:payer"}],
+    }  # fmt: skip
+    if relationship is not None:
+        coverage["relationship"] = {"coding": [{"system": SUBSCRIBER_REL, "code": relationship}]}
+    bundle["entry"] += [
+        {
+            "fullUrl": "urn:uuid:payer",
+            "resource": {
+                "resourceType": "Organization",
+                "id": "payer",
+                "identifier": [{"type": {"coding": [{"code": "NIIP"}]}, "value": "60054"}],
+                "name": "Aetna",
+            },
+        },
+        {
+            "fullUrl": "urn:uuid:rp1",
+            "resource": {
+                "resourceType": "RelatedPerson",
+                "id": "rp1",
+                "patient": {"reference": "urn:uuid:p1"},
+                "relationship": [{"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-RoleCode",
+                    "code": "MTH"}]}],
+                "name": [{"use": "old", "family": "Roe", "given": ["Mary"]},
+                         {"use": "official", "family": "Doe", "given": ["Mary", "Ann"]}],
+                "gender": "female",
+                "birthDate": "1980-04-02",
+                "address": [{"use": "home", "line": ["1 Main St", "Apt 2"], "city": "Boston",
+                             "state": "Massachusetts", "postalCode": "02101-1234"}],
+                "telecom": [{"system": "phone", "value": "555-0100"}],
+            },
+        },
+        {"fullUrl": "urn:uuid:c1", "resource": coverage},
+    ]  # fmt: skip
+    return bundle
+
+
+def parse_bundle(bundle: dict[str, Any]) -> tuple[Encounter, list[str]]:
+    result = parse(json.dumps(bundle).encode())
+    [enc] = result.encounters
+    # minimal_bundle has no billing organisation: that note is not about coverage.
+    return enc, [n for n in result.notes if "rendering practitioner is billing" not in n]
+
+
+def test_fhir_dependent_carries_the_subscriber() -> None:
+    enc, notes = parse_bundle(dependent_bundle())
+    cov = enc.coverage
+    assert (cov.payer_id, cov.member_id, cov.relationship) == ("60054", "W123456789", "19")
+    assert cov.subscriber == MOTHER  # official name, state name and ZIP+4 normalised
+    assert enc.patient.first_name == "Jane"  # the patient stays the patient
+    assert notes == []
+
+
+@pytest.mark.parametrize(
+    ("code", "x12"),
+    [("spouse", "01"), ("child", "19"), ("common", "53"), ("parent", "G8"),
+     ("injured", "G8"), ("other", "G8")],
+)  # fmt: skip
+def test_fhir_relationships_map_to_x12(code: str, x12: str) -> None:
+    enc, _ = parse_bundle(dependent_bundle(code))
+    assert (enc.coverage.relationship, enc.coverage.subscriber) == (x12, MOTHER)
+
+
+def test_fhir_self_has_no_subscriber() -> None:
+    bundle = dependent_bundle("self")
+    bundle["entry"][-1]["resource"]["subscriber"] = {"reference": "urn:uuid:p1"}
+    enc, notes = parse_bundle(bundle)
+    assert (enc.coverage.relationship, enc.coverage.subscriber) == ("18", None)
+    assert notes == []
+
+
+def test_fhir_x12_relationship_code_is_kept() -> None:
+    bundle = dependent_bundle()
+    bundle["entry"][-1]["resource"]["relationship"] = {"coding": [{"code": "53"}]}
+    enc, _ = parse_bundle(bundle)
+    assert (enc.coverage.relationship, enc.coverage.subscriber) == ("53", MOTHER)
+
+
+def test_fhir_missing_relationship_comes_from_the_related_person() -> None:
+    enc, notes = parse_bundle(dependent_bundle(None))
+    assert (enc.coverage.relationship, enc.coverage.subscriber) == ("19", MOTHER)
+    assert any("Coverage.relationship missing" in n for n in notes)
+
+
+@pytest.mark.parametrize(
+    ("subscriber", "why"),
+    [
+        ({"reference": "RelatedPerson/elsewhere"}, "does not resolve"),
+        ({"reference": "urn:uuid:payer"}, "does not resolve"),  # not a person
+        ({"reference": "urn:uuid:p1"}, "is the patient"),
+        (None, "is missing"),
+    ],
+)
+def test_fhir_dependent_without_usable_subscriber_is_left_for_validation(
+    subscriber: dict[str, str] | None, why: str
+) -> None:
+    bundle = dependent_bundle()
+    bundle["entry"][-1]["resource"]["subscriber"] = subscriber
+    enc, notes = parse_bundle(bundle)
+    assert (enc.coverage.relationship, enc.coverage.subscriber) == ("19", None)
+    assert any(f"Coverage.subscriber {why}" in n and "relationship 19" in n for n in notes)
+
+
+def test_fhir_invalid_related_person_is_skipped_not_fatal() -> None:
+    bundle = dependent_bundle()
+    bundle["entry"][-2]["resource"]["birthDate"] = "not a date"
+    result = parse(json.dumps(bundle).encode())
+    [enc] = result.encounters
+    assert (enc.coverage.relationship, enc.coverage.subscriber) == ("19", None)
+    assert result.ignored["RelatedPerson (invalid)"] == 1
+    assert any(n.startswith("invalid RelatedPerson skipped: Bundle.entry[4]") for n in result.notes)
+
+
+def test_fhir_subscriber_without_given_name_is_no_subscriber() -> None:
+    bundle = dependent_bundle()
+    bundle["entry"][-2]["resource"]["name"] = [{"family": "Doe"}]
+    enc, notes = parse_bundle(bundle)
+    assert (enc.coverage.relationship, enc.coverage.subscriber) == ("19", None)
+    assert any("subscriber unusable" in n and "given" in n for n in notes)
+
+
+def test_fhir_unknown_relationship_code_is_21() -> None:
+    bundle = dependent_bundle()
+    bundle["entry"][-1]["resource"]["relationship"] = {"coding": [{"code": "cousin"}]}
+    enc, notes = parse_bundle(bundle)
+    assert (enc.coverage.relationship, enc.coverage.subscriber) == ("21", MOTHER)
+    assert any("not understood" in n for n in notes)
+
+
+def test_fhir_member_id_falls_back_to_the_member_identifier() -> None:
+    bundle = dependent_bundle()
+    coverage = bundle["entry"][-1]["resource"]
+    del coverage["subscriberId"]
+    coverage["identifier"] = [
+        {"type": {"coding": [{"code": "PLAC"}]}, "value": "coverage-record-9"},
+        {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                              "code": "MB"}]}, "value": "M42"},
+    ]  # fmt: skip
+    enc, notes = parse_bundle(bundle)
+    assert enc.coverage.member_id == "M42"
+    assert notes == []
+    coverage["identifier"] = [{"type": {"text": "Member Number"}, "value": "M43"}]
+    assert parse_bundle(bundle)[0].coverage.member_id == "M43"
+    coverage["identifier"] = [{"type": {"coding": [{"code": "PLAC"}]}, "value": "x"}]
+    enc, notes = parse_bundle(bundle)
+    assert enc.coverage.member_id == "UNKNOWN"
+    assert any("member_id UNKNOWN" in n for n in notes)
+
+
+def test_json_dependent_round_trips() -> None:
+    record = json_record()
+    record["coverage"] |= {
+        "relationship": "19",
+        "subscriber": MOTHER.model_dump(mode="json", exclude_none=True),
+    }
+    [enc] = parse(json.dumps(record).encode(), "application/json").encounters
+    assert enc.coverage.subscriber == MOTHER
+    again = json.loads(json.dumps(enc.model_dump(mode="json")))["coverage"]
+    assert again["subscriber"]["birth_date"] == "1980-04-02"
+    # name only: the rest is optional
+    record["coverage"]["subscriber"] = {"last_name": "Doe", "first_name": "Mary"}
+    [enc] = parse(json.dumps(record).encode(), "application/json").encounters
+    assert enc.coverage.subscriber == Subscriber(last_name="Doe", first_name="Mary")
+
+
+def test_json_subscriber_and_relationship_are_checked() -> None:
+    record = json_record()
+    record["coverage"] |= {
+        "relationship": "18",
+        "subscriber": {"last_name": "Doe", "first_name": "Mary"},
+    }
+    err = raises(json.dumps(record).encode())
+    assert err.field == "encounter.coverage.subscriber" and "relationship is 18" in err.reason
+    record["coverage"]["relationship"] = "child"
+    err = raises(json.dumps(record).encode())
+    assert err.field == "encounter.coverage.relationship" and "X12" in err.reason
+    record["coverage"] |= {"relationship": "19", "subscriber": {"last_name": "Doe"}}
+    assert raises(json.dumps(record).encode()).field == "encounter.coverage.subscriber.first_name"
+    del record["coverage"]["subscriber"]  # a dependent without one: validation's to refuse
+    [enc] = parse(json.dumps(record).encode(), "application/json").encounters
+    assert (enc.coverage.relationship, enc.coverage.subscriber) == ("19", None)
+
+
 # --- the EHR simulator -------------------------------------------------------------------
 
 
@@ -489,6 +707,50 @@ def test_simulated_diagnoses_never_pair_an_excludes1_code(sim_json: list[Encount
             for pattern in _excludes1_codes(a):
                 clash = [b for b in combo if b != a and _matches(pattern, b)]
                 assert not clash, (a, pattern, clash)
+
+
+def test_simulator_dependents_all_carry_a_subscriber(
+    sim_json: list[Encounter], sim_fhir: list[Encounter]
+) -> None:
+    for encs in (sim_json, sim_fhir):
+        dependents = [e for e in encs if e.coverage.relationship != "18"]
+        assert {e.coverage.relationship for e in dependents} == {"01", "19"}
+        assert len(dependents) >= 20
+        for e in encs:
+            cov, patient = e.coverage, e.patient
+            if cov.relationship == "18":
+                assert cov.subscriber is None
+                continue
+            sub = cov.subscriber
+            assert sub is not None and sub.birth_date is not None, e.encounter_id
+            assert cov.plan_type not in ("MB", "MC")  # Medicare, Medicaid: their own subscriber
+            assert sub.address == patient.address  # one household
+            assert sub.first_name != patient.first_name
+            assert (sub.sex in ("F", "M")) and simulator._age(sub.birth_date, REFERENCE) >= 18
+            if cov.relationship == "19":
+                assert 20 <= simulator._age(sub.birth_date, patient.birth_date) <= 43
+    children = [e for e in sim_json if e.coverage.relationship == "19"]
+    same_name = sum(e.coverage.subscriber.last_name == e.patient.last_name for e in children)  # type: ignore[union-attr]
+    assert len(children) // 2 < same_name < len(children)
+    assert all(e.coverage.relationship == "18" for e in sim_json if e.coverage.plan_type == "MB")
+
+
+def test_simulator_fhir_dependents_have_a_related_person_subscriber() -> None:
+    found = 0
+    for _, _, body in generate(60, seed=7, fmt="fhir", reference_date=REFERENCE):
+        resources = {e["fullUrl"]: e["resource"] for e in json.loads(body)["entry"]}
+        [coverage] = [r for r in resources.values() if r["resourceType"] == "Coverage"]
+        [relationship] = coverage["relationship"]["coding"]
+        subscriber = resources[coverage["subscriber"]["reference"]]
+        if relationship["code"] == "self":
+            assert subscriber["resourceType"] == "Patient"
+            continue
+        found += 1
+        assert relationship["system"] == SUBSCRIBER_REL
+        assert relationship["code"] in ("child", "spouse")
+        assert subscriber["resourceType"] == "RelatedPerson"
+        assert resources[subscriber["patient"]["reference"]]["resourceType"] == "Patient"
+    assert found >= 5
 
 
 def test_simulator_fhir_bundles_are_valid_r4() -> None:
