@@ -1,0 +1,99 @@
+"""The stage runner alone: one relay stage (decode, validate, re-encode, produce, commit)
+over N collected encounters, against a raw consume->produce copy of the same bytes.
+Environment: BENCH_RUNNER_N (default 5000)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from bench.bench_pipeline import raw_copy_rate
+from pipeline.broker import EmbeddedBroker
+from pipeline.kafka import ensure_topics, make_producer
+from pipeline.models import utcnow
+from pipeline.serde import registry
+from pipeline.settings import Settings
+from pipeline.stage import Incoming, Out, Runner, Stage
+from services.intake.domain import parse_raw
+from services.intake.simulator import generate
+
+
+class Relay(Stage):
+    """encounters.collected.v1 -> encounters.coded.v1's neighbour: copies the encounter."""
+
+    name = "intake"
+    inputs = ("encounters.collected.v1",)
+
+    def handle(self, msg: Incoming) -> Iterable[Out]:
+        return [Out("dlq.coding.v1", msg.key or "", _letter(msg))]
+
+
+def _letter(msg: Incoming) -> Any:
+    from pipeline.stage import dead_letter
+
+    return dead_letter("bench", msg, ValueError("relay")).value
+
+
+def count(bootstrap: str, topic: str, expect: int, timeout: float = 300) -> tuple[float, float]:
+    """Seconds from the first to the last of ``expect`` records readable on ``topic``."""
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": topic + ".count",
+            "log_level": 3,
+            "fetch.wait.max.ms": 100,
+        }
+    )
+    md = c.list_topics(topic, timeout=5)
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions])
+    n, started, first = 0, time.perf_counter(), 0.0
+    while n < expect and time.perf_counter() - started < timeout:
+        got = sum(1 for m in c.consume(1000, 0.05) if not m.error())
+        if got and not n:
+            first = time.perf_counter()
+        n += got
+    c.close()
+    return first - started, time.perf_counter() - first
+
+
+def main() -> dict[str, Any]:
+    n = int(os.environ.get("BENCH_RUNNER_N", "5000"))
+    reg = registry()
+    encounters = [
+        e
+        for s, c, b in generate(n, seed=9, fmt="json")
+        for e in parse_raw(b, c, source_id=s, received_at=utcnow()).encounters
+    ]
+    payloads = [(e.encounter_id, reg.encode("encounters.collected.v1", e)) for e in encounters]
+    with EmbeddedBroker() as broker:
+        bootstrap = broker.bootstrap
+        ceiling = raw_copy_rate(bootstrap, [(k, "avro", v) for k, v in payloads])
+        settings = Settings(topic_prefix="rb.", group_prefix="rb")
+        ensure_topics(bootstrap, settings, reg)
+        producer = make_producer(bootstrap, settings)
+        for key, value in payloads:
+            producer.produce(
+                settings.topic("encounters.collected.v1"), key=key.encode(), value=value
+            )
+            producer.poll(0)
+        producer.flush(30)
+        runner = Runner(Relay(), settings, bootstrap)
+        thread = threading.Thread(target=runner.run, daemon=True)
+        thread.start()
+        startup, elapsed = count(bootstrap, settings.topic("dlq.coding.v1"), len(payloads))
+        runner.stopping.set()
+        thread.join(10)
+    rate = len(payloads) / elapsed
+    return {
+        "records": len(payloads),
+        "raw_copy_records_per_s": round(ceiling, 1),
+        "runner_records_per_s": round(rate, 1),
+        "runner_vs_raw_copy": round(rate / ceiling, 4),
+        "startup_s": round(startup, 2),
+        "note": "rate from the first output record to the last (group join excluded)",
+    }
