@@ -81,6 +81,15 @@ class Stage:
     def on_batch_done(self) -> None:
         """Called after the batch's output is acknowledged, before offsets are committed."""
 
+    #: Least time between two ``on_idle`` calls, in seconds.
+    idle_interval_s: float = 1.0
+
+    def on_idle(self) -> Iterable[Out]:
+        """Called when a poll returns nothing, at most every ``idle_interval_s``: time-based
+        work (timeouts, sweeps). What it returns is produced; once acknowledged,
+        ``on_batch_done`` runs. A topic that never goes quiet never triggers it."""
+        return []
+
     def close(self) -> None:
         """Called once when the runner stops."""
 
@@ -132,6 +141,7 @@ class Runner:
         self.stopping = threading.Event()
         self._prefix_len = len(settings.topic_prefix)
         self._delivery_errors: list[str] = []
+        self._last_idle = time.monotonic()
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -220,6 +230,7 @@ class Runner:
                 batch = consumer.consume(s.batch_size, s.poll_timeout_s)
                 if not batch:
                     producer.poll(0)
+                    self._idle(producer)
                     continue
                 started = time.perf_counter()
                 outs, offsets = self.process(batch)
@@ -237,6 +248,16 @@ class Runner:
             stage.close()
             consumer.close()
             producer.flush(10)
+
+    def _idle(self, producer: Any) -> None:
+        now = time.monotonic()
+        if now - self._last_idle < self.stage.idle_interval_s:
+            return
+        self._last_idle = now
+        outs = list(self.stage.on_idle())
+        if outs:
+            self._produce(producer, outs)
+            self.stage.on_batch_done()
 
     def _produce(self, producer: Any, outs: list[Out]) -> None:
         for out in outs:
