@@ -9,6 +9,7 @@ visits go when they come.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -300,7 +301,9 @@ def _practice(
 ) -> Practice:
     """Build a practice; the office is in its first town."""
     city, state, zip_code = towns[0]
-    address = Address(line1=street, city=city, state=state, postal_code=zip_code)
+    # Billing addresses carry ZIP+4, as the 837P requires for loop 2010AA.
+    plus4 = int(hashlib.sha256(street.encode()).hexdigest()[:8], 16) % 9998 + 1
+    address = Address(line1=street, city=city, state=state, postal_code=f"{zip_code}{plus4:04d}")
     billing = Provider(
         npi=make_npi(base9),
         name=name,
