@@ -6,11 +6,9 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from shared_data import SHARED_DATA  # noqa: F401 - re-exported for tests
 
 
 @pytest.fixture(scope="session")

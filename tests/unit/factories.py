@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from shared_data import SHARED_DATA
 
 from pipeline.models import (
     Address,
@@ -33,7 +34,7 @@ from pipeline.models import (
 from services.refdata.codesets import CodeSets
 
 REPO = Path(__file__).resolve().parents[2]
-CMS_DIR = REPO.parent / "shared" / "data" / "cms"
+CMS_DIR = SHARED_DATA / "cms"
 """Public CMS files for tests (see ../shared/data/SOURCES.md); never copied into the repo."""
 
 requires_cms = pytest.mark.skipif(

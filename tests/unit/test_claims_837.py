@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from shared_data import SHARED_DATA, requires_shared
 
 from pipeline.errors import InputError
 from pipeline.models import (
@@ -41,7 +41,7 @@ from services.claims.x12_837 import (
 )
 from services.claims.x12_validate import validate_x12
 
-SHARED_X12 = Path("/work/shared/data/x12")
+SHARED_X12 = SHARED_DATA / "x12"
 CREATED = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
 
 
@@ -288,6 +288,7 @@ def test_validator_rejects_text_that_is_not_x12() -> None:
     assert validate_x12("") != []
 
 
+@requires_shared
 def test_validator_survives_the_shared_complex_file() -> None:
     errors = validate_x12((SHARED_X12 / "x12_complex.txt").read_text())
     assert isinstance(errors, list)

@@ -18,6 +18,7 @@ import simple_icd_10_cm as cm
 from fhir.resources.R4B.bundle import Bundle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from shared_data import SHARED_DATA, requires_shared
 
 from pipeline.errors import InputError
 from pipeline.models import Address, Encounter, Subscriber, event_id
@@ -25,7 +26,7 @@ from services.intake import simulator
 from services.intake.domain import ParseResult, parse_raw
 from services.intake.simulator import DX, generate, make_npi
 
-SYNTHEA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fhir" / "synthea"
+SYNTHEA = SHARED_DATA / "fhir" / "synthea"
 BUSTER = SYNTHEA / "Buster_Hoeger_ad2e3fc5-2b5d-4cb9-8d03-9ea0f4ac8423.json"
 CLEMENTE = SYNTHEA / "Clemente_Kreiger_1484a42d-0eaf-4654-9cbf-6b050a5cd73b.json"
 RECEIVED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -60,6 +61,7 @@ def clemente() -> ParseResult:
     return parse(CLEMENTE.read_bytes(), sid=CLEMENTE.name)
 
 
+@requires_shared
 def test_synthea_bundle_yields_one_record_per_encounter(buster: ParseResult) -> None:
     encounters = by_id(buster)
     assert set(encounters) == {
@@ -77,6 +79,7 @@ def test_synthea_bundle_yields_one_record_per_encounter(buster: ParseResult) -> 
     assert len({e.event_id for e in buster.encounters}) == 6
 
 
+@requires_shared
 def test_synthea_encounter_matches_source(buster: ParseResult) -> None:
     enc = by_id(buster)["b4790f53-b023-4065-96a5-7b99116479b2"]
     assert enc.encounter_id == "fhir/b4790f53-b023-4065-96a5-7b99116479b2"
@@ -115,6 +118,7 @@ def test_synthea_encounter_matches_source(buster: ParseResult) -> None:
     assert any("member_id UNKNOWN" in n for n in buster.notes)
 
 
+@requires_shared
 def test_synthea_encounters_keep_only_their_own_conditions_and_procedures(
     buster: ParseResult,
 ) -> None:
@@ -136,6 +140,7 @@ def test_synthea_encounters_keep_only_their_own_conditions_and_procedures(
     assert buster.ignored["Claim.item (http://hl7.org/fhir/sid/cvx)"] == 4
 
 
+@requires_shared
 def test_second_synthea_patient(clemente: ParseResult) -> None:
     encounters = by_id(clemente)
     assert len(encounters) == 3
@@ -154,12 +159,14 @@ def test_second_synthea_patient(clemente: ParseResult) -> None:
     assert {e.coverage.payer_id for e in clemente.encounters} == {"PRIVATE"}
 
 
+@requires_shared
 def test_fhir_sent_as_plain_json_or_without_content_type_is_sniffed(buster: ParseResult) -> None:
     for ctype in ("application/json", None, "application/fhir+json; fhirVersion=4.0"):
         again = parse(BUSTER.read_bytes(), ctype, sid=BUSTER.name)
         assert again.encounters == buster.encounters  # same ids: stable across resends
 
 
+@requires_shared
 def test_practitioner_outside_the_bundle_comes_from_a_conditional_reference() -> None:
     bundle = json.loads(BUSTER.read_bytes())
     bundle["entry"] = [
@@ -178,6 +185,7 @@ def test_practitioner_outside_the_bundle_comes_from_a_conditional_reference() ->
     assert enc.rendering_provider.name == "Dr. Antonia Stark"
 
 
+@requires_shared
 def test_bundle_without_any_coverage_is_explicitly_self_pay() -> None:
     bundle = json.loads(CLEMENTE.read_bytes())
     for e in bundle["entry"]:
@@ -825,7 +833,7 @@ def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 
 SEED_DOCS = [
     json.loads(body) for _, _, body in generate(4, seed=11, fmt="mix", reference_date=REFERENCE)
-] + [json.loads(CLEMENTE.read_bytes())]
+] + ([json.loads(CLEMENTE.read_bytes())] if CLEMENTE.is_file() else [])
 SEED_PATHS = [(i, p) for i, doc in enumerate(SEED_DOCS) for p in _paths(doc) if p]
 
 

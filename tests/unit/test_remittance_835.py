@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from factories import BILLING_NPI, VALIDATED_AT, coded, encounter
+from shared_data import SHARED_DATA, requires_shared, shared_text
 
 from pipeline.errors import InputError
 from pipeline.models import (
@@ -38,7 +38,7 @@ from services.remittance.payer_sim import (
 )
 from services.remittance.posting import post, post_remittance
 
-SAMPLE_835 = Path(__file__).resolve().parents[3] / "shared" / "data" / "x12" / "835_mult_loops.txt"
+SAMPLE_835 = SHARED_DATA / "x12" / "835_mult_loops.txt"
 PAYER = "MEDICARE01"
 NPI = "1234567893"
 POSTED_AT = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
@@ -206,6 +206,7 @@ def test_read_837_claim_picks_the_claim_by_id_among_many() -> None:
     assert err.value.field == "CLM01"
 
 
+@requires_shared
 def test_837_whose_charge_does_not_add_up_is_refused() -> None:
     text = (SAMPLE_835.parent / "x12_many_claims.txt").read_text()
     with pytest.raises(InputError) as err:
@@ -416,6 +417,7 @@ def test_a_dependents_claim_round_trips_through_the_payer_simulator() -> None:
 # --- the parser on a payer's own file -------------------------------------------------------
 
 
+@requires_shared
 def test_pyx12_sample_835_parses() -> None:
     text = SAMPLE_835.read_text()
     assert validate_835(text) == []
@@ -448,6 +450,7 @@ def test_parser_honours_the_delimiters_the_isa_declares() -> None:
     assert remittance.balance_errors() == []
 
 
+@requires_shared
 def test_cas_with_several_triplets() -> None:
     text = SAMPLE_835.read_text().replace("CAS*CO*16*500.04~", "CAS*CO*16*400.04**45*90*2*97*10~")
     claim = parse_835(text).claims[0]
@@ -460,6 +463,7 @@ def test_cas_with_several_triplets() -> None:
     assert claim.balance_errors() == []
 
 
+@requires_shared
 def test_validate_reports_broken_balancing() -> None:
     sample = SAMPLE_835.read_text()
     line = validate_835(sample.replace("SVC*HC:T1005*127.8*0**16~", "SVC*HC:T1005*127.8*5**16~"))
@@ -469,23 +473,30 @@ def test_validate_reports_broken_balancing() -> None:
     assert any("BPR02" in e for e in claim), claim
 
 
+@requires_shared
 def test_validate_reports_pyx12_errors() -> None:
     text = SAMPLE_835.read_text().replace("CLP*2005555A*4*", "CLP*2005555A*99*")
     errors = validate_835(text)
     assert any("CLP02" in e for e in errors), errors
 
 
+@requires_shared
 @pytest.mark.parametrize(
     ("text", "field"),
     [
         ("", "ISA"),
         ('{"resourceType": "Bundle"}', "ISA"),
         ("ISA*00*short~", "ISA"),
-        ((SAMPLE_835.parent / "x12_valid.txt").read_text(), "GS08"),
-        (SAMPLE_835.read_text().replace("*00501*", "*00401*"), "ISA12"),
-        (SAMPLE_835.read_text().replace("ST*835*", "ST*837*"), "ST01"),
-        (SAMPLE_835.read_text().replace("CLP*2005555A*4*915.39", "CLP*2005555A*4*ABC"), "CLP03"),
-        (SAMPLE_835.read_text().replace("CAS*CO*16*", "CAS*XX*16*"), "CAS01"),
+        (shared_text("x12/x12_valid.txt"), "GS08"),
+        (shared_text("x12/835_mult_loops.txt").replace("*00501*", "*00401*"), "ISA12"),
+        (shared_text("x12/835_mult_loops.txt").replace("ST*835*", "ST*837*"), "ST01"),
+        (
+            shared_text("x12/835_mult_loops.txt").replace(
+                "CLP*2005555A*4*915.39", "CLP*2005555A*4*ABC"
+            ),
+            "CLP03",
+        ),
+        (shared_text("x12/835_mult_loops.txt").replace("CAS*CO*16*", "CAS*XX*16*"), "CAS01"),
     ],
 )
 def test_bad_input_names_the_segment(text: str, field: str) -> None:
@@ -494,6 +505,7 @@ def test_bad_input_names_the_segment(text: str, field: str) -> None:
     assert err.value.field == field
 
 
+@requires_shared
 def test_835_without_claims_is_refused() -> None:
     text = SAMPLE_835.read_text()
     head, _, _ = text.partition("LX*1~")
@@ -504,6 +516,7 @@ def test_835_without_claims_is_refused() -> None:
     assert validate_835(no_claims) == ["CLP: no claim payment (CLP) in the 835"]
 
 
+@requires_shared
 def test_read_segments_keeps_components() -> None:
     seg = next(s for s in read_segments(SAMPLE_835.read_text()) if s.id == "SVC")
     assert (seg.comp(1, 1), seg.comp(1, 2), seg.el(2)) == ("HC", "T1005", "500.04")
@@ -586,6 +599,7 @@ def test_reversal_and_unmatched() -> None:
     assert (unmatched.expected, unmatched.variance, unmatched.encounter_id) == (None, None, None)
 
 
+@requires_shared
 def test_sample_835_posts_denied_and_redelivery_keeps_the_event_id() -> None:
     remittance = parse_835(SAMPLE_835.read_text())
     postings = post_remittance(remittance, {}, file_id="F9", posted_at=POSTED_AT)
