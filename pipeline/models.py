@@ -340,3 +340,128 @@ MODELS: dict[str, type[Model]] = {
         DeadLetter,
     )
 }
+
+
+# --- remittance.exceptions.v1 ------------------------------------------------------------
+
+
+class ExceptionClaim(Model):
+    """One claim payment (CLP) held in an exception, as the payer reported it."""
+
+    claim_id: str
+    payer_claim_control_number: str | None = None
+    claim_status_code: str
+    total_charge: Money
+    paid: Money
+    patient_responsibility: Money
+
+
+class RemittanceException(Model):
+    """Remittance that could not be posted: a person has to look at it."""
+
+    event_id: str
+    kind: Literal["unmatched_payment", "unbalanced_file", "unreadable_file", "other"]
+    payer_id: str
+    file_id: str
+    payment_trace: str | None = None
+    payment_amount: Money | None = None
+    claims: list[ExceptionClaim] = []
+    errors: list[str] = []
+    source_partition: int | None = None
+    source_offset: int | None = None
+    body: bytes | None = None
+    received_at: datetime
+    detected_at: datetime
+
+
+# --- remittance.denials.v1 ---------------------------------------------------------------
+
+DenialCategory = Literal[
+    "eligibility",
+    "coding",
+    "bundling",
+    "authorization",
+    "duplicate",
+    "timely_filing",
+    "medical_necessity",
+    "coordination_of_benefits",
+    "missing_information",
+    "non_covered",
+    "provider",
+    "underpayment",
+    "other",
+]
+DenialAction = Literal[
+    "correct_and_replace",
+    "correct_and_resubmit",
+    "verify_eligibility",
+    "obtain_authorization",
+    "appeal",
+    "send_documentation",
+    "bill_other_payer",
+    "bill_patient",
+    "check_duplicate",
+    "write_off",
+    "review_payment",
+    "review",
+]
+
+
+class DenialReason(Model):
+    """One refusing CAS adjustment: group, CARC, amount, line, and what it means."""
+
+    group: str
+    carc: str
+    amount: Money
+    line: int | None = None
+    category: DenialCategory
+    description: str | None = None
+
+
+class RemarkCode(Model):
+    code: str
+    description: str | None = None
+
+
+class DeniedLine(Model):
+    """A service line with refused money, or one the payer adjudicated under another code."""
+
+    line: int
+    procedure: str
+    original_procedure: str | None = None
+    modifiers: list[str] = []
+    charge: Money
+    paid: Money
+    carcs: list[str] = []
+
+
+class Denial(Model):
+    """A denied, partially denied or underpaid claim in the denial work queue."""
+
+    event_id: str
+    claim_id: str
+    encounter_id: str | None = None
+    payer_id: str
+    payer_claim_control_number: str | None = None
+    claim_status_code: str
+    kind: Literal["denied", "partially_denied", "underpaid"]
+    category: DenialCategory
+    action: DenialAction
+    next_action: str
+    resubmit_frequency: str | None = None
+    reasons: list[DenialReason]
+    remarks: list[RemarkCode] = []
+    lines: list[DeniedLine] = []
+    total_charge: Money
+    paid: Money
+    patient_responsibility: Money
+    at_stake: Money
+    expected: Money | None = None
+    variance: Money | None = None
+    payment_trace: str | None = None
+    file_id: str
+    posting_event_id: str
+    queued_at: datetime
+
+
+MODELS.update({cls.__name__: cls for cls in (RemittanceException, Denial)})
