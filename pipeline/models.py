@@ -151,7 +151,7 @@ class CodedDiagnosis(Model):
     sequence: int
     description: str | None = None
     poa: str | None = None
-    source: Literal["ehr", "mapped", "completed", "inferred"]
+    source: Literal["ehr", "mapped", "completed", "inferred", "coder"]
     confidence: float
     billable: bool
 
@@ -208,6 +208,27 @@ class CodingReview(Model):
     reasons: list[str]
     coded: CodedEncounter
     queued_at: datetime
+
+
+# --- coding.decisions.v1 -----------------------------------------------------------------
+
+
+class DecidedDiagnosis(Model):
+    code: str = Field(min_length=1)
+    poa: str | None = None
+
+
+class CoderDecision(Model):
+    """A certified coder's answer to a coding review: confirm as coded, or amend the codes."""
+
+    event_id: str
+    encounter_id: str = Field(min_length=1)
+    coder_id: str = Field(min_length=1)
+    action: Literal["confirm", "amend"]
+    diagnoses: list[DecidedDiagnosis] = []
+    pcs_procedures: list[str] = []
+    note: str | None = None
+    decided_at: datetime
 
 
 # --- encounters.validated.v1 -------------------------------------------------------------
@@ -333,6 +354,7 @@ MODELS: dict[str, type[Model]] = {
         Encounter,
         CodedEncounter,
         CodingReview,
+        CoderDecision,
         ValidatedEncounter,
         SubmittedClaim,
         PayerFile,
