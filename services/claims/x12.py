@@ -1,0 +1,222 @@
+"""A small X12 segment model shared by every document claimflow writes (837P, 837I, 999, 277CA).
+
+A ``Segment`` is an id and its elements; an element is a string or a ``Composite`` of
+strings. Nothing is joined until ``render``, which drops trailing empty elements and
+components and refuses a value that carries a delimiter. X12 has no escape sequence, so
+"escaping" happens before a value reaches a segment: free text goes through ``text``
+(delimiters and characters outside the X12 extended set become spaces, accents are
+folded) and identifiers through ``ident`` (a delimiter is an error, never silently
+changed). ``render`` is the last guard: a structural character in any value is an
+``InputError`` naming the element, so a document can never be split in the wrong place.
+
+Delimiters are fixed for what claimflow writes: ``*`` element, ``:`` component, ``^``
+repetition, ``~`` segment (followed by a newline for readability).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Literal
+
+from pipeline.errors import InputError
+
+ELEMENT = "*"
+COMPONENT = ":"
+REPETITION = "^"
+SEGMENT = "~"
+DELIMITERS = frozenset(ELEMENT + COMPONENT + REPETITION + SEGMENT)
+# Printable characters of the X12 extended character set, minus our delimiters.
+_TEXT_OK = re.compile(r"[^A-Z0-9 !\"&'()+,\-./;?=%@\[\]_{}\\|<>#$]")
+
+Usage = Literal["P", "T"]
+
+
+# --- the model ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Composite:
+    """A composite element: components joined by the component separator."""
+
+    parts: tuple[str, ...]
+
+
+Element = str | Composite
+
+
+def comp(*parts: str) -> Composite:
+    """A composite element from its components (trailing empty ones are dropped on render)."""
+    return Composite(tuple(parts))
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One X12 segment: its id and its elements, rendered only when the document is."""
+
+    id: str
+    elements: tuple[Element, ...]
+
+    def render(self) -> str:
+        """``ID*E1*E2:C2~`` without trailing empty elements or components."""
+        out: list[str] = []
+        for pos, element in enumerate(self.elements, start=1):
+            if isinstance(element, Composite):
+                parts = list(element.parts)
+                while parts and parts[-1] == "":
+                    parts.pop()
+                for part in parts:
+                    self._check(pos, part)
+                out.append(COMPONENT.join(parts))
+            else:
+                self._check(pos, element)
+                out.append(element)
+        while out and out[-1] == "":
+            out.pop()
+        return ELEMENT.join((self.id, *out)) + SEGMENT
+
+    def _check(self, pos: int, value: str) -> None:
+        # ISA11 and ISA16 carry the repetition and component separators themselves.
+        if self.id == "ISA" and pos in (11, 16):
+            return
+        if any(ch in DELIMITERS for ch in value):
+            raise InputError(f"{self.id}{pos:02d}", f"contains an X12 delimiter: {value!r}")
+
+
+def seg(segment_id: str, *elements: Element) -> Segment:
+    """A segment from its id and elements, in order (empty strings for skipped elements)."""
+    return Segment(segment_id, tuple(elements))
+
+
+def render(segments: Iterable[Segment]) -> str:
+    """A whole document: one segment per line."""
+    return "\n".join(s.render() for s in segments) + "\n"
+
+
+# --- values ------------------------------------------------------------------------------
+
+
+def text(value: str, max_len: int) -> str:
+    """Upper-case free text, fold accents, drop delimiter and non-X12 characters, truncate."""
+    folded = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode().upper()
+    cleaned = " ".join(_TEXT_OK.sub(" ", folded).split())
+    return cleaned[:max_len].rstrip()
+
+
+def ident(value: str, field: str, *, min_len: int = 1, max_len: int = 80) -> str:
+    """An identifier written as is: reject delimiters and bad lengths rather than alter it."""
+    value = value.strip()
+    if any(ch in DELIMITERS for ch in value):
+        raise InputError(
+            field, f"contains an X12 delimiter ({ELEMENT}{COMPONENT}{REPETITION}{SEGMENT})"
+        )
+    if not value.isprintable() or not value.isascii():
+        raise InputError(field, "contains characters X12 cannot carry")
+    if not min_len <= len(value) <= max_len:
+        raise InputError(field, f"length must be {min_len} to {max_len}, got {len(value)}")
+    return value
+
+
+def amount(value: Decimal) -> str:
+    """An X12 R (decimal) value: cents at most, no trailing zeros (125, 125.5, 125.25)."""
+    out = f"{Decimal(value).quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):f}"
+    if "." in out:
+        out = out.rstrip("0").rstrip(".")
+    return "0" if out in ("-0", "") else out
+
+
+def quantity(value: float | Decimal) -> str:
+    """Units as an X12 R value (1, 1.5, 0.25)."""
+    out = f"{Decimal(str(value)).quantize(Decimal('0.001'), rounding=ROUND_HALF_UP):f}"
+    return out.rstrip("0").rstrip(".") if "." in out else out
+
+
+def d8(value: date) -> str:
+    """A date as CCYYMMDD."""
+    return value.strftime("%Y%m%d")
+
+
+def rd8(start: date, end: date) -> str:
+    """A date range as CCYYMMDD-CCYYMMDD."""
+    return f"{d8(start)}-{d8(end)}"
+
+
+# --- envelopes ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Who sends an interchange to whom, when, and under which control number.
+
+    ``control_number`` is ISA13 and GS06 (one functional group per interchange).
+    """
+
+    sender_id: str
+    receiver_id: str
+    control_number: int
+    created: datetime
+    functional_id: str  # GS01: HC claims, FA 999, HN 277
+    version: str  # GS08: the implementation guide
+    usage: Usage = "P"
+
+
+def transaction_set(
+    code: str, st_control: str, version: str | None, body: Sequence[Segment]
+) -> list[Segment]:
+    """ST..SE around ``body``; SE01 counts ST and SE too."""
+    st = seg("ST", code, st_control, *((version,) if version else ()))
+    return [st, *body, seg("SE", str(len(body) + 2), st_control)]
+
+
+def interchange(envelope: Envelope, transactions: Sequence[Sequence[Segment]]) -> list[Segment]:
+    """ISA/GS .. GE/IEA around transaction sets (each already wrapped in ST..SE)."""
+    if not transactions:
+        raise InputError("transactions", "an interchange needs at least one transaction set")
+    if not 1 <= envelope.control_number <= 999_999_999:
+        raise InputError("control_number", "must be 1 to 999999999")
+    sender = ident(envelope.sender_id, "sender_id", min_len=2, max_len=15)
+    receiver = ident(envelope.receiver_id, "receiver_id", min_len=2, max_len=15)
+    number = envelope.control_number
+    icn = f"{number:09d}"
+    created = envelope.created
+    out = [
+        seg(
+            "ISA",
+            "00",
+            " " * 10,
+            "00",
+            " " * 10,
+            "ZZ",
+            sender.ljust(15),
+            "ZZ",
+            receiver.ljust(15),
+            created.strftime("%y%m%d"),
+            created.strftime("%H%M"),
+            REPETITION,
+            "00501",
+            icn,
+            "0",
+            envelope.usage,
+            COMPONENT,
+        ),
+        seg(
+            "GS",
+            envelope.functional_id,
+            sender,
+            receiver,
+            created.strftime("%Y%m%d"),
+            created.strftime("%H%M"),
+            str(number),
+            "X",
+            envelope.version,
+        ),
+    ]
+    for transaction in transactions:
+        out.extend(transaction)
+    out.append(seg("GE", str(len(transactions)), str(number)))
+    out.append(seg("IEA", "1", icn))
+    return out
