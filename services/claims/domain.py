@@ -1,27 +1,60 @@
-"""Turn a validated encounter into a submitted professional claim with its 837P.
+"""Turn validated encounters into submitted claims, each carried by an X12 837P or 837I.
 
-Everything here is a pure function of the input: the claim id, the interchange control
-number and the timestamps come from the record, so a replay writes byte-identical X12 and
-the same event id, and downstream consumers can drop the duplicate.
+The setting decides the claim type: a professional encounter bills on an 837P, an
+outpatient or inpatient hospital encounter on an 837I. Work is split in three pure steps
+so the service can batch claims into one interchange per payer:
+
+- ``plan_claim``: the claim id, type, totals and expected reimbursement of one encounter;
+- ``write_interchange``: one 837 interchange for planned claims of one type, under a
+  control number the caller allocates (the service from its durable counter);
+- ``submitted_claim``: the ``claims.submitted.v1`` event for a claim and its interchange.
+
+``build_claim`` chains them for one claim under a control number derived from the claim
+id: what the offline command and the tests use. Nothing reads the clock: ids, control
+numbers and timestamps come from the record, so a replay writes the same event.
+
+Expected reimbursement: professional claims from the Medicare physician fee schedule (the
+CMS RVU files, when loaded); inpatient claims as the MS-DRG relative weight (from coding)
+times a base rate (``DEFAULT_DRG_BASE_RATE``); outpatient facility claims have none (OPPS
+rates are not loaded), and say so in ``expected_basis``.
 """
 
 from __future__ import annotations
 
 import hashlib
-from decimal import Decimal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal, Protocol
 
 from pipeline.errors import InputError
 from pipeline.models import Address, CodedEncounter, SubmittedClaim, ValidatedEncounter, event_id
-from services.claims.x12_837 import DEFAULT_SUBMITTER, ClaimInput, Submitter, build_837p
+from services.claims.x12 import Usage
+from services.claims.x12_837 import (
+    DEFAULT_SUBMITTER,
+    PROFESSIONAL,
+    ClaimInput,
+    Frequency,
+    Profile,
+    Submitter,
+    build_837,
+)
+from services.claims.x12_837i import INSTITUTIONAL
 
 STAGE = "claims"
 VERSION = "v1"
+ClaimType = Literal["professional", "institutional"]
+# FY2026 IPPS national rates, wage index 1.0, before DSH, IME and outliers: operating
+# standardized amount $6,752.61 plus capital federal rate $524.15 (FY2026 IPPS final rule).
+# A payer contract names its own rate: set CLAIMFLOW_CLAIMS__DRG_BASE_RATE.
+DEFAULT_DRG_BASE_RATE = Decimal("7276.76")
 _CODED_FIELDS = frozenset(CodedEncounter.model_fields)
 # Places of service the Medicare physician fee schedule pays at the facility rate.
 FACILITY_POS = frozenset(
     {"02", "19", "21", "22", "23", "24", "26", "31", "34", "41", "42", "51", "52", "53", "56", "61"}
 )
+PROFILES: dict[ClaimType, Profile] = {"professional": PROFESSIONAL, "institutional": INSTITUTIONAL}
 
 
 class FeeSchedule(Protocol):
@@ -45,9 +78,29 @@ def claim_id_for(encounter_id: str) -> str:
 
 
 def interchange_control_number(claim_id: str) -> int:
-    """A 9-digit ISA13 (1..999999999) derived from the claim id, stable across re-runs."""
+    """A 9-digit ISA13 (1..999999999) derived from the claim id, for offline single claims.
+
+    The claims service does not use it: it allocates from a durable counter instead.
+    """
     digest = hashlib.sha256(f"isa13\x1f{claim_id}".encode()).hexdigest()
     return int(digest, 16) % 999_999_999 + 1
+
+
+def claim_type_for(setting: str) -> ClaimType:
+    """Professional encounters bill on an 837P; outpatient and inpatient stays on an 837I."""
+    return "professional" if setting == "professional" else "institutional"
+
+
+def claim_event_id(
+    claim_id: str, frequency: Frequency = "1", original_reference: str | None = None
+) -> str:
+    """The event id of a claim: an original keeps the id it always had; 7/8 add their target."""
+    if frequency == "1":
+        return event_id(claim_id, STAGE, VERSION)
+    return event_id(claim_id, STAGE, VERSION, frequency, original_reference or "")
+
+
+# --- expected reimbursement ----------------------------------------------------------------
 
 
 def _pricing_location(coded: CodedEncounter) -> Address | None:
@@ -61,7 +114,7 @@ def _pricing_location(coded: CodedEncounter) -> Address | None:
 def expected_reimbursement(
     coded: CodedEncounter, fee_schedule: FeeSchedule | None
 ) -> tuple[Decimal | None, str]:
-    """Sum of allowed amounts and its basis; no total unless every line is priced."""
+    """Professional: sum of fee-schedule allowed amounts; no total unless every line is priced."""
     if fee_schedule is None:
         return None, "none"
     where = _pricing_location(coded)
@@ -80,58 +133,173 @@ def expected_reimbursement(
     return total, "fee_schedule"
 
 
+def drg_reimbursement(coded: CodedEncounter, base_rate: Decimal) -> tuple[Decimal | None, str]:
+    """Inpatient: MS-DRG relative weight x base rate, when coding gave a DRG and its weight."""
+    drg = coded.drg
+    if drg is None:
+        return None, "drg_missing"
+    if drg.weight is None:
+        return None, "drg_weight_unknown"
+    weight = Decimal(str(drg.weight))
+    allowed = (weight * base_rate).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    return allowed, f"ms_drg {drg.code} weight {weight} x base {base_rate}"
+
+
+# --- planning, writing, the event ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedClaim:
+    """One claim ready to be written: what the 837 needs and what its event will say."""
+
+    event_id: str
+    claim: ClaimInput
+    claim_type: ClaimType
+    encounter_id: str
+    payer_id: str
+    payer_name: str
+    total_charge: Decimal
+    expected: Decimal | None
+    expected_basis: str
+    line_count: int
+    service_start: date
+    service_end: date
+    rule_pack_version: str | None
+    submitted_at: datetime
+
+    @property
+    def claim_id(self) -> str:
+        """The patient control number (CLM01)."""
+        return self.claim.claim_id
+
+
+def plan_claim(
+    validated: ValidatedEncounter,
+    *,
+    fee_schedule: FeeSchedule | None = None,
+    drg_base_rate: Decimal = DEFAULT_DRG_BASE_RATE,
+    frequency: Frequency = "1",
+    original_reference: str | None = None,
+    claim_id: str | None = None,
+) -> PlannedClaim:
+    """Plan the claim for a clean or warned encounter (an original unless told otherwise)."""
+    if validated.outcome == "rejected":
+        raise InputError("outcome", "a rejected encounter cannot be billed; fix it and re-validate")
+    coded = validated.coded
+    enc = coded.encounter
+    claim_type = claim_type_for(enc.setting)
+    claim_id = claim_id or claim_id_for(validated.encounter_id)
+    if claim_type == "professional":
+        expected, basis = expected_reimbursement(coded, fee_schedule)
+    elif enc.setting == "inpatient":
+        expected, basis = drg_reimbursement(coded, drg_base_rate)
+    else:
+        expected, basis = None, "outpatient_facility_rates_not_loaded"
+    return PlannedClaim(
+        event_id=claim_event_id(claim_id, frequency, original_reference),
+        claim=ClaimInput(claim_id, coded, frequency, original_reference),
+        claim_type=claim_type,
+        encounter_id=validated.encounter_id,
+        payer_id=enc.coverage.payer_id,
+        payer_name=enc.coverage.payer_name,
+        total_charge=sum((line.charge for line in coded.lines), Decimal("0")),
+        expected=expected,
+        expected_basis=basis,
+        line_count=len(coded.lines),
+        service_start=enc.service_start,
+        service_end=enc.service_end,
+        rule_pack_version=validated.rule_pack_version,
+        submitted_at=validated.validated_at,
+    )
+
+
+def write_interchange(
+    planned: Sequence[PlannedClaim],
+    *,
+    sender_id: str,
+    receiver_id: str,
+    control_number: int,
+    created: datetime | None = None,
+    submitter: Submitter = DEFAULT_SUBMITTER,
+    usage: Usage = "P",
+) -> str:
+    """One 837 interchange for claims of one type (837P or 837I), under ``control_number``.
+
+    ``created`` defaults to the latest validation time of the claims (never the clock).
+    An error in one claim of several raises ``ClaimError`` naming it.
+    """
+    if not planned:
+        raise InputError("claims", "an interchange needs at least one claim")
+    types = {p.claim_type for p in planned}
+    if len(types) > 1:
+        raise InputError("claims", "an interchange carries claims of one type: 837P or 837I")
+    profile = PROFILES[planned[0].claim_type]
+    return build_837(
+        [p.claim for p in planned],
+        profile,
+        sender_id=sender_id,
+        receiver_id=receiver_id,
+        control_number=control_number,
+        created=created or max(p.submitted_at for p in planned),
+        submitter=submitter,
+        usage=usage,
+    )
+
+
+def submitted_claim(planned: PlannedClaim, control_number: int, x12: str) -> SubmittedClaim:
+    """The claims.submitted.v1 event: one claim and the interchange that carried it."""
+    claim = planned.claim
+    return SubmittedClaim(
+        event_id=planned.event_id,
+        claim_id=claim.claim_id,
+        encounter_id=planned.encounter_id,
+        frequency=claim.frequency,
+        original_reference=claim.original_reference,
+        rule_pack_version=planned.rule_pack_version,
+        claim_type=planned.claim_type,
+        payer_id=planned.payer_id,
+        payer_name=planned.payer_name,
+        total_charge=planned.total_charge,
+        expected_reimbursement=planned.expected,
+        expected_basis=planned.expected_basis,
+        line_count=planned.line_count,
+        service_start=planned.service_start,
+        service_end=planned.service_end,
+        interchange_control_number=f"{control_number:09d}",
+        x12=x12,
+        submitted_at=planned.submitted_at,
+    )
+
+
+def in_validated_record(exc: InputError) -> InputError:
+    """The serializer names fields within the coded encounter; point into the validated record."""
+    if exc.field.split(".")[0].split("[")[0] in _CODED_FIELDS:
+        return InputError(f"coded.{exc.field}", exc.reason)
+    return exc
+
+
 def build_claim(
     validated: ValidatedEncounter,
     *,
     sender_id: str,
     receiver_id: str,
     fee_schedule: FeeSchedule | None = None,
+    drg_base_rate: Decimal = DEFAULT_DRG_BASE_RATE,
     submitter: Submitter = DEFAULT_SUBMITTER,
-    usage: Literal["P", "T"] = "P",
+    usage: Usage = "P",
 ) -> SubmittedClaim:
-    """Build the original (frequency 1) professional claim for a clean or warned encounter."""
-    if validated.outcome == "rejected":
-        raise InputError("outcome", "a rejected encounter cannot be billed; fix it and re-validate")
-    coded = validated.coded
-    enc = coded.encounter
-    if enc.setting != "professional":
-        raise InputError(
-            "coded.encounter.setting",
-            f"{enc.setting} encounters bill on an 837I, which this stage does not build yet",
-        )
-    claim_id = claim_id_for(validated.encounter_id)
-    icn = interchange_control_number(claim_id)
+    """The original claim of one encounter in its own interchange (offline use and tests)."""
+    planned = plan_claim(validated, fee_schedule=fee_schedule, drg_base_rate=drg_base_rate)
+    icn = interchange_control_number(planned.claim_id)
     try:
-        x12 = build_837p(
-            [ClaimInput(claim_id=claim_id, coded=coded)],
+        x12 = write_interchange(
+            [planned],
             sender_id=sender_id,
             receiver_id=receiver_id,
             control_number=icn,
-            created=validated.validated_at,
             submitter=submitter,
             usage=usage,
         )
     except InputError as exc:
-        # The serializer names fields within the coded encounter; point into this record.
-        if exc.field.split(".")[0].split("[")[0] in _CODED_FIELDS:
-            raise InputError(f"coded.{exc.field}", exc.reason) from exc
-        raise
-    expected, basis = expected_reimbursement(coded, fee_schedule)
-    return SubmittedClaim(
-        event_id=event_id(claim_id, STAGE, VERSION),
-        claim_id=claim_id,
-        encounter_id=validated.encounter_id,
-        frequency="1",
-        claim_type="professional",
-        payer_id=enc.coverage.payer_id,
-        payer_name=enc.coverage.payer_name,
-        total_charge=sum((line.charge for line in coded.lines), Decimal("0")),
-        expected_reimbursement=expected,
-        expected_basis=basis,
-        line_count=len(coded.lines),
-        service_start=enc.service_start,
-        service_end=enc.service_end,
-        interchange_control_number=f"{icn:09d}",
-        x12=x12,
-        submitted_at=validated.validated_at,
-    )
+        raise in_validated_record(exc) from exc
+    return submitted_claim(planned, icn, x12)

@@ -653,14 +653,31 @@ def test_warnings_outcome_is_billed_and_rejected_is_not() -> None:
     assert err.value.field == "outcome"
 
 
-def test_institutional_settings_are_refused_until_837i_exists() -> None:
+def test_hospital_settings_bill_on_an_837i_and_name_what_is_missing() -> None:
     coded = coded_encounter()
     outpatient = coded.model_copy(
         update={"encounter": coded.encounter.model_copy(update={"setting": "outpatient"})}
     )
+    # No attending physician (nor a person who rendered the care): the 837I cannot be written.
     with pytest.raises(InputError) as err:
         build_claim(validated(outpatient), sender_id="CLAIMFLOW", receiver_id="CH01")
-    assert err.value.field == "coded.encounter.setting"
+    assert err.value.field == "coded.encounter.attending_provider"
+    seen = outpatient.model_copy(
+        update={"encounter": outpatient.encounter.model_copy(update={"rendering_provider": DOCTOR})}
+    )
+    # The 837P lines carry no revenue code, which every 837I line needs.
+    with pytest.raises(InputError) as err:
+        build_claim(validated(seen), sender_id="CLAIMFLOW", receiver_id="CH01")
+    assert err.value.field == "coded.lines[0].revenue_code"
+    lines = [line.model_copy(update={"revenue_code": "0510"}) for line in seen.lines]
+    claim = build_claim(
+        validated(seen.model_copy(update={"lines": lines})),
+        sender_id="CLAIMFLOW",
+        receiver_id="CH01",
+    )
+    assert claim.claim_type == "institutional"
+    assert "005010X223A2" in claim.x12 and segments(claim.x12, "CLM")[0][5] == "13:A:1"
+    assert_valid(claim.x12)
 
 
 def test_expected_reimbursement_from_the_fee_schedule() -> None:
