@@ -88,6 +88,10 @@ class Ledger:
     @contextmanager
     def atomic(self) -> Iterator[None]:
         """All of one input's writes, or none of them (a savepoint inside the batch)."""
+        # Open the batch transaction first: the RELEASE of an outermost savepoint is a
+        # COMMIT, which would make this input durable before the batch's output is acked.
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN")
         self.db.execute("SAVEPOINT one_input")
         try:
             yield
