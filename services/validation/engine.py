@@ -1,0 +1,282 @@
+"""The scrubber's engine: rules, rule packs and the verdict.
+
+A rule is a small check function registered with ``@rule``: an id that never changes, a
+category, a severity (``error`` rejects the claim, ``warning`` lets it go with a warning,
+``info`` only informs), the dates of service it applies to, the settings it applies to,
+a one-sentence explanation and a fix hint. Each hit names the field (a dotted path into
+the coded encounter) and, for line edits, the line.
+
+A rule pack is an id plus the rules it runs (with optional severity overrides) and its
+settings (timely-filing days per payer). The pack id is recorded on every verdict and is
+part of the verdict's event id, so re-validating with another pack (a replay) yields new
+events, and re-validating with the same pack yields the same ones.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Literal, Protocol
+
+from pipeline.models import CodedEncounter, EditHit, ValidatedEncounter, event_id
+from services.refdata.codesets import CodeSets, MceClaim, coding_date, normalize_code
+
+STAGE = "validation"
+
+Severity = Literal["error", "warning", "info"]
+Outcome = Literal["clean", "warnings", "rejected"]
+Setting = Literal["professional", "outpatient", "inpatient"]
+
+_SEX = {"M": 0, "F": 1}
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One place a rule fired: the field, the message, the line (if any) and how to fix it."""
+
+    field: str
+    message: str
+    line: int | None = None
+    fix_hint: str | None = None
+
+
+class ClaimHistory(Protocol):
+    """Claims already seen across the stream, for the duplicate-claim edit."""
+
+    def earlier_duplicate(self, coded: CodedEncounter) -> str | None:
+        """The encounter id of an earlier billable claim this one duplicates, if any."""
+        ...
+
+
+class Context:
+    """What every rule may look at, with the derived facts several rules share."""
+
+    def __init__(
+        self,
+        coded: CodedEncounter,
+        codesets: CodeSets,
+        validated_at: datetime,
+        pack: RulePack,
+        history: ClaimHistory | None = None,
+    ) -> None:
+        self.coded = coded
+        self.codesets = codesets
+        self.validated_at = validated_at
+        self.pack = pack
+        self.history = history
+        enc = coded.encounter
+        self.setting: str = enc.setting
+        self.on: date = coding_date(enc.setting, enc.service_start, enc.service_end)
+        """The date whose code set applies (discharge for inpatient stays)."""
+
+    @functools.cached_property
+    def age(self) -> int | None:
+        """Age in whole years at admission (inpatient) or at the start of service."""
+        enc = self.coded.encounter
+        dob = enc.patient.birth_date
+        if dob is None:
+            return None
+        at = enc.admission_date or enc.service_start
+        years = at.year - dob.year - ((at.month, at.day) < (dob.month, dob.day))
+        return years if 0 <= years <= 124 else None
+
+    @functools.cached_property
+    def discharge_status(self) -> int | None:
+        """The UB-04 discharge status as a number, or None when absent or not a number."""
+        raw = (self.coded.encounter.discharge_status or "").strip()
+        return int(raw) if raw.isdigit() else None
+
+    def mce_claim(self, pdx: str, sdx: tuple[str, ...] = (), pcs: tuple[str, ...] = ()) -> MceClaim:
+        """An MCE question with this patient's age, sex and discharge status."""
+        return MceClaim(
+            on=self.on,
+            age=self.age if self.age is not None else 0,
+            sex=_SEX.get(self.coded.encounter.patient.sex, 2),
+            discharge_status=self.discharge_status or 1,
+            pdx=pdx,
+            sdx=sdx,
+            pcs=pcs,
+        )
+
+    @functools.cached_property
+    def mce(self) -> frozenset[str]:
+        """Edit names the Medicare Code Editor raises for the whole claim (empty if none
+        or when the date is outside the tables, which CF-CODE-000 reports)."""
+        dxs = [normalize_code(d.code) for d in self.coded.diagnoses]
+        if not dxs or self.age is None:
+            return frozenset()
+        pcs = tuple(normalize_code(p.code) for p in self.coded.pcs_procedures)
+        claim = self.mce_claim(dxs[0], tuple(dxs[1:]), pcs)
+        return self.codesets.mce_claim_edits(claim) or frozenset()
+
+
+Check = Callable[[Context], Iterator[Hit]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An edit: id, category, severity, where it applies, why, how to fix, and the check."""
+
+    id: str
+    severity: Severity
+    category: str
+    explanation: str
+    fix_hint: str | None
+    check: Check
+    effective_from: date | None = None
+    effective_to: date | None = None
+    settings: frozenset[str] | None = None
+
+    def applies(self, ctx: Context) -> bool:
+        """True when the encounter's setting and date of service are in the rule's scope."""
+        if self.settings is not None and ctx.setting not in self.settings:
+            return False
+        if self.effective_from is not None and ctx.on < self.effective_from:
+            return False
+        return self.effective_to is None or ctx.on <= self.effective_to
+
+
+REGISTRY: dict[str, Rule] = {}
+"""Every rule any module defines, by id; packs choose among them."""
+
+
+def rule(
+    rule_id: str,
+    severity: Severity,
+    explanation: str,
+    *,
+    category: str,
+    fix_hint: str | None = None,
+    effective_from: date | None = None,
+    effective_to: date | None = None,
+    settings: tuple[Setting, ...] | None = None,
+) -> Callable[[Check], Check]:
+    """Register a check function as a rule; its id must be new."""
+
+    def register(check: Check) -> Check:
+        if rule_id in REGISTRY:
+            raise ValueError(f"rule {rule_id} is defined twice")
+        REGISTRY[rule_id] = Rule(
+            rule_id,
+            severity,
+            category,
+            explanation,
+            fix_hint,
+            check,
+            effective_from,
+            effective_to,
+            frozenset(settings) if settings is not None else None,
+        )
+        return check
+
+    return register
+
+
+@dataclass(frozen=True, eq=False)
+class RulePack:
+    """A versioned set of rules: the id goes on every verdict."""
+
+    id: str
+    rule_ids: tuple[str, ...]
+    description: str
+    severities: Mapping[str, Severity] = field(default_factory=dict)
+    """Per-rule severity overrides (a payer that rejects what the default only warns on)."""
+    timely_filing_days: Mapping[str, int] = field(default_factory=lambda: {"*": 365})
+    """Days from the last date of service a payer accepts a claim; "*" for any other payer."""
+
+    @functools.cached_property
+    def rules(self) -> tuple[Rule, ...]:
+        """The pack's rules in pack order (every id must be registered)."""
+        missing = [r for r in self.rule_ids if r not in REGISTRY]
+        if missing:
+            raise KeyError(f"rule pack {self.id} names unknown rules: {', '.join(missing)}")
+        return tuple(REGISTRY[r] for r in self.rule_ids)
+
+    def severity(self, rule: Rule) -> Severity:
+        """The severity this pack gives the rule."""
+        return self.severities.get(rule.id, rule.severity)
+
+    def filing_limit_days(self, payer_id: str) -> int:
+        """Timely-filing limit for the payer, in days after the last date of service."""
+        return self.timely_filing_days.get(payer_id, self.timely_filing_days.get("*", 365))
+
+    def derive(
+        self,
+        pack_id: str,
+        *,
+        description: str | None = None,
+        add: tuple[str, ...] = (),
+        remove: tuple[str, ...] = (),
+        severities: Mapping[str, Severity] | None = None,
+        timely_filing_days: Mapping[str, int] | None = None,
+    ) -> RulePack:
+        """A new pack from this one: rules added or removed, severities or settings changed."""
+        ids = tuple(r for r in self.rule_ids if r not in remove) + tuple(
+            r for r in add if r not in self.rule_ids
+        )
+        return RulePack(
+            id=pack_id,
+            rule_ids=ids,
+            description=description or f"{self.id} with changes",
+            severities={**self.severities, **(severities or {})},
+            timely_filing_days={**self.timely_filing_days, **(timely_filing_days or {})},
+        )
+
+
+PACKS: dict[str, RulePack] = {}
+
+
+def register_pack(pack: RulePack) -> RulePack:
+    """Make a pack selectable by id (CLAIMFLOW_RULE_PACK, ``claimflow replay --rule-pack``)."""
+    known = PACKS.get(pack.id)
+    if known is not None and known is not pack:
+        raise ValueError(f"rule pack {pack.id} is already registered")
+    PACKS[pack.id] = pack
+    return pack
+
+
+def outcome_of(edits: list[EditHit]) -> Outcome:
+    """rejected on any error, warnings on any warning, else clean (info never counts)."""
+    severities = {e.severity for e in edits}
+    if "error" in severities:
+        return "rejected"
+    if "warning" in severities:
+        return "warnings"
+    return "clean"
+
+
+def run(
+    coded: CodedEncounter,
+    codesets: CodeSets,
+    pack: RulePack,
+    *,
+    validated_at: datetime,
+    history: ClaimHistory | None = None,
+) -> ValidatedEncounter:
+    """Run every rule of the pack that applies to the encounter and give the verdict."""
+    ctx = Context(coded, codesets, validated_at, pack, history)
+    edits = [
+        EditHit(
+            rule_id=r.id,
+            severity=pack.severity(r),
+            line=hit.line,
+            field=hit.field,
+            message=hit.message,
+            category=r.category,
+            fix_hint=hit.fix_hint or r.fix_hint,
+        )
+        for r in pack.rules
+        if r.applies(ctx)
+        for hit in r.check(ctx)
+    ]
+    return ValidatedEncounter(
+        event_id=event_id(coded.event_id, STAGE, pack.id),
+        encounter_id=coded.encounter_id,
+        outcome=outcome_of(edits),
+        edits=edits,
+        rule_pack_version=pack.id,
+        coded=coded,
+        validated_at=validated_at,
+    )

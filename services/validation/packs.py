@@ -1,0 +1,57 @@
+"""The rule packs claimflow ships, selectable by id (CLAIMFLOW_RULE_PACK, or
+``claimflow replay --rule-pack``). A pack never changes once released: a change to what
+the rules decide is a new pack id, so verdicts stay reproducible and replays comparable.
+"""
+
+from __future__ import annotations
+
+from services.validation.engine import PACKS, RulePack, register_pack
+
+PACK_2026_11_1 = register_pack(
+    RulePack(
+        id="2026.11.1",
+        description="The walking skeleton's edits: required fields, identifiers, dates, "
+        "lines, pointers, code validity, manifestation and external cause first, review.",
+        rule_ids=(
+            *("CF-REQ-001", "CF-REQ-002", "CF-REQ-003", "CF-REQ-004", "CF-REQ-005"),
+            *("CF-REQ-006", "CF-REQ-007", "CF-NPI-001", "CF-NPI-002", "CF-NPI-003"),
+            *("CF-EIN-001", "CF-ADDR-001", "CF-DATE-001", "CF-DATE-002", "CF-DATE-003"),
+            *("CF-DATE-004", "CF-LINE-001", "CF-LINE-002", "CF-LINE-003", "CF-LINE-004"),
+            *("CF-CODE-000", "CF-CODE-001", "CF-CODE-002", "CF-CODE-003", "CF-CODE-004"),
+            *("CF-CODE-005", "CF-DX-001", "CF-DX-002", "CF-REV-001"),
+        ),
+    )
+)
+
+PACK_2026_11_2 = register_pack(
+    PACK_2026_11_1.derive(
+        "2026.11.2",
+        description="Payer-grade: 2026.11.1 plus the Medicare Code Editor (age, sex, "
+        "principal, admission, discharge status, duplicates), Excludes1, 12 diagnoses, the "
+        "stay, timely filing, NCCI PTP and MUE (off, and saying so, without the CMS files) "
+        "and duplicate claims across the stream.",
+        add=(
+            *("CF-DX-003", "CF-DX-004", "CF-MCE-001", "CF-MCE-002", "CF-MCE-003"),
+            *("CF-MCE-004", "CF-MCE-005", "CF-MCE-006", "CF-DATE-005", "CF-DATE-006"),
+            *("CF-NCCI-000", "CF-NCCI-001", "CF-MUE-000", "CF-MUE-001", "CF-MUE-002"),
+            "CF-DUP-001",
+        ),
+        timely_filing_days={"*": 365},
+    )
+)
+
+DEFAULT_PACK = PACK_2026_11_2
+RULE_PACK_VERSION = DEFAULT_PACK.id
+
+
+def get_pack(pack_id: str | None = None) -> RulePack:
+    """A registered pack by id (the default when None); a clear error for an unknown id."""
+    import services.validation.rules  # noqa: F401 - every rule module registers on import
+
+    if pack_id is None:
+        return DEFAULT_PACK
+    try:
+        return PACKS[pack_id]
+    except KeyError:
+        known = ", ".join(sorted(PACKS))
+        raise ValueError(f"unknown rule pack {pack_id!r}; known packs: {known}") from None

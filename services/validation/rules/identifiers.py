@@ -1,0 +1,106 @@
+"""Identifiers: NPI check digits and the billing provider's EIN."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from services.validation.engine import Context, Hit, rule
+from services.validation.rules._util import blank
+
+_NPI_FIX = "Check the NPI against the NPPES registry; a wrong digit is the usual cause."
+
+
+def npi_is_valid(npi: str) -> bool:
+    """The NPI check digit: Luhn over the 9 digits prefixed with the card issuer 80840."""
+    if not re.fullmatch(r"\d{10}", npi or ""):
+        return False
+    digits = [int(c) for c in "80840" + npi[:9]]
+    total = 0
+    for k, d in enumerate(reversed(digits)):
+        if k % 2 == 0:  # every second digit from the right of the payload is doubled
+            d *= 2
+            d -= 9 if d > 9 else 0
+        total += d
+    return (10 - total % 10) % 10 == int(npi[9])
+
+
+def _npi_hits(npi: str | None, field: str, who: str) -> Iterator[Hit]:
+    if blank(npi):
+        return
+    assert npi is not None
+    if not npi_is_valid(npi):
+        yield Hit(
+            field,
+            f"The {who} NPI {npi} is not a valid NPI: it must be 10 digits whose last digit is "
+            "the Luhn check digit (with the 80840 prefix); it is probably mistyped.",
+        )
+
+
+@rule(
+    "CF-NPI-001",
+    "error",
+    "A mistyped billing NPI is rejected by every payer.",
+    category="identifiers",
+    fix_hint=_NPI_FIX,
+)
+def billing_npi(ctx: Context) -> Iterator[Hit]:
+    npi = ctx.coded.encounter.billing_provider.npi
+    yield from _npi_hits(npi, "encounter.billing_provider.npi", "billing provider's")
+
+
+@rule(
+    "CF-NPI-002",
+    "error",
+    "A mistyped rendering NPI is rejected by every payer.",
+    category="identifiers",
+    fix_hint=_NPI_FIX,
+)
+def rendering_npi(ctx: Context) -> Iterator[Hit]:
+    rendering = ctx.coded.encounter.rendering_provider
+    if rendering is not None:
+        yield from _npi_hits(rendering.npi, "encounter.rendering_provider.npi", "rendering")
+
+
+@rule(
+    "CF-NPI-003",
+    "error",
+    "A mistyped facility NPI is rejected by every payer.",
+    category="identifiers",
+    fix_hint=_NPI_FIX,
+)
+def facility_npi(ctx: Context) -> Iterator[Hit]:
+    facility = ctx.coded.encounter.facility
+    if facility is not None:
+        yield from _npi_hits(facility.npi, "encounter.facility.npi", "service facility")
+
+
+_EIN_BAD_PREFIXES = frozenset(
+    {"00", "07", "08", "09", "17", "18", "19", "28", "29", "49", "69", "70", "78", "79", "89"}
+    | {"96", "97"}
+)
+"""Two-digit prefixes the IRS has never assigned to an EIN."""
+
+
+@rule(
+    "CF-EIN-001",
+    "error",
+    "The billing provider's tax id (EIN) is reported on every claim.",
+    category="identifiers",
+    fix_hint="Enter the 9-digit EIN from the practice's IRS letter, without the dash.",
+)
+def ein(ctx: Context) -> Iterator[Hit]:
+    provider = ctx.coded.encounter.billing_provider
+    field = "encounter.billing_provider.tax_id"
+    tin = provider.tax_id
+    if blank(tin):
+        yield Hit(field, "The billing provider's tax id (EIN) is missing.")
+        return
+    assert tin is not None
+    if not re.fullmatch(r"\d{9}", tin):
+        yield Hit(field, f"The tax id {tin!r} is not an EIN: it must be 9 digits, no dash.")
+    elif provider.entity == "organization" and tin[:2] in _EIN_BAD_PREFIXES:
+        yield Hit(
+            field,
+            f"The tax id {tin} starts with {tin[:2]}, a prefix the IRS does not assign to EINs.",
+        )

@@ -1,0 +1,62 @@
+"""Diagnosis pointers and how many diagnoses a claim form holds."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from services.validation.engine import Context, Hit, rule
+from services.validation.rules._util import where
+
+MAX_DX_POINTERS = 4
+MAX_PROFESSIONAL_DIAGNOSES = 12
+"""An 837P HI segment (and the CMS-1500 box 21) holds 12 diagnoses, A to L."""
+
+
+@rule(
+    "CF-LINE-003",
+    "error",
+    "Each line points at 1 to 4 of the claim's diagnoses, to say why the service was done.",
+    category="pointers",
+    fix_hint="Point the line at the diagnoses that justify it, most relevant first.",
+)
+def pointers(ctx: Context) -> Iterator[Hit]:
+    n = len(ctx.coded.diagnoses)
+    for i, line in enumerate(ctx.coded.lines):
+        field = f"lines[{i}].dx_pointers"
+        w = where(line.line_number, line.code)
+        if not line.dx_pointers:
+            yield Hit(field, f"{w} points at no diagnosis.", line.line_number)
+        if len(line.dx_pointers) > MAX_DX_POINTERS:
+            yield Hit(
+                field,
+                f"{w} points at {len(line.dx_pointers)} diagnoses; a claim line holds "
+                f"{MAX_DX_POINTERS}.",
+                line.line_number,
+            )
+        bad = [p for p in line.dx_pointers if not 1 <= p <= n]
+        if bad:
+            yield Hit(
+                field,
+                f"{w} points at diagnosis {', '.join(map(str, bad))}, but the claim has "
+                f"{n} {'diagnosis' if n == 1 else 'diagnoses'}.",
+                line.line_number,
+            )
+
+
+@rule(
+    "CF-DX-004",
+    "error",
+    "A professional claim holds at most 12 diagnoses (837P HI, CMS-1500 box 21 A-L).",
+    category="pointers",
+    settings=("professional",),
+    fix_hint="Keep the 12 diagnoses the lines point at (split the claim if more are needed).",
+)
+def diagnosis_count(ctx: Context) -> Iterator[Hit]:
+    n = len(ctx.coded.diagnoses)
+    if n > MAX_PROFESSIONAL_DIAGNOSES:
+        yield Hit(
+            f"diagnoses[{MAX_PROFESSIONAL_DIAGNOSES}]",
+            f"The claim lists {n} diagnoses; a professional claim holds "
+            f"{MAX_PROFESSIONAL_DIAGNOSES}, so diagnoses {MAX_PROFESSIONAL_DIAGNOSES + 1} to "
+            f"{n} would be dropped.",
+        )
