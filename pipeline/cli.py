@@ -172,7 +172,8 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
         if summary["lost"]:
             print(f"lost source ids (first 10): {ledger.lost()[:10]}")
         print(json.dumps(summary))
-        return 0 if summary["lost"] == 0 and summary["posted"] == summary["submitted"] else 1
+        settled = summary["posted"] + summary["exceptions"]  # held ones wait for a person
+        return 0 if summary["lost"] == 0 and settled == summary["submitted"] else 1
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -369,13 +370,291 @@ def _json_default(value: Any) -> Any:
 
 
 def cmd_remit_parse(args: argparse.Namespace) -> int:
-    from services.remittance.era import parse_835
+    from services.remittance.era import parse_835_transactions
+    from services.remittance.posting import reconcile
+
+    unbalanced = 0
 
     def handle(_: str, data: bytes) -> list[str]:
-        remittance = parse_835(data.decode("utf-8", "replace"))
-        return [json.dumps(remittance, default=_json_default)]
+        nonlocal unbalanced
+        out = []
+        for remittance in parse_835_transactions(data.decode("utf-8", "replace")):
+            summary = reconcile(remittance)
+            unbalanced += not summary.balanced
+            record = json.loads(json.dumps(remittance, default=_json_default))
+            record["balance_errors"] = list(summary.balance_errors)
+            record["balance_warnings"] = remittance.balance_warnings()
+            record["summary"] = {
+                "claims": summary.claims,
+                "claims_paid": summary.claims_paid,
+                "provider_adjustment_total": summary.provider_adjustment_total,
+                "cash": summary.cash,
+                "payment_amount": summary.payment_amount,
+                "balanced": summary.balanced,
+            }
+            out.append(json.dumps(record, default=_json_default))
+        return out
 
-    return _offline(args.files, handle)
+    code = _offline(args.files, handle)
+    return 1 if unbalanced else code
+
+
+def cmd_remit_post(args: argparse.Namespace) -> int:
+    """Post 835 files offline against claims: postings, denials and exceptions as JSON lines."""
+    from pipeline.models import PayerFile, SubmittedClaim, event_id
+    from pipeline.stage import Incoming, Out
+    from services.remittance.app import (
+        RemittanceStage,
+        load_codes,
+        load_pricing,
+        remittance_settings,
+    )
+    from services.remittance.era import parse_835_transactions
+    from services.remittance.ledger import Ledger
+    from services.remittance.posting import payer_of
+
+    settings = remittance_settings(Settings())
+    stage = RemittanceStage(
+        Ledger(":memory:"),
+        options=settings.remittance.model_copy(update={"unmatched_grace_s": 0.0}),
+        codes=load_codes(settings),
+        pricing=load_pricing(settings),
+    )
+    exceptions = 0
+
+    def emit(outs: list[Out]) -> list[str]:
+        nonlocal exceptions
+        exceptions += sum(o.topic == "remittance.exceptions.v1" for o in outs)
+        return [
+            json.dumps({"topic": o.topic, "key": o.key, "value": o.value.model_dump(mode="json")})
+            for o in outs
+        ]
+
+    for _, data in _inputs(args.claims) if args.claims else ():
+        claim = SubmittedClaim.model_validate_json(data)
+        stage.handle(Incoming("claims.submitted.v1", claim.claim_id, claim, data, {}, 0, 0, 0))
+
+    def handle(name: str, data: bytes) -> list[str]:
+        text = data.decode("ascii", "replace")
+        try:
+            payer = args.payer or payer_of(parse_835_transactions(text)[0])
+        except Exception:  # noqa: BLE001 - the stage reports why the file cannot be read
+            payer = args.payer or "unknown"
+        file_id = Path(name).name
+        file = PayerFile(
+            event_id=event_id(payer, file_id, "835"),
+            payer_id=payer,
+            file_id=file_id,
+            kind="835",
+            body=data,
+            received_at=_now(),
+        )
+        return emit(
+            list(stage.handle(Incoming("payer.inbound.v1", file_id, file, data, {}, 0, 0, 0)))
+        )
+
+    code = _offline(args.files, handle)
+    for line in emit(list(stage.on_idle())):  # payments whose claim is not among --claims
+        print(line)
+    stage.close()
+    return 1 if exceptions else code
+
+
+def _read_topic(topic: str, idle_s: float) -> list[Any]:
+    """Every record of a topic from the beginning, until none arrives for ``idle_s``."""
+    import uuid
+
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from pipeline.kafka import client_config
+    from pipeline.serde import registry
+
+    settings = Settings()
+    reg = registry()
+    consumer = Consumer(
+        {
+            **client_config(settings.require_bootstrap(), settings),
+            "group.id": f"claimflow-cli-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 100,
+        }
+    )
+    name = settings.topic(topic)
+    meta = consumer.list_topics(name, timeout=10)
+    if name not in meta.topics or meta.topics[name].error is not None:
+        consumer.close()
+        return []
+    consumer.assign(
+        [TopicPartition(name, p, OFFSET_BEGINNING) for p in meta.topics[name].partitions]
+    )
+    # Tansu's high watermarks read low (DESIGN.md): stop when the topic goes quiet instead.
+    values: list[Any] = []
+    quiet_since = time.monotonic()
+    while time.monotonic() - quiet_since < idle_s:
+        batch = [m for m in consumer.consume(500, 0.2) if not m.error()]
+        if batch:
+            quiet_since = time.monotonic()
+        values += [reg.decode(topic, m.value() or b"") for m in batch]
+    consumer.close()
+    return values
+
+
+def cmd_remit_exceptions(args: argparse.Namespace) -> int:
+    items = _read_topic("remittance.exceptions.v1", args.wait)
+    items = [e for e in items if not args.kind or e.kind == args.kind]
+    for item in items:
+        if args.json:
+            print(item.model_dump_json(exclude={"body"}))
+            continue
+        claims = ",".join(c.claim_id for c in item.claims[:3])
+        claims += f" (+{len(item.claims) - 3})" if len(item.claims) > 3 else ""
+        print(
+            f"{item.detected_at:%Y-%m-%d %H:%M} {item.kind:<17} {item.payer_id:<12} "
+            f"{item.file_id:<14} {claims:<40} {(item.errors or [''])[0][:80]}"
+        )
+    print(f"{len(items)} exception(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_denials_list(args: argparse.Namespace) -> int:
+    items = _read_topic("remittance.denials.v1", args.wait)
+    latest: dict[str, Any] = {}
+    for item in items:  # the newest item of each claim, in the order they were queued
+        latest.pop(item.claim_id, None)
+        latest[item.claim_id] = item
+    shown = [
+        d
+        for d in (latest.values() if not args.all else items)
+        if (not args.category or d.category == args.category)
+        and (not args.payer or d.payer_id == args.payer)
+        and (not args.kind or d.kind == args.kind)
+    ]
+    for d in shown:
+        if args.json:
+            print(d.model_dump_json())
+            continue
+        codes = ",".join(dict.fromkeys(f"{r.group}-{r.carc}" for r in d.reasons))
+        remarks = ",".join(r.code for r in d.remarks)
+        print(
+            f"{d.claim_id:<20} {d.payer_id:<12} {d.kind:<16} {d.category:<24} "
+            f"{d.at_stake:>10} {codes:<20} {remarks:<12} {d.action}"
+        )
+    print(f"{len(shown)} denial(s)", file=sys.stderr)
+    return 0
+
+
+# --- coder review ----------------------------------------------------------------------
+
+
+def _review_records(wait: float) -> tuple[list[Any], set[str]]:
+    """coding.review.v1 records and the encounter ids coding.decisions.v1 decided.
+
+    Reads both topics from the beginning with no consumer group, until ``wait`` seconds
+    pass without a record (high watermarks are not trusted: see DESIGN.md).
+    """
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    from pipeline.kafka import consumer_config
+    from pipeline.serde import registry
+
+    settings = Settings()
+    reg = registry()
+    group = f"claimflow-review-cli-{time.time_ns()}"  # nothing is committed under it
+    consumer = Consumer(consumer_config(settings.require_bootstrap(), group, settings))
+    topics = {settings.topic(t): t for t in ("coding.review.v1", "coding.decisions.v1")}
+    meta = consumer.list_topics(timeout=10)
+    consumer.assign(
+        [
+            TopicPartition(name, p, OFFSET_BEGINNING)
+            for name in topics
+            if name in meta.topics
+            for p in meta.topics[name].partitions
+        ]
+    )
+    reviews: list[Any] = []
+    decided: set[str] = set()
+    quiet_since = time.monotonic()
+    try:
+        while time.monotonic() - quiet_since < wait:
+            batch = consumer.consume(500, 0.2)
+            for m in batch:
+                if m.error() or (m.topic() or "") not in topics:
+                    continue
+                quiet_since = time.monotonic()
+                topic = topics[m.topic() or ""]
+                value = reg.decode(topic, m.value() or b"")
+                if topic == "coding.review.v1":
+                    reviews.append(value)
+                else:
+                    decided.add(value.encounter_id)  # type: ignore[attr-defined]
+    finally:
+        consumer.close()
+    return reviews, decided
+
+
+def cmd_review_list(args: argparse.Namespace) -> int:
+    """Encounters waiting for a coder: the latest review of each, minus those decided."""
+    reviews, decided = _review_records(args.wait)
+    pending: dict[str, Any] = {}
+    for review in reviews:
+        pending.pop(review.encounter_id, None)
+        pending[review.encounter_id] = review
+    shown = [r for e, r in pending.items() if e not in decided]
+    for r in shown:
+        if args.json:
+            print(r.model_dump_json())
+            continue
+        codes = " ".join(
+            f"{d.code}({d.confidence:.2f})" if d.confidence < 1 else d.code
+            for d in r.coded.diagnoses
+        )
+        print(f"{r.queued_at:%Y-%m-%d %H:%M} {r.encounter_id:<24} {codes:<40} {r.reasons[0]}")
+        for reason in r.reasons[1:]:
+            print(f"{'':<42}{'':<41} {reason}")
+    print(f"{len(shown)} encounter(s) waiting for a coder", file=sys.stderr)
+    return 0
+
+
+def cmd_review_decide(args: argparse.Namespace) -> int:
+    """Publish a coder's decision (confirm, or amend the codes) to coding.decisions.v1."""
+    import getpass
+    from typing import Literal
+
+    from pipeline.kafka import make_producer
+    from pipeline.models import CoderDecision, DecidedDiagnosis, event_id, utcnow
+    from pipeline.serde import registry
+
+    diagnoses = []
+    for item in args.amend or []:
+        code, _, poa = item.partition(":")
+        diagnoses.append(DecidedDiagnosis(code=code.strip().upper(), poa=poa.strip() or None))
+    action: Literal["confirm", "amend"] = "confirm" if args.confirm else "amend"
+    decided_at = utcnow()
+    coder = args.coder or getpass.getuser()
+    content = [args.encounter_id, coder, action, decided_at.isoformat()]
+    content += [f"{d.code}:{d.poa or ''}" for d in diagnoses] + list(args.pcs or [])
+    decision = CoderDecision(
+        event_id=event_id(*content),
+        encounter_id=args.encounter_id,
+        coder_id=coder,
+        action=action,
+        diagnoses=diagnoses,
+        pcs_procedures=[c.strip().upper() for c in args.pcs or []],
+        note=args.note,
+        decided_at=decided_at,
+    )
+    settings = Settings()
+    producer = make_producer(settings.require_bootstrap(), settings)
+    producer.produce(
+        settings.topic("coding.decisions.v1"),
+        key=decision.encounter_id.encode(),
+        value=registry().encode("coding.decisions.v1", decision),
+    )
+    if producer.flush(30):
+        print("claimflow: the broker did not acknowledge the decision", file=sys.stderr)
+        return 1
+    print(decision.model_dump_json())
+    return 0
 
 
 # --- argument parsing ----------------------------------------------------------------------
@@ -421,6 +700,22 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("code", help="encounters (JSON lines) -> coded encounters")
     q.add_argument("files", nargs="*")
     q.set_defaults(func=cmd_code)
+    group = sub.add_parser("review", help="coder review").add_subparsers(dest="sub", required=True)
+    r = group.add_parser("list", help="encounters held for a coder (coding.review.v1, undecided)")
+    r.add_argument("--json", action="store_true", help="the CodingReview records as JSON lines")
+    r.add_argument("--wait", type=float, default=2.0, help="seconds of quiet that end the read")
+    r.set_defaults(func=cmd_review_list)
+    r = group.add_parser("decide", help="confirm or amend a held encounter")
+    r.add_argument("encounter_id")
+    how = r.add_mutually_exclusive_group(required=True)
+    how.add_argument("--confirm", action="store_true", help="publish the codes as they are")
+    how.add_argument(
+        "--amend", nargs="+", metavar="CODE[:POA]", help="every diagnosis, principal first"
+    )
+    r.add_argument("--pcs", nargs="*", metavar="CODE", help="amend: every ICD-10-PCS code")
+    r.add_argument("--coder", default=None, help="coder id (default: your user name)")
+    r.add_argument("--note", default=None)
+    r.set_defaults(func=cmd_review_decide)
     q = sub.add_parser("validate", help="coded encounters -> validated encounters")
     q.add_argument("files", nargs="*")
     q.set_defaults(func=cmd_validate)
@@ -434,9 +729,32 @@ def build_parser() -> argparse.ArgumentParser:
     group = sub.add_parser("remit", help="offline remittance").add_subparsers(
         dest="sub", required=True
     )
-    r = group.add_parser("parse", help="X12 835 files -> remittance JSON")
+    r = group.add_parser("parse", help="X12 835 files -> one JSON object per payment")
     r.add_argument("files", nargs="*")
     r.set_defaults(func=cmd_remit_parse)
+    r = group.add_parser(
+        "post", help="X12 835 files posted against claims -> postings, denials, exceptions"
+    )
+    r.add_argument("files", nargs="*")
+    r.add_argument("--claims", nargs="*", help="claims.submitted JSON lines (claims build --json)")
+    r.add_argument("--payer", default=None, help="payer id (default: the 835's own)")
+    r.set_defaults(func=cmd_remit_post)
+    r = group.add_parser("exceptions", help="remittance.exceptions.v1 from the cluster")
+    r.add_argument("--kind", choices=["unmatched_payment", "unbalanced_file", "unreadable_file"])
+    r.add_argument("--json", action="store_true", help="JSON lines (without file bodies)")
+    r.add_argument("--wait", type=float, default=2.0, help="seconds of quiet that end the read")
+    r.set_defaults(func=cmd_remit_exceptions)
+    group = sub.add_parser("denials", help="the denial work queue").add_subparsers(
+        dest="sub", required=True
+    )
+    r = group.add_parser("list", help="remittance.denials.v1: the latest item per claim")
+    r.add_argument("--category", default=None)
+    r.add_argument("--kind", choices=["denied", "partially_denied", "underpaid"])
+    r.add_argument("--payer", default=None)
+    r.add_argument("--all", action="store_true", help="every item, not only the latest per claim")
+    r.add_argument("--json", action="store_true")
+    r.add_argument("--wait", type=float, default=2.0, help="seconds of quiet that end the read")
+    r.set_defaults(func=cmd_denials_list)
     return p
 
 

@@ -1,9 +1,10 @@
 """Follows every topic from the beginning and accounts for each encounter sent.
 
 An encounter sent to intake ends in exactly one of: posted (a remittance for its claim),
-rejected (by the scrubber), or a dead letter at some stage. Anything else, once the
-pipeline is idle, is lost. Tansu's high watermarks read low, so this counts records
-instead of trusting end offsets.
+rejected (by the scrubber), a dead letter at some stage, or held in remittance's exceptions
+(its claim's payment did not balance or never matched). Anything else, once the pipeline is
+idle, is lost. A denied claim is posted (status denied) and also in the denial queue.
+Tansu's high watermarks read low, so this counts records instead of trusting end offsets.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ FOLLOWED = [
     "dlq.validation.v1",
     "dlq.claims.v1",
     "dlq.remittance.v1",
+    "remittance.exceptions.v1",
+    "remittance.denials.v1",
 ]
 
 
@@ -50,6 +53,8 @@ class Ledger:
     claim_encounter: dict[str, str] = field(default_factory=dict)
     encounter_claim: dict[str, str] = field(default_factory=dict)
     posted: dict[str, str] = field(default_factory=dict)  # claim id -> status
+    exceptions: dict[str, str] = field(default_factory=dict)  # claim id -> exception kind
+    denials: dict[str, str] = field(default_factory=dict)  # claim id -> denial category
     dead: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     dead_keys: set[str] = field(default_factory=set)
     records: Counter[str] = field(default_factory=Counter)
@@ -88,6 +93,11 @@ class Ledger:
         elif topic == "remittance.posted.v1":
             self.posted[value.claim_id] = value.status
             self.posting_events[value.claim_id][value.event_id] += 1
+        elif topic == "remittance.exceptions.v1":
+            for claim in value.claims:
+                self.exceptions[claim.claim_id] = value.kind
+        elif topic == "remittance.denials.v1":
+            self.denials[value.claim_id] = value.category
         elif topic.startswith("dlq."):
             self.dead[value.stage].append(
                 {
@@ -104,8 +114,12 @@ class Ledger:
     def encounter_done(self, encounter_id: str) -> bool:
         if encounter_id in self.dead_keys or self.outcome.get(encounter_id) == "rejected":
             return True
+        if encounter_id in self.review and encounter_id not in self.coded:
+            return True  # held by coding until a coder decides: final until then
         claim = self.encounter_claim.get(encounter_id)
-        return claim is not None and (claim in self.posted or claim in self.dead_keys)
+        return claim is not None and (
+            claim in self.posted or claim in self.dead_keys or claim in self.exceptions
+        )
 
     def source_done(self, source_id: str) -> bool:
         if source_id in self.dead_keys:
@@ -129,13 +143,24 @@ class Ledger:
             "encounters_sent": len(self.sent),
             "collected": len(collected),
             "coded": len(self.coded),
+            "review": len(self.in_review()),
             "clean": outcomes["clean"] + outcomes["warnings"],
             "rejected": outcomes["rejected"],
             "submitted": len(self.claim_encounter),
             "posted": len(self.posted),
             "dlq": sum(len(v) for v in self.dead.values()),
             "lost": len(self.lost()),
+            "exceptions": len(self.held()),
+            "denials": len(self.denials),
         }
+
+    def held(self) -> set[str]:
+        """Submitted claims whose payment is in remittance's exceptions and not posted."""
+        return {c for c in self.exceptions if c in self.claim_encounter and c not in self.posted}
+
+    def in_review(self) -> set[str]:
+        """Encounters coding holds for a coder's decision (reviewed, not yet coded)."""
+        return self.review - self.coded
 
     def summary_line(self) -> str:
         return json.dumps(self.summary())

@@ -7,6 +7,12 @@ SQLite on the service's volume survives a SIGKILL, and every write here is idemp
 so the at-least-once runner can replay a batch after a crash without double-posting:
 the runner commits this store after the batch's output is acknowledged and before the
 consumed offsets are committed.
+
+What it holds: the submitted claims (without their X12); payer files whose payments wait
+for their claim (stored once per file) and, per waiting claim payment, when it was first
+seen and when it was reported to the exceptions topic; every posting made, with its
+amounts, so a claim's net over payments, reversals and corrections can be read back; and
+every payment (835 transaction) posted, with its provider-level (PLB) adjustments.
 """
 
 from __future__ import annotations
@@ -14,9 +20,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
-from pipeline.models import SubmittedClaim
+from pipeline.models import RemittancePosting, SubmittedClaim
+from services.remittance.posting import PaymentSummary
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS claims (
@@ -25,17 +34,86 @@ CREATE TABLE IF NOT EXISTS claims (
     payer_id TEXT NOT NULL,
     record TEXT NOT NULL            -- the SubmittedClaim as JSON, without its X12
 );
-CREATE TABLE IF NOT EXISTS pending (  -- payments that arrived before their claim
+CREATE TABLE IF NOT EXISTS pending (  -- payments that arrived before their claim (legacy)
     claim_id TEXT NOT NULL,
     file_key TEXT NOT NULL,
     file_record TEXT NOT NULL,       -- the PayerFile as JSON
+    PRIMARY KEY (claim_id, file_key)
+);
+CREATE TABLE IF NOT EXISTS payer_files (  -- files holding a payment that waits for its claim
+    file_key TEXT PRIMARY KEY,
+    file_record TEXT NOT NULL,       -- the PayerFile as JSON
+    source_partition INTEGER,
+    source_offset INTEGER
+);
+CREATE TABLE IF NOT EXISTS unmatched (
+    claim_id TEXT NOT NULL,
+    file_key TEXT NOT NULL,
+    first_seen REAL NOT NULL,        -- unix time the payment was first read
+    reported REAL,                   -- unix time it went to the exceptions topic
     PRIMARY KEY (claim_id, file_key)
 );
 CREATE TABLE IF NOT EXISTS posted (
     event_id TEXT PRIMARY KEY,
     claim_id TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS payments (
+    payer_id TEXT NOT NULL,
+    payment_trace TEXT NOT NULL,
+    transaction_control_number TEXT NOT NULL,
+    file_key TEXT NOT NULL,
+    payment_amount TEXT NOT NULL,
+    claims INTEGER NOT NULL,
+    claims_paid TEXT NOT NULL,
+    provider_adjustment_total TEXT NOT NULL,
+    PRIMARY KEY (payer_id, payment_trace, transaction_control_number)
+);
+CREATE TABLE IF NOT EXISTS provider_adjustments (
+    payer_id TEXT NOT NULL,
+    payment_trace TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    provider_id TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    reference TEXT,
+    amount TEXT NOT NULL,
+    PRIMARY KEY (payer_id, payment_trace, seq)
+);
+CREATE INDEX IF NOT EXISTS unmatched_waiting ON unmatched (reported, first_seen);
+CREATE INDEX IF NOT EXISTS posted_claim ON posted (claim_id);
 """
+
+# Columns added to ``posted`` after it landed: a ledger from an older version gains them.
+_POSTED_COLUMNS = {
+    "status": "TEXT",
+    "claim_status_code": "TEXT",
+    "paid": "TEXT",
+    "patient_responsibility": "TEXT",
+    "payment_trace": "TEXT",
+}
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A claim payment waiting for its claim, with the file it came in."""
+
+    claim_id: str
+    file_key: str
+    file_record: str
+    first_seen: float
+    source_partition: int | None
+    source_offset: int | None
+
+
+@dataclass(frozen=True)
+class PostedAmounts:
+    """One posting as the ledger keeps it."""
+
+    event_id: str
+    status: str
+    claim_status_code: str
+    paid: Decimal
+    patient_responsibility: Decimal
+    payment_trace: str | None
 
 
 class Ledger:
@@ -48,7 +126,22 @@ class Ledger:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        self._migrate()
         self.db.commit()
+
+    def _migrate(self) -> None:
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(posted)")}
+        for name, kind in _POSTED_COLUMNS.items():
+            if name not in have:
+                self.db.execute(f"ALTER TABLE posted ADD COLUMN {name} {kind}")
+        # Waiting payments of the first layout (the file copied per claim) move over.
+        for claim_id, file_key, record in self.db.execute(
+            "SELECT claim_id, file_key, file_record FROM pending"
+        ).fetchall():
+            self.add_waiting(claim_id, file_key, record, first_seen=0.0)
+        self.db.execute("DELETE FROM pending")
+
+    # --- claims ---------------------------------------------------------------------------
 
     def add_claim(self, claim: SubmittedClaim) -> None:
         record = claim.model_copy(update={"x12": ""}).model_dump_json()
@@ -65,25 +158,148 @@ class Ledger:
         ).fetchone()
         return SubmittedClaim.model_validate_json(row[0]) if row else None
 
-    def add_pending(self, claim_id: str, file_key: str, file_record: str) -> None:
+    # --- payments waiting for their claim -------------------------------------------------
+
+    def add_waiting(
+        self,
+        claim_id: str,
+        file_key: str,
+        file_record: str,
+        *,
+        first_seen: float,
+        source_partition: int | None = None,
+        source_offset: int | None = None,
+    ) -> None:
+        """Keep a payment whose claim has not arrived (the file once, the claim per row)."""
         self.db.execute(
-            "INSERT OR IGNORE INTO pending VALUES (?, ?, ?)", (claim_id, file_key, file_record)
+            "INSERT OR IGNORE INTO payer_files VALUES (?, ?, ?, ?)",
+            (file_key, file_record, source_partition, source_offset),
+        )
+        self.db.execute(
+            "INSERT OR IGNORE INTO unmatched VALUES (?, ?, ?, NULL)",
+            (claim_id, file_key, first_seen),
         )
 
-    def take_pending(self, claim_id: str) -> list[str]:
+    def take_waiting(self, claim_id: str) -> list[Waiting]:
+        """The payments waiting for this claim, removed from the waiting list."""
+        rows = self._waiting("u.claim_id = ?", (claim_id,))
+        self.db.execute("DELETE FROM unmatched WHERE claim_id = ?", (claim_id,))
+        self._drop_orphan_files([w.file_key for w in rows])
+        return rows
+
+    def overdue(self, before: float, limit: int = 1000) -> list[Waiting]:
+        """Waiting payments first seen before ``before`` and not yet reported."""
+        return self._waiting(
+            "u.reported IS NULL AND u.first_seen < ? ORDER BY u.first_seen LIMIT ?",
+            (before, limit),
+        )
+
+    def mark_reported(self, claim_id: str, file_key: str, at: float) -> None:
+        """The payment went to the exceptions topic; it still waits for a late claim."""
+        self.db.execute(
+            "UPDATE unmatched SET reported = ? WHERE claim_id = ? AND file_key = ?",
+            (at, claim_id, file_key),
+        )
+
+    def waiting_count(self, *, reported: bool | None = None) -> int:
+        """Payments waiting for their claim (only reported / unreported ones when asked)."""
+        where = {None: "", True: " WHERE reported IS NOT NULL", False: " WHERE reported IS NULL"}
+        return int(
+            self.db.execute(f"SELECT count(*) FROM unmatched{where[reported]}").fetchone()[0]
+        )
+
+    def _waiting(self, where: str, args: tuple[object, ...]) -> list[Waiting]:
         rows = self.db.execute(
-            "SELECT file_record FROM pending WHERE claim_id = ? ORDER BY file_key", (claim_id,)
+            "SELECT u.claim_id, u.file_key, f.file_record, u.first_seen, f.source_partition, "
+            "f.source_offset FROM unmatched u JOIN payer_files f ON f.file_key = u.file_key "
+            f"WHERE {where}",
+            args,
         ).fetchall()
-        self.db.execute("DELETE FROM pending WHERE claim_id = ?", (claim_id,))
-        return [r[0] for r in rows]
+        return [Waiting(*row) for row in rows]
 
-    def pending_count(self) -> int:
-        return int(self.db.execute("SELECT count(*) FROM pending").fetchone()[0])
+    def _drop_orphan_files(self, file_keys: list[str]) -> None:
+        for key in set(file_keys):
+            left = self.db.execute("SELECT 1 FROM unmatched WHERE file_key = ? LIMIT 1", (key,))
+            if left.fetchone() is None:
+                self.db.execute("DELETE FROM payer_files WHERE file_key = ?", (key,))
 
-    def mark_posted(self, event_id: str, claim_id: str) -> bool:
-        """Record a posting; False when it was already made (a replayed input)."""
-        cur = self.db.execute("INSERT OR IGNORE INTO posted VALUES (?, ?)", (event_id, claim_id))
+    # --- postings and payments ------------------------------------------------------------
+
+    def mark_posted(self, posting: RemittancePosting) -> bool:
+        """Record a posting with its amounts; False when it was already made (a replay)."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO posted (event_id, claim_id, status, claim_status_code, paid, "
+            "patient_responsibility, payment_trace) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                posting.event_id,
+                posting.claim_id,
+                posting.status,
+                posting.claim_status_code,
+                str(posting.paid),
+                str(posting.patient_responsibility),
+                posting.payment_trace,
+            ),
+        )
         return cur.rowcount == 1
+
+    def postings(self, claim_id: str) -> list[PostedAmounts]:
+        """The claim's postings with amounts, in the order they were made."""
+        rows = self.db.execute(
+            "SELECT event_id, status, claim_status_code, paid, patient_responsibility, "
+            "payment_trace FROM posted WHERE claim_id = ? AND paid IS NOT NULL ORDER BY rowid",
+            (claim_id,),
+        ).fetchall()
+        return [
+            PostedAmounts(eid, status, code, Decimal(paid), Decimal(resp), trace)
+            for eid, status, code, paid, resp, trace in rows
+        ]
+
+    def net_paid(self, claim_id: str) -> Decimal:
+        """What the payer has paid on the claim, net of reversals."""
+        return sum((p.paid for p in self.postings(claim_id)), Decimal("0.00"))
+
+    def add_payment(self, summary: PaymentSummary, file_key: str) -> bool:
+        """Record a posted payment and its PLB adjustments; False when already recorded."""
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO payments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                summary.payer_id,
+                summary.payment_trace,
+                summary.transaction_control_number,
+                file_key,
+                str(summary.payment_amount),
+                summary.claims,
+                str(summary.claims_paid),
+                str(summary.provider_adjustment_total),
+            ),
+        )
+        if cur.rowcount != 1:
+            return False
+        for seq, plb in enumerate(summary.provider_adjustments):
+            self.db.execute(
+                "INSERT OR IGNORE INTO provider_adjustments VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    summary.payer_id,
+                    summary.payment_trace,
+                    seq,
+                    plb.provider_id,
+                    plb.reason,
+                    plb.reference,
+                    str(plb.amount),
+                ),
+            )
+        return True
+
+    def provider_adjustments(self, payer_id: str, payment_trace: str) -> list[tuple[str, Decimal]]:
+        """(reason, amount) of the PLB adjustments recorded for one payment."""
+        rows = self.db.execute(
+            "SELECT reason, amount FROM provider_adjustments WHERE payer_id = ? AND "
+            "payment_trace = ? ORDER BY seq",
+            (payer_id, payment_trace),
+        ).fetchall()
+        return [(reason, Decimal(amount)) for reason, amount in rows]
+
+    # --- transactions ---------------------------------------------------------------------
 
     @contextmanager
     def atomic(self) -> Iterator[None]:

@@ -6,25 +6,126 @@ share) or paid below the expected reimbursement -> partially_paid; else paid. Me
 sequestration (CARC 253) is a statutory cut, not an underpayment: it counts towards the
 allowed amount for the status but still shows in the variance, which is money against
 expectation: (paid + patient responsibility) - expected.
+
+Expected reimbursement: the claim's own (the claims stage prices professional lines from
+the Physician Fee Schedule: RVUs x GPCI x conversion factor); when the claim has none and
+the 835 pays by DRG (CLP11), the DRG's relative weight from the CMS table (for the
+discharge's fiscal year) x the configured base rate.
+
+Reversals and corrections: a payer corrects a payment with a reversal (CLP02 22, every
+amount negated) and a new adjudication. Each is its own posting; a claim's net is the sum
+over its postings (``net``). Posting event ids are derived from the claim, the payer's claim
+control number, the status code, the payment's trace number and the claim's occurrence in
+that payment, so a redelivered file repeats its ids while a correction never collides with
+the payment it corrects.
+
+Provider-level adjustments (PLB: interest, recoupments, forward balances) belong to the
+payment, not to a claim: ``reconcile`` applies them to the payment's total, which must then
+equal what the payer sent (BPR02), and the ledger keeps them per payment.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import Decimal
-from typing import Literal
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Literal, Protocol
 
 from pipeline.errors import InputError
 from pipeline.models import Adjustment, RemittancePosting, SubmittedClaim, event_id
-from services.remittance.era import ZERO, ClaimPayment, Remittance, ServicePayment
+from services.remittance.era import (
+    ZERO,
+    ClaimPayment,
+    ProviderAdjustment,
+    Remittance,
+    ServicePayment,
+)
 
 STAGE = "remittance"
 VERSION = "v1"
 SEQUESTRATION = "253"
+_CENT = Decimal("0.01")
 
 PostingStatus = Literal["paid", "partially_paid", "denied", "reversed", "unmatched"]
 ClaimLookup = Mapping[str, SubmittedClaim] | Callable[[str], SubmittedClaim | None]
+
+PLB_REASONS = {
+    "50": "late charge",
+    "51": "interest penalty charge",
+    "72": "authorized return",
+    "90": "early payment allowance",
+    "AH": "origination fee",
+    "AM": "applied to borrower's account",
+    "AP": "acceleration of benefits",
+    "B2": "rebate",
+    "B3": "recovery allowance",
+    "BD": "bad debt adjustment",
+    "BN": "bonus",
+    "C5": "temporary allowance",
+    "CR": "capitation interest",
+    "CS": "adjustment",
+    "CT": "capitation payment",
+    "CV": "capital passthru",
+    "CW": "certified registered nurse anesthetist passthru",
+    "DM": "direct medical education passthru",
+    "E3": "withholding",
+    "FB": "forwarding balance",
+    "FC": "fund allocation",
+    "GO": "graduate medical education passthru",
+    "HM": "hemophilia clotting factor supplement",
+    "IP": "incentive premium payment",
+    "IR": "internal revenue service withholding",
+    "IS": "interim settlement",
+    "J1": "nonreimbursable",
+    "L3": "penalty",
+    "L6": "interest owed",
+    "LE": "levy",
+    "LS": "lump sum",
+    "OA": "organ acquisition passthru",
+    "OB": "offset for affiliated providers",
+    "PI": "periodic interim payment",
+    "PL": "payment final",
+    "RA": "retro-activity adjustment",
+    "RE": "return on equity",
+    "SL": "student loan repayment",
+    "TL": "third party liability",
+    "WO": "overpayment recovery",
+    "WU": "unspecified recovery",
+}
+"""PLB03-1 adjustment reason codes of 005010X221A1."""
+
+
+class DrgWeightSource(Protocol):
+    """Where DRG relative weights come from (the CMS table, by discharge fiscal year)."""
+
+    def weight(self, drg: str, discharge: date) -> object | None: ...
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """How the expected reimbursement of a payment is found (see the module docstring)."""
+
+    drg_weights: DrgWeightSource | None = None
+    drg_base_rate: Decimal | None = None
+
+    def expected(
+        self, payment: ClaimPayment, claim: SubmittedClaim | None
+    ) -> tuple[Decimal | None, str]:
+        """Expected reimbursement and its basis ("none" when it cannot be known)."""
+        if claim is None:
+            return None, "none"
+        if claim.expected_reimbursement is not None:
+            return claim.expected_reimbursement, claim.expected_basis
+        if payment.drg_code and self.drg_weights is not None and self.drg_base_rate:
+            discharge = payment.statement_end or claim.service_end
+            found = self.drg_weights.weight(payment.drg_code, discharge)
+            weight = getattr(found, "weight", found)
+            if isinstance(weight, int | float | Decimal):
+                amount = Decimal(str(weight)) * self.drg_base_rate
+                return amount.quantize(_CENT, rounding=ROUND_HALF_UP), "drg"
+        return None, "none"
 
 
 def _line_denied(line: ServicePayment) -> bool:
@@ -33,7 +134,14 @@ def _line_denied(line: ServicePayment) -> bool:
     return line.charge != 0 and line.paid == 0 and not patient_share
 
 
-def posting_status(payment: ClaimPayment, claim: SubmittedClaim | None) -> PostingStatus:
+def sequestration(payment: ClaimPayment) -> Decimal:
+    """Sum of the CARC 253 adjustments on the claim and its lines."""
+    return sum((a.amount for _, a in payment.all_adjustments() if a.reason == SEQUESTRATION), ZERO)
+
+
+def posting_status(
+    payment: ClaimPayment, claim: SubmittedClaim | None, expected: Decimal | None = None
+) -> PostingStatus:
     """paid, partially_paid, denied, reversed or unmatched (see the module docstring)."""
     if claim is None:
         return "unmatched"
@@ -43,14 +151,24 @@ def posting_status(payment: ClaimPayment, claim: SubmittedClaim | None) -> Posti
         return "denied"
     if any(_line_denied(line) for line in payment.service_lines):
         return "partially_paid"
-    expected = claim.expected_reimbursement
+    if expected is None:
+        expected = claim.expected_reimbursement
     if expected is not None:
-        sequestration = sum(
-            (a.amount for _, a in payment.all_adjustments() if a.reason == SEQUESTRATION), ZERO
-        )
-        if payment.paid + payment.patient_responsibility + sequestration < expected:
+        brought_in = payment.paid + payment.patient_responsibility + sequestration(payment)
+        if brought_in < expected:
             return "partially_paid"
     return "paid"
+
+
+def posting_event_id(
+    claim_id: str, payment: ClaimPayment, trace: str | None, file_id: str, occurrence: int = 0
+) -> str:
+    """The posting's deterministic id (see the module docstring)."""
+    parts = [claim_id, payment.payer_claim_control_number or "", payment.status_code]
+    parts += [trace or file_id, STAGE, VERSION]
+    if occurrence:
+        parts.append(str(occurrence))
+    return event_id(*parts)
 
 
 def post(
@@ -62,21 +180,20 @@ def post(
     payment_trace: str | None,
     payment_date: date | None,
     posted_at: datetime,
+    occurrence: int = 0,
+    pricing: Pricing | None = None,
 ) -> RemittancePosting:
     """Post one CLP loop against the claim it answers (None when no claim matched)."""
     if not payer_id:
         raise InputError("payer_id", "a posting needs the payer id")
-    status = posting_status(claim_payment, claim)
-    expected: Decimal | None = claim.expected_reimbursement if claim is not None else None
+    expected, _basis = (pricing or Pricing()).expected(claim_payment, claim)
+    status = posting_status(claim_payment, claim, expected)
     variance: Decimal | None = None
     if expected is not None and status != "reversed":
         variance = claim_payment.paid + claim_payment.patient_responsibility - expected
     claim_id = claim.claim_id if claim is not None else claim_payment.patient_control_number
-    # The status code is part of the id: a reversal (22) of a payment carries the same payer
-    # control number as the payment and must not be dropped as its duplicate.
-    source = claim_payment.payer_claim_control_number or payment_trace or file_id
     return RemittancePosting(
-        event_id=event_id(claim_id, source, claim_payment.status_code, STAGE, VERSION),
+        event_id=posting_event_id(claim_id, claim_payment, payment_trace, file_id, occurrence),
         claim_id=claim_id,
         encounter_id=claim.encounter_id if claim is not None else None,
         payer_id=payer_id,
@@ -100,6 +217,19 @@ def post(
     )
 
 
+def occurrences(remittance: Remittance) -> Iterator[tuple[int, ClaimPayment]]:
+    """Each claim payment with its occurrence number among the payment's CLPs of that claim."""
+    seen: Counter[str] = Counter()
+    for payment in remittance.claims:
+        yield seen[payment.patient_control_number], payment
+        seen[payment.patient_control_number] += 1
+
+
+def payer_of(remittance: Remittance) -> str:
+    """The payer id of an 835: N1*PR N104 or REF*2U, else TRN03, else the payer's name."""
+    return remittance.payer_id or remittance.originator_id or remittance.payer_name
+
+
 def post_remittance(
     remittance: Remittance,
     claims: ClaimLookup,
@@ -107,10 +237,11 @@ def post_remittance(
     file_id: str,
     posted_at: datetime,
     payer_id: str | None = None,
+    pricing: Pricing | None = None,
 ) -> list[RemittancePosting]:
     """Post every claim of one 835 payment, matching CLP01 to the submitted claim id."""
     lookup = claims.get if isinstance(claims, Mapping) else claims
-    payer = payer_id or remittance.payer_id or remittance.originator_id or remittance.payer_name
+    payer = payer_id or payer_of(remittance)
     return [
         post(
             payment,
@@ -120,6 +251,98 @@ def post_remittance(
             payment_trace=remittance.trace_number,
             payment_date=remittance.payment_date,
             posted_at=posted_at,
+            occurrence=occurrence,
+            pricing=pricing,
         )
-        for payment in remittance.claims
+        for occurrence, payment in occurrences(remittance)
     ]
+
+
+# --- a claim's net over its postings -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimNet:
+    """What a claim nets to over all its postings (payments, reversals, corrections)."""
+
+    claim_id: str
+    postings: int
+    paid: Decimal
+    patient_responsibility: Decimal
+    adjustments: dict[str, Decimal] = field(default_factory=dict)  # by CAS group
+    status: PostingStatus | None = None  # of the last posting that is not a reversal
+
+
+def net(postings: Iterable[RemittancePosting]) -> ClaimNet:
+    """Sum one claim's postings, in the order they were posted."""
+    items = list(postings)
+    if not items:
+        raise InputError("postings", "no posting to net")
+    claim_ids = {p.claim_id for p in items}
+    if len(claim_ids) != 1:
+        raise InputError("postings", f"postings of several claims: {sorted(claim_ids)}")
+    by_group: dict[str, Decimal] = {}
+    for posting in items:
+        for adj in posting.adjustments:
+            by_group[adj.group] = by_group.get(adj.group, ZERO) + adj.amount
+    current = [p.status for p in items if p.status != "reversed"]
+    return ClaimNet(
+        claim_id=items[0].claim_id,
+        postings=len(items),
+        paid=sum((p.paid for p in items), ZERO),
+        patient_responsibility=sum((p.patient_responsibility for p in items), ZERO),
+        adjustments=by_group,
+        status=current[-1] if current else "reversed",
+    )
+
+
+# --- the payment as a whole: claims and provider-level adjustments --------------------------
+
+
+@dataclass(frozen=True)
+class PaymentSummary:
+    """One 835 payment reconciled: claim payments, PLB adjustments applied, and the cash."""
+
+    payer_id: str
+    payment_trace: str
+    transaction_control_number: str
+    payment_amount: Decimal  # BPR02, signed
+    payment_method: str
+    payment_date: date | None
+    claims: int
+    claims_paid: Decimal
+    provider_adjustments: tuple[ProviderAdjustment, ...]
+    provider_adjustment_total: Decimal
+    balance_errors: tuple[str, ...]
+
+    @property
+    def cash(self) -> Decimal:
+        """Claim payments less the provider-level adjustments: what should arrive."""
+        return self.claims_paid - self.provider_adjustment_total
+
+    @property
+    def balanced(self) -> bool:
+        """True when every balancing rule holds."""
+        return not self.balance_errors
+
+
+def reconcile(remittance: Remittance) -> PaymentSummary:
+    """Apply the payment's PLB adjustments to its claim payments and check against BPR02."""
+    return PaymentSummary(
+        payer_id=payer_of(remittance),
+        payment_trace=remittance.trace_number,
+        transaction_control_number=remittance.transaction_control_number,
+        payment_amount=remittance.net_payment,
+        payment_method=remittance.payment_method,
+        payment_date=remittance.payment_date,
+        claims=len(remittance.claims),
+        claims_paid=remittance.claims_paid,
+        provider_adjustments=remittance.provider_adjustments,
+        provider_adjustment_total=remittance.provider_adjustment_total,
+        balance_errors=tuple(remittance.balance_errors()),
+    )
+
+
+def plb_reason(code: str) -> str:
+    """What a PLB03-1 reason code means ('unknown' for a code outside the 835 guide)."""
+    return PLB_REASONS.get(code, "unknown")

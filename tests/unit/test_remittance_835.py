@@ -554,7 +554,7 @@ def test_paid_claim_posts_paid_with_sequestration_as_the_only_variance() -> None
     assert posting.encounter_id == f"E-{claim.claim_id}"
     assert {a.line for a in posting.adjustments} == {1, 2, 3}
     assert posting.event_id == event_id(
-        claim.claim_id, decision.payer_claim_control_number, "1", "remittance", "v1"
+        claim.claim_id, decision.payer_claim_control_number, "1", "EFT000123", "remittance", "v1"
     )
 
 
