@@ -487,3 +487,24 @@ class Denial(Model):
 
 
 MODELS.update({cls.__name__: cls for cls in (RemittanceException, Denial)})
+
+
+# --- claims.rejections.v1 ----------------------------------------------------------------
+
+
+class ClaimRejection(Model):
+    """A claim the payer's front end refused (999 or 277CA): no 835 will come for it."""
+
+    event_id: str
+    claim_id: str = Field(min_length=1)
+    encounter_id: str | None = None
+    payer_id: str
+    source: Literal["999", "277CA"]
+    file_id: str
+    interchange_control_number: str | None = None
+    codes: list[str]
+    reason: str
+    rejected_at: datetime
+
+
+MODELS.update({ClaimRejection.__name__: ClaimRejection})
