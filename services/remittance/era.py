@@ -19,6 +19,7 @@ leave lines out), so it is a warning, not an error.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -150,9 +151,15 @@ def _date(seg: Segment, pos: int) -> date | None:
     if not raw:
         return None
     try:
-        return datetime.strptime(raw, "%Y%m%d").date()
+        return _ccyymmdd(raw)
     except ValueError:
         raise InputError(seg.ref(pos), f"not a CCYYMMDD date: {raw!r}") from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _ccyymmdd(raw: str) -> date:
+    # An 835 repeats a handful of dates thousands of times; strptime is the slow part.
+    return datetime.strptime(raw, "%Y%m%d").date()
 
 
 # --- the remittance model -----------------------------------------------------------------
