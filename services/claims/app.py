@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from pipeline import metrics
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Stage, run_stage
-from services.claims.domain import FeeSchedule, build_claim
+from services.claims.corrections import SubmittedClaims, write
+from services.claims.domain import FeeSchedule
 
 log = logging.getLogger(__name__)
 
@@ -20,18 +21,27 @@ class ClaimsStage(Stage):
     def __init__(self, settings: Settings, fee_schedule: FeeSchedule | None) -> None:
         self.settings = settings
         self.fee_schedule = fee_schedule
+        # Corrections hook: the claim last submitted per encounter (services/claims/corrections.py)
+        self.submitted = SubmittedClaims.in_state_dir(settings.state_dir)
 
     def handle(self, msg: Incoming) -> Iterable[Out]:
-        if msg.value.outcome == "rejected":
-            metrics.OUTCOMES.labels(self.name, "not_billed_rejected").inc()
-            return []
-        claim = build_claim(
-            msg.value,
-            sender_id=self.settings.sender_id,
-            receiver_id=self.settings.receiver_id,
-            fee_schedule=self.fee_schedule,
-        )
-        return [Out("claims.submitted.v1", claim.claim_id, claim)]
+        # Corrections hook: an original the first time; a replacement (7) or void (8) when a
+        # billed encounter's verdict changes; nothing for a verdict already answered.
+        planned = self.submitted.claims_for(msg.value, fee_schedule=self.fee_schedule)
+        if not planned:
+            label = "not_billed_rejected" if msg.value.outcome == "rejected" else "unchanged"
+            metrics.OUTCOMES.labels(self.name, label).inc()
+        claims = [
+            write(p, sender_id=self.settings.sender_id, receiver_id=self.settings.receiver_id)
+            for p in planned
+        ]
+        return [Out("claims.submitted.v1", c.claim_id, c) for c in claims]
+
+    def on_batch_done(self) -> None:
+        self.submitted.commit()
+
+    def close(self) -> None:
+        self.submitted.close()
 
 
 def load_fee_schedule(settings: Settings) -> FeeSchedule | None:

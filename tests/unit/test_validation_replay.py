@@ -1,0 +1,188 @@
+"""What a changed verdict does downstream: the claims side's replacement / void decision
+(services/claims/corrections.py) and the replay's diff report (services/validation/replay.py)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from factories import VALIDATED_AT, coded, codesets_bare, patch
+
+from pipeline.models import EditHit, ValidatedEncounter
+from services.claims.corrections import (
+    PriorClaim,
+    SubmittedClaims,
+    correction_control_number,
+    decide,
+    write,
+)
+from services.claims.domain import build_claim, claim_event_id, claim_id_for
+from services.validation.rules import validate
+
+SENDER, RECEIVER = "CLAIMFLOW", "CLEARINGHOUSE"
+
+
+def verdict(outcome: str = "clean", pack: str = "2026.11.2", **coded_changes: object):
+    v = validate(coded(), codesets_bare(), validated_at=VALIDATED_AT)
+    hit = EditHit(rule_id="CF-TEST", severity="warning", message="a warning for the test")
+    edits = (
+        []
+        if outcome == "clean"
+        else [
+            hit.model_copy(
+                update={"severity": {"warnings": "warning", "rejected": "error"}[outcome]}
+            )
+        ]
+    )
+    changes: dict[str, object] = {"outcome": outcome, "edits": edits, "rule_pack_version": pack}
+    if coded_changes:
+        changes["coded"] = patch(v.coded, **coded_changes)
+    if outcome != "clean" or pack != "2026.11.2":
+        changes["event_id"] = f"{v.event_id}-{outcome}-{pack}"
+    return v.model_copy(update=changes)
+
+
+def prior(billed: ValidatedEncounter, frequency: str = "1", payer_icn: str | None = None):
+    return PriorClaim(claim_id_for(billed.encounter_id), frequency, billed, payer_icn)  # type: ignore[arg-type]
+
+
+# --- decide: the pure rule -----------------------------------------------------------------
+
+
+def test_nothing_billed_yet() -> None:
+    assert decide(None, verdict("rejected")).kind == "none"
+    original = decide(None, verdict("clean"))
+    assert (original.kind, original.frequency, original.original_reference) == (
+        "original",
+        "1",
+        None,
+    )
+    assert decide(None, verdict("warnings")).kind == "original"
+
+
+def test_unchanged_verdict_of_a_billed_encounter_sends_nothing() -> None:
+    billed = verdict("clean")
+    again = verdict("clean", pack="2026.12.1")  # another pack, same outcome and content
+    assert decide(prior(billed), again).kind == "none"
+
+
+def test_changed_outcome_that_stays_billable_replaces_the_claim() -> None:
+    billed = verdict("clean")
+    answer = decide(prior(billed), verdict("warnings", pack="2026.12.1"))
+    assert (answer.kind, answer.frequency) == ("replacement", "7")
+    assert answer.original_reference == claim_id_for(billed.encounter_id)
+    assert answer.source is not None and answer.source.outcome == "warnings"
+    assert "clean -> warnings" in answer.reason
+
+
+def test_replacement_refers_to_the_payer_claim_number_when_known() -> None:
+    billed = verdict("clean")
+    answer = decide(prior(billed, payer_icn="2226123456789"), verdict("warnings"))
+    assert answer.original_reference == "2226123456789"
+
+
+def test_recoded_content_replaces_even_with_the_same_outcome() -> None:
+    billed = verdict("clean")
+    recoded = verdict("clean", pack="2026.12.1", review_reasons=["x"])
+    assert decide(prior(billed), recoded).kind == "replacement"
+
+
+def test_rejected_verdict_voids_the_live_claim_from_what_was_billed() -> None:
+    billed = verdict("warnings")
+    for frequency in ("1", "7"):
+        answer = decide(prior(billed, frequency), verdict("rejected"))
+        assert (answer.kind, answer.frequency) == ("void", "8")
+        assert answer.source is billed and answer.original_reference == claim_id_for(
+            billed.encounter_id
+        )
+
+
+def test_after_a_void_a_billable_verdict_bills_again_and_a_rejected_one_nothing() -> None:
+    billed = verdict("clean")
+    assert decide(prior(billed, "8"), verdict("rejected")).kind == "none"
+    again = decide(prior(billed, "8"), verdict("clean", pack="2026.12.1"))
+    assert (again.kind, again.frequency) == ("original", "1")
+
+
+# --- the store: one answer per verdict, never a second original --------------------------
+
+
+@pytest.fixture
+def store() -> SubmittedClaims:
+    return SubmittedClaims(":memory:")
+
+
+def _send(store: SubmittedClaims, v: ValidatedEncounter) -> list:
+    return [write(p, sender_id=SENDER, receiver_id=RECEIVER) for p in store.claims_for(v)]
+
+
+def test_first_original_is_exactly_what_build_claim_makes(store: SubmittedClaims) -> None:
+    v = verdict("clean")
+    [claim] = _send(store, v)
+    assert claim == build_claim(v, sender_id=SENDER, receiver_id=RECEIVER)
+    assert claim.event_id == claim_event_id(claim.claim_id) and claim.frequency == "1"
+    assert claim.rule_pack_version == "2026.11.2"
+    assert _send(store, v) == []  # the same verdict again (a re-read): nothing
+
+
+def test_replacement_and_void_reference_the_original(store: SubmittedClaims) -> None:
+    [original] = _send(store, verdict("clean"))
+    [replacement] = _send(store, verdict("warnings", pack="test-b"))
+    assert replacement.frequency == "7" and replacement.claim_id == original.claim_id
+    assert replacement.original_reference == original.claim_id
+    assert replacement.rule_pack_version == "test-b"
+    assert replacement.event_id != original.event_id
+    assert replacement.interchange_control_number != original.interchange_control_number
+    assert int(replacement.interchange_control_number) == correction_control_number(
+        replacement.event_id
+    )
+    assert f"REF*F8*{original.claim_id}~" in replacement.x12
+    assert f"CLM*{original.claim_id}*" in replacement.x12 and ":B:7*" in replacement.x12
+    assert _send(store, verdict("warnings", pack="test-b")) == []  # replayed twice: nothing
+    [void] = _send(store, verdict("rejected", pack="test-c"))
+    assert (void.frequency, void.original_reference) == ("8", original.claim_id)
+    assert ":B:8*" in void.x12 and void.total_charge == original.total_charge
+    assert _send(store, verdict("rejected", pack="test-d")) == []  # already void
+
+
+def test_two_replacements_of_one_claim_are_two_events(store: SubmittedClaims) -> None:
+    _send(store, verdict("clean"))
+    [first] = _send(store, verdict("warnings", pack="p2"))
+    [second] = _send(store, verdict("clean", pack="p3"))
+    assert first.frequency == second.frequency == "7" and first.event_id != second.event_id
+
+
+def test_store_survives_reopen(tmp_path) -> None:
+    s = SubmittedClaims.in_state_dir(tmp_path)
+    _send(s, verdict("clean"))
+    s.commit()
+    s.close()
+    again = SubmittedClaims.in_state_dir(tmp_path)
+    assert _send(again, verdict("clean")) == []
+    [replacement] = _send(again, verdict("warnings", pack="p2"))
+    assert replacement.frequency == "7"
+
+
+def test_uncommitted_answers_are_forgotten_on_rollback(tmp_path) -> None:
+    s = SubmittedClaims.in_state_dir(tmp_path)
+    _send(s, verdict("clean"))
+    s.rollback()  # the batch's claims were never acknowledged
+    [again] = _send(s, verdict("clean"))
+    assert again.frequency == "1"
+
+
+def test_replacement_validates_with_pyx12(store: SubmittedClaims) -> None:
+    from services.claims.x12_validate import validate_x12
+
+    _send(store, verdict("clean"))
+    [replacement] = _send(store, verdict("warnings", pack="p2"))
+    assert validate_x12(replacement.x12) == []
+
+
+def test_verdict_time_is_the_correction_time(store: SubmittedClaims) -> None:
+    _send(store, verdict("clean"))
+    later = verdict("warnings", pack="p2").model_copy(
+        update={"validated_at": VALIDATED_AT + timedelta(days=30)}
+    )
+    [replacement] = _send(store, later)
+    assert replacement.submitted_at == later.validated_at
