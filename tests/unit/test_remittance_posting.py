@@ -689,3 +689,27 @@ def test_demo_accounting_counts_held_and_denied_claims() -> None:
     summary = books.summary()
     assert (summary["posted"], summary["exceptions"], summary["lost"]) == (1, 1, 1)
     assert books.lost() == ["s2"]
+
+
+def test_cli_remit_post_posts_queues_and_reports_offline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paid, _ = find_claim("paid")
+    denied, _ = find_claim("denied")
+    stranger, _ = find_claim("deductible")
+    claims = tmp_path / "claims.jsonl"
+    claims.write_text("\n".join(c.model_dump_json() for c in (paid, denied)) + "\n")
+    era = tmp_path / "era.835"
+    era.write_text(remit([paid, denied, stranger]))
+    assert cli(["remit", "post", str(era), "--claims", str(claims)]) == 1
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    topics = [(p["topic"], p["key"]) for p in printed]
+    assert topics == [
+        ("remittance.posted.v1", paid.claim_id),
+        ("remittance.posted.v1", denied.claim_id),
+        ("remittance.denials.v1", denied.claim_id),
+        ("remittance.exceptions.v1", stranger.claim_id),  # no such claim among --claims
+    ]
+    assert printed[0]["value"]["payer_id"] == PAYER  # read from the 835 (REF*2U)
+    claims.write_text(claims.read_text() + stranger.model_dump_json() + "\n")
+    assert cli(["remit", "post", str(era), "--claims", str(claims)]) == 0
