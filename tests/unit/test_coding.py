@@ -92,7 +92,7 @@ def test_category_header_goes_to_review_and_is_not_completed(cs: CodeSets) -> No
     assert coded.lines[0].dx_pointers == [1]
 
 
-def test_snomed_and_text_diagnoses_go_to_review(cs: CodeSets) -> None:
+def test_snomed_and_text_diagnoses_are_mapped_from_their_words(cs: CodeSets) -> None:
     enc = encounter(
         diagnoses=[
             dx("44054006", system="snomed", display="Diabetes mellitus type 2", primary=True),
@@ -102,14 +102,35 @@ def test_snomed_and_text_diagnoses_go_to_review(cs: CodeSets) -> None:
         services=[service("99213", dx_refs=["44054006", "I10"])],
     )
     coded = code_encounter(enc, cs, coded_at=RECEIVED_AT)
-    assert [d.code for d in coded.diagnoses] == ["I10"]
-    assert coded.diagnoses[0].sequence == 1
-    assert coded.confidence == 0.0
+    assert [(d.code, d.source) for d in coded.diagnoses] == [
+        ("E119", "mapped"),
+        ("M25569", "mapped"),
+        ("I10", "ehr"),
+    ]
+    assert all(d.confidence >= 0.9 for d in coded.diagnoses)
+    assert coded.review_reasons == []
+    # The line's SNOMED reference now points at the mapped ICD-10-CM code.
+    assert coded.lines[0].dx_pointers == [1, 3]
+
+
+def test_unmappable_or_doubtful_text_goes_to_review(cs: CodeSets) -> None:
+    enc = encounter(
+        diagnoses=[
+            dx("444814009", system="snomed", display="Viral sinusitis (disorder)", primary=True),
+            dx("", system="text", display="feeling off lately"),
+            dx("I10"),
+        ],
+        services=[service("99213", dx_refs=["444814009", "I10"])],
+    )
+    coded = code_encounter(enc, cs, coded_at=RECEIVED_AT)
     reasons = "\n".join(coded.review_reasons)
-    assert "diagnoses[0]: SNOMED CT diagnosis 'Diabetes mellitus type 2'" in reasons
-    assert "diagnoses[1]: text-only diagnosis 'knee pain'" in reasons
-    assert "services[0].dx_refs[0]" in reasons
-    assert coded.lines[0].dx_pointers == [1]
+    # "sinusitis NOS" does not say "viral": a suggestion, below the threshold.
+    viral = "diagnoses[0]: SNOMED CT diagnosis 'Viral sinusitis (disorder)' was mapped to J32.9"
+    assert viral in reasons
+    assert "diagnoses[1]: text-only diagnosis 'feeling off lately' matches no ICD-10-CM" in reasons
+    assert [d.code for d in coded.diagnoses] == ["J329", "I10"]
+    assert coded.diagnoses[0].confidence < 0.85
+    assert coded.confidence == 0.0  # the unmapped text
 
 
 def test_inpatient_codes_by_discharge_date(cs: CodeSets) -> None:

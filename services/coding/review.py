@@ -1,0 +1,260 @@
+"""Coding's durable state: encounters held for a coder, decisions, and patients' HCC codes.
+
+Why SQLite, as remittance's ledger (``services/remittance/ledger.py``): a held encounter
+may wait days for a coder, longer than anything should sit in memory, and a faust table
+would be rebuilt from a changelog whose end Tansu reports low. Every write is
+idempotent (keyed by encounter id), so the at-least-once runner can replay a batch after
+a crash: the stage commits this store after the batch's output is acknowledged and before
+the consumed offsets are committed.
+
+Patients are keyed by a hash of payer id and member id (risk adjustment is per member),
+so the store holds no member id in clear.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from pipeline.errors import InputError
+from pipeline.models import (
+    CodedEncounter,
+    CoderDecision,
+    CodingReview,
+    Encounter,
+    Model,
+    event_id,
+)
+from services.coding.domain import Coder
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS held (      -- encounters waiting for a coder's decision
+    encounter_id TEXT PRIMARY KEY,
+    review_event_id TEXT NOT NULL,
+    record TEXT NOT NULL              -- the CodedEncounter as JSON
+);
+CREATE TABLE IF NOT EXISTS decisions (  -- the first decision per encounter wins
+    encounter_id TEXT PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    applied INTEGER NOT NULL,          -- 0: arrived before its encounter was held
+    record TEXT NOT NULL               -- the CoderDecision as JSON
+);
+CREATE TABLE IF NOT EXISTS risk_dx (    -- codes that count for a member's HCCs, per year
+    patient_key TEXT NOT NULL,
+    year INTEGER NOT NULL,
+    encounter_id TEXT NOT NULL,
+    code TEXT NOT NULL,
+    PRIMARY KEY (patient_key, year, encounter_id, code)
+);
+"""
+
+
+def patient_key(enc: Encounter) -> str:
+    """A stable, non-identifying key for the member an encounter is billed for."""
+    raw = f"{enc.coverage.payer_id}\x1f{enc.coverage.member_id}".encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+class ReviewStore:
+    """Held encounters, coder decisions and the codes behind each member's HCCs."""
+
+    def __init__(self, path: Path | str) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), isolation_level="DEFERRED")
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+        self.db.commit()
+
+    # --- held encounters ----------------------------------------------------------------
+
+    def hold(self, coded: CodedEncounter, review_event_id: str) -> None:
+        """Keep an encounter until a coder decides (the latest coding replaces any older)."""
+        self.db.execute(
+            "INSERT INTO held VALUES (?, ?, ?) ON CONFLICT(encounter_id) DO UPDATE SET "
+            "review_event_id = excluded.review_event_id, record = excluded.record",
+            (coded.encounter_id, review_event_id, coded.model_dump_json()),
+        )
+
+    def held(self, encounter_id: str) -> CodedEncounter | None:
+        """The held encounter, if it is waiting."""
+        row = self.db.execute(
+            "SELECT record FROM held WHERE encounter_id = ?", (encounter_id,)
+        ).fetchone()
+        return CodedEncounter.model_validate_json(row[0]) if row else None
+
+    def release(self, encounter_id: str) -> None:
+        """Stop holding an encounter (its decision was applied)."""
+        self.db.execute("DELETE FROM held WHERE encounter_id = ?", (encounter_id,))
+
+    def held_count(self) -> int:
+        """How many encounters wait for a coder."""
+        return int(self.db.execute("SELECT count(*) FROM held").fetchone()[0])
+
+    # --- decisions ----------------------------------------------------------------------
+
+    def decision(self, encounter_id: str) -> tuple[CoderDecision, bool] | None:
+        """The decision recorded for an encounter and whether it was applied."""
+        row = self.db.execute(
+            "SELECT record, applied FROM decisions WHERE encounter_id = ?", (encounter_id,)
+        ).fetchone()
+        return (CoderDecision.model_validate_json(row[0]), bool(row[1])) if row else None
+
+    def add_decision(self, decision: CoderDecision, *, applied: bool) -> None:
+        """Record a decision (again: the applied flag is updated, nothing else)."""
+        self.db.execute(
+            "INSERT INTO decisions VALUES (?, ?, ?, ?) ON CONFLICT(encounter_id) DO UPDATE SET "
+            "applied = max(applied, excluded.applied)",
+            (decision.encounter_id, decision.event_id, int(applied), decision.model_dump_json()),
+        )
+
+    def drop_decision(self, encounter_id: str) -> None:
+        """Forget a decision that could not be applied, so a new one can be made."""
+        self.db.execute("DELETE FROM decisions WHERE encounter_id = ?", (encounter_id,))
+
+    # --- risk adjustment ----------------------------------------------------------------
+
+    def history(self, key: str, year: int, encounter_id: str) -> list[str]:
+        """The member's risk-adjustment codes of the year from other encounters."""
+        rows = self.db.execute(
+            "SELECT DISTINCT code FROM risk_dx WHERE patient_key = ? AND year = ? "
+            "AND encounter_id != ? ORDER BY code",
+            (key, year, encounter_id),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def record_risk(self, key: str, year: int, encounter_id: str, codes: Iterable[str]) -> None:
+        """Set the codes an encounter contributes (replacing what it contributed before)."""
+        self.db.execute(
+            "DELETE FROM risk_dx WHERE patient_key = ? AND year = ? AND encounter_id = ?",
+            (key, year, encounter_id),
+        )
+        self.db.executemany(
+            "INSERT OR IGNORE INTO risk_dx VALUES (?, ?, ?, ?)",
+            [(key, year, encounter_id, c) for c in codes],
+        )
+
+    # --- transactions -------------------------------------------------------------------
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """All of one input's writes, or none of them (a savepoint inside the batch)."""
+        if not self.db.in_transaction:
+            # A SAVEPOINT outside a transaction opens one that its RELEASE commits; the
+            # batch's writes must wait for commit(), after the output is acknowledged.
+            self.db.execute("BEGIN")
+        self.db.execute("SAVEPOINT one_input")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK TO one_input")
+            self.db.execute("RELEASE one_input")
+            raise
+        self.db.execute("RELEASE one_input")
+
+    def commit(self) -> None:
+        """Make the batch's writes durable."""
+        self.db.commit()
+
+    def close(self) -> None:
+        """Close the database (uncommitted writes are lost, as after a crash)."""
+        self.db.close()
+
+
+Output = tuple[str, str, Model]
+"""(topic, key, value): what the flow asks the stage to produce."""
+
+
+class ReviewFlow:
+    """Encounters in, coded encounters or reviews out; decisions release what was held.
+
+    An encounter with review reasons is published to coding.review.v1 and held, not
+    published coded, until a decision arrives on coding.decisions.v1. The decision is
+    applied (confirm, or amend re-checked against the code set), the coded encounter is
+    published, and the decision is kept: a replayed encounter is released again with the
+    same event id, and a second, different decision is refused (a dead letter), because
+    the first already went downstream.
+    """
+
+    def __init__(self, coder: Coder, store: ReviewStore) -> None:
+        self.coder = coder
+        self.store = store
+
+    def encounter(self, enc: Encounter, *, now: datetime) -> list[Output]:
+        """Code one collected encounter: publish it, or hold it for a coder."""
+        key, year = patient_key(enc), enc.service_end.year
+        coded = self.coder.code(
+            enc, coded_at=now, history=self.store.history(key, year, enc.encounter_id)
+        )
+        if not coded.review_reasons:
+            return self._publish(coded)
+        known = self.store.decision(enc.encounter_id)
+        if known is not None:
+            try:
+                return self._release(coded, known[0])
+            except InputError as exc:
+                self.store.drop_decision(enc.encounter_id)
+                coded = coded.model_copy(
+                    update={
+                        "review_reasons": [
+                            *coded.review_reasons,
+                            f"coder decision {known[0].event_id} could not be applied: "
+                            f"{exc.field}: {exc.reason}",
+                        ]
+                    }
+                )
+        review = CodingReview(
+            event_id=event_id(coded.event_id, "review"),
+            encounter_id=coded.encounter_id,
+            reasons=coded.review_reasons,
+            coded=coded,
+            queued_at=coded.coded_at,
+        )
+        self.store.hold(coded, review.event_id)
+        return [("coding.review.v1", coded.encounter_id, review)]
+
+    def decision(self, decision: CoderDecision) -> list[Output]:
+        """Apply a coder's decision to the encounter it names (or keep it for later)."""
+        known = self.store.decision(decision.encounter_id)
+        if known is not None:
+            earlier, applied = known
+            if earlier.event_id == decision.event_id:
+                return []  # a repeat of the same decision
+            if applied:
+                raise InputError(
+                    "encounter_id",
+                    f"{decision.encounter_id} was already decided ({earlier.action} by "
+                    f"{earlier.coder_id} at {earlier.decided_at.isoformat()}) and published; "
+                    "a second decision is not applied",
+                )
+        held = self.store.held(decision.encounter_id)
+        if held is None:
+            # Not held (yet): the encounter may still be on its way, e.g. on a replay.
+            self.store.add_decision(decision, applied=False)
+            return []
+        return self._release(held, decision)
+
+    def _release(self, coded: CodedEncounter, decision: CoderDecision) -> list[Output]:
+        enc = coded.encounter
+        key, year = patient_key(enc), enc.service_end.year
+        done = self.coder.decide(
+            coded,
+            decision,
+            decided_at=decision.decided_at,
+            history=self.store.history(key, year, enc.encounter_id),
+        )
+        self.store.add_decision(decision, applied=True)
+        self.store.release(enc.encounter_id)
+        return self._publish(done)
+
+    def _publish(self, coded: CodedEncounter) -> list[Output]:
+        enc = coded.encounter
+        self.store.record_risk(
+            patient_key(enc), enc.service_end.year, enc.encounter_id, self.coder.risk_codes(coded)
+        )
+        return [("encounters.coded.v1", coded.encounter_id, coded)]
