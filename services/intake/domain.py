@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -11,6 +12,7 @@ from typing import Any, Literal
 from pipeline.errors import InputError
 from pipeline.models import Encounter
 from services.intake.fhir import parse_bundle
+from services.intake.hl7v2 import EMPTY_DIRECTORY, ProviderDirectory, parse_hl7v2
 from services.intake.jsonfmt import parse_json_encounter
 
 FHIR_TYPES = {"application/fhir+json", "application/json+fhir"}
@@ -30,7 +32,7 @@ class ParseResult:
     """Encounters from one raw message, plus what was skipped and which fallbacks fired."""
 
     encounters: list[Encounter]
-    source_format: Literal["fhir", "json"]
+    source_format: Literal["fhir", "hl7v2", "json"]
     ignored: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -80,6 +82,24 @@ def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def _looks_like_hl7(body: bytes) -> bool:
+    """Whether a body of unknown type is ER7 (an MSH segment or a batch header first)."""
+    head = body.lstrip(b"\xef\xbb\xbf \t\r\n\x0b")[:3]
+    return head in (b"MSH", b"FHS", b"BHS")
+
+
+def _hl7_text(body: bytes) -> str:
+    """ER7 bytes as text: UTF-8, else ISO 8859-1 (legacy feeds rarely declare MSH-18)."""
+    body = body.strip(b"\x0b\x1c")  # MLLP framing left on by some senders
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = body.decode("latin-1")
+    if not text.strip():
+        raise InputError("body", "empty")
+    return text
+
+
 def parse_raw(
     body: bytes,
     content_type: str | None,
@@ -87,13 +107,26 @@ def parse_raw(
     source_id: str,
     received_at: datetime,
     source_system: str | None = None,
+    directory: ProviderDirectory = EMPTY_DIRECTORY,
 ) -> ParseResult:
-    """Parse one raw EHR message by content type (sniffed when missing) into encounters."""
+    """Parse one raw EHR message by content type (sniffed when missing) into encounters.
+
+    ``directory`` completes HL7 v2 messages with what they do not carry (the billing
+    provider's EIN and address, provider taxonomies); FHIR and JSON do not use it.
+    """
     media = _media_type(content_type)
-    if media in HL7_TYPES:
-        raise InputError("content_type", "HL7 v2 is not supported yet")
-    if media not in FHIR_TYPES | JSON_TYPES | SNIFF_TYPES:
-        raise InputError("content_type", f"unsupported content type {media!r}")
+    if media not in FHIR_TYPES | JSON_TYPES | SNIFF_TYPES | HL7_TYPES:
+        shown = media if re.fullmatch(r"[a-z0-9.+\-]{1,40}/[a-z0-9.+\-]{1,60}", media) else "?"
+        raise InputError("content_type", f"unsupported content type {shown!r}")
+    if media in HL7_TYPES or (media in SNIFF_TYPES and _looks_like_hl7(body)):
+        hl7 = parse_hl7v2(
+            _hl7_text(body),
+            source_id=source_id,
+            received_at=received_at,
+            source_system=source_system,
+            directory=directory,
+        )
+        return ParseResult(hl7.encounters, "hl7v2", hl7.ignored, hl7.notes)
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -101,8 +134,6 @@ def parse_raw(
     stripped = text.lstrip()
     if not stripped:
         raise InputError("body", "empty")
-    if media in SNIFF_TYPES and stripped.startswith("MSH"):
-        raise InputError("content_type", "HL7 v2 is not supported yet")
     data = _load_json(text)
     if media in FHIR_TYPES or "resourceType" in data:
         # FHIR sent as plain application/json is common; resourceType gives it away.

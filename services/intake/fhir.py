@@ -102,6 +102,19 @@ CLASS_SETTING: dict[str, tuple[Setting, str]] = {
 }
 # Encounter.priority (v3 ActPriority) -> UB-04 admission type.
 PRIORITY_ADMISSION = {"EM": "1", "UR": "2", "EL": "3", "R": "3", "A": "1", "S": "1"}
+# hl7 admit-source -> UB-04 point of origin for admission (FL15).
+ADMIT_SOURCE = {
+    "emd": "1",  # through the ED, from home: the origin is outside any health care facility
+    "gp": "2",
+    "mp": "2",
+    "outp": "2",
+    "hosp-trans": "4",
+    "nursing": "5",
+    "psych": "6",
+    "rehab": "6",
+    "born": "5",
+    "other": "9",
+}
 # hl7 discharge-disposition -> UB-04 patient discharge status (FL17).
 DISCHARGE = {
     "home": "01",
@@ -975,6 +988,18 @@ def _svc_code(codings: list[Any], setting: Setting) -> tuple[str, ServiceSystem,
     return None
 
 
+def _revenue(concept: Any, path: str) -> str | None:
+    """A UB-04 revenue code from Claim.item.revenue: four digits (a leading zero added)."""
+    for coding in _codings(concept):
+        code = _text(coding.code)
+        if code is None:
+            continue
+        if not re.fullmatch(r"[0-9]{3,4}", code):
+            raise InputError(f"{path}.coding.code", "a revenue code is 3 or 4 digits")
+        return code.zfill(4)
+    return None
+
+
 def _check_units(value: Any, path: str) -> float:
     """Units from a Quantity value; must be positive and finite."""
     if value is None:
@@ -1014,6 +1039,7 @@ class _Line:
     dx_refs: list[str]
     modifiers: list[str]
     path: str
+    revenue_code: str | None = None
 
 
 class _EncounterBuilder:
@@ -1050,7 +1076,9 @@ class _EncounterBuilder:
             ordered.append((self.ctx.resolve(d.condition, self.enc), None, None))
         for claim in claims:
             for d in sorted(claim.res.diagnosis or [], key=lambda d: d.sequence):
-                poa = next((c.code for c in _codings(d.onAdmission)), None)
+                poa = next(
+                    (str(c.code).strip().upper() for c in _codings(d.onAdmission) if c.code), None
+                )
                 if d.diagnosisReference is not None:
                     ordered.append((self.ctx.resolve(d.diagnosisReference, claim), None, poa))
                 elif d.diagnosisCodeableConcept is not None:
@@ -1284,6 +1312,7 @@ class _EncounterBuilder:
                         if _text(c.code)
                     ],
                     path=path,
+                    revenue_code=_revenue(item.revenue, f"{path}.revenue"),
                 )
             )
         unpriced = [line for line in lines if line.charge is None]
@@ -1309,6 +1338,7 @@ class _EncounterBuilder:
             charge=line.charge if line.charge is not None else Decimal(0),
             service_date=line.service_date or self.start,
             dx_refs=line.dx_refs,
+            revenue_code=line.revenue_code,
         )
 
 
@@ -1366,6 +1396,49 @@ def _note_text(enc: _Entry, ctx: _Ctx) -> str | None:
     return "\n\n".join(t for t in texts if t.strip()) or None
 
 
+def _participants(enc: _Entry, ctx: _Ctx, wanted: set[str] | None) -> Provider | None:
+    """The first practitioner with an NPI among participants of the wanted types (any type
+    when None; primary performers first)."""
+
+    def types(p: Any) -> set[str]:
+        return {str(c.code) for t in p.type or [] for c in _codings(t) if c.code}
+
+    candidates = [p for p in enc.res.participant or [] if p.individual is not None]
+    if wanted is None:
+        candidates.sort(key=lambda p: not types(p) & {"PPRF", "ATND", "PRF"})
+    else:
+        candidates = [p for p in candidates if types(p) & wanted]
+    for p in candidates:
+        target = ctx.resolve(p.individual, enc)
+        if target is None and _ref_type(p.individual) not in (
+            None,
+            "Practitioner",
+            "PractitionerRole",
+        ):
+            continue
+        found = _practitioner(target, p.individual, ctx)
+        if found is not None:
+            return found
+    return None
+
+
+def _clinicians(
+    enc: _Entry, ctx: _Ctx, setting: Setting
+) -> tuple[Provider | None, Provider | None]:
+    """(rendering, attending). Professional: the primary performer renders, no attending.
+    Institutional: the ATND participant attends (else the primary performer, noted), and
+    a primary performer (PPRF/PRF) renders when there is one."""
+    if setting == "professional":
+        return _participants(enc, ctx, None), None
+    attending = _participants(enc, ctx, {"ATND"})
+    rendering = _participants(enc, ctx, {"PPRF", "PRF"})
+    if attending is None:
+        attending = rendering or _participants(enc, ctx, None)
+        if attending is not None:
+            ctx.note("no attending (ATND) participant: the primary performer is the attending")
+    return rendering, attending
+
+
 def _encounter(
     enc: _Entry,
     ctx: _Ctx,
@@ -1406,25 +1479,7 @@ def _encounter(
     diagnoses = builder.diagnoses(claims)
     services = builder.services(claims, {d.code for d in diagnoses if d.code})
 
-    rendering = None
-    participants = sorted(
-        (p for p in res.participant or [] if p.individual is not None),
-        key=lambda p: not any(
-            c.code in ("PPRF", "ATND", "PRF") for t in p.type or [] for c in _codings(t)
-        ),
-    )
-    for p in participants:
-        target = ctx.resolve(p.individual, enc)
-        if target is None and _ref_type(p.individual) not in (
-            None,
-            "Practitioner",
-            "PractitionerRole",
-        ):
-            continue
-        rendering = _practitioner(target, p.individual, ctx)
-        if rendering is not None:
-            break
-
+    rendering, attending = _clinicians(enc, ctx, setting)
     billing = None
     candidates = [(c.res.provider, c) for c in claims] + [(res.serviceProvider, enc)]
     for ref, origin in candidates:
@@ -1433,14 +1488,14 @@ def _encounter(
         billing = _organization(ctx.resolve(ref, origin), ref, ctx)
         if billing is not None:
             break
-    if billing is None and rendering is not None:
+    if billing is None and (rendering or attending) is not None:
         ctx.note("no organisation NPI in the bundle: the rendering practitioner is billing")
-        billing = rendering
+        billing = rendering or attending
     if billing is None:
         raise InputError(f"{path}.serviceProvider", "no billing provider with an NPI")
 
     facility, stated_pos = _facility(enc, ctx)
-    admission_date = admission_type = discharge = None
+    admission_date = admission_type = admission_source = discharge = None
     if setting == "inpatient":
         admission_date = start
         for coding in _codings(res.priority):
@@ -1449,6 +1504,14 @@ def _encounter(
             if admission_type:
                 break
     hosp = res.hospitalization
+    if hosp is not None and setting == "inpatient":
+        for coding in _codings(hosp.admitSource):
+            code = (coding.code or "").strip()
+            admission_source = ADMIT_SOURCE.get(code) or (
+                code.upper() if re.fullmatch(r"[1-9A-Ga-g]", code) else None
+            )
+            if admission_source:
+                break
     if hosp is not None:
         for coding in _codings(hosp.dischargeDisposition):
             code = (coding.code or "").strip()
@@ -1472,11 +1535,13 @@ def _encounter(
         else pos,
         admission_date=admission_date,
         admission_type=admission_type,
+        admission_source=admission_source,
         discharge_status=discharge,
         patient=patient,
         coverage=_coverage(claims, patient_entry, patient.patient_id, start, ctx),
         billing_provider=billing,
         rendering_provider=rendering,
+        attending_provider=attending,
         facility=facility,
         diagnoses=diagnoses,
         services=services,

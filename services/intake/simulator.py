@@ -29,8 +29,10 @@ from pipeline.models import (
     Provider,
     Subscriber,
 )
+from services.intake.hl7v2 import ProviderDirectory
 
-Format = Literal["json", "fhir", "mix"]
+Format = Literal["json", "fhir", "hl7v2", "mix"]
+HL7_CONTENT_TYPE = "x-application/hl7-v2+er7"
 SOURCE_SYSTEM = "ehr-sim"
 _NS = uuid.UUID("6f1c2a3e-8d7b-4c1e-9a55-0c1a1f10c0de")
 
@@ -46,6 +48,18 @@ V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 SNOMED_URI = "http://snomed.info/sct"
 SUBSCRIBER_RELATIONSHIP_URI = "http://terminology.hl7.org/CodeSystem/subscriber-relationship"
 ROLE_CODE_URI = "http://terminology.hl7.org/CodeSystem/v3-RoleCode"
+ICD10PCS_URI = "http://www.cms.gov/Medicare/Coding/ICD10"
+REVENUE_URI = "https://www.nubc.org/CodeSystem/RevenueCodes"
+POA_URI = "http://terminology.hl7.org/CodeSystem/ex-diagnosis-on-admission"
+POS_NAMES = {"11": "Office", "23": "Emergency Room - Hospital", "21": "Inpatient Hospital"}
+ENCOUNTER_CLASS = {
+    "professional": ("AMB", "ambulatory"),
+    "outpatient": ("EMER", "emergency"),
+    "inpatient": ("IMP", "inpatient encounter"),
+}
+FHIR_PRIORITY = {"1": ("EM", "emergency"), "3": ("EL", "elective")}
+FHIR_ADMIT_SOURCE = {"1": "emd", "2": "gp"}
+FHIR_DISCHARGE = {"01": "home", "03": "snf", "62": "rehab"}
 # X12 individual relationship -> FHIR subscriber-relationship.
 FHIR_RELATIONSHIP = {"18": "self", "01": "spouse", "19": "child", "53": "common"}
 
@@ -116,6 +130,20 @@ DX: dict[str, str] = {
     "Z79.4": "Long term (current) use of insulin",
     "Z87.891": "Personal history of nicotine dependence",
     "Z68.30": "Body mass index [BMI] 30.0-30.9, adult",
+    # Emergency department and inpatient stays.
+    "J18.9": "Pneumonia, unspecified organism",
+    "J44.1": "Chronic obstructive pulmonary disease with (acute) exacerbation",
+    "K35.80": "Unspecified acute appendicitis",
+    "K80.00": "Calculus of gallbladder with acute cholecystitis without obstruction",
+    "I21.4": "Non-ST elevation (NSTEMI) myocardial infarction",
+    "E86.0": "Dehydration",
+    "S93.401A": "Sprain of unspecified ligament of right ankle, initial encounter",
+    "S01.81XA": "Laceration without foreign body of other part of head, initial encounter",
+    "R55": "Syncope and collapse",
+    "R10.31": "Right lower quadrant pain",
+    "R07.89": "Other chest pain",
+    "J45.901": "Unspecified asthma with (acute) exacerbation",
+    "R11.2": "Nausea with vomiting, unspecified",
 }
 
 
@@ -285,6 +313,7 @@ class Practice:
     utc_offset: int
     fee_factor: Decimal
     pediatric: bool = False
+    key: str = ""  # the facility id its HL7 v2 messages carry (MSH-4, PV1-3.4)
 
 
 def _practice(
@@ -323,7 +352,10 @@ def _practice(
         for last, first, b9, tax in clinicians
     )
     facility = Facility(name=f"{name} - {city} Office", address=address)
-    return Practice(billing, people, facility, towns, utc_offset, Decimal(fee_factor), pediatric)
+    key = name.split()[0].upper()
+    return Practice(
+        billing, people, facility, towns, utc_offset, Decimal(fee_factor), pediatric, key
+    )
 
 
 PRACTICES = (
@@ -377,6 +409,104 @@ PRACTICES = (
          ("Fischer", "Anna", "140592837", "207R00000X")),
     ),
 )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Hospital:
+    """An acute care hospital: it bills institutional claims; its ED and inpatient staff."""
+
+    key: str  # the facility id its HL7 v2 messages carry (MSH-4, PV1-3.4)
+    billing: Provider
+    facility: Facility
+    emergency: tuple[Provider, ...]
+    hospitalists: tuple[Provider, ...]
+    surgeons: tuple[Provider, ...]
+    utc_offset: int
+
+
+def _hospital(
+    key: str,
+    name: str,
+    base9: str,
+    ein: str,
+    street: str,
+    town: tuple[str, str, str],
+    utc_offset: int,
+    staff: tuple[tuple[str, str, str, str, str], ...],
+) -> Hospital:
+    """Build a hospital; staff rows are (role, last, first, NPI base, taxonomy)."""
+    city, state, zip_code = town
+    plus4 = int(hashlib.sha256(street.encode()).hexdigest()[:8], 16) % 9998 + 1
+    address = Address(line1=street, city=city, state=state, postal_code=f"{zip_code}{plus4:04d}")
+    npi = make_npi(base9)
+    billing = Provider(
+        npi=npi, name=name, entity="organization", tax_id=ein, taxonomy="282N00000X",
+        address=address,
+    )  # fmt: skip
+    people: dict[str, list[Provider]] = {"ed": [], "hosp": [], "surg": []}
+    for role, last, first, b9, taxonomy in staff:
+        people[role].append(
+            Provider(
+                npi=make_npi(b9),
+                name=f"{last}, {first}",
+                entity="person",
+                taxonomy=taxonomy,
+                address=address,
+            )  # fmt: skip
+        )
+    return Hospital(
+        key,
+        billing,
+        Facility(name=name, npi=npi, address=address),
+        tuple(people["ed"]),
+        tuple(people["hosp"]),
+        tuple(people["surg"]),
+        utc_offset,
+    )
+
+
+# One hospital in each practice's town, in the order of PRACTICES.
+HOSPITALS = (
+    _hospital(
+        "STCATH", "St. Catherine Medical Center", "193847260", "742018365",
+        "3100 Red River St", ("Austin", "TX", "78705"), -6,
+        (("ed", "Delgado", "Ramon", "120938475", "207P00000X"),
+         ("ed", "Kim", "Sarah", "138475629", "207P00000X"),
+         ("hosp", "Osei", "Kwame", "147382910", "207R00000X"),
+         ("surg", "Whitfield", "Laura", "156473829", "208600000X"),
+         ("surg", "Ibarra", "Tomas", "165748392", "207X00000X")),
+    ),
+    _hospital(
+        "LAKEGEN", "Lakeshore General Hospital", "174829305", "362918475",
+        "251 E Huron St", ("Chicago", "IL", "60611"), -6,
+        (("ed", "Kowalczyk", "Adam", "183746502", "207P00000X"),
+         ("hosp", "Shah", "Priya", "192837465", "207R00000X"),
+         ("hosp", "Murphy", "Sean", "112938476", "207R00000X"),
+         ("surg", "Adeyemi", "Funmi", "121983745", "208600000X")),
+    ),
+    _hospital(
+        "PEACHREG", "Peachtree Regional Hospital", "135792468", "582017364",
+        "1968 Peachtree Rd NW", ("Atlanta", "GA", "30309"), -5,
+        (("ed", "Holloway", "Marcus", "146820391", "207P00000X"),
+         ("hosp", "Chen", "Grace", "157392846", "207R00000X"),
+         ("surg", "Baptiste", "Claude", "168203947", "208600000X")),
+    ),
+    _hospital(
+        "CASCVAL", "Cascade Valley Hospital", "179304826", "931740265",
+        "1015 NW 22nd Ave", ("Portland", "OR", "97210"), -8,
+        (("ed", "Halvorsen", "Ingrid", "180394756", "207P00000X"),
+         ("hosp", "Tanaka", "Ken", "191827364", "207R00000X"),
+         ("surg", "Novak", "Petra", "113948576", "207X00000X")),
+    ),
+    _hospital(
+        "FRONTRNG", "Front Range University Hospital", "124680135", "840571926",
+        "12605 E 16th Ave", ("Aurora", "CO", "80045"), -7,
+        (("ed", "Begay", "Daniel", "132847569", "207P00000X"),
+         ("hosp", "Rossi", "Elena", "143958607", "207R00000X"),
+         ("surg", "Okonkwo", "Chidi", "154069718", "208600000X")),
+    ),
+)  # fmt: skip
+
 
 FEMALE = (
     "Mary", "Patricia", "Jennifer", "Linda", "Elizabeth", "Barbara", "Susan", "Jessica", "Sarah",
@@ -465,13 +595,18 @@ class Visit:
     patient: Patient
     coverage: Coverage
     billing: Provider
-    rendering: Provider
+    rendering: Provider | None
     facility: Facility
     diagnoses: tuple[DocumentedDiagnosis, ...]
     services: tuple[DocumentedService, ...]
     encounter_type: tuple[str, str] = ("185345009", "Encounter for symptom")
     setting: str = "professional"
     place_of_service: str = "11"
+    attending: Provider | None = None
+    admission_type: str | None = None
+    admission_source: str | None = None
+    discharge_status: str | None = None
+    facility_key: str = ""  # the facility id in HL7 v2 (MSH-4, PV1-3.4)
 
     @property
     def encounter_id(self) -> str:
@@ -686,10 +821,224 @@ def _office_visit(
 
 
 SCENARIOS = {"professional": _office_visit}
+Mix = Literal["office", "all"]
+
+# A hospital's charge master: code -> (dollars before the fee factor, UB-04 revenue code).
+HOSPITAL_FEES: dict[str, tuple[int, str]] = {
+    "99281": (260, "0450"), "99282": (480, "0450"), "99283": (850, "0450"),
+    "99284": (1450, "0450"), "99285": (2600, "0450"), "12002": (650, "0450"),
+    "36415": (35, "0300"), "80053": (240, "0301"), "84484": (210, "0301"),
+    "83690": (150, "0301"), "85025": (120, "0305"), "87086": (180, "0306"),
+    "81003": (60, "0307"), "73610": (380, "0320"), "71046": (420, "0324"),
+    "70450": (2100, "0351"), "74177": (3900, "0352"), "76705": (600, "0402"),
+    "94640": (95, "0410"), "97161": (320, "0424"), "93005": (260, "0730"),
+    "96365": (690, "0260"), "96372": (180, "0260"), "96374": (410, "0260"),
+    "J0690": (35, "0636"), "J0696": (70, "0636"), "J1885": (40, "0636"),
+    "J2405": (45, "0636"), "J2930": (60, "0636"), "C1776": (9800, "0278"),
+    "C1874": (4200, "0278"), "44970": (14500, "0360"), "47562": (16000, "0360"),
+    "27447": (38000, "0360"), "92928": (28000, "0481"),
+}  # fmt: skip
 
 
-def visits(n: int, seed: int, reference_date: date | None = None) -> Iterator[Visit]:
-    """n simulated visits within the 12 months before the reference date (default today)."""
+@dataclass(frozen=True)
+class EdCase:
+    """An emergency department presentation: its diagnosis, E/M levels and workup."""
+
+    dx: str
+    min_age: int
+    levels: tuple[tuple[str, float], ...]
+    services: tuple[tuple[str, int], ...]  # code, units
+
+
+ED_CASES = (
+    EdCase("R07.9", 30, (("99284", 0.6), ("99285", 0.4)),
+           (("93005", 1), ("84484", 2), ("36415", 1), ("80053", 1), ("85025", 1), ("71046", 1))),
+    EdCase("R10.31", 10, (("99284", 0.7), ("99285", 0.3)),
+           (("36415", 1), ("85025", 1), ("80053", 1), ("83690", 1), ("74177", 1), ("J2405", 4),
+            ("96374", 1))),
+    EdCase("R55", 18, (("99284", 1.0),),
+           (("93005", 1), ("36415", 1), ("85025", 1), ("80053", 1), ("70450", 1))),
+    EdCase("S93.401A", 8, (("99282", 0.5), ("99283", 0.5)),
+           (("73610", 1), ("J1885", 2), ("96372", 1))),
+    EdCase("S01.81XA", 2, (("99283", 1.0),), (("12002", 1),)),
+    EdCase("J45.901", 5, (("99283", 0.5), ("99284", 0.5)), (("94640", 2), ("71046", 1))),
+    EdCase("R11.2", 2, (("99283", 0.6), ("99284", 0.4)),
+           (("36415", 1), ("80053", 1), ("J2405", 4), ("96374", 1))),
+    EdCase("N39.0", 5, (("99283", 1.0),), (("81003", 1), ("87086", 1))),
+    EdCase("R51.9", 10, (("99283", 0.6), ("99284", 0.4)),
+           (("70450", 1), ("J1885", 2), ("96372", 1))),
+    EdCase("J06.9", 0, (("99281", 0.3), ("99282", 0.7)), ()),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Stay:
+    """An inpatient stay: principal diagnosis, length, the procedure (ICD-10-PCS and the
+    facility's CPT/HCPCS for it) and what is charged once or every day."""
+
+    dx: str
+    min_age: int
+    los: tuple[int, int]
+    via_ed: bool
+    pcs: str | None
+    once: tuple[tuple[str, int], ...]
+    daily: tuple[tuple[str, int], ...]
+    surgical: bool = False
+    drop_groups: tuple[str, ...] = ()  # chronic problems the principal diagnosis replaces
+    drop_codes: tuple[str, ...] = ()
+
+
+STAYS = (
+    Stay("J18.9", 18, (3, 5), True, None,
+         (("99285", 1), ("71046", 1), ("96365", 1)),
+         (("36415", 1), ("85025", 1), ("80053", 1), ("J0696", 4), ("94640", 2)),
+         drop_groups=("airway",), drop_codes=("J44.9",)),
+    Stay("J44.1", 40, (2, 4), True, None,
+         (("99285", 1), ("71046", 1), ("85025", 1), ("80053", 1), ("36415", 1)),
+         (("94640", 3), ("J2930", 1)), drop_groups=("airway",), drop_codes=("J44.9",)),
+    Stay("K35.80", 8, (1, 2), True, "0DTJ4ZZ",
+         (("99284", 1), ("74177", 1), ("85025", 1), ("80053", 1), ("36415", 1),
+          ("44970", 1)),
+         (("J0696", 4),), surgical=True),
+    Stay("K80.00", 20, (2, 3), True, "0FT44ZZ",
+         (("99284", 1), ("76705", 1), ("85025", 1), ("80053", 1), ("83690", 1), ("36415", 1),
+          ("47562", 1)),
+         (("J0696", 4),), surgical=True),
+    Stay("M17.11", 50, (1, 3), False, "0SRC0J9",
+         (("27447", 1), ("C1776", 1), ("97161", 1), ("85025", 1), ("36415", 1), ("J0690", 4)),
+         (), surgical=True, drop_groups=("oa",)),
+    Stay("I21.4", 45, (2, 4), True, "027034Z",
+         (("99285", 1), ("93005", 2), ("84484", 3), ("80053", 1), ("85025", 1), ("36415", 1),
+          ("92928", 1), ("C1874", 1)),
+         ()),
+    Stay("E86.0", 65, (2, 3), True, None,
+         (("99284", 1), ("85025", 1), ("96365", 1)),
+         (("80053", 1), ("36415", 1))),
+)  # fmt: skip
+MEDICARE_A = Payer("MEDICARE_A", "Medicare Part A", "MA", _mbi, False)
+
+
+def _hospital_charge(sp: SimPatient, code: str, units: int) -> Decimal:
+    """The hospital's charge for a code and units, scaled like its town's practice fees."""
+    return (Decimal(HOSPITAL_FEES[code][0]) * sp.practice.fee_factor * units).quantize(Decimal("1"))
+
+
+def _institutional_line(
+    sp: SimPatient, code: str, units: int, day: date, refs: list[str]
+) -> DocumentedService:
+    """A facility charge: revenue code from the charge master, CPT or HCPCS by shape."""
+    return DocumentedService(
+        code=code,
+        system="hcpcs" if code[0].isalpha() else "cpt",
+        units=float(units),
+        charge=_hospital_charge(sp, code, units),
+        service_date=day,
+        dx_refs=refs,
+        revenue_code=HOSPITAL_FEES[code][1],
+    )
+
+
+def _secondary(sp: SimPatient, rng: Random, principal: str, stay: Stay | None) -> list[str]:
+    """Up to three of the patient's chronic problems, coded beside a hospital diagnosis."""
+    drop_groups = stay.drop_groups if stay else ()
+    drop_codes = stay.drop_codes if stay else ()
+    chronic = [
+        p.code
+        for p in sp.chronic
+        if p.code[:3] != principal[:3] and p.group not in drop_groups and p.code not in drop_codes
+    ]
+    return rng.sample(chronic, k=min(len(chronic), rng.randrange(0, 4)))
+
+
+def _ed_visit(
+    rng: Random, sp: SimPatient, hospital: Hospital, when: date, age: int
+) -> dict[str, Any]:
+    """An emergency department visit (outpatient, POS 23), billed by the hospital."""
+    case = rng.choice([c for c in ED_CASES if age >= c.min_age])
+    dx = [case.dx] + _secondary(sp, rng, case.dx, None)[:2]
+    level = _weighted(rng, case.levels)
+    lines = [_institutional_line(sp, level, 1, when, dx[:4])]
+    lines += [_institutional_line(sp, c, u, when, [case.dx]) for c, u in case.services]
+    tz = timezone(timedelta(hours=hospital.utc_offset))
+    start = datetime.combine(when, time(rng.randrange(0, 24), rng.choice((0, 10, 20, 30, 40))), tz)
+    return {
+        "start": start,
+        "end": start + timedelta(minutes=rng.randrange(90, 420, 10)),
+        "diagnoses": [
+            DocumentedDiagnosis(code=c, system="icd10cm", display=DX[c], primary=i == 0)
+            for i, c in enumerate(dx)
+        ],
+        "services": lines,
+        "setting": "outpatient",
+        "place_of_service": "23",
+        "attending": rng.choice(hospital.emergency),
+        "discharge_status": "01",
+        "encounter_type": ("50849002", "Emergency room admission"),
+    }
+
+
+def _inpatient_stay(
+    rng: Random, sp: SimPatient, hospital: Hospital, when: date, age: int
+) -> dict[str, Any]:
+    """An inpatient stay (POS 21): admitted through the ED or electively, then discharged."""
+    stay = rng.choice([s for s in STAYS if age >= s.min_age])
+    los = rng.randint(*stay.los)
+    tz = timezone(timedelta(hours=hospital.utc_offset))
+    hour = rng.randrange(0, 24) if stay.via_ed else rng.randrange(6, 9)
+    start = datetime.combine(when, time(hour, rng.choice((0, 15, 30, 45))), tz)
+    end = datetime.combine(when + timedelta(days=los), time(rng.randrange(10, 16), 0), tz)
+    dx = [stay.dx] + _secondary(sp, rng, stay.dx, stay)
+    lines = [_institutional_line(sp, c, u, when, [stay.dx]) for c, u in stay.once]
+    lines += [_institutional_line(sp, c, u * los, when, [stay.dx]) for c, u in stay.daily]
+    if stay.pcs:
+        zero = Decimal(0)
+        pcs = DocumentedService(code=stay.pcs, system="icd10pcs", charge=zero, service_date=when)
+        lines.append(pcs)
+    discharge = "01"
+    if stay.dx == "M17.11":
+        discharge = _weighted(rng, (("01", 0.6), ("03", 0.25), ("62", 0.15)))
+    coverage = sp.coverage
+    if coverage.plan_type == "MB":  # hospital stays are Medicare Part A
+        coverage = coverage.model_copy(
+            update={"payer_id": MEDICARE_A.payer_id, "payer_name": MEDICARE_A.name,
+                    "plan_type": MEDICARE_A.plan_type}
+        )  # fmt: skip
+    return {
+        "start": start,
+        "end": end,
+        "coverage": coverage,
+        "diagnoses": [
+            DocumentedDiagnosis(code=c, system="icd10cm", display=DX[c], poa="Y", primary=i == 0)
+            for i, c in enumerate(dx)
+        ],
+        "services": lines,
+        "setting": "inpatient",
+        "place_of_service": "21",
+        "attending": rng.choice(hospital.surgeons if stay.surgical else hospital.hospitalists),
+        "admission_type": "1" if stay.via_ed else "3",
+        "admission_source": "1" if stay.via_ed else "2",
+        "discharge_status": discharge,
+        "encounter_type": ("32485007", "Hospital admission"),
+    }
+
+
+def _kind(rng: Random, mix: Mix) -> str:
+    """Which setting a visit is in: office only, or the hospital mix."""
+    if mix == "office":
+        return "office"
+    return _weighted(rng, (("office", 0.7), ("ed", 0.18), ("inpatient", 0.12)))
+
+
+def visits(
+    n: int, seed: int, reference_date: date | None = None, mix: Mix = "office"
+) -> Iterator[Visit]:
+    """n simulated visits within the 12 months before the reference date (default today).
+
+    ``mix="office"`` gives office visits only (professional claims); ``"all"`` also ED
+    visits and inpatient stays (institutional claims), about 18% and 12%.
+    """
+    if mix not in ("office", "all"):
+        raise ValueError(f"mix must be office or all, not {mix!r}")
     ref = reference_date or date.today()
     rng = Random(seed)
     pool: list[SimPatient] = []
@@ -704,6 +1053,26 @@ def visits(n: int, seed: int, reference_date: date | None = None) -> Iterator[Vi
         sp = pool[i] if i < len(pool) else rng.choice(pool)
         when = ref - timedelta(days=rng.randrange(1, 366))
         age = _age(sp.patient.birth_date, when)
+        kind = _kind(Random(f"{seed}:setting:{i}"), mix)
+        if kind != "office":
+            hospital = HOSPITALS[PRACTICES.index(sp.practice)]
+            build = _ed_visit if kind == "ed" else _inpatient_stay
+            parts = build(rng, sp, hospital, when, age)
+            sp.seen = True
+            yield Visit(
+                source_id=f"sim-{seed}-{i:06d}",
+                local_id=f"{rng.getrandbits(64):016x}",
+                patient=sp.patient,
+                coverage=parts.pop("coverage", sp.coverage),
+                billing=hospital.billing,
+                rendering=None,
+                facility=hospital.facility,
+                diagnoses=tuple(parts.pop("diagnoses")),
+                services=tuple(parts.pop("services")),
+                facility_key=hospital.key,
+                **parts,
+            )
+            continue
         diagnoses, services = SCENARIOS["professional"](rng, sp, when, age)
         sp.seen = True
         tz = timezone(timedelta(hours=sp.practice.utc_offset))
@@ -725,6 +1094,7 @@ def visits(n: int, seed: int, reference_date: date | None = None) -> Iterator[Vi
             encounter_type=("185349003", "Encounter for check up")
             if checkup
             else ("185345009", "Encounter for symptom"),
+            facility_key=sp.practice.key,
         )
 
 
@@ -741,7 +1111,7 @@ def to_json(visit: Visit, rng: Random | None = None) -> bytes:
     if rng is not None and rng.random() < 0.3:
         for s in services:  # charges may be numbers as well as strings
             s["charge"] = float(s["charge"])
-    record = {
+    record: dict[str, Any] = {
         "encounter_id": visit.encounter_id,
         "setting": visit.setting,
         "service_start": visit.start.date().isoformat(),
@@ -750,7 +1120,17 @@ def to_json(visit: Visit, rng: Random | None = None) -> bytes:
         "patient": dump(visit.patient),
         "coverage": dump(visit.coverage),
         "billing_provider": dump(visit.billing),
-        "rendering_provider": dump(visit.rendering),
+    }
+    if visit.rendering is not None:
+        record["rendering_provider"] = dump(visit.rendering)
+    if visit.attending is not None:
+        record["attending_provider"] = dump(visit.attending)
+    if visit.setting == "inpatient":
+        record["admission_date"] = visit.start.date().isoformat()
+    for name in ("admission_type", "admission_source", "discharge_status"):
+        if getattr(visit, name) is not None:
+            record[name] = getattr(visit, name)
+    record |= {
         "facility": dump(visit.facility),
         "diagnoses": [dump(d) for d in visit.diagnoses],
         "services": services,
@@ -777,6 +1157,13 @@ def _money(value: Decimal) -> dict[str, Any]:
     return {"value": float(value), "currency": "USD"}
 
 
+def _clinician(visit: Visit) -> Provider:
+    """Who the visit names: the rendering clinician, or the attending of a hospital stay."""
+    doc = visit.rendering or visit.attending
+    assert doc is not None, "every simulated visit names a clinician"
+    return doc
+
+
 def to_fhir(visit: Visit, rng: Random) -> bytes:
     """The visit as a FHIR R4 collection Bundle: Claim items, or ChargeItems, carry charges."""
     pat = visit.patient
@@ -786,7 +1173,7 @@ def to_fhir(visit: Visit, rng: Random) -> bytes:
     ids = {
         "patient": _urn(f"Patient/{SOURCE_SYSTEM}/{pat.patient_id}"),
         "org": _urn(f"Organization/{practice_key}"),
-        "prac": _urn(f"Practitioner/{visit.rendering.npi}"),
+        "prac": _urn(f"Practitioner/{_clinician(visit).npi}"),
         "loc": _urn(f"Location/{practice_key}"),
         "payer": _urn(f"Organization/payer/{cov.payer_id}"),
         "coverage": _urn(f"Coverage/{pat.patient_id}/{cov.payer_id}"),
@@ -832,7 +1219,7 @@ def to_fhir(visit: Visit, rng: Random) -> bytes:
         "name": bill.name,
         "address": [_fhir_address(bill.address, "work")],
     })  # fmt: skip
-    doc = visit.rendering
+    doc = _clinician(visit)
     family, given = doc.name.split(", ", 1)
     practitioner: dict[str, Any] = {
         "resourceType": "Practitioner",
@@ -849,9 +1236,12 @@ def to_fhir(visit: Visit, rng: Random) -> bytes:
         "resourceType": "Location",
         "status": "active",
         "name": fac.name,
-        "type": [{"coding": [_coding(POS_URI, visit.place_of_service, "Office")]}],
+        "type": [{"coding": [_coding(POS_URI, visit.place_of_service,
+                                     POS_NAMES[visit.place_of_service])]}],
         "managingOrganization": ref("org"),
-    }
+    }  # fmt: skip
+    if fac.npi:
+        location["identifier"] = [{"system": NPI_URI, "value": fac.npi}]
     if fac.address is not None:
         location["address"] = _fhir_address(fac.address, "work")
     add(ids["loc"], location)
@@ -910,16 +1300,18 @@ def to_fhir(visit: Visit, rng: Random) -> bytes:
     cond_urls = []
     for _dx in visit.diagnoses:
         cond_urls.append(f"urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}")
-    add(ids["enc"], {
+    institutional = visit.setting != "professional"
+    encounter: dict[str, Any] = {
         "resourceType": "Encounter",
         "status": "finished",
-        "class": _coding("http://terminology.hl7.org/CodeSystem/v3-ActCode", "AMB", "ambulatory"),
+        "class": _coding("http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                         *ENCOUNTER_CLASS[visit.setting]),
         "type": [{"coding": [_coding(SNOMED_URI, *visit.encounter_type)]}],
         "subject": ref("patient"),
         "participant": [{
             "type": [{"coding": [_coding(
-                "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "PPRF",
-                "primary performer")]}],
+                "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                *(("ATND", "attender") if institutional else ("PPRF", "primary performer")))]}],
             "individual": ref("prac"),
         }],
         "period": {"start": visit.start.isoformat(), "end": visit.end.isoformat()},
@@ -933,7 +1325,23 @@ def to_fhir(visit: Visit, rng: Random) -> bytes:
         "location": [{"location": ref("loc")}],
         "serviceProvider": ref("org"),
         "id": visit.local_id,
-    })  # fmt: skip
+    }  # fmt: skip
+    if visit.admission_type:
+        encounter["priority"] = {"coding": [_coding(
+            "http://terminology.hl7.org/CodeSystem/v3-ActPriority",
+            *FHIR_PRIORITY[visit.admission_type])]}  # fmt: skip
+    if institutional:
+        hospitalization: dict[str, Any] = {}
+        if visit.admission_source:
+            hospitalization["admitSource"] = {"coding": [_coding(
+                "http://terminology.hl7.org/CodeSystem/admit-source",
+                FHIR_ADMIT_SOURCE[visit.admission_source])]}  # fmt: skip
+        if visit.discharge_status:
+            hospitalization["dischargeDisposition"] = {"coding": [_coding(
+                "http://terminology.hl7.org/CodeSystem/discharge-disposition",
+                FHIR_DISCHARGE[visit.discharge_status])]}  # fmt: skip
+        encounter["hospitalization"] = hospitalization
+    add(ids["enc"], encounter)
     for url, dx in zip(cond_urls, visit.diagnoses, strict=True):
         add(url, {
             "resourceType": "Condition",
@@ -961,11 +1369,24 @@ def to_fhir(visit: Visit, rng: Random) -> bytes:
                               "system": "http://unitsofmeasure.org", "code": "kg"},
         })  # fmt: skip
     dx_seq = {dx.code: k + 1 for k, dx in enumerate(visit.diagnoses)}
+    billed = [s for s in visit.services if s.system != "icd10pcs"]
+    for s in visit.services:
+        if s.system == "icd10pcs":  # what was done, coded for the stay; not a charge line
+            add(f"urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}", {
+                "resourceType": "Procedure",
+                "status": "completed",
+                "code": {"coding": [_coding(ICD10PCS_URI, s.code)]},
+                "subject": ref("patient"),
+                "encounter": ref("enc"),
+                "performedDateTime": (s.service_date or visit.start.date()).isoformat(),
+            })  # fmt: skip
 
     def svc_coding(s: DocumentedService) -> dict[str, Any]:
         return {"coding": [_coding(CPT_URI if s.system == "cpt" else HCPCS_URI, s.code)]}
 
-    use_charge_items = not any(s.modifiers for s in visit.services) and rng.random() < 0.3
+    use_charge_items = (
+        not institutional and not any(s.modifiers for s in visit.services) and rng.random() < 0.3
+    )
     if use_charge_items:
         for s in visit.services:
             add(f"urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}", {
@@ -981,7 +1402,7 @@ def to_fhir(visit: Visit, rng: Random) -> bytes:
             })  # fmt: skip
     else:
         items = []
-        for k, s in enumerate(visit.services):
+        for k, s in enumerate(billed):
             item: dict[str, Any] = {
                 "sequence": k + 1,
                 "diagnosisSequence": [dx_seq[c] for c in s.dx_refs],
@@ -994,12 +1415,21 @@ def to_fhir(visit: Visit, rng: Random) -> bytes:
             }
             if s.modifiers:
                 item["modifier"] = [{"coding": [_coding(CPT_URI, m)]} for m in s.modifiers]
+            if s.revenue_code:
+                item["revenue"] = {"coding": [_coding(REVENUE_URI, s.revenue_code)]}
             items.append(item)
+        claim_dx = []
+        for k, (url, dx) in enumerate(zip(cond_urls, visit.diagnoses, strict=True)):
+            entry: dict[str, Any] = {"sequence": k + 1, "diagnosisReference": {"reference": url}}
+            if dx.poa:
+                entry["onAdmission"] = {"coding": [_coding(POA_URI, dx.poa.lower())]}
+            claim_dx.append(entry)
         add(f"urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}", {
             "resourceType": "Claim",
             "status": "active",
             "type": {"coding": [_coding(
-                "http://terminology.hl7.org/CodeSystem/claim-type", "professional")]},
+                "http://terminology.hl7.org/CodeSystem/claim-type",
+                "institutional" if institutional else "professional")]},
             "use": "claim",
             "patient": ref("patient"),
             "billablePeriod": {"start": day, "end": visit.end.date().isoformat()},
@@ -1008,10 +1438,7 @@ def to_fhir(visit: Visit, rng: Random) -> bytes:
             "priority": {"coding": [_coding(
                 "http://terminology.hl7.org/CodeSystem/processpriority", "normal")]},
             "insurance": [{"sequence": 1, "focal": True, "coverage": ref("coverage")}],
-            "diagnosis": [
-                {"sequence": k + 1, "diagnosisReference": {"reference": url}}
-                for k, url in enumerate(cond_urls)
-            ],
+            "diagnosis": claim_dx,
             "item": items,
             "total": _money(sum((s.charge for s in visit.services), Decimal(0))),
         })  # fmt: skip
@@ -1026,16 +1453,233 @@ def to_fhir(visit: Visit, rng: Random) -> bytes:
     return json.dumps(bundle, separators=(",", ":")).encode()
 
 
+# --- HL7 v2 ------------------------------------------------------------------------------
+
+# Office visits go as one DFT^P03 in 2.5.1, the most common US version. Hospital visits go
+# as a batch of ADT^A03 (the discharge: diagnoses with POA, ICD-10-PCS procedures) and
+# DFT^P03 (the charges) in 2.7, the first version with FT1-41 revenue code and DG1-26 POA.
+HL7_VERSION_OFFICE = "2.5.1"
+HL7_VERSION_HOSPITAL = "2.7"
+PATIENT_CLASS = {"professional": "O", "outpatient": "E", "inpatient": "I"}
+POINT_OF_CARE = {"professional": "CLINIC", "outpatient": "ED", "inpatient": "MEDSURG"}
+HL7_ADMISSION_TYPE = {"1": "E", "3": "C"}
+HL7_RELATIONSHIP = {"18": "SEL", "01": "SPO", "53": "DOM"}
+
+
+def _esc(value: str) -> str:
+    """Escape ER7 delimiters in a value (the escape character first)."""
+    for char, seq in (
+        ("\\", "\\E\\"),
+        ("|", "\\F\\"),
+        ("^", "\\S\\"),
+        ("&", "\\T\\"),
+        ("~", "\\R\\"),
+    ):
+        value = value.replace(char, seq)
+    return value  # fmt: skip
+
+
+def _comp(*parts: str | None) -> str:
+    """One field from components, escaped, without trailing empty components."""
+    return "^".join(_esc(p or "") for p in parts).rstrip("^")
+
+
+def _segment(name: str, fields: dict[int, str]) -> str:
+    """A segment from its fields by position (1-based); missing positions are empty."""
+    width = max(fields) if fields else 0
+    return "|".join([name, *(fields.get(k, "") for k in range(1, width + 1))])
+
+
+def _ts(value: datetime) -> str:
+    """An HL7 DTM with its UTC offset."""
+    return value.strftime("%Y%m%d%H%M%S%z")
+
+
+def _d8(value: date) -> str:
+    return value.strftime("%Y%m%d")
+
+
+def _xcn(doc: Provider) -> str:
+    """XCN with the NPI typed in XCN-13."""
+    family, given = doc.name.split(", ", 1)
+    return _comp(doc.npi, family, given, *([None] * 9), "NPI")
+
+
+def _xad(a: Address, kind: str) -> str:
+    return _comp(a.line1, a.line2, a.city, a.state, a.postal_code, a.country, kind)
+
+
+def _in1(visit: Visit) -> str:
+    """The primary insurance: payer id and name, plan type, member id, the insured."""
+    cov, pat = visit.coverage, visit.patient
+    sub = cov.subscriber
+    birth: date | None
+    address: Address | None
+    if sub is None:  # the patient is the insured
+        name = (pat.last_name, pat.first_name)
+        birth, sex, address, relationship = pat.birth_date, pat.sex, pat.address, "SEL"
+    else:
+        name = (sub.last_name, sub.first_name)
+        birth, sex, address = sub.birth_date, sub.sex, sub.address
+        by_sex = {"F": "MTH", "M": "FTH"}.get(sub.sex, "PAR")
+        relationship = HL7_RELATIONSHIP.get(cov.relationship) or by_sex
+    fields = {
+        1: "1",
+        2: _comp(f"{cov.payer_id}-{cov.plan_type}"),
+        3: _comp(cov.payer_id),
+        4: _comp(cov.payer_name),
+        15: _comp(cov.plan_type),
+        16: _comp(*name),
+        17: _comp(relationship),
+        36: _esc(cov.member_id),
+    }
+    if cov.group_number:
+        fields[8] = _esc(cov.group_number)
+    if birth is not None:
+        fields[18] = _d8(birth)
+    if address is not None:
+        fields[19] = _xad(address, "H")
+    if sex in ("F", "M"):
+        fields[43] = sex
+    return _segment("IN1", fields)
+
+
+def _hl7_header(visit: Visit, kind: tuple[str, str, str], control: str, version: str) -> list[str]:
+    """MSH, EVN, PID and PV1 of one message about the visit."""
+    pat = visit.patient
+    key = visit.facility_key
+    sent = visit.end + timedelta(minutes=5)
+    doc = _clinician(visit)
+    msh = "|".join(
+        ["MSH", "^~\\&", SOURCE_SYSTEM, _comp(key, visit.billing.npi, "NPI"), "CLAIMFLOW",
+         "CLAIMFLOW", _ts(sent), "", "^".join(kind), control, "P", version]
+    )  # fmt: skip
+    pid = _segment("PID", {
+        1: "1",
+        3: _comp(pat.patient_id, None, None, key, "MR"),
+        5: _comp(pat.last_name, pat.first_name, None, None, None, None, "L"),
+        7: _d8(pat.birth_date),
+        8: pat.sex,
+        11: _xad(pat.address, "H"),
+    })  # fmt: skip
+    location = f"{POINT_OF_CARE[visit.setting]}^^^{_esc(key)}&{visit.billing.npi}&NPI"
+    pv1 = {
+        1: "1",
+        2: PATIENT_CLASS[visit.setting],
+        3: location,
+        7: _xcn(doc),
+        19: _esc(visit.local_id),
+        44: _ts(visit.start),
+        45: _ts(visit.end),
+    }
+    if visit.admission_type:
+        pv1[4] = HL7_ADMISSION_TYPE[visit.admission_type]
+    if visit.admission_source:
+        pv1[14] = visit.admission_source
+    if visit.discharge_status:
+        pv1[36] = visit.discharge_status
+    return [msh, f"EVN|{kind[1]}|{_ts(sent)}", pid, _segment("PV1", pv1)]
+
+
+def _dg1s(visit: Visit, poa: bool) -> list[str]:
+    out = []
+    for k, dx in enumerate(visit.diagnoses, 1):
+        fields = {1: str(k), 3: _comp(dx.code, dx.display, "I10"), 6: "F", 15: str(k)}
+        if poa and dx.poa:
+            fields[26] = dx.poa
+        out.append(_segment("DG1", fields))
+    return out
+
+
+def _ft1s(visit: Visit, version: str) -> list[str]:
+    out = []
+    billed = [s for s in visit.services if s.system != "icd10pcs"]
+    for k, s in enumerate(billed, 1):
+        system = "C4" if s.system == "cpt" else "HCPCS"
+        fields = {
+            1: str(k),
+            4: _d8(s.service_date or visit.start.date()),
+            6: "CG",
+            7: _comp(s.code, None, system),
+            10: f"{s.units:g}",
+            11: f"{s.charge:.2f}&USD",
+            19: "~".join(_comp(c, None, "I10") for c in s.dx_refs),
+            25: _comp(s.code, None, system),
+            26: "~".join(_comp(m, None, "C4") for m in s.modifiers),
+        }
+        if visit.rendering is not None:
+            fields[20] = _xcn(visit.rendering)
+        if s.revenue_code and version >= "2.7":
+            fields[41] = _comp(s.revenue_code, None, "NUBC")
+        out.append(_segment("FT1", {k: v for k, v in fields.items() if v}))
+    return out
+
+
+def to_hl7v2(visit: Visit, rng: Random) -> bytes:
+    """The visit in HL7 v2 ER7: a DFT^P03 for an office visit, else an ADT^A03 and a DFT^P03
+    in one batch (BHS … BTS)."""
+    control = f"{visit.source_id}-{rng.getrandbits(24):06x}"
+    if visit.setting == "professional":
+        segs = _hl7_header(visit, ("DFT", "P03", "DFT_P03"), control, HL7_VERSION_OFFICE)
+        segs += _dg1s(visit, poa=False) + _ft1s(visit, HL7_VERSION_OFFICE) + [_in1(visit)]
+        return ("\r".join(segs) + "\r").encode()
+    version = HL7_VERSION_HOSPITAL
+    adt = _hl7_header(visit, ("ADT", "A03", "ADT_A03"), f"{control}-1", version)
+    adt += _dg1s(visit, poa=visit.setting == "inpatient")
+    pcs = [s for s in visit.services if s.system == "icd10pcs"]
+    adt += [
+        _segment("PR1", {1: str(k), 3: _comp(s.code, None, "I10P"),
+                         5: _d8(s.service_date or visit.start.date())})
+        for k, s in enumerate(pcs, 1)
+    ]  # fmt: skip
+    adt.append(_in1(visit))
+    dft = _hl7_header(visit, ("DFT", "P03", "DFT_P03"), f"{control}-2", version)
+    dft += _ft1s(visit, version) + [_in1(visit)]
+    sent = _ts(visit.end + timedelta(minutes=5))
+    batch = [f"BHS|^~\\&|{SOURCE_SYSTEM}|{_esc(visit.facility_key)}|CLAIMFLOW|CLAIMFLOW|{sent}"]
+    batch += adt + dft + ["BTS|2"]
+    return ("\r".join(batch) + "\r").encode()
+
+
+def provider_directory() -> ProviderDirectory:
+    """The simulator's provider master, for intake to complete its HL7 v2 messages."""
+    billing: dict[str, Provider] = {}
+    facilities: dict[str, Facility] = {}
+    providers: dict[str, Provider] = {}
+    for practice in PRACTICES:
+        billing[practice.key] = practice.billing
+        facilities[practice.key] = practice.facility
+        providers |= {c.npi: c for c in practice.clinicians}
+    for hospital in HOSPITALS:
+        billing[hospital.key] = hospital.billing
+        facilities[hospital.key] = hospital.facility
+        staff = hospital.emergency + hospital.hospitalists + hospital.surgeons
+        providers |= {c.npi: c for c in staff}
+    return ProviderDirectory(billing=billing, facilities=facilities, providers=providers)
+
+
 def generate(
-    n: int, seed: int, fmt: Format = "mix", *, reference_date: date | None = None
+    n: int,
+    seed: int,
+    fmt: Format = "mix",
+    *,
+    reference_date: date | None = None,
+    mix: Mix = "office",
 ) -> Iterator[tuple[str, str, bytes]]:
-    """(source_id, content_type, body) for n simulated encounters, deterministic from seed."""
-    if fmt not in ("json", "fhir", "mix"):
-        raise ValueError(f"fmt must be json, fhir or mix, not {fmt!r}")
-    for i, visit in enumerate(visits(n, seed, reference_date)):
+    """(source_id, content_type, body) for n simulated encounters, deterministic from seed.
+
+    ``fmt="mix"`` sends JSON and FHIR, half each: HL7 v2 needs intake to have the
+    simulator's provider directory (``provider_directory()``), so it is asked for by name.
+    ``mix="all"`` adds ED visits and inpatient stays (institutional claims) to office visits.
+    """
+    if fmt not in ("json", "fhir", "hl7v2", "mix"):
+        raise ValueError(f"fmt must be json, fhir, hl7v2 or mix, not {fmt!r}")
+    for i, visit in enumerate(visits(n, seed, reference_date, mix)):
         render = Random(f"{seed}:render:{i}")
         choice = fmt if fmt != "mix" else ("json" if render.random() < 0.5 else "fhir")
         if choice == "json":
             yield visit.source_id, "application/json", to_json(visit, render)
-        else:
+        elif choice == "fhir":
             yield visit.source_id, "application/fhir+json", to_fhir(visit, render)
+        else:
+            yield visit.source_id, HL7_CONTENT_TYPE, to_hl7v2(visit, render)

@@ -330,8 +330,9 @@ def test_json_format_refuses_fields_intake_sets() -> None:
 @pytest.mark.parametrize(
     ("body", "ctype", "field"),
     [
-        (b"MSH|^~\\&|EPIC|...", None, "content_type"),
-        (b"MSH|^~\\&|EPIC|...", "x-application/hl7-v2+er7", "content_type"),
+        (b"MSH|^~\\&|EPIC|...", None, "MSH-12"),
+        (b"MSH|^~\\&|EPIC|...", "x-application/hl7-v2+er7", "MSH-12"),
+        (b"PID|1||123", "x-application/hl7-v2+er7", "MSH"),
         (b"<Bundle/>", "application/fhir+xml", "content_type"),
         (b"", "application/json", "body"),
         (b"\xff\xfe{}", "application/json", "body"),
@@ -344,10 +345,6 @@ def test_json_format_refuses_fields_intake_sets() -> None:
 )
 def test_unusable_bodies(body: bytes, ctype: str | None, field: str) -> None:
     assert raises(body, ctype).field == field
-
-
-def test_hl7_is_not_supported_yet() -> None:
-    assert raises(b"MSH|^~\\&|A|B", None).reason == "HL7 v2 is not supported yet"
 
 
 def test_readme_example_is_valid() -> None:
