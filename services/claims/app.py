@@ -1,47 +1,313 @@
-"""claims: clean encounters.validated.v1 -> claims.submitted.v1 (X12 837P)."""
+"""claims: validated encounters -> 837 interchanges per payer, delivered -> claims.submitted.v1;
+999/277CA on payer.inbound.v1 -> claims.rejections.v1.
+
+One consumed batch of clean encounters becomes, per payer and claim type, interchanges of
+at most ``max_claims_per_interchange`` claims (the time bound of a batch is the runner's
+consume timeout: an interchange waits for at most one poll, 10 ms by default). Each gets
+the next control number from the durable store before it is delivered through the
+payer's adapter; then one claims.submitted.v1 event per claim carries it. See README.md.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+
+from prometheus_client import Counter
 
 from pipeline import metrics
+from pipeline.errors import InputError
+from pipeline.models import DeadLetter, utcnow
 from pipeline.settings import Settings
-from pipeline.stage import Incoming, Out, Stage, run_stage
-from services.claims.corrections import SubmittedClaims, write
-from services.claims.domain import FeeSchedule
+from pipeline.stage import Incoming, Out, Stage, dead_letter, reason_of, run_stage
+from services.claims.acks import RejectionContext, rejections
+from services.claims.adapters import DeliveryMeta, Router, build_router
+from services.claims.control import ClaimRef, ControlNumbers, StoredInterchange
+from services.claims.corrections import SubmittedClaims
+from services.claims.delivery import deliver_with_retries
+from services.claims.domain import (
+    FeeSchedule,
+    PlannedClaim,
+    in_validated_record,
+    submitted_claim,
+    write_interchange,
+)
+from services.claims.settings import ClaimsSettings
+from services.claims.x12 import ident
+from services.claims.x12_837 import ClaimError
 
 log = logging.getLogger(__name__)
+
+ADAPTER_HEADER = "claimflow-adapter"
+DELIVERIES = Counter(
+    "claimflow_claims_deliveries_total",
+    "Interchanges handed to a payer adapter, by adapter and outcome",
+    ["adapter", "outcome"],
+)
+
+
+class DeliveryFailed(Exception):
+    """Every delivery attempt of the interchange that carried this claim failed."""
+
+
+Item = tuple[Incoming, PlannedClaim]
 
 
 class ClaimsStage(Stage):
     name = "claims"
-    inputs = ("encounters.validated.v1",)
+    inputs = ("encounters.validated.v1", "payer.inbound.v1")
+    batch_mode = True
 
-    def __init__(self, settings: Settings, fee_schedule: FeeSchedule | None) -> None:
+    def __init__(
+        self,
+        settings: ClaimsSettings,
+        fee_schedule: FeeSchedule | None,
+        store: ControlNumbers,
+        router: Router,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.settings = settings
+        self.options = settings.claims
         self.fee_schedule = fee_schedule
+        self.store = store
+        self.router = router
+        self.sleep = sleep
         # Corrections hook: the claim last submitted per encounter (services/claims/corrections.py)
         self.submitted = SubmittedClaims.in_state_dir(settings.state_dir)
+        # Fail at start-up, not on the first claim, when the envelope ids cannot be written.
+        ident(settings.sender_id, "CLAIMFLOW_SENDER_ID", min_len=2, max_len=15)
+        ident(settings.receiver_id, "CLAIMFLOW_RECEIVER_ID", min_len=2, max_len=15)
 
-    def handle(self, msg: Incoming) -> Iterable[Out]:
-        # Corrections hook: an original the first time; a replacement (7) or void (8) when a
-        # billed encounter's verdict changes; nothing for a verdict already answered.
-        planned = self.submitted.claims_for(msg.value, fee_schedule=self.fee_schedule)
-        if not planned:
-            label = "not_billed_rejected" if msg.value.outcome == "rejected" else "unchanged"
-            metrics.OUTCOMES.labels(self.name, label).inc()
-        claims = [
-            write(p, sender_id=self.settings.sender_id, receiver_id=self.settings.receiver_id)
-            for p in planned
-        ]
-        return [Out("claims.submitted.v1", c.claim_id, c) for c in claims]
+    def handle_batch(self, msgs: list[Incoming]) -> Iterable[Out]:
+        bills = [m for m in msgs if m.topic == "encounters.validated.v1"]
+        outs = self._submit(bills) if bills else []
+        for msg in msgs:
+            if msg.topic == "payer.inbound.v1":
+                try:
+                    outs.extend(self._acknowledgment(msg))
+                except Exception as exc:  # noqa: BLE001 - one bad payer file must not stop us
+                    outs.append(self._dead(msg, exc))
+        return outs
 
     def on_batch_done(self) -> None:
-        self.submitted.commit()
+        self.submitted.commit()  # corrections hook
 
     def close(self) -> None:
-        self.submitted.close()
+        self.store.close()
+        self.submitted.close()  # corrections hook
+
+    # --- billing ------------------------------------------------------------------------------
+
+    def claims_for(self, msg: Incoming) -> list[PlannedClaim]:
+        """The claims one validated encounter asks for: its original the first time, a
+        replacement (7) or void (8) when a billed encounter's verdict changes, else none."""
+        validated = msg.value
+        # Corrections hook (services/claims/corrections.py): never a second original.
+        planned = self.submitted.claims_for(
+            validated, fee_schedule=self.fee_schedule, drg_base_rate=self.options.drg_base_rate
+        )
+        if not planned:
+            label = "not_billed_rejected" if validated.outcome == "rejected" else "unchanged"
+            metrics.OUTCOMES.labels(self.name, label).inc()
+        return planned
+
+    def _submit(self, msgs: Sequence[Incoming]) -> list[Out]:
+        outs: list[Out] = []
+        unique: dict[str, Item] = {}
+        # What the corrections store said before each verdict, to undo it for a dead letter.
+        before: dict[int, tuple[object, ...] | None] = {}
+        for msg in msgs:
+            before[id(msg)] = self.submitted.snapshot(msg.value.encounter_id)
+            try:
+                for planned in self.claims_for(msg):
+                    unique.setdefault(planned.event_id, (msg, planned))  # a repeat in the batch
+            except Exception as exc:  # noqa: BLE001 - every failure of one input is routed
+                outs.append(self._dead(msg, exc))
+        assigned = self.store.assigned(unique)
+        replayed: dict[int, list[Item]] = defaultdict(list)
+        fresh: dict[tuple[str, str], list[Item]] = defaultdict(list)
+        for eid, item in unique.items():
+            if eid in assigned:
+                replayed[assigned[eid]].append(item)
+            else:
+                fresh[(item[1].payer_id, item[1].claim_type)].append(item)
+        for icn, items in replayed.items():
+            stored = self.store.interchange(icn)
+            if stored is not None:
+                outs += self._deliver(stored, items)
+        for (payer_id, _claim_type), items in fresh.items():
+            adapter = self.router.adapter_for(payer_id)
+            if adapter is None:
+                reason = (
+                    f"no payer route for {payer_id!r}: add it (or '*') to CLAIMFLOW_CLAIMS__ROUTES"
+                )
+                outs += [self._dead(msg, InputError("payer_id", reason)) for msg, _ in items]
+                continue
+            for chunk in self._chunks(items):
+                outs += self._interchange(chunk, adapter.name)
+        # A verdict whose claim went to the dead-letter topic was not answered: sending it
+        # again (from the dead letter, or a new validation) must bill it then.
+        dead_keys = {
+            (o.value.source_topic, o.value.source_partition, o.value.source_offset)
+            for o in outs
+            if isinstance(o.value, DeadLetter)
+        }
+        for msg in reversed(msgs):
+            if (msg.topic, msg.partition, msg.offset) in dead_keys:
+                self.submitted.restore(msg.value, before[id(msg)])
+        return outs
+
+    def _chunks(self, items: list[Item]) -> Iterable[list[Item]]:
+        """At most ``max_claims_per_interchange`` claims, and a claim id once per interchange."""
+        chunk: list[Item] = []
+        ids: set[str] = set()
+        for item in items:
+            if len(chunk) >= self.options.max_claims_per_interchange or item[1].claim_id in ids:
+                yield chunk
+                chunk, ids = [], set()
+            chunk.append(item)
+            ids.add(item[1].claim_id)
+        if chunk:
+            yield chunk
+
+    def _interchange(self, items: list[Item], adapter: str) -> list[Out]:
+        """Number, write and store one interchange; a claim that cannot be written is set aside."""
+        outs: list[Out] = []
+        while items:
+            planned = [p for _, p in items]
+            first = planned[0]
+            try:
+                stored = self.store.allocate(
+                    [ClaimRef(p.event_id, p.claim_id, p.encounter_id) for p in planned],
+                    payer_id=first.payer_id,
+                    claim_type=first.claim_type,
+                    adapter=adapter,
+                    build=self._writer(planned),
+                )
+            except ClaimError as exc:
+                prefix = f"claims[{exc.claim_id}]."
+                error = in_validated_record(InputError(exc.field.removeprefix(prefix), exc.reason))
+                bad = [it for it in items if it[1].claim_id == exc.claim_id]
+                outs += [self._dead(msg, error) for msg, _ in bad]
+                items = [it for it in items if it[1].claim_id != exc.claim_id]
+                continue
+            except InputError as exc:
+                outs += [self._dead(msg, in_validated_record(exc)) for msg, _ in items]
+                return outs
+            metrics.OUTCOMES.labels(self.name, f"interchange_{first.claim_type}").inc()
+            return outs + self._deliver(stored, items)
+        return outs
+
+    def _writer(self, planned: list[PlannedClaim]) -> Callable[[int], str]:
+        """Writes ``planned`` under the control number the store hands out."""
+
+        def write(number: int) -> str:
+            return write_interchange(
+                planned,
+                sender_id=self.settings.sender_id,
+                receiver_id=self.settings.receiver_id,
+                control_number=number,
+                usage=self.options.usage,
+            )
+
+        return write
+
+    def _deliver(self, stored: StoredInterchange, items: list[Item]) -> list[Out]:
+        """Deliver unless already delivered, then one claim event per claim of this batch."""
+        if stored.status != "delivered":
+            adapter = self.router.adapters.get(stored.adapter) or self.router.adapter_for(
+                stored.payer_id
+            )
+            meta = DeliveryMeta(
+                payer_id=stored.payer_id,
+                control_number=stored.icn,
+                claim_type=stored.claim_type,
+                claim_ids=tuple(c.claim_id for c in self.store.claims_of(stored.icn)),
+                sender_id=self.settings.sender_id,
+                receiver_id=self.settings.receiver_id,
+            )
+            if adapter is None:
+                reason = f"no payer route for {stored.payer_id!r} (CLAIMFLOW_CLAIMS__ROUTES)"
+                self.store.mark(stored.icn, "dead", reason)
+                return [self._dead(msg, DeliveryFailed(reason)) for msg, _ in items]
+            started = time.perf_counter()
+            outcome = deliver_with_retries(
+                adapter,
+                stored.text.encode("ascii"),
+                meta,
+                self.options.retry_policy(),
+                sleep=self.sleep,
+            )
+            if outcome.receipt is None:
+                self.store.mark(stored.icn, "dead", outcome.reason())
+                DELIVERIES.labels(adapter.name, "failed").inc()
+                log.warning(
+                    "interchange not delivered; its claims go to the dead-letter topic",
+                    extra={"icn": stored.icn, "adapter": adapter.name, "why": outcome.reason()},
+                )
+                return [self._dead(msg, DeliveryFailed(outcome.reason())) for msg, _ in items]
+            self.store.mark(stored.icn, "delivered", outcome.receipt.describe())
+            DELIVERIES.labels(adapter.name, "delivered").inc()
+            log.info(
+                "interchange delivered",
+                extra={
+                    "icn": stored.icn,
+                    "adapter": adapter.name,
+                    "claims": len(meta.claim_ids),
+                    "attempts": outcome.attempts,
+                    "seconds": round(time.perf_counter() - started, 3),
+                },
+            )
+        headers = {ADAPTER_HEADER: stored.adapter.encode()}
+        return [
+            Out(
+                "claims.submitted.v1",
+                planned.claim_id,
+                submitted_claim(planned, stored.icn, stored.text),
+                headers,
+            )
+            for _, planned in items
+        ]
+
+    # --- acknowledgments ------------------------------------------------------------------------
+
+    def _acknowledgment(self, msg: Incoming) -> list[Out]:
+        """999 and 277CA rejections -> claims.rejections.v1 (835s are remittance's)."""
+        file = msg.value
+        if file.kind not in ("999", "277CA"):
+            return []
+
+        def claims_of_group(group: str) -> list[tuple[str, str]]:
+            if not group.isdigit():
+                return []
+            return [(c.claim_id, c.encounter_id) for c in self.store.claims_of(int(group))]
+
+        ctx = RejectionContext(claims_of_group, self.store.encounter_of, utcnow())
+        found = rejections(file, ctx)
+        for claim_id, number in ctx.payer_claim_numbers.items():
+            # Corrections hook: 7s and 8s refer to the payer's claim number once it is known.
+            self.submitted.set_payer_claim_control_number(claim_id, number)
+        if ctx.unknown_groups:
+            # Not ours (another claims instance's block, or a store that was lost): say so.
+            log.warning(
+                "999 rejects a group this service did not send",
+                extra={"groups": ctx.unknown_groups[:5], "file_id": file.file_id},
+            )
+            metrics.OUTCOMES.labels(self.name, "ack_unknown_group").inc()
+        for rejection in found:
+            metrics.OUTCOMES.labels(self.name, f"payer_rejected_{rejection.source}").inc()
+        return [Out("claims.rejections.v1", r.claim_id, r) for r in found]
+
+    def _dead(self, msg: Incoming, exc: Exception) -> Out:
+        metrics.DEAD_LETTERS.labels(self.name, type(exc).__name__).inc()
+        log.info(
+            "input sent to the dead-letter topic",
+            extra={"topic": msg.topic, "offset": msg.offset, "reason": reason_of(exc)[:300]},
+        )
+        return dead_letter(self.name, msg, exc)
 
 
 def load_fee_schedule(settings: Settings) -> FeeSchedule | None:
@@ -53,6 +319,16 @@ def load_fee_schedule(settings: Settings) -> FeeSchedule | None:
     return FeeSchedule.load(settings.refdata_dir)
 
 
+def build_stage(settings: ClaimsSettings) -> ClaimsStage:
+    """The stage with its fee schedule, control-number store and payer adapters."""
+    store = ControlNumbers(
+        settings.state_dir / "claims-control-numbers.sqlite3",
+        block=settings.claims.control_number_block,
+    )
+    router = build_router(settings.claims.routes, settings.claims.adapters, settings.state_dir)
+    return ClaimsStage(settings, load_fee_schedule(settings), store, router)
+
+
 def main(settings: Settings | None = None) -> None:
-    settings = settings or Settings()
-    run_stage(ClaimsStage(settings, load_fee_schedule(settings)), settings)
+    claims_settings = ClaimsSettings.from_base(settings or Settings())
+    run_stage(build_stage(claims_settings), claims_settings)

@@ -232,6 +232,24 @@ class SubmittedClaims:
             ),
         )
 
+    def snapshot(self, encounter_id: str) -> tuple[object, ...] | None:
+        """The encounter's submitted row as it is now, for ``restore``."""
+        row = self.db.execute(
+            "SELECT encounter_id, claim_id, frequency, claim_event_id, "
+            "payer_claim_control_number, billed FROM submitted WHERE encounter_id = ?",
+            (encounter_id,),
+        ).fetchone()
+        return tuple(row) if row else None
+
+    def restore(self, verdict: ValidatedEncounter, snapshot: tuple[object, ...] | None) -> None:
+        """Undo ``claims_for`` for a verdict whose claim never reached the payer (a dead
+        letter): the verdict is not answered, so re-sending it bills again, and the encounter's
+        last submitted claim is what it was before."""
+        self.db.execute("DELETE FROM answered WHERE verdict_event_id = ?", (verdict.event_id,))
+        self.db.execute("DELETE FROM submitted WHERE encounter_id = ?", (verdict.encounter_id,))
+        if snapshot is not None:
+            self.db.execute("INSERT INTO submitted VALUES (?, ?, ?, ?, ?, ?)", snapshot)
+
     def set_payer_claim_control_number(self, claim_id: str, number: str) -> None:
         """The payer's number for a claim (from a 277CA or 835), for later 7s and 8s."""
         self.db.execute(
