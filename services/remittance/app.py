@@ -207,8 +207,9 @@ class RemittanceStage(Stage):
                 claim_id = payment.patient_control_number
                 if only is not None and claim_id != only:
                     continue
-                if payment.status_code == "25" and only is None:
-                    outs.append(self._predetermination(file, remit, payment))
+                if payment.status_code == "25":  # reported when the file came, never posted
+                    if only is None:
+                        outs.append(self._predetermination(file, remit, payment))
                     continue
                 claim = self.ledger.claim(claim_id)
                 if claim is None:  # the 835 overtook its claim: post when the claim arrives

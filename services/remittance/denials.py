@@ -400,6 +400,8 @@ def denial_for(
         category, at_stake = "underpayment", shortfall or ZERO
     else:  # denied with no refusing CAS (e.g. all amounts in payment adjustments)
         category, at_stake = _category_from_remarks(known_rarcs), posting.total_charge
+    if posting.claim_status_code == "23" and category == "other":
+        category = "coordination_of_benefits"  # not this payer's claim, forwarded on
     action, text = _next_action(category, reasons, tables, known_rarcs)
     frequency = {"correct_and_replace": "7", "correct_and_resubmit": "1"}.get(action)
     if frequency == "7" and not posting.payer_claim_control_number:

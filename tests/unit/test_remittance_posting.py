@@ -4,6 +4,7 @@ netting, denials and their work-queue items, exceptions, and the stage's matchin
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import date
@@ -20,7 +21,7 @@ from pipeline.models import Denial, PayerFile, RemittanceException, RemittancePo
 from pipeline.stage import Incoming, Out
 from services.remittance.app import RemittanceOptions, RemittanceStage
 from services.remittance.denials import CodeTables, denial_for, read_code_list
-from services.remittance.era import parse_835, parse_835_transactions
+from services.remittance.era import parse_835, parse_835_transactions, validate_835
 from services.remittance.ledger import Ledger
 from services.remittance.payer_sim import adjudicate_claim, render_835
 from services.remittance.posting import Pricing, net, post, post_remittance, reconcile
@@ -222,13 +223,18 @@ def test_line_charges_that_miss_clp03_are_a_warning_not_an_error() -> None:
     lines = remit([claim]).split("~\n")
     first_svc = next(i for i, s in enumerate(lines) if s.startswith("SVC*"))
     second_svc = next(i for i, s in enumerate(lines) if s.startswith("SVC*") and i > first_svc)
-    del lines[first_svc:second_svc]  # the payer left line 1 out; claim totals unchanged
+    # The payer leaves line 1 out and reports its adjustments at claim level (after CLP).
+    moved = [seg for seg in lines[first_svc:second_svc] if seg.startswith("CAS*")]
+    del lines[first_svc:second_svc]
+    clp = next(i for i, s in enumerate(lines) if s.startswith("CLP*"))
+    lines[clp + 1 : clp + 1] = moved
     se = next(i for i, s in enumerate(lines) if s.startswith("SE*"))
-    lines[se] = f"SE*{se - 2}*0001"
-    remittance = parse_835("~\n".join(lines))
+    lines[se] = f"SE*{se - 1}*0001"
+    text = "~\n".join(lines)
+    assert validate_835(text) == []
+    remittance = parse_835(text)
     assert any("SVC02" in w for w in remittance.balance_warnings())
-    claim_errors = remittance.claims[0].balance_errors()
-    assert all("SVC02" not in e for e in claim_errors)
+    assert remittance.balance_errors() == []  # so the file is posted
 
 
 # --- PLB ------------------------------------------------------------------------------------
@@ -713,3 +719,28 @@ def test_cli_remit_post_posts_queues_and_reports_offline(
     assert printed[0]["value"]["payer_id"] == PAYER  # read from the 835 (REF*2U)
     claims.write_text(claims.read_text() + stranger.model_dump_json() + "\n")
     assert cli(["remit", "post", str(era), "--claims", str(claims)]) == 0
+
+
+def test_a_claim_forwarded_as_not_ours_is_a_coordination_of_benefits_item() -> None:
+    claim, _ = find_claim("denied")
+    text = remit([claim]).replace(f"CLP*{claim.claim_id}*4*", f"CLP*{claim.claim_id}*23*")
+    # The payer's whole charge is the prior payer's business (OA-23), with no remark codes.
+    lines = [s for s in text.split("~\n") if not s.startswith(("MOA*", "LQ*"))]
+    lines = [re.sub(r"^CAS\*CO\*\w+\*", "CAS*OA*23*", s) for s in lines]
+    se = next(i for i, s in enumerate(lines) if s.startswith("SE*"))
+    lines[se] = f"SE*{se - 1}*0001"
+    assert validate_835("~\n".join(lines)) == []
+    payment = parse_835("~\n".join(lines)).claims[0]
+    posting = post(
+        payment,
+        claim,
+        payer_id=PAYER,
+        file_id="F",
+        payment_trace="T",
+        payment_date=None,
+        posted_at=POSTED_AT,
+    )
+    item = denial_for(posting, payment, CodeTables(), queued_at=POSTED_AT)
+    assert posting.status == "denied"
+    assert item is not None and item.category == "coordination_of_benefits"
+    assert item.action == "bill_other_payer" and item.reasons == []
