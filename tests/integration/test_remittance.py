@@ -3,6 +3,7 @@ a payment whose claim never arrives (after the grace period) and for an unbalanc
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.bench_remittance import WHEN, make_835, make_claims
+from pipeline.cli import main as cli
 from pipeline.kafka import ensure_topics, make_producer
 from pipeline.models import PayerFile, event_id
 from pipeline.serde import registry
@@ -48,7 +50,11 @@ def wait_for(tracker: Tracker, done: Callable[[], bool], timeout: float = 30) ->
 
 
 def test_remittance_posts_queues_denials_and_holds_what_cannot_be_posted(
-    bootstrap: str, prefix: str, tmp_path: Path
+    bootstrap: str,
+    prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings = Settings(topic_prefix=prefix, group_prefix=prefix)
     ensure_topics(bootstrap, settings, REG)
@@ -113,6 +119,18 @@ def test_remittance_posts_queues_denials_and_holds_what_cannot_be_posted(
         assert summary["exceptions"] == 1  # the unbalanced claim, held for a person
         assert books.records["remittance.exceptions.v1"] == 3
         assert books.duplicates("remittance.posted.v1") == 0
+        # What an operator reads: the work queue and the exceptions, from the cluster.
+        monkeypatch.setenv("CLAIMFLOW_BOOTSTRAP_SERVERS", bootstrap)
+        monkeypatch.setenv("CLAIMFLOW_TOPIC_PREFIX", prefix)
+        capsys.readouterr()
+        assert cli(["denials", "list", "--json", "--wait", "1"]) == 0
+        queue = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        listed = {d["claim_id"] for d in queue}
+        # The late claim's item (if it has one) may reach the CLI before the tracker.
+        assert set(books.denials) <= listed and listed - set(books.denials) <= {late.claim_id}
+        assert cli(["remit", "exceptions", "--kind", "unbalanced_file", "--wait", "1"]) == 0
+        (line,) = capsys.readouterr().out.splitlines()
+        assert "unbalanced_file" in line and unbalanced.claim_id in line
     finally:
         runner.stopping.set()
         thread.join(15)
