@@ -650,14 +650,17 @@ def _coverage(msgs: list[_Message], patient: Patient, ctx: _Ctx) -> Coverage:
     )
 
 
-def _dx_system(seg: _Seg, n: int, rep: str | None, method: str) -> str | None:
-    """The code system of a CE/CWE (component 3), else a coding method field."""
-    system = seg.get(n, 3, rep=rep).upper() or method.upper()
-    if system in DX_SYSTEMS:
-        return DX_SYSTEMS[system]
-    if system in ICD9:
+def _dx_system(seg: _Seg, n: int, method: str) -> str | None:
+    """The code system of a CE/CWE (component 3, else a coding method field); None when
+    neither names one. A named system intake does not know is refused."""
+    label = seg.get(n, 3).upper() or method.upper()
+    if not label:
+        return None
+    if label in DX_SYSTEMS:
+        return DX_SYSTEMS[label]
+    if label in ICD9:
         return "icd9"
-    return None
+    raise InputError(seg.path(n, 3), "coding system not understood (I10, SCT …)")
 
 
 def _diagnoses(msgs: list[_Message], ctx: _Ctx) -> list[DocumentedDiagnosis]:
@@ -670,7 +673,7 @@ def _diagnoses(msgs: list[_Message], ctx: _Ctx) -> list[DocumentedDiagnosis]:
                 continue
             code = dg1.get(3, 1)
             text = dg1.get(3, 2) or dg1.get(4) or None
-            system = _dx_system(dg1, 3, None, dg1.get(2))
+            system = _dx_system(dg1, 3, dg1.get(2))
             if system == "icd9":
                 ctx.ignored["DG1 (ICD-9)"] += 1
                 ctx.note("ICD-9 diagnoses are not billable since October 2015: skipped")
@@ -684,7 +687,7 @@ def _diagnoses(msgs: list[_Message], ctx: _Ctx) -> list[DocumentedDiagnosis]:
                     ctx.note("DG1-3 without a coding system: ICD-10-CM assumed from its shape")
                     system = "icd10cm"
                 else:
-                    raise InputError(dg1.path(3, 3), "coding system missing or not understood")
+                    raise InputError(dg1.path(3, 3), "coding system missing")
             key = (system, code or (text or ""))
             if key in seen:
                 continue
