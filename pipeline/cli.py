@@ -329,14 +329,20 @@ def cmd_code(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from pipeline.models import CodedEncounter
     from services.refdata.codesets import CodeSets
+    from services.validation.duplicates import DuplicateStore
+    from services.validation.packs import get_pack
     from services.validation.rules import validate
 
+    pack = get_pack(args.rule_pack)
     codesets = CodeSets.load(Settings().refdata_dir)
+    history = DuplicateStore(":memory:")  # duplicate claims among the inputs of this run
     rejected = 0
 
     def handle(_: str, data: bytes) -> list[str]:
         nonlocal rejected
-        verdict = validate(CodedEncounter.model_validate_json(data), codesets, validated_at=_now())
+        coded = CodedEncounter.model_validate_json(data)
+        verdict = validate(coded, codesets, validated_at=_now(), pack=pack, history=history)
+        history.record(coded, verdict.outcome)
         rejected += verdict.outcome == "rejected"
         return [verdict.model_dump_json()]
 
@@ -362,6 +368,69 @@ def cmd_claims_build(args: argparse.Namespace) -> int:
         return [claim.model_dump_json() if args.json else claim.x12]
 
     return _offline(args.files, handle)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Re-validate encounters.coded.v1 history with a rule pack; print the diff by rule."""
+    from pipeline.replay import parse_from
+    from services.validation.app import load_codesets, replay
+    from services.validation.duplicates import DuplicateStore
+    from services.validation.packs import get_pack
+
+    settings = Settings()
+    logs.setup("WARNING")
+    try:
+        pack = get_pack(args.rule_pack)
+        since_ms = parse_from(args.since)
+    except ValueError as exc:
+        print(f"claimflow replay: {exc}", file=sys.stderr)
+        return 2
+    bootstrap = settings.require_bootstrap()
+    codesets = load_codesets(settings)
+    history = DuplicateStore.in_state_dir(settings.state_dir)
+    try:
+        report = replay(
+            bootstrap,
+            settings,
+            pack,
+            codesets,
+            since_ms=since_ms,
+            history=history,
+            dry_run=args.dry_run,
+        )
+    finally:
+        history.close()
+    print(report.text())
+    print(json.dumps(report.summary()))
+    return 0
+
+
+def cmd_corrections_list(args: argparse.Namespace) -> int:
+    """The correction work queue: encounters whose latest verdict is rejected."""
+    from pipeline.errors import DecodeError
+    from pipeline.models import ValidatedEncounter
+    from pipeline.replay import read_history
+    from pipeline.serde import registry
+    from services.validation.worklist import WorkQueue
+
+    settings = Settings()
+    logs.setup("WARNING")
+    bootstrap = settings.require_bootstrap()
+    reg = registry()
+    queue = WorkQueue(messages=args.messages)
+    for rec in read_history(bootstrap, settings, "encounters.validated.v1"):
+        try:
+            verdict = reg.decode("encounters.validated.v1", rec.value)
+        except (DecodeError, ValueError):
+            continue  # not a verdict this version can read; validation's DLQ has the rest
+        assert isinstance(verdict, ValidatedEncounter)
+        queue.add(verdict)
+    if args.json:
+        for entry in queue.rejected():
+            print(json.dumps(entry.as_dict()))
+    else:
+        print(queue.text())
+    return 0
 
 
 def _json_default(value: Any) -> Any:
@@ -725,7 +794,32 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_review_decide)
     q = sub.add_parser("validate", help="coded encounters -> validated encounters")
     q.add_argument("files", nargs="*")
+    q.add_argument("--rule-pack", default=None, help="rule pack id (default: the newest)")
     q.set_defaults(func=cmd_validate)
+    q = sub.add_parser(
+        "replay", help="re-run a stage over its input history with new rules; print the diff"
+    )
+    q.add_argument("--stage", choices=["validation"], required=True)
+    q.add_argument("--rule-pack", required=True, help="id of the rule pack to re-validate with")
+    q.add_argument(
+        "--from",
+        dest="since",
+        default="BEGINNING",
+        help="BEGINNING, or an ISO-8601 time: encounters last coded at or after it",
+    )
+    q.add_argument("--dry-run", action="store_true", help="report the diff, publish nothing")
+    q.set_defaults(func=cmd_replay)
+    group = sub.add_parser("corrections", help="the correction work queue").add_subparsers(
+        dest="sub", required=True
+    )
+    r = group.add_parser("list", help="encounters whose latest verdict is rejected, with edits")
+    r.add_argument("--json", action="store_true", help="one JSON object per encounter")
+    r.add_argument(
+        "--messages",
+        action="store_true",
+        help="include hit messages (they may quote dates of service or birth: PHI)",
+    )
+    r.set_defaults(func=cmd_corrections_list)
     group = sub.add_parser("claims", help="offline claims").add_subparsers(
         dest="sub", required=True
     )
