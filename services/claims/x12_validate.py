@@ -90,9 +90,19 @@ def validate_x12(text: str, *, cache_maps: bool = True) -> list[str]:
 
     ``cache_maps=False`` parses pyx12's maps afresh, as pyx12 itself does (tests compare).
     """
+    return validate_with_ack(text, cache_maps=cache_maps)[0]
+
+
+def validate_with_ack(text: str, *, cache_maps: bool = True) -> tuple[list[str], str]:
+    """``validate_x12``, and the 999 pyx12 writes for a 5010 document ('' when it wrote none).
+
+    The 999 accepts or rejects each transaction set with pyx12's own IK3/IK4 findings; its
+    envelope (control numbers, time) is pyx12's, so a caller that needs it deterministic
+    keeps the AK1..AK9 body and writes its own envelope (the payer simulator does).
+    """
     if not text.lstrip().startswith("ISA"):
-        return ["not an X12 interchange: the text must begin with an ISA segment"]
-    fd_ack = io.StringIO()  # pyx12 builds a 999 for 5010 837s; we only need it not to fail
+        return ["not an X12 interchange: the text must begin with an ISA segment"], ""
+    fd_ack = io.StringIO()  # pyx12 builds a 999 for 5010 837s
     fd_json = io.StringIO()
     collect = _Collect()
     logger = logging.getLogger("pyx12")
@@ -103,9 +113,9 @@ def validate_x12(text: str, *, cache_maps: bool = True) -> list[str]:
                 _PARAMS, io.StringIO(text), fd_ack, None, None, fd_json
             )
         except (pyx12.errors.X12Error, pyx12.errors.EngineError) as exc:
-            return [*collect.messages, f"pyx12 could not process the document: {exc}"]
+            return [*collect.messages, f"pyx12 could not process the document: {exc}"], ""
         except Exception as exc:  # pyx12 raises bare errors on badly malformed input
-            return [*collect.messages, f"pyx12 failed: {type(exc).__name__}: {exc}"]
+            return [*collect.messages, f"pyx12 failed: {type(exc).__name__}: {exc}"], ""
         finally:
             logger.removeHandler(collect)
 
@@ -121,7 +131,7 @@ def validate_x12(text: str, *, cache_maps: bool = True) -> list[str]:
     messages.extend(logged)
     if not ok and not messages:
         messages.append("pyx12 rejected the document without saying why")
-    return messages
+    return messages, fd_ack.getvalue()
 
 
 def _same(logged: str, reported: str) -> bool:

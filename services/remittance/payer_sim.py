@@ -1,4 +1,10 @@
-"""A payer simulator: adjudicates submitted 837P claims and answers with an X12 835.
+"""A payer simulator: acknowledges 837P/837I interchanges (999, 277CA) and answers with 835s.
+
+Front end, per interchange: a 999 from pyx12's own validation of the 837 (a set that fails
+is rejected with its IK3/IK4 errors, and its claims go no further), then a 277CA that
+accepts each claim into adjudication (A2:20, with the payer's claim number) or rejects a
+configurable share with real claim status codes (e.g. A7:164:IL, an invalid member id);
+rejected claims get no 835.
 
 Decisions are deterministic (seeded from the payer and claim id, never the clock) and follow
 how payers price professional claims: the allowed amount is the claim's expected
@@ -15,15 +21,18 @@ import hashlib
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date
+from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pipeline.errors import InputError
 from pipeline.models import SubmittedClaim
+from services.claims import x12 as edi
+from services.claims.x12_validate import validate_with_ack
 from services.remittance.era import ZERO, CasAdjustment, Segment, read_segments
 
 CENT = Decimal("0.01")
+W = TypeVar("W", "Denial", "FrontEndRejection")
 VERSION_835 = "005010X221A1"
 
 
@@ -47,11 +56,12 @@ class ClaimLine:
     service_date: date | None
     service_end: date | None
     line_control_number: str | None = None
+    revenue_code: str | None = None  # SV201 on an 837I
 
 
 @dataclass(frozen=True)
 class Claim837:
-    """What the payer needs from one CLM of an 837P."""
+    """What the payer needs from one CLM of an 837P or 837I."""
 
     claim_id: str
     charge: Decimal
@@ -65,6 +75,10 @@ class Claim837:
     # The subscriber (2010BA) when the patient is a dependent (2000C); None when they are one.
     insured_last_name: str | None = None
     insured_first_name: str | None = None
+    institutional: bool = False  # an 837I: CLM05-1 is the facility type, lines are SV2
+    drg: str | None = None  # HI*DR on an 837I
+    billing_npi: str | None = None  # 2010AA of the claim's own 2000A loop
+    billing_name: str | None = None
 
 
 def _d8(seg: Segment) -> tuple[date | None, date | None]:
@@ -94,6 +108,7 @@ def _decimal(seg: Segment, pos: int, default: str | None = None) -> Decimal:
 @dataclass
 class _RawLine:
     sv1: Segment | None = None
+    sv2: Segment | None = None
     start: date | None = None
     end: date | None = None
     control_number: str | None = None
@@ -103,12 +118,14 @@ _SUBSCRIBER_KEYS = ("sbr09", "member_id", "insured_last", "insured_first")
 
 
 def read_837_claim(x12: str, claim_id: str) -> Claim837:
-    """Find claim ``claim_id`` (CLM01) in an 837P and read its lines and plan context."""
+    """Find claim ``claim_id`` (CLM01) in an 837P or 837I and read its lines and plan context."""
     ctx: dict[str, str | None] = {}
     found: dict[str, str | None] | None = None
     clm: Segment | None = None
     lines: list[_RawLine] = []
     in_claim = False
+    institutional = ""
+    billing: dict[str, str | None] = {}
     for seg in read_segments(x12):
         sid = seg.id
         if sid in {"HL", "SE"} or (sid == "CLM" and in_claim):
@@ -131,15 +148,23 @@ def read_837_claim(x12: str, claim_id: str) -> Claim837:
                 ctx["member_id"] = seg.el(9) or None
                 ctx["insured_last"], ctx["insured_first"] = name
             ctx["last"], ctx["first"] = name
+        elif sid == "ST":
+            institutional = "Y" if "X223" in seg.el(3) else ""
+        elif sid == "NM1" and seg.el(1) == "85":
+            billing = {"billing_npi": seg.el(9) or None, "billing_name": seg.el(3) or None}
         elif sid == "CLM":
             in_claim = True
             if seg.el(1) == claim_id:
-                clm, found = seg, dict(ctx)
+                clm, found = seg, {**ctx, **billing, "institutional": institutional}
         elif clm is not None and in_claim:
             if sid == "LX":
                 lines.append(_RawLine())
             elif sid == "SV1" and lines:
                 lines[-1].sv1 = seg
+            elif sid == "SV2" and lines:
+                lines[-1].sv2 = seg
+            elif sid == "HI" and seg.comp(1, 1) in ("DR", "DRG") and found is not None:
+                found["drg"] = seg.comp(1, 2) or None
             elif sid == "DTP" and seg.el(1) == "472" and lines:
                 lines[-1].start, lines[-1].end = _d8(seg)
             elif sid == "REF" and seg.el(1) == "6R" and lines:
@@ -149,9 +174,32 @@ def read_837_claim(x12: str, claim_id: str) -> Claim837:
     return _claim837(clm, found, lines)
 
 
+def _sv2_line(number: int, raw: _RawLine, sv2: Segment) -> ClaimLine:
+    """An 837I line: the revenue code, and the HCPCS code when the line has one."""
+    revenue = sv2.el(1)
+    if not revenue:
+        raise InputError("SV201", f"service line {number} has no revenue code")
+    code = sv2.comp(2, 2)
+    return ClaimLine(
+        line_number=number,
+        qualifier=(sv2.comp(2, 1) or "HC") if code else "NU",
+        code=code or revenue,
+        modifiers=tuple(m for m in (sv2.comp(2, k) for k in range(3, 7)) if m) if code else (),
+        charge=_cents(_decimal(sv2, 3)),
+        units=_decimal(sv2, 5, "1"),
+        service_date=raw.start,
+        service_end=raw.end,
+        line_control_number=raw.control_number,
+        revenue_code=revenue if code else None,
+    )
+
+
 def _claim837(clm: Segment, ctx: dict[str, str | None], raw_lines: list[_RawLine]) -> Claim837:
     lines: list[ClaimLine] = []
     for number, raw in enumerate(raw_lines, start=1):
+        if raw.sv2 is not None:
+            lines.append(_sv2_line(number, raw, raw.sv2))
+            continue
         sv1 = raw.sv1
         if sv1 is None:
             raise InputError("SV1", f"service line {number} has no SV1 segment")
@@ -176,7 +224,7 @@ def _claim837(clm: Segment, ctx: dict[str, str | None], raw_lines: list[_RawLine
     charge = _cents(_decimal(clm, 2))
     line_total = sum((line.charge for line in lines), ZERO)
     if line_total != charge:
-        raise InputError("CLM02", f"claim charge {charge} != sum of SV102 {line_total}")
+        raise InputError("CLM02", f"claim charge {charge} != sum of the line charges {line_total}")
     return Claim837(
         claim_id=clm.el(1),
         charge=charge,
@@ -189,6 +237,10 @@ def _claim837(clm: Segment, ctx: dict[str, str | None], raw_lines: list[_RawLine
         lines=tuple(lines),
         insured_last_name=ctx.get("insured_last") if dependent else None,
         insured_first_name=ctx.get("insured_first") if dependent else None,
+        institutional=ctx.get("institutional") == "Y",
+        drg=ctx.get("drg"),
+        billing_npi=ctx.get("billing_npi"),
+        billing_name=ctx.get("billing_name"),
     )
 
 
@@ -214,6 +266,14 @@ MEDICARE_B = PlanRules(
     deductible_max=Decimal("257.00"),
     sequestration=Decimal("0.02"),
 )
+# Part A pays a stay (DRG) after the benefit-period deductible ($1,736 in 2026), no coinsurance
+# for the first 60 days.
+MEDICARE_A = PlanRules(
+    allowed_pct=Decimal("0.40"),
+    deductible_rate=0.6,
+    deductible_max=Decimal("1736.00"),
+    sequestration=Decimal("0.02"),
+)
 MEDICAID = PlanRules(allowed_pct=Decimal("0.35"))
 COMMERCIAL = PlanRules(
     allowed_pct=Decimal("0.60"),
@@ -225,16 +285,59 @@ COMMERCIAL = PlanRules(
 
 
 @dataclass(frozen=True)
+class Denial:
+    """A claim denial the payer may give: CARC, claim-level RARC (MOA), line-level RARC (LQ)."""
+
+    carc: str
+    claim_rarc: str | None = None
+    line_rarc: str | None = None
+    weight: float = 1.0
+
+
+# Real CARC/RARC combinations, as payers send them.
+DEFAULT_CLAIM_DENIALS: tuple[Denial, ...] = (
+    Denial("16", "MA130", None),  # lacks information; unprocessable, resubmit
+    Denial("50", None, "N115"),  # not medically necessary (coverage determination)
+    Denial("29", None, None),  # time limit for filing expired
+)
+
+
+@dataclass(frozen=True)
+class FrontEndRejection:
+    """A 277CA claim rejection: STC category, status code, entity (code source 507/508)."""
+
+    category: str
+    status: str
+    entity: str = ""
+    weight: float = 1.0
+
+    def composite(self) -> tuple[str, ...]:
+        """STC01 as components."""
+        return (self.category, self.status, self.entity)
+
+
+DEFAULT_FRONT_END_REJECTIONS: tuple[FrontEndRejection, ...] = (
+    FrontEndRejection("A7", "164", "IL", 0.4),  # invalid subscriber contract/member number
+    FrontEndRejection("A3", "21", "", 0.3),  # missing or invalid information
+    FrontEndRejection("A7", "562", "85", 0.2),  # billing provider NPI not on file
+    FrontEndRejection("A6", "33", "", 0.1),  # subscriber and subscriber id not found
+)
+
+
+@dataclass(frozen=True)
 class AdjudicationPolicy:
-    """Pricing and denial behaviour of the simulated payer."""
+    """Pricing, denial and front-end rejection behaviour of the simulated payer."""
 
     plans: Mapping[str, PlanRules] = field(
-        default_factory=lambda: {"MB": MEDICARE_B, "MA": MEDICARE_B, "MC": MEDICAID}
+        default_factory=lambda: {"MB": MEDICARE_B, "MA": MEDICARE_A, "MC": MEDICAID}
     )
     default_plan: PlanRules = COMMERCIAL
     payer_allowed_pct: Mapping[str, Decimal] = field(default_factory=dict)
     claim_denial_rate: float = 0.05
     line_denial_rate: float = 0.06
+    claim_denials: tuple[Denial, ...] = DEFAULT_CLAIM_DENIALS
+    front_end_rejection_rate: float = 0.02
+    front_end_rejections: tuple[FrontEndRejection, ...] = DEFAULT_FRONT_END_REJECTIONS
 
     def plan(self, filing_indicator: str) -> PlanRules:
         """The rules for a claim filing indicator (commercial when unknown)."""
@@ -243,12 +346,6 @@ class AdjudicationPolicy:
 
 DEFAULT_POLICY = AdjudicationPolicy()
 
-# (CARC, claim-level RARC for MOA, line-level RARC for LQ)
-_CLAIM_DENIALS: tuple[tuple[str, str | None, str | None], ...] = (
-    ("16", "MA130", None),  # lacks information; unprocessable, resubmit
-    ("50", None, "N115"),  # not medically necessary (coverage determination)
-    ("29", None, None),  # time limit for filing expired
-)
 _LINE_DENIALS: tuple[tuple[str, str], ...] = (("97", "M15"), ("50", "N115"))
 
 
@@ -285,6 +382,17 @@ class ClaimDecision:
     def allowed(self) -> Decimal:
         """Sum of line allowed amounts."""
         return sum((line.allowed for line in self.lines), ZERO)
+
+
+def weighted(choices: Sequence[W], draw: float) -> W:
+    """The choice a uniform ``draw`` in [0, 1) falls on, each choice taking its weight's share."""
+    total = sum(c.weight for c in choices)
+    point = draw * total
+    for choice in choices:
+        point -= choice.weight
+        if point < 0:
+            return choice
+    return choices[-1]
 
 
 def _rng(payer_id: str, claim_id: str) -> random.Random:
@@ -332,7 +440,7 @@ def adjudicate_claim(
     rng = _rng(claim.payer_id, claim.claim_id)
     # Draw every random number up front, in a fixed order, so one decision never shifts another.
     deny_claim = rng.random() < policy.claim_denial_rate
-    denial = _CLAIM_DENIALS[rng.randrange(len(_CLAIM_DENIALS))]
+    denial = weighted(policy.claim_denials, rng.random())
     has_deductible = rng.random()
     deductible_share = Decimal(str(round(rng.uniform(0.25, 1.0), 4)))
     line_draws = [(rng.random(), rng.randrange(len(_LINE_DENIALS))) for _ in parsed.lines]
@@ -347,7 +455,7 @@ def adjudicate_claim(
 
     remarks: tuple[str, ...] = ()
     if deny_claim:
-        carc, claim_rarc, line_rarc = denial
+        carc, claim_rarc, line_rarc = denial.carc, denial.claim_rarc, denial.line_rarc
         lines = tuple(
             LineDecision(
                 line,
@@ -545,6 +653,8 @@ def _claim_segments(decision: ClaimDecision) -> list[str]:
         claim.place_of_service,
         claim.frequency,
     ]
+    if claim.drg:
+        clp += ["", claim.drg]  # CLP11: the DRG the stay was paid under
     out = ["*".join(clp)]
     last = _clean(claim.patient_last_name, 60) or "UNKNOWN"
     first = _clean(claim.patient_first_name, 35)
@@ -565,7 +675,10 @@ def _claim_segments(decision: ClaimDecision) -> list[str]:
     out.append(f"DTM*233*{decision.service_end:%Y%m%d}")
     for line in decision.lines:
         svc = ":".join((line.line.qualifier, line.line.code, *line.line.modifiers))
-        out.append(f"SVC*{svc}*{_amt(line.line.charge)}*{_amt(line.paid)}**{_num(line.line.units)}")
+        revenue = line.line.revenue_code or ""  # SVC04: the revenue code billed with a HCPCS
+        out.append(
+            f"SVC*{svc}*{_amt(line.line.charge)}*{_amt(line.paid)}*{revenue}*{_num(line.line.units)}"
+        )
         start = line.line.service_date or decision.service_start
         end = line.line.service_end
         if end and end != start:
@@ -690,4 +803,251 @@ def adjudicate(
         payment_method=payment_method,
         payer=payer,
         control_number=control_number,
+    )
+
+
+# --- the front end: 999 and 277CA -----------------------------------------------------------
+
+VERSION_999 = "005010X231A1"
+VERSION_277CA = "005010X214"
+_REJECTED_SET = frozenset({"R", "M", "W", "X"})
+
+
+@dataclass(frozen=True)
+class Envelope837:
+    """What an acknowledgment refers to in the 837 it answers."""
+
+    sender_id: str  # ISA06
+    receiver_id: str  # ISA08
+    control_number: str  # ISA13
+    group_control_number: str  # GS06
+    implementation: str  # GS08
+    sets: tuple[tuple[str, str], ...]  # (ST02, ST03) of each transaction set
+    submitter_name: str
+
+
+def read_envelope(x12: str) -> Envelope837:
+    """The envelope of an 837 interchange: ids, control numbers, transaction sets."""
+    isa = gs = None
+    sets: list[tuple[str, str]] = []
+    submitter = ""
+    for seg in read_segments(x12):
+        if seg.id == "ISA":
+            isa = seg
+        elif seg.id == "GS" and gs is None:
+            gs = seg
+        elif seg.id == "ST":
+            sets.append((seg.el(2), seg.el(3)))
+        elif seg.id == "NM1" and seg.el(1) == "41" and not submitter:
+            submitter = seg.el(3)
+    if isa is None or gs is None or not sets:
+        raise InputError("x12", "an 837 interchange needs ISA, GS and ST segments")
+    return Envelope837(
+        sender_id=isa.el(6).strip(),
+        receiver_id=isa.el(8).strip(),
+        control_number=isa.el(13),
+        group_control_number=gs.el(6),
+        implementation=gs.el(8),
+        sets=tuple(sets),
+        submitter_name=submitter or isa.el(6).strip(),
+    )
+
+
+def _number(*parts: str) -> int:
+    """A deterministic control number (1..999999999) for an answer."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 999_999_999 + 1
+
+
+@dataclass(frozen=True)
+class Acknowledgment:
+    """A 999: whether the payer took the 837's transaction sets, and the file itself."""
+
+    accepted: bool
+    text: str
+    errors: tuple[str, ...] = ()
+
+
+def acknowledge_999(x12: str, *, payer_id: str, created: datetime) -> Acknowledgment:
+    """Validate an 837 with pyx12 and answer with a 999: accepted, or rejected with IK3/IK4.
+
+    The AK1..AK9 body is pyx12's own; the envelope is written here so that the control
+    numbers and time are deterministic (a replay answers with the same file).
+    """
+
+    envelope = read_envelope(x12)
+    errors, pyx12_ack = validate_with_ack(x12)
+    body: list[edi.Segment] = []
+    if pyx12_ack:
+        inside = False
+        for s in read_segments(pyx12_ack):
+            if s.id == "ST":
+                inside = True
+            elif s.id == "SE":
+                inside = False
+            elif inside:
+                elements: list[edi.Element] = [
+                    edi.Composite(parts) if len(parts) > 1 else parts[0] for parts in s.components
+                ]
+                body.append(edi.Segment(s.id, tuple(elements)))
+    if not body:  # pyx12 could not walk the file: reject every set, saying so
+        body = [edi.seg("AK1", "HC", envelope.group_control_number, envelope.implementation)]
+        for st02, st03 in envelope.sets:
+            body += [edi.seg("AK2", "837", st02, st03), edi.seg("IK5", "R", "5")]
+        body.append(edi.seg("AK9", "R", str(len(envelope.sets)), str(len(envelope.sets)), "0"))
+    rejected = any(s.id == "IK5" and s.elements[0] in _REJECTED_SET for s in body)
+    number = _number(payer_id, "999", envelope.control_number)
+    text = edi.render(
+        edi.interchange(
+            edi.Envelope(
+                sender_id=envelope.receiver_id,
+                receiver_id=envelope.sender_id,
+                control_number=number,
+                created=created,
+                functional_id="FA",
+                version=VERSION_999,
+            ),
+            [edi.transaction_set("999", "0001", VERSION_999, body)],
+        )
+    )
+    return Acknowledgment(not rejected, text, tuple(errors))
+
+
+def front_end_rejection(
+    payer_id: str, claim_event_id: str, policy: AdjudicationPolicy = DEFAULT_POLICY
+) -> FrontEndRejection | None:
+    """Whether the payer's front end rejects a claim event, and with which status."""
+    digest = hashlib.sha256(f"277ca\x1f{payer_id}\x1f{claim_event_id}".encode()).digest()
+    rng = random.Random(int.from_bytes(digest[:8], "big"))
+    reject, pick = rng.random(), rng.random()
+    if reject >= policy.front_end_rejection_rate or not policy.front_end_rejections:
+        return None
+    return weighted(policy.front_end_rejections, pick)
+
+
+@dataclass(frozen=True)
+class FrontEndDecision:
+    """The 277CA's answer about one claim."""
+
+    claim: SubmittedClaim
+    parsed: Claim837
+    rejection: FrontEndRejection | None
+
+    @property
+    def accepted(self) -> bool:
+        """Accepted into adjudication (A2:20)."""
+        return self.rejection is None
+
+
+def render_277ca(
+    x12: str,
+    decisions: Sequence[FrontEndDecision],
+    *,
+    payer_id: str,
+    payer_name: str,
+    created: datetime,
+) -> str:
+    """A 277CA answering the claims of one 837 interchange, grouped by billing provider."""
+
+    if not decisions:
+        raise InputError("claims", "a 277CA answers at least one claim")
+    envelope = read_envelope(x12)
+    ymd, hm = created.strftime("%Y%m%d"), created.strftime("%H%M")
+    ids = "\x1f".join(d.claim.claim_id for d in decisions)
+    number = _number(payer_id, "277CA", envelope.control_number, ids)
+
+    def totals(items: Sequence[FrontEndDecision], qty: tuple[str, str]) -> list[edi.Segment]:
+        ok = [d for d in items if d.accepted]
+        bad = [d for d in items if not d.accepted]
+        out = []
+        if ok:
+            out.append(edi.seg("QTY", qty[0], str(len(ok))))
+        if bad:
+            out.append(edi.seg("QTY", qty[1], str(len(bad))))
+        if ok:
+            out.append(edi.seg("AMT", "YU", edi.amount(sum((d.parsed.charge for d in ok), ZERO))))
+        if bad:
+            out.append(edi.seg("AMT", "YY", edi.amount(sum((d.parsed.charge for d in bad), ZERO))))
+        return out
+
+    total = edi.amount(sum((d.parsed.charge for d in decisions), ZERO))
+    body: list[edi.Segment] = [
+        edi.seg("BHT", "0085", "08", envelope.control_number, ymd, hm, "TH"),
+        edi.seg("HL", "1", "", "20", "1"),
+        edi.seg("NM1", "PR", "2", edi.text(payer_name, 60), "", "", "", "", "PI", payer_id),
+        edi.seg("TRN", "1", str(number)),
+        edi.seg("DTP", "050", "D8", ymd),
+        edi.seg("DTP", "009", "D8", ymd),
+        edi.seg("HL", "2", "1", "21", "1"),
+        edi.seg(
+            "NM1", "41", "2", envelope.submitter_name, "", "", "", "", "46", envelope.sender_id
+        ),
+        edi.seg("TRN", "2", envelope.control_number),
+        edi.seg("STC", edi.comp("A1", "19"), ymd, "WQ", total),
+        *totals(decisions, ("90", "AA")),
+    ]
+    providers: dict[tuple[str, str], list[FrontEndDecision]] = {}
+    for d in decisions:
+        key = (d.parsed.billing_npi or "", d.parsed.billing_name or "UNKNOWN")
+        providers.setdefault(key, []).append(d)
+    hl = 2
+    for (npi, name), items in providers.items():
+        hl += 1
+        provider_hl = hl
+        body += [
+            edi.seg("HL", str(provider_hl), "2", "19", "1"),
+            edi.seg("NM1", "85", "2", name, "", "", "", "", "XX" if npi else "", npi),
+            edi.seg("TRN", "1", f"{number}{provider_hl}"),
+            edi.seg(
+                "STC",
+                edi.comp("A1", "19"),
+                "",  # STC02 is not used at the billing provider level
+                "WQ",
+                edi.amount(sum((d.parsed.charge for d in items), ZERO)),
+            ),
+            *totals(items, ("QA", "QC")),
+        ]
+        for d in items:
+            hl += 1
+            claim = d.parsed
+            last = _clean(claim.patient_last_name, 60) or "UNKNOWN"
+            first = _clean(claim.patient_first_name, 35)
+            member = _clean(claim.member_id, 80)
+            body += [
+                edi.seg("HL", str(hl), str(provider_hl), "PT"),
+                edi.seg("NM1", "QC", "1", last, first, "", "", "", "MI" if member else "", member),
+                edi.seg("TRN", "2", claim.claim_id),
+            ]
+            if d.rejection is None:
+                body += [
+                    edi.seg("STC", edi.comp("A2", "20"), ymd, "WQ", edi.amount(claim.charge)),
+                    edi.seg("REF", "1K", payer_claim_control_number(payer_id, claim.claim_id)),
+                ]
+            else:
+                body.append(
+                    edi.seg(
+                        "STC",
+                        edi.comp(*d.rejection.composite()),
+                        ymd,
+                        "U",
+                        edi.amount(claim.charge),
+                    )
+                )
+            start = min((ln.service_date for ln in claim.lines if ln.service_date), default=None)
+            ends = [ln.service_end or ln.service_date for ln in claim.lines if ln.service_date]
+            end = max((e for e in ends if e), default=None)
+            if start and end:
+                body.append(edi.seg("DTP", "472", "RD8", f"{start:%Y%m%d}-{end:%Y%m%d}"))
+    return edi.render(
+        edi.interchange(
+            edi.Envelope(
+                sender_id=envelope.receiver_id,
+                receiver_id=envelope.sender_id,
+                control_number=number,
+                created=created,
+                functional_id="HN",
+                version=VERSION_277CA,
+            ),
+            [edi.transaction_set("277", "0001", VERSION_277CA, body)],
+        )
     )

@@ -1,0 +1,215 @@
+"""The payer simulator answers each 837 interchange like a payer's front end: a 999 from
+pyx12, a 277CA accepting or rejecting each claim, then 835s for the accepted claims; and
+the claims service turns those answers back into rejections."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from test_claims_837 import COVERAGE, coded_encounter, validated
+from test_claims_837i import inpatient, outpatient
+from test_claims_837i import validated as validated_hospital
+
+from pipeline.models import PayerFile, SubmittedClaim, utcnow
+from pipeline.stage import Incoming, Out
+from services.claims.acks import parse_277ca, parse_999
+from services.claims.app import ClaimsStage
+from services.claims.domain import plan_claim, submitted_claim, write_interchange
+from services.claims.x12_validate import validate_x12
+from services.remittance.era import parse_835, validate_835
+from services.remittance.payer_app import PayerSimOptions, PayerSimStage, RejectionOption
+from services.remittance.payer_sim import (
+    AdjudicationPolicy,
+    acknowledge_999,
+    front_end_rejection,
+)
+from services.remittance.posting import post
+
+
+def interchange(n: int, icn: int = 501, prefix: str = "E") -> list[SubmittedClaim]:
+    """``n`` claims of one payer in one 837P, as the claims service publishes them."""
+    planned = [plan_claim(validated(coded_encounter(f"{prefix}{i}"))) for i in range(n)]
+    x12 = write_interchange(planned, sender_id="CLAIMFLOW", receiver_id="CH01", control_number=icn)
+    return [submitted_claim(p, icn, x12) for p in planned]
+
+
+def incoming(claims: list[SubmittedClaim], adapter: bytes | None = b"simulator") -> list[Incoming]:
+    headers = {"claimflow-adapter": adapter} if adapter is not None else {}
+    return [
+        Incoming("claims.submitted.v1", c.claim_id, c, b"", headers, 0, i, 0)
+        for i, c in enumerate(claims)
+    ]
+
+
+def files(outs: list[Out], kind: str) -> list[PayerFile]:
+    return [o.value for o in outs if o.value.kind == kind]  # type: ignore[attr-defined]
+
+
+def test_each_interchange_gets_a_999_a_277ca_and_835s_that_pyx12_accepts() -> None:
+    claims = interchange(12)
+    stage = PayerSimStage(PayerSimOptions(front_end_rejection_rate=0.25))
+    outs = list(stage.handle_batch(incoming(claims)))
+    (f999,) = files(outs, "999")
+    (f277,) = files(outs, "277CA")
+    remits = files(outs, "835")
+    for f in (f999, f277):
+        assert validate_x12(f.body.decode()) == []
+    assert all(validate_835(f.body.decode()) == [] for f in remits)
+    (group,) = parse_999(f999.body.decode())
+    assert group.group_control_number == "501" and not group.sets[0].rejected
+    acks = {a.claim_id: a for a in parse_277ca(f277.body.decode())}
+    assert set(acks) == {c.claim_id for c in claims}
+    rejected = {cid for cid, a in acks.items() if a.rejected}
+    assert 0 < len(rejected) < len(claims)  # 25% of 12, drawn per claim
+    paid = {p.patient_control_number for f in remits for p in parse_835(f.body.decode()).claims}
+    assert paid == set(acks) - rejected  # a rejected claim never reaches adjudication
+    for a in acks.values():
+        if not a.rejected:
+            assert a.payer_claim_control_number and a.codes() == ["A2:20"]
+    assert all(o.key == f"{COVERAGE.payer_id}:{o.value.file_id}" for o in outs)  # type: ignore[attr-defined]
+
+
+def test_an_837_that_fails_pyx12_is_rejected_by_the_999_and_goes_no_further() -> None:
+    claims = interchange(3)
+    broken = claims[0].x12.replace("HI*ABK:", "HI*ABX:")
+    claims = [c.model_copy(update={"x12": broken}) for c in claims]
+    outs = list(PayerSimStage().handle_batch(incoming(claims)))
+    assert [o.value.kind for o in outs] == ["999"]  # type: ignore[attr-defined]
+    text = outs[0].value.body.decode()  # type: ignore[attr-defined]
+    assert validate_x12(text) == []
+    (group,) = parse_999(text)
+    (st,) = group.sets
+    assert st.rejected and st.errors and st.errors[0].segment_id == "HI"
+
+
+def test_the_front_end_rejects_the_configured_share_with_the_configured_codes() -> None:
+    policy = AdjudicationPolicy(front_end_rejection_rate=0.02)
+    events = [f"claim-event-{i}" for i in range(5000)]
+    decisions = [front_end_rejection("87726", e, policy) for e in events]
+    share = sum(d is not None for d in decisions) / len(events)
+    assert 0.012 < share < 0.028
+    mix = Counter(f"{d.category}:{d.status}" for d in decisions if d is not None)
+    assert set(mix) == {"A7:164", "A3:21", "A7:562", "A6:33"}
+    only = PayerSimOptions(
+        front_end_rejection_rate=1.0,
+        front_end_rejections=[RejectionOption(category="A3", status="21")],
+    ).policy()
+    assert {front_end_rejection("87726", e, only).composite() for e in events[:50]} == {  # type: ignore[union-attr]
+        ("A3", "21", "")
+    }
+    assert front_end_rejection("87726", events[0], AdjudicationPolicy()) == front_end_rejection(
+        "87726", events[0], AdjudicationPolicy()
+    )
+
+
+def test_claims_routed_to_a_real_payer_are_left_alone() -> None:
+    claims = interchange(2)
+    assert list(PayerSimStage().handle_batch(incoming(claims, b"filedrop"))) == []
+    assert len(list(PayerSimStage().handle_batch(incoming(claims, None)))) == 3  # no header
+
+
+def test_answers_are_the_same_when_a_batch_is_replayed_or_split() -> None:
+    claims = interchange(6)
+    whole = list(PayerSimStage().handle_batch(incoming(claims)))
+    again = list(PayerSimStage().handle_batch(incoming(claims)))
+    assert [(o.key, o.value.event_id, o.value.body) for o in whole] == [  # type: ignore[attr-defined]
+        (o.key, o.value.event_id, o.value.body)  # type: ignore[attr-defined]
+        for o in again
+    ]
+    # Claims of one interchange read in two batches (two partitions): the same 999 twice
+    # (a duplicate by event id), each claim in exactly one 277CA.
+    stage = PayerSimStage()
+    first = list(stage.handle_batch(incoming(claims[:4])))
+    second = list(stage.handle_batch(incoming(claims[4:])))
+    assert files(first, "999")[0].event_id == files(second, "999")[0].event_id
+    seen = [
+        a.claim_id
+        for o in (first, second)
+        for f in files(o, "277CA")
+        for a in parse_277ca(f.body.decode())
+    ]
+    assert sorted(seen) == sorted(c.claim_id for c in claims)
+
+
+def test_hospital_claims_are_acknowledged_and_paid_by_drg_and_revenue_code() -> None:
+    planned = [
+        plan_claim(validated_hospital(inpatient(f"IP{i}", encounter={"coverage": COVERAGE})))
+        for i in range(2)
+    ] + [plan_claim(validated_hospital(outpatient("OP1", encounter={"coverage": COVERAGE})))]
+    x12 = write_interchange(planned, sender_id="CLAIMFLOW", receiver_id="CH01", control_number=9)
+    claims = [submitted_claim(p, 9, x12) for p in planned]
+    outs = list(
+        PayerSimStage(PayerSimOptions(front_end_rejection_rate=0)).handle_batch(incoming(claims))
+    )
+    assert validate_x12(files(outs, "999")[0].body.decode()) == []
+    assert validate_x12(files(outs, "277CA")[0].body.decode()) == []
+    (remit,) = files(outs, "835")
+    text = remit.body.decode()
+    assert validate_835(text) == []
+    assert "*11*1**343~" in text  # CLP08 facility type 11, CLP09 frequency, CLP11 the DRG
+    assert "SVC*NU:0120*" in text and "SVC*HC:85025*45*" in text
+    by_id = {c.claim_id: c for c in claims}
+    for payment in parse_835(text).claims:
+        claim = by_id[payment.patient_control_number]
+        posting = post(
+            payment,
+            claim,
+            payer_id=claim.payer_id,
+            file_id=remit.file_id,
+            payment_trace="T",
+            payment_date=None,
+            posted_at=utcnow(),
+        )
+        assert posting.status in ("paid", "partially_paid", "denied")
+        if claim.expected_reimbursement is not None and posting.status == "paid":
+            assert posting.variance == 0  # the payer allowed the DRG amount
+
+
+def test_the_claims_service_turns_the_simulators_answers_into_rejections(tmp_path: Path) -> None:
+    from test_claims_service import stage as claims_stage_for
+
+    claims_stage, _ = claims_stage_for(tmp_path)
+    batch = [
+        Incoming(
+            "encounters.validated.v1",
+            f"E{i}",
+            validated(coded_encounter(f"E{i}")),
+            b"",
+            {},
+            0,
+            i,
+            0,
+        )
+        for i in range(10)
+    ]
+    sent = [o for o in claims_stage.handle_batch(batch) if o.topic == "claims.submitted.v1"]
+    options = PayerSimOptions(front_end_rejection_rate=0.3, answer_adapters=["recorder"])
+    simulator = PayerSimStage(options)
+    answers = list(
+        simulator.handle_batch(
+            [
+                Incoming(o.topic, o.key, o.value, b"", dict(o.headers), 0, i, 0)
+                for i, o in enumerate(sent)
+            ]
+        )
+    )
+    back = [
+        Incoming("payer.inbound.v1", o.key, o.value, b"", {}, 1, i, 0)
+        for i, o in enumerate(answers)
+    ]
+    rejections = [
+        o.value for o in claims_stage.handle_batch(back) if o.topic == "claims.rejections.v1"
+    ]
+    acks = [a for f in files(answers, "277CA") for a in parse_277ca(f.body.decode())]
+    assert {r.claim_id for r in rejections} == {a.claim_id for a in acks if a.rejected}
+    assert rejections and all(r.source == "277CA" and r.encounter_id for r in rejections)
+    assert isinstance(claims_stage, ClaimsStage)
+
+
+def test_acknowledge_999_is_deterministic_and_answers_the_submitter() -> None:
+    claims = interchange(2)
+    a = acknowledge_999(claims[0].x12, payer_id="87726", created=claims[0].submitted_at)
+    b = acknowledge_999(claims[0].x12, payer_id="87726", created=claims[0].submitted_at)
+    assert a == b and a.accepted
+    assert "*ZZ*CH01           *ZZ*CLAIMFLOW      *" in a.text  # from the receiver, to us
