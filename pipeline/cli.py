@@ -77,7 +77,8 @@ def _progress(summary: dict[str, int], elapsed: float) -> str:
     return (
         f"\r[{elapsed:6.1f}s] sent {s['encounters_sent']} | collected {s['collected']} | "
         f"coded {s['coded']} | clean {s['clean']} rejected {s['rejected']} | "
-        f"submitted {s['submitted']} | posted {s['posted']} | dlq {s['dlq']} | "
+        f"submitted {s['submitted']} | posted {s['posted']} "
+        f"payer-rejected {s['payer_rejected']} | dlq {s['dlq']} | "
         f"in flight {s['lost']}   "
     )
 
@@ -172,7 +173,8 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
         if summary["lost"]:
             print(f"lost source ids (first 10): {ledger.lost()[:10]}")
         print(json.dumps(summary))
-        settled = summary["posted"] + summary["exceptions"]  # held ones wait for a person
+        # Held payments and front-end rejections wait for a person; neither gets posted.
+        settled = summary["posted"] + summary["exceptions"] + summary["payer_rejected"]
         return 0 if summary["lost"] == 0 and settled == summary["submitted"] else 1
 
 
@@ -354,8 +356,9 @@ def cmd_claims_build(args: argparse.Namespace) -> int:
     from pipeline.models import ValidatedEncounter
     from services.claims.app import load_fee_schedule
     from services.claims.domain import build_claim
+    from services.claims.settings import ClaimsSettings
 
-    settings = Settings()
+    settings = ClaimsSettings()
     fees = load_fee_schedule(settings)
 
     def handle(_: str, data: bytes) -> list[str]:
@@ -364,6 +367,8 @@ def cmd_claims_build(args: argparse.Namespace) -> int:
             sender_id=settings.sender_id,
             receiver_id=settings.receiver_id,
             fee_schedule=fees,
+            drg_base_rate=settings.claims.drg_base_rate,
+            usage=settings.claims.usage,
         )
         return [claim.model_dump_json() if args.json else claim.x12]
 
@@ -425,11 +430,52 @@ def cmd_corrections_list(args: argparse.Namespace) -> int:
             continue  # not a verdict this version can read; validation's DLQ has the rest
         assert isinstance(verdict, ValidatedEncounter)
         queue.add(verdict)
+    rejections = _payer_rejections(bootstrap, settings)
     if args.json:
         for entry in queue.rejected():
             print(json.dumps(entry.as_dict()))
+        for rejection in rejections:
+            print(json.dumps({"queue": "payer_rejection", **rejection.model_dump(mode="json")}))
     else:
+        from services.claims.acks import rejection_lines
+
         print(queue.text())
+        print(rejection_lines(rejections))
+    return 0
+
+
+def _payer_rejections(bootstrap: str, settings: Settings) -> list[Any]:
+    """The last front-end rejection (999/277CA) of each claim, from claims.rejections.v1."""
+    from pipeline.errors import DecodeError
+    from pipeline.models import ClaimRejection
+    from pipeline.replay import read_history
+    from pipeline.serde import registry
+    from services.claims.acks import latest_rejections
+
+    reg = registry()
+    found: list[ClaimRejection] = []
+    for rec in read_history(bootstrap, settings, "claims.rejections.v1"):
+        try:
+            value = reg.decode("claims.rejections.v1", rec.value)
+        except (DecodeError, ValueError):
+            continue
+        if isinstance(value, ClaimRejection):
+            found.append(value)
+    return latest_rejections(found)
+
+
+def cmd_claims_rejections(args: argparse.Namespace) -> int:
+    """Claims the payer's front end rejected (999/277CA), the last rejection of each."""
+    from services.claims.acks import rejection_lines
+
+    settings = Settings()
+    logs.setup("WARNING")
+    rejections = _payer_rejections(settings.require_bootstrap(), settings)
+    if args.json:
+        for rejection in rejections:
+            print(rejection.model_dump_json())
+    else:
+        print(rejection_lines(rejections))
     return 0
 
 
@@ -812,7 +858,11 @@ def build_parser() -> argparse.ArgumentParser:
     group = sub.add_parser("corrections", help="the correction work queue").add_subparsers(
         dest="sub", required=True
     )
-    r = group.add_parser("list", help="encounters whose latest verdict is rejected, with edits")
+    r = group.add_parser(
+        "list",
+        help="encounters whose latest verdict is rejected, with edits, and claims the payer's "
+        "front end rejected (999/277CA)",
+    )
     r.add_argument("--json", action="store_true", help="one JSON object per encounter")
     r.add_argument(
         "--messages",
@@ -823,10 +873,15 @@ def build_parser() -> argparse.ArgumentParser:
     group = sub.add_parser("claims", help="offline claims").add_subparsers(
         dest="sub", required=True
     )
-    r = group.add_parser("build", help="validated encounters -> X12 837P")
+    r = group.add_parser("build", help="validated encounters -> X12 837P / 837I")
     r.add_argument("files", nargs="*")
     r.add_argument("--json", action="store_true", help="print the claim event, not the X12")
     r.set_defaults(func=cmd_claims_build)
+    r = group.add_parser(
+        "rejections", help="claims the payer's front end rejected (999/277CA), with the reason"
+    )
+    r.add_argument("--json", action="store_true", help="one JSON object per claim")
+    r.set_defaults(func=cmd_claims_rejections)
     group = sub.add_parser("remit", help="offline remittance").add_subparsers(
         dest="sub", required=True
     )

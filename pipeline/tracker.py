@@ -1,9 +1,10 @@
 """Follows every topic from the beginning and accounts for each encounter sent.
 
 An encounter sent to intake ends in exactly one of: posted (a remittance for its claim),
-rejected (by the scrubber), a dead letter at some stage, or held in remittance's exceptions
-(its claim's payment did not balance or never matched). Anything else, once the pipeline is
-idle, is lost. A denied claim is posted (status denied) and also in the denial queue.
+rejected (by the scrubber), a dead letter at some stage, held in remittance's exceptions
+(its claim's payment did not balance or never matched), or rejected by the payer's front end
+(a 999 or 277CA on claims.rejections.v1: no 835 will come). Anything else, once the
+pipeline is idle, is lost. A denied claim is posted (status denied) and also in the denial queue.
 Tansu's high watermarks read low, so this counts records instead of trusting end offsets.
 """
 
@@ -38,6 +39,7 @@ FOLLOWED = [
     "dlq.remittance.v1",
     "remittance.exceptions.v1",
     "remittance.denials.v1",
+    "claims.rejections.v1",
 ]
 
 
@@ -55,6 +57,7 @@ class Ledger:
     posted: dict[str, str] = field(default_factory=dict)  # claim id -> status
     exceptions: dict[str, str] = field(default_factory=dict)  # claim id -> exception kind
     denials: dict[str, str] = field(default_factory=dict)  # claim id -> denial category
+    payer_rejections: dict[str, str] = field(default_factory=dict)  # claim id -> 999 | 277CA
     dead: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     dead_keys: set[str] = field(default_factory=set)
     records: Counter[str] = field(default_factory=Counter)
@@ -98,6 +101,8 @@ class Ledger:
                 self.exceptions[claim.claim_id] = value.kind
         elif topic == "remittance.denials.v1":
             self.denials[value.claim_id] = value.category
+        elif topic == "claims.rejections.v1":
+            self.payer_rejections[value.claim_id] = value.source
         elif topic.startswith("dlq."):
             self.dead[value.stage].append(
                 {
@@ -118,7 +123,10 @@ class Ledger:
             return True  # held by coding until a coder decides: final until then
         claim = self.encounter_claim.get(encounter_id)
         return claim is not None and (
-            claim in self.posted or claim in self.dead_keys or claim in self.exceptions
+            claim in self.posted
+            or claim in self.dead_keys
+            or claim in self.exceptions
+            or claim in self.payer_rejections  # final: the payer will send no 835 for it
         )
 
     def source_done(self, source_id: str) -> bool:
@@ -152,11 +160,18 @@ class Ledger:
             "lost": len(self.lost()),
             "exceptions": len(self.held()),
             "denials": len(self.denials),
+            "payer_rejected": len(self.payer_rejected()),
         }
 
     def held(self) -> set[str]:
         """Submitted claims whose payment is in remittance's exceptions and not posted."""
         return {c for c in self.exceptions if c in self.claim_encounter and c not in self.posted}
+
+    def payer_rejected(self) -> set[str]:
+        """Submitted claims the payer's front end rejected (999/277CA) and that were not paid."""
+        return {
+            c for c in self.payer_rejections if c in self.claim_encounter and c not in self.posted
+        }
 
     def in_review(self) -> set[str]:
         """Encounters coding holds for a coder's decision (reviewed, not yet coded)."""

@@ -16,7 +16,7 @@ Segments are read with pyx12's ``X12Reader``, which takes the delimiters from th
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -454,3 +454,29 @@ def rejections(file: PayerFile, ctx: RejectionContext) -> list[ClaimRejection]:
             )
         )
     return out
+
+
+# --- the work queue ----------------------------------------------------------------------------
+
+
+def latest_rejections(records: Iterable[ClaimRejection]) -> list[ClaimRejection]:
+    """The last rejection of each claim, oldest first (a claim sent again may be rejected again)."""
+    latest: dict[str, ClaimRejection] = {}
+    for record in records:
+        latest.pop(record.claim_id, None)
+        latest[record.claim_id] = record
+    return list(latest.values())
+
+
+def rejection_lines(rejections: Sequence[ClaimRejection]) -> str:
+    """For people: one line per claim the payer's front end rejected, with what to fix."""
+    if not rejections:
+        return "Rejected by the payer's front end (999/277CA): none"
+    out = [f"Rejected by the payer's front end (999/277CA): {len(rejections)} claim(s)"]
+    for r in rejections:
+        encounter = r.encounter_id or "encounter unknown"
+        out.append(
+            f"  {r.claim_id}  {encounter}  payer {r.payer_id}  {r.source} {' '.join(r.codes)}"
+        )
+        out.append(f"      {r.reason}")
+    return "\n".join(out)

@@ -502,3 +502,38 @@ def test_an_unreadable_payer_file_is_a_dead_letter(tmp_path: Path) -> None:
     )
     (letter,) = dead(outs)
     assert letter.source_topic == "payer.inbound.v1" and letter.field == "body"
+
+
+# --- the demo's accounting --------------------------------------------------------------------
+
+
+def test_a_claim_the_payer_rejected_is_accounted_for_not_lost(tmp_path: Path) -> None:
+    from pipeline.models import ClaimRejection
+    from pipeline.tracker import Ledger
+
+    ledger = Ledger()
+    claims_stage, _ = stage(tmp_path)
+    batch = encounters(2)
+    for msg in batch:
+        ledger.sent.add(f"src-{msg.key}")
+        ledger.add("encounters.collected.v1", msg.key, msg.value.coded.encounter)
+        ledger.add("encounters.validated.v1", msg.key, msg.value)
+    claims = submitted(list(claims_stage.handle_batch(batch)))
+    for claim in claims:
+        ledger.add("claims.submitted.v1", claim.claim_id, claim)
+    assert ledger.summary()["lost"] == 2
+    rejected = ClaimRejection(
+        event_id="e",
+        claim_id=claims[0].claim_id,
+        encounter_id=claims[0].encounter_id,
+        payer_id=claims[0].payer_id,
+        source="277CA",
+        file_id="277CA.1",
+        codes=["A7:164:IL"],
+        reason="277CA: claim rejected",
+        rejected_at=claims[0].submitted_at,
+    )
+    ledger.add("claims.rejections.v1", rejected.claim_id, rejected)
+    summary = ledger.summary()
+    assert summary["payer_rejected"] == 1 and summary["lost"] == 1
+    assert {"encounters_sent", "submitted", "posted", "dlq", "lost"} <= set(summary)
