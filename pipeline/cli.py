@@ -26,6 +26,7 @@ SERVICE_MODULES = {
     "claims": "services.claims.app",
     "remittance": "services.remittance.app",
     "payer-sim": "services.remittance.payer_app",
+    "intake-gateway": "services.intake.gateway",
 }
 
 
@@ -41,8 +42,12 @@ def publish_encounters(
     rate: float = 0.0,
     on_sent: Callable[[str], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    mix: str = "office",
 ) -> int:
-    """Publish simulated EHR messages to intake.raw.v1 (bare bytes + content-type header)."""
+    """Publish simulated EHR messages to intake.raw.v1 (bare bytes + content-type header).
+
+    ``mix="all"`` adds ED visits and inpatient stays (institutional claims) to office visits.
+    """
     from pipeline.kafka import make_producer
     from services.intake.simulator import generate
 
@@ -50,7 +55,8 @@ def publish_encounters(
     topic = settings.topic("intake.raw.v1")
     sent = 0
     started = time.monotonic()
-    for source_id, content_type, body in generate(count, seed=seed, fmt=fmt):  # type: ignore[arg-type]
+    messages = generate(count, seed=seed, fmt=fmt, mix=mix)  # type: ignore[arg-type]
+    for source_id, content_type, body in messages:
         if stop and stop():
             break
         producer.produce(
@@ -103,11 +109,12 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     with cluster(settings.bootstrap_servers) as bootstrap:
         ensure_topics(bootstrap, settings, registry())
-        sup = Supervisor(bootstrap, run_dir)
+        sup = Supervisor(bootstrap, run_dir, env=_simulator_env(run_dir))
         sup.start()
         print(f"claimflow: broker {bootstrap}; logs in {run_dir}/", file=sys.stderr)
         for name, child in sup.children.items():
             print(f"  {name:<11} http://127.0.0.1:{child.metrics_port}/metrics", file=sys.stderr)
+        _print_gateway(run_dir / "state" / "intake-gateway")
         tracker = Tracker(bootstrap, settings)
         started = time.monotonic()
         try:
@@ -122,6 +129,7 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
                     fmt=args.format,
                     seed=args.seed,
                     rate=args.rate,
+                    mix=args.mix,
                     on_sent=tracker.ledger.sent.add,
                     stop=lambda: stopping,
                 ),
@@ -178,6 +186,35 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
         return 0 if summary["lost"] == 0 and settled == summary["submitted"] else 1
 
 
+def _simulator_env(run_dir: Path) -> dict[str, str]:
+    """Intake gets the simulator's provider directory, so its HL7 v2 messages bill fully."""
+    import os
+
+    from services.intake.simulator import provider_directory
+
+    if os.environ.get("CLAIMFLOW_PROVIDER_DIRECTORY"):
+        return {}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "provider-directory.json"
+    path.write_text(json.dumps(provider_directory().to_json(), indent=1))
+    return {"CLAIMFLOW_PROVIDER_DIRECTORY": str(path.resolve())}
+
+
+def _print_gateway(state_dir: Path) -> None:
+    """Where the intake gateway listens (it writes gateway.json once it has bound)."""
+    from services.intake.gateway import ENDPOINTS_FILE, read_endpoints
+
+    found = read_endpoints(state_dir, timeout=10)
+    if not found:
+        print("  intake-gateway: not listening yet (see its log)", file=sys.stderr)
+        return
+    print(
+        f"  intake-gateway {found['http']}/fhir and /hl7v2, MLLP {found['mllp']}; "
+        f"bearer token in {state_dir / ENDPOINTS_FILE}",
+        file=sys.stderr,
+    )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     return _pipeline(args, bounded=False)
 
@@ -227,9 +264,21 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             bar = "#" * int(30 * sent[0] / args.count)
             print(f"\r[{bar:<30}] {sent[0]}/{args.count}", end="", file=sys.stderr, flush=True)
 
+    if args.format == "hl7v2" and args.provider_directory is None:
+        print(
+            "claimflow simulate: HL7 v2 carries no billing EIN or address; give intake the "
+            "simulator's provider directory (--provider-directory FILE, then "
+            "CLAIMFLOW_PROVIDER_DIRECTORY=FILE for intake)",
+            file=sys.stderr,
+        )
+    if args.provider_directory is not None:
+        from services.intake.simulator import provider_directory
+
+        Path(args.provider_directory).write_text(json.dumps(provider_directory().to_json()))
     publish_encounters(
-        bootstrap, settings, args.count, args.format, args.seed, args.rate, on_sent=tick
-    )
+        bootstrap, settings, args.count, args.format, args.seed, args.rate, on_sent=tick,
+        mix=args.mix,
+    )  # fmt: skip
     print(file=sys.stderr)
     return 0
 
@@ -787,7 +836,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def pipeline_args(q: argparse.ArgumentParser, rate: float) -> None:
-        q.add_argument("--format", choices=["json", "fhir", "mix"], default="mix")
+        q.add_argument(
+            "--format",
+            choices=["json", "fhir", "hl7v2", "mix"],
+            default="mix",
+            help="mix: JSON and FHIR, half each",
+        )
+        q.add_argument(
+            "--mix",
+            choices=["office", "all"],
+            default="office",
+            help="office visits only, or all: also ED visits and inpatient stays (837I)",
+        )
         q.add_argument("--seed", type=int, default=7)
         q.add_argument("--rate", type=float, default=rate, help="encounters per second (0: max)")
 
@@ -807,6 +867,11 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=cmd_broker)
     q = sub.add_parser("simulate", help="the EHR simulator: publish encounters to intake.raw.v1")
     q.add_argument("--count", type=int, default=100)
+    q.add_argument(
+        "--provider-directory",
+        default=None,
+        help="write the simulator's provider directory here (intake's HL7 v2 needs it)",
+    )
     pipeline_args(q, rate=0.0)
     q.set_defaults(func=cmd_simulate)
 

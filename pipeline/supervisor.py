@@ -19,7 +19,15 @@ from pipeline.broker import free_port
 
 log = logging.getLogger(__name__)
 
-SERVICES = ("intake", "coding", "validation", "claims", "payer-sim", "remittance")
+SERVICES = (
+    "intake",
+    "coding",
+    "validation",
+    "claims",
+    "payer-sim",
+    "remittance",
+    "intake-gateway",
+)
 
 
 @dataclass

@@ -2,20 +2,45 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from pipeline import metrics
 from pipeline.models import RawMessage
 from pipeline.serde import MAGIC, Registry
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Stage, run_stage
 from services.intake.domain import parse_raw
+from services.intake.hl7v2 import EMPTY_DIRECTORY, ProviderDirectory
+from services.intake.seen import SeenMessages
+from services.intake.settings import IntakeSettings
+
+log = logging.getLogger(__name__)
+PRUNE_EVERY_S = 3600.0
+
+
+def body_digest(body: bytes) -> str:
+    """What tells a resend from a corrected message under the same source id."""
+    return hashlib.sha256(body).hexdigest()[:32]
 
 
 class IntakeStage(Stage):
     name = "intake"
     inputs = ("intake.raw.v1",)
+
+    def __init__(self, settings: IntakeSettings) -> None:
+        self.directory = (
+            ProviderDirectory.load(settings.provider_directory)
+            if settings.provider_directory is not None
+            else EMPTY_DIRECTORY
+        )
+        self.seen = SeenMessages(settings.state_dir / "intake-seen.sqlite")
+        self.window_s = settings.repeat_window_days * 86400
+        self._pruned_at = 0.0
 
     def decode(self, reg: Registry, topic: str, raw: bytes, headers: dict[str, bytes]) -> Any:
         # EHRs may send our RawMessage envelope, or the bare bytes with a content-type header.
@@ -26,16 +51,51 @@ class IntakeStage(Stage):
     def handle(self, msg: Incoming) -> Iterable[Out]:
         raw: RawMessage | None = msg.value
         if raw is None:
-            content_type = msg.headers.get("content-type", b"").decode() or None
+            content_type = msg.headers.get("content-type", b"").decode("utf-8", "replace") or None
             source_id = msg.key or f"{msg.topic}:{msg.partition}:{msg.offset}"
             body = msg.raw
             received_at = datetime.fromtimestamp(msg.timestamp_ms / 1000, UTC)
+            source_system = None
         else:
             content_type, source_id = raw.content_type, raw.source_id
-            body, received_at = raw.body, raw.received_at
-        result = parse_raw(body, content_type, source_id=source_id, received_at=received_at)
+            body, received_at, source_system = raw.body, raw.received_at, raw.source_system
+        digest = body_digest(body)
+        if self.seen.seen(source_id, digest):
+            metrics.OUTCOMES.labels(self.name, "repeat_dropped").inc()
+            log.info("repeated source message dropped", extra={"offset": msg.offset})
+            return []
+        result = parse_raw(
+            body,
+            content_type,
+            source_id=source_id,
+            received_at=received_at,
+            source_system=source_system,
+            directory=self.directory,
+        )
+        self.seen.add(source_id, digest)  # only once read: a rejected message may be resent
+        metrics.OUTCOMES.labels(self.name, f"read_{result.source_format}").inc()
         return [Out("encounters.collected.v1", e.encounter_id, e) for e in result.encounters]
+
+    def on_batch_done(self) -> None:
+        self.seen.commit()
+
+    def on_idle(self) -> Iterable[Out]:
+        now = time.time()
+        if now - self._pruned_at > PRUNE_EVERY_S:
+            self._pruned_at = now
+            self.seen.prune(now - self.window_s)
+        return []
+
+    def close(self) -> None:
+        self.seen.close()
 
 
 def main(settings: Settings | None = None) -> None:
-    run_stage(IntakeStage(), settings or Settings())
+    # `claimflow service` reads the environment into the base Settings; this class reads
+    # the same environment, plus intake's own variables.
+    intake = settings if isinstance(settings, IntakeSettings) else IntakeSettings()
+    try:
+        stage = IntakeStage(intake)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"CLAIMFLOW_PROVIDER_DIRECTORY cannot be read: {exc}") from None
+    run_stage(stage, intake)
