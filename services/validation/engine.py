@@ -191,6 +191,10 @@ class RulePack:
         """The pack's rules in pack order (every id must be registered)."""
         missing = [r for r in self.rule_ids if r not in REGISTRY]
         if missing:
+            import services.validation.rules  # noqa: F401 - importing it registers every rule
+
+            missing = [r for r in self.rule_ids if r not in REGISTRY]
+        if missing:
             raise KeyError(f"rule pack {self.id} names unknown rules: {', '.join(missing)}")
         return tuple(REGISTRY[r] for r in self.rule_ids)
 

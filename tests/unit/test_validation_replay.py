@@ -17,7 +17,10 @@ from services.claims.corrections import (
     write,
 )
 from services.claims.domain import build_claim, claim_event_id, claim_id_for
+from services.validation.packs import DEFAULT_PACK
+from services.validation.replay import ReplayReport, Revalidator, Summary, diff, latest
 from services.validation.rules import validate
+from services.validation.worklist import WorkQueue
 
 SENDER, RECEIVER = "CLAIMFLOW", "CLEARINGHOUSE"
 
@@ -186,3 +189,92 @@ def test_verdict_time_is_the_correction_time(store: SubmittedClaims) -> None:
     )
     [replacement] = _send(store, later)
     assert replacement.submitted_at == later.validated_at
+
+
+# --- the replay's diff, and the correction work queue --------------------------------------
+
+
+def _external_cause_first(encounter_id: str) -> object:
+    c = coded()
+    return patch(
+        c,
+        encounter_id=encounter_id,
+        event_id=f"coded-{encounter_id}",
+        diagnoses=[
+            d.model_copy(update={"code": code})
+            for d, code in zip(c.diagnoses, ["V0001XA", "S82101A"], strict=True)
+        ],
+    )
+
+
+def _clean(encounter_id: str) -> object:
+    return patch(coded(), encounter_id=encounter_id, event_id=f"coded-{encounter_id}")
+
+
+def test_replay_diff_names_exactly_the_changed_encounters_by_rule() -> None:
+    cs = codesets_bare()
+    old = DEFAULT_PACK.derive("t-old", severities={"CF-DX-002": "info"})
+    new = DEFAULT_PACK.derive("t-new", severities={"CF-DX-002": "error"})
+    items = [_clean("E1"), _external_cause_first("E2"), _clean("E3"), _external_cause_first("E4")]
+    before = latest(validate(c, cs, validated_at=VALIDATED_AT, pack=old) for c in items)
+    assert {s.outcome for s in before.values()} == {"clean"}
+    again = Revalidator(new, cs, before, validated_at=VALIDATED_AT)
+    published = [again.verdict(c) for c in items]
+    assert all(v is not None for v in published) and again.published == 4
+    changes = diff(before, again.after)
+    assert [c.encounter_id for c in changes] == ["E2", "E4"]
+    assert changes[0].rules() == {"CF-DX-002": "added error"}
+    report = ReplayReport(pack="t-new", since="BEGINNING", changes=changes)
+    assert report.summary()["by_rule"] == {"CF-DX-002": ["E2", "E4"]}
+    assert "E2  clean -> rejected  (added error; was pack t-old)" in report.text()
+
+
+def test_replaying_the_same_pack_publishes_nothing_and_changes_nothing() -> None:
+    cs = codesets_bare()
+    items = [_clean("E1"), _external_cause_first("E2")]
+    before = latest(validate(c, cs, validated_at=VALIDATED_AT) for c in items)
+    again = Revalidator(DEFAULT_PACK, cs, before, validated_at=VALIDATED_AT + timedelta(days=1))
+    assert [again.verdict(c) for c in items] == [None, None]
+    assert (again.published, again.already_published) == (0, 2)
+    assert diff(before, again.after) == []
+
+
+def test_severity_change_is_described() -> None:
+    was = Summary("a", "warnings", "p1", frozenset({("CF-X", "warning")}))
+    now = Summary("b", "rejected", "p2", frozenset({("CF-X", "error")}))
+    [change] = diff({"E": was}, {"E": now})
+    assert change.rules() == {"CF-X": "warning -> error"}
+    [first_time] = diff({}, {"E": now})
+    assert first_time.before is None and first_time.rules() == {"CF-X": "added error"}
+
+
+def test_work_queue_keeps_the_latest_verdict_per_encounter() -> None:
+    cs = codesets_bare()
+    bad = coded().model_copy(
+        update={
+            "encounter": coded().encounter.model_copy(
+                update={
+                    "billing_provider": coded().encounter.billing_provider.model_copy(
+                        update={"npi": "1847520397"}
+                    )
+                }
+            )
+        }
+    )
+    rejected = validate(bad, cs, validated_at=VALIDATED_AT)
+    fixed = validate(coded(), cs, validated_at=VALIDATED_AT + timedelta(hours=1))
+    other = rejected.model_copy(update={"encounter_id": "ENC-OTHER"})
+    queue = WorkQueue()
+    for v in (rejected, other, fixed):  # ENC-2026-000123 was corrected afterwards
+        queue.add(v)
+    [entry] = queue.rejected()
+    assert entry.encounter_id == "ENC-OTHER"
+    [edit] = entry.edits
+    assert edit["rule_id"] == "CF-NPI-001" and edit["field"] == "encounter.billing_provider.npi"
+    assert edit["fix_hint"] and edit["why"] and "message" not in edit
+    text = queue.text()
+    assert "1 encounter(s) to correct" in text and "CF-NPI-001" in text
+    assert "1847520397" not in text  # hit messages only with --messages
+    loud = WorkQueue(messages=True)
+    loud.add(other)
+    assert "1847520397" in loud.rejected()[0].edits[0]["message"]
