@@ -1096,6 +1096,9 @@ class _EncounterBuilder:
                 verification = {c.code for c in _codings(entry.res.verificationStatus)}
                 if verification & {"entered-in-error", "refuted"}:
                     continue
+                if self._resolved_before(entry.res):
+                    self.ctx.ignored["Condition (resolved before the encounter)"] += 1
+                    continue
                 concept = entry.res.code
             found = _dx_code(concept)
             if found is None:
@@ -1126,6 +1129,19 @@ class _EncounterBuilder:
             d.model_copy(update={"primary": i == 0, "poa": poa_by_key.get(keys[i])})
             for i, d in enumerate(result)
         ]
+
+    def _resolved_before(self, res: Any) -> bool:
+        """Whether a Condition was over (clinicalStatus and abatement) before this encounter:
+        history, not a diagnosis of the visit. Resolved later, it was still treated here."""
+        clinical = {c.code for c in _codings(res.clinicalStatus)}
+        if not clinical & {"inactive", "resolved", "remission"}:
+            return False
+        abated = _opt_date(res.abatementDateTime) or (
+            _opt_date(res.abatementPeriod.end or res.abatementPeriod.start)
+            if res.abatementPeriod is not None
+            else None
+        )
+        return abated is not None and abated < self.start
 
     def dx_ref(self, entry: _Entry | None, concept: Any) -> str | None:
         """The documented code a service points to, from a Condition or a concept."""

@@ -259,6 +259,116 @@ def test_minimal_bundle_parses() -> None:
     assert enc.billing_provider.npi == "1234567893"
 
 
+ICD = "http://hl7.org/fhir/sid/icd-10-cm"
+CPT = "http://www.ama-assn.org/go/cpt"
+
+
+def add(bundle: dict[str, Any], resource: dict[str, Any]) -> dict[str, Any]:
+    """Append a resource with a urn:uuid fullUrl; returns the bundle."""
+    bundle["entry"].append({"fullUrl": f"urn:uuid:{resource['id']}", "resource": resource})
+    return bundle
+
+
+def condition(cid: str, code: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Condition",
+        "id": cid,
+        "code": {"coding": [{"system": ICD, "code": code}]},
+        "subject": {"reference": "urn:uuid:p1"},
+        "encounter": {"reference": "urn:uuid:e1"},
+        **extra,
+    }
+
+
+def test_fhir_charge_items_bill_the_encounter() -> None:
+    bundle = minimal_bundle()
+    add(bundle, condition("c1", "I10"))
+    add(bundle, {"resourceType": "Procedure", "id": "pr9", "status": "completed",
+                 "code": {"coding": [{"system": CPT, "code": "93000"}]},
+                 "subject": {"reference": "urn:uuid:p1"},
+                 "encounter": {"reference": "urn:uuid:e1"},
+                 "performedDateTime": "2026-01-05"})  # fmt: skip
+    charge = {
+        "resourceType": "ChargeItem",
+        "status": "billable",
+        "code": {"coding": [{"system": CPT, "code": "93000"}]},
+        "subject": {"reference": "urn:uuid:p1"},
+        "context": {"reference": "urn:uuid:e1"},
+        "occurrenceDateTime": "2026-01-05",
+        "quantity": {"value": 2},
+        "priceOverride": {"value": 150, "currency": "USD"},
+        "reason": [{"coding": [{"system": ICD, "code": "I10"}]}],
+        "service": [{"reference": "urn:uuid:pr9"}],
+    }
+    add(bundle, {**charge, "id": "ci1"})
+    venipuncture = {"coding": [{"system": CPT, "code": "36415"}]}
+    add(bundle, {**charge, "id": "ci2", "status": "not-billable", "code": venipuncture})
+    [enc] = parse(json.dumps(bundle).encode()).encounters
+    # One line for the procedure, priced by its ChargeItem (priceOverride: all units).
+    assert [(s.code, s.units, s.charge, s.dx_refs) for s in enc.services] == [
+        ("93000", 2.0, Decimal("150.00"), ["I10"])
+    ]
+
+
+def test_fhir_notes_come_from_text_attachments_of_the_encounter() -> None:
+    import base64
+
+    def doc(did: str, text: str, ctype: str = "text/plain", **extra: Any) -> dict[str, Any]:
+        return {
+            "resourceType": "DocumentReference",
+            "id": did,
+            "status": "current",
+            "content": [{"attachment": {"contentType": ctype,
+                                        "data": base64.b64encode(text.encode()).decode()}}],
+            "context": {"encounter": [{"reference": "urn:uuid:e1"}]},
+            **extra,
+        }  # fmt: skip
+
+    bundle = minimal_bundle()
+    add(bundle, doc("d1", "Chest pain since yesterday, worse on exertion."))
+    add(bundle, doc("d2", "%PDF-1.4 binary", ctype="application/pdf"))
+    add(bundle, doc("d3", "Wrong patient.", status="entered-in-error"))
+    add(bundle, doc("d4", "Another visit.", context={"encounter": [{"reference": "Encounter/x"}]}))
+    add(bundle, doc("d5", "Plan: ECG today.", ctype="text/plain; charset=utf-8"))
+    [enc] = parse(json.dumps(bundle).encode()).encounters
+    assert enc.note_text == "Chest pain since yesterday, worse on exertion.\n\nPlan: ECG today."
+    bundle["entry"][-1]["resource"]["content"][0]["attachment"]["data"] = "%%%not base64"
+    err = raises(json.dumps(bundle).encode(), "application/fhir+json")
+    assert err.field.startswith("Bundle.entry[7].resource.content[0].attachment")
+
+
+def test_fhir_condition_status_decides_what_is_a_diagnosis_of_the_visit() -> None:
+    bundle = minimal_bundle()
+    add(bundle, condition("c1", "I10"))
+    add(bundle, condition("c2", "J06.9", verificationStatus={"coding": [{"code": "refuted"}]}))
+    add(
+        bundle,
+        condition("c3", "E11.9", verificationStatus={"coding": [{"code": "entered-in-error"}]}),
+    )
+    add(
+        bundle,
+        condition(
+            "c4",
+            "J02.9",
+            clinicalStatus={"coding": [{"code": "resolved"}]},
+            abatementDateTime="2025-12-20",
+        ),
+    )  # over before the visit
+    add(
+        bundle,
+        condition(
+            "c5",
+            "J20.9",
+            clinicalStatus={"coding": [{"code": "resolved"}]},
+            abatementDateTime="2026-01-19",
+        ),
+    )  # treated at the visit, cured later
+    result = parse(json.dumps(bundle).encode())
+    [enc] = result.encounters  # fmt: skip
+    assert [d.code for d in enc.diagnoses] == ["I10", "J20.9"]
+    assert result.ignored["Condition (resolved before the encounter)"] == 1
+
+
 def test_broken_json_names_the_position() -> None:
     err = raises(b'{"encounter_id": "x", "patient": ')
     assert err.field == "body"
@@ -762,6 +872,82 @@ def test_simulator_fhir_bundles_are_valid_r4() -> None:
     for _, ctype, body in generate(20, seed=3, fmt="fhir", reference_date=REFERENCE):
         assert ctype == "application/fhir+json"
         Bundle.model_validate_json(body)
+
+
+# --- the simulator's hospital mix --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sim_all() -> list[Encounter]:
+    out = []
+    for sid, ctype, body in generate(300, seed=17, fmt="json", reference_date=REFERENCE, mix="all"):
+        out += parse(body, ctype, sid=sid).encounters
+    return out
+
+
+def test_simulator_default_mix_is_office_visits_only() -> None:
+    for fmt in ("json", "fhir", "mix"):
+        for sid, ctype, body in generate(60, seed=2, fmt=fmt, reference_date=REFERENCE):  # type: ignore[arg-type]
+            for enc in parse(body, ctype, sid=sid).encounters:
+                assert (enc.setting, enc.place_of_service) == ("professional", "11")
+    with pytest.raises(ValueError):
+        next(generate(1, seed=1, mix="hospital"))  # type: ignore[arg-type]
+
+
+def test_simulator_hospital_mix_is_realistic(sim_all: list[Encounter]) -> None:
+    from services.refdata.codesets import CodeSets
+
+    kinds = Counter(e.setting for e in sim_all)
+    assert kinds["professional"] > kinds["outpatient"] > kinds["inpatient"] >= 15
+    assert len({e.coverage.payer_id for e in sim_all if e.setting != "professional"}) >= 5
+    codesets = CodeSets.load(None)
+    for e in sim_all:
+        if e.setting == "professional":
+            continue
+        assert e.rendering_provider is None and e.attending_provider is not None
+        assert npi_is_valid(e.attending_provider.npi)
+        assert e.billing_provider.entity == "organization" and e.billing_provider.tax_id
+        assert e.billing_provider.taxonomy == "282N00000X"
+        assert e.facility is not None and e.facility.npi == e.billing_provider.npi
+        assert e.facility.address is not None and len(e.facility.address.postal_code) == 9
+        billed = [s for s in e.services if s.system != "icd10pcs"]
+        assert billed and all(re.fullmatch(r"0\d{3}", s.revenue_code or "") for s in billed)
+        assert all(s.charge > 0 for s in billed)
+        if e.setting == "outpatient":  # emergency department
+            assert e.place_of_service == "23" and e.service_end - e.service_start <= timedelta(1)
+            assert billed[0].code in {"99281", "99282", "99283", "99284", "99285"}
+            assert billed[0].revenue_code == "0450" and e.discharge_status == "01"
+            assert e.admission_date is None
+        else:
+            assert e.place_of_service == "21" and e.admission_date == e.service_start
+            assert e.service_end > e.service_start
+            assert e.admission_type in ("1", "3") and e.admission_source in ("1", "2")
+            assert e.discharge_status in ("01", "03", "62")
+            assert all(d.poa == "Y" for d in e.diagnoses)
+            assert e.coverage.plan_type != "MB"  # Medicare inpatient stays go to Part A
+            for pcs in (s for s in e.services if s.system == "icd10pcs"):
+                check = codesets.icd10pcs(pcs.code, e.service_end)
+                assert check.status == "valid", (pcs.code, check)
+    stays = [e for e in sim_all if e.setting == "inpatient"]
+    assert any(s.system == "icd10pcs" for e in stays for s in e.services)
+    assert {"MA"} <= {e.coverage.plan_type for e in stays} or not any(
+        simulator._age(e.patient.birth_date, e.service_start) >= 65 for e in stays
+    )
+
+
+def test_simulator_hospital_mix_round_trips_json_and_fhir(sim_all: list[Encounter]) -> None:
+    fhir = []
+    for sid, ctype, body in generate(300, seed=17, fmt="fhir", reference_date=REFERENCE, mix="all"):
+        Bundle.model_validate_json(body)
+        fhir += parse(body, ctype, sid=sid).encounters
+    for a, b in zip(sim_all, fhir, strict=True):
+        assert a.model_dump(exclude={"source_format"}) == b.model_dump(exclude={"source_format"})
+
+
+def test_simulated_hospital_diagnoses_never_pair_an_excludes1_code(
+    sim_all: list[Encounter],
+) -> None:
+    test_simulated_diagnoses_never_pair_an_excludes1_code(sim_all)
 
 
 # --- fuzz: nothing but InputError escapes ------------------------------------------------
