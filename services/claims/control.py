@@ -91,7 +91,8 @@ class ControlNumbers:
         self.first = max(1, block * BLOCK_SIZE)
         self.last = min(LAST_NUMBER, (block + 1) * BLOCK_SIZE - 1)
         # Autocommit mode: every transaction below is explicit (BEGIN IMMEDIATE .. COMMIT).
-        self.db = sqlite3.connect(str(path), isolation_level=None)
+        # The stage is built in one thread and may run in another; it is used by one at a time.
+        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
