@@ -1,10 +1,12 @@
 """HL7 v2 (ER7) -> Encounter records: ADT^A03 discharges and DFT^P03 charges, with hl7apy.
 
 hl7apy parses and checks each message (MSH, encoding characters, version, segment names);
-only the segments that feed the Encounter contract are handed to it and read (MSH, EVN, PID,
-PV1, PV2, DG1, PR1, IN1, FT1). Every other segment (NK1, OBX, NTE, AL1, GT1, Z-segments …)
-is counted in ``ignored`` and never read: minimum necessary PHI, and a malformed OBX does
-not block a claim. Fields are addressed by position, so the same code reads 2.3 to 2.8.
+only the segments that feed the Encounter contract are handed to it (MSH, PID, PV1, DG1,
+PR1, IN1, FT1), and of those only the fields intake reads (``READ``). Every other segment
+(EVN, NK1, OBX, NTE, AL1, GT1, Z-segments …) is counted in ``ignored``, and other fields
+(phone numbers, SSN …) are blanked unread: minimum necessary PHI, a malformed OBX does not
+block a claim, and hl7apy, which builds an object per component, has less to do. Fields
+are addressed by position, so the same code reads 2.3 to 2.8.
 
 One message gives one encounter: the visit in its PV1. A batch (FHS/BHS … BTS/FTS, or
 several MSH-headed messages in one body) whose messages share a visit number (PV1-19) gives
@@ -56,8 +58,17 @@ from services.intake.fhir import (
 )
 from services.intake.jsonfmt import MAX_UNITS, SELF, X12_RELATIONSHIPS, check_charge
 
-# Segments intake reads; the rest are counted and skipped before hl7apy sees them.
-READ = frozenset({"MSH", "EVN", "PID", "PV1", "PV2", "DG1", "PR1", "IN1", "FT1"})
+# The fields intake reads, by segment; every other field is blanked before hl7apy parses
+# the message (never read: phone numbers, SSN, race, employer …), and every other segment
+# is counted and skipped. Fewer fields is also less of hl7apy's per-element cost.
+READ: dict[str, frozenset[int]] = {
+    "PID": frozenset({2, 3, 5, 7, 8, 11}),
+    "PV1": frozenset({2, 3, 4, 7, 14, 19, 36, 44, 45}),
+    "DG1": frozenset({1, 2, 3, 4, 15, 21, 26}),
+    "PR1": frozenset({1, 2, 3, 4, 5}),
+    "IN1": frozenset({1, 2, 3, 4, 8, 15, 16, 17, 18, 19, 36, 43, 49}),
+    "FT1": frozenset({1, 4, 6, 7, 8, 10, 11, 12, 19, 20, 25, 26, 41}),
+}
 BATCH_ENVELOPE = frozenset({"FHS", "FTS", "BHS", "BTS"})
 MESSAGE_TYPES = {("ADT", "A03"), ("DFT", "P03")}
 DEFAULT_SOURCE_SYSTEM = "hl7v2"
@@ -338,18 +349,22 @@ def _seg_name(seg: str) -> str:
 
 def _parse_message(lines: list[str], index: int, prefix: str, ctx: _Ctx) -> _Message:
     """Parse one message's segments with hl7apy; only the segments intake reads."""
-    keep = [lines[0]]
-    for line in lines[1:]:
-        name = line[:3]
-        if name in READ and name != "MSH":
-            keep.append(line)
-        else:
-            key = name if _SEGMENT_ID.match(name) else "(not a segment)"
-            ctx.ignored[key] += 1
-    header = keep[0]
+    header = lines[0]
     if len(header) < 8 or header[3] in "\r\n":
         raise InputError(f"{prefix}MSH-2", "encoding characters missing")
     field_sep = header[3]
+    keep = [header]
+    for line in lines[1:]:
+        name = line[:3]
+        if name in READ:
+            wanted = READ[name]
+            parts = line.split(field_sep)
+            keep.append(
+                field_sep.join(f if i == 0 or i in wanted else "" for i, f in enumerate(parts))
+            )
+        else:
+            key = name if _SEGMENT_ID.match(name) else "(not a segment)"
+            ctx.ignored[key] += 1
     head = header.split(field_sep)
     if len(head) < 12 or not head[11].strip():
         raise InputError(f"{prefix}MSH-12", "version missing")
