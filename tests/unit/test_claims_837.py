@@ -390,6 +390,27 @@ def test_person_billing_provider_is_valid() -> None:
     ]
 
 
+def test_void_claim_with_several_lines_and_secondary_diagnoses_is_valid() -> None:
+    x12 = one(
+        coded_encounter(lines=4, diagnoses=6), frequency="8", original_reference="2026061000123"
+    )
+    assert_valid(x12)
+    assert segments(x12, "CLM")[0][5] == "11:B:8"
+    assert ["REF", "F8", "2026061000123"] in segments(x12, "REF")
+    assert len(segments(x12, "HI")[0]) == 7 and len(segments(x12, "SV1")) == 4
+
+
+def test_cached_pyx12_maps_find_exactly_what_pyx12_alone_finds() -> None:
+    good = one(coded_encounter(lines=3))
+    bad = good.replace("HI*ABK:E119", "HI*ABK:E119*XYZ:1").replace("*125*UN*", "*12X*UN*")
+    documents = [good, bad]
+    if (SHARED_X12 / "x223-test.txt").is_file():
+        documents.append((SHARED_X12 / "x223-test.txt").read_text())
+    for document in documents:
+        assert validate_x12(document) == validate_x12(document, cache_maps=False)
+    assert validate_x12(good) == [] and len(validate_x12(bad)) >= 2
+
+
 def test_replacement_claim_carries_the_payer_claim_number() -> None:
     x12 = one(coded_encounter(), frequency="7", original_reference="PAYER-ICN-778899")
     assert_valid(x12)

@@ -17,6 +17,8 @@ from factories import (
     encounter,
     procedure,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.errors import InputError
 from pipeline.models import (
@@ -355,3 +357,43 @@ def test_an_interchange_carries_one_claim_type() -> None:
         write_interchange([ip, prof], sender_id="CLAIMFLOW", receiver_id="P1", control_number=1)
     x12 = write_interchange([ip], sender_id="CLAIMFLOW", receiver_id="P1", control_number=1)
     assert "ISA*00*" in x12 and "*260303*1000*" in x12  # created from the record, not the clock
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.text(min_size=1, max_size=40).filter(lambda s: any(c.isalpha() for c in s)),
+    charges=st.lists(st.decimals(min_value=0, max_value=99999, places=2), min_size=1, max_size=30),
+    units=st.sampled_from([1.0, 2.0, 0.5, 12.0]),
+    n_dx=st.integers(min_value=1, max_value=len(DX)),
+    n_pcs=st.integers(min_value=0, max_value=30),
+    setting=st.sampled_from(["inpatient", "outpatient"]),
+    frequency=st.sampled_from(["1", "7", "8"]),
+)
+def test_any_hospital_claim_makes_a_valid_837i(
+    name: str,
+    charges: list[Decimal],
+    units: float,
+    n_dx: int,
+    n_pcs: int,
+    setting: str,
+    frequency: str,
+) -> None:
+    lines = [
+        rev_line(
+            i + 1, ("0120", "0250", "0300", "0450")[i % 4], str(c), ("", "85025")[i % 2]
+        ).model_copy(update={"units": units})
+        for i, c in enumerate(charges)
+    ]
+    factory = inpatient if setting == "inpatient" else outpatient
+    c = factory(
+        encounter={"facility": HOSPITAL.model_copy(update={"name": name or "X"})},
+        diagnoses=[dx(code, i + 1) for i, code in enumerate(DX[:n_dx])],
+        pcs_procedures=[procedure("0DTJ4ZZ", ADMITTED)] * n_pcs,
+        lines=lines,
+    )
+    try:
+        x12 = one(c, frequency=frequency, original_reference="R1" if frequency != "1" else None)
+    except InputError as err:  # a facility name with nothing X12 can carry is refused
+        assert err.field.endswith(".name")
+        return
+    assert_valid(x12)
