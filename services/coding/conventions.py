@@ -205,3 +205,35 @@ def etiology_first(codes: Sequence[str]) -> list[str]:
         if not moved:
             break
     return order
+
+
+# Chapter 18 blocks name the body system their symptoms belong to; the chapters of the
+# definitive diagnoses of that system (first letter of the code) follow from the words.
+_SYSTEM_CHAPTERS = (
+    ("circulatory", "I"),
+    ("respiratory", "J"),
+    ("digestive", "K"),
+    ("skin", "L"),
+    ("nervous", "G"),
+    ("musculoskeletal", "M"),
+    ("genitourinary", "N"),
+    ("urine", "N"),
+    ("cognition", "F"),
+    ("speech", "FG"),
+    ("general", "ABJ"),  # fever, malaise and the like beside an infection
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def symptom_chapters(code: str) -> frozenset[str]:
+    """For a chapter 18 symptom code, the chapters whose diagnoses explain it (I.B.5)."""
+    if not code.startswith("R"):
+        return frozenset()
+    dotted_code = _dotted(code)
+    if not icd.is_valid_item(dotted_code):
+        return frozenset()
+    blocks = [a for a in icd.get_ancestors(dotted_code) if icd.is_block(a)]
+    if not blocks:
+        return frozenset()
+    title = icd.get_description(blocks[-1]).lower()
+    return frozenset(c for word, letters in _SYSTEM_CHAPTERS if word in title for c in letters)

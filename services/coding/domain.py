@@ -12,8 +12,8 @@ For the code set in force on the date of service (the discharge date for inpatie
 2. The note, when there is one, is read sentence by sentence (``notes``): conditions
    stated as current are added ("inferred"); negated, historical, hypothetical and
    family-history mentions never are; uncertain ones are coded for inpatient stays only
-   (ICD-10-CM guidelines II.H and IV.H); symptoms are not added beside a definitive
-   diagnosis (I.B.5).
+   (ICD-10-CM guidelines II.H and IV.H); a symptom is not added beside a definitive
+   diagnosis of the same body system (I.B.5); family-history Z-codes are left to the coder.
 3. Sequencing: the EHR's primary first, then documented order; "code first" notes put the
    etiology before its manifestation; sepsis present on admission goes before the local
    infection (I.C.1.d.4). Excludes1 pairs and missing required "use additional" codes go
@@ -474,10 +474,12 @@ class Coder:
                 usable.append(m)  # II.H: coded as if established at inpatient discharge
             elif m.current:
                 usable.append(m)
+        # Family history (Z80-Z84) is about someone else: reported when relevant to the
+        # visit, which is a coder's call; personal history codes stay.
+        usable = [m for m in usable if not {"family", "history"} <= m.required]
         coded = {d.code for d in dxs if d.code}
-        definitive = any(not c.startswith(("R", "Z")) for c in coded) or any(
-            not m.code.startswith(("R", "Z")) for m in usable
-        )
+        definitive = {c[0] for c in coded} | {m.code[0] for m in usable}
+        definitive -= {"R", "Z"}
         structured = any(d.code for d in dxs)
         if not structured:  # nothing coded yet: the assessment's first condition is principal
             usable.sort(key=lambda m: (not m.in_assessment, m.position))
@@ -485,8 +487,8 @@ class Coder:
         for m in usable:
             if m.code in coded:
                 continue
-            if m.code.startswith("R") and definitive:
-                continue  # I.B.5: no symptom codes beside a definitive diagnosis
+            if conventions.symptom_chapters(m.code) & definitive:
+                continue  # I.B.5: no symptom beside a definitive diagnosis of its system
             check = self.codesets.icd10cm(m.code, work.on)
             if not check.valid:
                 continue

@@ -169,10 +169,16 @@ _FILLER = frozenset(
         "elsewhere",
     ]
 )
+# A comma part that names the default: "unspecified ear", "site not specified", "without
+# complications", "initial encounter". "stage 3 unspecified" is not one: stage 3 is said.
 _DEFAULT_PART = re.compile(
     r"^(?:without\b|not\b|uncomplicated$|nos$|initial encounter|unspecified\b|"
-    r".*\bunspecified\b|.*\bnot specified\b|.*\bnot elsewhere classified\b)"
+    r"[^0-9]*\bunspecified$|.*\bnot specified\b|.*\bnot elsewhere classified\b)"
 )
+# Fillers that only say "nothing more specific was documented"; the others (primary,
+# unilateral, ...) are defaults too, but a term that needs fewer of them reads closer.
+_NEUTRAL_FILLER = frozenset(["unspecified", "unspec", "nos"])
+_NEGATORS = frozenset(["not", "without", "no"])
 _PARENS = re.compile(r"\([^)]*\)|\[[^\]]*\]")
 _SYN = re.compile(
     r"(?<![a-z0-9])("
@@ -202,6 +208,7 @@ def stem(word: str) -> str:
 
 
 _FILLER_STEMS = frozenset(stem(w) for w in _FILLER)
+_NEUTRAL_STEMS = frozenset(stem(w) for w in _NEUTRAL_FILLER)
 
 
 def normalize(text: str) -> str:
@@ -234,6 +241,7 @@ class Term:
     required: frozenset[str]
     optional: frozenset[str]
     base: float
+    defaults: int = 0  # default words (primary, unilateral...) the term left implicit
 
 
 def _term(code: str, text: str, base: float) -> Term | None:
@@ -260,10 +268,11 @@ def _term(code: str, text: str, base: float) -> Term | None:
         else:
             required.update(words)
     optional.update(w for w in required if w in _FILLER_STEMS)
+    defaults = len(required & _FILLER_STEMS - _NEUTRAL_STEMS)
     required -= _FILLER_STEMS
     if not required:
         return None
-    return Term(code, text, frozenset(required), frozenset(optional - required), base)
+    return Term(code, text, frozenset(required), frozenset(optional - required), base, defaults)
 
 
 @dataclass(frozen=True)
@@ -314,6 +323,7 @@ class TermIndex:
             code = node.name.replace(".", "")
             for text, base in (
                 (node.description, BASE_TITLE),
+                *((t, BASE_TITLE) for t in _either(node.description)),
                 *((t, BASE_INCLUSION) for t in node.inclusion_term),
                 *((t, BASE_INCLUSION) for t in node.includes),
             ):
@@ -325,9 +335,10 @@ class TermIndex:
     def find(self, words: list[str], *, window: int = 3) -> list[Hit]:
         """Terms found in a run of words (one sentence), most specific first, no repeats."""
         stems = [stem(w) if w not in _STOP else "" for w in words]
+        negated = _negated(words)
         where: dict[str, list[int]] = defaultdict(list)
         for i, s in enumerate(stems):
-            if s:
+            if s and i not in negated:  # "without aura" cannot satisfy a term needing aura
                 where[s].append(i)
         hits: list[Hit] = []
         for key in list(where):
@@ -337,7 +348,19 @@ class TermIndex:
                 hit = _place(term, stems, where, window)
                 if hit is not None:
                     hits.append(hit)
-        hits.sort(key=lambda h: (-len(h.term.required), -h.confidence, h.first, h.code))
+        said = {s for s in stems if s}
+        hits.sort(
+            key=lambda h: (
+                -len(h.term.required),
+                -h.confidence,
+                -len(h.used),
+                # qualifiers the term names that the text does not ("without aura")
+                len(h.term.optional - said - _NEUTRAL_STEMS),
+                h.term.defaults,
+                h.first,
+                h.code,
+            )
+        )
         chosen: list[Hit] = []
         covered: set[int] = set()
         for hit in hits:
@@ -373,6 +396,37 @@ class TermIndex:
         return best[:limit]
 
 
+_AND = re.compile(r"\b([A-Za-z-]+) and ([A-Za-z-]+)(?=$|,)")
+
+
+def _either(title: str) -> list[str]:
+    """Guideline I.A.14: "and" in a title means "and/or" ("Dizziness and giddiness").
+
+    Only the simple case is expanded: "and" joining the last two words of a comma part
+    ("...of bronchus and lung" -> "...of bronchus", "...of lung").
+    """
+    m = _AND.search(title)
+    if m is None or " and " in title[m.end() :]:
+        return []
+    first, second = m.group(1), m.group(2)
+    return [
+        title[: m.start()] + first + title[m.end() :],
+        title[: m.start()] + second + title[m.end() :],
+    ]
+
+
+def _negated(words: list[str]) -> set[int]:
+    """Positions of the words a "not", "without" or "no" qualifies, up to the next stop word."""
+    out: set[int] = set()
+    for i, w in enumerate(words):
+        if w in _NEGATORS:
+            for j in range(i + 1, min(len(words), i + 6)):
+                if words[j] in _STOP:
+                    break
+                out.add(j)
+    return out
+
+
 def _same_concept(a: Hit, b: Hit) -> bool:
     """True when a's required words are all inside b's (a is a less specific reading)."""
     return a.term.required <= b.term.required and a.used <= b.used
@@ -397,7 +451,8 @@ def _place(term: Term, stems: list[str], where: dict[str, list[int]], window: in
         return None  # the words are scattered over the sentence: not one mention
     # Optional words right next to the run count as explained ("Essential hypertension").
     explained = set(run)
-    for i in range(max(0, lo - 3), min(len(stems), hi + 3)):
+    reach = max(3, window)  # a whole phrase (match) may explain any of its words
+    for i in range(max(0, lo - reach), min(len(stems), hi + reach)):
         if stems[i] and (stems[i] in term.optional or stems[i] in term.required):
             explained.add(i)
     inside = [i for i in span_content if i not in explained]
