@@ -82,7 +82,8 @@ def _progress(summary: dict[str, int], elapsed: float) -> str:
     s = summary
     return (
         f"\r[{elapsed:6.1f}s] sent {s['encounters_sent']} | collected {s['collected']} | "
-        f"coded {s['coded']} | clean {s['clean']} rejected {s['rejected']} | "
+        f"coded {s['coded']} | review {s['review']} | "
+        f"clean {s['clean']} rejected {s['rejected']} | "
         f"submitted {s['submitted']} | posted {s['posted']} "
         f"payer-rejected {s['payer_rejected']} | dlq {s['dlq']} | "
         f"in flight {s['lost']}   "
