@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -110,7 +111,16 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     with cluster(settings.bootstrap_servers) as bootstrap:
         ensure_topics(bootstrap, settings, registry())
-        sup = Supervisor(bootstrap, run_dir, env=_simulator_env(run_dir))
+        env = _simulator_env(run_dir)
+        if bounded:
+            # A bounded demo promises every submitted claim is adjudicated (posted ==
+            # submitted), so its payer simulator's front end accepts every claim unless the
+            # user sets a rejection rate; `claimflow run` keeps the 2% default.
+            env.setdefault(
+                "CLAIMFLOW_PAYER_SIM__FRONT_END_REJECTION_RATE",
+                os.environ.get("CLAIMFLOW_PAYER_SIM__FRONT_END_REJECTION_RATE", "0"),
+            )
+        sup = Supervisor(bootstrap, run_dir, env=env)
         sup.start()
         print(f"claimflow: broker {bootstrap}; logs in {run_dir}/", file=sys.stderr)
         for name, child in sup.children.items():
