@@ -38,6 +38,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import socketserver
 import threading
 import time
@@ -541,6 +542,7 @@ class _MllpHandler(socketserver.BaseRequestHandler):
         gateway = self.server.gateway
         limit = gateway.settings.gateway_max_body_bytes
         self.request.settimeout(gateway.settings.gateway_idle_timeout_s)
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # one ACK per message
         buf = bytearray()
         while True:
             frame = self._frame(buf, limit)

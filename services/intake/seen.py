@@ -37,7 +37,8 @@ class SeenMessages:
     def __init__(self, path: Path | str) -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), isolation_level="DEFERRED")
+        # One thread at a time, but not always the one that opened it (tests, benches).
+        self.db = sqlite3.connect(str(path), isolation_level="DEFERRED", check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
