@@ -359,9 +359,20 @@ def _now() -> datetime:
 
 def cmd_intake_parse(args: argparse.Namespace) -> int:
     from services.intake.domain import parse_raw
+    from services.intake.hl7v2 import EMPTY_DIRECTORY, ProviderDirectory
+    from services.intake.settings import IntakeSettings
+
+    path = args.provider_directory or IntakeSettings().provider_directory
+    directory = ProviderDirectory.load(Path(path)) if path else EMPTY_DIRECTORY
 
     def handle(name: str, data: bytes) -> list[str]:
-        result = parse_raw(data, args.content_type, source_id=Path(name).name, received_at=_now())
+        result = parse_raw(
+            data,
+            args.content_type,
+            source_id=Path(name).name,
+            received_at=_now(),
+            directory=directory,
+        )
         return [e.model_dump_json() for e in result.encounters]
 
     return _offline(args.files, handle)
@@ -890,10 +901,15 @@ def build_parser() -> argparse.ArgumentParser:
         dest="sub", required=True
     )
     r = group.add_parser(
-        "parse", help="FHIR bundle / JSON encounter files -> encounters (JSON lines)"
+        "parse", help="FHIR bundle / HL7 v2 / JSON encounter files -> encounters (JSON lines)"
     )
     r.add_argument("files", nargs="*")
     r.add_argument("--content-type", default=None)
+    r.add_argument(
+        "--provider-directory",
+        default=None,
+        help="completes HL7 v2 (billing EIN, address); default $CLAIMFLOW_PROVIDER_DIRECTORY",
+    )
     r.set_defaults(func=cmd_intake_parse)
     q = sub.add_parser("code", help="encounters (JSON lines) -> coded encounters")
     q.add_argument("files", nargs="*")
