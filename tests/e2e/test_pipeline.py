@@ -159,3 +159,57 @@ def test_sigkill_mid_run_loses_nothing_and_duplicates_no_claim(
     assert all(len(events) == 1 for events in ledger.claim_events.values())
     # Each claim is posted once: repeats after the crash carry the same event id.
     assert all(len(events) == 1 for events in ledger.posting_events.values())
+
+
+def _phi_values(messages: list[tuple[str, str, bytes]]) -> set[str]:
+    """Names, birth dates, member ids, MRNs and note text of the simulated patients."""
+    from pipeline.models import utcnow
+    from services.intake.domain import parse_raw
+
+    values: set[str] = set()
+    for source_id, ctype, body in messages:
+        for enc in parse_raw(body, ctype, source_id=source_id, received_at=utcnow()).encounters:
+            p, cov = enc.patient, enc.coverage
+            values |= {
+                p.last_name,
+                p.first_name,
+                p.patient_id,
+                cov.member_id,
+                p.birth_date.isoformat(),
+                p.birth_date.strftime("%Y%m%d"),
+            }
+            if cov.subscriber:
+                values |= {cov.subscriber.last_name, cov.subscriber.first_name}
+            if enc.note_text:
+                values.add(enc.note_text[:40])
+    return {v for v in values if v and len(v) >= 4}
+
+
+def test_no_phi_in_any_log_line_or_metric(
+    bootstrap: str, pipeline: tuple[Settings, Supervisor]
+) -> None:
+    import re
+    import urllib.request
+
+    settings, sup = pipeline
+    tracker = Tracker(bootstrap, settings)
+    messages = list(generate(40, seed=31, fmt="mix"))
+    phi = _phi_values(messages)
+    assert len(phi) > 80  # the check below has something to find
+    publish_encounters(bootstrap, settings, 40, "mix", seed=31, on_sent=tracker.ledger.sent.add)
+    assert tracker.wait(all_done, timeout=180), f"lost: {tracker.ledger.lost()[:10]}"
+    tracker.close()
+
+    texts = {}
+    for name, child in sup.children.items():
+        texts[f"{name}.log"] = child.log_path.read_text(errors="replace")
+        with urllib.request.urlopen(f"http://127.0.0.1:{child.metrics_port}/metrics") as resp:
+            texts[f"{name}/metrics"] = resp.read().decode()
+    assert any("claimflow_records_in_total" in t for t in texts.values())
+    pattern = re.compile("|".join(re.escape(v) for v in sorted(phi, key=len, reverse=True)))
+    leaks = {
+        where: sorted(set(pattern.findall(text)))[:5]
+        for where, text in texts.items()
+        if pattern.search(text)
+    }
+    assert leaks == {}
