@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from pipeline.cli import publish_encounters
-from pipeline.kafka import ensure_topics, make_producer
-from pipeline.serde import registry
+from pipeline.kafka import make_producer
 from pipeline.settings import Settings
 from pipeline.supervisor import Supervisor
 from pipeline.tracker import Ledger, Tracker
@@ -20,24 +17,6 @@ from services.claims.x12_validate import validate_x12
 from services.intake.simulator import generate
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
-
-
-@pytest.fixture
-def pipeline(bootstrap: str, prefix: str, tmp_path: Path) -> Iterator[tuple[Settings, Supervisor]]:
-    group = prefix.rstrip(".")
-    settings = Settings(topic_prefix=prefix, group_prefix=group)
-    ensure_topics(bootstrap, settings, registry())
-    sup = Supervisor(
-        bootstrap,
-        tmp_path,
-        env={"CLAIMFLOW_TOPIC_PREFIX": prefix, "CLAIMFLOW_GROUP_PREFIX": group},
-    )
-    sup.start()
-    yield settings, sup
-    sup.stop()
-    for child in sup.children.values():  # a crash in a service shows in the test report
-        log = child.log_path.read_text(errors="replace")
-        assert "Traceback" not in log or child.restarts, f"{child.name}:\n{log[-3000:]}"
 
 
 def send_raw(bootstrap: str, settings: Settings, source_id: str, body: bytes, ctype: str) -> None:
