@@ -142,6 +142,8 @@ class Runner:
         self._prefix_len = len(settings.topic_prefix)
         self._delivery_errors: list[str] = []
         self._last_idle = time.monotonic()
+        #: Encounter id -> the decoded input it came from, for outputs' end-to-end age.
+        self._origin: dict[str, Any] = {}
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -177,6 +179,7 @@ class Runner:
         outs: list[Out] = []
         offsets: dict[tuple[str, int], int] = {}
         decoded: list[Incoming] = []
+        self._origin = {}
         for m in batch:
             error = m.error()
             if error is not None:
@@ -189,6 +192,8 @@ class Runner:
             metrics.RECORDS_IN.labels(service, msg.topic).inc()
             try:
                 msg = self._decode(msg)
+                if msg.key is not None and msg.value is not None:
+                    self._origin[msg.key] = msg.value
                 if self.stage.batch_mode:
                     decoded.append(msg)
                 else:
@@ -223,6 +228,7 @@ class Runner:
         consumer = make_consumer(self.bootstrap, f"{s.group_prefix}.{stage.name}", s)
         producer = make_producer(self.bootstrap, s)
         consumer.subscribe([s.topic(t) for t in stage.inputs])
+        metrics.prime(stage.name, stage.inputs)
         metrics.UP.labels(stage.name).set(1)
         log.info("consuming", extra={"inputs": list(stage.inputs)})
         try:
@@ -238,16 +244,34 @@ class Runner:
                 stage.on_batch_done()
                 self._commit(consumer, offsets)
                 now = time.time()
+                took = time.perf_counter() - started
                 for m in batch:
                     metrics.LATENCY.labels(stage.name).observe(
                         max(0.0, now - m.timestamp()[1] / 1e3)
                     )
-                metrics.BATCH_SECONDS.labels(stage.name).observe(time.perf_counter() - started)
+                    metrics.PROCESSING.labels(stage.name).observe(took)
+                metrics.BATCH_SECONDS.labels(stage.name).observe(took)
+                self._lag(consumer, offsets)
         finally:
             metrics.UP.labels(stage.name).set(0)
             stage.close()
             consumer.close()
             producer.flush(10)
+
+    def _lag(self, consumer: Any, offsets: dict[tuple[str, int], int]) -> None:
+        """Approximate lag per consumed partition, from the watermark the last fetch saw."""
+        for (topic, partition), position in offsets.items():
+            try:
+                _low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), cached=True
+                )
+            except KafkaException:
+                continue
+            if high is None or high < 0:
+                continue
+            metrics.LAG.labels(self.stage.name, topic[self._prefix_len :], str(partition)).set(
+                max(0, high - position)
+            )
 
     def _idle(self, producer: Any) -> None:
         now = time.monotonic()
@@ -260,6 +284,7 @@ class Runner:
             self.stage.on_batch_done()
 
     def _produce(self, producer: Any, outs: list[Out]) -> None:
+        now = time.time()
         for out in outs:
             value = self.registry.encode(out.topic, out.value)
             topic = self.settings.topic(out.topic)
@@ -276,6 +301,10 @@ class Runner:
                 except BufferError:
                     producer.poll(0.05)
             metrics.RECORDS_OUT.labels(self.stage.name, out.topic).inc()
+            try:
+                metrics.observe_output(self.stage.name, out.topic, out.value, now, self._origin)
+            except Exception:  # noqa: BLE001 - a metric must never stop the pipeline
+                log.exception("metrics: could not observe an output", extra={"topic": out.topic})
         remaining = producer.flush(60)
         if remaining or self._delivery_errors:
             raise TransientError(
