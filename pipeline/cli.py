@@ -126,7 +126,8 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
         for name, child in sup.children.items():
             print(f"  {name:<11} http://127.0.0.1:{child.metrics_port}/metrics", file=sys.stderr)
         _print_gateway(run_dir / "state" / "intake-gateway")
-        tracker = Tracker(bootstrap, settings)
+        report_dir = getattr(args, "report", None)
+        tracker = Tracker(bootstrap, settings, keep_times=report_dir is not None)
         started = time.monotonic()
         try:
             import threading
@@ -191,6 +192,12 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
                 print(f"dead letter [{stage}] {letter['reason'][:200]}")
         if summary["lost"]:
             print(f"lost source ids (first 10): {ledger.lost()[:10]}")
+        if report_dir is not None:
+            # From the ledger read before the broker stops (the embedded one keeps nothing).
+            from pipeline.report import write_report
+
+            written = write_report(ledger, Path(report_dir))
+            print(f"report: {', '.join(str(p) for p in written)}", file=sys.stderr)
         print(json.dumps(summary))
         # Held payments and front-end rejections wait for a person; neither gets posted.
         settled = summary["posted"] + summary["exceptions"] + summary["payer_rejected"]
@@ -239,6 +246,27 @@ def cmd_service(args: argparse.Namespace) -> int:
     logs.setup(settings.log_level, service=args.name)
     module = importlib.import_module(SERVICE_MODULES[args.name])
     module.main(settings)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """KPIs from the cluster's topics; with --out, PNG charts and a CSV too."""
+    from pipeline.report import print_report, write_report
+    from pipeline.tracker import Tracker
+
+    settings = Settings()
+    tracker = Tracker(settings.require_bootstrap(), settings, keep_times=True)
+    try:
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < args.wait:
+            if tracker.poll():
+                quiet_since = time.monotonic()
+    finally:
+        tracker.close()
+    print_report(tracker.ledger)
+    if args.out:
+        for path in write_report(tracker.ledger, Path(args.out)):
+            print(path)
     return 0
 
 
@@ -879,11 +907,17 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("demo", help="N encounters through the pipeline, then a summary")
     q.add_argument("--encounters", type=int, default=200)
     q.add_argument("--timeout", type=float, default=240.0)
+    q.add_argument("--report", metavar="DIR", default=None, help="write charts and a CSV here")
     pipeline_args(q, rate=0.0)
     q.set_defaults(func=cmd_demo)
     q = sub.add_parser("service", help="run one service (needs CLAIMFLOW_BOOTSTRAP_SERVERS)")
     q.add_argument("name", choices=sorted(SERVICE_MODULES))
     q.set_defaults(func=cmd_service)
+    q = sub.add_parser("report", help="KPIs from the topics (needs CLAIMFLOW_BOOTSTRAP_SERVERS)")
+    q.add_argument("--out", metavar="DIR", default=None, help="also write PNG charts and a CSV")
+    q.add_argument("--wait", type=float, default=2.0, help="seconds of quiet that end the read")
+    q.set_defaults(func=cmd_report)
+
     q = sub.add_parser("broker", help="run the embedded broker in the foreground")
     q.add_argument("--port", type=int, default=None)
     q.set_defaults(func=cmd_broker)

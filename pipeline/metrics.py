@@ -112,6 +112,7 @@ def prime(service: str, inputs: Iterable[str] = ()) -> None:
     increase() count the first events too (a series born at 5 loses those 5)."""
     for topic in inputs:
         RECORDS_IN.labels(service, topic)
+    RECORDS_OUT.labels(service, f"dlq.{service}.v1")  # dead letters by service, from zero
     for hist in (LATENCY, PROCESSING, BATCH_SECONDS):
         hist.labels(service)
     for outcome in OUTCOME_LABELS.get(service, ()):

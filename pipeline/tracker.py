@@ -16,6 +16,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -69,6 +70,14 @@ class Ledger:
     x12: dict[str, str] = field(default_factory=dict)
     keep_times: bool = False
     times: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
+    # What `claimflow report` needs besides the fates (small values, one per record).
+    plan_types: dict[str, str] = field(default_factory=dict)  # encounter id -> plan type
+    edits: dict[str, list[str]] = field(default_factory=dict)  # encounter id -> rule ids
+    payers: dict[str, str] = field(default_factory=dict)  # claim id -> payer id
+    claim_types: dict[str, str] = field(default_factory=dict)  # claim id -> claim type
+    charges: dict[str, Decimal] = field(default_factory=dict)  # claim id -> total charge
+    paid: dict[str, Decimal] = field(default_factory=dict)  # claim id -> paid
+    denial_reasons: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # (group, CARC)
 
     def add(self, topic: str, key: str | None, value: Any, timestamp_ms: int = 0) -> None:
         self.records[topic] += 1
@@ -79,28 +88,35 @@ class Ledger:
             self.event_ids[topic][eid] += 1
         if topic == "encounters.collected.v1":
             self.source_encounters[value.source_id].add(value.encounter_id)
+            self.plan_types[value.encounter_id] = value.coverage.plan_type
         elif topic == "encounters.coded.v1":
             self.coded.add(value.encounter_id)
         elif topic == "coding.review.v1":
             self.review.add(value.encounter_id)
         elif topic == "encounters.validated.v1":
             self.outcome[value.encounter_id] = value.outcome
+            self.edits[value.encounter_id] = [e.rule_id for e in value.edits]
         elif topic == "claims.submitted.v1":
             self.claim_encounter[value.claim_id] = value.encounter_id
             self.encounter_claim[value.encounter_id] = value.claim_id
             self.claim_events[value.claim_id].add(value.event_id)
+            self.payers[value.claim_id] = value.payer_id
+            self.claim_types[value.claim_id] = value.claim_type
+            self.charges[value.claim_id] = value.total_charge
             if self.keep_x12:
                 self.x12[value.claim_id] = value.x12
         elif topic == "payer.inbound.v1":
             self.payer_files += 1
         elif topic == "remittance.posted.v1":
             self.posted[value.claim_id] = value.status
+            self.paid[value.claim_id] = value.paid
             self.posting_events[value.claim_id][value.event_id] += 1
         elif topic == "remittance.exceptions.v1":
             for claim in value.claims:
                 self.exceptions[claim.claim_id] = value.kind
         elif topic == "remittance.denials.v1":
             self.denials[value.claim_id] = value.category
+            self.denial_reasons[value.claim_id] = [(r.group, r.carc) for r in value.reasons]
         elif topic == "claims.rejections.v1":
             self.payer_rejections[value.claim_id] = value.source
         elif topic.startswith("dlq."):
