@@ -209,8 +209,12 @@ def test_logs_and_metric_labels_carry_no_phi(
         for family in REGISTRY.collect()
         if family.name.startswith("claimflow")
         for sample in family.samples
-        for value in sample.labels.values()
+        for name, value in sample.labels.items()
+        if name not in ("le", "quantile")  # histogram buckets, not data
     }
-    assert values and len(values) < 60
+    # Bounded means no ids: the character class below excludes encounter ids ("/") and
+    # the checks after it exclude PHI and source ids. (A count bound would depend on how
+    # many other metrics this process happens to have registered.)
+    assert values
     assert all(re.fullmatch(r"[A-Za-z0-9_.\-]{1,40}", v) for v in values), values
     assert not values & secrets and not any(v.startswith("sim-") for v in values)
