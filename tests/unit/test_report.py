@@ -1,0 +1,137 @@
+"""claimflow report: the KPI arithmetic over a ledger, and the files it writes."""
+
+from __future__ import annotations
+
+import csv
+from decimal import Decimal
+from pathlib import Path
+from types import SimpleNamespace as NS
+
+import pytest
+
+from pipeline.report import (
+    csv_rows,
+    kpis,
+    payer_mix,
+    print_report,
+    top_denials,
+    top_edits,
+    write_report,
+)
+from pipeline.tracker import Ledger
+
+T0 = 1_790_000_000_000
+
+
+def build() -> Ledger:
+    """Four encounters: three clean (one with a warning), one rejected; three claims, one
+    paid, one partially paid, one denied (CO-50)."""
+    led = Ledger(keep_times=True)
+    for i in range(4):
+        led.sent.add(f"s{i}")
+        cov = NS(plan_type="MB" if i % 2 else "CI")
+        led.add(
+            "encounters.collected.v1",
+            f"e{i}",
+            NS(event_id=f"c{i}", source_id=f"s{i}", encounter_id=f"e{i}", coverage=cov),
+            T0,
+        )
+    verdicts = [("clean", []), ("warnings", ["W1"]), ("clean", []), ("rejected", ["R1", "W1"])]
+    for i, (outcome, rules) in enumerate(verdicts):
+        led.add("encounters.coded.v1", f"e{i}", NS(event_id=f"k{i}", encounter_id=f"e{i}"), T0)
+        edits = [NS(rule_id=r) for r in rules]
+        led.add(
+            "encounters.validated.v1",
+            f"e{i}",
+            NS(event_id=f"v{i}", encounter_id=f"e{i}", outcome=outcome, edits=edits),
+            T0 + 1000 * i,
+        )
+    for i, (payer, status, paid) in enumerate(
+        [("P1", "paid", "80"), ("P1", "partially_paid", "30"), ("P2", "denied", "0")]
+    ):
+        led.add(
+            "claims.submitted.v1",
+            f"C{i}",
+            NS(
+                event_id=f"x{i}",
+                claim_id=f"C{i}",
+                encounter_id=f"e{i}",
+                payer_id=payer,
+                claim_type="professional",
+                total_charge=Decimal("100.00"),
+                x12="",
+            ),
+            T0 + 2000,
+        )
+        led.add(
+            "remittance.posted.v1",
+            f"C{i}",
+            NS(event_id=f"p{i}", claim_id=f"C{i}", status=status, paid=Decimal(paid)),
+            T0 + 40_000,
+        )
+    led.add(
+        "remittance.denials.v1",
+        "C2",
+        NS(
+            event_id="d2",
+            claim_id="C2",
+            category="coding",
+            reasons=[NS(group="CO", carc="50"), NS(group="CO", carc="50")],
+        ),
+        T0 + 40_000,
+    )
+    return led
+
+
+def test_kpis_follow_the_ledger() -> None:
+    led = build()
+    k = kpis(led)
+    assert led.summary()["lost"] == 0
+    assert (k["validated"], k["clean"], k["rejected"]) == (4, 3, 1)
+    assert k["clean_claim_rate"] == pytest.approx(0.75)
+    assert k["claims_submitted"] == 3 and k["posted"] == 3 and k["denied"] == 1
+    assert k["denial_rate"] == pytest.approx(1 / 3)
+    assert k["first_pass_yield"] == pytest.approx(2 / 3)
+    assert k["charges"] == Decimal("300.00") and k["paid"] == Decimal("110")
+    assert top_edits(led) == [("W1", 2), ("R1", 1)]
+    assert top_denials(led) == [("CO-50", 1)]  # one claim, however many CAS rows
+    assert payer_mix(led) == [("P1", 2, Decimal("200.00")), ("P2", 1, Decimal("100.00"))]
+
+
+def test_empty_ledger_has_no_rates_rather_than_a_division_error() -> None:
+    k = kpis(Ledger())
+    assert k["clean_claim_rate"] is None and k["denial_rate"] is None
+
+
+def test_write_report_writes_charts_and_a_csv_with_the_same_numbers(tmp_path: Path) -> None:
+    led = build()
+    files = write_report(led, tmp_path)
+    names = {p.name for p in files}
+    assert names == {
+        "report.csv",
+        "volumes.png",
+        "rates.png",
+        "top_edits.png",
+        "top_denials.png",
+        "payer_mix.png",
+    }
+    for p in files:
+        assert p.stat().st_size > 0
+        if p.suffix == ".png":
+            assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader((tmp_path / "report.csv").open()))
+    kpi = {r["metric"]: r["value"] for r in rows if r["section"] == "kpi"}
+    assert float(kpi["clean_claim_rate"]) == pytest.approx(0.75)
+    assert kpi["claims_submitted"] == "3"
+    timeline = [r for r in rows if r["section"] == "timeline" and r["metric"] == "validated"]
+    assert sum(int(r["value"]) for r in timeline) == 4
+    assert len(rows) == len(csv_rows(led))
+
+
+def test_print_report_shows_the_kpis() -> None:
+    from rich.console import Console
+
+    console = Console(record=True, width=100)
+    print_report(build(), console)
+    text = console.export_text()
+    assert "clean claim rate" in text and "75.0%" in text and "CO-50" in text
