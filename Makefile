@@ -34,6 +34,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check pipeline services tests bench
 	$(BIN)/ruff format --check pipeline services tests bench
 	$(BIN)/mypy pipeline
+	@if command -v promtool >/dev/null; then promtool check rules deploy/prometheus/rules.yml; \
+	else echo "promtool not found: rules not checked (apt-get install prometheus)"; fi
 
 fmt: $(STAMP)
 	$(BIN)/ruff format pipeline services tests bench
