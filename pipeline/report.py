@@ -36,7 +36,7 @@ def kpis(ledger: Ledger) -> dict[str, Any]:
     validated = s["clean"] + s["rejected"]
     originals = len(ledger.claim_encounter)
     paid_first = sum(statuses[st] for st in PAID_STATUSES)
-    return {
+    result: dict[str, Any] = {
         "encounters_sent": s["encounters_sent"],
         "collected": s["collected"],
         "coded": s["coded"],
@@ -54,6 +54,9 @@ def kpis(ledger: Ledger) -> dict[str, Any]:
         "dlq": s["dlq"],
         "lost": s["lost"],
     }
+    if not ledger.sent:  # read from the topics alone: what was sent is not known
+        del result["encounters_sent"], result["lost"]
+    return result
 
 
 def top_edits(ledger: Ledger, n: int = TOP) -> list[tuple[str, int]]:
