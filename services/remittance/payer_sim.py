@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 from typing import Literal, TypeVar
 
 from pipeline.errors import InputError
@@ -117,6 +118,13 @@ class _RawLine:
 _SUBSCRIBER_KEYS = ("sbr09", "member_id", "insured_last", "insured_first")
 
 
+@lru_cache(maxsize=32)
+def _segments(x12: str) -> tuple[Segment, ...]:
+    """An interchange's segments, read once: all the claims of a batch share one interchange,
+    and reading it again per claim made the simulator quadratic in the batch size."""
+    return tuple(read_segments(x12))
+
+
 def read_837_claim(x12: str, claim_id: str) -> Claim837:
     """Find claim ``claim_id`` (CLM01) in an 837P or 837I and read its lines and plan context."""
     ctx: dict[str, str | None] = {}
@@ -126,7 +134,7 @@ def read_837_claim(x12: str, claim_id: str) -> Claim837:
     in_claim = False
     institutional = ""
     billing: dict[str, str | None] = {}
-    for seg in read_segments(x12):
+    for seg in _segments(x12):
         sid = seg.id
         if sid in {"HL", "SE"} or (sid == "CLM" and in_claim):
             if clm is not None:
