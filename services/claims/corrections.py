@@ -25,7 +25,6 @@ folder; the runner commits it after the batch's claims are acknowledged.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Literal
 
 from pipeline.errors import InputError
 from pipeline.models import SubmittedClaim, ValidatedEncounter, event_id
+from pipeline.state import BatchStore
 from services.claims.domain import (
     DEFAULT_DRG_BASE_RATE,
     STAGE,
@@ -175,19 +175,13 @@ CREATE TABLE IF NOT EXISTS answered (  -- every verdict event already answered
 """
 
 
-class SubmittedClaims:
+class SubmittedClaims(BatchStore):
     """Claims submitted per encounter, and the verdicts answered (SQLite, idempotent)."""
 
     FILENAME = "claims-submitted.sqlite3"
 
     def __init__(self, path: Path | str) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
-        self.db.commit()
+        super().__init__(path, _SCHEMA)
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> SubmittedClaims:
@@ -280,12 +274,3 @@ class SubmittedClaims:
         )
         self.record(verdict, correction, planned)
         return [] if planned is None else [planned]
-
-    def commit(self) -> None:
-        self.db.commit()
-
-    def rollback(self) -> None:
-        self.db.rollback()
-
-    def close(self) -> None:
-        self.db.close()

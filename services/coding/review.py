@@ -14,9 +14,7 @@ so the store holds no member id in clear.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from pipeline.models import (
     Model,
     event_id,
 )
+from pipeline.state import BatchStore
 from services.coding.domain import Coder
 
 _SCHEMA = """
@@ -59,18 +58,11 @@ def patient_key(enc: Encounter) -> str:
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
-class ReviewStore:
+class ReviewStore(BatchStore):
     """Held encounters, coder decisions and the codes behind each member's HCCs."""
 
     def __init__(self, path: Path | str) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # One runner thread uses the store at a time, but not always the thread that made it.
-        self.db = sqlite3.connect(str(path), isolation_level="DEFERRED", check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
-        self.db.commit()
+        super().__init__(path, _SCHEMA)
 
     # --- held encounters ----------------------------------------------------------------
 
@@ -139,32 +131,6 @@ class ReviewStore:
             "INSERT OR IGNORE INTO risk_dx VALUES (?, ?, ?, ?)",
             [(key, year, encounter_id, c) for c in codes],
         )
-
-    # --- transactions -------------------------------------------------------------------
-
-    @contextmanager
-    def atomic(self) -> Iterator[None]:
-        """All of one input's writes, or none of them (a savepoint inside the batch)."""
-        if not self.db.in_transaction:
-            # A SAVEPOINT outside a transaction opens one that its RELEASE commits; the
-            # batch's writes must wait for commit(), after the output is acknowledged.
-            self.db.execute("BEGIN")
-        self.db.execute("SAVEPOINT one_input")
-        try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK TO one_input")
-            self.db.execute("RELEASE one_input")
-            raise
-        self.db.execute("RELEASE one_input")
-
-    def commit(self) -> None:
-        """Make the batch's writes durable."""
-        self.db.commit()
-
-    def close(self) -> None:
-        """Close the database (uncommitted writes are lost, as after a crash)."""
-        self.db.close()
 
 
 Output = tuple[str, str, Model]

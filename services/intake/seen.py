@@ -16,9 +16,10 @@ brings no history, and downstream drops such repeats by event id.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
+
+from pipeline.state import BatchStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen (
@@ -31,18 +32,11 @@ CREATE INDEX IF NOT EXISTS seen_at ON seen (seen_at);
 """
 
 
-class SeenMessages:
+class SeenMessages(BatchStore):
     """Source messages already read; additions wait in memory until ``commit``."""
 
     def __init__(self, path: Path | str) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # One thread at a time, but not always the one that opened it (tests, benches).
-        self.db = sqlite3.connect(str(path), isolation_level="DEFERRED", check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
-        self.db.commit()
+        super().__init__(path, _SCHEMA)
         self._pending: dict[tuple[str, str], float] = {}
 
     def seen(self, source_id: str, digest: str) -> bool:
@@ -76,6 +70,3 @@ class SeenMessages:
 
     def __len__(self) -> int:
         return int(self.db.execute("SELECT count(*) FROM seen").fetchone()[0]) + len(self._pending)
-
-    def close(self) -> None:
-        self.db.close()

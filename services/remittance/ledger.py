@@ -17,14 +17,12 @@ every payment (835 transaction) posted, with its provider-level (PLB) adjustment
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 from pipeline.models import RemittancePosting, SubmittedClaim
+from pipeline.state import BatchStore
 from services.remittance.posting import PaymentSummary
 
 _SCHEMA = """
@@ -116,17 +114,11 @@ class PostedAmounts:
     payment_trace: str | None
 
 
-class Ledger:
+class Ledger(BatchStore):
     """Claims submitted, payments waiting for their claim, and postings already made."""
 
     def __init__(self, path: Path | str) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # One stage uses the ledger at a time, but may be built in another thread than it runs.
-        self.db = sqlite3.connect(str(path), isolation_level="DEFERRED", check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+        super().__init__(path, _SCHEMA)
         self._migrate()
         self.db.commit()
 
@@ -299,30 +291,3 @@ class Ledger:
             (payer_id, payment_trace),
         ).fetchall()
         return [(reason, Decimal(amount)) for reason, amount in rows]
-
-    # --- transactions ---------------------------------------------------------------------
-
-    @contextmanager
-    def atomic(self) -> Iterator[None]:
-        """All of one input's writes, or none of them (a savepoint inside the batch)."""
-        # Open the batch transaction first: the RELEASE of an outermost savepoint is a
-        # COMMIT, which would make this input durable before the batch's output is acked.
-        if not self.db.in_transaction:
-            self.db.execute("BEGIN")
-        self.db.execute("SAVEPOINT one_input")
-        try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK TO one_input")
-            self.db.execute("RELEASE one_input")
-            raise
-        self.db.execute("RELEASE one_input")
-
-    def commit(self) -> None:
-        self.db.commit()
-
-    def rollback(self) -> None:
-        self.db.rollback()
-
-    def close(self) -> None:
-        self.db.close()

@@ -16,10 +16,10 @@ was billable count as originals, and an encounter is never a duplicate of itself
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from pathlib import Path
 
 from pipeline.models import CodedEncounter
+from pipeline.state import BatchStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen (
@@ -57,20 +57,13 @@ def _order_key(coded: CodedEncounter) -> str:
     return coded.encounter.received_at.isoformat()
 
 
-class DuplicateStore:
+class DuplicateStore(BatchStore):
     """Encounters seen, by fingerprint; ``path`` may be ``":memory:"`` (offline runs)."""
 
     FILENAME = "validation-claims-seen.sqlite3"
 
     def __init__(self, path: Path | str) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        # The runner calls the stage from its own thread; only one thread uses it at a time.
-        self.db = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
-        self.db.commit()
+        super().__init__(path, _SCHEMA)
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> DuplicateStore:
@@ -101,12 +94,3 @@ class DuplicateStore:
                 int(outcome != "rejected"),
             ),
         )
-
-    def commit(self) -> None:
-        self.db.commit()
-
-    def rollback(self) -> None:
-        self.db.rollback()
-
-    def close(self) -> None:
-        self.db.close()
