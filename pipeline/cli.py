@@ -721,7 +721,7 @@ def _read_topic(topic: str, idle_s: float) -> list[Any]:
     consumer.assign(
         [TopicPartition(name, p, OFFSET_BEGINNING) for p in meta.topics[name].partitions]
     )
-    # Tansu's high watermarks read low (DESIGN.md): stop when the topic goes quiet instead.
+    # Tansu's high watermarks read low (pipeline/broker.py): stop when the topic goes quiet.
     values: list[Any] = []
     quiet_since = time.monotonic()
     while time.monotonic() - quiet_since < idle_s:
@@ -784,7 +784,7 @@ def _review_records(wait: float) -> tuple[list[Any], set[str]]:
     """coding.review.v1 records and the encounter ids coding.decisions.v1 decided.
 
     Reads both topics from the beginning with no consumer group, until ``wait`` seconds
-    pass without a record (high watermarks are not trusted: see DESIGN.md).
+    pass without a record (high watermarks are not trusted: see pipeline/broker.py).
     """
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 

@@ -39,7 +39,7 @@ def consumer_config(bootstrap: str, group: str, settings: Settings, **extra: Any
         "enable.auto.offset.store": False,
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": max(500, settings.session_timeout_ms // 3),
-        # Tansu answers a waiting fetch late; a short wait keeps latency low (DESIGN.md).
+        # Tansu answers a waiting fetch late; a short wait keeps latency low.
         "fetch.wait.max.ms": 100,
         "partition.assignment.strategy": "range",
         **extra,

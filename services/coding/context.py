@@ -13,8 +13,8 @@ Section headers act like triggers for the whole section: a line under ``Family h
 is about relatives, one under ``Past medical history:`` is historical.
 
 medspacy ships the same algorithm on spaCy; it pins spaCy < 3.8 and pulls a model, so this
-module does the same job in a few hundred lines of plain Python (DESIGN.md allows "or
-equal"). It is deliberately conservative: a coder is not asked to bill a mention that
+module does the same job in a few hundred lines of plain Python. It is deliberately
+conservative: a coder is not asked to bill a mention that
 ConText doubts.
 """
 

@@ -1,7 +1,7 @@
 """The claims ledger remittance matches 835s against: a local SQLite store.
 
 Why not a faust memory table: a memory table is rebuilt from its changelog topic on
-restart, and that recovery trusts high watermarks, which Tansu reports low (DESIGN.md);
+restart, and that recovery trusts high watermarks, which Tansu reports low (pipeline/broker.py);
 a ledger that silently misses a few claims would post their payments as unmatched.
 SQLite on the service's volume survives a SIGKILL, and every write here is idempotent,
 so the at-least-once runner can replay a batch after a crash without double-posting:

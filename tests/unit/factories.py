@@ -35,7 +35,7 @@ from services.refdata.codesets import CodeSets
 
 REPO = Path(__file__).resolve().parents[2]
 CMS_DIR = SHARED_DATA / "cms"
-"""Public CMS files for tests (see ../shared/data/SOURCES.md); never copied into the repo."""
+"""Public CMS files for tests (found by tests/shared_data.py); never copied into the repo."""
 
 requires_cms = pytest.mark.skipif(
     not (CMS_DIR / "PPRRVU2025_Oct.nodesc.csv").is_file(),
