@@ -385,7 +385,8 @@ def _offline(files: list[str], handle: Callable[[str, bytes], list[str]]) -> int
                         "input": name,
                         "error": type(exc).__name__,
                         "field": field_of(exc),
-                        "reason": reason_of(exc),
+                        # The field has its own key: say the reason once, without it.
+                        "reason": exc.reason if isinstance(exc, InputError) else reason_of(exc),
                     }
                 )
             )
