@@ -34,21 +34,6 @@ SERVICE_MODULES = {
 # --- the pipeline ------------------------------------------------------------------------
 
 
-SIMULATOR_CHUNK = 10_000
-
-
-def _simulated(count: int, seed: int, fmt: str, mix: str) -> Iterator[tuple[str, str, bytes]]:
-    """The simulator's messages, in chunks: it sizes its patient pool to the count it is
-    asked for, so an open-ended run (`claimflow run`) must not ask for 10**9 at once."""
-    from services.intake.simulator import generate
-
-    for chunk, start in enumerate(range(0, count, SIMULATOR_CHUNK)):
-        size = min(SIMULATOR_CHUNK, count - start)
-        # Chunk 0 keeps the caller's seed, so bounded runs are unchanged; later chunks get
-        # their own seeds and therefore their own source ids.
-        yield from generate(size, seed=seed + chunk * 1_000_003, fmt=fmt, mix=mix)  # type: ignore[arg-type]
-
-
 def publish_encounters(
     bootstrap: str,
     settings: Settings,
@@ -65,12 +50,14 @@ def publish_encounters(
     ``mix="all"`` adds ED visits and inpatient stays (institutional claims) to office visits.
     """
     from pipeline.kafka import make_producer
+    from services.intake.simulator import generate
 
     producer = make_producer(bootstrap, settings)
     topic = settings.topic("intake.raw.v1")
     sent = 0
     started = time.monotonic()
-    for source_id, content_type, body in _simulated(count, seed, fmt, mix):
+    messages = generate(count, seed=seed, fmt=fmt, mix=mix)  # type: ignore[arg-type]
+    for source_id, content_type, body in messages:
         if stop and stop():
             break
         producer.produce(

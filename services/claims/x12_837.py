@@ -40,6 +40,7 @@ from services.claims.x12 import (
     text,
     transaction_set,
 )
+from services.refdata import npi as npi_check
 
 __all__ = [
     "COMPONENT",
@@ -209,14 +210,7 @@ def check_npi(npi: str, field: str) -> str:
     """Return the NPI if its check digit is right (Luhn over '80840' + the first nine digits)."""
     if not re.fullmatch(r"\d{10}", npi):
         raise InputError(field, "an NPI has 10 digits")
-    digits = [int(c) for c in "80840" + npi[:9]]
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        if i % 2 == 0:
-            d *= 2
-            d = d - 9 if d > 9 else d
-        total += d
-    if (10 - total % 10) % 10 != int(npi[9]):
+    if not npi_check.is_valid(npi):
         raise InputError(field, "NPI check digit is wrong")
     return npi
 

@@ -30,6 +30,7 @@ from pipeline.models import (
     Subscriber,
 )
 from services.intake.hl7v2 import ProviderDirectory
+from services.refdata import npi as npi_check
 
 Format = Literal["json", "fhir", "hl7v2", "mix"]
 HL7_CONTENT_TYPE = "x-application/hl7-v2+er7"
@@ -235,20 +236,13 @@ ESTABLISHED_EM = (
 )  # fmt: skip
 
 
-def npi_check_digit(base9: str) -> str:
-    """The NPI check digit: Luhn over the 80840 prefix and the first nine digits."""
-    total = 0
-    for i, ch in enumerate(reversed("80840" + base9)):
-        d = int(ch)
-        if i % 2 == 0:  # doubled: the check digit will sit to the right
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return str((10 - total % 10) % 10)
+POOL_VISITS = 10_000
+"""Visits whose patient count the pool is sized for; later visits revisit pool patients."""
 
 
 def make_npi(base9: str) -> str:
     """A 10-digit NPI with a valid check digit."""
-    return base9 + npi_check_digit(base9)
+    return base9 + npi_check.check_digit(base9)
 
 
 @dataclass(frozen=True)
@@ -1043,7 +1037,9 @@ def visits(
     rng = Random(seed)
     pool: list[SimPatient] = []
     mrns: set[str] = set()
-    target = max(1, round(n * 0.65))
+    # The pool is built before the first visit: cap it, so an open-ended run (claimflow run
+    # asks for 10**9) starts at once; runs of up to POOL_VISITS visits are unchanged.
+    target = max(1, round(min(n, POOL_VISITS) * 0.65))
     while len(pool) < target:
         mrn = f"{rng.randrange(10**7, 10**8)}"
         if mrn not in mrns:

@@ -5,24 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from services.refdata import npi as npi_check
 from services.validation.engine import Context, Hit, rule
 from services.validation.rules._util import blank
 
 _NPI_FIX = "Check the NPI against the NPPES registry; a wrong digit is the usual cause."
 
 
-def npi_is_valid(npi: str) -> bool:
-    """The NPI check digit: Luhn over the 9 digits prefixed with the card issuer 80840."""
-    if not re.fullmatch(r"\d{10}", npi or ""):
-        return False
-    digits = [int(c) for c in "80840" + npi[:9]]
-    total = 0
-    for k, d in enumerate(reversed(digits)):
-        if k % 2 == 0:  # every second digit from the right of the payload is doubled
-            d *= 2
-            d -= 9 if d > 9 else 0
-        total += d
-    return (10 - total % 10) % 10 == int(npi[9])
+npi_is_valid = npi_check.is_valid
 
 
 def _npi_hits(npi: str | None, field: str, who: str) -> Iterator[Hit]:
