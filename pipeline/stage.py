@@ -245,11 +245,13 @@ class Runner:
                 self._commit(consumer, offsets)
                 now = time.time()
                 took = time.perf_counter() - started
+                age, processing = (
+                    metrics.LATENCY.labels(stage.name),
+                    metrics.PROCESSING.labels(stage.name),
+                )
                 for m in batch:
-                    metrics.LATENCY.labels(stage.name).observe(
-                        max(0.0, now - m.timestamp()[1] / 1e3)
-                    )
-                    metrics.PROCESSING.labels(stage.name).observe(took)
+                    age.observe(max(0.0, now - m.timestamp()[1] / 1e3))
+                    processing.observe(took)
                 metrics.BATCH_SECONDS.labels(stage.name).observe(took)
                 self._lag(consumer, offsets)
         finally:
