@@ -99,6 +99,22 @@ def publish(
     producer.flush(30)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (Linux /proc), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_now(pids: dict[str, int]) -> dict[str, float]:
+    now = {}
+    for name, pid in pids.items():
+        try:
+            now[name] = cpu_seconds(pid)
+        except (OSError, IndexError, ValueError):
+            continue
+    return now
+
+
 def pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -124,15 +140,26 @@ def run_batch(
     messages: list[tuple[str, str, bytes]],
     rate: float,
     timeout: float = 600,
+    pids: dict[str, int] | None = None,
 ) -> dict[str, Any]:
+    pids = pids or {}
     tracker = Tracker(bootstrap, sup_settings, keep_times=True)
     sent_ms: dict[str, int] = {}
     ledger = tracker.ledger
     ledger.sent.update(s for s, _, _ in messages)
     started = time.time()
+    cpu_before = cpu_now(pids)
+    harness_before = time.process_time()
     publish(bootstrap, sup_settings, messages, rate, sent_ms)
     done = tracker.wait(lambda led: not led.lost(), timeout=timeout)
+    cpu_after = cpu_now(pids)
+    harness_ms = (time.process_time() - harness_before) * 1000 / len(messages)
     tracker.close()
+    cpu_ms = {
+        name: round((cpu_after[name] - cpu_before[name]) * 1000 / len(messages), 2)
+        for name in cpu_before
+        if name in cpu_after
+    }
     first = min(sent_ms.values())
     stage_rates = {}
     for stage, topic in STAGE_TOPICS.items():
@@ -156,6 +183,11 @@ def run_batch(
             "mean": round(statistics.fmean(submitted), 1) if submitted else None,
         },
         "latency_ms_posted": {"p50": pct(posted, 0.5), "p99": pct(posted, 0.99)},
+        # Where the CPU went: milliseconds per encounter for each process (the broker too;
+        # the benchmark's own publisher and tracker are not counted).
+        "cpu_ms_per_encounter": {**cpu_ms, "total": round(sum(cpu_ms.values()), 2)},
+        # The benchmark's publisher and tracker share the same two cores.
+        "harness_cpu_ms_per_encounter": round(harness_ms, 2),
     }
 
 
@@ -183,8 +215,11 @@ def main() -> dict[str, Any]:
         sup.start()
         try:
             run_batch(bootstrap, settings, warm, rate=0, timeout=120)  # groups joined, caches warm
-            at_max = run_batch(bootstrap, settings, messages, rate=0)
-            at_rate = run_batch(bootstrap, settings, paced, rate=rate)
+            pids = {name: c.proc.pid for name, c in sup.children.items() if c.proc}
+            if broker.proc:
+                pids["broker"] = broker.proc.pid
+            at_max = run_batch(bootstrap, settings, messages, rate=0, pids=pids)
+            at_rate = run_batch(bootstrap, settings, paced, rate=rate, pids=pids)
         finally:
             sup.stop()
     eps = at_max["encounters_per_s"] or 0.0

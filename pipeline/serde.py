@@ -96,7 +96,7 @@ class Registry:
         found = []
         for path in (self.schemas_dir / topic).glob("v*.avsc"):
             schema = json.loads(path.read_text())
-            parsed = fastavro.parse_schema(schema, _write_hint=False)
+            parsed = fastavro.parse_schema(schema)
             canonical = to_parsing_canonical_form(schema)
             fp = struct.pack("<Q", crc64_avro(canonical.encode()))
             found.append(SchemaVersion(topic, int(path.stem[1:]), schema, parsed, fp))
