@@ -11,14 +11,17 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import typing
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from functools import cache
 from typing import Any, Literal, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.resource import Resource
 from pydantic import BaseModel, ValidationError
 
 from pipeline.errors import InputError
@@ -42,6 +45,7 @@ from services.intake.jsonfmt import (
     check_charge,
     first_error,
 )
+from services.intake.memo import Memo
 
 # --- code systems ------------------------------------------------------------------------
 
@@ -489,8 +493,70 @@ def _is_fhir_type(rtype: str) -> bool:
     return rtype[:1].isupper()
 
 
+# Validated elements and resources by content (see memo.py): in a feed, most elements
+# repeat (codings, amounts, the same payers, practitioners and locations), and the R4B
+# models' cost is per element (~10 us each, whatever its size). Nodes whose text is longer
+# than _MEMO_MAX_KEY are validated but not kept (they seldom repeat; an attachment can be
+# megabytes).
+_VALIDATED: Memo[Any] = Memo(8192)
+_MEMO_MAX_KEY = 2048
+
+
+@cache
+def _element_fields(cls: type[BaseModel]) -> dict[str, type[BaseModel]]:
+    """Element name (as written in JSON) -> its R4B model class, for the fields of a model
+    that hold one complex element type (not a resource: ``contained`` is left to pydantic)."""
+    found: dict[str, type[BaseModel]] = {}
+    for name, info in cls.model_fields.items():
+        kinds, stack = set(), [info.annotation]
+        while stack:
+            tp = stack.pop()
+            if isinstance(tp, type) and hasattr(tp, "get_model_klass"):  # an element type
+                kinds.add(tp.get_model_klass())
+            else:
+                stack.extend(typing.get_args(tp))
+        if len(kinds) == 1:
+            (kind,) = kinds
+            if not issubclass(kind, Resource):
+                found[info.alias or name] = kind
+    return found
+
+
+def _validated(cls: type[BaseModel], data: dict[str, Any]) -> Any:
+    """``cls.model_validate(data)``, each complex element validated once per content.
+
+    Elements are validated bottom up: a child already seen (same model, same JSON values:
+    ``repr`` tells Decimal, int, bool and str apart) is reused, and pydantic takes a
+    validated child as it is. The result equals the top-down validation's. Cached models
+    are shared between bundles: read them, never assign to them.
+    """
+    text = repr(data)
+    key = (cls, text)
+    model = _VALIDATED.get(key)
+    if model is not None:
+        return model
+    elements = _element_fields(cls)
+    values = {}
+    for name, value in data.items():
+        kind = elements.get(name)
+        if kind is not None:
+            if isinstance(value, dict):
+                value = _validated(kind, value)
+            elif isinstance(value, list):
+                value = [_validated(kind, v) if isinstance(v, dict) else v for v in value]
+        values[name] = value
+    model = cls.model_validate(values)
+    if len(text) <= _MEMO_MAX_KEY:
+        _VALIDATED.put(key, model)
+    return model
+
+
 def _validate(rtype: str, resource: dict[str, Any], path: str) -> Any:
     """Validate one resource with its R4B model; errors name the FHIR element."""
+    try:
+        return _validated(get_fhir_model_class(rtype), resource)
+    except Exception:  # noqa: BLE001 - the plain validation below says what is wrong
+        pass
     try:
         return get_fhir_model_class(rtype).model_validate(resource)
     except ValidationError as exc:
