@@ -28,7 +28,7 @@ from typing import Any, Literal, NamedTuple
 
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.exceptions import HL7apyException, UnsupportedVersion
-from hl7apy.parser import parse_message
+from hl7apy.parser import get_message_info, parse_message
 from pydantic import ValidationError
 
 from pipeline.errors import InputError
@@ -57,6 +57,7 @@ from services.intake.fhir import (
     _state,
 )
 from services.intake.jsonfmt import MAX_UNITS, SELF, X12_RELATIONSHIPS, check_charge
+from services.intake.memo import Memo
 
 # The fields intake reads, by segment; every other field is blanked before hl7apy parses
 # the message (never read: phone numbers, SSN, race, employer …), and every other segment
@@ -347,6 +348,16 @@ def _seg_name(seg: str) -> str:
     return name if _SEGMENT_ID.match(name) else "?"
 
 
+# What hl7apy made of a field it has parsed before (memo.py): (version, encoding characters,
+# segment, field index, field text) -> the ER7 of each repetition it kept. hl7apy builds an
+# object per component (~1 ms for a message's fields), and most field values repeat in a
+# feed (facility, coding systems, codes, payers, clinicians); a known field is blanked
+# before hl7apy parses the message and its result taken from here.
+_FIELDS: Memo[tuple[str, ...]] = Memo(32768)
+
+Fields = dict[int, list[str]]
+
+
 def _parse_message(lines: list[str], index: int, prefix: str, ctx: _Ctx) -> _Message:
     """Parse one message's segments with hl7apy; only the segments intake reads."""
     header = lines[0]
@@ -371,6 +382,38 @@ def _parse_message(lines: list[str], index: int, prefix: str, ctx: _Ctx) -> _Mes
     if len(head) < 10 or not head[9].strip():
         raise InputError(f"{prefix}MSH-10", "message control id missing")
     try:
+        parsed = _parse_memo(keep)
+    except Exception:  # noqa: BLE001 - the plain parse below says what is wrong
+        parsed = None
+    if parsed is None:
+        parsed = _parse_hl7apy(keep, prefix)
+    chars, segments = parsed
+    enc = _Enc(chars["COMPONENT"], chars["REPETITION"], chars["ESCAPE"], chars["SUBCOMPONENT"])
+    counts: dict[str, int] = {}
+    segs: list[_Seg] = []
+    for name, fields in segments:
+        counts[name] = counts.get(name, 0) + 1
+        repeating = name in ("DG1", "PR1", "IN1", "FT1")
+        label = f"{prefix}{name}[{counts[name]}]" if repeating else f"{prefix}{name}"
+        segs.append(_Seg(name, label, fields, enc))
+    msh = segs[0]
+    kind = (msh.get(9, 1).upper(), msh.get(9, 2).upper())
+    if kind not in MESSAGE_TYPES:
+        shown = "^".join(k for k in kind if re.fullmatch(r"[A-Z0-9]{1,3}", k)) or "none"
+        raise InputError(
+            msh.path(9), f"message type {shown} is not read by intake (ADT^A03, DFT^P03)"
+        )
+    return _Message(index, segs, kind, msh.get(10), msh.get(12), enc)
+
+
+def _parse_hl7apy(
+    keep: list[str], prefix: str, positions: list[set[int]] | None = None
+) -> tuple[dict[str, str], list[tuple[str, Fields]]]:
+    """hl7apy's parse of the kept segments: encoding characters, and per segment its name
+    and the ER7 of each field repetition by position (fields the version does not define
+    are dropped). ``positions``, when given, says which fields each segment's caller wants
+    (the others were blanked); errors are InputErrors naming the message or field."""
+    try:
         msg = parse_message(
             "\r".join(keep), find_groups=False, validation_level=VALIDATION_LEVEL.TOLERANT
         )
@@ -384,16 +427,14 @@ def _parse_message(lines: list[str], index: int, prefix: str, ctx: _Ctx) -> _Mes
         raise InputError(
             f"{prefix}MSH", f"not a valid HL7 v2 message ({type(exc).__name__})"
         ) from None
-    chars = msg.encoding_chars
-    enc = _Enc(chars["COMPONENT"], chars["REPETITION"], chars["ESCAPE"], chars["SUBCOMPONENT"])
     counts: dict[str, int] = {}
-    segs: list[_Seg] = []
+    segments: list[tuple[str, Fields]] = []
     for seg in msg.children:
         name = str(seg.name)
         counts[name] = counts.get(name, 0) + 1
         repeating = name in ("DG1", "PR1", "IN1", "FT1")
         label = f"{prefix}{name}[{counts[name]}]" if repeating else f"{prefix}{name}"
-        fields: dict[int, list[str]] = {}
+        fields: Fields = {}
         for child in seg.children:
             if child.name is None:
                 continue  # beyond what the message's version defines
@@ -402,15 +443,60 @@ def _parse_message(lines: list[str], index: int, prefix: str, ctx: _Ctx) -> _Mes
                 fields.setdefault(position, []).append(child.to_er7())
             except (HL7apyException, ValueError, TypeError, AttributeError):
                 raise InputError(f"{label}-{position}", "cannot be read as ER7") from None
-        segs.append(_Seg(name, label, fields, enc))
-    msh = segs[0]
-    kind = (msh.get(9, 1).upper(), msh.get(9, 2).upper())
-    if kind not in MESSAGE_TYPES:
-        shown = "^".join(k for k in kind if re.fullmatch(r"[A-Z0-9]{1,3}", k)) or "none"
-        raise InputError(
-            msh.path(9), f"message type {shown} is not read by intake (ADT^A03, DFT^P03)"
-        )
-    return _Message(index, segs, kind, msh.get(10), msh.get(12), enc)
+        segments.append((name, fields))
+    return msg.encoding_chars, segments
+
+
+def _parse_memo(keep: list[str]) -> tuple[dict[str, str], list[tuple[str, Fields]]] | None:
+    """``_parse_hl7apy(keep)`` with the fields hl7apy has already parsed taken from _FIELDS;
+    None when the message is not one this can do (the plain parse then decides).
+
+    A segment goes to hl7apy as hl7apy splits it (``parse_segment``: the stripped line,
+    its name, then fields from the fifth character), with known fields blanked: hl7apy
+    still checks the header, the version and every segment id, and parses every field
+    it has not seen in this version with these encoding characters.
+    """
+    chars, _, version = get_message_info(keep[0])
+    field_sep = chars["FIELD"]
+    context = (version, tuple(sorted(chars.items())))
+    sent = [keep[0]]
+    known: list[dict[int, tuple[str, ...]]] = []
+    wanted: list[dict[int, str]] = []
+    for line in keep[1:]:
+        text = line.strip()
+        if len(text) < 4 or text[:3] == "MSH":
+            return None
+        values = text[4:].split(field_sep)
+        hits: dict[int, tuple[str, ...]] = {}
+        misses: dict[int, str] = {}
+        for i, value in enumerate(values):
+            if not value.strip():
+                continue
+            found = _FIELDS.get((context, text[:3], i, value))
+            if found is None:
+                misses[i] = value
+            else:
+                hits[i] = found
+                values[i] = ""
+        known.append(hits)
+        wanted.append(misses)
+        sent.append(text[:4] + field_sep.join(values))
+    parsed_chars, segments = _parse_hl7apy(sent, "")
+    if len(segments) != len(sent) or parsed_chars != chars:
+        return None
+    result = [segments[0]]
+    for line, (name, fields), hits, misses in zip(
+        sent[1:], segments[1:], known, wanted, strict=True
+    ):
+        if name != line[:3] or set(fields) - {i + 1 for i in misses}:
+            return None  # not how hl7apy split it, after all
+        for i, value in misses.items():
+            _FIELDS.put((context, name, i, value), tuple(fields.get(i + 1, ())))
+        for i, reps in hits.items():
+            if reps:
+                fields[i + 1] = list(reps)
+        result.append((name, dict(sorted(fields.items()))))
+    return parsed_chars, result
 
 
 def _hl7_reason(exc: HL7apyException) -> str:
