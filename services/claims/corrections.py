@@ -168,6 +168,8 @@ CREATE TABLE IF NOT EXISTS submitted (
     payer_claim_control_number TEXT,
     billed TEXT NOT NULL               -- the ValidatedEncounter the claim was built from
 );
+-- Acknowledgments (277CA, 835) name the claim, not the encounter.
+CREATE INDEX IF NOT EXISTS submitted_by_claim_id ON submitted (claim_id);
 CREATE TABLE IF NOT EXISTS answered (  -- every verdict event already answered
     verdict_event_id TEXT PRIMARY KEY,
     encounter_id TEXT NOT NULL
