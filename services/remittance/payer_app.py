@@ -5,7 +5,8 @@ It stands in for the payers' side of the clearinghouse so the pipeline runs end 
 Every claim event carries the interchange that delivered it; claims of one interchange are
 answered together, per interchange, the way a payer's front end does:
 
-1. a 999 from pyx12's validation of the 837 (rejected: its claims go no further);
+1. a 999 from pyx12's validation of the 837 (rejected: its claims go no further); a load
+   test can check one interchange in N (``CLAIMFLOW_PAYER_SIM__VALIDATE_EVERY``);
 2. a 277CA accepting each claim into adjudication, or rejecting a configurable share with
    real claim status codes (``CLAIMFLOW_PAYER_SIM__FRONT_END_REJECTION_RATE``, default 2%);
 3. an 835 per payer and payee for the accepted claims of the batch.
@@ -92,6 +93,12 @@ class PayerSimOptions(BaseModel):
             RejectionOption(category=r.category, status=r.status, entity=r.entity, weight=r.weight)
             for r in DEFAULT_FRONT_END_REJECTIONS
         ]
+    )
+    validate_every: int = Field(
+        default=1,
+        ge=1,
+        description="check 1 in N interchanges with pyx12 before the 999; the rest are "
+        "accepted unchecked (load tests: pyx12 costs more per claim than the pipeline)",
     )
     answer_adapters: list[str] = Field(
         default_factory=lambda: ["simulator"],
@@ -196,7 +203,8 @@ class PayerSimStage(Stage):
         created = max(c.submitted_at for c in claims)
         ack = self._acks.get((payer_id, icn))
         if ack is None:
-            ack = acknowledge_999(x12, payer_id=payer_id, created=created)
+            validate = not icn.isdigit() or int(icn) % self.options.validate_every == 0
+            ack = acknowledge_999(x12, payer_id=payer_id, created=created, validate=validate)
             self._acks[(payer_id, icn)] = ack
             while len(self._acks) > _ACK_CACHE:
                 self._acks.popitem(last=False)

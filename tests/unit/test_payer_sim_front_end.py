@@ -213,3 +213,18 @@ def test_acknowledge_999_is_deterministic_and_answers_the_submitter() -> None:
     b = acknowledge_999(claims[0].x12, payer_id="87726", created=claims[0].submitted_at)
     assert a == b and a.accepted
     assert "*ZZ*CH01           *ZZ*CLAIMFLOW      *" in a.text  # from the receiver, to us
+
+
+def test_a_sampled_simulator_checks_one_interchange_in_n_and_accepts_the_rest() -> None:
+    stage = PayerSimStage(PayerSimOptions(validate_every=2))
+    verdicts = {}
+    for icn in (501, 502):
+        claims = interchange(3, icn=icn)
+        broken = claims[0].x12.replace("HI*ABK:", "HI*ABX:")
+        claims = [c.model_copy(update={"x12": broken}) for c in claims]
+        (ack,) = files(list(stage.handle_batch(incoming(claims))), "999")
+        assert validate_x12(ack.body.decode()) == []
+        (group,) = parse_999(ack.body.decode())
+        verdicts[icn] = group.sets[0].rejected
+    # 502 is the one in two that pyx12 reads; 501 passes unchecked, as the setting says.
+    assert verdicts == {501: False, 502: True}
