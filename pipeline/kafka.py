@@ -40,7 +40,7 @@ def consumer_config(bootstrap: str, group: str, settings: Settings, **extra: Any
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": max(500, settings.session_timeout_ms // 3),
         # Tansu answers a waiting fetch late; a short wait keeps latency low.
-        "fetch.wait.max.ms": 100,
+        "fetch.wait.max.ms": settings.fetch_wait_max_ms,
         "partition.assignment.strategy": "range",
         **extra,
     }

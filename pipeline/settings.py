@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=500, ge=1)
     poll_timeout_s: float = Field(default=0.01, gt=0)
     linger_ms: int = Field(default=5, ge=0)
+    fetch_wait_max_ms: int = Field(
+        default=100,
+        ge=0,
+        description="Longest a consumer's fetch waits for data. Tansu answers a waiting fetch "
+        "at this deadline even when records arrived sooner, so it is paid at every hop.",
+    )
     session_timeout_ms: int = Field(default=6000, ge=1000)
     sender_id: str = Field(default="CLAIMFLOW", description="ISA06 / GS02 of the 837s we send.")
     receiver_id: str = Field(default="CLEARINGHOUSE", description="ISA08 / GS03 of the 837s.")
