@@ -121,7 +121,8 @@ _SUBSCRIBER_KEYS = ("sbr09", "member_id", "insured_last", "insured_first")
 @lru_cache(maxsize=32)
 def _segments(x12: str) -> tuple[Segment, ...]:
     """An interchange's segments, read once: all the claims of a batch share one interchange,
-    and reading it again per claim made the simulator quadratic in the batch size."""
+    and reading it again per claim (and for its envelope, its 999 and its 277CA) made the
+    simulator quadratic in the batch size."""
     return tuple(read_segments(x12))
 
 
@@ -839,7 +840,7 @@ def read_envelope(x12: str) -> Envelope837:
     isa = gs = None
     sets: list[tuple[str, str]] = []
     submitter = ""
-    for seg in read_segments(x12):
+    for seg in _segments(x12):
         if seg.id == "ISA":
             isa = seg
         elif seg.id == "GS" and gs is None:
