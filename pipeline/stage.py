@@ -1,7 +1,9 @@
 """The batched stage runner every service uses, over confluent-kafka.
 
 Consume a batch, decode, call the domain, encode, produce; once every produced record is
-acknowledged, let the stage persist its own state, then commit the consumed offsets.
+acknowledged, let the stage persist its own state, then commit the consumed offsets
+(without waiting for the broker's answer: a commit that fails or is lost only means the
+batch is read again, and the last offsets are committed synchronously at shutdown).
 Delivery is at-least-once; deterministic event ids make results effectively-once.
 
 Poison input (undecodable, contract-invalid, domain-invalid) goes to ``dlq.<service>.v1``
@@ -225,7 +227,10 @@ class Runner:
     def run(self) -> None:
         s, stage = self.settings, self.stage
         ensure_topics(self.bootstrap, s, self.registry)
-        consumer = make_consumer(self.bootstrap, f"{s.group_prefix}.{stage.name}", s)
+        consumer = make_consumer(
+            self.bootstrap, f"{s.group_prefix}.{stage.name}", s, on_commit=self._on_commit
+        )
+        committed: dict[tuple[str, int], int] = {}
         producer = make_producer(self.bootstrap, s)
         consumer.subscribe([s.topic(t) for t in stage.inputs])
         metrics.prime(stage.name, stage.inputs)
@@ -243,6 +248,7 @@ class Runner:
                 self._produce(producer, outs)
                 stage.on_batch_done()
                 self._commit(consumer, offsets)
+                committed.update(offsets)
                 now = time.time()
                 took = time.perf_counter() - started
                 age, processing = (
@@ -254,6 +260,10 @@ class Runner:
                     processing.observe(took)
                 metrics.BATCH_SECONDS.labels(stage.name).observe(took)
                 self._lag(consumer, offsets)
+            # The last asynchronous commits may still be in flight: commit what this
+            # consumer still owns, and wait for the answer.
+            owned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+            self._commit(consumer, {k: v for k, v in committed.items() if k in owned}, wait=True)
         finally:
             metrics.UP.labels(stage.name).set(0)
             stage.close()
@@ -313,16 +323,22 @@ class Runner:
                 f"{remaining} records unacknowledged, delivery errors: {self._delivery_errors[:3]}"
             )
 
-    def _commit(self, consumer: Any, offsets: dict[tuple[str, int], int]) -> None:
+    def _commit(
+        self, consumer: Any, offsets: dict[tuple[str, int], int], *, wait: bool = False
+    ) -> None:
         if not offsets:
             return
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         try:
-            consumer.commit(offsets=tps, asynchronous=False)
+            consumer.commit(offsets=tps, asynchronous=not wait)
         except KafkaException as exc:
+            self._on_commit(exc.args[0], tps)
+
+    def _on_commit(self, err: Any, _partitions: Any) -> None:
+        if err is not None:
             # A rebalance took the partitions away: the next owner re-reads from the last
             # commit, and deterministic event ids make the repeat harmless.
-            log.warning("offset commit failed", extra={"error": str(exc)})
+            log.warning("offset commit failed", extra={"error": str(err)})
 
 
 def run_stage(stage: Stage, settings: Settings) -> None:
