@@ -6,7 +6,8 @@ a broker restart loses its data; ``offsets_for_times`` always returns 0 (replay 
 the beginning and filters timestamps in the client); end offsets and high watermarks read
 a few percent low (never decide a topic is drained from them: count records); aborted
 transactions are not isolated; a consumer group join waits half the session timeout (we
-use 6 s); a waiting fetch is answered late (short consume timeouts, fetch.wait.max.ms 100).
+use 6 s); a waiting fetch is answered late, not when data arrives (short consume timeouts,
+and ``fetch_wait_max_ms`` 20 by default).
 """
 
 from __future__ import annotations

@@ -84,10 +84,11 @@ class Settings(BaseSettings):
     poll_timeout_s: float = Field(default=0.01, gt=0)
     linger_ms: int = Field(default=5, ge=0)
     fetch_wait_max_ms: int = Field(
-        default=100,
+        default=20,
         ge=0,
         description="Longest a consumer's fetch waits for data. Tansu answers a waiting fetch "
-        "at this deadline even when records arrived sooner, so it is paid at every hop.",
+        "late (measured: a record waited 32 ms at the median with 100 ms, 9 ms with 20 ms), "
+        "and that is paid at every hop; Apache Kafka answers as soon as data arrives.",
     )
     session_timeout_ms: int = Field(default=6000, ge=1000)
     sender_id: str = Field(default="CLAIMFLOW", description="ISA06 / GS02 of the 837s we send.")
