@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 N      ?= 200
 
-.PHONY: run demo test test-fast lint fmt bench clean install
+.PHONY: run demo test test-fast lint fmt bench profile clean install
 
 install: $(STAMP)
 
@@ -29,6 +29,12 @@ test-fast: $(STAMP)     ## unit and contract tests only (no broker)
 
 bench: $(STAMP)         ## benchmarks, one JSON line each, with a same-run baseline
 	$(BIN)/python -m bench $(B)
+
+profile: $(STAMP)       ## the pipeline benchmark under py-spy: where each process spends its CPU
+	@mkdir -p .claimflow
+	$(BIN)/py-spy record --subprocesses --nonblocking --rate 50 --format speedscope \
+		--output .claimflow/profile.speedscope.json -- $(BIN)/python -m bench pipeline
+	@echo "open .claimflow/profile.speedscope.json in https://www.speedscope.app"
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline services tests bench
