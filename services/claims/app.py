@@ -19,7 +19,7 @@ from prometheus_client import Counter
 
 from pipeline import metrics
 from pipeline.errors import InputError
-from pipeline.models import DeadLetter, utcnow
+from pipeline.models import ClaimRejection, DeadLetter, utcnow
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Stage, dead_letter, reason_of, run_stage
 from services.claims.acks import RejectionContext, rejections
@@ -82,14 +82,18 @@ class ClaimsStage(Stage):
         ident(settings.receiver_id, "CLAIMFLOW_RECEIVER_ID", min_len=2, max_len=15)
 
     def handle_batch(self, msgs: list[Incoming]) -> Iterable[Out]:
-        bills = [m for m in msgs if m.topic == "encounters.validated.v1"]
-        outs = self._submit(bills) if bills else []
+        # Acknowledgments first: they answer claims sent in earlier batches, and a verdict in
+        # this batch must see a front-end rejection of its encounter's claim.
+        outs: list[Out] = []
         for msg in msgs:
             if msg.topic == "payer.inbound.v1":
                 try:
                     outs.extend(self._acknowledgment(msg))
                 except Exception as exc:  # noqa: BLE001 - one bad payer file must not stop us
                     outs.append(self._dead(msg, exc))
+        bills = [m for m in msgs if m.topic == "encounters.validated.v1"]
+        if bills:
+            outs.extend(self._submit(bills))
         return outs
 
     def on_batch_done(self) -> None:
@@ -287,9 +291,14 @@ class ClaimsStage(Stage):
 
         ctx = RejectionContext(claims_of_group, self.store.encounter_of, utcnow())
         found = rejections(file, ctx)
-        for claim_id, number in ctx.payer_claim_numbers.items():
-            # Corrections hook: 7s and 8s refer to the payer's claim number once it is known.
-            self.submitted.set_payer_claim_control_number(claim_id, number)
+        with self.submitted.atomic():  # all of this file's writes or none (a dead letter)
+            for claim_id, number in ctx.payer_claim_numbers.items():
+                # Corrections hook: 7s and 8s refer to the payer's claim number once it is known.
+                self.submitted.set_payer_claim_control_number(claim_id, number)
+            for rejection in found:
+                # Corrections hook: a refused claim was never in adjudication; its fix goes
+                # out as a new original, not as a replacement of it.
+                self.submitted.record_rejection(rejection, self._refused_events(rejection))
         if ctx.unknown_groups:
             # Not ours (another claims instance's block, or a store that was lost): say so.
             log.warning(
@@ -300,6 +309,15 @@ class ClaimsStage(Stage):
         for rejection in found:
             metrics.OUTCOMES.labels(self.name, f"payer_rejected_{rejection.source}").inc()
         return [Out("claims.rejections.v1", r.claim_id, r) for r in found]
+
+    def _refused_events(self, rejection: ClaimRejection) -> list[str]:
+        """The claim events a rejection refuses, when it names their interchange (a 999)."""
+        icn = rejection.interchange_control_number
+        if icn is None or not icn.isdigit():
+            return []
+        return [
+            c.event_id for c in self.store.claims_of(int(icn)) if c.claim_id == rejection.claim_id
+        ]
 
     def _dead(self, msg: Incoming, exc: Exception) -> Out:
         metrics.DEAD_LETTERS.labels(self.name, type(exc).__name__).inc()

@@ -10,33 +10,41 @@ verdict:
 - a live claim (1 or 7): a rejected verdict voids it (8); a billable verdict whose outcome
   or coded content differs replaces it (7); the same outcome and content: nothing;
 - a voided claim: a billable verdict bills again as an original (1), a rejected one
-  nothing.
+  nothing;
+- a claim the payer's front end refused (999 or 277CA rejection): it never entered
+  adjudication, so there is nothing at the payer to replace or void. A refused original
+  is as if nothing were billed: the corrected, billable verdict goes out as a new original
+  (1, no REF*F8). A refused void leaves the claim live (the rules of a live claim apply);
+  a refused replacement leaves the claim it would have replaced live, with content that
+  is no longer the last billed, so a billable verdict replaces it again (7) whatever its
+  content, a rejected one voids it (8).
 
 A replacement or void keeps the claim id (patient control number) and refers to the
 original by the payer's claim control number when known, else by the original claim id.
-Its event id includes the verdict's event id, so a second replacement of the same claim
-is a new event while a re-read verdict gives the same event again.
+Every claim after the first original (7, 8, or an original billed again) takes its event
+id from the verdict that asked for it (``domain.claim_event_id``), so a second replacement
+of the same claim is a new event while a re-read verdict gives the same event again.
 
 ``SubmittedClaims`` keeps, per encounter, the claim last submitted and the verdict it was
-built from, plus every verdict event already answered, in SQLite in the service's state
-folder; the runner commits it after the batch's claims are acknowledged.
+built from, every verdict event already answered, and the claim events a payer's front end
+refused, in SQLite in the service's state folder; the runner commits it after the batch's
+claims are acknowledged.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
 
 from pipeline.errors import InputError
-from pipeline.models import SubmittedClaim, ValidatedEncounter, event_id
+from pipeline.models import ClaimRejection, SubmittedClaim, ValidatedEncounter
 from pipeline.state import BatchStore
 from services.claims.domain import (
     DEFAULT_DRG_BASE_RATE,
-    STAGE,
-    VERSION,
     FeeSchedule,
     PlannedClaim,
     claim_event_id,
@@ -59,6 +67,8 @@ class PriorClaim:
     frequency: Frequency
     billed: ValidatedEncounter
     payer_claim_control_number: str | None = None
+    rejected: bool = False
+    """The payer's front end refused this claim (999 or 277CA): it is not in adjudication."""
 
     @property
     def reference(self) -> str:
@@ -81,29 +91,34 @@ class Correction:
 def decide(prior: PriorClaim | None, verdict: ValidatedEncounter) -> Correction:
     """The answer to a verdict, given the claim last submitted for its encounter."""
     billable = verdict.outcome != "rejected"
-    if prior is None or prior.frequency == "8":
+    if prior is not None and prior.rejected and prior.frequency == "1":
+        # Never accepted into adjudication: nothing at the payer to replace or void.
+        if not billable:
+            return Correction("none", "rejected; the original was refused by the payer")
+        why = "billable again after the payer's front end refused the original"
+        return Correction("original", why, "1", None, verdict)
+    if prior is None or (prior.frequency == "8" and not prior.rejected):
         if not billable:
             return Correction("none", "rejected; nothing billed")
         again = " again after the void" if prior is not None else ""
         return Correction("original", f"billable{again}", "1", None, verdict)
+    # A live claim at the payer (a refused void leaves it live).
     if not billable:
         return Correction(
             "void", "the billed encounter is now rejected", "8", prior.reference, prior.billed
         )
     before = prior.billed
-    if before.outcome == verdict.outcome and before.coded == verdict.coded:
+    same = before.outcome == verdict.outcome and before.coded == verdict.coded
+    refused_replacement = prior.rejected and prior.frequency == "7"
+    if same and not refused_replacement:
         return Correction("none", "same outcome and content as the claim submitted")
-    why = (
-        f"outcome {before.outcome} -> {verdict.outcome}"
-        if before.outcome != verdict.outcome
-        else "coded content changed"
-    )
+    if same:
+        why = "the payer's front end refused the replacement; sent again"
+    elif before.outcome != verdict.outcome:
+        why = f"outcome {before.outcome} -> {verdict.outcome}"
+    else:
+        why = "coded content changed"
     return Correction("replacement", why, "7", prior.reference, verdict)
-
-
-def correction_event_id(claim_id: str, frequency: Frequency, verdict_event_id: str) -> str:
-    """The event id of a claim sent in answer to one verdict (deterministic)."""
-    return event_id(claim_id, STAGE, VERSION, "correction", frequency, verdict_event_id)
 
 
 def correction_control_number(claim_event_id: str) -> int:
@@ -121,7 +136,9 @@ def plan(
     drg_base_rate: Decimal = DEFAULT_DRG_BASE_RATE,
 ) -> PlannedClaim | None:
     """The claim to write for a correction (None for "none"). The first original keeps
-    the event id every original always had; later claims carry the verdict's event id."""
+    the event id every original always had; later claims take theirs from the verdict that
+    asked for them (``claim_event_id``), a void too, though it is built from the verdict
+    billed before."""
     if correction.kind == "none" or correction.source is None or correction.frequency is None:
         return None
     planned = plan_claim(
@@ -130,12 +147,12 @@ def plan(
         drg_base_rate=drg_base_rate,
         frequency=correction.frequency,
         original_reference=correction.original_reference,
+        answers=None if first_original else verdict.event_id,
     )
     if first_original:
         return planned
     return replace(
         planned,
-        event_id=correction_event_id(planned.claim_id, correction.frequency, verdict.event_id),
         rule_pack_version=verdict.rule_pack_version,
         submitted_at=max(verdict.validated_at, planned.submitted_at),
     )
@@ -174,6 +191,14 @@ CREATE TABLE IF NOT EXISTS answered (  -- every verdict event already answered
     verdict_event_id TEXT PRIMARY KEY,
     encounter_id TEXT NOT NULL
 );
+-- Claim events a payer's front end refused (999 / 277CA). Keyed by the claim event, not
+-- the encounter: the next claim sent for the encounter has a new event id and is live.
+CREATE TABLE IF NOT EXISTS rejected (
+    claim_event_id TEXT PRIMARY KEY,
+    claim_id TEXT NOT NULL,
+    source TEXT NOT NULL,              -- 999 | 277CA
+    rejection_event_id TEXT NOT NULL   -- the claims.rejections.v1 event
+);
 """
 
 
@@ -191,14 +216,16 @@ class SubmittedClaims(BatchStore):
 
     def prior(self, encounter_id: str) -> PriorClaim | None:
         row = self.db.execute(
-            "SELECT claim_id, frequency, billed, payer_claim_control_number FROM submitted "
-            "WHERE encounter_id = ?",
+            "SELECT s.claim_id, s.frequency, s.billed, s.payer_claim_control_number, "
+            "r.claim_event_id IS NOT NULL FROM submitted s "
+            "LEFT JOIN rejected r ON r.claim_event_id = s.claim_event_id "
+            "WHERE s.encounter_id = ?",
             (encounter_id,),
         ).fetchone()
         if row is None:
             return None
         billed = ValidatedEncounter.model_validate_json(row[2])
-        return PriorClaim(row[0], row[1], billed, row[3])
+        return PriorClaim(row[0], row[1], billed, row[3], bool(row[4]))
 
     def answered(self, verdict_event_id: str) -> bool:
         row = self.db.execute(
@@ -209,7 +236,8 @@ class SubmittedClaims(BatchStore):
     def record(
         self, verdict: ValidatedEncounter, correction: Correction, planned: PlannedClaim | None
     ) -> None:
-        """Remember the verdict as answered and, when a claim is sent, the claim."""
+        """Remember the verdict as answered and, when a claim is sent, the claim. A new
+        original gets its own payer claim control number: the previous claim's is dropped."""
         self.db.execute(
             "INSERT OR IGNORE INTO answered VALUES (?, ?)", (verdict.event_id, verdict.encounter_id)
         )
@@ -218,7 +246,9 @@ class SubmittedClaims(BatchStore):
         self.db.execute(
             "INSERT INTO submitted VALUES (?, ?, ?, ?, NULL, ?) ON CONFLICT(encounter_id) DO "
             "UPDATE SET claim_id = excluded.claim_id, frequency = excluded.frequency, "
-            "claim_event_id = excluded.claim_event_id, billed = excluded.billed",
+            "claim_event_id = excluded.claim_event_id, billed = excluded.billed, "
+            "payer_claim_control_number = CASE WHEN excluded.frequency = '1' THEN NULL "
+            "ELSE submitted.payer_claim_control_number END",
             (
                 verdict.encounter_id,
                 planned.claim_id,
@@ -251,6 +281,28 @@ class SubmittedClaims(BatchStore):
         self.db.execute(
             "UPDATE submitted SET payer_claim_control_number = ? WHERE claim_id = ?",
             (number, claim_id),
+        )
+
+    def record_rejection(
+        self, rejection: ClaimRejection, claim_event_ids: Sequence[str] = ()
+    ) -> None:
+        """A claim the payer's front end refused, so that a corrected verdict bills it as a
+        new original (or, for a refused 7 or 8, corrects the claim still live) instead of
+        replacing a claim the payer never took. ``claim_event_ids``: the refused claim
+        events when known (a 999 names the interchange, hence its claims); without them (a
+        277CA names only the patient control number) the claim last submitted under the
+        claim id. In the batch's transaction, like every other write here."""
+        ids = list(claim_event_ids)
+        if not ids:
+            row = self.db.execute(
+                "SELECT claim_event_id FROM submitted WHERE claim_id = ?", (rejection.claim_id,)
+            ).fetchone()
+            if row is None:
+                return  # not a claim this store sent (another instance's, or before the store)
+            ids = [row[0]]
+        self.db.executemany(
+            "INSERT OR IGNORE INTO rejected VALUES (?, ?, ?, ?)",
+            [(eid, rejection.claim_id, rejection.source, rejection.event_id) for eid in ids],
         )
 
     def claims_for(

@@ -91,13 +91,24 @@ def claim_type_for(setting: str) -> ClaimType:
     return "professional" if setting == "professional" else "institutional"
 
 
-def claim_event_id(
-    claim_id: str, frequency: Frequency = "1", original_reference: str | None = None
-) -> str:
-    """The event id of a claim: an original keeps the id it always had; 7/8 add their target."""
-    if frequency == "1":
+def claim_event_id(claim_id: str, frequency: Frequency = "1", answers: str | None = None) -> str:
+    """The event id of a claim: deterministic, and one per claim actually sent.
+
+    The first original of a claim id keeps the id it always had (claim id, stage, version).
+    Every later claim under the same claim id (a replacement 7, a void 8, or an original
+    billed again after a void or a front-end rejection) answers one verdict, and its id is
+    derived from that verdict's event id (``answers``): a verdict read again gives the same
+    id (at-least-once delivery drops the repeat), while successive replacements of one
+    claim, which answer different verdicts, get different ids. The prior-claim reference
+    (REF*F8) is not part of it: two replacements of one claim refer to the same claim.
+    """
+    if answers is None:
+        if frequency != "1":
+            raise ValueError(
+                f"a claim of frequency {frequency} is identified by the verdict it answers"
+            )
         return event_id(claim_id, STAGE, VERSION)
-    return event_id(claim_id, STAGE, VERSION, frequency, original_reference or "")
+    return event_id(claim_id, STAGE, VERSION, "correction", frequency, answers)
 
 
 # --- expected reimbursement ----------------------------------------------------------------
@@ -181,8 +192,17 @@ def plan_claim(
     frequency: Frequency = "1",
     original_reference: str | None = None,
     claim_id: str | None = None,
+    answers: str | None = None,
 ) -> PlannedClaim:
-    """Plan the claim for a clean or warned encounter (an original unless told otherwise)."""
+    """Plan the claim for a clean or warned encounter (an original unless told otherwise).
+
+    ``answers`` is the event id of the verdict the claim answers (see ``claim_event_id``):
+    none for the first original; for a replacement or void it defaults to the verdict the
+    claim is built from, which for a void is the earlier, billed verdict, so the corrections
+    store always passes the verdict that asked.
+    """
+    if answers is None and frequency != "1":
+        answers = validated.event_id
     if validated.outcome == "rejected":
         raise InputError("outcome", "a rejected encounter cannot be billed; fix it and re-validate")
     coded = validated.coded
@@ -196,7 +216,7 @@ def plan_claim(
     else:
         expected, basis = None, "outpatient_facility_rates_not_loaded"
     return PlannedClaim(
-        event_id=claim_event_id(claim_id, frequency, original_reference),
+        event_id=claim_event_id(claim_id, frequency, answers),
         claim=ClaimInput(claim_id, coded, frequency, original_reference),
         claim_type=claim_type,
         encounter_id=validated.encounter_id,

@@ -495,6 +495,80 @@ def test_999_and_277ca_rejections_become_claim_rejections(tmp_path: Path) -> Non
     assert all(o.key == o.value.claim_id for o in outs)
 
 
+def _277ca(claim_id: str, status: str) -> str:
+    """A 277CA about one claim: accepted (A2:20, with the payer's number) or rejected."""
+    accepted = status.startswith("A2")
+    claim = f"STC*{status}*20260302*{'WQ' if accepted else 'U'}*100~" + (
+        "REF*1K*2226123456789~" if accepted else ""
+    )
+    return (
+        "ISA*00*          *00*          *ZZ*CH             *ZZ*CLAIMFLOW      *260302*1200*^*00501"
+        "*000000902*0*P*:~GS*HN*CH*CLAIMFLOW*20260302*1200*902*X*005010X214~"
+        "ST*277*0001*005010X214~BHT*0085*08*1*20260302*1200*TH~HL*1**20*1~"
+        "NM1*PR*2*UHC*****PI*87726~TRN*1*1~DTP*050*D8*20260302~DTP*009*D8*20260302~"
+        "HL*2*1*21*1~NM1*41*2*CLAIMFLOW*****46*CLAIMFLOW~TRN*2*1~STC*A1:19*20260302*WQ*300~"
+        "HL*3*2*19*1~NM1*85*2*GROUP*****XX*1234567893~TRN*1*1~STC*A1:19:PR*20260302*WQ*300~"
+        f"HL*4*3*PT~NM1*QC*1*DOE*JOHN****MI*W123~TRN*2*{claim_id}~{claim}"
+        "DTP*472*D8*20260227~SE*20*0001~GE*1*902~IEA*1*000000902~"
+    )
+
+
+def _999_rejecting(group: str) -> str:
+    return (
+        "ISA*00*          *00*          *ZZ*CH             *ZZ*CLAIMFLOW      *260302*1200*^*00501"
+        "*000000901*0*P*:~GS*FA*CH*CLAIMFLOW*20260302*1200*901*X*005010X231A1~"
+        f"ST*999*0001*005010X231A1~AK1*HC*{group}*005010X222A1~AK2*837*0001*005010X222A1~"
+        "IK3*NM1*8**8~IK4*9*67*7*W123~IK5*R*5~AK9*R*1*1*0~SE*8*0001~GE*1*901~"
+        "IEA*1*000000901~"
+    )
+
+
+@pytest.mark.parametrize("same_batch", [False, True])
+@pytest.mark.parametrize("answer", ["277CA rejected", "999 rejected", "277CA accepted"])
+def test_the_fix_of_a_claim_refused_at_the_front_end_is_a_new_original(
+    tmp_path: Path, answer: str, same_batch: bool
+) -> None:
+    claims_stage, adapter = stage(tmp_path)
+    [msg] = encounters(1)
+    [original] = submitted(list(claims_stage.handle_batch([msg])))
+    claims_stage.on_batch_done()
+    kind, outcome = answer.split()
+    body = (
+        _999_rejecting(str(int(original.interchange_control_number)))
+        if kind == "999"
+        else _277ca(original.claim_id, "A3:164:IL" if outcome == "rejected" else "A2:20")
+    )
+    ack = incoming(payer_file(kind, body, f"{kind}-1"), 10, "payer.inbound.v1")
+    verdict = msg.value
+    coverage = verdict.coded.encounter.coverage.model_copy(update={"member_id": "W555000111"})
+    encounter = verdict.coded.encounter.model_copy(update={"coverage": coverage})
+    fixed = verdict.model_copy(
+        update={
+            "event_id": f"{verdict.event_id}-fixed",
+            "coded": verdict.coded.model_copy(update={"encounter": encounter}),
+        }
+    )
+    batches = [[ack, incoming(fixed, 11)]] if same_batch else [[ack], [incoming(fixed, 11)]]
+    outs: list[Out] = []
+    for batch in batches:
+        outs += claims_stage.handle_batch(batch)
+        claims_stage.on_batch_done()
+    rejected = [o.value for o in outs if o.topic == "claims.rejections.v1"]
+    [claim] = submitted(outs)
+    assert claim.claim_id == original.claim_id and claim.event_id != original.event_id
+    assert "W555000111" in claim.x12
+    if outcome == "rejected":
+        assert [r.claim_id for r in rejected] == [original.claim_id]
+        assert (claim.frequency, claim.original_reference) == ("1", None)
+        assert "REF*F8" not in claim.x12 and ":B:1*" in claim.x12
+    else:  # accepted into adjudication: the fix replaces the payer's claim
+        assert rejected == []
+        assert (claim.frequency, claim.original_reference) == ("7", "2226123456789")
+        assert "REF*F8*2226123456789~" in claim.x12 and ":B:7*" in claim.x12
+    assert validate_x12(claim.x12) == []
+    assert len(adapter.delivered) == 2
+
+
 def test_an_unreadable_payer_file_is_a_dead_letter(tmp_path: Path) -> None:
     claims_stage, _ = stage(tmp_path)
     outs = list(

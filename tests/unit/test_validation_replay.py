@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from factories import VALIDATED_AT, coded, codesets_bare, patch
 
-from pipeline.models import EditHit, ValidatedEncounter
+from pipeline.models import ClaimRejection, EditHit, ValidatedEncounter
 from services.claims.corrections import (
     PriorClaim,
     SubmittedClaims,
@@ -16,7 +16,7 @@ from services.claims.corrections import (
     decide,
     write,
 )
-from services.claims.domain import build_claim, claim_event_id, claim_id_for
+from services.claims.domain import build_claim, claim_event_id, claim_id_for, plan_claim
 from services.validation.packs import DEFAULT_PACK
 from services.validation.replay import ReplayReport, Revalidator, Summary, diff, latest
 from services.validation.rules import validate
@@ -45,8 +45,17 @@ def verdict(outcome: str = "clean", pack: str = "2026.11.2", **coded_changes: ob
     return v.model_copy(update=changes)
 
 
-def prior(billed: ValidatedEncounter, frequency: str = "1", payer_icn: str | None = None):
-    return PriorClaim(claim_id_for(billed.encounter_id), frequency, billed, payer_icn)  # type: ignore[arg-type]
+def prior(
+    billed: ValidatedEncounter,
+    frequency: str = "1",
+    payer_icn: str | None = None,
+    *,
+    rejected: bool = False,
+) -> PriorClaim:
+    claim_id = claim_id_for(billed.encounter_id)
+    if rejected:
+        return PriorClaim(claim_id, frequency, billed, payer_icn, rejected=True)  # type: ignore[arg-type]
+    return PriorClaim(claim_id, frequency, billed, payer_icn)  # type: ignore[arg-type]
 
 
 # --- decide: the pure rule -----------------------------------------------------------------
@@ -105,6 +114,54 @@ def test_after_a_void_a_billable_verdict_bills_again_and_a_rejected_one_nothing(
     assert decide(prior(billed, "8"), verdict("rejected")).kind == "none"
     again = decide(prior(billed, "8"), verdict("clean", pack="2026.12.1"))
     assert (again.kind, again.frequency) == ("original", "1")
+
+
+def test_an_original_the_payer_refused_is_billed_again_as_an_original() -> None:
+    billed = verdict("clean")
+    refused = prior(billed, "1", rejected=True)
+    fixed = verdict("clean", review_reasons=["member id corrected"])
+    answer = decide(refused, fixed)
+    assert (answer.kind, answer.frequency, answer.original_reference) == ("original", "1", None)
+    assert answer.source is fixed
+    # Even unchanged content bills again: the payer never took the claim.
+    assert decide(refused, verdict("clean", pack="2026.12.1")).kind == "original"
+    assert decide(refused, verdict("rejected")).kind == "none"  # nothing at the payer to void
+    # The same claim accepted (not refused): unchanged behaviour, a replacement of it.
+    assert decide(prior(billed, "1", "2226123456789"), fixed).frequency == "7"
+
+
+def test_a_refused_replacement_or_void_leaves_the_earlier_claim_live() -> None:
+    billed = verdict("warnings")
+    refused_7 = prior(billed, "7", "2226123456789", rejected=True)
+    again = decide(refused_7, verdict("warnings", pack="2026.12.1"))  # same content
+    assert (again.kind, again.frequency, again.original_reference) == (
+        "replacement",
+        "7",
+        "2226123456789",
+    )
+    assert decide(refused_7, verdict("rejected")).frequency == "8"
+    refused_8 = prior(billed, "8", "2226123456789", rejected=True)
+    assert decide(refused_8, verdict("warnings", pack="2026.12.1")).kind == "none"
+    assert decide(refused_8, verdict("clean")).frequency == "7"
+    assert decide(refused_8, verdict("rejected")).frequency == "8"
+
+
+def test_successive_replacements_get_distinct_deterministic_event_ids() -> None:
+    billed = verdict("clean")
+    claim_id = claim_id_for(billed.encounter_id)
+    second, third = verdict("warnings", pack="p2"), verdict("clean", pack="p3")
+
+    def replacement(v: ValidatedEncounter) -> str:
+        return plan_claim(v, frequency="7", original_reference=claim_id).event_id
+
+    assert replacement(second) != replacement(third)  # two replacements of one claim
+    assert replacement(second) == replacement(second)  # a re-read verdict: the same event
+    assert replacement(second) == claim_event_id(claim_id, "7", second.event_id)
+    void = plan_claim(billed, frequency="8", original_reference=claim_id, answers=third.event_id)
+    assert void.event_id == claim_event_id(claim_id, "8", third.event_id)
+    assert len({replacement(second), void.event_id, claim_event_id(claim_id)}) == 3
+    with pytest.raises(ValueError):
+        claim_event_id(claim_id, "7")  # a correction is named by the verdict that asked
 
 
 # --- the store: one answer per verdict, never a second original --------------------------
@@ -189,6 +246,96 @@ def test_verdict_time_is_the_correction_time(store: SubmittedClaims) -> None:
     )
     [replacement] = _send(store, later)
     assert replacement.submitted_at == later.validated_at
+
+
+def test_the_store_names_corrections_by_the_verdict_that_asked(store: SubmittedClaims) -> None:
+    _send(store, verdict("clean"))
+    asked = verdict("warnings", pack="p2")
+    [replacement] = _send(store, asked)
+    assert replacement.event_id == claim_event_id(replacement.claim_id, "7", asked.event_id)
+    void_asked = verdict("rejected", pack="p3")
+    [void] = _send(store, void_asked)  # built from the verdict billed, named by the one asking
+    assert void.event_id == claim_event_id(void.claim_id, "8", void_asked.event_id)
+
+
+def rejection(claim_id: str, source: str = "277CA", file_id: str = "277CA.1") -> ClaimRejection:
+    return ClaimRejection(
+        event_id=f"rejection-{claim_id}-{file_id}",
+        claim_id=claim_id,
+        encounter_id=None,
+        payer_id="87726",
+        source=source,  # type: ignore[arg-type]
+        file_id=file_id,
+        codes=["A3:164:IL"],
+        reason="277CA: claim rejected",
+        rejected_at=VALIDATED_AT,
+    )
+
+
+def test_the_fix_of_a_claim_refused_at_the_front_end_goes_out_as_a_new_original(
+    store: SubmittedClaims,
+) -> None:
+    [original] = _send(store, verdict("clean"))
+    store.record_rejection(rejection(original.claim_id))  # a 277CA: by claim id only
+    fixed = verdict("clean", pack="p2", review_reasons=["member id corrected"])
+    [again] = _send(store, fixed)
+    assert (again.frequency, again.original_reference) == ("1", None)
+    assert again.claim_id == original.claim_id and "REF*F8" not in again.x12
+    assert ":B:1*" in again.x12
+    assert again.event_id == claim_event_id(again.claim_id, "1", fixed.event_id)
+    assert again.event_id != original.event_id  # not mistaken for the refused one
+    # The new original is live: the next change replaces it.
+    [replacement] = _send(store, verdict("warnings", pack="p3"))
+    assert (replacement.frequency, replacement.original_reference) == ("7", original.claim_id)
+
+
+def test_a_rejection_is_kept_with_the_batch(tmp_path) -> None:
+    s = SubmittedClaims.in_state_dir(tmp_path)
+    [original] = _send(s, verdict("clean"))
+    s.commit()
+    s.record_rejection(rejection(original.claim_id))
+    s.rollback()  # the batch that read the 277CA was not committed: read again later
+    prior_claim = s.prior(original.encounter_id)
+    assert prior_claim is not None and not prior_claim.rejected
+    s.record_rejection(rejection(original.claim_id))
+    s.commit()
+    s.close()
+    again = SubmittedClaims.in_state_dir(tmp_path)
+    [claim] = _send(again, verdict("clean", pack="p2"))
+    assert claim.frequency == "1"
+
+
+def test_a_999_rejection_of_an_earlier_claim_event_leaves_the_current_one_live(
+    store: SubmittedClaims,
+) -> None:
+    [original] = _send(store, verdict("clean"))
+    _send(store, verdict("warnings", pack="p2"))  # a replacement went out since
+    store.record_rejection(rejection(original.claim_id, "999"), [original.event_id])
+    [replacement] = _send(store, verdict("clean", pack="p3"))
+    assert replacement.frequency == "7"
+
+
+def test_a_void_refused_at_the_front_end_is_sent_again_as_a_new_event(
+    store: SubmittedClaims,
+) -> None:
+    [original] = _send(store, verdict("clean"))
+    [void] = _send(store, verdict("rejected", pack="p2"))
+    store.record_rejection(rejection(original.claim_id))
+    [again] = _send(store, verdict("rejected", pack="p3"))
+    assert (again.frequency, again.original_reference) == ("8", original.claim_id)
+    assert again.event_id != void.event_id
+
+
+def test_a_new_original_does_not_refer_to_the_payer_number_of_the_claim_before(
+    store: SubmittedClaims,
+) -> None:
+    [original] = _send(store, verdict("clean"))
+    store.set_payer_claim_control_number(original.claim_id, "2226123456789")
+    _send(store, verdict("rejected", pack="p2"))  # void
+    _send(store, verdict("clean", pack="p3"))  # billed again: a new original
+    [replacement] = _send(store, verdict("warnings", pack="p4"))
+    # The payer has not numbered the new original yet: refer to it by our claim id.
+    assert replacement.original_reference == original.claim_id
 
 
 # --- the replay's diff, and the correction work queue --------------------------------------
