@@ -241,6 +241,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _pipeline(args, bounded=True)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``bench/bench_pipeline.py`` with the counts and rate given (``make bench`` runs all)."""
+    from bench.bench_pipeline import measure
+
+    if args.encounters < 0 or args.rate_encounters < 0 or args.rate <= 0:
+        raise SystemExit("counts must be >= 0 and --rate > 0")
+    started = time.perf_counter()
+    result = measure(n=args.encounters, rate=args.rate, rate_n=args.rate_encounters)
+    print(
+        json.dumps(
+            {"bench": "pipeline", **result, "wall_s": round(time.perf_counter() - started, 2)}
+        )
+    )
+    return 0
+
+
 def cmd_service(args: argparse.Namespace) -> int:
     settings = Settings()
     logs.setup(settings.log_level, service=args.name)
@@ -911,6 +927,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--report", metavar="DIR", default=None, help="write charts and a CSV here")
     pipeline_args(q, rate=0.0)
     q.set_defaults(func=cmd_demo)
+    q = sub.add_parser(
+        "bench",
+        help="the end-to-end benchmark on the embedded broker: one JSON object "
+        "(throughput, latency by hop, CPU per process, the raw-copy ceiling)",
+    )
+    q.add_argument("--encounters", type=int, default=2000, help="at maximum rate (0: skip)")
+    q.add_argument("--rate", type=float, default=200.0, help="encounters per second, paced")
+    q.add_argument(
+        "--rate-encounters", type=int, default=1000, help="encounters at --rate (0: skip)"
+    )
+    q.set_defaults(func=cmd_bench)
     q = sub.add_parser("service", help="run one service (needs CLAIMFLOW_BOOTSTRAP_SERVERS)")
     q.add_argument("name", choices=sorted(SERVICE_MODULES))
     q.set_defaults(func=cmd_service)

@@ -1,0 +1,52 @@
+"""``claimflow bench`` end to end, small: the JSON it prints holds what the issue asks for
+(throughput, latency publish->submitted and ->posted, per-stage rates, the raw-copy
+ceiling measured in the same run) and the CPU per process, and nothing was lost."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.broker, pytest.mark.e2e]
+
+
+def test_claimflow_bench_reports_rates_latencies_and_cpu_from_one_run() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "bench", "--encounters", "80"]
+        + ["--rate", "40", "--rate-encounters", "40"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    (line,) = [x for x in out.stdout.splitlines() if x.startswith("{")]
+    result = json.loads(line)
+    assert result["raw_copy_records_per_s"] > 0
+    for phase, sent in (("max_rate", 80), ("fixed_rate_40_per_s", 40)):
+        run = result[phase]
+        assert run["complete"] and run["encounters"] == sent
+        assert run["summary"]["lost"] == 0 and run["summary"]["dlq"] == 0
+        assert run["latency_ms_submitted"]["p50"] > 0
+        assert run["latency_ms_submitted"]["p99"] >= run["latency_ms_submitted"]["p50"]
+        assert run["latency_ms_posted"]["p50"] >= run["latency_ms_submitted"]["p50"]
+        assert set(run["latency_ms_by_hop"]) == {
+            "intake",
+            "coding",
+            "validation",
+            "claims",
+            "remittance",
+        }
+        cpu = run["cpu_ms_per_encounter"]
+        assert {"intake", "coding", "validation", "claims", "remittance", "broker"} <= set(cpu)
+        assert cpu["total"] > 0 and all(v >= 0 for v in cpu.values())
+    assert set(result["stage_vs_raw_copy"]) == {
+        "intake",
+        "coding",
+        "validation",
+        "claims",
+        "remittance",
+    }
+    assert 0 < result["end_to_end_vs_raw_copy"] < 1
