@@ -28,7 +28,11 @@ def test_claimflow_bench_reports_rates_latencies_and_cpu_from_one_run() -> None:
     for phase, sent in (("max_rate", 80), ("fixed_rate_40_per_s", 40)):
         run = result[phase]
         assert run["complete"] and run["encounters"] == sent
-        assert run["summary"]["lost"] == 0 and run["summary"]["dlq"] == 0
+        summary = run["summary"]  # this run's own counts, not the runs before it
+        assert summary["lost"] == 0 and summary["dlq"] == 0
+        assert summary["collected"] >= sent and summary["submitted"] <= summary["collected"]
+        finals = summary["posted"] + summary["payer_rejected"] + summary["exceptions"]
+        assert finals == summary["submitted"]
         assert run["latency_ms_submitted"]["p50"] > 0
         assert run["latency_ms_submitted"]["p99"] >= run["latency_ms_submitted"]["p50"]
         assert run["latency_ms_posted"]["p50"] >= run["latency_ms_submitted"]["p50"]
