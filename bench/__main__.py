@@ -11,8 +11,17 @@ import json
 import pkgutil
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 import bench
+
+
+def timed(name: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """One benchmark's JSON object: its name, what it measured, and its wall time."""
+    started = time.perf_counter()
+    result = measure()
+    return {"bench": name, **result, "wall_s": round(time.perf_counter() - started, 2)}
 
 
 def main(argv: list[str]) -> int:
@@ -23,16 +32,17 @@ def main(argv: list[str]) -> int:
     failed = 0
     for name in wanted:
         started = time.perf_counter()
+        short = name.removeprefix("bench_")
         try:
-            result = importlib.import_module(f"bench.{name}").main()
+            result = timed(short, importlib.import_module(f"bench.{name}").main)
         except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the rest
             failed += 1
-            result = {"error": f"{type(exc).__name__}: {exc}"}
-        result = {
-            "bench": name.removeprefix("bench_"),
-            **result,
-            "wall_s": round(time.perf_counter() - started, 2),
-        }
+            error = f"{type(exc).__name__}: {exc}"
+            result = {
+                "bench": short,
+                "error": error,
+                "wall_s": round(time.perf_counter() - started, 2),
+            }
         print(json.dumps(result), flush=True)
     return 1 if failed else 0
 

@@ -13,6 +13,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,22 +125,27 @@ def pct(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
+def journeys(ledger: Ledger, sent_ms: dict[str, int]) -> Iterator[tuple[int, str, str | None]]:
+    """(publish time, encounter id, claim id or None) for every encounter of the messages sent."""
+    for source_id, sent in sent_ms.items():
+        for encounter in ledger.source_encounters.get(source_id, ()):
+            yield sent, encounter, ledger.encounter_claim.get(encounter)
+
+
 def hop_latencies(ledger: Ledger, sent_ms: dict[str, int]) -> dict[str, dict[str, float | None]]:
     """p50/p99 of each hop in milliseconds: from the record a stage read to the one it wrote
     (by broker timestamps), so a slow hop shows by name."""
     hops: dict[str, list[float]] = {stage: [] for stage in STAGE_TOPICS}
-    for source_id, sent in sent_ms.items():
-        for encounter in ledger.source_encounters.get(source_id, ()):
-            claim = ledger.encounter_claim.get(encounter)
-            previous: float | None = sent
-            for stage, topic in STAGE_TOPICS.items():
-                stamps = ledger.times[topic]
-                at = stamps.get(encounter) or (stamps.get(claim) if claim else None)
-                if at is None or previous is None:
-                    previous = None
-                    continue
-                hops[stage].append(float(at - previous))
-                previous = at
+    for sent, encounter, claim in journeys(ledger, sent_ms):
+        previous: float | None = sent
+        for stage, topic in STAGE_TOPICS.items():
+            stamps = ledger.times[topic]
+            at = stamps.get(encounter) or (stamps.get(claim) if claim else None)
+            if at is None or previous is None:
+                previous = None
+                continue
+            hops[stage].append(float(at - previous))
+            previous = at
     return {
         stage: {"p50": pct(values, 0.5), "p99": pct(values, 0.99)} for stage, values in hops.items()
     }
@@ -147,14 +153,12 @@ def hop_latencies(ledger: Ledger, sent_ms: dict[str, int]) -> dict[str, dict[str
 
 def latencies(ledger: Ledger, sent_ms: dict[str, int], topic: str) -> list[float]:
     """publish -> first record on ``topic`` (keyed by claim id), in milliseconds."""
-    out = []
-    for source_id, sent in sent_ms.items():
-        for encounter in ledger.source_encounters.get(source_id, ()):
-            claim = ledger.encounter_claim.get(encounter)
-            at = ledger.times[topic].get(claim) if claim else None
-            if at:
-                out.append(float(at - sent))
-    return out
+    stamps = ledger.times[topic]
+    return [
+        float(at - sent)
+        for sent, _, claim in journeys(ledger, sent_ms)
+        if claim and (at := stamps.get(claim))
+    ]
 
 
 def run_batch(

@@ -243,17 +243,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """``bench/bench_pipeline.py`` with the counts and rate given (``make bench`` runs all)."""
+    from bench.__main__ import timed
     from bench.bench_pipeline import measure
 
     if args.encounters < 0 or args.rate_encounters < 0 or args.rate <= 0:
         raise SystemExit("counts must be >= 0 and --rate > 0")
-    started = time.perf_counter()
-    result = measure(n=args.encounters, rate=args.rate, rate_n=args.rate_encounters)
-    print(
-        json.dumps(
-            {"bench": "pipeline", **result, "wall_s": round(time.perf_counter() - started, 2)}
-        )
+    result = timed(
+        "pipeline",
+        lambda: measure(n=args.encounters, rate=args.rate, rate_n=args.rate_encounters),
     )
+    print(json.dumps(result))
     return 0
 
 

@@ -904,32 +904,49 @@ def acknowledge_999(
                 ]
                 body.append(edi.Segment(s.id, tuple(elements)))
     if not validate:
-        n = str(len(envelope.sets))
-        body = [edi.seg("AK1", "HC", envelope.group_control_number, envelope.implementation)]
-        for st02, st03 in envelope.sets:
-            body += [edi.seg("AK2", "837", st02, st03), edi.seg("IK5", "A")]
-        body.append(edi.seg("AK9", "A", n, n, n))
+        body = _every_set(envelope, accepted=True)
     elif not body:  # pyx12 could not walk the file: reject every set, saying so
-        body = [edi.seg("AK1", "HC", envelope.group_control_number, envelope.implementation)]
-        for st02, st03 in envelope.sets:
-            body += [edi.seg("AK2", "837", st02, st03), edi.seg("IK5", "R", "5")]
-        body.append(edi.seg("AK9", "R", str(len(envelope.sets)), str(len(envelope.sets)), "0"))
+        body = _every_set(envelope, accepted=False)
     rejected = any(s.id == "IK5" and s.elements[0] in _REJECTED_SET for s in body)
     number = _number(payer_id, "999", envelope.control_number)
-    text = edi.render(
+    text = _answer(envelope, number, created, "FA", "999", VERSION_999, body)
+    return Acknowledgment(not rejected, text, tuple(errors))
+
+
+def _every_set(envelope: Envelope837, *, accepted: bool) -> list[edi.Segment]:
+    """A 999 body that accepts every transaction set of the 837, or rejects each (IK5 R 5)."""
+    n = str(len(envelope.sets))
+    ik5 = edi.seg("IK5", "A") if accepted else edi.seg("IK5", "R", "5")
+    body = [edi.seg("AK1", "HC", envelope.group_control_number, envelope.implementation)]
+    for st02, st03 in envelope.sets:
+        body += [edi.seg("AK2", "837", st02, st03), ik5]
+    body.append(edi.seg("AK9", "A", n, n, n) if accepted else edi.seg("AK9", "R", n, n, "0"))
+    return body
+
+
+def _answer(
+    envelope: Envelope837,
+    number: int,
+    created: datetime,
+    functional_id: str,
+    set_id: str,
+    version: str,
+    body: list[edi.Segment],
+) -> str:
+    """An answer to the 837 (999, 277CA): one transaction set, back from its receiver."""
+    return edi.render(
         edi.interchange(
             edi.Envelope(
                 sender_id=envelope.receiver_id,
                 receiver_id=envelope.sender_id,
                 control_number=number,
                 created=created,
-                functional_id="FA",
-                version=VERSION_999,
+                functional_id=functional_id,
+                version=version,
             ),
-            [edi.transaction_set("999", "0001", VERSION_999, body)],
+            [edi.transaction_set(set_id, "0001", version, body)],
         )
     )
-    return Acknowledgment(not rejected, text, tuple(errors))
 
 
 def front_end_rejection(
@@ -1057,16 +1074,4 @@ def render_277ca(
             end = max((e for e in ends if e), default=None)
             if start and end:
                 body.append(edi.seg("DTP", "472", "RD8", f"{start:%Y%m%d}-{end:%Y%m%d}"))
-    return edi.render(
-        edi.interchange(
-            edi.Envelope(
-                sender_id=envelope.receiver_id,
-                receiver_id=envelope.sender_id,
-                control_number=number,
-                created=created,
-                functional_id="HN",
-                version=VERSION_277CA,
-            ),
-            [edi.transaction_set("277", "0001", VERSION_277CA, body)],
-        )
-    )
+    return _answer(envelope, number, created, "HN", "277", VERSION_277CA, body)
