@@ -37,15 +37,15 @@ profile: $(STAMP)       ## the pipeline benchmark under py-spy: where each proce
 	@echo "open .claimflow/profile.speedscope.json in https://www.speedscope.app"
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipeline services tests bench
-	$(BIN)/ruff format --check pipeline services tests bench
+	$(BIN)/ruff check pipeline services sim tests bench
+	$(BIN)/ruff format --check pipeline services sim tests bench
 	$(BIN)/mypy pipeline
 	@if command -v promtool >/dev/null; then promtool check rules deploy/prometheus/rules.yml; \
 	else echo "promtool not found: rules not checked (apt-get install prometheus)"; fi
 
 fmt: $(STAMP)
-	$(BIN)/ruff format pipeline services tests bench
-	$(BIN)/ruff check --fix pipeline services tests bench
+	$(BIN)/ruff format pipeline services sim tests bench
+	$(BIN)/ruff check --fix pipeline services sim tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .claimflow

@@ -52,7 +52,6 @@ from pipeline.models import (
 from pipeline.serde import registry
 from pipeline.stage import Incoming
 from services.claims.adapters import AdapterContext, Router
-from services.claims.adapters.simulator import SimulatorAdapter
 from services.claims.app import ClaimsStage
 from services.claims.control import ControlNumbers
 from services.claims.domain import (
@@ -64,6 +63,7 @@ from services.claims.domain import (
 )
 from services.claims.settings import ClaimsOptions, ClaimsSettings
 from services.claims.x12_validate import validate_x12
+from sim.adapter import SimulatorAdapter
 
 WHEN = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)
 VISIT = date(2026, 3, 2)

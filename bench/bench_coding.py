@@ -31,7 +31,7 @@ from services.coding import em
 from services.coding.domain import Coder
 from services.coding.terms import default_index
 from services.intake.domain import parse_raw
-from services.intake.simulator import DX, generate
+from sim.ehr import DX, generate
 
 WHEN = datetime(2026, 3, 2, 17, 0, tzinfo=UTC)
 REFERENCE = date(2026, 3, 1)

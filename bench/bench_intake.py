@@ -34,7 +34,7 @@ from services.intake.app import IntakeStage
 from services.intake.domain import parse_raw
 from services.intake.gateway import Gateway
 from services.intake.settings import GatewaySettings, IntakeSettings
-from services.intake.simulator import generate, provider_directory
+from sim.ehr import generate, provider_directory
 
 Message = tuple[str, str, bytes]
 

@@ -25,7 +25,7 @@ from pipeline.serde import registry
 from pipeline.settings import Settings
 from pipeline.supervisor import Supervisor
 from pipeline.tracker import Ledger, Tracker
-from services.intake.simulator import generate
+from sim.ehr import generate
 
 PAYER_SIM_VALIDATE_EVERY = 10
 

@@ -20,7 +20,7 @@ from pipeline.serde import registry
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Runner, Stage
 from services.intake.domain import parse_raw
-from services.intake.simulator import generate
+from sim.ehr import generate
 
 
 class Relay(Stage):

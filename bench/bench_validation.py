@@ -38,12 +38,12 @@ from pipeline.models import CodedEncounter, ValidatedEncounter
 from pipeline.serde import registry
 from services.coding.domain import Coder
 from services.intake.domain import parse_raw
-from services.intake.simulator import generate
 from services.refdata.codesets import CodeSets
 from services.refdata.ncci import PtpTable
 from services.validation.duplicates import DuplicateStore
 from services.validation.packs import DEFAULT_PACK
 from services.validation.rules import validate
+from sim.ehr import generate
 
 WHEN = datetime(2026, 3, 2, 17, 0, tzinfo=UTC)
 VALIDATED_AT = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)

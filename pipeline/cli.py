@@ -26,7 +26,7 @@ SERVICE_MODULES = {
     "validation": "services.validation.app",
     "claims": "services.claims.app",
     "remittance": "services.remittance.app",
-    "payer-sim": "services.remittance.payer_app",
+    "payer-sim": "sim.payer_app",
     "intake-gateway": "services.intake.gateway",
 }
 
@@ -50,7 +50,7 @@ def publish_encounters(
     ``mix="all"`` adds ED visits and inpatient stays (institutional claims) to office visits.
     """
     from pipeline.kafka import make_producer
-    from services.intake.simulator import generate
+    from sim.ehr import generate
 
     producer = make_producer(bootstrap, settings)
     topic = settings.topic("intake.raw.v1")
@@ -208,7 +208,7 @@ def _simulator_env(run_dir: Path) -> dict[str, str]:
     """Intake gets the simulator's provider directory, so its HL7 v2 messages bill fully."""
     import os
 
-    from services.intake.simulator import provider_directory
+    from sim.ehr import provider_directory
 
     if os.environ.get("CLAIMFLOW_PROVIDER_DIRECTORY"):
         return {}
@@ -326,7 +326,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if args.provider_directory is not None:
-        from services.intake.simulator import provider_directory
+        from sim.ehr import provider_directory
 
         Path(args.provider_directory).write_text(json.dumps(provider_directory().to_json()))
     publish_encounters(

@@ -14,7 +14,7 @@ from pipeline.settings import Settings
 from pipeline.supervisor import Supervisor
 from pipeline.tracker import Ledger, Tracker
 from services.claims.x12_validate import validate_x12
-from services.intake.simulator import generate
+from sim.ehr import generate
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 

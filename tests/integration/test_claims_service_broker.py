@@ -23,7 +23,7 @@ from services.claims.acks import parse_277ca, parse_999
 from services.claims.app import build_stage
 from services.claims.settings import ClaimsOptions, ClaimsSettings
 from services.claims.x12_validate import validate_x12
-from services.remittance.payer_app import PayerSimOptions, PayerSimStage
+from sim.payer_app import PayerSimOptions, PayerSimStage
 
 pytestmark = pytest.mark.broker
 REG = registry()

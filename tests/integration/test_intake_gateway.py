@@ -32,7 +32,7 @@ from pipeline.serde import registry
 from services.intake.domain import parse_raw
 from services.intake.gateway import Gateway
 from services.intake.settings import GatewaySettings
-from services.intake.simulator import generate
+from sim.ehr import generate
 
 pytestmark = pytest.mark.broker
 REG = registry()

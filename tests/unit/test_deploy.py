@@ -20,8 +20,8 @@ from services.claims.settings import ClaimsSettings
 from services.coding.app import CodingSettings
 from services.intake.settings import GatewaySettings, IntakeSettings
 from services.remittance.app import RemittanceSettings
-from services.remittance.payer_app import PayerSimSettings
 from services.validation.app import ValidationSettings
+from sim.payer_app import PayerSimSettings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 IMAGE = "claimflow"

@@ -17,7 +17,7 @@ from pipeline.errors import InputError
 from pipeline.models import Address, Facility, Provider
 from services.intake.domain import ParseResult, parse_raw
 from services.intake.hl7v2 import ProviderDirectory
-from services.intake.simulator import generate, provider_directory
+from sim.ehr import generate, provider_directory
 
 RECEIVED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 REFERENCE = date(2026, 3, 1)

@@ -22,9 +22,9 @@ from shared_data import SHARED_DATA, requires_shared
 
 from pipeline.errors import InputError
 from pipeline.models import Address, Encounter, Subscriber, event_id
-from services.intake import simulator
 from services.intake.domain import ParseResult, parse_raw
-from services.intake.simulator import DX, generate, make_npi
+from sim import ehr as simulator
+from sim.ehr import DX, generate, make_npi
 
 SYNTHEA = SHARED_DATA / "fhir" / "synthea"
 BUSTER = SYNTHEA / "Buster_Hoeger_ad2e3fc5-2b5d-4cb9-8d03-9ea0f4ac8423.json"

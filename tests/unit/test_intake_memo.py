@@ -12,7 +12,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from services.intake import fhir, hl7v2
 from services.intake.domain import parse_raw
 from services.intake.fhir import SUPPORTED
-from services.intake.simulator import generate, provider_directory
+from sim.ehr import generate, provider_directory
 
 AT = datetime(2025, 7, 1, tzinfo=UTC)
 

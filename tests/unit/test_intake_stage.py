@@ -20,7 +20,7 @@ from pipeline.stage import Incoming, Runner, reason_of
 from services.intake.app import IntakeStage
 from services.intake.seen import SeenMessages
 from services.intake.settings import IntakeSettings
-from services.intake.simulator import generate, provider_directory
+from sim.ehr import generate, provider_directory
 
 REFERENCE = date(2026, 3, 1)
 

@@ -18,13 +18,13 @@ from services.claims.app import ClaimsStage
 from services.claims.domain import plan_claim, submitted_claim, write_interchange
 from services.claims.x12_validate import validate_x12
 from services.remittance.era import parse_835, validate_835
-from services.remittance.payer_app import PayerSimOptions, PayerSimStage, RejectionOption
-from services.remittance.payer_sim import (
+from services.remittance.posting import post
+from sim.payer import (
     AdjudicationPolicy,
     acknowledge_999,
     front_end_rejection,
 )
-from services.remittance.posting import post
+from sim.payer_app import PayerSimOptions, PayerSimStage, RejectionOption
 
 
 def interchange(n: int, icn: int = 501, prefix: str = "E") -> list[SubmittedClaim]:

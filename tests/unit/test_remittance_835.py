@@ -21,7 +21,6 @@ from pipeline.models import (
 )
 from services.claims.domain import build_claim, claim_id_for
 from services.claims.x12_837 import ClaimInput, build_837p
-from services.remittance import payer_sim
 from services.remittance.era import (
     ClaimPayment,
     parse_835,
@@ -29,14 +28,15 @@ from services.remittance.era import (
     read_segments,
     validate_835,
 )
-from services.remittance.payer_sim import (
+from services.remittance.posting import post, post_remittance
+from sim import payer as payer_sim
+from sim.payer import (
     AdjudicationPolicy,
     ClaimDecision,
     adjudicate,
     adjudicate_claim,
     read_837_claim,
 )
-from services.remittance.posting import post, post_remittance
 
 SAMPLE_835 = SHARED_DATA / "x12" / "835_mult_loops.txt"
 PAYER = "MEDICARE01"

@@ -23,8 +23,8 @@ from services.remittance.app import RemittanceOptions, RemittanceStage
 from services.remittance.denials import CodeTables, denial_for, read_code_list
 from services.remittance.era import parse_835, parse_835_transactions, validate_835
 from services.remittance.ledger import Ledger
-from services.remittance.payer_sim import adjudicate_claim, render_835
 from services.remittance.posting import Pricing, net, post, post_remittance, reconcile
+from sim.payer import adjudicate_claim, render_835
 
 D = Decimal
 SAMPLE_835 = SHARED_DATA / "x12" / "835_mult_loops.txt"

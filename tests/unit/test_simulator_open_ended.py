@@ -6,8 +6,8 @@ from __future__ import annotations
 import itertools
 import time
 
-from services.intake import simulator
-from services.intake.simulator import generate
+from sim import ehr as simulator
+from sim.ehr import generate
 
 
 def test_an_open_ended_run_starts_quickly_and_ids_stay_unique() -> None:

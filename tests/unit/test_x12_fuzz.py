@@ -17,7 +17,7 @@ from test_payer_sim_front_end import files, incoming, interchange
 from pipeline.errors import InputError
 from services.claims.acks import parse_277ca, parse_999
 from services.remittance.era import parse_835_transactions
-from services.remittance.payer_app import PayerSimOptions, PayerSimStage
+from sim.payer_app import PayerSimOptions, PayerSimStage
 
 EXAMPLES = int(os.environ.get("X12_FUZZ_EXAMPLES", "300"))
 PARSERS: dict[str, Callable[[str], Any]] = {

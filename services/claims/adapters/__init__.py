@@ -9,8 +9,9 @@ package can ship its own adapter without touching claimflow::
     acme = "acme_edi.claimflow:AcmeAdapter"
 
 Built in: ``filedrop`` (one file per interchange in a directory, the way an SFTP gateway
-picks files up), ``http`` (POST with an idempotency key) and ``simulator`` (the payer
-simulator process answers from claims.submitted.v1).
+picks files up) and ``http`` (POST with an idempotency key). The ``simulator`` route (the
+payer simulator process answers from claims.submitted.v1) is registered by the ``sim``
+package through the same entry point, so claims never imports the simulator.
 
 ``deliver`` must be idempotent for a given interchange (same control number, same bytes):
 the claims stage delivers at least once. Raise ``DeliveryError`` for a failure worth
@@ -101,9 +102,8 @@ AdapterFactory = Callable[[AdapterContext], PayerAdapter]
 def _builtin() -> dict[str, AdapterFactory]:
     from services.claims.adapters.filedrop import FileDropAdapter
     from services.claims.adapters.http import HttpPostAdapter
-    from services.claims.adapters.simulator import SimulatorAdapter
 
-    return {"filedrop": FileDropAdapter, "http": HttpPostAdapter, "simulator": SimulatorAdapter}
+    return {"filedrop": FileDropAdapter, "http": HttpPostAdapter}
 
 
 def available() -> dict[str, AdapterFactory]:

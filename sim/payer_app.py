@@ -30,7 +30,7 @@ from pipeline.models import PayerFile, SubmittedClaim, event_id, utcnow
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Stage, run_stage
 from services.remittance.era import read_segments
-from services.remittance.payer_sim import (
+from sim.payer import (
     DEFAULT_CLAIM_DENIALS,
     DEFAULT_FRONT_END_REJECTIONS,
     Acknowledgment,
