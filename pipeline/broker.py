@@ -97,10 +97,10 @@ class EmbeddedBroker:
 
 
 @contextlib.contextmanager
-def cluster(bootstrap: str | None) -> Iterator[str]:
+def cluster(bootstrap: str | None, log_file: Path | None = None) -> Iterator[str]:
     """Use the configured cluster, or start the embedded broker for the block's duration."""
     if bootstrap:
         yield bootstrap
         return
-    with EmbeddedBroker() as broker:
+    with EmbeddedBroker(log_file=log_file) as broker:
         yield broker.bootstrap

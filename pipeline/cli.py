@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
@@ -79,19 +80,80 @@ def publish_encounters(
     return sent
 
 
-def _progress(summary: dict[str, int], elapsed: float) -> str:
+def _progress(summary: dict[str, int], elapsed: float, repeats: int) -> str:
     s = summary
+    dropped = f" | repeats dropped {repeats}" if repeats else ""
     return (
         f"\r[{elapsed:6.1f}s] sent {s['encounters_sent']} | collected {s['collected']} | "
         f"coded {s['coded']} | review {s['review']} | "
         f"clean {s['clean']} rejected {s['rejected']} | "
         f"submitted {s['submitted']} | posted {s['posted']} "
-        f"payer-rejected {s['payer_rejected']} | dlq {s['dlq']} | "
+        f"payer-rejected {s['payer_rejected']} | dlq {s['dlq']}{dropped} | "
         f"in flight {s['lost']}   "
     )
 
 
+class _Publisher(threading.Thread):
+    """The EHR simulator on its own thread; it hands what it sent to the ledger's queue and
+    keeps its error for the main thread (a dead publisher must not look like a quiet EHR)."""
+
+    def __init__(self, stop: threading.Event, **kwargs: Any) -> None:
+        super().__init__(name="ehr-simulator", daemon=True)
+        self.kwargs = {**kwargs, "stop": stop.is_set}
+        self.error: BaseException | None = None
+        self.sent = 0
+
+    def run(self) -> None:
+        try:
+            self.sent = publish_encounters(**self.kwargs)
+        except Exception as exc:  # noqa: BLE001 - reported by the main thread
+            self.error = exc
+
+
+class _RepeatCount:
+    """Source messages intake dropped as repeats, read from its /metrics (``repeat_dropped``).
+
+    Intake sends nothing downstream for a repeat, so the topics cannot show it; a restart
+    resets the counter, so the count carries over what the previous process had shown.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.carried = 0.0
+        self.last = 0.0
+
+    def read(self) -> int:
+        from pipeline import metrics
+
+        value = metrics.read_counter(
+            self.port,
+            "claimflow_outcomes_total",
+            {"service": "intake", "outcome": "repeat_dropped"},
+        )
+        if value is not None:
+            if value < self.last:
+                self.carried += self.last
+            self.last = value
+        return self.total
+
+    @property
+    def total(self) -> int:
+        return int(self.carried + self.last)
+
+
 def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
+    # Ctrl-C and SIGTERM end the run the same way, from here on: stop the publisher, the
+    # services, the tracker, then the broker, in that order, and print the summary.
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        received.append(signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
     from pipeline.broker import cluster
     from pipeline.kafka import ensure_topics
     from pipeline.serde import registry
@@ -101,15 +163,8 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
     settings = Settings()
     logs.setup("WARNING")
     run_dir = Path(".claimflow/runs") / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    stopping = False
-
-    def on_signal(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    with cluster(settings.bootstrap_servers) as bootstrap:
+    seed = _seed(args)
+    with cluster(settings.bootstrap_servers, log_file=_broker_log(run_dir)) as bootstrap:
         ensure_topics(bootstrap, settings, registry())
         env = _simulator_env(run_dir)
         if bounded:
@@ -122,41 +177,41 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
             )
         sup = Supervisor(bootstrap, run_dir, env=env)
         sup.start()
-        print(f"claimflow: broker {bootstrap}; logs in {run_dir}/", file=sys.stderr)
+        print(
+            f"claimflow: broker {bootstrap}; logs in {run_dir}/; simulator seed {seed}",
+            file=sys.stderr,
+        )
         for name, child in sup.children.items():
             print(f"  {name:<11} http://127.0.0.1:{child.metrics_port}/metrics", file=sys.stderr)
-        _print_gateway(run_dir / "state" / "intake-gateway")
+        _print_gateway(run_dir / "state" / "intake-gateway", stop)
         report_dir = getattr(args, "report", None)
         tracker = Tracker(bootstrap, settings, keep_times=report_dir is not None)
+        repeats = _RepeatCount(sup.children["intake"].metrics_port)
+        sender = _Publisher(
+            stop,
+            bootstrap=bootstrap,
+            settings=settings,
+            count=args.encounters if bounded else 10**9,
+            fmt=args.format,
+            seed=seed,
+            rate=args.rate,
+            mix=args.mix,
+            on_sent=tracker.ledger.mark_sent,
+        )
         started = time.monotonic()
+        timed_out = False
         try:
-            import threading
-
-            sender = threading.Thread(
-                target=publish_encounters,
-                kwargs=dict(
-                    bootstrap=bootstrap,
-                    settings=settings,
-                    count=args.encounters if bounded else 10**9,
-                    fmt=args.format,
-                    seed=args.seed,
-                    rate=args.rate,
-                    mix=args.mix,
-                    on_sent=tracker.ledger.sent.add,
-                    stop=lambda: stopping,
-                ),
-                daemon=True,
-            )
             sender.start()
             last_print = 0.0
             tty = sys.stderr.isatty()
-            while not stopping:
+            while not stop.is_set():
                 tracker.poll()
                 sup.check()
+                if sender.error is not None:
+                    break
                 now = time.monotonic()
-                summary = tracker.ledger.summary()
                 if now - last_print > (0.5 if tty else 5.0):
-                    line = _progress(summary, now - started)
+                    line = _progress(tracker.ledger.summary(), now - started, repeats.read())
                     print(
                         line if tty else line.strip(),
                         end="" if tty else "\n",
@@ -165,19 +220,28 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
                     )
                     last_print = now
                 if bounded and not sender.is_alive():
+                    summary = tracker.ledger.summary()
                     if summary["encounters_sent"] >= args.encounters and summary["lost"] == 0:
                         break
                     if now - started > args.timeout:
-                        print("\nclaimflow: timed out waiting for the pipeline", file=sys.stderr)
+                        timed_out = True
                         break
-            for _ in range(5):  # pick up repeats that are still arriving
-                tracker.poll(timeout=0.1)
         finally:
+            stop.set()
+            sender.join(60)
             print(file=sys.stderr)
+            if not sender.error:
+                for _ in range(5):  # pick up repeats that are still arriving
+                    tracker.poll(timeout=0.1)
+            repeats.read()  # the last count, while intake still answers
             sup.stop()
             tracker.close()
+        if timed_out:
+            print("claimflow: timed out waiting for the pipeline", file=sys.stderr)
+        if sender.error is not None:
+            print(f"claimflow: the EHR simulator stopped: {sender.error}", file=sys.stderr)
         ledger = tracker.ledger
-        summary = ledger.summary()
+        summary = {**ledger.summary(), "repeats_dropped": repeats.total}
         statuses: dict[str, int] = {}
         for status in ledger.posted.values():
             statuses[status] = statuses.get(status, 0) + 1
@@ -187,11 +251,19 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
             f"{ledger.duplicates('claims.submitted.v1')}; restarts "
             f"{ {n: c.restarts for n, c in sup.children.items() if c.restarts} }"
         )
+        if summary["repeats_dropped"]:
+            print(
+                f"intake dropped {summary['repeats_dropped']} repeated source message(s): "
+                "sent before under the same source id and body (a simulator seed used "
+                "again?); they produce nothing downstream"
+            )
         for stage, letters in ledger.dead.items():
             for letter in letters[:5]:
                 print(f"dead letter [{stage}] {letter['reason'][:200]}")
+        interrupted = bool(received) and (not bounded or summary["lost"] > 0)
         if summary["lost"]:
-            print(f"lost source ids (first 10): {ledger.lost()[:10]}")
+            what = "in flight when stopped" if interrupted else "lost"
+            print(f"{what}: {summary['lost']} source id(s), first 10: {ledger.lost()[:10]}")
         if report_dir is not None:
             # From the ledger read before the broker stops (the embedded one keeps nothing).
             from pipeline.report import write_report
@@ -199,9 +271,30 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
             written = write_report(ledger, Path(report_dir))
             print(f"report: {', '.join(str(p) for p in written)}", file=sys.stderr)
         print(json.dumps(summary))
+        if sender.error is not None:
+            return 1
+        if not bounded:
+            return 0  # `run` ends when it is told to: what is in flight goes with the broker
+        if interrupted:
+            return 128 + received[0]
         # Held payments and front-end rejections wait for a person; neither gets posted.
         settled = summary["posted"] + summary["exceptions"] + summary["payer_rejected"]
         return 0 if summary["lost"] == 0 and settled == summary["submitted"] else 1
+
+
+def _seed(args: argparse.Namespace) -> int:
+    """The simulator's seed: the one given, or a new one, so each run sends new encounters
+    (intake drops a source message it has already read: same source id, same body)."""
+    if args.seed is not None:
+        return int(args.seed)
+    import secrets
+
+    return secrets.randbelow(10**9)
+
+
+def _broker_log(run_dir: Path) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir / "broker.log"
 
 
 def _simulator_env(run_dir: Path) -> dict[str, str]:
@@ -218,11 +311,14 @@ def _simulator_env(run_dir: Path) -> dict[str, str]:
     return {"CLAIMFLOW_PROVIDER_DIRECTORY": str(path.resolve())}
 
 
-def _print_gateway(state_dir: Path) -> None:
+def _print_gateway(state_dir: Path, stop: threading.Event) -> None:
     """Where the intake gateway listens (it writes gateway.json once it has bound)."""
     from services.intake.gateway import ENDPOINTS_FILE, read_endpoints
 
-    found = read_endpoints(state_dir, timeout=10)
+    found = None
+    deadline = time.monotonic() + 10
+    while found is None and not stop.is_set() and time.monotonic() < deadline:
+        found = read_endpoints(state_dir, timeout=0.5)
     if not found:
         print("  intake-gateway: not listening yet (see its log)", file=sys.stderr)
         return
@@ -291,14 +387,19 @@ def cmd_broker(args: argparse.Namespace) -> int:
     from pipeline.serde import registry
 
     logs.setup("INFO")
+    stop = threading.Event()
+    # Ctrl-C and SIGTERM (a supervisor, `kill`, a container stop) both stop Tansu with us;
+    # it runs in its own session, so nothing else would.
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with EmbeddedBroker(port=args.port) as broker:
         ensure_topics(broker.bootstrap, Settings(), registry())
         print(f"CLAIMFLOW_BOOTSTRAP_SERVERS={broker.bootstrap}", flush=True)
-        try:
-            while broker.proc and broker.proc.poll() is None:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
+        while not stop.wait(0.5):
+            if broker.proc is None or broker.proc.poll() is not None:
+                code = broker.proc.returncode if broker.proc else None
+                print(f"claimflow broker: Tansu exited with {code}", file=sys.stderr)
+                return 1
     return 0
 
 
@@ -329,11 +430,17 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         from sim.ehr import provider_directory
 
         Path(args.provider_directory).write_text(json.dumps(provider_directory().to_json()))
-    publish_encounters(
-        bootstrap, settings, args.count, args.format, args.seed, args.rate, on_sent=tick,
+    seed = _seed(args)
+    sent_n = publish_encounters(
+        bootstrap, settings, args.count, args.format, seed, args.rate, on_sent=tick,
         mix=args.mix,
     )  # fmt: skip
     print(file=sys.stderr)
+    print(
+        f"claimflow simulate: sent {sent_n} encounter(s), source ids sim-{seed}-000000 on "
+        f"(seed {seed}; --seed {seed} sends the same ones again, which intake drops as repeats)",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -914,7 +1021,13 @@ def build_parser() -> argparse.ArgumentParser:
             default="office",
             help="office visits only, or all: also ED visits and inpatient stays (837I)",
         )
-        q.add_argument("--seed", type=int, default=7)
+        q.add_argument(
+            "--seed",
+            type=int,
+            default=None,
+            help="the simulator's seed: the same seed sends the same encounters again "
+            "(default: a new one each run, printed)",
+        )
         q.add_argument("--rate", type=float, default=rate, help="encounters per second (0: max)")
 
     q = sub.add_parser("run", help="the whole pipeline on the embedded broker, until Ctrl-C")

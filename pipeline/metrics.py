@@ -107,6 +107,28 @@ def serve(host: str, port: int) -> int:
     return int(server.server_port)
 
 
+def read_counter(
+    port: int, name: str, labels: dict[str, str], timeout: float = 0.5
+) -> float | None:
+    """A counter's value as a running service's /metrics on 127.0.0.1 shows it (None when
+    the service does not answer; 0 when the series is not there yet)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as resp:
+            text = resp.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
 def prime(service: str, inputs: Iterable[str] = ()) -> None:
     """Create the fixed label sets at zero, so the first scrape sees 0 and rate() and
     increase() count the first events too (a series born at 5 loses those 5)."""

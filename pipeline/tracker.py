@@ -6,6 +6,11 @@ rejected (by the scrubber), a dead letter at some stage, held in remittance's ex
 (a 999 or 277CA on claims.rejections.v1: no 835 will come). Anything else, once the
 pipeline is idle, is lost. A denied claim is posted (status denied) and also in the denial queue.
 Tansu's high watermarks read low, so this counts records instead of trusting end offsets.
+
+Threads: a ``Ledger`` belongs to the thread that polls the tracker; a publisher on another
+thread reports what it sent through ``mark_sent`` (a queue), never by touching ``sent``.
+Settling is incremental, so the live line of a run that lasts hours costs what the records
+of the last poll cost, not a pass over everything ever sent.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from queue import Empty, SimpleQueue
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -42,6 +48,14 @@ FOLLOWED = [
     "remittance.denials.v1",
     "claims.rejections.v1",
 ]
+
+# Topics whose records name the encounter whose fate they may change.
+ENCOUNTER_KEYED = (
+    "encounters.coded.v1",
+    "coding.review.v1",
+    "encounters.validated.v1",
+    "claims.submitted.v1",
+)
 
 
 @dataclass
@@ -78,8 +92,59 @@ class Ledger:
     charges: dict[str, Decimal] = field(default_factory=dict)  # claim id -> total charge
     paid: dict[str, Decimal] = field(default_factory=dict)  # claim id -> paid
     denial_reasons: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # (group, CARC)
+    # Incremental settling: which encounter each collected record came from, the sources a
+    # record touched since the last count, and the sent sources that are not yet final.
+    encounter_source: dict[str, str] = field(default_factory=dict)
+    _incoming: SimpleQueue[str] = field(default_factory=SimpleQueue, repr=False)
+    _counted: set[str] = field(default_factory=set, repr=False)
+    _touched: set[str] = field(default_factory=set, repr=False)
+    _open: set[str] = field(default_factory=set, repr=False)
+
+    def mark_sent(self, source_id: str) -> None:
+        """Record a source id as sent; safe from any thread (the owner reads it at ``lost``)."""
+        self._incoming.put(source_id)
+
+    def take_sent(self) -> None:
+        """Move what other threads marked as sent into ``sent`` (the owning thread only)."""
+        while True:
+            try:
+                self.sent.add(self._incoming.get_nowait())
+            except Empty:
+                return
+
+    def _touch_encounter(self, encounter_id: str) -> None:
+        source = self.encounter_source.get(encounter_id)
+        if source is not None:
+            self._touched.add(source)
+
+    def _touch_claim(self, claim_id: str) -> None:
+        encounter = self.claim_encounter.get(claim_id)
+        if encounter is not None:
+            self._touch_encounter(encounter)
 
     def add(self, topic: str, key: str | None, value: Any, timestamp_ms: int = 0) -> None:
+        self._settle_marks(topic, key, value)
+        self._add(topic, key, value, timestamp_ms)
+
+    def _settle_marks(self, topic: str, key: str | None, value: Any) -> None:
+        """Mark the source a record may change the fate of (checked again at ``lost``)."""
+        if topic == "encounters.collected.v1":
+            self.encounter_source[value.encounter_id] = value.source_id
+            self._touched.add(value.source_id)
+        elif topic in ENCOUNTER_KEYED:
+            self._touch_encounter(value.encounter_id)
+        elif topic in ("remittance.posted.v1", "claims.rejections.v1"):
+            self._touch_claim(value.claim_id)
+        elif topic == "remittance.exceptions.v1":
+            for claim in value.claims:
+                self._touch_claim(claim.claim_id)
+        elif topic.startswith("dlq.") and key:
+            # A dead letter's key is a source, encounter or claim id, by stage.
+            self._touched.add(key)
+            self._touch_encounter(key)
+            self._touch_claim(key)
+
+    def _add(self, topic: str, key: str | None, value: Any, timestamp_ms: int) -> None:
         self.records[topic] += 1
         if self.keep_times and key is not None:
             self.times[topic].setdefault(key, timestamp_ms)
@@ -151,14 +216,33 @@ class Ledger:
         encounters = self.source_encounters.get(source_id) or set()
         return bool(encounters) and all(self.encounter_done(e) for e in encounters)
 
+    def _settle(self) -> set[str]:
+        """The sent sources not yet final, re-checking only new ones and those touched."""
+        self.take_sent()
+        if len(self._counted) != len(self.sent):
+            new = self.sent - self._counted
+            self._counted |= new
+            self._touched |= new
+        for source in self._touched:
+            if source not in self._counted:
+                continue  # a record of a source this run did not send
+            if self.source_done(source):
+                self._open.discard(source)
+            else:
+                self._open.add(source)
+        self._touched.clear()
+        return self._open
+
     def lost(self) -> list[str]:
-        return sorted(s for s in self.sent if not self.source_done(s))
+        """Sent sources with no final state yet (in flight while the pipeline runs)."""
+        return sorted(self._settle())
 
     def duplicates(self, topic: str) -> int:
         """Records on ``topic`` whose event id was already seen (at-least-once repeats)."""
         return sum(n - 1 for n in self.event_ids[topic].values())
 
     def summary(self) -> dict[str, int]:
+        in_flight = self._settle()  # first: it takes what other threads marked as sent
         collected = (
             set().union(*self.source_encounters.values()) if self.source_encounters else set()
         )
@@ -173,7 +257,7 @@ class Ledger:
             "submitted": len(self.claim_encounter),
             "posted": len(self.posted),
             "dlq": sum(len(v) for v in self.dead.values()),
-            "lost": len(self.lost()),
+            "lost": len(in_flight),
             "exceptions": len(self.held()),
             "denials": len(self.denials),
             "payer_rejected": len(self.payer_rejected()),
@@ -231,6 +315,7 @@ class Tracker:
         self.consumer.assign(assignment)
 
     def poll(self, max_records: int = 5000, timeout: float = 0.2) -> int:
+        self.ledger.take_sent()
         n = 0
         for m in self.consumer.consume(max_records, timeout):
             if m.error():

@@ -55,7 +55,7 @@ def test_random_sigkills_lose_nothing_and_duplicate_nothing(
             "fmt": "mix",
             "seed": 41,
             "rate": 120.0,
-            "on_sent": tracker.ledger.sent.add,
+            "on_sent": tracker.ledger.mark_sent,
         },
     )
     sender.start()

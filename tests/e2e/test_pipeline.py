@@ -47,7 +47,7 @@ def test_good_encounters_are_posted_once_and_bad_ones_are_dead_letters(
     settings, _sup = pipeline
     tracker = Tracker(bootstrap, settings, keep_x12=True)
     good = publish_encounters(
-        bootstrap, settings, 40, "mix", seed=11, on_sent=tracker.ledger.sent.add
+        bootstrap, settings, 40, "mix", seed=11, on_sent=tracker.ledger.mark_sent
     )
     bad = {
         "bad-json": (b'{"encounter_id": "x", "patient": ', "application/json"),
@@ -66,7 +66,7 @@ def test_good_encounters_are_posted_once_and_bad_ones_are_dead_letters(
     bad[bad_dx_id] = (bad_dx_body, "application/json")
     for source_id, (body, ctype) in bad.items():
         send_raw(bootstrap, settings, source_id, body, ctype)
-        tracker.ledger.sent.add(source_id)
+        tracker.ledger.mark_sent(source_id)
 
     assert tracker.wait(all_done, timeout=180), f"lost: {tracker.ledger.lost()[:10]}"
     tracker.wait(lambda _: False, timeout=2)  # let any stray repeat arrive
@@ -112,7 +112,7 @@ def test_sigkill_mid_run_loses_nothing_and_duplicates_no_claim(
 ) -> None:
     settings, sup = pipeline
     tracker = Tracker(bootstrap, settings)
-    publish_encounters(bootstrap, settings, 60, "mix", seed=23, on_sent=tracker.ledger.sent.add)
+    publish_encounters(bootstrap, settings, 60, "mix", seed=23, on_sent=tracker.ledger.mark_sent)
     # Kill the service once it has done part of the work.
     progressed = {
         "claims": lambda led: len(led.claim_encounter) >= 5,
@@ -120,7 +120,7 @@ def test_sigkill_mid_run_loses_nothing_and_duplicates_no_claim(
     }[victim]
     assert tracker.wait(progressed, timeout=120)
     sup.kill(victim)
-    publish_encounters(bootstrap, settings, 60, "mix", seed=24, on_sent=tracker.ledger.sent.add)
+    publish_encounters(bootstrap, settings, 60, "mix", seed=24, on_sent=tracker.ledger.mark_sent)
     time.sleep(1)
     sup.respawn(victim)
 
@@ -175,7 +175,7 @@ def test_no_phi_in_any_log_line_or_metric(
     messages = list(generate(40, seed=31, fmt="mix"))
     phi = _phi_values(messages)
     assert len(phi) > 80  # the check below has something to find
-    publish_encounters(bootstrap, settings, 40, "mix", seed=31, on_sent=tracker.ledger.sent.add)
+    publish_encounters(bootstrap, settings, 40, "mix", seed=31, on_sent=tracker.ledger.mark_sent)
     assert tracker.wait(all_done, timeout=180), f"lost: {tracker.ledger.lost()[:10]}"
     tracker.close()
 

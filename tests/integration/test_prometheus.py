@@ -140,9 +140,9 @@ def _check(bootstrap: str, settings: Settings, base: str, tracker: Tracker, tmp_
         headers=[("content-type", b"application/json")],
     )
     assert producer.flush(10) == 0
-    tracker.ledger.sent.add("bad-json")
+    tracker.ledger.mark_sent("bad-json")
     sent = publish_encounters(
-        bootstrap, settings, N, "mix", seed=5, on_sent=tracker.ledger.sent.add
+        bootstrap, settings, N, "mix", seed=5, on_sent=tracker.ledger.mark_sent
     )
     assert tracker.wait(lambda led: not led.lost(), timeout=180), tracker.ledger.lost()[:5]
     tracker.wait(lambda _: False, timeout=1)

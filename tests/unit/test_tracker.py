@@ -1,0 +1,97 @@
+"""The tracker's ledger: a publisher thread marks what it sent while the owner counts, and the
+count of what is in flight follows every record that changes an encounter's fate."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace as NS
+
+from pipeline.tracker import Ledger
+
+
+def collected(led: Ledger, source: str, encounter: str) -> None:
+    value = NS(
+        event_id=f"c-{encounter}",
+        source_id=source,
+        encounter_id=encounter,
+        coverage=NS(plan_type="CI"),
+    )
+    led.add("encounters.collected.v1", encounter, value)
+
+
+def test_a_publisher_thread_marks_sent_while_the_owner_counts() -> None:
+    """`claimflow run` died here: the publisher added to `sent` while `lost()` iterated it."""
+    led = Ledger()
+    n = 200_000
+    done = threading.Event()
+
+    def publish() -> None:
+        for i in range(n):
+            led.mark_sent(f"s{i}")
+        done.set()
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    counts = []
+    while not done.is_set():
+        summary = led.summary()  # raised "Set changed size during iteration" before
+        counts.append(summary["encounters_sent"])
+        assert summary["lost"] == summary["encounters_sent"]  # nothing collected yet
+    thread.join()
+    assert counts == sorted(counts) and len(counts) > 1
+    assert led.summary()["encounters_sent"] == n and len(led.lost()) == n
+
+
+def test_in_flight_follows_each_record_that_changes_a_fate() -> None:
+    led = Ledger()
+    led.mark_sent("s1")
+    led.mark_sent("s2")
+    assert led.lost() == ["s1", "s2"]
+    collected(led, "s1", "e1")
+    collected(led, "s2", "e2")
+    led.add("coding.review.v1", "e1", NS(event_id="r1", encounter_id="e1"))
+    assert led.lost() == ["s2"]  # held for a coder: final until the coder decides
+    led.add("encounters.coded.v1", "e1", NS(event_id="k1", encounter_id="e1"))
+    assert led.lost() == ["s1", "s2"]  # decided: on its way again
+    led.add(
+        "encounters.validated.v1",
+        "e1",
+        NS(event_id="v1", encounter_id="e1", outcome="rejected", edits=[]),
+    )
+    assert led.lost() == ["s2"]
+    # A record can arrive before the one that links it to its source (topics interleave).
+    led.add(
+        "remittance.posted.v1",
+        "C2",
+        NS(event_id="p2", claim_id="C2", status="paid", paid=0),
+    )
+    assert led.lost() == ["s2"]
+    led.add(
+        "claims.submitted.v1",
+        "C2",
+        NS(
+            event_id="x2",
+            claim_id="C2",
+            encounter_id="e2",
+            payer_id="P",
+            claim_type="professional",
+            total_charge=0,
+        ),
+    )
+    assert led.lost() == [] and led.summary()["lost"] == 0
+
+
+def test_a_dead_letter_settles_the_source_it_names() -> None:
+    led = Ledger()
+    led.sent.add("bad")  # the owning thread may still add directly
+    assert led.summary()["lost"] == 1
+    letter = NS(
+        event_id=None,
+        stage="intake",
+        error_class="InputError",
+        field="body",
+        error_message="not JSON",
+        source_topic="intake.raw.v1",
+    )
+    led.add("dlq.intake.v1", "bad", letter)
+    assert led.lost() == [] and led.summary()["dlq"] == 1
