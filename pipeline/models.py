@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 
 def _cents(value: Decimal) -> Decimal:
@@ -38,7 +38,7 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-# --- encounters.collected.v1 -------------------------------------------------------------
+# --- encounters.collected.v1 (schema v2) -------------------------------------------------
 
 
 class Address(Model):
@@ -101,11 +101,17 @@ class DocumentedDiagnosis(Model):
     onset: date | None = None
     poa: str | None = None
     primary: bool = False
+    role: Literal["admitting", "reason_for_visit", "external_cause"] | None = None
+
+
+ClaimType = Literal["professional", "institutional"]
 
 
 class DocumentedService(Model):
-    code: str = Field(min_length=1)
-    system: Literal["cpt", "hcpcs", "icd10pcs", "snomed"]
+    """A documented service: a coded procedure, or a facility charge by revenue code alone."""
+
+    code: str | None = Field(default=None, min_length=1)
+    system: Literal["cpt", "hcpcs", "icd10pcs", "snomed"] | None = None
     display: str | None = None
     modifiers: list[str] = []
     units: float = Field(default=1.0, gt=0)
@@ -113,6 +119,52 @@ class DocumentedService(Model):
     service_date: date | None = None
     dx_refs: list[str] = []
     revenue_code: str | None = None
+    claim_type: ClaimType | None = None
+    non_covered_charge: Money | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _code_or_revenue_code(self) -> DocumentedService:
+        if self.code is None and not self.revenue_code:
+            raise ValueError("a service needs a procedure code or a revenue code")
+        if (self.code is None) != (self.system is None):
+            raise ValueError("a procedure code and its system go together")
+        return self
+
+
+class Occurrence(Model):
+    """UB-04 occurrence code and date (FL31-34; HI*BH)."""
+
+    code: str = Field(min_length=1)
+    date: dt.date
+
+
+class OccurrenceSpan(Model):
+    """UB-04 occurrence span code and period (FL35-36; HI*BI)."""
+
+    code: str = Field(min_length=1)
+    start: date
+    end: date
+
+
+class ValueCode(Model):
+    """UB-04 value code and amount (FL39-41; HI*BE)."""
+
+    code: str = Field(min_length=1)
+    amount: Money
+
+
+NoteKind = Literal[
+    "item_not_carried", "coverage_not_carried", "code_not_carried", "data_not_carried"
+]
+
+
+class EncounterNote(Model):
+    """Something the source sent that claimflow does not carry, or carries changed."""
+
+    kind: NoteKind
+    field: str | None = None
+    message: str
+    charge: Money | None = None
 
 
 Setting = Literal["professional", "outpatient", "inpatient"]
@@ -128,22 +180,34 @@ class Encounter(Model):
     service_start: date
     service_end: date
     place_of_service: str = Field(pattern=r"^\d{2}$")
+    type_of_bill: str | None = Field(default=None, pattern=r"^0?\d{3}$")
+    prior_claim_reference: str | None = None
     admission_date: date | None = None
+    admission_time: time | None = None
     admission_type: str | None = None
     admission_source: str | None = None
     discharge_status: str | None = None
+    discharge_date: date | None = None
+    discharge_time: time | None = None
     patient: Patient
     coverage: Coverage
     billing_provider: Provider
     rendering_provider: Provider | None = None
     attending_provider: Provider | None = None
+    operating_provider: Provider | None = None
+    professional_billing_provider: Provider | None = None
     facility: Facility | None = None
+    occurrence_codes: list[Occurrence] = []
+    occurrence_spans: list[OccurrenceSpan] = []
+    value_codes: list[ValueCode] = []
+    condition_codes: list[str] = []
     diagnoses: list[DocumentedDiagnosis]
     services: list[DocumentedService]
     note_text: str | None = None
+    notes: list[EncounterNote] = []
 
 
-# --- encounters.coded.v1, coding.review.v1 -----------------------------------------------
+# --- encounters.coded.v1, coding.review.v1 (schema v2) -----------------------------------
 
 
 class CodedDiagnosis(Model):
@@ -154,6 +218,7 @@ class CodedDiagnosis(Model):
     source: Literal["ehr", "mapped", "completed", "inferred", "coder"]
     confidence: float
     billable: bool
+    role: Literal["admitting", "reason_for_visit", "external_cause"] | None = None
 
 
 class CodedProcedure(Model):
@@ -164,9 +229,11 @@ class CodedProcedure(Model):
 
 
 class ServiceLine(Model):
+    """A claim line: CPT/HCPCS, or on an institutional claim a revenue code with or without."""
+
     line_number: int
-    code: str
-    code_system: Literal["CPT", "HCPCS"]
+    code: str | None = None
+    code_system: Literal["CPT", "HCPCS"] | None = None
     modifiers: list[str] = []
     units: float
     charge: Money
@@ -174,6 +241,8 @@ class ServiceLine(Model):
     service_date: date
     place_of_service: str | None = None
     revenue_code: str | None = None
+    claim_type: ClaimType | None = None
+    non_covered_charge: Money | None = None
 
 
 class Drg(Model):
@@ -193,6 +262,7 @@ class CodedEncounter(Model):
     lines: list[ServiceLine]
     em_level: str | None = None
     drg: Drg | None = None
+    type_of_bill: str | None = None
     hcc: list[str] = []
     hcc_risk_score: float | None = None
     hcc_model: str | None = None
@@ -231,7 +301,7 @@ class CoderDecision(Model):
     decided_at: datetime
 
 
-# --- encounters.validated.v1 -------------------------------------------------------------
+# --- encounters.validated.v1 (schema v2) -------------------------------------------------
 
 
 class EditHit(Model):
@@ -264,7 +334,7 @@ class SubmittedClaim(Model):
     frequency: Literal["1", "7", "8"] = "1"
     original_reference: str | None = None
     rule_pack_version: str | None = None
-    claim_type: Literal["professional", "institutional"] = "professional"
+    claim_type: ClaimType = "professional"
     payer_id: str
     payer_name: str
     total_charge: Money

@@ -134,6 +134,8 @@ def expected_reimbursement(
     total = Decimal("0")
     for line in coded.lines:
         pos = line.place_of_service or coded.encounter.place_of_service
+        if line.code is None:
+            return None, "fee_schedule_incomplete"
         allowed = fee_schedule.allowed(
             line.code, list(line.modifiers), line.units, state, postal, facility=pos in FACILITY_POS
         )

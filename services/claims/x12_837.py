@@ -383,7 +383,7 @@ def _line(
 ) -> list[Segment]:
     """2400 loop: LX, SV1, DTP*472 and the line item control number."""
     field = f"lines[{number - 1}]"
-    code = procedure_code(line.code, f"{field}.code")
+    code = procedure_code(line.code or "", f"{field}.code")
     mods = modifiers(line.modifiers, field)
     pointers: list[int] = []
     for p in line.dx_pointers:

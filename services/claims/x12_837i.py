@@ -216,7 +216,7 @@ def _line(coded: CodedEncounter, index: int, claim_id: str) -> list[Segment]:
     if line.charge < 0:
         raise InputError(f"{field}.charge", "must not be negative")
     procedure: Element = ""
-    if line.code.strip():
+    if line.code:
         code = procedure_code(line.code, f"{field}.code")
         procedure = comp("HC", code, *modifiers(line.modifiers, field))
     return [

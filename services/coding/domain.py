@@ -203,7 +203,7 @@ class Coder:
     def risk_codes(self, coded: CodedEncounter) -> list[str]:
         """The encounter's codes that count for risk adjustment (none if not eligible)."""
         enc = coded.encounter
-        if not hcc.eligible(enc.setting, [ln.code for ln in coded.lines]):
+        if not hcc.eligible(enc.setting, [ln.code for ln in coded.lines if ln.code]):
             return []
         return [d.code for d in coded.diagnoses if d.billable]
 
@@ -607,6 +607,10 @@ class Coder:
         lines: list[ServiceLine] = []
         pcs: list[CodedProcedure] = []
         for i, svc in enumerate(enc.services):
+            if svc.code is None:
+                raise InputError(
+                    f"services[{i}].code", "a line billed by revenue code alone is not coded yet"
+                )
             if svc.system == "icd10pcs":
                 check = self.codesets.icd10pcs(svc.code, work.on)
                 if not check.valid:
@@ -668,20 +672,20 @@ class Coder:
 
     def _em(self, work: _Work, lines: list[ServiceLine]) -> str | None:
         """The billed E/M code, checked against the note's time or MDM for office visits."""
-        visits = [ln for ln in lines if ln.code.startswith(_E_M)]
+        visits = [(ln, ln.code) for ln in lines if ln.code and ln.code.startswith(_E_M)]
         if not visits:
             return None
-        office = [ln for ln in visits if em.family_of(ln.code)]
-        days = [ln.service_date for ln in office]
+        office = [(ln, code) for ln, code in visits if em.family_of(code)]
+        days = [ln.service_date for ln, _ in office]
         if len(days) != len(set(days)):
             work.reviews.append(
                 "services: more than one office E/M code on the same date; a coder must keep one"
             )
-        for ln in office:
-            _, problem = em.check(ln.code, work.enc.note_text)
+        for ln, code in office:
+            _, problem = em.check(code, work.enc.note_text)
             if problem:
                 work.reviews.append(f"lines[{ln.line_number - 1}]: {problem}")
-        return visits[0].code
+        return visits[0][1]
 
     # --- MS-DRG and HCC -----------------------------------------------------------------
 
@@ -726,7 +730,7 @@ class Coder:
         history: Iterable[str],
     ) -> hcc.RiskResult:
         codes = list(history)
-        if hcc.eligible(enc.setting, [ln.code for ln in lines]):
+        if hcc.eligible(enc.setting, [ln.code for ln in lines if ln.code]):
             codes += [d.code for d in coded if d.billable]
         return hcc.risk(
             codes,
@@ -827,7 +831,7 @@ def _repoint(held: CodedEncounter, diagnoses: list[CodedDiagnosis]) -> list[Serv
                 if new is not None and new not in pointers:
                     pointers.append(new)
         if not pointers:
-            if ln.code.startswith(_E_M):
+            if ln.code and ln.code.startswith(_E_M):
                 pointers = list(range(1, min(len(diagnoses), MAX_DX_POINTERS) + 1))
             else:
                 pointers = [1]

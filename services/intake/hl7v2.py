@@ -1011,7 +1011,7 @@ def _encounter(
     end = discharged or max([start, *charge_days])
     if end < start:
         raise InputError(pv1.path(45), "discharge date is before the admit date (PV1-44)")
-    services = charges + _procedures(msgs, {s.code for s in charges}, start, ctx)
+    services = charges + _procedures(msgs, {s.code for s in charges if s.code}, start, ctx)
     services = [s if s.service_date else s.model_copy(update={"service_date": start})
                 for s in services]  # fmt: skip
 

@@ -3,6 +3,7 @@ round-trip through single-object encoding, and every newer schema reads every ol
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import shutil
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any, get_args, get_origin
 
 import avro.schema
+import fastavro
 import pytest
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 from fastavro.schema import to_parsing_canonical_form
@@ -165,3 +167,90 @@ def test_phi_fields_are_marked() -> None:
 
 def test_models_registry_covers_topics() -> None:
     assert {spec.model for spec in REG.topics.values()} <= set(models.MODELS.values())
+
+
+def _without_namespace(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {k: _without_namespace(v) for k, v in schema.items() if k != "namespace"}
+    if isinstance(schema, list):
+        return [_without_namespace(v) for v in schema]
+    return schema
+
+
+@pytest.mark.parametrize(
+    ("topic", "field", "source"),
+    [
+        ("encounters.coded.v1", "encounter", "encounters.collected.v1"),
+        ("coding.review.v1", "coded", "encounters.coded.v1"),
+        ("encounters.validated.v1", "coded", "encounters.coded.v1"),
+    ],
+)
+def test_embedded_records_are_the_latest_of_their_own_topic(
+    topic: str, field: str, source: str
+) -> None:
+    """A record carried inside another topic is a copy: it must be the newest version."""
+    embedded = next(f for f in REG.latest(topic).schema["fields"] if f["name"] == field)["type"]
+    own = dict(REG.latest(source).schema)
+    assert _without_namespace(embedded) == _without_namespace(own)
+
+
+def _institutional_encounter() -> dict[str, Any]:
+    value = golden("encounters.collected.v1")
+    value.update(
+        setting="inpatient",
+        place_of_service="21",
+        type_of_bill="0111",
+        admission_date="2026-03-02",
+        admission_time="14:30:00",
+        admission_type="1",
+        admission_source="7",
+        discharge_status="01",
+        discharge_date="2026-03-06",
+        discharge_time="11:00:00",
+        occurrence_codes=[{"code": "11", "date": "2026-03-01"}],
+        occurrence_spans=[{"code": "74", "start": "2026-03-03", "end": "2026-03-04"}],
+        value_codes=[{"code": "80", "amount": "4.00"}],
+        condition_codes=["39"],
+        notes=[
+            {
+                "kind": "item_not_carried",
+                "field": "Claim.item[4]",
+                "message": "no revenue code and no procedure code",
+                "charge": "120.00",
+            }
+        ],
+    )
+    value["services"] = [
+        {"code": None, "system": None, "revenue_code": "0120", "units": 4, "charge": "6000.00"},
+        *value["services"],
+    ]
+    value["diagnoses"][0]["role"] = None
+    value["diagnoses"].append({"code": "R07.9", "system": "icd10cm", "role": "admitting"})
+    return value
+
+
+def test_an_institutional_encounter_round_trips_with_its_facility_data() -> None:
+    value = models.Encounter.model_validate(_institutional_encounter())
+    decoded = REG.decode("encounters.collected.v1", REG.encode("encounters.collected.v1", value))
+    assert decoded == value
+    assert decoded.services[0].code is None and decoded.services[0].revenue_code == "0120"
+    assert decoded.admission_time is not None and decoded.admission_time.hour == 14
+
+
+def test_a_service_needs_a_procedure_code_or_a_revenue_code() -> None:
+    with pytest.raises(ValueError, match="procedure code or a revenue code"):
+        models.DocumentedService.model_validate({"charge": "10.00"})
+
+
+@pytest.mark.parametrize(
+    "topic", ["encounters.collected.v1", "encounters.coded.v1", "encounters.validated.v1"]
+)
+def test_records_written_with_v1_read_as_the_latest_model(topic: str) -> None:
+    v1 = next(sv for sv in REG.versions[topic] if sv.version == 1)
+    assert REG.latest(topic).version > 1
+    datum = REG.topics[topic].model.model_validate(golden(topic)).model_dump()
+    buf = io.BytesIO()
+    buf.write(MAGIC + v1.fingerprint)
+    fastavro.schemaless_writer(buf, v1.parsed, datum)
+    decoded = REG.decode(topic, buf.getvalue())
+    assert decoded == REG.topics[topic].model.model_validate(golden(topic))
