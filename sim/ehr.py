@@ -1367,7 +1367,7 @@ def to_fhir(visit: Visit, rng: Random) -> bytes:
     dx_seq = {dx.code: k + 1 for k, dx in enumerate(visit.diagnoses)}
     billed = [s for s in visit.services if s.system != "icd10pcs"]
     for s in visit.services:
-        if s.system == "icd10pcs":  # what was done, coded for the stay; not a charge line
+        if s.system == "icd10pcs" and s.code:  # what was done, coded for the stay; not a line
             add(f"urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}", {
                 "resourceType": "Procedure",
                 "status": "completed",
@@ -1378,6 +1378,8 @@ def to_fhir(visit: Visit, rng: Random) -> bytes:
             })  # fmt: skip
 
     def svc_coding(s: DocumentedService) -> dict[str, Any]:
+        if s.code is None:
+            return {"coding": []}
         return {"coding": [_coding(CPT_URI if s.system == "cpt" else HCPCS_URI, s.code)]}
 
     use_charge_items = (
