@@ -510,11 +510,13 @@ def _now() -> datetime:
 
 def cmd_intake_parse(args: argparse.Namespace) -> int:
     from services.intake.domain import parse_raw
-    from services.intake.hl7v2 import EMPTY_DIRECTORY, ProviderDirectory
     from services.intake.settings import IntakeSettings
+    from services.refdata.masterdata import load_master_data
 
-    path = args.provider_directory or IntakeSettings().provider_directory
-    directory = ProviderDirectory.load(Path(path)) if path else EMPTY_DIRECTORY
+    settings = IntakeSettings()
+    if args.provider_directory:
+        settings = settings.model_copy(update={"provider_directory": Path(args.provider_directory)})
+    directory = load_master_data(settings).providers
 
     def handle(name: str, data: bytes) -> list[str]:
         result = parse_raw(

@@ -79,6 +79,24 @@ class Settings(BaseSettings):
         description="Folder with the official CMS files (PPRRVU, GPCI, LOCCO, HCPCS...). "
         "Unset: the edits that need them are off, and the service says so at start-up.",
     )
+    provider_directory: Path | None = Field(
+        default=None,
+        description="Provider profiles (JSON): billing provider NPI, EIN, taxonomy, ZIP+4 and "
+        "pay-to address by facility id, FHIR Organization identifier or NPI; practitioners by "
+        "NPI. Unset: claims carry what the EHR sent, and say what is missing.",
+    )
+    payer_registry: Path | None = Field(
+        default=None,
+        description="Payer registry (JSON): electronic payer and receiver ids, claim filing "
+        "indicator by claim type, timely filing days, contracts. Unset: the EHR's payer ids "
+        "and plan types are billed as sent, timely filing is the rule pack's.",
+    )
+    chargemaster: Path | None = Field(
+        default=None,
+        description="The hospital's CMS price-transparency file (CSV tall or wide, v2/v3, or "
+        "JSON): charge codes, revenue codes, prices, contracted rates. Unset: charge codes "
+        "cannot be priced and no contract sets an expected payment.",
+    )
     state_dir: Path = Field(default=Path(".claimflow/state"))
     batch_size: int = Field(default=500, ge=1)
     poll_timeout_s: float = Field(default=0.01, gt=0)

@@ -15,9 +15,9 @@ from pipeline.serde import MAGIC, Registry
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Stage, run_stage
 from services.intake.domain import parse_raw
-from services.intake.hl7v2 import EMPTY_DIRECTORY, ProviderDirectory
 from services.intake.seen import SeenMessages
 from services.intake.settings import IntakeSettings
+from services.refdata.masterdata import load_master_data
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_S = 3600.0
@@ -33,11 +33,9 @@ class IntakeStage(Stage):
     inputs = ("intake.raw.v1",)
 
     def __init__(self, settings: IntakeSettings) -> None:
-        self.directory = (
-            ProviderDirectory.load(settings.provider_directory)
-            if settings.provider_directory is not None
-            else EMPTY_DIRECTORY
-        )
+        self.master = load_master_data(settings)
+        log.info("master data: %s", self.master.describe())
+        self.directory = self.master.providers
         self.seen = SeenMessages(settings.state_dir / "intake-seen.sqlite")
         self.window_s = settings.repeat_window_days * 86400
         self._pruned_at = 0.0
@@ -94,8 +92,4 @@ def main(settings: Settings | None = None) -> None:
     # `claimflow service` reads the environment into the base Settings; this class reads
     # the same environment, plus intake's own variables.
     intake = settings if isinstance(settings, IntakeSettings) else IntakeSettings()
-    try:
-        stage = IntakeStage(intake)
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"CLAIMFLOW_PROVIDER_DIRECTORY cannot be read: {exc}") from None
-    run_stage(stage, intake)
+    run_stage(IntakeStage(intake), intake)

@@ -17,19 +17,15 @@ carry the charges. Rejections name the segment and field in HL7 notation (``PID-
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.exceptions import HL7apyException, UnsupportedVersion
 from hl7apy.parser import get_message_info, parse_message
-from pydantic import ValidationError
 
 from pipeline.errors import InputError
 from pipeline.models import (
@@ -58,6 +54,7 @@ from services.intake.fhir import (
 )
 from services.intake.jsonfmt import MAX_UNITS, SELF, X12_RELATIONSHIPS, check_charge
 from services.intake.memo import Memo
+from services.refdata.providers import EMPTY_DIRECTORY, ProviderDirectory
 
 # The fields intake reads, by segment; every other field is blanked before hl7apy parses
 # the message (never read: phone numbers, SSN, race, employer …), and every other segment
@@ -162,57 +159,6 @@ class Hl7Parse(NamedTuple):
     encounters: list[Encounter]
     ignored: dict[str, int]
     notes: list[str]
-
-
-# --- provider directory -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ProviderDirectory:
-    """What HL7 v2 messages do not carry: who bills for a facility, and provider details.
-
-    ADT and DFT messages name a sending facility and practitioners (with an NPI at best);
-    a claim needs the billing provider's EIN, address and taxonomy. A billing system keeps
-    those in its provider master; this is that table (``billing`` by facility id,
-    ``facilities`` by facility id, ``providers`` by NPI).
-    """
-
-    billing: Mapping[str, Provider] = field(default_factory=dict)
-    facilities: Mapping[str, Facility] = field(default_factory=dict)
-    providers: Mapping[str, Provider] = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ProviderDirectory:
-        """From ``{"billing": {id: Provider}, "facilities": {id: Facility}, "providers": [..]}``."""
-        try:
-            return cls(
-                billing={k: Provider.model_validate(v) for k, v in data.get("billing", {}).items()},
-                facilities={
-                    k: Facility.model_validate(v) for k, v in data.get("facilities", {}).items()
-                },
-                providers={
-                    p.npi: p
-                    for p in (Provider.model_validate(v) for v in data.get("providers", []))
-                },
-            )
-        except (ValidationError, AttributeError, TypeError) as exc:
-            raise ValueError(f"provider directory: {exc}") from None
-
-    @classmethod
-    def load(cls, path: Path) -> ProviderDirectory:
-        """Read the JSON file a deployment configures (CLAIMFLOW_PROVIDER_DIRECTORY)."""
-        return cls.from_json(json.loads(Path(path).read_text()))
-
-    def to_json(self) -> dict[str, Any]:
-        """The JSON form ``from_json`` reads."""
-        return {
-            "billing": {k: v.model_dump(mode="json") for k, v in self.billing.items()},
-            "facilities": {k: v.model_dump(mode="json") for k, v in self.facilities.items()},
-            "providers": [v.model_dump(mode="json") for v in self.providers.values()],
-        }
-
-
-EMPTY_DIRECTORY = ProviderDirectory()
 
 
 # --- ER7 access --------------------------------------------------------------------------

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field, SecretStr
 
 from pipeline.settings import Settings
@@ -12,12 +10,6 @@ from pipeline.settings import Settings
 class IntakeSettings(Settings):
     """The intake stage: where the HL7 v2 provider directory is, how long repeats are known."""
 
-    provider_directory: Path | None = Field(
-        default=None,
-        description="JSON provider master that completes HL7 v2 messages (billing provider "
-        "EIN and address by sending facility, provider taxonomies by NPI). Unset: HL7 v2 "
-        "encounters are billed by the facility's NPI or the practitioner, and say so.",
-    )
     repeat_window_days: float = Field(
         default=30.0,
         gt=0,
