@@ -28,13 +28,14 @@ from typing import Literal, TypeVar
 
 from pipeline.errors import InputError
 from pipeline.models import SubmittedClaim
-from services.claims import x12 as edi
 from services.claims.x12_validate import validate_with_ack
-from services.remittance.era import ZERO, CasAdjustment, Segment, read_segments
+from services.remittance.era import ZERO, CasAdjustment
+from services.x12 import writer as edi
+from services.x12.guides import VERSION_277CA, VERSION_835, VERSION_999
+from services.x12.reader import Segment, read_segments
 
 CENT = Decimal("0.01")
 W = TypeVar("W", "Denial", "FrontEndRejection")
-VERSION_835 = "005010X221A1"
 
 
 def _cents(value: Decimal) -> Decimal:
@@ -817,8 +818,6 @@ def adjudicate(
 
 # --- the front end: 999 and 277CA -----------------------------------------------------------
 
-VERSION_999 = "005010X231A1"
-VERSION_277CA = "005010X214"
 _REJECTED_SET = frozenset({"R", "M", "W", "X"})
 
 

@@ -29,7 +29,7 @@ from pipeline.errors import InputError
 from pipeline.models import PayerFile, SubmittedClaim, event_id, utcnow
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Stage, run_stage
-from services.remittance.era import read_segments
+from services.x12.reader import read_segments
 from sim.payer import (
     DEFAULT_CLAIM_DENIALS,
     DEFAULT_FRONT_END_REJECTIONS,

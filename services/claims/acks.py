@@ -10,21 +10,19 @@
   rejections (returned as unprocessable, not found, missing, invalid, relational); A1, A2
   and A5 are receipt and acceptance.
 
-Segments are read with pyx12's ``X12Reader``, which takes the delimiters from the ISA.
+Segments are read by the shared X12 reader (``services.x12.reader``), which takes the
+delimiters from the ISA.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import pyx12.errors
-import pyx12.x12file
-
 from pipeline.errors import InputError
 from pipeline.models import ClaimRejection, PayerFile, event_id
+from services.x12.reader import Segment, read_segments
 
 STAGE = "claims"
 VERSION = "v1"
@@ -108,34 +106,6 @@ STC_STATUS = {
 ENTITIES = {"IL": "subscriber", "QC": "patient", "85": "billing provider", "PR": "payer"}
 
 
-@dataclass(frozen=True)
-class _Seg:
-    id: str
-    elements: tuple[str, ...]
-    components: tuple[tuple[str, ...], ...]
-
-    def el(self, pos: int) -> str:
-        return self.elements[pos - 1] if 0 < pos <= len(self.elements) else ""
-
-    def comps(self, pos: int) -> tuple[str, ...]:
-        return self.components[pos - 1] if 0 < pos <= len(self.components) else ()
-
-
-def _segments(text: str) -> Iterator[_Seg]:
-    text = text.lstrip("\ufeff \t\r\n")
-    if not text.startswith("ISA"):
-        raise InputError("body", "not an X12 interchange: it must begin with an ISA segment")
-    try:
-        reader = pyx12.x12file.X12Reader(io.StringIO(text))
-        for seg in reader:
-            comps = tuple(tuple(e.value for e in c.elements) for c in seg.elements)
-            sub = reader.subele_term or ":"
-            values = tuple(p[0] if len(p) == 1 else sub.join(p) for p in comps)
-            yield _Seg(seg.seg_id or "", values, comps)
-    except (pyx12.errors.X12Error, pyx12.errors.EngineError, IndexError) as exc:
-        raise InputError("body", f"unreadable X12: {exc}") from exc
-
-
 # --- 999 ---------------------------------------------------------------------------------------
 
 
@@ -209,11 +179,11 @@ class FunctionalAck:
 def parse_999(text: str) -> list[FunctionalAck]:
     """Every AK1 group of a 999 interchange, with its transaction-set answers."""
     out: list[FunctionalAck] = []
-    ak1: _Seg | None = None
+    ak1: Segment | None = None
     sets: list[SetAck] = []
-    ak2: _Seg | None = None
+    ak2: Segment | None = None
     errors: list[SegmentError] = []
-    ik3: _Seg | None = None
+    ik3: Segment | None = None
     ik4s: list[tuple[str, str, str, str]] = []
 
     def close_ik3() -> None:
@@ -222,7 +192,7 @@ def parse_999(text: str) -> list[FunctionalAck]:
             errors.append(SegmentError(ik3.el(1), ik3.el(2), ik3.el(4), tuple(ik4s)))
         ik3, ik4s = None, []
 
-    for seg in _segments(text):
+    for seg in read_segments(text, field="body"):
         if seg.id == "AK1":
             ak1, sets = seg, []
         elif seg.id == "AK2":
@@ -302,7 +272,7 @@ class ClaimAck:
         return "277CA: claim rejected: " + "; ".join(s.describe() for s in self.statuses)
 
 
-def _statuses(seg: _Seg) -> list[ClaimStatus]:
+def _statuses(seg: Segment) -> list[ClaimStatus]:
     out = []
     for pos in (1, 10, 11):  # STC01, and STC10/STC11 for more statuses
         parts = seg.comps(pos)
@@ -332,7 +302,7 @@ def parse_277ca(text: str) -> list[ClaimAck]:
     level = ""
     claim: _OpenClaim | None = None
     seen_st = False
-    for seg in _segments(text):
+    for seg in read_segments(text, field="body"):
         if seg.id == "ST":
             seen_st = True
             if seg.el(1) != "277":

@@ -35,8 +35,8 @@ from services.claims.domain import (
     write_interchange,
 )
 from services.claims.settings import ClaimsSettings
-from services.claims.x12 import ident
 from services.claims.x12_837 import ClaimError
+from services.x12.writer import ident
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,6 @@ from typing import Literal, Protocol
 
 from pipeline.errors import InputError
 from pipeline.models import Address, CodedEncounter, SubmittedClaim, ValidatedEncounter, event_id
-from services.claims.x12 import Usage
 from services.claims.x12_837 import (
     DEFAULT_SUBMITTER,
     PROFESSIONAL,
@@ -41,6 +40,7 @@ from services.claims.x12_837 import (
     build_837,
 )
 from services.claims.x12_837i import INSTITUTIONAL
+from services.x12.writer import Usage
 
 STAGE = "claims"
 VERSION = "v1"

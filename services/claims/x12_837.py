@@ -1,6 +1,6 @@
 """Write X12 837 claim interchanges: 005010X222A1 (837P professional) from coded encounters.
 
-No library builds a valid 837, so this module does, over the segment model in ``x12.py``;
+No library builds a valid 837, so this module does, over ``services/x12/writer.py``;
 every shape it writes is checked with pyx12 in ``tests/unit/test_claims_837.py``. The
 hierarchy (2000A billing provider, 2000B subscriber and payer, 2000C patient) is shared
 with the 837I writer (``x12_837i.py``), which brings its own 2300 claim loop.
@@ -21,7 +21,9 @@ from typing import Literal
 
 from pipeline.errors import InputError
 from pipeline.models import Address, CodedEncounter, Coverage, Patient, Provider, ServiceLine
-from services.claims.x12 import (
+from services.refdata import npi as npi_check
+from services.x12 import guides
+from services.x12.writer import (
     COMPONENT,
     ELEMENT,
     REPETITION,
@@ -40,7 +42,6 @@ from services.claims.x12 import (
     text,
     transaction_set,
 )
-from services.refdata import npi as npi_check
 
 __all__ = [
     "COMPONENT",
@@ -61,11 +62,11 @@ __all__ = [
     "text",
 ]
 
-IMPLEMENTATION = "005010X222A1"
-MAX_DIAGNOSES = 12  # HI01..HI12
-MAX_POINTERS = 4  # SV107-1..SV107-4
-MAX_LINES = 50  # 2400 loop repeat in 005010X222A1
-MAX_CLAIMS_PER_TRANSACTION = 5000  # the guide's recommended ceiling per ST/SE
+IMPLEMENTATION = guides.VERSION_837P
+MAX_DIAGNOSES = guides.MAX_PROFESSIONAL_DIAGNOSES  # HI01..HI12
+MAX_POINTERS = guides.MAX_DX_POINTERS  # SV107-1..SV107-4
+MAX_LINES = guides.MAX_PROFESSIONAL_LINES
+MAX_CLAIMS_PER_TRANSACTION = guides.MAX_CLAIMS_PER_TRANSACTION
 
 # SBR09 claim filing indicator codes allowed by 005010X222A1 and 005010X223A2.
 _FILING = "11 12 13 14 15 16 17 AM BL CH CI DS FI HM LM MA MB MC OF TV VA WC ZZ"
@@ -141,7 +142,9 @@ def procedure_code(code: str, field: str) -> str:
     return out
 
 
-def modifiers(values: Sequence[str], field: str, *, at_most: int = 4) -> list[str]:
+def modifiers(
+    values: Sequence[str], field: str, *, at_most: int = guides.MAX_MODIFIERS
+) -> list[str]:
     """Procedure modifiers, upper case, checked for shape and count."""
     mods = [m.strip().upper() for m in values if m.strip()]
     if len(mods) > at_most:

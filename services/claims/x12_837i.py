@@ -31,19 +31,6 @@ from decimal import Decimal
 
 from pipeline.errors import InputError
 from pipeline.models import CodedEncounter, Encounter, Provider
-from services.claims.x12 import (
-    Composite,
-    Element,
-    Segment,
-    Usage,
-    amount,
-    comp,
-    d8,
-    ident,
-    quantity,
-    rd8,
-    seg,
-)
 from services.claims.x12_837 import (
     DEFAULT_SUBMITTER,
     ClaimInput,
@@ -57,9 +44,23 @@ from services.claims.x12_837 import (
     provider_nm1,
     sorted_diagnoses,
 )
+from services.x12 import guides
+from services.x12.writer import (
+    Composite,
+    Element,
+    Segment,
+    Usage,
+    amount,
+    comp,
+    d8,
+    ident,
+    quantity,
+    rd8,
+    seg,
+)
 
-IMPLEMENTATION = "005010X223A2"
-MAX_LINES = 999  # 2400 loop repeat in 005010X223A2
+IMPLEMENTATION = guides.VERSION_837I
+MAX_LINES = guides.MAX_INSTITUTIONAL_LINES
 MAX_OTHER_DIAGNOSES = 24  # two HI segments of 12
 MAX_OTHER_PROCEDURES = 24  # two HI segments of 12
 PER_HI = 12

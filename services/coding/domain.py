@@ -64,12 +64,9 @@ from services.refdata.codesets import (
     uncovered_reason,
 )
 from services.refdata.drg import DrgWeights, Grouper, version_label
+from services.x12.guides import MAX_DX_POINTERS, MAX_MODIFIERS
 
 STAGE = "coding"
-MAX_DX_POINTERS = 4
-"""An 837P service line points at no more than four diagnoses (SV107)."""
-MAX_MODIFIERS = 4
-"""An 837P service line carries no more than four procedure modifiers (SV101-3 to -6)."""
 REVIEW_THRESHOLD = 0.85
 """Below this confidence a code assigned from words goes to a coder."""
 

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 
 from services.validation.engine import Context, Hit, rule
 from services.validation.rules._util import where
-
-MAX_MODIFIERS = 4
+from services.x12.guides import MAX_MODIFIERS
 
 
 @rule(

@@ -6,10 +6,7 @@ from collections.abc import Iterator
 
 from services.validation.engine import Context, Hit, rule
 from services.validation.rules._util import where
-
-MAX_DX_POINTERS = 4
-MAX_PROFESSIONAL_DIAGNOSES = 12
-"""An 837P HI segment (and the CMS-1500 box 21) holds 12 diagnoses, A to L."""
+from services.x12.guides import MAX_DX_POINTERS, MAX_PROFESSIONAL_DIAGNOSES
 
 
 @rule(
