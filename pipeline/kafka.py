@@ -26,6 +26,7 @@ def producer_config(bootstrap: str, settings: Settings, **extra: Any) -> dict[st
         "enable.idempotence": True,  # implies acks=all
         "linger.ms": settings.linger_ms,
         "compression.type": "lz4",
+        "message.max.bytes": settings.max_message_bytes,
         **extra,
     }
 
@@ -73,7 +74,10 @@ def ensure_topics(
             settings.topic(spec.name),
             num_partitions=spec.partitions,
             replication_factor=-1,
-            config={"retention.ms": str(spec.retention_ms)},
+            config={
+                "retention.ms": str(spec.retention_ms),
+                "max.message.bytes": str(settings.max_message_bytes),
+            },
         )
         for spec in registry.topics.values()
         if settings.topic(spec.name) not in existing

@@ -98,6 +98,13 @@ class Settings(BaseSettings):
         "cannot be priced and no contract sets an expected payment.",
     )
     state_dir: Path = Field(default=Path(".claimflow/state"))
+    max_message_bytes: int = Field(
+        default=12 * 1024 * 1024,
+        ge=1_000_000,
+        description="Largest record a producer sends (librdkafka message.max.bytes) and every "
+        "topic is created to take (max.message.bytes): one limit end to end. The intake "
+        "gateway's body limit stays below it, leaving room for a dead letter's envelope.",
+    )
     batch_size: int = Field(default=500, ge=1)
     poll_timeout_s: float = Field(default=0.01, gt=0)
     linger_ms: int = Field(default=5, ge=0)

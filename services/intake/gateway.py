@@ -15,10 +15,11 @@ delivery report; no extra dependency for a handful of endpoints):
 - ``POST /hl7v2``: one ER7 message or batch (``x-application/hl7-v2+er7``,
   ``application/hl7-v2``, ``text/plain``); the answer carries the HL7 ACK (AA 202, AR 400,
   AE 503).
-- ``GET /healthz``: 200 while the gateway can still produce.
+- ``GET /healthz``: readiness, 200 while the broker answers and deliveries succeed.
 
 Every POST needs ``Authorization: Bearer <token>`` unless authentication is turned off;
-bodies above the size limit get 413 unread.
+bodies above the size limit get 413 unread, and so does a message whose record is larger
+than the broker takes (``max_message_bytes``): that refusal is permanent, never 503 / AE.
 
 MLLP (``socketserver``, one thread per connection, any number of messages per connection,
 framing 0x0B … 0x1C 0x0D): original-mode acknowledgement, AA once stored, AR for bytes that
@@ -49,7 +50,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Producer
 from prometheus_client import Counter, Histogram
 
 from pipeline import metrics
@@ -80,6 +81,15 @@ ANSWER_SECONDS = Histogram(
     ["protocol"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a message was not stored: ``permanent`` when resending it cannot help (413 / AR),
+    else the sender keeps it and retries (503 / AE)."""
+
+    reason: str
+    permanent: bool = False
 
 
 class Rejected(Exception):
@@ -226,40 +236,116 @@ def ack(header: Hl7Header | None, code: str, text: str = "") -> bytes:
 # --- producing -----------------------------------------------------------------------------
 
 
+# Delivery errors after which this producer's id is spent: a message timed out (librdkafka
+# then bumps the producer epoch, which Tansu answers by fencing it for good) or the broker
+# no longer knows or accepts the producer id. A fresh producer (a new id) recovers.
+RENEW_ON = frozenset({
+    KafkaError._MSG_TIMED_OUT, KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
+    KafkaError.INVALID_PRODUCER_EPOCH, KafkaError.UNKNOWN_PRODUCER_ID,
+    KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, KafkaError.INVALID_PRODUCER_ID_MAPPING,
+    KafkaError._INCONSISTENT,
+})  # fmt: skip
+# Errors no retry can fix: the record is larger than the producer or the topic takes.
+PERMANENT = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD,
+})  # fmt: skip
+# Room kept under the record limit: the intake stage's dead letter carries the raw record
+# plus its own envelope (source, error, field), and must fit too.
+ENVELOPE_BYTES = 64 * 1024
+# Readiness: how often the broker is asked for metadata while all is well, and how long
+# an answer may take.
+PROBE_EVERY_S, PROBE_TIMEOUT_S = 5.0, 2.0
+
+
 class Publisher:
     """Produces raw messages to intake.raw.v1 and blocks each caller until the broker
-    answers for its message (a background thread serves the delivery reports)."""
+    answers for its message (a background thread serves the delivery reports).
+
+    A broker stall longer than the delivery timeout spends the producer's id (see
+    ``RENEW_ON``): the thread then replaces the producer with a fresh one, so the gateway
+    accepts again once the broker is back, without a restart. ``ready`` is false until the
+    broker answers a metadata request, after a failed delivery until a delivery succeeds or
+    the broker answers again, and while the broker does not answer the periodic request;
+    /healthz reports it, so a load balancer stops sending while nothing can be stored.
+    """
 
     def __init__(self, settings: GatewaySettings, bootstrap: str) -> None:
         self.timeout_s = settings.gateway_delivery_timeout_s
         self.topic = settings.topic("intake.raw.v1")
+        self.max_record_bytes = settings.max_message_bytes - ENVELOPE_BYTES
         self.registry = registry()
         self.fatal = threading.Event()
         self.closed = False
+        self.renewals = 0
+        self._settings, self._bootstrap = settings, bootstrap
+        self._ready = threading.Event()
+        self._renew = threading.Event()
+        self._lock = threading.Lock()
         self._stop = threading.Event()
-        self.producer = make_producer(
-            bootstrap,
-            settings,
-            **{"message.timeout.ms": int(self.timeout_s * 1000), "error_cb": self._on_error},
-        )
+        self.producer = self._new_producer()
         self._poller = threading.Thread(target=self._poll, name="delivery-reports", daemon=True)
         self._poller.start()
+        self._watcher = threading.Thread(target=self._watch, name="broker-watch", daemon=True)
+        self._watcher.start()
+
+    def _new_producer(self) -> Producer:
+        return make_producer(
+            self._bootstrap,
+            self._settings,
+            **{"message.timeout.ms": int(self.timeout_s * 1000), "error_cb": self._on_error},
+        )
+
+    @property
+    def ready(self) -> bool:
+        """Whether a message sent now can be stored (as far as the gateway knows)."""
+        return self._ready.is_set() and not self.fatal.is_set() and not self.closed
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
             log.error("fatal producer error; the gateway stops", extra={"error": err.str()})
             self.fatal.set()
+        elif err.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self._ready.clear()
 
     def _poll(self) -> None:
         while not self._stop.is_set():
-            self.producer.poll(0.05)
+            with self._lock:
+                producer = self.producer
+            producer.poll(0.05)
+            if self._renew.is_set():
+                self._renew.clear()
+                self._replace()
+
+    def _watch(self) -> None:
+        """Ask the broker for the topic's metadata: every second while not ready (ready once
+        it answers), every few seconds while ready (not ready once it does not)."""
+        wait = 0.0
+        while not self._stop.wait(wait):
+            try:
+                self.producer.list_topics(self.topic, timeout=PROBE_TIMEOUT_S)
+            except KafkaException:
+                self._ready.clear()
+            else:
+                if not self._renew.is_set():
+                    self._ready.set()
+            wait = PROBE_EVERY_S if self._ready.is_set() else 1.0
+
+    def _replace(self) -> None:
+        """Swap in a fresh producer; what the old one still holds is failed back (AE/503)."""
+        with self._lock:
+            old, self.producer = self.producer, self._new_producer()
+            self.renewals += 1
+        log.warning("producer replaced after a broker failure", extra={"renewals": self.renewals})
+        old.purge()
+        old.flush(1)  # serves the purged messages' reports: their senders hear AE / 503
+        del old
 
     def publish(
         self, source_id: str, content_type: str, body: bytes, source_system: str | None
-    ) -> str | None:
-        """Produce and wait for the acknowledgement: None once stored, else the reason."""
+    ) -> Refusal | None:
+        """Produce and wait for the acknowledgement: None once stored, else why not."""
         if self.fatal.is_set() or self.closed:
-            return "the gateway is restarting; retry"
+            return Refusal("the gateway is restarting; retry")
         raw = RawMessage(
             source_id=source_id,
             content_type=content_type,
@@ -267,34 +353,53 @@ class Publisher:
             body=body,
             received_at=utcnow(),
         )
+        value = self.registry.encode("intake.raw.v1", raw)
+        if len(value) + len(source_id) > self.max_record_bytes:
+            return Refusal(
+                f"the message is {len(body)} bytes; the broker takes up to "
+                f"{self.max_record_bytes} bytes with the envelope",
+                permanent=True,
+            )
         done = threading.Event()
         outcome: list[KafkaError | None] = []
 
         def delivered(err: KafkaError | None, _msg: Any) -> None:
             outcome.append(err)
+            if err is None:
+                self._ready.set()
+            elif err.code() in RENEW_ON:
+                self._ready.clear()
+                self._renew.set()
             done.set()
 
         try:
-            self.producer.produce(
-                self.topic,
-                key=source_id.encode(),
-                value=self.registry.encode("intake.raw.v1", raw),
-                headers=[("content-type", content_type.encode())],
-                on_delivery=delivered,
-            )
+            with self._lock:
+                self.producer.produce(
+                    self.topic,
+                    key=source_id.encode(),
+                    value=value,
+                    headers=[("content-type", content_type.encode())],
+                    on_delivery=delivered,
+                )
         except BufferError:
-            return "the gateway's send queue is full; retry later"
+            return Refusal("the gateway's send queue is full; retry later")
         except KafkaException as exc:
-            return f"broker refused the message: {exc.args[0].str()}"
+            err = exc.args[0]
+            reason = f"broker refused the message: {err.str()}"
+            return Refusal(reason, permanent=err.code() in PERMANENT)
         if not done.wait(self.timeout_s + 5):
-            return "no acknowledgement from the broker in time"
+            return Refusal("no acknowledgement from the broker in time")
         err = outcome[0]
-        return None if err is None else f"broker did not store the message: {err.str()}"
+        if err is None:
+            return None
+        reason = f"broker did not store the message: {err.str()}"
+        return Refusal(reason, permanent=err.code() in PERMANENT)
 
     def close(self) -> None:
         """Stop serving delivery reports; what is still queued gets five seconds."""
         self._stop.set()
         self._poller.join(2)
+        self._watcher.join(PROBE_TIMEOUT_S + 1)
         self.producer.flush(5)
         self.closed = True
         del self.producer  # librdkafka stops reconnecting once the client is freed
@@ -322,22 +427,29 @@ class Gateway:
 
     # one message, either protocol
 
-    def accept_hl7(self, body: bytes, protocol: str) -> tuple[str, bytes]:
-        """(MSA code, ACK bytes) for one ER7 message or batch."""
+    def accept_hl7(self, body: bytes, protocol: str) -> tuple[HTTPStatus, bytes]:
+        """(HTTP status, ACK bytes) for one ER7 message or batch: 202 AA, 400 AR (not an HL7
+        message), 413 AR (larger than the broker takes), 503 AE (retry)."""
         started = time.perf_counter()
         try:
             source_id, header = hl7_source(body)
         except Rejected as exc:
             REQUESTS.labels(protocol, "rejected").inc()
-            return "AR", ack(hl7_header(body), "AR", exc.reason)
-        failure = self.publisher.publish(source_id, HL7_CONTENT_TYPE, body, header.sending_app)
+            return exc.status, ack(hl7_header(body), "AR", exc.reason)
+        refusal = self.publisher.publish(source_id, HL7_CONTENT_TYPE, body, header.sending_app)
         ANSWER_SECONDS.labels(protocol).observe(time.perf_counter() - started)
-        if failure:
+        if refusal and refusal.permanent:
+            REQUESTS.labels(protocol, "too_large").inc()
+            log.warning("message refused for good", extra={"reason": refusal.reason})
+            return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, ack(header, "AR", refusal.reason)
+        if refusal:
             REQUESTS.labels(protocol, "failed").inc()
-            log.warning("message not stored; sender told to retry", extra={"reason": failure})
-            return "AE", ack(header, "AE", failure)
+            log.warning(
+                "message not stored; sender told to retry", extra={"reason": refusal.reason}
+            )
+            return HTTPStatus.SERVICE_UNAVAILABLE, ack(header, "AE", refusal.reason)
         REQUESTS.labels(protocol, "accepted").inc()
-        return "AA", ack(header, "AA")
+        return HTTPStatus.ACCEPTED, ack(header, "AA")
 
     def accept_fhir(self, body: bytes) -> tuple[HTTPStatus, dict[str, Any]]:
         """(status, OperationOutcome) for one FHIR Bundle."""
@@ -347,12 +459,16 @@ class Gateway:
         except Rejected as exc:
             REQUESTS.labels("http_fhir", "rejected").inc()
             return exc.status, outcome("error", "invalid", exc.reason)
-        failure = self.publisher.publish(source_id, FHIR_CONTENT_TYPE, body, system)
+        refusal = self.publisher.publish(source_id, FHIR_CONTENT_TYPE, body, system)
         ANSWER_SECONDS.labels("http_fhir").observe(time.perf_counter() - started)
-        if failure:
+        if refusal and refusal.permanent:
+            REQUESTS.labels("http_fhir", "too_large").inc()
+            log.warning("bundle refused for good", extra={"reason": refusal.reason})
+            return HTTPStatus.REQUEST_ENTITY_TOO_LARGE, outcome("error", "too-long", refusal.reason)
+        if refusal:
             REQUESTS.labels("http_fhir", "failed").inc()
-            log.warning("bundle not stored; sender told to retry", extra={"reason": failure})
-            return HTTPStatus.SERVICE_UNAVAILABLE, outcome("error", "transient", failure)
+            log.warning("bundle not stored; sender told to retry", extra={"reason": refusal.reason})
+            return HTTPStatus.SERVICE_UNAVAILABLE, outcome("error", "transient", refusal.reason)
         REQUESTS.labels("http_fhir", "accepted").inc()
         return HTTPStatus.ACCEPTED, outcome(
             "information", "informational", f"accepted as {source_id}; intake reads it next"
@@ -447,9 +563,10 @@ def _http_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             if self.path.split("?", 1)[0] == "/healthz":
-                ok = not gateway.publisher.fatal.is_set()
+                ok = gateway.publisher.ready
                 status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
-                self._send(status, b"ok\n" if ok else b"broker lost\n", "text/plain")
+                self._send(status, b"ok\n" if ok else b"cannot deliver to the broker\n",
+                           "text/plain")  # fmt: skip
                 return
             self._fhir(HTTPStatus.NOT_FOUND, "error", "not-found", "POST /fhir or /hl7v2")
 
@@ -484,10 +601,7 @@ def _http_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 self._send(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, ack(hl7_header(body), "AR",
                            "send ER7 as x-application/hl7-v2+er7"), HL7_CONTENT_TYPE)  # fmt: skip
                 return
-            code, reply = gateway.accept_hl7(body, protocol)
-            status = {"AA": HTTPStatus.ACCEPTED, "AR": HTTPStatus.BAD_REQUEST}.get(
-                code, HTTPStatus.SERVICE_UNAVAILABLE
-            )
+            status, reply = gateway.accept_hl7(body, protocol)
             self._send(status, reply, HL7_CONTENT_TYPE)
 
         def _authorized(self) -> bool:

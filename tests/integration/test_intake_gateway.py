@@ -3,7 +3,6 @@ stored, survives a SIGKILL of intake, becomes one encounter; MLLP ACK codes on a
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from gateway_client import TOKEN, Reader, address, mllp_exchange, msa, post
 from pydantic import SecretStr
 
 from pipeline.broker import free_port
@@ -36,7 +35,6 @@ from sim.ehr import generate
 
 pytestmark = pytest.mark.broker
 REG = registry()
-TOKEN = "test-token-0123456789"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -54,56 +52,6 @@ def gateway(bootstrap: str, prefix: str, tmp_path: Path) -> Iterator[Gateway]:
     gw.start()
     yield gw
     gw.stop()
-
-
-def address(gw: Gateway, kind: str) -> tuple[str, int]:
-    value = gw.endpoints()[kind].removeprefix("http://")
-    host, port = value.rsplit(":", 1)
-    return host, int(port)
-
-
-def post(
-    gw: Gateway, path: str, body: bytes, ctype: str, token: str | None = TOKEN
-) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection(*address(gw, "http"), timeout=60)
-    headers = {"Content-Type": ctype}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    conn.request("POST", path, body=body, headers=headers)
-    resp = conn.getresponse()
-    out = resp.status, resp.read()
-    conn.close()
-    return out
-
-
-class Reader:
-    """Reads a topic from the beginning, keeping everything seen so far."""
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": f"reader-{topic}", "log_level": 3,
-             "enable.auto.commit": False, "fetch.wait.max.ms": 100}
-        )  # fmt: skip
-        md = self.consumer.list_topics(topic, timeout=10)
-        parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions]
-        self.consumer.assign(parts)
-        self.records: list[Any] = []
-
-    def poll(self, seconds: float = 0.3) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.records += [m for m in self.consumer.consume(200, 0.1) if not m.error()]
-
-    def wait(self, done: Any, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.poll()
-            if done(self.records):
-                return True
-        return False
-
-    def close(self) -> None:
-        self.consumer.close()
 
 
 def intake_process(bootstrap: str, prefix: str, state: Path, metrics_port: int) -> subprocess.Popen:
@@ -239,24 +187,6 @@ def test_http_answers_bad_requests_with_reasons(gateway: Gateway) -> None:
     assert status == 400 and b"MSA|AR||not an HL7 v2 message" in body
     with urllib.request.urlopen(gateway.endpoints()["http"] + "/healthz", timeout=10) as resp:
         assert resp.status == 200
-
-
-def mllp_exchange(sock: socket.socket, payload: bytes, answers: int) -> list[bytes]:
-    sock.sendall(payload)
-    buf, out = b"", []
-    deadline = time.monotonic() + 30
-    while len(out) < answers and time.monotonic() < deadline:
-        buf += sock.recv(65536)
-        while b"\x1c\r" in buf:
-            frame, buf = buf.split(b"\x1c\r", 1)
-            assert frame.startswith(b"\x0b")
-            out.append(frame[1:])
-    return out
-
-
-def msa(reply: bytes) -> list[str]:
-    line = next(s for s in reply.decode().split("\r") if s.startswith("MSA|"))
-    return line.split("|")
 
 
 def test_mllp_acknowledges_aa_only_once_stored_and_ar_for_garbage(
