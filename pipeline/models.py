@@ -219,6 +219,7 @@ class CodedDiagnosis(Model):
     confidence: float
     billable: bool
     role: Literal["admitting", "reason_for_visit", "external_cause"] | None = None
+    rationale: str | None = None
 
 
 class CodedProcedure(Model):

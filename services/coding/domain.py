@@ -50,7 +50,7 @@ from pipeline.models import (
     ServiceLine,
     event_id,
 )
-from services.coding import conventions, em, hcc
+from services.coding import conventions, em, guidelines, hcc
 from services.coding.notes import Mention, mentions
 from services.coding.terms import TermIndex, default_index, stems_of
 from services.refdata.codesets import (
@@ -94,6 +94,7 @@ class _Dx:
     primary: bool = False
     index: int | None = None  # position in encounter.diagnoses; None: from the note
     refs: set[str] = field(default_factory=set)  # how service lines may refer to it
+    why: str | None = None  # the words, index entry or guideline behind an automatic code
 
 
 @dataclass
@@ -324,6 +325,8 @@ class Coder:
                 "first, and a coder must confirm the principal diagnosis"
             )
         order = primaries[:1] + [i for i in range(len(enc.diagnoses)) if i not in primaries[:1]]
+        words = [i for i in order if enc.diagnoses[i].system != "icd10cm"]
+        from_words = self._problem_list(work, words)
         out: list[_Dx] = []
         for i in order:
             doc = enc.diagnoses[i]
@@ -331,13 +334,65 @@ class Coder:
             if doc.system == "icd10cm":
                 found_dx = self._structured(work, i, doc, found)
             else:
-                found_dx = self._mapped(work, i, doc)
+                found_dx = from_words.pop(i, [])
             for n, dx in enumerate(found_dx):
                 dx.index = i
                 dx.primary = doc.primary and n == 0
                 dx.refs |= refs
             out.extend(found_dx)
+        self._combinations_apart(work, out)
         return out
+
+    def _problem_list(self, work: _Work, rows: list[int]) -> dict[int, list[_Dx]]:
+        """SNOMED CT and text-only diagnoses coded together, as a problem list, by the
+        guidelines (``guidelines.code_problems``): each code under the first diagnosis it
+        codes, and every other diagnosis it took in refers to it too."""
+        enc = work.enc
+        texts: list[str] = []
+        for i in rows:
+            doc = enc.diagnoses[i]
+            texts.append((doc.display or (doc.code if doc.system == "text" else "")).strip())
+        out: dict[int, list[_Dx]] = {i: [] for i in rows}
+        if not rows:
+            return out
+        coded = guidelines.code_problems(texts, enc.setting, self.index)
+        for line, reason in coded.holds:
+            work.reviews.append(f"diagnoses[{rows[line]}]: {reason}; a coder must confirm")
+        for line, text in enumerate(texts):
+            if not text:
+                doc = enc.diagnoses[rows[line]]
+                what = "SNOMED CT" if doc.system == "snomed" else "text-only"
+                work.reviews.append(
+                    f"diagnoses[{rows[line]}]: {what} diagnosis {doc.code!r} has no text to "
+                    "map; a coder must assign an ICD-10-CM code"
+                )
+        held = {line for line, _ in coded.holds} | {n for n, t in enumerate(texts) if not t}
+        held -= {a.problems[0] for a in coded.suggested}
+        for line in held:
+            out[rows[line]].append(_Dx(None, "mapped", CONFIDENCE_UNMAPPED, False))
+            work.confidences.append(CONFIDENCE_UNMAPPED)
+        for a in coded.codes + coded.suggested:
+            check = self.codesets.icd10cm(a.code, work.on)
+            first = rows[a.problems[0]]
+            if not check.valid:
+                work.reviews.append(
+                    f"diagnoses[{first}]: {dotted(a.code)} ({a.why}) is not valid on "
+                    f"{work.on.isoformat()}: {check.reason}; a coder must assign the code"
+                )
+                out[first].append(_Dx(None, "mapped", CONFIDENCE_UNMAPPED, False))
+                continue
+            dx = _Dx(a.code, "mapped", a.confidence, True, check.description, why=a.why)
+            dx.refs |= {
+                r for line in a.problems for r in {enc.diagnoses[rows[line]].code.strip()} - {""}
+            }
+            out[first].append(dx)
+        return out
+
+    def _combinations_apart(self, work: _Work, dxs: list[_Dx]) -> None:
+        """EHR codes a guideline combines, sent apart (E11.9 + N18.4): review, not rewrite."""
+        sent = [d.code for d in dxs if d.code and d.source == "ehr" and d.billable]
+        for problem in guidelines.combinations_missed(sent):
+            work.reviews.append(f"diagnoses: {problem}; a coder must confirm")
 
     def _structured(
         self, work: _Work, i: int, doc: DocumentedDiagnosis, found: list[Mention]
@@ -399,7 +454,8 @@ class Coder:
         out = []
         for code, confidence in sorted(candidates.items(), key=lambda kv: (-kv[1], kv[0])):
             check = self.codesets.icd10cm(code, work.on)
-            out.append(_Dx(code, "completed", confidence, True, check.description))
+            why = f"{dotted(header)} completed from the record's words {doc.display or ''!r}"
+            out.append(_Dx(code, "completed", confidence, True, check.description, why=why))
         return out
 
     def _display_agrees(self, work: _Work, i: int, doc: DocumentedDiagnosis, code: str) -> None:
@@ -425,40 +481,6 @@ class Coder:
                 f"diagnoses[{i}]: the EHR sent {dotted(code)} but the note says "
                 f"'{denied[0].text}' is absent; a coder must confirm"
             )
-
-    def _mapped(self, work: _Work, i: int, doc: DocumentedDiagnosis) -> list[_Dx]:
-        """A SNOMED CT or text-only diagnosis mapped to ICD-10-CM from its words."""
-        what = "SNOMED CT" if doc.system == "snomed" else "text-only"
-        text = (doc.display or (doc.code if doc.system == "text" else "")).strip()
-        label = doc.display or doc.code or "(no text)"
-        if not text:
-            work.reviews.append(
-                f"diagnoses[{i}]: {what} diagnosis {label!r} has no text to map; a coder must "
-                "assign an ICD-10-CM code"
-            )
-            work.confidences.append(CONFIDENCE_UNMAPPED)
-            return [_Dx(None, "mapped", CONFIDENCE_UNMAPPED, False)]
-        hits = [h for h in self.index.match(text) if self.codesets.icd10cm(h.code, work.on).valid]
-        if not hits:
-            near = ", ".join(f"{dotted(c)} ({s:.2f})" for c, s in self.index.partial(text))
-            work.reviews.append(
-                f"diagnoses[{i}]: {what} diagnosis {label!r} matches no ICD-10-CM term"
-                + (f"; nearest {near}" if near else "")
-                + "; a coder must assign a code"
-            )
-            work.confidences.append(CONFIDENCE_UNMAPPED)
-            return [_Dx(None, "mapped", CONFIDENCE_UNMAPPED, False)]
-        out = []
-        for hit in hits:
-            check = self.codesets.icd10cm(hit.code, work.on)
-            out.append(_Dx(hit.code, "mapped", hit.confidence, True, check.description))
-            if hit.confidence < self.threshold:
-                work.reviews.append(
-                    f"diagnoses[{i}]: {what} diagnosis {label!r} was mapped to "
-                    f"{dotted(hit.code)} {check.description!r} with confidence "
-                    f"{hit.confidence:.2f}; a coder must confirm"
-                )
-        return out
 
     # --- the note -----------------------------------------------------------------------
 
@@ -510,7 +532,12 @@ class Coder:
                     "for the inpatient stay (guideline II.H), a coder must confirm"
                 )
             coded.add(m.code)
-            out.append(_Dx(m.code, "inferred", confidence, True, check.description))
+            why = f"note{f' ({m.section})' if m.section else ''}: '{m.text}'" + (
+                " uncertain, coded as if established for the inpatient stay (II.H)"
+                if m.modifiers
+                else ""
+            )
+            out.append(_Dx(m.code, "inferred", confidence, True, check.description, why=why))
         if out and not structured and work.enc.setting == "inpatient":
             work.reviews.append(
                 f"diagnoses: the principal diagnosis {dotted(out[0].code or '')} was taken from "
@@ -759,6 +786,7 @@ def _numbered(dxs: list[_Dx]) -> list[CodedDiagnosis]:
                 source=d.source,  # type: ignore[arg-type]
                 confidence=d.confidence,
                 billable=d.billable,
+                rationale=d.why,
             )
         )
     return out
