@@ -69,6 +69,7 @@ class IntakeStage(Stage):
             received_at=received_at,
             source_system=source_system,
             directory=self.directory,
+            chargemaster=self.master.chargemaster,
         )
         self.seen.add(source_id, digest)  # only once read: a rejected message may be resent
         metrics.OUTCOMES.labels(self.name, f"read_{result.source_format}").inc()

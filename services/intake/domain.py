@@ -14,6 +14,7 @@ from pipeline.models import Encounter
 from services.intake.fhir import parse_bundle
 from services.intake.hl7v2 import EMPTY_DIRECTORY, ProviderDirectory, parse_hl7v2
 from services.intake.jsonfmt import parse_json_encounter
+from services.refdata.chargemaster import Chargemaster
 
 FHIR_TYPES = {"application/fhir+json", "application/json+fhir"}
 JSON_TYPES = {"application/json", "text/json"}
@@ -108,11 +109,14 @@ def parse_raw(
     received_at: datetime,
     source_system: str | None = None,
     directory: ProviderDirectory = EMPTY_DIRECTORY,
+    chargemaster: Chargemaster | None = None,
 ) -> ParseResult:
     """Parse one raw EHR message by content type (sniffed when missing) into encounters.
 
-    ``directory`` completes HL7 v2 messages with what they do not carry (the billing
-    provider's EIN and address, provider taxonomies); FHIR and JSON do not use it.
+    ``directory`` (provider profiles) completes what a message does not carry: the billing
+    provider's EIN, taxonomy and address in every format, and for HL7 v2 the billing
+    provider and facility by facility id and practitioners by NPI. ``chargemaster`` maps
+    HL7 v2 FT1-7 charge codes to revenue code, CPT/HCPCS and price.
     """
     media = _media_type(content_type)
     if media not in FHIR_TYPES | JSON_TYPES | SNIFF_TYPES | HL7_TYPES:
@@ -125,6 +129,7 @@ def parse_raw(
             received_at=received_at,
             source_system=source_system,
             directory=directory,
+            chargemaster=chargemaster,
         )
         return ParseResult(hl7.encounters, "hl7v2", hl7.ignored, hl7.notes)
     try:
@@ -138,8 +143,18 @@ def parse_raw(
     if media in FHIR_TYPES or "resourceType" in data:
         # FHIR sent as plain application/json is common; resourceType gives it away.
         parsed = parse_bundle(
-            data, source_id=source_id, received_at=received_at, source_system=source_system
+            data,
+            source_id=source_id,
+            received_at=received_at,
+            source_system=source_system,
+            directory=directory,
         )
         return ParseResult(parsed.encounters, "fhir", parsed.ignored, parsed.notes)
     encounter = parse_json_encounter(data, source_id=source_id, received_at=received_at)
-    return ParseResult([encounter], "json")
+    billing = directory.complete(encounter.billing_provider)
+    if billing is encounter.billing_provider:
+        return ParseResult([encounter], "json")
+    completed = encounter.model_copy(update={"billing_provider": billing})
+    return ParseResult(
+        [completed], "json", notes=["billing provider completed from its provider profile"]
+    )

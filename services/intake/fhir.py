@@ -46,6 +46,8 @@ from services.intake.jsonfmt import (
     first_error,
 )
 from services.intake.memo import Memo
+from services.refdata.chargemaster import Chargemaster
+from services.refdata.providers import EMPTY_DIRECTORY, ProviderDirectory
 
 # --- code systems ------------------------------------------------------------------------
 
@@ -223,6 +225,8 @@ class _Ctx:
     ignored: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
     links: dict[int, dict[str, list[_Entry]]] = field(default_factory=dict)
+    directory: ProviderDirectory = EMPTY_DIRECTORY
+    chargemaster: Chargemaster | None = None
 
     def note(self, text: str) -> None:
         """Record a fallback once per bundle."""
@@ -707,6 +711,30 @@ def _organization(entry: _Entry | None, ref: Any, ctx: _Ctx) -> Provider | None:
         if org is not None and entry is not None
         else None,
     )
+
+
+def _profiled(sent: Provider | None, entry: _Entry | None, ref: Any, ctx: _Ctx) -> Provider | None:
+    """The billing provider completed from its provider profile (EIN, taxonomy, address).
+
+    The profile is found by the organisation's identifiers (``system|value``, or the value)
+    or its NPI; an organisation without an NPI (Synthea's hospitals) bills through its
+    profile when one names it.
+    """
+    if not ctx.directory.billing:
+        return sent
+    pairs = _ref_identifiers(ref)
+    if entry is not None and entry.type == "Organization":
+        pairs = _pairs(entry.res) + pairs
+    keys = [f"{system}|{value}" for system, value in pairs] + [value for _, value in pairs]
+    if sent is None:
+        profile = ctx.directory.billing_for(keys)
+        if profile is not None:
+            ctx.note("billing organisation without an NPI: billed through its provider profile")
+        return profile
+    done = ctx.directory.complete(sent, keys)
+    if done is not sent:
+        ctx.note("billing provider completed from its provider profile")
+    return done
 
 
 def _facility(enc: _Entry, ctx: _Ctx) -> tuple[Facility | None, str | None]:
@@ -1567,7 +1595,8 @@ def _encounter(
     for ref, origin in candidates:
         if ref is None:
             continue
-        billing = _organization(ctx.resolve(ref, origin), ref, ctx)
+        target = ctx.resolve(ref, origin)
+        billing = _profiled(_organization(target, ref, ctx), target, ref, ctx)
         if billing is not None:
             break
     if billing is None and (rendering or attending) is not None:
@@ -1637,11 +1666,16 @@ def parse_bundle(
     source_id: str,
     received_at: datetime,
     source_system: str | None = None,
+    directory: ProviderDirectory = EMPTY_DIRECTORY,
 ) -> FhirParse:
-    """Every Encounter in a FHIR R4 Bundle (already JSON-decoded) as an Encounter record."""
+    """Every Encounter in a FHIR R4 Bundle (already JSON-decoded) as an Encounter record.
+
+    ``directory`` (provider profiles) completes the billing provider with what the EHR left
+    out (EIN, taxonomy, address)."""
     if bundle.get("resourceType") != "Bundle":
         raise InputError("resourceType", f"expected Bundle, got {bundle.get('resourceType')!r}")
     ctx = _index(bundle)
+    ctx.directory = directory
     encounters = ctx.of("Encounter")
     if not encounters:
         raise InputError("Bundle.entry", "no Encounter resource")

@@ -54,6 +54,7 @@ from services.intake.fhir import (
 )
 from services.intake.jsonfmt import MAX_UNITS, SELF, X12_RELATIONSHIPS, check_charge
 from services.intake.memo import Memo
+from services.refdata.chargemaster import ChargeItem, Chargemaster
 from services.refdata.providers import EMPTY_DIRECTORY, ProviderDirectory
 
 # The fields intake reads, by segment; every other field is blanked before hl7apy parses
@@ -778,45 +779,113 @@ def _px_code(seg: _Seg, n: int, rep: str | None, method: str = "") -> tuple[str,
     return code, system
 
 
-def _units(seg: _Seg, n: int) -> float:
-    """FT1-10 quantity: positive and finite, default 1."""
+def _units(seg: _Seg, n: int, credit: bool = False) -> float:
+    """FT1-10 quantity: positive and finite, default 1 (a credit's may be sent negative)."""
     value = _number(seg, n)
     if value is None:
         return 1.0
+    if credit:
+        value = abs(value)
     if not (0 < value <= Decimal(str(MAX_UNITS))):
         raise InputError(seg.path(n), f"must be a positive number up to {MAX_UNITS:g}")
     return float(value)
 
 
-def _charges(msgs: list[_Message], ctx: _Ctx) -> tuple[list[DocumentedService], list[str]]:
-    """FT1 charges (transaction type CG or empty) as service lines; also their dx codes."""
+def _charge_item(ft1: _Seg, ctx: _Ctx, setting: str) -> ChargeItem | None:
+    """The chargemaster item of FT1-7 when it is a charge code (no procedure coding system).
+
+    FT1-7 is the transaction code: the hospital's chargemaster number. It is read as a
+    CPT/HCPCS code only when its coding system says so (C4, HCPCS …), never because of its
+    shape; a charge code the chargemaster does not know is refused, not guessed.
+    """
+    code = ft1.get(7, 1)
+    if not code or ft1.get(7, 3).upper() in PX_SYSTEMS:
+        return None
+    cdm = ctx.chargemaster
+    item = cdm.by_charge_code(code, setting) if cdm is not None else None
+    if item is not None:
+        return item
+    shown = code if re.fullmatch(r"[A-Za-z0-9.\-]{1,20}", code) else "?"
+    if cdm is not None:
+        raise InputError(
+            ft1.path(7), f"charge code {shown} is not in the chargemaster ({cdm.source})"
+        )
+    if not ft1.reps(25):
+        raise InputError(
+            ft1.path(7),
+            f"charge code {shown} cannot be billed: no chargemaster is configured "
+            "(CLAIMFLOW_CHARGEMASTER) and FT1-25 sends no procedure code",
+        )
+    ctx.note("FT1-7 charge code not in any chargemaster (none configured): FT1-25 billed")
+    return None
+
+
+def _ft1_amount(ft1: _Seg, units: float, item: ChargeItem | None, ctx: _Ctx) -> Decimal:
+    """FT1-11 extended amount, else FT1-12 unit price x units, else the chargemaster price."""
+    amount = _number(ft1, 11, 1, 1)
+    if amount is None:
+        unit_price = _number(ft1, 12, 1, 1)
+        if unit_price is None and item is not None and item.gross_charge is not None:
+            ctx.note("FT1 without an amount: priced from the chargemaster's gross charge")
+            unit_price = item.gross_charge
+        if unit_price is not None:
+            try:
+                amount = unit_price * Decimal(str(units))
+            except ArithmeticError:
+                raise InputError(ft1.path(12), "charge out of range") from None
+    if amount is None:
+        ctx.note("FT1 without an amount (FT1-11, FT1-12): charge 0.00")
+        amount = Decimal(0)
+    return amount
+
+
+def _charges(
+    msgs: list[_Message], ctx: _Ctx, setting: str
+) -> tuple[list[DocumentedService], list[str]]:
+    """FT1 charges (CG or empty) as service lines, credits (CD) netted; also their dx codes."""
     lines: list[DocumentedService] = []
+    keys: list[tuple[object, ...]] = []
+    credits: list[tuple[_Seg, tuple[object, ...], float, Decimal, date | None]] = []
     dx_codes: list[str] = []
     for m in msgs:
         for ft1 in m.all("FT1"):
             kind = ft1.get(6, 1).upper()
-            if kind not in ("", "CG"):
-                ctx.ignored[f"FT1 ({kind if kind in ('CD', 'PY', 'AJ') else 'not a charge'})"] += 1
+            if kind not in ("", "CG", "CD"):
+                ctx.ignored[f"FT1 ({kind if kind in ('PY', 'AJ') else 'not a charge'})"] += 1
                 continue
+            item = _charge_item(ft1, ctx, setting)
+            code: str | None
+            system: ServiceSystem | None
             if ft1.reps(25):
                 code, system = _px_code(ft1, 25, None)
+            elif item is not None:
+                code, system = None, None
+                if item.hcpcs is not None:
+                    code = item.hcpcs[0]
+                    system = "cpt" if _CPT_SHAPE.match(code) else "hcpcs"
             elif ft1.reps(7):
                 code, system = _px_code(ft1, 7, None)
             else:
                 raise InputError(ft1.path(25), "procedure code missing (FT1-25, else FT1-7)")
-            units = _units(ft1, 10)
-            amount = _number(ft1, 11, 1, 1)
-            if amount is None:
-                unit_price = _number(ft1, 12, 1, 1)
-                if unit_price is not None:
-                    try:
-                        amount = unit_price * Decimal(str(units))
-                    except ArithmeticError:
-                        raise InputError(ft1.path(12), "charge out of range") from None
-            if amount is None:
-                ctx.note("FT1 without an amount (FT1-11, FT1-12): charge 0.00")
-                amount = Decimal(0)
-            charge = check_charge(amount, ft1.path(11))
+            revenue = ft1.get(41, 1)
+            if revenue and not re.fullmatch(r"[0-9]{3,4}", revenue):
+                raise InputError(ft1.path(41), "revenue code must be 3 or 4 digits")
+            revenue = revenue.zfill(4) if revenue else (item.revenue_code if item else None)
+            if code is None and (setting == "professional" or revenue is None):
+                raise InputError(
+                    ft1.path(7),
+                    "the chargemaster item has no CPT/HCPCS code"
+                    + (" (a professional claim needs one)" if revenue else " nor revenue code"),
+                )
+            units = _units(ft1, 10, credit=kind == "CD")
+            amount = _ft1_amount(ft1, units, item, ctx)
+            charge = check_charge(abs(amount) if kind == "CD" else amount, ft1.path(11))
+            modifiers = [ft1.get(26, 1, rep=r) for r in ft1.reps(26) if ft1.get(26, 1, rep=r)]
+            served = _date(ft1, 4, "transaction date", required=False)
+            key = (item.charge_code if item else None, code, revenue, tuple(modifiers))
+            if kind == "CD":
+                credits.append((ft1, key, units, charge, served))
+                continue
             refs = []
             for rep in ft1.reps(19):
                 dx = ft1.get(19, 1, rep=rep)
@@ -825,27 +894,72 @@ def _charges(msgs: list[_Message], ctx: _Ctx) -> tuple[list[DocumentedService], 
             for dx in refs:
                 if dx not in dx_codes:
                     dx_codes.append(dx)
-            revenue = ft1.get(41, 1)
-            if revenue and not re.fullmatch(r"[0-9]{3,4}", revenue):
-                raise InputError(ft1.path(41), "revenue code must be 3 or 4 digits")
+            keys.append(key)
             lines.append(
                 _build(
                     DocumentedService,
                     ft1.label,
                     code=code,
                     system=system,
-                    display=ft1.get(25, 2) or ft1.get(8) or None,
-                    modifiers=[
-                        ft1.get(26, 1, rep=r) for r in ft1.reps(26) if ft1.get(26, 1, rep=r)
-                    ],
+                    display=ft1.get(25, 2) or ft1.get(8) or (item.description if item else None),
+                    modifiers=modifiers,
                     units=units,
                     charge=charge,
-                    service_date=_date(ft1, 4, "transaction date", required=False),
+                    service_date=served,
                     dx_refs=refs,
-                    revenue_code=revenue.zfill(4) if revenue else None,
+                    revenue_code=revenue,
                 )
             )
-    return lines, dx_codes
+    for ft1, key, units, amount, served in credits:
+        _net_credit(lines, keys, ft1, key, units, amount, served)
+        ctx.note("FT1 credit (CD) netted against its charge")
+    kept = [line for line in lines if line.units > 0]
+    return kept, dx_codes
+
+
+def _reverses(charge: tuple[object, ...], credit: tuple[object, ...]) -> bool:
+    """Whether a credit names this charge: same charge code (else procedure code), same
+    modifiers, and the same revenue code when the credit sends one."""
+    c_item, c_code, c_rev, c_mods = charge
+    item, code, rev, mods = credit
+    same = c_item == item if item is not None else (code is not None and c_code == code)
+    return same and c_mods == mods and (rev is None or rev == c_rev)
+
+
+def _net_credit(
+    lines: list[DocumentedService],
+    keys: list[tuple[object, ...]],
+    ft1: _Seg,
+    key: tuple[object, ...],
+    units: float,
+    amount: Decimal,
+    served: date | None,
+) -> None:
+    """Take a credit off the charge it reverses: same item, same date first, latest first.
+
+    A credit of whole units at the charge's unit price reverses those units; another
+    amount is a price credit and leaves the quantity; a line credited to zero is dropped.
+    """
+    same = [i for i, k in enumerate(keys) if _reverses(k, key)]
+    same.sort(key=lambda i: (lines[i].service_date == served, i), reverse=True)
+    for i in same:
+        line = lines[i]
+        if line.charge <= 0:
+            continue
+        take = min(amount, line.charge)
+        rest = line.charge - take
+        unit_price = line.charge / Decimal(str(line.units))
+        if rest <= 0:
+            rest_units = 0.0
+        elif abs(take - unit_price * Decimal(str(units))) < Decimal("0.01") and units < line.units:
+            rest_units = round(line.units - units, 6)
+        else:
+            rest_units = line.units
+        lines[i] = line.model_copy(update={"units": rest_units, "charge": rest})
+        amount -= take
+        if amount <= 0:
+            return
+    raise InputError(ft1.path(6), "credit (CD) for more than the account was charged for this item")
 
 
 def _procedures(
@@ -933,7 +1047,7 @@ def _encounter(
         raise InputError(pv1.path(2), f"patient class {shown} is not billed by intake (O, R, E, I)")
     setting, pos = PATIENT_CLASS[klass]
 
-    charges, ft1_dx = _charges(msgs, ctx)
+    charges, ft1_dx = _charges(msgs, ctx, setting)
     diagnoses = _diagnoses(msgs, ctx)
     documented = {d.code for d in diagnoses}
     for code in ft1_dx:
@@ -972,7 +1086,7 @@ def _encounter(
     facility = directory.facilities.get(facility_id)
     if facility is None and facility_id:
         facility = _build(Facility, pv1.path(3), name=facility_id, npi=facility_npi)
-    billing = directory.billing.get(facility_id)
+    billing = directory.billing_for([facility_id, facility_npi])
     if billing is None and facility_npi:
         billing = directory.providers.get(facility_npi)
         if billing is None:
@@ -1060,9 +1174,12 @@ def parse_hl7v2(
     received_at: datetime,
     source_system: str | None = None,
     directory: ProviderDirectory = EMPTY_DIRECTORY,
+    chargemaster: Chargemaster | None = None,
 ) -> Hl7Parse:
-    """Every visit in an ER7 message or batch as an Encounter record."""
-    ctx = _Ctx()
+    """Every visit in an ER7 message or batch as an Encounter record.
+
+    ``chargemaster`` maps FT1-7 charge codes to revenue code, CPT/HCPCS and price."""
+    ctx = _Ctx(directory=directory, chargemaster=chargemaster)
     groups = _group_messages(_split_segments(text.lstrip("\ufeff")), ctx)
     multi = len(groups) > 1
     messages = [

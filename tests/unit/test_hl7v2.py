@@ -179,12 +179,13 @@ def test_batch_of_discharge_and_charges_is_one_encounter() -> None:
     assert enc.service_end == date(2025, 6, 4)  # from the ADT^A03's PV1-45
     lines = [(s.code, s.units, s.charge, s.revenue_code, s.dx_refs) for s in enc.services]
     assert lines == [
-        ("44970", 1.0, Decimal("14500.00"), "0360", ["K35.80"]),
+        ("44970", 1.0, Decimal("14400.00"), "0360", ["K35.80"]),  # the $100 credit netted
         ("J0696", 8.0, Decimal("560.00"), "0636", ["K35.80"]),
         ("0DTJ4ZZ", 1.0, Decimal("0.00"), None, []),
     ]
     assert enc.services[1].service_date == date(2025, 6, 1)  # FT1-4 range start
-    assert result.ignored["FT1 (CD)"] == 1 and result.ignored["FT1 (PY)"] == 1
+    assert "FT1 (CD)" not in result.ignored and result.ignored["FT1 (PY)"] == 1
+    assert "FT1 credit (CD) netted against its charge" in result.notes
 
 
 def test_messages_about_different_visits_are_different_encounters() -> None:
@@ -213,7 +214,7 @@ def test_office_dft_with_modifiers_and_performer() -> None:
             seg("FT1", {1: "1", 4: "20250610", 6: "CG", 7: "99213", 10: "1", 11: "150",
                         19: "R51.9", 20: "1782049369^Okafor^Daniel^^^^^^NPI",
                         25: "99213^^CPT", 26: "25^^CPT"}),
-            seg("FT1", {1: "2", 4: "20250610", 6: "CG", 7: "36415", 10: "1", 11: "18.5",
+            seg("FT1", {1: "2", 4: "20250610", 6: "CG", 7: "36415^^C4", 10: "1", 11: "18.5",
                         19: "R51.9"}),
             seg("IN1", {1: "1", 3: "61101", 4: "Humana HMO", 15: "HM",
                         16: "Gonzalez^George", 17: "SEL", 36: "H16613186"}),
