@@ -1179,6 +1179,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true")
     r.add_argument("--wait", type=float, default=2.0, help="seconds of quiet that end the read")
     r.set_defaults(func=cmd_denials_list)
+    from services.console.cli import add_parser as add_console
+
+    add_console(sub)
     return p
 
 

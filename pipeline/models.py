@@ -579,3 +579,25 @@ class ClaimRejection(Model):
 
 
 MODELS.update({ClaimRejection.__name__: ClaimRejection})
+
+
+# --- workqueue.actions.v1 ----------------------------------------------------------------
+
+
+class WorkAction(Model):
+    """What a person did in the console to close or move a work-queue item."""
+
+    event_id: str
+    queue: Literal["review", "corrections", "denials", "exceptions", "other"]
+    item_id: str = Field(min_length=1)
+    encounter_id: str | None = None
+    claim_id: str | None = None
+    action: Literal["appeal", "write_off", "resubmit", "resolve", "other"]
+    user_id: str = Field(min_length=1)
+    role: str = Field(min_length=1)
+    amount: Money | None = None
+    note: str | None = None
+    acted_at: datetime
+
+
+MODELS.update({WorkAction.__name__: WorkAction})
