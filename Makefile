@@ -25,7 +25,7 @@ test: $(STAMP)          ## the whole suite, real-broker tests included
 	$(BIN)/python -m pytest
 
 test-fast: $(STAMP)     ## unit and contract tests only (no broker)
-	$(BIN)/python -m pytest tests/unit tests/contract
+	$(BIN)/python -m pytest tests/unit tests/contract -m "not long"
 
 bench: $(STAMP)         ## benchmarks, one JSON line each, with a same-run baseline
 	$(BIN)/python -m bench $(B)

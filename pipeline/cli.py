@@ -175,6 +175,14 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
                 "CLAIMFLOW_PAYER_SIM__FRONT_END_REJECTION_RATE",
                 os.environ.get("CLAIMFLOW_PAYER_SIM__FRONT_END_REJECTION_RATE", "0"),
             )
+        else:
+            # The payer simulator is not claimflow: checking every interchange with pyx12
+            # costs it more CPU than the five stages together, and an open-ended run on a
+            # laptop would fall behind on 835s for that alone (bench_pipeline does the same).
+            env.setdefault(
+                "CLAIMFLOW_PAYER_SIM__VALIDATE_EVERY",
+                os.environ.get("CLAIMFLOW_PAYER_SIM__VALIDATE_EVERY", "10"),
+            )
         sup = Supervisor(bootstrap, run_dir, env=env)
         sup.start()
         print(
@@ -447,7 +455,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 # --- offline stage commands ----------------------------------------------------------------
 
 
-def _inputs(files: list[str]) -> Iterator[tuple[str, bytes]]:
+class _Unreadable(Exception):
+    """An input file that cannot be read: one line for the user, not a traceback."""
+
+
+def _inputs(files: list[str]) -> Iterator[tuple[str, bytes | _Unreadable]]:
     """Each input: a file's whole content, or one line of stdin when no file (or -)."""
     if not files or files == ["-"]:
         for n, line in enumerate(sys.stdin.buffer, 1):
@@ -455,7 +467,17 @@ def _inputs(files: list[str]) -> Iterator[tuple[str, bytes]]:
                 yield f"stdin:{n}", line
         return
     for name in files:
-        data = Path(name).read_bytes()
+        try:
+            data = Path(name).read_bytes()
+        except FileNotFoundError:
+            yield name, _Unreadable("no such file")
+            continue
+        except IsADirectoryError:
+            yield name, _Unreadable("is a folder, not a file")
+            continue
+        except OSError as exc:
+            yield name, _Unreadable(exc.strerror or type(exc).__name__)
+            continue
         stripped = data.strip()
         # A file of JSON lines (what the stages print) holds several inputs.
         if stripped.startswith(b"{") and b"\n{" in stripped and _is_json_lines(stripped):
@@ -474,32 +496,71 @@ def _is_json_lines(data: bytes) -> bool:
         return True
 
 
-def _offline(files: list[str], handle: Callable[[str, bytes], list[str]]) -> int:
-    """Run ``handle`` on every input; print its outputs; report errors; exit 1 on any."""
+def _offline(
+    files: list[str],
+    handle: Callable[[str, bytes], list[str]],
+    stage: str,
+    expects: str | None = None,
+) -> int:
+    """Run ``handle`` on every input; print its outputs on stdout and its errors on stderr
+    (never stdout: the next stage of a pipe reads that); exit 1 on any error.
+
+    ``expects`` names the input a stage reads (what the stage before it prints), so a line
+    of the wrong kind is reported as such rather than as its first missing field. A stage
+    that reads stdin and gets nothing says so and fails: the stage before it failed.
+    """
+    from pydantic import ValidationError
+
+    from pipeline.errors import InputError
+
+    failed = inputs = 0
+    for name, data in _inputs(files):
+        inputs += 1
+        if isinstance(data, _Unreadable):
+            failed += 1
+            print(f"claimflow {stage}: {name}: {data}", file=sys.stderr)
+            continue
+        try:
+            for line in handle(name, data):
+                print(line, flush=True)
+        except (InputError, ValidationError, ValueError) as exc:
+            failed += 1
+            print(f"claimflow {stage}: {name}: {_offline_reason(exc, data, expects)}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+    if not inputs and (not files or files == ["-"]):
+        print(
+            f"claimflow {stage}: no input on stdin"
+            + (" (the stage before printed nothing: see its errors above)" if expects else ""),
+            file=sys.stderr,
+        )
+        return 1
+    return 1 if failed else 0
+
+
+def _offline_reason(exc: Exception, data: bytes, expects: str | None) -> str:
+    """One line: the field and the reason, or what the input is instead of what was expected."""
     from pydantic import ValidationError
 
     from pipeline.errors import InputError
     from pipeline.stage import field_of, reason_of
 
-    failed = 0
-    for name, data in _inputs(files):
+    if isinstance(exc, ValidationError) and expects:
         try:
-            for line in handle(name, data):
-                print(line)
-        except (InputError, ValidationError, ValueError) as exc:
-            failed += 1
-            print(
-                json.dumps(
-                    {
-                        "input": name,
-                        "error": type(exc).__name__,
-                        "field": field_of(exc),
-                        # The field has its own key: say the reason once, without it.
-                        "reason": exc.reason if isinstance(exc, InputError) else reason_of(exc),
-                    }
-                )
-            )
-    return 1 if failed else 0
+            value = json.loads(data)
+        except ValueError:
+            return f"not JSON: {expects} is one JSON object per line"
+        if isinstance(value, dict) and {"input", "error", "reason"} <= value.keys():
+            # The stage before printed its error on our stdin (2>&1?): pass its reason on.
+            return f"the stage before failed on {value['input']}: {value['reason']}"
+        missing = [e for e in exc.errors() if e["type"] == "missing" and len(e["loc"]) == 1]
+        if len(missing) > 1:
+            fields = ", ".join(str(e["loc"][0]) for e in missing[:4])
+            return f"not {expects}: no {fields}" + (" …" if len(missing) > 4 else "")
+    where = field_of(exc)
+    reason = exc.reason if isinstance(exc, InputError) else reason_of(exc)
+    if isinstance(exc, ValidationError):
+        return reason  # reason_of starts with the field already
+    return f"{where}: {reason}" if where else reason
 
 
 def _now() -> datetime:
@@ -528,7 +589,7 @@ def cmd_intake_parse(args: argparse.Namespace) -> int:
         )
         return [e.model_dump_json() for e in result.encounters]
 
-    return _offline(args.files, handle)
+    return _offline(args.files, handle, "intake parse")
 
 
 def cmd_code(args: argparse.Namespace) -> int:
@@ -549,7 +610,9 @@ def cmd_code(args: argparse.Namespace) -> int:
         store.record_risk(key, year, enc.encounter_id, coder.risk_codes(coded))
         return [coded.model_dump_json()]
 
-    return _offline(args.files, handle)
+    return _offline(
+        args.files, handle, "code", "an encounter (what `claimflow intake parse` prints)"
+    )
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -572,7 +635,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         rejected += verdict.outcome == "rejected"
         return [verdict.model_dump_json()]
 
-    code = _offline(args.files, handle)
+    code = _offline(
+        args.files, handle, "validate", "a coded encounter (what `claimflow code` prints)"
+    )
     return 1 if rejected else code
 
 
@@ -596,7 +661,12 @@ def cmd_claims_build(args: argparse.Namespace) -> int:
         )
         return [claim.model_dump_json() if args.json else claim.x12]
 
-    return _offline(args.files, handle)
+    return _offline(
+        args.files,
+        handle,
+        "claims build",
+        "a validated encounter (what `claimflow validate` prints)",
+    )
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -741,7 +811,7 @@ def cmd_remit_parse(args: argparse.Namespace) -> int:
             out.append(json.dumps(record, default=_json_default))
         return out
 
-    code = _offline(args.files, handle)
+    code = _offline(args.files, handle, "remit parse")
     return 1 if unbalanced else code
 
 
@@ -776,7 +846,10 @@ def cmd_remit_post(args: argparse.Namespace) -> int:
             for o in outs
         ]
 
-    for _, data in _inputs(args.claims) if args.claims else ():
+    for name, data in _inputs(args.claims) if args.claims else ():
+        if isinstance(data, _Unreadable):
+            print(f"claimflow remit post: --claims {name}: {data}", file=sys.stderr)
+            return 1
         claim = SubmittedClaim.model_validate_json(data)
         stage.handle(Incoming("claims.submitted.v1", claim.claim_id, claim, data, {}, 0, 0, 0))
 
@@ -799,7 +872,7 @@ def cmd_remit_post(args: argparse.Namespace) -> int:
             list(stage.handle(Incoming("payer.inbound.v1", file_id, file, data, {}, 0, 0, 0)))
         )
 
-    code = _offline(args.files, handle)
+    code = _offline(args.files, handle, "remit post")
     for line in emit(list(stage.on_idle())):  # payments whose claim is not among --claims
         print(line)
     stage.close()
