@@ -23,11 +23,14 @@ def test_a_publisher_thread_marks_sent_while_the_owner_counts() -> None:
     """`claimflow run` died here: the publisher added to `sent` while `lost()` iterated it."""
     led = Ledger()
     n = 200_000
-    done = threading.Event()
+    done, counted = threading.Event(), threading.Event()
 
     def publish() -> None:
         for i in range(n):
             led.mark_sent(f"s{i}")
+            if i % 20_000 == 0:  # let the owner count while we are still sending
+                counted.clear()
+                counted.wait(5)
         done.set()
 
     thread = threading.Thread(target=publish)
@@ -36,6 +39,7 @@ def test_a_publisher_thread_marks_sent_while_the_owner_counts() -> None:
     while not done.is_set():
         summary = led.summary()  # raised "Set changed size during iteration" before
         counts.append(summary["encounters_sent"])
+        counted.set()
         assert summary["lost"] == summary["encounters_sent"]  # nothing collected yet
     thread.join()
     assert counts == sorted(counts) and len(counts) > 1
