@@ -601,3 +601,51 @@ class WorkAction(Model):
 
 
 MODELS.update({WorkAction.__name__: WorkAction})
+
+
+# --- coding.audits.v1 / coding.audit-results.v1 --------------------------------------------
+
+
+class AuditedCode(Model):
+    code: str
+    category: str
+    source: str
+    rationale: str | None = None
+    outcome: Literal["agree", "corrected"] | None = None
+
+
+class CodingAudit(Model):
+    """An encounter in the coding audit queue, or audited (each code's outcome)."""
+
+    event_id: str
+    encounter_id: str
+    coded_event_id: str
+    status: Literal["queued", "audited"]
+    reason: Literal["sample", "review"]
+    billed: bool
+    setting: str
+    codes: list[AuditedCode]
+    corrected_codes: list[str] = []
+    auditor_id: str | None = None
+    queued_at: datetime
+    audited_at: datetime | None = None
+
+
+class AuditDiagnosis(Model):
+    code: str = Field(min_length=1)
+    poa: str | None = None
+
+
+class AuditResult(Model):
+    """A coder's audit of an automatically coded encounter: agree, or corrected codes."""
+
+    event_id: str
+    encounter_id: str = Field(min_length=1)
+    auditor_id: str = Field(min_length=1)
+    outcome: Literal["agree", "corrected"]
+    diagnoses: list[AuditDiagnosis] = []
+    note: str | None = None
+    audited_at: datetime
+
+
+MODELS.update({cls.__name__: cls for cls in (CodingAudit, AuditResult)})

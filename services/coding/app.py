@@ -8,9 +8,17 @@ from collections.abc import Iterable
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.models import CoderDecision, Encounter, utcnow
+from pipeline.models import AuditResult, CoderDecision, Encounter, utcnow
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Stage, run_stage
+from services.coding.audit import (
+    AUDIT_MIN,
+    AUDIT_SHARE,
+    AUDIT_THRESHOLD,
+    AUDIT_WINDOW,
+    AuditPolicy,
+    AuditStore,
+)
 from services.coding.domain import REVIEW_THRESHOLD, Coder
 from services.coding.review import ReviewFlow, ReviewStore
 
@@ -20,6 +28,26 @@ HELD = Gauge("claimflow_coding_held_encounters", "Encounters waiting for a coder
 DECISIONS = Counter(
     "claimflow_coding_decisions_total", "Coder decisions applied, by action", ["action"]
 )
+AUDITS = Counter(
+    "claimflow_coding_audits_total",
+    "Coding audit records: queued, and audited by outcome (agree / corrected)",
+    ["status"],
+)
+ACCURACY = Gauge(
+    "claimflow_coding_audit_accuracy",
+    "Share of audited codes the coder agreed with, over each category's recent audits",
+    ["category"],
+)
+ACCURACY_BY_SOURCE = Gauge(
+    "claimflow_coding_audit_accuracy_by_source",
+    "Share of audited codes the coder agreed with, by how the code was assigned",
+    ["source"],
+)
+FAILING = Gauge(
+    "claimflow_coding_failing_categories",
+    "ICD-10-CM categories held for a coder because their audited accuracy is below threshold",
+)
+AUDIT_QUEUE = Gauge("claimflow_coding_audit_queue", "Encounters waiting for a coder's audit")
 
 
 class CodingOptions(BaseModel):
@@ -33,6 +61,29 @@ class CodingOptions(BaseModel):
         le=1,
         description="Codes assigned from words below this confidence go to coder review.",
     )
+    audit_share: float = Field(
+        default=AUDIT_SHARE,
+        ge=0,
+        le=1,
+        description="Share of automatically coded encounters sent to the audit queue.",
+    )
+    audit_threshold: float = Field(
+        default=AUDIT_THRESHOLD,
+        ge=0,
+        le=1,
+        description="Below this audited accuracy a code category is held for a coder.",
+    )
+    audit_min: int = Field(
+        default=AUDIT_MIN, ge=1, description="Audited codes a category needs before it can fail."
+    )
+    audit_window: int = Field(
+        default=AUDIT_WINDOW, ge=1, description="A category's accuracy counts its last N codes."
+    )
+
+    def audit_policy(self) -> AuditPolicy:
+        return AuditPolicy(
+            self.audit_share, self.audit_threshold, self.audit_min, self.audit_window
+        )
 
 
 class CodingSettings(Settings):
@@ -53,30 +104,48 @@ def coding_settings(settings: Settings | None) -> CodingSettings:
 
 class CodingStage(Stage):
     name = "coding"
-    inputs = ("encounters.collected.v1", "coding.decisions.v1")
+    inputs = ("encounters.collected.v1", "coding.decisions.v1", "coding.audit-results.v1")
 
-    def __init__(self, coder: Coder, store: ReviewStore) -> None:
-        self.flow = ReviewFlow(coder, store)
+    def __init__(self, coder: Coder, store: ReviewStore, audits: AuditStore | None = None) -> None:
+        # Without an audit store (tests of the review alone): nothing is sampled.
+        self.audits = audits or AuditStore(":memory:", AuditPolicy(share=0))
+        self.flow = ReviewFlow(coder, store, self.audits)
         self.store = store
-        HELD.set(store.held_count())
+        self._gauges()
 
     def handle(self, msg: Incoming) -> Iterable[Out]:
-        with self.store.atomic():
+        with self.store.atomic(), self.audits.atomic():
             if isinstance(msg.value, CoderDecision):
                 outs = self.flow.decision(msg.value)
                 if outs:
                     DECISIONS.labels(msg.value.action).inc()
+            elif isinstance(msg.value, AuditResult):
+                outs = self.flow.audit_result(msg.value)
             else:
                 assert isinstance(msg.value, Encounter)
                 outs = self.flow.encounter(msg.value, now=utcnow())
+        for topic, _, value in outs:
+            if topic == "coding.audits.v1":
+                AUDITS.labels(getattr(value, "status", "queued")).inc()
         return [Out(topic, key, value) for topic, key, value in outs]
 
     def on_batch_done(self) -> None:
         self.store.commit()
+        self.audits.commit()
+        self._gauges()
+
+    def _gauges(self) -> None:
         HELD.set(self.store.held_count())
+        AUDIT_QUEUE.set(self.audits.queued_count())
+        for a in self.audits.accuracy("category"):
+            ACCURACY.labels(a.key).set(a.rate)
+        for a in self.audits.accuracy("source"):
+            ACCURACY_BY_SOURCE.labels(a.key).set(a.rate)
+        FAILING.set(len(self.audits.failing()))
 
     def close(self) -> None:
         self.store.close()
+        self.audits.close()
         self.flow.coder.close()
 
 
@@ -86,4 +155,5 @@ def main(settings: Settings | None = None) -> None:
     coder.index  # noqa: B018 - build the text index now, not on the first SNOMED diagnosis
     log.info("code sets", extra={"capabilities": coder.capabilities()})
     store = ReviewStore(config.state_dir / "coding-review.sqlite3")
-    run_stage(CodingStage(coder, store), config)
+    audits = AuditStore(config.state_dir / "coding-audit.sqlite3", config.coding.audit_policy())
+    run_stage(CodingStage(coder, store, audits), config)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pipeline.errors import InputError
 from pipeline.models import (
+    AuditResult,
     CodedEncounter,
     CoderDecision,
     CodingReview,
@@ -28,6 +29,8 @@ from pipeline.models import (
     event_id,
 )
 from pipeline.state import BatchStore
+from services.coding import audit
+from services.coding.audit import AuditStore
 from services.coding.domain import Coder
 
 _SCHEMA = """
@@ -148,9 +151,10 @@ class ReviewFlow:
     the first already went downstream.
     """
 
-    def __init__(self, coder: Coder, store: ReviewStore) -> None:
+    def __init__(self, coder: Coder, store: ReviewStore, audits: AuditStore | None = None) -> None:
         self.coder = coder
         self.store = store
+        self.audits = audits
 
     def encounter(self, enc: Encounter, *, now: datetime) -> list[Output]:
         """Code one collected encounter: publish it, or hold it for a coder."""
@@ -158,8 +162,16 @@ class ReviewFlow:
         coded = self.coder.code(
             enc, coded_at=now, history=self.store.history(key, year, enc.encounter_id)
         )
+        if self.audits is not None and (failing := self.audits.review_reasons(coded)):
+            reasons = [*coded.review_reasons, *failing]
+            coded = coded.model_copy(update={"review_reasons": reasons})
         if not coded.review_reasons:
-            return self._publish(coded)
+            out = self._publish(coded)
+            if self.audits is not None and self.audits.policy.sampled(enc.encounter_id):
+                queued = audit.queued(coded, "sample", billed=True)
+                self.audits.queue(queued, coded)
+                out.append(("coding.audits.v1", coded.encounter_id, queued))
+            return out
         known = self.store.decision(enc.encounter_id)
         if known is not None:
             try:
@@ -217,7 +229,111 @@ class ReviewFlow:
         )
         self.store.add_decision(decision, applied=True)
         self.store.release(enc.encounter_id)
-        return self._publish(done)
+        out = self._publish(done)
+        if self.audits is not None:
+            # A review decision audits the automatic codes too: confirm agrees with them.
+            corrected = None if decision.action == "confirm" else [d.code for d in done.diagnoses]
+            out.append(
+                self._score(
+                    coded,
+                    done,
+                    "review",
+                    corrected,
+                    decision.coder_id,
+                    decision.event_id,
+                    decision.decided_at,
+                    billed=False,
+                )
+            )
+        return out
+
+    def audit_result(self, result: AuditResult) -> list[Output]:
+        """Score a coder's audit; a correction of a billed encounter re-codes it (a
+        replacement claim follows downstream)."""
+        if self.audits is None:
+            raise InputError("encounter_id", "coding audits are not enabled")
+        known = self.audits.get(result.encounter_id)
+        if known is None:
+            raise InputError(
+                "encounter_id", f"no audit is queued for encounter {result.encounter_id!r}"
+            )
+        queued, coded, applied = known
+        if applied == result.event_id:
+            return []  # the same result again
+        if applied is not None:
+            raise InputError(
+                "encounter_id",
+                f"{result.encounter_id} was already audited (result {applied}); a second, "
+                "different result is not applied",
+            )
+        if result.outcome == "agree":
+            if result.diagnoses:
+                raise InputError("diagnoses", "an agreeing audit lists no diagnoses")
+            return [
+                self._score(
+                    coded,
+                    coded,
+                    queued.reason,
+                    None,
+                    result.auditor_id,
+                    result.event_id,
+                    result.audited_at,
+                    billed=queued.billed,
+                )
+            ]
+        if not result.diagnoses:
+            raise InputError(
+                "diagnoses", "a corrected audit lists every diagnosis, principal first"
+            )
+        enc = coded.encounter
+        key, year = patient_key(enc), enc.service_end.year
+        done = self.coder.decide(
+            coded,
+            audit.as_decision(result),
+            decided_at=result.audited_at,
+            history=self.store.history(key, year, enc.encounter_id),
+        )
+        corrected = [d.code for d in done.diagnoses]
+        out = [
+            self._score(
+                coded,
+                done,
+                queued.reason,
+                corrected,
+                result.auditor_id,
+                result.event_id,
+                result.audited_at,
+                billed=queued.billed,
+            )
+        ]
+        if queued.billed and corrected != [d.code for d in coded.diagnoses]:
+            out += self._publish(done)  # the corrected codes: billed as a replacement
+        return out
+
+    def _score(
+        self,
+        coded: CodedEncounter,
+        done: CodedEncounter,
+        reason: str,
+        corrected: list[str] | None,
+        auditor_id: str,
+        result_event_id: str,
+        at: datetime,
+        *,
+        billed: bool,
+    ) -> Output:
+        assert self.audits is not None
+        queued = audit.queued(coded, reason, billed=billed)
+        final = audit.audited(
+            queued,
+            audit.score(queued, corrected),
+            corrected or [],
+            auditor_id=auditor_id,
+            result_event_id=result_event_id,
+            at=at,
+        )
+        self.audits.record(final, done, result_event_id)
+        return ("coding.audits.v1", coded.encounter_id, final)
 
     def _publish(self, coded: CodedEncounter) -> list[Output]:
         enc = coded.encounter

@@ -1,0 +1,164 @@
+"""Coding audits: sampling, scoring by category and source, failing categories, corrections."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from factories import RECEIVED_AT, codesets_bare, dx, encounter, service
+
+from pipeline.errors import InputError
+from pipeline.models import AuditDiagnosis, AuditResult, CodedEncounter, CoderDecision, CodingAudit
+from services.coding.audit import AuditPolicy, AuditStore
+from services.coding.domain import Coder
+from services.coding.review import ReviewFlow, ReviewStore
+from services.coding.terms import default_index
+
+AUDITED_AT = datetime(2026, 3, 5, 14, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def coder() -> Coder:
+    return Coder(codesets_bare(), index=default_index())
+
+
+def make_flow(coder: Coder, **policy: float) -> ReviewFlow:
+    return ReviewFlow(coder, ReviewStore(":memory:"), AuditStore(":memory:", AuditPolicy(**policy)))  # type: ignore[arg-type]
+
+
+def problem_visit(n: int, *problems: str) -> object:
+    """An office visit whose diagnoses are a problem list (text), coded automatically."""
+    return encounter(
+        encounter_id=f"ENC-A-{n:04d}",
+        diagnoses=[
+            dx("", system="text", display=p, primary=(i == 0)) for i, p in enumerate(problems)
+        ],
+        services=[service("99213", "150.00")],
+    )
+
+
+def result(n: int, outcome: str = "agree", *codes: str, eid: str | None = None) -> AuditResult:
+    return AuditResult(
+        event_id=eid or f"r{n}-{outcome}-{'-'.join(codes)}",
+        encounter_id=f"ENC-A-{n:04d}",
+        auditor_id="mlee-ccs",
+        outcome=outcome,  # type: ignore[arg-type]
+        diagnoses=[AuditDiagnosis(code=c) for c in codes],
+        audited_at=AUDITED_AT,
+    )
+
+
+def topics(outs: list) -> list[str]:
+    return [t for t, _, _ in outs]
+
+
+def test_the_sample_is_the_configured_share_and_the_same_on_replay() -> None:
+    policy = AuditPolicy(share=0.1)
+    drawn = [policy.sampled(f"ENC-{i}") for i in range(4000)]
+    assert 0.08 < sum(drawn) / len(drawn) < 0.12
+    assert drawn == [policy.sampled(f"ENC-{i}") for i in range(4000)]
+    assert not any(AuditPolicy(share=0).sampled(f"ENC-{i}") for i in range(100))
+
+
+def test_a_sampled_encounter_is_billed_and_queued_with_each_codes_reason(coder: Coder) -> None:
+    flow = make_flow(coder, share=1.0)
+    outs = flow.encounter(problem_visit(1, "DM2", "CKD stage 3b"), now=RECEIVED_AT)  # type: ignore[arg-type]
+    assert topics(outs) == ["encounters.coded.v1", "coding.audits.v1"]
+    audit = outs[1][2]
+    assert isinstance(audit, CodingAudit) and audit.status == "queued" and audit.billed
+    assert [(c.code, c.category, c.source) for c in audit.codes] == [
+        ("E1122", "E11", "mapped"),
+        ("N1832", "N18", "mapped"),
+    ]
+    assert all(c.rationale for c in audit.codes) and audit.codes[0].outcome is None
+    assert flow.audits is not None and flow.audits.queued_count() == 1
+
+
+def test_agree_counts_every_code_right(coder: Coder) -> None:
+    flow = make_flow(coder, share=1.0)
+    flow.encounter(problem_visit(1, "DM2", "CKD stage 3b"), now=RECEIVED_AT)  # type: ignore[arg-type]
+    outs = flow.audit_result(result(1))
+    assert topics(outs) == ["coding.audits.v1"]  # nothing to re-bill
+    assert outs[0][2].status == "audited"
+    assert {c.outcome for c in outs[0][2].codes} == {"agree"}
+    assert flow.audits is not None
+    assert {(a.key, a.rate) for a in flow.audits.accuracy("category")} == {
+        ("E11", 1.0),
+        ("N18", 1.0),
+    }
+    assert flow.audit_result(result(1)) == []  # the same result again: nothing new
+
+
+def test_a_correction_after_billing_recodes_the_encounter_for_a_replacement(coder: Coder) -> None:
+    flow = make_flow(coder, share=1.0)
+    first = flow.encounter(problem_visit(2, "DM2", "CKD stage 3b"), now=RECEIVED_AT)  # type: ignore[arg-type]
+    billed = first[0][2]
+    outs = flow.audit_result(result(2, "corrected", "E11.22", "N18.31"))
+    assert topics(outs) == ["coding.audits.v1", "encounters.coded.v1"]
+    scored = outs[0][2]
+    assert [(c.code, c.source, c.outcome) for c in scored.codes] == [
+        ("E1122", "mapped", "agree"),
+        ("N1832", "mapped", "corrected"),
+        ("N1831", "missed", "corrected"),
+    ]
+    recoded = outs[1][2]
+    assert isinstance(recoded, CodedEncounter) and isinstance(billed, CodedEncounter)
+    assert [d.code for d in recoded.diagnoses] == ["E1122", "N1831"]
+    assert recoded.event_id != billed.event_id  # a new event: claims answers with a 7
+    assert flow.audits is not None
+    by_source = {a.key: (a.agreed, a.audited) for a in flow.audits.accuracy("source")}
+    assert by_source == {"mapped": (1, 2), "missed": (0, 1)}
+    with pytest.raises(InputError) as err:  # a second, different result
+        flow.audit_result(result(2, "agree"))
+    assert err.value.field == "encounter_id"
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        (result(9), "encounter_id"),  # nothing queued for it
+        (result(3, "agree", "E11.9"), "diagnoses"),
+        (result(3, "corrected"), "diagnoses"),
+        (result(3, "corrected", "E11.99"), "diagnoses[0].code"),  # not a code
+    ],
+)
+def test_a_bad_audit_result_names_the_field(coder: Coder, bad: AuditResult, field: str) -> None:
+    flow = make_flow(coder, share=1.0)
+    flow.encounter(problem_visit(3, "DM2"), now=RECEIVED_AT)  # type: ignore[arg-type]
+    with pytest.raises(InputError) as err:
+        flow.audit_result(bad)
+    assert err.value.field == field
+
+
+def test_a_failing_category_is_held_for_review_until_its_audits_recover(coder: Coder) -> None:
+    flow = make_flow(coder, share=1.0, threshold=0.9, min_audits=3, window=4)
+    assert flow.audits is not None
+    for n in (10, 11):  # two audits correct the CKD stage: four wrong N18 codes
+        flow.encounter(problem_visit(n, "CKD stage 3b"), now=RECEIVED_AT)  # type: ignore[arg-type]
+        flow.audit_result(result(n, "corrected", "N18.31"))
+    assert set(flow.audits.failing()) == {"N18"}
+    # The next CKD encounter is not coded automatically: it is held for a coder.
+    outs = flow.encounter(problem_visit(12, "CKD stage 4"), now=RECEIVED_AT)  # type: ignore[arg-type]
+    assert topics(outs) == ["coding.review.v1"]
+    assert any("audit: category N18" in r for r in outs[0][2].reasons)
+    # Another category is still coded automatically.
+    assert topics(flow.encounter(problem_visit(13, "GERD"), now=RECEIVED_AT))[0] == (  # type: ignore[arg-type]
+        "encounters.coded.v1"
+    )
+    # Coders confirm the held ones: each review decision counts as an agreeing audit.
+    for n in (12, 14, 15, 16):
+        if n != 12:
+            flow.encounter(problem_visit(n, "CKD stage 4"), now=RECEIVED_AT)  # type: ignore[arg-type]
+        decided = flow.decision(
+            CoderDecision(
+                event_id=f"d{n}",
+                encounter_id=f"ENC-A-{n:04d}",
+                coder_id="jdoe-ccs",
+                action="confirm",
+                decided_at=AUDITED_AT,
+            )
+        )
+        assert topics(decided) == ["encounters.coded.v1", "coding.audits.v1"]
+    assert flow.audits.failing() == {}  # the window holds four agreeing codes: recovered
+    outs = flow.encounter(problem_visit(17, "CKD stage 4"), now=RECEIVED_AT)  # type: ignore[arg-type]
+    assert topics(outs)[0] == "encounters.coded.v1"
