@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -501,9 +502,11 @@ def _offline(
     handle: Callable[[str, bytes], list[str]],
     stage: str,
     expects: str | None = None,
+    finish: Callable[[], list[str]] | None = None,
 ) -> int:
-    """Run ``handle`` on every input; print its outputs on stdout and its errors on stderr
-    (never stdout: the next stage of a pipe reads that); exit 1 on any error.
+    """Run ``handle`` on every input, then ``finish`` (for work that needs every input);
+    print outputs on stdout and errors on stderr (never stdout: the next stage of a pipe
+    reads that); exit 1 on any error.
 
     ``expects`` names the input a stage reads (what the stage before it prints), so a line
     of the wrong kind is reported as such rather than as its first missing field. A stage
@@ -527,6 +530,13 @@ def _offline(
             failed += 1
             print(f"claimflow {stage}: {name}: {_offline_reason(exc, data, expects)}",
                   file=sys.stderr, flush=True)  # fmt: skip
+    if finish is not None and inputs:
+        try:
+            for line in finish():
+                print(line, flush=True)
+        except (InputError, ValueError) as exc:
+            failed += 1
+            print(f"claimflow {stage}: {_offline_reason(exc, b'', None)}", file=sys.stderr)
     if not inputs and (not files or files == ["-"]):
         print(
             f"claimflow {stage}: no input on stdin"
@@ -570,6 +580,8 @@ def _now() -> datetime:
 
 
 def cmd_intake_parse(args: argparse.Namespace) -> int:
+    from pipeline.errors import InputError
+    from services.intake.account import AccountBook, AccountStore, hl7_parser, split_held
     from services.intake.domain import parse_raw
     from services.intake.settings import IntakeSettings
     from services.refdata.masterdata import load_master_data
@@ -577,19 +589,44 @@ def cmd_intake_parse(args: argparse.Namespace) -> int:
     settings = IntakeSettings()
     if args.provider_directory:
         settings = settings.model_copy(update={"provider_directory": Path(args.provider_directory)})
-    directory = load_master_data(settings).providers
+    master = load_master_data(settings)
+    # The messages of one hospital visit, in one file or several, make one account, billed
+    # once every input has been read.
+    store = AccountStore(":memory:")
+    book = AccountBook(
+        store, hl7_parser(master.providers, master.chargemaster), bill_hold_s=math.inf
+    )
 
     def handle(name: str, data: bytes) -> list[str]:
-        result = parse_raw(
-            data,
-            args.content_type,
-            source_id=Path(name).name,
-            received_at=_now(),
-            directory=directory,
-        )
-        return [e.model_dump_json() for e in result.encounters]
+        held, rest = split_held(book, data, args.content_type)
+        encounters = []
+        if held:
+            with store.atomic():
+                encounters += book.receive(held, _now())
+        if rest is not None:
+            result = parse_raw(
+                rest,
+                args.content_type,
+                source_id=Path(name).name,
+                received_at=_now(),
+                directory=master.providers,
+                chargemaster=master.chargemaster,
+            )
+            encounters += result.encounters
+        return [e.model_dump_json() for e in encounters]
 
-    return _offline(args.files, handle, "intake parse")
+    def finish() -> list[str]:
+        with store.atomic():
+            billed = book.due(_now(), hold_s=0)
+        if store.open_visits():
+            raise InputError(
+                "PV1-45",
+                f"{len(store.open_visits())} hospital account(s) not final: no discharge "
+                "(ADT^A03 or PV1-45) among the inputs, so their charges were not billed",
+            )
+        return [e.model_dump_json() for e in billed]
+
+    return _offline(args.files, handle, "intake parse", finish=finish)
 
 
 def cmd_code(args: argparse.Namespace) -> int:

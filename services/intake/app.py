@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline import metrics
-from pipeline.models import RawMessage
+from pipeline.errors import InputError
+from pipeline.models import Encounter, RawMessage
 from pipeline.serde import MAGIC, Registry
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Stage, run_stage
+from services.intake.account import AccountBook, AccountStore, hl7_parser, split_held
 from services.intake.domain import parse_raw
 from services.intake.seen import SeenMessages
 from services.intake.settings import IntakeSettings
@@ -36,6 +38,13 @@ class IntakeStage(Stage):
         self.master = load_master_data(settings)
         log.info("master data: %s", self.master.describe())
         self.directory = self.master.providers
+        self.accounts = AccountStore(settings.state_dir / "intake-accounts.sqlite")
+        self.book = AccountBook(
+            self.accounts,
+            hl7_parser(self.directory, self.master.chargemaster),
+            bill_hold_s=settings.intake.bill_hold_hours * 3600,
+            late_charges=settings.intake.late_charges,
+        )
         self.seen = SeenMessages(settings.state_dir / "intake-seen.sqlite")
         self.window_s = settings.repeat_window_days * 86400
         self._pruned_at = 0.0
@@ -62,31 +71,51 @@ class IntakeStage(Stage):
             metrics.OUTCOMES.labels(self.name, "repeat_dropped").inc()
             log.info("repeated source message dropped", extra={"offset": msg.offset})
             return []
-        result = parse_raw(
-            body,
-            content_type,
-            source_id=source_id,
-            received_at=received_at,
-            source_system=source_system,
-            directory=self.directory,
-            chargemaster=self.master.chargemaster,
-        )
+        held, rest = split_held(self.book, body, content_type)
+        encounters: list[Encounter] = []
+        if held:
+            with self.accounts.atomic():  # a message that breaks its account changes nothing
+                encounters += self.book.receive(held, received_at)
+            metrics.OUTCOMES.labels(self.name, "read_hl7v2").inc()
+        if rest is not None:
+            result = parse_raw(
+                rest,
+                content_type,
+                source_id=source_id,
+                received_at=received_at,
+                source_system=source_system,
+                directory=self.directory,
+                chargemaster=self.master.chargemaster,
+            )
+            if not held:
+                metrics.OUTCOMES.labels(self.name, f"read_{result.source_format}").inc()
+            encounters += result.encounters
         self.seen.add(source_id, digest)  # only once read: a rejected message may be resent
-        metrics.OUTCOMES.labels(self.name, f"read_{result.source_format}").inc()
-        return [Out("encounters.collected.v1", e.encounter_id, e) for e in result.encounters]
+        return [Out("encounters.collected.v1", e.encounter_id, e) for e in encounters]
 
     def on_batch_done(self) -> None:
         self.seen.commit()
+        self.accounts.commit()
 
     def on_idle(self) -> Iterable[Out]:
         now = time.time()
         if now - self._pruned_at > PRUNE_EVERY_S:
             self._pruned_at = now
             self.seen.prune(now - self.window_s)
-        return []
+        if self.book.bill_hold_s <= 0:
+            return []
+        try:
+            with self.accounts.atomic():
+                due = self.book.due(datetime.now(UTC))
+        except InputError as exc:
+            # An account that no longer reads (the chargemaster changed) stays unbilled.
+            log.error("a held account cannot be billed: %s: %s", exc.field, exc.reason)
+            return []
+        return [Out("encounters.collected.v1", e.encounter_id, e) for e in due]
 
     def close(self) -> None:
         self.seen.close()
+        self.accounts.close()
 
 
 def main(settings: Settings | None = None) -> None:

@@ -101,6 +101,14 @@ def _hl7_text(body: bytes) -> str:
     return text
 
 
+def hl7_body(body: bytes, content_type: str | None) -> str | None:
+    """The ER7 text of a body that is HL7 v2 (by content type, or sniffed), else None."""
+    media = _media_type(content_type)
+    if media in HL7_TYPES or (media in SNIFF_TYPES and _looks_like_hl7(body)):
+        return _hl7_text(body)
+    return None
+
+
 def parse_raw(
     body: bytes,
     content_type: str | None,

@@ -69,7 +69,7 @@ READ: dict[str, frozenset[int]] = {
     "FT1": frozenset({1, 4, 6, 7, 8, 10, 11, 12, 19, 20, 25, 26, 41}),
 }
 BATCH_ENVELOPE = frozenset({"FHS", "FTS", "BHS", "BTS"})
-MESSAGE_TYPES = {("ADT", "A03"), ("DFT", "P03")}
+MESSAGE_TYPES = {("ADT", "A01"), ("ADT", "A03"), ("DFT", "P03")}
 DEFAULT_SOURCE_SYSTEM = "hl7v2"
 
 # PV1-2 patient class (HL7 table 0004) -> setting and CMS place of service.
@@ -289,6 +289,48 @@ def _group_messages(segments: list[str], ctx: _Ctx) -> list[list[str]]:
     return messages
 
 
+@dataclass(frozen=True)
+class MessageHead:
+    """What the hospital account needs of a message before it is parsed: its ER7 text, type,
+    visit, patient class and whether it says the patient left (ADT^A03, or PV1-45 sent)."""
+
+    text: str
+    msg_type: tuple[str, str]
+    visit: str | None
+    patient_class: str
+    discharged: bool
+
+
+def peek_messages(text: str) -> list[MessageHead]:
+    """The messages of an ER7 body or batch, read only as far as MSH-9 and PV1 (2, 19, 45)."""
+    heads = []
+    for lines in _group_messages(_split_segments(text.lstrip("\ufeff")), _Ctx()):
+        msh = lines[0]
+        sep = msh[3:4] or "|"
+        fields = msh.split(sep)
+        comp = fields[1][:1] if len(fields) > 1 and fields[1] else "^"
+        kind = (fields[8] if len(fields) > 8 else "").split(comp)
+        msg_type = (kind[0].upper(), kind[1].upper() if len(kind) > 1 else "")
+        pv1 = next((ln.split(sep) for ln in lines if ln[:3] == "PV1"), [])
+        number = _component(pv1, 19, 1, comp)
+        heads.append(
+            MessageHead(
+                text="\r".join(lines),
+                msg_type=msg_type,
+                visit=f"{_component(pv1, 19, 4, comp)}|{number}" if number else None,
+                patient_class=_component(pv1, 2, 1, comp).upper(),
+                discharged=msg_type == ("ADT", "A03") or bool(_component(pv1, 45, 1, comp)),
+            )
+        )
+    return heads
+
+
+def _component(fields: list[str], n: int, c: int, comp: str) -> str:
+    """Component c of field n of a split segment, unescaped only of surrounding space."""
+    parts = fields[n].split(comp) if len(fields) > n else []
+    return parts[c - 1].strip() if len(parts) >= c else ""
+
+
 def _seg_name(seg: str) -> str:
     """A segment id for messages (only letters and digits; never field content)."""
     name = seg[:3]
@@ -348,7 +390,7 @@ def _parse_message(lines: list[str], index: int, prefix: str, ctx: _Ctx) -> _Mes
     if kind not in MESSAGE_TYPES:
         shown = "^".join(k for k in kind if re.fullmatch(r"[A-Z0-9]{1,3}", k)) or "none"
         raise InputError(
-            msh.path(9), f"message type {shown} is not read by intake (ADT^A03, DFT^P03)"
+            msh.path(9), f"message type {shown} is not read by intake (ADT^A01, ADT^A03, DFT^P03)"
         )
     return _Message(index, segs, kind, msh.get(10), msh.get(12), enc)
 
@@ -947,7 +989,7 @@ def _net_credit(
         if line.charge <= 0:
             continue
         take = min(amount, line.charge)
-        rest = line.charge - take
+        rest = (line.charge - take).quantize(Decimal("0.01"))
         unit_price = line.charge / Decimal(str(line.units))
         if rest <= 0:
             rest_units = 0.0
@@ -1032,8 +1074,12 @@ def _encounter(
     source_system: str | None,
 ) -> Encounter:
     """One encounter from the messages about one visit (ADT^A03 first, then DFT^P03s)."""
-    msgs = sorted(msgs, key=lambda m: (m.msg_type != ("ADT", "A03"), m.index))
+    msgs = sorted(msgs, key=lambda m: (m.msg_type != ("ADT", "A03"), m.msg_type[0], m.index))
     head = msgs[0]
+    if all(m.msg_type == ("ADT", "A01") for m in msgs):
+        raise InputError(
+            head.msh.path(9), "an ADT^A01 opens a visit: nothing to bill before its charges"
+        )
     pid = head.one("PID")
     if pid is None:
         raise InputError(f"{_prefix(head)}PID", "segment missing")

@@ -2,19 +2,40 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from pipeline.settings import Settings
 
 
+class IntakeOptions(BaseModel):
+    """``CLAIMFLOW_INTAKE__…``: when a hospital account is billed (``account.py``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    bill_hold_hours: float = Field(
+        default=0.0,
+        ge=0,
+        description="How long after discharge a hospital account waits for late charges "
+        "before its final bill. 0: billed on discharge.",
+    )
+    late_charges: Literal["late_charge", "replacement"] = Field(
+        default="late_charge",
+        description="Charges after the final bill: a late-charge claim (xx5, the new charges "
+        "only) or a replacement of the whole account (xx7).",
+    )
+
+
 class IntakeSettings(Settings):
-    """The intake stage: where the HL7 v2 provider directory is, how long repeats are known."""
+    """The intake stage: how long repeats are known, when hospital accounts are billed."""
 
     repeat_window_days: float = Field(
         default=30.0,
         gt=0,
         description="How long a source message is remembered, to drop a resend of it.",
     )
+    intake: IntakeOptions = IntakeOptions()
 
 
 class GatewaySettings(Settings):

@@ -305,7 +305,7 @@ def test_line_endings_framing_and_latin1() -> None:
         ("DG1|1", "DG1|1||12345^Something", "DG1[1]-3.3", "coding system missing"),
         ("IN1|1", "IN1|1|BL|84980", "IN1[2]-4", "insurance company name missing"),
         ("MSH", "MSH|^~\\&|EPICADT|STCATH|CF|CF|20250604||ORU^R01|X1|P|2.5.1", "MSH-9",
-         "message type ORU^R01 is not read by intake (ADT^A03, DFT^P03)"),
+         "message type ORU^R01 is not read by intake (ADT^A01, ADT^A03, DFT^P03)"),
         ("MSH", "MSH|^~\\&|EPICADT|STCATH|CF|CF|20250604||ADT^A03|X1|P|9.9", "MSH-12",
          "HL7 version not supported (2.1 to 2.8.2)"),
         ("MSH", "MSH|^~\\&|EPICADT|STCATH|CF|CF|20250604||ADT^A03||P|2.5.1", "MSH-10",

@@ -1,0 +1,241 @@
+"""The hospital account: every HL7 v2 message of one visit, billed once the account is final.
+
+A hospital's HIS does not send a claim: it opens a visit (ADT^A01), posts charges as they
+happen (any number of DFT^P03, from every department, credits included) and discharges the
+patient (ADT^A03). The account gathers the messages of one visit (PV1-19 visit number with
+its assigning authority) and is billed once it is final: the patient left (an ADT^A03, or a
+PV1-45 discharge date) and the bill hold for late charges has passed
+(``CLAIMFLOW_INTAKE__BILL_HOLD_HOURS``, 0 by default: billed on discharge). Billing reads
+every message of the account together, as one batch, so the ADT gives the stay and the
+DFTs the charges, credits netted (``hl7v2.py``): one encounter, one claim.
+
+Charges that arrive after the final bill go out as a late-charge claim (type of bill
+xx5: 0115 inpatient, 0135 outpatient; only the new charges, under the encounter id
+``…/late-N``) or, with ``CLAIMFLOW_INTAKE__LATE_CHARGES=replacement``, as a replacement of
+the whole account (xx7, same encounter id): Medicare takes no inpatient late-charge bills.
+
+Outpatient office visits (PV1-2 O, R) and messages without a visit number are not held:
+they are complete billing messages and are billed as they come. The store is per intake
+instance and keyed by visit, so a deployment with several intake instances keys HL7 v2
+records by visit (all messages of a visit on one partition).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pipeline.errors import InputError
+from pipeline.models import Encounter
+from pipeline.state import BatchStore
+from services.intake.domain import hl7_body
+from services.intake.hl7v2 import MessageHead, parse_hl7v2, peek_messages
+from services.refdata.chargemaster import Chargemaster
+from services.refdata.providers import ProviderDirectory
+
+LateCharges = Literal["late_charge", "replacement"]
+HELD_CLASSES = frozenset({"E", "I"})
+"""Patient classes billed from an account: emergency and inpatient (hospital claims)."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS account (
+    visit TEXT PRIMARY KEY,     -- PV1-19.4 | PV1-19.1
+    messages TEXT NOT NULL,     -- JSON list of the ER7 texts, in arrival order
+    discharged_at REAL,         -- unix time the discharge was received; NULL while in house
+    billed INTEGER NOT NULL,    -- how many of the messages the bills so far covered
+    bills INTEGER NOT NULL,     -- claims sent: 0 none, 1 the final bill, 2+ late ones
+    updated_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS account_due ON account (billed, discharged_at);
+"""
+
+Parse = Callable[[str, str, datetime], list[Encounter]]
+"""(ER7 text of the account's messages, source id, received at) -> encounters."""
+
+
+@dataclass
+class Account:
+    visit: str
+    messages: list[str]
+    discharged_at: float | None = None
+    billed: int = 0
+    bills: int = 0
+
+
+class AccountStore(BatchStore):
+    """The accounts of this intake instance; written inside the batch, committed with it."""
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(path, _SCHEMA)
+
+    def get(self, visit: str) -> Account | None:
+        row = self.db.execute(
+            "SELECT messages, discharged_at, billed, bills FROM account WHERE visit = ?", (visit,)
+        ).fetchone()
+        if row is None:
+            return None
+        return Account(visit, json.loads(row[0]), row[1], row[2], row[3])
+
+    def put(self, acc: Account) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO account VALUES (?, ?, ?, ?, ?, ?)",
+            (acc.visit, json.dumps(acc.messages), acc.discharged_at, acc.billed, acc.bills,
+             time.time()),
+        )  # fmt: skip
+
+    def due(self, before: float) -> list[str]:
+        """Visits discharged before ``before`` and not billed yet."""
+        rows = self.db.execute(
+            "SELECT visit FROM account WHERE billed = 0 AND discharged_at <= ?", (before,)
+        )
+        return [r[0] for r in rows]
+
+    def open_visits(self) -> list[str]:
+        """Visits with charges no bill covers yet (not discharged, or held)."""
+        rows = self.db.execute("SELECT visit, messages, billed FROM account")
+        return [v for v, msgs, billed in rows if len(json.loads(msgs)) > billed]
+
+
+class AccountBook:
+    """Adds messages to their accounts and says which encounters are ready to bill."""
+
+    def __init__(
+        self,
+        store: AccountStore,
+        parse: Parse,
+        *,
+        bill_hold_s: float = 0.0,
+        late_charges: LateCharges = "late_charge",
+    ) -> None:
+        self.store = store
+        self.parse = parse
+        self.bill_hold_s = bill_hold_s
+        self.late_charges = late_charges
+
+    @staticmethod
+    def held(head: MessageHead) -> bool:
+        """Whether a message belongs to a hospital account (else it is billed as it comes)."""
+        return head.visit is not None and head.patient_class in HELD_CLASSES
+
+    def receive(self, heads: Iterable[MessageHead], received_at: datetime) -> list[Encounter]:
+        """Add held messages to their accounts; the encounters of accounts now final."""
+        by_visit: dict[str, list[MessageHead]] = {}
+        for head in heads:
+            if head.visit is not None:
+                by_visit.setdefault(head.visit, []).append(head)
+        out: list[Encounter] = []
+        for visit, group in by_visit.items():
+            acc = self.store.get(visit) or Account(visit, [])
+            acc.messages += [h.text for h in group]
+            if acc.discharged_at is None and any(h.discharged for h in group):
+                acc.discharged_at = received_at.timestamp()
+            if acc.bills == 0:
+                if acc.discharged_at is not None and self.bill_hold_s <= 0:
+                    out += self._bill(acc, received_at)
+                elif any(not _is_admit(m) for m in acc.messages):
+                    # Read the account now, so a message that breaks it (an unknown charge
+                    # code, a credit for nothing) is refused on arrival, not at billing.
+                    self._one(self.parse("\r".join(acc.messages), "check", received_at))
+            elif any(h.msg_type[0] == "DFT" for h in group):
+                out += self._bill(acc, received_at)
+            self.store.put(acc)
+        return out
+
+    def due(self, now: datetime, hold_s: float | None = None) -> list[Encounter]:
+        """Encounters of accounts whose bill hold (``hold_s``, default the book's) has passed."""
+        out: list[Encounter] = []
+        hold_s = self.bill_hold_s if hold_s is None else hold_s
+        for visit in self.store.due(now.timestamp() - hold_s):
+            acc = self.store.get(visit)
+            if acc is not None:
+                out += self._bill(acc, now)
+                self.store.put(acc)
+        return out
+
+    def _bill(self, acc: Account, at: datetime) -> list[Encounter]:
+        """The final bill, or a late-charge / replacement bill for what came after it."""
+        source_id = f"account:{acc.visit}:{len(acc.messages)}"
+        if acc.bills == 0:
+            encounters = self.parse("\r".join(acc.messages), source_id, at)
+        elif self.late_charges == "replacement":
+            encounters = [
+                e.model_copy(update={"type_of_bill": _bill_type(e, "7")})
+                for e in self.parse("\r".join(acc.messages), source_id, at)
+            ]
+        else:
+            # The stay from the ADTs (without their procedures, billed already), the charges
+            # from the DFTs that came after the last bill.
+            stay = [_without("PR1", m) for m in acc.messages[: acc.billed] if _is_adt(m)]
+            late = [m for m in acc.messages[acc.billed :] if not _is_adt(m)]
+            if not late:
+                return []
+            encounters = [
+                e.model_copy(
+                    update={
+                        "encounter_id": f"{e.encounter_id}/late-{acc.bills}",
+                        "type_of_bill": _bill_type(e, "5"),
+                    }
+                )
+                for e in self.parse("\r".join(stay + late), source_id, at)
+            ]
+        acc.billed = len(acc.messages)
+        acc.bills += 1
+        return [self._one(encounters)]
+
+    @staticmethod
+    def _one(encounters: list[Encounter]) -> Encounter:
+        if len(encounters) != 1:
+            raise InputError("PV1-19", "the messages of one visit did not make one account")
+        return encounters[0]
+
+
+def hl7_parser(directory: ProviderDirectory, chargemaster: Chargemaster | None) -> Parse:
+    """The account's reader: ``parse_hl7v2`` with this deployment's master data."""
+
+    def parse(text: str, source_id: str, received_at: datetime) -> list[Encounter]:
+        return parse_hl7v2(
+            text,
+            source_id=source_id,
+            received_at=received_at,
+            directory=directory,
+            chargemaster=chargemaster,
+        ).encounters
+
+    return parse
+
+
+def split_held(
+    book: AccountBook, body: bytes, content_type: str | None
+) -> tuple[list[MessageHead], bytes | None]:
+    """(messages for hospital accounts, the rest of the body to parse as it comes or None).
+
+    A body that is not HL7 v2, or holds no hospital visit, comes back whole."""
+    text = hl7_body(body, content_type)
+    heads = peek_messages(text) if text is not None else []
+    held = [h for h in heads if book.held(h)]
+    if not held:
+        return [], body
+    direct = [h.text for h in heads if not book.held(h)]
+    return held, "\r".join(direct).encode() if direct else None
+
+
+def _bill_type(enc: Encounter, frequency: str) -> str:
+    """UB-04 type of bill: hospital inpatient 011x, outpatient 013x, with this frequency."""
+    return f"0{'11' if enc.setting == 'inpatient' else '13'}{frequency}"
+
+
+def _is_adt(text: str) -> bool:
+    return peek_messages(text)[0].msg_type[0] == "ADT"
+
+
+def _is_admit(text: str) -> bool:
+    return peek_messages(text)[0].msg_type == ("ADT", "A01")
+
+
+def _without(segment: str, text: str) -> str:
+    return "\r".join(line for line in text.split("\r") if not line.startswith(segment))

@@ -1,0 +1,183 @@
+"""The hospital account: ADT and DFT messages of one visit, billed once final; late charges."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from test_charge_capture import CDM_CSV, seg
+
+from pipeline.errors import InputError
+from services.intake.account import AccountBook, AccountStore, hl7_parser, split_held
+from services.refdata.chargemaster import load_chargemaster
+from sim.ehr import provider_directory
+
+T0 = datetime(2025, 6, 4, 15, 0, tzinfo=UTC)
+HL7 = "x-application/hl7-v2+er7"
+PID = seg("PID", {1: "1", 3: "E4417^^^STCATH^MR", 5: "Neil^Aoife", 7: "19480312", 8: "F",
+                  11: "88 Elm St^^Austin^TX^78704"})  # fmt: skip
+IN1 = seg("IN1", {1: "1", 3: "84980", 4: "Blue Cross Blue Shield", 15: "BL", 17: "SEL",
+                  36: "XOD123456789"})  # fmt: skip
+
+
+def pv1(**extra: str) -> str:
+    fields = {1: "1", 2: "I", 3: "4N^401^A^STCATH", 4: "E", 7: "1497758544^Chen^Li^^^^^^NPI",
+              14: "7", 19: "V778812^^^STCATH", 44: "20250601"}  # fmt: skip
+    fields.update({int(k[1:]): v for k, v in extra.items()})
+    return seg("PV1", fields)
+
+
+def msh(kind: str, control: str) -> str:
+    return f"MSH|^~\\&|EPICADT|STCATH|CLAIMFLOW|CF|20250604143000||{kind}|{control}|P|2.7"
+
+
+ADT_A01 = "\r".join([msh("ADT^A01^ADT_A01", "A0"), PID, pv1(), IN1])
+ADT_A03 = "\r".join(
+    [
+        msh("ADT^A03^ADT_A03", "A1"), PID, pv1(f45="20250604", f36="01"),
+        seg("DG1", {1: "1", 3: "K35.80^^I10", 15: "1", 26: "Y"}),
+        seg("PR1", {1: "1", 3: "0DTJ4ZZ^^I10P", 5: "20250602"}),
+        IN1,
+    ]
+)  # fmt: skip
+
+
+def dft(control: str, *ft1s: dict[int, str]) -> str:
+    lines = [seg("FT1", {1: str(i), **f}) for i, f in enumerate(ft1s, 1)]
+    return "\r".join([msh("DFT^P03^DFT_P03", control), PID, pv1(), *lines, IN1])
+
+
+ROOM = {4: "20250601", 6: "CG", 7: "10120", 10: "3"}
+CBC = {4: "20250602", 6: "CG", 7: "30025", 10: "2"}
+CBC_CREDIT = {4: "20250603", 6: "CD", 7: "30025", 10: "1"}
+SURGERY = {4: "20250602", 6: "CG", 7: "36044970", 10: "1", 25: "44970^^C4"}
+
+
+@pytest.fixture
+def cdm_path(tmp_path: Path) -> Path:
+    path = tmp_path / "chargemaster.csv"
+    path.write_text(CDM_CSV)
+    return path
+
+
+def book(cdm_path: Path, **options: object) -> AccountBook:
+    parse = hl7_parser(provider_directory(), load_chargemaster(cdm_path))
+    return AccountBook(AccountStore(":memory:"), parse, **options)  # type: ignore[arg-type]
+
+
+def send(b: AccountBook, text: str, at: datetime = T0) -> list:
+    held, rest = split_held(b, text.encode(), HL7)
+    assert rest is None and held
+    with b.store.atomic():
+        return b.receive(held, at)
+
+
+def lines(enc) -> list[tuple]:
+    return [(s.code, s.revenue_code, s.units, s.charge) for s in enc.services]
+
+
+def test_admit_charges_and_discharge_sent_apart_make_one_account(cdm_path: Path) -> None:
+    b = book(cdm_path)
+    assert send(b, ADT_A01) == []  # the visit is open
+    assert send(b, dft("D1", ROOM, CBC)) == []  # in house: charges wait
+    assert send(b, dft("D2", SURGERY, CBC_CREDIT)) == []
+    [enc] = send(b, ADT_A03)  # discharged, no bill hold: the final bill
+    assert enc.encounter_id == "STCATH/V778812" and enc.type_of_bill is None
+    assert enc.billing_provider.tax_id == "742018365"  # from the provider profile
+    assert lines(enc) == [
+        (None, "0120", 3.0, Decimal("7200.00")),
+        ("85025", "0300", 1.0, Decimal("52.00")),  # two tests, one credited
+        ("44970", "0360", 1.0, Decimal("14500.00")),
+        ("0DTJ4ZZ", None, 1.0, Decimal("0.00")),
+    ]
+    assert (enc.discharge_status, enc.admission_source) == ("01", "7")
+
+
+def test_the_bill_hold_waits_for_late_charges(cdm_path: Path) -> None:
+    b = book(cdm_path, bill_hold_s=2 * 3600)
+    assert send(b, ADT_A03) == []
+    assert b.due(T0 + timedelta(hours=1)) == []
+    assert send(b, dft("D1", ROOM, CBC), T0 + timedelta(hours=1)) == []
+    [enc] = b.due(T0 + timedelta(hours=2))
+    assert [s.revenue_code for s in enc.services] == ["0120", "0300", None]
+    assert b.due(T0 + timedelta(hours=3)) == []  # billed once
+
+
+def test_a_charge_after_the_final_bill_goes_as_a_late_charge_claim(cdm_path: Path) -> None:
+    b = book(cdm_path)
+    send(b, dft("D1", ROOM))
+    [final] = send(b, ADT_A03)
+    [late] = send(b, dft("D2", CBC))
+    assert late.encounter_id == "STCATH/V778812/late-1" and late.type_of_bill == "0115"
+    assert lines(late) == [("85025", "0300", 2.0, Decimal("104.00"))]  # the new charge only
+    assert late.event_id != final.event_id
+    [again] = send(b, dft("D3", SURGERY))
+    assert again.encounter_id == "STCATH/V778812/late-2"
+
+
+def test_a_replacement_bills_the_whole_account_again(cdm_path: Path) -> None:
+    b = book(cdm_path, late_charges="replacement")
+    send(b, dft("D1", ROOM))
+    [final] = send(b, ADT_A03)
+    [replacement] = send(b, dft("D2", CBC))
+    assert replacement.encounter_id == final.encounter_id
+    assert replacement.type_of_bill == "0117"
+    assert [s.revenue_code for s in replacement.services] == ["0120", "0300", None]
+
+
+def test_an_unknown_charge_code_is_an_error_on_arrival_and_leaves_the_account(
+    cdm_path: Path,
+) -> None:
+    b = book(cdm_path)
+    send(b, dft("D1", ROOM))
+    with pytest.raises(InputError) as caught:
+        send(b, dft("D2", {4: "20250602", 6: "CG", 7: "77777", 10: "1"}))
+    assert caught.value.field.endswith("FT1[1]-7")
+    assert "not in the chargemaster" in caught.value.reason
+    [enc] = send(b, ADT_A03)  # the refused message is not part of the account
+    assert [s.revenue_code for s in enc.services] == ["0120", None]
+
+
+def test_an_office_dft_is_not_held() -> None:
+    office = dft("D9", SURGERY).replace("|I|4N^401^A^STCATH|", "|O|CLINIC^^^STCATH|")
+    b = AccountBook(AccountStore(":memory:"), hl7_parser(provider_directory(), None))
+    held, rest = split_held(b, office.encode(), HL7)
+    assert held == [] and rest == office.encode()
+
+
+def test_offline_parse_assembles_the_messages_of_a_visit_from_several_files(
+    tmp_path: Path, cdm_path: Path
+) -> None:
+    directory = tmp_path / "providers.json"
+    directory.write_text(json.dumps(provider_directory().to_json()))
+    files = []
+    for name, text in (("adt.hl7", ADT_A03), ("dft.hl7", dft("D1", ROOM, CBC, CBC_CREDIT))):
+        (tmp_path / name).write_text(text + "\r")
+        files.append(str(tmp_path / name))
+    env = {"CLAIMFLOW_CHARGEMASTER": str(cdm_path), "CLAIMFLOW_PROVIDER_DIRECTORY": str(directory)}
+    run = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "intake", "parse", *files],
+        capture_output=True, text=True, env={**_env(), **env}, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    [enc] = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [(s["revenue_code"], s["charge"]) for s in enc["services"]] == [
+        ("0120", "7200.00"), ("0300", "52.00"), (None, "0.00"),
+    ]  # fmt: skip
+    only_charges = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "intake", "parse", files[1]],
+        capture_output=True, text=True, env={**_env(), **env}, check=False,
+    )  # fmt: skip
+    assert only_charges.returncode == 1
+    assert json.loads(only_charges.stdout)["field"] == "PV1-45"
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("CLAIMFLOW_")}
