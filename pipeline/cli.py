@@ -823,7 +823,8 @@ def _json_default(value: Any) -> Any:
 
 
 def cmd_remit_parse(args: argparse.Namespace) -> int:
-    from services.remittance.era import parse_835_transactions
+    """Each 835 transaction set as JSON: the payment, its balancing, defects and warnings."""
+    from services.remittance.era import read_835
     from services.remittance.posting import reconcile
 
     unbalanced = 0
@@ -831,10 +832,19 @@ def cmd_remit_parse(args: argparse.Namespace) -> int:
     def handle(_: str, data: bytes) -> list[str]:
         nonlocal unbalanced
         out = []
-        for remittance in parse_835_transactions(data.decode("utf-8", "replace")):
+        read = read_835(data)
+        for transaction in read.transactions:
+            remittance = transaction.remittance
+            if remittance is None:
+                unbalanced += 1
+                record = {"transaction_control_number": transaction.control_number}
+                record["error"] = transaction.error
+                out.append(json.dumps(record))
+                continue
             summary = reconcile(remittance)
             unbalanced += not summary.balanced
             record = json.loads(json.dumps(remittance, default=_json_default))
+            record["warnings"] = [*read.warnings, *remittance.warnings]
             record["balance_errors"] = list(summary.balance_errors)
             record["balance_warnings"] = remittance.balance_warnings()
             record["summary"] = {
@@ -862,7 +872,7 @@ def cmd_remit_post(args: argparse.Namespace) -> int:
         load_pricing,
         remittance_settings,
     )
-    from services.remittance.era import parse_835_transactions
+    from services.remittance.era import read_835
     from services.remittance.ledger import Ledger
     from services.remittance.posting import payer_of
 
@@ -891,9 +901,8 @@ def cmd_remit_post(args: argparse.Namespace) -> int:
         stage.handle(Incoming("claims.submitted.v1", claim.claim_id, claim, data, {}, 0, 0, 0))
 
     def handle(name: str, data: bytes) -> list[str]:
-        text = data.decode("ascii", "replace")
         try:
-            payer = args.payer or payer_of(parse_835_transactions(text)[0])
+            payer = args.payer or payer_of(read_835(data).remittances[0])
         except Exception:  # noqa: BLE001 - the stage reports why the file cannot be read
             payer = args.payer or "unknown"
         file_id = Path(name).name

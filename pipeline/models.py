@@ -371,6 +371,32 @@ class Adjustment(Model):
     line: int | None = None
 
 
+class LineAdjustment(Model):
+    """One CAS triplet as the payer sent it, with its quantity."""
+
+    group: str
+    reason: str
+    amount: Money
+    quantity: float | None = None
+
+
+class PostedLine(Model):
+    """A service line as the payer adjudicated it (what a secondary claim's 2430 reports)."""
+
+    line: int
+    qualifier: str
+    procedure: str
+    modifiers: list[str] = []
+    revenue_code: str | None = None
+    charge: Money
+    paid: Money
+    units: float | None = None
+    original_procedure: str | None = None
+    line_control_number: str | None = None
+    service_date: date | None = None
+    adjustments: list[LineAdjustment] = []
+
+
 class RemittancePosting(Model):
     event_id: str
     claim_id: str
@@ -390,6 +416,11 @@ class RemittancePosting(Model):
     payment_date: date | None = None
     file_id: str
     posted_at: datetime
+    payer_sequence: int | None = None
+    crossover_payer: str | None = None
+    warnings: list[str] = []
+    lines: list[PostedLine] = []
+    claim_adjustments: list[LineAdjustment] = []
 
 
 # --- intake.raw.v1 and dead letters ------------------------------------------------------
@@ -453,10 +484,19 @@ class RemittanceException(Model):
     """Remittance that could not be posted: a person has to look at it."""
 
     event_id: str
-    kind: Literal["unmatched_payment", "unbalanced_file", "unreadable_file", "other"]
+    kind: Literal[
+        "unmatched_payment",
+        "unbalanced_file",
+        "unreadable_file",
+        "other",
+        "unbalanced_payment",
+        "unbalanced_claim",
+        "unreadable_claim",
+    ]
     payer_id: str
     file_id: str
     payment_trace: str | None = None
+    transaction_control_number: str | None = None
     payment_amount: Money | None = None
     claims: list[ExceptionClaim] = []
     errors: list[str] = []
@@ -465,6 +505,7 @@ class RemittanceException(Model):
     body: bytes | None = None
     received_at: datetime
     detected_at: datetime
+    warnings: list[str] = []
 
 
 # --- remittance.denials.v1 ---------------------------------------------------------------

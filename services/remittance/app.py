@@ -29,14 +29,19 @@ from pipeline.models import (
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Stage, run_stage
 from services.remittance.denials import CodeTables, denial_for
-from services.remittance.era import ClaimPayment, Remittance, parse_835_transactions
+from services.remittance.era import ClaimDefect, ClaimPayment, Remittance, decode_x12, read_835
 from services.remittance.ledger import Ledger
+from services.remittance.plb import apply_plb
 from services.remittance.posting import (
     PLB_REASONS,
+    Held,
+    Postable,
     Pricing,
-    occurrences,
     post,
     reconcile,
+    sequestration,
+    shortfall,
+    triage,
 )
 
 log = logging.getLogger(__name__)
@@ -62,6 +67,11 @@ PROVIDER_ADJUSTMENTS = Counter(
 UNDERPAID_DOLLARS = Counter(
     "claimflow_remittance_underpaid_dollars_total",
     "Shortfall to the expected reimbursement on claims queued as underpaid",
+)
+PLB_TARGETS = Counter(
+    "claimflow_remittance_plb_applied_total",
+    "PLB adjustments by where they were applied: claim, forward_balance, provider",
+    ["target"],
 )
 WAITING = Gauge(
     "claimflow_remittance_waiting_payments",
@@ -125,7 +135,9 @@ class RemittanceStage(Stage):
         self.pricing = pricing or Pricing()
         self.clock = clock
         self.idle_interval_s = min(self.options.sweep_interval_s, self.options.unmatched_grace_s)
-        self._parsed: OrderedDict[str, list[Remittance]] = OrderedDict()
+        self._parsed: OrderedDict[str, tuple[list[Postable], list[Held], tuple[str, ...]]] = (
+            OrderedDict()
+        )
         WAITING.set(ledger.waiting_count())
 
     def handle(self, msg: Incoming) -> Iterable[Out]:
@@ -141,7 +153,7 @@ class RemittanceStage(Stage):
         outs: list[Out] = []
         for waiting in self.ledger.take_waiting(claim.claim_id):
             file = PayerFile.model_validate_json(waiting.file_record)
-            outs += self._post(file, self._parse(file), only=claim.claim_id)
+            outs += self._post(file, self._read(file)[0], only=claim.claim_id)
         return outs
 
     # --- payer files ----------------------------------------------------------------------
@@ -152,58 +164,53 @@ class RemittanceStage(Stage):
             metrics.OUTCOMES.labels(self.name, f"ignored_{file.kind}").inc()
             return []
         try:
-            text = file.body.decode("ascii")
-        except UnicodeDecodeError as exc:
-            raise InputError("body", f"an X12 file is ASCII; byte {exc.start} is not") from exc
-        try:
-            remits = self._parse(file, text)
+            postable, held, warnings = self._read(file)
         except InputError as exc:
-            if not _looks_like_x12(text):
+            if not _looks_like_x12(decode_x12(file.body)[0]):
                 raise  # not X12 at all: poison, to the dead-letter topic
             return [self._file_exception(msg, "unreadable_file", [str(exc)])]
-        errors = [
-            f"ST {remit.transaction_control_number}: {error}"
-            for remit in remits
-            for error in remit.balance_errors()
-        ]
-        if errors:
-            # Posted nowhere: one payment that does not add up makes the file suspect.
-            return [self._file_exception(msg, "unbalanced_file", errors, remits)]
-        for remit in remits:
-            self._record_payment(file, remit)
-        return self._post(file, remits, source=(msg.partition, msg.offset))
+        outs = [self._held(msg, item, n, warnings) for n, item in enumerate(held)]
+        for payment in postable:
+            outs += self._post(file, [payment], source=(msg.partition, msg.offset))
+            self._record_payment(file, payment.remittance)  # after its claims: WO finds them
+        return outs
 
-    def _parse(self, file: PayerFile, text: str | None = None) -> list[Remittance]:
-        """The file's transactions; parsed once while its waiting payments are released."""
-        key = f"{file.payer_id}:{file.file_id}"
+    def _read(self, file: PayerFile) -> tuple[list[Postable], list[Held], tuple[str, ...]]:
+        """The file triaged; read once while its waiting payments are released."""
+        key = f"{file.payer_id}:{file.file_id}:{hash(file.body)}"
         if key in self._parsed:
             self._parsed.move_to_end(key)
             return self._parsed[key]
-        remits = parse_835_transactions(text if text is not None else file.body.decode("ascii"))
-        self._parsed[key] = remits
+        read = read_835(file.body)
+        postable, held = triage(read)
+        self._parsed[key] = (postable, held, read.warnings)
         while len(self._parsed) > 16:
             self._parsed.popitem(last=False)
-        return remits
+        return postable, held, read.warnings
 
     def _record_payment(self, file: PayerFile, remit: Remittance) -> None:
         summary = reconcile(remit)
-        if self.ledger.add_payment(summary, f"{file.payer_id}:{file.file_id}"):
-            for plb in summary.provider_adjustments:
+        applications = apply_plb(remit, self.ledger.claim_for_reference)
+        if self.ledger.add_payment(summary, f"{file.payer_id}:{file.file_id}", applications):
+            for applied in applications:
+                plb = applied.adjustment
                 reason = plb.reason if plb.reason in PLB_REASONS else "other"
                 PROVIDER_ADJUSTMENTS.labels(reason).inc()
+                PLB_TARGETS.labels(applied.target).inc()
 
     def _post(
         self,
         file: PayerFile,
-        remits: list[Remittance],
+        payments: list[Postable],
         *,
         only: str | None = None,
         source: tuple[int, int] | None = None,
     ) -> list[Out]:
         outs: list[Out] = []
         file_key = f"{file.payer_id}:{file.file_id}"
-        for remit in remits:
-            for occurrence, payment in occurrences(remit):
+        for postable in payments:
+            remit = postable.remittance
+            for occurrence, payment in postable.occurrences():
                 claim_id = payment.patient_control_number
                 if only is not None and claim_id != only:
                     continue
@@ -234,6 +241,8 @@ class RemittanceStage(Stage):
         occurrence: int,
     ) -> list[Out]:
         now = utcnow()
+        prior = self.ledger.prior(claim.claim_id, file.payer_id)
+        warnings = (*self._read(file)[2], *remit.warnings)
         posting = post(
             payment,
             claim,
@@ -244,10 +253,14 @@ class RemittanceStage(Stage):
             posted_at=now,
             occurrence=occurrence,
             pricing=self.pricing,
+            prior=prior,
+            warnings=warnings,
         )
-        if not self.ledger.mark_posted(posting):
+        if not self.ledger.mark_posted(posting, sequestration(payment)):
             return []  # a replayed input: posted before
         metrics.OUTCOMES.labels(self.name, posting.status).inc()
+        if posting.warnings:
+            metrics.OUTCOMES.labels(self.name, "posted_with_warning").inc()
         if posting.status != "reversed":
             for adj in posting.adjustments:
                 group = adj.group if adj.group in _GROUPS else "other"
@@ -261,6 +274,7 @@ class RemittanceStage(Stage):
             self.codes,
             underpayment_tolerance=self.options.underpayment_tolerance,
             queued_at=now,
+            shortfall=shortfall(payment, claim, posting.expected, prior).shortfall,
         )
         if denial is not None:
             metrics.OUTCOMES.labels(self.name, f"queued_{denial.kind}").inc()
@@ -303,6 +317,38 @@ class RemittanceStage(Stage):
         )
         return Out("remittance.exceptions.v1", file_key, exception)
 
+    def _held(self, msg: Incoming, held: Held, number: int, warnings: tuple[str, ...]) -> Out:
+        """One held part of a file (a transaction set, or a claim) to the exceptions topic."""
+        file: PayerFile = msg.value
+        file_key = f"{file.payer_id}:{file.file_id}"
+        st = held.transaction_control_number or ""
+        one_claim = held.kind in ("unbalanced_claim", "unreadable_claim")
+        key = held.claims[0].patient_control_number if one_claim else file_key
+        remit = held.remittance
+        log.warning(
+            "835 part held in exceptions",
+            extra={"file_key": file_key, "kind": held.kind, "errors": len(held.errors)},
+        )
+        metrics.OUTCOMES.labels(self.name, f"exception_{held.kind}").inc()
+        exception = RemittanceException(
+            event_id=event_id(key, file_key, held.kind, st, str(number), STAGE, VERSION),
+            kind=held.kind,
+            payer_id=file.payer_id,
+            file_id=file.file_id,
+            payment_trace=remit.trace_number if remit else None,
+            payment_amount=remit.net_payment if remit else None,
+            transaction_control_number=held.transaction_control_number,
+            claims=[_exception_claim(c) for c in held.claims],
+            errors=[e[:1000] for e in held.errors[:200]],
+            source_partition=msg.partition,
+            source_offset=msg.offset,
+            body=file.body,
+            received_at=file.received_at,
+            detected_at=utcnow(),
+            warnings=[*warnings, *(remit.warnings if remit else ())],
+        )
+        return Out("remittance.exceptions.v1", key, exception)
+
     def _predetermination(self, file: PayerFile, remit: Remittance, payment: ClaimPayment) -> Out:
         claim_id = payment.patient_control_number
         file_key = f"{file.payer_id}:{file.file_id}"
@@ -329,9 +375,9 @@ class RemittanceStage(Stage):
         for waiting in self.ledger.overdue(now - grace):
             file = PayerFile.model_validate_json(waiting.file_record)
             payments = [
-                (remit, p)
-                for remit in self._parse(file)
-                for p in remit.claims
+                (postable.remittance, p)
+                for postable in self._read(file)[0]
+                for p in postable.claims
                 if p.patient_control_number == waiting.claim_id
             ]
             exception = RemittanceException(
@@ -361,7 +407,18 @@ class RemittanceStage(Stage):
         self.ledger.close()
 
 
-def _exception_claim(payment: ClaimPayment) -> ExceptionClaim:
+def _exception_claim(payment: ClaimPayment | ClaimDefect) -> ExceptionClaim:
+    """A claim payment as an exception lists it (a claim that could not be read: what of its
+    CLP could, 0.00 for amounts that could not)."""
+    if isinstance(payment, ClaimDefect):
+        return ExceptionClaim(
+            claim_id=payment.patient_control_number,
+            payer_claim_control_number=payment.payer_claim_control_number,
+            claim_status_code=payment.status_code,
+            total_charge=payment.charge or Decimal(0),
+            paid=payment.paid or Decimal(0),
+            patient_responsibility=Decimal(0),
+        )
     return ExceptionClaim(
         claim_id=payment.patient_control_number,
         payer_claim_control_number=payment.payer_claim_control_number,

@@ -375,14 +375,20 @@ def denial_for(
     *,
     underpayment_tolerance: Decimal = Decimal("1.00"),
     queued_at: datetime,
+    shortfall: Decimal | None = None,
 ) -> Denial | None:
-    """The work-queue item for a posting, or None when nothing was refused or short-paid."""
+    """The work-queue item for a posting, or None when nothing was refused or short-paid.
+
+    ``shortfall``: expected minus what the claim brought in from its payer over every CLP
+    of a split (``posting.shortfall``); by default this posting's own.
+    """
     if posting.status in {"reversed", "unmatched"}:
         return None
     reasons = _reasons(payment, tables)
     remark_infos = [(code, tables.rarc_info(code)) for code in posting.remark_codes]
     known_rarcs = [info for _, info in remark_infos if info is not None]
-    shortfall = _shortfall(posting, payment)
+    if shortfall is None:
+        shortfall = _shortfall(posting, payment)
     if posting.status == "denied":
         kind: Literal["denied", "partially_denied", "underpaid"] = "denied"
     elif reasons:
@@ -438,11 +444,15 @@ def denial_for(
 
 
 def _shortfall(posting: RemittancePosting, payment: ClaimPayment) -> Decimal | None:
-    """Expected minus what the claim brings in, sequestration not counted as a shortfall."""
-    if posting.expected is None:
+    """Expected minus what the claim brings in, sequestration not counted as a shortfall.
+
+    None when the posting has no variance: no expected amount, or a split claim whose
+    other part has not been adjudicated yet.
+    """
+    if posting.expected is None or posting.variance is None:
         return None
     sequestration = sum((a.amount for _, a in payment.all_adjustments() if a.reason == "253"), ZERO)
-    return posting.expected - (posting.paid + posting.patient_responsibility + sequestration)
+    return -posting.variance - sequestration
 
 
 def _category_from_remarks(rarcs: list[CodeInfo]) -> DenialCategory:

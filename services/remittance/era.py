@@ -50,6 +50,10 @@ CLAIM_STATUS_CODES = {
     "25": "predetermination pricing only, no payment",
 }
 """CLP02 claim status codes of 005010X221A1."""
+PAYER_SEQUENCE = {"1": 1, "19": 1, "2": 2, "20": 2, "3": 3, "21": 3}
+"""The payer's place in the coordination of benefits, by CLP02."""
+FORWARDED = frozenset({"19", "20", "21", "23"})
+"""CLP02 codes saying the payer forwarded the claim to the next payer (a crossover)."""
 _CAS_TRIPLETS = 6
 
 
@@ -78,14 +82,19 @@ def _quantity(seg: Segment, pos: int) -> Decimal | None:
         raise InputError(seg.ref(pos), f"not a number: {raw!r}") from None
 
 
-def _date(seg: Segment, pos: int) -> date | None:
+def _date(seg: Segment, pos: int, warnings: list[str] | None = None) -> date | None:
+    """A CCYYMMDD date; an impossible one changes no amount, so with ``warnings`` it is
+    noted there and read as absent (without, it is an error)."""
     raw = seg.el(pos).strip()
     if not raw:
         return None
     try:
         return _ccyymmdd(raw)
     except ValueError:
-        raise InputError(seg.ref(pos), f"not a CCYYMMDD date: {raw!r}") from None
+        if warnings is None:
+            raise InputError(seg.ref(pos), f"not a CCYYMMDD date: {raw!r}") from None
+        warnings.append(f"{seg.ref(pos)} {raw!r} is not a CCYYMMDD date: read as absent")
+        return None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -171,6 +180,19 @@ class ClaimPayment:
     adjustments: tuple[CasAdjustment, ...] = ()
     remark_codes: tuple[str, ...] = ()
     service_lines: tuple[ServicePayment, ...] = ()
+    crossover_payer: str | None = None  # NM1*TT: the payer the claim was forwarded to
+    crossover_payer_id: str | None = None
+    warnings: tuple[str, ...] = ()  # defects that change no amount (an impossible date …)
+
+    @property
+    def payer_sequence(self) -> int | None:
+        """1, 2 or 3: whether this payer paid as primary, secondary or tertiary (CLP02)."""
+        return PAYER_SEQUENCE.get(self.status_code)
+
+    @property
+    def forwarded(self) -> bool:
+        """The payer sent the claim on to the next payer itself (a crossover): do not bill it."""
+        return self.status_code in FORWARDED or self.crossover_payer is not None
 
     @property
     def is_reversal(self) -> bool:
@@ -231,6 +253,19 @@ class ProviderAdjustment:
 
 
 @dataclass(frozen=True)
+class ClaimDefect:
+    """A claim (CLP loop) that could not be read: what is known of it and why."""
+
+    patient_control_number: str
+    status_code: str
+    charge: Decimal | None
+    paid: Decimal | None
+    payer_claim_control_number: str | None
+    error: str
+    field: str = "CLP"  # the element the error is in
+
+
+@dataclass(frozen=True)
 class Remittance:
     """One 835 transaction set: a payment (or notice) from one payer to one payee."""
 
@@ -252,6 +287,8 @@ class Remittance:
     payee_tax_id: str | None = None
     claims: tuple[ClaimPayment, ...] = ()
     provider_adjustments: tuple[ProviderAdjustment, ...] = ()
+    defects: tuple[ClaimDefect, ...] = ()  # claims that could not be read
+    warnings: tuple[str, ...] = ()  # payment-level defects that change no amount
 
     @property
     def net_payment(self) -> Decimal:
@@ -271,13 +308,24 @@ class Remittance:
     def balance_errors(self) -> list[str]:
         """Claim and line balancing, and BPR02 = sum of CLP04 - sum of PLB amounts."""
         errors = [e for claim in self.claims for e in claim.balance_errors()]
-        paid, plb = self.claims_paid, self.provider_adjustment_total
+        errors += [f"CLP01 {d.patient_control_number}: {d.error}" for d in self.defects]
+        return errors + self.payment_balance_errors()
+
+    def payment_balance_errors(self) -> list[str]:
+        """BPR02 = sum of CLP04 (claims read or not) - sum of PLB; [] when the payment adds up.
+
+        A claim that could not be read still counts with its CLP04 when that was readable;
+        when it was not, the payment cannot be balanced at all.
+        """
+        unknown = [d.patient_control_number for d in self.defects if d.paid is None]
+        if unknown:
+            return [f"CLP04 of {', '.join(unknown)} unreadable: the payment cannot be balanced"]
+        paid = self.claims_paid + sum((d.paid or ZERO for d in self.defects), ZERO)
+        plb = self.provider_adjustment_total
         if paid - plb != self.net_payment:
             sign = "-" if self.credit_debit == "D" else ""
-            errors.append(
-                f"BPR02 {sign}{self.payment_amount} != sum of CLP04 {paid} - sum of PLB {plb}"
-            )
-        return errors
+            return [f"BPR02 {sign}{self.payment_amount} != sum of CLP04 {paid} - sum of PLB {plb}"]
+        return []
 
     def balance_warnings(self) -> list[str]:
         """Inconsistencies that do not break the balancing rules (see the module docstring)."""
@@ -295,11 +343,40 @@ class _ClaimBuilder:
     remarks: list[str] = field(default_factory=list)
     lines: list[ServicePayment] = field(default_factory=list)
     line: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+    error: str | None = None  # the first error in the loop: the claim is then a defect
+    error_field: str = "CLP"
 
     def close_line(self) -> None:
         if self.line is not None:
             self.lines.append(ServicePayment(**self.line))
             self.line = None
+
+    def take(self, seg: Segment) -> None:
+        """Read one segment of the claim loop; an error makes the claim a defect."""
+        if self.error is not None:
+            return
+        try:
+            _claim_segment(self, seg)
+        except InputError as exc:
+            self.error, self.error_field = f"segment {seg.line} {exc}", exc.field
+
+    def close(self) -> ClaimPayment | ClaimDefect:
+        """The claim as read, or, when any of its segments could not be, a defect."""
+        if self.error is None:
+            try:
+                return self.build()
+            except InputError as exc:
+                self.error, self.error_field = f"segment {self.clp.line} {exc}", exc.field
+        return ClaimDefect(
+            patient_control_number=self.clp.el(1),
+            status_code=self.clp.el(2),
+            charge=_money_or_none(self.clp, 3),
+            paid=_money_or_none(self.clp, 4),
+            payer_claim_control_number=self.clp.el(7) or None,
+            error=self.error or "unreadable",
+            field=self.error_field,
+        )
 
     def build(self) -> ClaimPayment:
         self.close_line()
@@ -331,8 +408,16 @@ class _ClaimBuilder:
             adjustments=adjustments,
             remark_codes=tuple(dict.fromkeys(self.remarks)),
             service_lines=lines,
+            warnings=tuple(self.warnings),
             **self.names,
         )
+
+
+def _money_or_none(seg: Segment, pos: int) -> Decimal | None:
+    try:
+        return _money(seg, pos)
+    except InputError:
+        return None
 
 
 def _cas(seg: Segment) -> list[CasAdjustment]:
@@ -391,25 +476,157 @@ def _envelope_checks(segments: list[Segment]) -> None:
         raise InputError("ST", "no transaction set (ST) in the interchange")
 
 
-def parse_835_transactions(text: str) -> list[Remittance]:
-    """Parse every 835 transaction set (ST..SE) in an interchange, in file order."""
+@dataclass(frozen=True)
+class TransactionRead:
+    """One ST..SE of an 835 as read: the payment, or why it could not be read."""
+
+    control_number: str  # ST02
+    remittance: Remittance | None
+    error: str | None = None
+    field: str | None = None  # the element the error is in
+
+
+@dataclass(frozen=True)
+class Read835:
+    """An 835 interchange read transaction by transaction (see ``read_835``)."""
+
+    interchange_control_number: str
+    transactions: tuple[TransactionRead, ...]
+    warnings: tuple[str, ...] = ()  # file-level: the decoding, a separator read another way
+
+    @property
+    def remittances(self) -> list[Remittance]:
+        """The transactions that could be read."""
+        return [t.remittance for t in self.transactions if t.remittance is not None]
+
+
+def decode_x12(body: bytes) -> tuple[str, str | None]:
+    """The text of an X12 file and, when it is not plain ASCII, a warning naming the decoding.
+
+    X12's basic and extended character sets are ASCII, but payers send names with accented
+    letters: UTF-8 when the bytes are valid UTF-8, else ISO 8859-1 (which reads any byte).
+    """
+    try:
+        return body.decode("ascii"), None
+    except UnicodeDecodeError as exc:
+        first = exc.start
+    byte = body[first]
+    try:
+        text, encoding = body.decode("utf-8"), "UTF-8"
+    except UnicodeDecodeError:
+        text, encoding = body.decode("iso-8859-1"), "ISO 8859-1"
+    return text, f"byte {first} (0x{byte:02X}) is not ASCII: the file was decoded as {encoding}"
+
+
+# SVC01-1 product/service id qualifiers of 005010X221A1 (and PLB03-1 reasons), used to see
+# which character a payer really writes between composite components.
+_SVC_QUALIFIERS = frozenset({"AD", "ER", "HC", "HP", "IV", "N4", "N6", "NU", "UI", "WK"})
+
+
+def resolve_component_separator(text: str) -> tuple[str, str | None]:
+    """Read composites with the separator the payer actually wrote, when ISA16 is wrong.
+
+    Some payers declare ``:`` in ISA16 and write ``HC>99213``. When no composite of the
+    file uses ISA16 and every one that can be seen (SVC01 after its qualifier, PLB03..13
+    after the reason code) uses one other character, that character is meant: the ISA16 is
+    rewritten for reading and a warning says so. Anything less clear is left as it is.
+    """
+    text = text.lstrip("\ufeff \t\r\n")
+    if not text.startswith("ISA") or len(text) < 106:
+        return text, None  # the reader says what is wrong with it
+    element, declared, terminator = text[3], text[104], text[105]
+    repetition = text[82]
+    seen: set[str] = set()
+    for raw in text[106:].split(terminator):
+        parts = raw.strip().split(element)
+        if parts[0] == "SVC" and len(parts) > 1:
+            candidates = [parts[1]]
+        elif parts[0] == "PLB":
+            candidates = parts[3:15:2]
+        else:
+            continue
+        for value in candidates:
+            if declared in value:
+                return text, None  # the declared separator is in use: nothing to resolve
+            if parts[0] == "SVC" and value[:2] not in _SVC_QUALIFIERS:
+                continue
+            if len(value) > 2 and not value[2].isalnum() and not value[2].isspace():
+                seen.add(value[2])
+    if len(seen) != 1:
+        return text, None
+    actual = seen.pop()
+    if actual in (element, terminator, repetition, declared):
+        return text, None
+    warning = (
+        f"ISA16 declares component separator {declared!r} but the composites are written "
+        f"with {actual!r}: read with {actual!r}"
+    )
+    return text[:104] + actual + text[105:], warning
+
+
+def read_835(data: bytes | str) -> Read835:
+    """Read every 835 transaction set of an interchange, each on its own.
+
+    Only an envelope that cannot be read (not X12, not an 835) raises ``InputError``. A
+    transaction set with an error is returned with the error and without its payment, the
+    others are read; within a transaction set, a claim with an error becomes a defect of
+    its payment (``Remittance.defects``) and the other claims are read.
+    """
+    warnings: list[str] = []
+    if isinstance(data, bytes):
+        text, decoding = decode_x12(data)
+        if decoding:
+            warnings.append(decoding)
+    else:
+        text = data
+    text, separator = resolve_component_separator(text)
+    if separator:
+        warnings.append(separator)
     segments = list(read_segments(text))
     _envelope_checks(segments)
     isa_control = segments[0].el(13)
-    out: list[Remittance] = []
+    out: list[TransactionRead] = []
     current: list[Segment] | None = None
     for seg in segments:
         if seg.id == "ST":
-            if seg.el(1) != "835":
-                raise InputError("ST01", f"expected transaction set 835, got {seg.el(1)!r}")
+            if current is not None:  # an ST without its SE
+                out.append(_read_transaction(current, isa_control))
             current = [seg]
         elif current is not None:
             current.append(seg)
             if seg.id == "SE":
-                out.append(_parse_transaction(current, isa_control))
+                out.append(_read_transaction(current, isa_control))
                 current = None
     if current is not None:
-        out.append(_parse_transaction(current, isa_control))
+        out.append(_read_transaction(current, isa_control))
+    return Read835(isa_control, tuple(out), tuple(warnings))
+
+
+def _read_transaction(segments: list[Segment], isa_control: str) -> TransactionRead:
+    st = segments[0]
+    try:
+        if st.el(1) != "835":
+            raise InputError("ST01", f"expected transaction set 835, got {st.el(1)!r}")
+        return TransactionRead(st.el(2), _parse_transaction(segments, isa_control))
+    except InputError as exc:
+        return TransactionRead(st.el(2), None, str(exc), exc.field)
+
+
+def parse_835_transactions(text: str) -> list[Remittance]:
+    """Parse every 835 transaction set (ST..SE) in an interchange, in file order.
+
+    Strict: any transaction set or claim that cannot be read raises (``read_835`` reads
+    around them).
+    """
+    read = read_835(text)
+    out: list[Remittance] = []
+    for transaction in read.transactions:
+        if transaction.remittance is None:
+            error = f"ST {transaction.control_number}: {transaction.error}"
+            raise InputError(transaction.field or "ST", error)
+        for defect in transaction.remittance.defects:
+            raise InputError(defect.field, f"CLP01 {defect.patient_control_number}: {defect.error}")
+        out.append(transaction.remittance)
     if not any(r.claims for r in out):
         raise InputError("CLP", "no claim payment (CLP) in the 835")
     return out
@@ -427,16 +644,19 @@ def parse_835(text: str) -> Remittance:
 
 def _parse_transaction(segments: list[Segment], isa_control: str) -> Remittance:
     header: dict[str, Any] = {"payee_tax_id": None, "production_date": None, "payer_id": None}
+    warnings: list[str] = []
     bpr = trn = None
     party: str | None = None
     claims: list[ClaimPayment] = []
+    defects: list[ClaimDefect] = []
     plbs: list[ProviderAdjustment] = []
     claim: _ClaimBuilder | None = None
 
     def close_claim() -> None:
         nonlocal claim
         if claim is not None:
-            claims.append(claim.build())
+            read = claim.close()
+            (claims if isinstance(read, ClaimPayment) else defects).append(read)  # type: ignore[arg-type]
             claim = None
 
     for seg in segments[1:]:
@@ -446,7 +666,7 @@ def _parse_transaction(segments: list[Segment], isa_control: str) -> Remittance:
         elif sid == "TRN" and claim is None:
             trn = seg
         elif sid == "DTM" and claim is None and seg.el(1) == "405":
-            header["production_date"] = _date(seg, 2)
+            header["production_date"] = _date(seg, 2, warnings)
         elif sid == "N1" and claim is None:
             party = seg.el(1)
             if party == "PR":
@@ -469,12 +689,12 @@ def _parse_transaction(segments: list[Segment], isa_control: str) -> Remittance:
             close_claim()
         elif sid == "PLB":
             close_claim()
-            plbs.extend(_plb(seg))
+            plbs.extend(_plb(seg, warnings))
         elif claim is None:
             if sid == "CAS" or sid == "SVC":
                 raise InputError(sid, f"{sid} segment outside a claim (no CLP before it)")
         else:
-            _claim_segment(claim, seg)
+            claim.take(seg)
     close_claim()
     if bpr is None:
         raise InputError("BPR", "the 835 has no BPR (financial information) segment")
@@ -486,6 +706,10 @@ def _parse_transaction(segments: list[Segment], isa_control: str) -> Remittance:
         raise InputError("N1", "no payee (N1*PE) in the 835")
     header.setdefault("payee_id_qualifier", None)
     header.setdefault("payee_id", None)
+    payment_date = _date(bpr, 16, warnings)
+    if payment_date is None and bpr.el(16) and header["production_date"] is not None:
+        payment_date = header["production_date"]
+        warnings.append("payment date taken from the production date (DTM*405)")
     return Remittance(
         interchange_control_number=isa_control,
         transaction_control_number=segments[0].el(2),
@@ -493,11 +717,13 @@ def _parse_transaction(segments: list[Segment], isa_control: str) -> Remittance:
         payment_amount=_money(bpr, 2),
         credit_debit=bpr.el(3),
         payment_method=bpr.el(4),
-        payment_date=_date(bpr, 16),
+        payment_date=payment_date,
         trace_number=_required(trn, 2),
         originator_id=trn.el(3) or None,
         claims=tuple(claims),
         provider_adjustments=tuple(plbs),
+        defects=tuple(defects),
+        warnings=tuple(warnings),
         **header,
     )
 
@@ -512,6 +738,7 @@ def _required(seg: Segment, pos: int) -> str:
 def _claim_segment(claim: _ClaimBuilder, seg: Segment) -> None:
     sid = seg.id
     line = claim.line
+    warnings = claim.warnings
     if sid == "SVC":
         claim.close_line()
         claim.line = _svc(seg) | {"adjustments": (), "remark_codes": ()}
@@ -524,21 +751,24 @@ def _claim_segment(claim: _ClaimBuilder, seg: Segment) -> None:
         qualifier = seg.el(1)
         if line is not None:
             if qualifier in {"472", "150"}:
-                line["service_date"] = _date(seg, 2)
+                line["service_date"] = _date(seg, 2, warnings)
             elif qualifier == "151":
-                line["service_end"] = _date(seg, 2)
+                line["service_end"] = _date(seg, 2, warnings)
         elif qualifier == "232":
-            claim.names["statement_start"] = _date(seg, 2)
+            claim.names["statement_start"] = _date(seg, 2, warnings)
         elif qualifier == "233":
-            claim.names["statement_end"] = _date(seg, 2)
+            claim.names["statement_end"] = _date(seg, 2, warnings)
         elif qualifier == "050":
-            claim.names["received_date"] = _date(seg, 2)
+            claim.names["received_date"] = _date(seg, 2, warnings)
     elif sid == "NM1" and line is None and seg.el(1) == "QC":
         claim.names["patient_last_name"] = seg.el(3) or None
         claim.names["patient_first_name"] = seg.el(4) or None
         claim.names["patient_member_id"] = seg.el(9) or None
     elif sid == "NM1" and line is None and seg.el(1) == "82":
         claim.names["rendering_provider_id"] = seg.el(9) or None
+    elif sid == "NM1" and line is None and seg.el(1) == "TT":
+        claim.names["crossover_payer"] = seg.el(3) or seg.el(9) or "unnamed"
+        claim.names["crossover_payer_id"] = seg.el(9) or None
     elif sid == "MOA" and line is None:
         claim.names["reimbursement_rate"] = _quantity(seg, 1)
         claim.names["hcpcs_payable"] = _money(seg, 2, required=False) if seg.el(2) else None
@@ -563,9 +793,9 @@ def _claim_segment(claim: _ClaimBuilder, seg: Segment) -> None:
 _CLAIM_AMOUNTS = {"I": "interest", "AU": "coverage_amount"}
 
 
-def _plb(seg: Segment) -> list[ProviderAdjustment]:
+def _plb(seg: Segment, warnings: list[str] | None = None) -> list[ProviderAdjustment]:
     provider = _required(seg, 1)
-    period = _date(seg, 2)
+    period = _date(seg, 2, warnings)
     out: list[ProviderAdjustment] = []
     for pos in range(3, 15, 2):
         if not seg.el(pos):

@@ -11,19 +11,24 @@ consumed offsets are committed.
 What it holds: the submitted claims (without their X12); payer files whose payments wait
 for their claim (stored once per file) and, per waiting claim payment, when it was first
 seen and when it was reported to the exceptions topic; every posting made, with its
-amounts, so a claim's net over payments, reversals and corrections can be read back; and
-every payment (835 transaction) posted, with its provider-level (PLB) adjustments.
+amounts and payer, so a claim's net over payments, reversals and corrections, and a
+split claim's net per payer, can be read back; and every payment (835 transaction)
+posted, with its provider-level (PLB) adjustments and where each was applied (a claim,
+the forward balance carried between files, or the provider's balance).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 from pipeline.models import RemittancePosting, SubmittedClaim
 from pipeline.state import BatchStore
-from services.remittance.posting import PaymentSummary
+from services.remittance.era import ZERO
+from services.remittance.plb import PlbApplication
+from services.remittance.posting import PaymentSummary, Prior
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS claims (
@@ -87,7 +92,14 @@ _POSTED_COLUMNS = {
     "paid": "TEXT",
     "patient_responsibility": "TEXT",
     "payment_trace": "TEXT",
+    "payer_id": "TEXT",
+    "payer_sequence": "INTEGER",
+    "payer_claim_control_number": "TEXT",
+    "charge": "TEXT",
+    "sequestration": "TEXT",
 }
+# Columns added to ``provider_adjustments``: where each PLB adjustment was applied.
+_PLB_COLUMNS = {"target": "TEXT", "claim_id": "TEXT"}
 
 
 @dataclass(frozen=True)
@@ -123,10 +135,14 @@ class Ledger(BatchStore):
         self.db.commit()
 
     def _migrate(self) -> None:
-        have = {row[1] for row in self.db.execute("PRAGMA table_info(posted)")}
-        for name, kind in _POSTED_COLUMNS.items():
-            if name not in have:
-                self.db.execute(f"ALTER TABLE posted ADD COLUMN {name} {kind}")
+        for table, columns in (("posted", _POSTED_COLUMNS), ("provider_adjustments", _PLB_COLUMNS)):
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns.items():
+                if name not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+        self.db.execute(
+            "CREATE INDEX IF NOT EXISTS posted_pccn ON posted (payer_claim_control_number)"
+        )
         # Waiting payments of the first layout (the file copied per claim) move over.
         for claim_id, file_key, record in self.db.execute(
             "SELECT claim_id, file_key, file_record FROM pending"
@@ -218,11 +234,13 @@ class Ledger(BatchStore):
 
     # --- postings and payments ------------------------------------------------------------
 
-    def mark_posted(self, posting: RemittancePosting) -> bool:
+    def mark_posted(self, posting: RemittancePosting, sequestration: Decimal = ZERO) -> bool:
         """Record a posting with its amounts; False when it was already made (a replay)."""
         cur = self.db.execute(
             "INSERT OR IGNORE INTO posted (event_id, claim_id, status, claim_status_code, paid, "
-            "patient_responsibility, payment_trace) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "patient_responsibility, payment_trace, payer_id, payer_sequence, "
+            "payer_claim_control_number, charge, sequestration) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 posting.event_id,
                 posting.claim_id,
@@ -231,9 +249,37 @@ class Ledger(BatchStore):
                 str(posting.paid),
                 str(posting.patient_responsibility),
                 posting.payment_trace,
+                posting.payer_id,
+                posting.payer_sequence,
+                posting.payer_claim_control_number,
+                str(posting.total_charge),
+                str(sequestration),
             ),
         )
         return cur.rowcount == 1
+
+    def prior(self, claim_id: str, payer_id: str) -> Prior:
+        """What the payer's postings of the claim add up to so far (a split claim nets)."""
+        rows = self.db.execute(
+            "SELECT charge, paid, patient_responsibility, sequestration FROM posted "
+            "WHERE claim_id = ? AND payer_id = ? AND charge IS NOT NULL",
+            (claim_id, payer_id),
+        ).fetchall()
+        sums = [sum((Decimal(row[i] or 0) for row in rows), ZERO) for i in range(4)]
+        return Prior(*sums)
+
+    def claim_for_reference(self, reference: str) -> str | None:
+        """The claim a payer's reference names: its claim control number, or a claim id."""
+        row = self.db.execute(
+            "SELECT claim_id FROM posted WHERE payer_claim_control_number = ? "
+            "ORDER BY rowid DESC LIMIT 1",
+            (reference,),
+        ).fetchone()
+        if row:
+            return str(row[0])
+        row = self.db.execute("SELECT claim_id FROM claims WHERE claim_id = ?", (reference,))
+        found = row.fetchone()
+        return str(found[0]) if found else None
 
     def postings(self, claim_id: str) -> list[PostedAmounts]:
         """The claim's postings with amounts, in the order they were made."""
@@ -248,11 +294,48 @@ class Ledger(BatchStore):
         ]
 
     def net_paid(self, claim_id: str) -> Decimal:
-        """What the payer has paid on the claim, net of reversals."""
-        return sum((p.paid for p in self.postings(claim_id)), Decimal("0.00"))
+        """What the payers have paid on the claim, net of reversals and of the provider-level
+        adjustments applied to it (a WO recovery takes back, L6 interest adds)."""
+        paid = sum((p.paid for p in self.postings(claim_id)), ZERO)
+        return paid - sum((a for _, _, a in self.claim_plb(claim_id)), ZERO)
 
-    def add_payment(self, summary: PaymentSummary, file_key: str) -> bool:
-        """Record a posted payment and its PLB adjustments; False when already recorded."""
+    def claim_plb(self, claim_id: str) -> list[tuple[str, str | None, Decimal]]:
+        """(reason, reference, amount) of the PLB adjustments applied to the claim."""
+        rows = self.db.execute(
+            "SELECT reason, reference, amount FROM provider_adjustments WHERE claim_id = ? "
+            "AND target = 'claim' ORDER BY rowid",
+            (claim_id,),
+        ).fetchall()
+        return [(reason, ref, Decimal(amount)) for reason, ref, amount in rows]
+
+    def forward_balance(self, payer_id: str, provider_id: str | None = None) -> Decimal:
+        """What the provider owes the payer in forward balances (FB) not yet collected:
+        a negative FB carries a balance into the next file, a positive one collects it."""
+        sql = "SELECT amount FROM provider_adjustments WHERE payer_id = ? AND reason = 'FB'"
+        args: tuple[str, ...] = (payer_id,)
+        if provider_id is not None:
+            sql += " AND provider_id = ?"
+            args += (provider_id,)
+        return -sum((Decimal(row[0]) for row in self.db.execute(sql, args)), ZERO)
+
+    def provider_balance(self, payer_id: str) -> list[tuple[str, str | None, Decimal]]:
+        """(reason, reference, amount) of PLB adjustments held against the provider: ones
+        whose reference names no claim claimflow knows."""
+        rows = self.db.execute(
+            "SELECT reason, reference, amount FROM provider_adjustments WHERE payer_id = ? "
+            "AND target = 'provider' ORDER BY rowid",
+            (payer_id,),
+        ).fetchall()
+        return [(reason, ref, Decimal(amount)) for reason, ref, amount in rows]
+
+    def add_payment(
+        self,
+        summary: PaymentSummary,
+        file_key: str,
+        applications: Sequence[PlbApplication] = (),
+    ) -> bool:
+        """Record a posted payment and its PLB adjustments (where each was applied); False
+        when already recorded."""
         cur = self.db.execute(
             "INSERT OR IGNORE INTO payments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -268,9 +351,13 @@ class Ledger(BatchStore):
         )
         if cur.rowcount != 1:
             return False
+        targets = {id(a.adjustment): a for a in applications}
         for seq, plb in enumerate(summary.provider_adjustments):
+            applied = targets.get(id(plb))
             self.db.execute(
-                "INSERT OR IGNORE INTO provider_adjustments VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO provider_adjustments (payer_id, payment_trace, seq, "
+                "provider_id, reason, reference, amount, target, claim_id) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     summary.payer_id,
                     summary.payment_trace,
@@ -279,6 +366,8 @@ class Ledger(BatchStore):
                     plb.reason,
                     plb.reference,
                     str(plb.amount),
+                    applied.target if applied else "provider",
+                    applied.claim_id if applied else None,
                 ),
             )
         return True

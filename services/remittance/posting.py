@@ -27,18 +27,28 @@ equal what the payer sent (BPR02), and the ledger keeps them per payment.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal, Protocol
 
 from pipeline.errors import InputError
-from pipeline.models import Adjustment, RemittancePosting, SubmittedClaim, event_id
+from pipeline.models import (
+    Adjustment,
+    LineAdjustment,
+    PostedLine,
+    RemittancePosting,
+    SubmittedClaim,
+    event_id,
+)
 from services.remittance.era import (
     ZERO,
+    CasAdjustment,
+    ClaimDefect,
     ClaimPayment,
     ProviderAdjustment,
+    Read835,
     Remittance,
     ServicePayment,
 )
@@ -48,6 +58,7 @@ VERSION = "v1"
 SEQUESTRATION = "253"
 _CENT = Decimal("0.01")
 
+MEDICARE_FILING = ("MA", "MB")  # CLP06 claim filing indicators of Medicare Part A and B
 PostingStatus = Literal["paid", "partially_paid", "denied", "reversed", "unmatched"]
 ClaimLookup = Mapping[str, SubmittedClaim] | Callable[[str], SubmittedClaim | None]
 
@@ -111,11 +122,24 @@ class Pricing:
     drg_base_rate: Decimal | None = None
 
     def expected(
-        self, payment: ClaimPayment, claim: SubmittedClaim | None
+        self, payment: ClaimPayment, claim: SubmittedClaim | None, payer_id: str | None = None
     ) -> tuple[Decimal | None, str]:
-        """Expected reimbursement and its basis ("none" when it cannot be known)."""
+        """Expected reimbursement and its basis ("none" when it cannot be known).
+
+        The claim's expected amount is the billed payer's: a payment from another payer (a
+        secondary paying a crossover under the primary's claim number), one that says it
+        paid as secondary or tertiary, or a non-Medicare plan (CLP06) against a Medicare fee
+        schedule price has no expected amount, so no underpayment can be judged.
+        """
         if claim is None:
             return None, "none"
+        if payer_id is not None and payer_id != claim.payer_id:
+            return None, "other_payer"
+        if (payment.payer_sequence or 1) > 1:
+            return None, "not_primary"
+        medicare_price = claim.expected_basis == "fee_schedule"
+        if medicare_price and payment.filing_indicator not in (None, *MEDICARE_FILING):
+            return None, "no_contract"
         if claim.expected_reimbursement is not None:
             return claim.expected_reimbursement, claim.expected_basis
         if payment.drg_code and self.drg_weights is not None and self.drg_base_rate:
@@ -139,8 +163,52 @@ def sequestration(payment: ClaimPayment) -> Decimal:
     return sum((a.amount for _, a in payment.all_adjustments() if a.reason == SEQUESTRATION), ZERO)
 
 
+@dataclass(frozen=True)
+class Prior:
+    """Earlier postings of the same claim by the same payer: a claim the payer split over
+    several CLPs (in one 835 or several) nets across them."""
+
+    charge: Decimal = ZERO
+    paid: Decimal = ZERO
+    patient_responsibility: Decimal = ZERO
+    sequestration: Decimal = ZERO
+
+
+@dataclass(frozen=True)
+class Shortfall:
+    """Expected against what the claim brought in from its payer so far."""
+
+    variance: Decimal | None  # (paid + patient responsibility) - expected, over the payer's CLPs
+    shortfall: Decimal | None  # expected - what came in, sequestration not counted as short
+
+
+def shortfall(
+    payment: ClaimPayment,
+    claim: SubmittedClaim | None,
+    expected: Decimal | None,
+    prior: Prior | None = None,
+) -> Shortfall:
+    """Variance and shortfall netted over the payer's CLPs for the claim.
+
+    Until the payer has adjudicated the whole billed charge (the CLP03s of a split add up
+    to less than the claim's charge) there is no variance yet: the rest is still to come.
+    """
+    if expected is None or claim is None or payment.is_reversal:
+        return Shortfall(None, None)
+    prior = prior or Prior()
+    if prior.charge + payment.charge < claim.total_charge:
+        return Shortfall(None, None)  # part of a split: the other part is still to come
+    brought_in = prior.paid + prior.patient_responsibility
+    brought_in += payment.paid + payment.patient_responsibility
+    variance = brought_in - expected
+    return Shortfall(variance, -variance - prior.sequestration - sequestration(payment))
+
+
 def posting_status(
-    payment: ClaimPayment, claim: SubmittedClaim | None, expected: Decimal | None = None
+    payment: ClaimPayment,
+    claim: SubmittedClaim | None,
+    expected: Decimal | None = None,
+    prior: Prior | None = None,
 ) -> PostingStatus:
     """paid, partially_paid, denied, reversed or unmatched (see the module docstring)."""
     if claim is None:
@@ -151,12 +219,9 @@ def posting_status(
         return "denied"
     if any(_line_denied(line) for line in payment.service_lines):
         return "partially_paid"
-    if expected is None:
-        expected = claim.expected_reimbursement
-    if expected is not None:
-        brought_in = payment.paid + payment.patient_responsibility + sequestration(payment)
-        if brought_in < expected:
-            return "partially_paid"
+    short = shortfall(payment, claim, expected, prior).shortfall
+    if short is not None and short > 0:
+        return "partially_paid"
     return "paid"
 
 
@@ -182,15 +247,19 @@ def post(
     posted_at: datetime,
     occurrence: int = 0,
     pricing: Pricing | None = None,
+    prior: Prior | None = None,
+    warnings: Sequence[str] = (),
 ) -> RemittancePosting:
-    """Post one CLP loop against the claim it answers (None when no claim matched)."""
+    """Post one CLP loop against the claim it answers (None when no claim matched).
+
+    ``prior``: the payer's earlier postings of the claim, when it split the claim;
+    ``warnings``: the file's and the payment's defects that changed no amount.
+    """
     if not payer_id:
         raise InputError("payer_id", "a posting needs the payer id")
-    expected, _basis = (pricing or Pricing()).expected(claim_payment, claim)
-    status = posting_status(claim_payment, claim, expected)
-    variance: Decimal | None = None
-    if expected is not None and status != "reversed":
-        variance = claim_payment.paid + claim_payment.patient_responsibility - expected
+    expected, _basis = (pricing or Pricing()).expected(claim_payment, claim, payer_id)
+    status = posting_status(claim_payment, claim, expected, prior)
+    variance = shortfall(claim_payment, claim, expected, prior).variance
     claim_id = claim.claim_id if claim is not None else claim_payment.patient_control_number
     return RemittancePosting(
         event_id=posting_event_id(claim_id, claim_payment, payment_trace, file_id, occurrence),
@@ -214,6 +283,41 @@ def post(
         payment_date=payment_date,
         file_id=file_id,
         posted_at=posted_at,
+        payer_sequence=claim_payment.payer_sequence,
+        crossover_payer=claim_payment.crossover_payer
+        or ("unnamed" if claim_payment.forwarded else None),
+        warnings=[*warnings, *claim_payment.warnings],
+        lines=[posted_line(n, line) for n, line in enumerate(claim_payment.service_lines, 1)],
+        claim_adjustments=[line_adjustment(a) for a in claim_payment.adjustments],
+    )
+
+
+def line_adjustment(adjustment: CasAdjustment) -> LineAdjustment:
+    """A CAS triplet as the posting carries it."""
+    quantity = float(adjustment.quantity) if adjustment.quantity is not None else None
+    return LineAdjustment(
+        group=adjustment.group,
+        reason=adjustment.reason,
+        amount=adjustment.amount,
+        quantity=quantity,
+    )
+
+
+def posted_line(number: int, line: ServicePayment) -> PostedLine:
+    """A service line as the payer adjudicated it, for the posting (and a secondary claim)."""
+    return PostedLine(
+        line=number,
+        qualifier=line.qualifier,
+        procedure=line.procedure,
+        modifiers=list(line.modifiers),
+        revenue_code=line.revenue_code,
+        charge=line.charge,
+        paid=line.paid,
+        units=float(line.units) if line.units is not None else None,
+        original_procedure=line.original_procedure,
+        line_control_number=line.line_control_number,
+        service_date=line.service_date,
+        adjustments=[line_adjustment(a) for a in line.adjustments],
     )
 
 
@@ -346,3 +450,68 @@ def reconcile(remittance: Remittance) -> PaymentSummary:
 def plb_reason(code: str) -> str:
     """What a PLB03-1 reason code means ('unknown' for a code outside the 835 guide)."""
     return PLB_REASONS.get(code, "unknown")
+
+
+# --- what a file holds that can be posted, and what is held ---------------------------------
+
+
+@dataclass(frozen=True)
+class Held:
+    """Part of an 835 that is not posted, and why: a transaction set that cannot be read or
+    does not balance, or one claim of a balanced payment that cannot be read or balanced."""
+
+    kind: Literal["unreadable_file", "unbalanced_payment", "unbalanced_claim", "unreadable_claim"]
+    transaction_control_number: str | None
+    remittance: Remittance | None
+    claims: tuple[ClaimPayment | ClaimDefect, ...]
+    errors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Postable:
+    """A payment that balances and those of its claims that can be posted."""
+
+    remittance: Remittance
+    claims: tuple[ClaimPayment, ...]
+
+    def occurrences(self) -> Iterator[tuple[int, ClaimPayment]]:
+        """``occurrences`` of the whole payment (stable ids), only for the postable claims."""
+        keep = {id(c) for c in self.claims}
+        return ((n, c) for n, c in occurrences(self.remittance) if id(c) in keep)
+
+
+def triage(read: Read835) -> tuple[list[Postable], list[Held]]:
+    """Split an 835 into what can be posted and what goes to exceptions.
+
+    Errors are isolated: a transaction set that cannot be read, or whose payment does not
+    balance (BPR02 against its claims and PLBs), is held whole and the file's other
+    transaction sets are posted; in a payment that balances, a claim that does not (or that
+    could not be read) is held alone and the payment's other claims are posted.
+    """
+    postable: list[Postable] = []
+    held: list[Held] = []
+    for transaction in read.transactions:
+        st = transaction.control_number
+        remit = transaction.remittance
+        if remit is None:
+            error = f"ST {st}: {transaction.error}"
+            held.append(Held("unreadable_file", st, None, (), (error,)))
+            continue
+        payment_errors = remit.payment_balance_errors()
+        if payment_errors:
+            everything: tuple[ClaimPayment | ClaimDefect, ...] = (*remit.claims, *remit.defects)
+            errors = tuple(f"ST {st}: {e}" for e in remit.balance_errors())
+            held.append(Held("unbalanced_payment", st, remit, everything, errors))
+            continue
+        good: list[ClaimPayment] = []
+        for claim in remit.claims:
+            claim_errors = claim.balance_errors()
+            if claim_errors:
+                held.append(Held("unbalanced_claim", st, remit, (claim,), tuple(claim_errors)))
+            else:
+                good.append(claim)
+        for defect in remit.defects:
+            error = f"CLP01 {defect.patient_control_number}: {defect.error}"
+            held.append(Held("unreadable_claim", st, remit, (defect,), (error,)))
+        postable.append(Postable(remit, tuple(good)))
+    return postable, held

@@ -572,7 +572,7 @@ def test_a_claim_arriving_within_the_grace_period_releases_its_payment(
     assert list(st.on_idle()) == []
 
 
-def test_an_unbalanced_file_is_posted_nowhere_and_reported(
+def test_an_unbalanced_payment_is_posted_nowhere_and_reported(
     stage: tuple[RemittanceStage, Clock],
 ) -> None:
     st, _ = stage
@@ -582,7 +582,8 @@ def test_an_unbalanced_file_is_posted_nowhere_and_reported(
     (out,) = run(st, "payer.inbound.v1", payer_file(text), offset=3)
     exception = out.value
     assert isinstance(exception, RemittanceException)
-    assert (exception.kind, out.key) == ("unbalanced_file", f"{PAYER}:F1")
+    assert (exception.kind, out.key) == ("unbalanced_payment", f"{PAYER}:F1")
+    assert exception.transaction_control_number == "0001"
     assert any("BPR02" in e for e in exception.errors)
     assert [c.claim_id for c in exception.claims] == [claim.claim_id]
     assert exception.body == text.encode() and exception.source_offset == 3
@@ -595,9 +596,12 @@ def test_unreadable_x12_goes_to_exceptions_and_non_x12_to_the_dead_letter_topic(
     st, _ = stage
     claim, _ = find_claim("paid")
     broken = remit([claim]).replace(f"CLP*{claim.claim_id}*1*", f"CLP*{claim.claim_id}*1*X")
-    (out,) = run(st, "payer.inbound.v1", payer_file(broken))
+    (out,) = run(st, "payer.inbound.v1", payer_file(broken))  # CLP04 still balances BPR02
+    assert isinstance(out.value, RemittanceException) and out.value.kind == "unreadable_claim"
+    assert "CLP03" in out.value.errors[0] and out.key == claim.claim_id
+    broken = broken.replace("*00501*", "*00401*")  # the envelope itself cannot be read
+    (out,) = run(st, "payer.inbound.v1", payer_file(broken, "F2"))
     assert isinstance(out.value, RemittanceException) and out.value.kind == "unreadable_file"
-    assert "CLP03" in out.value.errors[0]
     with pytest.raises(InputError):
         st.handle(incoming("payer.inbound.v1", payer_file('{"not": "x12"}')))
 
