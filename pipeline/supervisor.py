@@ -15,19 +15,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline import plugins
 from pipeline.broker import free_port
 
 log = logging.getLogger(__name__)
-
-SERVICES = (
-    "intake",
-    "coding",
-    "validation",
-    "claims",
-    "payer-sim",
-    "remittance",
-    "intake-gateway",
-)
 
 
 @dataclass
@@ -45,7 +36,8 @@ class Supervisor:
     bootstrap: str
     run_dir: Path
     env: dict[str, str] = field(default_factory=dict)
-    services: tuple[str, ...] = SERVICES
+    #: Default: every registered service (``claimflow.services`` entry points).
+    services: tuple[str, ...] = field(default_factory=lambda: tuple(plugins.service_names()))
     restart: bool = True
     children: dict[str, Child] = field(default_factory=dict)
 

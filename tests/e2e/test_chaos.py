@@ -10,10 +10,10 @@ import threading
 
 import pytest
 
-from pipeline.cli import publish_encounters
 from pipeline.settings import Settings
 from pipeline.supervisor import Supervisor
 from pipeline.tracker import Ledger, Tracker
+from sim.cli import publish_encounters
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]
 

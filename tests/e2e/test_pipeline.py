@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from pipeline.cli import publish_encounters
 from pipeline.kafka import make_producer
 from pipeline.settings import Settings
 from pipeline.supervisor import Supervisor
 from pipeline.tracker import Ledger, Tracker
 from services.claims.x12_validate import validate_x12
+from sim.cli import publish_encounters
 from sim.ehr import generate
 
 pytestmark = [pytest.mark.broker, pytest.mark.e2e]

@@ -20,12 +20,12 @@ import pytest
 import yaml
 
 from pipeline.broker import free_port
-from pipeline.cli import publish_encounters
 from pipeline.kafka import ensure_topics, make_producer
 from pipeline.serde import registry
 from pipeline.settings import Settings
 from pipeline.supervisor import Supervisor
 from pipeline.tracker import Ledger, Tracker
+from sim.cli import publish_encounters
 
 pytestmark = [
     pytest.mark.broker,

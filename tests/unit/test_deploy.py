@@ -14,7 +14,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from pipeline.cli import SERVICE_MODULES
+from pipeline.plugins import service_names
 from pipeline.settings import Settings
 from services.claims.settings import ClaimsSettings
 from services.coding.app import CodingSettings
@@ -23,6 +23,7 @@ from services.remittance.app import RemittanceSettings
 from services.validation.app import ValidationSettings
 from sim.payer_app import PayerSimSettings
 
+SERVICE_NAMES = set(service_names())
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 IMAGE = "claimflow"
 METRICS_PORT = "9100"
@@ -86,9 +87,9 @@ def test_compose_runs_kraft_kafka_and_only_real_services_and_settings() -> None:
         assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
         assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3"
     ours = {n: s for n, s in services.items() if s.get("image", "").startswith(IMAGE)}
-    assert {s["command"][1] for s in ours.values()} == set(SERVICE_MODULES)
+    assert {s["command"][1] for s in ours.values()} == set(SERVICE_NAMES)
     for name, svc in ours.items():
-        assert svc["command"][0] == "service" and svc["command"][1] in SERVICE_MODULES
+        assert svc["command"][0] == "service" and svc["command"][1] in SERVICE_NAMES
         assert image_of(svc["image"]) == IMAGE
         assert svc["build"]["dockerfile"] == "deploy/Dockerfile"
         check_env(svc["environment"], f"compose {name}")
@@ -125,7 +126,7 @@ def test_kubernetes_manifests_reference_real_services_settings_ports_and_image()
     names = set()
     for w in workloads:
         (c,) = w["spec"]["template"]["spec"]["containers"]
-        assert c["args"][0] == "service" and c["args"][1] in SERVICE_MODULES
+        assert c["args"][0] == "service" and c["args"][1] in SERVICE_NAMES
         names.add(c["args"][1])
         assert image_of(c["image"]) == IMAGE
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
@@ -136,7 +137,7 @@ def test_kubernetes_manifests_reference_real_services_settings_ports_and_image()
         check_env({e["name"]: e["value"] for e in c.get("env", [])}, w["metadata"]["name"])
         if w["kind"] == "StatefulSet":
             assert {m["mountPath"] for m in c["volumeMounts"]} >= {"/var/lib/claimflow"}
-    assert names == set(SERVICE_MODULES)
+    assert names == set(SERVICE_NAMES)
     for name in ("remittance", "claims", "coding", "validation", "intake"):
         assert any(w["kind"] == "StatefulSet" and w["metadata"]["name"] == name for w in workloads)
     overlay = yaml.safe_load(

@@ -1,0 +1,41 @@
+"""The entry points through which stages and simulators plug into the plumbing.
+
+``pipeline/`` imports no stage: it finds them here, by group, in the installed metadata.
+
+- ``claimflow.commands``: ``register(subparsers)`` adds a package's own ``claimflow``
+  commands (``pipeline/cli.py`` is only the frame);
+- ``claimflow.services``: ``main(settings)`` of each long-running process, by name
+  (``claimflow service NAME``; the supervisor starts them all);
+- ``claimflow.corrections``: ``queue(bootstrap, settings, as_json=, messages=)`` returns the
+  lines of one correction work queue (``claimflow corrections list``), shown in name order;
+- ``claimflow.payer_adapters``: how the claims service reaches a payer
+  (``services/claims/adapters``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable
+from typing import Any
+
+COMMANDS = "claimflow.commands"
+SERVICES = "claimflow.services"
+CORRECTIONS = "claimflow.corrections"
+
+
+def entry_points(group: str) -> list[importlib.metadata.EntryPoint]:
+    """The group's entry points, sorted by name (installed metadata has no other order)."""
+    return sorted(importlib.metadata.entry_points(group=group), key=lambda ep: ep.name)
+
+
+def service_names() -> list[str]:
+    """The registered services' names, without importing them."""
+    return [ep.name for ep in entry_points(SERVICES)]
+
+
+def service(name: str) -> Callable[[Any], None]:
+    """The ``main(settings)`` of the service registered as ``name``."""
+    for ep in entry_points(SERVICES):
+        if ep.name == name:
+            return ep.load()  # type: ignore[no-any-return]
+    raise KeyError(f"no service named {name!r} (registered: {', '.join(service_names())})")

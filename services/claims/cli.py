@@ -1,0 +1,105 @@
+"""Claims' commands: ``claimflow claims build`` offline, ``claims rejections`` on the cluster,
+and its part of ``claimflow corrections list`` (the payer's front-end rejections)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from pipeline import logs, offline
+from pipeline.settings import Settings
+
+
+def cmd_claims_build(args: argparse.Namespace) -> int:
+    from pipeline.models import ValidatedEncounter
+    from services.claims.app import load_fee_schedule
+    from services.claims.domain import build_claim
+    from services.claims.settings import ClaimsSettings
+
+    settings = ClaimsSettings()
+    fees = load_fee_schedule(settings)
+
+    def handle(_: str, data: bytes) -> list[str]:
+        claim = build_claim(
+            ValidatedEncounter.model_validate_json(data),
+            sender_id=settings.sender_id,
+            receiver_id=settings.receiver_id,
+            fee_schedule=fees,
+            drg_base_rate=settings.claims.drg_base_rate,
+            usage=settings.claims.usage,
+        )
+        return [claim.model_dump_json() if args.json else claim.x12]
+
+    return offline.run(
+        args.files,
+        handle,
+        "claims build",
+        "a validated encounter (what `claimflow validate` prints)",
+    )
+
+
+def _payer_rejections(bootstrap: str, settings: Settings) -> list[Any]:
+    """The last front-end rejection (999/277CA) of each claim, from claims.rejections.v1."""
+    from pipeline.errors import DecodeError
+    from pipeline.models import ClaimRejection
+    from pipeline.replay import read_history
+    from pipeline.serde import registry
+    from services.claims.acks import latest_rejections
+
+    reg = registry()
+    found: list[ClaimRejection] = []
+    for rec in read_history(bootstrap, settings, "claims.rejections.v1"):
+        try:
+            value = reg.decode("claims.rejections.v1", rec.value)
+        except (DecodeError, ValueError):
+            continue
+        if isinstance(value, ClaimRejection):
+            found.append(value)
+    return latest_rejections(found)
+
+
+def cmd_claims_rejections(args: argparse.Namespace) -> int:
+    """Claims the payer's front end rejected (999/277CA), the last rejection of each."""
+    from services.claims.acks import rejection_lines
+
+    settings = Settings()
+    logs.setup("WARNING")
+    rejections = _payer_rejections(settings.require_bootstrap(), settings)
+    if args.json:
+        for rejection in rejections:
+            print(rejection.model_dump_json())
+    else:
+        print(rejection_lines(rejections))
+    return 0
+
+
+def correction_queue(
+    bootstrap: str, settings: Settings, *, as_json: bool, messages: bool
+) -> list[str]:
+    """``claimflow corrections list``: claims the payer's front end rejected (999/277CA)."""
+    from services.claims.acks import rejection_lines
+
+    rejections = _payer_rejections(bootstrap, settings)
+    if as_json:
+        return [
+            json.dumps({"queue": "payer_rejection", **rejection.model_dump(mode="json")})
+            for rejection in rejections
+        ]
+    return [rejection_lines(rejections)]
+
+
+def register(sub: Any) -> None:
+    """Add the claims commands to the ``claimflow`` parser."""
+    group = sub.add_parser("claims", help="offline claims").add_subparsers(
+        dest="sub", required=True
+    )
+    r = group.add_parser("build", help="validated encounters -> X12 837P / 837I")
+    r.add_argument("files", nargs="*")
+    r.add_argument("--json", action="store_true", help="print the claim event, not the X12")
+    r.set_defaults(func=cmd_claims_build)
+    r = group.add_parser(
+        "rejections", help="claims the payer's front end rejected (999/277CA), with the reason"
+    )
+    r.add_argument("--json", action="store_true", help="one JSON object per claim")
+    r.set_defaults(func=cmd_claims_rejections)
