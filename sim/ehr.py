@@ -1123,6 +1123,9 @@ def to_json(visit: Visit, rng: Random | None = None) -> bytes:
         record["attending_provider"] = dump(visit.attending)
     if visit.setting == "inpatient":
         record["admission_date"] = visit.start.date().isoformat()
+        record["admission_time"] = visit.start.strftime("%H:%M:00")
+        record["discharge_date"] = visit.end.date().isoformat()
+        record["discharge_time"] = visit.end.strftime("%H:%M:00")
     for name in ("admission_type", "admission_source", "discharge_status"):
         if getattr(visit, name) is not None:
             record[name] = getattr(visit, name)

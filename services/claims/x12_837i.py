@@ -1,36 +1,45 @@
 """Write X12 005010X223A2 (837I institutional) interchanges from coded encounters.
 
 The hierarchy (billing provider, subscriber, payer, patient) and the envelope are the
-837P writer's (``x12_837.py``); this module brings the institutional claim loop:
+837P writer's (``x12_837.py``); this module brings the institutional claim loop, built
+from the 837I TR3 and the NUBC UB-04 data specifications:
 
-- CLM05 is the type of bill: facility type 11 (hospital inpatient) or 13 (hospital
-  outpatient), qualifier A, and the claim frequency, so TOB 0111 / 0131 for an original.
-- DTP*434 statement period, DTP*435 admission date (inpatient), CL1 admission type,
-  admission source and patient discharge status.
-- HI: principal diagnosis ABK, admitting diagnosis ABJ (inpatient), DRG (DR), other
-  diagnoses ABF (up to 24), principal procedure BBR and other procedures BBQ (ICD-10-PCS,
-  with their dates). On inpatient claims every diagnosis carries its POA indicator when
-  the coder gave one (HIxx-9).
-- 2310A attending provider, 2310D rendering provider when it differs from the attending.
-- 2400 lines: SV2 with the revenue code and, when there is one, the HCPCS code.
+- CLM02 the sum of the lines; CLM05 the type of bill (FL4): facility type and
+  classification (11 hospital inpatient, 13 outpatient, 21 SNF, 85 critical access ...),
+  qualifier A, and the frequency (1, interim 2-4, late charges 5; a correction's 7 or 8).
+- DTP*096 discharge hour on bills through discharge of an inpatient stay, DTP*434
+  statement period, DTP*435 admission date and hour (inpatient); CL1 admission type,
+  point of origin and patient status (30, still a patient, on interim bills).
+- HI in the TR3's order: principal diagnosis ABK, admitting diagnosis ABJ (inpatient),
+  patient's reason for visit APR (unscheduled outpatient visits), external causes ABN,
+  the MS-DRG (DR), other diagnoses ABF, principal and other ICD-10-PCS procedures BBR/BBQ,
+  occurrence spans BI, occurrences BH, value codes BE, condition codes BG. On inpatient
+  bills every diagnosis carries its POA indicator (HIxx-9); exempt codes carry none.
+- 2310A attending (always), 2310B operating physician when a surgical (Medical and
+  Surgical section) ICD-10-PCS procedure is billed, 2310D rendering when someone else
+  rendered.
+- 2400 lines: SV2 with the revenue code, the HCPCS code when there is one, the charge,
+  days (DA) for accommodation codes 010x-021x else units (UN), and the non-covered part.
 
 The facility is the billing provider of an institutional claim: 2010AA is the encounter's
 facility (its NPI and street address, with the billing provider's EIN) when the facility
 has both, else the billing provider, which must then be an organisation.
 
-Assumption, documented because the contract has no field for it: an inpatient claim's
-admitting diagnosis (required by payers on inpatient claims) is the principal diagnosis.
+Admitting diagnosis: the diagnosis the source marked as admitting, else the principal.
+The scrubber runs the same checks first (``services/validation/rules/institutional.py``),
+so a claim it passes is a claim written here.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
 from pipeline.errors import InputError
-from pipeline.models import CodedEncounter, Encounter, Provider
+from pipeline.models import CodedEncounter, Encounter, Provider, ServiceLine
 from services.claims.x12_837 import (
     DEFAULT_SUBMITTER,
     ClaimInput,
@@ -38,12 +47,13 @@ from services.claims.x12_837 import (
     Submitter,
     build_837,
     check_npi,
+    dx_code,
     modifiers,
     prior_claim_reference,
     procedure_code,
     provider_nm1,
-    sorted_diagnoses,
 )
+from services.refdata import ub04
 from services.x12 import guides
 from services.x12.writer import (
     Composite,
@@ -63,22 +73,39 @@ IMPLEMENTATION = guides.VERSION_837I
 MAX_LINES = guides.MAX_INSTITUTIONAL_LINES
 MAX_OTHER_DIAGNOSES = 24  # two HI segments of 12
 MAX_OTHER_PROCEDURES = 24  # two HI segments of 12
+MAX_REASONS_FOR_VISIT = 3  # one HI, three composites
+MAX_EXTERNAL_CAUSES = 12  # one HI
+MAX_UB04_CODES = 24  # occurrence spans, occurrences, values, conditions: two HI of 12 each
 PER_HI = 12
-# CLM05-1 facility type code (the first two digits of the type of bill after its leading 0).
-FACILITY_TYPE = {"inpatient": "11", "outpatient": "13"}
 POA_CODES = frozenset({"Y", "N", "U", "W"})  # "1" (exempt) is sent as no indicator
 DEFAULT_OUTPATIENT_STATUS = "01"  # discharged to home: the usual outpatient patient status
-_REVENUE = re.compile(r"^\d{3,4}$")
+STILL_A_PATIENT = "30"
 _PCS = re.compile(r"^[0-9A-HJ-NP-Z]{7}$")  # ICD-10-PCS: 7 characters, no I or O
 _DRG = re.compile(r"^\d{3}$")
+_UB04_CODE = re.compile(r"^[0-9A-Z]{2}$")
+_EXTERNAL_CAUSE = re.compile(r"^[V-Y]")  # ICD-10-CM chapter 20
 
 
 def type_of_bill(setting: str, frequency: str) -> str:
-    """The UB-04 type of bill: 0111 for an original inpatient claim, 0131 outpatient."""
-    facility = FACILITY_TYPE.get(setting)
-    if facility is None:
+    """The UB-04 type of bill of an encounter without one: 0111 inpatient, 0131 outpatient."""
+    bill = ub04.type_of_bill_for(setting, None)
+    if bill is None:
         raise InputError("encounter.setting", f"{setting!r} is not billed on an 837I")
-    return f"0{facility}{frequency}"
+    return bill.with_frequency(frequency).code
+
+
+def claim_type_of_bill(claim: ClaimInput) -> ub04.TypeOfBill:
+    """The bill this claim is: the coded (or stated) type of bill, the correction's
+    frequency (7, 8) over it."""
+    enc = claim.coded.encounter
+    stated = claim.coded.type_of_bill or enc.type_of_bill
+    try:
+        bill = ub04.type_of_bill_for(enc.setting, stated)
+    except ValueError as exc:
+        raise InputError("type_of_bill", str(exc)) from None
+    if bill is None:
+        raise InputError("encounter.setting", f"{enc.setting!r} is not billed on an 837I")
+    return bill.with_frequency(claim.frequency) if claim.frequency != "1" else bill
 
 
 def institutional_billing_provider(claim: ClaimInput) -> Provider:
@@ -106,9 +133,10 @@ def institutional_billing_provider(claim: ClaimInput) -> Provider:
 
 def revenue_code(value: str | None, field: str) -> str:
     """A four-digit NUBC revenue code (a three-digit one gets its leading zero)."""
-    if value is None or not _REVENUE.match(value.strip()):
+    code = ub04.revenue_code(value)
+    if code is None:
         raise InputError(field, f"an institutional line needs a revenue code, got {value!r}")
-    return value.strip().zfill(4)
+    return code
 
 
 def _code_info(qualifier: str, code: str, poa: str | None) -> Composite:
@@ -128,29 +156,95 @@ def _poa(value: str | None, inpatient: bool) -> str | None:
     return code if inpatient and code in POA_CODES else None
 
 
-def _diagnosis_segments(coded: CodedEncounter, inpatient: bool) -> list[Segment]:
-    diagnoses = sorted_diagnoses(coded, 1 + MAX_OTHER_DIAGNOSES)
-    if not diagnoses:
+@dataclass(frozen=True)
+class InstitutionalDiagnoses:
+    """The claim's diagnoses in the roles the 837I gives them (code as HI carries it, POA)."""
+
+    principal: tuple[str, str | None]
+    others: list[tuple[str, str | None]]
+    admitting: str
+    reasons: list[str]
+    external: list[tuple[str, str | None]]
+
+
+def institutional_diagnoses(coded: CodedEncounter) -> InstitutionalDiagnoses:
+    """Principal, other, admitting, reason-for-visit and external-cause diagnoses.
+
+    External-cause codes (V00-Y99) are never principal and go out as ABN; the admitting
+    diagnosis is the one marked admitting, else the principal."""
+    ordered = sorted(enumerate(coded.diagnoses), key=lambda item: item[1].sequence)
+    claim: list[tuple[str, str | None]] = []
+    external: list[tuple[str, str | None]] = []
+    admitting: list[str] = []
+    reasons: list[str] = []
+    for i, d in ordered:
+        code = dx_code(d.code, f"diagnoses[{i}].code")
+        if d.role == "admitting":
+            admitting.append(code)
+        elif d.role == "reason_for_visit":
+            reasons.append(code)
+        elif d.role == "external_cause" or (_EXTERNAL_CAUSE.match(code) and claim):
+            external.append((code, d.poa))
+        else:
+            claim.append((code, d.poa))
+    if not claim:
         raise InputError("diagnoses", "an institutional claim needs a principal diagnosis")
-    (principal, principal_poa), others = diagnoses[0], diagnoses[1:]
+    if len(claim) > 1 + MAX_OTHER_DIAGNOSES:
+        raise InputError(
+            "diagnoses", f"an 837I carries {1 + MAX_OTHER_DIAGNOSES} diagnoses, not {len(claim)}"
+        )
+    if len(external) > MAX_EXTERNAL_CAUSES:
+        raise InputError(
+            "diagnoses",
+            f"an 837I carries {MAX_EXTERNAL_CAUSES} external causes, not {len(external)}",
+        )
+    if len(reasons) > MAX_REASONS_FOR_VISIT:
+        raise InputError(
+            "diagnoses",
+            f"an 837I carries {MAX_REASONS_FOR_VISIT} reasons for visit, not {len(reasons)}",
+        )
+    return InstitutionalDiagnoses(
+        claim[0], claim[1:], admitting[0] if admitting else claim[0][0], reasons, external
+    )
+
+
+def is_ed_visit(coded: CodedEncounter) -> bool:
+    """An emergency department visit: an ED revenue code (045x) on the bill."""
+    return any((ub04.revenue_code(ln.revenue_code) or "").startswith("045") for ln in coded.lines)
+
+
+def _diagnosis_segments(coded: CodedEncounter, inpatient: bool) -> list[Segment]:
+    dxs = institutional_diagnoses(coded)
+    principal, principal_poa = dxs.principal
     out = [seg("HI", _code_info("ABK", principal, _poa(principal_poa, inpatient)))]
     if inpatient:
-        out.append(seg("HI", comp("ABJ", principal)))
-        drg = coded.drg
-        if drg is not None:
-            if not _DRG.match(drg.code.strip()):
-                raise InputError("drg.code", f"not an MS-DRG: {drg.code!r}")
-            out.append(seg("HI", comp("DR", drg.code.strip())))
-    out.extend(_his([_code_info("ABF", c, _poa(p, inpatient)) for c, p in others]))
+        out.append(seg("HI", comp("ABJ", dxs.admitting)))
+    else:
+        reasons = dxs.reasons or ([principal] if is_ed_visit(coded) else [])
+        if reasons:
+            out.append(seg("HI", *(comp("APR", code) for code in reasons)))
+    if dxs.external:
+        out.append(seg("HI", *(_code_info("ABN", c, _poa(p, inpatient)) for c, p in dxs.external)))
+    drg = coded.drg
+    if inpatient and drg is not None:
+        if not _DRG.match(drg.code.strip()):
+            raise InputError("drg.code", f"not an MS-DRG: {drg.code!r}")
+        out.append(seg("HI", comp("DR", drg.code.strip())))
+    out.extend(_his([_code_info("ABF", c, _poa(p, inpatient)) for c, p in dxs.others]))
     return out
 
 
 def _procedure_segments(coded: CodedEncounter) -> list[Segment]:
     if not coded.pcs_procedures:
         return []
-    procs = coded.pcs_procedures[: 1 + MAX_OTHER_PROCEDURES]
+    if len(coded.pcs_procedures) > 1 + MAX_OTHER_PROCEDURES:
+        raise InputError(
+            "pcs_procedures",
+            f"an 837I carries {1 + MAX_OTHER_PROCEDURES} procedures, not "
+            f"{len(coded.pcs_procedures)}",
+        )
     items = []
-    for i, proc in enumerate(procs):
+    for i, proc in enumerate(coded.pcs_procedures):
         code = proc.code.replace(".", "").strip().upper()
         if not _PCS.match(code):
             raise InputError(f"pcs_procedures[{i}].code", f"not an ICD-10-PCS code: {proc.code!r}")
@@ -159,9 +253,65 @@ def _procedure_segments(coded: CodedEncounter) -> list[Segment]:
     return [seg("HI", items[0]), *_his(items[1:])]
 
 
-def _cl1(enc: Encounter, inpatient: bool) -> Segment:
-    """CL1: admission type and source (inpatient), patient discharge status (every claim)."""
+def _ub04_code(value: str, field: str) -> str:
+    code = value.strip().upper()
+    if not _UB04_CODE.match(code):
+        raise InputError(field, f"a NUBC code is two letters or digits, got {value!r}")
+    return code
+
+
+def _ub04_segments(enc: Encounter) -> list[Segment]:
+    """HI occurrence spans (BI), occurrences (BH), values (BE), conditions (BG)."""
+    groups: list[tuple[str, list[Composite]]] = [
+        (
+            "occurrence_spans",
+            [
+                comp("BI", _ub04_code(o.code, f"encounter.occurrence_spans[{i}].code"), "RD8",
+                     rd8(o.start, o.end))
+                for i, o in enumerate(enc.occurrence_spans)
+            ],
+        ),
+        (
+            "occurrence_codes",
+            [
+                comp("BH", _ub04_code(o.code, f"encounter.occurrence_codes[{i}].code"), "D8",
+                     d8(o.date))
+                for i, o in enumerate(enc.occurrence_codes)
+            ],
+        ),
+        (
+            "value_codes",
+            [
+                comp("BE", _ub04_code(v.code, f"encounter.value_codes[{i}].code"), "", "",
+                     amount(v.amount))
+                for i, v in enumerate(enc.value_codes)
+            ],
+        ),
+        (
+            "condition_codes",
+            [
+                comp("BG", _ub04_code(c, f"encounter.condition_codes[{i}]"))
+                for i, c in enumerate(enc.condition_codes)
+            ],
+        ),
+    ]  # fmt: skip
+    out: list[Segment] = []
+    for name, items in groups:
+        if len(items) > MAX_UB04_CODES:
+            raise InputError(
+                f"encounter.{name}", f"an 837I carries {MAX_UB04_CODES}, not {len(items)}"
+            )
+        out.extend(_his(items))
+    return out
+
+
+def _cl1(enc: Encounter, bill: ub04.TypeOfBill) -> Segment:
+    """CL1: admission type and source (inpatient), patient status (every claim; 30 on an
+    interim bill, the patient is still in)."""
+    inpatient = bill.inpatient
     status = (enc.discharge_status or "").strip()
+    if bill.interim:
+        status = status or STILL_A_PATIENT
     if not status:
         if inpatient:
             raise InputError("encounter.discharge_status", "an inpatient claim needs it (CL103)")
@@ -181,7 +331,24 @@ def _cl1(enc: Encounter, inpatient: bool) -> Segment:
     return seg("CL1", admission_type, source, status)
 
 
-def _attending(enc: Encounter) -> Provider:
+def _dates(enc: Encounter, bill: ub04.TypeOfBill) -> list[Segment]:
+    """DTP*096 discharge hour, DTP*434 statement period, DTP*435 admission date and hour."""
+    out: list[Segment] = []
+    if bill.inpatient and bill.discharged and enc.discharge_time is not None:
+        out.append(seg("DTP", "096", "TM", enc.discharge_time.strftime("%H%M")))
+    out.append(seg("DTP", "434", "RD8", rd8(enc.service_start, enc.service_end)))
+    if bill.inpatient:
+        admitted = enc.admission_date or enc.service_start
+        if enc.admission_time is not None:
+            stamp = f"{d8(admitted)}{enc.admission_time.strftime('%H%M')}"
+            out.append(seg("DTP", "435", "DT", stamp))
+        else:
+            out.append(seg("DTP", "435", "D8", d8(admitted)))
+    return out
+
+
+def attending_of(enc: Encounter) -> Provider:
+    """2310A: the attending, else the person who rendered; refused when there is neither."""
     attending = enc.attending_provider
     rendering = enc.rendering_provider
     if attending is None and rendering is not None and rendering.entity == "person":
@@ -193,14 +360,30 @@ def _attending(enc: Encounter) -> Provider:
     return attending
 
 
-def _provider_segments(enc: Encounter) -> list[Segment]:
-    """2310A attending (with taxonomy) and 2310D rendering when someone else rendered."""
-    attending = _attending(enc)
+def needs_operating_physician(coded: CodedEncounter) -> bool:
+    """The TR3 asks for 2310B when a surgical procedure code is on the claim."""
+    return any(ub04.is_surgical_pcs(p.code) for p in coded.pcs_procedures)
+
+
+def _provider_segments(coded: CodedEncounter) -> list[Segment]:
+    """2310A attending (with taxonomy), 2310B operating physician for surgical procedures,
+    2310D rendering when someone else rendered."""
+    enc = coded.encounter
+    attending = attending_of(enc)
     field = "encounter.attending_provider"
     out = [provider_nm1("71", attending, field)]
     if attending.taxonomy:
         taxonomy = ident(attending.taxonomy, f"{field}.taxonomy", min_len=10, max_len=10)
         out.append(seg("PRV", "AT", "PXC", taxonomy))
+    if needs_operating_physician(coded):
+        operating = enc.operating_provider
+        if operating is None or operating.entity != "person":
+            raise InputError(
+                "encounter.operating_provider",
+                "a claim with a surgical ICD-10-PCS procedure needs the operating physician",
+            )
+        check_npi(operating.npi, "encounter.operating_provider.npi")
+        out.append(provider_nm1("72", operating, "encounter.operating_provider"))
     rendering = enc.rendering_provider
     if rendering is not None and rendering.entity == "person" and rendering.npi != attending.npi:
         check_npi(rendering.npi, "encounter.rendering_provider.npi")
@@ -208,11 +391,9 @@ def _provider_segments(enc: Encounter) -> list[Segment]:
     return out
 
 
-def _line(coded: CodedEncounter, index: int, claim_id: str) -> list[Segment]:
-    """2400 loop: LX, SV2 (revenue code, HCPCS when present), DTP*472, REF*6R."""
-    line = coded.lines[index]
-    number = index + 1
-    field = f"lines[{index}]"
+def _line(line: ServiceLine, number: int, claim_id: str) -> list[Segment]:
+    """2400 loop: LX, SV2 (revenue code, HCPCS when present, days or units), DTP*472, REF*6R."""
+    field = f"lines[{number - 1}]"
     revenue = revenue_code(line.revenue_code, f"{field}.revenue_code")
     if line.charge < 0:
         raise InputError(f"{field}.charge", "must not be negative")
@@ -220,9 +401,16 @@ def _line(coded: CodedEncounter, index: int, claim_id: str) -> list[Segment]:
     if line.code:
         code = procedure_code(line.code, f"{field}.code")
         procedure = comp("HC", code, *modifiers(line.modifiers, field))
+    non_covered = ""
+    if line.non_covered_charge:
+        if not 0 <= line.non_covered_charge <= line.charge:
+            raise InputError(f"{field}.non_covered_charge", "must be between 0 and the charge")
+        non_covered = amount(line.non_covered_charge)
+    sv2 = [revenue, procedure, amount(line.charge), ub04.unit_basis(revenue)]
+    sv2 += [quantity(line.units), "", non_covered]
     return [
         seg("LX", str(number)),
-        seg("SV2", revenue, procedure, amount(line.charge), "UN", quantity(line.units)),
+        seg("SV2", *sv2),
         seg("DTP", "472", "D8", d8(line.service_date)),
         seg("REF", "6R", f"{claim_id}L{number}"),
     ]
@@ -232,13 +420,12 @@ def institutional_claim_loop(claim: ClaimInput) -> list[Segment]:
     """The 837I 2300 claim loop with its 2310 providers and 2400 lines."""
     coded = claim.coded
     enc = coded.encounter
-    inpatient = enc.setting == "inpatient"
+    bill = claim_type_of_bill(claim)
     claim_id = ident(claim.claim_id, "claim_id", max_len=38)
     if not coded.lines:
         raise InputError("lines", "a claim needs at least one service line")
     if len(coded.lines) > MAX_LINES:
         raise InputError("lines", f"an institutional claim carries at most {MAX_LINES} lines")
-    bill = type_of_bill(enc.setting, claim.frequency)
     total = sum((line.charge for line in coded.lines), Decimal("0"))
     out = [
         seg(
@@ -247,23 +434,22 @@ def institutional_claim_loop(claim: ClaimInput) -> list[Segment]:
             amount(total),
             "",
             "",
-            comp(bill[1:3], "A", claim.frequency),
+            comp(bill.facility, "A", bill.frequency),
             "",
             "A",
             "Y",
             "Y",
         ),
-        seg("DTP", "434", "RD8", rd8(enc.service_start, enc.service_end)),
+        *_dates(enc, bill),
+        _cl1(enc, bill),
+        *prior_claim_reference(claim),
+        *_diagnosis_segments(coded, bill.inpatient),
+        *_procedure_segments(coded),
+        *_ub04_segments(enc),
+        *_provider_segments(coded),
     ]
-    if inpatient:
-        out.append(seg("DTP", "435", "D8", d8(enc.admission_date or enc.service_start)))
-    out.append(_cl1(enc, inpatient))
-    out.extend(prior_claim_reference(claim))
-    out.extend(_diagnosis_segments(coded, inpatient))
-    out.extend(_procedure_segments(coded))
-    out.extend(_provider_segments(enc))
-    for index in range(len(coded.lines)):
-        out.extend(_line(coded, index, claim_id))
+    for index, line in enumerate(coded.lines):
+        out.extend(_line(line, index + 1, claim_id))
     return out
 
 

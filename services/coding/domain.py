@@ -53,6 +53,7 @@ from pipeline.models import (
 from services.coding import conventions, em, guidelines, hcc
 from services.coding.notes import Mention, mentions
 from services.coding.terms import TermIndex, default_index, stems_of
+from services.refdata import ub04
 from services.refdata.codesets import (
     CodeSets,
     code_set_version,
@@ -79,6 +80,7 @@ UNCERTAIN_FACTOR = 0.9  # inpatient "probable X" is coded as X (II.H), a little 
 _E_M = ("992", "993", "994")
 _SEPSIS = ("A40", "A41")
 _POA_VALUES = frozenset({"Y", "N", "U", "W", "1"})
+_SIDE_ROLES = ub04.SIDE_ROLES
 
 
 @dataclass
@@ -93,6 +95,7 @@ class _Dx:
     poa: str | None = None
     primary: bool = False
     index: int | None = None  # position in encounter.diagnoses; None: from the note
+    role: str | None = None  # external_cause, as documented
     refs: set[str] = field(default_factory=set)  # how service lines may refer to it
     why: str | None = None  # the words, index entry or guideline behind an automatic code
 
@@ -184,11 +187,12 @@ class Coder:
             event_id=event_id(enc.event_id, STAGE, version),
             encounter_id=enc.encounter_id,
             encounter=enc,
-            diagnoses=coded,
+            diagnoses=coded + self._side_diagnoses(work, len(coded)),
             pcs_procedures=pcs,
             lines=lines,
             em_level=em_level,
             drg=drg,
+            type_of_bill=_type_of_bill(enc, lines),
             hcc=risk.hccs,
             hcc_risk_score=risk.score,
             hcc_model=risk.model,
@@ -236,20 +240,28 @@ class Coder:
                     "action",
                     "cannot confirm: no ICD-10-CM code was assigned; amend with the codes",
                 )
-            diagnoses = [d.model_copy(update={"confidence": 1.0}) for d in held.diagnoses]
+            diagnoses = [
+                d.model_copy(update={"confidence": 1.0})
+                for d in held.diagnoses
+                if d.role not in _SIDE_ROLES
+            ]
             pcs = [p.model_copy(update={"confidence": 1.0}) for p in held.pcs_procedures]
             lines = held.lines
         else:
             diagnoses = self._amended_diagnoses(held, decision, on)
             pcs = self._amended_pcs(held, decision, on)
             lines = _repoint(held, diagnoses)
+        side = [d for d in held.diagnoses if d.role in _SIDE_ROLES]
+        side = [
+            d.model_copy(update={"sequence": len(diagnoses) + k + 1}) for k, d in enumerate(side)
+        ]
         work = _Work(enc, on)
         drg = self._drg(work, diagnoses, pcs) if enc.setting == "inpatient" else None
         risk = self._risk(enc, on, diagnoses, lines, history)
         return held.model_copy(
             update={
                 "event_id": event_id(held.event_id, "decision", decision.event_id),
-                "diagnoses": diagnoses,
+                "diagnoses": diagnoses + side,
                 "pcs_procedures": pcs,
                 "lines": lines,
                 "drg": drg,
@@ -314,6 +326,33 @@ class Coder:
 
     # --- diagnoses the EHR documented ---------------------------------------------------
 
+    def _side_diagnoses(self, work: _Work, after: int) -> list[CodedDiagnosis]:
+        """The admitting diagnosis and the patient's reasons for visit (UB-04 FL69, FL70):
+        checked like any code, kept after the claim's diagnoses so pointers stay valid."""
+        out: list[CodedDiagnosis] = []
+        for i, doc in enumerate(work.enc.diagnoses):
+            if doc.role not in _SIDE_ROLES:
+                continue
+            if doc.system != "icd10cm":
+                raise InputError(
+                    f"diagnoses[{i}].code", f"an {doc.role} diagnosis must be ICD-10-CM"
+                )
+            check = self.codesets.icd10cm(doc.code, work.on)
+            if not check.valid:
+                raise InputError(f"diagnoses[{i}].code", check.reason)
+            out.append(
+                CodedDiagnosis(
+                    code=check.code,
+                    sequence=after + len(out) + 1,
+                    description=check.description,
+                    source="ehr",
+                    confidence=CONFIDENCE_EHR,
+                    billable=True,
+                    role=doc.role,
+                )
+            )
+        return out
+
     def _documented(self, work: _Work, found: list[Mention]) -> list[_Dx]:
         """Documented diagnoses, checked, completed or mapped: primary first."""
         enc = work.enc
@@ -325,11 +364,17 @@ class Coder:
                 "first, and a coder must confirm the principal diagnosis"
             )
         order = primaries[:1] + [i for i in range(len(enc.diagnoses)) if i not in primaries[:1]]
-        words = [i for i in order if enc.diagnoses[i].system != "icd10cm"]
+        words = [
+            i
+            for i in order
+            if enc.diagnoses[i].system != "icd10cm" and enc.diagnoses[i].role not in _SIDE_ROLES
+        ]
         from_words = self._problem_list(work, words)
         out: list[_Dx] = []
         for i in order:
             doc = enc.diagnoses[i]
+            if doc.role in _SIDE_ROLES:
+                continue  # admitting / reason for visit: beside the claim's diagnoses
             refs = {doc.code.strip(), normalize_code(doc.code)} - {""}
             if doc.system == "icd10cm":
                 found_dx = self._structured(work, i, doc, found)
@@ -339,6 +384,7 @@ class Coder:
                 dx.index = i
                 dx.primary = doc.primary and n == 0
                 dx.refs |= refs
+                dx.role = doc.role
             out.extend(found_dx)
         self._combinations_apart(work, out)
         return out
@@ -631,14 +677,43 @@ class Coder:
         lines: list[ServiceLine] = []
         pcs: list[CodedProcedure] = []
         for i, svc in enumerate(enc.services):
-            if svc.code is None:
+            revenue = ub04.revenue_code(svc.revenue_code)
+            if svc.revenue_code is not None and revenue is None:
                 raise InputError(
-                    f"services[{i}].code", "a line billed by revenue code alone is not coded yet"
+                    f"services[{i}].revenue_code",
+                    f"{svc.revenue_code!r} is not a NUBC revenue code (three or four digits)",
                 )
+            if svc.code is None:
+                if enc.setting == "professional" and svc.claim_type != "institutional":
+                    raise InputError(
+                        f"services[{i}].code",
+                        "a professional claim line needs a CPT or HCPCS code; a revenue code "
+                        "alone bills only on a facility (837I) claim",
+                    )
+                lines.append(
+                    ServiceLine(
+                        line_number=len(lines) + 1,
+                        units=svc.units,
+                        charge=svc.charge,
+                        dx_pointers=[],
+                        service_date=svc.service_date or enc.service_start,
+                        revenue_code=revenue,
+                        claim_type=svc.claim_type,
+                        non_covered_charge=svc.non_covered_charge,
+                    )
+                )
+                work.confidences.append(CONFIDENCE_EHR)
+                continue
             if svc.system == "icd10pcs":
                 check = self.codesets.icd10pcs(svc.code, work.on)
                 if not check.valid:
                     raise InputError(f"services[{i}].code", check.reason)
+                if svc.charge > 0:
+                    raise InputError(
+                        f"services[{i}].charge",
+                        "an ICD-10-PCS procedure is coded for the stay, not billed: bill its "
+                        "charge on a line with a revenue code (and a HCPCS code if any)",
+                    )
                 pcs.append(
                     CodedProcedure(
                         code=check.code,
@@ -688,7 +763,9 @@ class Coder:
                     charge=svc.charge,
                     dx_pointers=pointers,
                     service_date=svc.service_date or enc.service_start,
-                    revenue_code=svc.revenue_code,
+                    revenue_code=revenue,
+                    claim_type=svc.claim_type,
+                    non_covered_charge=svc.non_covered_charge,
                 )
             )
             work.confidences.append(CONFIDENCE_EHR)
@@ -765,6 +842,21 @@ class Coder:
         )
 
 
+def _type_of_bill(enc: Encounter, lines: list[ServiceLine]) -> str | None:
+    """The facility claim's type of bill (FL4), when a line bills on an 837I."""
+    if not any(ub04.line_claim_type(ln, enc.setting) == "institutional" for ln in lines):
+        return None
+    try:
+        bill = ub04.type_of_bill_for(enc.setting, enc.type_of_bill)
+    except ValueError as exc:
+        raise InputError("type_of_bill", str(exc)) from None
+    if bill is None:
+        raise InputError(
+            "type_of_bill", "facility lines on a professional encounter need a type of bill"
+        )
+    return bill.code
+
+
 def _poa(value: str) -> str | None:
     """A POA indicator in upper case, or None when it is not one."""
     poa = value.strip().upper()
@@ -787,6 +879,7 @@ def _numbered(dxs: list[_Dx]) -> list[CodedDiagnosis]:
                 confidence=d.confidence,
                 billable=d.billable,
                 rationale=d.why,
+                role=d.role,  # type: ignore[arg-type]
             )
         )
     return out

@@ -14,7 +14,7 @@ import re
 import typing
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, time
 from decimal import Decimal
 from functools import cache
 from typing import Any, Literal, NamedTuple, TypeVar
@@ -31,11 +31,16 @@ from pipeline.models import (
     DocumentedDiagnosis,
     DocumentedService,
     Encounter,
+    EncounterNote,
     Facility,
+    NoteKind,
+    Occurrence,
+    OccurrenceSpan,
     Patient,
     Provider,
     Setting,
     Subscriber,
+    ValueCode,
     event_id,
 )
 from services.intake.jsonfmt import (
@@ -192,6 +197,17 @@ SELF_PAY_NAME = "Self-pay"
 SELF_PAY_PLAN = "09"
 UNKNOWN_MEMBER_ID = "UNKNOWN"
 DEFAULT_SOURCE_SYSTEM = "fhir"
+# Claim.diagnosis.type (ex-diagnosistype, CARIN BB) -> the diagnosis's UB-04 role.
+DIAGNOSIS_ROLE: dict[str, Literal["admitting", "reason_for_visit", "external_cause"]] = {
+    "admitting": "admitting",
+    "patientreasonforvisit": "reason_for_visit",
+    "externalcauseofinjury": "external_cause",
+}
+SIDE_ROLES = ("admitting", "reason_for_visit")
+# Claim.supportingInfo codes in the NUBC code systems (their URL names the code set).
+NUBC = "nubc.org"
+# Claim.careTeam.role (claimcareteamrole, CARIN BB) for the operating physician.
+OPERATING_ROLES = {"operating"}
 
 _CPT_SHAPE = re.compile(r"^[0-9]{4}[0-9FTU]$")
 _LOCAL_REF = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
@@ -1122,10 +1138,10 @@ def _item_charge(item: Any, path: str) -> Decimal | None:
 
 @dataclass
 class _Line:
-    """A service line under construction."""
+    """A service line under construction (no code: a facility line by revenue code alone)."""
 
-    code: str
-    system: ServiceSystem
+    code: str | None
+    system: ServiceSystem | None
     display: str | None
     charge: Decimal | None
     units: float
@@ -1134,6 +1150,7 @@ class _Line:
     modifiers: list[str]
     path: str
     revenue_code: str | None = None
+    claim_type: Literal["professional", "institutional"] | None = None
 
 
 class _EncounterBuilder:
@@ -1142,6 +1159,15 @@ class _EncounterBuilder:
     def __init__(self, enc: _Entry, ctx: _Ctx, setting: Setting, start: date) -> None:
         self.enc, self.ctx, self.setting, self.start = enc, ctx, setting, start
         self.dx_entries: dict[int, str] = {}  # id(Condition entry) -> documented code
+        self.notes: list[EncounterNote] = []  # what this encounter's record does not carry
+
+    def not_carried(
+        self, kind: NoteKind, path: str, message: str, charge: Decimal | None = None
+    ) -> None:
+        """Say on the encounter what the bundle sent that the record does not carry."""
+        self.notes.append(
+            EncounterNote(kind=kind, field=path, message=message, charge=charge or None)
+        )
 
     def points_here(self, ref: Any, origin: _Entry) -> bool:
         """Whether a reference resolves to this encounter."""
@@ -1162,6 +1188,8 @@ class _EncounterBuilder:
     def diagnoses(self, claims: list[_Entry]) -> list[DocumentedDiagnosis]:
         """Conditions of the encounter: Encounter.diagnosis by rank, claim order, then links."""
         ordered: list[tuple[_Entry | None, Any, str | None]] = []
+        side: list[DocumentedDiagnosis] = []
+        external: set[object] = set()  # keys of diagnoses typed as external causes
         ranked = sorted(
             (d for d in self.enc.res.diagnosis or []),
             key=lambda d: d.rank if d.rank is not None else 10**6,
@@ -1173,10 +1201,26 @@ class _EncounterBuilder:
                 poa = next(
                     (str(c.code).strip().upper() for c in _codings(d.onAdmission) if c.code), None
                 )
-                if d.diagnosisReference is not None:
-                    ordered.append((self.ctx.resolve(d.diagnosisReference, claim), None, poa))
-                elif d.diagnosisCodeableConcept is not None:
-                    ordered.append((None, d.diagnosisCodeableConcept, poa))
+                entry = self.ctx.resolve(d.diagnosisReference, claim)
+                concept = d.diagnosisCodeableConcept
+                if entry is None and concept is None:
+                    continue
+                types = {str(c.code) for t in d.type or [] for c in _codings(t) if c.code}
+                roles = {DIAGNOSIS_ROLE[t] for t in types if t in DIAGNOSIS_ROLE}
+                for role in sorted(roles & set(SIDE_ROLES)):
+                    found = _dx_code(entry.res.code if entry is not None else concept)
+                    if found is not None and found[0]:
+                        side.append(
+                            DocumentedDiagnosis(
+                                code=found[0], system=found[1], display=found[2], role=role
+                            )
+                        )
+                if roles and roles <= set(SIDE_ROLES) and not types - set(DIAGNOSIS_ROLE):
+                    continue  # only admitting / reason for visit: not one of the claim's
+                if "external_cause" in roles:
+                    found = _dx_code(concept) if entry is None else None
+                    external.add(id(entry) if found is None else (found[1], found[0], found[2]))
+                ordered.append((entry, None if entry is not None else concept, poa))
         for cond in self.ctx.linked(self.enc, "Condition"):
             ordered.append((cond, None, None))
         result: list[DocumentedDiagnosis] = []
@@ -1219,10 +1263,17 @@ class _EncounterBuilder:
                     code=code, system=system, display=display, onset=onset, poa=None
                 )
             )
-        return [
-            d.model_copy(update={"primary": i == 0, "poa": poa_by_key.get(keys[i])})
+        claim_dxs = [
+            d.model_copy(
+                update={
+                    "primary": i == 0,
+                    "poa": poa_by_key.get(keys[i]),
+                    "role": "external_cause" if keys[i] in external else None,
+                }
+            )
             for i, d in enumerate(result)
         ]
+        return claim_dxs + side
 
     def _resolved_before(self, res: Any) -> bool:
         """Whether a Condition was over (clinicalStatus and abatement) before this encounter:
@@ -1328,12 +1379,22 @@ class _EncounterBuilder:
             found = _svc_code(_codings(concept), self.setting)
             if found is None:
                 self.ctx.ignored["ChargeItem (no billing code)"] += 1
+                line = self._charge_item_line(item, (None, None, None), None)
+                self.not_carried(
+                    "item_not_carried",
+                    f"{item.path}.code",
+                    "a charge item with no CPT, HCPCS, ICD-10-PCS or SNOMED CT code is not billed",
+                    line.charge,
+                )
                 continue
             lines.append(self._charge_item_line(item, found, None))
         return [self._finish(line) for line in lines]
 
     def _charge_item_line(
-        self, item: _Entry, found: tuple[str, ServiceSystem, str | None], when: date | None
+        self,
+        item: _Entry,
+        found: tuple[str | None, ServiceSystem | None, str | None],
+        when: date | None,
     ) -> _Line:
         """A line from a ChargeItem (priceOverride is the total for all units)."""
         res = item.res
@@ -1366,6 +1427,9 @@ class _EncounterBuilder:
         procs = {p.sequence: p for p in res.procedure or []}
         lines: list[_Line] = []
         priced = Decimal(0)
+        kind = next((str(c.code) for c in _codings(res.type) if c.code), None)
+        claim_type = _claim_type(kind, self.setting)
+        billed_procs: set[int] = set()
         for k, item in enumerate(res.item or []):
             path = f"{claim.path}.item[{k}]"
             charge = _item_charge(item, path)
@@ -1385,6 +1449,7 @@ class _EncounterBuilder:
                 _opt_date(item.servicedPeriod.start) if item.servicedPeriod is not None else None
             )
             for seq in item.procedureSequence or []:
+                billed_procs.add(seq)
                 p = procs.get(seq)
                 if p is None:
                     raise InputError(f"{path}.procedureSequence", f"no Claim.procedure {seq}")
@@ -1399,18 +1464,38 @@ class _EncounterBuilder:
             item_codes = {c.code for c in codings}
             if charge is None and not item.procedureSequence and refs and item_codes & set(refs):
                 continue  # Synthea repeats each diagnosis as an unpriced claim item
+            found: tuple[str | None, ServiceSystem | None, str | None] | None
             found = _svc_code(codings, self.setting)
+            revenue = _revenue(item.revenue, f"{path}.revenue")
+            if found is not None and found[1] == "icd10pcs" and revenue and charge:
+                # A facility charge that names the procedure it was for: the procedure is
+                # coded for the stay (ICD-10-PCS), the charge is billed by its revenue code.
+                lines.append(self._pcs_line(found, when, path))
+                found = None
+            if found is None and revenue and claim_type != "professional":
+                found = (None, None, None)  # a facility line billed by revenue code alone
             if found is None:
                 system = next((c.system for c in codings if c.system), "no code")
                 self.ctx.ignored[f"Claim.item ({system})"] += 1
                 self.ctx.note(f"claim items coded only in {system} are not carried")
+                self.not_carried(
+                    "item_not_carried",
+                    f"{path}.productOrService",
+                    f"a claim item coded only in {system}"
+                    + ("" if revenue else " and without a revenue code")
+                    + " cannot be billed",
+                    charge,
+                )
                 continue
             if not refs and any(self.points_here(r, claim) for r in item.encounter or []):
                 refs = self.reason_refs(dx_codes)
             qty = item.quantity.value if item.quantity is not None else None
+            code, system, display = found
             lines.append(
                 _Line(
-                    *found,
+                    code,
+                    system,
+                    display,
                     charge=charge,
                     units=_check_units(qty, f"{path}.quantity.value"),
                     service_date=when,
@@ -1422,9 +1507,11 @@ class _EncounterBuilder:
                         if _text(c.code)
                     ],
                     path=path,
-                    revenue_code=_revenue(item.revenue, f"{path}.revenue"),
+                    revenue_code=revenue,
+                    claim_type=claim_type,
                 )
             )
+        lines += self._claim_procedures(claim, billed_procs, used)
         unpriced = [line for line in lines if line.charge is None]
         if len(unpriced) == 1 and res.total is not None and res.total.value is not None:
             rest = Decimal(res.total.value) - priced
@@ -1432,6 +1519,44 @@ class _EncounterBuilder:
                 unpriced[0].charge = check_charge(rest, f"{claim.path}.total.value")
                 self.ctx.note("unpriced claim line charged Claim.total minus the priced items")
         return lines
+
+    def _claim_procedures(self, claim: _Entry, billed: set[int], used: set[int]) -> list[_Line]:
+        """Claim.procedure entries no item bills: the procedures of the stay (ICD-10-PCS on
+        an institutional claim), as lines without a charge."""
+        out: list[_Line] = []
+        for k, p in enumerate(claim.res.procedure or []):
+            if p.sequence in billed:
+                continue
+            path = f"{claim.path}.procedure[{k}]"
+            target = self.ctx.resolve(p.procedureReference, claim)
+            if target is not None and target.type == "Procedure":
+                used.add(id(target))
+                codings = _codings(target.res.code)
+                when = self.procedure_date(target) or _opt_date(p.date)
+            else:
+                codings = _codings(p.procedureCodeableConcept)
+                when = _opt_date(p.date)
+            found = _svc_code(codings, self.setting)
+            if found is None or found[1] != "icd10pcs":
+                self.not_carried(
+                    "code_not_carried",
+                    path,
+                    "a claim procedure that no item bills and that is not ICD-10-PCS is not "
+                    "carried",
+                )
+                continue
+            out.append(self._pcs_line(found, when, path))
+        return out
+
+    def _pcs_line(
+        self,
+        found: tuple[str | None, ServiceSystem | None, str | None],
+        when: date | None,
+        path: str,
+    ) -> _Line:
+        """The ICD-10-PCS procedure a priced facility item names, as an unpriced line."""
+        return _Line(*found, charge=Decimal(0), units=1.0, service_date=when, dx_refs=[],
+                     modifiers=[], path=path)  # fmt: skip
 
     def _finish(self, line: _Line) -> DocumentedService:
         """A contract service line; an unpriced line is charged 0 and noted."""
@@ -1449,7 +1574,20 @@ class _EncounterBuilder:
             service_date=line.service_date or self.start,
             dx_refs=line.dx_refs,
             revenue_code=line.revenue_code,
+            claim_type=line.claim_type,
         )
+
+
+def _claim_type(
+    kind: str | None, setting: Setting
+) -> Literal["professional", "institutional"] | None:
+    """A Claim.type that differs from the encounter's setting: the physician's professional
+    claim beside a facility claim (or the reverse); None when it follows the setting."""
+    if kind == "professional" and setting != "professional":
+        return "professional"
+    if kind == "institutional" and setting == "professional":
+        return "institutional"
+    return None
 
 
 # --- encounter ---------------------------------------------------------------------------
@@ -1549,6 +1687,91 @@ def _clinicians(
     return rendering, attending
 
 
+def _ub04_codes(claims: list[_Entry], builder: _EncounterBuilder) -> dict[str, Any]:
+    """Type of bill, occurrence codes and spans, value and condition codes from the claims'
+    supportingInfo (codes in the NUBC code systems); anything else there is noted."""
+    out: dict[str, Any] = {
+        "type_of_bill": None,
+        "occurrence_codes": [],
+        "occurrence_spans": [],
+        "value_codes": [],
+        "condition_codes": [],
+    }
+    for claim in claims:
+        for k, info in enumerate(claim.res.supportingInfo or []):
+            path = f"{claim.path}.supportingInfo[{k}]"
+            coding = next(
+                (c for c in _codings(info.code) if c.system and NUBC in c.system.lower()), None
+            )
+            category = {str(c.code).lower() for c in _codings(info.category) if c.code}
+            code = _text(coding.code) if coding is not None else None
+            system = coding.system.lower() if coding is not None else ""
+            if "typeofbill" in category or "typeofbill" in system:
+                code = code or _text(info.valueString)
+                if code:
+                    out["type_of_bill"] = code if len(code) == 4 else f"0{code}"
+                    continue
+            elif code and "occurrencespan" in system and info.timingPeriod is not None:
+                period = info.timingPeriod
+                start = _to_date(period.start, f"{path}.timingPeriod.start")
+                end = _to_date(period.end or period.start, f"{path}.timingPeriod.end")
+                out["occurrence_spans"].append(OccurrenceSpan(code=code, start=start, end=end))
+                continue
+            elif code and "occurrence" in system and info.timingDate is not None:
+                when = _to_date(info.timingDate, f"{path}.timingDate")
+                out["occurrence_codes"].append(Occurrence(code=code, date=when))
+                continue
+            elif code and "value" in system and info.valueQuantity is not None:
+                value = check_charge(info.valueQuantity.value, f"{path}.valueQuantity.value")
+                out["value_codes"].append(ValueCode(code=code, amount=value))
+                continue
+            elif code and "condition" in system:
+                out["condition_codes"].append(code)
+                continue
+            builder.not_carried(
+                "data_not_carried",
+                path,
+                "supporting information that is not a NUBC type of bill, occurrence, span, "
+                "value or condition code is not carried",
+            )
+    return out
+
+
+def _care_team(claims: list[_Entry], roles: set[str], ctx: _Ctx) -> Provider | None:
+    """The first Claim.careTeam member with one of ``roles`` and an NPI."""
+    for claim in claims:
+        for member in claim.res.careTeam or []:
+            if {str(c.code) for c in _codings(member.role)} & roles:
+                found = _practitioner(ctx.resolve(member.provider, claim), member.provider, ctx)
+                if found is not None:
+                    return found
+    return None
+
+
+def _operating(claims: list[_Entry], enc: _Entry, ctx: _Ctx) -> Provider | None:
+    """The operating physician: Claim.careTeam (operating), else the performer of the
+    encounter's first Medical and Surgical ICD-10-PCS Procedure."""
+    found = _care_team(claims, OPERATING_ROLES, ctx)
+    if found is not None:
+        return found
+    for proc in ctx.linked(enc, "Procedure"):
+        code = next((c.code for c in _codings(proc.res.code) if c.system in ICD10PCS), None)
+        if not code or not str(code).startswith("0"):
+            continue
+        for performer in proc.res.performer or []:
+            found = _practitioner(ctx.resolve(performer.actor, proc), performer.actor, ctx)
+            if found is not None:
+                return found
+    return None
+
+
+def _time_of(value: Any) -> time | None:
+    """The hour and minute of a FHIR dateTime that has a time, as written."""
+    if isinstance(value, datetime):
+        return value.time().replace(second=0, microsecond=0, tzinfo=None)
+    return None
+
+
 def _encounter(
     enc: _Entry,
     ctx: _Ctx,
@@ -1590,8 +1813,24 @@ def _encounter(
     services = builder.services(claims, {d.code for d in diagnoses if d.code})
 
     rendering, attending = _clinicians(enc, ctx, setting)
+    attending = _care_team(claims, {"attending"}, ctx) or attending
+    ub04_codes = _ub04_codes(claims, builder) if setting != "professional" else {}
+    professional_billing = None
+    for claim in claims:
+        kind = next((str(c.code) for c in _codings(claim.res.type) if c.code), None)
+        if _claim_type(kind, setting) == "professional" and claim.res.provider is not None:
+            professional_billing = _organization(
+                ctx.resolve(claim.res.provider, claim), claim.res.provider, ctx
+            ) or _practitioner(ctx.resolve(claim.res.provider, claim), claim.res.provider, ctx)
+            break
     billing = None
-    candidates = [(c.res.provider, c) for c in claims] + [(res.serviceProvider, enc)]
+    facility_claims = [
+        c
+        for c in claims
+        if _claim_type(next((str(k.code) for k in _codings(c.res.type) if k.code), None), setting)
+        is None
+    ]
+    candidates = [(c.res.provider, c) for c in facility_claims] + [(res.serviceProvider, enc)]
     for ref, origin in candidates:
         if ref is None:
             continue
@@ -1607,8 +1846,13 @@ def _encounter(
 
     facility, stated_pos = _facility(enc, ctx)
     admission_date = admission_type = admission_source = discharge = None
+    admission_time = discharge_time = discharge_date = None
     if setting == "inpatient":
         admission_date = start
+        admission_time = _time_of(res.period.start)
+        if res.period.end is not None and res.status not in ("in-progress", "onleave"):
+            discharge_date = end
+            discharge_time = _time_of(res.period.end)
         for coding in _codings(res.priority):
             code = (coding.code or "").strip()
             admission_type = PRIORITY_ADMISSION.get(code) or (code if code.isdigit() else None)
@@ -1645,18 +1889,25 @@ def _encounter(
         if stated_pos and re.fullmatch(r"[0-9]{2}", stated_pos)
         else pos,
         admission_date=admission_date,
+        admission_time=admission_time,
         admission_type=admission_type,
         admission_source=admission_source,
         discharge_status=discharge,
+        discharge_date=discharge_date,
+        discharge_time=discharge_time,
         patient=patient,
         coverage=_coverage(claims, patient_entry, patient.patient_id, start, ctx),
         billing_provider=billing,
         rendering_provider=rendering,
         attending_provider=attending,
+        operating_provider=_operating(claims, enc, ctx) if setting != "professional" else None,
+        professional_billing_provider=professional_billing,
         facility=facility,
+        **ub04_codes,
         diagnoses=diagnoses,
         services=services,
         note_text=_note_text(enc, ctx),
+        notes=builder.notes,
     )
 
 

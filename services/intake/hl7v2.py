@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Literal, NamedTuple
 
@@ -515,6 +515,16 @@ def _date(seg: _Seg, n: int, what: str, *, required: bool, comp: int = 1) -> dat
         raise InputError(seg.path(n), f"{what} is not a calendar date") from None
 
 
+def _time(seg: _Seg, n: int, what: str) -> time | None:
+    """The hour and minute of a DTM field that has them (YYYYMMDDHHMM...), as written."""
+    digits = seg.get(n, 1)[8:12]
+    if len(digits) < 4:
+        return None
+    if not digits.isdigit() or int(digits[:2]) > 23 or int(digits[2:]) > 59:
+        raise InputError(seg.path(n), f"{what} is not an hour and minute (HHMM)")
+    return time(int(digits[:2]), int(digits[2:]))
+
+
 def _number(seg: _Seg, n: int, comp: int = 1, sub: int = 1) -> Decimal | None:
     """A decimal from an NM (sub)component; InputError when it is not a number."""
     raw = seg.get(n, comp, sub)
@@ -821,6 +831,16 @@ def _px_code(seg: _Seg, n: int, rep: str | None, method: str = "") -> tuple[str,
     return code, system
 
 
+def _billing_code(seg: _Seg, n: int) -> bool:
+    """Whether a CE names a CPT/HCPCS/ICD-10-PCS/SNOMED code (FT1-7 may instead be the
+    hospital's own chargemaster item, which is not a billing code)."""
+    code = seg.get(n, 1)
+    label = seg.get(n, 3).upper()
+    if label:
+        return label in PX_SYSTEMS
+    return bool(_CPT_SHAPE.match(code) or _HCPCS_SHAPE.match(code))
+
+
 def _units(seg: _Seg, n: int, credit: bool = False) -> float:
     """FT1-10 quantity: positive and finite, default 1 (a credit's may be sent negative)."""
     value = _number(seg, n)
@@ -905,8 +925,10 @@ def _charges(
                 if item.hcpcs is not None:
                     code = item.hcpcs[0]
                     system = "cpt" if _CPT_SHAPE.match(code) else "hcpcs"
-            elif ft1.reps(7):
+            elif ft1.reps(7) and (_billing_code(ft1, 7) or not ft1.get(41, 1)):
                 code, system = _px_code(ft1, 7, None)
+            elif ft1.get(41, 1):
+                code, system = None, None  # a facility charge billed by its revenue code alone
             else:
                 raise InputError(ft1.path(25), "procedure code missing (FT1-25, else FT1-7)")
             revenue = ft1.get(41, 1)
@@ -1110,6 +1132,10 @@ def _encounter(
                                                                required=False)] if d),
         None,
     )  # fmt: skip
+    discharged_at = next(
+        (t for m in msgs if (v := m.one("PV1")) and (t := _time(v, 45, "discharge time"))),
+        None,
+    )
     charge_days = [s.service_date for s in charges if s.service_date]
     start = admitted or (min(charge_days) if charge_days else None)
     if start is None:
@@ -1186,9 +1212,12 @@ def _encounter(
         service_end=end,
         place_of_service=pos,
         admission_date=start if setting == "inpatient" else None,
+        admission_time=_time(pv1, 44, "admit time") if setting == "inpatient" else None,
         admission_type=admission_type,
         admission_source=admission_source,
         discharge_status=discharge,
+        discharge_date=discharged if setting == "inpatient" else None,
+        discharge_time=discharged_at if setting == "inpatient" and discharged else None,
         patient=patient,
         coverage=_coverage(msgs, patient, ctx),
         billing_provider=billing,

@@ -37,7 +37,8 @@ def fingerprint(coded: CodedEncounter) -> str:
     enc = coded.encounter
     rendering = enc.rendering_provider.npi if enc.rendering_provider else ""
     lines = sorted(
-        f"{line.code}:{'.'.join(sorted(line.modifiers))}:{line.service_date.isoformat()}"
+        f"{line.code or 'rev' + (line.revenue_code or '')}:{'.'.join(sorted(line.modifiers))}:"
+        f"{line.service_date.isoformat()}"
         for line in coded.lines
     )
     parts = [

@@ -97,6 +97,7 @@ def inpatient(encounter_id: str = "ENC-IP-1", **changes: Any) -> CodedEncounter:
         "discharge_status": "01",
         "attending_provider": ATTENDING,
         "rendering_provider": SURGEON,
+        "operating_provider": SURGEON,
         "facility": HOSPITAL,
     }
     enc = encounter(**(stay | changes.pop("encounter", {})))
@@ -196,13 +197,14 @@ def test_the_facility_bills_and_the_attending_and_surgeon_are_named() -> None:
     assert segments(x12, "REF")[0] == ["REF", "EI", EIN]  # the billing provider's EIN
     assert nm1["71"][3:5] == ["OKAFOR", "ADAEZE"] and nm1["71"][-1] == RENDERING_NPI
     assert ["PRV", "AT", "PXC", "207RH0003X"] in segments(x12, "PRV")
+    assert nm1["72"][3:5] == ["ORTEGA", "LUIS"]  # 2310B: the surgeon of 0DTJ4ZZ
     assert nm1["82"][3:5] == ["ORTEGA", "LUIS"]  # 2310D: someone other than the attending
 
 
 def test_lines_carry_revenue_codes_and_hcpcs_only_when_there_is_one() -> None:
     x12 = one(inpatient())
     assert segments(x12, "SV2") == [
-        ["SV2", "0120", "", "7200", "UN", "3"],
+        ["SV2", "0120", "", "7200", "DA", "3"],  # room and board: days
         ["SV2", "0360", "", "5200", "UN", "1"],
         ["SV2", "0250", "", "310.4", "UN", "1"],
         ["SV2", "0300", "HC:85025", "45", "UN", "1"],
@@ -213,7 +215,7 @@ def test_lines_carry_revenue_codes_and_hcpcs_only_when_there_is_one() -> None:
 
 
 def test_many_secondary_diagnoses_and_procedures_split_across_hi_segments() -> None:
-    codes = [dx(c, i + 1, "N" if i % 3 else "Y") for i, c in enumerate(DX)]
+    codes = [dx(c, i + 1, "N" if i % 3 else "Y") for i, c in enumerate(DX[:25])]
     procs = [procedure(p, ADMITTED) for p in ("0DTJ4ZZ", "3E0234Z", "5A1955Z", "0BH17EZ")]
     x12 = one(inpatient(diagnoses=codes, pcs_procedures=procs * 4))
     assert_valid(x12)
@@ -224,6 +226,12 @@ def test_many_secondary_diagnoses_and_procedures_split_across_hi_segments() -> N
     assert [len(s) - 1 for s in procedures] == [1, 12, 3]
 
 
+def test_more_diagnoses_than_the_837i_carries_are_refused_not_cut() -> None:
+    codes = [dx(c, i + 1) for i, c in enumerate(DX)]  # 27: one principal and 26 others
+    with pytest.raises(InputError, match="carries 25 diagnoses, not 27"):
+        one(inpatient(diagnoses=codes))
+
+
 def test_outpatient_claim_is_bill_type_013x_without_inpatient_segments() -> None:
     x12 = one(outpatient())
     assert_valid(x12)
@@ -232,7 +240,9 @@ def test_outpatient_claim_is_bill_type_013x_without_inpatient_segments() -> None
     assert segments(x12, "CL1") == [["CL1", "", "", "01"]]  # patient status only
     assert not [s for s in segments(x12, "DTP") if s[1] == "435"]
     his = segments(x12, "HI")
-    assert his[0] == ["HI", "ABK:R1031"] and his[1] == ["HI", "ABF:E119"]  # no POA, no ABJ
+    assert his[0] == ["HI", "ABK:R1031"]  # no POA, no ABJ
+    assert his[1] == ["HI", "APR:R1031"]  # an ED visit: the reason for the visit
+    assert his[2] == ["HI", "ABF:E119"]
     assert segments(x12, "SV2")[0] == ["SV2", "0450", "HC:99284:25", "1250", "UN", "1"]
     assert segments(x12, "SV2")[2][1] == "0300"  # a three-digit revenue code gets its zero
 
@@ -364,8 +374,8 @@ def test_an_interchange_carries_one_claim_type() -> None:
     name=st.text(min_size=1, max_size=40).filter(lambda s: any(c.isalpha() for c in s)),
     charges=st.lists(st.decimals(min_value=0, max_value=99999, places=2), min_size=1, max_size=30),
     units=st.sampled_from([1.0, 2.0, 0.5, 12.0]),
-    n_dx=st.integers(min_value=1, max_value=len(DX)),
-    n_pcs=st.integers(min_value=0, max_value=30),
+    n_dx=st.integers(min_value=1, max_value=25),
+    n_pcs=st.integers(min_value=0, max_value=25),
     setting=st.sampled_from(["inpatient", "outpatient"]),
     frequency=st.sampled_from(["1", "7", "8"]),
 )
@@ -386,7 +396,10 @@ def test_any_hospital_claim_makes_a_valid_837i(
     ]
     factory = inpatient if setting == "inpatient" else outpatient
     c = factory(
-        encounter={"facility": HOSPITAL.model_copy(update={"name": name or "X"})},
+        encounter={
+            "facility": HOSPITAL.model_copy(update={"name": name or "X"}),
+            "operating_provider": SURGEON,
+        },
         diagnoses=[dx(code, i + 1) for i, code in enumerate(DX[:n_dx])],
         pcs_procedures=[procedure("0DTJ4ZZ", ADMITTED)] * n_pcs,
         lines=lines,

@@ -14,6 +14,6 @@ def one_line(text: str) -> str:
     return " ".join(lines[:1] + ["; ".join(lines[1:])]).strip()
 
 
-def where(line_number: int, code: str) -> str:
-    """How a message names a service line: 'Line 2 (83036)'."""
-    return f"Line {line_number} ({code})"
+def where(line_number: int, code: str | None) -> str:
+    """How a message names a service line: 'Line 2 (83036)', or 'Line 1' without a code."""
+    return f"Line {line_number} ({code})" if code else f"Line {line_number}"

@@ -63,6 +63,8 @@ def dx_billable(ctx: Context) -> Iterator[Hit]:
 )
 def line_codes(ctx: Context) -> Iterator[Hit]:
     for i, line in enumerate(ctx.coded.lines):
+        if line.code is None:
+            continue  # a facility line billed by revenue code alone
         check = ctx.codesets.procedure(line.code, line.service_date)
         if check.status == "invalid":
             yield Hit(f"lines[{i}].code", check.reason + ".", line.line_number)
@@ -93,6 +95,8 @@ def pcs_valid(ctx: Context) -> Iterator[Hit]:
 )
 def line_codes_unchecked(ctx: Context) -> Iterator[Hit]:
     for i, line in enumerate(ctx.coded.lines):
+        if line.code is None:
+            continue  # a facility line billed by revenue code alone
         check = ctx.codesets.procedure(line.code, line.service_date)
         if check.status == "unknown":
             yield Hit(f"lines[{i}].code", check.reason + ".", line.line_number)

@@ -57,6 +57,8 @@ def line_edit(ctx: Context) -> Iterator[Hit]:
     if table is None:
         return
     for i, line in enumerate(ctx.coded.lines):
+        if line.code is None:
+            continue
         edit = table.get(normalize_code(line.code))
         if edit is not None and edit.mai == 1 and line.units > edit.value:
             yield Hit(
@@ -81,7 +83,8 @@ def date_of_service_edit(ctx: Context) -> Iterator[Hit]:
         return
     groups: dict[tuple[str, date], list[int]] = defaultdict(list)
     for i, line in enumerate(ctx.coded.lines):
-        groups[(normalize_code(line.code), line.service_date)].append(i)
+        if line.code is not None:
+            groups[(normalize_code(line.code), line.service_date)].append(i)
     for (code, day), indexes in groups.items():
         edit = table.get(code)
         if edit is None or not edit.per_day:

@@ -77,7 +77,8 @@ def ptp(ctx: Context) -> Iterator[Hit]:
         return
     by_day: dict[date, list[tuple[int, ServiceLine, str]]] = defaultdict(list)
     for i, line in enumerate(ctx.coded.lines):
-        by_day[line.service_date].append((i, line, normalize_code(line.code)))
+        if line.code is not None:
+            by_day[line.service_date].append((i, line, normalize_code(line.code)))
     for day, lines in by_day.items():
         if len(lines) < 2:
             continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from services.refdata.ub04 import claim_diagnoses, line_claim_type
 from services.validation.engine import Context, Hit, rule
 from services.validation.rules._util import where
 from services.x12.guides import MAX_DX_POINTERS, MAX_PROFESSIONAL_DIAGNOSES
@@ -17,8 +18,10 @@ from services.x12.guides import MAX_DX_POINTERS, MAX_PROFESSIONAL_DIAGNOSES
     fix_hint="Point the line at the diagnoses that justify it, most relevant first.",
 )
 def pointers(ctx: Context) -> Iterator[Hit]:
-    n = len(ctx.coded.diagnoses)
+    n = len(claim_diagnoses(ctx.coded))
     for i, line in enumerate(ctx.coded.lines):
+        if line_claim_type(line, ctx.setting) != "professional":
+            continue  # an 837I line (SV2) points at no diagnosis
         field = f"lines[{i}].dx_pointers"
         w = where(line.line_number, line.code)
         if not line.dx_pointers:
@@ -49,7 +52,7 @@ def pointers(ctx: Context) -> Iterator[Hit]:
     fix_hint="Keep the 12 diagnoses the lines point at (split the claim if more are needed).",
 )
 def diagnosis_count(ctx: Context) -> Iterator[Hit]:
-    n = len(ctx.coded.diagnoses)
+    n = len(claim_diagnoses(ctx.coded))
     if n > MAX_PROFESSIONAL_DIAGNOSES:
         yield Hit(
             f"diagnoses[{MAX_PROFESSIONAL_DIAGNOSES}]",
