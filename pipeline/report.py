@@ -53,10 +53,31 @@ def kpis(ledger: Ledger) -> dict[str, Any]:
         "paid": sum(ledger.paid.values(), Decimal(0)),
         "dlq": s["dlq"],
         "lost": s["lost"],
+        "coding_audits": len(ledger.audits),
+        "coding_audits_waiting": len(ledger.audits_queued),
+        "coding_audit_accuracy": _ratio(
+            sum(a for _, a, _ in audit_accuracy(ledger, "source")),
+            sum(n for _, _, n in audit_accuracy(ledger, "source")),
+        ),
     }
     if not ledger.sent:  # read from the topics alone: what was sent is not known
         del result["encounters_sent"], result["lost"]
     return result
+
+
+def audit_accuracy(ledger: Ledger, by: str) -> list[tuple[str, int, int]]:
+    """Audited codes per code category (``by='category'``) or source: (key, agreed, audited).
+
+    Every audit on coding.audits.v1 counts; the coding service's own metric and its
+    failing-category rule use each category's most recent audits only."""
+    agreed: Counter[str] = Counter()
+    audited: Counter[str] = Counter()
+    for codes in ledger.audits.values():
+        for category, source, ok in codes:
+            key = category if by == "category" else source
+            audited[key] += 1
+            agreed[key] += ok
+    return [(k, agreed[k], audited[k]) for k in sorted(audited, key=lambda k: (-audited[k], k))]
 
 
 def top_edits(ledger: Ledger, n: int = TOP) -> list[tuple[str, int]]:
@@ -171,6 +192,13 @@ def print_report(ledger: Ledger, console: Any = None) -> None:
         for code, n in rows:
             t.add_row(code, str(n))
         console.print(t)
+    for by in ("category", "source"):
+        t = Table(title=f"coding audit accuracy by {by}")
+        for col in (by, "agreed", "audited", "accuracy"):
+            t.add_column(col, justify="left" if col == by else "right")
+        for key, agreed, audited in audit_accuracy(ledger, by):
+            t.add_row(key, str(agreed), str(audited), _fmt(agreed / audited))
+        console.print(t)
     t = Table(title="payer mix")
     for col in ("payer", "claims", "charges"):
         t.add_column(col, justify="left" if col == "payer" else "right")
@@ -194,6 +222,12 @@ def csv_rows(ledger: Ledger) -> list[tuple[str, str, str, str]]:
     rows += [("top_denial_reason", code, "claims", str(n)) for code, n in top_denials(ledger)]
     for payer, n, charges in payer_mix(ledger):
         rows += [("payer", payer, "claims", str(n)), ("payer", payer, "charges", str(charges))]
+    for by in ("category", "source"):
+        for key, agreed, audited in audit_accuracy(ledger, by):
+            rows += [
+                (f"audit_{by}", key, "agreed", str(agreed)),
+                (f"audit_{by}", key, "audited", str(audited)),
+            ]
     return rows
 
 

@@ -35,6 +35,7 @@ FOLLOWED = [
     "encounters.collected.v1",
     "encounters.coded.v1",
     "coding.review.v1",
+    "coding.audits.v1",
     "encounters.validated.v1",
     "claims.submitted.v1",
     "payer.inbound.v1",
@@ -92,6 +93,9 @@ class Ledger:
     charges: dict[str, Decimal] = field(default_factory=dict)  # claim id -> total charge
     paid: dict[str, Decimal] = field(default_factory=dict)  # claim id -> paid
     denial_reasons: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # (group, CARC)
+    # encounter id -> each audited code's (category, source, agreed); queued: not yet audited
+    audits: dict[str, list[tuple[str, str, bool]]] = field(default_factory=dict)
+    audits_queued: set[str] = field(default_factory=set)
     # Incremental settling: which encounter each collected record came from, the sources a
     # record touched since the last count, and the sent sources that are not yet final.
     encounter_source: dict[str, str] = field(default_factory=dict)
@@ -158,6 +162,14 @@ class Ledger:
             self.coded.add(value.encounter_id)
         elif topic == "coding.review.v1":
             self.review.add(value.encounter_id)
+        elif topic == "coding.audits.v1":
+            if value.status == "queued":
+                self.audits_queued.add(value.encounter_id)
+            else:
+                self.audits_queued.discard(value.encounter_id)
+                self.audits[value.encounter_id] = [
+                    (c.category, c.source, c.outcome == "agree") for c in value.codes
+                ]
         elif topic == "encounters.validated.v1":
             self.outcome[value.encounter_id] = value.outcome
             self.edits[value.encounter_id] = [e.rule_id for e in value.edits]

@@ -1,5 +1,6 @@
-"""Coding's commands: ``claimflow code`` offline, and the coder review queue
-(``review list``, ``review decide``) on the cluster."""
+"""Coding's commands: ``claimflow code`` offline, the coder review queue (``review list``,
+``review decide``) and the coding audit queue (``audit list``, ``audit decide``) on the
+cluster."""
 
 from __future__ import annotations
 
@@ -35,11 +36,11 @@ def cmd_code(args: argparse.Namespace) -> int:
     )
 
 
-def _review_records(wait: float) -> tuple[list[Any], set[str]]:
-    """coding.review.v1 records and the encounter ids coding.decisions.v1 decided.
+def _read_topics(names: tuple[str, ...], wait: float) -> list[tuple[str, Any]]:
+    """Every record of these topics, (topic, value) in each partition's order.
 
-    Reads both topics from the beginning with no consumer group, until ``wait`` seconds
-    pass without a record (high watermarks are not trusted: see pipeline/broker.py).
+    Reads from the beginning with no consumer group, until ``wait`` seconds pass without a
+    record (high watermarks are not trusted: see pipeline/broker.py).
     """
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
@@ -48,9 +49,9 @@ def _review_records(wait: float) -> tuple[list[Any], set[str]]:
 
     settings = Settings()
     reg = registry()
-    group = f"claimflow-review-cli-{time.time_ns()}"  # nothing is committed under it
+    group = f"claimflow-coding-cli-{time.time_ns()}"  # nothing is committed under it
     consumer = Consumer(consumer_config(settings.require_bootstrap(), group, settings))
-    topics = {settings.topic(t): t for t in ("coding.review.v1", "coding.decisions.v1")}
+    topics = {settings.topic(t): t for t in names}
     meta = consumer.list_topics(timeout=10)
     consumer.assign(
         [
@@ -60,8 +61,7 @@ def _review_records(wait: float) -> tuple[list[Any], set[str]]:
             for p in meta.topics[name].partitions
         ]
     )
-    reviews: list[Any] = []
-    decided: set[str] = set()
+    out: list[tuple[str, Any]] = []
     quiet_since = time.monotonic()
     try:
         while time.monotonic() - quiet_since < wait:
@@ -71,14 +71,46 @@ def _review_records(wait: float) -> tuple[list[Any], set[str]]:
                     continue
                 quiet_since = time.monotonic()
                 topic = topics[m.topic() or ""]
-                value = reg.decode(topic, m.value() or b"")
-                if topic == "coding.review.v1":
-                    reviews.append(value)
-                else:
-                    decided.add(value.encounter_id)  # type: ignore[attr-defined]
+                out.append((topic, reg.decode(topic, m.value() or b"")))
     finally:
         consumer.close()
+    return out
+
+
+def _review_records(wait: float) -> tuple[list[Any], set[str]]:
+    """coding.review.v1 records and the encounter ids coding.decisions.v1 decided."""
+    records = _read_topics(("coding.review.v1", "coding.decisions.v1"), wait)
+    reviews = [v for t, v in records if t == "coding.review.v1"]
+    decided = {v.encounter_id for t, v in records if t == "coding.decisions.v1"}
     return reviews, decided
+
+
+def _code_poa(items: list[str] | None) -> list[tuple[str, str | None]]:
+    """CODE[:POA] arguments as (code in upper case, POA or None)."""
+    out = []
+    for item in items or []:
+        code, _, poa = item.partition(":")
+        out.append((code.strip().upper(), poa.strip() or None))
+    return out
+
+
+def _publish_one(topic: str, value: Any, what: str) -> int:
+    """Produce one record keyed by its encounter id, print it, exit 1 if not acknowledged."""
+    from pipeline.kafka import make_producer
+    from pipeline.serde import registry
+
+    settings = Settings()
+    producer = make_producer(settings.require_bootstrap(), settings)
+    producer.produce(
+        settings.topic(topic),
+        key=value.encounter_id.encode(),
+        value=registry().encode(topic, value),
+    )
+    if producer.flush(30):
+        print(f"claimflow: the broker did not acknowledge the {what}", file=sys.stderr)
+        return 1
+    print(value.model_dump_json())
+    return 0
 
 
 def cmd_review_list(args: argparse.Namespace) -> int:
@@ -109,14 +141,9 @@ def cmd_review_decide(args: argparse.Namespace) -> int:
     import getpass
     from typing import Literal
 
-    from pipeline.kafka import make_producer
     from pipeline.models import CoderDecision, DecidedDiagnosis, event_id, utcnow
-    from pipeline.serde import registry
 
-    diagnoses = []
-    for item in args.amend or []:
-        code, _, poa = item.partition(":")
-        diagnoses.append(DecidedDiagnosis(code=code.strip().upper(), poa=poa.strip() or None))
+    diagnoses = [DecidedDiagnosis(code=c, poa=p) for c, p in _code_poa(args.amend)]
     action: Literal["confirm", "amend"] = "confirm" if args.confirm else "amend"
     decided_at = utcnow()
     coder = args.coder or getpass.getuser()
@@ -132,18 +159,48 @@ def cmd_review_decide(args: argparse.Namespace) -> int:
         note=args.note,
         decided_at=decided_at,
     )
-    settings = Settings()
-    producer = make_producer(settings.require_bootstrap(), settings)
-    producer.produce(
-        settings.topic("coding.decisions.v1"),
-        key=decision.encounter_id.encode(),
-        value=registry().encode("coding.decisions.v1", decision),
-    )
-    if producer.flush(30):
-        print("claimflow: the broker did not acknowledge the decision", file=sys.stderr)
-        return 1
-    print(decision.model_dump_json())
+    return _publish_one("coding.decisions.v1", decision, "decision")
+
+
+def cmd_audit_list(args: argparse.Namespace) -> int:
+    """Encounters in the coding audit queue that no coder has audited yet."""
+    latest: dict[str, Any] = {}
+    for _, audit in _read_topics(("coding.audits.v1",), args.wait):
+        latest[audit.encounter_id] = audit
+    shown = [a for a in latest.values() if a.status == "queued"]
+    for a in shown:
+        if args.json:
+            print(a.model_dump_json())
+            continue
+        print(f"{a.queued_at:%Y-%m-%d %H:%M} {a.encounter_id:<24} {a.setting}")
+        for c in a.codes:
+            print(f"{'':<17}{c.code:<9}{c.source:<10}{c.rationale or ''}")
+    print(f"{len(shown)} encounter(s) waiting for an audit", file=sys.stderr)
     return 0
+
+
+def cmd_audit_decide(args: argparse.Namespace) -> int:
+    """Publish a coder's audit (agree, or the corrected codes) to coding.audit-results.v1."""
+    import getpass
+    from typing import Literal
+
+    from pipeline.models import AuditDiagnosis, AuditResult, event_id, utcnow
+
+    diagnoses = [AuditDiagnosis(code=c, poa=p) for c, p in _code_poa(args.correct)]
+    outcome: Literal["agree", "corrected"] = "agree" if args.agree else "corrected"
+    audited_at = utcnow()
+    auditor = args.auditor or getpass.getuser()
+    content = [args.encounter_id, auditor, outcome, audited_at.isoformat()]
+    result = AuditResult(
+        event_id=event_id(*content, *(f"{d.code}:{d.poa or ''}" for d in diagnoses)),
+        encounter_id=args.encounter_id,
+        auditor_id=auditor,
+        outcome=outcome,
+        diagnoses=diagnoses,
+        note=args.note,
+        audited_at=audited_at,
+    )
+    return _publish_one("coding.audit-results.v1", result, "audit")
 
 
 def register(sub: Any) -> None:
@@ -167,3 +224,18 @@ def register(sub: Any) -> None:
     r.add_argument("--coder", default=None, help="coder id (default: your user name)")
     r.add_argument("--note", default=None)
     r.set_defaults(func=cmd_review_decide)
+    group = sub.add_parser("audit", help="coding audits").add_subparsers(dest="sub", required=True)
+    r = group.add_parser("list", help="encounters in the audit queue (coding.audits.v1)")
+    r.add_argument("--json", action="store_true", help="the CodingAudit records as JSON lines")
+    r.add_argument("--wait", type=float, default=2.0, help="seconds of quiet that end the read")
+    r.set_defaults(func=cmd_audit_list)
+    r = group.add_parser("decide", help="agree with an audited encounter's codes, or correct them")
+    r.add_argument("encounter_id")
+    how = r.add_mutually_exclusive_group(required=True)
+    how.add_argument("--agree", action="store_true", help="every code is right")
+    how.add_argument(
+        "--correct", nargs="+", metavar="CODE[:POA]", help="every diagnosis, principal first"
+    )
+    r.add_argument("--auditor", default=None, help="auditor id (default: your user name)")
+    r.add_argument("--note", default=None)
+    r.set_defaults(func=cmd_audit_decide)

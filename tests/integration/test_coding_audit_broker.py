@@ -4,8 +4,8 @@ then held for a coder instead of being coded automatically."""
 
 from __future__ import annotations
 
+import json
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,8 +13,8 @@ from prometheus_client import REGISTRY
 from test_coding_review_broker import Reader
 from unit.factories import dx, encounter, service
 
+from pipeline import cli
 from pipeline.kafka import ensure_topics, make_producer
-from pipeline.models import AuditDiagnosis, AuditResult
 from pipeline.serde import registry
 from pipeline.settings import Settings
 from pipeline.stage import Runner
@@ -32,7 +32,13 @@ def accuracy(category: str) -> float | None:
     return REGISTRY.get_sample_value("claimflow_coding_audit_accuracy", {"category": category})
 
 
-def test_audit_round_trip(bootstrap: str, prefix: str, tmp_path: Path) -> None:
+def test_audit_round_trip(
+    bootstrap: str,
+    prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     settings = Settings(topic_prefix=prefix, group_prefix=prefix, state_dir=tmp_path)
     ensure_topics(bootstrap, settings, REG)
     producer = make_producer(bootstrap, settings)
@@ -68,16 +74,14 @@ def test_audit_round_trip(bootstrap: str, prefix: str, tmp_path: Path) -> None:
         assert [c.code for c in first.codes] == ["E1122", "N1832"]  # type: ignore[attr-defined]
         assert accuracy("N18") is None  # nothing audited yet
 
-        # The coder corrects the CKD stage.
-        result = AuditResult(
-            event_id="audit-1",
-            encounter_id="ENC-AUD-1",
-            auditor_id="mlee-ccs",
-            outcome="corrected",
-            diagnoses=[AuditDiagnosis(code="E11.22"), AuditDiagnosis(code="N18.31")],
-            audited_at=datetime(2026, 3, 5, 14, 0, tzinfo=UTC),
-        )
-        send("coding.audit-results.v1", "ENC-AUD-1", result)
+        # The coder sees the queue and corrects the CKD stage, through the CLI.
+        monkeypatch.setenv("CLAIMFLOW_BOOTSTRAP_SERVERS", bootstrap)
+        monkeypatch.setenv("CLAIMFLOW_TOPIC_PREFIX", prefix)
+        capsys.readouterr()
+        assert cli.main(["audit", "list", "--json", "--wait", "1"]) == 0
+        waiting = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [w["encounter_id"] for w in waiting] == ["ENC-AUD-1"]
+        assert cli.main(["audit", "decide", "ENC-AUD-1", "--correct", "E11.22", "N18.31"]) == 0
         scored = REG.decode("coding.audits.v1", queue.wait(2)[-1].value())
         assert scored.status == "audited"  # type: ignore[attr-defined]
         recoded = REG.decode("encounters.coded.v1", coded.wait(2)[-1].value())

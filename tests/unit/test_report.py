@@ -135,3 +135,33 @@ def test_print_report_shows_the_kpis() -> None:
     print_report(build(), console)
     text = console.export_text()
     assert "clean claim rate" in text and "75.0%" in text and "CO-50" in text
+
+
+def test_coding_audit_accuracy_by_category_and_source_from_the_audit_topic() -> None:
+    from pipeline.report import audit_accuracy
+
+    led = Ledger()
+
+    def audit(enc: str, status: str, *codes: tuple[str, str, str | None]) -> None:
+        items = [NS(category=c, source=s, outcome=o) for c, s, o in codes]
+        led.add(
+            "coding.audits.v1",
+            enc,
+            NS(event_id=f"{enc}-{status}", encounter_id=enc, status=status, codes=items),
+        )
+
+    audit("e1", "queued", ("E11", "mapped", None), ("N18", "mapped", None))
+    audit("e2", "queued", ("I10", "ehr", None))
+    audit(
+        "e1",
+        "audited",
+        ("E11", "mapped", "agree"),
+        ("N18", "mapped", "corrected"),
+        ("N18", "missed", "corrected"),
+    )
+    assert audit_accuracy(led, "category") == [("N18", 0, 2), ("E11", 1, 1)]
+    assert audit_accuracy(led, "source") == [("mapped", 1, 2), ("missed", 0, 1)]
+    got = kpis(led)
+    assert (got["coding_audits"], got["coding_audits_waiting"]) == (1, 1)  # e2 still queued
+    assert got["coding_audit_accuracy"] == pytest.approx(1 / 3)
+    assert ("audit_category", "N18", "audited", "2") in csv_rows(led)
