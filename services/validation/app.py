@@ -17,6 +17,8 @@ from pipeline.serde import Registry, registry
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Stage, run_stage
 from services.refdata.codesets import CodeSets
+from services.refdata.masterdata import load_master_data
+from services.refdata.payers import EMPTY_REGISTRY, PayerRegistry
 from services.validation.duplicates import DuplicateStore
 from services.validation.engine import RulePack
 from services.validation.packs import get_pack
@@ -56,14 +58,21 @@ class ValidationStage(Stage):
         codesets: CodeSets,
         pack: RulePack | None = None,
         history: DuplicateStore | None = None,
+        payers: PayerRegistry = EMPTY_REGISTRY,
     ) -> None:
         self.codesets = codesets
         self.pack = pack or get_pack()
         self.history = history
+        self.payers = payers
 
     def handle(self, msg: Incoming) -> Iterable[Out]:
         verdict = validate(
-            msg.value, self.codesets, validated_at=utcnow(), pack=self.pack, history=self.history
+            msg.value,
+            self.codesets,
+            validated_at=utcnow(),
+            pack=self.pack,
+            history=self.history,
+            payers=self.payers,
         )
         if self.history is not None:
             self.history.record(msg.value, verdict.outcome)
@@ -99,8 +108,9 @@ def main(settings: Settings | None = None) -> None:
         "rule pack",
         extra={"version": pack.id, "rules": len(pack.rules), **codesets.capabilities()},
     )
+    payers = load_master_data(settings).payers
     history = DuplicateStore.in_state_dir(settings.state_dir)
-    run_stage(ValidationStage(codesets, pack, history), settings)
+    run_stage(ValidationStage(codesets, pack, history, payers), settings)
 
 
 def replay(

@@ -15,19 +15,24 @@ from pipeline.settings import Settings
 def cmd_validate(args: argparse.Namespace) -> int:
     from pipeline.models import CodedEncounter
     from services.refdata.codesets import CodeSets
+    from services.refdata.masterdata import load_master_data
     from services.validation.duplicates import DuplicateStore
     from services.validation.packs import get_pack
     from services.validation.rules import validate
 
     pack = get_pack(args.rule_pack)
-    codesets = CodeSets.load(Settings().refdata_dir)
+    settings = Settings()
+    codesets = CodeSets.load(settings.refdata_dir)
+    payers = load_master_data(settings).payers
     history = DuplicateStore(":memory:")  # duplicate claims among the inputs of this run
     rejected = 0
 
     def handle(_: str, data: bytes) -> list[str]:
         nonlocal rejected
         coded = CodedEncounter.model_validate_json(data)
-        verdict = validate(coded, codesets, validated_at=offline.now(), pack=pack, history=history)
+        verdict = validate(
+            coded, codesets, validated_at=offline.now(), pack=pack, history=history, payers=payers
+        )
         history.record(coded, verdict.outcome)
         rejected += verdict.outcome == "rejected"
         return [verdict.model_dump_json()]

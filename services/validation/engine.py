@@ -22,6 +22,7 @@ from typing import Literal, Protocol
 
 from pipeline.models import CodedEncounter, EditHit, ValidatedEncounter, event_id
 from services.refdata.codesets import CodeSets, MceClaim, coding_date, normalize_code
+from services.refdata.payers import EMPTY_REGISTRY, ClaimType, PayerEntry, PayerRegistry
 
 STAGE = "validation"
 
@@ -60,16 +61,29 @@ class Context:
         validated_at: datetime,
         pack: RulePack,
         history: ClaimHistory | None = None,
+        payers: PayerRegistry = EMPTY_REGISTRY,
     ) -> None:
         self.coded = coded
         self.codesets = codesets
         self.validated_at = validated_at
         self.pack = pack
         self.history = history
+        self.payers = payers
         enc = coded.encounter
         self.setting: str = enc.setting
         self.on: date = coding_date(enc.setting, enc.service_start, enc.service_end)
         """The date whose code set applies (discharge for inpatient stays)."""
+
+    @functools.cached_property
+    def payer(self) -> PayerEntry | None:
+        """The payer's registry entry (``CLAIMFLOW_PAYER_REGISTRY``), by id, else by name."""
+        cov = self.coded.encounter.coverage
+        return self.payers.find(cov.payer_id, cov.payer_name)
+
+    @property
+    def claim_type(self) -> ClaimType:
+        """The 837 the encounter is billed on: professional (837P), else institutional."""
+        return "professional" if self.setting == "professional" else "institutional"
 
     @functools.cached_property
     def age(self) -> int | None:
@@ -258,9 +272,10 @@ def run(
     *,
     validated_at: datetime,
     history: ClaimHistory | None = None,
+    payers: PayerRegistry = EMPTY_REGISTRY,
 ) -> ValidatedEncounter:
     """Run every rule of the pack that applies to the encounter and give the verdict."""
-    ctx = Context(coded, codesets, validated_at, pack, history)
+    ctx = Context(coded, codesets, validated_at, pack, history, payers)
     edits = [
         EditHit(
             rule_id=r.id,

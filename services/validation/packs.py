@@ -40,7 +40,17 @@ PACK_2026_11_2 = register_pack(
     )
 )
 
-DEFAULT_PACK = PACK_2026_11_2
+PACK_2026_12_1 = register_pack(
+    PACK_2026_11_2.derive(
+        "2026.12.1",
+        description="2026.11.2 plus the payer: placeholder payer ids (UNKNOWN, PRIVATE) and, "
+        "with a payer registry, payers it does not know or that take no such claims; timely "
+        "filing per payer from the registry.",
+        add=("CF-PAYER-001", "CF-PAYER-002"),
+    )
+)
+
+DEFAULT_PACK = PACK_2026_12_1
 RULE_PACK_VERSION = DEFAULT_PACK.id
 
 

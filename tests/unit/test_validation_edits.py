@@ -74,6 +74,11 @@ def _born(day: date, sex: str = "F") -> CodedEncounter:
     return patch(base, encounter=patch(base.encounter, patient=patient))
 
 
+def _payer(enc: CodedEncounter, payer_id: str) -> CodedEncounter:
+    coverage = patch(enc.encounter.coverage, payer_id=payer_id)
+    return patch(enc, encounter=patch(enc.encounter, coverage=coverage))
+
+
 def _with(enc: CodedEncounter, *codes: str) -> CodedEncounter:
     return patch(enc, diagnoses=_dx(*codes))
 
@@ -256,6 +261,15 @@ CASES: list[tuple[str, str, Build, Build, datetime, str, int | None]] = [
         "lines[0].units",
         1,
     ),
+    (
+        "CF-PAYER-001",  # Synthea names the payer only: intake sends PRIVATE; a real payer id
+        "bare",
+        lambda: _payer(coded(), "PRIVATE"),
+        lambda: _payer(coded(), "60054"),
+        VALIDATED_AT,
+        "encounter.coverage.payer_id",
+        None,
+    ),
 ]
 
 DIAGNOSES_13 = (
@@ -297,7 +311,8 @@ def test_edit_trips_and_its_near_miss_does_not(
 
 def test_every_rule_of_the_new_pack_has_a_trip_and_a_near_miss() -> None:
     new = set(DEFAULT_PACK.rule_ids) - set(PACK_2026_11_1.rule_ids)
-    assert new - {"CF-DUP-001"} == {c[0] for c in CASES}  # CF-DUP-001: tests below
+    # CF-DUP-001: tests below; CF-PAYER-002 needs a payer registry (test_masterdata_use.py)
+    assert new - {"CF-DUP-001", "CF-PAYER-002"} == {c[0] for c in CASES}
 
 
 def test_every_registered_rule_is_in_the_default_pack_with_a_fix_hint() -> None:

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from pipeline.models import CodedEncounter, ValidatedEncounter
 from services.refdata.codesets import CodeSets
+from services.refdata.payers import EMPTY_REGISTRY, PayerRegistry
 from services.validation.engine import ClaimHistory, Rule, RulePack, run
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
@@ -34,10 +35,13 @@ def validate(
     validated_at: datetime,
     pack: RulePack | str | None = None,
     history: ClaimHistory | None = None,
+    payers: PayerRegistry = EMPTY_REGISTRY,
 ) -> ValidatedEncounter:
-    """Run a rule pack (the default, or one by id) over a coded encounter: the verdict."""
+    """Run a rule pack (the default, or one by id) over a coded encounter: the verdict.
+
+    ``payers`` (the payer registry) gives each payer's timely filing and claim types."""
     chosen = pack if isinstance(pack, RulePack) else get_pack(pack)
-    return run(coded, codesets, chosen, validated_at=validated_at, history=history)
+    return run(coded, codesets, chosen, validated_at=validated_at, history=history, payers=payers)
 
 
 __all__ = ["RULES", "RULE_PACK_VERSION", "npi_is_valid", "validate"]

@@ -114,15 +114,19 @@ def within_stay(ctx: Context) -> Iterator[Hit]:
 @rule(
     "CF-DATE-006",
     "error",
-    "Payers refuse claims filed after their timely-filing limit (the rule pack sets the "
-    "days per payer; 365 for Medicare).",
+    "Payers refuse claims filed after their timely-filing limit (the payer registry sets "
+    "the days per payer, else the rule pack; 365 for Medicare).",
     category="dates",
     fix_hint="File with proof of timely filing (an earlier acceptance report), or write the "
     "balance off as a timely-filing adjustment.",
 )
 def timely_filing(ctx: Context) -> Iterator[Hit]:
     enc = ctx.coded.encounter
-    days = ctx.pack.filing_limit_days(enc.coverage.payer_id)
+    days = (
+        ctx.payer.timely_filing_days
+        if ctx.payer is not None
+        else ctx.pack.filing_limit_days(enc.coverage.payer_id)
+    )
     deadline = enc.service_end + timedelta(days=days)
     today = ctx.validated_at.date()
     if today > deadline:
