@@ -30,12 +30,14 @@ from services.claims.delivery import deliver_with_retries
 from services.claims.domain import (
     FeeSchedule,
     PlannedClaim,
+    envelope_for,
     in_validated_record,
     submitted_claim,
     write_interchange,
 )
 from services.claims.settings import ClaimsSettings
 from services.claims.x12_837 import ClaimError
+from services.refdata.masterdata import load_master_data
 from services.x12.writer import ident
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,8 @@ class ClaimsStage(Stage):
         self.settings = settings
         self.options = settings.claims
         self.fee_schedule = fee_schedule
+        self.master = load_master_data(settings)
+        log.info("master data: %s", self.master.describe())
         self.store = store
         self.router = router
         self.sleep = sleep
@@ -111,7 +115,10 @@ class ClaimsStage(Stage):
         validated = msg.value
         # Corrections hook (services/claims/corrections.py): never a second original.
         planned = self.submitted.claims_for(
-            validated, fee_schedule=self.fee_schedule, drg_base_rate=self.options.drg_base_rate
+            validated,
+            fee_schedule=self.fee_schedule,
+            drg_base_rate=self.options.drg_base_rate,
+            master=self.master,
         )
         if not planned:
             label = "not_billed_rejected" if validated.outcome == "rejected" else "unchanged"
@@ -208,16 +215,24 @@ class ClaimsStage(Stage):
     def _writer(self, planned: list[PlannedClaim]) -> Callable[[int], str]:
         """Writes ``planned`` under the control number the store hands out."""
 
+        sender_id, receiver_id, receiver_name = self._envelope(planned[0].payer_id)
+
         def write(number: int) -> str:
             return write_interchange(
                 planned,
-                sender_id=self.settings.sender_id,
-                receiver_id=self.settings.receiver_id,
+                sender_id=sender_id,
+                receiver_id=receiver_id,
                 control_number=number,
                 usage=self.options.usage,
+                receiver_name=receiver_name,
             )
 
         return write
+
+    def _envelope(self, payer_id: str) -> tuple[str, str, str | None]:
+        return envelope_for(
+            self.master, payer_id, self.settings.sender_id, self.settings.receiver_id
+        )
 
     def _deliver(self, stored: StoredInterchange, items: list[Item]) -> list[Out]:
         """Deliver unless already delivered, then one claim event per claim of this batch."""
@@ -230,8 +245,8 @@ class ClaimsStage(Stage):
                 control_number=stored.icn,
                 claim_type=stored.claim_type,
                 claim_ids=tuple(c.claim_id for c in self.store.claims_of(stored.icn)),
-                sender_id=self.settings.sender_id,
-                receiver_id=self.settings.receiver_id,
+                sender_id=self._envelope(stored.payer_id)[0],
+                receiver_id=self._envelope(stored.payer_id)[1],
             )
             if adapter is None:
                 reason = f"no payer route for {stored.payer_id!r} (CLAIMFLOW_CLAIMS__ROUTES)"

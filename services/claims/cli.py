@@ -16,9 +16,11 @@ def cmd_claims_build(args: argparse.Namespace) -> int:
     from services.claims.app import load_fee_schedule
     from services.claims.domain import build_claim
     from services.claims.settings import ClaimsSettings
+    from services.refdata.masterdata import load_master_data
 
     settings = ClaimsSettings()
     fees = load_fee_schedule(settings)
+    master = load_master_data(settings)
 
     def handle(_: str, data: bytes) -> list[str]:
         claim = build_claim(
@@ -28,6 +30,7 @@ def cmd_claims_build(args: argparse.Namespace) -> int:
             fee_schedule=fees,
             drg_base_rate=settings.claims.drg_base_rate,
             usage=settings.claims.usage,
+            master=master,
         )
         return [claim.model_dump_json() if args.json else claim.x12]
 

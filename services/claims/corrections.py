@@ -55,6 +55,7 @@ from services.claims.domain import (
     write_interchange,
 )
 from services.claims.x12_837 import Frequency
+from services.refdata.masterdata import MasterData
 
 Kind = Literal["none", "original", "replacement", "void"]
 
@@ -134,6 +135,7 @@ def plan(
     first_original: bool,
     fee_schedule: FeeSchedule | None = None,
     drg_base_rate: Decimal = DEFAULT_DRG_BASE_RATE,
+    master: MasterData | None = None,
 ) -> PlannedClaim | None:
     """The claim to write for a correction (None for "none"). The first original keeps
     the event id every original always had; later claims take theirs from the verdict that
@@ -145,6 +147,7 @@ def plan(
         correction.source,
         fee_schedule=fee_schedule,
         drg_base_rate=drg_base_rate,
+        master=master,
         frequency=correction.frequency,
         original_reference=correction.original_reference,
         answers=None if first_original else verdict.event_id,
@@ -311,6 +314,7 @@ class SubmittedClaims(BatchStore):
         *,
         fee_schedule: FeeSchedule | None = None,
         drg_base_rate: Decimal = DEFAULT_DRG_BASE_RATE,
+        master: MasterData | None = None,
     ) -> list[PlannedClaim]:
         """The claims a verdict asks for (none, an original, a replacement or a void),
         remembered in the batch's transaction; a verdict already answered asks for none."""
@@ -325,6 +329,7 @@ class SubmittedClaims(BatchStore):
             first_original=first,
             fee_schedule=fee_schedule,
             drg_base_rate=drg_base_rate,
+            master=master,
         )
         self.record(verdict, correction, planned)
         return [] if planned is None else [planned]

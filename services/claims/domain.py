@@ -13,10 +13,12 @@ so the service can batch claims into one interchange per payer:
 id: what the offline command and the tests use. Nothing reads the clock: ids, control
 numbers and timestamps come from the record, so a replay writes the same event.
 
-Expected reimbursement: professional claims from the Medicare physician fee schedule (the
-CMS RVU files, when loaded); inpatient claims as the MS-DRG relative weight (from coding)
-times a base rate (``DEFAULT_DRG_BASE_RATE``); outpatient facility claims have none (OPPS
-rates are not loaded), and say so in ``expected_basis``.
+Expected reimbursement: from the payer's contract when the payer registry names one and the
+chargemaster publishes its rates (``services/refdata/contracts.py``); else, for Medicare
+payers only, professional claims from the Medicare physician fee schedule (the CMS RVU
+files, when loaded), inpatient claims as the MS-DRG relative weight (from coding) times a
+base rate (``DEFAULT_DRG_BASE_RATE``), outpatient facility claims none (OPPS rates are not
+loaded); other payers without a contract none. ``expected_basis`` says which.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ from services.claims.x12_837 import (
     build_837,
 )
 from services.claims.x12_837i import INSTITUTIONAL
+from services.refdata.contracts import contract_expected
+from services.refdata.masterdata import MasterData
+from services.refdata.payers import PayerEntry
 from services.x12.writer import Usage
 
 STAGE = "claims"
@@ -54,6 +59,8 @@ _CODED_FIELDS = frozenset(CodedEncounter.model_fields)
 FACILITY_POS = frozenset(
     {"02", "19", "21", "22", "23", "24", "26", "31", "34", "41", "42", "51", "52", "53", "56", "61"}
 )
+MEDICARE_FILING = frozenset({"MA", "MB"})
+"""Claim filing indicators of Medicare Part A and Part B (SBR09)."""
 PROFILES: dict[ClaimType, Profile] = {"professional": PROFESSIONAL, "institutional": INSTITUTIONAL}
 
 
@@ -195,8 +202,13 @@ def plan_claim(
     original_reference: str | None = None,
     claim_id: str | None = None,
     answers: str | None = None,
+    master: MasterData | None = None,
 ) -> PlannedClaim:
     """Plan the claim for a clean or warned encounter (an original unless told otherwise).
+
+    ``master`` (the payer registry and chargemaster) gives the payer's electronic id and
+    claim filing indicator for the claim type, and the expected payment under its contract;
+    without a contract only Medicare payers get one (Medicare pricing), others none.
 
     ``answers`` is the event id of the verdict the claim answers (see ``claim_event_id``):
     none for the first original; for a replacement or void it defaults to the verdict the
@@ -211,12 +223,24 @@ def plan_claim(
     enc = coded.encounter
     claim_type = claim_type_for(enc.setting)
     claim_id = claim_id or claim_id_for(validated.encounter_id)
-    if claim_type == "professional":
-        expected, basis = expected_reimbursement(coded, fee_schedule)
-    elif enc.setting == "inpatient":
-        expected, basis = drg_reimbursement(coded, drg_base_rate)
-    else:
-        expected, basis = None, "outpatient_facility_rates_not_loaded"
+    master = master or MasterData()
+    payer = master.payers.find(enc.coverage.payer_id, enc.coverage.payer_name)
+    if payer is not None:
+        coded = _as_registered(coded, payer, claim_type)
+        enc = coded.encounter
+    expected, basis = None, "no_contract"
+    if payer is not None and payer.contract is not None and master.chargemaster is not None:
+        drg = coded.drg.code if coded.drg is not None else None
+        expected, basis = contract_expected(
+            master.chargemaster, payer.contract, coded.lines, setting=enc.setting, drg=drg
+        )
+    elif payer.medicare if payer is not None else enc.coverage.plan_type in MEDICARE_FILING:
+        if claim_type == "professional":
+            expected, basis = expected_reimbursement(coded, fee_schedule)
+        elif enc.setting == "inpatient":
+            expected, basis = drg_reimbursement(coded, drg_base_rate)
+        else:
+            expected, basis = None, "outpatient_facility_rates_not_loaded"
     return PlannedClaim(
         event_id=claim_event_id(claim_id, frequency, answers),
         claim=ClaimInput(claim_id, coded, frequency, original_reference),
@@ -235,6 +259,24 @@ def plan_claim(
     )
 
 
+def _as_registered(
+    coded: CodedEncounter, payer: PayerEntry, claim_type: ClaimType
+) -> CodedEncounter:
+    """The encounter with the payer as the registry bills it for this claim type: its
+    electronic id (Medicare Part A's on institutional claims) and claim filing indicator."""
+    filing = payer.filing_indicator(claim_type)
+    if filing is None:
+        raise InputError(
+            "encounter.coverage.payer_id",
+            f"payer {payer.payer_id} takes no {claim_type} claims (payer registry)",
+        )
+    coverage = coded.encounter.coverage.model_copy(
+        update={"payer_id": payer.billed_id(claim_type), "plan_type": filing}
+    )
+    encounter = coded.encounter.model_copy(update={"coverage": coverage})
+    return coded.model_copy(update={"encounter": encounter})
+
+
 def write_interchange(
     planned: Sequence[PlannedClaim],
     *,
@@ -244,6 +286,7 @@ def write_interchange(
     created: datetime | None = None,
     submitter: Submitter = DEFAULT_SUBMITTER,
     usage: Usage = "P",
+    receiver_name: str | None = None,
 ) -> str:
     """One 837 interchange for claims of one type (837P or 837I), under ``control_number``.
 
@@ -265,6 +308,22 @@ def write_interchange(
         created=created or max(p.submitted_at for p in planned),
         submitter=submitter,
         usage=usage,
+        receiver_name=receiver_name,
+    )
+
+
+def envelope_for(
+    master: MasterData | None, payer_id: str, sender_id: str, receiver_id: str
+) -> tuple[str, str, str | None]:
+    """(sender id, receiver id, receiver name) of an interchange to this payer: the payer
+    registry's submitter and receiver ids when it has them, else the configured ones."""
+    payer = master.payers.find(payer_id) if master is not None else None
+    if payer is None:
+        return sender_id, receiver_id, None
+    return (
+        payer.submitter_id or sender_id,
+        payer.receiver_id or receiver_id,
+        payer.receiver_name,
     )
 
 
@@ -309,10 +368,16 @@ def build_claim(
     drg_base_rate: Decimal = DEFAULT_DRG_BASE_RATE,
     submitter: Submitter = DEFAULT_SUBMITTER,
     usage: Usage = "P",
+    master: MasterData | None = None,
 ) -> SubmittedClaim:
     """The original claim of one encounter in its own interchange (offline use and tests)."""
-    planned = plan_claim(validated, fee_schedule=fee_schedule, drg_base_rate=drg_base_rate)
+    planned = plan_claim(
+        validated, fee_schedule=fee_schedule, drg_base_rate=drg_base_rate, master=master
+    )
     icn = interchange_control_number(planned.claim_id)
+    sender_id, receiver_id, receiver_name = envelope_for(
+        master, planned.payer_id, sender_id, receiver_id
+    )
     try:
         x12 = write_interchange(
             [planned],
@@ -321,6 +386,7 @@ def build_claim(
             control_number=icn,
             submitter=submitter,
             usage=usage,
+            receiver_name=receiver_name,
         )
     except InputError as exc:
         raise in_validated_record(exc) from exc

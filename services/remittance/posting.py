@@ -142,6 +142,10 @@ class Pricing:
             return None, "no_contract"
         if claim.expected_reimbursement is not None:
             return claim.expected_reimbursement, claim.expected_basis
+        if claim.expected_basis == "no_contract" or claim.expected_basis.startswith("contract "):
+            # The claims stage knew the payer: no contract (and not Medicare), or a contract
+            # it could not price. A Medicare DRG price is no measure of such a payment.
+            return None, claim.expected_basis
         if payment.drg_code and self.drg_weights is not None and self.drg_base_rate:
             discharge = payment.statement_end or claim.service_end
             found = self.drg_weights.weight(payment.drg_code, discharge)

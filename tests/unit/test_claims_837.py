@@ -100,6 +100,11 @@ COVERAGE = Coverage(
     member_id="W123456789",
     group_number="GRP0042",
 )
+# The Medicare physician fee schedule prices Medicare claims only; a commercial payer's
+# expected payment comes from its contract (test_masterdata_use.py).
+MEDICARE_B = Coverage(
+    payer_id="04412", payer_name="Medicare Part B", plan_type="MB", member_id="1EG4TE5MK73"
+)
 DX = ["E11.9", "I10", "J06.9", "E78.5", "R05.9", "Z00.00"]
 # (code, modifiers, units, charge, pointers)
 LINES: list[tuple[str, list[str], float, str, list[int]]] = [
@@ -651,7 +656,7 @@ def test_build_claim_is_deterministic_and_valid() -> None:
     assert f"*{first.interchange_control_number}*0*P*:~" in first.x12
     assert segments(first.x12, "CLM")[0][1] == first.claim_id
     assert first.total_charge == Decimal("172.75")
-    assert (first.expected_reimbursement, first.expected_basis) == (None, "none")
+    assert (first.expected_reimbursement, first.expected_basis) == (None, "no_contract")
     assert first.line_count == 3
     assert first.submitted_at == record.validated_at
     assert (first.payer_id, first.payer_name) == ("87726", "UnitedHealthcare")
@@ -702,7 +707,7 @@ def test_hospital_settings_bill_on_an_837i_and_name_what_is_missing() -> None:
 
 
 def test_expected_reimbursement_from_the_fee_schedule() -> None:
-    coded = coded_encounter(lines=5, diagnoses=5)
+    coded = coded_encounter(lines=5, diagnoses=5, coverage=MEDICARE_B)
     schedule = Schedule(
         {"99213": "92.47", "36415": "3", "85025": "10.5", "93000": "16.8", "80053": "11"}
     )
@@ -719,7 +724,7 @@ def test_hospital_visits_are_priced_at_the_facility_rate_where_they_happened() -
         name="General Hospital",
         address=Address(line1="1 Care Way", city="Austin", state="TX", postal_code="787010001"),
     )
-    coded = coded_encounter(place_of_service="21", facility=hospital)
+    coded = coded_encounter(place_of_service="21", facility=hospital, coverage=MEDICARE_B)
     schedule = Schedule({"99213": "92.47"})
     claim = build_claim(
         validated(coded), sender_id="CLAIMFLOW", receiver_id="CH01", fee_schedule=schedule
@@ -729,7 +734,7 @@ def test_hospital_visits_are_priced_at_the_facility_rate_where_they_happened() -
 
 
 def test_an_unpriced_line_leaves_expected_unknown() -> None:
-    coded = coded_encounter(lines=2)
+    coded = coded_encounter(lines=2, coverage=MEDICARE_B)
     claim = build_claim(
         validated(coded),
         sender_id="CLAIMFLOW",

@@ -82,6 +82,11 @@ def rev_line(number: int, revenue: str, charge: str, code: str = "", **more: Any
     return ServiceLine(**(fields | more))
 
 
+MEDICARE_A = Coverage(
+    payer_id="04411", payer_name="Medicare Part A", plan_type="MA", member_id="1EG4TE5MK73"
+)
+
+
 def inpatient(encounter_id: str = "ENC-IP-1", **changes: Any) -> CodedEncounter:
     """An appendectomy stay: PCS procedures, MS-DRG 343, room and board, OR, lab."""
     stay: dict[str, Any] = {
@@ -99,6 +104,7 @@ def inpatient(encounter_id: str = "ENC-IP-1", **changes: Any) -> CodedEncounter:
         "rendering_provider": SURGEON,
         "operating_provider": SURGEON,
         "facility": HOSPITAL,
+        "coverage": MEDICARE_A,  # MS-DRG pricing is Medicare's
     }
     enc = encounter(**(stay | changes.pop("encounter", {})))
     fields: dict[str, Any] = {
@@ -355,6 +361,9 @@ def test_without_a_drg_weight_the_expected_amount_is_unknown_and_says_why() -> N
     no_drg = plan_claim(validated(inpatient(drg=None)))
     assert (no_drg.expected, no_drg.expected_basis) == (None, "drg_missing")
     op = plan_claim(validated(outpatient()))
+    assert op.expected is None and op.expected_basis == "no_contract"  # a commercial payer
+    medicare = outpatient(encounter={"coverage": MEDICARE_A})
+    op = plan_claim(validated(medicare))
     assert op.expected is None and op.expected_basis == "outpatient_facility_rates_not_loaded"
     rate = plan_claim(validated(inpatient()), drg_base_rate=Decimal("10000"))
     assert rate.expected == Decimal("10284.00")
