@@ -9,9 +9,21 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from pipeline.kafka import ensure_topics
+from pipeline.serde import registry
 from services.intake.gateway import Gateway
+from services.intake.settings import GatewaySettings
 
 TOKEN = "test-token-0123456789"
+
+
+def start_gateway(bootstrap: str, **options: Any) -> Gateway:
+    """A gateway on free ports with ``GatewaySettings(**options)``, its topics created."""
+    settings = GatewaySettings(**options)
+    ensure_topics(bootstrap, settings, registry())
+    gw = Gateway(settings, bootstrap)
+    gw.start()
+    return gw
 
 
 def address(gw: Gateway, kind: str) -> tuple[str, int]:
@@ -69,7 +81,10 @@ def mllp_exchange(sock: socket.socket, payload: bytes, answers: int) -> list[byt
     buf, out = b"", []
     deadline = time.monotonic() + 30
     while len(out) < answers and time.monotonic() < deadline:
-        buf += sock.recv(65536)
+        data = sock.recv(65536)
+        if not data:  # closed by the gateway
+            break
+        buf += data
         while b"\x1c\r" in buf:
             frame, buf = buf.split(b"\x1c\r", 1)
             assert frame.startswith(b"\x0b")

@@ -7,23 +7,29 @@ so the sender keeps the message and retries. The gateway checks only that the bo
 it claims to be (a FHIR Bundle, an HL7 v2 message with an MSH); full parsing is the intake
 stage's, whose dead letters carry the field and the reason.
 
-HTTP (stdlib ``ThreadingHTTPServer``: one thread per request, each blocked on its own
-delivery report; no extra dependency for a handful of endpoints):
+HTTP (stdlib ``http.server``, one thread per connection, each blocked on its own delivery
+report; the edge's limits from ``edge.py`` around it):
 
 - ``POST /fhir``: a FHIR R4 Bundle (``application/fhir+json`` or ``application/json``);
   202 or 4xx/503 with a FHIR OperationOutcome.
 - ``POST /hl7v2``: one ER7 message or batch (``x-application/hl7-v2+er7``,
   ``application/hl7-v2``, ``text/plain``); the answer carries the HL7 ACK (AA 202, AR 400,
-  AE 503).
+  AR 413 too large, AE 503).
 - ``GET /healthz``: readiness, 200 while the broker answers and deliveries succeed.
 
 Every POST needs ``Authorization: Bearer <token>`` unless authentication is turned off;
 bodies above the size limit get 413 unread, and so does a message whose record is larger
 than the broker takes (``max_message_bytes``): that refusal is permanent, never 503 / AE.
+One Content-Length, decimal, is required (two, or another value: 400).
 
 MLLP (``socketserver``, one thread per connection, any number of messages per connection,
-framing 0x0B … 0x1C 0x0D): original-mode acknowledgement, AA once stored, AR for bytes that
-are not an HL7 message or too large, AE with the reason when the broker fails.
+framing 0x0B … 0x1C 0x0D), optionally over TLS with client certificates: original-mode
+acknowledgement, AA once stored, AR for bytes that are not an HL7 message, too large, or
+from a sending facility not on the allow-list, AE with the reason when the broker fails.
+
+Both listeners count connections (in all and per address) before a thread starts, bound
+each message by a deadline from its first byte and each connection by an idle timeout, and
+share one memory budget for message bytes in flight (``edge.py``).
 
 Source ids (the record key, and what the intake stage drops repeats by): HL7
 ``hl7v2:{MSH-4 or MSH-3}:{MSH-10}``; FHIR ``fhir:{Bundle.identifier system|value}``, else
@@ -33,6 +39,7 @@ Source ids (the record key, and what the intake stage drops repeats by): HL7
 from __future__ import annotations
 
 import hmac
+import io
 import json
 import logging
 import os
@@ -41,12 +48,13 @@ import secrets
 import signal
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -60,16 +68,36 @@ from pipeline.serde import registry
 from pipeline.settings import Settings
 from services.intake.app import body_digest
 from services.intake.domain import HL7_TYPES
+from services.intake.edge import (
+    BUSY_HTTP,
+    CR,
+    EB,
+    SB,
+    Budget,
+    Cut,
+    DeadlineReader,
+    LimitedServer,
+    MllpReader,
+    Slots,
+    TooLarge,
+    networks,
+    server_tls,
+)
 from services.intake.hl7v2 import _Enc, _unescape
 from services.intake.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
-SB, EB, CR = b"\x0b", b"\x1c", b"\x0d"
 FHIR_CONTENT_TYPE = "application/fhir+json"
 HL7_CONTENT_TYPE = "x-application/hl7-v2+er7"
 ENDPOINTS_FILE = "gateway.json"
 
+REFUSED = Counter(
+    "claimflow_gateway_connections_refused_total",
+    "Connections refused or cut by a bound: connections, connections_per_address, address, "
+    "tls, idle, deadline, busy",
+    ["protocol", "reason"],
+)
 REQUESTS = Counter(
     "claimflow_gateway_requests_total",
     "Messages the gateway answered, by protocol and outcome",
@@ -421,8 +449,10 @@ class Gateway:
             token = secrets.token_urlsafe(32)
             self.generated_token = True
         self.token = token if settings.gateway_auth else None
-        self.http: ThreadingHTTPServer | None = None
-        self.mllp: socketserver.ThreadingTCPServer | None = None
+        self.budget = Budget(settings.gateway_buffer_budget_bytes)
+        self.facilities = frozenset(settings.gateway_mllp_allowed_facilities)
+        self.http: _HttpServer | None = None
+        self.mllp: _MllpServer | None = None
         self._threads: list[threading.Thread] = []
 
     # one message, either protocol
@@ -480,12 +510,23 @@ class Gateway:
         """Bind both listeners, serve them on threads; returns their addresses."""
         threading.Thread(target=self._ensure_topics, name="ensure-topics", daemon=True).start()
         s = self.settings
-        self.http = ThreadingHTTPServer(
-            (s.gateway_http_host, s.gateway_http_port), _http_handler(self)
+        self.http = _HttpServer((s.gateway_http_host, s.gateway_http_port), _http_handler(self))
+        self.http.slots = Slots(
+            s.gateway_http_max_connections, s.gateway_http_max_connections_per_address
         )
-        self.http.daemon_threads = True
+        self.http.refusal = BUSY_HTTP
+        self.http.on_refused = lambda reason: REFUSED.labels("http", reason).inc()
         self.mllp = _MllpServer((s.gateway_mllp_host, s.gateway_mllp_port), _MllpHandler)
         self.mllp.gateway = self
+        self.mllp.slots = Slots(
+            s.gateway_mllp_max_connections, s.gateway_mllp_max_connections_per_address
+        )
+        self.mllp.allow = networks(s.gateway_mllp_allowed_networks)
+        self.mllp.on_refused = lambda reason: REFUSED.labels("mllp", reason).inc()
+        if s.gateway_mllp_tls_cert is not None and s.gateway_mllp_tls_key is not None:
+            self.mllp.tls = server_tls(
+                s.gateway_mllp_tls_cert, s.gateway_mllp_tls_key, s.gateway_mllp_tls_client_ca
+            )
         for name, server in (("http", self.http), ("mllp", self.mllp)):
             thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
             thread.start()
@@ -543,7 +584,23 @@ def _http_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
         server_version = "claimflow-gateway"
         sys_version = ""
         protocol_version = "HTTP/1.1"
-        timeout = 60  # a client that stalls mid-body loses its thread after this
+
+        def setup(self) -> None:
+            """Reads bounded by the idle timeout and the per-request deadline."""
+            super().setup()
+            s = gateway.settings
+            self.reader = DeadlineReader(
+                self.connection, s.gateway_idle_timeout_s, s.gateway_message_deadline_s
+            )
+            self.rfile = io.BufferedReader(self.reader)
+
+        def handle_one_request(self) -> None:
+            self.reader.begin()  # the deadline runs from the request's first byte
+            self.held = 0  # body bytes reserved in the gateway's budget until answered
+            try:
+                super().handle_one_request()
+            finally:
+                gateway.budget.give(self.held)
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             """Request lines are not logged: the metrics count outcomes."""
@@ -614,106 +671,135 @@ def _http_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             )
 
         def _body(self, protocol: str) -> bytes | None:
-            """The request body, or None after answering 411/413."""
+            """The request body, or None after answering 400/411/413/503."""
             limit = gateway.settings.gateway_max_body_bytes
-            length = self.headers.get("Content-Length")
-            if self.headers.get("Transfer-Encoding") or length is None or not length.isdigit():
-                REQUESTS.labels(protocol, "rejected").inc()
+            lengths = self.headers.get_all("Content-Length") or []
+            if self.headers.get("Transfer-Encoding") or not lengths:
+                return self._refuse(
+                    protocol,
+                    "rejected",
+                    HTTPStatus.LENGTH_REQUIRED,
+                    "invalid",
+                    "send the body with a Content-Length",
+                )
+            if len(lengths) > 1 or not re.fullmatch(r"[0-9]{1,19}", lengths[0].strip()):
+                return self._refuse(
+                    protocol,
+                    "rejected",
+                    HTTPStatus.BAD_REQUEST,
+                    "invalid",
+                    "send one Content-Length with a decimal byte count",
+                )
+            length = int(lengths[0])
+            if length > limit:
+                return self._refuse(
+                    protocol,
+                    "too_large",
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                    "too-long",
+                    f"the body exceeds {limit} bytes",
+                )
+            if not gateway.budget.take(length):
+                REFUSED.labels("http", "busy").inc()
+                return self._refuse(
+                    protocol,
+                    "failed",
+                    HTTPStatus.SERVICE_UNAVAILABLE,
+                    "transient",
+                    "the gateway is busy; retry",
+                )
+            self.held = length
+            body = self.rfile.read(length)
+            if len(body) < length:  # the peer closed early or the deadline passed
                 self.close_connection = True
-                self._fhir(HTTPStatus.LENGTH_REQUIRED, "error", "invalid",
-                           "send the body with a Content-Length")  # fmt: skip
                 return None
-            if int(length) > limit:
-                REQUESTS.labels(protocol, "too_large").inc()
-                self.close_connection = True
-                self._fhir(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "error", "too-long",
-                           f"the body exceeds {limit} bytes")  # fmt: skip
-                return None
-            return self.rfile.read(int(length))
+            return body
+
+        def _refuse(
+            self, protocol: str, outcome_: str, status: HTTPStatus, code: str, text: str
+        ) -> None:
+            """Answer without reading the body, and close the connection."""
+            REQUESTS.labels(protocol, outcome_).inc()
+            self.close_connection = True
+            extra = {"Retry_After": "1"} if status == HTTPStatus.SERVICE_UNAVAILABLE else {}
+            body = json.dumps(outcome("error", code, text)).encode()
+            self._send(status, body, FHIR_CONTENT_TYPE, **extra)
+            return None
 
     return Handler
 
 
-class _MllpServer(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+class _HttpServer(LimitedServer, HTTPServer):
+    """stdlib's HTTP server with the edge's connection limits."""
+
+
+class _MllpServer(LimitedServer):
     gateway: Gateway
-
-
-@dataclass(frozen=True)
-class _TooLarge:
-    """A frame over the size limit, read past; its head, for the ACK's MSH."""
-
-    head: bytes
+    tls: ssl.SSLContext | None = None
 
 
 class _MllpHandler(socketserver.BaseRequestHandler):
-    """One MLLP connection: frames in, one ACK per frame, until the peer closes."""
+    """One MLLP connection (TLS first when configured): frames in, one ACK per frame,
+    until the peer closes or a bound (idle, deadline, memory) ends the connection."""
 
     server: _MllpServer
 
     def handle(self) -> None:
         gateway = self.server.gateway
-        limit = gateway.settings.gateway_max_body_bytes
-        self.request.settimeout(gateway.settings.gateway_idle_timeout_s)
-        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # one ACK per message
-        buf = bytearray()
-        while True:
-            frame = self._frame(buf, limit)
-            if frame is None:
-                return
-            if isinstance(frame, _TooLarge):
-                REQUESTS.labels("mllp", "too_large").inc()
-                reply = ack(hl7_header(frame.head), "AR", f"message exceeds {limit} bytes")
-            else:
-                _, reply = gateway.accept_hl7(frame, "mllp")
+        s = gateway.settings
+        sock = self.request
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # one ACK per message
+        if self.server.tls is not None:
+            sock.settimeout(min(s.gateway_message_deadline_s, 10.0))
             try:
-                self.request.sendall(SB + reply + EB + CR)
-            except OSError:
+                sock = self.server.tls.wrap_socket(sock, server_side=True)
+            except (OSError, ssl.SSLError) as exc:  # no or a bad client certificate, not TLS
+                REFUSED.labels("mllp", "tls").inc()
+                log.warning("MLLP TLS handshake refused", extra={"error": str(exc)[:200]})
                 return
-
-    def _recv(self) -> bytes:
-        """The next bytes from the peer; empty at EOF, on error or after the idle timeout."""
+        limit = s.gateway_max_body_bytes
+        reader = MllpReader(
+            DeadlineReader(sock, s.gateway_idle_timeout_s, s.gateway_message_deadline_s),
+            limit,
+            gateway.budget,
+        )
         try:
-            return bytes(self.request.recv(65536))
-        except OSError:  # TimeoutError included
-            return b""
+            while True:
+                frame = reader.next()
+                if isinstance(frame, Cut):
+                    self._cut(sock, frame)
+                    return
+                if isinstance(frame, TooLarge):
+                    REQUESTS.labels("mllp", "too_large").inc()
+                    reply = ack(hl7_header(frame.head), "AR", f"message exceeds {limit} bytes")
+                else:
+                    reply = self._answer(gateway, frame)
+                sock.sendall(SB + reply + EB + CR)
+        except OSError:
+            return
+        finally:
+            reader.close()
+            if sock is not self.request:
+                sock.close()
 
-    def _frame(self, buf: bytearray, limit: int) -> bytes | _TooLarge | None:
-        """The next framed message (bytes between 0x0B and 0x1C 0x0D); None at EOF."""
-        while True:
-            start = buf.find(SB)
-            if start < 0:
-                buf.clear()  # bytes outside a frame
-            elif start > 0:
-                del buf[:start]
-            if buf:
-                end = buf.find(EB + CR, 1)
-                if end >= 0:
-                    frame = bytes(buf[1:end])
-                    del buf[: end + 2]
-                    return frame if len(frame) <= limit else _TooLarge(frame[:4096])
-                if len(buf) > limit + 2:
-                    return self._skip(buf)
-            chunk = self._recv()
-            if not chunk:
-                return None
-            buf += chunk
+    def _answer(self, gateway: Gateway, frame: bytes) -> bytes:
+        if gateway.facilities:
+            header = hl7_header(frame)
+            facility = header and (header.sending_facility or header.sending_app)
+            if facility not in gateway.facilities:
+                REQUESTS.labels("mllp", "unauthorized").inc()
+                return ack(header, "AR", "MSH-4 sending facility is not allowed on this listener")
+        return gateway.accept_hl7(frame, "mllp")[1]
 
-    def _skip(self, buf: bytearray) -> _TooLarge | None:
-        """Read past the rest of an oversized frame without keeping it."""
-        head, tail = bytes(buf[1:4097]), bytes(buf[-1:])
-        buf.clear()
-        while True:
-            chunk = self._recv()
-            if not chunk:
-                return None
-            data = tail + chunk
-            end = data.find(EB + CR)
-            if end >= 0:
-                buf += data[end + 2 :]
-                return _TooLarge(head)
-            tail = data[-1:]
+    def _cut(self, sock: socket.socket, cut: Cut) -> None:
+        """Say why the connection ends, when a message was cut short."""
+        if cut.reason == "eof" and not cut.head:
+            return
+        REFUSED.labels("mllp", cut.reason).inc()
+        log.warning("MLLP connection closed", extra={"reason": cut.reason})
+        if cut.reason == "busy":  # retryable: the gateway is short of memory right now
+            sock.sendall(SB + ack(hl7_header(cut.head), "AE", "the gateway is busy; retry")
+                         + EB + CR)  # fmt: skip
 
 
 def read_endpoints(state_dir: Path, timeout: float = 0.0) -> dict[str, str] | None:

@@ -14,14 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from gateway_client import Reader, address, mllp_exchange, msa, post
+from gateway_client import Reader, address, mllp_exchange, msa, post, start_gateway
 
 from pipeline.broker import EmbeddedBroker
-from pipeline.kafka import ensure_topics
 from pipeline.serde import registry
 from services.intake.gateway import Gateway
-from services.intake.settings import GatewaySettings
-from services.intake.simulator import generate
+from sim.ehr import generate
 
 pytestmark = pytest.mark.broker
 REG = registry()
@@ -54,15 +52,13 @@ def own_broker() -> Iterator[EmbeddedBroker]:
 def test_a_broker_stall_longer_than_the_delivery_timeout_is_survived_in_process(
     own_broker: EmbeddedBroker, tmp_path: Path
 ) -> None:
-    settings = GatewaySettings(
+    gw = start_gateway(
+        own_broker.bootstrap,
         topic_prefix="stall.",
         state_dir=tmp_path,
         gateway_auth=False,
         gateway_delivery_timeout_s=1.5,
     )
-    ensure_topics(own_broker.bootstrap, settings, REG)
-    gw = Gateway(settings, own_broker.bootstrap)
-    gw.start()
     messages = list(generate(400, seed=31, fmt="hl7v2"))
     answers: dict[str, str] = {}  # control id -> MSA-1
     stop = threading.Event()
@@ -123,16 +119,14 @@ def test_a_broker_stall_longer_than_the_delivery_timeout_is_survived_in_process(
 def test_a_message_larger_than_the_broker_takes_is_refused_for_good(
     bootstrap: str, prefix: str, tmp_path: Path
 ) -> None:
-    settings = GatewaySettings(
+    gw = start_gateway(
+        bootstrap,
         topic_prefix=prefix,
         state_dir=tmp_path,
         gateway_auth=False,
         max_message_bytes=1_000_000,
         gateway_max_body_bytes=2_000_000,  # above what the broker takes: refused as 413 / AR
     )
-    ensure_topics(bootstrap, settings, REG)
-    gw = Gateway(settings, bootstrap)
-    gw.start()
     try:
         header = b"MSH|^~\\&|A|FAC|C|D|20250101||ADT^A03|BIG2|P|2.5.1\r"
         big = header + b"NTE|1||" + b"x" * 1_200_000 + b"\r"

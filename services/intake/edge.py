@@ -1,0 +1,276 @@
+"""The gateway's connection limits, deadlines, TLS and MLLP framing (no Kafka import).
+
+What a listener open to a hospital network must bound, whatever a peer sends: how many
+connections there are (in all and per address) and who may connect (an allow-list of
+networks, TLS client certificates), how long a message may take from its first byte to its
+last (a byte-a-millisecond sender is cut at the deadline, not held for ever), how long a
+connection may sit idle, how large a message may grow (checked as the bytes arrive), and
+how many bytes all connections may hold at once. Framing searches only the bytes that
+arrived since the last look, so a slow sender costs CPU in proportion to its bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import socket
+import socketserver
+import ssl
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SB, EB, CR = b"\x0b", b"\x1c", b"\x0d"
+BUSY_HTTP = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+    b"Connection: close\r\n\r\n"
+)
+
+
+class Budget:
+    """Bytes that all connections together may hold in buffers (bounded memory)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.held = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        """Reserve ``n`` bytes; False (nothing reserved) when that would pass the limit."""
+        with self._lock:
+            if self.held + n > self.limit:
+                return False
+            self.held += n
+            return True
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self.held -= n
+
+
+class Slots:
+    """Connections open, in all and per peer address, against their limits."""
+
+    def __init__(self, total: int, per_address: int) -> None:
+        self.total, self.per_address = total, per_address
+        self.open: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def take(self, address: str) -> str | None:
+        """Count a new connection in; the reason when it is over a limit."""
+        with self._lock:
+            if sum(self.open.values()) >= self.total:
+                return "connections"
+            if self.open[address] >= self.per_address:
+                return "connections_per_address"
+            self.open[address] += 1
+            return None
+
+    def give(self, address: str) -> None:
+        with self._lock:
+            self.open[address] -= 1
+            if self.open[address] <= 0:
+                del self.open[address]
+
+
+def networks(values: Sequence[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Parse an allow-list of addresses or CIDR networks (``10.1.0.0/16``, ``192.0.2.7``)."""
+    return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in values if v.strip())
+
+
+def allowed(address: str, nets: Sequence[Any]) -> bool:
+    """Whether ``address`` is in one of ``nets``; an empty list allows every address."""
+    if not nets:
+        return True
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in nets)
+
+
+def server_tls(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLContext:
+    """A server TLS context (1.2 or later); with ``client_ca``, a client certificate signed
+    by it is required (mutual TLS) and a connection without one fails the handshake."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(str(cert), str(key))
+    if client_ca is not None:
+        context.load_verify_locations(cafile=str(client_ca))
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class LimitedServer(socketserver.ThreadingTCPServer):
+    """A threading TCP server that counts connections against ``Slots`` and an allow-list
+    before a thread is started, and closes (or answers ``refusal``) what is over a limit."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    slots: Slots
+    allow: tuple[Any, ...] = ()
+    refusal: bytes = b""
+    on_refused: Callable[[str], None] = staticmethod(lambda reason: None)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        address = str(client_address[0])
+        reason = "address" if not allowed(address, self.allow) else self.slots.take(address)
+        if reason is None:
+            super().process_request(request, client_address)
+            return
+        self.on_refused(reason)
+        if self.refusal and reason != "address":
+            try:
+                request.settimeout(1.0)
+                request.sendall(self.refusal)
+            except OSError:
+                pass
+        self.shutdown_request(request)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.give(str(client_address[0]))
+
+
+class DeadlineReader(io.RawIOBase):
+    """A socket's reads, bounded by an idle timeout and by a deadline that starts with the
+    first byte of a message (``begin()`` re-arms it for the next message)."""
+
+    def __init__(self, sock: socket.socket, idle_s: float, deadline_s: float) -> None:
+        self.sock, self.idle_s, self.deadline_s = sock, idle_s, deadline_s
+        self.deadline: float | None = None
+
+    def begin(self) -> None:
+        """The next byte starts a new message (and its deadline)."""
+        self.deadline = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        timeout = self.idle_s
+        if self.deadline is not None:
+            timeout = min(timeout, self.deadline - time.monotonic())
+            if timeout <= 0:
+                raise TimeoutError("message deadline passed")
+        self.sock.settimeout(timeout)
+        n = self.sock.recv_into(buffer)
+        if n and self.deadline is None:
+            self.deadline = time.monotonic() + self.deadline_s
+        return n
+
+
+@dataclass(frozen=True)
+class TooLarge:
+    """A frame over the size limit, read past and dropped; its head, for the ACK's MSH."""
+
+    head: bytes
+
+
+@dataclass(frozen=True)
+class Cut:
+    """The connection ends without a frame: ``eof``, ``idle``, ``deadline`` or ``busy``
+    (the memory budget is spent); ``head`` is what a partial frame began with."""
+
+    reason: str
+    head: bytes = b""
+
+
+class MllpReader:
+    """Frames (0x0B message 0x1C 0x0D) from one connection, under the edge's bounds.
+
+    Bytes outside a frame are dropped. A frame longer than ``limit`` is read past without
+    being kept (``TooLarge``); a frame not complete ``deadline_s`` after its first byte, a
+    connection silent for ``idle_s``, or a frame the shared ``budget`` cannot hold ends the
+    connection (``Cut``)."""
+
+    def __init__(
+        self, reader: DeadlineReader, limit: int, budget: Budget, chunk: int = 65536
+    ) -> None:
+        self.reader, self.limit, self.budget, self.chunk = reader, limit, budget, chunk
+        self.buf = bytearray()
+        self.held = 0  # bytes of ``buf`` reserved in the budget
+        self.scanned = 1  # where the search for the end of the current frame resumes
+
+    def close(self) -> None:
+        """Give the buffer's bytes back to the budget."""
+        self.buf.clear()
+        self._account()
+
+    def _account(self) -> bool:
+        delta = len(self.buf) - self.held
+        if delta > 0 and not self.budget.take(delta):
+            return False
+        if delta < 0:
+            self.budget.give(-delta)
+        self.held = len(self.buf)
+        return True
+
+    def _read(self) -> bytes | Cut:
+        try:
+            data = self.reader.read(self.chunk)
+        except TimeoutError:
+            late = self.reader.deadline is not None and time.monotonic() >= self.reader.deadline
+            return Cut("deadline" if late else "idle", bytes(self.buf[1:4097]))
+        except OSError:
+            return Cut("eof")
+        return data if data else Cut("eof", bytes(self.buf[1:4097]))
+
+    def next(self) -> bytes | TooLarge | Cut:
+        """The next frame's message bytes, or why there is none."""
+        buf = self.buf
+        while True:
+            if buf[:1] != SB:
+                start = buf.find(SB)
+                del buf[: start if start >= 0 else len(buf)]
+                self.scanned = 1
+                self.reader.begin()  # the deadline starts with a frame's first byte
+                if not buf:
+                    self._account()
+            if buf:
+                end = buf.find(EB + CR, self.scanned)
+                if end >= 0:
+                    frame = bytes(buf[1:end])
+                    del buf[: end + 2]
+                    self.scanned = 1
+                    self.reader.begin()
+                    self._account()
+                    return frame
+                self.scanned = max(1, len(buf) - 1)
+                if len(buf) - 1 > self.limit:
+                    return self._skip()
+            data = self._read()
+            if isinstance(data, Cut):
+                self.close()
+                return data
+            buf += data
+            if not self._account():
+                head = bytes(buf[1:4097])
+                self.close()
+                return Cut("busy", head)
+
+    def _skip(self) -> TooLarge | Cut:
+        """Read past the rest of an oversized frame without keeping it."""
+        head, tail = bytes(self.buf[1:4097]), bytes(self.buf[-1:])
+        self.buf.clear()
+        self._account()
+        while True:
+            data = self._read()
+            if isinstance(data, Cut):
+                return Cut(data.reason, head)
+            data = tail + data
+            end = data.find(EB + CR)
+            if end >= 0:
+                self.buf += data[end + 2 :]
+                self.scanned = 1
+                self.reader.begin()
+                if not self._account():
+                    self.close()
+                return TooLarge(head)
+            tail = data[-1:]
