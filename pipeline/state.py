@@ -5,31 +5,96 @@ in its own savepoint), produce and wait for every acknowledgement, ``commit()`` 
 store, then commit the consumed offsets. A crash anywhere before ``commit()`` leaves no
 trace of the batch, and the replayed batch finds the state as it was; a crash after it
 replays inputs whose writes are idempotent. No Kafka import: the domain uses this too.
+
+Stores hold PHI (names, birth dates, member ids, claims): their folders are made 0700 and
+their files 0600 (``private_dir``, ``private_file``), and wider modes left by an older
+version are narrowed at start-up.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+DIR_MODE, FILE_MODE = 0o700, 0o600
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+class StateError(RuntimeError):
+    """The state folder cannot be used (missing rights, read-only): says which and why."""
+
+
+def private_dir(path: Path | str) -> Path:
+    """``path`` as a folder only its owner can enter: created 0700 (with any missing
+    parents), narrowed to 0700 when it exists with a wider mode."""
+    folder = Path(path)
+    try:
+        missing = [p for p in (folder, *folder.parents) if not p.exists()]
+        for part in reversed(missing):
+            part.mkdir(mode=DIR_MODE, exist_ok=True)
+        if not folder.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+        info = folder.stat()
+        # A mounted volume's root may belong to root (Kubernetes fsGroup): it cannot be
+        # narrowed by this user, and the files below it are 0600 all the same.
+        if stat.S_IMODE(info.st_mode) & 0o077 and info.st_uid == os.geteuid():
+            folder.chmod(DIR_MODE)
+    except OSError as exc:
+        raise StateError(f"state folder {folder}: {exc.strerror or exc}") from exc
+    return folder
+
+
+def private_file(path: Path | str) -> Path:
+    """``path`` as a file only its owner can read: created empty 0600 when missing,
+    narrowed to 0600 when it exists with a wider mode (its folder made private too)."""
+    file = Path(path)
+    private_dir(file.parent)
+    try:
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT, FILE_MODE)
+        try:
+            if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
+                os.fchmod(fd, FILE_MODE)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StateError(f"state file {file}: {exc.strerror or exc}") from exc
+    return file
+
+
+def private_sqlite(path: Path | str) -> str:
+    """Make a SQLite database's file (and any journal beside it) private before it is
+    opened: SQLite creates its WAL and shared-memory files with the database's mode."""
+    if str(path) == ":memory:":
+        return ":memory:"
+    private_file(path)
+    for suffix in SQLITE_SIDE_FILES:
+        side = Path(f"{path}{suffix}")
+        if side.exists():
+            private_file(side)
+    return str(path)
 
 
 class BatchStore:
     """Base of the stateful stages' stores: one connection, one transaction per batch."""
 
     def __init__(self, path: Path | str, schema: str) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         # One runner thread uses a store at a time, not always the thread that opened it.
         # A replay may share the live service's state folder: wait for its lock, do not fail.
         self.db = sqlite3.connect(
-            str(path), isolation_level="DEFERRED", check_same_thread=False, timeout=30
+            private_sqlite(path), isolation_level="DEFERRED", check_same_thread=False, timeout=30
         )
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(schema)
-        self.db.commit()
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(schema)
+            self.db.commit()
+        except sqlite3.OperationalError as exc:  # e.g. a read-only folder or file
+            self.db.close()
+            raise StateError(f"state store {path}: {exc}") from exc
 
     @contextmanager
     def atomic(self) -> Iterator[None]:

@@ -1,7 +1,8 @@
 """Starts the services as separate processes and restarts any that dies.
 
 Used by ``claimflow run``/``demo`` and by the end-to-end tests. Each service is
-``python -m pipeline.cli service NAME`` with its own log file and /metrics port.
+``python -m pipeline.cli service NAME`` with its own log file and /metrics port. The run
+folder, its logs and the services' state folders are their owner's only (0700 / 0600).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from pipeline import plugins
 from pipeline.broker import free_port
+from pipeline.state import private_dir, private_file
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ class Supervisor:
     children: dict[str, Child] = field(default_factory=dict)
 
     def start(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.run_dir)  # logs and state folders below hold PHI: owner only
         for name in self.services:
             child = Child(name, free_port(), self.run_dir / f"{name}.log")
             self.children[name] = child
@@ -56,13 +58,14 @@ class Supervisor:
             "CLAIMFLOW_METRICS_PORT": str(child.metrics_port),
             "CLAIMFLOW_STATE_DIR": str(self.run_dir / "state" / child.name),
         }
-        with open(child.log_path, "ab") as out:
+        with private_file(child.log_path).open("ab") as out:
             child.proc = subprocess.Popen(
                 [sys.executable, "-m", "pipeline.cli", "service", child.name],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
+                umask=0o077,  # whatever a service writes is its owner's only
             )
         child.started_at = time.monotonic()
 

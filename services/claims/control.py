@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.models import utcnow
+from pipeline.state import private_sqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counter (
@@ -85,14 +86,14 @@ class ControlNumbers:
     def __init__(self, path: Path | str, *, block: int = 0) -> None:
         if not 0 <= block <= 9:
             raise ValueError("block must be 0..9")
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.block = block
         self.first = max(1, block * BLOCK_SIZE)
         self.last = min(LAST_NUMBER, (block + 1) * BLOCK_SIZE - 1)
         # Autocommit mode: every transaction below is explicit (BEGIN IMMEDIATE .. COMMIT).
         # The stage is built in one thread and may run in another; it is used by one at a time.
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self.db = sqlite3.connect(
+            private_sqlite(path), isolation_level=None, check_same_thread=False
+        )
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)

@@ -236,7 +236,9 @@ class MllpReader:
             if buf:
                 end = buf.find(EB + CR, self.scanned)
                 if end >= 0:
-                    frame = bytes(buf[1:end])
+                    frame = (
+                        bytes(buf[1:end]) if end - 1 <= self.limit else TooLarge(bytes(buf[1:4097]))
+                    )
                     del buf[: end + 2]
                     self.scanned = 1
                     self.reader.begin()

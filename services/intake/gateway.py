@@ -42,7 +42,6 @@ import hmac
 import io
 import json
 import logging
-import os
 import re
 import secrets
 import signal
@@ -66,6 +65,7 @@ from pipeline.kafka import ensure_topics, make_producer
 from pipeline.models import RawMessage, utcnow
 from pipeline.serde import registry
 from pipeline.settings import Settings
+from pipeline.state import private_file
 from services.intake.app import body_digest
 from services.intake.domain import HL7_TYPES
 from services.intake.edge import (
@@ -444,11 +444,13 @@ class Gateway:
         self.bootstrap = bootstrap
         self.publisher = Publisher(settings, bootstrap)
         self.generated_token = False
-        token = settings.gateway_token.get_secret_value() if settings.gateway_token else None
+        token = configured_token(settings) if settings.gateway_auth else None
         if settings.gateway_auth and not token:
-            token = secrets.token_urlsafe(32)
+            # Kept in the state folder: the same token after a restart, so clients keep working.
+            token = (read_endpoints(settings.state_dir) or {}).get("token")
+            token = token or secrets.token_urlsafe(32)
             self.generated_token = True
-        self.token = token if settings.gateway_auth else None
+        self.token = token
         self.budget = Budget(settings.gateway_buffer_budget_bytes)
         self.facilities = frozenset(settings.gateway_mllp_allowed_facilities)
         self.http: _HttpServer | None = None
@@ -547,15 +549,14 @@ class Gateway:
         return {"http": f"http://{http_host!s}:{http_port}", "mllp": f"{mllp_host!s}:{mllp_port}"}
 
     def write_endpoints(self, state_dir: Path) -> Path:
-        """gateway.json in the state folder: addresses, and the token when generated."""
-        state_dir.mkdir(parents=True, exist_ok=True)
-        path = state_dir / ENDPOINTS_FILE
+        """gateway.json in the state folder (0600 in a 0700 folder, wider modes narrowed):
+        addresses, and the token when generated."""
+        path = private_file(Path(state_dir) / ENDPOINTS_FILE)
         data: dict[str, Any] = self.endpoints()
         data["auth"] = "bearer" if self.token else "off"
         if self.generated_token:
             data["token"] = self.token
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
+        with path.open("w") as out:
             json.dump(data, out)
         return path
 
@@ -802,6 +803,24 @@ class _MllpHandler(socketserver.BaseRequestHandler):
                          + EB + CR)  # fmt: skip
 
 
+def configured_token(settings: GatewaySettings) -> str | None:
+    """The token from ``gateway_token``, else from ``gateway_token_file`` (a mounted secret);
+    a configured file that cannot be read or is empty stops the gateway with the reason."""
+    if settings.gateway_token is not None:
+        return settings.gateway_token.get_secret_value().strip() or None
+    if settings.gateway_token_file is None:
+        return None
+    try:
+        token = settings.gateway_token_file.read_text().strip()
+    except OSError as exc:
+        raise SystemExit(
+            f"CLAIMFLOW_GATEWAY_TOKEN_FILE {settings.gateway_token_file}: {exc.strerror}"
+        ) from None
+    if not token:
+        raise SystemExit(f"CLAIMFLOW_GATEWAY_TOKEN_FILE {settings.gateway_token_file} is empty")
+    return token
+
+
 def read_endpoints(state_dir: Path, timeout: float = 0.0) -> dict[str, str] | None:
     """What a running gateway wrote to its state folder (waits up to ``timeout``)."""
     path = Path(state_dir) / ENDPOINTS_FILE
@@ -832,7 +851,8 @@ def main(settings: Settings | None = None) -> None:
     )  # fmt: skip
     if gateway.generated_token:
         log.warning(
-            "no CLAIMFLOW_GATEWAY_TOKEN set: a token was generated; HTTP clients find it in "
+            "no CLAIMFLOW_GATEWAY_TOKEN or _TOKEN_FILE set: the token was generated (and is "
+            "kept across restarts); HTTP clients find it in "
             "the endpoints file",
             extra={"endpoints_file": str(written)},
         )

@@ -49,8 +49,14 @@ class GatewaySettings(Settings):
     gateway_mllp_port: int = Field(default=0, ge=0, description="0: a free port; MLLP's is 2575.")
     gateway_token: SecretStr | None = Field(
         default=None,
-        description="Bearer token HTTP clients must send. Unset: one is generated and written "
-        "to gateway.json in the state folder (readable by its owner only).",
+        description="Bearer token HTTP clients must send. Unset (and no token file): one is "
+        "generated once and kept in gateway.json in the state folder (owner-only).",
+    )
+    gateway_token_file: Path | None = Field(
+        default=None,
+        description="A file holding the bearer token (a mounted secret), when "
+        "CLAIMFLOW_GATEWAY_TOKEN is not set. Configured but unreadable or empty: the gateway "
+        "does not start.",
     )
     gateway_auth: bool = Field(
         default=True, description="false turns HTTP authentication off (a trusted network)."

@@ -4,6 +4,7 @@ separate processes, encounters in at one end and posted remittances out at the o
 from __future__ import annotations
 
 import json
+import stat
 import time
 
 import pytest
@@ -192,3 +193,14 @@ def test_no_phi_in_any_log_line_or_metric(
         if pattern.search(text)
     }
     assert leaks == {}
+
+    # At rest: the stores hold PHI, and only their owner can read them (0600 in 0700).
+    paths = [sup.run_dir, *sup.run_dir.rglob("*")]
+    stored = b"".join(p.read_bytes() for p in paths if p.is_file() and ".sqlite" in p.name)
+    assert any(v.encode() in stored for v in phi)  # so the modes below protect something
+    wide = {
+        str(p.relative_to(sup.run_dir)): oct(stat.S_IMODE(p.stat().st_mode))
+        for p in paths
+        if stat.S_IMODE(p.stat().st_mode) & 0o077
+    }
+    assert wide == {}

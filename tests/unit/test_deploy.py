@@ -131,8 +131,11 @@ def test_kubernetes_manifests_reference_real_services_settings_ports_and_image()
         assert image_of(c["image"]) == IMAGE
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert str(ports["metrics"]) == METRICS_PORT
-        for probe in ("readinessProbe", "livenessProbe"):
-            assert c[probe]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+        assert c["livenessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
+        if c["args"][1] == "intake-gateway":  # ready only while the broker stores messages
+            assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        else:
+            assert c["readinessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
         assert c["resources"]["requests"] and c["resources"]["limits"]
         check_env({e["name"]: e["value"] for e in c.get("env", [])}, w["metadata"]["name"])
         if w["kind"] == "StatefulSet":
@@ -197,3 +200,36 @@ def test_promtool_checks_the_rules_and_the_scrape_config() -> None:
         timeout=60,
     )
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+GATEWAY_SECRETS = {
+    "CLAIMFLOW_GATEWAY_TOKEN_FILE",
+    "CLAIMFLOW_GATEWAY_MLLP_TLS_CERT",
+    "CLAIMFLOW_GATEWAY_MLLP_TLS_KEY",
+    "CLAIMFLOW_GATEWAY_MLLP_TLS_CLIENT_CA",
+}
+
+
+def test_the_gateway_is_deployed_with_a_token_secret_and_mllp_over_mutual_tls() -> None:
+    doc = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    gateway = doc["services"]["intake-gateway"]
+    env = gateway["environment"]
+    assert set(env) >= GATEWAY_SECRETS and "CLAIMFLOW_GATEWAY_TOKEN" not in env
+    mounted = {f"/run/secrets/{name}" for name in gateway["secrets"]}
+    assert {env[v] for v in GATEWAY_SECRETS} == mounted
+    assert set(gateway["secrets"]) <= set(doc["secrets"])
+    assert all(p.startswith("127.0.0.1:") for p in gateway["ports"])  # not all interfaces
+    workload = next(
+        d for d in k8s_docs() if d["kind"] == "StatefulSet" and d["metadata"]["name"] ==
+        "intake-gateway"
+    )  # fmt: skip
+    spec = workload["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    k8s_env = {e["name"]: e["value"] for e in container["env"]}
+    assert set(k8s_env) >= GATEWAY_SECRETS
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert all(any(k8s_env[v].startswith(m + "/") for m in mounts) for v in GATEWAY_SECRETS)
+    assert {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v} == {
+        "claimflow-gateway-token",
+        "claimflow-mllp-tls",
+    }

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
+from pipeline.state import StateError, private_dir
 from services.claims.adapters import AdapterContext, DeliveryError, DeliveryMeta, Receipt
 
 
@@ -37,7 +38,7 @@ class FileDropAdapter:
         """Write the file (temp + fsync + rename); the same interchange always lands on one name."""
         target = self.directory / meta.file_name
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            private_dir(self.directory)  # claims carry PHI: 0700, files 0600 (mkstemp)
             fd, tmp = tempfile.mkstemp(prefix=f".{meta.file_name}.", dir=self.directory)
             try:
                 with os.fdopen(fd, "wb") as out:
@@ -49,7 +50,7 @@ class FileDropAdapter:
                 Path(tmp).unlink(missing_ok=True)
                 raise
             _fsync_dir(self.directory)
-        except OSError as exc:
+        except (OSError, StateError) as exc:
             raise DeliveryError(f"cannot write {target}: {exc}") from exc
         return Receipt(self.name, str(target), f"{len(interchange)} bytes")
 
