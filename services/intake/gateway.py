@@ -676,39 +676,43 @@ def _http_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             limit = gateway.settings.gateway_max_body_bytes
             lengths = self.headers.get_all("Content-Length") or []
             if self.headers.get("Transfer-Encoding") or not lengths:
-                return self._refuse(
+                self._refuse(
                     protocol,
                     "rejected",
                     HTTPStatus.LENGTH_REQUIRED,
                     "invalid",
                     "send the body with a Content-Length",
                 )
+                return None
             if len(lengths) > 1 or not re.fullmatch(r"[0-9]{1,19}", lengths[0].strip()):
-                return self._refuse(
+                self._refuse(
                     protocol,
                     "rejected",
                     HTTPStatus.BAD_REQUEST,
                     "invalid",
                     "send one Content-Length with a decimal byte count",
                 )
+                return None
             length = int(lengths[0])
             if length > limit:
-                return self._refuse(
+                self._refuse(
                     protocol,
                     "too_large",
                     HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                     "too-long",
                     f"the body exceeds {limit} bytes",
                 )
+                return None
             if not gateway.budget.take(length):
                 REFUSED.labels("http", "busy").inc()
-                return self._refuse(
+                self._refuse(
                     protocol,
                     "failed",
                     HTTPStatus.SERVICE_UNAVAILABLE,
                     "transient",
                     "the gateway is busy; retry",
                 )
+                return None
             self.held = length
             body = self.rfile.read(length)
             if len(body) < length:  # the peer closed early or the deadline passed
@@ -725,7 +729,6 @@ def _http_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             extra = {"Retry_After": "1"} if status == HTTPStatus.SERVICE_UNAVAILABLE else {}
             body = json.dumps(outcome("error", code, text)).encode()
             self._send(status, body, FHIR_CONTENT_TYPE, **extra)
-            return None
 
     return Handler
 
