@@ -194,6 +194,11 @@ def read_endpoints(state_dir: Path, timeout: float = 0.0) -> dict[str, str] | No
         time.sleep(0.1)
 
 
+def initial_passwords_file(config: ConsoleSettings) -> Path:
+    """Where the first start leaves the generated passwords (mode 0600): change them."""
+    return config.state_dir / "console-initial-passwords.txt"
+
+
 def users_of(config: ConsoleSettings) -> Users:
     return Users(config.console.users_file or config.state_dir / "console-users.json")
 
@@ -208,10 +213,15 @@ def main(settings: Settings | None = None) -> None:
     users = users_of(config)
     made = first_users(users)
     if made:
-        # Shown once, on the terminal that started the console; only hashes are stored.
-        print(f"console: first start, users created in {users.path}:", file=sys.stderr)
-        for name, password in made.items():
-            print(f"  {name:<8} password {password}", file=sys.stderr)
+        # The passwords go to a file only its owner reads, never to a log; a terminal sees
+        # them once.
+        path = initial_passwords_file(config)
+        path.write_text("".join(f"{name} {password}\n" for name, password in made.items()))
+        path.chmod(0o600)
+        log.info("first start: one user per role", extra={"passwords_in": str(path)})
+        if sys.stderr.isatty():
+            for name, password in made.items():
+                print(f"console user {name:<8} password {password}", file=sys.stderr)
     view = View(config.state_dir / "console-view.sqlite3")
     feed = Feed(bootstrap, config, view, reg)
     feed.start()

@@ -268,10 +268,23 @@ def create_app(
         if item is None:
             abort(404)
         error = None
+        held = view.event(item["seq"])
+        review = registry.decode_dict("coding.review.v1", held.data) if held else {}
         if request.method == "POST":
             if not may(g.user.role, "review"):
                 abort(403)
+            unbillable = [
+                d.get("code")
+                for d in (review.get("coded") or {}).get("diagnoses") or []
+                if not d.get("billable", True)
+            ]
             try:
+                if request.form.get("action") == "confirm" and unbillable:
+                    raise InputError(
+                        "action",
+                        f"{', '.join(unbillable)} is not billable and coding will not release "
+                        "it as it is: amend with the specific code",
+                    )
                 decision = actions.decision(
                     encounter_id,
                     g.user.name,
@@ -298,8 +311,6 @@ def create_app(
                     return redirect(url_for("review_item", encounter_id=nxt))
                 return redirect(url_for("review_list"))
         access_log.record(g.user, "review", encounter_id)
-        held = view.event(item["seq"])
-        review = registry.decode_dict("coding.review.v1", held.data) if held else {}
         return render_template(
             "review_item.html",
             item=item,

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.x12.reader import read_segments
+
 MASK = "•••"
 # NM101 entity codes that name a person whose data is PHI: insured/subscriber, patient,
 # corrected patient, other subscriber.
@@ -33,18 +35,9 @@ class Segment:
 
 
 def split(x12: str) -> list[Segment]:
-    """Segments of an interchange, with the delimiters the ISA declares."""
-    text = x12.lstrip()
-    if not text.startswith("ISA") or len(text) < 106:
-        raise ValueError("not an X12 interchange: it does not start with a 106-character ISA")
-    element_sep, segment_sep = text[3], text[105]
-    out = []
-    for raw in text.split(segment_sep):
-        raw = raw.strip("\r\n ")
-        if raw:
-            parts = raw.split(element_sep)
-            out.append(Segment(parts[0], tuple(parts[1:])))
-    return out
+    """Segments of an interchange, read by the project's one X12 reader (the delimiters the
+    ISA declares); a text that is not X12 is a ValueError (``InputError``) saying why."""
+    return [Segment(seg.id, seg.elements) for seg in read_segments(x12, field="x12")]
 
 
 def _sets(segs: list[Segment]) -> tuple[list[Segment], list[list[Segment]], list[Segment]]:

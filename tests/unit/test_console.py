@@ -451,3 +451,27 @@ def test_a_correction_is_resubmitted_through_intake(client_for) -> None:
     assert client_for.published[0][0] == "intake.raw.v1"
     assert client_for.published[1] == ("workqueue.actions.v1", enc_id(3))
     assert "resubmitted" in c.get("/corrections").get_data(as_text=True)
+
+
+def test_confirm_is_refused_while_a_suggested_code_is_not_billable(world, client_for) -> None:
+    _, feed = world
+    held = review(6)
+    held["coded"]["diagnoses"][0] = {
+        **held["coded"]["diagnoses"][0],
+        "code": "E11",
+        "billable": False,
+    }
+    feed("encounters.collected.v1", enc_id(6), collected(6))
+    feed("coding.review.v1", enc_id(6), held)
+    coder = client_for("coder")
+    page = coder.get(f"/review/{enc_id(6)}").get_data(as_text=True)
+    assert re.search(r'value="confirm" disabled', page)
+    resp = coder.post(f"/review/{enc_id(6)}", data={"action": "confirm"})
+    assert resp.status_code == 400 and b"E11 is not billable" in resp.data
+    assert client_for.published == []
+    assert (
+        coder.post(
+            f"/review/{enc_id(6)}", data={"action": "amend", "diagnoses": "E11.9"}
+        ).status_code
+        == 302
+    )
