@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from pipeline import metrics
 from pipeline.errors import TransientError
 from pipeline.kafka import client_config, ensure_topics, make_producer
 from pipeline.models import Model
@@ -27,7 +29,12 @@ from services.console.view import FOLLOWED, View
 from services.console.web import create_app
 
 log = logging.getLogger("claimflow.console")
+APPLIED = Counter("claimflow_console_records_total", "Records applied to the console's view")
+NOT_APPLIED = Counter(
+    "claimflow_console_record_errors_total", "Records the view could not apply", ["topic"]
+)
 ENDPOINTS_FILE = "console.json"
+INITIAL_PASSWORDS = "console-initial-passwords.txt"
 
 
 class ConsoleOptions(BaseModel):
@@ -114,8 +121,10 @@ class Feed:
                 try:
                     value = self.registry.decode_dict(topic, data)
                     self.view.apply(topic, key, value, m.timestamp()[1], data)
+                    APPLIED.inc()
                 except Exception as exc:  # noqa: BLE001 - one bad record never stops the view
                     self.view.errors += 1
+                    NOT_APPLIED.labels(topic if topic in FOLLOWED else "other").inc()
                     # Where and what kind of error only: a record's content may be PHI.
                     log.warning(
                         "record not applied to the view",
@@ -196,7 +205,7 @@ def read_endpoints(state_dir: Path, timeout: float = 0.0) -> dict[str, str] | No
 
 def initial_passwords_file(config: ConsoleSettings) -> Path:
     """Where the first start leaves the generated passwords (mode 0600): change them."""
-    return config.state_dir / "console-initial-passwords.txt"
+    return config.state_dir / INITIAL_PASSWORDS
 
 
 def users_of(config: ConsoleSettings) -> Users:
@@ -222,6 +231,8 @@ def main(settings: Settings | None = None) -> None:
         if sys.stderr.isatty():
             for name, password in made.items():
                 print(f"console user {name:<8} password {password}", file=sys.stderr)
+    metrics_port = metrics.serve(config.metrics_host, config.metrics_port)
+    log.info("metrics", extra={"port": metrics_port, "path": "/metrics"})
     view = View(config.state_dir / "console-view.sqlite3")
     feed = Feed(bootstrap, config, view, reg)
     feed.start()

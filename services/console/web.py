@@ -31,6 +31,7 @@ from flask import (
     url_for,
 )
 from flask_wtf.csrf import CSRFError, CSRFProtect
+from prometheus_client import Counter
 
 from pipeline.errors import InputError, TransientError
 from pipeline.models import Model
@@ -42,6 +43,10 @@ from services.console.story import chapters
 from services.console.view import View
 
 log = logging.getLogger("claimflow.console")
+SIGN_INS = Counter("claimflow_console_sign_ins_total", "Sign-in attempts", ["outcome"])
+ACTIONS = Counter(
+    "claimflow_console_actions_total", "Work-queue actions published", ["queue", "action"]
+)
 
 # publish(topic, key, value, headers): a Model is Avro-encoded for its topic; bytes go as they
 # are (intake.raw.v1). Returns once the broker acknowledged it, or raises.
@@ -185,6 +190,10 @@ def create_app(
 
     def send(topic: str, key: str, value: Model | bytes, headers: dict[str, str] | None = None):
         publish(topic, key, value, headers)
+        if topic == "workqueue.actions.v1":
+            ACTIONS.labels(value.queue, value.action).inc()  # type: ignore[union-attr]
+        elif topic == "coding.decisions.v1":
+            ACTIONS.labels("review", value.action).inc()  # type: ignore[union-attr]
         eid = getattr(value, "event_id", None)
         if eid and topic in ("workqueue.actions.v1", "coding.decisions.v1"):
             view.wait_for(topic, eid, wait_for_view_s)
@@ -199,15 +208,18 @@ def create_app(
             name = request.form.get("username", "").strip()
             password = request.form.get("password", "")
             if throttle.blocked(name):
+                SIGN_INS.labels("throttled").inc()
                 flash("Too many failed sign-ins for this name; wait 15 minutes.")
                 return render_template("login.html"), 429
             user = users.check(name, password)
             if user is None:
                 throttle.failed(name)
+                SIGN_INS.labels("refused").inc()
                 log.info("sign-in refused")
                 flash("Wrong name or password.")
                 return render_template("login.html"), 401
             throttle.succeeded(name)
+            SIGN_INS.labels("ok").inc()
             session.clear()
             session.permanent = True
             session.update(user=user.name, role=user.role, since=time.time(), seen=time.time())

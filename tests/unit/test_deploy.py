@@ -18,6 +18,7 @@ from pipeline.plugins import service_names
 from pipeline.settings import Settings
 from services.claims.settings import ClaimsSettings
 from services.coding.app import CodingSettings
+from services.console.app import ConsoleSettings
 from services.intake.settings import GatewaySettings, IntakeSettings
 from services.remittance.app import RemittanceSettings
 from services.validation.app import ValidationSettings
@@ -31,6 +32,7 @@ SETTINGS = (
     Settings,
     ClaimsSettings,
     CodingSettings,
+    ConsoleSettings,
     GatewaySettings,
     IntakeSettings,
     RemittanceSettings,
