@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="claimflow", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     q = sub.add_parser("service", help="run one service (needs CLAIMFLOW_BOOTSTRAP_SERVERS)")
-    q.add_argument("name", choices=plugins.service_names())
+    q.add_argument("name", choices=plugins.service_names() + plugins.app_names())
     q.set_defaults(func=cmd_service)
     q = sub.add_parser("report", help="KPIs from the topics (needs CLAIMFLOW_BOOTSTRAP_SERVERS)")
     q.add_argument("--out", metavar="DIR", default=None, help="also write PNG charts and a CSV")

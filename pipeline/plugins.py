@@ -6,6 +6,9 @@
   commands (``pipeline/cli.py`` is only the frame);
 - ``claimflow.services``: ``main(settings)`` of each long-running process, by name
   (``claimflow service NAME``; the supervisor starts them all);
+- ``claimflow.apps``: ``main(settings)`` of the processes people use rather than the
+  pipeline (the console): ``claimflow service NAME`` runs them too and ``claimflow run``
+  starts them, but a supervisor only when asked (demo, benchmarks and tests run without);
 - ``claimflow.corrections``: ``queue(bootstrap, settings, as_json=, messages=)`` returns the
   lines of one correction work queue (``claimflow corrections list``), shown in name order;
 - ``claimflow.payer_adapters``: how the claims service reaches a payer
@@ -20,6 +23,7 @@ from typing import Any
 
 COMMANDS = "claimflow.commands"
 SERVICES = "claimflow.services"
+APPS = "claimflow.apps"
 CORRECTIONS = "claimflow.corrections"
 
 
@@ -33,9 +37,15 @@ def service_names() -> list[str]:
     return [ep.name for ep in entry_points(SERVICES)]
 
 
+def app_names() -> list[str]:
+    """The registered apps' names (processes for people, such as the console)."""
+    return [ep.name for ep in entry_points(APPS)]
+
+
 def service(name: str) -> Callable[[Any], None]:
-    """The ``main(settings)`` of the service registered as ``name``."""
-    for ep in entry_points(SERVICES):
+    """The ``main(settings)`` of the service (or app) registered as ``name``."""
+    for ep in entry_points(SERVICES) + entry_points(APPS):
         if ep.name == name:
             return ep.load()  # type: ignore[no-any-return]
-    raise KeyError(f"no service named {name!r} (registered: {', '.join(service_names())})")
+    known = ", ".join(service_names() + app_names())
+    raise KeyError(f"no service named {name!r} (registered: {known})")

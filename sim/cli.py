@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline import logs
+from pipeline import logs, plugins
 from pipeline.settings import Settings
 
 
@@ -170,7 +170,10 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
                 "CLAIMFLOW_PAYER_SIM__VALIDATE_EVERY",
                 os.environ.get("CLAIMFLOW_PAYER_SIM__VALIDATE_EVERY", "10"),
             )
-        sup = Supervisor(bootstrap, run_dir, env=env)
+        # `claimflow run` is where people work the queues: it starts the apps (the console)
+        # too; the bounded demo runs the pipeline alone.
+        apps = () if bounded else tuple(plugins.app_names())
+        sup = Supervisor(bootstrap, run_dir, env=env, services=(*plugins.service_names(), *apps))
         sup.start()
         print(
             f"claimflow: broker {bootstrap}; logs in {run_dir}/; simulator seed {seed}",
@@ -179,6 +182,8 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
         for name, child in sup.children.items():
             print(f"  {name:<11} http://127.0.0.1:{child.metrics_port}/metrics", file=sys.stderr)
         _print_gateway(run_dir / "state" / "intake-gateway", stop)
+        if "console" in apps:
+            _print_console(run_dir / "state" / "console", stop)
         report_dir = getattr(args, "report", None)
         tracker = Tracker(bootstrap, settings, keep_times=report_dir is not None)
         repeats = _RepeatCount(sup.children["intake"].metrics_port)
@@ -304,6 +309,24 @@ def _simulator_env(run_dir: Path) -> dict[str, str]:
     path = run_dir / "provider-directory.json"
     path.write_text(json.dumps(provider_directory().to_json(), indent=1))
     return {"CLAIMFLOW_PROVIDER_DIRECTORY": str(path.resolve())}
+
+
+def _print_console(state_dir: Path, stop: threading.Event) -> None:
+    """Where the console listens, and where its first users' passwords are."""
+    from services.console.app import INITIAL_PASSWORDS, read_endpoints
+
+    found = None
+    deadline = time.monotonic() + 20  # it replays the topics first
+    while found is None and not stop.is_set() and time.monotonic() < deadline:
+        found = read_endpoints(state_dir, timeout=0.5)
+    if not found:
+        print("  console: not listening yet (see its log)", file=sys.stderr)
+        return
+    print(
+        f"  console     {found['url']}  sign in as coder, biller, manager or viewer; "
+        f"passwords in {state_dir / INITIAL_PASSWORDS}",
+        file=sys.stderr,
+    )
 
 
 def _print_gateway(state_dir: Path, stop: threading.Event) -> None:

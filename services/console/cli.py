@@ -7,6 +7,7 @@ import getpass
 import os
 import secrets
 import sys
+from typing import Any
 
 from pipeline import logs
 from pipeline.settings import Settings
@@ -38,7 +39,7 @@ def cmd_console(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: Any) -> None:
     from services.console.access import ROLES
 
     q = sub.add_parser(

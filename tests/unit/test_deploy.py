@@ -14,7 +14,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from pipeline.plugins import service_names
+from pipeline.plugins import app_names, service_names
 from pipeline.settings import Settings
 from services.claims.settings import ClaimsSettings
 from services.coding.app import CodingSettings
@@ -24,7 +24,7 @@ from services.remittance.app import RemittanceSettings
 from services.validation.app import ValidationSettings
 from sim.payer_app import PayerSimSettings
 
-SERVICE_NAMES = set(service_names())
+SERVICE_NAMES = set(service_names()) | set(app_names())
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 IMAGE = "claimflow"
 METRICS_PORT = "9100"
