@@ -311,14 +311,22 @@ def _simulator_env(run_dir: Path) -> dict[str, str]:
     return {"CLAIMFLOW_PROVIDER_DIRECTORY": str(path.resolve())}
 
 
+def _await_endpoints(
+    read: Callable[..., Any], state_dir: Path, stop: threading.Event, seconds: float
+) -> Any:
+    """What a process wrote about where it listens, once it has bound (None: not yet)."""
+    found = None
+    deadline = time.monotonic() + seconds
+    while found is None and not stop.is_set() and time.monotonic() < deadline:
+        found = read(state_dir, timeout=0.5)
+    return found
+
+
 def _print_console(state_dir: Path, stop: threading.Event) -> None:
     """Where the console listens, and where its first users' passwords are."""
     from services.console.app import INITIAL_PASSWORDS, read_endpoints
 
-    found = None
-    deadline = time.monotonic() + 20  # it replays the topics first
-    while found is None and not stop.is_set() and time.monotonic() < deadline:
-        found = read_endpoints(state_dir, timeout=0.5)
+    found = _await_endpoints(read_endpoints, state_dir, stop, 20)  # it replays topics first
     if not found:
         print("  console: not listening yet (see its log)", file=sys.stderr)
         return
@@ -333,10 +341,7 @@ def _print_gateway(state_dir: Path, stop: threading.Event) -> None:
     """Where the intake gateway listens (it writes gateway.json once it has bound)."""
     from services.intake.gateway import ENDPOINTS_FILE, read_endpoints
 
-    found = None
-    deadline = time.monotonic() + 10
-    while found is None and not stop.is_set() and time.monotonic() < deadline:
-        found = read_endpoints(state_dir, timeout=0.5)
+    found = _await_endpoints(read_endpoints, state_dir, stop, 10)
     if not found:
         print("  intake-gateway: not listening yet (see its log)", file=sys.stderr)
         return
