@@ -65,6 +65,7 @@ from services.refdata.codesets import (
     uncovered_reason,
 )
 from services.refdata.drg import DrgWeights, Grouper, version_label
+from services.refdata.icd10cm_index import AlphabeticIndex
 from services.x12.guides import MAX_DX_POINTERS, MAX_MODIFIERS
 
 STAGE = "coding"
@@ -120,8 +121,10 @@ class Coder:
         drg_weights: DrgWeights | None = None,
         index: TermIndex | None = None,
         threshold: float = REVIEW_THRESHOLD,
+        sources: guidelines.Sources = guidelines.NO_SOURCES,
     ) -> None:
         self.codesets = codesets
+        self.sources = sources
         self.drg_weights = drg_weights
         self.threshold = threshold
         self._index = index
@@ -134,6 +137,10 @@ class Coder:
             CodeSets.load(refdata_dir),
             drg_weights=DrgWeights.load(refdata_dir),
             threshold=threshold,
+            sources=guidelines.Sources(
+                AlphabeticIndex.load(refdata_dir, "index"),
+                AlphabeticIndex.load(refdata_dir, "neoplasm"),
+            ),
         )
 
     @property
@@ -149,6 +156,8 @@ class Coder:
             **self.codesets.capabilities(),
             "drg_weights": self.drg_weights is not None,
             "text_to_icd10cm": True,
+            "alphabetic_index": self.sources.index is not None,
+            "neoplasm_table": self.sources.neoplasms is not None,
             "hcc_v28": True,
         }
 
@@ -401,7 +410,7 @@ class Coder:
         out: dict[int, list[_Dx]] = {i: [] for i in rows}
         if not rows:
             return out
-        coded = guidelines.code_problems(texts, enc.setting, self.index)
+        coded = guidelines.code_problems(texts, enc.setting, self.index, self.sources)
         for line, reason in coded.holds:
             work.reviews.append(f"diagnoses[{rows[line]}]: {reason}; a coder must confirm")
         for line, text in enumerate(texts):

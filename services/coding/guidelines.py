@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from services.coding import conventions
-from services.coding.terms import TermIndex, normalize
+from services.coding.terms import TermIndex, normalize, stems_of
+from services.refdata.icd10cm_index import AlphabeticIndex
 
 Context = Literal["current", "history", "family", "status", "uncertain", "negated"]
 Setting = Literal["professional", "outpatient", "inpatient"]
@@ -54,6 +55,17 @@ class Assigned:
     why: str
     problems: tuple[int, ...]  # which lines of the list it codes
     confidence: float = CONFIDENCE_RULE
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The official CMS index files, when the reference folder has them (else the tables)."""
+
+    index: AlphabeticIndex | None = None  # icd10cm_index_YYYY.xml
+    neoplasms: AlphabeticIndex | None = None  # icd10cm_neoplasm_YYYY.xml
+
+
+NO_SOURCES = Sources()
 
 
 @dataclass
@@ -253,6 +265,7 @@ class Facts:
     hf: str | None = None  # I50.x
     links: list[tuple[str, str]] = field(default_factory=list)  # a diabetes "with" named apart
     suggest: list[tuple[str, float, str]] = field(default_factory=list)  # (code, confidence, why)
+    keep_own: bool = False  # linked, and its own code is coded too (use additional code)
     hold: str | None = None
 
 
@@ -513,7 +526,7 @@ CANCER_SITES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"prostat"), "C61"),
     (re.compile(r"testi"), "C6290"),
     (re.compile(r"kidney|renal cell"), "C6490"),
-    (re.compile(r"bladder"), "C679"),
+    (re.compile(r"\bbladder\b"), "C679"),
     (re.compile(r"thyroid"), "C73"),
     (re.compile(r"hodgkin"), "C8190"),
     (re.compile(r"leuk"), "C9590"),
@@ -607,13 +620,19 @@ HISTORY_WORDS: tuple[tuple[re.Pattern[str], str], ...] = (
 )
 
 
-def _current_code_of(core: str, index: TermIndex) -> str | None:
+def _current_code_of(core: str, index: TermIndex, sources: Sources) -> str | None:
     """The code of the condition a history/family line names, for the History tables."""
     for pattern, code in HISTORY_WORDS:
         if pattern.search(core):
             return code
     if _CANCER.search(core):
         site = next((c for pattern, c in CANCER_SITES if pattern.search(core)), None)
+        if site is None and sources.neoplasms is not None:
+            # Table of Neoplasms, "Malignant, primary" column, for the site as written.
+            words = _CANCER.sub(" ", core)
+            words = re.sub(r"\b(?:of|the|primary|malignant|neoplasm)\b", " ", words).strip()
+            found = sources.neoplasms.neoplasm(words) if words else None
+            site = found.replace(".", "") if found and found[0] == "C" else None
         return site
     if _POLYP.search(core):
         return "K635"
@@ -633,13 +652,13 @@ def _lookup(table: tuple[tuple[str, str], ...], code: str) -> str | None:
     return dict(table)[best] if best else None
 
 
-def _history(part: Part, index: TermIndex) -> tuple[str, str] | str:
+def _history(part: Part, index: TermIndex, sources: Sources) -> tuple[str, str] | str:
     """A history or family-history line: its Z code and why, or the reason to hold."""
     family = part.context == "family"
     core = part.core
     if not family and re.search(r"\bsmok|tobacco|cigarette", core):
         return "Z87891", "History, personal, nicotine dependence (I.C.21.c.4; Z87.891)"
-    code = _current_code_of(core, index)
+    code = _current_code_of(core, index, sources)
     target = _lookup(FAMILY if family else HISTORY, code) if code else None
     kind = "family" if family else "personal"
     if target is None:
@@ -675,7 +694,12 @@ RULES: tuple[tuple[str, str], ...] = (
 )
 
 
-def code_problems(problems: Sequence[str], setting: Setting, index: TermIndex) -> Coded:
+def code_problems(
+    problems: Sequence[str],
+    setting: Setting,
+    index: TermIndex,
+    sources: Sources = NO_SOURCES,
+) -> Coded:
     """Code a problem list by the guidelines; every code with its reason, or a hold."""
     out = Coded()
     all_parts = parts(problems)
@@ -697,7 +721,7 @@ def code_problems(problems: Sequence[str], setting: Setting, index: TermIndex) -
                 uncertain.append(part)
             continue
         if part.context in ("history", "family"):
-            got = _history(part, index)
+            got = _history(part, index, sources)
             if isinstance(got, str):
                 out.holds.append((part.line, got))
             else:
@@ -714,11 +738,13 @@ def code_problems(problems: Sequence[str], setting: Setting, index: TermIndex) -
                 out.holds.append((part.line, f"{part.text!r}: no status code is known by rule"))
                 continue
         facts.append(_read(part, index))
+    if sources.index is not None:
+        _index_links(facts, sources.index)
     _hold_doubtful_combinations(facts)
     absorbed: set[int] = set()
     out.codes += _combine([f for f in facts if not f.hold or f.links], absorbed)
     for f in facts:
-        if f.hold and id(f) not in absorbed:
+        if f.hold and (id(f) not in absorbed or f.keep_own):
             out.holds.append((f.part.line, f.hold))
             line = (f.part.line,)
             out.suggested += [
@@ -729,6 +755,34 @@ def code_problems(problems: Sequence[str], setting: Setting, index: TermIndex) -
     out.codes = _dedupe(out.codes)
     _symptoms_beside_definitive(out)
     return out
+
+
+# Diabetes codes for "other specified complication": the tabular asks for an additional code
+# naming the complication, so the separate line keeps its own code beside the combination.
+_DM_OTHER = ("59", "618", "628", "638", "69", "8")
+
+
+def _index_links(facts: list[Facts], alpha: AlphabeticIndex) -> None:
+    """I.A.15 from the official index: a line whose words are exactly a "with" subterm of
+    the list's diabetes (Diabetes, diabetic > type 2 > with > osteomyelitis) is linked."""
+    dm = next((f.dm for f in facts if f.dm), None)
+    if dm is None:
+        return
+    kind = {"E10": "type 1", "E11": "type 2"}[dm]
+    subterms = alpha.subterms("diabetes", kind, "with")
+    for f in facts:
+        if f.dm or f.links or f.htn or f.ckd or f.hf:
+            continue
+        said = stems_of(f.part.core)
+        for entry in subterms:
+            code = (entry.code or "").replace(".", "")
+            if code.startswith(dm) and said and stems_of(entry.path[-1]) == said:
+                f.links = [(code, f"Alphabetic Index {entry.text()}")]
+                if code[len(dm) :] in _DM_OTHER:
+                    f.keep_own = True  # "use additional code to identify complication"
+                else:
+                    f.hold = None
+                break
 
 
 _RELATED = re.compile(
@@ -797,7 +851,7 @@ def _combine(facts: list[Facts], absorbed: set[int]) -> list[Assigned]:
                 )
             )
         for suffix, entry in withs:
-            code = dm_type + suffix.replace(".", "")
+            code = suffix if suffix.startswith("E") else dm_type + suffix.replace(".", "")
             if suffix == ".10" and dm_type == "E11":
                 code = "E1110"
             out.append(
@@ -858,7 +912,7 @@ def _combine(facts: list[Facts], absorbed: set[int]) -> list[Assigned]:
         )
     for f in facts:
         for code, why in f.codes:
-            if id(f) in absorbed:
+            if id(f) in absorbed and not f.keep_own:
                 continue  # coded by the diabetes combination (I.A.15)
             if code.startswith(("I514", "I515", "I516", "I517", "I5189", "I519")) and htn:
                 continue  # named by the I11/I13 combination

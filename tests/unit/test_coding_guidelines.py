@@ -9,8 +9,9 @@ import pytest
 from factories import RECEIVED_AT, codesets_bare, dx, encounter, service
 
 from services.coding.domain import Coder
-from services.coding.guidelines import Coded, code_problems, combinations_missed, parts
+from services.coding.guidelines import Coded, Sources, code_problems, combinations_missed, parts
 from services.coding.terms import TermIndex, default_index
+from services.refdata.icd10cm_index import AlphabeticIndex
 
 
 @pytest.fixture(scope="module")
@@ -296,3 +297,81 @@ def test_I_A_15_structured_codes_sent_apart_go_to_review() -> None:
     )
     coded = coder.code(enc, coded_at=RECEIVED_AT)
     assert any("I.C.9.a" in r for r in coded.review_reasons)
+
+
+# --- the official CMS index files, when the reference folder has them -------------------
+
+# A few entries in the layout of the CMS icd10cm_index_YYYY.xml / icd10cm_neoplasm_YYYY.xml
+# releases (titles, nonessential modifiers inside the title, nested levels, cells).
+INDEX_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<ICD10CM.index><version>2026</version><title>ICD-10-CM INDEX TO DISEASES and INJURIES</title>
+<letter><title>D</title>
+<mainTerm><title>Diabetes, diabetic<nemod>(mellitus) (sugar)</nemod></title><code>E11.9</code>
+  <term level="1"><title>type 2</title><code>E11.9</code>
+    <term level="2"><title>with</title>
+      <term level="3"><title>chronic kidney disease</title><code>E11.22</code></term>
+      <term level="3"><title>osteomyelitis</title><code>E11.69</code></term>
+      <term level="3"><title>periodontal disease</title><code>E11.630</code></term>
+    </term>
+  </term>
+</mainTerm>
+</letter></ICD10CM.index>
+"""
+NEOPLASM_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<ICD10CM.index><version>2026</version><title>Neoplasm Table</title>
+<letter><title>N</title>
+<mainTerm><title>Neoplasm, neoplastic</title>
+  <cell col="1"></cell><cell col="2">C80.1</cell><cell col="3">C79.9</cell>
+  <cell col="4">D09.9</cell><cell col="5">D36.9</cell><cell col="6">D48.9</cell>
+  <cell col="7">D49.9</cell>
+  <term level="1"><title>gallbladder</title>
+    <cell col="2">C23</cell><cell col="3">C78.89</cell><cell col="4">D01.5</cell>
+    <cell col="5">D13.5</cell><cell col="6">D37.6</cell><cell col="7">D49.0</cell></term>
+</mainTerm>
+</letter></ICD10CM.index>
+"""
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> Sources:
+    folder = tmp_path_factory.mktemp("refdata")
+    (folder / "icd10cm_index_2026.xml").write_text(INDEX_XML)
+    (folder / "icd10cm_neoplasm_2026.xml").write_text(NEOPLASM_XML)
+    index = AlphabeticIndex.load(folder, "index")
+    neoplasms = AlphabeticIndex.load(folder, "neoplasm")
+    assert index is not None and neoplasms is not None
+    return Sources(index, neoplasms)
+
+
+def test_the_index_loader_reads_the_cms_layout(sources: Sources) -> None:
+    assert sources.index is not None and sources.neoplasms is not None
+    entry = sources.index.lookup("diabetes", "type 2", "with", "chronic kidney disease")
+    assert entry is not None and entry.code == "E11.22"
+    assert entry.path == ("Diabetes, diabetic", "type 2", "with", "chronic kidney disease")
+    assert sources.neoplasms.neoplasm("gallbladder") == "C23"
+    assert sources.neoplasms.neoplasm("gallbladder", "benign") == "D13.5"
+    assert AlphabeticIndex.load(None) is None
+
+
+def test_I_A_15_with_links_from_the_official_index(index: TermIndex, sources: Sources) -> None:
+    # A "with" subterm the compact table does not carry: linked because the index lists it.
+    coded = code_problems(
+        ["type 2 diabetes", "periodontal disease"], "professional", index, sources
+    )
+    assert codes(coded) == {"E11630"} and not coded.holds
+    assert "Alphabetic Index Diabetes, diabetic > type 2 > with > periodontal disease" in (
+        coded.codes[0].why
+    )
+    # E11.69 "use additional code to identify complication": the line keeps its own code.
+    coded = code_problems(["type 2 diabetes", "osteomyelitis"], "professional", index, sources)
+    assert {"E1169"} <= codes(coded)
+    assert "E119" not in codes(coded)
+
+
+def test_I_C_21_c_4_history_of_a_site_from_the_table_of_neoplasms(
+    index: TermIndex, sources: Sources
+) -> None:
+    # The compact site list has no gallbladder; the Table of Neoplasms gives C23 -> Z85.-
+    coded = code_problems(["family history of gallbladder cancer"], "professional", index, sources)
+    assert codes(coded) == {"Z800"}  # C15-C26: digestive organs
+    assert code_problems(["family history of gallbladder cancer"], "professional", index).holds
