@@ -64,7 +64,7 @@ READ: dict[str, frozenset[int]] = {
     "PID": frozenset({2, 3, 5, 7, 8, 11}),
     "PV1": frozenset({2, 3, 4, 7, 14, 19, 36, 44, 45}),
     "DG1": frozenset({1, 2, 3, 4, 15, 21, 26}),
-    "PR1": frozenset({1, 2, 3, 4, 5}),
+    "PR1": frozenset({1, 2, 3, 4, 5, 11}),
     "IN1": frozenset({1, 2, 3, 4, 8, 15, 16, 17, 18, 19, 36, 43, 49}),
     "FT1": frozenset({1, 4, 6, 7, 8, 10, 11, 12, 19, 20, 25, 26, 41}),
 }
@@ -354,10 +354,13 @@ def _parse_message(lines: list[str], index: int, prefix: str, ctx: _Ctx) -> _Mes
         raise InputError(f"{prefix}MSH-2", "encoding characters missing")
     field_sep = header[3]
     keep = [header]
+    version = (header.split(field_sep)[11:12] or [""])[0][:5]
     for line in lines[1:]:
         name = line[:3]
         if name in READ:
             wanted = READ[name]
+            if name == "PR1" and version >= "2.7":
+                wanted = wanted - {11}  # PR1-11 surgeon: withdrawn in 2.7 (a ROL segment)
             parts = line.split(field_sep)
             keep.append(
                 field_sep.join(f if i == 0 or i in wanted else "" for i, f in enumerate(parts))
@@ -1148,6 +1151,10 @@ def _encounter(
                 for s in services]  # fmt: skip
 
     attending = _person(_xcn_npi(pv1, 7, ctx), directory, pv1.path(7))
+    operating = None
+    for m in msgs:  # PR1-11 surgeon (up to 2.6): the operating physician of the procedures
+        for pr1 in m.all("PR1"):
+            operating = operating or _person(_xcn_npi(pr1, 11, ctx), directory, pr1.path(11))
     performer = None
     for m in msgs:
         for ft1 in m.all("FT1"):
@@ -1223,6 +1230,7 @@ def _encounter(
         billing_provider=billing,
         rendering_provider=rendering,
         attending_provider=attending if setting != "professional" else None,
+        operating_provider=operating if setting != "professional" else None,
         facility=facility,
         diagnoses=diagnoses,
         services=services,

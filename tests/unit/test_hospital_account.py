@@ -181,3 +181,62 @@ def _env() -> dict[str, str]:
     import os
 
     return {k: v for k, v in os.environ.items() if not k.startswith("CLAIMFLOW_")}
+
+
+# --- the held-out check: ADT^A03 + DFT^P03 -> one pyx12-valid 837I; an office DFT -> 837P ---
+
+
+def _chain(tmp_path: Path, cdm_path: Path, *messages: str) -> str:
+    """intake parse (every file) | code | validate | claims build, as a user runs them."""
+    directory = tmp_path / "providers.json"
+    directory.write_text(json.dumps(provider_directory().to_json()))
+    files = []
+    for i, text in enumerate(messages):
+        (tmp_path / f"m{i}.hl7").write_text(text + "\r")
+        files.append(str(tmp_path / f"m{i}.hl7"))
+    env = {**_env(), "CLAIMFLOW_CHARGEMASTER": str(cdm_path),
+           "CLAIMFLOW_PROVIDER_DIRECTORY": str(directory)}  # fmt: skip
+    cli = f"{sys.executable} -m pipeline.cli"
+    run = subprocess.run(
+        f"{cli} intake parse {' '.join(files)} | {cli} code | {cli} validate | {cli} claims build",
+        shell=True, capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    return run.stdout
+
+
+def _recent(text: str) -> str:
+    """The sample visit moved to November 2026, inside every payer's timely filing."""
+    for old, new in (("202506", "202611"), ("20150312", "19480312")):
+        text = text.replace(old, new)
+    return text
+
+
+def test_adt_and_dft_of_one_visit_become_one_valid_837i(tmp_path: Path, cdm_path: Path) -> None:
+    from services.claims.x12_validate import validate_x12
+
+    surgeon = "1245319599^Okafor^Daniel^^^^^^NPI"  # PR1-11 (read up to 2.6)
+    adt = _recent(ADT_A03).replace("|P|2.7", "|P|2.5.1")
+    adt = adt.replace("|0DTJ4ZZ^^I10P||20261102", f"|0DTJ4ZZ^^I10P||20261102||||||{surgeon}")
+    x12 = _chain(tmp_path, cdm_path, adt, _recent(dft("D1", ROOM, CBC, SURGERY, CBC_CREDIT)))
+    assert x12.count("ST*837*") == 1 and "005010X223A2" in x12  # one 837I
+    segments = [s.strip() for s in x12.split("~")]
+    assert "HI*DR:399" in segments  # appendectomy without CC/MCC
+    lines = [s for s in segments if s.startswith("SV2*")]
+    assert lines == ["SV2*0120**7200*DA*3", "SV2*0300*HC:85025*52*UN*1",
+                     "SV2*0360*HC:44970*14500*UN*1"]  # fmt: skip
+    clm = next(s for s in segments if s.startswith("CLM*"))
+    assert clm.split("*")[2] == "21752"  # the credited test netted out
+    assert validate_x12(x12) == []
+
+
+def test_an_office_dft_becomes_an_837p(tmp_path: Path, cdm_path: Path) -> None:
+    from services.claims.x12_validate import validate_x12
+
+    office = _recent(dft("D7", {4: "20250602", 6: "CG", 7: "30025", 10: "1", 11: "52.00",
+                               20: "1497758544^Chen^Li^^^^^^NPI", 19: "K35.80^^I10"}))  # fmt: skip
+    office = office.replace("|I|4N^401^A^STCATH|E|", "|O|CLINIC^^^STCATH||")
+    x12 = _chain(tmp_path, cdm_path, office)
+    assert x12.count("ST*837*") == 1 and "005010X222A1" in x12
+    assert "SV1*HC:85025*52*UN*1" in x12
+    assert validate_x12(x12) == []
