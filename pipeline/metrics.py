@@ -4,8 +4,10 @@ Label values come from fixed sets: service and topic names, validation outcomes,
 (a rule pack is a fixed list), edit severities, claim types, X12 claim filing indicators
 (plan type, two characters), remittance statuses, CARC group codes (CO, PR, OA, PI, CR) and
 denial categories. Payer ids and CARCs are deliberately not labels: they can grow without
-bound. ``observe_output`` derives the domain metrics from what a stage produces, so the
-services' ``app.py`` files need no metric calls of their own for them.
+bound. This module holds what every stage has (records, dead letters, outcomes, latency,
+lag); a stage declares its own domain metrics in its package (``services/<stage>/metrics.py``)
+and registers them with the runner through ``Stage.prime_metrics`` and ``Stage.observe``,
+which the runner calls for every record the stage produces. No stage name appears here.
 
 Consumer lag is approximate: it is the partition's high watermark as the client last saw
 it in a fetch response, minus the consumed position; the embedded Tansu broker's
@@ -14,7 +16,6 @@ watermarks read a few percent low, so there it under-reports.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
@@ -61,44 +62,7 @@ LAG = Gauge(
     "Approximate lag: cached high watermark - position after the last consumed record",
     ["service", "topic", "partition"],
 )
-EDITS = Counter(
-    "claimflow_edits_total", "Scrubber edits hit, by rule", ["service", "rule", "severity"]
-)
-CLAIMS = Counter(
-    "claimflow_claims_submitted_total",
-    "Claims submitted, by type and frequency (1 original, 7 replacement, 8 void)",
-    ["claim_type", "frequency"],
-)
-CLAIMS_BY_PLAN = Counter(
-    "claimflow_claims_by_plan_total",
-    "Claims submitted, by claim filing indicator (plan type)",
-    ["claim_type", "plan_type"],
-)
-CHARGES = Counter(
-    "claimflow_claim_charges_dollars_total",
-    "Total charges submitted, by claim type and plan type",
-    ["claim_type", "plan_type"],
-)
-REMITTANCES = Counter("claimflow_remittances_total", "Claim payments posted, by status", ["status"])
-PAID = Counter("claimflow_paid_dollars_total", "Dollars paid by payers, by status", ["status"])
-ADJUSTMENTS = Counter(
-    "claimflow_adjustment_dollars_total", "Adjustment dollars posted, by CARC group", ["group"]
-)
-DENIALS = Counter(
-    "claimflow_denials_total", "Claims queued as denied / partially denied / underpaid", ["kind"]
-)
-DENIAL_REASONS = Counter(
-    "claimflow_denial_reasons_total",
-    "Denial reasons (refusing CAS adjustments), by CARC group and category",
-    ["group", "category"],
-)
 UP = Gauge("claimflow_up", "1 while the service is consuming", ["service"])
-
-CARC_GROUPS = ("CO", "PR", "OA", "PI", "CR")
-OUTCOME_LABELS = {"validation": ("clean", "warnings", "rejected")}
-STATUSES = ("paid", "partially_paid", "denied", "reversed", "unmatched")
-CLAIM_TYPES = ("professional", "institutional")
-_PLAN = re.compile(r"^[A-Z0-9]{2}$")
 
 
 def serve(host: str, port: int) -> int:
@@ -129,40 +93,17 @@ def read_counter(
     return total
 
 
-def prime(service: str, inputs: Iterable[str] = ()) -> None:
+def prime(service: str, inputs: Iterable[str] = (), outcomes: Iterable[str] = ()) -> None:
     """Create the fixed label sets at zero, so the first scrape sees 0 and rate() and
-    increase() count the first events too (a series born at 5 loses those 5)."""
+    increase() count the first events too (a series born at 5 loses those 5). A stage
+    primes its own domain series in ``Stage.prime_metrics``."""
     for topic in inputs:
         RECORDS_IN.labels(service, topic)
     RECORDS_OUT.labels(service, f"dlq.{service}.v1")  # dead letters by service, from zero
     for hist in (LATENCY, PROCESSING, BATCH_SECONDS):
         hist.labels(service)
-    for outcome in OUTCOME_LABELS.get(service, ()):
+    for outcome in outcomes:
         OUTCOMES.labels(service, outcome)
-    if service == "claims":
-        for claim_type in CLAIM_TYPES:
-            for frequency in ("1", "7", "8"):
-                CLAIMS.labels(claim_type, frequency)
-    if service == "remittance":
-        for status in STATUSES:
-            REMITTANCES.labels(status)
-            PAID.labels(status)
-        for group in CARC_GROUPS:
-            ADJUSTMENTS.labels(group)
-        for kind in ("denied", "partially_denied", "underpaid"):
-            DENIALS.labels(kind)
-
-
-def carc_group(group: str) -> str:
-    """A CAS group code as a bounded label: one of CO PR OA PI CR, else 'other'."""
-    group = (group or "").strip().upper()
-    return group if group in CARC_GROUPS else "other"
-
-
-def plan_type(value: str | None) -> str:
-    """A claim filing indicator (two characters) as a bounded label, else 'other'."""
-    value = (value or "").strip().upper()
-    return value if _PLAN.match(value) else "other"
 
 
 def encounter_of(value: Any) -> Any:
@@ -183,36 +124,21 @@ def event_time(value: Any) -> float | None:
     return received.timestamp() if isinstance(received, datetime) else None
 
 
-def _dollars(amount: Decimal | float | None) -> float:
-    return float(amount or 0)
-
-
-def observe_output(
+def observe_age(
     service: str, topic: str, value: Any, now: float, origin: dict[str, Any] | None = None
-) -> None:
-    """Domain metrics for one produced record. ``origin`` maps an encounter id to the input
-    it came from, for outputs that do not carry the encounter themselves (claims)."""
+) -> Any:
+    """The end-to-end age of one produced record; returns the record it came from (``value``
+    itself when it carries the encounter, else its input by encounter id from ``origin``),
+    which the stage's own ``observe`` gets for its domain metrics."""
     source = value
     if encounter_of(value) is None and origin is not None:
         source = origin.get(getattr(value, "encounter_id", None) or "", value)
     started = event_time(source)
     if started is not None:
         EVENT_AGE.labels(service, topic).observe(max(0.0, now - started))
-    if topic == "encounters.validated.v1":
-        for edit in value.edits:
-            EDITS.labels(service, edit.rule_id, edit.severity).inc()
-    elif topic == "claims.submitted.v1":
-        enc = encounter_of(source)
-        plan = plan_type(getattr(getattr(enc, "coverage", None), "plan_type", None))
-        CLAIMS.labels(value.claim_type, value.frequency).inc()
-        CLAIMS_BY_PLAN.labels(value.claim_type, plan).inc()
-        CHARGES.labels(value.claim_type, plan).inc(_dollars(value.total_charge))
-    elif topic == "remittance.posted.v1":
-        REMITTANCES.labels(value.status).inc()
-        PAID.labels(value.status).inc(_dollars(value.paid))
-        for adj in value.adjustments:
-            ADJUSTMENTS.labels(carc_group(adj.group)).inc(max(0.0, _dollars(adj.amount)))
-    elif topic == "remittance.denials.v1":
-        DENIALS.labels(value.kind).inc()
-        for reason in value.reasons:
-            DENIAL_REASONS.labels(carc_group(reason.group), reason.category).inc()
+    return source
+
+
+def dollars(amount: Decimal | float | None) -> float:
+    """A money amount as a metric value."""
+    return float(amount or 0)

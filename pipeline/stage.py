@@ -95,6 +95,18 @@ class Stage:
     def close(self) -> None:
         """Called once when the runner stops."""
 
+    #: The stage's outcome labels (claimflow_outcomes_total), created at zero at start-up.
+    outcomes: Sequence[str] = ()
+
+    def prime_metrics(self) -> None:
+        """Create the stage's own domain series at zero when the runner starts."""
+
+    def observe(self, topic: str, value: Any, source: Any) -> None:
+        """Domain metrics for one produced record; ``source`` is the record it came from
+        (``value`` itself when it carries its encounter, else its input). Called by the
+        runner once the record is handed to the producer; an error here is logged, never
+        raised: a metric must not stop the pipeline."""
+
 
 def field_of(exc: Exception) -> str | None:
     if isinstance(exc, InputError):
@@ -233,7 +245,8 @@ class Runner:
         committed: dict[tuple[str, int], int] = {}
         producer = make_producer(self.bootstrap, s)
         consumer.subscribe([s.topic(t) for t in stage.inputs])
-        metrics.prime(stage.name, stage.inputs)
+        metrics.prime(stage.name, stage.inputs, stage.outcomes)
+        stage.prime_metrics()
         metrics.UP.labels(stage.name).set(1)
         log.info("consuming", extra={"inputs": list(stage.inputs)})
         try:
@@ -314,7 +327,10 @@ class Runner:
                     producer.poll(0.05)
             metrics.RECORDS_OUT.labels(self.stage.name, out.topic).inc()
             try:
-                metrics.observe_output(self.stage.name, out.topic, out.value, now, self._origin)
+                source = metrics.observe_age(
+                    self.stage.name, out.topic, out.value, now, self._origin
+                )
+                self.stage.observe(out.topic, out.value, source)
             except Exception:  # noqa: BLE001 - a metric must never stop the pipeline
                 log.exception("metrics: could not observe an output", extra={"topic": out.topic})
         remaining = producer.flush(60)

@@ -14,6 +14,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from prometheus_client import Counter
 
@@ -22,6 +23,7 @@ from pipeline.errors import InputError
 from pipeline.models import ClaimRejection, DeadLetter, utcnow
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Stage, dead_letter, reason_of, run_stage
+from services.claims import metrics as domain_metrics
 from services.claims.acks import RejectionContext, rejections
 from services.claims.adapters import DeliveryMeta, Router, build_router
 from services.claims.control import ClaimRef, ControlNumbers, StoredInterchange
@@ -61,6 +63,12 @@ class ClaimsStage(Stage):
     name = "claims"
     inputs = ("encounters.validated.v1", "payer.inbound.v1")
     batch_mode = True
+
+    def prime_metrics(self) -> None:
+        domain_metrics.prime()
+
+    def observe(self, topic: str, value: Any, source: Any) -> None:
+        domain_metrics.observe(topic, value, source)
 
     def __init__(
         self,

@@ -12,6 +12,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from decimal import Decimal
+from typing import Any
 
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +29,7 @@ from pipeline.models import (
 )
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Stage, run_stage
+from services.remittance import metrics as domain_metrics
 from services.remittance.denials import CodeTables, denial_for
 from services.remittance.era import ClaimDefect, ClaimPayment, Remittance, decode_x12, read_835
 from services.remittance.ledger import Ledger
@@ -119,6 +121,12 @@ def _looks_like_x12(text: str) -> bool:
 class RemittanceStage(Stage):
     name = "remittance"
     inputs = ("claims.submitted.v1", "payer.inbound.v1")
+
+    def prime_metrics(self) -> None:
+        domain_metrics.prime()
+
+    def observe(self, topic: str, value: Any, source: Any) -> None:
+        domain_metrics.observe(topic, value)
 
     def __init__(
         self,
@@ -437,11 +445,10 @@ def load_pricing(settings: RemittanceSettings) -> Pricing:
         )
         return Pricing()
     try:
-        from services.refdata.drg import DrgWeights
+        from services.refdata.drg import DEFAULT_DRG_BASE_RATE, DrgWeights
     except ImportError:
         log.warning("the DRG weight loader is not installed: DRG pricing is off")
         return Pricing()
-    from services.claims.domain import DEFAULT_DRG_BASE_RATE
 
     weights = DrgWeights.load(settings.refdata_dir)
     if weights is None:

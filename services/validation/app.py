@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 from pydantic import Field, ValidationError
 
@@ -19,6 +19,7 @@ from pipeline.stage import Incoming, Out, Stage, run_stage
 from services.refdata.codesets import CodeSets
 from services.refdata.masterdata import load_master_data
 from services.refdata.payers import EMPTY_REGISTRY, PayerRegistry
+from services.validation import metrics as domain_metrics
 from services.validation.duplicates import DuplicateStore
 from services.validation.engine import RulePack
 from services.validation.packs import get_pack
@@ -52,6 +53,10 @@ class ValidationSettings(Settings):
 class ValidationStage(Stage):
     name = "validation"
     inputs = ("encounters.coded.v1",)
+    outcomes = domain_metrics.OUTCOMES
+
+    def observe(self, topic: str, value: Any, source: Any) -> None:
+        domain_metrics.observe(self.name, topic, value)
 
     def __init__(
         self,
