@@ -43,6 +43,7 @@ from services.claims.x12_837 import (
 )
 from services.claims.x12_837i import INSTITUTIONAL
 from services.refdata.contracts import contract_expected
+from services.refdata.drg import DEFAULT_DRG_BASE_RATE
 from services.refdata.masterdata import MasterData
 from services.refdata.payers import PayerEntry
 from services.x12.writer import Usage
@@ -50,10 +51,6 @@ from services.x12.writer import Usage
 STAGE = "claims"
 VERSION = "v1"
 ClaimType = Literal["professional", "institutional"]
-# FY2026 IPPS national rates, wage index 1.0, before DSH, IME and outliers: operating
-# standardized amount $6,752.61 plus capital federal rate $524.15 (FY2026 IPPS final rule).
-# A payer contract names its own rate: set CLAIMFLOW_CLAIMS__DRG_BASE_RATE.
-DEFAULT_DRG_BASE_RATE = Decimal("7276.76")
 _CODED_FIELDS = frozenset(CodedEncounter.model_fields)
 # Places of service the Medicare physician fee schedule pays at the facility rate.
 FACILITY_POS = frozenset(

