@@ -21,7 +21,7 @@ import hashlib
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import date, datetime, time
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from typing import Literal, TypeVar
@@ -599,37 +599,16 @@ class PayerDetails:
     payee_bank_account: str = "000987654321"
 
 
-def _amt(value: Decimal) -> str:
-    """An X12 R (decimal) value: no trailing zeros, no '-0'."""
-    value = _cents(value)
-    if value == 0:
-        return "0"
-    text = f"{value:f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
-
-
-def _num(value: Decimal) -> str:
-    text = f"{value.normalize():f}"
-    return text
-
-
-def _clean(text: str | None, limit: int) -> str:
-    """Upper-case X12 text without delimiter characters, cut to the element's max length."""
-    value = (text or "").upper()
-    for ch in "*:~^":
-        value = value.replace(ch, " ")
-    return value.strip()[:limit]
-
-
-def _cas_segments(adjustments: Sequence[CasAdjustment]) -> list[str]:
+def _cas_segments(adjustments: Sequence[CasAdjustment]) -> list[edi.Segment]:
+    """CAS by group, six reason/amount triplets a segment (the quantity is left out)."""
     by_group: dict[str, list[CasAdjustment]] = {}
     for adj in adjustments:
         by_group.setdefault(adj.group, []).append(adj)
-    out: list[str] = []
+    out: list[edi.Segment] = []
     for group, adjs in by_group.items():
         for start in range(0, len(adjs), 6):
-            triplets = "**".join(f"{a.reason}*{_amt(a.amount)}" for a in adjs[start : start + 6])
-            out.append(f"CAS*{group}*{triplets}")
+            triplets = [(a.reason, edi.amount(a.amount), "") for a in adjs[start : start + 6]]
+            out.append(edi.seg("CAS", group, *(e for t in triplets for e in t)))
     return out
 
 
@@ -649,15 +628,15 @@ def claim_filing_code(sbr09: str) -> str:
     return _SBR09_TO_CLP06.get(sbr09, "ZZ")
 
 
-def _claim_segments(decision: ClaimDecision) -> list[str]:
+def _claim_segments(decision: ClaimDecision) -> list[edi.Segment]:
     claim = decision.claim
-    clp = [
-        "CLP",
-        _clean(claim.claim_id, 38),
+    pr = decision.patient_responsibility
+    clp: list[str] = [
+        edi.text(claim.claim_id, 38),
         decision.status_code,
-        _amt(decision.charge),
-        _amt(decision.paid),
-        _amt(decision.patient_responsibility) if decision.patient_responsibility else "",
+        edi.amount(decision.charge),
+        edi.amount(decision.paid),
+        edi.amount(pr) if pr else "",
         claim_filing_code(claim.filing_indicator),
         decision.payer_claim_control_number,
         claim.place_of_service,
@@ -665,43 +644,50 @@ def _claim_segments(decision: ClaimDecision) -> list[str]:
     ]
     if claim.drg:
         clp += ["", claim.drg]  # CLP11: the DRG the stay was paid under
-    out = ["*".join(clp)]
-    last = _clean(claim.patient_last_name, 60) or "UNKNOWN"
-    first = _clean(claim.patient_first_name, 35)
-    nm1 = f"NM1*QC*1*{last}*{first}"
+    out = [edi.seg("CLP", *clp)]
+    last = edi.text(claim.patient_last_name or "", 60) or "UNKNOWN"
+    first = edi.text(claim.patient_first_name or "", 35)
+    member = edi.text(claim.member_id or "", 80)
     # The member id belongs to the subscriber: on the patient only when they are one.
     insured = claim.insured_last_name is not None and bool(claim.member_id)
-    if claim.member_id and not insured:
-        nm1 += f"****MI*{_clean(claim.member_id, 80)}"
-    out.append(nm1.rstrip("*"))
+    on_patient = member and not insured
+    out.append(
+        edi.seg("NM1", "QC", "1", last, first, "", "", "", *(("MI", member) if on_patient else ()))
+    )
     if insured:
         # 2100 NM1*IL is sent when the subscriber on the claim is not the patient (2000C).
-        insured_last = _clean(claim.insured_last_name, 60)
-        insured_first = _clean(claim.insured_first_name, 35)
-        out.append(f"NM1*IL*1*{insured_last}*{insured_first}****MI*{_clean(claim.member_id, 80)}")
+        insured_last = edi.text(claim.insured_last_name or "", 60)
+        insured_first = edi.text(claim.insured_first_name or "", 35)
+        out.append(edi.seg("NM1", "IL", "1", insured_last, insured_first, "", "", "", "MI", member))
     if decision.remark_codes:
-        out.append("MOA***" + "*".join(decision.remark_codes[:5]))
-    out.append(f"DTM*232*{decision.service_start:%Y%m%d}")
-    out.append(f"DTM*233*{decision.service_end:%Y%m%d}")
+        out.append(edi.seg("MOA", "", "", *decision.remark_codes[:5]))
+    out.append(edi.seg("DTM", "232", edi.d8(decision.service_start)))
+    out.append(edi.seg("DTM", "233", edi.d8(decision.service_end)))
     for line in decision.lines:
-        svc = ":".join((line.line.qualifier, line.line.code, *line.line.modifiers))
-        revenue = line.line.revenue_code or ""  # SVC04: the revenue code billed with a HCPCS
+        billed = line.line
         out.append(
-            f"SVC*{svc}*{_amt(line.line.charge)}*{_amt(line.paid)}*{revenue}*{_num(line.line.units)}"
+            edi.seg(
+                "SVC",
+                edi.comp(billed.qualifier, billed.code, *billed.modifiers),
+                edi.amount(billed.charge),
+                edi.amount(line.paid),
+                billed.revenue_code or "",  # SVC04: the revenue code billed with a HCPCS
+                edi.quantity(billed.units),
+            )
         )
-        start = line.line.service_date or decision.service_start
-        end = line.line.service_end
+        start = billed.service_date or decision.service_start
+        end = billed.service_end
         if end and end != start:
-            out.append(f"DTM*150*{start:%Y%m%d}")
-            out.append(f"DTM*151*{end:%Y%m%d}")
+            out.append(edi.seg("DTM", "150", edi.d8(start)))
+            out.append(edi.seg("DTM", "151", edi.d8(end)))
         else:
-            out.append(f"DTM*472*{start:%Y%m%d}")
+            out.append(edi.seg("DTM", "472", edi.d8(start)))
         out.extend(_cas_segments(line.adjustments))
-        if line.line.line_control_number:
-            out.append(f"REF*6R*{_clean(line.line.line_control_number, 50)}")
+        if billed.line_control_number:
+            out.append(edi.seg("REF", "6R", edi.text(billed.line_control_number, 50)))
         if line.allowed:
-            out.append(f"AMT*B6*{_amt(line.allowed)}")
-        out.extend(f"LQ*HE*{code}" for code in line.remark_codes)
+            out.append(edi.seg("AMT", "B6", edi.amount(line.allowed)))
+        out.extend(edi.seg("LQ", "HE", code) for code in line.remark_codes)
     return out
 
 
@@ -726,53 +712,71 @@ def render_835(
         control_number = int.from_bytes(digest[:8], "big") % 999_999_999 + 1
     if not 0 < control_number < 10**9:
         raise InputError("control_number", "must be 1..999999999")
-    sender = _clean(payer_id, 15)
-    receiver = _clean(payee_npi, 15)
     total = sum((d.paid for d in decisions), ZERO)
-    ymd = f"{paid_date:%Y%m%d}"
-    body: list[str] = ["ST*835*0001"]
+    ymd = edi.d8(paid_date)
+    body: list[edi.Segment] = []
     if total > 0 and payment_method == "ACH":
         body.append(
-            f"BPR*I*{_amt(total)}*C*ACH*CCP*01*{payer.bank_routing}*DA*{payer.bank_account}"
-            f"*1{payer.tax_id}**01*{payer.payee_bank_routing}*DA*{payer.payee_bank_account}*{ymd}"
+            edi.seg(
+                "BPR",
+                "I",
+                edi.amount(total),
+                "C",
+                "ACH",
+                "CCP",
+                "01",
+                payer.bank_routing,
+                "DA",
+                payer.bank_account,
+                f"1{payer.tax_id}",
+                "",
+                "01",
+                payer.payee_bank_routing,
+                "DA",
+                payer.payee_bank_account,
+                ymd,
+            )  # fmt: skip
         )
-    elif total > 0:
-        body.append(f"BPR*C*{_amt(total)}*C*CHK************{ymd}")
-    else:
-        body.append(f"BPR*H*0*C*NON************{ymd}")
+    else:  # a check, or nothing to pay (H: notification only); BPR05-15 unused
+        how = ("C", edi.amount(total), "C", "CHK") if total > 0 else ("H", "0", "C", "NON")
+        body.append(edi.seg("BPR", *how, *[""] * 11, ymd))
+    trace = edi.text(trace_number, 50)
     body += [
-        f"TRN*1*{_clean(trace_number, 50)}*1{payer.tax_id}",
-        f"DTM*405*{ymd}",
-        f"N1*PR*{_clean(payer_name, 60)}",
-        f"N3*{_clean(payer.address, 55)}",
-        f"N4*{_clean(payer.city, 30)}*{payer.state}*{payer.postal_code}",
-        f"REF*2U*{_clean(payer_id, 50)}",
-        f"PER*BL*{_clean(payer.contact_name, 60)}*TE*{payer.contact_phone}",
-        f"N1*PE*{_clean(payee_name, 60)}*XX*{payee_npi}",
+        edi.seg("TRN", "1", trace, f"1{payer.tax_id}"),
+        edi.seg("DTM", "405", ymd),
+        edi.seg("N1", "PR", edi.text(payer_name, 60)),
+        edi.seg("N3", edi.text(payer.address, 55)),
+        edi.seg("N4", edi.text(payer.city, 30), payer.state, payer.postal_code),
+        edi.seg("REF", "2U", edi.text(payer_id, 50)),
+        edi.seg("PER", "BL", edi.text(payer.contact_name, 60), "TE", payer.contact_phone),
+        edi.seg("N1", "PE", edi.text(payee_name, 60), "XX", payee_npi),
     ]
     if payee_tax_id:
-        body.append(f"REF*TJ*{payee_tax_id}")
+        body.append(edi.seg("REF", "TJ", payee_tax_id))
     if decisions:
-        body.append("LX*1")
+        body.append(edi.seg("LX", "1"))
     for decision in decisions:
         body.extend(_claim_segments(decision))
     if total < 0:
         # A net debit cannot be paid out: carry it forward as a provider-level balance.
-        reference = _clean(trace_number, 50)
-        body.append(f"PLB*{payee_npi}*{paid_date.year}1231*FB:{reference}*{_amt(total)}")
-    body.append(f"SE*{len(body) + 1}*0001")
-    isa = (
-        f"ISA*00*{'':10}*00*{'':10}*ZZ*{sender:<15}*ZZ*{receiver:<15}*{paid_date:%y%m%d}*0000"
-        f"*^*00501*{control_number:09d}*0*P*:"
+        body.append(
+            edi.seg(
+                "PLB",
+                payee_npi,
+                f"{paid_date.year}1231",
+                edi.comp("FB", trace),
+                edi.amount(total),
+            )  # fmt: skip
+        )
+    envelope = edi.Envelope(
+        sender_id=edi.text(payer_id, 15),
+        receiver_id=edi.text(payee_npi, 15),
+        control_number=control_number,
+        created=datetime.combine(paid_date, time()),
+        functional_id="HP",
+        version=VERSION_835,
     )
-    segments = [
-        isa,
-        f"GS*HP*{sender}*{receiver}*{ymd}*0000*{control_number}*X*{VERSION_835}",
-        *body,
-        f"GE*1*{control_number}",
-        f"IEA*1*{control_number:09d}",
-    ]
-    return "~\n".join(segments) + "~\n"
+    return edi.render(edi.interchange(envelope, [edi.transaction_set("835", "0001", None, body)]))
 
 
 def adjudicate(
@@ -1045,9 +1049,9 @@ def render_277ca(
         for d in items:
             hl += 1
             claim = d.parsed
-            last = _clean(claim.patient_last_name, 60) or "UNKNOWN"
-            first = _clean(claim.patient_first_name, 35)
-            member = _clean(claim.member_id, 80)
+            last = edi.text(claim.patient_last_name or "", 60) or "UNKNOWN"
+            first = edi.text(claim.patient_first_name or "", 35)
+            member = edi.text(claim.member_id or "", 80)
             body += [
                 edi.seg("HL", str(hl), str(provider_hl), "PT"),
                 edi.seg("NM1", "QC", "1", last, first, "", "", "", "MI" if member else "", member),
