@@ -89,6 +89,9 @@ class Registry:
                 producer=conf["producer"],
             )
             self.versions[name] = self._load_versions(name)
+            # A version that only adds attributes outside the parsing canonical form (docs,
+            # "phi" marks) has its predecessor's fingerprint: the newest of them is kept,
+            # and it reads the same bytes.
             for sv in self.versions[name]:
                 self.by_fingerprint[sv.fingerprint] = sv
 
