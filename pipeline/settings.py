@@ -1,13 +1,17 @@
 """Settings: one pydantic-settings class per service, all deriving from ``Settings``.
 
-Environment variables use the prefix ``CLAIMFLOW_`` and ``__`` for nesting. The
-environment is read once at start-up; objects are passed down from there.
+Environment variables use the prefix ``CLAIMFLOW_`` and ``__`` for nesting; settings are
+frozen, secrets are ``SecretStr``. ``Settings`` holds only what every process shares (the
+cluster, topics, metrics, state, reference files); a service adds its own options as one
+nested model (``CLAIMFLOW_CODING__…``, ``CLAIMFLOW_CLAIMS__…``) on its subclass and builds
+it with ``ServiceSettings.from_base(shared)``. The environment is read once at start-up;
+objects are passed down from there.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -116,8 +120,18 @@ class Settings(BaseSettings):
         "and that is paid at every hop; Apache Kafka answers as soon as data arrives.",
     )
     session_timeout_ms: int = Field(default=6000, ge=1000)
-    sender_id: str = Field(default="CLAIMFLOW", description="ISA06 / GS02 of the 837s we send.")
-    receiver_id: str = Field(default="CLEARINGHOUSE", description="ISA08 / GS03 of the 837s.")
+
+    @classmethod
+    def from_base(cls, base: Settings | None = None) -> Self:
+        """A service's settings: its own options (``CLAIMFLOW_<STAGE>__…``) read from the
+        environment here, the shared ones as ``base`` has them (``claimflow service`` reads
+        those once at start-up; a test passes its own). ``base`` of this class is returned."""
+        if isinstance(base, cls):
+            return base
+        own = cls()
+        if base is None:
+            return own
+        return own.model_copy(update={name: getattr(base, name) for name in Settings.model_fields})
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -126,15 +126,6 @@ class PayerSimSettings(Settings):
 
     payer_sim: PayerSimOptions = PayerSimOptions()
 
-    @classmethod
-    def from_base(cls, base: Settings) -> PayerSimSettings:
-        """The simulator options from the environment, everything else as ``base`` has it."""
-        if isinstance(base, PayerSimSettings):
-            return base
-        return cls().model_copy(
-            update={name: getattr(base, name) for name in Settings.model_fields}
-        )
-
 
 def billing_provider(x12: str) -> tuple[str, str]:
     """NPI and name of the first billing provider (loop 2010AA, NM1*85) of an 837."""

@@ -59,15 +59,9 @@ class ClaimsOptions(BaseModel):
 
 
 class ClaimsSettings(Settings):
-    """The shared settings plus ``claims``."""
+    """The shared settings plus ``claims``, and who the 837s are from and to (only claims
+    writes 837s, so these are not shared settings; the variables keep their names)."""
 
+    sender_id: str = Field(default="CLAIMFLOW", description="ISA06 / GS02 of the 837s we send.")
+    receiver_id: str = Field(default="CLEARINGHOUSE", description="ISA08 / GS03 of the 837s.")
     claims: ClaimsOptions = ClaimsOptions()
-
-    @classmethod
-    def from_base(cls, base: Settings) -> ClaimsSettings:
-        """The claims options from the environment, everything else as ``base`` has it."""
-        if isinstance(base, ClaimsSettings):
-            return base
-        return cls().model_copy(
-            update={name: getattr(base, name) for name in Settings.model_fields}
-        )

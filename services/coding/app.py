@@ -92,16 +92,6 @@ class CodingSettings(Settings):
     coding: CodingOptions = CodingOptions()
 
 
-def coding_settings(settings: Settings | None) -> CodingSettings:
-    """The coding settings: the given shared ones plus CLAIMFLOW_CODING__… options."""
-    if isinstance(settings, CodingSettings):
-        return settings
-    if settings is None:
-        return CodingSettings()
-    shared = {name: getattr(settings, name) for name in Settings.model_fields}
-    return CodingSettings().model_copy(update=shared)
-
-
 class CodingStage(Stage):
     name = "coding"
     inputs = ("encounters.collected.v1", "coding.decisions.v1", "coding.audit-results.v1")
@@ -150,7 +140,7 @@ class CodingStage(Stage):
 
 
 def main(settings: Settings | None = None) -> None:
-    config = coding_settings(settings)
+    config = CodingSettings.from_base(settings)
     coder = Coder.load(config.refdata_dir, threshold=config.coding.review_threshold)
     coder.index  # noqa: B018 - build the text index now, not on the first SNOMED diagnosis
     log.info("code sets", extra={"capabilities": coder.capabilities()})

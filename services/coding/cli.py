@@ -15,11 +15,11 @@ from pipeline.settings import Settings
 
 def cmd_code(args: argparse.Namespace) -> int:
     from pipeline.models import Encounter
-    from services.coding.app import coding_settings
+    from services.coding.app import CodingSettings
     from services.coding.domain import Coder
     from services.coding.review import ReviewStore, patient_key
 
-    settings = coding_settings(Settings())
+    settings = CodingSettings.from_base(Settings())
     coder = Coder.load(settings.refdata_dir, threshold=settings.coding.review_threshold)
     store = ReviewStore(":memory:")  # a member's HCCs gather over the inputs of this run
 

@@ -66,16 +66,6 @@ class ConsoleSettings(Settings):
     console: ConsoleOptions = ConsoleOptions()
 
 
-def console_settings(settings: Settings | None) -> ConsoleSettings:
-    """The console settings: the given shared ones plus CLAIMFLOW_CONSOLE__… options."""
-    if isinstance(settings, ConsoleSettings):
-        return settings
-    if settings is None:
-        return ConsoleSettings()
-    shared = {name: getattr(settings, name) for name in Settings.model_fields}
-    return ConsoleSettings().model_copy(update=shared)
-
-
 class Feed:
     """Reads every followed topic from the beginning into the view, until stopped.
 
@@ -215,7 +205,7 @@ def users_of(config: ConsoleSettings) -> Users:
 def main(settings: Settings | None = None) -> None:
     import waitress
 
-    config = console_settings(settings)
+    config = ConsoleSettings.from_base(settings)
     bootstrap = config.require_bootstrap()
     reg = registry()
     ensure_topics(bootstrap, config, reg)

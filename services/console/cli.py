@@ -14,9 +14,9 @@ from pipeline.settings import Settings
 
 
 def cmd_console(args: argparse.Namespace) -> int:
-    from services.console.app import console_settings, main, users_of
+    from services.console.app import ConsoleSettings, main, users_of
 
-    config = console_settings(Settings())
+    config = ConsoleSettings.from_base(Settings())
     if getattr(args, "console_cmd", None) == "user":
         users = users_of(config)
         password = os.environ.get("CLAIMFLOW_CONSOLE_PASSWORD") or (

@@ -468,18 +468,8 @@ def load_codes(settings: Settings) -> CodeTables:
     return codes
 
 
-def remittance_settings(settings: Settings | None) -> RemittanceSettings:
-    """The remittance settings: the given shared ones plus CLAIMFLOW_REMITTANCE__… options."""
-    if isinstance(settings, RemittanceSettings):
-        return settings
-    if settings is None:
-        return RemittanceSettings()
-    shared = {name: getattr(settings, name) for name in Settings.model_fields}
-    return RemittanceSettings().model_copy(update=shared)
-
-
 def main(settings: Settings | None = None) -> None:
-    config = remittance_settings(settings)
+    config = RemittanceSettings.from_base(settings)
     ledger = Ledger(config.state_dir / "remittance-ledger.sqlite3")
     stage = RemittanceStage(
         ledger, options=config.remittance, codes=load_codes(config), pricing=load_pricing(config)

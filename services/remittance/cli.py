@@ -58,16 +58,16 @@ def cmd_remit_post(args: argparse.Namespace) -> int:
     from pipeline.models import PayerFile, SubmittedClaim, event_id
     from pipeline.stage import Incoming, Out
     from services.remittance.app import (
+        RemittanceSettings,
         RemittanceStage,
         load_codes,
         load_pricing,
-        remittance_settings,
     )
     from services.remittance.era import read_835
     from services.remittance.ledger import Ledger
     from services.remittance.posting import payer_of
 
-    settings = remittance_settings(Settings())
+    settings = RemittanceSettings.from_base(Settings())
     stage = RemittanceStage(
         Ledger(":memory:"),
         options=settings.remittance.model_copy(update={"unmatched_grace_s": 0.0}),

@@ -40,15 +40,6 @@ class ValidationSettings(Settings):
         description="Id of the rule pack the live service runs (CLAIMFLOW_RULE_PACK).",
     )
 
-    @classmethod
-    def from_base(cls, base: Settings) -> ValidationSettings:
-        """The rule pack from the environment, everything else as ``base`` has it."""
-        if isinstance(base, ValidationSettings):
-            return base
-        return cls().model_copy(
-            update={name: getattr(base, name) for name in Settings.model_fields}
-        )
-
 
 class ValidationStage(Stage):
     name = "validation"

@@ -648,10 +648,10 @@ def test_ledger_of_the_first_layout_is_migrated(tmp_path: Path) -> None:
 
 def test_stage_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     from pipeline.settings import Settings
-    from services.remittance.app import remittance_settings
+    from services.remittance.app import RemittanceSettings
 
     monkeypatch.setenv("CLAIMFLOW_REMITTANCE__UNMATCHED_GRACE_S", "2.5")
-    config = remittance_settings(Settings(topic_prefix="x."))
+    config = RemittanceSettings.from_base(Settings(topic_prefix="x."))
     assert config.remittance.unmatched_grace_s == 2.5 and config.topic_prefix == "x."
 
 

@@ -39,3 +39,59 @@ def test_sasl_without_credentials_fails_fast(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("CLAIMFLOW_KAFKA__PROTOCOL", "SASL_PLAINTEXT")
     with pytest.raises(SystemExit, match="SASL_USERNAME"):
         producer_config("h:9092", Settings())
+
+
+def _service_settings() -> list[type[Settings]]:
+    from services.claims.settings import ClaimsSettings
+    from services.coding.app import CodingSettings
+    from services.console.app import ConsoleSettings
+    from services.intake.settings import GatewaySettings, IntakeSettings
+    from services.remittance.app import RemittanceSettings
+    from services.validation.app import ValidationSettings
+    from sim.payer_app import PayerSimSettings
+
+    return [
+        ClaimsSettings,
+        CodingSettings,
+        ConsoleSettings,
+        GatewaySettings,
+        IntakeSettings,
+        RemittanceSettings,
+        ValidationSettings,
+        PayerSimSettings,
+    ]
+
+
+@pytest.mark.parametrize("cls", _service_settings(), ids=lambda c: c.__name__)
+def test_every_service_builds_its_settings_one_way(
+    cls: type[Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same prefix, nesting and freezing as the shared base; the shared values as given,
+    the service's own from the environment."""
+    assert cls.model_config["env_prefix"] == "CLAIMFLOW_"
+    assert cls.model_config["env_nested_delimiter"] == "__"
+    assert cls.model_config["frozen"] is True
+    monkeypatch.setenv("CLAIMFLOW_TOPIC_PREFIX", "env.")
+    built = cls.from_base(Settings(topic_prefix="given.", batch_size=7))
+    assert isinstance(built, cls)
+    assert (built.topic_prefix, built.batch_size) == ("given.", 7)
+    assert cls.from_base(built) is built
+    assert cls.from_base(None).topic_prefix == "env."
+    with pytest.raises(ValueError):
+        built.topic_prefix = "x"  # type: ignore[misc]
+
+
+def test_the_837_sender_is_a_claims_setting_and_keeps_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.claims.settings import ClaimsSettings
+
+    assert "sender_id" not in Settings.model_fields
+    monkeypatch.setenv("CLAIMFLOW_SENDER_ID", "ACMEBILLING")
+    monkeypatch.setenv("CLAIMFLOW_CLAIMS__USAGE", "T")
+    claims = ClaimsSettings.from_base(Settings())
+    assert (claims.sender_id, claims.receiver_id, claims.claims.usage) == (
+        "ACMEBILLING",
+        "CLEARINGHOUSE",
+        "T",
+    )
