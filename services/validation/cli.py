@@ -46,9 +46,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     """Re-validate encounters.coded.v1 history with a rule pack; print the diff by rule."""
     from pipeline.replay import parse_from
-    from services.validation.app import load_codesets, replay
+    from services.validation.app import load_codesets
     from services.validation.duplicates import DuplicateStore
     from services.validation.packs import get_pack
+    from services.validation.replay_topics import replay
 
     settings = Settings()
     logs.setup("WARNING")
