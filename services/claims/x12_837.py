@@ -69,8 +69,7 @@ MAX_LINES = guides.MAX_PROFESSIONAL_LINES
 MAX_CLAIMS_PER_TRANSACTION = guides.MAX_CLAIMS_PER_TRANSACTION
 
 # SBR09 claim filing indicator codes allowed by 005010X222A1 and 005010X223A2.
-_FILING = "11 12 13 14 15 16 17 AM BL CH CI DS FI HM LM MA MB MC OF TV VA WC ZZ"
-CLAIM_FILING_CODES = frozenset(_FILING.split())
+CLAIM_FILING_CODES = guides.CLAIM_FILING_CODES
 SELF = "18"  # SBR02: the patient is the subscriber
 # PAT01 individual relationship codes both guides allow when the patient is a dependent.
 PATIENT_RELATIONSHIP_CODES = frozenset({"01", "19", "20", "21", "39", "40", "53", "G8"})

@@ -39,7 +39,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from pipeline.errors import InputError
-from pipeline.models import CodedEncounter, Encounter, Provider, ServiceLine
+from pipeline.models import CodedDiagnosis, CodedEncounter, Encounter, Provider, ServiceLine
 from services.claims.x12_837 import (
     DEFAULT_SUBMITTER,
     ClaimInput,
@@ -71,11 +71,11 @@ from services.x12.writer import (
 
 IMPLEMENTATION = guides.VERSION_837I
 MAX_LINES = guides.MAX_INSTITUTIONAL_LINES
-MAX_OTHER_DIAGNOSES = 24  # two HI segments of 12
-MAX_OTHER_PROCEDURES = 24  # two HI segments of 12
-MAX_REASONS_FOR_VISIT = 3  # one HI, three composites
-MAX_EXTERNAL_CAUSES = 12  # one HI
-MAX_UB04_CODES = 24  # occurrence spans, occurrences, values, conditions: two HI of 12 each
+MAX_OTHER_DIAGNOSES = guides.MAX_INSTITUTIONAL_OTHER_DIAGNOSES
+MAX_OTHER_PROCEDURES = guides.MAX_INSTITUTIONAL_OTHER_PROCEDURES
+MAX_REASONS_FOR_VISIT = guides.MAX_REASONS_FOR_VISIT
+MAX_EXTERNAL_CAUSES = guides.MAX_EXTERNAL_CAUSES
+MAX_UB04_CODES = guides.MAX_UB04_CODES
 PER_HI = 12
 POA_CODES = frozenset({"Y", "N", "U", "W"})  # "1" (exempt) is sent as no indicator
 DEFAULT_OUTPATIENT_STATUS = "01"  # discharged to home: the usual outpatient patient status
@@ -83,7 +83,6 @@ STILL_A_PATIENT = "30"
 _PCS = re.compile(r"^[0-9A-HJ-NP-Z]{7}$")  # ICD-10-PCS: 7 characters, no I or O
 _DRG = re.compile(r"^\d{3}$")
 _UB04_CODE = re.compile(r"^[0-9A-Z]{2}$")
-_EXTERNAL_CAUSE = re.compile(r"^[V-Y]")  # ICD-10-CM chapter 20
 
 
 def type_of_bill(setting: str, frequency: str) -> str:
@@ -168,27 +167,21 @@ class InstitutionalDiagnoses:
 
 
 def institutional_diagnoses(coded: CodedEncounter) -> InstitutionalDiagnoses:
-    """Principal, other, admitting, reason-for-visit and external-cause diagnoses.
+    """Principal, other, admitting, reason-for-visit and external-cause diagnoses
+    (``ub04.facility_diagnoses``), as HI carries them; the admitting diagnosis is the one
+    marked admitting, else the principal."""
+    position = {id(d): i for i, d in enumerate(coded.diagnoses)}
 
-    External-cause codes (V00-Y99) are never principal and go out as ABN; the admitting
-    diagnosis is the one marked admitting, else the principal."""
-    ordered = sorted(enumerate(coded.diagnoses), key=lambda item: item[1].sequence)
-    claim: list[tuple[str, str | None]] = []
-    external: list[tuple[str, str | None]] = []
-    admitting: list[str] = []
-    reasons: list[str] = []
-    for i, d in ordered:
-        code = dx_code(d.code, f"diagnoses[{i}].code")
-        if d.role == "admitting":
-            admitting.append(code)
-        elif d.role == "reason_for_visit":
-            reasons.append(code)
-        elif d.role == "external_cause" or (_EXTERNAL_CAUSE.match(code) and claim):
-            external.append((code, d.poa))
-        else:
-            claim.append((code, d.poa))
-    if not claim:
+    def code(d: CodedDiagnosis) -> str:
+        return dx_code(d.code, f"diagnoses[{position[id(d)]}].code")
+
+    roles = ub04.facility_diagnoses(coded)
+    if roles.principal is None:
         raise InputError("diagnoses", "an institutional claim needs a principal diagnosis")
+    claim = [(code(d), d.poa) for d in [roles.principal, *roles.others]]
+    external = [(code(d), d.poa) for d in roles.external]
+    admitting = [code(d) for d in roles.admitting]
+    reasons = [code(d) for d in roles.reasons]
     if len(claim) > 1 + MAX_OTHER_DIAGNOSES:
         raise InputError(
             "diagnoses", f"an 837I carries {1 + MAX_OTHER_DIAGNOSES} diagnoses, not {len(claim)}"
@@ -303,6 +296,21 @@ def _ub04_segments(enc: Encounter) -> list[Segment]:
             )
         out.extend(_his(items))
     return out
+
+
+def _prior_claim(claim: ClaimInput, bill: ub04.TypeOfBill) -> list[Segment]:
+    """REF*F8: the correction's payer claim number, or the one the EHR gave with a
+    replacement or void type of bill (xx7, xx8)."""
+    if claim.frequency == "1" and bill.frequency in ("7", "8"):
+        reference = claim.coded.encounter.prior_claim_reference
+        if not reference:
+            raise InputError(
+                "encounter.prior_claim_reference",
+                f"type of bill {bill.code} corrects a claim: name its payer claim number",
+            )
+        field = "encounter.prior_claim_reference"
+        return [seg("REF", "F8", ident(reference, field, max_len=50))]
+    return prior_claim_reference(claim)
 
 
 def _cl1(enc: Encounter, bill: ub04.TypeOfBill) -> Segment:
@@ -442,7 +450,7 @@ def institutional_claim_loop(claim: ClaimInput) -> list[Segment]:
         ),
         *_dates(enc, bill),
         _cl1(enc, bill),
-        *prior_claim_reference(claim),
+        *_prior_claim(claim, bill),
         *_diagnosis_segments(coded, bill.inpatient),
         *_procedure_segments(coded),
         *_ub04_segments(enc),

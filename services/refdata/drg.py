@@ -114,6 +114,20 @@ class Grouped:
     return_code: str
     severity: str
     weight: float | None
+    hacs: tuple[Hac, ...] = ()
+    """Secondary diagnoses not present on admission that meet a HAC category's criteria."""
+    poa_unreadable: tuple[str, ...] = ()
+    """Diagnoses the HAC logic reads whose POA indicator is missing or not one (the grouper's
+    POA_NOT_RECOGNIZED)."""
+
+
+@dataclass(frozen=True)
+class Hac:
+    """A hospital-acquired condition the grouper found (POA N or U on a HAC code)."""
+
+    code: str
+    category: str  # HAC01 ... HAC14
+    description: str
 
 
 class Grouper:
@@ -158,6 +172,18 @@ class Grouper:
         drg = f"{drg_number:03d}" if drg_number is not None else "999"
         weight = self.weights.weight(drg, discharge) if self.weights else None
         mdc = result.get("final_mdc")
+        hacs = tuple(
+            Hac(str(d.get("code")), str(h.get("hac_list")), str(h.get("description") or ""))
+            for d in result.get("sdx_output") or []
+            for h in d.get("hacs") or []
+            if h.get("hac_status") == "HAC_CRITERIA_MET"
+            and re.fullmatch(r"HAC\d\d", str(h.get("hac_list")))
+        )
+        unreadable = tuple(
+            str(d.get("code"))
+            for d in [result.get("pdx_output") or {}, *(result.get("sdx_output") or [])]
+            if d.get("poa_error") == "POA_NOT_RECOGNIZED"
+        )
         return Grouped(
             drg=drg,
             description=result.get("final_drg_description"),
@@ -166,6 +192,8 @@ class Grouper:
             return_code=str(result.get("return_code") or ""),
             severity=str(result.get("final_severity") or ""),
             weight=weight.weight if weight else None,
+            hacs=hacs,
+            poa_unreadable=unreadable,
         )
 
 

@@ -187,6 +187,36 @@ def claim_diagnoses(coded: CodedEncounter) -> list[CodedDiagnosis]:
     return [d for d in coded.diagnoses if d.role not in SIDE_ROLES]
 
 
+@dataclass(frozen=True)
+class FacilityDiagnoses:
+    """A facility claim's diagnoses in the roles the UB-04 and the 837I give them."""
+
+    principal: CodedDiagnosis | None
+    others: list[CodedDiagnosis]
+    admitting: list[CodedDiagnosis]
+    reasons: list[CodedDiagnosis]
+    external: list[CodedDiagnosis]
+
+
+def facility_diagnoses(coded: CodedEncounter) -> FacilityDiagnoses:
+    """Principal (FL67), others (FL67A-Q), admitting (FL69), reasons for visit (FL70) and
+    external causes (FL72): an external-cause code (V00-Y99) is never principal."""
+    claim: list[CodedDiagnosis] = []
+    external: list[CodedDiagnosis] = []
+    admitting: list[CodedDiagnosis] = []
+    reasons: list[CodedDiagnosis] = []
+    for d in sorted(coded.diagnoses, key=lambda d: d.sequence):
+        if d.role == "admitting":
+            admitting.append(d)
+        elif d.role == "reason_for_visit":
+            reasons.append(d)
+        elif d.role == "external_cause" or (claim and d.code[:1].upper() in "VWXY"):
+            external.append(d)
+        else:
+            claim.append(d)
+    return FacilityDiagnoses(claim[0] if claim else None, claim[1:], admitting, reasons, external)
+
+
 def is_surgical_pcs(code: str) -> bool:
     """ICD-10-PCS section 0, Medical and Surgical: what needs an operating physician."""
     return code.strip().upper().startswith("0")

@@ -50,7 +50,25 @@ PACK_2026_12_1 = register_pack(
     )
 )
 
-DEFAULT_PACK = PACK_2026_12_1
+PACK_2026_12_2 = register_pack(
+    PACK_2026_12_1.derive(
+        "2026.12.2",
+        description="Facility claims: 2026.12.1 plus the UB-04/837I edits (revenue codes, "
+        "HCPCS on outpatient lines by payer rule, type of bill, admission data, attending "
+        "and operating physicians, room-and-board days, 837I capacity, NUBC codes, "
+        "discharge hour), present on admission against the CMS exempt list, hospital-"
+        "acquired conditions, what intake could not carry, and what the 837 writer refuses "
+        "(claim filing code, X12 delimiters in identifiers).",
+        add=(
+            *("CF-UB-001", "CF-UB-002", "CF-UB-003", "CF-UB-004", "CF-UB-005"),
+            *("CF-UB-006", "CF-UB-007", "CF-UB-008", "CF-UB-009", "CF-UB-010"),
+            *("CF-POA-000", "CF-POA-001", "CF-HAC-001", "CF-NOTE-001", "CF-NOTE-002"),
+            *("CF-NOTE-003", "CF-X12-001", "CF-X12-002", "CF-UB-011"),
+        ),
+    )
+)
+
+DEFAULT_PACK = PACK_2026_12_2
 RULE_PACK_VERSION = DEFAULT_PACK.id
 
 

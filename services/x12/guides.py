@@ -30,3 +30,43 @@ MAX_INSTITUTIONAL_LINES = 999
 """The 2400 loop repeats at most 999 times in 005010X223A2."""
 MAX_CLAIMS_PER_TRANSACTION = 5000
 """The guides' recommended ceiling of claims per ST/SE."""
+MAX_INSTITUTIONAL_OTHER_DIAGNOSES = 24
+"""837I other diagnoses (ABF): two HI segments of 12."""
+MAX_INSTITUTIONAL_OTHER_PROCEDURES = 24
+"""837I other procedures (BBQ): two HI segments of 12."""
+MAX_REASONS_FOR_VISIT = 3
+"""837I patient's reasons for visit (APR): one HI, three composites."""
+MAX_EXTERNAL_CAUSES = 12
+"""837I external cause of injury codes (ABN): one HI."""
+MAX_UB04_CODES = 24
+"""837I occurrence spans (BI), occurrences (BH), values (BE), conditions (BG): two HI of 12
+each."""
+CLAIM_FILING_CODES = frozenset(
+    [
+        "11",
+        "12",
+        "13",
+        "14",
+        "15",
+        "16",
+        "17",
+        "AM",
+        "BL",
+        "CH",
+        "CI",
+        "DS",
+        "FI",
+        "HM",
+        "LM",
+        "MA",
+        "MB",
+        "MC",
+        "OF",
+        "TV",
+        "VA",
+        "WC",
+        "ZZ",
+    ]
+)
+"""SBR09 claim filing indicator codes 005010X222A1 and 005010X223A2 allow (09 self-pay is
+not one: a self-pay encounter is billed to the patient, not to a payer)."""

@@ -7,18 +7,32 @@ revenue line with its charge, and CLM02 equal to the sum of the lines.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
+from typing import Any
 
 import pytest
-from factories import CMS_DIR
+from factories import CMS_DIR, FACILITY_NPI, RENDERING_NPI, address, coded, encounter, procedure
 from hospital_bundles import ROOM_RATE, bundle, inpatient_items
 
-from pipeline.models import CodedEncounter, Encounter, ValidatedEncounter
+from pipeline.models import (
+    CodedDiagnosis,
+    CodedEncounter,
+    Encounter,
+    EncounterNote,
+    Facility,
+    Provider,
+    ServiceLine,
+    ValidatedEncounter,
+)
 from services.claims.domain import build_claim
 from services.claims.x12_validate import validate_x12
 from services.coding.domain import Coder
 from services.intake.domain import parse_raw
+from services.refdata.codesets import CodeSets
+from services.validation.engine import REGISTRY
+from services.validation.packs import DEFAULT_PACK, get_pack
 from services.validation.rules import validate
 
 RECEIVED = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -99,3 +113,175 @@ def test_textbook_stays_billed_by_revenue_code_become_valid_837is(
     nm1 = {s[1]: s for s in segments(x12, "NM1")}
     assert "71" in nm1
     assert ("72" in nm1) is surgical
+
+
+# --- the facility edits of pack 2026.12.2: a trip and a near miss each --------------------
+
+HOSPITAL = Facility(
+    name="Princeton Baptist Medical Center",
+    npi=FACILITY_NPI,
+    address=address(postal_code="352112303"),
+)
+ATTENDING = Provider(npi=RENDERING_NPI, name="Okafor, Adaeze", entity="person")
+SURGEON = Provider(npi="1234567893", name="Ortega, Luis", entity="person")
+A, D = date(2026, 2, 20), date(2026, 2, 24)
+
+
+def cdx(code: str, seq: int, poa: str | None = "Y", **more: Any) -> CodedDiagnosis:
+    return CodedDiagnosis(
+        code=code, sequence=seq, poa=poa, source="ehr", confidence=1.0, billable=True, **more
+    )
+
+
+def rev(n: int, revenue: str | None, charge: str, code: str | None = None, **more: Any) -> Any:
+    fields: dict[str, Any] = {
+        "line_number": n,
+        "code": code,
+        "code_system": ("HCPCS" if code[0].isalpha() else "CPT") if code else None,
+        "units": 1.0,
+        "charge": Decimal(charge),
+        "dx_pointers": [],
+        "service_date": A,
+        "revenue_code": revenue,
+    }
+    return ServiceLine(**(fields | more))
+
+
+def stay(enc: dict[str, Any] | None = None, **changes: Any) -> CodedEncounter:
+    """A four-day NSTEMI stay billed by revenue code, clean under pack 2026.12.2."""
+    fields: dict[str, Any] = {
+        "setting": "inpatient",
+        "place_of_service": "21",
+        "service_start": A,
+        "service_end": D,
+        "admission_date": A,
+        "admission_type": "1",
+        "admission_source": "1",
+        "discharge_status": "01",
+        "discharge_date": D,
+        "discharge_time": time(11, 40),
+        "attending_provider": ATTENDING,
+        "rendering_provider": None,
+        "facility": HOSPITAL,
+    }
+    made: dict[str, Any] = {
+        "diagnoses": [cdx("I214", 1), cdx("E119", 2)],
+        "lines": [rev(1, "0120", "6000.00", units=4.0), rev(2, "0250", "842.60"),
+                  rev(3, "0300", "1216.00")],
+        "type_of_bill": "0111",
+    }  # fmt: skip
+    return coded(encounter(**(fields | (enc or {}))), **(made | changes))
+
+
+def visit(enc: dict[str, Any] | None = None, **changes: Any) -> CodedEncounter:
+    """An outpatient ED visit (0131): every line with its revenue and HCPCS codes."""
+    fields: dict[str, Any] = {
+        "setting": "outpatient",
+        "place_of_service": "23",
+        "service_start": A,
+        "service_end": A,
+        "attending_provider": ATTENDING,
+        "rendering_provider": None,
+        "facility": HOSPITAL,
+        "discharge_status": "01",
+    }
+    made: dict[str, Any] = {
+        "diagnoses": [cdx("R0789", 1, None)],
+        "lines": [rev(1, "0450", "1250.00", "99284"), rev(2, "0300", "45.00", "85025"),
+                  rev(3, "0250", "12.00")],
+        "type_of_bill": "0131",
+    }  # fmt: skip
+    return coded(encounter(**(fields | (enc or {}))), **(made | changes))
+
+
+def note(kind: str, charge: str | None = None) -> EncounterNote:
+    return EncounterNote.model_validate(
+        {"kind": kind, "field": "Claim.item[4]", "message": "not carried", "charge": charge}
+    )
+
+
+FACILITY_CASES: list[tuple[str, Callable[[], CodedEncounter], Callable[[], CodedEncounter]]] = [
+    ("CF-UB-001", lambda: stay(lines=[rev(1, None, "10.00")]), stay),
+    ("CF-UB-002", lambda: visit(lines=[rev(1, "0450", "1250.00")]),
+     lambda: visit(lines=[rev(1, "0250", "12.00")])),
+    ("CF-UB-003", lambda: stay(type_of_bill="0117"),
+     lambda: stay({"prior_claim_reference": "PCN12345"}, type_of_bill="0117")),
+    ("CF-UB-004", lambda: stay({"admission_type": None}),
+     lambda: stay({"discharge_status": None}, type_of_bill="0112")),
+    ("CF-UB-005", lambda: stay({"attending_provider": None}), stay),
+    ("CF-UB-006", lambda: stay(pcs_procedures=[procedure("0SRC0J9", A)]),
+     lambda: stay({"operating_provider": SURGEON}, pcs_procedures=[procedure("0SRC0J9", A)])),
+    ("CF-UB-007", lambda: stay(lines=[rev(1, "0120", "7500.00", units=5.0)]), stay),
+    ("CF-UB-008", lambda: stay(diagnoses=[cdx(c, i + 1) for i, c in enumerate(MANY_DX)]),
+     lambda: stay(diagnoses=[cdx(c, i + 1) for i, c in enumerate(MANY_DX[:25])])),
+    ("CF-UB-009", lambda: stay({"condition_codes": ["039"]}),
+     lambda: stay({"condition_codes": ["39"]})),
+    ("CF-UB-010", lambda: stay({"discharge_time": None}),
+     lambda: stay({"discharge_time": None}, type_of_bill="0112")),
+    ("CF-POA-001", lambda: stay(diagnoses=[cdx("I214", 1), cdx("E119", 2, None)]),
+     lambda: stay(diagnoses=[cdx("I214", 1), cdx("Z87891", 2, None)])),
+    ("CF-HAC-001", lambda: stay(diagnoses=[cdx("I214", 1), cdx("L89154", 2, "N")]),
+     lambda: stay(diagnoses=[cdx("I214", 1), cdx("L89154", 2, "Y")])),
+    ("CF-NOTE-001", lambda: stay({"notes": [note("item_not_carried", "120.00")]}),
+     lambda: stay({"notes": [note("item_not_carried")]})),
+    ("CF-NOTE-002", lambda: stay({"notes": [note("code_not_carried")]}),
+     lambda: stay({"notes": [note("data_not_carried")]})),
+    ("CF-NOTE-003", lambda: stay({"notes": [note("data_not_carried")]}), stay),
+    ("CF-X12-001", lambda: stay({"coverage": COVERAGE.model_copy(update={"plan_type": "09"})}),
+     stay),
+    ("CF-UB-011", lambda: stay({"facility": HOSPITAL.model_copy(
+        update={"address": address(postal_code="35211")})}), stay),
+    ("CF-X12-002", lambda: stay({"coverage": COVERAGE.model_copy(update={"member_id": "ZG*1"})}),
+     stay),
+]  # fmt: skip
+MANY_DX = ["I214", "E119", "I10", "E785", "Z794", "K219", "F17210", "J449", "N183", "D649"]
+MANY_DX += ["E039", "G4733", "M1990", "Z87891", "R739", "E669", "Z6833", "I2510", "Z7982"]
+MANY_DX += ["Z952", "E1165", "E1122", "N179", "E871", "D696", "R6520", "A419"]
+COVERAGE = encounter().coverage
+
+
+@pytest.fixture(scope="module")
+def exempt_codesets(tmp_path_factory: pytest.TempPathFactory) -> CodeSets:
+    """Code sets with a POA exempt list in the CMS file layout (POAexemptCodesFY26.txt)."""
+    folder = tmp_path_factory.mktemp("refdata")
+    rows = ["OrdFY26\tPOAexemptCode\tDescription", "15208\tZ87.891\tHistory of nicotine dependence"]
+    (folder / "POAexemptCodesFY26.txt").write_text("\n".join(rows) + "\n")
+    return CodeSets.load(folder)
+
+
+def rule_hits(v: ValidatedEncounter, rule_id: str) -> list[Any]:
+    return [e for e in v.edits if e.rule_id == rule_id]
+
+
+@pytest.mark.parametrize(
+    ("rule_id", "trip", "near"), FACILITY_CASES, ids=[c[0] for c in FACILITY_CASES]
+)
+def test_each_facility_edit_trips_and_its_near_miss_does_not(
+    exempt_codesets: CodeSets, rule_id: str, trip: Callable[[], CodedEncounter],
+    near: Callable[[], CodedEncounter],
+) -> None:  # fmt: skip
+    tripped = validate(trip(), exempt_codesets, validated_at=RECEIVED)
+    assert rule_hits(tripped, rule_id), tripped.edits
+    if DEFAULT_PACK.severity(REGISTRY[rule_id]) == "error":
+        assert tripped.outcome == "rejected"
+    assert rule_hits(validate(near(), exempt_codesets, validated_at=RECEIVED), rule_id) == []
+
+
+def test_the_clean_stay_and_visit_pass_and_are_written(exempt_codesets: CodeSets) -> None:
+    for c in (stay(), visit()):
+        verdict = validate(c, exempt_codesets, validated_at=RECEIVED)
+        assert verdict.outcome == "clean", verdict.edits
+        claim_x12(verdict)
+
+
+def test_every_new_rule_has_a_case() -> None:
+    new = set(DEFAULT_PACK.rule_ids) - set(get_pack("2026.12.1").rule_ids)
+    assert new - {"CF-POA-000"} == {c[0] for c in FACILITY_CASES}
+
+
+def test_without_the_exempt_list_the_poa_edit_says_so_and_checks_hac_diagnoses() -> None:
+    bare = CodeSets.load(None)
+    missing = stay(diagnoses=[cdx("I214", 1), cdx("E119", 2, None), cdx("N390", 3, None)])
+    verdict = validate(missing, bare, validated_at=RECEIVED)
+    assert rule_hits(verdict, "CF-POA-000")
+    assert [h.field for h in rule_hits(verdict, "CF-POA-001")] == ["diagnoses[2].poa"]

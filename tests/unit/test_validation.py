@@ -215,7 +215,7 @@ CASES: list[tuple[str, Callable[[], CodedEncounter], str, int | None]] = [
 def test_clean_encounter_passes_every_rule(cs: CodeSets) -> None:
     verdict = validate(coded(), cs, validated_at=VALIDATED_AT)
     assert verdict.outcome == "clean" and decisive(verdict) == []
-    assert verdict.rule_pack_version == RULE_PACK_VERSION == "2026.12.1"
+    assert verdict.rule_pack_version == RULE_PACK_VERSION == "2026.12.2"
     assert verdict.coded == coded() and verdict.validated_at == VALIDATED_AT
 
 
@@ -375,6 +375,6 @@ def test_event_id_depends_on_rule_pack_version(cs: CodeSets) -> None:
     c = coded()
     verdict = validate(c, cs, validated_at=VALIDATED_AT)
     again = validate(c, cs, validated_at=VALIDATED_AT.replace(hour=18))
-    assert verdict.event_id == again.event_id == event_id(c.event_id, "validation", "2026.12.1")
+    assert verdict.event_id == again.event_id == event_id(c.event_id, "validation", "2026.12.2")
     older = validate(c, cs, validated_at=VALIDATED_AT, pack="2026.11.1")
     assert older.event_id == event_id(c.event_id, "validation", "2026.11.1") != verdict.event_id

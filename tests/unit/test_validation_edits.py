@@ -310,7 +310,7 @@ def test_edit_trips_and_its_near_miss_does_not(
 
 
 def test_every_rule_of_the_new_pack_has_a_trip_and_a_near_miss() -> None:
-    new = set(DEFAULT_PACK.rule_ids) - set(PACK_2026_11_1.rule_ids)
+    new = set(get_pack("2026.12.1").rule_ids) - set(PACK_2026_11_1.rule_ids)
     # CF-DUP-001: tests below; CF-PAYER-002 needs a payer registry (test_masterdata_use.py)
     assert new - {"CF-DUP-001", "CF-PAYER-002"} == {c[0] for c in CASES}
 

@@ -25,7 +25,7 @@ from services.validation.worklist import WorkQueue
 SENDER, RECEIVER = "CLAIMFLOW", "CLEARINGHOUSE"
 
 
-def verdict(outcome: str = "clean", pack: str = "2026.11.2", **coded_changes: object):
+def verdict(outcome: str = "clean", pack: str = "2026.12.2", **coded_changes: object):
     v = validate(coded(), codesets_bare(), validated_at=VALIDATED_AT)
     hit = EditHit(rule_id="CF-TEST", severity="warning", message="a warning for the test")
     edits = (
@@ -40,7 +40,7 @@ def verdict(outcome: str = "clean", pack: str = "2026.11.2", **coded_changes: ob
     changes: dict[str, object] = {"outcome": outcome, "edits": edits, "rule_pack_version": pack}
     if coded_changes:
         changes["coded"] = patch(v.coded, **coded_changes)
-    if outcome != "clean" or pack != "2026.11.2":
+    if outcome != "clean" or pack != "2026.12.2":
         changes["event_id"] = f"{v.event_id}-{outcome}-{pack}"
     return v.model_copy(update=changes)
 
@@ -181,7 +181,7 @@ def test_first_original_is_exactly_what_build_claim_makes(store: SubmittedClaims
     [claim] = _send(store, v)
     assert claim == build_claim(v, sender_id=SENDER, receiver_id=RECEIVER)
     assert claim.event_id == claim_event_id(claim.claim_id) and claim.frequency == "1"
-    assert claim.rule_pack_version == "2026.11.2"
+    assert claim.rule_pack_version == "2026.12.2"
     assert _send(store, v) == []  # the same verdict again (a re-read): nothing
 
 

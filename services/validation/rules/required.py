@@ -116,7 +116,7 @@ def subscriber(ctx: Context) -> Iterator[Hit]:
         )
 
 
-_PO_BOX = re.compile(r"\b(P\.?\s*O\.?\s*BOX|POST\s+OFFICE\s+BOX|LOCK\s*BOX)\b", re.I)
+PO_BOX = re.compile(r"\b(P\.?\s*O\.?\s*BOX|POST\s+OFFICE\s+BOX|LOCK\s*BOX)\b", re.I)
 
 
 @rule(
@@ -140,7 +140,7 @@ def billing_address(ctx: Context) -> Iterator[Hit]:
             f"The billing provider ZIP {address.postal_code} has 5 digits; the 837P requires "
             "all 9 (ZIP+4).",
         )
-    if _PO_BOX.search(f"{address.line1} {address.line2 or ''}"):
+    if PO_BOX.search(f"{address.line1} {address.line2 or ''}"):
         yield Hit(
             f"{field}.line1",
             "The billing provider address is a post office box; the 837P requires a street "
