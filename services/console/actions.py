@@ -24,6 +24,8 @@ from pydantic import ValidationError
 
 from pipeline.errors import InputError
 from pipeline.models import (
+    AuditDiagnosis,
+    AuditResult,
     CoderDecision,
     DecidedDiagnosis,
     Encounter,
@@ -37,6 +39,43 @@ RESERVED = ("event_id", "source_id", "source_format", "received_at")
 _ICD10CM = re.compile(r"^[A-TV-Z][0-9][0-9AB](\.?[0-9A-TV-Z]{1,4})?$")
 _ICD10PCS = re.compile(r"^[0-9A-HJ-NP-Z]{7}$")
 _POA = {"Y", "N", "U", "W", "1"}
+
+
+def diagnosis_list(text: str) -> list[tuple[str, str | None]]:
+    """``CODE[:POA]`` items (one per line or comma), principal first, each checked."""
+    found: list[tuple[str, str | None]] = []
+    for i, item in enumerate(t for t in re.split(r"[\s,;]+", text) if t):
+        code, _, poa = item.partition(":")
+        code, poa = code.strip().upper(), poa.strip().upper()
+        if not _ICD10CM.match(code):
+            raise InputError(f"diagnoses[{i}]", f"{code!r} is not an ICD-10-CM code")
+        if poa and poa not in _POA:
+            raise InputError(f"diagnoses[{i}].poa", f"{poa!r} is not one of Y, N, U, W, 1")
+        found.append((code, poa or None))
+    if not found:
+        raise InputError("diagnoses", "name every diagnosis, principal first")
+    return found
+
+
+def audit_result(
+    encounter_id: str, auditor: str, outcome: str, diagnoses: str = "", note: str | None = None
+) -> AuditResult:
+    """A coder's audit of automatic codes: agree, or every diagnosis as it should be."""
+    if outcome not in ("agree", "corrected"):
+        raise InputError("outcome", "must be agree or corrected")
+    codes = diagnosis_list(diagnoses) if outcome == "corrected" else []
+    audited_at = utcnow()
+    return AuditResult(
+        event_id=event_id(
+            encounter_id, auditor, outcome, audited_at.isoformat(), *(c for c, _ in codes)
+        ),
+        encounter_id=encounter_id,
+        auditor_id=auditor,
+        outcome=outcome,  # type: ignore[arg-type]
+        diagnoses=[AuditDiagnosis(code=c, poa=p) for c, p in codes],
+        note=(note or "").strip() or None,
+        audited_at=audited_at,
+    )
 
 
 def decision(
@@ -53,16 +92,7 @@ def decision(
     decided: list[DecidedDiagnosis] = []
     procedures: list[str] = []
     if action == "amend":
-        for i, item in enumerate(t for t in re.split(r"[\s,;]+", diagnoses) if t):
-            code, _, poa = item.partition(":")
-            code, poa = code.strip().upper(), poa.strip().upper()
-            if not _ICD10CM.match(code):
-                raise InputError(f"diagnoses[{i}]", f"{code!r} is not an ICD-10-CM code")
-            if poa and poa not in _POA:
-                raise InputError(f"diagnoses[{i}].poa", f"{poa!r} is not one of Y, N, U, W, 1")
-            decided.append(DecidedDiagnosis(code=code, poa=poa or None))
-        if not decided:
-            raise InputError("diagnoses", "an amend names every diagnosis, principal first")
+        decided = [DecidedDiagnosis(code=c, poa=p) for c, p in diagnosis_list(diagnoses)]
         for i, code in enumerate(t.strip().upper() for t in re.split(r"[\s,;]+", pcs) if t):
             if not _ICD10PCS.match(code):
                 raise InputError(f"pcs_procedures[{i}]", f"{code!r} is not an ICD-10-PCS code")

@@ -240,9 +240,22 @@ def throughput(view: View, now_ms: int | None = None, minutes: int = 30) -> dict
     }
 
 
+def audits(view: View) -> dict[str, Any]:
+    """Coding audit accuracy: codes the auditors kept, over codes they scored."""
+    row = view.one(
+        "SELECT COUNT(*) AS audited, SUM(agreed) AS agreed, SUM(scored) AS scored"
+        " FROM audits WHERE status = 'audited'"
+    )
+    return {
+        "audited": row["audited"] or 0,
+        "accuracy": _ratio(row["agreed"] or 0, row["scored"] or 0),
+    }
+
+
 def queues(view: View) -> dict[str, int]:
     return {
         "review": len(view.review_queue(limit=100_000)),
+        "audits": len(view.audit_queue(limit=100_000)),
         "corrections": len(view.correction_queue(limit=100_000)),
         "denials": len(view.denial_queue("open", limit=100_000)),
         "exceptions": len(view.exception_queue(limit=100_000)),
@@ -265,4 +278,5 @@ def overview(view: View, now_ms: int | None = None) -> dict[str, Any]:
             "ar": receivables(view, now_ms),
             "flow": throughput(view, now_ms),
             "queues": queues(view),
+            "audits": audits(view),
         }

@@ -24,6 +24,8 @@ TITLES = {
     "encounters.coded.v1": "Coded",
     "coding.review.v1": "Held for coder review",
     "coding.decisions.v1": "Coder decision",
+    "coding.audits.v1": "Coding audit",
+    "coding.audit-results.v1": "Coder's audit answer",
     "encounters.validated.v1": "Scrubbed",
     "claims.submitted.v1": "Claim sent (837)",
     "claims.rejections.v1": "Refused by the payer's front end",
@@ -69,6 +71,15 @@ def _summary(topic: str, v: dict[str, Any], phi: bool) -> str:
     if topic == "coding.decisions.v1":
         dx = " ".join(d.get("code", "") for d in v.get("diagnoses") or [])
         return f"{v.get('action')} by {v.get('coder_id')}" + (f": {dx}" if dx else "")
+    if topic == "coding.audits.v1":
+        codes = " ".join(
+            f"{c.get('code')}" + (f" ({c.get('outcome')})" if c.get("outcome") else "")
+            for c in v.get("codes") or []
+        )
+        return f"{v.get('status')} ({v.get('reason')}): {codes}"
+    if topic == "coding.audit-results.v1":
+        dx = " ".join(d.get("code", "") for d in v.get("diagnoses") or [])
+        return f"{v.get('outcome')} by {v.get('auditor_id')}" + (f": {dx}" if dx else "")
     if topic == "encounters.validated.v1":
         hits = [e for e in v.get("edits") or [] if e.get("severity") != "info"]
         rules = ", ".join(f"{e.get('rule_id')} ({e.get('severity')})" for e in hits)

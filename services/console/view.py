@@ -29,6 +29,8 @@ FOLLOWED = (
     "encounters.coded.v1",
     "coding.review.v1",
     "coding.decisions.v1",
+    "coding.audits.v1",
+    "coding.audit-results.v1",
     "encounters.validated.v1",
     "claims.submitted.v1",
     "claims.rejections.v1",
@@ -64,6 +66,11 @@ CREATE TABLE encounters (
 CREATE TABLE reviews (
     encounter_id TEXT PRIMARY KEY, queued_ms INTEGER, reasons TEXT, seq INTEGER,
     decided_ms INTEGER, decision TEXT, coder TEXT
+);
+CREATE TABLE audits (
+    encounter_id TEXT PRIMARY KEY, queued_ms INTEGER, reason TEXT, billed INTEGER,
+    setting TEXT, codes TEXT, status TEXT, seq INTEGER, auditor TEXT, audited_ms INTEGER,
+    answered_ms INTEGER, agreed INTEGER NOT NULL DEFAULT 0, scored INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE corrections (
     encounter_id TEXT PRIMARY KEY, source TEXT, claim_id TEXT, since_ms INTEGER,
@@ -199,7 +206,7 @@ class View:
                 self.repeats += 1
                 return
             seq = cur.lastrowid
-            handler = getattr(self, "_on_" + topic.replace(".", "_"), None)
+            handler = getattr(self, "_on_" + topic.replace(".", "_").replace("-", "_"), None)
             if handler is not None:
                 handler(value, ts_ms, seq)
             elif topic.startswith("dlq."):
@@ -259,6 +266,53 @@ class View:
             "UPDATE reviews SET decided_ms = ?, decision = ?, coder = ?"
             " WHERE encounter_id = ? AND decided_ms IS NULL",
             (ts, v.get("action"), v.get("coder_id"), v["encounter_id"]),
+        )
+
+    def _on_coding_audits_v1(self, v: dict[str, Any], ts: int, seq: int) -> None:
+        enc, codes = v["encounter_id"], v.get("codes") or []
+        if v.get("status") == "queued":
+            self.db.execute(
+                "INSERT INTO audits (encounter_id, queued_ms, reason, billed, setting, codes,"
+                " status, seq) VALUES (?, ?, ?, ?, ?, ?, 'queued', ?) ON CONFLICT (encounter_id)"
+                " DO UPDATE SET queued_ms = excluded.queued_ms, reason = excluded.reason,"
+                " billed = excluded.billed, codes = excluded.codes, status = 'queued',"
+                " seq = excluded.seq, answered_ms = NULL",
+                (
+                    enc,
+                    ts,
+                    v.get("reason"),
+                    int(bool(v.get("billed"))),
+                    v.get("setting"),
+                    _json(codes),
+                    seq,
+                ),
+            )
+            return
+        scored = [c for c in codes if c.get("outcome")]
+        self.db.execute(
+            "INSERT INTO audits (encounter_id, queued_ms, reason, setting) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (encounter_id) DO NOTHING",
+            (enc, ts, v.get("reason"), v.get("setting")),
+        )
+        self.db.execute(
+            "UPDATE audits SET status = 'audited', auditor = ?, audited_ms = ?, codes = ?,"
+            " agreed = ?, scored = ? WHERE encounter_id = ?",
+            (
+                v.get("auditor_id"),
+                ts,
+                _json(codes),
+                sum(c.get("outcome") == "agree" for c in scored),
+                len(scored),
+                enc,
+            ),
+        )
+
+    def _on_coding_audit_results_v1(self, v: dict[str, Any], ts: int, seq: int) -> None:
+        # Answered; coding scores it and publishes the audited record.
+        self.db.execute(
+            "UPDATE audits SET answered_ms = ?, auditor = ? WHERE encounter_id = ?"
+            " AND status = 'queued'",
+            (ts, v.get("auditor_id"), v["encounter_id"]),
         )
 
     def _on_encounters_validated_v1(self, v: dict[str, Any], ts: int, seq: int) -> None:
@@ -522,6 +576,14 @@ class View:
             "SELECT r.*, e.payer_id, e.setting FROM reviews r LEFT JOIN encounters e USING"
             " (encounter_id) WHERE r.decided_ms IS NULL AND e.coded_ms IS NULL"
             " ORDER BY r.queued_ms LIMIT ?",
+            limit,
+        )
+
+    def audit_queue(self, limit: int = 200) -> list[sqlite3.Row]:
+        """Automatically coded encounters sampled for a coder's audit, not yet answered."""
+        return self.rows(
+            "SELECT * FROM audits WHERE status = 'queued' AND answered_ms IS NULL"
+            " ORDER BY queued_ms LIMIT ?",
             limit,
         )
 

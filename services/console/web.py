@@ -194,8 +194,14 @@ def create_app(
             ACTIONS.labels(value.queue, value.action).inc()  # type: ignore[union-attr]
         elif topic == "coding.decisions.v1":
             ACTIONS.labels("review", value.action).inc()  # type: ignore[union-attr]
+        elif topic == "coding.audit-results.v1":
+            ACTIONS.labels("audits", value.outcome).inc()  # type: ignore[union-attr]
         eid = getattr(value, "event_id", None)
-        if eid and topic in ("workqueue.actions.v1", "coding.decisions.v1"):
+        if eid and topic in (
+            "workqueue.actions.v1",
+            "coding.decisions.v1",
+            "coding.audit-results.v1",
+        ):
             view.wait_for(topic, eid, wait_for_view_s)
 
     @app.get("/health")
@@ -268,6 +274,13 @@ def create_app(
             abort(404)
         return redirect(url_for("encounter", encounter_id=found) + "#claims")
 
+    def next_item(queue: list[Any], done: str, page: str) -> Any:
+        """After an item is worked, the next one in its queue opens (else the queue)."""
+        for row in queue:
+            if row["encounter_id"] != done:
+                return redirect(url_for(f"{page}_item", encounter_id=row["encounter_id"]))
+        return redirect(url_for("review_list" if page == "review" else "audits_list"))
+
     # --- coder review ---------------------------------------------------------------
 
     @app.get("/review")
@@ -311,23 +324,53 @@ def create_app(
                 send("coding.decisions.v1", encounter_id, decision)
                 log.info("coder decision", extra={"user": g.user.name, "action": decision.action})
                 flash(f"{decision.action.capitalize()}ed {encounter_id}: sent to coding.")
-                nxt = next(
-                    (
-                        r["encounter_id"]
-                        for r in view.review_queue()
-                        if r["encounter_id"] != encounter_id
-                    ),
-                    None,
-                )
-                if nxt:
-                    return redirect(url_for("review_item", encounter_id=nxt))
-                return redirect(url_for("review_list"))
+                return next_item(view.review_queue(), encounter_id, "review")
         access_log.record(g.user, "review", encounter_id)
         return render_template(
             "review_item.html",
             item=item,
             review=review,
             coded=review.get("coded") or {},
+            error=error,
+            form=request.form,
+        ), (400 if error else 200)
+
+    # --- coding audit -----------------------------------------------------------------
+
+    @app.get("/audits")
+    def audits_list() -> Any:
+        return render_template("audits_list.html", items=view.audit_queue(), k=kpis.audits(view))
+
+    @app.route("/audits/<path:encounter_id>", methods=["GET", "POST"])
+    def audit_item(encounter_id: str) -> Any:
+        item = view.one("SELECT * FROM audits WHERE encounter_id = ?", encounter_id)
+        if item is None:
+            abort(404)
+        error = None
+        if request.method == "POST":
+            if not may(g.user.role, "review"):
+                abort(403)
+            try:
+                result = actions.audit_result(
+                    encounter_id,
+                    g.user.name,
+                    request.form.get("outcome", ""),
+                    request.form.get("diagnoses", ""),
+                    request.form.get("note"),
+                )
+            except InputError as exc:
+                error = exc
+            else:
+                send("coding.audit-results.v1", encounter_id, result)
+                log.info("coding audit", extra={"user": g.user.name, "outcome": result.outcome})
+                flash(f"Audit of {encounter_id} sent to coding ({result.outcome}).")
+                return next_item(view.audit_queue(), encounter_id, "audit")
+        access_log.record(g.user, "audit", encounter_id)
+        return render_template(
+            "audit_item.html",
+            item=item,
+            codes=json.loads(item["codes"] or "[]"),
+            enc=_collected(encounter_id),
             error=error,
             form=request.form,
         ), (400 if error else 200)

@@ -260,6 +260,12 @@ def test_a_coder_a_biller_and_a_manager_close_items_and_the_kpis_move(
     )
     assert "Coder decision" in coder.page.inner_text("main")
     coder.shot("story-released-coder")
+    coder.page.goto(world.url + "/audits")
+    coder.shot("audit-queue")
+    sampled = coder.page.locator("#audit-queue tbody a")
+    if sampled.count():
+        sampled.first.click()
+        coder.shot("audit-item")
     coder.close()
 
     # The biller: the correction queue, the rejected encounter, the charge, resubmit.

@@ -130,6 +130,10 @@ def world() -> tuple[View, Feeder]:
         golden("claims.rejections.v1", claim_id="CF0005", encounter_id=enc_id(5), event_id="x5"),
     )
     feed("remittance.exceptions.v1", "F0002", golden("remittance.exceptions.v1"))
+    audit = golden("coding.audits.v1", encounter_id=enc_id(1), event_id="a1", status="queued")
+    audit["codes"] = [{**c, "outcome": None} for c in audit["codes"][:2]]
+    audit.update(corrected_codes=[], auditor_id=None, audited_at=None)
+    feed("coding.audits.v1", enc_id(1), audit)
     return view, feed
 
 
@@ -155,7 +159,13 @@ def test_a_repeated_event_is_applied_once(world: tuple[View, Feeder]) -> None:
 def test_closing_actions_move_items_and_kpis(world: tuple[View, Feeder]) -> None:
     view, feed = world
     before = kpis.overview(view)
-    assert before["queues"] == {"review": 1, "corrections": 2, "denials": 1, "exceptions": 1}
+    assert before["queues"] == {
+        "review": 1,
+        "audits": 1,
+        "corrections": 2,
+        "denials": 1,
+        "exceptions": 1,
+    }
     assert before["clean"]["clean_claim_rate"] == pytest.approx(3 / 4)
     assert before["denials"]["denial_rate"] == pytest.approx(1 / 2)
 
@@ -180,7 +190,13 @@ def test_closing_actions_move_items_and_kpis(world: tuple[View, Feeder]) -> None
     )
 
     after = kpis.overview(view)
-    assert after["queues"] == {"review": 0, "corrections": 1, "denials": 0, "exceptions": 0}
+    assert after["queues"] == {
+        "review": 0,
+        "audits": 1,
+        "corrections": 1,
+        "denials": 0,
+        "exceptions": 0,
+    }
     assert after["denials"]["appealed"] == 1
     assert after["billed"] == before["billed"] + 1
     # A rejection corrected later is not a clean claim: it needed a person.
@@ -410,7 +426,7 @@ def test_a_role_without_phi_sees_none_and_every_view_is_logged(client_for) -> No
         f"/corrections/{enc_id(3)}",
         "/denials/CF0004",
     ]
-    pages += [f"/encounters/{enc_id(n)}" for n in range(1, 6)]
+    pages += [f"/encounters/{enc_id(n)}" for n in range(1, 6)] + ["/audits", f"/audits/{enc_id(1)}"]
     for role in ("viewer", "manager"):
         c = client_for(role)
         for path in pages:
@@ -475,3 +491,26 @@ def test_confirm_is_refused_while_a_suggested_code_is_not_billable(world, client
         ).status_code
         == 302
     )
+
+
+def test_a_coding_audit_is_answered_and_scored(world, client_for) -> None:
+    view, feed = world
+    coder = client_for("coder")
+    page = coder.get(f"/audits/{enc_id(1)}").get_data(as_text=True)
+    assert "Diabetes, by type, with, chronic kidney disease" in page  # why the code was chosen
+    resp = coder.post(
+        f"/audits/{enc_id(1)}", data={"outcome": "corrected", "diagnoses": "E11.22 N18.32 7"}
+    )
+    assert resp.status_code == 400 and b"diagnoses[2]" in resp.data
+    resp = coder.post(
+        f"/audits/{enc_id(1)}", data={"outcome": "corrected", "diagnoses": "E11.22 N18.32"}
+    )
+    assert resp.status_code == 302
+    assert client_for.published == [("coding.audit-results.v1", enc_id(1))]
+    assert view.audit_queue() == []  # answered; coding scores it
+    feed(
+        "coding.audits.v1",
+        enc_id(1),
+        golden("coding.audits.v1", encounter_id=enc_id(1), event_id="a1b"),
+    )
+    assert kpis.audits(view) == {"audited": 1, "accuracy": pytest.approx(1 / 3)}
