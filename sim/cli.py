@@ -153,7 +153,7 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
     seed = _seed(args)
     with cluster(settings.bootstrap_servers, log_file=_broker_log(run_dir)) as bootstrap:
         ensure_topics(bootstrap, settings, registry())
-        env = _simulator_env(run_dir)
+        env = _simulator_env()
         if bounded:
             # A bounded demo promises every submitted claim is adjudicated (posted ==
             # submitted), so its payer simulator's front end accepts every claim unless the
@@ -297,18 +297,25 @@ def _broker_log(run_dir: Path) -> Path:
     return run_dir / "broker.log"
 
 
-def _simulator_env(run_dir: Path) -> dict[str, str]:
-    """Intake gets the simulator's provider directory, so its HL7 v2 messages bill fully."""
+EXAMPLE_MASTER_DATA = Path(__file__).resolve().parents[1] / "examples" / "masterdata"
+"""The example master data `run` and `demo` bill through: the simulator's practices and
+hospitals (provider profiles), its payers (registry) and a chargemaster with contracts."""
+
+
+def _simulator_env() -> dict[str, str]:
+    """The services read the example master data, unless the environment names other files."""
     import os
 
-    from sim.ehr import provider_directory
-
-    if os.environ.get("CLAIMFLOW_PROVIDER_DIRECTORY"):
-        return {}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "provider-directory.json"
-    path.write_text(json.dumps(provider_directory().to_json(), indent=1))
-    return {"CLAIMFLOW_PROVIDER_DIRECTORY": str(path.resolve())}
+    files = {
+        "CLAIMFLOW_PROVIDER_DIRECTORY": "providers.json",
+        "CLAIMFLOW_PAYER_REGISTRY": "payers.json",
+        "CLAIMFLOW_CHARGEMASTER": "chargemaster.csv",
+    }
+    return {
+        name: str(EXAMPLE_MASTER_DATA / file)
+        for name, file in files.items()
+        if not os.environ.get(name)
+    }
 
 
 def _await_endpoints(

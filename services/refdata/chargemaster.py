@@ -184,10 +184,10 @@ class Chargemaster:
         else, for a revenue-code-only line, by revenue code."""
         if code:
             items = self._by.get(("CPT", code), []) + self._by.get(("HCPCS", code), [])
-            if revenue_code:
-                same = [i for i in items if i.revenue_code == revenue_code]
-                items = same or items
-            return self._in_setting(items, setting)
+            # A professional line (no revenue code) is priced by the professional fee
+            # schedule's item (no revenue code either), a facility line by its department's.
+            same = [i for i in items if i.revenue_code == revenue_code]
+            return self._in_setting(same or items, setting)
         if revenue_code:
             only_rc = [i for i in self._by.get(("RC", revenue_code), []) if i.hcpcs is None]
             return self._in_setting(only_rc, setting)

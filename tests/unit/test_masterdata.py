@@ -273,3 +273,32 @@ def test_a_malformed_file_stops_start_up_with_setting_file_row_and_field(tmp_pat
     broken.write_text('{"payers": [')
     with pytest.raises(SystemExit, match=r"CLAIMFLOW_PAYER_REGISTRY .*line 1 column 13"):
         load_master_data(Settings(payer_registry=broken))
+
+
+def test_the_example_master_data_covers_what_the_simulator_sends() -> None:
+    """`make run` and `make demo` bill through examples/masterdata: it must know the
+    simulator's practices, hospitals and payers, and price through real contracts."""
+    from sim.cli import EXAMPLE_MASTER_DATA
+    from sim.ehr import HOSPITALS, PAYERS, PRACTICES, provider_directory
+
+    from pipeline.settings import Settings
+
+    master = load_master_data(
+        Settings(
+            provider_directory=EXAMPLE_MASTER_DATA / "providers.json",
+            payer_registry=EXAMPLE_MASTER_DATA / "payers.json",
+            chargemaster=EXAMPLE_MASTER_DATA / "chargemaster.csv",
+        )
+    )
+    for org in (*PRACTICES, *HOSPITALS):
+        assert master.providers.billing_for([org.key]) == org.billing
+    assert master.providers.providers == provider_directory().providers
+    for payer in PAYERS:
+        assert master.payers.find(payer.payer_id) is not None, payer.payer_id
+    medicare = master.payers.find("MEDICARE_B")
+    assert medicare.billed_id("institutional") == "MEDICARE_A"
+    cdm = master.chargemaster
+    for entry in master.payers.payers:
+        if entry.contract is not None:
+            visit = cdm.for_service("99213", None, "professional")
+            assert visit.rate(entry.contract.payer_name, entry.contract.plan_name) is not None
