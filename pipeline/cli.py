@@ -41,9 +41,10 @@ def cmd_report(args: argparse.Namespace) -> int:
                 quiet_since = time.monotonic()
     finally:
         tracker.close()
-    print_report(tracker.ledger)
+    titles = plugins.rule_titles()
+    print_report(tracker.ledger, rule_titles=titles)
     if args.out:
-        for path in write_report(tracker.ledger, Path(args.out)):
+        for path in write_report(tracker.ledger, Path(args.out), titles):
             print(path)
     return 0
 
@@ -85,14 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="claimflow", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     q = sub.add_parser("service", help="run one service (needs CLAIMFLOW_BOOTSTRAP_SERVERS)")
-    q.add_argument("name", choices=plugins.service_names() + plugins.app_names())
+    q.add_argument(
+        "name", choices=plugins.service_names() + plugins.app_names(), help="which service"
+    )
     q.set_defaults(func=cmd_service)
     q = sub.add_parser("report", help="KPIs from the topics (needs CLAIMFLOW_BOOTSTRAP_SERVERS)")
     q.add_argument("--out", metavar="DIR", default=None, help="also write PNG charts and a CSV")
     q.add_argument("--wait", type=float, default=2.0, help="seconds of quiet that end the read")
     q.set_defaults(func=cmd_report)
     q = sub.add_parser("broker", help="run the embedded broker in the foreground")
-    q.add_argument("--port", type=int, default=None)
+    q.add_argument(
+        "--port", type=int, default=None, help="listen on this port (default: a free one)"
+    )
     q.set_defaults(func=cmd_broker)
     group = sub.add_parser("corrections", help="the correction work queue").add_subparsers(
         dest="sub", required=True

@@ -11,6 +11,8 @@
   starts them, but a supervisor only when asked (demo, benchmarks and tests run without);
 - ``claimflow.corrections``: ``queue(bootstrap, settings, as_json=, messages=)`` returns the
   lines of one correction work queue (``claimflow corrections list``), shown in name order;
+- ``claimflow.rule_titles``: ``titles()`` returns {rule id: what the rule checks}, to name
+  the edits in ``claimflow report``;
 - ``claimflow.payer_adapters``: how the claims service reaches a payer
   (``services/claims/adapters``).
 """
@@ -25,6 +27,7 @@ COMMANDS = "claimflow.commands"
 SERVICES = "claimflow.services"
 APPS = "claimflow.apps"
 CORRECTIONS = "claimflow.corrections"
+RULE_TITLES = "claimflow.rule_titles"
 
 
 def entry_points(group: str) -> list[importlib.metadata.EntryPoint]:
@@ -49,3 +52,11 @@ def service(name: str) -> Callable[[Any], None]:
             return ep.load()  # type: ignore[no-any-return]
     known = ", ".join(service_names() + app_names())
     raise KeyError(f"no service named {name!r} (registered: {known})")
+
+
+def rule_titles() -> dict[str, str]:
+    """What each registered rule checks, by rule id (empty when no stage registers any)."""
+    titles: dict[str, str] = {}
+    for ep in entry_points(RULE_TITLES):
+        titles.update(ep.load()())
+    return titles

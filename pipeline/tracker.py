@@ -96,6 +96,11 @@ class Ledger:
     # encounter id -> each audited code's (category, source, agreed); queued: not yet audited
     audits: dict[str, list[tuple[str, str, bool]]] = field(default_factory=dict)
     audits_queued: set[str] = field(default_factory=set)
+    denial_kinds: dict[str, str] = field(default_factory=dict)  # claim id -> denied | partially…
+    carc_text: dict[str, str] = field(default_factory=dict)  # CARC -> description, as sent
+    payer_names: dict[str, str] = field(default_factory=dict)  # payer id -> name on the claim
+    rule_categories: dict[str, str] = field(default_factory=dict)  # rule id -> category
+    notice_text: dict[str, str] = field(default_factory=dict)  # config rule id -> message
     # Incremental settling: which encounter each collected record came from, the sources a
     # record touched since the last count, and the sent sources that are not yet final.
     encounter_source: dict[str, str] = field(default_factory=dict)
@@ -173,11 +178,16 @@ class Ledger:
         elif topic == "encounters.validated.v1":
             self.outcome[value.encounter_id] = value.outcome
             self.edits[value.encounter_id] = [e.rule_id for e in value.edits]
+            for e in value.edits:
+                self.rule_categories.setdefault(e.rule_id, e.category)
+                if e.category == "config":  # says which edit is off; no patient data
+                    self.notice_text.setdefault(e.rule_id, e.message[:200])
         elif topic == "claims.submitted.v1":
             self.claim_encounter[value.claim_id] = value.encounter_id
             self.encounter_claim[value.encounter_id] = value.claim_id
             self.claim_events[value.claim_id].add(value.event_id)
             self.payers[value.claim_id] = value.payer_id
+            self.payer_names.setdefault(value.payer_id, value.payer_name)
             self.claim_types[value.claim_id] = value.claim_type
             self.charges[value.claim_id] = value.total_charge
             if self.keep_x12:
@@ -194,6 +204,10 @@ class Ledger:
         elif topic == "remittance.denials.v1":
             self.denials[value.claim_id] = value.category
             self.denial_reasons[value.claim_id] = [(r.group, r.carc) for r in value.reasons]
+            self.denial_kinds[value.claim_id] = value.kind
+            for r in value.reasons:
+                if r.description:
+                    self.carc_text.setdefault(r.carc, r.description)
         elif topic == "claims.rejections.v1":
             self.payer_rejections[value.claim_id] = value.source
         elif topic.startswith("dlq."):

@@ -268,7 +268,7 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
             # From the ledger read before the broker stops (the embedded one keeps nothing).
             from pipeline.report import write_report
 
-            written = write_report(ledger, Path(report_dir))
+            written = write_report(ledger, Path(report_dir), plugins.rule_titles())
             print(f"report: {', '.join(str(p) for p in written)}", file=sys.stderr)
         print(json.dumps(summary))
         if sender.error is not None:
@@ -452,8 +452,10 @@ def register(sub: Any) -> None:
     pipeline_args(q, rate=20.0)
     q.set_defaults(func=cmd_run)
     q = sub.add_parser("demo", help="N encounters through the pipeline, then a summary")
-    q.add_argument("--encounters", type=int, default=200)
-    q.add_argument("--timeout", type=float, default=240.0)
+    q.add_argument("--encounters", type=int, default=200, help="how many to send")
+    q.add_argument(
+        "--timeout", type=float, default=240.0, help="seconds to wait for them all to settle"
+    )
     q.add_argument("--report", metavar="DIR", default=None, help="write charts and a CSV here")
     pipeline_args(q, rate=0.0)
     q.set_defaults(func=cmd_demo)
@@ -469,7 +471,7 @@ def register(sub: Any) -> None:
     )
     q.set_defaults(func=cmd_bench)
     q = sub.add_parser("simulate", help="the EHR simulator: publish encounters to intake.raw.v1")
-    q.add_argument("--count", type=int, default=100)
+    q.add_argument("--count", type=int, default=100, help="how many encounters to send")
     q.add_argument(
         "--provider-directory",
         default=None,

@@ -98,7 +98,7 @@ def register(sub: Any) -> None:
         dest="sub", required=True
     )
     r = group.add_parser("build", help="validated encounters -> X12 837P / 837I")
-    r.add_argument("files", nargs="*")
+    r.add_argument("files", nargs="*", help="input files (default, or -: JSON lines on stdin)")
     r.add_argument("--json", action="store_true", help="print the claim event, not the X12")
     r.set_defaults(func=cmd_claims_build)
     r = group.add_parser(

@@ -121,6 +121,8 @@ def cmd_review_list(args: argparse.Namespace) -> int:
         pending.pop(review.encounter_id, None)
         pending[review.encounter_id] = review
     shown = [r for e, r in pending.items() if e not in decided]
+    if shown and not args.json:
+        print(f"{'queued (UTC)':<16} {'encounter':<24} {'codes (confidence)':<40} why held")
     for r in shown:
         if args.json:
             print(r.model_dump_json())
@@ -143,6 +145,23 @@ def cmd_review_decide(args: argparse.Namespace) -> int:
 
     from pipeline.models import CoderDecision, DecidedDiagnosis, event_id, utcnow
 
+    # Only an encounter coding holds, and that no coder has decided, can be decided: a typo
+    # would otherwise publish a decision nothing waits for.
+    reviews, decided = _review_records(args.wait)
+    if args.encounter_id not in {r.encounter_id for r in reviews}:
+        print(
+            f"claimflow review decide: {args.encounter_id} is not held for a coder (not on "
+            "coding.review.v1); `claimflow review list` shows the held encounters",
+            file=sys.stderr,
+        )
+        return 1
+    if args.encounter_id in decided:
+        print(
+            f"claimflow review decide: {args.encounter_id} is already decided "
+            "(on coding.decisions.v1)",
+            file=sys.stderr,
+        )
+        return 1
     diagnoses = [DecidedDiagnosis(code=c, poa=p) for c, p in _code_poa(args.amend)]
     action: Literal["confirm", "amend"] = "confirm" if args.confirm else "amend"
     decided_at = utcnow()
@@ -206,7 +225,7 @@ def cmd_audit_decide(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Add coding's commands to the ``claimflow`` parser."""
     q = sub.add_parser("code", help="encounters (JSON lines) -> coded encounters")
-    q.add_argument("files", nargs="*")
+    q.add_argument("files", nargs="*", help="input files (default, or -: JSON lines on stdin)")
     q.set_defaults(func=cmd_code)
     group = sub.add_parser("review", help="coder review").add_subparsers(dest="sub", required=True)
     r = group.add_parser("list", help="encounters held for a coder (coding.review.v1, undecided)")
@@ -214,7 +233,7 @@ def register(sub: Any) -> None:
     r.add_argument("--wait", type=float, default=2.0, help="seconds of quiet that end the read")
     r.set_defaults(func=cmd_review_list)
     r = group.add_parser("decide", help="confirm or amend a held encounter")
-    r.add_argument("encounter_id")
+    r.add_argument("encounter_id", help="the held encounter (see `claimflow review list`)")
     how = r.add_mutually_exclusive_group(required=True)
     how.add_argument("--confirm", action="store_true", help="publish the codes as they are")
     how.add_argument(
@@ -222,7 +241,10 @@ def register(sub: Any) -> None:
     )
     r.add_argument("--pcs", nargs="*", metavar="CODE", help="amend: every ICD-10-PCS code")
     r.add_argument("--coder", default=None, help="coder id (default: your user name)")
-    r.add_argument("--note", default=None)
+    r.add_argument("--note", default=None, help="free text kept with the decision")
+    r.add_argument(
+        "--wait", type=float, default=2.0, help="seconds of quiet that end the read of the queue"
+    )
     r.set_defaults(func=cmd_review_decide)
     group = sub.add_parser("audit", help="coding audits").add_subparsers(dest="sub", required=True)
     r = group.add_parser("list", help="encounters in the audit queue (coding.audits.v1)")

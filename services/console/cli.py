@@ -56,5 +56,5 @@ def register(sub: Any) -> None:
         help="add or change a user (password from $CLAIMFLOW_CONSOLE_PASSWORD, the terminal, "
         "or generated and printed)",
     )
-    a.add_argument("name")
-    a.add_argument("--role", required=True, choices=ROLES)
+    a.add_argument("name", help="the user name to sign in with")
+    a.add_argument("--role", required=True, choices=ROLES, help="what the user may see and do")

@@ -68,8 +68,10 @@ def register(sub: Any) -> None:
     r = group.add_parser(
         "parse", help="FHIR bundle / HL7 v2 / JSON encounter files -> encounters (JSON lines)"
     )
-    r.add_argument("files", nargs="*")
-    r.add_argument("--content-type", default=None)
+    r.add_argument("files", nargs="*", help="FHIR, HL7 v2 or JSON files (default, or -: stdin)")
+    r.add_argument(
+        "--content-type", default=None, help="how to read the input (default: sniffed from it)"
+    )
     r.add_argument(
         "--provider-directory",
         default=None,

@@ -119,6 +119,11 @@ def cmd_remit_post(args: argparse.Namespace) -> int:
 def cmd_remit_exceptions(args: argparse.Namespace) -> int:
     items = offline.read_topic("remittance.exceptions.v1", args.wait)
     items = [e for e in items if not args.kind or e.kind == args.kind]
+    if items and not args.json:
+        print(
+            f"{'detected (UTC)':<16} {'kind':<17} {'payer':<12} {'file':<14} "
+            f"{'claims':<40} first error"
+        )
     for item in items:
         if args.json:
             print(item.model_dump_json(exclude={"body"}))
@@ -146,6 +151,11 @@ def cmd_denials_list(args: argparse.Namespace) -> int:
         and (not args.payer or d.payer_id == args.payer)
         and (not args.kind or d.kind == args.kind)
     ]
+    if shown and not args.json:
+        print(
+            f"{'claim':<20} {'payer':<12} {'kind':<16} {'category':<24} {'at stake':>10} "
+            f"{'CARC':<20} {'RARC':<12} next action"
+        )
     for d in shown:
         if args.json:
             print(d.model_dump_json())
@@ -166,17 +176,21 @@ def register(sub: Any) -> None:
         dest="sub", required=True
     )
     r = group.add_parser("parse", help="X12 835 files -> one JSON object per payment")
-    r.add_argument("files", nargs="*")
+    r.add_argument("files", nargs="*", help="X12 835 files (default, or -: stdin)")
     r.set_defaults(func=cmd_remit_parse)
     r = group.add_parser(
         "post", help="X12 835 files posted against claims -> postings, denials, exceptions"
     )
-    r.add_argument("files", nargs="*")
+    r.add_argument("files", nargs="*", help="X12 835 files (default, or -: stdin)")
     r.add_argument("--claims", nargs="*", help="claims.submitted JSON lines (claims build --json)")
     r.add_argument("--payer", default=None, help="payer id (default: the 835's own)")
     r.set_defaults(func=cmd_remit_post)
     r = group.add_parser("exceptions", help="remittance.exceptions.v1 from the cluster")
-    r.add_argument("--kind", choices=["unmatched_payment", "unbalanced_file", "unreadable_file"])
+    r.add_argument(
+        "--kind",
+        choices=["unmatched_payment", "unbalanced_file", "unreadable_file"],
+        help="only this kind",
+    )
     r.add_argument("--json", action="store_true", help="JSON lines (without file bodies)")
     r.add_argument("--wait", type=float, default=2.0, help="seconds of quiet that end the read")
     r.set_defaults(func=cmd_remit_exceptions)
@@ -184,10 +198,12 @@ def register(sub: Any) -> None:
         dest="sub", required=True
     )
     r = group.add_parser("list", help="remittance.denials.v1: the latest item per claim")
-    r.add_argument("--category", default=None)
-    r.add_argument("--kind", choices=["denied", "partially_denied", "underpaid"])
-    r.add_argument("--payer", default=None)
+    r.add_argument("--category", default=None, help="only this category (e.g. coding)")
+    r.add_argument(
+        "--kind", choices=["denied", "partially_denied", "underpaid"], help="only this kind"
+    )
+    r.add_argument("--payer", default=None, help="only this payer id")
     r.add_argument("--all", action="store_true", help="every item, not only the latest per claim")
-    r.add_argument("--json", action="store_true")
+    r.add_argument("--json", action="store_true", help="the Denial records as JSON lines")
     r.add_argument("--wait", type=float, default=2.0, help="seconds of quiet that end the read")
     r.set_defaults(func=cmd_denials_list)

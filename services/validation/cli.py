@@ -107,13 +107,13 @@ def correction_queue(
 def register(sub: Any) -> None:
     """Add validation's commands to the ``claimflow`` parser."""
     q = sub.add_parser("validate", help="coded encounters -> validated encounters")
-    q.add_argument("files", nargs="*")
+    q.add_argument("files", nargs="*", help="input files (default, or -: JSON lines on stdin)")
     q.add_argument("--rule-pack", default=None, help="rule pack id (default: the newest)")
     q.set_defaults(func=cmd_validate)
     q = sub.add_parser(
         "replay", help="re-run a stage over its input history with new rules; print the diff"
     )
-    q.add_argument("--stage", choices=["validation"], required=True)
+    q.add_argument("--stage", choices=["validation"], required=True, help="the stage to re-run")
     q.add_argument("--rule-pack", required=True, help="id of the rule pack to re-validate with")
     q.add_argument(
         "--from",
@@ -123,3 +123,11 @@ def register(sub: Any) -> None:
     )
     q.add_argument("--dry-run", action="store_true", help="report the diff, publish nothing")
     q.set_defaults(func=cmd_replay)
+
+
+def rule_titles() -> dict[str, str]:
+    """Each rule's explanation by id: the report names edits with them."""
+    import services.validation.rules  # noqa: F401 - registers every rule
+    from services.validation.engine import REGISTRY
+
+    return {rule_id: rule.explanation for rule_id, rule in REGISTRY.items()}

@@ -98,8 +98,13 @@ def test_held_until_decided_then_coded(
         pending = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         assert [p["encounter_id"] for p in pending] == ["ENC-HELD"]
         assert pending[0]["reasons"][0].startswith("diagnoses[0]: 'E11' is an ICD-10-CM header")
+        # A typo is an error, not a decision nothing waits for.
+        assert cli.main(["review", "decide", "ENC-HLED", "--confirm", "--wait", "1"]) == 1
+        assert "ENC-HLED is not held for a coder" in capsys.readouterr().err
         assert cli.main(["review", "decide", "ENC-HELD", "--amend", "E11.65", "I10"]) == 0
         got = coded.wait(2)
+        assert cli.main(["review", "decide", "ENC-HELD", "--confirm", "--wait", "1"]) == 1
+        assert "ENC-HELD is already decided" in capsys.readouterr().err
     finally:
         runner.stopping.set()
         thread.join(15)

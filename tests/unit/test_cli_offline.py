@@ -101,3 +101,20 @@ def test_no_input_on_stdin_fails_and_says_why() -> None:
 def test_errors_never_reach_stdout(stage: list[str]) -> None:
     code, out, err = claimflow(*stage, stdin="{}\nnot json\n")
     assert code == 1 and out == "" and err.count("\n") >= 2
+
+
+def test_every_option_of_every_command_says_what_it_is_for() -> None:
+    import argparse
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, path: list[str]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, [*path, name])
+            elif not isinstance(action, argparse._HelpAction) and not action.help:
+                missing.append(" ".join([*path, *(action.option_strings or [action.dest])]))
+
+    walk(cli.build_parser(), ["claimflow"])
+    assert missing == []

@@ -10,9 +10,14 @@ from types import SimpleNamespace as NS
 import pytest
 
 from pipeline.report import (
+    KPI_LABELS,
+    carc_label,
     csv_rows,
+    edit_notices,
     kpis,
+    notice_label,
     payer_mix,
+    payer_money,
     print_report,
     top_denials,
     top_edits,
@@ -37,9 +42,14 @@ def build() -> Ledger:
             T0,
         )
     verdicts = [("clean", []), ("warnings", ["W1"]), ("clean", []), ("rejected", ["R1", "W1"])]
+    notice = NS(
+        rule_id="CF-NCCI-000",
+        category="config",
+        message="NCCI procedure-to-procedure edits are OFF for this claim (no table loaded)",
+    )
     for i, (outcome, rules) in enumerate(verdicts):
         led.add("encounters.coded.v1", f"e{i}", NS(event_id=f"k{i}", encounter_id=f"e{i}"), T0)
-        edits = [NS(rule_id=r) for r in rules]
+        edits = [NS(rule_id=r, category="general", message="m") for r in rules] + [notice]
         led.add(
             "encounters.validated.v1",
             f"e{i}",
@@ -57,6 +67,7 @@ def build() -> Ledger:
                 claim_id=f"C{i}",
                 encounter_id=f"e{i}",
                 payer_id=payer,
+                payer_name={"P1": "Aetna", "P2": "Cigna"}[payer],
                 claim_type="professional",
                 total_charge=Decimal("100.00"),
                 x12="",
@@ -76,7 +87,11 @@ def build() -> Ledger:
             event_id="d2",
             claim_id="C2",
             category="coding",
-            reasons=[NS(group="CO", carc="50"), NS(group="CO", carc="50")],
+            kind="denied",
+            reasons=[
+                NS(group="CO", carc="50", description="not deemed medically necessary"),
+                NS(group="CO", carc="50", description="not deemed medically necessary"),
+            ],
         ),
         T0 + 40_000,
     )
@@ -93,9 +108,26 @@ def test_kpis_follow_the_ledger() -> None:
     assert k["denial_rate"] == pytest.approx(1 / 3)
     assert k["first_pass_yield"] == pytest.approx(2 / 3)
     assert k["charges"] == Decimal("300.00") and k["paid"] == Decimal("110")
-    assert top_edits(led) == [("W1", 2), ("R1", 1)]
+    assert top_edits(led) == [("W1", 2), ("R1", 1)]  # the "NCCI is off" notice is no edit
+    assert edit_notices(led) == [("CF-NCCI-000", 4)]
+    assert notice_label(led, "CF-NCCI-000") == "NCCI procedure-to-procedure edits (CF-NCCI-000)"
     assert top_denials(led) == [("CO-50", 1)]  # one claim, however many CAS rows
+    assert carc_label(led, "CO-50") == "CO-50 not deemed medically necessary"
     assert payer_mix(led) == [("P1", 2, Decimal("200.00")), ("P2", 1, Decimal("100.00"))]
+    money = {m["name"]: m for m in payer_money(led)}
+    assert money["Aetna"]["paid"] == Decimal("110") and money["Cigna"]["denied"] == 1
+    assert k["paid_to_charges"] == pytest.approx(110 / 300)
+
+
+def test_the_denial_counts_agree_and_say_what_they_count() -> None:
+    """The KPI table, the demo summary and the denial chart count denials two ways."""
+    led = build()
+    k = kpis(led)
+    assert k["denied"] == 1  # denied in full on an 835: the denial rate's numerator
+    assert k["denial_queue"] == led.summary()["denials"] == 1  # the work queue
+    assert k["denial_queue"] == k["denied"] + k["partially_denied"] + k["underpaid"]
+    assert sum(n for _, n in top_denials(led)) >= k["denial_queue"]
+    assert "in full" in KPI_LABELS["denied"] and "work queue" in KPI_LABELS["denial_queue"]
 
 
 def test_empty_ledger_has_no_rates_rather_than_a_division_error() -> None:
@@ -134,7 +166,8 @@ def test_print_report_shows_the_kpis() -> None:
     console = Console(record=True, width=100)
     print_report(build(), console)
     text = console.export_text()
-    assert "clean claim rate" in text and "75.0%" in text and "CO-50" in text
+    assert "clean-claim rate" in text and "75.0%" in text
+    assert "CO-50 not deemed medically necessary" in text and "Aetna" in text
 
 
 def test_coding_audit_accuracy_by_category_and_source_from_the_audit_topic() -> None:

@@ -78,6 +78,7 @@ def test_in_flight_follows_each_record_that_changes_a_fate() -> None:
             claim_id="C2",
             encounter_id="e2",
             payer_id="P",
+            payer_name="Payer",
             claim_type="professional",
             total_charge=0,
         ),
