@@ -252,12 +252,12 @@ def register(sub: Any) -> None:
     r.add_argument("--wait", type=float, default=2.0, help="seconds of quiet that end the read")
     r.set_defaults(func=cmd_audit_list)
     r = group.add_parser("decide", help="agree with an audited encounter's codes, or correct them")
-    r.add_argument("encounter_id")
+    r.add_argument("encounter_id", help="the audited encounter (see `claimflow audit list`)")
     how = r.add_mutually_exclusive_group(required=True)
     how.add_argument("--agree", action="store_true", help="every code is right")
     how.add_argument(
         "--correct", nargs="+", metavar="CODE[:POA]", help="every diagnosis, principal first"
     )
     r.add_argument("--auditor", default=None, help="auditor id (default: your user name)")
-    r.add_argument("--note", default=None)
+    r.add_argument("--note", default=None, help="free text kept with the audit")
     r.set_defaults(func=cmd_audit_decide)
