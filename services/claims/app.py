@@ -233,6 +233,7 @@ class ClaimsStage(Stage):
                 control_number=number,
                 usage=self.options.usage,
                 receiver_name=receiver_name,
+                pay_to=self.master.providers.pay_to,
             )
 
         return write

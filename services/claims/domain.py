@@ -24,7 +24,7 @@ loaded); other payers without a contract none. ``expected_basis`` says which.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -284,6 +284,7 @@ def write_interchange(
     submitter: Submitter = DEFAULT_SUBMITTER,
     usage: Usage = "P",
     receiver_name: str | None = None,
+    pay_to: Mapping[str, Address] | None = None,
 ) -> str:
     """One 837 interchange for claims of one type (837P or 837I), under ``control_number``.
 
@@ -306,6 +307,7 @@ def write_interchange(
         submitter=submitter,
         usage=usage,
         receiver_name=receiver_name,
+        pay_to=pay_to,
     )
 
 
@@ -384,6 +386,7 @@ def build_claim(
             submitter=submitter,
             usage=usage,
             receiver_name=receiver_name,
+            pay_to=master.providers.pay_to if master is not None else None,
         )
     except InputError as exc:
         raise in_validated_record(exc) from exc

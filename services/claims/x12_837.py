@@ -12,7 +12,7 @@ contain them are rejected with ``InputError``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -253,8 +253,9 @@ def provider_nm1(entity_code: str, provider: Provider, field: str) -> Segment:
     return seg("NM1", entity_code, "2", org, "", "", "", "", "XX", npi)
 
 
-def billing_loop(hl: int, provider: Provider) -> list[Segment]:
-    """2000A billing provider HL and the 2010AA name, address and tax id."""
+def billing_loop(hl: int, provider: Provider, pay_to: Address | None = None) -> list[Segment]:
+    """2000A billing provider HL, the 2010AA name, address and tax id, and the 2010AB pay-to
+    address when payments go elsewhere (a lockbox; from the provider profile)."""
     field = "encounter.billing_provider"
     if provider.address is None:
         raise InputError(f"{field}.address", "the billing provider address is required")
@@ -267,6 +268,9 @@ def billing_loop(hl: int, provider: Provider) -> list[Segment]:
     out.append(provider_nm1("85", provider, field))
     out.extend(address_segments(provider.address, f"{field}.address", physical=True))
     out.append(seg("REF", "EI", provider.tax_id))
+    if pay_to is not None and pay_to != provider.address:
+        out.append(seg("NM1", "87", "2"))
+        out.extend(address_segments(pay_to, f"{field}.pay_to"))
     return out
 
 
@@ -590,7 +594,9 @@ def _header(
     ]
 
 
-def _detail(claims: Sequence[ClaimInput], profile: Profile) -> list[Segment]:
+def _detail(
+    claims: Sequence[ClaimInput], profile: Profile, pay_to: Mapping[str, Address]
+) -> list[Segment]:
     """The HL hierarchy with every claim under its provider, subscriber and patient."""
     segs: list[Segment] = []
     batch = len(claims) > 1
@@ -600,7 +606,7 @@ def _detail(claims: Sequence[ClaimInput], profile: Profile) -> list[Segment]:
         provider_hl = hl
         first_claim = next(iter(insureds[0].patients.values()))[0]
         with _blame(first_claim, batch):
-            segs.extend(billing_loop(provider_hl, provider))
+            segs.extend(billing_loop(provider_hl, provider, pay_to.get(provider.npi)))
         for insured in insureds:
             hl += 1
             subscriber_hl = hl
@@ -631,8 +637,11 @@ def build_837(
     receiver_name: str | None = None,
     submitter: Submitter = DEFAULT_SUBMITTER,
     usage: Usage = "P",
+    pay_to: Mapping[str, Address] | None = None,
 ) -> str:
     """One 837 interchange (ISA..IEA) of ``profile``'s flavour, hierarchy built from the data.
+
+    ``pay_to``: pay-to addresses by billing provider NPI (the provider profiles).
 
     In a batch, an error in one claim raises ``ClaimError`` naming it, so the caller can set
     that claim aside and write the rest.
@@ -649,7 +658,7 @@ def build_837(
         header = _header(
             f"{icn}{n:04d}", created, submitter, sender, receiver_name or receiver, receiver
         )
-        body = header + _detail(chunk, profile)
+        body = header + _detail(chunk, profile, pay_to or {})
         transactions.append(transaction_set("837", f"{n:04d}", profile.implementation, body))
     envelope = Envelope(
         sender_id=sender,

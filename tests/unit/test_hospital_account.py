@@ -240,3 +240,47 @@ def test_an_office_dft_becomes_an_837p(tmp_path: Path, cdm_path: Path) -> None:
     assert x12.count("ST*837*") == 1 and "005010X222A1" in x12
     assert "SV1*HC:85025*52*UN*1" in x12
     assert validate_x12(x12) == []
+
+
+# --- the intake stage keeps accounts across messages and restarts ---------------------------
+
+
+def test_the_stage_bills_an_account_from_messages_sent_apart_even_across_a_restart(
+    tmp_path: Path, cdm_path: Path
+) -> None:
+    import time as clock
+
+    from pipeline.stage import Incoming
+    from services.intake.app import IntakeStage
+    from services.intake.settings import IntakeOptions, IntakeSettings
+
+    directory = tmp_path / "providers.json"
+    directory.write_text(json.dumps(provider_directory().to_json()))
+    settings = IntakeSettings(
+        state_dir=tmp_path / "state", provider_directory=directory, chargemaster=cdm_path,
+        intake=IntakeOptions(bill_hold_hours=0),
+    )  # fmt: skip
+
+    def record(text: str, n: int) -> Incoming:
+        return Incoming("intake.raw.v1", f"m{n}", None, text.encode(),
+                        {"content-type": HL7.encode()}, 0, n, int(clock.time() * 1000))  # fmt: skip
+
+    stage = IntakeStage(settings)
+    assert list(stage.handle(record(dft("D1", ROOM, CBC), 1))) == []
+    stage.on_batch_done()
+    stage.close()
+    stage = IntakeStage(settings)  # a restart: the account is on disk
+    assert list(stage.handle(record(dft("D2", SURGERY, CBC_CREDIT), 2))) == []
+    [out] = stage.handle(record(ADT_A03, 3))
+    assert out.topic == "encounters.collected.v1" and out.key == "STCATH/V778812"
+    assert lines(out.value)[:3] == [
+        (None, "0120", 3.0, Decimal("7200.00")),
+        ("85025", "0300", 1.0, Decimal("52.00")),
+        ("44970", "0360", 1.0, Decimal("14500.00")),
+    ]
+    stage.on_batch_done()
+    with pytest.raises(InputError):  # refused: to the dead-letter topic, the account unchanged
+        stage.handle(record(dft("D4", {4: "20250603", 6: "CG", 7: "55555", 10: "1"}), 4))
+    [late] = stage.handle(record(dft("D5", CBC), 5))
+    assert late.value.type_of_bill == "0115" and late.key == "STCATH/V778812/late-1"
+    stage.close()

@@ -192,3 +192,22 @@ def test_placeholder_and_unregistered_payers_are_errors() -> None:
     assert not {"CF-PAYER-001", "CF-PAYER-002"} & _rules(coded_encounter(), at)
     stay = inpatient(encounter={"coverage": MEDICAID})  # Medicaid takes no 837I here
     assert "CF-PAYER-002" in _rules(stay, at)
+
+
+def test_a_pay_to_address_from_the_profile_goes_in_2010ab(master: MasterData) -> None:
+    from test_claims_837 import GROUP
+
+    from pipeline.models import Address
+    from services.refdata.providers import ProviderDirectory
+
+    lockbox = Address(line1="PO Box 149001", city="Birmingham", state="AL",
+                      postal_code="352149001")  # fmt: skip
+    profiles = ProviderDirectory(billing={GROUP.npi: GROUP}, pay_to={GROUP.npi: lockbox})
+    with_pay_to = MasterData(providers=profiles, payers=master.payers)
+    claim = build_claim(validated(coded_encounter(coverage=MEDICARE_B)), sender_id="CF",
+                        receiver_id="CH", master=with_pay_to)  # fmt: skip
+    segments = [s.strip() for s in claim.x12.split("~")]
+    at = segments.index("NM1*87*2")
+    assert segments[at + 1 : at + 3] == ["N3*PO BOX 149001", "N4*BIRMINGHAM*AL*352149001"]
+    assert segments[at - 1].startswith("REF*EI*")  # right after the billing provider
+    assert_valid(claim.x12)
