@@ -89,6 +89,18 @@ class Correction:
     source: ValidatedEncounter | None = None
 
 
+def without_note(verdict: ValidatedEncounter) -> ValidatedEncounter:
+    """The verdict as the claims store keeps it: no note text (an 837 carries none, and
+    the store holds PHI on disk: the minimum necessary)."""
+    enc = verdict.coded.encounter
+    if enc.note_text is None:
+        return verdict
+    coded = verdict.coded.model_copy(
+        update={"encounter": enc.model_copy(update={"note_text": None})}
+    )
+    return verdict.model_copy(update={"coded": coded})
+
+
 def decide(prior: PriorClaim | None, verdict: ValidatedEncounter) -> Correction:
     """The answer to a verdict, given the claim last submitted for its encounter."""
     billable = verdict.outcome != "rejected"
@@ -109,7 +121,11 @@ def decide(prior: PriorClaim | None, verdict: ValidatedEncounter) -> Correction:
             "void", "the billed encounter is now rejected", "8", prior.reference, prior.billed
         )
     before = prior.billed
-    same = before.outcome == verdict.outcome and before.coded == verdict.coded
+    # Stored claims keep no note text (older rows may): a note alone changes no claim.
+    same = (
+        before.outcome == verdict.outcome
+        and without_note(before).coded == without_note(verdict).coded
+    )
     refused_replacement = prior.rejected and prior.frequency == "7"
     if same and not refused_replacement:
         return Correction("none", "same outcome and content as the claim submitted")
@@ -257,7 +273,7 @@ class SubmittedClaims(BatchStore):
                 planned.claim_id,
                 planned.claim.frequency,
                 planned.event_id,
-                correction.source.model_dump_json(),
+                without_note(correction.source).model_dump_json(),
             ),
         )
 

@@ -176,6 +176,26 @@ def _send(store: SubmittedClaims, v: ValidatedEncounter) -> list:
     return [write(p, sender_id=SENDER, receiver_id=RECEIVER) for p in store.claims_for(v)]
 
 
+def test_the_store_keeps_no_note_text_and_a_note_alone_sends_nothing(
+    store: SubmittedClaims,
+) -> None:
+    v = verdict("clean")
+    noted = v.model_copy(update={"coded": patch(v.coded, encounter=patch(
+        v.coded.encounter, note_text="Pt reports chest pain since Tuesday"))})  # fmt: skip
+    [claim] = _send(store, noted)
+    assert claim.frequency == "1"
+    stored = store.db.execute("SELECT billed FROM submitted").fetchone()[0]
+    assert "chest pain" not in stored and '"note_text":null' in stored.replace(" ", "")
+    # Later verdicts (new event ids) that differ only in the note: nothing to correct.
+    plain = v.model_copy(update={"event_id": f"{v.event_id}-b"})
+    assert _send(store, plain) == [] and store.answered(plain.event_id)
+    renoted = patch(noted.coded, encounter=patch(noted.coded.encounter, note_text="another"))
+    other = noted.model_copy(update={"event_id": f"{v.event_id}-c", "coded": renoted})
+    assert _send(store, other) == []
+    recoded = verdict("warnings", pack="test-n")  # a real change still replaces
+    assert [c.frequency for c in _send(store, recoded)] == ["7"]
+
+
 def test_first_original_is_exactly_what_build_claim_makes(store: SubmittedClaims) -> None:
     v = verdict("clean")
     [claim] = _send(store, v)
