@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from factories import RECEIVED_AT, codesets_bare, dx, encounter, service
@@ -162,3 +163,38 @@ def test_a_failing_category_is_held_for_review_until_its_audits_recover(coder: C
     assert flow.audits.failing() == {}  # the window holds four agreeing codes: recovered
     outs = flow.encounter(problem_visit(17, "CKD stage 4"), now=RECEIVED_AT)  # type: ignore[arg-type]
     assert topics(outs)[0] == "encounters.coded.v1"
+
+
+def test_a_correction_after_billing_goes_out_as_a_replacement_claim(
+    coder: Coder, tmp_path: Path
+) -> None:
+    # Coding -> (the scrubber's verdict) -> claims: the corrected codes reach the payer as a
+    # frequency-7 claim that replaces the one billed, through claims' corrections path.
+    from test_claims_service import incoming, stage, submitted
+
+    from pipeline.models import ValidatedEncounter
+    from services.claims.x12_validate import validate_x12
+
+    flow = make_flow(coder, share=1.0)
+    billed = flow.encounter(problem_visit(20, "DM2", "CKD stage 3b"), now=RECEIVED_AT)[0][2]
+    recoded = flow.audit_result(result(20, "corrected", "E11.22", "N18.31"))[1][2]
+
+    def verdict(coded: CodedEncounter) -> ValidatedEncounter:
+        return ValidatedEncounter(
+            event_id=f"v-{coded.event_id}",
+            encounter_id=coded.encounter_id,
+            outcome="clean",
+            edits=[],
+            rule_pack_version="2026.1",
+            coded=coded,
+            validated_at=AUDITED_AT,
+        )
+
+    claims, _ = stage(tmp_path)
+    [original] = submitted(list(claims.handle_batch([incoming(verdict(billed), 0)])))
+    claims.on_batch_done()
+    [replacement] = submitted(list(claims.handle_batch([incoming(verdict(recoded), 1)])))
+    assert original.frequency == "1" and replacement.frequency == "7"
+    assert replacement.claim_id == original.claim_id
+    assert "N1831" in replacement.x12 and "N1832" not in replacement.x12
+    assert validate_x12(replacement.x12) == []

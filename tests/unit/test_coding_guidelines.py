@@ -159,6 +159,11 @@ def test_I_C_14_a_1_stage_and_esrd_both_documented_is_N18_6(index: TermIndex) ->
         ("CHF", "I509"),  # Failure, heart, congestive -> I50.9
         ("T2DM", "E119"),
         ("HFpEF", "I5030"),
+        ("a-fib", "I4891"),
+        ("CVA", "I639"),  # Accident, cerebrovascular -> I63.9
+        ("PVD", "I739"),
+        ("LBP", "M5450"),
+        ("PTSD", "F4310"),
     ],
 )
 def test_I_A_alphabetic_index_defaults_for_problem_list_abbreviations(
