@@ -302,12 +302,62 @@ def _read(part: Part, index: TermIndex) -> Facts:
             ("Z794", "Long term (current) use of insulin with type 2 diabetes (I.C.4.a.3)")
         )
     if said_dm or facts.htn or facts.ckd or facts.hf or facts.hold:
+        _other_condition(text, index, facts)
         return facts
     # A "with" complication listed on its own line: linked to diabetes if the list has it.
     facts.links = [(s, e) for p, s, e in DM_WITH if s not in (".22", ".10") and p.search(text)]
     if any(s in (".42", ".43") for s, _ in facts.links):
         facts.links = [(s, e) for s, e in facts.links if s != ".40"]
     return _tabular(part, text, index, facts)
+
+
+# What the combination rules code themselves: diabetes and its "with" conditions,
+# hypertension, CKD, heart failure, dialysis and insulin status.
+_RULE_DOMAIN = (
+    "E08",
+    "E09",
+    "E10",
+    "E11",
+    "E13",
+    "I10",
+    "I11",
+    "I12",
+    "I13",
+    "I15",
+    "I16",
+    "N18",
+    "I50",
+    "Z99",
+    "Z79",
+    "R73",
+    "E16",
+    "G62",
+    "G60",
+    "G90",
+    "K3184",
+    "I73",
+    "H35",
+    "R03",
+)
+
+
+def _other_condition(text: str, index: TermIndex, facts: Facts) -> None:
+    """A rule concept's line that names another condition too ("anemia in CKD"): the other
+    condition's code is added when the tabular names it surely; the line is held when the
+    tabular reads a condition the rules do not code but not surely."""
+    if facts.hold:
+        return
+    for hit in index.match(text):
+        if hit.code.startswith(_RULE_DOMAIN):
+            continue
+        if hit.confidence >= SURE:
+            facts.codes.append((hit.code, f"tabular term {hit.term.text!r}"))
+        else:
+            facts.hold = (
+                f"{facts.part.text!r} may also name {_dot(hit.code)} {hit.term.text!r} "
+                f"(confidence {hit.confidence:.2f}); a coder must code the line"
+            )
+            return
 
 
 def _read_diabetes(text: str, facts: Facts) -> None:

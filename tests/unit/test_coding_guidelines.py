@@ -380,3 +380,9 @@ def test_I_C_21_c_4_history_of_a_site_from_the_table_of_neoplasms(
     coded = code_problems(["family history of gallbladder cancer"], "professional", index, sources)
     assert codes(coded) == {"Z800"}  # C15-C26: digestive organs
     assert code_problems(["family history of gallbladder cancer"], "professional", index).holds
+
+
+def test_a_line_naming_a_rule_condition_and_another_keeps_both(index: TermIndex) -> None:
+    # D63.1 "Anemia in chronic kidney disease" (code first N18.-): the CKD rule must not
+    # swallow the anemia the same line names.
+    assert codes(run(index, "anemia due to CKD stage 3a")) == {"N1831", "D631"}
