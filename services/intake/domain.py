@@ -157,12 +157,35 @@ def parse_raw(
             source_system=source_system,
             directory=directory,
         )
-        return ParseResult(parsed.encounters, "fhir", parsed.ignored, parsed.notes)
+        notes = list(parsed.notes)
+        priced = [_priced(e, chargemaster, notes) for e in parsed.encounters]
+        return ParseResult(priced, "fhir", parsed.ignored, notes)
     encounter = parse_json_encounter(data, source_id=source_id, received_at=received_at)
+    notes = []
     billing = directory.complete(encounter.billing_provider)
-    if billing is encounter.billing_provider:
-        return ParseResult([encounter], "json")
-    completed = encounter.model_copy(update={"billing_provider": billing})
-    return ParseResult(
-        [completed], "json", notes=["billing provider completed from its provider profile"]
-    )
+    if billing is not encounter.billing_provider:
+        encounter = encounter.model_copy(update={"billing_provider": billing})
+        notes.append("billing provider completed from its provider profile")
+    return ParseResult([_priced(encounter, chargemaster, notes)], "json", notes=notes)
+
+
+def _priced(enc: Encounter, chargemaster: Chargemaster | None, notes: list[str]) -> Encounter:
+    """Unpriced CPT/HCPCS services (0.00: a Procedure no claim item billed) priced at the
+    chargemaster's gross charge x units, the revenue code filled from it when missing."""
+    if chargemaster is None:
+        return enc
+    services = []
+    for service in enc.services:
+        item = None
+        if service.charge == 0 and service.system in ("cpt", "hcpcs"):
+            item = chargemaster.for_service(service.code, service.revenue_code, enc.setting)
+        if item is None or item.gross_charge is None:
+            services.append(service)
+            continue
+        charge = (item.gross_charge * Decimal(str(service.units))).quantize(Decimal("0.01"))
+        revenue = service.revenue_code or (item.revenue_code if enc.setting != "professional"
+                                           else None)  # fmt: skip
+        services.append(service.model_copy(update={"charge": charge, "revenue_code": revenue}))
+        if "unpriced service priced from the chargemaster" not in notes:
+            notes.append("unpriced service priced from the chargemaster")
+    return enc.model_copy(update={"services": services})

@@ -190,3 +190,19 @@ def test_a_json_encounter_is_completed_by_npi() -> None:
     )  # fmt: skip
     billing = result.encounters[0].billing_provider
     assert billing.tax_id and billing.taxonomy and billing.address is not None
+
+
+def test_an_unpriced_service_is_priced_from_the_chargemaster(cdm: Chargemaster) -> None:
+    source_id, ctype, body = next(generate(1, seed=12, fmt="json"))
+    data = json.loads(body)
+    data["services"] = [{"code": "85025", "system": "cpt", "charge": 0, "units": 2},
+                        {"code": "99213", "system": "cpt", "charge": 0}]  # fmt: skip
+    data["diagnoses"][0]["primary"] = True
+    result = parse_raw(json.dumps(data).encode(), ctype, source_id=source_id,
+                       received_at=RECEIVED, chargemaster=cdm)  # fmt: skip
+    services = result.encounters[0].services
+    assert [(s.code, s.charge) for s in services] == [
+        ("85025", Decimal("104.00")),  # 2 x the gross charge
+        ("99213", Decimal("0.00")),  # not in this chargemaster: left as sent
+    ]
+    assert "unpriced service priced from the chargemaster" in result.notes
