@@ -33,6 +33,7 @@ def main(argv: list[str]) -> int:
     for name in wanted:
         started = time.perf_counter()
         short = name.removeprefix("bench_")
+        print(f"bench: {short} ...", file=sys.stderr, flush=True)
         try:
             result = timed(short, importlib.import_module(f"bench.{name}").main)
         except Exception as exc:  # noqa: BLE001 - one broken benchmark must not hide the rest

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -28,6 +29,7 @@ from pipeline.tracker import Ledger, Tracker
 from sim.ehr import generate
 
 PAYER_SIM_VALIDATE_EVERY = 10
+PROGRESS_EVERY_S = 5.0
 
 STAGE_TOPICS = {
     "intake": "encounters.collected.v1",
@@ -179,7 +181,7 @@ def run_batch(
     cpu_before = cpu_now(pids)
     harness_before = time.process_time()
     publish(producer, sup_settings, messages, rate, sent_ms)
-    done = tracker.wait(lambda led: not led.lost(), timeout=timeout)
+    done = wait_settled(tracker, len(messages), started, timeout)
     cpu_after = cpu_now(pids)
     harness_ms = (time.process_time() - harness_before) * 1000 / len(messages)
     tracker.close()
@@ -220,6 +222,30 @@ def run_batch(
     }
 
 
+def say(line: str) -> None:
+    print(f"bench pipeline: {line}", file=sys.stderr, flush=True)
+
+
+def wait_settled(tracker: Tracker, n: int, started: float, timeout: float) -> bool:
+    """Poll until every encounter is settled, saying how far it got every few seconds (a
+    benchmark runs for minutes: silence would look like a hang)."""
+    deadline = time.monotonic() + timeout
+    last = time.monotonic()
+    while time.monotonic() < deadline:
+        tracker.poll()
+        open_n = len(tracker.ledger.lost())
+        if not open_n:
+            return True
+        if time.monotonic() - last >= PROGRESS_EVERY_S:
+            last = time.monotonic()
+            s = tracker.ledger.summary()
+            say(
+                f"{time.time() - started:5.1f}s {n - open_n}/{n} settled "
+                f"(submitted {s['submitted']}, posted {s['posted']})"
+            )
+    return False
+
+
 def since(summary: dict[str, int], before: dict[str, int]) -> dict[str, int]:
     """A run's own counts: each tracker reads the topics from the start, so the counts of
     earlier runs are taken off (``encounters_sent`` and ``lost`` are the run's already)."""
@@ -243,6 +269,7 @@ def measure(n: int = 2000, rate: float = 200, rate_n: int = 1000) -> dict[str, A
     warm = list(generate(20, seed=303, fmt="mix"))
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         bootstrap = broker.bootstrap
+        say("the raw-copy baseline through the broker")
         ceiling = raw_copy_rate(bootstrap, messages or paced)
         settings = Settings(topic_prefix="bench.", group_prefix="bench")
         ensure_topics(bootstrap, settings, registry())
@@ -263,14 +290,16 @@ def measure(n: int = 2000, rate: float = 200, rate_n: int = 1000) -> dict[str, A
             "raw_copy_records_per_s": round(ceiling, 1),
             "payer_sim_checks_one_interchange_in": PAYER_SIM_VALIDATE_EVERY,
         }
+        producer = make_producer(bootstrap, settings)
         try:
-            producer = make_producer(bootstrap, settings)
             # groups joined, caches warm, the feed's producer connected
+            say(f"warm-up: {len(warm)} encounters (consumer groups join, caches fill)")
             before = run_batch(bootstrap, producer, settings, warm, rate=0, timeout=120)["summary"]
             pids = {name: c.proc.pid for name, c in sup.children.items() if c.proc}
             if broker.proc:
                 pids["broker"] = broker.proc.pid
             if messages:
+                say(f"{len(messages)} encounters at maximum rate")
                 at_max = run_batch(bootstrap, producer, settings, messages, rate=0, pids=pids)
                 at_max["summary"], before = since(at_max["summary"], before), at_max["summary"]
                 eps = at_max["encounters_per_s"] or 0.0
@@ -281,9 +310,12 @@ def measure(n: int = 2000, rate: float = 200, rate_n: int = 1000) -> dict[str, A
                     for stage, r in at_max["stage_records_per_s"].items()
                 }
             if paced:
+                say(f"{len(paced)} encounters at {rate:g}/s")
                 at_rate = run_batch(bootstrap, producer, settings, paced, rate=rate, pids=pids)
                 at_rate["summary"] = since(at_rate["summary"], before)
                 result[f"fixed_rate_{rate:g}_per_s"] = at_rate
         finally:
             sup.stop()
+            producer.flush(10)
+            del producer  # gone before the broker stops: no reconnect attempts in the output
     return result

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from procs import descendants, rss_kib, running_in, state
 
 pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
@@ -22,52 +23,16 @@ RUN_S = float(os.environ.get("CLAIMFLOW_TEST_RUN_S", "160"))  # the issue asks f
 LIVE = re.compile(r"\[\s*([\d.]+)s\] sent (\d+) \|.*\| posted (\d+) .*\| in flight (\d+)")
 
 
-def _proc_entries() -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
-def _stat(pid: int) -> tuple[int, str] | None:
-    """(parent pid, state) of a live process, or None."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2 :].split()
-    return int(fields[1]), fields[0]
-
-
-def descendants(root: int) -> set[int]:
-    """Every live process below ``root`` (services run in their own sessions, so the
-    process group would miss them; parent links do not)."""
-    parents = {pid: st[0] for pid in _proc_entries() if (st := _stat(pid))}
-    found: set[int] = set()
-    frontier = {root}
-    while frontier:
-        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - found
-        found |= frontier
-    return found
-
-
-def running_in(folder: Path) -> list[str]:
-    """Processes, anywhere on the machine, whose working directory is ``folder``."""
-    left = []
-    for pid in _proc_entries():
+def brokers(pids: set[int]) -> list[int]:
+    """The Tansu processes among ``pids``."""
+    found = []
+    for pid in pids:
         try:
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if b"tansu" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
         except OSError:
             continue
-        st = _stat(pid)
-        if cwd == str(folder) and st and st[1] != "Z":
-            left.append(f"{pid} {cmd[:120]}")
-    return left
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    return found
 
 
 @pytest.mark.timeout(RUN_S + 240)
@@ -88,7 +53,7 @@ def test_claimflow_run_lasts_minutes_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
             start_new_session=True,  # its own process group, as a terminal gives it
         )
     seen: set[int] = set()
-    rss_start = 0
+    rss_start = broker_start = 0
     started = time.monotonic()
     try:
         while time.monotonic() - started < RUN_S:
@@ -99,8 +64,8 @@ def test_claimflow_run_lasts_minutes_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
             )
             seen |= descendants(proc.pid)
             if not rss_start and time.monotonic() - started > 40:
-                rss_start = rss_kib(proc.pid)
-        rss_end = rss_kib(proc.pid)
+                rss_start, broker_start = rss_kib(proc.pid), sum(map(rss_kib, brokers(seen)))
+        rss_end, broker_end = rss_kib(proc.pid), sum(map(rss_kib, brokers(seen)))
         # Ctrl-C in a terminal: SIGINT to the foreground process group.
         os.killpg(proc.pid, signal.SIGINT)
         code = proc.wait(90)
@@ -144,11 +109,14 @@ def test_claimflow_run_lasts_minutes_and_stops_cleanly_on_ctrl_c(tmp_path: Path)
     # no process on the machine still runs in its folder.
     assert len(seen) >= 8, seen  # the broker and seven services, at least
     deadline = time.monotonic() + 10
-    while (left := {p for p in seen if (st := _stat(p)) and st[1] != "Z"}) and (
+    while (left := {p for p in seen if (st := state(p)) and st != "Z"}) and (
         time.monotonic() < deadline
     ):
         time.sleep(0.5)
     assert not left, [Path(f"/proc/{p}/cmdline").read_bytes() for p in left]
     assert running_in(tmp_path) == []
     # A ledger for an open-ended run grows with what it has seen; say how fast.
-    print(f"claimflow run RSS {rss_start} KiB at 40 s, {rss_end} KiB at {RUN_S:.0f} s; {summary}")
+    print(
+        f"RSS at 40 s and at {RUN_S:.0f} s: claimflow run {rss_start} -> {rss_end} KiB, "
+        f"Tansu {broker_start} -> {broker_end} KiB; {summary}"
+    )

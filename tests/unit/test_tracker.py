@@ -100,3 +100,41 @@ def test_a_dead_letter_settles_the_source_it_names() -> None:
     )
     led.add("dlq.intake.v1", "bad", letter)
     assert led.lost() == [] and led.summary()["dlq"] == 1
+
+
+def test_repeats_intake_dropped_are_read_from_its_metrics_across_a_restart() -> None:
+    """Intake sends nothing downstream for a repeat: the run's live line and summary read
+    its /metrics counter, and keep the count when a restarted intake starts again at 0."""
+    from prometheus_client import CollectorRegistry, Counter, start_http_server
+
+    from pipeline.broker import free_port
+    from sim.cli import _RepeatCount
+
+    def intake(dropped: int) -> tuple[int, object]:
+        reg = CollectorRegistry()
+        outcomes = Counter("claimflow_outcomes", "", ["service", "outcome"], registry=reg)
+        outcomes.labels("intake", "read_fhir").inc(7)
+        outcomes.labels("intake", "repeat_dropped").inc(dropped)
+        port = free_port()
+        server, _ = start_http_server(port, addr="127.0.0.1", registry=reg)
+        return port, server
+
+    port, server = intake(20)
+    count = _RepeatCount(port)
+    assert count.read() == 20
+    server.shutdown()  # type: ignore[attr-defined]
+    assert count.read() == 20  # not answering: the last count stands
+    port2, server2 = intake(3)  # restarted: its counter starts again
+    count.port = port2
+    assert count.read() == 23 and count.total == 23
+    server2.shutdown()  # type: ignore[attr-defined]
+    assert _RepeatCount(free_port()).read() == 0
+
+
+def test_each_run_of_the_simulator_has_a_new_seed_unless_given() -> None:
+    from argparse import Namespace
+
+    from sim.cli import _seed
+
+    assert _seed(Namespace(seed=7)) == 7
+    assert len({_seed(Namespace(seed=None)) for _ in range(5)}) == 5
