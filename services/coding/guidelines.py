@@ -916,8 +916,8 @@ def _combine(facts: list[Facts], absorbed: set[int]) -> list[Assigned]:
     if htn:
         heart = bool(hf or heart_dx or any(f.htn == "heart" for f in htn))
         kidney = bool(ckd or any(f.htn == "kidney" for f in htn))
-        lines = tuple(sorted({f.part.line for f in htn + hf + ckd + heart_dx}))
-        said = " + ".join(repr(facts_text(facts, n)) for n in lines)
+        htn_lines = tuple(sorted({f.part.line for f in htn + hf + ckd + heart_dx}))
+        said = " + ".join(repr(facts_text(facts, n)) for n in htn_lines)
         late = stage in ("N185", "N186")
         if heart and kidney:
             with_hf = ("I132" if late else "I130") if hf else None
@@ -930,7 +930,9 @@ def _combine(facts: list[Facts], absorbed: set[int]) -> list[Assigned]:
         else:
             code, section = "I10", "I.C.9.a (Hypertension, essential)"
         out.append(
-            Assigned(code, f"{said}: Hypertension, hypertensive -> {_dot(code)} ({section})", lines)
+            Assigned(
+                code, f"{said}: Hypertension, hypertensive -> {_dot(code)} ({section})", htn_lines
+            )
         )
         if kidney and not ckd:
             out.append(
@@ -938,17 +940,17 @@ def _combine(facts: list[Facts], absorbed: set[int]) -> list[Assigned]:
                     "N189",
                     f"{said}: stage of CKD not documented -> N18.9 "
                     f"(I12/I13 'use additional code to identify the stage')",
-                    lines,
+                    htn_lines,
                 )
             )
     if stage:
-        lines = tuple(sorted({f.part.line for f in ckd}))
+        ckd_lines = tuple(sorted({f.part.line for f in ckd}))
         out.append(
             Assigned(
                 stage,
-                f"{' + '.join(repr(facts_text(facts, n)) for n in lines)}: "
+                f"{' + '.join(repr(facts_text(facts, n)) for n in ckd_lines)}: "
                 f"Disease, kidney, chronic -> {_dot(stage)} (stage; I.C.14.a)",
-                lines,
+                ckd_lines,
             )
         )
     for f in hf:
