@@ -109,7 +109,7 @@ def first_users(users: Users) -> dict[str, str]:
     """On a first start with no users: one per role with a random password, returned once."""
     if users.names():
         return {}
-    made = {}
+    made: dict[str, str] = {}
     for role in ROLES:
         password = secrets.token_urlsafe(12)
         users.add(role, role, password)

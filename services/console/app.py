@@ -203,7 +203,7 @@ def users_of(config: ConsoleSettings) -> Users:
 
 
 def main(settings: Settings | None = None) -> None:
-    import waitress
+    import waitress  # type: ignore[import-untyped]
 
     config = ConsoleSettings.from_base(settings)
     bootstrap = config.require_bootstrap()

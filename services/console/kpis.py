@@ -58,7 +58,7 @@ class Bar:
 
 
 def clean_claims(view: View) -> dict[str, Any]:
-    row = view.one(
+    row = view.aggregate(
         "SELECT COUNT(*) AS validated,"
         " SUM(first_outcome IN ('clean', 'warnings') AND held = 0) AS clean,"
         " SUM(held) AS touched_by_coder, SUM(first_outcome = 'rejected') AS rejected_first"
@@ -164,7 +164,7 @@ def receivables(view: View, now_ms: int | None = None) -> dict[str, Any]:
                 break
         by_payer[r["payer_name"] or r["payer_id"] or "?"] += balance
         total += balance
-    window = view.one(
+    window = view.aggregate(
         "SELECT MIN(first_submitted_ms) AS first FROM claims WHERE first_submitted_ms >= ?",
         now_ms - 90 * DAY_MS,
     )
@@ -242,7 +242,7 @@ def throughput(view: View, now_ms: int | None = None, minutes: int = 30) -> dict
 
 def audits(view: View) -> dict[str, Any]:
     """Coding audit accuracy: codes the auditors kept, over codes they scored."""
-    row = view.one(
+    row = view.aggregate(
         "SELECT COUNT(*) AS audited, SUM(agreed) AS agreed, SUM(scored) AS scored"
         " FROM audits WHERE status = 'audited'"
     )
@@ -265,7 +265,7 @@ def queues(view: View) -> dict[str, int]:
 def overview(view: View, now_ms: int | None = None) -> dict[str, Any]:
     """Everything the overview page shows, read under one lock so the numbers agree."""
     with view.lock:
-        totals = view.one(
+        totals = view.aggregate(
             "SELECT COUNT(*) AS encounters, SUM(claim_id IS NOT NULL) AS billed,"
             " SUM(dead_stage IS NOT NULL) AS dead FROM encounters"
         )

@@ -87,7 +87,7 @@ def _summary(topic: str, v: dict[str, Any], phi: bool) -> str:
             f": {rules}" if rules else ""
         )
     if topic == "claims.submitted.v1":
-        kind = {"1": "original", "7": "replacement", "8": "void"}.get(v.get("frequency"), "?")
+        kind = {"1": "original", "7": "replacement", "8": "void"}.get(str(v.get("frequency")), "?")
         return (
             f"{v.get('claim_id')} {kind} {v.get('claim_type')} to {v.get('payer_name')}: "
             f"charge {v.get('total_charge')}, expected {v.get('expected_reimbursement')}; "

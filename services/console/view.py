@@ -205,7 +205,7 @@ class View:
             if cur.rowcount == 0:
                 self.repeats += 1
                 return
-            seq = cur.lastrowid
+            seq = int(cur.lastrowid or 0)
             handler = getattr(self, "_on_" + topic.replace(".", "_").replace("-", "_"), None)
             if handler is not None:
                 handler(value, ts_ms, seq)
@@ -569,6 +569,12 @@ class View:
     def one(self, sql: str, *args: Any) -> sqlite3.Row | None:
         with self.lock:
             return self.db.execute(sql, args).fetchone()
+
+    def aggregate(self, sql: str, *args: Any) -> sqlite3.Row:
+        """The one row an aggregate query (COUNT, SUM, MIN) always returns."""
+        row = self.one(sql, *args)
+        assert row is not None, "an aggregate query returns a row"
+        return row
 
     def review_queue(self, limit: int = 200) -> list[sqlite3.Row]:
         """Encounters held for a coder and not yet decided, oldest first."""

@@ -504,9 +504,9 @@ def create_app(
                     act = actions.work_action(
                         "denials",
                         claim_id,
-                        what,
+                        what,  # type: ignore[arg-type]
                         g.user.name,
-                        g.user.role,  # type: ignore[arg-type]
+                        g.user.role,
                         encounter_id=item["encounter_id"],
                         claim_id=claim_id,
                         amount=request.form.get("amount") or item["at_stake"],
