@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -45,7 +45,7 @@ HELD_CLASSES = frozenset({"E", "I"})
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS account (
     visit TEXT PRIMARY KEY,     -- PV1-19.4 | PV1-19.1
-    messages TEXT NOT NULL,     -- JSON list of the ER7 texts, in arrival order
+    messages TEXT NOT NULL,     -- JSON list of [source id, ER7 text], in arrival order
     discharged_at REAL,         -- unix time the discharge was received; NULL while in house
     billed INTEGER NOT NULL,    -- how many of the messages the bills so far covered
     bills INTEGER NOT NULL,     -- claims sent: 0 none, 1 the final bill, 2+ late ones
@@ -65,6 +65,8 @@ class Account:
     discharged_at: float | None = None
     billed: int = 0
     bills: int = 0
+    sources: list[str] = field(default_factory=list)
+    """The source id of each message: a bill carries the one that completed it."""
 
 
 class AccountStore(BatchStore):
@@ -79,13 +81,14 @@ class AccountStore(BatchStore):
         ).fetchone()
         if row is None:
             return None
-        return Account(visit, json.loads(row[0]), row[1], row[2], row[3])
+        pairs = json.loads(row[0])
+        return Account(visit, [t for _, t in pairs], row[1], row[2], row[3], [s for s, _ in pairs])
 
     def put(self, acc: Account) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO account VALUES (?, ?, ?, ?, ?, ?)",
-            (acc.visit, json.dumps(acc.messages), acc.discharged_at, acc.billed, acc.bills,
-             time.time()),
+            (acc.visit, json.dumps(list(zip(acc.sources, acc.messages, strict=True))),
+             acc.discharged_at, acc.billed, acc.bills, time.time()),
         )  # fmt: skip
 
     def due(self, before: float) -> list[str]:
@@ -97,7 +100,7 @@ class AccountStore(BatchStore):
 
     def open_visits(self) -> list[str]:
         """Visits with charges no bill covers yet (not discharged, or held)."""
-        rows = self.db.execute("SELECT visit, messages, billed FROM account")
+        rows = self.db.execute("SELECT visit, messages, billed FROM account")  # pairs
         return [v for v, msgs, billed in rows if len(json.loads(msgs)) > billed]
 
 
@@ -122,8 +125,11 @@ class AccountBook:
         """Whether a message belongs to a hospital account (else it is billed as it comes)."""
         return head.visit is not None and head.patient_class in HELD_CLASSES
 
-    def receive(self, heads: Iterable[MessageHead], received_at: datetime) -> list[Encounter]:
-        """Add held messages to their accounts; the encounters of accounts now final."""
+    def receive(
+        self, heads: Iterable[MessageHead], received_at: datetime, source_id: str = ""
+    ) -> list[Encounter]:
+        """Add held messages to their accounts; the encounters of accounts now final (with
+        the source id of the message that completed them, so a sender can follow it)."""
         by_visit: dict[str, list[MessageHead]] = {}
         for head in heads:
             if head.visit is not None:
@@ -132,6 +138,7 @@ class AccountBook:
         for visit, group in by_visit.items():
             acc = self.store.get(visit) or Account(visit, [])
             acc.messages += [h.text for h in group]
+            acc.sources += [source_id] * len(group)
             if acc.discharged_at is None and any(h.discharged for h in group):
                 acc.discharged_at = received_at.timestamp()
             if acc.bills == 0:
@@ -159,7 +166,7 @@ class AccountBook:
 
     def _bill(self, acc: Account, at: datetime) -> list[Encounter]:
         """The final bill, or a late-charge / replacement bill for what came after it."""
-        source_id = f"account:{acc.visit}:{len(acc.messages)}"
+        source_id = acc.sources[-1] or f"account:{acc.visit}:{len(acc.messages)}"
         if acc.bills == 0:
             encounters = self.parse("\r".join(acc.messages), source_id, at)
         elif self.late_charges == "replacement":

@@ -75,7 +75,7 @@ class IntakeStage(Stage):
         encounters: list[Encounter] = []
         if held:
             with self.accounts.atomic():  # a message that breaks its account changes nothing
-                encounters += self.book.receive(held, received_at)
+                encounters += self.book.receive(held, received_at, source_id)
             metrics.OUTCOMES.labels(self.name, "read_hl7v2").inc()
         if rest is not None:
             result = parse_raw(

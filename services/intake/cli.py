@@ -33,7 +33,7 @@ def cmd_intake_parse(args: argparse.Namespace) -> int:
         encounters = []
         if held:
             with store.atomic():
-                encounters += book.receive(held, offline.now())
+                encounters += book.receive(held, offline.now(), Path(name).name)
         if rest is not None:
             result = parse_raw(
                 rest,
