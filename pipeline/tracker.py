@@ -69,7 +69,9 @@ class Ledger:
     review: set[str] = field(default_factory=set)
     outcome: dict[str, str] = field(default_factory=dict)
     claim_encounter: dict[str, str] = field(default_factory=dict)
-    encounter_claim: dict[str, str] = field(default_factory=dict)
+    encounter_claim: dict[str, str] = field(default_factory=dict)  # the facility's, or the one
+    encounter_claims: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    expected_claims: dict[str, int] = field(default_factory=dict)  # claims a verdict bills
     posted: dict[str, str] = field(default_factory=dict)  # claim id -> status
     exceptions: dict[str, str] = field(default_factory=dict)  # claim id -> exception kind
     denials: dict[str, str] = field(default_factory=dict)  # claim id -> denial category
@@ -182,9 +184,17 @@ class Ledger:
                 self.rule_categories.setdefault(e.rule_id, e.category)
                 if e.category == "config":  # says which edit is off; no patient data
                     self.notice_text.setdefault(e.rule_id, e.message[:200])
+            coded = getattr(value, "coded", None)
+            if coded is not None:
+                self.expected_claims[value.encounter_id] = _claims_billed(coded)
         elif topic == "claims.submitted.v1":
             self.claim_encounter[value.claim_id] = value.encounter_id
-            self.encounter_claim[value.encounter_id] = value.claim_id
+            if (
+                value.claim_type == "institutional"
+                or value.encounter_id not in self.encounter_claim
+            ):
+                self.encounter_claim[value.encounter_id] = value.claim_id
+            self.encounter_claims[value.encounter_id].add(value.claim_id)
             self.claim_events[value.claim_id].add(value.event_id)
             self.payers[value.claim_id] = value.payer_id
             self.payer_names.setdefault(value.payer_id, value.payer_name)
@@ -228,12 +238,16 @@ class Ledger:
             return True
         if encounter_id in self.review and encounter_id not in self.coded:
             return True  # held by coding until a coder decides: final until then
-        claim = self.encounter_claim.get(encounter_id)
-        return claim is not None and (
+        claims = set(self.encounter_claims.get(encounter_id) or ())
+        if encounter_id in self.encounter_claim:
+            claims.add(self.encounter_claim[encounter_id])
+        # A facility encounter with a physician's services bills two claims (837I + 837P).
+        return len(claims) >= self.expected_claims.get(encounter_id, 1) and all(
             claim in self.posted
             or claim in self.dead_keys
             or claim in self.exceptions
             or claim in self.payer_rejections  # final: the payer will send no 835 for it
+            for claim in claims
         )
 
     def source_done(self, source_id: str) -> bool:
@@ -305,6 +319,14 @@ class Ledger:
 
     def summary_line(self) -> str:
         return json.dumps(self.summary())
+
+
+def _claims_billed(coded: Any) -> int:
+    """How many claims a verdict bills: one per claim type among its lines (a line's own
+    type, else the setting's: facility settings bill on the 837I)."""
+    setting = coded.encounter.setting
+    default = "professional" if setting == "professional" else "institutional"
+    return max(1, len({line.claim_type or default for line in coded.lines}))
 
 
 class Tracker:

@@ -137,7 +137,7 @@ class ClaimsStage(Stage):
         outs: list[Out] = []
         unique: dict[str, Item] = {}
         # What the corrections store said before each verdict, to undo it for a dead letter.
-        before: dict[int, tuple[object, ...] | None] = {}
+        before: dict[int, list[tuple[object, ...]]] = {}
         for msg in msgs:
             before[id(msg)] = self.submitted.snapshot(msg.value.encounter_id)
             try:

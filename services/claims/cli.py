@@ -14,7 +14,7 @@ from pipeline.settings import Settings
 def cmd_claims_build(args: argparse.Namespace) -> int:
     from pipeline.models import ValidatedEncounter
     from services.claims.app import load_fee_schedule
-    from services.claims.domain import build_claim
+    from services.claims.domain import build_claims
     from services.claims.settings import ClaimsSettings
     from services.refdata.masterdata import load_master_data
 
@@ -23,7 +23,7 @@ def cmd_claims_build(args: argparse.Namespace) -> int:
     master = load_master_data(settings)
 
     def handle(_: str, data: bytes) -> list[str]:
-        claim = build_claim(
+        claims = build_claims(
             ValidatedEncounter.model_validate_json(data),
             sender_id=settings.sender_id,
             receiver_id=settings.receiver_id,
@@ -32,7 +32,7 @@ def cmd_claims_build(args: argparse.Namespace) -> int:
             usage=settings.claims.usage,
             master=master,
         )
-        return [claim.model_dump_json() if args.json else claim.x12]
+        return [claim.model_dump_json() if args.json else claim.x12 for claim in claims]
 
     return offline.run(
         args.files,
@@ -77,19 +77,57 @@ def cmd_claims_rejections(args: argparse.Namespace) -> int:
     return 0
 
 
+def _not_written(bootstrap: str, settings: Settings) -> list[Any]:
+    """Verdicts the scrubber passed whose claim could not be written or delivered: the
+    dead letters of the claims stage that came from encounters.validated.v1, the last one
+    per encounter."""
+    from pipeline.errors import DecodeError
+    from pipeline.models import DeadLetter
+    from pipeline.replay import read_history
+    from pipeline.serde import registry
+
+    reg = registry()
+    last: dict[str, DeadLetter] = {}
+    for rec in read_history(bootstrap, settings, "dlq.claims.v1"):
+        try:
+            value = reg.decode("dlq.claims.v1", rec.value)
+        except (DecodeError, ValueError):
+            continue
+        if isinstance(value, DeadLetter) and value.source_topic.endswith("encounters.validated.v1"):
+            last[value.key or f"{value.source_partition}:{value.source_offset}"] = value
+    return list(last.values())
+
+
 def correction_queue(
     bootstrap: str, settings: Settings, *, as_json: bool, messages: bool
 ) -> list[str]:
-    """``claimflow corrections list``: claims the payer's front end rejected (999/277CA)."""
+    """``claimflow corrections list``: claims the payer's front end rejected (999/277CA),
+    and billable encounters whose claim the 837 writer refused (or no adapter delivered)."""
     from services.claims.acks import rejection_lines
 
     rejections = _payer_rejections(bootstrap, settings)
+    refused = _not_written(bootstrap, settings)
     if as_json:
         return [
             json.dumps({"queue": "payer_rejection", **rejection.model_dump(mode="json")})
             for rejection in rejections
+        ] + [
+            json.dumps(
+                {
+                    "queue": "claim_not_written",
+                    "encounter_id": d.key,
+                    "field": d.field,
+                    "reason": d.error_message,
+                    "error_class": d.error_class,
+                }
+            )
+            for d in refused
         ]
-    return [rejection_lines(rejections)]
+    lines = [rejection_lines(rejections)]
+    if refused:
+        lines.append(f"claims not written ({len(refused)}): fix the field, then validate again")
+        lines += [f"  {d.key}  {d.field or '-'}: {d.error_message}" for d in refused]
+    return lines
 
 
 def register(sub: Any) -> None:

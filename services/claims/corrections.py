@@ -45,9 +45,12 @@ from pipeline.models import ClaimRejection, SubmittedClaim, ValidatedEncounter
 from pipeline.state import BatchStore
 from services.claims.domain import (
     DEFAULT_DRG_BASE_RATE,
+    PROFESSIONAL_PART,
     FeeSchedule,
     PlannedClaim,
     claim_event_id,
+    claim_id_for,
+    claim_parts,
     in_validated_record,
     interchange_control_number,
     plan_claim,
@@ -152,6 +155,7 @@ def plan(
     fee_schedule: FeeSchedule | None = None,
     drg_base_rate: Decimal = DEFAULT_DRG_BASE_RATE,
     master: MasterData | None = None,
+    claim_id: str | None = None,
 ) -> PlannedClaim | None:
     """The claim to write for a correction (None for "none"). The first original keeps
     the event id every original always had; later claims take theirs from the verdict that
@@ -167,6 +171,7 @@ def plan(
         frequency=correction.frequency,
         original_reference=correction.original_reference,
         answers=None if first_original else verdict.event_id,
+        claim_id=claim_id,
     )
     if first_original:
         return planned
@@ -253,10 +258,16 @@ class SubmittedClaims(BatchStore):
         return row is not None
 
     def record(
-        self, verdict: ValidatedEncounter, correction: Correction, planned: PlannedClaim | None
+        self,
+        verdict: ValidatedEncounter,
+        correction: Correction,
+        planned: PlannedClaim | None,
+        *,
+        key: str | None = None,
     ) -> None:
-        """Remember the verdict as answered and, when a claim is sent, the claim. A new
-        original gets its own payer claim control number: the previous claim's is dropped."""
+        """Remember the verdict as answered and, when a claim is sent, the claim (under
+        ``key``, the claim's part of the encounter: ``claim_parts``). A new original gets
+        its own payer claim control number: the previous claim's is dropped."""
         self.db.execute(
             "INSERT OR IGNORE INTO answered VALUES (?, ?)", (verdict.event_id, verdict.encounter_id)
         )
@@ -269,7 +280,7 @@ class SubmittedClaims(BatchStore):
             "payer_claim_control_number = CASE WHEN excluded.frequency = '1' THEN NULL "
             "ELSE submitted.payer_claim_control_number END",
             (
-                verdict.encounter_id,
+                key or verdict.encounter_id,
                 planned.claim_id,
                 planned.claim.frequency,
                 planned.event_id,
@@ -277,23 +288,26 @@ class SubmittedClaims(BatchStore):
             ),
         )
 
-    def snapshot(self, encounter_id: str) -> tuple[object, ...] | None:
-        """The encounter's submitted row as it is now, for ``restore``."""
-        row = self.db.execute(
+    def snapshot(self, encounter_id: str) -> list[tuple[object, ...]]:
+        """The encounter's submitted rows (one per claim it bills) as they are now, for
+        ``restore``."""
+        rows = self.db.execute(
             "SELECT encounter_id, claim_id, frequency, claim_event_id, "
-            "payer_claim_control_number, billed FROM submitted WHERE encounter_id = ?",
-            (encounter_id,),
-        ).fetchone()
-        return tuple(row) if row else None
+            "payer_claim_control_number, billed FROM submitted WHERE encounter_id IN (?, ?)",
+            (encounter_id, f"{encounter_id}/{PROFESSIONAL_PART}"),
+        ).fetchall()
+        return [tuple(row) for row in rows]
 
-    def restore(self, verdict: ValidatedEncounter, snapshot: tuple[object, ...] | None) -> None:
+    def restore(self, verdict: ValidatedEncounter, snapshot: list[tuple[object, ...]]) -> None:
         """Undo ``claims_for`` for a verdict whose claim never reached the payer (a dead
         letter): the verdict is not answered, so re-sending it bills again, and the encounter's
-        last submitted claim is what it was before."""
+        last submitted claims are what they were before."""
         self.db.execute("DELETE FROM answered WHERE verdict_event_id = ?", (verdict.event_id,))
-        self.db.execute("DELETE FROM submitted WHERE encounter_id = ?", (verdict.encounter_id,))
-        if snapshot is not None:
-            self.db.execute("INSERT INTO submitted VALUES (?, ?, ?, ?, ?, ?)", snapshot)
+        self.db.execute(
+            "DELETE FROM submitted WHERE encounter_id IN (?, ?)",
+            (verdict.encounter_id, f"{verdict.encounter_id}/{PROFESSIONAL_PART}"),
+        )
+        self.db.executemany("INSERT INTO submitted VALUES (?, ?, ?, ?, ?, ?)", snapshot)
 
     def set_payer_claim_control_number(self, claim_id: str, number: str) -> None:
         """The payer's number for a claim (from a 277CA or 835), for later 7s and 8s."""
@@ -336,16 +350,21 @@ class SubmittedClaims(BatchStore):
         remembered in the batch's transaction; a verdict already answered asks for none."""
         if self.answered(verdict.event_id):
             return []
-        prior = self.prior(verdict.encounter_id)
-        correction = decide(prior, verdict)
-        first = prior is None and correction.kind == "original"
-        planned = plan(
-            correction,
-            verdict,
-            first_original=first,
-            fee_schedule=fee_schedule,
-            drg_base_rate=drg_base_rate,
-            master=master,
-        )
-        self.record(verdict, correction, planned)
-        return [] if planned is None else [planned]
+        out: list[PlannedClaim] = []
+        for key, part in claim_parts(verdict):
+            prior = self.prior(key)
+            correction = decide(prior, part)
+            first = prior is None and correction.kind == "original"
+            planned = plan(
+                correction,
+                part,
+                first_original=first,
+                fee_schedule=fee_schedule,
+                drg_base_rate=drg_base_rate,
+                master=master,
+                claim_id=claim_id_for(key),
+            )
+            self.record(part, correction, planned, key=key)
+            if planned is not None:
+                out.append(planned)
+        return out

@@ -42,6 +42,7 @@ from services.claims.x12_837 import (
     build_837,
 )
 from services.claims.x12_837i import INSTITUTIONAL
+from services.refdata import ub04
 from services.refdata.contracts import contract_expected
 from services.refdata.drg import DEFAULT_DRG_BASE_RATE
 from services.refdata.masterdata import MasterData
@@ -79,6 +80,69 @@ class FeeSchedule(Protocol):
 def claim_id_for(encounter_id: str) -> str:
     """The patient control number: 'CF' + 16 hex digits of the encounter id's SHA-256."""
     return "CF" + hashlib.sha256(encounter_id.encode()).hexdigest()[:16].upper()
+
+
+PROFESSIONAL_PART = "professional"
+
+
+def claim_parts(validated: ValidatedEncounter) -> list[tuple[str, ValidatedEncounter]]:
+    """The claims one encounter bills, each with the key its claim id comes from.
+
+    A facility encounter whose lines include a hospital-employed physician's professional
+    services (``ServiceLine.claim_type`` professional) bills two claims: the facility's
+    837I (its lines, key = the encounter id) and the physician's 837P (the professional
+    lines, billed by ``professional_billing_provider`` or else the billing provider, with
+    the physician as rendering provider; key = ``{encounter id}/professional``). Every
+    other encounter bills one claim under the encounter id."""
+    coded = validated.coded
+    enc = coded.encounter
+    kinds = {ub04.line_claim_type(line, enc.setting) for line in coded.lines}
+    if len(kinds) < 2:
+        return [(validated.encounter_id, validated)]
+    facility = _part(validated, "institutional")
+    professional = _part(validated, "professional")
+    return [
+        (validated.encounter_id, facility),
+        (f"{validated.encounter_id}/{PROFESSIONAL_PART}", professional),
+    ]
+
+
+def _part(validated: ValidatedEncounter, kind: ClaimType) -> ValidatedEncounter:
+    """The verdict restricted to the lines of one claim type (renumbered from 1)."""
+    coded = validated.coded
+    enc = coded.encounter
+    lines = [
+        line.model_copy(update={"line_number": n})
+        for n, line in enumerate(
+            (ln for ln in coded.lines if ub04.line_claim_type(ln, enc.setting) == kind), 1
+        )
+    ]
+    if kind == "institutional":
+        part = coded.model_copy(update={"lines": lines})
+    else:
+        physician = enc.rendering_provider or enc.attending_provider
+        billing = enc.professional_billing_provider or enc.billing_provider
+        encounter = enc.model_copy(
+            update={
+                "setting": "professional",
+                "billing_provider": billing,
+                "rendering_provider": physician,
+                "attending_provider": None,
+                "operating_provider": None,
+                "type_of_bill": None,
+            }
+        )
+        part = coded.model_copy(
+            update={
+                "encounter": encounter,
+                "lines": [ln.model_copy(update={"claim_type": None}) for ln in lines],
+                "diagnoses": ub04.claim_diagnoses(coded),
+                "pcs_procedures": [],
+                "drg": None,
+                "type_of_bill": None,
+            }
+        )
+    return validated.model_copy(update={"coded": part})
 
 
 def interchange_control_number(claim_id: str) -> int:
@@ -358,6 +422,35 @@ def in_validated_record(exc: InputError) -> InputError:
     return exc
 
 
+def build_claims(
+    validated: ValidatedEncounter,
+    *,
+    sender_id: str,
+    receiver_id: str,
+    fee_schedule: FeeSchedule | None = None,
+    drg_base_rate: Decimal = DEFAULT_DRG_BASE_RATE,
+    submitter: Submitter = DEFAULT_SUBMITTER,
+    usage: Usage = "P",
+    master: MasterData | None = None,
+) -> list[SubmittedClaim]:
+    """Every claim of one encounter (``claim_parts``), each an original in its own
+    interchange: the facility's 837I and, beside it, the physician's 837P."""
+    return [
+        build_claim(
+            part,
+            sender_id=sender_id,
+            receiver_id=receiver_id,
+            fee_schedule=fee_schedule,
+            drg_base_rate=drg_base_rate,
+            submitter=submitter,
+            usage=usage,
+            master=master,
+            claim_id=claim_id_for(key),
+        )
+        for key, part in claim_parts(validated)
+    ]
+
+
 def build_claim(
     validated: ValidatedEncounter,
     *,
@@ -368,10 +461,16 @@ def build_claim(
     submitter: Submitter = DEFAULT_SUBMITTER,
     usage: Usage = "P",
     master: MasterData | None = None,
+    claim_id: str | None = None,
 ) -> SubmittedClaim:
-    """The original claim of one encounter in its own interchange (offline use and tests)."""
+    """The original claim of one encounter in its own interchange (offline use and tests);
+    ``build_claims`` for an encounter that bills more than one claim."""
     planned = plan_claim(
-        validated, fee_schedule=fee_schedule, drg_base_rate=drg_base_rate, master=master
+        validated,
+        fee_schedule=fee_schedule,
+        drg_base_rate=drg_base_rate,
+        master=master,
+        claim_id=claim_id,
     )
     icn = interchange_control_number(planned.claim_id)
     sender_id, receiver_id, receiver_name = envelope_for(

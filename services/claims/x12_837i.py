@@ -79,7 +79,6 @@ MAX_UB04_CODES = guides.MAX_UB04_CODES
 PER_HI = 12
 POA_CODES = frozenset({"Y", "N", "U", "W"})  # "1" (exempt) is sent as no indicator
 DEFAULT_OUTPATIENT_STATUS = "01"  # discharged to home: the usual outpatient patient status
-STILL_A_PATIENT = "30"
 _PCS = re.compile(r"^[0-9A-HJ-NP-Z]{7}$")  # ICD-10-PCS: 7 characters, no I or O
 _DRG = re.compile(r"^\d{3}$")
 _UB04_CODE = re.compile(r"^[0-9A-Z]{2}$")
@@ -319,7 +318,7 @@ def _cl1(enc: Encounter, bill: ub04.TypeOfBill) -> Segment:
     inpatient = bill.inpatient
     status = (enc.discharge_status or "").strip()
     if bill.interim:
-        status = status or STILL_A_PATIENT
+        status = status or ub04.STILL_A_PATIENT
     if not status:
         if inpatient:
             raise InputError("encounter.discharge_status", "an inpatient claim needs it (CL103)")

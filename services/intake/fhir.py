@@ -1867,7 +1867,7 @@ def _encounter(
             )
             if admission_source:
                 break
-    if hosp is not None:
+    if hosp is not None and res.status not in ("in-progress", "onleave"):
         for coding in _codings(hosp.dischargeDisposition):
             code = (coding.code or "").strip()
             discharge = DISCHARGE.get(code) or (code if re.fullmatch(r"[0-9]{2}", code) else None)

@@ -86,6 +86,7 @@ FREQUENCIES = {
     "8": "void/cancel of prior claim",
 }
 INTERIM = frozenset({"2", "3"})  # the patient is still in: no discharge yet
+STILL_A_PATIENT = "30"  # FL17 patient status on interim bills
 DEFAULT_FACILITY = {"inpatient": "11", "outpatient": "13"}
 
 ClaimType = Literal["professional", "institutional"]

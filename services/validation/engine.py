@@ -21,6 +21,7 @@ from datetime import date, datetime
 from typing import Literal, Protocol
 
 from pipeline.models import CodedEncounter, EditHit, ValidatedEncounter, event_id
+from services.refdata import ub04
 from services.refdata.codesets import CodeSets, MceClaim, coding_date, normalize_code
 from services.refdata.payers import EMPTY_REGISTRY, ClaimType, PayerEntry, PayerRegistry
 
@@ -100,6 +101,8 @@ class Context:
     def discharge_status(self) -> int | None:
         """The UB-04 discharge status as a number, or None when absent or not a number."""
         raw = (self.coded.encounter.discharge_status or "").strip()
+        if not raw and (self.coded.type_of_bill or "")[-1:] in ub04.INTERIM:
+            return int(ub04.STILL_A_PATIENT)  # an interim bill: the patient is still in
         return int(raw) if raw.isdigit() else None
 
     def mce_claim(self, pdx: str, sdx: tuple[str, ...] = (), pcs: tuple[str, ...] = ()) -> MceClaim:

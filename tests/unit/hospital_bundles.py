@@ -66,7 +66,7 @@ def _doctor(ident: str, family: str, given: str, npi: str) -> dict[str, Any]:
 
 def item(
     seq: int,
-    revenue: str,
+    revenue: str | None,
     charge: str | Decimal,
     *,
     code: str | None = None,
@@ -76,11 +76,12 @@ def item(
     """A Claim.item: a revenue code, and a CPT/HCPCS code only when the service has one."""
     out: dict[str, Any] = {
         "sequence": seq,
-        "revenue": _cc(REVENUE, revenue),
         "productOrService": _cc(CPT, code) if code else {"text": "facility charge"},
         "quantity": {"value": units},
         "net": {"value": float(charge), "currency": "USD"},
     }
+    if revenue is not None:
+        out["revenue"] = _cc(REVENUE, revenue)
     if on is not None:
         out["servicedDate"] = on.isoformat()
     return out

@@ -14,7 +14,14 @@ from typing import Any
 
 import pytest
 from factories import CMS_DIR, FACILITY_NPI, RENDERING_NPI, address, coded, encounter, procedure
-from hospital_bundles import ROOM_RATE, bundle, inpatient_items
+from hospital_bundles import (
+    ATTENDING_NPI,
+    GROUP_NPI,
+    ROOM_RATE,
+    bundle,
+    inpatient_items,
+    item,
+)
 
 from pipeline.models import (
     CodedDiagnosis,
@@ -26,7 +33,9 @@ from pipeline.models import (
     ServiceLine,
     ValidatedEncounter,
 )
-from services.claims.domain import build_claim
+from pipeline.tracker import Ledger
+from services.claims.corrections import SubmittedClaims, write
+from services.claims.domain import build_claim, build_claims
 from services.claims.x12_validate import validate_x12
 from services.coding.domain import Coder
 from services.intake.domain import parse_raw
@@ -285,3 +294,160 @@ def test_without_the_exempt_list_the_poa_edit_says_so_and_checks_hac_diagnoses()
     verdict = validate(missing, bare, validated_at=RECEIVED)
     assert rule_hits(verdict, "CF-POA-000")
     assert [h.field for h in rule_hits(verdict, "CF-POA-001")] == ["diagnoses[2].poa"]
+
+
+# --- one encounter, two claims: the ED physician's 837P beside the facility's 837I --------
+
+
+def test_an_ed_visit_bills_the_facility_837i_and_the_physicians_837p(coder: Coder) -> None:
+    facility = [item(1, "0450", "1250.00", code="99284", on=ADMITTED),
+                item(2, "0300", "45.00", code="85025", on=ADMITTED),
+                item(3, "0250", "12.00", on=ADMITTED)]  # fmt: skip
+    physician = [item(1, None, "310.00", code="99284", on=ADMITTED)]
+    body = bundle(
+        ident="ed-1",
+        klass="EMER",
+        admitted=ADMITTED,
+        days=0,
+        diagnoses=[("R07.89", None)],
+        items=facility,
+        professional_items=physician,
+    )
+    coded, verdict = through(coder, body)
+    assert verdict.outcome != "rejected", verdict.edits
+    assert [ln.claim_type for ln in coded.lines] == [None, None, None, "professional"]
+    claims = build_claims(verdict, sender_id="CLAIMFLOW", receiver_id="MEDICAREA")
+    assert [c.claim_type for c in claims] == ["institutional", "professional"]
+    assert len({c.claim_id for c in claims}) == 2
+    assert {c.encounter_id for c in claims} == {verdict.encounter_id}
+    for claim in claims:
+        assert validate_x12(claim.x12) == [], claim.x12
+    facility_x12, physician_x12 = claims[0].x12, claims[1].x12
+    assert [s[1] for s in segments(facility_x12, "SV2")] == ["0450", "0300", "0250"]
+    assert ["HI", "APR:R0789"] in segments(facility_x12, "HI")  # the reason for the visit
+    assert [s[1] for s in segments(physician_x12, "SV1")] == ["HC:99284"]
+    assert claims[0].total_charge == Decimal("1307.00") and claims[1].total_charge == 310
+    nm1 = {s[1]: s for s in segments(physician_x12, "NM1")}
+    assert nm1["85"][-1] == GROUP_NPI  # the physician group bills the 837P
+    assert nm1["82"][-1] == ATTENDING_NPI  # the ED physician rendered
+
+
+def test_the_corrections_store_and_the_tracker_account_for_both_claims(
+    coder: Coder, tmp_path: Any
+) -> None:
+    body = bundle(
+        ident="ed-2",
+        klass="EMER",
+        admitted=ADMITTED,
+        days=0,
+        diagnoses=[("R07.89", None)],
+        items=[item(1, "0450", "1250.00", code="99284", on=ADMITTED)],
+        professional_items=[item(1, None, "310.00", code="99284", on=ADMITTED)],
+    )
+    _, verdict = through(coder, body)
+    store = SubmittedClaims(tmp_path / "submitted.sqlite3")
+    planned = store.claims_for(verdict)
+    assert [p.claim_type for p in planned] == ["institutional", "professional"]
+    assert store.claims_for(verdict) == []  # answered: never a second original
+    claims = [write(p, sender_id="CLAIMFLOW", receiver_id="PAYER") for p in planned]
+    ledger = Ledger()
+    ledger.add("encounters.validated.v1", verdict.encounter_id, verdict)
+    ledger.add("claims.submitted.v1", claims[0].claim_id, claims[0])
+    ledger.posted[claims[0].claim_id] = "paid"
+    assert not ledger.encounter_done(verdict.encounter_id)  # the 837P is still out
+    ledger.add("claims.submitted.v1", claims[1].claim_id, claims[1])
+    assert not ledger.encounter_done(verdict.encounter_id)
+    ledger.posted[claims[1].claim_id] = "paid"
+    assert ledger.encounter_done(verdict.encounter_id)
+    assert ledger.encounter_claim[verdict.encounter_id] == claims[0].claim_id  # the facility's
+
+
+# --- an interim bill, an outpatient surgery, and an item intake cannot carry --------------
+
+
+def test_an_interim_bill_goes_out_as_0112_with_status_30_and_no_discharge_hour(
+    coder: Coder,
+) -> None:
+    tob = {"code": {"coding": [{"system": "https://www.nubc.org/CodeSystem/TypeOfBill",
+                                "code": "0112"}]},
+           "category": {"coding": [{"code": "typeofbill"}]}, "sequence": 1}  # fmt: skip
+    body = bundle(
+        ident="interim",
+        klass="IMP",
+        admitted=ADMITTED,
+        days=3,
+        diagnoses=[("J18.9", "Y"), ("J96.01", "Y")],
+        items=inpatient_items(ADMITTED, 3),
+        status="in-progress",
+        supporting=[tob],
+    )
+    coded, verdict = through(coder, body)
+    assert coded.type_of_bill == "0112" and coded.encounter.discharge_date is None
+    assert verdict.outcome != "rejected", verdict.edits
+    x12 = claim_x12(verdict)
+    (clm,) = segments(x12, "CLM")
+    assert clm[5] == "11:A:2"
+    assert segments(x12, "CL1")[0][3] == "30"  # still a patient
+    assert not [s for s in segments(x12, "DTP") if s[1] == "096"]
+
+
+def test_an_outpatient_surgery_bills_13x_with_revenue_and_hcpcs_and_is_checked(
+    coder: Coder,
+) -> None:
+    items = [item(1, "0360", "4200.00", code="47562", on=ADMITTED),
+             item(2, "0370", "900.00", on=ADMITTED),
+             item(3, "0710", "650.00", on=ADMITTED),
+             item(4, "0250", "120.00", on=ADMITTED)]  # fmt: skip
+    body = bundle(
+        ident="opsurg", klass="SS", admitted=ADMITTED, days=0,
+        diagnoses=[("K80.20", None)], items=items,
+    )  # fmt: skip
+    coded, verdict = through(coder, body)
+    assert coded.type_of_bill == "0131"
+    assert verdict.outcome != "rejected", verdict.edits
+    x12 = claim_x12(verdict)
+    assert segments(x12, "CLM")[0][5] == "13:A:1"
+    assert [s[1:3] for s in segments(x12, "SV2")] == [
+        ["0360", "HC:47562"],
+        ["0370", ""],
+        ["0710", ""],
+        ["0250", ""],
+    ]
+    # The payer rule: an operating-room line on an outpatient bill needs its HCPCS code.
+    items[0] = item(1, "0360", "4200.00", on=ADMITTED)
+    body = bundle(
+        ident="opsurg2", klass="SS", admitted=ADMITTED, days=0,
+        diagnoses=[("K80.20", None)], items=items,
+    )  # fmt: skip
+    _, verdict = through(coder, body)
+    assert verdict.outcome == "rejected"
+    assert [e.field for e in verdict.edits if e.rule_id == "CF-UB-002"] == ["lines[0].code"]
+
+
+def test_a_charge_intake_cannot_carry_is_a_note_and_an_error(coder: Coder) -> None:
+    items = inpatient_items(ADMITTED, 2)
+    items.append({"sequence": 9, "productOrService": {"text": "TV rental"},
+                  "net": {"value": 45.0, "currency": "USD"}})  # fmt: skip
+    body = bundle(
+        ident="tv", klass="IMP", admitted=ADMITTED, days=2,
+        diagnoses=[("J18.9", "Y")], items=items,
+    )  # fmt: skip
+    enc = collected(body)
+    (note_,) = [n for n in enc.notes if n.kind == "item_not_carried"]
+    assert note_.charge == Decimal("45.00") and note_.field and "item[5]" in note_.field
+    coded = coder.code(enc, coded_at=RECEIVED)
+    verdict = validate(coded, coder.codesets, validated_at=RECEIVED)
+    assert verdict.outcome == "rejected"
+    (edit,) = [e for e in verdict.edits if e.rule_id == "CF-NOTE-001"]
+    assert "45.00" in edit.message and edit.fix_hint
+
+
+def test_a_missing_poa_on_a_stay_is_an_error_with_the_fix(coder: Coder) -> None:
+    body = bundle(
+        ident="nopoa", klass="IMP", admitted=ADMITTED, days=3,
+        diagnoses=[("J18.9", "Y"), ("N39.0", None)], items=inpatient_items(ADMITTED, 3),
+    )  # fmt: skip
+    _, verdict = through(coder, body)
+    assert verdict.outcome == "rejected"
+    (edit,) = [e for e in verdict.edits if e.rule_id == "CF-POA-001"]
+    assert edit.field == "diagnoses[1].poa" and "Y (present at admission)" in (edit.fix_hint or "")

@@ -143,6 +143,11 @@ def admission_data(ctx: Context) -> Iterator[Hit]:
             "encounter.discharge_status",
             f"The inpatient bill has no two-digit patient status ({status!r}).",
         )
+    if bill.interim and status not in ("", "30"):
+        yield Hit(
+            "encounter.discharge_status",
+            f"Interim bill {bill.code} is for a patient still in: the status is 30, not {status}.",
+        )
     source = (enc.admission_source or "").strip()
     if source and not re.fullmatch(r"[0-9A-Z]", source):
         yield Hit("encounter.admission_source", f"{source!r} is not a point-of-origin code (FL15).")
