@@ -102,6 +102,12 @@ class Settings(BaseSettings):
         "cannot be priced and no contract sets an expected payment.",
     )
     state_dir: Path = Field(default=Path(".claimflow/state"))
+    keep_runs: int = Field(
+        default=10,
+        ge=1,
+        description="`claimflow run`/`demo` keep this many run folders (logs and state, which "
+        "hold PHI) under .claimflow/runs and delete older ones at start.",
+    )
     max_message_bytes: int = Field(
         default=12 * 1024 * 1024,
         ge=1_000_000,

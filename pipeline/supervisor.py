@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +23,22 @@ from pipeline.broker import free_port
 from pipeline.state import private_dir, private_file
 
 log = logging.getLogger(__name__)
+
+
+RUN_NAME = re.compile(r"\d{8}T\d{6}")
+
+
+def prune_runs(runs: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` run folders under ``runs`` (their logs and state
+    hold PHI, and nothing reads an old run); only folders named like a run's start time
+    (``20261203T093000``) are touched. Returns what was deleted."""
+    if not runs.is_dir():
+        return []
+    found = sorted(p for p in runs.iterdir() if p.is_dir() and RUN_NAME.fullmatch(p.name))
+    old = found[: max(0, len(found) - keep)]
+    for folder in old:
+        shutil.rmtree(folder, ignore_errors=True)
+    return old
 
 
 @dataclass

@@ -144,12 +144,14 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
     from pipeline.broker import cluster
     from pipeline.kafka import ensure_topics
     from pipeline.serde import registry
-    from pipeline.supervisor import Supervisor
+    from pipeline.supervisor import Supervisor, prune_runs
     from pipeline.tracker import Tracker
 
     settings = Settings()
     logs.setup("WARNING")
-    run_dir = Path(".claimflow/runs") / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    runs = Path(".claimflow/runs")
+    prune_runs(runs, settings.keep_runs - 1)  # and this run makes keep_runs
+    run_dir = runs / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     seed = _seed(args)
     with cluster(settings.bootstrap_servers, log_file=_broker_log(run_dir)) as bootstrap:
         ensure_topics(bootstrap, settings, registry())

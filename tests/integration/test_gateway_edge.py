@@ -4,9 +4,11 @@ requests with a bad or doubled Content-Length."""
 
 from __future__ import annotations
 
+import json
 import resource
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import time
@@ -20,7 +22,8 @@ from gateway_client import TOKEN, address, mllp_exchange, msa, post, start_gatew
 from pydantic import SecretStr
 
 from pipeline.serde import registry
-from services.intake.gateway import Gateway, hl7_header
+from services.intake.gateway import ENDPOINTS_FILE, Gateway, hl7_header
+from services.intake.settings import GatewaySettings
 from sim.ehr import generate
 
 pytestmark = pytest.mark.broker
@@ -248,3 +251,26 @@ def test_http_refuses_a_doubled_or_malformed_content_length_cleanly(
     finally:
         gw.stop()
     assert "Traceback" not in caplog.text
+
+
+def test_the_generated_token_survives_a_restart_and_its_file_is_made_private(
+    bootstrap: str, prefix: str, tmp_path: Path
+) -> None:
+    settings = GatewaySettings(state_dir=tmp_path / "gw", topic_prefix=prefix)
+    first = Gateway(settings, bootstrap)
+    try:
+        first.start()
+        path = first.write_endpoints(settings.state_dir)
+    finally:
+        first.stop()
+    token = json.loads(path.read_text())["token"]
+    path.chmod(0o644)  # as an older version, or an operator, may have left it
+    second = Gateway(settings, bootstrap)
+    try:
+        second.start()
+        second.write_endpoints(settings.state_dir)
+    finally:
+        second.stop()
+    assert second.token == token and len(token) >= 32
+    assert stat.S_IMODE((settings.state_dir / ENDPOINTS_FILE).stat().st_mode) == 0o600
+    assert stat.S_IMODE(settings.state_dir.stat().st_mode) == 0o700

@@ -3,7 +3,6 @@ wider modes left behind are narrowed; the gateway's token is stable across resta
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from collections.abc import Iterator
@@ -13,7 +12,8 @@ import pytest
 from pydantic import SecretStr
 
 from pipeline.state import BatchStore, StateError
-from services.intake.gateway import ENDPOINTS_FILE, Gateway, configured_token
+from pipeline.supervisor import prune_runs
+from services.intake.gateway import configured_token
 from services.intake.settings import GatewaySettings
 
 
@@ -65,29 +65,6 @@ def test_a_state_folder_that_cannot_be_used_is_named_as_such(tmp_path: Path) -> 
         BatchStore(tmp_path / "taken" / "x.sqlite3", "CREATE TABLE IF NOT EXISTS t (v TEXT);")
 
 
-def test_the_generated_token_survives_a_restart_and_its_file_is_made_private(
-    tmp_path: Path,
-) -> None:
-    settings = GatewaySettings(state_dir=tmp_path / "gw", bootstrap_servers="127.0.0.1:1")
-    first = Gateway(settings, "127.0.0.1:1")
-    try:
-        first.start()
-        path = first.write_endpoints(settings.state_dir)
-    finally:
-        first.stop()
-    token = json.loads(path.read_text())["token"]
-    path.chmod(0o644)  # as an older version, or an operator, may have left it
-    second = Gateway(settings, "127.0.0.1:1")
-    try:
-        second.start()
-        second.write_endpoints(settings.state_dir)
-    finally:
-        second.stop()
-    assert second.token == token and len(token) >= 32
-    assert mode(settings.state_dir / ENDPOINTS_FILE) == 0o600
-    assert mode(settings.state_dir) == 0o700
-
-
 def test_a_token_file_is_read_and_a_missing_one_stops_the_gateway(tmp_path: Path) -> None:
     secret = tmp_path / "token"
     secret.write_text("s3cret-token-from-a-mounted-secret\n")
@@ -100,3 +77,19 @@ def test_a_token_file_is_read_and_a_missing_one_stops_the_gateway(tmp_path: Path
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(SystemExit, match="is empty"):
         configured_token(GatewaySettings(gateway_token_file=tmp_path / "empty"))
+
+
+def test_old_run_folders_are_deleted_and_nothing_else(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    names = [f"202612{d:02d}T093000" for d in range(1, 6)]
+    for name in names:
+        (runs / name / "state").mkdir(parents=True)
+        (runs / name / "intake.log").write_text("log")
+    (runs / "notes").mkdir()  # not a run folder: kept
+    (runs / "20261201T093000.txt").write_text("not a folder: kept")
+    deleted = prune_runs(runs, keep=2)
+    assert [p.name for p in deleted] == names[:3]
+    assert sorted(p.name for p in runs.iterdir()) == [
+        "20261201T093000.txt", *names[3:], "notes",
+    ]  # fmt: skip
+    assert prune_runs(tmp_path / "missing", keep=1) == []
