@@ -414,9 +414,33 @@ def create_app(
             out.append({"path": path, "value": "" if shown is None else shown, "why": why})
         return out
 
+    def _denied(encounter_id: str) -> dict[str, Any] | None:
+        """An open denial of the encounter's claim, as an item of the correction form."""
+        d = view.one(
+            "SELECT * FROM denials WHERE encounter_id = ? AND state = 'open'", encounter_id
+        )
+        if d is None:
+            return None
+        codes = ", ".join(f"{r['group']}-{r['carc']}" for r in json.loads(d["reasons"] or "[]"))
+        return {
+            "encounter_id": encounter_id,
+            "source": "denial",
+            "claim_id": d["claim_id"],
+            "since_ms": d["queued_ms"],
+            "edits": "[]",
+            "reason": f"{d['kind'].replace('_', ' ')} {codes}: {d['next_action']}",
+            "resubmitted_ms": None,
+            "resubmitted_by": None,
+        }
+
     @app.route("/corrections/<path:encounter_id>", methods=["GET", "POST"])
     def correction_item(encounter_id: str) -> Any:
-        item = view.one("SELECT * FROM corrections WHERE encounter_id = ?", encounter_id)
+        item: Any = view.one(
+            "SELECT * FROM corrections WHERE encounter_id = ? AND closed_ms IS NULL",
+            encounter_id,
+        )
+        if item is None:
+            item = _denied(encounter_id)  # a denial fixed by a corrected claim
         collected = _collected(encounter_id)
         if item is None or collected is None:
             abort(404)
@@ -425,10 +449,11 @@ def create_app(
         if request.method == "POST":
             if not may(g.user.role, "correct"):
                 abort(403)
+            # Only the fields the form sent, and only those the user changed.
             changes = {
-                f["path"]: request.form.get(f"field:{f['path']}", "")
+                f["path"]: request.form[f"field:{f['path']}"]
                 for f in fields
-                if request.form.get(f"field:{f['path']}", "") != str(f["value"])
+                if request.form.get(f"field:{f['path']}", str(f["value"])) != str(f["value"])
             }
             whole = request.form.get("whole") or ""
             try:
@@ -447,8 +472,8 @@ def create_app(
                     attempt=str(int(time.time() * 1000)),
                 )
                 act = actions.work_action(
-                    "corrections",
-                    encounter_id,
+                    "denials" if item["source"] == "denial" else "corrections",
+                    item["claim_id"] if item["source"] == "denial" else encounter_id,
                     "resubmit",
                     g.user.name,
                     g.user.role,

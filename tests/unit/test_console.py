@@ -514,3 +514,18 @@ def test_a_coding_audit_is_answered_and_scored(world, client_for) -> None:
         golden("coding.audits.v1", encounter_id=enc_id(1), event_id="a1b"),
     )
     assert kpis.audits(view) == {"audited": 1, "accuracy": pytest.approx(1 / 3)}
+
+
+def test_a_denial_is_fixed_by_a_corrected_claim_from_its_page(world, client_for) -> None:
+    view, _ = world
+    c = client_for("biller")
+    assert f'/corrections/{enc_id(4)}"' in c.get("/denials/CF0004").get_data(as_text=True)
+    page = c.get(f"/corrections/{enc_id(4)}").get_data(as_text=True)
+    assert "denied by the payer (claim CF0004)" in page
+    resp = c.post(f"/corrections/{enc_id(4)}", data={"field:coverage.member_id": "1EG4TE5MK99"})
+    assert resp.status_code == 302, re.findall(
+        r'class="error"[^<]*>([^<]*)', resp.get_data(as_text=True)
+    )
+    assert [t for t, _ in client_for.published] == ["intake.raw.v1", "workqueue.actions.v1"]
+    assert view.one("SELECT state FROM denials WHERE claim_id = 'CF0004'")[0] == "resubmitted"
+    assert c.get(f"/corrections/{enc_id(4)}").status_code == 404  # nothing left to correct
