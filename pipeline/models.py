@@ -191,6 +191,7 @@ class Encounter(Model):
     discharge_time: time | None = None
     patient: Patient
     coverage: Coverage
+    other_coverages: list[Coverage] = []  # secondary, tertiary … in order after the primary
     billing_provider: Provider
     rendering_provider: Provider | None = None
     attending_provider: Provider | None = None

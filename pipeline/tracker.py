@@ -103,6 +103,10 @@ class Ledger:
     payer_names: dict[str, str] = field(default_factory=dict)  # payer id -> name on the claim
     rule_categories: dict[str, str] = field(default_factory=dict)  # rule id -> category
     notice_text: dict[str, str] = field(default_factory=dict)  # config rule id -> message
+    # Coordination of benefits: an encounter's payers in order, and per claim the last
+    # posting's payer, what it left the patient and whether it crossed the claim over.
+    coverages: dict[str, list[str]] = field(default_factory=dict)  # encounter id -> payer ids
+    last_posting: dict[str, tuple[str, Decimal, bool, str]] = field(default_factory=dict)
     # Incremental settling: which encounter each collected record came from, the sources a
     # record touched since the last count, and the sent sources that are not yet final.
     encounter_source: dict[str, str] = field(default_factory=dict)
@@ -165,6 +169,10 @@ class Ledger:
         if topic == "encounters.collected.v1":
             self.source_encounters[value.source_id].add(value.encounter_id)
             self.plan_types[value.encounter_id] = value.coverage.plan_type
+            others = getattr(value, "other_coverages", [])
+            if others:
+                payers = [value.coverage.payer_id, *(c.payer_id for c in others)]
+                self.coverages[value.encounter_id] = payers
         elif topic == "encounters.coded.v1":
             self.coded.add(value.encounter_id)
         elif topic == "coding.review.v1":
@@ -207,6 +215,12 @@ class Ledger:
         elif topic == "remittance.posted.v1":
             self.posted[value.claim_id] = value.status
             self.paid[value.claim_id] = value.paid
+            self.last_posting[value.claim_id] = (
+                getattr(value, "payer_id", ""),
+                getattr(value, "patient_responsibility", Decimal(0)),
+                bool(getattr(value, "crossover_payer", None)),
+                value.status,
+            )
             self.posting_events[value.claim_id][value.event_id] += 1
         elif topic == "remittance.exceptions.v1":
             for claim in value.claims:
@@ -241,14 +255,35 @@ class Ledger:
         claims = set(self.encounter_claims.get(encounter_id) or ())
         if encounter_id in self.encounter_claim:
             claims.add(self.encounter_claim[encounter_id])
-        # A facility encounter with a physician's services bills two claims (837I + 837P).
+        # A facility encounter with a physician's services bills two claims (837I + 837P);
+        # a claim whose payer left a share to a later coverage waits for that payer's claim.
         return len(claims) >= self.expected_claims.get(encounter_id, 1) and all(
-            claim in self.posted
-            or claim in self.dead_keys
-            or claim in self.exceptions
-            or claim in self.payer_rejections  # final: the payer will send no 835 for it
+            (
+                claim in self.posted
+                or claim in self.dead_keys
+                or claim in self.exceptions
+                or claim in self.payer_rejections  # final: the payer will send no 835 for it
+            )
+            and not self.next_payer_due(encounter_id, claim)
             for claim in claims
         )
+
+    def next_payer_due(self, encounter_id: str, claim: str) -> bool:
+        """The claim's payer left the patient a share, a later coverage is to be billed, and
+        its claim (``<claim id>-2``, ``-3``: the claims stage sends it once it reads the
+        posting) has not been seen yet."""
+        payers = self.coverages.get(encounter_id)
+        posting = self.last_posting.get(claim)
+        if not payers or posting is None or claim in self.dead_keys:
+            return False  # (a next claim that could not be billed is a dead letter)
+        _payer, responsibility, crossover, status = posting
+        if crossover or status == "reversed" or responsibility <= 0:
+            return False
+        base, _, suffix = claim.rpartition("-")
+        position = int(suffix) if base and suffix in ("2", "3") else 1
+        if position >= min(len(payers), 3):
+            return False
+        return f"{base if position > 1 else claim}-{position + 1}" not in self.claim_encounter
 
     def source_done(self, source_id: str) -> bool:
         if source_id in self.dead_keys:

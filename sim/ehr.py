@@ -576,6 +576,7 @@ class SimPatient:
     practice: Practice
     chronic: list[Problem]
     seen: bool = False
+    other_coverages: tuple[Coverage, ...] = ()  # secondary, tertiary
 
 
 @dataclass(frozen=True)
@@ -601,6 +602,7 @@ class Visit:
     admission_source: str | None = None
     discharge_status: str | None = None
     facility_key: str = ""  # the facility id in HL7 v2 (MSH-4, PV1-3.4)
+    other_coverages: tuple[Coverage, ...] = ()  # secondary, tertiary, in order
 
     @property
     def encounter_id(self) -> str:
@@ -687,7 +689,36 @@ def _new_patient(rng: Random, mrn: str, ref: date) -> SimPatient:
             break
         if p.group is None or all(c.group != p.group for c in chronic):
             chronic.append(p)
-    return SimPatient(patient, coverage, practice, chronic)
+    others = _other_coverages(Random(f"cob:{mrn}"), payer, relationship, age)
+    return SimPatient(patient, coverage, practice, chronic, other_coverages=others)
+
+
+MEDIGAP = Payer("36273", "AARP Medicare Supplement", "CI", lambda r: "AARP" + _digits(r, 8), True)
+
+
+def _other_coverages(
+    rng: Random, payer: Payer, relationship: str, age: int
+) -> tuple[Coverage, ...]:
+    """Coverage after the primary: about a third of Medicare members have a Medicare
+    supplement (some of them Medicaid as well, dual eligibles), a few adults a second plan of
+    their own. Its own random stream, so every other generated value stays as it was."""
+    chain: list[Payer] = []
+    if payer is MEDICARE and rng.random() < 0.35:
+        chain.append(MEDIGAP)
+        if rng.random() < 0.25:
+            chain.append(MEDICAID)
+    elif payer.has_group and relationship == "18" and 18 <= age < 65 and rng.random() < 0.06:
+        chain.append(next(p for p in (AETNA, CIGNA) if p is not payer))
+    return tuple(
+        Coverage(
+            payer_id=p.payer_id,
+            payer_name=p.name,
+            plan_type=p.plan_type,
+            member_id=p.member_id(rng),
+            group_number=_digits(rng, 6) if p.has_group else None,
+        )
+        for p in chain
+    )
 
 
 def _years_before(day: date, years: int) -> date:
@@ -1060,6 +1091,7 @@ def visits(
                 local_id=f"{rng.getrandbits(64):016x}",
                 patient=sp.patient,
                 coverage=parts.pop("coverage", sp.coverage),
+                other_coverages=sp.other_coverages,
                 billing=hospital.billing,
                 rendering=None,
                 facility=hospital.facility,
@@ -1082,6 +1114,7 @@ def visits(
             end=end,
             patient=sp.patient,
             coverage=sp.coverage,
+            other_coverages=sp.other_coverages,
             billing=sp.practice.billing,
             rendering=rng.choice(sp.practice.clinicians),
             facility=sp.practice.facility,
@@ -1117,6 +1150,8 @@ def to_json(visit: Visit, rng: Random | None = None) -> bytes:
         "coverage": dump(visit.coverage),
         "billing_provider": dump(visit.billing),
     }
+    if visit.other_coverages:
+        record["other_coverages"] = [dump(c) for c in visit.other_coverages]
     if visit.rendering is not None:
         record["rendering_provider"] = dump(visit.rendering)
     if visit.attending is not None:
@@ -1161,6 +1196,56 @@ def _clinician(visit: Visit) -> Provider:
     doc = visit.rendering or visit.attending
     assert doc is not None, "every simulated visit names a clinician"
     return doc
+
+
+def _payer_organization(cov: Coverage) -> dict[str, Any]:
+    """The payer of a coverage as a FHIR Organization with its payer id (NIIP)."""
+    return {
+        "resourceType": "Organization",
+        "identifier": [{
+            "type": {"coding": [_coding(V2_0203, "NIIP", "National Insurance Payor Identifier")]},
+            "system": f"urn:{SOURCE_SYSTEM}:payer-id",
+            "value": cov.payer_id,
+        }],
+        "active": True,
+        "type": [{"coding": [_coding("http://terminology.hl7.org/CodeSystem/organization-type",
+                                     "pay", "Payer")]}],
+        "name": cov.payer_name,
+    }  # fmt: skip
+
+
+def _group_class(group_number: str) -> list[dict[str, Any]]:
+    """Coverage.class naming the group."""
+    return [{
+        "type": {"coding": [_coding(
+            "http://terminology.hl7.org/CodeSystem/coverage-class", "group")]},
+        "value": group_number,
+    }]  # fmt: skip
+
+
+def _other_coverage(
+    add: Callable[[str, dict[str, Any]], None], ids: dict[str, str], order: int, cov: Coverage
+) -> None:
+    """A coverage after the primary: its payer and a Coverage with its order (the patient
+    is the subscriber)."""
+    patient = ids["patient"]
+    ids[f"payer{order}"] = _urn(f"Organization/payer/{cov.payer_id}")
+    ids[f"coverage{order}"] = _urn(f"Coverage/{patient}/{cov.payer_id}")
+    add(ids[f"payer{order}"], _payer_organization(cov))
+    coverage: dict[str, Any] = {
+        "resourceType": "Coverage",
+        "status": "active",
+        "type": {"coding": [_coding(CLAIM_FILING_URI, cov.plan_type)], "text": cov.payer_name},
+        "subscriber": {"reference": patient},
+        "subscriberId": cov.member_id,
+        "beneficiary": {"reference": patient},
+        "relationship": {"coding": [_coding(SUBSCRIBER_RELATIONSHIP_URI, "self")]},
+        "payor": [{"reference": ids[f"payer{order}"]}],
+        "order": order,
+    }  # fmt: skip
+    if cov.group_number:
+        coverage["class"] = _group_class(cov.group_number)
+    add(ids[f"coverage{order}"], coverage)
 
 
 def to_fhir(visit: Visit, rng: Random) -> bytes:
@@ -1244,18 +1329,7 @@ def to_fhir(visit: Visit, rng: Random) -> bytes:
     if fac.address is not None:
         location["address"] = _fhir_address(fac.address, "work")
     add(ids["loc"], location)
-    add(ids["payer"], {
-        "resourceType": "Organization",
-        "identifier": [{
-            "type": {"coding": [_coding(V2_0203, "NIIP", "National Insurance Payor Identifier")]},
-            "system": f"urn:{SOURCE_SYSTEM}:payer-id",
-            "value": cov.payer_id,
-        }],
-        "active": True,
-        "type": [{"coding": [_coding("http://terminology.hl7.org/CodeSystem/organization-type",
-                                     "pay", "Payer")]}],
-        "name": cov.payer_name,
-    })  # fmt: skip
+    add(ids["payer"], _payer_organization(cov))
     sub = cov.subscriber
     if sub is not None:
         ids["subscriber"] = _urn(f"RelatedPerson/{SOURCE_SYSTEM}/{pat.patient_id}/subscriber")
@@ -1290,12 +1364,10 @@ def to_fhir(visit: Visit, rng: Random) -> bytes:
         "order": 1,
     }  # fmt: skip
     if cov.group_number:
-        coverage["class"] = [{
-            "type": {"coding": [_coding(
-                "http://terminology.hl7.org/CodeSystem/coverage-class", "group")]},
-            "value": cov.group_number,
-        }]  # fmt: skip
+        coverage["class"] = _group_class(cov.group_number)
     add(ids["coverage"], coverage)
+    for order, other in enumerate(visit.other_coverages, start=2):
+        _other_coverage(add, ids, order, other)
     cond_urls = []
     for _dx in visit.diagnoses:
         cond_urls.append(f"urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}")
@@ -1438,7 +1510,10 @@ def to_fhir(visit: Visit, rng: Random) -> bytes:
             "provider": ref("org"),
             "priority": {"coding": [_coding(
                 "http://terminology.hl7.org/CodeSystem/processpriority", "normal")]},
-            "insurance": [{"sequence": 1, "focal": True, "coverage": ref("coverage")}],
+            "insurance": [{"sequence": 1, "focal": True, "coverage": ref("coverage")}] + [
+                {"sequence": n, "focal": False, "coverage": ref(f"coverage{n}")}
+                for n in range(2, len(visit.other_coverages) + 2)
+            ],
             "diagnosis": claim_dx,
             "item": items,
             "total": _money(sum((s.charge for s in visit.services), Decimal(0))),
@@ -1510,9 +1585,15 @@ def _xad(a: Address, kind: str) -> str:
     return _comp(a.line1, a.line2, a.city, a.state, a.postal_code, a.country, kind)
 
 
-def _in1(visit: Visit) -> str:
-    """The primary insurance: payer id and name, plan type, member id, the insured."""
-    cov, pat = visit.coverage, visit.patient
+def _in1s(visit: Visit) -> list[str]:
+    """One IN1 per coverage, set ids in coordination-of-benefits order."""
+    coverages = (visit.coverage, *visit.other_coverages)
+    return [_in1(visit, cov, n) for n, cov in enumerate(coverages, start=1)]
+
+
+def _in1(visit: Visit, cov: Coverage, set_id: int = 1) -> str:
+    """One insurance: payer id and name, plan type, member id, the insured."""
+    pat = visit.patient
     sub = cov.subscriber
     birth: date | None
     address: Address | None
@@ -1525,7 +1606,7 @@ def _in1(visit: Visit) -> str:
         by_sex = {"F": "MTH", "M": "FTH"}.get(sub.sex, "PAR")
         relationship = HL7_RELATIONSHIP.get(cov.relationship) or by_sex
     fields = {
-        1: "1",
+        1: str(set_id),
         2: _comp(f"{cov.payer_id}-{cov.plan_type}"),
         3: _comp(cov.payer_id),
         4: _comp(cov.payer_name),
@@ -1622,7 +1703,7 @@ def to_hl7v2(visit: Visit, rng: Random) -> bytes:
     control = f"{visit.source_id}-{rng.getrandbits(24):06x}"
     if visit.setting == "professional":
         segs = _hl7_header(visit, ("DFT", "P03", "DFT_P03"), control, HL7_VERSION_OFFICE)
-        segs += _dg1s(visit, poa=False) + _ft1s(visit, HL7_VERSION_OFFICE) + [_in1(visit)]
+        segs += _dg1s(visit, poa=False) + _ft1s(visit, HL7_VERSION_OFFICE) + _in1s(visit)
         return ("\r".join(segs) + "\r").encode()
     version = HL7_VERSION_HOSPITAL
     adt = _hl7_header(visit, ("ADT", "A03", "ADT_A03"), f"{control}-1", version)
@@ -1633,9 +1714,9 @@ def to_hl7v2(visit: Visit, rng: Random) -> bytes:
                          5: _d8(s.service_date or visit.start.date())})
         for k, s in enumerate(pcs, 1)
     ]  # fmt: skip
-    adt.append(_in1(visit))
+    adt.extend(_in1s(visit))
     dft = _hl7_header(visit, ("DFT", "P03", "DFT_P03"), f"{control}-2", version)
-    dft += _ft1s(visit, version) + [_in1(visit)]
+    dft += _ft1s(visit, version) + _in1s(visit)
     sent = _ts(visit.end + timedelta(minutes=5))
     batch = [f"BHS|^~\\&|{SOURCE_SYSTEM}|{_esc(visit.facility_key)}|CLAIMFLOW|CLAIMFLOW|{sent}"]
     batch += adt + dft + ["BTS|2"]

@@ -59,6 +59,9 @@ class ClaimLine:
     service_end: date | None
     line_control_number: str | None = None
     revenue_code: str | None = None  # SV201 on an 837I
+    # The patient's share the payer before this one left on the line (its 2430 CAS*PR),
+    # by CARC: what a secondary or tertiary payer adjudicates.
+    prior_responsibility: tuple[tuple[str, Decimal], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class Claim837:
     drg: str | None = None  # HI*DR on an 837I
     billing_npi: str | None = None  # 2010AA of the claim's own 2000A loop
     billing_name: str | None = None
+    sequence: str = "P"  # SBR01 of the 2000B: P primary, S secondary, T tertiary
 
 
 def _d8(seg: Segment) -> tuple[date | None, date | None]:
@@ -114,9 +118,10 @@ class _RawLine:
     start: date | None = None
     end: date | None = None
     control_number: str | None = None
+    prior: list[tuple[str, Decimal]] | None = None  # the last 2430's CAS*PR
 
 
-_SUBSCRIBER_KEYS = ("sbr09", "member_id", "insured_last", "insured_first")
+_SUBSCRIBER_KEYS = ("sbr09", "sbr01", "member_id", "insured_last", "insured_first")
 
 
 @lru_cache(maxsize=32)
@@ -152,6 +157,7 @@ def read_837_claim(x12: str, claim_id: str) -> Claim837:
                 ctx["dependent"] = "Y"
         elif sid == "SBR" and not in_claim:
             ctx["sbr09"] = seg.el(9)
+            ctx["sbr01"] = seg.el(1) or "P"
         elif sid == "NM1" and not in_claim and seg.el(1) in {"IL", "QC"}:
             name = (seg.el(3) or None, seg.el(4) or None)
             if seg.el(1) == "IL":
@@ -179,6 +185,12 @@ def read_837_claim(x12: str, claim_id: str) -> Claim837:
                 lines[-1].start, lines[-1].end = _d8(seg)
             elif sid == "REF" and seg.el(1) == "6R" and lines:
                 lines[-1].control_number = seg.el(2) or None
+            elif sid == "SVD" and lines:
+                lines[-1].prior = []  # a later payer's 2430 replaces an earlier one's
+            elif sid == "CAS" and lines and lines[-1].prior is not None and seg.el(1) == "PR":
+                for pos in range(2, 20, 3):
+                    if seg.el(pos):
+                        lines[-1].prior.append((seg.el(pos), _decimal(seg, pos + 1)))
     if clm is None or found is None:
         raise InputError("CLM01", f"claim {claim_id!r} is not in the 837")
     return _claim837(clm, found, lines)
@@ -201,6 +213,7 @@ def _sv2_line(number: int, raw: _RawLine, sv2: Segment) -> ClaimLine:
         service_end=raw.end,
         line_control_number=raw.control_number,
         revenue_code=revenue if code else None,
+        prior_responsibility=tuple(raw.prior or ()),
     )
 
 
@@ -226,6 +239,7 @@ def _claim837(clm: Segment, ctx: dict[str, str | None], raw_lines: list[_RawLine
                 service_date=raw.start,
                 service_end=raw.end,
                 line_control_number=raw.control_number,
+                prior_responsibility=tuple(raw.prior or ()),
             )
         )
     if not lines:
@@ -251,6 +265,7 @@ def _claim837(clm: Segment, ctx: dict[str, str | None], raw_lines: list[_RawLine
         drg=ctx.get("drg"),
         billing_npi=ctx.get("billing_npi"),
         billing_name=ctx.get("billing_name"),
+        sequence=ctx.get("sbr01") or "P",
     )
 
 
@@ -455,6 +470,8 @@ def adjudicate_claim(
     deductible_share = Decimal(str(round(rng.uniform(0.25, 1.0), 4)))
     line_draws = [(rng.random(), rng.randrange(len(_LINE_DENIALS))) for _ in parsed.lines]
 
+    if parsed.sequence in ("S", "T") and claim.frequency != "8":
+        return _after_prior_payer(claim, parsed)
     plan = policy.plan(parsed.filing_indicator)
     charges = [line.charge for line in parsed.lines]
     if claim.expected_reimbursement is not None:
@@ -506,6 +523,35 @@ def adjudicate_claim(
     if claim.frequency == "8" or parsed.frequency == "8":
         return _reversal(decision)
     return decision
+
+
+def _after_prior_payer(claim: SubmittedClaim, parsed: Claim837) -> ClaimDecision:
+    """A secondary or tertiary payer: it pays what the payer before it left to the patient
+    (its 2430 CAS*PR), except the deductible (PR 1), which stays the patient's; the rest of
+    each line is the prior payer's adjudication (OA 23). CLP02 2 or 3."""
+    lines: list[LineDecision] = []
+    for line in parsed.lines:
+        left = sum((amount for _, amount in line.prior_responsibility), ZERO)
+        deductible = sum((a for reason, a in line.prior_responsibility if reason == "1"), ZERO)
+        adjustments = [CasAdjustment("OA", "23", line.charge - left)] if line.charge != left else []
+        if deductible:
+            adjustments.append(CasAdjustment("PR", "1", deductible))
+        lines.append(LineDecision(line, left, left - deductible, tuple(adjustments)))
+    starts = [line.service_date for line in parsed.lines if line.service_date]
+    ends = [line.service_end or line.service_date for line in parsed.lines if line.service_date]
+    return ClaimDecision(
+        claim=parsed,
+        status_code="2" if parsed.sequence == "S" else "3",
+        charge=parsed.charge,
+        paid=sum((line.paid for line in lines), ZERO),
+        patient_responsibility=sum(
+            (a.amount for line in lines for a in line.adjustments if a.group == "PR"), ZERO
+        ),
+        payer_claim_control_number=payer_claim_control_number(claim.payer_id, claim.claim_id),
+        service_start=min(starts, default=claim.service_start),
+        service_end=max((d for d in ends if d), default=claim.service_end),
+        lines=tuple(lines),
+    )
 
 
 def _price_lines(

@@ -20,7 +20,7 @@ from prometheus_client import Counter
 
 from pipeline import metrics
 from pipeline.errors import InputError
-from pipeline.models import ClaimRejection, DeadLetter, utcnow
+from pipeline.models import ClaimRejection, DeadLetter, RemittancePosting, utcnow
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Stage, dead_letter, reason_of, run_stage
 from services.claims import metrics as domain_metrics
@@ -36,6 +36,12 @@ from services.claims.domain import (
     in_validated_record,
     submitted_claim,
     write_interchange,
+)
+from services.claims.secondary import (
+    CobLedger,
+    coverages_of,
+    next_claim,
+    position_of,
 )
 from services.claims.settings import ClaimsSettings
 from services.claims.x12_837 import ClaimError
@@ -61,7 +67,7 @@ Item = tuple[Incoming, PlannedClaim]
 
 class ClaimsStage(Stage):
     name = "claims"
-    inputs = ("encounters.validated.v1", "payer.inbound.v1")
+    inputs = ("encounters.validated.v1", "payer.inbound.v1", "remittance.posted.v1")
     batch_mode = True
 
     def prime_metrics(self) -> None:
@@ -89,6 +95,8 @@ class ClaimsStage(Stage):
         self.sleep = sleep
         # Corrections hook: the claim last submitted per encounter (services/claims/corrections.py)
         self.submitted = SubmittedClaims.in_state_dir(settings.state_dir)
+        # Coordination of benefits: each payer's adjudication, the next payers billed.
+        self.cob = CobLedger.in_state_dir(settings.state_dir)
         # Fail at start-up, not on the first claim, when the envelope ids cannot be written.
         ident(settings.sender_id, "CLAIMFLOW_SENDER_ID", min_len=2, max_len=15)
         ident(settings.receiver_id, "CLAIMFLOW_RECEIVER_ID", min_len=2, max_len=15)
@@ -106,14 +114,75 @@ class ClaimsStage(Stage):
         bills = [m for m in msgs if m.topic == "encounters.validated.v1"]
         if bills:
             outs.extend(self._submit(bills))
+        postings = [m for m in msgs if m.topic == "remittance.posted.v1"]
+        if postings:
+            outs.extend(self._bill_next_payers(postings))
         return outs
 
     def on_batch_done(self) -> None:
         self.submitted.commit()  # corrections hook
+        self.cob.commit()
 
     def close(self) -> None:
         self.store.close()
         self.submitted.close()  # corrections hook
+        self.cob.close()
+
+    # --- coordination of benefits: the next payer after a posted 835 ----------------------------
+
+    def _bill_next_payers(self, msgs: Sequence[Incoming]) -> list[Out]:
+        """Claims to secondary and tertiary payers, from the postings of the payers before."""
+        outs: list[Out] = []
+        unique: dict[str, Item] = {}
+        billed: dict[int, tuple[str, int]] = {}
+        for msg in msgs:
+            try:
+                with self.cob.atomic():
+                    found = self._next_claim(msg.value)
+            except Exception as exc:  # noqa: BLE001 - every failure of one input is routed
+                outs.append(self._dead(msg, exc))
+                continue
+            if found is not None:
+                planned, position = found
+                unique.setdefault(planned.event_id, (msg, planned))
+                billed[id(msg)] = (planned.encounter_id, position)
+        outs += self._send(unique)
+        dead = {
+            (o.value.source_topic, o.value.source_partition, o.value.source_offset)
+            for o in outs
+            if isinstance(o.value, DeadLetter)
+        }
+        for msg in msgs:  # a claim that went to the dead-letter topic is billed on a resend
+            if (msg.topic, msg.partition, msg.offset) in dead and id(msg) in billed:
+                self.cob.unmark_billed(*billed[id(msg)])
+        return outs
+
+    def _next_claim(self, posting: RemittancePosting) -> tuple[PlannedClaim, int] | None:
+        """The claim to the payer after the one that posted, with its position, or None."""
+        if posting.encounter_id is None:
+            return None
+        prior = self.submitted.prior(posting.encounter_id)
+        if prior is None:
+            metrics.OUTCOMES.labels(self.name, "cob_unknown_encounter").inc()
+            return None
+        verdict = prior.billed
+        position = position_of(posting.payer_id, coverages_of(verdict))
+        if position is None:
+            metrics.OUTCOMES.labels(self.name, "cob_unknown_payer").inc()
+            return None
+        encounter_id = posting.encounter_id
+        self.cob.record(encounter_id, position, posting)
+        if self.cob.billed(encounter_id, position + 1) is not None:
+            return None  # a redelivered or corrected posting: the next payer is billed
+        earlier = self.cob.earlier(encounter_id, position)
+        found = next_claim(posting, verdict, prior.claim_id, earlier)
+        if found.planned is None:
+            metrics.OUTCOMES.labels(self.name, "cob_not_billed").inc()
+            log.info("no claim to the next payer", extra={"why": found.reason})
+            return None
+        metrics.OUTCOMES.labels(self.name, f"cob_billed_{position + 1}").inc()
+        self.cob.mark_billed(encounter_id, position + 1, found.planned.claim_id)
+        return found.planned, position + 1
 
     # --- billing ------------------------------------------------------------------------------
 
@@ -145,6 +214,22 @@ class ClaimsStage(Stage):
                     unique.setdefault(planned.event_id, (msg, planned))  # a repeat in the batch
             except Exception as exc:  # noqa: BLE001 - every failure of one input is routed
                 outs.append(self._dead(msg, exc))
+        outs += self._send(unique)
+        # A verdict whose claim went to the dead-letter topic was not answered: sending it
+        # again (from the dead letter, or a new validation) must bill it then.
+        dead_keys = {
+            (o.value.source_topic, o.value.source_partition, o.value.source_offset)
+            for o in outs
+            if isinstance(o.value, DeadLetter)
+        }
+        for msg in reversed(msgs):
+            if (msg.topic, msg.partition, msg.offset) in dead_keys:
+                self.submitted.restore(msg.value, before[id(msg)])
+        return outs
+
+    def _send(self, unique: dict[str, Item]) -> list[Out]:
+        """Number, write, deliver and publish planned claims (each claim event once)."""
+        outs: list[Out] = []
         assigned = self.store.assigned(unique)
         replayed: dict[int, list[Item]] = defaultdict(list)
         fresh: dict[tuple[str, str], list[Item]] = defaultdict(list)
@@ -167,16 +252,6 @@ class ClaimsStage(Stage):
                 continue
             for chunk in self._chunks(items):
                 outs += self._interchange(chunk, adapter.name)
-        # A verdict whose claim went to the dead-letter topic was not answered: sending it
-        # again (from the dead letter, or a new validation) must bill it then.
-        dead_keys = {
-            (o.value.source_topic, o.value.source_partition, o.value.source_offset)
-            for o in outs
-            if isinstance(o.value, DeadLetter)
-        }
-        for msg in reversed(msgs):
-            if (msg.topic, msg.partition, msg.offset) in dead_keys:
-                self.submitted.restore(msg.value, before[id(msg)])
         return outs
 
     def _chunks(self, items: list[Item]) -> Iterable[list[Item]]:

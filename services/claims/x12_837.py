@@ -21,6 +21,13 @@ from typing import Literal
 
 from pipeline.errors import InputError
 from pipeline.models import Address, CodedEncounter, Coverage, Patient, Provider, ServiceLine
+from services.claims.cob import (
+    PriorPayer,
+    check_balance,
+    line_adjudication_loops,
+    prior_payer_loops,
+    sequence_code,
+)
 from services.refdata import npi as npi_check
 from services.x12 import guides
 from services.x12.writer import (
@@ -97,6 +104,20 @@ class ClaimInput:
     coded: CodedEncounter
     frequency: Frequency = "1"
     original_reference: str | None = None  # payer claim control number; needed for 7 and 8
+    # Coordination of benefits: the coverage billed when it is not the encounter's first
+    # (a secondary or tertiary claim), and the payers that adjudicated it before (cob.py).
+    billed_coverage: Coverage | None = None
+    prior_payers: tuple[PriorPayer, ...] = ()
+
+    @property
+    def coverage(self) -> Coverage:
+        """The coverage this claim is billed to."""
+        return self.billed_coverage or self.coded.encounter.coverage
+
+    @property
+    def sequence(self) -> str:
+        """SBR01 of the billed payer: P, S or T after as many prior payers."""
+        return sequence_code(len(self.prior_payers) + 1)
 
 
 @dataclass(frozen=True)
@@ -298,7 +319,7 @@ def _demographics(birth_date: date, sex: str) -> Segment:
 
 
 def subscriber_loop(
-    hl: int, parent: int, coverage: Coverage, patient: Patient | None
+    hl: int, parent: int, coverage: Coverage, patient: Patient | None, sequence: str = "P"
 ) -> list[Segment]:
     """2000B subscriber HL, 2010BA subscriber and 2010BB payer.
 
@@ -322,7 +343,7 @@ def subscriber_loop(
             raise InputError("encounter.patient.last_name", "empty after removing bad characters")
         return [
             seg("HL", str(hl), str(parent), "22", "0"),
-            seg("SBR", "P", SELF, group, "", "", "", "", "", filing),
+            seg("SBR", sequence, SELF, group, "", "", "", "", "", filing),
             seg("NM1", "IL", "1", last, text(patient.first_name, 35), "", "", "", "MI", member),
             *address_segments(patient.address, "encounter.patient.address"),
             _demographics(patient.birth_date, patient.sex),
@@ -338,7 +359,7 @@ def subscriber_loop(
     out = [
         seg("HL", str(hl), str(parent), "22", "1"),
         # SBR02 is sent only when the subscriber is the patient.
-        seg("SBR", "P", "", group, "", "", "", "", "", filing),
+        seg("SBR", sequence, "", group, "", "", "", "", "", filing),
         seg("NM1", "IL", "1", last, text(subscriber.first_name, 35), "", "", "", "MI", member),
     ]
     # N3/N4 and DMG are situational for a subscriber who is not the patient: sent when known.
@@ -475,9 +496,24 @@ def professional_claim_loop(claim: ClaimInput) -> list[Segment]:
         npi = check_npi(facility.npi, "encounter.facility.npi") if facility.npi else ""
         out.append(seg("NM1", "77", "2", name, "", "", "", "", "XX" if npi else "", npi))
         out.extend(address_segments(facility.address, "encounter.facility.address", physical=True))
+    out.extend(prior_payer_section(claim))
     for number, line in enumerate(coded.lines, start=1):
         out.extend(_line(line, number, pos, len(codes), claim_id))
+        out.extend(line_adjudication_loops(claim.prior_payers, number))
     return out
+
+
+def prior_payer_section(claim: ClaimInput, *, institutional: bool = False) -> list[Segment]:
+    """The 2320/2330 loops of a secondary or tertiary claim, its prior payers balanced."""
+    if not claim.prior_payers:
+        return []
+    lines = claim.coded.lines
+    charges = {n: line.charge for n, line in enumerate(lines, start=1)}
+    total = sum(charges.values(), Decimal("0"))
+    for prior in claim.prior_payers:
+        check_balance(prior, total, charges)
+    patient = claim.coded.encounter.patient
+    return prior_payer_loops(claim.prior_payers, patient, institutional=institutional)
 
 
 def claim_segments(claim: ClaimInput) -> list[str]:
@@ -515,6 +551,7 @@ class _Insured:
     coverage: Coverage
     patient: Patient | None
     patients: dict[tuple[Patient, str], list[ClaimInput]]
+    sequence: str = "P"
 
 
 @contextmanager
@@ -545,16 +582,17 @@ def _group(
     batch = len(claims) > 1
     for claim in claims:
         enc = claim.coded.encounter
-        coverage = enc.coverage
+        coverage = claim.coverage
         with _blame(claim, batch):
             relationship = relationship_of(coverage)
             billing = billing_of(claim)
         insureds = providers.setdefault(billing, {})
         if relationship == SELF:
-            key: tuple[object, ...] = (SELF, coverage, enc.patient)
+            key: tuple[object, ...] = (SELF, claim.sequence, coverage, enc.patient)
             patient: Patient | None = enc.patient
         else:
             key = (
+                claim.sequence,
                 coverage.payer_id,
                 coverage.payer_name,
                 coverage.plan_type,
@@ -563,7 +601,7 @@ def _group(
                 coverage.subscriber,
             )
             patient = None
-        insured = insureds.setdefault(key, _Insured(coverage, patient, {}))
+        insured = insureds.setdefault(key, _Insured(coverage, patient, {}, claim.sequence))
         insured.patients.setdefault((enc.patient, relationship), []).append(claim)
     return [(p, list(insureds.values())) for p, insureds in providers.items()]
 
@@ -613,7 +651,13 @@ def _detail(
             first = next(iter(insured.patients.values()))[0]
             with _blame(first, batch):
                 segs.extend(
-                    subscriber_loop(subscriber_hl, provider_hl, insured.coverage, insured.patient)
+                    subscriber_loop(
+                        subscriber_hl,
+                        provider_hl,
+                        insured.coverage,
+                        insured.patient,
+                        insured.sequence,
+                    )
                 )
             for (patient, relationship), patient_claims in insured.patients.items():
                 if insured.patient is None:

@@ -40,6 +40,7 @@ from decimal import Decimal
 
 from pipeline.errors import InputError
 from pipeline.models import CodedDiagnosis, CodedEncounter, Encounter, Provider, ServiceLine
+from services.claims.cob import line_adjudication_loops
 from services.claims.x12_837 import (
     DEFAULT_SUBMITTER,
     ClaimInput,
@@ -50,6 +51,7 @@ from services.claims.x12_837 import (
     dx_code,
     modifiers,
     prior_claim_reference,
+    prior_payer_section,
     procedure_code,
     provider_nm1,
 )
@@ -455,8 +457,12 @@ def institutional_claim_loop(claim: ClaimInput) -> list[Segment]:
         *_ub04_segments(enc),
         *_provider_segments(coded),
     ]
+    out.extend(prior_payer_section(claim, institutional=True))
     for index, line in enumerate(coded.lines):
         out.extend(_line(line, index + 1, claim_id))
+        if claim.prior_payers:
+            revenue = revenue_code(line.revenue_code, f"lines[{index}].revenue_code")
+            out.extend(line_adjudication_loops(claim.prior_payers, index + 1, revenue))
     return out
 
 

@@ -1020,19 +1020,26 @@ def _coverage_from(entry: _Entry, patient: _Entry, patient_id: str, ctx: _Ctx) -
     )
 
 
-def _coverage(
+def _coverages(
     claims: list[_Entry], patient: _Entry, patient_id: str, start: date, ctx: _Ctx
-) -> Coverage:
-    """Pick the encounter's coverage: claim-referenced, then the patient's, then by name."""
+) -> list[Coverage]:
+    """The encounter's coverages in coordination-of-benefits order, primary first: those a
+    Claim references (Claim.insurance: focal first, then by sequence), else the patient's
+    Coverages in force on the date of service by Coverage.order, else a payer named on the
+    claim, else self-pay."""
     names: list[str] = []
+    referenced: list[_Entry] = []
     for claim in claims:
         insurance = sorted(claim.res.insurance or [], key=lambda i: (not i.focal, i.sequence or 0))
         for ins in insurance:
             target = ctx.resolve(ins.coverage, claim)
             if target is not None and target.type == "Coverage":
-                return _coverage_from(target, patient, patient_id, ctx)
-            if ins.coverage is not None and _text(ins.coverage.display):
+                if all(target is not seen for seen in referenced):
+                    referenced.append(target)
+            elif ins.coverage is not None and _text(ins.coverage.display):
                 names.append(ins.coverage.display.strip())
+    if referenced:
+        return _distinct([_coverage_from(e, patient, patient_id, ctx) for e in referenced])
     candidates = []
     for entry in ctx.of("Coverage"):
         cov = entry.res
@@ -1050,11 +1057,22 @@ def _coverage(
                 continue
         candidates.append(entry)
     if candidates:
-        best = min(candidates, key=lambda e: e.res.order or 10**6)
-        return _coverage_from(best, patient, patient_id, ctx)
+        ordered = sorted(candidates, key=lambda e: e.res.order or 10**6)
+        return _distinct([_coverage_from(e, patient, patient_id, ctx) for e in ordered])
     if names:
-        return _named_payer(names[0], patient_id, ctx)
-    return _self_pay(patient_id, ctx, "no coverage in the bundle")
+        return [_named_payer(names[0], patient_id, ctx)]
+    return [_self_pay(patient_id, ctx, "no coverage in the bundle")]
+
+
+def _distinct(coverages: list[Coverage]) -> list[Coverage]:
+    """Coverages in order, each payer and member once; self-pay only when nothing else."""
+    out: list[Coverage] = []
+    for coverage in coverages:
+        if any((c.payer_id, c.member_id) == (coverage.payer_id, coverage.member_id) for c in out):
+            continue
+        out.append(coverage)
+    paying = [c for c in out if c.plan_type != "09"]
+    return paying or out[:1]
 
 
 # --- diagnoses and services --------------------------------------------------------------
@@ -1874,6 +1892,7 @@ def _encounter(
             if discharge:
                 break
 
+    coverages = _coverages(claims, patient_entry, patient.patient_id, start, ctx)
     return _build(
         Encounter,
         path,
@@ -1896,7 +1915,8 @@ def _encounter(
         discharge_date=discharge_date,
         discharge_time=discharge_time,
         patient=patient,
-        coverage=_coverage(claims, patient_entry, patient.patient_id, start, ctx),
+        coverage=coverages[0],
+        other_coverages=coverages[1:],
         billing_provider=billing,
         rendering_provider=rendering,
         attending_provider=attending,

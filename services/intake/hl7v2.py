@@ -46,6 +46,7 @@ from services.intake.fhir import (
     X12_FILING_CODES,
     _build,
     _Ctx,
+    _distinct,
     _is_self_pay,
     _plan_type,
     _self_pay,
@@ -714,17 +715,23 @@ def _plan(in1: _Seg, payer_name: str, ctx: _Ctx) -> str:
     return _plan_type(None, payer_name, ctx)
 
 
-def _coverage(msgs: list[_Message], patient: Patient, ctx: _Ctx) -> Coverage:
-    """The primary insurance: the IN1 with the lowest set id (IN1-1) across the visit."""
+def _coverages(msgs: list[_Message], patient: Patient, ctx: _Ctx) -> list[Coverage]:
+    """The insurances in coordination-of-benefits order: IN1 by set id (IN1-1) across the
+    visit, primary first. A repeated IN1 (same payer and policy, e.g. resent by an A08) is
+    kept once; self-pay counts only when it is the only insurance."""
     in1s = [s for m in msgs for s in m.all("IN1")]
     if not in1s:
-        return _self_pay(patient.patient_id, ctx, "no IN1 segment")
+        return [_self_pay(patient.patient_id, ctx, "no IN1 segment")]
 
     def order(s: _Seg) -> int:
         raw = s.get(1)
         return int(raw) if raw.isdigit() else 10**6
 
-    in1 = min(in1s, key=order)
+    return _distinct([_insurance(in1, patient, ctx) for in1 in sorted(in1s, key=order)])
+
+
+def _insurance(in1: _Seg, patient: Patient, ctx: _Ctx) -> Coverage:
+    """One IN1 as a coverage."""
     name = in1.get(4, 1) or in1.get(2, 2)
     if not name:
         raise InputError(in1.path(4), "insurance company name missing")
@@ -1206,6 +1213,7 @@ def _encounter(
     if not number:
         ctx.note("PV1-19 visit number missing: the message control id names the encounter")
     encounter_id = f"{system}/{number or head.control_id}"
+    coverages = _coverages(msgs, patient, ctx)
     return _build(
         Encounter,
         pv1.label,
@@ -1226,7 +1234,8 @@ def _encounter(
         discharge_date=discharged if setting == "inpatient" else None,
         discharge_time=discharged_at if setting == "inpatient" and discharged else None,
         patient=patient,
-        coverage=_coverage(msgs, patient, ctx),
+        coverage=coverages[0],
+        other_coverages=coverages[1:],
         billing_provider=billing,
         rendering_provider=rendering,
         attending_provider=attending if setting != "professional" else None,

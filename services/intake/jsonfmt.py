@@ -76,7 +76,7 @@ def _out_of_range(units: object) -> bool:
     return not abs(float(units)) <= MAX_UNITS
 
 
-def _check_coverage(coverage: Any) -> None:
+def _check_coverage(coverage: Any, field: str = "encounter.coverage") -> None:
     """The relationship is an X12 code, and a subscriber is sent only for a dependent."""
     if not isinstance(coverage, dict):
         return  # the model names the problem
@@ -85,13 +85,36 @@ def _check_coverage(coverage: Any) -> None:
         return
     if relationship not in X12_RELATIONSHIPS:
         codes = ", ".join(f"{k} {v}" for k, v in X12_RELATIONSHIPS.items())
-        raise InputError("encounter.coverage.relationship", f"not an X12 code ({codes})")
+        raise InputError(f"{field}.relationship", f"not an X12 code ({codes})")
     if relationship == SELF and coverage.get("subscriber") is not None:
         # Two people for one policy holder: the claim would name the wrong insured.
         raise InputError(
-            "encounter.coverage.subscriber",
+            f"{field}.subscriber",
             "must be omitted when relationship is 18 (the patient is the subscriber)",
         )
+
+
+def _coverages_in_order(data: dict[str, Any]) -> dict[str, Any]:
+    """``coverages`` (a list in coordination-of-benefits order, primary first) as the
+    contract's ``coverage`` and ``other_coverages``; each coverage checked."""
+    if "coverages" in data:
+        coverages = data["coverages"]
+        if "coverage" in data or "other_coverages" in data:
+            raise InputError(
+                "encounter.coverages", "send either coverages or coverage/other_coverages"
+            )
+        if not isinstance(coverages, list) or not coverages:
+            raise InputError("encounter.coverages", "must be a list, primary first, not empty")
+        data = {k: v for k, v in data.items() if k != "coverages"}
+        data |= {"coverage": coverages[0], "other_coverages": coverages[1:]}
+        for i, coverage in enumerate(coverages):
+            _check_coverage(coverage, f"encounter.coverages[{i}]")
+        return data
+    _check_coverage(data.get("coverage"))
+    others = data.get("other_coverages")
+    for i, coverage in enumerate(others if isinstance(others, list) else []):
+        _check_coverage(coverage, f"encounter.other_coverages[{i}]")
+    return data
 
 
 def parse_json_encounter(data: Any, *, source_id: str, received_at: datetime) -> Encounter:
@@ -111,7 +134,7 @@ def parse_json_encounter(data: Any, *, source_id: str, received_at: datetime) ->
                 check_charge(service["charge"], f"encounter.services[{i}].charge")
             if _out_of_range(service.get("units")):
                 raise InputError(f"encounter.services[{i}].units", f"must be at most {MAX_UNITS:g}")
-    _check_coverage(data.get("coverage"))
+    data = _coverages_in_order(data)
     encounter_id = data.get("encounter_id")
     eid = event_id(source_id, encounter_id if isinstance(encounter_id, str) else "", "intake", "v1")
     try:

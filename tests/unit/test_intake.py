@@ -854,7 +854,8 @@ def test_simulator_fhir_dependents_have_a_related_person_subscriber() -> None:
     found = 0
     for _, _, body in generate(60, seed=7, fmt="fhir", reference_date=REFERENCE):
         resources = {e["fullUrl"]: e["resource"] for e in json.loads(body)["entry"]}
-        [coverage] = [r for r in resources.values() if r["resourceType"] == "Coverage"]
+        coverages = [r for r in resources.values() if r["resourceType"] == "Coverage"]
+        [coverage] = [r for r in coverages if r["order"] == 1]  # the primary
         [relationship] = coverage["relationship"]["coding"]
         subscriber = resources[coverage["subscriber"]["reference"]]
         if relationship["code"] == "self":

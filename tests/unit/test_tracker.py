@@ -4,6 +4,7 @@ count of what is in flight follows every record that changes an encounter's fate
 from __future__ import annotations
 
 import threading
+from decimal import Decimal
 from types import SimpleNamespace as NS
 
 from pipeline.tracker import Ledger
@@ -138,3 +139,35 @@ def test_each_run_of_the_simulator_has_a_new_seed_unless_given() -> None:
 
     assert _seed(Namespace(seed=7)) == 7
     assert len({_seed(Namespace(seed=None)) for _ in range(5)}) == 5
+
+
+def test_an_encounter_with_a_secondary_coverage_settles_after_the_last_payer_due() -> None:
+    led = Ledger()
+    led.mark_sent("s1")
+    primary, medigap = NS(payer_id="MEDICARE_B", plan_type="MB"), NS(payer_id="36273")
+    led.add(
+        "encounters.collected.v1",
+        "e1",
+        NS(event_id="c", source_id="s1", encounter_id="e1", coverage=primary,
+           other_coverages=[medigap]),
+    )  # fmt: skip
+
+    def claim(claim_id: str, payer: str) -> None:
+        value = NS(event_id=claim_id, claim_id=claim_id, encounter_id="e1", payer_id=payer,
+                   claim_type="professional", total_charge=Decimal("100.00"))  # fmt: skip
+        led.add("claims.submitted.v1", claim_id, value)
+
+    def posting(claim_id: str, payer: str, left: str) -> None:
+        value = NS(event_id=f"p-{claim_id}", claim_id=claim_id, payer_id=payer, status="paid",
+                   paid=Decimal("50.00"), patient_responsibility=Decimal(left),
+                   crossover_payer=None)  # fmt: skip
+        led.add("remittance.posted.v1", claim_id, value)
+
+    claim("C1", "MEDICARE_B")
+    posting("C1", "MEDICARE_B", "20.00")
+    assert led.lost() == ["s1"]  # the Medigap plan is still to be billed
+    claim("C1-2", "36273")
+    assert led.lost() == ["s1"]
+    posting("C1-2", "36273", "0.00")
+    assert led.lost() == []
+    assert led.summary()["submitted"] == 2 and led.summary()["posted"] == 2

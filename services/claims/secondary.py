@@ -1,0 +1,182 @@
+"""Bill the next payer once a payer's adjudication is posted (coordination of benefits).
+
+An encounter's coverages are in order (``coverage`` the primary, then ``other_coverages``).
+When remittance posts a payer's 835 for one of the encounter's claims (remittance.posted.v1),
+``next_claim`` decides what follows:
+
+- the payer forwarded the claim itself (a crossover: CLP02 19/20/21, or NM1*TT): nothing is
+  billed; the next payer's 835 will come on its own, and is posted as that payer's;
+- the payer was the last coverage, or left nothing to the patient: nothing is billed, and
+  what it left (if anything) is the patient's only now;
+- otherwise the claim goes to the next payer: the same encounter, the next coverage in the
+  2000B (SBR01 S, then T), and every payer before it in 2320/2330 with its adjudication
+  (``cob.py``), as an original under the claim id ``<primary claim id>-<position>``.
+
+A reversal is not a new adjudication and bills nothing; a payer that is not one of the
+encounter's coverages bills nothing (noted). ``CobLedger`` keeps each payer's posting per
+encounter and position, and which positions were billed, in the claims stage's state
+folder, so a redelivered posting bills nothing twice and a tertiary claim finds the
+primary's and the secondary's adjudications.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+from pipeline.models import Coverage, RemittancePosting, ValidatedEncounter
+from pipeline.state import BatchStore
+from services.claims.cob import SEQUENCE_CODES, prior_payer
+from services.claims.domain import PlannedClaim, claim_event_id, claim_type_for
+from services.claims.x12_837 import ClaimInput
+
+NO_CONTRACT = "none: no contract with the payer after the primary"
+
+
+def claim_id_at(primary_claim_id: str, position: int) -> str:
+    """The claim id of the claim to the payer at ``position`` (1 is the primary's own)."""
+    return primary_claim_id if position == 1 else f"{primary_claim_id}-{position}"
+
+
+def coverages_of(verdict: ValidatedEncounter) -> list[Coverage]:
+    """The encounter's coverages in coordination-of-benefits order."""
+    enc = verdict.coded.encounter
+    return [enc.coverage, *enc.other_coverages]
+
+
+def position_of(payer_id: str, coverages: Sequence[Coverage]) -> int | None:
+    """1-based place of the payer among the coverages; None when it is none of them."""
+    for position, coverage in enumerate(coverages, start=1):
+        if coverage.payer_id == payer_id:
+            return position
+    return None
+
+
+@dataclass(frozen=True)
+class NextClaim:
+    """What a posting asks of the claims stage: a claim to the next payer, or why none."""
+
+    planned: PlannedClaim | None
+    reason: str
+    position: int | None = None  # the posting payer's place among the coverages
+
+
+def next_claim(
+    posting: RemittancePosting,
+    verdict: ValidatedEncounter,
+    primary_claim_id: str,
+    earlier: Sequence[RemittancePosting] = (),
+) -> NextClaim:
+    """The claim to the payer after the one that posted, or why there is none.
+
+    ``earlier``: the postings of the payers before this one, in order (the primary's for a
+    tertiary claim).
+    """
+    coverages = coverages_of(verdict)
+    position = position_of(posting.payer_id, coverages)
+    if position is None:
+        return NextClaim(None, f"payer {posting.payer_id} is none of the encounter's coverages")
+    if posting.status == "reversed":
+        return NextClaim(None, "a reversal: no new adjudication", position)
+    if posting.crossover_payer:
+        return NextClaim(
+            None, f"crossed over to {posting.crossover_payer}: its 835 will come", position
+        )
+    if position >= min(len(coverages), len(SEQUENCE_CODES)):
+        return NextClaim(None, "the last payer: what is left is the patient's", position)
+    if posting.patient_responsibility <= 0:
+        return NextClaim(None, "nothing left for the next payer", position)
+    if len(earlier) != position - 1:
+        return NextClaim(None, f"the adjudications of payers 1..{position - 1} are missing")
+    priors = tuple(prior_payer(p, coverages[i], i + 1) for i, p in enumerate([*earlier, posting]))
+    coded = verdict.coded
+    enc = coded.encounter
+    claim_id = claim_id_at(primary_claim_id, position + 1)
+    coverage = coverages[position]
+    planned = PlannedClaim(
+        event_id=claim_event_id(claim_id),
+        claim=ClaimInput(claim_id, coded, billed_coverage=coverage, prior_payers=priors),
+        claim_type=claim_type_for(enc.setting),
+        encounter_id=verdict.encounter_id,
+        payer_id=coverage.payer_id,
+        payer_name=coverage.payer_name,
+        total_charge=sum((line.charge for line in coded.lines), Decimal("0")),
+        expected=None,
+        expected_basis=NO_CONTRACT,
+        line_count=len(coded.lines),
+        service_start=enc.service_start,
+        service_end=enc.service_end,
+        rule_pack_version=verdict.rule_pack_version,
+        submitted_at=posting.posted_at,
+    )
+    return NextClaim(planned, f"billed to payer {position + 1}", position)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cob_postings (
+    encounter_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    posting TEXT NOT NULL,          -- the RemittancePosting as JSON
+    PRIMARY KEY (encounter_id, position)
+);
+CREATE TABLE IF NOT EXISTS cob_billed (
+    encounter_id TEXT NOT NULL,
+    position INTEGER NOT NULL,      -- the payer billed
+    claim_id TEXT NOT NULL,
+    PRIMARY KEY (encounter_id, position)
+);
+"""
+
+
+class CobLedger(BatchStore):
+    """Each payer's adjudication per encounter, and the claims billed to later payers."""
+
+    FILENAME = "claims-cob.sqlite3"
+
+    def __init__(self, path: Path | str) -> None:
+        super().__init__(path, _SCHEMA)
+
+    @classmethod
+    def in_state_dir(cls, state_dir: Path) -> CobLedger:
+        return cls(Path(state_dir) / cls.FILENAME)
+
+    def record(self, encounter_id: str, position: int, posting: RemittancePosting) -> None:
+        """Keep the payer's latest adjudication that is not a reversal."""
+        if posting.status == "reversed":
+            return
+        self.db.execute(
+            "INSERT INTO cob_postings VALUES (?, ?, ?) ON CONFLICT (encounter_id, position) "
+            "DO UPDATE SET posting = excluded.posting",
+            (encounter_id, position, posting.model_dump_json()),
+        )
+
+    def earlier(self, encounter_id: str, position: int) -> list[RemittancePosting]:
+        """The adjudications of the payers before ``position``, in order."""
+        rows = self.db.execute(
+            "SELECT posting FROM cob_postings WHERE encounter_id = ? AND position < ? "
+            "ORDER BY position",
+            (encounter_id, position),
+        ).fetchall()
+        return [RemittancePosting.model_validate_json(row[0]) for row in rows]
+
+    def billed(self, encounter_id: str, position: int) -> str | None:
+        """The claim id already billed to the payer at ``position``, if any."""
+        row = self.db.execute(
+            "SELECT claim_id FROM cob_billed WHERE encounter_id = ? AND position = ?",
+            (encounter_id, position),
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def mark_billed(self, encounter_id: str, position: int, claim_id: str) -> None:
+        self.db.execute(
+            "INSERT OR IGNORE INTO cob_billed VALUES (?, ?, ?)", (encounter_id, position, claim_id)
+        )
+
+    def unmark_billed(self, encounter_id: str, position: int) -> None:
+        """The claim never reached the payer (a dead letter): bill it when asked again."""
+        self.db.execute(
+            "DELETE FROM cob_billed WHERE encounter_id = ? AND position = ?",
+            (encounter_id, position),
+        )

@@ -1,0 +1,333 @@
+"""Secondary and tertiary claims: the primary's 835, posted, becomes the 2320/2330/2430 loops.
+
+The whole way is real: the claims stage's 837P to Medicare, the payer simulator's 835 for
+it, remittance's parser and posting, then the secondary 837P from that posting, checked
+with pyx12 and by the guide's COB balancing.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from factories import BILLING_NPI, VALIDATED_AT, coded, encounter
+
+from pipeline.errors import InputError
+from pipeline.models import (
+    CodedEncounter,
+    Coverage,
+    LineAdjustment,
+    PayerFile,
+    RemittancePosting,
+    SubmittedClaim,
+    ValidatedEncounter,
+    event_id,
+)
+from pipeline.stage import Incoming
+from services.claims.cob import LineAdjudication, PriorPayer, prior_payer
+from services.claims.domain import build_claim
+from services.claims.x12_837 import ClaimInput, build_837p
+from services.claims.x12_validate import validate_x12
+from services.remittance.era import parse_835
+from services.remittance.posting import post
+from services.x12.reader import read_segments
+from sim.payer import adjudicate
+
+MEDICARE = Coverage(
+    payer_id="04412",
+    payer_name="Palmetto GBA Medicare Part B",
+    plan_type="MB",
+    member_id="1EG4TE5MK72",
+)
+MEDIGAP = Coverage(
+    payer_id="36273",
+    payer_name="AARP Medicare Supplement",
+    plan_type="CI",
+    member_id="AARP99120044",
+    group_number="MEDSUPF",
+)
+MEDICAID = Coverage(
+    payer_id="77027", payer_name="Alabama Medicaid", plan_type="MC", member_id="AM5511"
+)
+AT = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
+
+
+def medicare_visit() -> CodedEncounter:
+    return coded(encounter(coverage=MEDICARE))
+
+
+def clean(record: CodedEncounter) -> ValidatedEncounter:
+    """A clean verdict on a coded encounter."""
+    return ValidatedEncounter(
+        event_id=event_id(record.encounter_id, "validation", "test"),
+        encounter_id=record.encounter_id,
+        outcome="clean",
+        edits=[],
+        rule_pack_version="test",
+        coded=record,
+        validated_at=VALIDATED_AT,
+    )
+
+
+def answer(claim: SubmittedClaim, trace: str) -> str:
+    """The payer simulator's 835 for one claim."""
+    return adjudicate(
+        [claim],
+        payer_id=claim.payer_id,
+        payer_name=claim.payer_name,
+        payee_npi=BILLING_NPI,
+        payee_name="MAGIC CITY FAMILY MEDICINE PC",
+        trace_number=trace,
+        paid_date=date(2026, 3, 20),
+    )
+
+
+def primary_posting(record: CodedEncounter) -> tuple[SubmittedClaim, RemittancePosting]:
+    """Bill Medicare, let the payer simulator answer with an 835, and post it."""
+    verdict = clean(record)
+    claim = build_claim(verdict, sender_id="CLAIMFLOW", receiver_id="04412")
+    payment = parse_835(answer(claim, "EFT26032001")).claims[0]
+    posting = post(
+        payment,
+        claim,
+        payer_id=claim.payer_id,
+        file_id="era-1",
+        payment_trace="EFT26032001",
+        payment_date=date(2026, 3, 20),
+        posted_at=AT,
+    )
+    return claim, posting
+
+
+def secondary_837(
+    record: CodedEncounter, claim_id: str, coverage: Coverage, *priors: PriorPayer
+) -> str:
+    claim = ClaimInput(
+        f"{claim_id}-{len(priors) + 1}", record, billed_coverage=coverage, prior_payers=priors
+    )
+    return build_837p(
+        [claim], sender_id="CLAIMFLOW", receiver_id=coverage.payer_id, control_number=42, created=AT
+    )
+
+
+def segments(text: str, sid: str) -> list[list[str]]:
+    return [list(s.elements) for s in read_segments(text) if s.id == sid]
+
+
+def test_a_medicare_primary_835_becomes_a_pyx12_valid_secondary_837p() -> None:
+    record = medicare_visit()
+    claim, posting = primary_posting(record)
+    assert posting.status in {"paid", "partially_paid"} and posting.paid > 0
+    prior = prior_payer(posting, MEDICARE, 1)
+    x12 = secondary_837(record, claim.claim_id, MEDIGAP, prior)
+    assert validate_x12(x12) == []
+    sbrs = segments(x12, "SBR")
+    assert [s[0] for s in sbrs] == ["S", "P"]  # 2000B billed to the Medigap plan, 2320 Medicare
+    assert sbrs[0][8] == "CI" and sbrs[1][8] == "MB"
+    assert segments(x12, "AMT") == [["D", str(posting.paid)]]
+    nm1 = {s[0]: s for s in segments(x12, "NM1")}
+    assert nm1["PR"][8] == "04412" or any(
+        s[8] == "04412" for s in segments(x12, "NM1") if s[0] == "PR"
+    )
+    assert ["F8", posting.payer_claim_control_number] in segments(x12, "REF")
+    svds = segments(x12, "SVD")
+    assert [s[0] for s in svds] == ["04412", "04412"]
+    assert sum(Decimal(s[1]) for s in svds) == posting.paid
+    assert segments(x12, "DTP").count(["573", "D8", "20260320"]) == 2
+    # every CAS the primary sent, on its line, and the line's CAS balance its SVD
+    cas = segments(x12, "CAS")
+    adjusted = sum(Decimal(s[i]) for s in cas for i in range(2, len(s), 3) if s[i])
+    assert adjusted == claim.total_charge - posting.paid
+
+
+def test_a_tertiary_claim_reports_both_prior_payers() -> None:
+    record = medicare_visit()
+    claim, posting = primary_posting(record)
+    primary = prior_payer(posting, MEDICARE, 1)
+    # The Medigap plan paid the coinsurance left by Medicare, line by line (CARC 23: the
+    # prior payer's adjudication), leaving the deductible, if any, to Medicaid.
+    lines = []
+    for line in primary.lines:
+        coinsurance = sum(
+            (a.amount for a in line.adjustments if (a.group, a.reason) == ("PR", "2")), Decimal(0)
+        )
+        charge = record.lines[line.line_number - 1].charge
+        lines.append(
+            LineAdjudication(
+                line_number=line.line_number,
+                qualifier="HC",
+                procedure=line.procedure,
+                modifiers=line.modifiers,
+                paid=coinsurance,
+                units=line.units,
+                revenue_code=None,
+                adjustments=(LineAdjustment(group="OA", reason="23", amount=charge - coinsurance),),
+            )
+        )
+    secondary = PriorPayer(
+        coverage=MEDIGAP,
+        sequence="S",
+        paid=sum((x.paid for x in lines), Decimal(0)),
+        adjudicated=date(2026, 4, 2),
+        payer_claim_control_number="MG2026040200017",
+        lines=tuple(lines),
+    )
+    x12 = secondary_837(record, claim.claim_id, MEDICAID, primary, secondary)
+    assert validate_x12(x12) == []
+    assert [s[0] for s in segments(x12, "SBR")] == ["T", "P", "S"]
+    assert [s[0] for s in segments(x12, "AMT")] == ["D", "D"]
+    assert [s[0] for s in segments(x12, "SVD")] == ["04412", "36273", "04412", "36273"]
+    assert "-3" in [s for s in segments(x12, "CLM")][0][0]
+
+
+def test_a_prior_adjudication_that_does_not_balance_is_refused() -> None:
+    record = medicare_visit()
+    claim, posting = primary_posting(record)
+    prior = prior_payer(posting, MEDICARE, 1)
+    wrong = PriorPayer(**{**prior.__dict__, "paid": prior.paid + Decimal("1.00")})
+    with pytest.raises(InputError) as err:
+        secondary_837(record, claim.claim_id, MEDIGAP, wrong)
+    assert err.value.field == "prior_payers[04412]" and "AMT*D" in err.value.reason
+
+
+def test_a_primary_claim_is_unchanged() -> None:
+    record = medicare_visit()
+    x12 = build_837p(
+        [ClaimInput("CF1", record)],
+        sender_id="CLAIMFLOW",
+        receiver_id="04412",
+        control_number=7,
+        created=AT,
+    )
+    assert [s[0] for s in segments(x12, "SBR")] == ["P"]
+    assert segments(x12, "SVD") == [] and segments(x12, "AMT") == []
+
+
+MEDICARE_A = Coverage(
+    payer_id="04411",
+    payer_name="Palmetto GBA Medicare Part A",
+    plan_type="MA",
+    member_id="1EG4TE5MK72",
+)
+
+
+def test_an_inpatient_primary_835_becomes_a_pyx12_valid_secondary_837i() -> None:
+    from test_claims_837i import inpatient
+
+    from services.claims.x12_837 import build_837
+    from services.claims.x12_837i import INSTITUTIONAL
+
+    record = inpatient(encounter={"coverage": MEDICARE_A})
+    claim, posting = primary_posting(record)
+    assert claim.claim_type == "institutional"
+    assert {line.qualifier for line in posting.lines} >= {"NU"}  # revenue-code-only lines
+    prior = prior_payer(posting, MEDICARE_A, 1)
+    secondary = ClaimInput(
+        f"{claim.claim_id}-2", record, billed_coverage=MEDIGAP, prior_payers=(prior,)
+    )
+    x12 = build_837(
+        [secondary],
+        INSTITUTIONAL,
+        sender_id="CLAIMFLOW",
+        receiver_id="36273",
+        control_number=9,
+        created=AT,
+    )
+    assert validate_x12(x12) == []
+    assert [s[0] for s in segments(x12, "SBR")] == ["S", "P"]
+    svds = segments(x12, "SVD")
+    assert [s[3] for s in svds] == ["0120", "0360", "0250", "0300"]  # SVD04 revenue codes
+    assert [s[2] for s in svds] == ["", "", "", "HC:85025"]  # SVD03 only for a HCPCS line
+
+
+# --- the claims stage: a posting bills the next payer ----------------------------------------
+
+
+def test_the_claims_stage_bills_the_secondary_then_the_tertiary_and_never_twice(
+    tmp_path: Path,
+) -> None:
+    from test_claims_service import incoming, stage, submitted
+
+    from services.remittance.app import RemittanceStage
+    from services.remittance.ledger import Ledger
+
+    claims_stage, _ = stage(tmp_path)
+    remittance = RemittanceStage(Ledger(tmp_path / "ledger.sqlite3"))
+    record = with_a_deductible(other_coverages=[MEDIGAP, MEDICAID])
+    verdict = clean(record)
+
+    def through_the_payer(claim: SubmittedClaim, offset: int) -> RemittancePosting:
+        """The payer simulator's 835 for the claim, posted by the remittance stage."""
+        remittance.handle(Incoming("claims.submitted.v1", claim.claim_id, claim, b"", {}, 0, 0, 0))
+        text = answer(claim, f"TRACE{offset}")
+        file = PayerFile(
+            event_id=event_id(claim.payer_id, f"F{offset}"),
+            payer_id=claim.payer_id,
+            file_id=f"F{offset}",
+            kind="835",
+            body=text.encode(),
+            received_at=AT,
+        )
+        outs = remittance.handle(Incoming("payer.inbound.v1", "k", file, b"", {}, 0, offset, 0))
+        (posting,) = [o.value for o in outs if o.topic == "remittance.posted.v1"]
+        return posting  # type: ignore[no-any-return]
+
+    (primary,) = submitted(list(claims_stage.handle_batch([incoming(verdict, 0)])))
+    assert primary.payer_id == "04412"
+    posting = through_the_payer(primary, 1)
+    assert posting.patient_responsibility > 0 and posting.payer_sequence == 1
+    posted = incoming(posting, 1, "remittance.posted.v1")
+    (secondary,) = submitted(list(claims_stage.handle_batch([posted])))
+    assert (secondary.claim_id, secondary.payer_id) == (f"{primary.claim_id}-2", "36273")
+    assert secondary.expected_reimbursement is None
+    assert validate_x12(secondary.x12) == []
+    assert [s[0] for s in segments(secondary.x12, "SBR")] == ["S", "P"]
+    assert submitted(list(claims_stage.handle_batch([posted]))) == []  # redelivered: once
+
+    second = through_the_payer(secondary, 2)
+    assert (second.claim_status_code, second.payer_sequence) == ("2", 2)
+    assert second.expected is None and second.variance is None
+    assert second.patient_responsibility > 0  # the Medigap plan left the deductible
+    (tertiary,) = submitted(
+        list(claims_stage.handle_batch([incoming(second, 2, "remittance.posted.v1")]))
+    )
+    assert (tertiary.claim_id, tertiary.payer_id) == (f"{primary.claim_id}-3", "77027")
+    assert validate_x12(tertiary.x12) == []
+    assert [s[0] for s in segments(tertiary.x12, "SBR")] == ["T", "P", "S"]
+    third = through_the_payer(tertiary, 3)
+    assert (third.claim_status_code, third.payer_sequence, third.expected) == ("3", 3, None)
+    last = list(claims_stage.handle_batch([incoming(third, 3, "remittance.posted.v1")]))
+    assert submitted(last) == []  # the last payer: what is left is the patient's
+
+
+def with_a_deductible(**changes: object) -> CodedEncounter:
+    """A Medicare visit whose primary adjudication (the simulator's, seeded by the claim id)
+    leaves a deductible, so a secondary that pays only coinsurance leaves something."""
+    for n in range(200):
+        enc = encounter(coverage=MEDICARE, encounter_id=f"ENC-COB-{n}", **changes)
+        record = coded(enc)
+        _, posting = primary_posting(record)
+        if any(a.reason == "1" for line in posting.lines for a in line.adjustments):
+            return record
+    raise AssertionError("no Medicare deductible among 200 seeded visits")
+
+
+def test_a_crossover_bills_no_secondary(tmp_path: Path) -> None:
+    from test_claims_service import incoming, stage, submitted
+
+    claims_stage, _ = stage(tmp_path)
+    record = coded(encounter(coverage=MEDICARE, other_coverages=[MEDIGAP]))
+    verdict = clean(record)
+    (primary,) = submitted(list(claims_stage.handle_batch([incoming(verdict, 0)])))
+    _, posting = primary_posting(record)
+    crossed = posting.model_copy(
+        update={"crossover_payer": "AARP MEDICARE SUPPLEMENT", "claim_status_code": "19"}
+    )
+    assert crossed.patient_responsibility > 0
+    outs = list(claims_stage.handle_batch([incoming(crossed, 1, "remittance.posted.v1")]))
+    assert submitted(outs) == [] and not [o for o in outs if o.topic.startswith("dlq")]
+    # the same posting without the crossover bills the Medigap plan
+    outs = list(claims_stage.handle_batch([incoming(posting, 2, "remittance.posted.v1")]))
+    assert [c.payer_id for c in submitted(outs)] == ["36273"]
