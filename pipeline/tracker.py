@@ -335,8 +335,14 @@ class Ledger:
             "lost": len(in_flight),
             "exceptions": len(self.held()),
             "denials": len(self.denials),
+            "resubmitted": len(self.resubmitted()),
             "payer_rejected": len(self.payer_rejected()),
         }
+
+    def resubmitted(self) -> set[str]:
+        """Claims that went out again after a correction: a replacement (7), a void (8), or
+        a new original after a front-end rejection (each is a claim event of its own)."""
+        return {c for c, events in self.claim_events.items() if len(events) > 1}
 
     def held(self) -> set[str]:
         """Submitted claims whose payment is in remittance's exceptions and not posted."""

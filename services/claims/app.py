@@ -161,6 +161,12 @@ class ClaimsStage(Stage):
         """The claim to the payer after the one that posted, with its position, or None."""
         if posting.encounter_id is None:
             return None
+        if posting.payer_claim_control_number and posting.status != "reversed":
+            # Corrections hook: a corrected claim (7) or a void (8) refers to the payer's
+            # number for the claim it replaces, which the 835 gives (CLP07).
+            self.submitted.set_payer_claim_control_number(
+                posting.claim_id, posting.payer_claim_control_number
+            )
         prior = self.submitted.prior(posting.encounter_id)
         if prior is None:
             metrics.OUTCOMES.labels(self.name, "cob_unknown_encounter").inc()

@@ -112,8 +112,22 @@ def cmd_remit_post(args: argparse.Namespace) -> int:
     code = offline.run(args.files, handle, "remit post")
     for line in emit(list(stage.on_idle())):  # payments whose claim is not among --claims
         print(line)
+    print(json.dumps({"ledger": _plb_ledger(stage.ledger)}))
     stage.close()
     return 1 if exceptions else code
+
+
+def _plb_ledger(ledger: Any) -> dict[str, Any]:
+    """Where the PLB adjustments went: each one, the claims they changed (net paid after
+    them), and the forward balances still owed per payer."""
+    applied = ledger.plb_applications()
+    claims = sorted({a["claim_id"] for a in applied if a["claim_id"]})
+    payers = sorted({a["payer_id"] for a in applied})
+    return {
+        "provider_adjustments": applied,
+        "claims": {c: str(ledger.net_paid(c)) for c in claims},
+        "forward_balances": {p: str(ledger.forward_balance(p)) for p in payers},
+    }
 
 
 def cmd_remit_exceptions(args: argparse.Namespace) -> int:

@@ -328,6 +328,15 @@ class Ledger(BatchStore):
         ).fetchall()
         return [(reason, ref, Decimal(amount)) for reason, ref, amount in rows]
 
+    def plb_applications(self) -> list[dict[str, str | None]]:
+        """Every PLB adjustment recorded, with where it was applied (for a person or a report)."""
+        rows = self.db.execute(
+            "SELECT payer_id, payment_trace, provider_id, reason, reference, amount, target, "
+            "claim_id FROM provider_adjustments ORDER BY rowid"
+        ).fetchall()
+        keys = ("payer_id", "payment_trace", "provider_id", "reason", "reference", "amount")
+        return [dict(zip((*keys, "target", "claim_id"), row, strict=True)) for row in rows]
+
     def add_payment(
         self,
         summary: PaymentSummary,

@@ -59,6 +59,9 @@ SEQUESTRATION = "253"
 _CENT = Decimal("0.01")
 
 MEDICARE_FILING = ("MA", "MB")  # CLP06 claim filing indicators of Medicare Part A and B
+# Expected amounts claimflow prices itself are Medicare's: the physician fee schedule and the
+# IPPS MS-DRG rate. They say nothing of another plan's payment (a contract names its own).
+MEDICARE_BASES = ("fee_schedule", "ms_drg")
 PostingStatus = Literal["paid", "partially_paid", "denied", "reversed", "unmatched"]
 ClaimLookup = Mapping[str, SubmittedClaim] | Callable[[str], SubmittedClaim | None]
 
@@ -128,8 +131,8 @@ class Pricing:
 
         The claim's expected amount is the billed payer's: a payment from another payer (a
         secondary paying a crossover under the primary's claim number), one that says it
-        paid as secondary or tertiary, or a non-Medicare plan (CLP06) against a Medicare fee
-        schedule price has no expected amount, so no underpayment can be judged.
+        paid as secondary or tertiary, or a non-Medicare plan (CLP06) against a Medicare
+        price (fee schedule, MS-DRG) has no expected amount, so no underpayment is judged.
         """
         if claim is None:
             return None, "none"
@@ -137,16 +140,22 @@ class Pricing:
             return None, "other_payer"
         if (payment.payer_sequence or 1) > 1:
             return None, "not_primary"
-        medicare_price = claim.expected_basis == "fee_schedule"
-        if medicare_price and payment.filing_indicator not in (None, *MEDICARE_FILING):
-            return None, "no_contract"
+        medicare_plan = payment.filing_indicator in (None, *MEDICARE_FILING)
+        medicare_price = claim.expected_basis.startswith(MEDICARE_BASES)
         if claim.expected_reimbursement is not None:
+            if medicare_price and not medicare_plan:
+                return None, "no_contract"
             return claim.expected_reimbursement, claim.expected_basis
         if claim.expected_basis == "no_contract" or claim.expected_basis.startswith("contract "):
             # The claims stage knew the payer: no contract (and not Medicare), or a contract
             # it could not price. A Medicare DRG price is no measure of such a payment.
             return None, claim.expected_basis
-        if payment.drg_code and self.drg_weights is not None and self.drg_base_rate:
+        if (
+            payment.drg_code
+            and medicare_plan
+            and self.drg_weights is not None
+            and self.drg_base_rate
+        ):
             discharge = payment.statement_end or claim.service_end
             found = self.drg_weights.weight(payment.drg_code, discharge)
             weight = getattr(found, "weight", found)

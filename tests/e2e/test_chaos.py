@@ -86,8 +86,10 @@ def test_random_sigkills_lose_nothing_and_duplicate_nothing(
             counted.setdefault(encounter, []).append(name)
     assert {e: s for e, s in counted.items() if len(s) != 1} == {}  # exactly one final state
     assert set(counted) == encounters
-    # No duplicate claim: one claim id per encounter, one event per claim; repeats after a
-    # kill re-send the same event (same id), which consumers drop.
-    assert len(set(ledger.claim_encounter.values())) == len(ledger.claim_encounter)
+    # No duplicate claim: one claim per encounter and payer (a secondary coverage gets its
+    # own), one event per claim; repeats after a kill re-send the same event (same id),
+    # which consumers drop.
+    per_payer = {(e, ledger.payers[c]) for c, e in ledger.claim_encounter.items()}
+    assert len(per_payer) == len(ledger.claim_encounter)
     assert all(len(events) == 1 for events in ledger.claim_events.values())
     assert all(len(events) == 1 for events in ledger.posting_events.values())

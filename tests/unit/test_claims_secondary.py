@@ -331,3 +331,30 @@ def test_a_crossover_bills_no_secondary(tmp_path: Path) -> None:
     # the same posting without the crossover bills the Medigap plan
     outs = list(claims_stage.handle_batch([incoming(posting, 2, "remittance.posted.v1")]))
     assert [c.payer_id for c in submitted(outs)] == ["36273"]
+
+
+def test_a_corrected_claim_refers_to_the_payer_number_its_835_gave(tmp_path: Path) -> None:
+    """The denial work queue's loop: the payer's claim number (CLP07) comes with the posting;
+    the encounter corrected (re-coded) goes back out as a replacement (7) that names it."""
+    from test_claims_service import incoming, stage, submitted
+
+    from pipeline.tracker import Ledger as Tracked
+
+    claims_stage, _ = stage(tmp_path)
+    record = medicare_visit()
+    (original,) = submitted(list(claims_stage.handle_batch([incoming(clean(record), 0)])))
+    _, posting = primary_posting(record)
+    assert posting.claim_id == original.claim_id and posting.payer_claim_control_number
+    claims_stage.handle_batch([incoming(posting, 1, "remittance.posted.v1")])
+    fixed_line = record.lines[1].model_copy(update={"modifiers": ["QW"]})
+    fixed = record.model_copy(update={"lines": [record.lines[0], fixed_line]})
+    verdict = clean(fixed).model_copy(update={"event_id": "verdict-after-the-fix"})
+    (replacement,) = submitted(list(claims_stage.handle_batch([incoming(verdict, 2)])))
+    assert (replacement.claim_id, replacement.frequency) == (original.claim_id, "7")
+    assert replacement.original_reference == posting.payer_claim_control_number
+    assert ["F8", posting.payer_claim_control_number] in segments(replacement.x12, "REF")
+    assert validate_x12(replacement.x12) == []
+    tracked = Tracked()
+    for claim in (original, replacement):
+        tracked.add("claims.submitted.v1", claim.claim_id, claim)
+    assert tracked.resubmitted() == {original.claim_id}

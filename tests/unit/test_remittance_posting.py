@@ -712,7 +712,8 @@ def test_cli_remit_post_posts_queues_and_reports_offline(
     era = tmp_path / "era.835"
     era.write_text(remit([paid, denied, stranger]))
     assert cli(["remit", "post", str(era), "--claims", str(claims)]) == 1
-    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    *printed, ledger = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert ledger["ledger"]["provider_adjustments"] == []  # the last line: the PLB ledger
     topics = [(p["topic"], p["key"]) for p in printed]
     assert topics == [
         ("remittance.posted.v1", paid.claim_id),

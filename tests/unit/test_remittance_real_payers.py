@@ -7,6 +7,7 @@ defect and nothing else (checked below), so the rest of each file is a valid 835
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from shared_data import SHARED_DATA, requires_shared
 
+from pipeline.cli import main as cli
 from pipeline.models import (
     Denial,
     PayerFile,
@@ -302,3 +304,22 @@ def test_the_public_multi_loop_sample_is_read_and_balances() -> None:
     (remit,) = read.remittances
     assert remit.payment_amount == D("0.00") and remit.balance_errors() == []
     assert [c.status_code for c in remit.claims] == ["4"]
+
+
+def test_the_offline_command_shows_the_takeback_and_the_carried_balance(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    claims = tmp_path / "claims.jsonl"
+    claims.write_text("".join(c.model_dump_json() + "\n" for c in CLAIMS))
+    files = ["bpr16_impossible_date.835", "plb_wo_takeback.835", "plb_forward_balance_1.835"]
+    assert cli(["remit", "post", *(str(FIXTURES / f) for f in files), "--claims", str(claims)]) == 0
+    *outs, last = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert {o["value"]["payer_id"] for o in outs} == {MEDICARE}  # REF*2U of each 835
+    ledger = last["ledger"]
+    assert ledger["claims"] == {"PCN1001": "-50.00"}  # 98.40 paid, WO 50.00 and 98.40 back
+    assert ledger["forward_balances"] == {MEDICARE: "58.40"}
+    assert [(a["reason"], a["target"]) for a in ledger["provider_adjustments"]] == [
+        ("WO", "claim"),
+        ("WO", "claim"),
+        ("FB", "forward_balance"),
+    ]
