@@ -172,7 +172,7 @@ class ClaimsStage(Stage):
             metrics.OUTCOMES.labels(self.name, "cob_unknown_encounter").inc()
             return None
         verdict = prior.billed
-        position = position_of(posting.payer_id, coverages_of(verdict))
+        position = position_of(posting.payer_id, coverages_of(verdict, self.master))
         if position is None:
             metrics.OUTCOMES.labels(self.name, "cob_unknown_payer").inc()
             return None
@@ -181,7 +181,7 @@ class ClaimsStage(Stage):
         if self.cob.billed(encounter_id, position + 1) is not None:
             return None  # a redelivered or corrected posting: the next payer is billed
         earlier = self.cob.earlier(encounter_id, position)
-        found = next_claim(posting, verdict, prior.claim_id, earlier)
+        found = next_claim(posting, verdict, prior.claim_id, earlier, self.master)
         if found.planned is None:
             metrics.OUTCOMES.labels(self.name, "cob_not_billed").inc()
             log.info("no claim to the next payer", extra={"why": found.reason})

@@ -31,7 +31,14 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Literal, Protocol
 
 from pipeline.errors import InputError
-from pipeline.models import Address, CodedEncounter, SubmittedClaim, ValidatedEncounter, event_id
+from pipeline.models import (
+    Address,
+    CodedEncounter,
+    Coverage,
+    SubmittedClaim,
+    ValidatedEncounter,
+    event_id,
+)
 from services.claims.x12_837 import (
     DEFAULT_SUBMITTER,
     PROFESSIONAL,
@@ -325,17 +332,40 @@ def _as_registered(
 ) -> CodedEncounter:
     """The encounter with the payer as the registry bills it for this claim type: its
     electronic id (Medicare Part A's on institutional claims) and claim filing indicator."""
+    coverage = registered_coverage(coded.encounter.coverage, payer, claim_type)
+    encounter = coded.encounter.model_copy(update={"coverage": coverage})
+    return coded.model_copy(update={"encounter": encounter})
+
+
+def registered_coverage(
+    coverage: Coverage, payer: PayerEntry, claim_type: ClaimType, field: str = "encounter.coverage"
+) -> Coverage:
+    """A coverage as the registry bills it for this claim type: the payer's electronic id
+    (Medicare Part A's on institutional claims) and claim filing indicator."""
     filing = payer.filing_indicator(claim_type)
     if filing is None:
         raise InputError(
-            "encounter.coverage.payer_id",
+            f"{field}.payer_id",
             f"payer {payer.payer_id} takes no {claim_type} claims (payer registry)",
         )
-    coverage = coded.encounter.coverage.model_copy(
+    return coverage.model_copy(
         update={"payer_id": payer.billed_id(claim_type), "plan_type": filing}
     )
-    encounter = coded.encounter.model_copy(update={"coverage": coverage})
-    return coded.model_copy(update={"encounter": encounter})
+
+
+def billed_coverages(
+    master: MasterData | None, coverages: Sequence[Coverage], claim_type: ClaimType
+) -> list[Coverage]:
+    """An encounter's coverages in order, each as the registry bills it (as sent when the
+    registry does not know the payer)."""
+    out: list[Coverage] = []
+    for n, coverage in enumerate(coverages):
+        payer = master.payers.find(coverage.payer_id, coverage.payer_name) if master is not None else None
+        field = "encounter.coverage" if n == 0 else f"encounter.other_coverages[{n - 1}]"
+        if payer is not None:
+            coverage = registered_coverage(coverage, payer, claim_type, field)
+        out.append(coverage)
+    return out
 
 
 def write_interchange(

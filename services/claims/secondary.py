@@ -29,8 +29,14 @@ from pathlib import Path
 from pipeline.models import Coverage, RemittancePosting, ValidatedEncounter
 from pipeline.state import BatchStore
 from services.claims.cob import SEQUENCE_CODES, prior_payer
-from services.claims.domain import PlannedClaim, claim_event_id, claim_type_for
+from services.claims.domain import (
+    PlannedClaim,
+    billed_coverages,
+    claim_event_id,
+    claim_type_for,
+)
 from services.claims.x12_837 import ClaimInput
+from services.refdata.masterdata import MasterData
 
 NO_CONTRACT = "none: no contract with the payer after the primary"
 
@@ -40,10 +46,13 @@ def claim_id_at(primary_claim_id: str, position: int) -> str:
     return primary_claim_id if position == 1 else f"{primary_claim_id}-{position}"
 
 
-def coverages_of(verdict: ValidatedEncounter) -> list[Coverage]:
-    """The encounter's coverages in coordination-of-benefits order."""
+def coverages_of(verdict: ValidatedEncounter, master: MasterData | None = None) -> list[Coverage]:
+    """The encounter's coverages in coordination-of-benefits order, as each is billed (the
+    payer registry's electronic id and filing indicator for the claim type, when it knows
+    the payer): what the payers' 835s and the 2320/2330 loops name."""
     enc = verdict.coded.encounter
-    return [enc.coverage, *enc.other_coverages]
+    coverages = [enc.coverage, *enc.other_coverages]
+    return billed_coverages(master, coverages, claim_type_for(enc.setting))
 
 
 def position_of(payer_id: str, coverages: Sequence[Coverage]) -> int | None:
@@ -68,13 +77,15 @@ def next_claim(
     verdict: ValidatedEncounter,
     primary_claim_id: str,
     earlier: Sequence[RemittancePosting] = (),
+    master: MasterData | None = None,
 ) -> NextClaim:
     """The claim to the payer after the one that posted, or why there is none.
 
     ``earlier``: the postings of the payers before this one, in order (the primary's for a
-    tertiary claim).
+    tertiary claim); ``master``: the payer registry (how each payer is billed, and whether
+    it takes secondary claims electronically).
     """
-    coverages = coverages_of(verdict)
+    coverages = coverages_of(verdict, master)
     position = position_of(posting.payer_id, coverages)
     if position is None:
         return NextClaim(None, f"payer {posting.payer_id} is none of the encounter's coverages")
@@ -90,11 +101,14 @@ def next_claim(
         return NextClaim(None, "nothing left for the next payer", position)
     if len(earlier) != position - 1:
         return NextClaim(None, f"the adjudications of payers 1..{position - 1} are missing")
+    coverage = coverages[position]
+    registered = master.payers.find(coverage.payer_id) if master is not None else None
+    if registered is not None and not registered.secondary_electronic:
+        return NextClaim(None, f"payer {coverage.payer_id} takes secondary claims on paper only")
     priors = tuple(prior_payer(p, coverages[i], i + 1) for i, p in enumerate([*earlier, posting]))
     coded = verdict.coded
     enc = coded.encounter
     claim_id = claim_id_at(primary_claim_id, position + 1)
-    coverage = coverages[position]
     planned = PlannedClaim(
         event_id=claim_event_id(claim_id),
         claim=ClaimInput(claim_id, coded, billed_coverage=coverage, prior_payers=priors),

@@ -358,3 +358,34 @@ def test_a_corrected_claim_refers_to_the_payer_number_its_835_gave(tmp_path: Pat
     for claim in (original, replacement):
         tracked.add("claims.submitted.v1", claim.claim_id, claim)
     assert tracked.resubmitted() == {original.claim_id}
+
+
+def test_the_payer_registry_names_each_payer_and_may_keep_secondaries_on_paper() -> None:
+    from services.claims.secondary import next_claim
+    from services.refdata.masterdata import MasterData
+    from services.refdata.payers import PayerRegistry
+
+    def registry(electronic: bool) -> MasterData:
+        payers = [
+            {"payer_id": "04412", "name": "Medicare Part B", "aliases": ["MEDICARE_B"],
+             "medicare": True, "claim_types": {"professional": {"filing_indicator": "MB"}}},
+            {"payer_id": "36273", "name": "AARP Medicare Supplement", "aliases": ["MEDIGAP"],
+             "secondary_electronic": electronic,
+             "claim_types": {"professional": {"filing_indicator": "CI"}}},
+        ]  # fmt: skip
+        return MasterData(payers=PayerRegistry.from_json({"payers": payers}))
+
+    as_sent = MEDICARE.model_copy(update={"payer_id": "MEDICARE_B"})
+    medigap = MEDIGAP.model_copy(update={"payer_id": "MEDIGAP", "plan_type": "12"})
+    record = coded(encounter(coverage=as_sent, other_coverages=[medigap]))
+    _, posting = primary_posting(coded(encounter(coverage=MEDICARE)))
+    posting = posting.model_copy(update={"encounter_id": record.encounter_id})
+    found = next_claim(posting, clean(record), posting.claim_id, master=registry(True))
+    assert found.planned is not None and found.position == 1
+    assert (found.planned.payer_id, found.planned.claim.coverage.plan_type) == ("36273", "CI")
+    (prior,) = found.planned.claim.prior_payers
+    assert prior.coverage.payer_id == "04412"  # 2330B and SVD01: the id the 835 came from
+    paper = next_claim(posting, clean(record), posting.claim_id, master=registry(False))
+    assert paper.planned is None and "paper" in paper.reason
+    unknown = next_claim(posting, clean(record), posting.claim_id)  # no registry: as sent
+    assert unknown.planned is None and "none of the encounter's coverages" in unknown.reason
