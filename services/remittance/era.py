@@ -512,6 +512,8 @@ def decode_x12(body: bytes) -> tuple[str, str | None]:
         first = exc.start
     byte = body[first]
     try:
+        if first < max(body.find(b"ISA"), 0) + 106:  # the fixed-length ISA: one byte a character
+            raise UnicodeDecodeError("utf-8", body, first, first + 1, "inside the ISA")
         text, encoding = body.decode("utf-8"), "UTF-8"
     except UnicodeDecodeError:
         text, encoding = body.decode("iso-8859-1"), "ISO 8859-1"

@@ -172,6 +172,12 @@ def test_utf8_bytes_are_read_as_utf8() -> None:
     assert "UTF-8" in read.warnings[0]
 
 
+def test_a_non_ascii_byte_in_the_isa_keeps_its_fixed_length() -> None:
+    body = fixture("latin1_patient_name.835").replace(b"PALMETTOGBA ", b"PALMETT\xc3\x93GBA", 1)
+    read = read_835(body)  # valid UTF-8, but read so it would be 105 characters: ISO 8859-1
+    assert "ISO 8859-1" in read.warnings[0] and read.remittances[0].payment_amount == D("98.40")
+
+
 # --- errors isolated per transaction set and per claim ----------------------------------------
 
 
