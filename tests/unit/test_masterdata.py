@@ -278,10 +278,9 @@ def test_a_malformed_file_stops_start_up_with_setting_file_row_and_field(tmp_pat
 def test_the_example_master_data_covers_what_the_simulator_sends() -> None:
     """`make run` and `make demo` bill through examples/masterdata: it must know the
     simulator's practices, hospitals and payers, and price through real contracts."""
-    from sim.cli import EXAMPLE_MASTER_DATA
-    from sim.ehr import HOSPITALS, PAYERS, PRACTICES, provider_directory
-
     from pipeline.settings import Settings
+    from sim.cli import EXAMPLE_MASTER_DATA
+    from sim.ehr import HOSPITALS, MEDIGAP, PAYERS, PRACTICES, provider_directory
 
     master = load_master_data(
         Settings(
@@ -293,7 +292,7 @@ def test_the_example_master_data_covers_what_the_simulator_sends() -> None:
     for org in (*PRACTICES, *HOSPITALS):
         assert master.providers.billing_for([org.key]) == org.billing
     assert master.providers.providers == provider_directory().providers
-    for payer in PAYERS:
+    for payer in (*PAYERS, MEDIGAP):  # and the supplement some Medicare patients have
         assert master.payers.find(payer.payer_id) is not None, payer.payer_id
     medicare = master.payers.find("MEDICARE_B")
     assert medicare.billed_id("institutional") == "MEDICARE_A"
