@@ -158,6 +158,52 @@ def _relationship(coverage: Coverage) -> str:
     return coverage.relationship.strip().upper() or "18"
 
 
+def _other_subscriber(
+    coverage: Coverage,
+    sequence: str,
+    patient: Patient,
+    adjudication: list[Segment],
+    *,
+    institutional: bool,
+) -> list[Segment]:
+    """2320 SBR, the adjudication (CAS, AMT*D) when there is one, OI; 2330A NM1*IL (the
+    other subscriber); 2330B NM1*PR (the other payer)."""
+    field = f"other_payers[{coverage.payer_id}]"
+    group = ident(coverage.group_number, f"{field}.group_number") if coverage.group_number else ""
+    relationship = _relationship(coverage)
+    filing = coverage.plan_type.upper()
+    out = [seg("SBR", sequence, relationship, group, "", "", "", "", "", filing), *adjudication]
+    # OI03 benefits assigned, OI04 patient signature on file (837P only), OI06 release.
+    out.append(seg("OI", "", "", "Y", "" if institutional else "P", "", "Y"))
+    member = ident(coverage.member_id, f"{field}.member_id", min_len=2)
+    holder = coverage.subscriber if relationship != "18" else None
+    last, first = (
+        (holder.last_name, holder.first_name)
+        if holder
+        else (
+            patient.last_name,
+            patient.first_name,
+        )
+    )
+    out.append(seg("NM1", "IL", "1", text(last, 60), text(first, 35), "", "", "", "MI", member))
+    payer_id = ident(coverage.payer_id, f"{field}.payer_id", min_len=2)
+    name = text(coverage.payer_name, 60)
+    out.append(seg("NM1", "PR", "2", name, "", "", "", "", "PI", payer_id))
+    return out
+
+
+def later_payer_loops(
+    later: tuple[Coverage, ...], patient: Patient, first: int, *, institutional: bool = False
+) -> list[Segment]:
+    """2320/2330A/2330B of the payers after the one billed (positions from ``first``): who
+    they are, nothing adjudicated yet."""
+    out: list[Segment] = []
+    for position, coverage in enumerate(later, start=first):
+        sequence = sequence_code(min(position, len(SEQUENCE_CODES)))
+        out += _other_subscriber(coverage, sequence, patient, [], institutional=institutional)
+    return out
+
+
 def prior_payer_loops(
     priors: tuple[PriorPayer, ...], patient: Patient, *, institutional: bool = False
 ) -> list[Segment]:
@@ -166,36 +212,9 @@ def prior_payer_loops(
     for prior in priors:
         coverage = prior.coverage
         field = f"prior_payers[{coverage.payer_id}]"
-        group = (
-            ident(coverage.group_number, f"{field}.group_number") if coverage.group_number else ""
-        )
-        out.append(
-            seg(
-                "SBR",
-                prior.sequence,
-                _relationship(coverage),
-                group,
-                "",
-                "",
-                "",
-                "",
-                "",
-                coverage.plan_type.upper(),
-            )
-        )
-        out.extend(cas_segments(prior.claim_adjustments))
-        out.append(seg("AMT", "D", amount(prior.paid)))
-        # OI03 benefits assigned, OI04 patient signature on file (837P only), OI06 release.
-        out.append(seg("OI", "", "", "Y", "" if institutional else "P", "", "Y"))
-        if _relationship(coverage) == "18" or coverage.subscriber is None:
-            last, first = patient.last_name, patient.first_name
-        else:
-            last, first = coverage.subscriber.last_name, coverage.subscriber.first_name
-        member = ident(coverage.member_id, f"{field}.member_id", min_len=2)
-        out.append(seg("NM1", "IL", "1", text(last, 60), text(first, 35), "", "", "", "MI", member))
-        payer_id = ident(coverage.payer_id, f"{field}.payer_id", min_len=2)
-        out.append(
-            seg("NM1", "PR", "2", text(coverage.payer_name, 60), "", "", "", "", "PI", payer_id)
+        adjudication = [*cas_segments(prior.claim_adjustments), seg("AMT", "D", amount(prior.paid))]
+        out += _other_subscriber(
+            coverage, prior.sequence, patient, adjudication, institutional=institutional
         )
         if not prior.lines:
             out.append(seg("DTP", "573", "D8", d8(prior.adjudicated)))

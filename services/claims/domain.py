@@ -35,6 +35,7 @@ from pipeline.models import (
     Address,
     CodedEncounter,
     Coverage,
+    Encounter,
     SubmittedClaim,
     ValidatedEncounter,
     event_id,
@@ -311,7 +312,15 @@ def plan_claim(
             expected, basis = None, "outpatient_facility_rates_not_loaded"
     return PlannedClaim(
         event_id=claim_event_id(claim_id, frequency, answers),
-        claim=ClaimInput(claim_id, coded, frequency, original_reference),
+        claim=ClaimInput(
+            claim_id,
+            coded,
+            frequency,
+            original_reference,
+            # Coordination of benefits: the payers after this one, so that it can forward the
+            # claim (a crossover) and knows it is not the last.
+            later_payers=tuple(later_payers(master, enc, claim_type)),
+        ),
         claim_type=claim_type,
         encounter_id=validated.encounter_id,
         payer_id=enc.coverage.payer_id,
@@ -353,6 +362,20 @@ def registered_coverage(
     )
 
 
+def later_payers(
+    master: MasterData | None, enc: Encounter, claim_type: ClaimType
+) -> list[Coverage]:
+    """The encounter's coverages after the primary, as the registry bills them (one that
+    takes no claims of this type is left out: it will not be billed)."""
+    out: list[Coverage] = []
+    for coverage in enc.other_coverages[:2]:
+        try:
+            out += billed_coverages(master, [coverage], claim_type)
+        except InputError:
+            continue
+    return out
+
+
 def billed_coverages(
     master: MasterData | None, coverages: Sequence[Coverage], claim_type: ClaimType
 ) -> list[Coverage]:
@@ -360,7 +383,9 @@ def billed_coverages(
     registry does not know the payer)."""
     out: list[Coverage] = []
     for n, coverage in enumerate(coverages):
-        payer = master.payers.find(coverage.payer_id, coverage.payer_name) if master is not None else None
+        payer = None
+        if master is not None:
+            payer = master.payers.find(coverage.payer_id, coverage.payer_name)
         field = "encounter.coverage" if n == 0 else f"encounter.other_coverages[{n - 1}]"
         if payer is not None:
             coverage = registered_coverage(coverage, payer, claim_type, field)

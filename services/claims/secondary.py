@@ -111,7 +111,13 @@ def next_claim(
     claim_id = claim_id_at(primary_claim_id, position + 1)
     planned = PlannedClaim(
         event_id=claim_event_id(claim_id),
-        claim=ClaimInput(claim_id, coded, billed_coverage=coverage, prior_payers=priors),
+        claim=ClaimInput(
+            claim_id,
+            coded,
+            billed_coverage=coverage,
+            prior_payers=priors,
+            later_payers=tuple(coverages[position + 1 : len(SEQUENCE_CODES)]),
+        ),
         claim_type=claim_type_for(enc.setting),
         encounter_id=verdict.encounter_id,
         payer_id=coverage.payer_id,

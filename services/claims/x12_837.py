@@ -24,6 +24,7 @@ from pipeline.models import Address, CodedEncounter, Coverage, Patient, Provider
 from services.claims.cob import (
     PriorPayer,
     check_balance,
+    later_payer_loops,
     line_adjudication_loops,
     prior_payer_loops,
     sequence_code,
@@ -108,6 +109,9 @@ class ClaimInput:
     # (a secondary or tertiary claim), and the payers that adjudicated it before (cob.py).
     billed_coverage: Coverage | None = None
     prior_payers: tuple[PriorPayer, ...] = ()
+    # Payers after this one, known from the encounter: their 2320/2330 loops (without an
+    # adjudication) let a payer forward the claim (a crossover) and tell it there is more.
+    later_payers: tuple[Coverage, ...] = ()
 
     @property
     def coverage(self) -> Coverage:
@@ -504,16 +508,22 @@ def professional_claim_loop(claim: ClaimInput) -> list[Segment]:
 
 
 def prior_payer_section(claim: ClaimInput, *, institutional: bool = False) -> list[Segment]:
-    """The 2320/2330 loops of a secondary or tertiary claim, its prior payers balanced."""
-    if not claim.prior_payers:
-        return []
-    lines = claim.coded.lines
-    charges = {n: line.charge for n, line in enumerate(lines, start=1)}
-    total = sum(charges.values(), Decimal("0"))
-    for prior in claim.prior_payers:
-        check_balance(prior, total, charges)
+    """The 2320/2330 loops: the payers before this one (a secondary or tertiary claim), their
+    adjudications balanced, then the payers known to come after it."""
     patient = claim.coded.encounter.patient
-    return prior_payer_loops(claim.prior_payers, patient, institutional=institutional)
+    out: list[Segment] = []
+    if claim.prior_payers:
+        lines = claim.coded.lines
+        charges = {n: line.charge for n, line in enumerate(lines, start=1)}
+        total = sum(charges.values(), Decimal("0"))
+        for prior in claim.prior_payers:
+            check_balance(prior, total, charges)
+        out += prior_payer_loops(claim.prior_payers, patient, institutional=institutional)
+    if claim.later_payers:
+        first = len(claim.prior_payers) + 2
+        later = later_payer_loops(claim.later_payers, patient, first, institutional=institutional)
+        out += later
+    return out
 
 
 def claim_segments(claim: ClaimInput) -> list[str]:

@@ -283,7 +283,7 @@ def test_the_claims_stage_bills_the_secondary_then_the_tertiary_and_never_twice(
     assert (secondary.claim_id, secondary.payer_id) == (f"{primary.claim_id}-2", "36273")
     assert secondary.expected_reimbursement is None
     assert validate_x12(secondary.x12) == []
-    assert [s[0] for s in segments(secondary.x12, "SBR")] == ["S", "P"]
+    assert [s[0] for s in segments(secondary.x12, "SBR")] == ["S", "P", "T"]
     assert submitted(list(claims_stage.handle_batch([posted]))) == []  # redelivered: once
 
     second = through_the_payer(secondary, 2)
@@ -389,3 +389,15 @@ def test_the_payer_registry_names_each_payer_and_may_keep_secondaries_on_paper()
     assert paper.planned is None and "paper" in paper.reason
     unknown = next_claim(posting, clean(record), posting.claim_id)  # no registry: as sent
     assert unknown.planned is None and "none of the encounter's coverages" in unknown.reason
+
+
+def test_the_primary_claim_names_the_payers_after_it_so_it_can_cross_over() -> None:
+    record = coded(encounter(coverage=MEDICARE, other_coverages=[MEDIGAP, MEDICAID]))
+    claim = build_claim(clean(record), sender_id="CLAIMFLOW", receiver_id="04412")
+    assert validate_x12(claim.x12) == []
+    assert [s[0] for s in segments(claim.x12, "SBR")] == ["P", "S", "T"]
+    payers = [s[8] for s in segments(claim.x12, "NM1") if s[0] == "PR"]
+    assert payers == ["04412", "36273", "77027"]
+    assert segments(claim.x12, "AMT") == [] and segments(claim.x12, "SVD") == []
+    _, posting = primary_posting(record)  # the payer adjudicates it as the primary
+    assert posting.claim_status_code == "1" and posting.payer_sequence == 1
