@@ -154,7 +154,8 @@ def test_an_encounter_with_a_secondary_coverage_settles_after_the_last_payer_due
 
     def claim(claim_id: str, payer: str) -> None:
         value = NS(event_id=claim_id, claim_id=claim_id, encounter_id="e1", payer_id=payer,
-                   claim_type="professional", total_charge=Decimal("100.00"))  # fmt: skip
+                   payer_name=payer, claim_type="professional",
+                   total_charge=Decimal("100.00"))  # fmt: skip
         led.add("claims.submitted.v1", claim_id, value)
 
     def posting(claim_id: str, payer: str, left: str) -> None:
