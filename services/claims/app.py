@@ -41,7 +41,9 @@ from services.claims.secondary import (
     CobLedger,
     coverages_of,
     next_claim,
+    part_key,
     position_of,
+    primary_claim_id,
 )
 from services.claims.settings import ClaimsSettings
 from services.claims.x12_837 import ClaimError
@@ -143,9 +145,9 @@ class ClaimsStage(Stage):
                 outs.append(self._dead(msg, exc))
                 continue
             if found is not None:
-                planned, position = found
+                planned, position, key = found
                 unique.setdefault(planned.event_id, (msg, planned))
-                billed[id(msg)] = (planned.encounter_id, position)
+                billed[id(msg)] = (key, position)
         outs += self._send(unique)
         dead = {
             (o.value.source_topic, o.value.source_partition, o.value.source_offset)
@@ -157,7 +159,7 @@ class ClaimsStage(Stage):
                 self.cob.unmark_billed(*billed[id(msg)])
         return outs
 
-    def _next_claim(self, posting: RemittancePosting) -> tuple[PlannedClaim, int] | None:
+    def _next_claim(self, posting: RemittancePosting) -> tuple[PlannedClaim, int, str] | None:
         """The claim to the payer after the one that posted, with its position, or None."""
         if posting.encounter_id is None:
             return None
@@ -167,7 +169,10 @@ class ClaimsStage(Stage):
             self.submitted.set_payer_claim_control_number(
                 posting.claim_id, posting.payer_claim_control_number
             )
-        prior = self.submitted.prior(posting.encounter_id)
+        # The claim the payer answered is one part of the encounter (its claim, or, for a
+        # facility stay with a physician's services, the facility's or the physician's).
+        key = part_key(posting.encounter_id, primary_claim_id(posting.claim_id))
+        prior = self.submitted.prior(key) if key is not None else None
         if prior is None:
             metrics.OUTCOMES.labels(self.name, "cob_unknown_encounter").inc()
             return None
@@ -176,7 +181,7 @@ class ClaimsStage(Stage):
         if position is None:
             metrics.OUTCOMES.labels(self.name, "cob_unknown_payer").inc()
             return None
-        encounter_id = posting.encounter_id
+        encounter_id = key  # the CobLedger keeps each part's payers apart
         self.cob.record(encounter_id, position, posting)
         if self.cob.billed(encounter_id, position + 1) is not None:
             return None  # a redelivered or corrected posting: the next payer is billed
@@ -188,7 +193,7 @@ class ClaimsStage(Stage):
             return None
         metrics.OUTCOMES.labels(self.name, f"cob_billed_{position + 1}").inc()
         self.cob.mark_billed(encounter_id, position + 1, found.planned.claim_id)
-        return found.planned, position + 1
+        return found.planned, position + 1, encounter_id
 
     # --- billing ------------------------------------------------------------------------------
 

@@ -30,9 +30,11 @@ from pipeline.models import Coverage, RemittancePosting, ValidatedEncounter
 from pipeline.state import BatchStore
 from services.claims.cob import SEQUENCE_CODES, prior_payer
 from services.claims.domain import (
+    PROFESSIONAL_PART,
     PlannedClaim,
     billed_coverages,
     claim_event_id,
+    claim_id_for,
     claim_type_for,
 )
 from services.claims.x12_837 import ClaimInput
@@ -44,6 +46,21 @@ NO_CONTRACT = "none: no contract with the payer after the primary"
 def claim_id_at(primary_claim_id: str, position: int) -> str:
     """The claim id of the claim to the payer at ``position`` (1 is the primary's own)."""
     return primary_claim_id if position == 1 else f"{primary_claim_id}-{position}"
+
+
+def primary_claim_id(claim_id: str) -> str:
+    """The primary's claim id of a claim to a later payer (``<id>-2`` -> ``<id>``)."""
+    base, _, suffix = claim_id.rpartition("-")
+    return base if base and suffix in ("2", "3") else claim_id
+
+
+def part_key(encounter_id: str, claim_id: str) -> str | None:
+    """Which part of the encounter a primary claim id bills: the encounter (its one claim,
+    or a facility stay's 837I) or the physician's 837P beside it; None when neither."""
+    for key in (encounter_id, f"{encounter_id}/{PROFESSIONAL_PART}"):
+        if claim_id_for(key) == claim_id:
+            return key
+    return None
 
 
 def coverages_of(verdict: ValidatedEncounter, master: MasterData | None = None) -> list[Coverage]:
