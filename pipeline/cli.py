@@ -17,10 +17,14 @@ import time
 from pathlib import Path
 
 from pipeline import logs, plugins
-from pipeline.settings import Settings
+
+# Settings (pydantic) is imported where it is used: importing it takes seconds, and until a
+# command runs, Ctrl-C can only end the process with a traceback.
 
 
 def cmd_service(args: argparse.Namespace) -> int:
+    from pipeline.settings import Settings
+
     settings = Settings()
     logs.setup(settings.log_level, service=args.name)
     plugins.service(args.name)(settings)
@@ -30,6 +34,7 @@ def cmd_service(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """KPIs from the cluster's topics; with --out, PNG charts and a CSV too."""
     from pipeline.report import print_report, write_report
+    from pipeline.settings import Settings
     from pipeline.tracker import Tracker
 
     settings = Settings()
@@ -53,6 +58,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     from pipeline.broker import EmbeddedBroker
     from pipeline.kafka import ensure_topics
     from pipeline.serde import registry
+    from pipeline.settings import Settings
 
     logs.setup("INFO")
     stop = threading.Event()
@@ -73,6 +79,8 @@ def cmd_broker(args: argparse.Namespace) -> int:
 
 def cmd_corrections_list(args: argparse.Namespace) -> int:
     """The correction work queues: every stage's that registered one."""
+    from pipeline.settings import Settings
+
     settings = Settings()
     logs.setup("WARNING")
     bootstrap = settings.require_bootstrap()
@@ -120,8 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        # Ctrl-C before a command installs its own handler (building the parser imports
+        # every stage, which takes seconds): stop quietly, as the shell expects, no traceback.
+        print(file=sys.stderr)
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":
