@@ -202,7 +202,13 @@ def register(sub: Any) -> None:
     r = group.add_parser("exceptions", help="remittance.exceptions.v1 from the cluster")
     r.add_argument(
         "--kind",
-        choices=["unmatched_payment", "unbalanced_file", "unreadable_file"],
+        choices=[
+            "unmatched_payment",
+            "unbalanced_payment",
+            "unbalanced_claim",
+            "unreadable_claim",
+            "unreadable_file",
+        ],
         help="only this kind",
     )
     r.add_argument("--json", action="store_true", help="JSON lines (without file bodies)")

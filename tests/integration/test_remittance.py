@@ -98,14 +98,14 @@ def test_remittance_posts_queues_denials_and_holds_what_cannot_be_posted(
             tracker,
             lambda: len(books.posted) == 40
             and len(books.denials) == expected_denials
-            and {"unmatched_payment", "unbalanced_file"} <= set(books.exceptions.values())
+            and {"unmatched_payment", "unbalanced_payment"} <= set(books.exceptions.values())
             and sum(len(v) for v in books.dead.values()) == 1,
         ), (len(books.posted), books.denials, books.exceptions, dict(books.dead))
         # The unmatched payments were reported only after the grace period, one each.
         assert books.exceptions == {
             late.claim_id: "unmatched_payment",
             never.claim_id: "unmatched_payment",
-            unbalanced.claim_id: "unbalanced_file",
+            unbalanced.claim_id: "unbalanced_payment",
         }
         assert unbalanced.claim_id not in books.posted
         assert books.dead["remittance"][0]["source_topic"] == "payer.inbound.v1"
@@ -128,9 +128,10 @@ def test_remittance_posts_queues_denials_and_holds_what_cannot_be_posted(
         listed = {d["claim_id"] for d in queue}
         # The late claim's item (if it has one) may reach the CLI before the tracker.
         assert set(books.denials) <= listed and listed - set(books.denials) <= {late.claim_id}
-        assert cli(["remit", "exceptions", "--kind", "unbalanced_file", "--wait", "1"]) == 0
-        (line,) = capsys.readouterr().out.splitlines()
-        assert "unbalanced_file" in line and unbalanced.claim_id in line
+        assert cli(["remit", "exceptions", "--kind", "unbalanced_payment", "--wait", "1"]) == 0
+        header, line = capsys.readouterr().out.splitlines()
+        assert header.split()[:3] == ["detected", "(UTC)", "kind"]
+        assert "unbalanced_payment" in line and unbalanced.claim_id in line
     finally:
         runner.stopping.set()
         thread.join(15)
