@@ -18,6 +18,7 @@ patient's record, with who, their role, what, and whether PHI was on the page (H
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import Literal
 
 from werkzeug.security import check_password_hash, generate_password_hash
+
+from pipeline.state import private_dir, private_sqlite
 
 Role = Literal["coder", "biller", "manager", "viewer"]
 ROLES: tuple[Role, ...] = ("coder", "biller", "manager", "viewer")
@@ -94,7 +97,7 @@ class Users:
         """The user when the password is right, else None (same answer for an unknown name)."""
         entry = self._read().get(name)
         if entry is None:
-            check_password_hash(_DUMMY, password)  # the same work as for a known name
+            check_password_hash(_dummy_hash(), password)  # the same work as for a known name
             return None
         if not check_password_hash(entry["password"], password):
             return None
@@ -102,7 +105,11 @@ class Users:
         return User(name, role) if role in ROLES else None  # type: ignore[arg-type]
 
 
-_DUMMY = generate_password_hash(secrets.token_hex(8))
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to check unknown names against, made on first use: every claimflow command
+    imports this module, and a scrypt hash at import cost each of them about a second."""
+    return generate_password_hash(secrets.token_hex(8))
 
 
 def first_users(users: Users) -> dict[str, str]:
@@ -161,8 +168,10 @@ class AccessLog:
 
     def __init__(self, path: Path | str) -> None:
         if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            private_dir(Path(path).parent)
+        self.db = sqlite3.connect(
+            private_sqlite(path), check_same_thread=False, isolation_level=None
+        )
         self.db.row_factory = sqlite3.Row
         self.db.executescript(_LOG_SCHEMA)
         self._lock = threading.Lock()

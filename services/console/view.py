@@ -24,6 +24,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from pipeline.state import private_dir, private_sqlite
+
 FOLLOWED = (
     "encounters.collected.v1",
     "encounters.coded.v1",
@@ -157,10 +159,12 @@ class View:
     def __init__(self, path: Path | str = ":memory:") -> None:
         if str(path) != ":memory:":
             path = Path(path)
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)
             for suffix in ("", "-wal", "-shm"):  # a view is rebuilt, never resumed
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
-        self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.db = sqlite3.connect(
+            private_sqlite(path), check_same_thread=False, isolation_level=None
+        )
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=OFF")  # rebuilt from the topics after a crash

@@ -529,3 +529,13 @@ def test_a_denial_is_fixed_by_a_corrected_claim_from_its_page(world, client_for)
     assert [t for t, _ in client_for.published] == ["intake.raw.v1", "workqueue.actions.v1"]
     assert view.one("SELECT state FROM denials WHERE claim_id = 'CF0004'")[0] == "resubmitted"
     assert c.get(f"/corrections/{enc_id(4)}").status_code == 404  # nothing left to correct
+
+
+def test_the_view_and_access_log_are_private_files(tmp_path: Path) -> None:
+    """Both hold patient data at rest: owner-only, like every other stage's state."""
+    folder = tmp_path / "console"
+    View(folder / "view.sqlite3")
+    AccessLog(folder / "access.sqlite3")
+    assert folder.stat().st_mode & 0o777 == 0o700
+    for name in ("view.sqlite3", "access.sqlite3"):
+        assert (folder / name).stat().st_mode & 0o777 == 0o600, name
