@@ -125,7 +125,9 @@ def test_unmappable_or_doubtful_text_goes_to_review(cs: CodeSets) -> None:
     coded = code_encounter(enc, cs, coded_at=RECEIVED_AT)
     reasons = "\n".join(coded.review_reasons)
     # "sinusitis NOS" does not say "viral": a suggestion, below the threshold.
-    viral = "diagnoses[0]: 'Viral sinusitis (disorder)' matches no tabular term fully (nearest J32.9"
+    viral = (
+        "diagnoses[0]: 'Viral sinusitis (disorder)' matches no tabular term fully (nearest J32.9"
+    )
     assert viral in reasons
     assert "diagnoses[1]: 'feeling off lately' matches no tabular term fully" in reasons
     assert [d.code for d in coded.diagnoses] == ["J329", "I10"]
