@@ -598,6 +598,7 @@ class Visit:
     setting: str = "professional"
     place_of_service: str = "11"
     attending: Provider | None = None
+    operating: Provider | None = None
     admission_type: str | None = None
     admission_source: str | None = None
     discharge_status: str | None = None
@@ -963,6 +964,29 @@ def _institutional_line(
     )
 
 
+ROOM_AND_BOARD = ("0120", Decimal(1850))  # semi-private room, general: the daily rate
+
+
+def _by_revenue_code(
+    sp: SimPatient, items: list[DocumentedService], days: int, day: date
+) -> list[DocumentedService]:
+    """An inpatient bill as hospitals send it: room and board by the day, then each
+    ancillary revenue code with its charges summed, no HCPCS on the lines."""
+    code, rate = ROOM_AND_BOARD
+    rate = (rate * sp.practice.fee_factor).quantize(Decimal("1"))
+    out = [DocumentedService(revenue_code=code, units=float(days), charge=rate * days,
+                             service_date=day)]  # fmt: skip
+    totals: dict[str, Decimal] = {}
+    for item in items:
+        revenue = item.revenue_code or "0999"
+        totals[revenue] = totals.get(revenue, Decimal(0)) + item.charge
+    out += [
+        DocumentedService(revenue_code=rev, charge=total, service_date=day)
+        for rev, total in sorted(totals.items())
+    ]
+    return out
+
+
 def _secondary(sp: SimPatient, rng: Random, principal: str, stay: Stay | None) -> list[str]:
     """Up to three of the patient's chronic problems, coded beside a hospital diagnosis."""
     drop_groups = stay.drop_groups if stay else ()
@@ -1013,8 +1037,9 @@ def _inpatient_stay(
     start = datetime.combine(when, time(hour, rng.choice((0, 15, 30, 45))), tz)
     end = datetime.combine(when + timedelta(days=los), time(rng.randrange(10, 16), 0), tz)
     dx = [stay.dx] + _secondary(sp, rng, stay.dx, stay)
-    lines = [_institutional_line(sp, c, u, when, [stay.dx]) for c, u in stay.once]
-    lines += [_institutional_line(sp, c, u * los, when, [stay.dx]) for c, u in stay.daily]
+    items = [_institutional_line(sp, c, u, when, [stay.dx]) for c, u in stay.once]
+    items += [_institutional_line(sp, c, u * los, when, [stay.dx]) for c, u in stay.daily]
+    lines = _by_revenue_code(sp, items, los, when)
     if stay.pcs:
         zero = Decimal(0)
         pcs = DocumentedService(code=stay.pcs, system="icd10pcs", charge=zero, service_date=when)
@@ -1028,10 +1053,12 @@ def _inpatient_stay(
             update={"payer_id": MEDICARE_A.payer_id, "payer_name": MEDICARE_A.name,
                     "plan_type": MEDICARE_A.plan_type}
         )  # fmt: skip
+    attending = rng.choice(hospital.surgeons if stay.surgical else hospital.hospitalists)
     return {
         "start": start,
         "end": end,
         "coverage": coverage,
+        "attending": attending,
         "diagnoses": [
             DocumentedDiagnosis(code=c, system="icd10cm", display=DX[c], poa="Y", primary=i == 0)
             for i, c in enumerate(dx)
@@ -1039,7 +1066,6 @@ def _inpatient_stay(
         "services": lines,
         "setting": "inpatient",
         "place_of_service": "21",
-        "attending": rng.choice(hospital.surgeons if stay.surgical else hospital.hospitalists),
         "admission_type": "1" if stay.via_ed else "3",
         "admission_source": "1" if stay.via_ed else "2",
         "discharge_status": discharge,
@@ -1156,6 +1182,8 @@ def to_json(visit: Visit, rng: Random | None = None) -> bytes:
         record["rendering_provider"] = dump(visit.rendering)
     if visit.attending is not None:
         record["attending_provider"] = dump(visit.attending)
+    if visit.operating is not None:
+        record["operating_provider"] = dump(visit.operating)
     if visit.setting == "inpatient":
         record["admission_date"] = visit.start.date().isoformat()
         record["admission_time"] = visit.start.strftime("%H:%M:00")
@@ -1450,11 +1478,12 @@ def to_fhir(visit: Visit, rng: Random) -> bytes:
                 "subject": ref("patient"),
                 "encounter": ref("enc"),
                 "performedDateTime": (s.service_date or visit.start.date()).isoformat(),
+                **({"performer": [{"actor": ref("prac")}]} if visit.operating else {}),
             })  # fmt: skip
 
     def svc_coding(s: DocumentedService) -> dict[str, Any]:
-        if s.code is None:
-            return {"coding": []}
+        if s.code is None:  # a facility line billed by its revenue code alone
+            return {"text": s.display or f"revenue code {s.revenue_code}"}
         return {"coding": [_coding(CPT_URI if s.system == "cpt" else HCPCS_URI, s.code)]}
 
     use_charge_items = (
@@ -1682,11 +1711,11 @@ def _ft1s(visit: Visit, version: str) -> list[str]:
             1: str(k),
             4: _d8(s.service_date or visit.start.date()),
             6: "CG",
-            7: _comp(s.code, None, system),
+            7: _comp(s.code, None, system) if s.code else "",
             10: f"{s.units:g}",
             11: f"{s.charge:.2f}&USD",
             19: "~".join(_comp(c, None, "I10") for c in s.dx_refs),
-            25: _comp(s.code, None, system),
+            25: _comp(s.code, None, system) if s.code else "",
             26: "~".join(_comp(m, None, "C4") for m in s.modifiers),
         }
         if visit.rendering is not None:
@@ -1711,7 +1740,8 @@ def to_hl7v2(visit: Visit, rng: Random) -> bytes:
     pcs = [s for s in visit.services if s.system == "icd10pcs"]
     adt += [
         _segment("PR1", {1: str(k), 3: _comp(s.code, None, "I10P"),
-                         5: _d8(s.service_date or visit.start.date())})
+                         5: _d8(s.service_date or visit.start.date()),
+                         11: _xcn(visit.operating) if visit.operating else ""})
         for k, s in enumerate(pcs, 1)
     ]  # fmt: skip
     adt.extend(_in1s(visit))
