@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -295,6 +295,28 @@ def timeline(ledger: Ledger) -> list[dict[str, Any]]:
     return out
 
 
+def bucket_ticks(times: list[datetime], width_s: int, most: int = 12) -> list[datetime]:
+    """Where a time chart's ticks go: on bucket starts, every k-th bucket from the first to
+    the last so there are at most ``most``. (Matplotlib's own date ticks fall between
+    bucket starts, and a label to the second or minute then names the wrong bucket.)"""
+    if not times:
+        return []
+    buckets = int((times[-1] - times[0]).total_seconds()) // width_s + 1
+    step = -(-buckets // most)
+    return [times[0] + timedelta(seconds=width_s * j) for j in range(0, buckets, step)]
+
+
+def tick_format(times: list[datetime], width_s: int) -> str:
+    """How a tick names its bucket: to the second, minute or day, with the date when the
+    chart spans more than one day."""
+    if width_s >= 86400:
+        return "%Y-%m-%d"
+    fmt = "%H:%M" if width_s >= 60 else "%H:%M:%S"
+    if times and times[0].date() != times[-1].date():
+        fmt = "%m-%d " + fmt
+    return fmt
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
@@ -438,8 +460,11 @@ def write_report(
     width_s = timeline_width(ledger) if points else 0
     times = [datetime.fromisoformat(p["start"]) for p in points]
     day = times[0].strftime("%Y-%m-%d") if times else ""
+    if times and times[-1].date() != times[0].date():
+        day += f" to {times[-1]:%Y-%m-%d}"
     per = f"per {bucket_name(width_s)}" if points else ""
-    time_fmt = mdates.DateFormatter("%H:%M" if width_s >= 60 else "%H:%M:%S", tz=UTC)
+    time_fmt = mdates.DateFormatter(tick_format(times, width_s), tz=UTC)
+    ticks = mdates.date2num(bucket_ticks(times, width_s))
     bar_w = width_s / 86400 / 5  # a fifth of a bucket each, in days (matplotlib's unit)
 
     # Volumes: how much moved through each step, bucket by bucket.
@@ -453,6 +478,7 @@ def write_report(
         xlabel=f"bucket start, UTC ({bucket_name(width_s)} buckets)" if points else "",
         ylabel="records",
     )
+    ax.set_xticks(ticks)
     ax.xaxis.set_major_formatter(time_fmt)
     ax.legend(ncols=4, fontsize=8)
     fig.autofmt_xdate()
@@ -481,6 +507,7 @@ def write_report(
         xlabel=f"bucket start, UTC ({bucket_name(width_s)} buckets)" if points else "",
     )
     ax.yaxis.set_major_formatter(PercentFormatter(100))
+    ax.set_xticks(ticks)
     ax.xaxis.set_major_formatter(time_fmt)
     ax.legend(fontsize=8, loc="center right")
     fig.autofmt_xdate()

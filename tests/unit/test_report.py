@@ -198,3 +198,53 @@ def test_coding_audit_accuracy_by_category_and_source_from_the_audit_topic() -> 
     assert (got["coding_audits"], got["coding_audits_waiting"]) == (1, 1)  # e2 still queued
     assert got["coding_audit_accuracy"] == pytest.approx(1 / 3)
     assert ("audit_category", "N18", "audited", "2") in csv_rows(led)
+
+
+def _tick_labels(monkeypatch: pytest.MonkeyPatch) -> dict[str, tuple[list[str], list[float]]]:
+    """The x tick labels and positions (seconds) of each chart write_report saves."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    from matplotlib.figure import Figure
+
+    seen: dict[str, tuple[list[str], list[float]]] = {}
+    savefig = Figure.savefig
+
+    def record(fig: Figure, path: Path, *args: object, **kwargs: object) -> None:
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        stamps = [mdates.num2date(t).timestamp() for t in ax.get_xticks()]
+        seen[Path(path).name] = ([t.get_text() for t in ax.get_xticklabels()], stamps)
+        savefig(fig, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("step_ms", "n", "width_s"),
+    [(1000, 8, 1), (1000, 25, 1), (7_000, 40, 10), (3_600_000, 30, 3600), (86_400_000, 40, 86400)],
+)
+def test_time_charts_tick_on_bucket_starts_each_named_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step_ms: int, n: int, width_s: int
+) -> None:
+    """A tick between two bucket starts, labelled to the second, names a bucket it is not
+    (a 7 s demo had two ticks both labelled 10:14:19, and the first bucket's point under
+    the label of the second before it)."""
+    seen = _tick_labels(monkeypatch)
+    led = Ledger(keep_times=True)
+    for i in range(n):
+        led.add(
+            "encounters.validated.v1",
+            f"e{i}",
+            NS(event_id=f"v{i}", encounter_id=f"e{i}", outcome="clean", edits=[]),
+            T0 + step_ms * i + 300,
+        )
+    write_report(led, tmp_path)
+    for chart in ("volumes.png", "rates.png"):
+        labels, stamps = seen[chart]
+        assert labels and len(set(labels)) == len(labels), (chart, labels)
+        assert len(labels) <= 12, (chart, labels)
+        for s in stamps:
+            assert round(s, 3) % width_s == 0, (chart, s)
