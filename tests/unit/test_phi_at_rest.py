@@ -93,3 +93,13 @@ def test_old_run_folders_are_deleted_and_nothing_else(tmp_path: Path) -> None:
         "20261201T093000.txt", *names[3:], "notes",
     ]  # fmt: skip
     assert prune_runs(tmp_path / "missing", keep=1) == []
+
+
+def test_the_embedded_brokers_log_is_owner_only(tmp_path: Path, open_umask: None) -> None:
+    """The broker's log lies in the run folder beside the services' logs."""
+    from pipeline.broker import EmbeddedBroker
+
+    log_file = tmp_path / "run" / "broker.log"
+    with EmbeddedBroker(log_file=log_file):
+        pass
+    assert mode(log_file) == 0o600 and mode(log_file.parent) == 0o700
