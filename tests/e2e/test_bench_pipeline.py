@@ -30,7 +30,9 @@ def test_claimflow_bench_reports_rates_latencies_and_cpu_from_one_run() -> None:
         assert run["complete"] and run["encounters"] == sent
         summary = run["summary"]  # this run's own counts, not the runs before it
         assert summary["lost"] == 0 and summary["dlq"] == 0
-        assert summary["collected"] >= sent and summary["submitted"] <= summary["collected"]
+        # Every clean encounter bills at least one claim; some bill more (the next payer's
+        # claim after the primary's 835), so claims are not bounded by encounters.
+        assert summary["collected"] >= sent and summary["submitted"] >= summary["clean"] > 0
         finals = summary["posted"] + summary["payer_rejected"] + summary["exceptions"]
         assert finals == summary["submitted"]
         assert run["latency_ms_submitted"]["p50"] > 0
