@@ -11,10 +11,12 @@ from __future__ import annotations
 import io
 import json
 import struct
+import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import fastavro
 import yaml
@@ -60,6 +62,13 @@ class SchemaVersion:
     fingerprint: bytes  # 8 bytes, little-endian, as on the wire
 
 
+#: The producers whose records are claimflow's own: built from validated models by a stage,
+#: so on the way in they are trusted (``Registry.decode`` builds the model without validating
+#: again what the Avro schema and the writing stage already guaranteed). Every other
+#: producer (EHRs, coders, payers, the console) is an edge, and its records are validated.
+STAGE_PRODUCERS = frozenset({"intake", "coding", "validation", "claims", "remittance"})
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
@@ -67,6 +76,78 @@ class TopicSpec:
     partitions: int
     retention_ms: int
     producer: str
+
+    @property
+    def trusted(self) -> bool:
+        return self.producer in STAGE_PRODUCERS
+
+
+Build = Callable[[Any], Any]
+
+
+def _converter(annotation: Any) -> Build | None:
+    """How to turn a decoded Avro value into the field's Python value without validating
+    it: a nested model is built, a list or map of them element by element; None when the
+    decoded value is already the field's value (strings, numbers, dates, decimals)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _converter(get_args(annotation)[0])
+    if isinstance(annotation, type) and issubclass(annotation, models.Model):
+        return model_builder(annotation)
+    if origin in (Union, types.UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        converters = [_converter(a) for a in members]
+        if not any(converters):
+            return None
+        if len(members) != 1:
+            raise TypeError(f"no trusted build for a union of several records: {annotation}")
+        inner = converters[0]
+        assert inner is not None
+        return lambda value: None if value is None else inner(value)
+    if origin is list:
+        each = _converter(get_args(annotation)[0])
+        if each is None:
+            return None
+        return lambda value: [each(v) for v in value]
+    if origin is dict:
+        member = _converter(get_args(annotation)[1])
+        if member is None:
+            return None
+        return lambda value: {k: member(v) for k, v in value.items()}
+    return None
+
+
+@cache
+def model_builder(model: type[models.Model]) -> Build:
+    """A function that builds ``model`` from a decoded Avro datum without validation.
+
+    For records a claimflow stage wrote: the writer validated the model before encoding
+    it, and Avro carried every field's type, so validating again only costs CPU. The
+    result equals what ``model.model_validate`` gives for the same datum
+    (tests/contract/test_trusted_decode.py holds that for every contract).
+    """
+    plan: list[tuple[str, Build | None, Any]] = []
+    for name, info in model.model_fields.items():
+        plan.append((name, _converter(info.annotation), info))
+    fields_set = frozenset(name for name, _, _ in plan)
+    new, setattr_ = object.__new__, object.__setattr__
+
+    def build(datum: Any) -> Any:
+        values: dict[str, Any] = {}
+        for name, convert, info in plan:
+            if name in datum:
+                value = datum[name]
+                values[name] = value if convert is None or value is None else convert(value)
+            else:
+                values[name] = info.get_default(call_default_factory=True)
+        obj = new(model)
+        setattr_(obj, "__dict__", values)
+        setattr_(obj, "__pydantic_fields_set__", set(fields_set))
+        setattr_(obj, "__pydantic_extra__", None)
+        setattr_(obj, "__pydantic_private__", None)
+        return obj
+
+    return build
 
 
 class Registry:
@@ -137,9 +218,15 @@ class Registry:
         except Exception as exc:  # fastavro raises many types on corrupt bytes
             raise DecodeError("value", f"corrupt Avro datum: {exc}") from exc
 
-    def decode(self, topic: str, data: bytes) -> models.Model:
-        """Decode and validate into the topic's pydantic model."""
-        return self.topics[topic].model.model_validate(self.decode_dict(topic, data))
+    def decode(self, topic: str, data: bytes, *, validate: bool | None = None) -> models.Model:
+        """Decode into the topic's pydantic model: validated when the topic comes from an
+        edge (EHRs, coders, payers, people), built without validating again when a stage
+        wrote it (``TopicSpec.trusted``). ``validate`` forces either path."""
+        spec = self.topics[topic]
+        datum = self.decode_dict(topic, data)
+        if validate if validate is not None else not spec.trusted:
+            return spec.model.model_validate(datum)
+        return model_builder(spec.model)(datum)  # type: ignore[no-any-return]
 
 
 @cache
