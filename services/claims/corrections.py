@@ -34,6 +34,7 @@ claims are acknowledged.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -231,8 +232,27 @@ class SubmittedClaims(BatchStore):
 
     FILENAME = "claims-submitted.sqlite3"
 
+    #: Verdicts kept parsed, by their stored JSON: the 835 of a claim comes back seconds
+    #: after it was billed, and parsing the verdict again cost more than the rest of it.
+    PARSED_MAX = 2048
+
     def __init__(self, path: Path | str) -> None:
         super().__init__(path, _SCHEMA)
+        self._parsed: OrderedDict[str, ValidatedEncounter] = OrderedDict()
+
+    def _billed(self, text: str) -> ValidatedEncounter:
+        """The stored verdict ``text`` as a model (content-addressed: never stale)."""
+        verdict = self._parsed.get(text)
+        if verdict is None:
+            verdict = ValidatedEncounter.model_validate_json(text)
+        self._keep(text, verdict)
+        return verdict
+
+    def _keep(self, text: str, verdict: ValidatedEncounter) -> None:
+        self._parsed[text] = verdict
+        self._parsed.move_to_end(text)
+        while len(self._parsed) > self.PARSED_MAX:
+            self._parsed.popitem(last=False)
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> SubmittedClaims:
@@ -248,8 +268,7 @@ class SubmittedClaims(BatchStore):
         ).fetchone()
         if row is None:
             return None
-        billed = ValidatedEncounter.model_validate_json(row[2])
-        return PriorClaim(row[0], row[1], billed, row[3], bool(row[4]))
+        return PriorClaim(row[0], row[1], self._billed(row[2]), row[3], bool(row[4]))
 
     def answered(self, verdict_event_id: str) -> bool:
         row = self.db.execute(
@@ -273,6 +292,9 @@ class SubmittedClaims(BatchStore):
         )
         if planned is None or correction.source is None:
             return
+        kept = without_note(correction.source)
+        text = kept.model_dump_json()
+        self._keep(text, kept)
         self.db.execute(
             "INSERT INTO submitted VALUES (?, ?, ?, ?, NULL, ?) ON CONFLICT(encounter_id) DO "
             "UPDATE SET claim_id = excluded.claim_id, frequency = excluded.frequency, "
@@ -284,7 +306,7 @@ class SubmittedClaims(BatchStore):
                 planned.claim_id,
                 planned.claim.frequency,
                 planned.event_id,
-                without_note(correction.source).model_dump_json(),
+                text,
             ),
         )
 
