@@ -2,8 +2,12 @@
 
 Measures, in one run: the raw consume->produce copy of the same EHR messages through
 the broker (the ceiling), then N encounters at maximum rate (throughput, per-stage rates)
-and at a fixed rate (latency publish->submitted and publish->posted, p50/p99).
-Environment: BENCH_N (default 2000), BENCH_RATE (default 200), BENCH_RATE_N (default 1000).
+and at a fixed rate (latency publish->submitted and publish->posted, p50/p99), then, once
+the stages' stores hold HISTORY encounters, N more at maximum rate: the CPU per encounter
+of each stage with that history beside the same figure with a fresh history
+(``cpu_growth``: 1.0 is flat).
+Environment: BENCH_N (default 2000), BENCH_RATE (default 200), BENCH_RATE_N (default 1000),
+BENCH_HISTORY (default 20000; 0 skips the history phase).
 """
 
 from __future__ import annotations
@@ -258,15 +262,29 @@ def main() -> dict[str, Any]:
         n=int(os.environ.get("BENCH_N", "2000")),
         rate=float(os.environ.get("BENCH_RATE", "200")),
         rate_n=int(os.environ.get("BENCH_RATE_N", "1000")),
+        history=int(os.environ.get("BENCH_HISTORY", "20000")),
     )
 
 
-def measure(n: int = 2000, rate: float = 200, rate_n: int = 1000) -> dict[str, Any]:
+def growth(fresh: dict[str, float], grown: dict[str, float]) -> dict[str, float | None]:
+    """Each process's CPU per encounter with a long history over the same with a fresh one."""
+    return {
+        name: round(grown[name] / cost, 3) if cost > 0 and name in grown else None
+        for name, cost in fresh.items()
+    }
+
+
+def measure(
+    n: int = 2000, rate: float = 200, rate_n: int = 1000, history: int = 0
+) -> dict[str, Any]:
     """``n`` encounters at maximum rate, then ``rate_n`` at ``rate`` per second (either
-    phase is skipped when its count is 0), with the raw copy of the same messages first."""
+    phase is skipped when its count is 0), with the raw copy of the same messages first;
+    then, when ``history`` exceeds what was sent, more encounters until the stages have
+    seen ``history`` in all, the last ``n`` of them at maximum rate and measured."""
     messages = list(generate(n, seed=101, fmt="mix"))
     paced = list(generate(rate_n, seed=202, fmt="mix"))
     warm = list(generate(20, seed=303, fmt="mix"))
+    fill_n = max(0, history - len(warm) - len(messages) - len(paced) - n) if n else 0
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         bootstrap = broker.bootstrap
         say("the raw-copy baseline through the broker")
@@ -314,6 +332,20 @@ def measure(n: int = 2000, rate: float = 200, rate_n: int = 1000) -> dict[str, A
                 at_rate = run_batch(bootstrap, producer, settings, paced, rate=rate, pids=pids)
                 at_rate["summary"] = since(at_rate["summary"], before)
                 result[f"fixed_rate_{rate:g}_per_s"] = at_rate
+            if fill_n:
+                fill = list(generate(fill_n, seed=404, fmt="mix"))
+                say(f"{fill_n} encounters of history at maximum rate")
+                filled = run_batch(bootstrap, producer, settings, fill, rate=0, timeout=1800)
+                grown_msgs = list(generate(n, seed=505, fmt="mix"))
+                say(f"{n} encounters at maximum rate with a history of {history - n}")
+                grown = run_batch(bootstrap, producer, settings, grown_msgs, rate=0, pids=pids)
+                grown["summary"] = since(grown["summary"], filled["summary"])
+                grown["history"] = history - n
+                grown["fill_complete"] = filled["complete"]
+                result["max_rate_with_history"] = grown
+                result["cpu_growth"] = growth(
+                    result["max_rate"]["cpu_ms_per_encounter"], grown["cpu_ms_per_encounter"]
+                )
         finally:
             sup.stop()
             producer.flush(10)
