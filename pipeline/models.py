@@ -623,6 +623,26 @@ class ClaimRejection(Model):
 MODELS.update({ClaimRejection.__name__: ClaimRejection})
 
 
+# --- remittance.settled.v1 ---------------------------------------------------------------
+
+
+class ClaimSettled(Model):
+    """Remittance's word that a claim is adjudicated (paid, partially paid, denied) or open
+    again (a reversal): what the claims stage's retention counts its window from. Ids,
+    status and times only: no patient data."""
+
+    event_id: str
+    claim_id: str = Field(min_length=1)
+    encounter_id: str | None = None
+    payer_id: str
+    status: Literal["paid", "partially_paid", "denied", "reopened"]
+    posting_event_id: str
+    settled_at: datetime
+
+
+MODELS.update({ClaimSettled.__name__: ClaimSettled})
+
+
 # --- workqueue.actions.v1 ----------------------------------------------------------------
 
 

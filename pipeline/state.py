@@ -90,6 +90,8 @@ class BatchStore:
         try:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+            # Deleted rows (pruned PHI) are overwritten with zeros, not left in free pages.
+            self.db.execute("PRAGMA secure_delete=ON")
             self.db.executescript(schema)
             self.db.commit()
         except sqlite3.OperationalError as exc:  # e.g. a read-only folder or file
@@ -118,6 +120,11 @@ class BatchStore:
 
     def rollback(self) -> None:
         self.db.rollback()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and empty it (after pruning: deleted rows' old
+        pages must not stay readable in the WAL)."""
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         """Close the database (uncommitted writes are lost, as after a crash)."""

@@ -37,6 +37,7 @@ from services.claims.domain import (
     submitted_claim,
     write_interchange,
 )
+from services.claims.retention import Retention
 from services.claims.secondary import (
     CobLedger,
     coverages_of,
@@ -69,7 +70,12 @@ Item = tuple[Incoming, PlannedClaim]
 
 class ClaimsStage(Stage):
     name = "claims"
-    inputs = ("encounters.validated.v1", "payer.inbound.v1", "remittance.posted.v1")
+    inputs = (
+        "encounters.validated.v1",
+        "payer.inbound.v1",
+        "remittance.posted.v1",
+        "remittance.settled.v1",
+    )
     batch_mode = True
 
     def prime_metrics(self) -> None:
@@ -99,6 +105,14 @@ class ClaimsStage(Stage):
         self.submitted = SubmittedClaims.in_state_dir(settings.state_dir)
         # Coordination of benefits: each payer's adjudication, the next payers billed.
         self.cob = CobLedger.in_state_dir(settings.state_dir)
+        # Retention: a settled claim's stored payloads are pruned after their window.
+        self.retention = Retention(
+            self.submitted,
+            self.cob,
+            store,
+            self.options.retention_policy(),
+            sweep_every_s=self.options.retention_sweep_s,
+        )
         # Fail at start-up, not on the first claim, when the envelope ids cannot be written.
         ident(settings.sender_id, "CLAIMFLOW_SENDER_ID", min_len=2, max_len=15)
         ident(settings.receiver_id, "CLAIMFLOW_RECEIVER_ID", min_len=2, max_len=15)
@@ -119,11 +133,32 @@ class ClaimsStage(Stage):
         postings = [m for m in msgs if m.topic == "remittance.posted.v1"]
         if postings:
             outs.extend(self._bill_next_payers(postings))
+        outs.extend(self._retain([m for m in msgs if m.topic == "remittance.settled.v1"]))
+        return outs
+
+    def on_idle(self) -> Iterable[Out]:
+        if self.retention.due():
+            self._retain([])
+            self.on_batch_done()  # between batches: nothing else is in the transaction
+        return []
+
+    def _retain(self, settled: Sequence[Incoming]) -> list[Out]:
+        """Settlements recorded, then what is past its retention window pruned."""
+        outs: list[Out] = []
+        for msg in settled:
+            try:
+                with self.submitted.atomic():
+                    self.retention.settle(msg.value)
+            except Exception as exc:  # noqa: BLE001 - every failure of one input is routed
+                outs.append(self._dead(msg, exc))
+        if self.retention.due() and (pruned := self.retention.sweep()):
+            metrics.OUTCOMES.labels(self.name, "retention_pruned").inc(pruned)
         return outs
 
     def on_batch_done(self) -> None:
         self.submitted.commit()  # corrections hook
         self.cob.commit()
+        self.retention.committed()
 
     def close(self) -> None:
         self.store.close()

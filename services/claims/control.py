@@ -48,6 +48,11 @@ CREATE TABLE IF NOT EXISTS claims (
 );
 CREATE INDEX IF NOT EXISTS claims_by_claim_id ON claims (claim_id);
 CREATE INDEX IF NOT EXISTS claims_by_icn ON claims (icn);
+-- Claims past their retention window (services/claims/retention.py): an interchange's text
+-- is blanked once every claim it carried is here.
+CREATE TABLE IF NOT EXISTS pruned_claims (
+    claim_id TEXT PRIMARY KEY
+);
 """
 
 BLOCK_SIZE = 100_000_000
@@ -96,6 +101,7 @@ class ControlNumbers:
         )
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA secure_delete=ON")  # pruned 837 text is overwritten, not freed
         self.db.executescript(_SCHEMA)
 
     def allocate(
@@ -193,6 +199,32 @@ class ControlNumbers:
             (claim_id,),
         ).fetchone()
         return row[0] if row else None
+
+    def forget(self, claim_ids: Sequence[str]) -> int:
+        """Claims past their retention window: blank the text of every interchange all of whose
+        claims are now forgotten (numbers, payer, status and the claim ids stay, for 999s and
+        audits). Returns how many interchanges were blanked."""
+        if not claim_ids:
+            return 0
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany(
+                "INSERT OR IGNORE INTO pruned_claims VALUES (?)", [(c,) for c in claim_ids]
+            )
+            marks = ",".join("?" * len(claim_ids))
+            cur = self.db.execute(
+                "UPDATE interchanges SET text = '' WHERE text != '' AND icn IN "
+                f"(SELECT icn FROM claims WHERE claim_id IN ({marks})) AND NOT EXISTS "
+                "(SELECT 1 FROM claims c WHERE c.icn = interchanges.icn AND c.claim_id NOT IN "
+                "(SELECT claim_id FROM pruned_claims))",
+                list(claim_ids),
+            )
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # old pages leave the WAL too
+        return cur.rowcount
 
     def last_number(self) -> int | None:
         """The last control number handed out in this block (None before the first)."""

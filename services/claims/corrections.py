@@ -37,6 +37,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
@@ -224,7 +225,37 @@ CREATE TABLE IF NOT EXISTS rejected (
     source TEXT NOT NULL,              -- 999 | 277CA
     rejection_event_id TEXT NOT NULL   -- the claims.rejections.v1 event
 );
+-- Claims remittance said are adjudicated (remittance.settled.v1), and when their stored
+-- payloads may be pruned (services/claims/retention.py). A claim sent again leaves it.
+CREATE TABLE IF NOT EXISTS settled (
+    claim_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,              -- paid | partially_paid | denied
+    settled_at REAL NOT NULL,          -- unix time remittance posted it
+    prune_after REAL NOT NULL          -- unix time the retention window ends
+);
+CREATE INDEX IF NOT EXISTS settled_due ON settled (prune_after);
+-- Encounters (parts) whose verdict was pruned after settlement: what is left of them.
+CREATE TABLE IF NOT EXISTS pruned (
+    encounter_id TEXT PRIMARY KEY,
+    claim_id TEXT NOT NULL,
+    settled_at REAL NOT NULL,
+    pruned_at REAL NOT NULL
+);
 """
+
+
+class ClaimPruned(InputError):
+    """A verdict or posting for a claim whose stored verdict was pruned after its retention
+    window: no replacement, void or next-payer claim can be built from it any more."""
+
+    def __init__(self, encounter_id: str, claim_id: str, settled_at: float) -> None:
+        day = datetime.fromtimestamp(settled_at, UTC).date().isoformat()
+        super().__init__(
+            "encounter_id",
+            f"{encounter_id}: claim {claim_id} was settled on {day} and its stored record "
+            "pruned after the retention window (CLAIMFLOW_CLAIMS__SETTLED_RETENTION_DAYS); "
+            "a correction to it must be billed by hand",
+        )
 
 
 class SubmittedClaims(BatchStore):
@@ -267,6 +298,11 @@ class SubmittedClaims(BatchStore):
             (encounter_id,),
         ).fetchone()
         if row is None:
+            gone = self.db.execute(
+                "SELECT claim_id, settled_at FROM pruned WHERE encounter_id = ?", (encounter_id,)
+            ).fetchone()
+            if gone is not None:
+                raise ClaimPruned(encounter_id, gone[0], gone[1])
             return None
         return PriorClaim(row[0], row[1], self._billed(row[2]), row[3], bool(row[4]))
 
@@ -292,6 +328,8 @@ class SubmittedClaims(BatchStore):
         )
         if planned is None or correction.source is None:
             return
+        # Sent again (a replacement, a void, a new original): not settled until its 835.
+        self.db.execute("DELETE FROM settled WHERE claim_id = ?", (planned.claim_id,))
         kept = without_note(correction.source)
         text = kept.model_dump_json()
         self._keep(text, kept)
@@ -330,6 +368,51 @@ class SubmittedClaims(BatchStore):
             (verdict.encounter_id, f"{verdict.encounter_id}/{PROFESSIONAL_PART}"),
         )
         self.db.executemany("INSERT INTO submitted VALUES (?, ?, ?, ?, ?, ?)", snapshot)
+
+    # --- retention (services/claims/retention.py decides; these only read and write) -----
+
+    def settle(self, claim_id: str, status: str, settled_at: float, prune_after: float) -> None:
+        """Remittance posted the claim's adjudication: its payloads may go after
+        ``prune_after``. A later settlement (a corrected payment) moves the window."""
+        self.db.execute(
+            "INSERT INTO settled VALUES (?, ?, ?, ?) ON CONFLICT(claim_id) DO UPDATE SET "
+            "status = excluded.status, settled_at = excluded.settled_at, "
+            "prune_after = excluded.prune_after",
+            (claim_id, status, settled_at, prune_after),
+        )
+
+    def reopen(self, claim_id: str) -> None:
+        """A reversal: the claim is open again, nothing of it is pruned until it settles."""
+        self.db.execute("DELETE FROM settled WHERE claim_id = ?", (claim_id,))
+
+    def due(self, now: float) -> list[tuple[str, str, float]]:
+        """(encounter part, claim id, settled at) of the stored verdicts whose claim's window
+        has ended by ``now``."""
+        rows = self.db.execute(
+            "SELECT s.encounter_id, s.claim_id, t.settled_at FROM submitted s "
+            "JOIN settled t ON t.claim_id = s.claim_id WHERE t.prune_after <= ?",
+            (now,),
+        )
+        return [(str(k), str(c), float(t)) for k, c, t in rows.fetchall()]
+
+    def window_ended(self, claim_ids: Sequence[str], now: float) -> bool:
+        """Whether every one of ``claim_ids`` is settled and past its window."""
+        for claim_id in claim_ids:
+            row = self.db.execute(
+                "SELECT prune_after FROM settled WHERE claim_id = ?", (claim_id,)
+            ).fetchone()
+            if row is None or row[0] > now:
+                return False
+        return True
+
+    def prune(self, encounter_id: str, claim_id: str, settled_at: float, now: float) -> None:
+        """Drop the stored verdict (demographics, diagnoses, lines) of a settled encounter
+        part; ids and times stay, so a late correction is refused with the reason."""
+        self.db.execute("DELETE FROM submitted WHERE encounter_id = ?", (encounter_id,))
+        self.db.execute(
+            "INSERT OR REPLACE INTO pruned VALUES (?, ?, ?, ?)",
+            (encounter_id, claim_id, settled_at, now),
+        )
 
     def set_payer_claim_control_number(self, claim_id: str, number: str) -> None:
         """The payer's number for a claim (from a 277CA or 835), for later 7s and 8s."""

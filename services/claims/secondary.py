@@ -206,6 +206,15 @@ class CobLedger(BatchStore):
         ).fetchone()
         return str(row[0]) if row else None
 
+    def later_claims(self, encounter_id: str) -> list[str]:
+        """The claim ids billed to the payers after the first, for retention: a verdict is
+        kept until every payer's claim built from it is settled."""
+        rows = self.db.execute(
+            "SELECT claim_id FROM cob_billed WHERE encounter_id = ? ORDER BY position",
+            (encounter_id,),
+        )
+        return [str(row[0]) for row in rows.fetchall()]
+
     def mark_billed(self, encounter_id: str, position: int, claim_id: str) -> None:
         self.db.execute(
             "INSERT OR IGNORE INTO cob_billed VALUES (?, ?, ?)", (encounter_id, position, claim_id)

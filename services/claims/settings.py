@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pipeline.settings import Settings
 from services.claims.delivery import RetryPolicy
 from services.claims.domain import DEFAULT_DRG_BASE_RATE
+from services.claims.retention import RetentionPolicy
 
 
 class ClaimsOptions(BaseModel):
@@ -48,6 +49,24 @@ class ClaimsOptions(BaseModel):
         default=0, ge=0, le=9, description="a different block per claims instance (0-9)"
     )
     usage: Literal["P", "T"] = Field(default="P", description="ISA15: production or test")
+    settled_retention_days: float = Field(
+        default=365.0,
+        ge=0,
+        description="how long a settled claim's stored verdict (demographics, diagnoses) and "
+        "837 text are kept for reversals and corrected claims before they are pruned "
+        "(services/claims/retention.py); a payer's reopening limit",
+    )
+    settled_retention_days_by_payer: dict[str, float] = Field(
+        default_factory=dict, description="payer id -> its own retention window in days"
+    )
+    retention_sweep_s: float = Field(
+        default=3600.0, gt=0, description="least time between two looks for what to prune"
+    )
+
+    def retention_policy(self) -> RetentionPolicy:
+        """The retention window these options describe."""
+        by_payer = tuple(sorted(self.settled_retention_days_by_payer.items()))
+        return RetentionPolicy(days=self.settled_retention_days, by_payer=by_payer)
 
     def retry_policy(self) -> RetryPolicy:
         """The delivery retry policy these options describe."""

@@ -1,7 +1,8 @@
 """remittance: 835s (payer.inbound.v1) matched to claims (claims.submitted.v1), posted.
 
 Out: remittance.posted.v1 (every matched claim payment), remittance.denials.v1 (denied,
-partially denied and underpaid claims), remittance.exceptions.v1 (payments whose claim has
+partially denied and underpaid claims), remittance.settled.v1 (a claim adjudicated or
+reopened, for the claims stage's retention), remittance.exceptions.v1 (payments whose claim has
 not arrived after the grace period, files that do not balance, X12 that cannot be read).
 """
 
@@ -45,6 +46,7 @@ from services.remittance.posting import (
     shortfall,
     triage,
 )
+from services.remittance.settlement import settlement_for
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +278,8 @@ class RemittanceStage(Stage):
                 if adj.amount > 0:
                     ADJUSTED_DOLLARS.labels(group).inc(float(adj.amount))
         outs = [Out("remittance.posted.v1", claim.claim_id, posting)]
+        if (settled := settlement_for(posting)) is not None:  # the claims stage's retention
+            outs.append(Out("remittance.settled.v1", claim.claim_id, settled))
         denial = denial_for(
             posting,
             payment,

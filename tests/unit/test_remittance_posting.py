@@ -565,7 +565,7 @@ def test_a_claim_arriving_within_the_grace_period_releases_its_payment(
     file = payer_file(remit([first, second]))
     run(st, "claims.submitted.v1", second)
     outs = run(st, "payer.inbound.v1", file)
-    assert [o.key for o in outs] == [second.claim_id]
+    assert [o.key for o in outs if o.topic == "remittance.posted.v1"] == [second.claim_id]
     outs = run(st, "claims.submitted.v1", first)
     assert [o.key for o in outs if o.topic == "remittance.posted.v1"] == [first.claim_id]
     clock.now += 3600
@@ -621,7 +621,7 @@ def test_plb_adjustments_are_kept_with_the_payment(stage: tuple[RemittanceStage,
     run(st, "claims.submitted.v1", claim)
     text = add_segments(remit([claim]), "SE*", [f"PLB*{NPI}*20251231*L6*-5.25"])
     outs = run(st, "payer.inbound.v1", payer_file(with_bpr(text, str(decision.paid + D("5.25")))))
-    assert [o.topic for o in outs] == ["remittance.posted.v1"]
+    assert [o.topic for o in outs] == ["remittance.posted.v1", "remittance.settled.v1"]
     assert st.ledger.provider_adjustments(PAYER, "EFT000123") == [("L6", D("-5.25"))]
 
 
@@ -717,7 +717,9 @@ def test_cli_remit_post_posts_queues_and_reports_offline(
     topics = [(p["topic"], p["key"]) for p in printed]
     assert topics == [
         ("remittance.posted.v1", paid.claim_id),
+        ("remittance.settled.v1", paid.claim_id),
         ("remittance.posted.v1", denied.claim_id),
+        ("remittance.settled.v1", denied.claim_id),
         ("remittance.denials.v1", denied.claim_id),
         ("remittance.exceptions.v1", stranger.claim_id),  # no such claim among --claims
     ]

@@ -1,0 +1,106 @@
+"""Retention: what the claims stage stored to bill a claim goes once the claim is settled.
+
+To build a replacement (7), a void (8) or the next payer's claim, the claims stage keeps
+the verdict each claim was built from (the patient's name, birth date, member id,
+address, diagnoses and lines) and the text of every 837 it sent. Once remittance says a
+claim is adjudicated (``remittance.settled.v1``), those are kept for a window, for
+reversals and corrected claims (a payer's reopening limit: Medicare reopens for any
+reason within a year), then pruned: the verdict is deleted, the interchange text blanked
+once every claim it carried is pruned. Ids, amounts, dates, codes, statuses and control
+numbers stay, for the KPIs and audits; a correction that comes after the window is
+refused with the reason (``ClaimPruned``, to the dead-letter topic), never billed blind.
+
+A verdict that billed later payers is kept until every payer's claim is settled and past
+its window; a reversal (``reopened``) or a claim sent again starts over. The window is
+``CLAIMFLOW_CLAIMS__SETTLED_RETENTION_DAYS`` (365), per payer
+``CLAIMFLOW_CLAIMS__SETTLED_RETENTION_DAYS_BY_PAYER`` (e.g. ``{"MEDICARE_A": 1460}``).
+No Kafka here: the stage calls ``settle`` per event and ``sweep`` at most every
+``CLAIMFLOW_CLAIMS__RETENTION_SWEEP_S``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pipeline.models import ClaimSettled
+from services.claims.control import ControlNumbers
+from services.claims.corrections import SubmittedClaims
+from services.claims.secondary import CobLedger
+
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How long a settled claim's payloads are kept, in days (per payer where set)."""
+
+    days: float = 365.0
+    by_payer: tuple[tuple[str, float], ...] = ()
+
+    def days_for(self, payer_id: str) -> float:
+        return dict(self.by_payer).get(payer_id, self.days)
+
+
+class Retention:
+    """Records settlements in the claims stores and prunes what is past its window."""
+
+    def __init__(
+        self,
+        submitted: SubmittedClaims,
+        cob: CobLedger,
+        control: ControlNumbers,
+        policy: RetentionPolicy,
+        *,
+        sweep_every_s: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.submitted = submitted
+        self.cob = cob
+        self.control = control
+        self.policy = policy
+        self.sweep_every_s = sweep_every_s
+        self.clock = clock
+        self._swept_at: float | None = None
+        self._pruned = False
+
+    def settle(self, event: ClaimSettled) -> None:
+        """One remittance.settled.v1 event, in the batch's transaction."""
+        if event.status == "reopened":
+            self.submitted.reopen(event.claim_id)
+            return
+        at = event.settled_at.timestamp()
+        window = self.policy.days_for(event.payer_id) * DAY_S
+        self.submitted.settle(event.claim_id, event.status, at, at + window)
+
+    def due(self) -> bool:
+        """Whether a sweep is due (the first call after start-up always is)."""
+        now = self.clock()
+        return self._swept_at is None or now - self._swept_at >= self.sweep_every_s
+
+    def sweep(self) -> int:
+        """Prune every verdict whose claims (its own and the later payers') are all past
+        their window; returns how many. The verdicts go in the stores' open transaction
+        (committed with the batch); interchange texts are blanked in their own."""
+        now = self.clock()
+        self._swept_at = now
+        forgotten: list[str] = []
+        pruned = 0
+        for key, claim_id, settled_at in self.submitted.due(now):
+            later = self.cob.later_claims(key)
+            if not self.submitted.window_ended(later, now):
+                continue
+            self.submitted.prune(key, claim_id, settled_at, now)
+            forgotten += [claim_id, *later]
+            pruned += 1
+        if forgotten:
+            self.control.forget(forgotten)
+        self._pruned = self._pruned or pruned > 0
+        return pruned
+
+    def committed(self) -> None:
+        """After the stores' commit: pruned rows' old pages leave the write-ahead log."""
+        if self._pruned:
+            self.submitted.checkpoint()
+            self._pruned = False

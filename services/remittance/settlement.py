@@ -1,0 +1,46 @@
+"""When a claim counts as settled, for the retention of stored claim payloads.
+
+Remittance is where a claim's adjudication is known, so it says so on
+``remittance.settled.v1``; the claims stage keeps what it stored to bill the claim (the
+verdict with the patient's demographics, the 837 text) for a window after that, for
+reversals and corrected claims, and then prunes it (``services/claims/retention.py``).
+
+Every posted adjudication settles the claim: paid, partially paid, and denied (CLP02 4, a
+denial the payer finalised; an appeal or a corrected claim is what the window is for). A
+reversal (CLP02 22) opens it again; the corrected payment that follows settles it anew.
+Write-offs are the console's (``workqueue.actions.v1``) and do not reach remittance: a
+written-off claim settles on its last 835. No Kafka here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pipeline.models import ClaimSettled, RemittancePosting, event_id
+
+STAGE, VERSION = "remittance", "v1"
+SettledStatus = Literal["paid", "partially_paid", "denied", "reopened"]
+SETTLES: dict[str, SettledStatus] = {
+    "paid": "paid",
+    "partially_paid": "partially_paid",
+    "denied": "denied",
+    "reversed": "reopened",
+}
+"""Posting status -> what it means for the claim's settlement (others: nothing)."""
+
+
+def settlement_for(posting: RemittancePosting) -> ClaimSettled | None:
+    """The settlement (or reopening) a posting means for its claim; None for a status that
+    says nothing about adjudication."""
+    status = SETTLES.get(posting.status)
+    if status is None:
+        return None
+    return ClaimSettled(
+        event_id=event_id(posting.event_id, "settled", STAGE, VERSION),
+        claim_id=posting.claim_id,
+        encounter_id=posting.encounter_id,
+        payer_id=posting.payer_id,
+        status=status,
+        posting_event_id=posting.event_id,
+        settled_at=posting.posted_at,
+    )

@@ -1,0 +1,62 @@
+"""When a posting settles its claim for the claims stage's retention: every adjudication
+does, a reversal reopens it, and the event carries no patient data."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from pipeline.models import RemittancePosting
+from pipeline.serde import registry
+from services.remittance.settlement import settlement_for
+
+POSTED_AT = datetime(2026, 3, 20, 9, 15, 42, tzinfo=UTC)
+
+
+def posting(status: str) -> RemittancePosting:
+    return RemittancePosting(
+        event_id=f"post-{status}",
+        claim_id="CF0001",
+        encounter_id="ehr:enc-1",
+        payer_id="87726",
+        claim_status_code={"reversed": "22", "denied": "4"}.get(status, "1"),
+        status=status,  # type: ignore[arg-type]
+        total_charge=Decimal("100"),
+        paid=Decimal("80") if status != "denied" else Decimal("0"),
+        patient_responsibility=Decimal("0"),
+        adjustments=[],
+        file_id="835.1",
+        posted_at=POSTED_AT,
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        ("paid", "paid"),
+        ("partially_paid", "partially_paid"),
+        ("denied", "denied"),
+        ("reversed", "reopened"),
+        ("unmatched", None),
+    ],
+)
+def test_each_posting_status_settles_reopens_or_says_nothing(
+    status: str, expected: str | None
+) -> None:
+    settled = settlement_for(posting(status))
+    if expected is None:
+        assert settled is None
+        return
+    assert settled is not None and settled.status == expected
+    assert settled.claim_id == "CF0001" and settled.posting_event_id == f"post-{status}"
+    assert settled.settled_at == POSTED_AT
+    # Deterministic: the same posting read twice gives the same event.
+    assert settlement_for(posting(status)) == settled
+    assert (
+        registry().decode(
+            "remittance.settled.v1", registry().encode("remittance.settled.v1", settled)
+        )
+        == settled
+    )
