@@ -63,6 +63,17 @@ LAG = Gauge(
     ["service", "topic", "partition"],
 )
 UP = Gauge("claimflow_up", "1 while the service is consuming", ["service"])
+RESTORE_SECONDS = Histogram(
+    "claimflow_state_restore_seconds",
+    "Time to restore one assigned partition's store from its changelog",
+    ["service", "store"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+RESTORED = Counter(
+    "claimflow_state_restored_records_total",
+    "Changelog records applied to stores on partition assignment",
+    ["service", "store"],
+)
 
 
 def serve(host: str, port: int) -> int:

@@ -76,6 +76,9 @@ class TopicSpec:
     partitions: int
     retention_ms: int
     producer: str
+    #: The topic whose schema folder this one uses: a repartition topic carries another
+    #: topic's records unchanged (re-keyed), so it has no schema of its own.
+    schema_of: str | None = None
 
     @property
     def trusted(self) -> bool:
@@ -168,8 +171,9 @@ class Registry:
                 partitions=int(conf["partitions"]),
                 retention_ms=int(conf["retention_ms"]),
                 producer=conf["producer"],
+                schema_of=conf.get("schema_of"),
             )
-            self.versions[name] = self._load_versions(name)
+            self.versions[name] = self._load_versions(conf.get("schema_of") or name)
             # A version that only adds attributes outside the parsing canonical form (docs,
             # "phi" marks) has its predecessor's fingerprint: the newest of them is kept,
             # and it reads the same bytes.

@@ -6,6 +6,12 @@ acknowledged, let the stage persist its own state, then commit the consumed offs
 batch is read again, and the last offsets are committed synchronously at shutdown).
 Delivery is at-least-once; deterministic event ids make results effectively-once.
 
+State keyed like an input partition (``Stage.partitioned_stores``) follows the partition:
+its writes go to the store's changelog topic with the batch's output; on assignment the
+partition's store is restored from that changelog (``pipeline/changelog.py``) before any
+of its records are handled; on revocation its writes and the consumed offsets are
+committed (in that order) and the store is closed.
+
 Poison input (undecodable, contract-invalid, domain-invalid) goes to ``dlq.<service>.v1``
 with the original bytes and the reason, and the batch goes on. A broker failure
 (delivery or commit error) raises ``TransientError`` and the process exits non-zero so
@@ -26,9 +32,11 @@ from confluent_kafka import KafkaException, Message, TopicPartition
 from pydantic import ValidationError
 
 from pipeline import metrics
+from pipeline.changelog import Restorer, changelog_topic, ensure_changelog
 from pipeline.errors import InputError, TransientError
 from pipeline.kafka import ensure_topics, make_consumer, make_producer
 from pipeline.models import DeadLetter, Model, event_id, utcnow
+from pipeline.partitioned import PartitionedStores
 from pipeline.serde import Registry, registry
 from pipeline.settings import Settings
 
@@ -57,6 +65,8 @@ class Out:
     key: str
     value: Model
     headers: dict[str, bytes] = field(default_factory=dict)
+    #: The value's bytes when they are forwarded unchanged (a repartition): not re-encoded.
+    raw: bytes | None = None
 
 
 class Stage:
@@ -94,6 +104,11 @@ class Stage:
 
     def close(self) -> None:
         """Called once when the runner stops."""
+
+    def partitioned_stores(self) -> Sequence[PartitionedStores[Any]]:
+        """Stores keyed like one of ``inputs``: one per assigned partition, restored from
+        their changelog on assignment (see the module docstring)."""
+        return ()
 
     #: The stage's outcome labels (claimflow_outcomes_total), created at zero at start-up.
     outcomes: Sequence[str] = ()
@@ -158,6 +173,15 @@ class Runner:
         self._last_idle = time.monotonic()
         #: Encounter id -> the decoded input it came from, for outputs' end-to-end age.
         self._origin: dict[str, Any] = {}
+        self._stores = list(stage.partitioned_stores())
+        self._restorer: Restorer | None = None
+        #: Set once the loop has ended: the consumer's closing revocation commits nothing
+        #: (after a failure the last batch's writes must not be committed).
+        self._closing = False
+        #: Offsets handed to commit, per (topic, partition): committed again on revocation.
+        self._committed: dict[tuple[str, int], int] = {}
+        #: Changelog offsets acknowledged in the current batch, per (store, partition).
+        self._changelog_acks: dict[tuple[str, int], int] = {}
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -239,12 +263,25 @@ class Runner:
     def run(self) -> None:
         s, stage = self.settings, self.stage
         ensure_topics(self.bootstrap, s, self.registry)
+        for store in self._stores:
+            ensure_changelog(
+                self.bootstrap, s, store.source_topic, changelog_topic(stage.name, store.name)
+            )
         consumer = make_consumer(
             self.bootstrap, f"{s.group_prefix}.{stage.name}", s, on_commit=self._on_commit
         )
-        committed: dict[tuple[str, int], int] = {}
+        committed = self._committed
         producer = make_producer(self.bootstrap, s)
-        consumer.subscribe([s.topic(t) for t in stage.inputs])
+        if self._stores:
+            self._restorer = Restorer(self.bootstrap, s, producer)
+            consumer.subscribe(
+                [s.topic(t) for t in stage.inputs],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+        else:
+            consumer.subscribe([s.topic(t) for t in stage.inputs])
         metrics.prime(stage.name, stage.inputs, stage.outcomes)
         stage.prime_metrics()
         metrics.UP.labels(stage.name).set(1)
@@ -259,7 +296,7 @@ class Runner:
                 started = time.perf_counter()
                 outs, offsets = self.process(batch)
                 self._produce(producer, outs)
-                stage.on_batch_done()
+                self._batch_done()
                 self._commit(consumer, offsets)
                 committed.update(offsets)
                 now = time.time()
@@ -279,9 +316,114 @@ class Runner:
             self._commit(consumer, {k: v for k, v in committed.items() if k in owned}, wait=True)
         finally:
             metrics.UP.labels(stage.name).set(0)
+            self._closing = True
+            for store in self._stores:
+                store.close_all()  # uncommitted writes are lost, as after a crash
             stage.close()
+            if self._restorer is not None:
+                self._restorer.close()
             consumer.close()
             producer.flush(10)
+
+    # --- state that follows its partition -------------------------------------------------
+
+    def _store_partitions(self, store: PartitionedStores[Any], partitions: list[Any]) -> list[int]:
+        topic = self.settings.topic(store.source_topic)
+        return [tp.partition for tp in partitions if tp.topic == topic]
+
+    def _on_assign(self, _consumer: Any, partitions: list[Any]) -> None:
+        """Restore each assigned partition's stores before any of its records is handled."""
+        assert self._restorer is not None
+        for store in self._stores:
+            topic = changelog_topic(self.stage.name, store.name)
+            for partition in self._store_partitions(store, partitions):
+                restored = self._restorer.restore(store.open(partition), topic, partition)
+                metrics.RESTORE_SECONDS.labels(self.stage.name, store.name).observe(
+                    restored.seconds
+                )
+                metrics.RESTORED.labels(self.stage.name, store.name).inc(restored.applied)
+                log.info(
+                    "state restored",
+                    extra={
+                        "store": store.name,
+                        "partition": partition,
+                        "from_offset": restored.start,
+                        "applied": restored.applied,
+                        "seconds": round(restored.seconds, 3),
+                    },
+                )
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        """Commit the revoked partitions' state, then their offsets, then close the stores.
+        Batches run to their end before the next poll, so nothing of theirs is pending."""
+        if self._closing:
+            return
+        for store in self._stores:
+            store.commit()
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        offsets = {k: v for k, v in self._committed.items() if k in revoked}
+        self._commit(consumer, offsets, wait=True)
+        for key in revoked:
+            self._committed.pop(key, None)
+        self._close_stores(partitions)
+
+    def _on_lost(self, _consumer: Any, partitions: list[Any]) -> None:
+        """Partitions lost (session expired): another instance owns them already; nothing
+        may be committed for them. Their stores close; the changelog has every write."""
+        for key in {(tp.topic, tp.partition) for tp in partitions}:
+            self._committed.pop(key, None)
+        self._close_stores(partitions)
+
+    def _close_stores(self, partitions: list[Any]) -> None:
+        for store in self._stores:
+            for partition in self._store_partitions(store, partitions):
+                store.close(partition)
+
+    def _produce_changes(self, producer: Any) -> int:
+        """Produce the batch's store writes to their changelogs; returns how many."""
+        count = 0
+        self._changelog_acks = {}
+        for store in self._stores:
+            topic = self.settings.topic(changelog_topic(self.stage.name, store.name))
+            for partition, part_store in store.items():
+                for key, value in part_store.take_changes():
+                    self._produce_one(
+                        producer,
+                        topic,
+                        key.encode(),
+                        value,
+                        partition=partition,
+                        on_delivery=self._changelog_delivery(store.name, partition),
+                    )
+                    count += 1
+        return count
+
+    def _changelog_delivery(self, store: str, partition: int) -> Any:
+        def delivered(err: Any, msg: Message) -> None:
+            if err is not None:
+                self._delivery_errors.append(str(err))
+                return
+            key = (store, partition)
+            offset = msg.offset() or 0
+            self._changelog_acks[key] = max(self._changelog_acks.get(key, -1), offset)
+
+        return delivered
+
+    def _mark_changelog_positions(self) -> None:
+        """Once acknowledged: each store file has applied its changelog up to its writes."""
+        by_name = {store.name: store for store in self._stores}
+        for (name, partition), offset in self._changelog_acks.items():
+            by_name[name].get(partition).set_position(offset + 1)
+        self._changelog_acks = {}
+
+    @staticmethod
+    def _produce_one(producer: Any, topic: str, key: bytes, value: Any, **kwargs: Any) -> None:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, **kwargs)
+                return
+            except BufferError:
+                producer.poll(0.05)
 
     def _lag(self, consumer: Any, offsets: dict[tuple[str, int], int]) -> None:
         """Approximate lag per consumed partition, from the watermark the last fetch saw."""
@@ -306,25 +448,29 @@ class Runner:
         outs = list(self.stage.on_idle())
         if outs:
             self._produce(producer, outs)
-            self.stage.on_batch_done()
+            self._batch_done()
+
+    def _batch_done(self) -> None:
+        """The batch's output is acknowledged: commit the stage's state, then its
+        partitioned stores (with the changelog positions), before any offset commit."""
+        self.stage.on_batch_done()
+        for store in self._stores:
+            store.commit()
 
     def _produce(self, producer: Any, outs: list[Out]) -> None:
         now = time.time()
+        if self._stores:  # the state first: a visible output implies its state is on its way
+            self._produce_changes(producer)
         for out in outs:
-            value = self.registry.encode(out.topic, out.value)
-            topic = self.settings.topic(out.topic)
-            while True:
-                try:
-                    producer.produce(
-                        topic,
-                        key=out.key.encode(),
-                        value=value,
-                        headers=list(out.headers.items()) or None,
-                        on_delivery=self._on_delivery,
-                    )
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            value = out.raw if out.raw is not None else self.registry.encode(out.topic, out.value)
+            self._produce_one(
+                producer,
+                self.settings.topic(out.topic),
+                out.key.encode(),
+                value,
+                headers=list(out.headers.items()) or None,
+                on_delivery=self._on_delivery,
+            )
             metrics.RECORDS_OUT.labels(self.stage.name, out.topic).inc()
             try:
                 source = metrics.observe_age(
@@ -338,6 +484,8 @@ class Runner:
             raise TransientError(
                 f"{remaining} records unacknowledged, delivery errors: {self._delivery_errors[:3]}"
             )
+        if self._stores:
+            self._mark_changelog_positions()
 
     def _commit(
         self, consumer: Any, offsets: dict[tuple[str, int], int], *, wait: bool = False

@@ -129,3 +129,67 @@ class BatchStore:
     def close(self) -> None:
         """Close the database (uncommitted writes are lost, as after a crash)."""
         self.db.close()
+
+
+Change = tuple[str, bytes | None]
+"""(key, value) of one write to a changelogged store; value None deletes the key."""
+
+_CHANGELOG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS changelog_position (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    next_offset INTEGER NOT NULL     -- the changelog offset this file has applied up to
+);
+"""
+
+
+class ChangelogStore(BatchStore):
+    """A store whose every write is also a change record (key, value) for its changelog
+    topic, so the state of one input partition can be rebuilt elsewhere by ``apply``-ing
+    that partition's changelog in order. Writes stay idempotent upserts: the runner may
+    replay a batch whose changes already reached the changelog. The runner produces
+    ``take_changes()`` with the batch's output, and records how far this file has applied
+    the changelog (``set_position``) in the same transaction as the batch's writes."""
+
+    def __init__(self, path: Path | str, schema: str) -> None:
+        super().__init__(path, schema + _CHANGELOG_SCHEMA)
+        self._changes: list[Change] = []
+
+    def log_change(self, key: str, value: bytes | None) -> None:
+        """Called by the store's own write methods, after the write."""
+        self._changes.append((key, value))
+
+    def apply(self, key: str, value: bytes | None) -> None:
+        """Write one change read back from the changelog (a restore): the subclass's job."""
+        raise NotImplementedError
+
+    def take_changes(self) -> list[Change]:
+        changes, self._changes = self._changes, []
+        return changes
+
+    def position(self) -> int:
+        row = self.db.execute("SELECT next_offset FROM changelog_position").fetchone()
+        return int(row[0]) if row else 0
+
+    def set_position(self, next_offset: int) -> None:
+        if not self.db.in_transaction:
+            self.db.execute("BEGIN")
+        self.db.execute(
+            "INSERT INTO changelog_position VALUES (1, ?) ON CONFLICT(id) DO UPDATE SET "
+            "next_offset = max(next_offset, excluded.next_offset)",
+            (next_offset,),
+        )
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """As ``BatchStore.atomic``; an input that fails leaves no change record either."""
+        mark = len(self._changes)
+        try:
+            with super().atomic():
+                yield
+        except BaseException:
+            del self._changes[mark:]
+            raise
+
+    def rollback(self) -> None:
+        self._changes = []
+        super().rollback()

@@ -49,6 +49,8 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0
+    #: The service it runs; ``name`` is that, or an instance of it ("validation-2").
+    service: str = ""
 
 
 @dataclass
@@ -64,9 +66,18 @@ class Supervisor:
     def start(self) -> None:
         private_dir(self.run_dir)  # logs and state folders below hold PHI: owner only
         for name in self.services:
-            child = Child(name, free_port(), self.run_dir / f"{name}.log")
-            self.children[name] = child
-            self._spawn(child)
+            self.add(name)
+
+    def add(self, name: str, service: str | None = None) -> Child:
+        """Start one more process: ``service`` (default: ``name``) as instance ``name``,
+        with its own log, metrics port and state folder (another member of the service's
+        consumer group)."""
+        if name in self.children:
+            raise ValueError(f"{name}: already started")
+        child = Child(name, free_port(), self.run_dir / f"{name}.log", service=service or name)
+        self.children[name] = child
+        self._spawn(child)
+        return child
 
     def _spawn(self, child: Child) -> None:
         env = {
@@ -78,7 +89,7 @@ class Supervisor:
         }
         with private_file(child.log_path).open("ab") as out:
             child.proc = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.cli", "service", child.name],
+                [sys.executable, "-m", "pipeline.cli", "service", child.service or child.name],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,

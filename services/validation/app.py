@@ -1,27 +1,40 @@
-"""validation: encounters.coded.v1 -> encounters.validated.v1 (the claim scrubber)."""
+"""validation: encounters.coded.v1 -> encounters.validated.v1 (the claim scrubber).
+
+The duplicate-claim edit needs every claim of a patient in one store, and coded
+encounters are keyed by encounter id. So the service re-keys each coded encounter by
+patient into ``validation.by-patient.v1`` (its bytes unchanged) and validates from there,
+with one duplicate store per partition of that topic that moves with the partition
+(``pipeline/partitioned.py``). A stage built with one plain store (tests, offline runs)
+validates ``encounters.coded.v1`` directly.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
 from pipeline import metrics
 from pipeline.models import utcnow
+from pipeline.partitioned import PartitionedStores
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Stage, run_stage
 from services.refdata.codesets import CodeSets
 from services.refdata.masterdata import load_master_data
 from services.refdata.payers import EMPTY_REGISTRY, PayerRegistry
 from services.validation import metrics as domain_metrics
-from services.validation.duplicates import DuplicateStore
+from services.validation.duplicates import DuplicateStore, patient_key
 from services.validation.engine import RulePack
 from services.validation.packs import get_pack
 from services.validation.rules import RULE_PACK_VERSION, validate
 
 log = logging.getLogger(__name__)
+
+CODED = "encounters.coded.v1"
+BY_PATIENT = "validation.by-patient.v1"
 
 
 class ValidationSettings(Settings):
@@ -45,35 +58,57 @@ class ValidationStage(Stage):
         self,
         codesets: CodeSets,
         pack: RulePack | None = None,
-        history: DuplicateStore | None = None,
+        history: DuplicateStore | PartitionedStores[DuplicateStore] | None = None,
         payers: PayerRegistry = EMPTY_REGISTRY,
     ) -> None:
         self.codesets = codesets
         self.pack = pack or get_pack()
         self.history = history
         self.payers = payers
+        self.partitioned = history if isinstance(history, PartitionedStores) else None
+        self.inputs = (CODED, BY_PATIENT) if self.partitioned else (CODED,)
+
+    def partitioned_stores(self) -> list[PartitionedStores[DuplicateStore]]:
+        return [self.partitioned] if self.partitioned else []
 
     def handle(self, msg: Incoming) -> Iterable[Out]:
+        if self.partitioned is not None and msg.topic == CODED:
+            return [Out(BY_PATIENT, patient_key(msg.value), msg.value, msg.headers, raw=msg.raw)]
+        history = (
+            self.partitioned.get(msg.partition) if self.partitioned is not None else self.history
+        )
+        assert not isinstance(history, PartitionedStores)
         verdict = validate(
             msg.value,
             self.codesets,
             validated_at=utcnow(),
             pack=self.pack,
-            history=self.history,
+            history=history,
             payers=self.payers,
         )
-        if self.history is not None:
-            self.history.record(msg.value, verdict.outcome)
+        if history is not None:
+            history.record(msg.value, verdict.outcome)
         metrics.OUTCOMES.labels(self.name, verdict.outcome).inc()
         return [Out("encounters.validated.v1", verdict.encounter_id, verdict)]
 
     def on_batch_done(self) -> None:
-        if self.history is not None:
+        if isinstance(self.history, DuplicateStore):
             self.history.commit()
 
     def close(self) -> None:
-        if self.history is not None:
+        if isinstance(self.history, DuplicateStore):
             self.history.close()
+
+
+def partitioned_history(state_dir: Path) -> PartitionedStores[DuplicateStore]:
+    """The live service's duplicate history: one store per partition of the by-patient
+    topic, under ``<state_dir>/claims-seen/``."""
+    return PartitionedStores(
+        DuplicateStore.NAME,
+        BY_PATIENT,
+        Path(state_dir) / DuplicateStore.NAME,
+        lambda path: DuplicateStore(path, changelog=True),
+    )
 
 
 def load_codesets(settings: Settings) -> CodeSets:
@@ -97,5 +132,5 @@ def main(settings: Settings | None = None) -> None:
         extra={"version": pack.id, "rules": len(pack.rules), **codesets.capabilities()},
     )
     payers = load_master_data(settings).payers
-    history = DuplicateStore.in_state_dir(settings.state_dir)
+    history = partitioned_history(settings.state_dir)
     run_stage(ValidationStage(codesets, pack, history, payers), settings)

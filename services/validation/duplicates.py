@@ -11,15 +11,22 @@ Two encounters are duplicates when they bill the same patient, billing and rende
 provider, dates of service and line codes (with modifiers). The earlier one, by the time
 the EHR sent it (then the encounter id), is the original; only encounters whose verdict
 was billable count as originals, and an encounter is never a duplicate of itself.
+
+Duplicates are per patient, so with several validation instances the live service keeps
+one store per partition of ``validation.by-patient.v1`` (encounters re-keyed by
+``patient_key``): every claim of a patient meets the same store. Each write is also a
+change record for the store's changelog topic (``pipeline.state.ChangelogStore``), from
+which a partition's store is rebuilt on the instance it moves to.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from pipeline.models import CodedEncounter
-from pipeline.state import BatchStore
+from pipeline.state import ChangelogStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS seen (
@@ -54,17 +61,28 @@ def fingerprint(coded: CodedEncounter) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
+def patient_key(coded: CodedEncounter) -> str:
+    """The key that brings every claim of one member together (payer and member id, the
+    way coding keys risk adjustment), hashed: the key of a record is not PHI-marked."""
+    cov = coded.encounter.coverage
+    return hashlib.sha256(f"{cov.payer_id}\x1f{cov.member_id}".encode()).hexdigest()[:32]
+
+
 def _order_key(coded: CodedEncounter) -> str:
     return coded.encounter.received_at.isoformat()
 
 
-class DuplicateStore(BatchStore):
-    """Encounters seen, by fingerprint; ``path`` may be ``":memory:"`` (offline runs)."""
+class DuplicateStore(ChangelogStore):
+    """Encounters seen, by fingerprint; ``path`` may be ``":memory:"`` (offline runs).
+    With ``changelog`` each write is kept as a change record for the runner to produce."""
 
     FILENAME = "validation-claims-seen.sqlite3"
+    NAME = "claims-seen"
+    """The store's name in its changelog topic and per-partition files."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, changelog: bool = False) -> None:
         super().__init__(path, _SCHEMA)
+        self.changelog = changelog
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> DuplicateStore:
@@ -84,14 +102,23 @@ class DuplicateStore(BatchStore):
 
     def record(self, coded: CodedEncounter, outcome: str) -> None:
         """Remember the encounter with its latest verdict (idempotent)."""
+        row = (fingerprint(coded), _order_key(coded), int(outcome != "rejected"))
+        self._upsert(coded.encounter_id, *row)
+        if self.changelog:
+            self.log_change(coded.encounter_id, json.dumps(row).encode())
+
+    def apply(self, key: str, value: bytes | None) -> None:
+        """One change from the changelog: the row as ``record`` wrote it."""
+        if value is None:
+            self.db.execute("DELETE FROM seen WHERE encounter_id = ?", (key,))
+            return
+        fp, received_at, billable = json.loads(value)
+        self._upsert(key, fp, received_at, int(billable))
+
+    def _upsert(self, encounter_id: str, fp: str, received_at: str, billable: int) -> None:
         self.db.execute(
             "INSERT INTO seen VALUES (?, ?, ?, ?) ON CONFLICT(encounter_id) DO UPDATE SET "
             "fingerprint = excluded.fingerprint, received_at = excluded.received_at, "
             "billable = excluded.billable",
-            (
-                coded.encounter_id,
-                fingerprint(coded),
-                _order_key(coded),
-                int(outcome != "rejected"),
-            ),
+            (encounter_id, fp, received_at, billable),
         )

@@ -27,13 +27,21 @@ REG = registry()
 
 
 def golden(topic: str) -> dict[str, Any]:
+    topic = REG.topics[topic].schema_of or topic
     name = "dead-letter" if topic.startswith("dlq.") else topic
     return json.loads((GOLDEN / f"{name}.json").read_text())
 
 
 def test_every_topic_has_a_schema_folder_and_nothing_else_is_there() -> None:
     folders = {p.name for p in SCHEMAS_DIR.iterdir() if p.is_dir()}
-    assert folders == set(REG.topics)
+    assert folders == {t for t, spec in REG.topics.items() if spec.schema_of is None}
+
+
+def test_a_repartition_topic_reads_the_schemas_of_the_topic_it_re_keys() -> None:
+    for topic, spec in REG.topics.items():
+        if spec.schema_of is not None:
+            assert REG.versions[topic] == REG.versions[spec.schema_of]
+            assert spec.model is REG.topics[spec.schema_of].model
 
 
 @pytest.mark.parametrize("topic", sorted(REG.topics))
