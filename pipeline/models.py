@@ -346,8 +346,26 @@ class SubmittedClaim(Model):
     service_start: date
     service_end: date
     interchange_control_number: str
-    x12: str
+    # Null on the topic since schema v3: the interchange is on claims.interchanges.v1 under
+    # interchange_control_number. The offline chain (``claims build``) still fills it.
+    x12: str | None = None
     submitted_at: datetime
+
+
+# --- claims.interchanges.v1 --------------------------------------------------------------
+
+
+class Interchange(Model):
+    """An 837 interchange as delivered, stored once; its claims' events refer to it."""
+
+    event_id: str
+    interchange_control_number: str = Field(min_length=1)
+    payer_id: str
+    claim_type: ClaimType = "professional"
+    adapter: str
+    claim_ids: list[str]
+    x12: str
+    created_at: datetime
 
 
 # --- payer.inbound.v1 --------------------------------------------------------------------
@@ -460,6 +478,7 @@ MODELS: dict[str, type[Model]] = {
         CoderDecision,
         ValidatedEncounter,
         SubmittedClaim,
+        Interchange,
         PayerFile,
         RemittancePosting,
         DeadLetter,

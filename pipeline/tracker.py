@@ -38,6 +38,7 @@ FOLLOWED = [
     "coding.audits.v1",
     "encounters.validated.v1",
     "claims.submitted.v1",
+    "claims.interchanges.v1",
     "payer.inbound.v1",
     "remittance.posted.v1",
     "dlq.intake.v1",
@@ -84,7 +85,7 @@ class Ledger:
     claim_events: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     posting_events: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     keep_x12: bool = False
-    x12: dict[str, str] = field(default_factory=dict)
+    x12: dict[str, str] = field(default_factory=dict)  # claim id -> its interchange
     keep_times: bool = False
     times: dict[str, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
     # What `claimflow report` needs besides the fates (small values, one per record).
@@ -208,8 +209,12 @@ class Ledger:
             self.payer_names.setdefault(value.payer_id, value.payer_name)
             self.claim_types[value.claim_id] = value.claim_type
             self.charges[value.claim_id] = value.total_charge
-            if self.keep_x12:
+            if self.keep_x12 and value.x12:  # written before the claim check
                 self.x12[value.claim_id] = value.x12
+        elif topic == "claims.interchanges.v1":
+            if self.keep_x12:  # each claim event names its interchange: stored once
+                for claim_id in value.claim_ids:
+                    self.x12[claim_id] = value.x12
         elif topic == "payer.inbound.v1":
             self.payer_files += 1
         elif topic == "remittance.posted.v1":

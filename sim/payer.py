@@ -457,6 +457,8 @@ def adjudicate_claim(
     claim: SubmittedClaim, *, policy: AdjudicationPolicy = DEFAULT_POLICY
 ) -> ClaimDecision:
     """Decide how the payer pays one submitted claim, reading its lines from the 837."""
+    if claim.x12 is None:
+        raise InputError("x12", f"claim {claim.claim_id}: its interchange was not found")
     parsed = read_837_claim(claim.x12, claim.claim_id)
     if parsed.charge != claim.total_charge:
         raise InputError(

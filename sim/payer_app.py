@@ -2,8 +2,11 @@
 on payer.inbound.v1.
 
 It stands in for the payers' side of the clearinghouse so the pipeline runs end to end.
-Every claim event carries the interchange that delivered it; claims of one interchange are
-answered together, per interchange, the way a payer's front end does:
+Each claim event names the interchange that delivered it (``interchange_control_number``),
+which is stored once on claims.interchanges.v1 (a claim check; claim events written before
+it carry the text themselves). The simulator reads both topics into its state store (they
+are partitioned apart, so either may come first) and answers an interchange once it and
+every claim it lists are in, the way a payer's front end answers a file:
 
 1. a 999 from pyx12's validation of the 837 (rejected: its claims go no further); a load
    test can check one interchange in N (``CLAIMFLOW_PAYER_SIM__VALIDATE_EVERY``);
@@ -19,16 +22,19 @@ Everything is deterministic: a replayed batch answers with the same files.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.errors import InputError
-from pipeline.models import PayerFile, SubmittedClaim, event_id, utcnow
+from pipeline.models import Interchange, PayerFile, SubmittedClaim, event_id, utcnow
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Stage, run_stage
+from pipeline.state import BatchStore
 from services.x12.reader import read_segments
 from sim.payer import (
     DEFAULT_CLAIM_DENIALS,
@@ -147,24 +153,137 @@ def _file(payer_id: str, file_id: str, kind: str, text: str) -> Out:
     return Out("payer.inbound.v1", f"{payer_id}:{file_id}", file)
 
 
+_KEEP_INTERCHANGES = 4096  # their claims come within seconds; older ones are dropped
+
+
+class InterchangeStore(BatchStore):
+    """The interchanges read from claims.interchanges.v1, and the claims of each read so far:
+    an interchange is answered once all the claims it lists are in, as a payer answers a file."""
+
+    def __init__(self, path: Path | str = ":memory:") -> None:
+        super().__init__(
+            path,
+            """
+            CREATE TABLE IF NOT EXISTS interchanges (
+                icn TEXT PRIMARY KEY, x12 TEXT NOT NULL, claim_ids TEXT NOT NULL,
+                answered INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS waiting (
+                event_id TEXT PRIMARY KEY, icn TEXT NOT NULL, claim TEXT NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS waiting_by_icn ON waiting (icn);
+            """,
+        )
+
+    def put(self, interchange: Interchange) -> None:
+        with self.atomic():
+            self.db.execute(
+                "INSERT OR IGNORE INTO interchanges (icn, x12, claim_ids, seq) VALUES (?, ?, ?,"
+                " (SELECT COALESCE(MAX(seq), 0) + 1 FROM interchanges))",
+                (
+                    interchange.interchange_control_number,
+                    interchange.x12,
+                    json.dumps(interchange.claim_ids),
+                ),
+            )
+            self.db.execute(
+                "DELETE FROM interchanges WHERE seq <= (SELECT MAX(seq) FROM interchanges) - ?",
+                (_KEEP_INTERCHANGES,),
+            )
+
+    def answered(self, icn: str) -> str | None:
+        """The text of interchange ``icn`` once answered (a claim event read again), else None."""
+        row = self.db.execute(
+            "SELECT x12 FROM interchanges WHERE icn = ? AND answered = 1", (icn,)
+        ).fetchone()
+        return row[0] if row else None
+
+    def wait(self, claim: SubmittedClaim) -> None:
+        with self.atomic():
+            self.db.execute(
+                "INSERT OR IGNORE INTO waiting (event_id, icn, claim) VALUES (?, ?, ?)",
+                (claim.event_id, claim.interchange_control_number, claim.model_dump_json()),
+            )
+
+    def take_complete(self, icn: str) -> list[SubmittedClaim]:
+        """The claims of interchange ``icn`` with its text, once it and every claim it lists
+        are in (then it is marked answered); else nothing, and they keep waiting."""
+        row = self.db.execute(
+            "SELECT x12, claim_ids FROM interchanges WHERE icn = ? AND answered = 0", (icn,)
+        ).fetchone()
+        if row is None:
+            return []
+        x12, listed = row[0], set(json.loads(row[1]))
+        claims = [
+            SubmittedClaim.model_validate_json(r[0])
+            for r in self.db.execute(
+                "SELECT claim FROM waiting WHERE icn = ? ORDER BY event_id", (icn,)
+            ).fetchall()
+        ]
+        if not listed <= {c.claim_id for c in claims}:
+            return []
+        with self.atomic():
+            self.db.execute("DELETE FROM waiting WHERE icn = ?", (icn,))
+            self.db.execute("UPDATE interchanges SET answered = 1 WHERE icn = ?", (icn,))
+        return [c.model_copy(update={"x12": x12}) for c in claims]
+
+    def waiting(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM waiting").fetchone()[0])
+
+
 class PayerSimStage(Stage):
     name = "payer-sim"
-    inputs = ("claims.submitted.v1",)
+    inputs = ("claims.interchanges.v1", "claims.submitted.v1")
     batch_mode = True
     dead_letters = False
 
-    def __init__(self, options: PayerSimOptions | None = None) -> None:
+    def __init__(
+        self, options: PayerSimOptions | None = None, store: InterchangeStore | None = None
+    ) -> None:
         self.options = options or PayerSimOptions()
         self.policy = self.options.policy()
+        self.store = store or InterchangeStore()
         self._acks: OrderedDict[tuple[str, str], Acknowledgment] = OrderedDict()
+
+    def on_batch_done(self) -> None:
+        self.store.commit()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def _ours(self, adapter: str | None) -> bool:
+        """Delivered by an adapter the simulator answers for (no header: answered too)."""
+        return adapter is None or adapter in self.options.answer_adapters
+
+    def _claims_to_answer(self, msgs: list[Incoming]) -> list[SubmittedClaim]:
+        """The claims to answer now, each with its interchange's text: those that carry it
+        (written before the claim check), and those of each interchange that is complete."""
+        ready: list[SubmittedClaim] = []
+        touched: dict[str, None] = {}
+        for msg in msgs:
+            if msg.topic == "claims.interchanges.v1":
+                if self._ours(msg.value.adapter):
+                    self.store.put(msg.value)
+                    touched[msg.value.interchange_control_number] = None
+                continue
+            header = msg.headers.get(ADAPTER_HEADER)
+            if not self._ours(header.decode() if header is not None else None):
+                continue  # a real payer's claim: not ours to answer
+            claim: SubmittedClaim = msg.value
+            icn = claim.interchange_control_number
+            again = None if claim.x12 is not None else self.store.answered(icn)
+            if claim.x12 is not None or again is not None:
+                ready.append(claim if again is None else claim.model_copy(update={"x12": again}))
+                continue
+            self.store.wait(claim)
+            touched[icn] = None
+        for icn in touched:
+            ready += self.store.take_complete(icn)
+        return ready
 
     def handle_batch(self, msgs: list[Incoming]) -> Iterable[Out]:
         interchanges: dict[tuple[str, str], dict[str, SubmittedClaim]] = defaultdict(dict)
-        for msg in msgs:
-            adapter = msg.headers.get(ADAPTER_HEADER)
-            if adapter is not None and adapter.decode() not in self.options.answer_adapters:
-                continue  # a real payer's claim: not ours to answer
-            claim: SubmittedClaim = msg.value
+        for claim in self._claims_to_answer(msgs):
             interchanges[(claim.payer_id, claim.interchange_control_number)][claim.event_id] = claim
         outs: list[Out] = []
         accepted: list[tuple[SubmittedClaim, Claim837]] = []
@@ -190,7 +309,7 @@ class PayerSimStage(Stage):
         accepted: list[tuple[SubmittedClaim, Claim837]],
     ) -> list[Out]:
         """The 999 and 277CA for the claims of one interchange; accepted claims go on."""
-        x12 = claims[0].x12
+        x12 = claims[0].x12 or ""
         created = max(c.submitted_at for c in claims)
         ack = self._acks.get((payer_id, icn))
         if ack is None:
@@ -249,4 +368,5 @@ class PayerSimStage(Stage):
 
 def main(settings: Settings | None = None) -> None:
     sim_settings = PayerSimSettings.from_base(settings or Settings())
-    run_stage(PayerSimStage(sim_settings.payer_sim), sim_settings)
+    store = InterchangeStore(sim_settings.state_dir / "payer-sim-interchanges.sqlite3")
+    run_stage(PayerSimStage(sim_settings.payer_sim, store), sim_settings)

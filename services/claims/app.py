@@ -34,6 +34,7 @@ from services.claims.domain import (
     PlannedClaim,
     envelope_for,
     in_validated_record,
+    interchange_record,
     submitted_claim,
     write_interchange,
 )
@@ -411,14 +412,28 @@ class ClaimsStage(Stage):
                 },
             )
         headers = {ADAPTER_HEADER: stored.adapter.encode()}
+        # A claim check: the interchange once (again on a replay: the same event id), then
+        # each claim's event naming it by control number instead of carrying its text.
+        interchange = interchange_record(
+            stored.icn,
+            payer_id=stored.payer_id,
+            claim_type=stored.claim_type,
+            adapter=stored.adapter,
+            claim_ids=[c.claim_id for c in self.store.claims_of(stored.icn)],
+            x12=stored.text,
+            created_at=min(planned.submitted_at for _, planned in items),
+        )
         return [
-            Out(
-                "claims.submitted.v1",
-                planned.claim_id,
-                submitted_claim(planned, stored.icn, stored.text),
-                headers,
-            )
-            for _, planned in items
+            Out("claims.interchanges.v1", interchange.interchange_control_number, interchange),
+            *(
+                Out(
+                    "claims.submitted.v1",
+                    planned.claim_id,
+                    submitted_claim(planned, stored.icn, None),
+                    headers,
+                )
+                for _, planned in items
+            ),
         ]
 
     # --- acknowledgments ------------------------------------------------------------------------

@@ -7,7 +7,9 @@ so the service can batch claims into one interchange per payer:
 - ``plan_claim``: the claim id, type, totals and expected reimbursement of one encounter;
 - ``write_interchange``: one 837 interchange for planned claims of one type, under a
   control number the caller allocates (the service from its durable counter);
-- ``submitted_claim``: the ``claims.submitted.v1`` event for a claim and its interchange.
+- ``submitted_claim``: the ``claims.submitted.v1`` event for a claim and its interchange;
+  ``interchange_record``: the interchange itself, once, on ``claims.interchanges.v1`` (the
+  stage's claim events carry its control number instead of its text).
 
 ``build_claim`` chains them for one claim under a control number derived from the claim
 id: what the offline command and the tests use. Nothing reads the clock: ids, control
@@ -36,6 +38,7 @@ from pipeline.models import (
     CodedEncounter,
     Coverage,
     Encounter,
+    Interchange,
     SubmittedClaim,
     ValidatedEncounter,
     event_id,
@@ -445,8 +448,10 @@ def envelope_for(
     )
 
 
-def submitted_claim(planned: PlannedClaim, control_number: int, x12: str) -> SubmittedClaim:
-    """The claims.submitted.v1 event: one claim and the interchange that carried it."""
+def submitted_claim(planned: PlannedClaim, control_number: int, x12: str | None) -> SubmittedClaim:
+    """One claim and the interchange that carried it. The stage publishes it with ``x12``
+    None: the interchange goes once on claims.interchanges.v1 (``interchange_record``) and
+    each claim names it by control number; offline commands keep the text in the claim."""
     claim = planned.claim
     return SubmittedClaim(
         event_id=planned.event_id,
@@ -467,6 +472,30 @@ def submitted_claim(planned: PlannedClaim, control_number: int, x12: str) -> Sub
         interchange_control_number=f"{control_number:09d}",
         x12=x12,
         submitted_at=planned.submitted_at,
+    )
+
+
+def interchange_record(
+    control_number: int,
+    *,
+    payer_id: str,
+    claim_type: str,
+    adapter: str,
+    claim_ids: Sequence[str],
+    x12: str,
+    created_at: datetime,
+) -> Interchange:
+    """The claims.interchanges.v1 record: the interchange stored once, under its number."""
+    icn = f"{control_number:09d}"
+    return Interchange(
+        event_id=event_id("claims", "interchange", icn),
+        interchange_control_number=icn,
+        payer_id=payer_id,
+        claim_type=claim_type,  # type: ignore[arg-type]
+        adapter=adapter,
+        claim_ids=list(claim_ids),
+        x12=x12,
+        created_at=created_at,
     )
 
 

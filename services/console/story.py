@@ -9,6 +9,7 @@ that may not see it. Claims show their part of the 837 and remittances their par
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -118,9 +119,30 @@ def _summary(topic: str, v: dict[str, Any], phi: bool) -> str:
     return ""
 
 
+def _x12_of_claim(
+    value: dict[str, Any],
+    registry: Registry,
+    interchange: Callable[[str], StoryEvent | None] | None,
+) -> str | None:
+    """A claim event's 837: its own (written before the claim check), else its interchange's
+    from claims.interchanges.v1, by control number; None when the console has not read it."""
+    if value.get("x12"):
+        return str(value["x12"])
+    icn = value.get("interchange_control_number")
+    found = interchange(icn) if interchange is not None and icn else None
+    if found is None:
+        return None
+    return str(registry.decode_dict(found.topic, found.data).get("x12") or "") or None
+
+
 def chapters(
-    events: list[StoryEvent], registry: Registry, claim_ids: set[str], phi: bool
+    events: list[StoryEvent],
+    registry: Registry,
+    claim_ids: set[str],
+    phi: bool,
+    interchange: Callable[[str], StoryEvent | None] | None = None,
 ) -> list[Chapter]:
+    """The story's chapters; ``interchange`` finds an interchange's record by control number."""
     out = []
     for ev in events:
         try:
@@ -138,8 +160,13 @@ def chapters(
             detail=json.dumps(plain(shown), indent=1, ensure_ascii=False),
         )
         try:
-            if ev.topic == "claims.submitted.v1" and value.get("x12"):
-                segs = x12view.claim_837(value["x12"], value["claim_id"])
+            x12 = (
+                _x12_of_claim(value, registry, interchange)
+                if ev.topic == "claims.submitted.v1"
+                else None
+            )
+            if x12:
+                segs = x12view.claim_837(x12, value["claim_id"])
                 chapter.segments = segs if phi else x12view.mask(segs)
                 chapter.segments_note = "this claim's loops of the interchange"
             elif ev.topic == "payer.inbound.v1" and value.get("kind") == "835":

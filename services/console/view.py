@@ -35,6 +35,7 @@ FOLLOWED = (
     "coding.audit-results.v1",
     "encounters.validated.v1",
     "claims.submitted.v1",
+    "claims.interchanges.v1",
     "claims.rejections.v1",
     "payer.inbound.v1",
     "remittance.posted.v1",
@@ -99,6 +100,7 @@ CREATE TABLE actions (
     event_id TEXT PRIMARY KEY, queue TEXT, item_id TEXT, action TEXT, user_id TEXT,
     role TEXT, amount TEXT, acted_ms INTEGER
 );
+CREATE TABLE interchanges (icn TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE dead (
     seq INTEGER PRIMARY KEY, stage TEXT, key TEXT, error_class TEXT, field TEXT,
     reason TEXT, failed_ms INTEGER
@@ -409,6 +411,13 @@ class View:
                 (ts, claim),
             )
 
+    def _on_claims_interchanges_v1(self, v: dict[str, Any], ts: int, seq: int) -> None:
+        # Claim events name their interchange by control number: kept once, fetched by it.
+        self.db.execute(
+            "INSERT OR IGNORE INTO interchanges (icn, seq) VALUES (?, ?)",
+            (v["interchange_control_number"], seq),
+        )
+
     def _on_claims_rejections_v1(self, v: dict[str, Any], ts: int, seq: int) -> None:
         claim = v["claim_id"]
         enc = v.get("encounter_id") or self._claim_encounter(claim)
@@ -638,6 +647,15 @@ class View:
             sql += f" OR (topic = 'payer.inbound.v1' AND file_id IN ({fmarks}))"
             args += files
         return [StoryEvent(*r) for r in self.rows(sql + " ORDER BY seq", *args)]
+
+    def interchange(self, icn: str) -> StoryEvent | None:
+        """The claims.interchanges.v1 record of interchange ``icn`` (its claims refer to it)."""
+        row = self.one(
+            "SELECT e.seq, e.topic, e.key, e.ts_ms, e.data FROM interchanges i"
+            " JOIN events e ON e.seq = i.seq WHERE i.icn = ?",
+            icn,
+        )
+        return StoryEvent(*row) if row else None
 
     def claims_of(self, encounter_id: str) -> list[sqlite3.Row]:
         return self.rows("SELECT * FROM claims WHERE encounter_id = ?", encounter_id)

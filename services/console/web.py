@@ -264,7 +264,13 @@ def create_app(
             abort(404)
         claims = view.claims_of(encounter_id)
         access_log.record(g.user, "story", encounter_id)
-        story = chapters(view.story(encounter_id), registry, {c["claim_id"] for c in claims}, g.phi)
+        story = chapters(
+            view.story(encounter_id),
+            registry,
+            {c["claim_id"] for c in claims},
+            g.phi,
+            view.interchange,
+        )
         return render_template("story.html", enc=row, claims=claims, story=story)
 
     @app.get("/claims/<path:claim_id>")

@@ -254,3 +254,22 @@ def test_records_written_with_v1_read_as_the_latest_model(topic: str) -> None:
     fastavro.schemaless_writer(buf, v1.parsed, datum)
     decoded = REG.decode(topic, buf.getvalue())
     assert decoded == REG.topics[topic].model.model_validate(golden(topic))
+
+
+def test_claim_events_written_before_the_claim_check_keep_their_interchange() -> None:
+    """claims.submitted.v1 v3 makes ``x12`` optional (the interchange moved to
+    claims.interchanges.v1): a v2 record still reads with its text, a v3 one names it."""
+    v2 = next(sv for sv in REG.versions["claims.submitted.v1"] if sv.version == 2)
+    assert REG.latest("claims.submitted.v1").version >= 3
+    value = models.SubmittedClaim.model_validate(golden("claims.submitted.v1"))
+    buf = io.BytesIO()
+    buf.write(MAGIC + v2.fingerprint)
+    fastavro.schemaless_writer(buf, v2.parsed, value.model_dump())
+    old = REG.decode("claims.submitted.v1", buf.getvalue())
+    assert old == value and old.x12 and old.x12.startswith("ISA*")
+    checked = value.model_copy(update={"x12": None})
+    data = REG.encode("claims.submitted.v1", checked)
+    assert REG.decode("claims.submitted.v1", data).x12 is None
+    assert len(data) < len(REG.encode("claims.submitted.v1", value))
+    interchange = models.Interchange.model_validate(golden("claims.interchanges.v1"))
+    assert interchange.interchange_control_number == value.interchange_control_number

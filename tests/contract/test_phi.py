@@ -91,6 +91,7 @@ def test_the_topics_that_carry_patient_data_are_found() -> None:
         "coding.review.v1",
         "coding.decisions.v1",
         "claims.submitted.v1",
+        "claims.interchanges.v1",
         "payer.inbound.v1",
         "remittance.exceptions.v1",
         "dlq.intake.v1",

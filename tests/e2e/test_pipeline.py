@@ -189,7 +189,8 @@ def _marked_on_topics(bootstrap: str, settings: Settings) -> set[str]:
             values = searchable(marked_values(schema, datum))
             topics_with_phi |= {topic} if values else set()
             found |= values
-    assert {"encounters.collected.v1", "claims.submitted.v1"} <= topics_with_phi
+    # The 837 (names, member ids) is on claims.interchanges.v1; claim events only name it.
+    assert {"encounters.collected.v1", "claims.interchanges.v1"} <= topics_with_phi
     return found
 
 

@@ -105,6 +105,7 @@ def test_claims_are_batched_delivered_answered_and_numbered_once_across_a_restar
     )
     ensure_topics(bootstrap, settings, REG)
     submitted = Reader(bootstrap, settings, "claims.submitted.v1")
+    interchanges = Reader(bootstrap, settings, "claims.interchanges.v1")
     inbound = Reader(bootstrap, settings, "payer.inbound.v1")
     rejections = Reader(bootstrap, settings, "claims.rejections.v1")
     payer = PayerSimStage(PayerSimOptions(front_end_rejection_rate=0.2))
@@ -126,8 +127,13 @@ def test_claims_are_batched_delivered_answered_and_numbered_once_across_a_restar
             time.sleep(2)  # answers for the second run's claims, and their rejections
             files = inbound.until(lambda r: False, timeout=3)
             found = rejections.until(lambda r: False, timeout=3)
-    for reader in (submitted, inbound, rejections):
+    # Each claim event names its interchange, published once on claims.interchanges.v1.
+    named = {c.interchange_control_number for c in claims}  # type: ignore[attr-defined]
+    records = interchanges.until(lambda r: named <= {i.interchange_control_number for i in r})  # type: ignore[attr-defined]
+    texts = {i.interchange_control_number: i.x12 for i in records}  # type: ignore[attr-defined]
+    for reader in (submitted, interchanges, inbound, rejections):
         reader.close()
+    assert all(c.x12 is None for c in claims)  # type: ignore[attr-defined]
 
     assert len(claims) == 47 and len({c.claim_id for c in claims}) == 47  # type: ignore[attr-defined]
     by_icn: dict[str, list[object]] = {}
@@ -136,8 +142,9 @@ def test_claims_are_batched_delivered_answered_and_numbered_once_across_a_restar
     # Every interchange carries one payer's claims, at most 10, and is valid.
     for icn, members in by_icn.items():
         assert len({m.payer_id for m in members}) == 1 and len(members) <= 10  # type: ignore[attr-defined]
-        assert validate_x12(members[0].x12) == []  # type: ignore[attr-defined]
-        assert all(f"*{int(icn)}*X*005010X222A1~" in m.x12 for m in members)  # type: ignore[attr-defined]
+        assert validate_x12(texts[icn]) == []
+        assert f"*{int(icn)}*X*005010X222A1~" in texts[icn]
+        assert all(f"CLM*{m.claim_id}*" in texts[icn] for m in members)  # type: ignore[attr-defined]
     # Numbers are never reused: the second run continued where the first stopped.
     first_run = {c.interchange_control_number for c in claims if c.encounter_id[0] in "AM"}  # type: ignore[attr-defined]
     second_run = {c.interchange_control_number for c in claims if c.encounter_id[0] == "B"}  # type: ignore[attr-defined]

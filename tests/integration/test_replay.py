@@ -189,12 +189,24 @@ def test_replay_after_a_rule_change(
     claims = _wait_for(bootstrap, settings, "claims.submitted.v1", 14)
     replacements = [c for c in claims if c.frequency != "1"]
     assert sorted(c.encounter_id for c in replacements) == affected
+    # Each claim names its interchange (claims.interchanges.v1) instead of carrying it.
+    named = {c.interchange_control_number for c in replacements}
+    deadline = time.monotonic() + 60
+    while True:
+        texts = {
+            i.interchange_control_number: i.x12
+            for i in _records(bootstrap, settings, "claims.interchanges.v1")
+        }
+        if named <= set(texts) or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
     for claim in replacements:
         original: SubmittedClaim = by_encounter[claim.encounter_id]
         assert claim.frequency == "7" and claim.claim_id == original.claim_id
         assert claim.original_reference == original.claim_id == claim_id_for(claim.encounter_id)
         assert claim.rule_pack_version == PACK_B.id
-        assert f"REF*F8*{original.claim_id}~" in claim.x12
+        assert claim.x12 is None
+        assert f"REF*F8*{original.claim_id}~" in texts[claim.interchange_control_number]
 
     # The same replay again: nothing to publish, nothing changed, no claim.
     _, again = _cli(

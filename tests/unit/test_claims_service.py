@@ -37,6 +37,7 @@ from services.claims.settings import ClaimsOptions, ClaimsSettings
 from services.claims.x12_validate import validate_x12
 
 REG = registry()
+INTERCHANGES = "claims.interchanges.v1"
 AETNA = Coverage(
     payer_id="60054", payer_name="Aetna", plan_type="CI", member_id="W987654321", group_number="G1"
 )
@@ -93,7 +94,14 @@ def stage(
 
 
 def submitted(outs: list[Out]) -> list[SubmittedClaim]:
-    return [o.value for o in outs if o.topic == "claims.submitted.v1"]
+    """The claim events, each with the text of the interchange it names (a claim check:
+    the events carry its control number, the interchange is published once beside them)."""
+    texts = {
+        o.value.interchange_control_number: o.value.x12 for o in outs if o.topic == INTERCHANGES
+    }
+    claims = [o.value for o in outs if o.topic == "claims.submitted.v1"]
+    assert all(c.x12 is None for c in claims)
+    return [c.model_copy(update={"x12": texts[c.interchange_control_number]}) for c in claims]
 
 
 def dead(outs: list[Out]) -> list[DeadLetter]:
@@ -121,8 +129,18 @@ def test_a_batch_becomes_one_interchange_per_payer_bounded_by_size(tmp_path: Pat
     for claim in claims:
         assert f"CLM*{claim.claim_id}*" in claim.x12
         assert f"*{int(claim.interchange_control_number)}*X*005010X222A1~" in claim.x12
-    assert all(o.headers[ADAPTER_HEADER] == b"recorder" for o in outs)
+    assert all(o.headers[ADAPTER_HEADER] == b"recorder" for o in outs if o.topic != INTERCHANGES)
     assert len({c.event_id for c in claims}) == 34
+    # Each interchange once, before its claims, listing them.
+    records = [o.value for o in outs if o.topic == INTERCHANGES]
+    assert [r.interchange_control_number for r in records] == sorted(by_icn)
+    for r in records:
+        assert sorted(r.claim_ids) == sorted(
+            c.claim_id
+            for c in claims
+            if c.interchange_control_number == r.interchange_control_number
+        )
+        assert r.adapter == "recorder" and r.x12 == by_icn[r.interchange_control_number]
 
 
 def test_professional_and_institutional_claims_travel_in_separate_interchanges(

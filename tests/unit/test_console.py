@@ -19,6 +19,7 @@ from pipeline.serde import registry
 from services.console import actions, kpis, x12view
 from services.console.access import AccessLog, Users
 from services.console.redact import MASK, redact
+from services.console.story import chapters
 from services.console.view import View
 from services.console.web import create_app
 
@@ -305,6 +306,40 @@ def test_an_837_excerpt_holds_only_the_claim_asked_for() -> None:
     assert "CLM*CF0001*100" in masked and "NM1*85*2*CLINIC" in masked  # the provider stays
     with pytest.raises(ValueError):
         x12view.split("not x12")
+
+
+def test_a_claim_shows_its_loops_of_the_interchange_it_names() -> None:
+    """Claim events name their interchange (claims.interchanges.v1) instead of carrying it:
+    the story fetches it by control number, whichever of the two was read first."""
+    view = View()
+    feed = Feeder(view)
+    feed("encounters.collected.v1", enc_id(1), collected(1))
+    feed("claims.submitted.v1", "CF0001", claim(1) | {"x12": None})
+    story = view.story(enc_id(1))
+    assert [e.topic for e in story] == ["encounters.collected.v1", "claims.submitted.v1"]
+    before = chapters(story, REG, {"CF0001"}, True, view.interchange)[1]
+    assert before.segments == [] and before.segments_note == ""  # not read yet: no loops
+    record = golden(
+        "claims.interchanges.v1",
+        x12=TWO_CLAIMS_837,
+        claim_ids=["CF0001", "CF0002"],
+        interchange_control_number="000012345",
+    )
+    feed("claims.interchanges.v1", "000012345", record)
+    assert [e.topic for e in view.story(enc_id(1))] == [e.topic for e in story]  # not a chapter
+    chapter = next(
+        c
+        for c in chapters(view.story(enc_id(1)), REG, {"CF0001"}, True, view.interchange)
+        if c.topic == "claims.submitted.v1"
+    )
+    text = "\n".join(seg.text() for seg in chapter.segments)
+    assert "CLM*CF0001*100" in text and "GARCIA" in text and "CF0002" not in text
+    masked = next(
+        c
+        for c in chapters(view.story(enc_id(1)), REG, {"CF0001"}, False, view.interchange)
+        if c.topic == "claims.submitted.v1"
+    )
+    assert masked.segments and "GARCIA" not in "\n".join(seg.text() for seg in masked.segments)
 
 
 def test_redaction_follows_the_schema_marks() -> None:

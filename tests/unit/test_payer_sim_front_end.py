@@ -15,7 +15,12 @@ from pipeline.models import PayerFile, SubmittedClaim, utcnow
 from pipeline.stage import Incoming, Out
 from services.claims.acks import parse_277ca, parse_999
 from services.claims.app import ClaimsStage
-from services.claims.domain import plan_claim, submitted_claim, write_interchange
+from services.claims.domain import (
+    interchange_record,
+    plan_claim,
+    submitted_claim,
+    write_interchange,
+)
 from services.claims.x12_validate import validate_x12
 from services.remittance.era import parse_835, validate_835
 from services.remittance.posting import post
@@ -24,7 +29,7 @@ from sim.payer import (
     acknowledge_999,
     front_end_rejection,
 )
-from sim.payer_app import PayerSimOptions, PayerSimStage, RejectionOption
+from sim.payer_app import InterchangeStore, PayerSimOptions, PayerSimStage, RejectionOption
 
 
 def interchange(n: int, icn: int = 501, prefix: str = "E") -> list[SubmittedClaim]:
@@ -132,6 +137,65 @@ def test_answers_are_the_same_when_a_batch_is_replayed_or_split() -> None:
     assert sorted(seen) == sorted(c.claim_id for c in claims)
 
 
+def checked(claims: list[SubmittedClaim], icn: int = 501) -> tuple[Incoming, list[Incoming]]:
+    """The interchange on claims.interchanges.v1 and its claims' events naming it, as the
+    claims service publishes them (a claim check)."""
+    record = interchange_record(
+        icn,
+        payer_id=claims[0].payer_id,
+        claim_type="professional",
+        adapter="simulator",
+        claim_ids=[c.claim_id for c in claims],
+        x12=claims[0].x12 or "",
+        created_at=claims[0].submitted_at,
+    )
+    carried = Incoming(
+        "claims.interchanges.v1", record.interchange_control_number, record, b"", {}, 0, 0, 0
+    )
+    refs = [c.model_copy(update={"x12": None}) for c in claims]
+    return carried, incoming(refs)
+
+
+def test_claims_that_name_their_interchange_are_answered_as_if_they_carried_it(
+    tmp_path: Path,
+) -> None:
+    claims = interchange(6)
+    carrying = list(PayerSimStage().handle_batch(incoming(claims)))
+    record, refs = checked(claims)
+    stage = PayerSimStage(store=InterchangeStore(tmp_path / "sim.sqlite3"))
+    same_batch = list(stage.handle_batch([*refs, record]))
+    assert [(o.key, o.value.body) for o in same_batch] == [(o.key, o.value.body) for o in carrying]  # type: ignore[attr-defined]
+    # The claims first (another partition was read sooner): they wait in the store, across
+    # a restart, and are answered when the interchange comes.
+    store = InterchangeStore(tmp_path / "later.sqlite3")
+    early = PayerSimStage(store=store)
+    assert list(early.handle_batch(refs[:4])) == [] and store.waiting() == 4
+    early.on_batch_done()
+    early.close()
+    restarted = PayerSimStage(store=InterchangeStore(tmp_path / "later.sqlite3"))
+    later = list(restarted.handle_batch([record, *refs[4:]]))
+    assert [(o.key, o.value.body) for o in later] == [(o.key, o.value.body) for o in carrying]  # type: ignore[attr-defined]
+    assert restarted.store.waiting() == 0
+    # The interchange and some of its claims: nothing until the last claim is in, then the
+    # whole file is answered at once (one 999, one 277CA), as a payer answers it.
+    partial = PayerSimStage()
+    assert list(partial.handle_batch([record, *refs[:5]])) == []
+    last = list(partial.handle_batch(refs[5:]))
+    assert [(o.key, o.value.body) for o in last] == [(o.key, o.value.body) for o in carrying]  # type: ignore[attr-defined]
+    # A claim event read again after its interchange was answered gets the same answers.
+    repeat = list(partial.handle_batch(refs[:1]))
+    assert files(repeat, "999")[0].event_id == files(carrying, "999")[0].event_id
+
+
+def test_interchanges_routed_to_a_real_payer_are_not_kept() -> None:
+    claims = interchange(2)
+    record, refs = checked(claims)
+    real = record.value.model_copy(update={"adapter": "filedrop"})
+    stage = PayerSimStage()
+    outs = stage.handle_batch([Incoming(record.topic, record.key, real, b"", {}, 0, 0, 0)])
+    assert list(outs) == [] and stage.store.take_complete(real.interchange_control_number) == []
+
+
 def test_hospital_claims_are_acknowledged_and_paid_by_drg_and_revenue_code() -> None:
     planned = [
         plan_claim(validated_hospital(inpatient(f"IP{i}", encounter={"coverage": COVERAGE})))
@@ -183,7 +247,13 @@ def test_the_claims_service_turns_the_simulators_answers_into_rejections(tmp_pat
         )
         for i in range(10)
     ]
-    sent = [o for o in claims_stage.handle_batch(batch) if o.topic == "claims.submitted.v1"]
+    # The claim events name their interchange; it comes once, on its own topic.
+    sent = [
+        o
+        for o in claims_stage.handle_batch(batch)
+        if o.topic in ("claims.submitted.v1", "claims.interchanges.v1")
+    ]
+    assert all(o.value.x12 is None for o in sent if o.topic == "claims.submitted.v1")
     options = PayerSimOptions(front_end_rejection_rate=0.3, answer_adapters=["recorder"])
     simulator = PayerSimStage(options)
     answers = list(
