@@ -416,6 +416,7 @@ class Hospital:
     hospitalists: tuple[Provider, ...]
     surgeons: tuple[Provider, ...]
     utc_offset: int
+    cardiologists: tuple[Provider, ...] = ()  # interventional: they do the PCIs
 
 
 def _hospital(
@@ -437,7 +438,7 @@ def _hospital(
         npi=npi, name=name, entity="organization", tax_id=ein, taxonomy="282N00000X",
         address=address,
     )  # fmt: skip
-    people: dict[str, list[Provider]] = {"ed": [], "hosp": [], "surg": []}
+    people: dict[str, list[Provider]] = {"ed": [], "hosp": [], "surg": [], "card": []}
     for role, last, first, b9, taxonomy in staff:
         people[role].append(
             Provider(
@@ -456,6 +457,7 @@ def _hospital(
         tuple(people["hosp"]),
         tuple(people["surg"]),
         utc_offset,
+        tuple(people["card"]),
     )
 
 
@@ -468,7 +470,8 @@ HOSPITALS = (
          ("ed", "Kim", "Sarah", "138475629", "207P00000X"),
          ("hosp", "Osei", "Kwame", "147382910", "207R00000X"),
          ("surg", "Whitfield", "Laura", "156473829", "208600000X"),
-         ("surg", "Ibarra", "Tomas", "165748392", "207X00000X")),
+         ("surg", "Ibarra", "Tomas", "165748392", "207X00000X"),
+         ("card", "Lindqvist", "Maja", "171829364", "207RI0011X")),
     ),
     _hospital(
         "LAKEGEN", "Lakeshore General Hospital", "174829305", "362918475",
@@ -476,28 +479,32 @@ HOSPITALS = (
         (("ed", "Kowalczyk", "Adam", "183746502", "207P00000X"),
          ("hosp", "Shah", "Priya", "192837465", "207R00000X"),
          ("hosp", "Murphy", "Sean", "112938476", "207R00000X"),
-         ("surg", "Adeyemi", "Funmi", "121983745", "208600000X")),
+         ("surg", "Adeyemi", "Funmi", "121983745", "208600000X"),
+         ("card", "Abara", "Nnamdi", "182930475", "207RI0011X")),
     ),
     _hospital(
         "PEACHREG", "Peachtree Regional Hospital", "135792468", "582017364",
         "1968 Peachtree Rd NW", ("Atlanta", "GA", "30309"), -5,
         (("ed", "Holloway", "Marcus", "146820391", "207P00000X"),
          ("hosp", "Chen", "Grace", "157392846", "207R00000X"),
-         ("surg", "Baptiste", "Claude", "168203947", "208600000X")),
+         ("surg", "Baptiste", "Claude", "168203947", "208600000X"),
+         ("card", "Whitaker", "Joan", "193041586", "207RI0011X")),
     ),
     _hospital(
         "CASCVAL", "Cascade Valley Hospital", "179304826", "931740265",
         "1015 NW 22nd Ave", ("Portland", "OR", "97210"), -8,
         (("ed", "Halvorsen", "Ingrid", "180394756", "207P00000X"),
          ("hosp", "Tanaka", "Ken", "191827364", "207R00000X"),
-         ("surg", "Novak", "Petra", "113948576", "207X00000X")),
+         ("surg", "Novak", "Petra", "113948576", "207X00000X"),
+         ("card", "Sorensen", "Erik", "114152697", "207RI0011X")),
     ),
     _hospital(
         "FRONTRNG", "Front Range University Hospital", "124680135", "840571926",
         "12605 E 16th Ave", ("Aurora", "CO", "80045"), -7,
         (("ed", "Begay", "Daniel", "132847569", "207P00000X"),
          ("hosp", "Rossi", "Elena", "143958607", "207R00000X"),
-         ("surg", "Okonkwo", "Chidi", "154069718", "208600000X")),
+         ("surg", "Okonkwo", "Chidi", "154069718", "208600000X"),
+         ("card", "Mendoza", "Lucia", "125263708", "207RI0011X")),
     ),
 )  # fmt: skip
 
@@ -909,7 +916,7 @@ class Stay:
     pcs: str | None
     once: tuple[tuple[str, int], ...]
     daily: tuple[tuple[str, int], ...]
-    surgical: bool = False
+    surgical: bool = False  # a surgeon attends and operates
     drop_groups: tuple[str, ...] = ()  # chronic problems the principal diagnosis replaces
     drop_codes: tuple[str, ...] = ()
 
@@ -1054,11 +1061,15 @@ def _inpatient_stay(
                     "plan_type": MEDICARE_A.plan_type}
         )  # fmt: skip
     attending = rng.choice(hospital.surgeons if stay.surgical else hospital.hospitalists)
+    operating = None
+    if stay.pcs and stay.pcs[0] == "0":  # a Medical and Surgical procedure: who did it
+        operating = attending if stay.surgical else hospital.cardiologists[0]
     return {
         "start": start,
         "end": end,
         "coverage": coverage,
         "attending": attending,
+        "operating": operating,
         "diagnoses": [
             DocumentedDiagnosis(code=c, system="icd10cm", display=DX[c], poa="Y", primary=i == 0)
             for i, c in enumerate(dx)
@@ -1226,6 +1237,21 @@ def _clinician(visit: Visit) -> Provider:
     return doc
 
 
+def _practitioner(doc: Provider) -> dict[str, Any]:
+    """A clinician as a FHIR Practitioner: NPI, name, NUCC taxonomy, work address."""
+    family, given = doc.name.split(", ", 1)
+    practitioner: dict[str, Any] = {
+        "resourceType": "Practitioner",
+        "identifier": [{"system": NPI_URI, "value": doc.npi}],
+        "active": True,
+        "name": [{"family": family, "given": [given]}],
+        "qualification": [{"code": {"coding": [_coding(NUCC_URI, doc.taxonomy or "")]}}],
+    }
+    if doc.address is not None:
+        practitioner["address"] = [_fhir_address(doc.address, "work")]
+    return practitioner
+
+
 def _payer_organization(cov: Coverage) -> dict[str, Any]:
     """The payer of a coverage as a FHIR Organization with its payer id (NIIP)."""
     return {
@@ -1331,18 +1357,12 @@ def to_fhir(visit: Visit, rng: Random) -> bytes:
         "name": bill.name,
         "address": [_fhir_address(bill.address, "work")],
     })  # fmt: skip
-    doc = _clinician(visit)
-    family, given = doc.name.split(", ", 1)
-    practitioner: dict[str, Any] = {
-        "resourceType": "Practitioner",
-        "identifier": [{"system": NPI_URI, "value": doc.npi}],
-        "active": True,
-        "name": [{"family": family, "given": [given]}],
-        "qualification": [{"code": {"coding": [_coding(NUCC_URI, doc.taxonomy or "")]}}],
-    }
-    if doc.address is not None:
-        practitioner["address"] = [_fhir_address(doc.address, "work")]
-    add(ids["prac"], practitioner)
+    add(ids["prac"], _practitioner(_clinician(visit)))
+    operator = "prac"
+    if visit.operating is not None and visit.operating != _clinician(visit):
+        operator = "operator"
+        ids[operator] = _urn(f"Practitioner/{visit.operating.npi}")
+        add(ids[operator], _practitioner(visit.operating))
     fac = visit.facility
     location: dict[str, Any] = {
         "resourceType": "Location",
@@ -1478,7 +1498,7 @@ def to_fhir(visit: Visit, rng: Random) -> bytes:
                 "subject": ref("patient"),
                 "encounter": ref("enc"),
                 "performedDateTime": (s.service_date or visit.start.date()).isoformat(),
-                **({"performer": [{"actor": ref("prac")}]} if visit.operating else {}),
+                **({"performer": [{"actor": ref(operator)}]} if visit.operating else {}),
             })  # fmt: skip
 
     def svc_coding(s: DocumentedService) -> dict[str, Any]:
@@ -1738,12 +1758,13 @@ def to_hl7v2(visit: Visit, rng: Random) -> bytes:
     adt = _hl7_header(visit, ("ADT", "A03", "ADT_A03"), f"{control}-1", version)
     adt += _dg1s(visit, poa=visit.setting == "inpatient")
     pcs = [s for s in visit.services if s.system == "icd10pcs"]
-    adt += [
-        _segment("PR1", {1: str(k), 3: _comp(s.code, None, "I10P"),
-                         5: _d8(s.service_date or visit.start.date()),
-                         11: _xcn(visit.operating) if visit.operating else ""})
-        for k, s in enumerate(pcs, 1)
-    ]  # fmt: skip
+    for k, s in enumerate(pcs, 1):
+        adt.append(_segment("PR1", {1: str(k), 3: _comp(s.code, None, "I10P"),
+                                    5: _d8(s.service_date or visit.start.date())}))  # fmt: skip
+        if visit.operating is not None:  # the surgeon: a ROL in the procedure group (2.7)
+            adt.append(_segment("ROL", {2: "AD", 3: _comp("PR", "Procedure MD/Surgeon",
+                                                         "HL70133"),
+                                        4: _xcn(visit.operating)}))  # fmt: skip
     adt.extend(_in1s(visit))
     dft = _hl7_header(visit, ("DFT", "P03", "DFT_P03"), f"{control}-2", version)
     dft += _ft1s(visit, version) + _in1s(visit)
@@ -1766,6 +1787,7 @@ def provider_directory() -> ProviderDirectory:
         billing[hospital.key] = hospital.billing
         facilities[hospital.key] = hospital.facility
         staff = hospital.emergency + hospital.hospitalists + hospital.surgeons
+        staff += hospital.cardiologists
         providers |= {c.npi: c for c in staff}
     return ProviderDirectory(billing=billing, facilities=facilities, providers=providers)
 

@@ -2,11 +2,12 @@
 
 hl7apy parses and checks each message (MSH, encoding characters, version, segment names);
 only the segments that feed the Encounter contract are handed to it (MSH, PID, PV1, DG1,
-PR1, IN1, FT1), and of those only the fields intake reads (``READ``). Every other segment
-(EVN, NK1, OBX, NTE, AL1, GT1, Z-segments …) is counted in ``ignored``, and other fields
-(phone numbers, SSN …) are blanked unread: minimum necessary PHI, a malformed OBX does not
-block a claim, and hl7apy, which builds an object per component, has less to do. Fields
-are addressed by position, so the same code reads 2.3 to 2.8.
+PR1 and the ROLs of its procedure group, IN1, FT1), and of those only the fields intake
+reads (``READ``). Every other segment (EVN, NK1, OBX, NTE, AL1, GT1, Z-segments …) is
+counted in ``ignored``, and other fields (phone numbers, SSN …) are blanked unread:
+minimum necessary PHI, a malformed OBX does not block a claim, and hl7apy, which builds
+an object per component, has less to do. Fields are addressed by position, so the same
+code reads 2.3 to 2.8.
 
 One message gives one encounter: the visit in its PV1. A batch (FHS/BHS … BTS/FTS, or
 several MSH-headed messages in one body) whose messages share a visit number (PV1-19) gives
@@ -66,9 +67,16 @@ READ: dict[str, frozenset[int]] = {
     "PV1": frozenset({2, 3, 4, 7, 14, 19, 36, 44, 45}),
     "DG1": frozenset({1, 2, 3, 4, 15, 21, 26}),
     "PR1": frozenset({1, 2, 3, 4, 5, 11}),
+    "ROL": frozenset({2, 3, 4}),
     "IN1": frozenset({1, 2, 3, 4, 8, 15, 16, 17, 18, 19, 36, 43, 49}),
     "FT1": frozenset({1, 4, 6, 7, 8, 10, 11, 12, 19, 20, 25, 26, 41}),
 }
+REPEATING = frozenset({"DG1", "PR1", "ROL", "IN1", "FT1"})
+# ROL-3 role codes (a ROL after a PR1) that name the surgeon. Table 0443 (provider role),
+# which replaced the procedure practitioner of table 0133 (PR1-12) in 2.6 and the surgeon of
+# PR1-11 in 2.7, has no surgeon code of its own and is extensible (CWE): feeds send table
+# 0133's PR (procedure MD / surgeon) or a local code.
+SURGEON_ROLES = frozenset({"PR", "SURG", "SURGEON", "SUR"})
 BATCH_ENVELOPE = frozenset({"FHS", "FTS", "BHS", "BTS"})
 MESSAGE_TYPES = {("ADT", "A01"), ("ADT", "A03"), ("DFT", "P03")}
 DEFAULT_SOURCE_SYSTEM = "hl7v2"
@@ -360,9 +368,12 @@ def _parse_message(lines: list[str], index: int, prefix: str, ctx: _Ctx) -> _Mes
         name = line[:3]
         if name in READ:
             wanted = READ[name]
+            parts = line.split(field_sep)
             if name == "PR1" and version >= "2.7":
                 wanted = wanted - {11}  # PR1-11 surgeon: withdrawn in 2.7 (a ROL segment)
-            parts = line.split(field_sep)
+                if len(parts) > 11 and parts[11].strip():
+                    ctx.note("PR1-11 surgeon is withdrawn as of HL7 2.7 (send a ROL after "
+                             "the PR1): ignored")  # fmt: skip
             keep.append(
                 field_sep.join(f if i == 0 or i in wanted else "" for i, f in enumerate(parts))
             )
@@ -386,7 +397,7 @@ def _parse_message(lines: list[str], index: int, prefix: str, ctx: _Ctx) -> _Mes
     segs: list[_Seg] = []
     for name, fields in segments:
         counts[name] = counts.get(name, 0) + 1
-        repeating = name in ("DG1", "PR1", "IN1", "FT1")
+        repeating = name in REPEATING
         label = f"{prefix}{name}[{counts[name]}]" if repeating else f"{prefix}{name}"
         segs.append(_Seg(name, label, fields, enc))
     msh = segs[0]
@@ -425,7 +436,7 @@ def _parse_hl7apy(
     for seg in msg.children:
         name = str(seg.name)
         counts[name] = counts.get(name, 0) + 1
-        repeating = name in ("DG1", "PR1", "IN1", "FT1")
+        repeating = name in REPEATING
         label = f"{prefix}{name}[{counts[name]}]" if repeating else f"{prefix}{name}"
         fields: Fields = {}
         for child in seg.children:
@@ -1088,6 +1099,34 @@ def _person(
     return _build(Provider, path, npi=npi, name=name or f"NPI {npi}", entity="person")
 
 
+def _surgeon(msgs: list[_Message], directory: ProviderDirectory, ctx: _Ctx) -> Provider | None:
+    """The operating physician: the surgeon of the first procedure that names one, in
+    PR1-11 (up to 2.6) or in a ROL of the procedure's group (ROL-3 a surgeon role)."""
+    for m in msgs:
+        procedure: _Seg | None = None
+        for seg in m.segs:
+            if seg.name == "PR1":
+                procedure = seg
+                found = _person(_xcn_npi(seg, 11, ctx), directory, seg.path(11))
+                if found is not None:
+                    return found
+            elif seg.name == "ROL" and procedure is not None:
+                if seg.get(2).upper() == "DE" or not _surgeon_role(seg):
+                    continue  # a role deleted (table 0287), or someone other than the surgeon
+                found = _person(_xcn_npi(seg, 4, ctx), directory, seg.path(4))
+                if found is not None:
+                    return found
+            else:
+                procedure = None
+    return None
+
+
+def _surgeon_role(rol: _Seg) -> bool:
+    """ROL-3 names the surgeon (not an assistant): by code, else by its text."""
+    code, text = rol.get(3, 1).upper(), rol.get(3, 2).lower()
+    return code in SURGEON_ROLES or ("surgeon" in text and "assist" not in text)
+
+
 def _visit_key(msg: _Message) -> str | None:
     """The visit a message is about: PV1-19 visit number (with its authority)."""
     pv1 = msg.one("PV1")
@@ -1158,10 +1197,7 @@ def _encounter(
                 for s in services]  # fmt: skip
 
     attending = _person(_xcn_npi(pv1, 7, ctx), directory, pv1.path(7))
-    operating = None
-    for m in msgs:  # PR1-11 surgeon (up to 2.6): the operating physician of the procedures
-        for pr1 in m.all("PR1"):
-            operating = operating or _person(_xcn_npi(pr1, 11, ctx), directory, pr1.path(11))
+    operating = _surgeon(msgs, directory, ctx)
     performer = None
     for m in msgs:
         for ft1 in m.all("FT1"):

@@ -23,7 +23,7 @@ RECEIVED = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 REFERENCE = date(2026, 3, 1)
 HL7 = "x-application/hl7-v2+er7"
 LOCATION = re.compile(
-    r"^(message\[\d+\]\.)?(MSH|EVN|PID|PV1|PV2|DG1|PR1|IN1|FT1)(\[\d+\])?(-\d+(\.\d+)?)?$"
+    r"^(message\[\d+\]\.)?(MSH|EVN|PID|PV1|PV2|DG1|PR1|ROL|IN1|FT1)(\[\d+\])?(-\d+(\.\d+)?)?$"
 )
 
 HOSPITAL = Provider(
@@ -169,6 +169,57 @@ def test_discharge_matches_the_message() -> None:
     assert {k: result.ignored[k] for k in ("NK1", "OBX", "ZPV")} == {"NK1": 1, "OBX": 1, "ZPV": 1}
     dumped = enc.model_dump_json()
     assert "123-45-6789" not in dumped and "5550101" not in dumped  # SSN, phone: not carried
+
+
+SURGEON_XCN = "1245319599^Whitfield^Laura^^^^MD^^^^^^NPI"
+ASSISTANT_XCN = "1336457589^Ibarra^Tomas^^^^MD^^^^^^NPI"
+
+
+def _in_27(message: str, *after_pr1: str) -> str:
+    """The discharge in HL7 2.7 with these segments after its PR1 (the procedure group)."""
+    lines = message.replace("|2.5.1|", "|2.7|").split("\r")
+    at = next(i for i, line in enumerate(lines) if line.startswith("PR1"))
+    return "\r".join(lines[: at + 1] + list(after_pr1) + lines[at + 1 :])
+
+
+def test_surgeon_from_the_rol_of_the_procedure_in_2_7() -> None:
+    """HL7 2.7 withdrew PR1-11: the surgeon is a ROL in the procedure's group (ROL-3 a
+    surgeon role; an assistant or a deleted role is not the operating physician)."""
+    body = _in_27(
+        ADT_A03,
+        seg("ROL", {2: "AD", 3: "AS^Assistant Surgeon^HL70133", 4: ASSISTANT_XCN}),
+        seg("ROL", {2: "DE", 3: "PR^Procedure MD/Surgeon^HL70133", 4: ASSISTANT_XCN}),
+        seg("ROL", {2: "AD", 3: "PR^Procedure MD/Surgeon^HL70133", 4: SURGEON_XCN}),
+    )
+    [enc] = parse(body).encounters
+    assert enc.operating_provider is not None
+    assert (enc.operating_provider.npi, enc.operating_provider.name) == (
+        "1245319599",
+        "Whitfield, Laura",
+    )
+    local = _in_27(ADT_A03, seg("ROL", {2: "UC", 3: "^Primary surgeon^L", 4: SURGEON_XCN}))
+    [enc] = parse(local).encounters
+    assert enc.operating_provider is not None and enc.operating_provider.npi == "1245319599"
+
+
+def test_surgeon_only_from_a_procedure_group_and_pr1_11_only_before_2_7() -> None:
+    # A ROL of the visit (before the PR1) is not the surgeon of the procedure.
+    visit_rol = seg("ROL", {2: "AD", 3: "PR^Procedure MD/Surgeon^HL70133", 4: SURGEON_XCN})
+    lines = _in_27(ADT_A03).split("\r")
+    at = next(i for i, line in enumerate(lines) if line.startswith("DG1"))
+    [enc] = parse("\r".join(lines[:at] + [visit_rol] + lines[at:])).encounters
+    assert enc.operating_provider is None
+    with_pr1_11 = replace_segment(
+        ADT_A03,
+        "PR1",
+        seg("PR1", {1: "1", 3: "0DTJ4ZZ^Resection of appendix^I10P", 5: "20250602",
+                    11: SURGEON_XCN}),
+    )  # fmt: skip
+    [enc] = parse(with_pr1_11).encounters  # 2.5.1: PR1-11 is the surgeon
+    assert enc.operating_provider is not None and enc.operating_provider.npi == "1245319599"
+    result = parse(with_pr1_11.replace("|2.5.1|", "|2.7|"))
+    assert result.encounters[0].operating_provider is None  # withdrawn in 2.7: said, not used
+    assert any("PR1-11" in note and "ROL" in note for note in result.notes)
 
 
 def test_batch_of_discharge_and_charges_is_one_encounter() -> None:

@@ -929,8 +929,18 @@ def test_simulator_hospital_mix_is_realistic(sim_all: list[Encounter]) -> None:
             for pcs in (s for s in e.services if s.system == "icd10pcs"):
                 check = codesets.icd10pcs(pcs.code, e.service_end)
                 assert check.status == "valid", (pcs.code, check)
+            # A Medical and Surgical procedure names who did it (837I 2310B, CF-UB-006).
+            surgical = any(s.system == "icd10pcs" and (s.code or "")[:1] == "0" for s in e.services)
+            assert (e.operating_provider is not None) == surgical
+            if surgical:
+                assert e.operating_provider is not None
+                assert npi_is_valid(e.operating_provider.npi)
+                assert e.operating_provider.entity == "person"
     stays = [e for e in sim_all if e.setting == "inpatient"]
     assert any(s.system == "icd10pcs" for e in stays for s in e.services)
+    assert any(
+        e.operating_provider not in (None, e.attending_provider) for e in stays
+    )  # a PCI: the interventional cardiologist operates, the hospitalist attends
     assert {"MA"} <= {e.coverage.plan_type for e in stays} or not any(
         simulator._age(e.patient.birth_date, e.service_start) >= 65 for e in stays
     )
