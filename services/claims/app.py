@@ -97,7 +97,7 @@ class ClaimsStage(Stage):
         self.settings = settings
         self.options = settings.claims
         self.fee_schedule = fee_schedule
-        self.master = load_master_data(settings)
+        self.master = load_master_data(settings, wage_index=True)
         log.info("master data: %s", self.master.describe())
         self.store = store
         self.router = router

@@ -20,7 +20,7 @@ def cmd_claims_build(args: argparse.Namespace) -> int:
 
     settings = ClaimsSettings()
     fees = load_fee_schedule(settings)
-    master = load_master_data(settings)
+    master = load_master_data(settings, wage_index=True)
 
     def handle(_: str, data: bytes) -> list[str]:
         claims = build_claims(

@@ -19,8 +19,10 @@ Expected reimbursement: from the payer's contract when the payer registry names 
 chargemaster publishes its rates (``services/refdata/contracts.py``); else, for Medicare
 payers only, professional claims from the Medicare physician fee schedule (the CMS RVU
 files, when loaded), inpatient claims as the MS-DRG relative weight (from coding) times a
-base rate (``DEFAULT_DRG_BASE_RATE``), outpatient facility claims none (OPPS rates are not
-loaded); other payers without a contract none. ``expected_basis`` says which.
+base rate (``DEFAULT_DRG_BASE_RATE``) adjusted by the hospital's IPPS wage index when its
+profile names a CBSA and the wage index table is loaded (``services/refdata/wage_index.py``),
+outpatient facility claims none (OPPS rates are not loaded); other payers without a
+contract none. ``expected_basis`` says which.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from services.refdata.contracts import contract_expected
 from services.refdata.drg import DEFAULT_DRG_BASE_RATE
 from services.refdata.masterdata import MasterData
 from services.refdata.payers import PayerEntry
+from services.refdata.wage_index import adjusted_rate
 from services.x12.writer import Usage
 
 STAGE = "claims"
@@ -225,16 +228,24 @@ def expected_reimbursement(
     return total, "fee_schedule"
 
 
-def drg_reimbursement(coded: CodedEncounter, base_rate: Decimal) -> tuple[Decimal | None, str]:
-    """Inpatient: MS-DRG relative weight x base rate, when coding gave a DRG and its weight."""
+def drg_reimbursement(
+    coded: CodedEncounter, base_rate: Decimal, wage_index: tuple[str, Decimal] | None = None
+) -> tuple[Decimal | None, str]:
+    """Inpatient: MS-DRG relative weight x base rate, when coding gave a DRG and its weight;
+    the base rate adjusted by the hospital's IPPS wage index (CBSA, index) when known."""
     drg = coded.drg
     if drg is None:
         return None, "drg_missing"
     if drg.weight is None:
         return None, "drg_weight_unknown"
     weight = Decimal(str(drg.weight))
+    area = ""
+    if wage_index is not None:
+        cbsa, index = wage_index
+        base_rate = adjusted_rate(base_rate, index)
+        area = f" (wage index {index} CBSA {cbsa})"
     allowed = (weight * base_rate).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-    return allowed, f"ms_drg {drg.code} weight {weight} x base {base_rate}"
+    return allowed, f"ms_drg {drg.code} weight {weight} x base {base_rate}{area}"
 
 
 # --- planning, writing, the event ------------------------------------------------------------
@@ -310,7 +321,9 @@ def plan_claim(
         if claim_type == "professional":
             expected, basis = expected_reimbursement(coded, fee_schedule)
         elif enc.setting == "inpatient":
-            expected, basis = drg_reimbursement(coded, drg_base_rate)
+            discharge = enc.discharge_date or enc.service_end
+            area = master.wage_index_of(enc.billing_provider.npi, discharge)
+            expected, basis = drg_reimbursement(coded, drg_base_rate, area)
         else:
             expected, basis = None, "outpatient_facility_rates_not_loaded"
     return PlannedClaim(

@@ -12,19 +12,23 @@ this is that table, read from the JSON file ``CLAIMFLOW_PROVIDER_DIRECTORY`` nam
     "tax_id": "741852963", "taxonomy": "207Q00000X",
     "address": {"line1": "…", "city": "Austin", "state": "TX", "postal_code": "787041234"},
     "pay_to": {"line1": "PO Box 1", "city": "Austin", "state": "TX", "postal_code": "787110001"},
+    "cbsa": "12420",
     "facility": {"name": "…", "npi": "…", "address": {…}}}],
  "providers": [{"npi": "…", "name": "Okafor, Daniel", "entity": "person", "taxonomy": "…"}]}
 ```
 
 A profile is found by any of its ``keys`` (what each format sends: the HL7 facility id of
 PV1-3.4 or MSH-4, a FHIR Organization identifier as ``system|value``, a bare identifier
-value) and by its NPI. The older layout, ``{"billing": {id: Provider}, "facilities": {id:
-Facility}, "providers": [...]}``, is read too.
+value) and by its NPI. A hospital's ``cbsa`` (core-based statistical area, or the 2-digit
+state code of a rural one) picks its IPPS wage index (``wage_index.py``). The older
+layout, ``{"billing": {id: Provider}, "facilities": {id: Facility}, "providers": [...]}``,
+is read too.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +39,7 @@ from pydantic import ValidationError
 from pipeline.models import Address, Facility, Provider
 from services.refdata.masterfile import MasterDataError, pydantic_field, read_json
 
-_PROFILE_FIELDS = frozenset(Provider.model_fields) | {"keys", "pay_to", "facility"}
+_PROFILE_FIELDS = frozenset(Provider.model_fields) | {"keys", "pay_to", "facility", "cbsa"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,8 @@ class ProviderDirectory:
     providers: Mapping[str, Provider] = field(default_factory=dict)
     pay_to: Mapping[str, Address] = field(default_factory=dict)
     """The pay-to address (837 2010AB) by billing provider NPI, when it is not the billing one."""
+    cbsa: Mapping[str, str] = field(default_factory=dict)
+    """A hospital's CBSA (its IPPS wage index area) by billing provider NPI."""
 
     @functools.cached_property
     def _by_npi(self) -> dict[str, Provider]:
@@ -79,6 +85,7 @@ class ProviderDirectory:
         billing: dict[str, Provider] = {}
         facilities: dict[str, Facility] = {}
         pay_to: dict[str, Address] = {}
+        cbsa: dict[str, str] = {}
         practitioners: dict[str, Provider] = {}
 
         def build(model: Any, value: Any, where: str, prefix: str = "") -> Any:
@@ -111,6 +118,13 @@ class ProviderDirectory:
                     facilities[key] = facility
             if entry.get("pay_to") is not None:
                 pay_to[provider.npi] = build(Address, entry["pay_to"], where, "pay_to.")
+            if entry.get("cbsa") is not None:
+                area = entry["cbsa"]
+                if not isinstance(area, str) or not re.fullmatch(r"[0-9]{2}|[0-9]{5}", area):
+                    raise MasterDataError(
+                        path, where, "cbsa", "must be a 5-digit CBSA or a 2-digit state code"
+                    )
+                cbsa[provider.npi] = area
         legacy_billing = data.get("billing", {})
         legacy_facilities = data.get("facilities", {})
         for name, table in (("billing", legacy_billing), ("facilities", legacy_facilities)):
@@ -123,7 +137,13 @@ class ProviderDirectory:
         for i, value in enumerate(_list(data, "providers", path)):
             p = build(Provider, value, f"providers[{i}]")
             practitioners[p.npi] = p
-        return cls(billing=billing, facilities=facilities, providers=practitioners, pay_to=pay_to)
+        return cls(
+            billing=billing,
+            facilities=facilities,
+            providers=practitioners,
+            pay_to=pay_to,
+            cbsa=cbsa,
+        )
 
     @classmethod
     def load(cls, path: Path) -> ProviderDirectory:
@@ -144,6 +164,8 @@ class ProviderDirectory:
                 entry["facility"] = facility.model_dump(mode="json")
             if npi in self.pay_to:
                 entry["pay_to"] = self.pay_to[npi].model_dump(mode="json")
+            if npi in self.cbsa:
+                entry["cbsa"] = self.cbsa[npi]
             profiles.append(entry)
         grouped = {k for keys in groups.values() for k in keys}
         return {
