@@ -106,57 +106,21 @@ def claim_parts(validated: ValidatedEncounter) -> list[tuple[str, ValidatedEncou
     services (``ServiceLine.claim_type`` professional) bills two claims: the facility's
     837I (its lines, key = the encounter id) and the physician's 837P (the professional
     lines, billed by ``professional_billing_provider`` or else the billing provider, with
-    the physician as rendering provider; key = ``{encounter id}/professional``). Every
-    other encounter bills one claim under the encounter id."""
-    coded = validated.coded
-    enc = coded.encounter
-    kinds = {ub04.line_claim_type(line, enc.setting) for line in coded.lines}
+    the physician as rendering provider; key = ``{encounter id}/professional``), each as
+    ``ub04.claim_part`` makes it (the scrubber judges the same parts). Every other
+    encounter bills one claim under the encounter id."""
+    kinds = ub04.claim_kinds(validated.coded)
     if len(kinds) < 2:
         return [(validated.encounter_id, validated)]
-    facility = _part(validated, "institutional")
-    professional = _part(validated, "professional")
     return [
-        (validated.encounter_id, facility),
-        (f"{validated.encounter_id}/{PROFESSIONAL_PART}", professional),
+        (validated.encounter_id, _part(validated, "institutional")),
+        (f"{validated.encounter_id}/{PROFESSIONAL_PART}", _part(validated, "professional")),
     ]
 
 
 def _part(validated: ValidatedEncounter, kind: ClaimType) -> ValidatedEncounter:
     """The verdict restricted to the lines of one claim type (renumbered from 1)."""
-    coded = validated.coded
-    enc = coded.encounter
-    lines = [
-        line.model_copy(update={"line_number": n})
-        for n, line in enumerate(
-            (ln for ln in coded.lines if ub04.line_claim_type(ln, enc.setting) == kind), 1
-        )
-    ]
-    if kind == "institutional":
-        part = coded.model_copy(update={"lines": lines})
-    else:
-        physician = enc.rendering_provider or enc.attending_provider
-        billing = enc.professional_billing_provider or enc.billing_provider
-        encounter = enc.model_copy(
-            update={
-                "setting": "professional",
-                "billing_provider": billing,
-                "rendering_provider": physician,
-                "attending_provider": None,
-                "operating_provider": None,
-                "type_of_bill": None,
-            }
-        )
-        part = coded.model_copy(
-            update={
-                "encounter": encounter,
-                "lines": [ln.model_copy(update={"claim_type": None}) for ln in lines],
-                "diagnoses": ub04.claim_diagnoses(coded),
-                "pcs_procedures": [],
-                "drg": None,
-                "type_of_bill": None,
-            }
-        )
-    return validated.model_copy(update={"coded": part})
+    return validated.model_copy(update={"coded": ub04.claim_part(validated.coded, kind)})
 
 
 def interchange_control_number(claim_id: str) -> int:
@@ -170,7 +134,7 @@ def interchange_control_number(claim_id: str) -> int:
 
 def claim_type_for(setting: str) -> ClaimType:
     """Professional encounters bill on an 837P; outpatient and inpatient stays on an 837I."""
-    return "professional" if setting == "professional" else "institutional"
+    return ub04.claim_type_of(setting)
 
 
 def claim_event_id(claim_id: str, frequency: Frequency = "1", answers: str | None = None) -> str:

@@ -179,6 +179,54 @@ def line_claim_type(line: ServiceLine, setting: str) -> ClaimType:
     return "professional" if setting == "professional" else "institutional"
 
 
+def claim_kinds(coded: CodedEncounter) -> list[ClaimType]:
+    """The claims an encounter bills, in order: the facility's 837I first, then the
+    physician's 837P when a facility encounter also has professional lines."""
+    kinds = {line_claim_type(line, coded.encounter.setting) for line in coded.lines}
+    if len(kinds) < 2:
+        return [claim_type_of(coded.encounter.setting)]
+    return ["institutional", "professional"]
+
+
+def claim_type_of(setting: str) -> ClaimType:
+    """Professional encounters bill on an 837P; outpatient and inpatient stays on an 837I."""
+    return "professional" if setting == "professional" else "institutional"
+
+
+def claim_part(coded: CodedEncounter, kind: ClaimType, *, renumber: bool = True) -> CodedEncounter:
+    """The encounter as one of its claims bills it: the lines of that claim type (renumbered
+    from 1 unless told not to). The professional claim of a facility encounter is billed by
+    ``professional_billing_provider`` (else the billing provider), with the physician (the
+    rendering provider, else the attending) rendering, as a professional encounter: the
+    claim's diagnoses, no procedures, DRG, type of bill, attending or operating physician."""
+    enc = coded.encounter
+    lines = [ln for ln in coded.lines if line_claim_type(ln, enc.setting) == kind]
+    if renumber:
+        lines = [ln.model_copy(update={"line_number": n}) for n, ln in enumerate(lines, 1)]
+    if kind == "institutional":
+        return coded.model_copy(update={"lines": lines})
+    encounter = enc.model_copy(
+        update={
+            "setting": "professional",
+            "billing_provider": enc.professional_billing_provider or enc.billing_provider,
+            "rendering_provider": enc.rendering_provider or enc.attending_provider,
+            "attending_provider": None,
+            "operating_provider": None,
+            "type_of_bill": None,
+        }
+    )
+    return coded.model_copy(
+        update={
+            "encounter": encounter,
+            "lines": [ln.model_copy(update={"claim_type": None}) for ln in lines],
+            "diagnoses": claim_diagnoses(coded),
+            "pcs_procedures": [],
+            "drg": None,
+            "type_of_bill": None,
+        }
+    )
+
+
 SIDE_ROLES = frozenset({"admitting", "reason_for_visit"})
 
 

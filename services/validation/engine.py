@@ -15,6 +15,7 @@ events, and re-validating with the same pack yields the same ones.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -145,6 +146,9 @@ class Rule:
     effective_from: date | None = None
     effective_to: date | None = None
     settings: frozenset[str] | None = None
+    per_claim: bool = True
+    """False for a rule about the encounter as a whole (duplicate encounters): it runs once,
+    not on each claim of an encounter that bills two."""
 
     def applies(self, ctx: Context) -> bool:
         """True when the encounter's setting and date of service are in the rule's scope."""
@@ -169,6 +173,7 @@ def rule(
     effective_from: date | None = None,
     effective_to: date | None = None,
     settings: tuple[Setting, ...] | None = None,
+    per_claim: bool = True,
 ) -> Callable[[Check], Check]:
     """Register a check function as a rule; its id must be new."""
 
@@ -185,6 +190,7 @@ def rule(
             effective_from,
             effective_to,
             frozenset(settings) if settings is not None else None,
+            per_claim,
         )
         return check
 
@@ -277,8 +283,21 @@ def run(
     history: ClaimHistory | None = None,
     payers: PayerRegistry = EMPTY_REGISTRY,
 ) -> ValidatedEncounter:
-    """Run every rule of the pack that applies to the encounter and give the verdict."""
-    ctx = Context(coded, codesets, validated_at, pack, history, payers)
+    """Run every rule of the pack that applies to the encounter and give the verdict.
+
+    An encounter that bills two claims (a facility's 837I and its physician's 837P,
+    ``ub04.claim_parts``) is judged as each claim will be written: every rule runs on each
+    part as that claim sees it, so the 837P's edits (12 diagnoses, pointers, NCCI and MUE
+    among professional lines, the professional billing provider …) judge the professional
+    lines and the 837I's the facility lines. A hit both parts give is reported once; a
+    hit of one part only says which claim (``Hit`` fields and lines keep pointing into the
+    encounter). Rules about the encounter as a whole (``per_claim=False``) run once."""
+    kinds = ub04.claim_kinds(coded)
+    if len(kinds) < 2:
+        ctx = Context(coded, codesets, validated_at, pack, history, payers)
+        found = [(r, hit) for r in pack.rules if r.applies(ctx) for hit in r.check(ctx)]
+    else:
+        found = _split_hits(coded, kinds, codesets, validated_at, pack, history, payers)
     edits = [
         EditHit(
             rule_id=r.id,
@@ -289,9 +308,7 @@ def run(
             category=r.category,
             fix_hint=hit.fix_hint or r.fix_hint,
         )
-        for r in pack.rules
-        if r.applies(ctx)
-        for hit in r.check(ctx)
+        for r, hit in found
     ]
     return ValidatedEncounter(
         event_id=event_id(coded.event_id, STAGE, pack.id),
@@ -302,3 +319,63 @@ def run(
         coded=coded,
         validated_at=validated_at,
     )
+
+
+_PART_NAMES: dict[ClaimType, str] = {
+    "institutional": "the facility's 837I",
+    "professional": "the physician's 837P",
+}
+_LINE_FIELD = re.compile(r"^lines\[(\d+)\]")
+_PRO_BILLING = "encounter.professional_billing_provider"
+
+
+def _split_hits(
+    coded: CodedEncounter,
+    kinds: list[ClaimType],
+    codesets: CodeSets,
+    validated_at: datetime,
+    pack: RulePack,
+    history: ClaimHistory | None,
+    payers: PayerRegistry,
+) -> list[tuple[Rule, Hit]]:
+    """The hits of every rule on each claim part of a split encounter (see ``run``)."""
+    whole = Context(coded, codesets, validated_at, pack, history, payers)
+    found: dict[tuple[str, str, int | None, str], tuple[Rule, Hit, set[ClaimType]]] = {}
+
+    def add(r: Rule, hit: Hit, kind: ClaimType | None) -> None:
+        key = (r.id, hit.field, hit.line, hit.message)
+        _, _, parts = found.setdefault(key, (r, hit, set()))
+        if kind is not None:
+            parts.add(kind)
+
+    for r in pack.rules:
+        if not r.per_claim and r.applies(whole):
+            for hit in r.check(whole):
+                add(r, hit, None)
+    setting = coded.encounter.setting
+    pro_billing = coded.encounter.professional_billing_provider is not None
+    for kind in kinds:
+        part = ub04.claim_part(coded, kind, renumber=False)
+        # lines[i] of the part is lines[index[i]] of the encounter
+        index = [j for j, ln in enumerate(coded.lines) if ub04.line_claim_type(ln, setting) == kind]
+        ctx = Context(part, codesets, validated_at, pack, history, payers)
+        for r in pack.rules:
+            if not r.per_claim or not r.applies(ctx):
+                continue
+            for hit in r.check(ctx):
+                field = _in_encounter(hit.field, index)
+                if kind == "professional" and pro_billing:
+                    field = re.sub(r"^encounter\.billing_provider", _PRO_BILLING, field)
+                add(r, Hit(field, hit.message, hit.line, hit.fix_hint), kind)
+    out = []
+    for r, hit, parts in found.values():
+        if len(parts) == 1:  # one claim only: say which
+            hit = Hit(hit.field, f"On {_PART_NAMES[next(iter(parts))]}: {hit.message}",
+                      hit.line, hit.fix_hint)  # fmt: skip
+        out.append((r, hit))
+    return out
+
+
+def _in_encounter(field: str, index: list[int]) -> str:
+    """A part's ``lines[i]…`` field as the encounter's ``lines[index[i]]…``."""
+    return _LINE_FIELD.sub(lambda m: f"lines[{index[int(m.group(1))]}]", field)

@@ -332,6 +332,61 @@ def test_an_ed_visit_bills_the_facility_837i_and_the_physicians_837p(coder: Code
     assert nm1["82"][-1] == ATTENDING_NPI  # the ED physician rendered
 
 
+def split_visit(lines: list[ServiceLine] | None = None, **enc: Any) -> CodedEncounter:
+    """The ED visit with the physician's professional E/M beside the facility's lines."""
+    group = Provider(npi=GROUP_NPI, name="Princeton Baptist Physician Group",
+                     entity="organization", tax_id="631234567", address=address())  # fmt: skip
+    physician = rev(4, None, "310.00", "99284", claim_type="professional", dx_pointers=[1])
+    facility = visit().lines
+    return visit({"professional_billing_provider": group, **enc},
+                 lines=facility + (lines if lines is not None else [physician]))  # fmt: skip
+
+
+def test_the_physicians_837p_is_judged_by_the_837p_edits(exempt_codesets: CodeSets) -> None:
+    """A split encounter is scrubbed as each claim is written: 13 diagnoses fit the 837I
+    (25) but not the 837P (12), so CF-DX-004 rejects, naming the 837P; the facility lines
+    are not judged by professional edits nor the physician's line by facility ones."""
+    clean = validate(split_visit(), exempt_codesets, validated_at=RECEIVED)
+    assert clean.outcome == "clean", clean.edits
+    many = split_visit().model_copy(
+        update={"diagnoses": [cdx(c, i + 1, None) for i, c in enumerate(MANY_DX[:13])]}
+    )
+    verdict = validate(many, exempt_codesets, validated_at=RECEIVED)
+    [hit] = rule_hits(verdict, "CF-DX-004")
+    assert verdict.outcome == "rejected"
+    assert hit.message.startswith("On the physician's 837P: The claim lists 13 diagnoses")
+    # The same 13 diagnoses on the facility's claim alone: nothing to say.
+    alone = visit().model_copy(update={"diagnoses": many.diagnoses})
+    assert rule_hits(validate(alone, exempt_codesets, validated_at=RECEIVED), "CF-DX-004") == []
+
+
+def test_an_edit_of_one_claim_points_at_the_encounters_own_line_and_provider(
+    exempt_codesets: CodeSets,
+) -> None:
+    # The physician's line points at no diagnosis: an 837P edit (SV107), on line 4 of the
+    # encounter, lines[3] (the part's first line).
+    bad = rev(4, None, "310.00", "99284", claim_type="professional", dx_pointers=[])
+    verdict = validate(split_visit([bad]), exempt_codesets, validated_at=RECEIVED)
+    [hit] = rule_hits(verdict, "CF-LINE-003")
+    assert (hit.field, hit.line) == ("lines[3].dx_pointers", 4)
+    assert hit.message.startswith("On the physician's 837P: ")
+    # The group that bills the 837P has a 5-digit ZIP: the 837P's billing provider edit
+    # names the professional billing provider, not the hospital (whose ZIP+4 is fine).
+    short = Provider(npi=GROUP_NPI, name="Princeton Baptist Physician Group",
+                     entity="organization", tax_id="631234567",
+                     address=address(postal_code="35211"))  # fmt: skip
+    verdict = validate(split_visit(professional_billing_provider=short), exempt_codesets,
+                       validated_at=RECEIVED)  # fmt: skip
+    fields = [h.field for h in rule_hits(verdict, "CF-ADDR-001")]
+    assert fields == ["encounter.professional_billing_provider.address.postal_code"]
+    # A hit both claims share (the coverage's) is reported once, without a claim named.
+    coverage = encounter().coverage.model_copy(update={"member_id": " "})
+    verdict = validate(split_visit(coverage=coverage), exempt_codesets, validated_at=RECEIVED)
+    [shared] = rule_hits(verdict, "CF-REQ-002")
+    assert shared.field == "encounter.coverage.member_id"
+    assert shared.message.startswith("The member id is missing")
+
+
 def test_the_corrections_store_and_the_tracker_account_for_both_claims(
     coder: Coder, tmp_path: Any
 ) -> None:

@@ -13,6 +13,7 @@ from services.validation.engine import Context, Hit, rule
     "A claim for the same patient, providers, dates of service and line codes as an earlier "
     "billed encounter is a duplicate and would be denied.",
     category="duplicate",
+    per_claim=False,  # the encounter is the duplicate, not one of its claims
     fix_hint="If it is the same visit, drop this encounter; if it was a second visit, mark "
     "the repeated lines (76, 77, 91) or correct the date.",
 )
