@@ -100,10 +100,13 @@ def test_random_sigkills_lose_nothing_and_duplicate_nothing(
     assert {e: s for e, s in unbilled.items() if len(s) != 1} == {}
     assert billed & set(unbilled) == set()
     assert billed | set(unbilled) == encounters
-    # No duplicate claim: one claim per encounter and payer (a secondary coverage gets its
-    # own), one event per claim; repeats after a kill re-send the same event (same id),
-    # which consumers drop.
-    per_payer = {(e, ledger.payers[c]) for c, e in ledger.claim_encounter.items()}
+    # No duplicate claim: one claim per encounter, claim type and payer (a secondary
+    # coverage gets its own, and so do the facility's 837I and the physician's 837P to the
+    # same payer), one event per claim; repeats after a kill re-send the same event (same
+    # id), which consumers drop.
+    per_payer = {
+        (e, ledger.claim_types[c], ledger.payers[c]) for c, e in ledger.claim_encounter.items()
+    }
     assert len(per_payer) == len(ledger.claim_encounter)
     assert all(len(events) == 1 for events in ledger.claim_events.values())
     assert all(len(events) == 1 for events in ledger.posting_events.values())
