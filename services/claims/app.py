@@ -102,6 +102,7 @@ class ClaimsStage(Stage):
         self.store = store
         self.router = router
         self.sleep = sleep
+        self._not_sent: set[str] = set()  # claims of the batch gone to the dead-letter topic
         # Corrections hook: the claim last submitted per encounter (services/claims/corrections.py)
         self.submitted = SubmittedClaims.in_state_dir(settings.state_dir)
         # Coordination of benefits: each payer's adjudication, the next payers billed.
@@ -254,6 +255,7 @@ class ClaimsStage(Stage):
         unique: dict[str, Item] = {}
         # What the corrections store said before each verdict, to undo it for a dead letter.
         before: dict[int, list[tuple[object, ...]]] = {}
+        self._not_sent = set()
         for msg in msgs:
             before[id(msg)] = self.submitted.snapshot(msg.value.encounter_id)
             try:
@@ -271,7 +273,11 @@ class ClaimsStage(Stage):
         }
         for msg in reversed(msgs):
             if (msg.topic, msg.partition, msg.offset) in dead_keys:
-                self.submitted.restore(msg.value, before[id(msg)])
+                # Only the claims that did not go out: an encounter's other claim (the
+                # facility's 837I beside a refused 837P) was sent and stays on record.
+                planned = [p for m, p in unique.values() if m is msg]
+                sent = {p.claim_id for p in planned} - self._not_sent
+                self.submitted.restore(msg.value, before[id(msg)], keep=sent)
         return outs
 
     def _send(self, unique: dict[str, Item]) -> list[Out]:
@@ -295,7 +301,7 @@ class ClaimsStage(Stage):
                 reason = (
                     f"no payer route for {payer_id!r}: add it (or '*') to CLAIMFLOW_CLAIMS__ROUTES"
                 )
-                outs += [self._dead(msg, InputError("payer_id", reason)) for msg, _ in items]
+                outs += [self._dead_claim(it, InputError("payer_id", reason)) for it in items]
                 continue
             for chunk in self._chunks(items):
                 outs += self._interchange(chunk, adapter.name)
@@ -332,11 +338,11 @@ class ClaimsStage(Stage):
                 prefix = f"claims[{exc.claim_id}]."
                 error = in_validated_record(InputError(exc.field.removeprefix(prefix), exc.reason))
                 bad = [it for it in items if it[1].claim_id == exc.claim_id]
-                outs += [self._dead(msg, error) for msg, _ in bad]
+                outs += [self._dead_claim(it, error) for it in bad]
                 items = [it for it in items if it[1].claim_id != exc.claim_id]
                 continue
             except InputError as exc:
-                outs += [self._dead(msg, in_validated_record(exc)) for msg, _ in items]
+                outs += [self._dead_claim(it, in_validated_record(exc)) for it in items]
                 return outs
             metrics.OUTCOMES.labels(self.name, f"interchange_{first.claim_type}").inc()
             return outs + self._deliver(stored, items)
@@ -382,7 +388,7 @@ class ClaimsStage(Stage):
             if adapter is None:
                 reason = f"no payer route for {stored.payer_id!r} (CLAIMFLOW_CLAIMS__ROUTES)"
                 self.store.mark(stored.icn, "dead", reason)
-                return [self._dead(msg, DeliveryFailed(reason)) for msg, _ in items]
+                return [self._dead_claim(it, DeliveryFailed(reason)) for it in items]
             started = time.perf_counter()
             outcome = deliver_with_retries(
                 adapter,
@@ -398,7 +404,7 @@ class ClaimsStage(Stage):
                     "interchange not delivered; its claims go to the dead-letter topic",
                     extra={"icn": stored.icn, "adapter": adapter.name, "why": outcome.reason()},
                 )
-                return [self._dead(msg, DeliveryFailed(outcome.reason())) for msg, _ in items]
+                return [self._dead_claim(it, DeliveryFailed(outcome.reason())) for it in items]
             self.store.mark(stored.icn, "delivered", outcome.receipt.describe())
             DELIVERIES.labels(adapter.name, "delivered").inc()
             log.info(
@@ -478,6 +484,19 @@ class ClaimsStage(Stage):
         return [
             c.event_id for c in self.store.claims_of(int(icn)) if c.claim_id == rejection.claim_id
         ]
+
+    def _dead_claim(self, item: Item, exc: Exception) -> Out:
+        """A planned claim that was not written or delivered: its input to the dead-letter
+        topic, the reason naming the claim (an encounter may bill two), and the claim noted
+        so that only its part of the corrections store is undone (``_submit``)."""
+        msg, planned = item
+        self._not_sent.add(planned.claim_id)
+        which = f"{planned.claim_type} claim {planned.claim_id}"
+        if isinstance(exc, InputError):
+            exc = InputError(exc.field, f"{exc.reason} ({which})")
+        elif isinstance(exc, DeliveryFailed):
+            exc = DeliveryFailed(f"{exc} ({which})")
+        return self._dead(msg, exc)
 
     def _dead(self, msg: Incoming, exc: Exception) -> Out:
         metrics.DEAD_LETTERS.labels(self.name, type(exc).__name__).inc()

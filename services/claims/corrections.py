@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -358,16 +358,27 @@ class SubmittedClaims(BatchStore):
         ).fetchall()
         return [tuple(row) for row in rows]
 
-    def restore(self, verdict: ValidatedEncounter, snapshot: list[tuple[object, ...]]) -> None:
+    def restore(
+        self,
+        verdict: ValidatedEncounter,
+        snapshot: list[tuple[object, ...]],
+        *,
+        keep: Collection[str] = (),
+    ) -> None:
         """Undo ``claims_for`` for a verdict whose claim never reached the payer (a dead
         letter): the verdict is not answered, so re-sending it bills again, and the encounter's
-        last submitted claims are what they were before."""
+        last submitted claims are what they were before, except the claims in ``keep``
+        (claim ids), which did go out: when one of an encounter's two claims is refused, the
+        other stays recorded as sent, so the verdict sent again bills only the refused one."""
         self.db.execute("DELETE FROM answered WHERE verdict_event_id = ?", (verdict.event_id,))
-        self.db.execute(
-            "DELETE FROM submitted WHERE encounter_id IN (?, ?)",
-            (verdict.encounter_id, f"{verdict.encounter_id}/{PROFESSIONAL_PART}"),
-        )
-        self.db.executemany("INSERT INTO submitted VALUES (?, ?, ?, ?, ?, ?)", snapshot)
+        for key in (verdict.encounter_id, f"{verdict.encounter_id}/{PROFESSIONAL_PART}"):
+            if claim_id_for(key) in keep:
+                continue
+            self.db.execute("DELETE FROM submitted WHERE encounter_id = ?", (key,))
+            self.db.executemany(
+                "INSERT INTO submitted VALUES (?, ?, ?, ?, ?, ?)",
+                [row for row in snapshot if row[0] == key],
+            )
 
     # --- retention (services/claims/retention.py decides; these only read and write) -----
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from test_claims_837 import COVERAGE, coded_encounter, validated
-from test_claims_837i import inpatient
+from test_claims_837i import inpatient, outpatient, rev_line
 
 from pipeline.models import Coverage, DeadLetter, PayerFile, SubmittedClaim, event_id
 from pipeline.serde import registry
@@ -585,6 +585,47 @@ def test_the_fix_of_a_claim_refused_at_the_front_end_is_a_new_original(
         assert "REF*F8*2226123456789~" in claim.x12 and ":B:7*" in claim.x12
     assert validate_x12(claim.x12) == []
     assert len(adapter.delivered) == 2
+
+
+def test_one_claim_of_an_encounter_refused_by_the_writer_leaves_the_other_sent(
+    tmp_path: Path,
+) -> None:
+    """An ED visit bills the facility's 837I and the physician's 837P. The physician's line
+    points at no diagnosis, which an 837I line need not and an 837P line must: the 837P
+    goes to the dead-letter topic naming itself, the 837I goes out and stays recorded, so
+    the verdict sent again (as it is, or fixed) never bills the facility's claim twice."""
+    claims_stage, adapter = stage(tmp_path)
+    visit = outpatient("ENC-ED-SPLIT")
+
+    def with_physician(pointers: list[int]) -> Any:
+        line = rev_line(4, "", "310.00", "99284", claim_type="professional",
+                        revenue_code=None, dx_pointers=pointers)  # fmt: skip
+        return visit.model_copy(update={"lines": [*visit.lines, line]})
+
+    verdict = validated(with_physician([]))
+    outs = list(claims_stage.handle_batch([incoming(verdict, 0)]))
+    [sent] = submitted(outs)
+    [letter] = dead(outs)
+    assert sent.claim_type == "institutional" and sent.encounter_id == "ENC-ED-SPLIT"
+    assert len(adapter.delivered) == 1
+    assert letter.field == "coded.lines[0].dx_pointers"
+    assert "professional claim CF" in letter.error_message
+    assert sent.claim_id not in letter.error_message  # it names the refused one
+    store = claims_stage.submitted
+    facility = store.prior("ENC-ED-SPLIT")
+    assert facility is not None and facility.claim_id == sent.claim_id
+    assert store.prior("ENC-ED-SPLIT/professional") is None
+    # Sent again as it is: the 837P is refused again, the 837I is not billed twice.
+    again = list(claims_stage.handle_batch([incoming(verdict, 1)]))
+    assert submitted(again) == [] and len(dead(again)) == 1
+    assert len(adapter.delivered) == 1
+    # Fixed: the 837P goes out as an original; the 837I, unchanged, is not sent again.
+    fixed = validated(with_physician([1])).model_copy(
+        update={"event_id": event_id("ENC-ED-SPLIT", "validation", "fixed")}
+    )
+    [claim] = submitted(list(claims_stage.handle_batch([incoming(fixed, 2)])))
+    assert (claim.claim_type, claim.frequency) == ("professional", "1")
+    assert store.prior("ENC-ED-SPLIT/professional") is not None
 
 
 def test_an_unreadable_payer_file_is_a_dead_letter(tmp_path: Path) -> None:
