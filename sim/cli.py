@@ -439,7 +439,8 @@ def register(sub: Any) -> None:
             "--mix",
             choices=["office", "all"],
             default="office",
-            help="office visits only, or all: also ED visits and inpatient stays (837I)",
+            help="office visits only, or all: also ED visits (837I and the ED physician's 837P) "
+            "and inpatient stays (837I)",
         )
         q.add_argument(
             "--seed",

@@ -229,6 +229,8 @@ FEES: dict[str, int] = {
     "99211": 50, "99212": 95, "99213": 150, "99214": 220, "99215": 300,
     "36415": 18, "85025": 38, "80053": 52, "93000": 75, "71046": 130, "81002": 14,
     "90471": 32, "90656": 28, "G0439": 210,
+    # the ED physicians' professional fees (their 837P beside the hospital's 837I)
+    "99281": 75, "99282": 120, "99283": 190, "99284": 310, "99285": 450,
 }  # fmt: skip
 NEW_EM = (("99202", 0.20), ("99203", 0.45), ("99204", 0.28), ("99205", 0.07))
 ESTABLISHED_EM = (
@@ -417,6 +419,14 @@ class Hospital:
     surgeons: tuple[Provider, ...]
     utc_offset: int
     cardiologists: tuple[Provider, ...] = ()  # interventional: they do the PCIs
+    physician_group: Provider | None = None
+    """The hospital's employed ED physicians' group: it bills their professional services on
+    an 837P beside the hospital's 837I (its own NPI and EIN, the hospital's address)."""
+
+    @property
+    def group_key(self) -> str:
+        """The physician group's id in HL7 v2 (MSH-4 of its charge messages)."""
+        return f"{self.key}-EP"
 
 
 def _hospital(
@@ -428,8 +438,10 @@ def _hospital(
     town: tuple[str, str, str],
     utc_offset: int,
     staff: tuple[tuple[str, str, str, str, str], ...],
+    group: tuple[str, str] = ("", ""),
 ) -> Hospital:
-    """Build a hospital; staff rows are (role, last, first, NPI base, taxonomy)."""
+    """Build a hospital; staff rows are (role, last, first, NPI base, taxonomy); ``group``
+    the ED physician group's NPI base and EIN."""
     city, state, zip_code = town
     plus4 = int(hashlib.sha256(street.encode()).hexdigest()[:8], 16) % 9998 + 1
     address = Address(line1=street, city=city, state=state, postal_code=f"{zip_code}{plus4:04d}")
@@ -458,7 +470,11 @@ def _hospital(
         tuple(people["surg"]),
         utc_offset,
         tuple(people["card"]),
-    )
+        Provider(
+            npi=make_npi(group[0]), name=f"{name} Emergency Physicians", entity="organization",
+            tax_id=group[1], taxonomy="207P00000X", address=address,
+        ) if group[0] else None,
+    )  # fmt: skip
 
 
 # One hospital in each practice's town, in the order of PRACTICES.
@@ -472,6 +488,7 @@ HOSPITALS = (
          ("surg", "Whitfield", "Laura", "156473829", "208600000X"),
          ("surg", "Ibarra", "Tomas", "165748392", "207X00000X"),
          ("card", "Lindqvist", "Maja", "171829364", "207RI0011X")),
+        ("126384950", "742019476"),
     ),
     _hospital(
         "LAKEGEN", "Lakeshore General Hospital", "174829305", "362918475",
@@ -481,6 +498,7 @@ HOSPITALS = (
          ("hosp", "Murphy", "Sean", "112938476", "207R00000X"),
          ("surg", "Adeyemi", "Funmi", "121983745", "208600000X"),
          ("card", "Abara", "Nnamdi", "182930475", "207RI0011X")),
+        ("137495061", "362919586"),
     ),
     _hospital(
         "PEACHREG", "Peachtree Regional Hospital", "135792468", "582017364",
@@ -489,6 +507,7 @@ HOSPITALS = (
          ("hosp", "Chen", "Grace", "157392846", "207R00000X"),
          ("surg", "Baptiste", "Claude", "168203947", "208600000X"),
          ("card", "Whitaker", "Joan", "193041586", "207RI0011X")),
+        ("148506172", "582018475"),
     ),
     _hospital(
         "CASCVAL", "Cascade Valley Hospital", "179304826", "931740265",
@@ -497,6 +516,7 @@ HOSPITALS = (
          ("hosp", "Tanaka", "Ken", "191827364", "207R00000X"),
          ("surg", "Novak", "Petra", "113948576", "207X00000X"),
          ("card", "Sorensen", "Erik", "114152697", "207RI0011X")),
+        ("159617283", "931741376"),
     ),
     _hospital(
         "FRONTRNG", "Front Range University Hospital", "124680135", "840571926",
@@ -505,6 +525,7 @@ HOSPITALS = (
          ("hosp", "Rossi", "Elena", "143958607", "207R00000X"),
          ("surg", "Okonkwo", "Chidi", "154069718", "208600000X"),
          ("card", "Mendoza", "Lucia", "125263708", "207RI0011X")),
+        ("160728394", "840572037"),
     ),
 )  # fmt: skip
 
@@ -611,6 +632,8 @@ class Visit:
     discharge_status: str | None = None
     facility_key: str = ""  # the facility id in HL7 v2 (MSH-4, PV1-3.4)
     other_coverages: tuple[Coverage, ...] = ()  # secondary, tertiary, in order
+    professional_billing: Provider | None = None  # bills the physician's 837P (ED visits)
+    professional_key: str = ""  # its id in HL7 v2 (MSH-4 of its DFT^P03)
 
     @property
     def encounter_id(self) -> str:
@@ -1015,6 +1038,12 @@ def _ed_visit(
     level = _weighted(rng, case.levels)
     lines = [_institutional_line(sp, level, 1, when, dx[:4])]
     lines += [_institutional_line(sp, c, u, when, [case.dx]) for c, u in case.services]
+    # The ED physician, employed by the hospital's physician group, bills the visit's E/M
+    # on an 837P: a professional line (no revenue code) beside the facility's.
+    lines.append(DocumentedService(
+        code=level, system="cpt", units=1.0, charge=_charge(sp.practice, level),
+        service_date=when, dx_refs=dx[:4], claim_type="professional",
+    ))  # fmt: skip
     tz = timezone(timedelta(hours=hospital.utc_offset))
     start = datetime.combine(when, time(rng.randrange(0, 24), rng.choice((0, 10, 20, 30, 40))), tz)
     return {
@@ -1028,6 +1057,8 @@ def _ed_visit(
         "setting": "outpatient",
         "place_of_service": "23",
         "attending": rng.choice(hospital.emergency),
+        "professional_billing": hospital.physician_group,
+        "professional_key": hospital.group_key,
         "discharge_status": "01",
         "encounter_type": ("50849002", "Emergency room admission"),
     }
@@ -1195,6 +1226,8 @@ def to_json(visit: Visit, rng: Random | None = None) -> bytes:
         record["attending_provider"] = dump(visit.attending)
     if visit.operating is not None:
         record["operating_provider"] = dump(visit.operating)
+    if visit.professional_billing is not None:
+        record["professional_billing_provider"] = dump(visit.professional_billing)
     if visit.setting == "inpatient":
         record["admission_date"] = visit.start.date().isoformat()
         record["admission_time"] = visit.start.strftime("%H:%M:00")
@@ -1235,6 +1268,27 @@ def _clinician(visit: Visit) -> Provider:
     doc = visit.rendering or visit.attending
     assert doc is not None, "every simulated visit names a clinician"
     return doc
+
+
+def _organization(bill: Provider) -> dict[str, Any]:
+    """A billing organisation as a FHIR Organization: NPI, EIN, NUCC taxonomy, address."""
+    assert bill.address is not None and bill.tax_id is not None
+    return {
+        "resourceType": "Organization",
+        "identifier": [
+            {"system": NPI_URI, "value": bill.npi},
+            {"type": {"coding": [_coding(V2_0203, "TAX")]}, "system": EIN_URI,
+             "value": f"{bill.tax_id[:2]}-{bill.tax_id[2:]}"},
+        ],
+        "active": True,
+        "type": [
+            {"coding": [_coding("http://terminology.hl7.org/CodeSystem/organization-type",
+                                "prov", "Healthcare Provider")]},
+            {"coding": [_coding(NUCC_URI, bill.taxonomy or "")]},
+        ],
+        "name": bill.name,
+        "address": [_fhir_address(bill.address, "work")],
+    }  # fmt: skip
 
 
 def _practitioner(doc: Provider) -> dict[str, Any]:
@@ -1339,24 +1393,7 @@ def to_fhir(visit: Visit, rng: Random) -> bytes:
         "birthDate": pat.birth_date.isoformat(),
         "address": [_fhir_address(pat.address, "home")],
     })  # fmt: skip
-    bill = visit.billing
-    assert bill.address is not None and bill.tax_id is not None
-    add(ids["org"], {
-        "resourceType": "Organization",
-        "identifier": [
-            {"system": NPI_URI, "value": bill.npi},
-            {"type": {"coding": [_coding(V2_0203, "TAX")]}, "system": EIN_URI,
-             "value": f"{bill.tax_id[:2]}-{bill.tax_id[2:]}"},
-        ],
-        "active": True,
-        "type": [
-            {"coding": [_coding("http://terminology.hl7.org/CodeSystem/organization-type",
-                                "prov", "Healthcare Provider")]},
-            {"coding": [_coding(NUCC_URI, bill.taxonomy or "")]},
-        ],
-        "name": bill.name,
-        "address": [_fhir_address(bill.address, "work")],
-    })  # fmt: skip
+    add(ids["org"], _organization(visit.billing))
     add(ids["prac"], _practitioner(_clinician(visit)))
     operator = "prac"
     if visit.operating is not None and visit.operating != _clinician(visit):
@@ -1523,50 +1560,60 @@ def to_fhir(visit: Visit, rng: Random) -> bytes:
                 "reason": [{"coding": [_coding(ICD10CM_URI, c)]} for c in s.dx_refs],
             })  # fmt: skip
     else:
-        items = []
-        for k, s in enumerate(billed):
-            item: dict[str, Any] = {
-                "sequence": k + 1,
-                "diagnosisSequence": [dx_seq[c] for c in s.dx_refs],
-                "productOrService": svc_coding(s),
-                "servicedDate": (s.service_date or visit.start.date()).isoformat(),
-                "quantity": {"value": s.units},
-                "unitPrice": _money(s.charge / Decimal(str(s.units))),
-                "net": _money(s.charge),
-                "encounter": [ref("enc")],
-            }
-            if s.modifiers:
-                item["modifier"] = [{"coding": [_coding(CPT_URI, m)]} for m in s.modifiers]
-            if s.revenue_code:
-                item["revenue"] = {"coding": [_coding(REVENUE_URI, s.revenue_code)]}
-            items.append(item)
         claim_dx = []
         for k, (url, dx) in enumerate(zip(cond_urls, visit.diagnoses, strict=True)):
             entry: dict[str, Any] = {"sequence": k + 1, "diagnosisReference": {"reference": url}}
             if dx.poa:
                 entry["onAdmission"] = {"coding": [_coding(POA_URI, dx.poa.lower())]}
             claim_dx.append(entry)
-        add(f"urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}", {
-            "resourceType": "Claim",
-            "status": "active",
-            "type": {"coding": [_coding(
-                "http://terminology.hl7.org/CodeSystem/claim-type",
-                "institutional" if institutional else "professional")]},
-            "use": "claim",
-            "patient": ref("patient"),
-            "billablePeriod": {"start": day, "end": visit.end.date().isoformat()},
-            "created": visit.end.isoformat(),
-            "provider": ref("org"),
-            "priority": {"coding": [_coding(
-                "http://terminology.hl7.org/CodeSystem/processpriority", "normal")]},
-            "insurance": [{"sequence": 1, "focal": True, "coverage": ref("coverage")}] + [
-                {"sequence": n, "focal": False, "coverage": ref(f"coverage{n}")}
-                for n in range(2, len(visit.other_coverages) + 2)
-            ],
-            "diagnosis": claim_dx,
-            "item": items,
-            "total": _money(sum((s.charge for s in visit.services), Decimal(0))),
-        })  # fmt: skip
+
+        def claim(kind: str, provider: str, lines: list[DocumentedService]) -> None:
+            items = []
+            for k, s in enumerate(lines):
+                item: dict[str, Any] = {
+                    "sequence": k + 1,
+                    "diagnosisSequence": [dx_seq[c] for c in s.dx_refs],
+                    "productOrService": svc_coding(s),
+                    "servicedDate": (s.service_date or visit.start.date()).isoformat(),
+                    "quantity": {"value": s.units},
+                    "unitPrice": _money(s.charge / Decimal(str(s.units))),
+                    "net": _money(s.charge),
+                    "encounter": [ref("enc")],
+                }
+                if s.modifiers:
+                    item["modifier"] = [{"coding": [_coding(CPT_URI, m)]} for m in s.modifiers]
+                if s.revenue_code:
+                    item["revenue"] = {"coding": [_coding(REVENUE_URI, s.revenue_code)]}
+                items.append(item)
+            add(f"urn:uuid:{uuid.UUID(int=rng.getrandbits(128), version=4)}", {
+                "resourceType": "Claim",
+                "status": "active",
+                "type": {"coding": [_coding(
+                    "http://terminology.hl7.org/CodeSystem/claim-type", kind)]},
+                "use": "claim",
+                "patient": ref("patient"),
+                "billablePeriod": {"start": day, "end": visit.end.date().isoformat()},
+                "created": visit.end.isoformat(),
+                "provider": ref(provider),
+                "priority": {"coding": [_coding(
+                    "http://terminology.hl7.org/CodeSystem/processpriority", "normal")]},
+                "insurance": [{"sequence": 1, "focal": True, "coverage": ref("coverage")}] + [
+                    {"sequence": n, "focal": False, "coverage": ref(f"coverage{n}")}
+                    for n in range(2, len(visit.other_coverages) + 2)
+                ],
+                "diagnosis": claim_dx,
+                "item": items,
+                "total": _money(sum((s.charge for s in lines), Decimal(0))),
+            })  # fmt: skip
+
+        physician = [s for s in billed if s.claim_type == "professional"]
+        claim("institutional" if institutional else "professional", "org",
+              [s for s in billed if s.claim_type != "professional"])  # fmt: skip
+        if physician and visit.professional_billing is not None:
+            # The physician group's own claim: the Organization that bills the 837P.
+            ids["group"] = _urn(f"Organization/{visit.professional_billing.npi}")
+            add(ids["group"], _organization(visit.professional_billing))
+            claim("professional", "group", physician)
     bundle = {
         "resourceType": "Bundle",
         "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
@@ -1722,9 +1769,14 @@ def _dg1s(visit: Visit, poa: bool) -> list[str]:
     return out
 
 
-def _ft1s(visit: Visit, version: str) -> list[str]:
+def _ft1s(visit: Visit, version: str, professional: bool = False) -> list[str]:
+    """The charges of the facility's (or the physician group's) DFT^P03."""
     out = []
-    billed = [s for s in visit.services if s.system != "icd10pcs"]
+    billed = [
+        s
+        for s in visit.services
+        if s.system != "icd10pcs" and (s.claim_type == "professional") == professional
+    ]
     for k, s in enumerate(billed, 1):
         system = "C4" if s.system == "cpt" else "HCPCS"
         fields = {
@@ -1768,9 +1820,21 @@ def to_hl7v2(visit: Visit, rng: Random) -> bytes:
     adt.extend(_in1s(visit))
     dft = _hl7_header(visit, ("DFT", "P03", "DFT_P03"), f"{control}-2", version)
     dft += _ft1s(visit, version) + _in1s(visit)
+    messages = [adt, dft]
+    group = visit.professional_billing
+    if group is not None and any(s.claim_type == "professional" for s in visit.services):
+        # The physician group's charges for the visit come from its own billing system: a
+        # DFT^P03 whose sending facility (MSH-4) is the group.
+        pro = _hl7_header(visit, ("DFT", "P03", "DFT_P03"), f"{control}-3", version)
+        pro[0] = pro[0].replace(
+            f"|{_comp(visit.facility_key, visit.billing.npi, 'NPI')}|",
+            f"|{_comp(visit.professional_key, group.npi, 'NPI')}|",
+            1,
+        )
+        messages.append(pro + _ft1s(visit, version, professional=True) + _in1s(visit))
     sent = _ts(visit.end + timedelta(minutes=5))
     batch = [f"BHS|^~\\&|{SOURCE_SYSTEM}|{_esc(visit.facility_key)}|CLAIMFLOW|CLAIMFLOW|{sent}"]
-    batch += adt + dft + ["BTS|2"]
+    batch += [seg for m in messages for seg in m] + [f"BTS|{len(messages)}"]
     return ("\r".join(batch) + "\r").encode()
 
 
@@ -1788,6 +1852,8 @@ def provider_directory() -> ProviderDirectory:
         facilities[hospital.key] = hospital.facility
         staff = hospital.emergency + hospital.hospitalists + hospital.surgeons
         staff += hospital.cardiologists
+        if hospital.physician_group is not None:
+            billing[hospital.group_key] = hospital.physician_group
         providers |= {c.npi: c for c in staff}
     return ProviderDirectory(billing=billing, facilities=facilities, providers=providers)
 

@@ -923,14 +923,17 @@ def _ft1_amount(ft1: _Seg, units: float, item: ChargeItem | None, ctx: _Ctx) -> 
 
 
 def _charges(
-    msgs: list[_Message], ctx: _Ctx, setting: str
+    msgs: list[_Message], ctx: _Ctx, setting: str, professional: frozenset[int] = frozenset()
 ) -> tuple[list[DocumentedService], list[str]]:
-    """FT1 charges (CG or empty) as service lines, credits (CD) netted; also their dx codes."""
+    """FT1 charges (CG or empty) as service lines, credits (CD) netted; also their dx codes.
+    The charges of the messages in ``professional`` (by ``id``) are a physician group's:
+    professional lines (``claim_type``) of a facility encounter."""
     lines: list[DocumentedService] = []
     keys: list[tuple[object, ...]] = []
     credits: list[tuple[_Seg, tuple[object, ...], float, Decimal, date | None]] = []
     dx_codes: list[str] = []
     for m in msgs:
+        claim_type = "professional" if id(m) in professional else None
         for ft1 in m.all("FT1"):
             kind = ft1.get(6, 1).upper()
             if kind not in ("", "CG", "CD"):
@@ -993,6 +996,7 @@ def _charges(
                     service_date=served,
                     dx_refs=refs,
                     revenue_code=revenue,
+                    claim_type=claim_type,
                 )
             )
     for ft1, key, units, amount, served in credits:
@@ -1099,6 +1103,29 @@ def _person(
     return _build(Provider, path, npi=npi, name=name or f"NPI {npi}", entity="person")
 
 
+def _physician_group(
+    msgs: list[_Message], head: _Message, directory: ProviderDirectory, setting: str
+) -> tuple[frozenset[int], Provider | None]:
+    """The DFT^P03s of a facility visit that a physician group sent (MSH-4 names a billing
+    profile other than the visit's facility), by ``id``, and that group: a hospital-employed
+    physician's professional charges, billed on an 837P by the group."""
+    if setting == "professional" or not directory.billing:
+        return frozenset(), None
+    facility = directory.billing_for(_facility_id(head))
+    found: set[int] = set()
+    group = None
+    for m in msgs:
+        if m.msg_type != ("DFT", "P03"):
+            continue
+        ns, uid, _ = _hd_ids(m.msh, 4)
+        sender = directory.billing_for([ns, uid])
+        if sender is None or facility is None or sender.npi == facility.npi:
+            continue
+        found.add(id(m))
+        group = group or sender
+    return frozenset(found), group
+
+
 def _surgeon(msgs: list[_Message], directory: ProviderDirectory, ctx: _Ctx) -> Provider | None:
     """The operating physician: the surgeon of the first procedure that names one, in
     PR1-11 (up to 2.6) or in a ROL of the procedure's group (ROL-3 a surgeon role)."""
@@ -1164,7 +1191,8 @@ def _encounter(
         raise InputError(pv1.path(2), f"patient class {shown} is not billed by intake (O, R, E, I)")
     setting, pos = PATIENT_CLASS[klass]
 
-    charges, ft1_dx = _charges(msgs, ctx, setting)
+    professional, group = _physician_group(msgs, head, directory, setting)
+    charges, ft1_dx = _charges(msgs, ctx, setting, professional)
     diagnoses = _diagnoses(msgs, ctx)
     documented = {d.code for d in diagnoses}
     for code in ft1_dx:
@@ -1276,6 +1304,7 @@ def _encounter(
         rendering_provider=rendering,
         attending_provider=attending if setting != "professional" else None,
         operating_provider=operating if setting != "professional" else None,
+        professional_billing_provider=group,
         facility=facility,
         diagnoses=diagnoses,
         services=services,

@@ -911,7 +911,8 @@ def test_simulator_hospital_mix_is_realistic(sim_all: list[Encounter]) -> None:
         assert e.billing_provider.taxonomy == "282N00000X"
         assert e.facility is not None and e.facility.npi == e.billing_provider.npi
         assert e.facility.address is not None and len(e.facility.address.postal_code) == 9
-        billed = [s for s in e.services if s.system != "icd10pcs"]
+        physician = [s for s in e.services if s.claim_type == "professional"]
+        billed = [s for s in e.services if s.system != "icd10pcs" and s not in physician]
         assert billed and all(re.fullmatch(r"0\d{3}", s.revenue_code or "") for s in billed)
         assert all(s.charge > 0 for s in billed)
         if e.setting == "outpatient":  # emergency department
@@ -919,7 +920,14 @@ def test_simulator_hospital_mix_is_realistic(sim_all: list[Encounter]) -> None:
             assert billed[0].code in {"99281", "99282", "99283", "99284", "99285"}
             assert billed[0].revenue_code == "0450" and e.discharge_status == "01"
             assert e.admission_date is None
+            # The ED physician's E/M, billed on an 837P by the hospital's physician group.
+            [pro] = physician
+            assert (pro.code, pro.revenue_code, pro.charge > 0) == (billed[0].code, None, True)
+            group = e.professional_billing_provider
+            assert group is not None and group.entity == "organization" and group.tax_id
+            assert group.npi != e.billing_provider.npi and npi_is_valid(group.npi)
         else:
+            assert physician == [] and e.professional_billing_provider is None
             assert e.place_of_service == "21" and e.admission_date == e.service_start
             assert e.service_end > e.service_start
             assert e.admission_type in ("1", "3") and e.admission_source in ("1", "2")

@@ -291,6 +291,9 @@ def test_the_example_master_data_covers_what_the_simulator_sends() -> None:
     )
     for org in (*PRACTICES, *HOSPITALS):
         assert master.providers.billing_for([org.key]) == org.billing
+    for hospital in HOSPITALS:  # its ED physicians' group bills their 837Ps
+        group = master.providers.billing_for([hospital.group_key])
+        assert group is not None and group == hospital.physician_group
     assert master.providers.providers == provider_directory().providers
     for payer in (*PAYERS, MEDIGAP):  # and the supplement some Medicare patients have
         assert master.payers.find(payer.payer_id) is not None, payer.payer_id
