@@ -22,6 +22,8 @@ Plain code over the SQLite state (``pipeline.state.BatchStore``); no Kafka here.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -157,6 +159,8 @@ CREATE TABLE IF NOT EXISTS outcomes (     -- one row per scored code
 );
 CREATE INDEX IF NOT EXISTS outcomes_category ON outcomes (category, seq);
 CREATE INDEX IF NOT EXISTS outcomes_source ON outcomes (source, seq);
+-- The queue's length without reading every audit's JSON (counted after every batch).
+CREATE INDEX IF NOT EXISTS audits_queued ON audits (encounter_id) WHERE result_event_id IS NULL;
 """
 
 
@@ -179,6 +183,22 @@ class AuditStore(BatchStore):
     def __init__(self, path: Path | str, policy: AuditPolicy | None = None) -> None:
         super().__init__(path, _SCHEMA)
         self.policy = policy or AuditPolicy()
+        # Accuracy by column, as the outcomes are now: asked for every encounter coded, it
+        # changes only when an audit is scored (``record``) or a write is undone.
+        self._accuracy: dict[str, list[Accuracy]] = {}
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        try:
+            with super().atomic():
+                yield
+        except BaseException:
+            self._accuracy.clear()
+            raise
+
+    def rollback(self) -> None:
+        self._accuracy.clear()
+        super().rollback()
 
     def queue(self, audit: CodingAudit, coded: CodedEncounter) -> None:
         """Keep a queued audit (a later coding of the encounter replaces an unaudited one)."""
@@ -210,6 +230,7 @@ class AuditStore(BatchStore):
             "result_event_id = excluded.result_event_id",
             (audit.encounter_id, audit.model_dump_json(), coded.model_dump_json(), result_event_id),
         )
+        self._accuracy.clear()
         self.db.execute("DELETE FROM outcomes WHERE encounter_id = ?", (audit.encounter_id,))
         self.db.executemany(
             "INSERT INTO outcomes (encounter_id, category, source, agree) VALUES (?, ?, ?, ?)",
@@ -227,6 +248,9 @@ class AuditStore(BatchStore):
     def accuracy(self, column: str) -> list[Accuracy]:
         """Accuracy per category (``column='category'``) or per source, over the window."""
         assert column in ("category", "source")
+        cached = self._accuracy.get(column)
+        if cached is not None:
+            return list(cached)
         rows = self.db.execute(
             f"SELECT {column}, sum(agree), count(*) FROM ("  # noqa: S608 - a fixed column
             f"  SELECT {column}, agree, row_number() OVER "
@@ -234,7 +258,9 @@ class AuditStore(BatchStore):
             ") WHERE n <= ? GROUP BY 1 ORDER BY 1",
             (self.policy.window,),
         ).fetchall()
-        return [Accuracy(key, int(agreed), int(n)) for key, agreed, n in rows]
+        found = [Accuracy(key, int(agreed), int(n)) for key, agreed, n in rows]
+        self._accuracy[column] = found
+        return list(found)
 
     def failing(self) -> dict[str, Accuracy]:
         """Categories whose recent audits fall below the threshold: coded only by a coder."""
