@@ -1,10 +1,15 @@
 """The one X12 reader: segments of any interchange claimflow receives (835, 999, 277CA, 837).
 
-Segments are read with pyx12's ``X12Reader``, which takes the element separator (ISA
-position 3), the component separator (ISA16) and the segment terminator (after ISA16) from
-the interchange header, so a payer's own delimiters are honoured. Before that, the ISA is
-checked for the fixed 106-character layout, so text that is not X12 fails with a sentence
-naming what is wrong rather than a parser trace.
+Segments are read the way pyx12's ``X12Reader`` reads them, which takes the element
+separator (ISA position 3), the component separator (ISA16) and the segment terminator
+(after ISA16) from the interchange header, so a payer's own delimiters are honoured. Before
+that, the ISA is checked for the fixed 106-character layout, so text that is not X12 fails
+with a sentence naming what is wrong rather than a parser trace.
+
+A well-formed interchange is split here with ``str.split`` (pyx12's reader cost remittance
+a fifth of its CPU); anything its reader would refuse (an unknown version, an ISA without
+16 elements, a blank segment, a trailer without its header) is read by pyx12 itself, so
+the refusal is pyx12's, word for word (tests/unit/test_x12_reader.py compares the two).
 """
 
 from __future__ import annotations
@@ -88,6 +93,61 @@ def read_segments(text: str, *, field: str | None = None) -> Iterator[Segment]:
 
 def _read(text: str) -> Iterator[Segment]:
     text = _check_isa(text)
+    fast = _split(text)
+    if fast is not None:
+        yield from fast
+        return
+    yield from _read_pyx12(text)
+
+
+_VERSIONS = ("00401", "00501")
+_OPENS = {"ISA": "ISA", "GS": "GS", "ST": "ST"}
+_CLOSES = {"IEA": "ISA", "GE": "GS", "SE": "ST"}
+
+
+def _split(text: str) -> list[Segment] | None:
+    """The segments as pyx12's reader gives them, or None where its reader raises (or
+    might): then pyx12 reads the text and says why."""
+    if text[84:89] not in _VERSIONS:
+        return None
+    seg_term, ele_term, subele = text[_ISA_LEN - 1], text[3], text[_ISA_LEN - 2]
+    parts = text.split(seg_term)
+    parts.pop()  # what follows the last terminator is never read
+    out: list[Segment] = []
+    loops: list[str] = []
+    for part in parts:
+        line = part.lstrip("\n\r")
+        if not line:
+            break  # an empty segment ends the reading, as in pyx12
+        if line[0] == " ":
+            line = line.lstrip()
+            if not line:
+                return None  # pyx12 fails on it (IndexError)
+        elems = line.split(ele_term)
+        seg_id = elems[0]
+        if seg_id == "ISA":
+            if len(elems) != 17:
+                return None  # pyx12: "The ISA segment must have 16 elements"
+            comps: tuple[tuple[str, ...], ...] = tuple([(e,) for e in elems[1:]])
+        else:
+            comps = tuple([tuple(e.split(subele)) for e in elems[1:]])
+        if seg_id in _OPENS:
+            loops.append(seg_id)
+        elif seg_id in _CLOSES:
+            # pyx12 drops an unterminated inner loop, then reads the one outside it
+            if not loops:
+                return None
+            if seg_id != "SE" and loops[-1] != _CLOSES[seg_id]:
+                loops.pop()
+                if not loops:
+                    return None
+            loops.pop()
+        values = tuple([c[0] if len(c) == 1 else subele.join(c) for c in comps])
+        out.append(Segment(seg_id, values, comps, len(out) + 1))
+    return out
+
+
+def _read_pyx12(text: str) -> Iterator[Segment]:
     try:
         reader = pyx12.x12file.X12Reader(io.StringIO(text))
         for number, seg in enumerate(reader, start=1):

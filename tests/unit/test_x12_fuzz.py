@@ -65,15 +65,22 @@ def test_arbitrary_text(kind: str, text: str) -> None:
     check(kind, text)
 
 
-@pytest.mark.parametrize("kind", sorted(PARSERS))
-@FUZZ
-@given(data=st.data())
-def test_mutated_documents(kind: str, data: st.DataObject) -> None:
-    text = documents()[kind]
+ELEMENT_VALUES = ["", "X", "-1", "99999999999", "ABC", "1.2.3", "20261399", ":", "^", "0"]
+
+
+def mutate(
+    text: str,
+    data: st.DataObject,
+    values: list[str] = ELEMENT_VALUES,
+    blanks: tuple[str, ...] = (),
+) -> str:
+    """``text`` with 1-4 segments dropped, repeated, swapped, changed in one element,
+    truncated or (given ``blanks``) replaced by one of them."""
     segments = text.split("~")
+    ops = ["drop", "dup", "swap", "element", "truncate"] + (["blank"] if blanks else [])
     for _ in range(data.draw(st.integers(1, 4))):
         i = data.draw(st.integers(0, len(segments) - 1))
-        op = data.draw(st.sampled_from(["drop", "dup", "swap", "element", "truncate"]))
+        op = data.draw(st.sampled_from(ops))
         if op == "drop" and len(segments) > 1:
             segments.pop(i)
         elif op == "dup":
@@ -84,13 +91,17 @@ def test_mutated_documents(kind: str, data: st.DataObject) -> None:
         elif op == "element":
             parts = segments[i].split("*")
             k = data.draw(st.integers(0, len(parts) - 1))
-            parts[k] = data.draw(
-                st.sampled_from(
-                    ["", "X", "-1", "99999999999", "ABC", "1.2.3", "20261399", ":", "^", "0"]
-                )
-                | st.text(max_size=8)
-            )
+            parts[k] = data.draw(st.sampled_from(values) | st.text(max_size=8))
             segments[i] = "*".join(parts)
         elif op == "truncate":
             segments[i] = segments[i][: data.draw(st.integers(0, len(segments[i])))]
-    check(kind, "~".join(segments))
+        elif op == "blank":
+            segments[i] = data.draw(st.sampled_from(blanks))
+    return "~".join(segments)
+
+
+@pytest.mark.parametrize("kind", sorted(PARSERS))
+@FUZZ
+@given(data=st.data())
+def test_mutated_documents(kind: str, data: st.DataObject) -> None:
+    check(kind, mutate(documents()[kind], data))
