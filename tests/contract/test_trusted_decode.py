@@ -179,3 +179,11 @@ def test_a_record_from_an_edge_is_still_validated() -> None:
 def test_every_model_of_a_topic_has_a_trusted_build() -> None:
     for spec in REG.topics.values():
         assert callable(model_builder(spec.model))
+
+
+def test_a_datum_without_a_defaulted_field_takes_the_default_on_both_paths() -> None:
+    topic = "encounters.collected.v1"
+    model = REG.topics[topic].model
+    datum = model.model_validate(json.loads((GOLDEN / f"{topic}.json").read_text())).model_dump()
+    del datum["notes"], datum["note_text"]
+    assert model_builder(model)(datum) == model.model_validate(datum)
