@@ -1,14 +1,24 @@
-"""coding: encounters.collected.v1, coding.decisions.v1 -> encounters.coded.v1 + coding.review."""
+"""coding: encounters.collected.v1, coding.decisions.v1 -> encounters.coded.v1 + coding.review.
+
+Held encounters, decisions and audits are keyed by encounter id, like the inputs. The
+HCCs need every encounter of the member's year: the live service sends each coded
+encounter on to ``coding.by-patient.v1`` keyed by patient, and completes its HCCs there,
+with one risk-history store per partition of that topic that moves with the partition
+(``pipeline/partitioned.py``). A stage built without that store (tests) publishes
+directly, with the review store's own history.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from pathlib import Path
 
 from prometheus_client import Counter, Gauge
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.models import AuditResult, CoderDecision, Encounter, utcnow
+from pipeline.models import AuditResult, CodedEncounter, CoderDecision, Encounter, utcnow
+from pipeline.partitioned import PartitionedStores
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Stage, run_stage
 from services.coding.audit import (
@@ -20,7 +30,8 @@ from services.coding.audit import (
     AuditStore,
 )
 from services.coding.domain import REVIEW_THRESHOLD, Coder
-from services.coding.review import ReviewFlow, ReviewStore
+from services.coding.review import BY_PATIENT, ReviewFlow, ReviewStore
+from services.coding.risk_history import RiskHistory
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +107,32 @@ class CodingStage(Stage):
     name = "coding"
     inputs = ("encounters.collected.v1", "coding.decisions.v1", "coding.audit-results.v1")
 
-    def __init__(self, coder: Coder, store: ReviewStore, audits: AuditStore | None = None) -> None:
+    def __init__(
+        self,
+        coder: Coder,
+        store: ReviewStore,
+        audits: AuditStore | None = None,
+        risk: PartitionedStores[RiskHistory] | None = None,
+    ) -> None:
         # Without an audit store (tests of the review alone): nothing is sampled.
         self.audits = audits or AuditStore(":memory:", AuditPolicy(share=0))
-        self.flow = ReviewFlow(coder, store, self.audits)
+        self.flow = ReviewFlow(coder, store, self.audits, by_patient=risk is not None)
         self.store = store
+        self.risk = risk
+        if risk is not None:
+            self.inputs = (*CodingStage.inputs, BY_PATIENT)
         self._gauges()
 
+    def partitioned_stores(self) -> list[PartitionedStores[RiskHistory]]:
+        return [self.risk] if self.risk is not None else []
+
     def handle(self, msg: Incoming) -> Iterable[Out]:
+        if isinstance(msg.value, CodedEncounter):  # coding.by-patient.v1: the member's HCCs
+            assert self.risk is not None
+            history = self.risk.get(msg.partition)
+            with history.atomic():
+                outs = self.flow.risk(msg.value, history)
+            return [Out(topic, key, value) for topic, key, value in outs]
         with self.store.atomic(), self.audits.atomic():
             if isinstance(msg.value, CoderDecision):
                 outs = self.flow.decision(msg.value)
@@ -139,6 +168,17 @@ class CodingStage(Stage):
         self.flow.coder.close()
 
 
+def partitioned_risk(state_dir: Path) -> PartitionedStores[RiskHistory]:
+    """The live service's risk history: one store per partition of the by-patient topic,
+    under ``<state_dir>/risk-history/``."""
+    return PartitionedStores(
+        RiskHistory.NAME,
+        BY_PATIENT,
+        Path(state_dir) / RiskHistory.NAME,
+        lambda path: RiskHistory(path, changelog=True),
+    )
+
+
 def main(settings: Settings | None = None) -> None:
     config = CodingSettings.from_base(settings)
     coder = Coder.load(config.refdata_dir, threshold=config.coding.review_threshold)
@@ -146,4 +186,4 @@ def main(settings: Settings | None = None) -> None:
     log.info("code sets", extra={"capabilities": coder.capabilities()})
     store = ReviewStore(config.state_dir / "coding-review.sqlite3")
     audits = AuditStore(config.state_dir / "coding-audit.sqlite3", config.coding.audit_policy())
-    run_stage(CodingStage(coder, store, audits), config)
+    run_stage(CodingStage(coder, store, audits, partitioned_risk(config.state_dir)), config)

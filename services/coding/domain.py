@@ -211,6 +211,17 @@ class Coder:
             coded_at=coded_at,
         )
 
+    def with_history(self, coded: CodedEncounter, history: Iterable[str]) -> CodedEncounter:
+        """The coded encounter with its HCCs and risk score over the member's year: its own
+        codes and ``history`` (the member's codes from other encounters of the year)."""
+        enc = coded.encounter
+        on = coding_date(enc.setting, enc.service_start, enc.service_end)
+        own = [d for d in coded.diagnoses if d.role not in _SIDE_ROLES]
+        risk = self._risk(enc, on, own, coded.lines, history)
+        return coded.model_copy(
+            update={"hcc": risk.hccs, "hcc_risk_score": risk.score, "hcc_model": risk.model}
+        )
+
     def risk_codes(self, coded: CodedEncounter) -> list[str]:
         """The encounter's codes that count for risk adjustment (none if not eligible)."""
         enc = coded.encounter

@@ -14,7 +14,6 @@ so the store holds no member id in clear.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -28,10 +27,10 @@ from pipeline.models import (
     Model,
     event_id,
 )
-from pipeline.state import BatchStore
 from services.coding import audit
 from services.coding.audit import AuditStore
 from services.coding.domain import Coder
+from services.coding.risk_history import RiskHistory
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS held (      -- encounters waiting for a coder's decision
@@ -45,13 +44,6 @@ CREATE TABLE IF NOT EXISTS decisions (  -- the first decision per encounter wins
     applied INTEGER NOT NULL,          -- 0: arrived before its encounter was held
     record TEXT NOT NULL               -- the CoderDecision as JSON
 );
-CREATE TABLE IF NOT EXISTS risk_dx (    -- codes that count for a member's HCCs, per year
-    patient_key TEXT NOT NULL,
-    year INTEGER NOT NULL,
-    encounter_id TEXT NOT NULL,
-    code TEXT NOT NULL,
-    PRIMARY KEY (patient_key, year, encounter_id, code)
-);
 """
 
 
@@ -61,8 +53,9 @@ def patient_key(enc: Encounter) -> str:
     return hashlib.sha256(raw).hexdigest()[:32]
 
 
-class ReviewStore(BatchStore):
-    """Held encounters, coder decisions and the codes behind each member's HCCs."""
+class ReviewStore(RiskHistory):
+    """Held encounters, coder decisions and the codes behind each member's HCCs (the
+    latter unused when the flow sends coded encounters on by patient)."""
 
     def __init__(self, path: Path | str) -> None:
         super().__init__(path, _SCHEMA)
@@ -113,31 +106,12 @@ class ReviewStore(BatchStore):
         """Forget a decision that could not be applied, so a new one can be made."""
         self.db.execute("DELETE FROM decisions WHERE encounter_id = ?", (encounter_id,))
 
-    # --- risk adjustment ----------------------------------------------------------------
-
-    def history(self, key: str, year: int, encounter_id: str) -> list[str]:
-        """The member's risk-adjustment codes of the year from other encounters."""
-        rows = self.db.execute(
-            "SELECT DISTINCT code FROM risk_dx WHERE patient_key = ? AND year = ? "
-            "AND encounter_id != ? ORDER BY code",
-            (key, year, encounter_id),
-        ).fetchall()
-        return [r[0] for r in rows]
-
-    def record_risk(self, key: str, year: int, encounter_id: str, codes: Iterable[str]) -> None:
-        """Set the codes an encounter contributes (replacing what it contributed before)."""
-        self.db.execute(
-            "DELETE FROM risk_dx WHERE patient_key = ? AND year = ? AND encounter_id = ?",
-            (key, year, encounter_id),
-        )
-        self.db.executemany(
-            "INSERT OR IGNORE INTO risk_dx VALUES (?, ?, ?, ?)",
-            [(key, year, encounter_id, c) for c in codes],
-        )
-
 
 Output = tuple[str, str, Model]
 """(topic, key, value): what the flow asks the stage to produce."""
+
+BY_PATIENT = "coding.by-patient.v1"
+CODED = "encounters.coded.v1"
 
 
 class ReviewFlow:
@@ -149,19 +123,36 @@ class ReviewFlow:
     published, and the decision is kept: a replayed encounter is released again with the
     same event id, and a second, different decision is refused (a dead letter), because
     the first already went downstream.
+
+    ``by_patient`` (the live service, any number of instances): the HCCs need every
+    encounter of the member's year, which another instance may have coded. Coded
+    encounters then go to ``coding.by-patient.v1`` keyed by patient, and ``risk`` (on the
+    instance that holds that partition's ``RiskHistory``) completes their HCCs and risk
+    score before they are published; without it (tests, offline runs) the store's own
+    history does.
     """
 
-    def __init__(self, coder: Coder, store: ReviewStore, audits: AuditStore | None = None) -> None:
+    def __init__(
+        self,
+        coder: Coder,
+        store: ReviewStore,
+        audits: AuditStore | None = None,
+        *,
+        by_patient: bool = False,
+    ) -> None:
         self.coder = coder
         self.store = store
         self.audits = audits
+        self.by_patient = by_patient
+
+    def _history(self, enc: Encounter) -> list[str]:
+        if self.by_patient:
+            return []  # completed by ``risk`` on the member's partition
+        return self.store.history(patient_key(enc), enc.service_end.year, enc.encounter_id)
 
     def encounter(self, enc: Encounter, *, now: datetime) -> list[Output]:
         """Code one collected encounter: publish it, or hold it for a coder."""
-        key, year = patient_key(enc), enc.service_end.year
-        coded = self.coder.code(
-            enc, coded_at=now, history=self.store.history(key, year, enc.encounter_id)
-        )
+        coded = self.coder.code(enc, coded_at=now, history=self._history(enc))
         if self.audits is not None and (failing := self.audits.review_reasons(coded)):
             reasons = [*coded.review_reasons, *failing]
             coded = coded.model_copy(update={"review_reasons": reasons})
@@ -220,12 +211,8 @@ class ReviewFlow:
 
     def _release(self, coded: CodedEncounter, decision: CoderDecision) -> list[Output]:
         enc = coded.encounter
-        key, year = patient_key(enc), enc.service_end.year
         done = self.coder.decide(
-            coded,
-            decision,
-            decided_at=decision.decided_at,
-            history=self.store.history(key, year, enc.encounter_id),
+            coded, decision, decided_at=decision.decided_at, history=self._history(enc)
         )
         self.store.add_decision(decision, applied=True)
         self.store.release(enc.encounter_id)
@@ -285,13 +272,11 @@ class ReviewFlow:
             raise InputError(
                 "diagnoses", "a corrected audit lists every diagnosis, principal first"
             )
-        enc = coded.encounter
-        key, year = patient_key(enc), enc.service_end.year
         done = self.coder.decide(
             coded,
             audit.as_decision(result),
             decided_at=result.audited_at,
-            history=self.store.history(key, year, enc.encounter_id),
+            history=self._history(coded.encounter),
         )
         corrected = [d.code for d in done.diagnoses]
         out = [
@@ -336,8 +321,16 @@ class ReviewFlow:
         return ("coding.audits.v1", coded.encounter_id, final)
 
     def _publish(self, coded: CodedEncounter) -> list[Output]:
+        if self.by_patient:
+            return [(BY_PATIENT, patient_key(coded.encounter), coded)]
+        return self.risk(coded, self.store)
+
+    def risk(self, coded: CodedEncounter, history: RiskHistory) -> list[Output]:
+        """Complete the HCCs with the member's year in ``history``, record what this
+        encounter adds, and publish it."""
         enc = coded.encounter
-        self.store.record_risk(
-            patient_key(enc), enc.service_end.year, enc.encounter_id, self.coder.risk_codes(coded)
-        )
-        return [("encounters.coded.v1", coded.encounter_id, coded)]
+        key, year = patient_key(enc), enc.service_end.year
+        if self.by_patient:
+            coded = self.coder.with_history(coded, history.history(key, year, enc.encounter_id))
+        history.record_risk(key, year, enc.encounter_id, self.coder.risk_codes(coded))
+        return [(CODED, coded.encounter_id, coded)]

@@ -1,69 +1,83 @@
-"""Scale-out: several validation instances on partitioned topics, instances killed and
-added mid-run, and the duplicate-claim edit still sees every claim of a patient.
+"""Scale-out: several coding and validation instances on partitioned topics, instances
+killed and added mid-run, and the per-patient state still sees every encounter of a
+patient: the duplicate-claim edit (validation) and the HCCs over a member's year (coding).
 
-Phase 1 sends originals while instances are SIGKILLed and added (rebalances); phase 2
-sends planted duplicates of some of them, and unrelated claims, to instances started
-afterwards on empty state folders: they catch each duplicate only if the partitions'
-duplicate history was restored from its changelog. Every encounter gets exactly one
-verdict (re-reads repeat its event id), and no claim is flagged that should not be.
+Phase 1 sends originals, and a first visit of some Medicare members, while instances are
+SIGKILLed and added (rebalances). Phase 2 sends planted duplicates of some originals, a
+second visit of those members, and unrelated controls, to instances started afterwards
+on empty state folders: they catch each duplicate, and count the first visit's HCC in the
+second visit's, only if the partitions' state was restored from its changelog. Every
+encounter is coded once and gets one verdict (a re-read repeats its event id), and
+nothing is flagged that should not be.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from unit.factories import coded, encounter, patch
+from unit.factories import dx, encounter, patch, service
 
-from pipeline.changelog import changelog_topic
 from pipeline.kafka import ensure_topics, make_producer
-from pipeline.models import CodedEncounter, Coverage, ValidatedEncounter, event_id
+from pipeline.models import Coverage, Encounter, ValidatedEncounter, event_id
 from pipeline.serde import registry
 from pipeline.settings import Settings
 from pipeline.supervisor import Supervisor
-from services.validation.app import BY_PATIENT, CODED
-from services.validation.duplicates import DuplicateStore, patient_key
+from services.coding.review import BY_PATIENT as CODING_BY_PATIENT
+from services.coding.risk_history import RiskHistory
+from services.validation.app import BY_PATIENT
+from services.validation.duplicates import DuplicateStore
 
-pytestmark = [pytest.mark.broker, pytest.mark.e2e, pytest.mark.timeout(360)]
-WAIT_S = 90.0  # per phase; a run on an idle 2-core machine takes ~50 s in all
+pytestmark = [pytest.mark.broker, pytest.mark.e2e, pytest.mark.timeout(420)]
+WAIT_S = 120.0  # per phase; a run on an idle 2-core machine takes about a minute in all
 REG = registry()
+COLLECTED = "encounters.collected.v1"
 
-PATIENTS = 90  # spread over every partition of the by-patient topic
-DUPLICATES = 30
-CONTROLS = 30
+PATIENTS = 60  # spread over every partition of the by-patient topics
+DUPLICATES = 20
+MEMBERS = 15  # Medicare members with a visit in each phase
+CONTROLS = 15
 
 
-def original(n: int) -> CodedEncounter:
-    enc = encounter(
-        encounter_id=f"ENC-SCALE-{n:05d}",
-        source_id=f"scale-{n:05d}",
-        event_id=event_id("scale", str(n)),
-        coverage=Coverage(
+def visit(n: int, **changes: object) -> Encounter:
+    fields: dict[str, object] = {
+        "encounter_id": f"ENC-SCALE-{n:05d}",
+        "source_id": f"scale-{n:05d}",
+        "event_id": event_id("scale", str(n)),
+        "coverage": Coverage(
             payer_id="00510",
             payer_name="Blue Cross and Blue Shield of Alabama",
             plan_type="BL",
             member_id=f"ZGH{n:09d}",
             group_number="GRP55120",
         ),
-    )
-    return coded(enc)
+    }
+    return encounter(**(fields | changes))
 
 
-def resent(first: CodedEncounter, encounter_id: str) -> CodedEncounter:
-    """The same claim sent again under a new encounter id, an hour later: a duplicate."""
-    enc = patch(
-        first.encounter,
-        encounter_id=encounter_id,
-        source_id="src-" + encounter_id,
-        event_id=event_id("scale", encounter_id),
-        received_at=first.encounter.received_at + timedelta(hours=1),
+def medicare_visit(member: int, n: int, code: str, cpt: str) -> Encounter:
+    coverage = Coverage(
+        payer_id="MEDICARE_B_AL",
+        payer_name="MEDICARE PART B",
+        plan_type="MB",
+        member_id=f"1EG4TE5MK{member:03d}",
     )
-    return patch(first, encounter_id=encounter_id, encounter=enc, event_id="e-" + encounter_id)
+    return visit(n, coverage=coverage, diagnoses=[dx(code, primary=True)], services=[service(cpt)])
+
+
+def resent(first: Encounter, n: int) -> Encounter:
+    """The same visit sent again under a new encounter id, an hour later: a duplicate."""
+    return patch(
+        first,
+        encounter_id=f"ENC-SCALE-DUP-{n:05d}",
+        source_id=f"scale-dup-{n:05d}",
+        event_id=event_id("scale", "dup", str(n)),
+        received_at=first.received_at + timedelta(hours=1),
+    )
 
 
 class Verdicts:
@@ -78,9 +92,10 @@ class Verdicts:
         self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
         self.seen: dict[str, list[ValidatedEncounter]] = defaultdict(list)
 
-    def wait(self, done: Callable[[Verdicts], bool], timeout: float) -> bool:
+    def wait(self, ids: set[str], timeout: float) -> bool:
+        """Until every encounter in ``ids`` has a verdict (bounded by ``timeout``)."""
         deadline = time.monotonic() + timeout
-        while not done(self):
+        while not ids <= set(self.seen):
             if time.monotonic() > deadline:
                 return False
             for m in self.consumer.consume(500, 0.2):
@@ -89,33 +104,41 @@ class Verdicts:
                     self.seen[v.encounter_id].append(v)
         return True
 
-    def have(self, ids: set[str]) -> Callable[[Verdicts], bool]:
-        return lambda v: ids <= set(v.seen)
+    def one(self, encounter_id: str) -> ValidatedEncounter:
+        """The encounter's verdict; re-reads after a kill repeat it under the same id."""
+        [verdict] = {v.event_id: v for v in self.seen[encounter_id]}.values()
+        return verdict
 
 
-def send(bootstrap: str, settings: Settings, records: list[CodedEncounter]) -> None:
+def send(bootstrap: str, settings: Settings, records: list[Encounter]) -> None:
     producer = make_producer(bootstrap, settings)
     for r in records:
         producer.produce(
-            settings.topic(CODED), key=r.encounter_id.encode(), value=REG.encode(CODED, r)
+            settings.topic(COLLECTED), key=r.encounter_id.encode(), value=REG.encode(COLLECTED, r)
         )
         producer.poll(0)
     assert producer.flush(30) == 0
 
 
-def test_duplicates_are_caught_across_rebalances_with_state_restored(
+def ids(records: list[Encounter]) -> set[str]:
+    return {r.encounter_id for r in records}
+
+
+def test_per_patient_state_follows_its_partitions_across_rebalances(
     bootstrap: str, prefix: str, tmp_path: Path
 ) -> None:
     group = prefix.rstrip(".")
     settings = Settings(topic_prefix=prefix, group_prefix=group)
     ensure_topics(bootstrap, settings, REG)
-    partitions = REG.topics[BY_PATIENT].partitions
-    assert partitions > 1 and REG.topics[CODED].partitions > 1
-    originals = [original(n) for n in range(PATIENTS)]
-    keys = {patient_key(o) for o in originals}
-    assert len(keys) == PATIENTS
-    dups = [resent(originals[n * 3], f"ENC-SCALE-DUP-{n:05d}") for n in range(DUPLICATES)]
-    controls = [original(PATIENTS + n) for n in range(CONTROLS)]
+    for topic in (COLLECTED, "encounters.coded.v1", BY_PATIENT, CODING_BY_PATIENT):
+        assert REG.topics[topic].partitions > 1
+    originals = [visit(n) for n in range(PATIENTS)]
+    dups = [resent(originals[n * 3], n) for n in range(DUPLICATES)]
+    first_visits = [medicare_visit(m, 1000 + m, "I50.22", "99214") for m in range(MEMBERS)]
+    second_visits = [medicare_visit(m, 2000 + m, "E11.9", "99213") for m in range(MEMBERS)]
+    controls = [medicare_visit(100 + m, 3000 + m, "E11.9", "99213") for m in range(CONTROLS)]
+    phase_1 = originals + first_visits
+    phase_2 = dups + second_visits + controls
 
     sup = Supervisor(
         bootstrap,
@@ -126,67 +149,60 @@ def test_duplicates_are_caught_across_rebalances_with_state_restored(
     )
     verdicts = Verdicts(bootstrap, settings)
     try:
-        sup.add("validation-1", "validation")
-        sup.add("validation-2", "validation")
-        # Phase 1: the originals, while one instance is killed and another joins.
-        send(bootstrap, settings, originals[: PATIENTS // 3])
-        first_third = {o.encounter_id for o in originals[: PATIENTS // 3]}
-        assert verdicts.wait(verdicts.have(first_third), WAIT_S), "first originals not validated"
-        sup.kill("validation-1")  # SIGKILL: nothing flushed, committed or closed
+        for name in ("coding-1", "coding-2", "validation-1", "validation-2"):
+            sup.add(name, name.partition("-")[0])
+        # Phase 1, while an instance of each stage is killed and validation gains one.
+        half = len(phase_1) // 2
+        send(bootstrap, settings, phase_1[:half])
+        assert verdicts.wait(ids(phase_1[:half]), WAIT_S), "first half of phase 1 not validated"
+        sup.kill("coding-1")  # SIGKILL: nothing flushed, committed or closed
+        sup.kill("validation-1")
         sup.add("validation-3", "validation")
-        send(bootstrap, settings, originals[PATIENTS // 3 :])
-        assert verdicts.wait(verdicts.have({o.encounter_id for o in originals}), WAIT_S), (
-            "originals not validated after the rebalance"
-        )
-        # Phase 2: every instance that saw the originals is gone; fresh instances (empty
-        # state folders) get the duplicates and the controls.
+        send(bootstrap, settings, phase_1[half:])
+        assert verdicts.wait(ids(phase_1), WAIT_S), "phase 1 not validated after the rebalance"
+        # Phase 2: every instance that saw phase 1 is gone; fresh ones on empty folders.
+        sup.add("coding-3", "coding")
         sup.add("validation-4", "validation")
-        sup.kill("validation-2")
-        sup.kill("validation-3")
         sup.add("validation-5", "validation")
-        send(bootstrap, settings, dups + controls)
-        everything = {r.encounter_id for r in [*originals, *dups, *controls]}
-        assert verdicts.wait(verdicts.have(everything), WAIT_S), (
+        for name in ("coding-2", "validation-2", "validation-3"):
+            sup.kill(name)
+        send(bootstrap, settings, phase_2)
+        everything = ids(phase_1 + phase_2)
+        assert verdicts.wait(everything, WAIT_S), (
             f"no verdict for {sorted(everything - set(verdicts.seen))[:5]}"
         )
-        assert sup.alive() == {
-            "validation-1": False,
-            "validation-2": False,
-            "validation-3": False,
-            "validation-4": True,
-            "validation-5": True,
-        }
+        alive = {name for name, up in sup.alive().items() if up}
+        assert alive == {"coding-3", "validation-4", "validation-5"}
     finally:
         sup.stop()
         verdicts.consumer.close()
 
-    def dup_hits(encounter_id: str) -> list[str]:
-        [verdict] = {v.event_id: v for v in verdicts.seen[encounter_id]}.values()
-        return [e.message for e in verdict.edits if e.rule_id == "CF-DUP-001"]
-
     # Nothing lost, no claim twice: one verdict per encounter (a re-read repeats its id).
     assert set(verdicts.seen) == everything
     assert all(len({v.event_id for v in vs}) == 1 for vs in verdicts.seen.values())
+
+    def dup_hits(encounter_id: str) -> list[str]:
+        edits = verdicts.one(encounter_id).edits
+        return [e.message for e in edits if e.rule_id == "CF-DUP-001"]
+
     # Every planted duplicate caught, naming its original; nothing else flagged.
     for n, dup in enumerate(dups):
         [message] = dup_hits(dup.encounter_id)
         assert originals[n * 3].encounter_id in message
-    for clean in [*originals, *controls]:
+    for clean in [*originals, *first_visits, *second_visits, *controls]:
         assert dup_hits(clean.encounter_id) == []
-    # The fresh instances held no state before: they restored it from the changelog.
-    restored = [
-        line
-        for name in ("validation-4", "validation-5")
-        for line in (tmp_path / f"{name}.log").read_text().splitlines()
-        if '"state restored"' in line
-    ]
-    assert restored, "the fresh instances logged no restore"
-    files = {
-        p.name
-        for n in ("validation-4", "validation-5")
-        for p in (tmp_path / "state" / n / DuplicateStore.NAME).glob("*.sqlite3")
-    }
-    assert files == {f"{DuplicateStore.NAME}-p{p}.sqlite3" for p in range(partitions)}
-    assert changelog_topic("validation", DuplicateStore.NAME) == "validation.claims-seen.changelog"
-    for name in ("validation-4", "validation-5"):
-        assert "Traceback" not in (tmp_path / f"{name}.log").read_text()
+    # A member's second visit counts the first visit's heart failure; controls do not.
+    for second in second_visits:
+        assert verdicts.one(second.encounter_id).coded.hcc == ["HCC38", "HCC226"]
+    for control in controls:
+        assert verdicts.one(control.encounter_id).coded.hcc == ["HCC38"]
+    # The fresh instances held no state: they restored every partition from a changelog.
+    for store, names, topic in (
+        (DuplicateStore.NAME, ("validation-4", "validation-5"), BY_PATIENT),
+        (RiskHistory.NAME, ("coding-3",), CODING_BY_PATIENT),
+    ):
+        files = {p.name for n in names for p in (tmp_path / "state" / n / store).glob("*.sqlite3")}
+        assert files == {f"{store}-p{p}.sqlite3" for p in range(REG.topics[topic].partitions)}
+    for name in ("coding-3", "validation-4", "validation-5"):
+        log = (tmp_path / f"{name}.log").read_text()
+        assert '"state restored"' in log and "Traceback" not in log

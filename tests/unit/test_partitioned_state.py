@@ -1,17 +1,25 @@
 """State keyed like its partition: change records, their replay, and the per-partition
-stores validation keeps (the restore itself runs against the broker in
+stores validation and coding keep (the restore itself runs against the broker in
 tests/e2e/test_scale_out.py)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from unit.factories import coded, codesets_bare, encounter, patch
+from unit.factories import coded, codesets_bare, dx, encounter, patch, service
 
+from pipeline.models import Coverage
 from pipeline.partitioned import NotAssigned, PartitionedStores
 from pipeline.stage import Incoming
+from services.coding.app import CodingStage, partitioned_risk
+from services.coding.domain import Coder
+from services.coding.review import BY_PATIENT as CODING_BY_PATIENT
+from services.coding.review import ReviewStore
+from services.coding.review import patient_key as coding_patient_key
+from services.coding.risk_history import RiskHistory
 from services.validation.app import BY_PATIENT, CODED, ValidationStage, partitioned_history
 from services.validation.duplicates import DuplicateStore, patient_key
 
@@ -121,3 +129,64 @@ def test_the_patient_key_is_the_member_not_the_encounter() -> None:
     other_member = patch(a.encounter.coverage, member_id="ZGH000000001")
     assert patient_key(coded(encounter(coverage=other_member))) != patient_key(a)
     assert a.encounter.coverage.member_id not in patient_key(a)
+
+
+# --- coding: the member's HCCs on the member's partition ----------------------------------
+
+
+def _medicare_visit(encounter_id: str, code: str, cpt: str) -> Any:
+    medicare = Coverage(
+        payer_id="MEDICARE_B_AL", payer_name="MEDICARE PART B", plan_type="MB", member_id="1EG4"
+    )
+    return encounter(
+        encounter_id=encounter_id,
+        coverage=medicare,
+        diagnoses=[dx(code, primary=True)],
+        services=[service(cpt)],
+    )
+
+
+def test_risk_history_changes_replay_into_the_same_history() -> None:
+    store = RiskHistory(":memory:", changelog=True)
+    store.record_risk("member", 2026, "ENC-1", ["I5022", "E119"])
+    store.record_risk("member", 2026, "ENC-1", ["I5022"])  # the encounter's codes replaced
+    store.record_risk("member", 2026, "ENC-2", ["E119"])
+    copy = RiskHistory(":memory:")
+    for key, value in store.take_changes():
+        copy.apply(key, value)
+    assert copy.history("member", 2026, "ENC-3") == store.history("member", 2026, "ENC-3")
+    assert copy.history("member", 2026, "ENC-3") == ["E119", "I5022"]
+
+
+def test_coding_completes_hccs_on_the_members_partition(tmp_path: Path) -> None:
+    coder = Coder(codesets_bare())
+    risk = partitioned_risk(tmp_path / "risk")
+    stage = CodingStage(coder, ReviewStore(":memory:"), risk=risk)
+    assert stage.inputs[-1] == CODING_BY_PATIENT and len(stage.partitioned_stores()) == 1
+    risk.open(2)
+    coded_of: list[Any] = []
+    for enc in (
+        _medicare_visit("ENC-1", "I50.22", "99214"),
+        _medicare_visit("ENC-2", "E11.9", "99213"),
+    ):
+        [forward] = stage.handle(_incoming("encounters.collected.v1", enc))
+        assert (forward.topic, forward.key) == (CODING_BY_PATIENT, coding_patient_key(enc))
+        [published] = stage.handle(_incoming(CODING_BY_PATIENT, forward.value, partition=2))
+        assert (published.topic, published.key) == ("encounters.coded.v1", enc.encounter_id)
+        coded_of.append(published.value)
+    assert coded_of[1].hcc == [
+        "HCC38",
+        "HCC226",
+    ]  # this visit's diabetes, the earlier heart failure
+    assert (
+        coded_of[1].event_id
+        == coder.code(coded_of[1].encounter, coded_at=coded_of[1].coded_at).event_id
+    )  # the history changes the HCCs, never the event id
+    # Another partition's store has not seen the member: only this visit's HCC.
+    risk.open(0)
+    [forward] = stage.handle(
+        _incoming("encounters.collected.v1", _medicare_visit("ENC-3", "E11.9", "99213"))
+    )
+    [alone] = stage.handle(_incoming(CODING_BY_PATIENT, forward.value, partition=0))
+    assert alone.value.hcc == ["HCC38"]
+    risk.close_all()

@@ -1,0 +1,72 @@
+"""A member's risk-adjustment codes per year, from every encounter coded for them.
+
+The HCCs of an encounter count the member's diagnoses of the whole year, so the codes
+each encounter contributes are kept by patient key (a hash of payer id and member id:
+no member id in clear). With several coding instances the live service keeps one store
+per partition of ``coding.by-patient.v1`` (coded encounters re-keyed by patient key), so
+every encounter of a member meets the same store; each write is a change record for the
+store's changelog (``pipeline.state.ChangelogStore``): one per (member, year, encounter),
+the encounter's whole contribution, which a newer one replaces.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from pipeline.state import ChangelogStore
+
+RISK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS risk_dx (    -- codes that count for a member's HCCs, per year
+    patient_key TEXT NOT NULL,
+    year INTEGER NOT NULL,
+    encounter_id TEXT NOT NULL,
+    code TEXT NOT NULL,
+    PRIMARY KEY (patient_key, year, encounter_id, code)
+);
+"""
+
+_SEP = "\x1f"
+
+
+class RiskHistory(ChangelogStore):
+    """The codes behind each member's HCCs; ``changelog``: keep each write as a change."""
+
+    NAME = "risk-history"
+    """The store's name in its changelog topic and per-partition files."""
+
+    def __init__(self, path: Path | str, schema: str = "", *, changelog: bool = False) -> None:
+        super().__init__(path, RISK_SCHEMA + schema)
+        self.changelog = changelog
+
+    def history(self, key: str, year: int, encounter_id: str) -> list[str]:
+        """The member's risk-adjustment codes of the year from other encounters."""
+        rows = self.db.execute(
+            "SELECT DISTINCT code FROM risk_dx WHERE patient_key = ? AND year = ? "
+            "AND encounter_id != ? ORDER BY code",
+            (key, year, encounter_id),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def record_risk(self, key: str, year: int, encounter_id: str, codes: Iterable[str]) -> None:
+        """Set the codes an encounter contributes (replacing what it contributed before)."""
+        codes = sorted(set(codes))
+        self._replace(key, year, encounter_id, codes)
+        if self.changelog:
+            self.log_change(_SEP.join((key, str(year), encounter_id)), json.dumps(codes).encode())
+
+    def apply(self, key: str, value: bytes | None) -> None:
+        """One change from the changelog: an encounter's contribution (None: none)."""
+        patient, year, encounter_id = key.split(_SEP)
+        self._replace(patient, int(year), encounter_id, json.loads(value) if value else [])
+
+    def _replace(self, key: str, year: int, encounter_id: str, codes: list[str]) -> None:
+        self.db.execute(
+            "DELETE FROM risk_dx WHERE patient_key = ? AND year = ? AND encounter_id = ?",
+            (key, year, encounter_id),
+        )
+        self.db.executemany(
+            "INSERT OR IGNORE INTO risk_dx VALUES (?, ?, ?, ?)",
+            [(key, year, encounter_id, c) for c in codes],
+        )
