@@ -54,21 +54,17 @@ def cmd_remit_parse(args: argparse.Namespace) -> int:
 
 
 def cmd_remit_post(args: argparse.Namespace) -> int:
-    """Post 835 files offline against claims: postings, denials and exceptions as JSON lines."""
+    """Post 835 files offline against claims: postings, denials and exceptions as JSON lines
+    (the service's matching, ``matching.py``, over an in-memory ledger)."""
     from pipeline.models import PayerFile, SubmittedClaim, event_id
-    from pipeline.stage import Incoming, Out
-    from services.remittance.app import (
-        RemittanceSettings,
-        RemittanceStage,
-        load_codes,
-        load_pricing,
-    )
+    from services.remittance.app import RemittanceSettings, load_codes, load_pricing
     from services.remittance.era import read_835
     from services.remittance.ledger import Ledger
+    from services.remittance.matching import Matcher, Output
     from services.remittance.posting import payer_of
 
     settings = RemittanceSettings.from_base(Settings())
-    stage = RemittanceStage(
+    matcher = Matcher(
         Ledger(":memory:"),
         options=settings.remittance.model_copy(update={"unmatched_grace_s": 0.0}),
         codes=load_codes(settings),
@@ -76,7 +72,7 @@ def cmd_remit_post(args: argparse.Namespace) -> int:
     )
     exceptions = 0
 
-    def emit(outs: list[Out]) -> list[str]:
+    def emit(outs: list[Output]) -> list[str]:
         nonlocal exceptions
         exceptions += sum(o.topic == "remittance.exceptions.v1" for o in outs)
         return [
@@ -88,13 +84,12 @@ def cmd_remit_post(args: argparse.Namespace) -> int:
         if isinstance(data, offline.Unreadable):
             print(f"claimflow remit post: --claims {name}: {data}", file=sys.stderr)
             return 1
-        claim = SubmittedClaim.model_validate_json(data)
-        stage.handle(Incoming("claims.submitted.v1", claim.claim_id, claim, data, {}, 0, 0, 0))
+        matcher.claim(SubmittedClaim.model_validate_json(data))
 
     def handle(name: str, data: bytes) -> list[str]:
         try:
             payer = args.payer or payer_of(read_835(data).remittances[0])
-        except Exception:  # noqa: BLE001 - the stage reports why the file cannot be read
+        except Exception:  # noqa: BLE001 - the matching reports why the file cannot be read
             payer = args.payer or "unknown"
         file_id = Path(name).name
         file = PayerFile(
@@ -105,15 +100,13 @@ def cmd_remit_post(args: argparse.Namespace) -> int:
             body=data,
             received_at=offline.now(),
         )
-        return emit(
-            list(stage.handle(Incoming("payer.inbound.v1", file_id, file, data, {}, 0, 0, 0)))
-        )
+        return emit(matcher.payer_file(file))
 
     code = offline.run(args.files, handle, "remit post")
-    for line in emit(list(stage.on_idle())):  # payments whose claim is not among --claims
+    for line in emit(matcher.overdue()):  # payments whose claim is not among --claims
         print(line)
-    print(json.dumps({"ledger": _plb_ledger(stage.ledger)}))
-    stage.close()
+    print(json.dumps({"ledger": _plb_ledger(matcher.ledger)}))
+    matcher.ledger.close()
     return 1 if exceptions else code
 
 
