@@ -127,26 +127,31 @@ class Restorer:
         return int(got[0][1].offset())
 
     def restore(
-        self, store: ChangelogStore, logical_topic: str, partition: int, timeout: float = 120.0
+        self, store: ChangelogStore, logical_topic: str, partition: int, stall: float = 60.0
     ) -> Restored:
-        """Apply the partition's changes after the store's position, up to a new marker."""
+        """Apply the partition's changes after the store's position, up to a new marker.
+        A long changelog takes as long as it takes; a restore that reads nothing for
+        ``stall`` seconds fails (TransientError: the service restarts)."""
         topic = self.settings.topic(logical_topic)
         started = time.perf_counter()
         start = store.position()
-        end = self.marker(topic, partition, timeout)
+        end = self.marker(topic, partition, stall)
         applied = 0
         if start < end:
             self.consumer.assign([TopicPartition(topic, partition, start)])
-            deadline = time.monotonic() + timeout
+            deadline = time.monotonic() + stall
             position = start
             try:
                 while position < end:
                     if time.monotonic() > deadline:
                         raise TransientError(
-                            f"restore of {topic}[{partition}] stopped at offset {position} of "
-                            f"{end} after {timeout:g} s"
+                            f"restore of {topic}[{partition}] read nothing for {stall:g} s at "
+                            f"offset {position} of {end}"
                         )
-                    for m in self.consumer.consume(1000, 0.5):
+                    batch = self.consumer.consume(1000, 0.5)
+                    if batch:
+                        deadline = time.monotonic() + stall
+                    for m in batch:
                         error = m.error()
                         if error is not None:
                             if error.fatal():
