@@ -366,6 +366,10 @@ class Runner:
         for key in revoked:
             self._committed.pop(key, None)
         self._close_stores(partitions)
+        log.info(
+            "partitions revoked; their state and offsets committed",
+            extra={"partitions": sorted(f"{t}[{p}]" for t, p in revoked)},
+        )
 
     def _on_lost(self, _consumer: Any, partitions: list[Any]) -> None:
         """Partitions lost (session expired): another instance owns them already; nothing

@@ -32,8 +32,8 @@ from services.coding.risk_history import RiskHistory
 from services.validation.app import BY_PATIENT
 from services.validation.duplicates import DuplicateStore
 
-pytestmark = [pytest.mark.broker, pytest.mark.e2e, pytest.mark.timeout(420)]
-WAIT_S = 120.0  # per phase; a run on an idle 2-core machine takes about a minute in all
+pytestmark = [pytest.mark.broker, pytest.mark.e2e, pytest.mark.timeout(540)]
+WAIT_S = 150.0  # per phase; a run on a quiet 2-core machine takes about a minute in all
 REG = registry()
 COLLECTED = "encounters.collected.v1"
 
@@ -120,6 +120,16 @@ def send(bootstrap: str, settings: Settings, records: list[Encounter]) -> None:
     assert producer.flush(30) == 0
 
 
+def logged(path: Path, text: str, timeout: float) -> bool:
+    """Until the service's log at ``path`` has a line with ``text`` (bounded)."""
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and text in path.read_text(errors="replace")):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def ids(records: list[Encounter]) -> set[str]:
     return {r.encounter_id for r in records}
 
@@ -151,20 +161,22 @@ def test_per_patient_state_follows_its_partitions_across_rebalances(
     try:
         for name in ("coding-1", "coding-2", "validation-1", "validation-2"):
             sup.add(name, name.partition("-")[0])
-        # Phase 1, while an instance of each stage is killed and validation gains one.
+        # Phase 1, while an instance of each stage is killed: the survivors take over its
+        # partitions, restoring their state from the changelogs.
         half = len(phase_1) // 2
         send(bootstrap, settings, phase_1[:half])
         assert verdicts.wait(ids(phase_1[:half]), WAIT_S), "first half of phase 1 not validated"
         sup.kill("coding-1")  # SIGKILL: nothing flushed, committed or closed
         sup.kill("validation-1")
-        sup.add("validation-3", "validation")
         send(bootstrap, settings, phase_1[half:])
         assert verdicts.wait(ids(phase_1), WAIT_S), "phase 1 not validated after the rebalance"
-        # Phase 2: every instance that saw phase 1 is gone; fresh ones on empty folders.
-        sup.add("coding-3", "coding")
-        sup.add("validation-4", "validation")
-        sup.add("validation-5", "validation")
-        for name in ("coding-2", "validation-2", "validation-3"):
+        # Phase 2: fresh instances on empty folders join (a rebalance with the survivors,
+        # whose revoked partitions are committed and closed), then the survivors are killed.
+        for name in ("coding-3", "validation-3"):
+            sup.add(name, name.partition("-")[0])
+        for name in ("coding-3", "validation-3"):  # joined: partitions assigned to it
+            assert logged(tmp_path / f"{name}.log", '"state restored"', WAIT_S), name
+        for name in ("coding-2", "validation-2"):
             sup.kill(name)
         send(bootstrap, settings, phase_2)
         everything = ids(phase_1 + phase_2)
@@ -172,7 +184,7 @@ def test_per_patient_state_follows_its_partitions_across_rebalances(
             f"no verdict for {sorted(everything - set(verdicts.seen))[:5]}"
         )
         alive = {name for name, up in sup.alive().items() if up}
-        assert alive == {"coding-3", "validation-4", "validation-5"}
+        assert alive == {"coding-3", "validation-3"}
     finally:
         sup.stop()
         verdicts.consumer.close()
@@ -198,11 +210,16 @@ def test_per_patient_state_follows_its_partitions_across_rebalances(
         assert verdicts.one(control.encounter_id).coded.hcc == ["HCC38"]
     # The fresh instances held no state: they restored every partition from a changelog.
     for store, names, topic in (
-        (DuplicateStore.NAME, ("validation-4", "validation-5"), BY_PATIENT),
+        (DuplicateStore.NAME, ("validation-3",), BY_PATIENT),
         (RiskHistory.NAME, ("coding-3",), CODING_BY_PATIENT),
     ):
         files = {p.name for n in names for p in (tmp_path / "state" / n / store).glob("*.sqlite3")}
         assert files == {f"{store}-p{p}.sqlite3" for p in range(REG.topics[topic].partitions)}
-    for name in ("coding-3", "validation-4", "validation-5"):
+    for name in ("coding-3", "validation-3"):
         log = (tmp_path / f"{name}.log").read_text()
         assert '"state restored"' in log and "Traceback" not in log
+    for name in ("coding-2", "validation-2"):  # gave partitions up when the new ones joined
+        assert (
+            "partitions revoked; their state and offsets committed"
+            in (tmp_path / f"{name}.log").read_text()
+        )
