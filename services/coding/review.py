@@ -333,4 +333,16 @@ class ReviewFlow:
         if self.by_patient:
             coded = self.coder.with_history(coded, history.history(key, year, enc.encounter_id))
         history.record_risk(key, year, enc.encounter_id, self.coder.risk_codes(coded))
-        return [(CODED, coded.encounter_id, coded)]
+        return [(CODED, coded.encounter_id, without_note(coded))]
+
+
+def without_note(coded: CodedEncounter) -> CodedEncounter:
+    """The coded encounter as encounters.coded.v1 carries it: without the note text. Coding
+    is the note's only reader (validation, claims and the verdicts downstream never read it,
+    and an 837 carries none), so the clinical note, often the largest field and PHI, is not
+    copied into every later record; coding.review.v1 keeps it for the coder, and the stores
+    here keep the whole encounter."""
+    enc = coded.encounter
+    if enc.note_text is None:
+        return coded
+    return coded.model_copy(update={"encounter": enc.model_copy(update={"note_text": None})})

@@ -54,6 +54,34 @@ def test_clean_encounter_is_published_not_held(flow: ReviewFlow) -> None:
     assert flow.store.held_count() == 0
 
 
+def test_the_note_stays_with_coding_and_the_coder_not_on_the_coded_record(
+    flow: ReviewFlow,
+) -> None:
+    """Coding reads the note; nothing after it does, so encounters.coded.v1 (and every
+    verdict that embeds it) carries the encounter without it. The coder's review keeps it,
+    and so does the held encounter the decision is applied to."""
+    note = "Follow-up visit, patient stable, continue current medications."
+    outs = flow.encounter(encounter(note_text=note), now=RECEIVED_AT)  # type: ignore[arg-type]
+    (coded,) = [v for t, _, v in outs if t == "encounters.coded.v1"]
+    assert coded.encounter.note_text is None  # type: ignore[attr-defined]
+    assert coded == flow.coder.code(encounter(note_text=note), coded_at=RECEIVED_AT).model_copy(  # type: ignore[arg-type, attr-defined]
+        update={"encounter": coded.encounter}  # type: ignore[attr-defined]
+    )
+    held = flow.encounter(
+        encounter(
+            note_text=note,
+            diagnoses=[dx("E11", primary=True), dx("I10")],
+            services=[service("99213", dx_refs=["E11", "I10"])],
+        ),  # type: ignore[arg-type]
+        now=RECEIVED_AT,
+    )
+    (review,) = [v for t, _, v in held if t == "coding.review.v1"]
+    assert review.coded.encounter.note_text == note  # type: ignore[attr-defined]
+    assert flow.store.held("ENC-2026-000123").encounter.note_text == note  # type: ignore[union-attr]
+    (released,) = [v for t, _, v in flow.decision(decision("amend", "E11.65", "I10"))]
+    assert released.encounter.note_text is None  # type: ignore[attr-defined]
+
+
 def test_encounter_with_reasons_is_held_and_reviewed_not_coded(flow: ReviewFlow) -> None:
     outs = flow.encounter(header_visit(), now=RECEIVED_AT)  # type: ignore[arg-type]
     assert [t for t, _, _ in outs] == ["coding.review.v1"]

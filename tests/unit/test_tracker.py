@@ -87,6 +87,30 @@ def test_in_flight_follows_each_record_that_changes_a_fate() -> None:
     assert led.lost() == [] and led.summary()["lost"] == 0
 
 
+def test_a_claim_gets_the_837_of_the_interchange_it_names_in_either_order() -> None:
+    led = Ledger(keep_x12=True)
+    claim = dict(
+        payer_id="P", payer_name="Payer", claim_type="professional", total_charge=0, x12=None
+    )
+    led.add(
+        "claims.submitted.v1", "C1", NS(event_id="x1", claim_id="C1", encounter_id="e1", **claim)
+    )
+    assert led.x12 == {}
+    led.add(
+        "claims.interchanges.v1",
+        "000000007",
+        NS(event_id="i7", claim_ids=["C1", "C2"], x12="ISA*...~CLM*C1*~CLM*C2*~"),
+    )
+    led.add(
+        "claims.submitted.v1", "C2", NS(event_id="x2", claim_id="C2", encounter_id="e2", **claim)
+    )
+    assert led.x12 == {"C1": "ISA*...~CLM*C1*~CLM*C2*~", "C2": "ISA*...~CLM*C1*~CLM*C2*~"}
+    # Written before the claim check: the event carries its interchange itself.
+    old = {**claim, "x12": "ISA*old~"}
+    led.add("claims.submitted.v1", "C3", NS(event_id="x3", claim_id="C3", encounter_id="e3", **old))
+    assert led.x12["C3"] == "ISA*old~"
+
+
 def test_a_dead_letter_settles_the_source_it_names() -> None:
     led = Ledger()
     led.sent.add("bad")  # the owning thread may still add directly
