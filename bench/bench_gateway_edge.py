@@ -54,9 +54,9 @@ class Probe:
             "CLAIMFLOW_BOOTSTRAP_SERVERS": bootstrap,
             "CLAIMFLOW_TOPIC_PREFIX": PREFIX,
             "CLAIMFLOW_STATE_DIR": str(folder / "state"),
-            "CLAIMFLOW_GATEWAY_MLLP_PORT": str(self.mllp),
-            "CLAIMFLOW_GATEWAY_HTTP_PORT": str(self.http),
-            "CLAIMFLOW_GATEWAY_AUTH": "false",
+            "CLAIMFLOW_GATEWAY__MLLP_PORT": str(self.mllp),
+            "CLAIMFLOW_GATEWAY__HTTP_PORT": str(self.http),
+            "CLAIMFLOW_GATEWAY__AUTH": "false",
             "CLAIMFLOW_LOG_LEVEL": "WARNING",
         }
         self.log = (folder / "gateway.log").open("wb")

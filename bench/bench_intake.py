@@ -33,7 +33,7 @@ from services.intake import fhir, hl7v2
 from services.intake.app import IntakeStage
 from services.intake.domain import parse_raw
 from services.intake.gateway import Gateway
-from services.intake.settings import GatewaySettings, IntakeSettings
+from services.intake.settings import GatewayOptions, GatewaySettings, IntakeSettings
 from sim.ehr import generate, provider_directory
 
 Message = tuple[str, str, bytes]
@@ -120,7 +120,9 @@ def wait_for(bootstrap: str, topic: str, expect: int, timeout: float = 600) -> f
 
 def mllp_rate(bootstrap: str, messages: list[Message], tmp: Path, connections: int = 4) -> float:
     """AA acknowledgements per second through the gateway's MLLP listener."""
-    settings = GatewaySettings(topic_prefix="bg.", state_dir=tmp / "gateway", gateway_auth=False)
+    settings = GatewaySettings(
+        topic_prefix="bg.", state_dir=tmp / "gateway", gateway=GatewayOptions(auth=False)
+    )
     ensure_topics(bootstrap, settings, registry())
     gateway = Gateway(settings, bootstrap)
     host, port = gateway.start()["mllp"].rsplit(":", 1)

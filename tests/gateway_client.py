@@ -12,14 +12,15 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from pipeline.kafka import ensure_topics
 from pipeline.serde import registry
 from services.intake.gateway import Gateway
-from services.intake.settings import GatewaySettings
+from services.intake.settings import GatewayOptions, GatewaySettings
 
 TOKEN = "test-token-0123456789"
 
 
-def start_gateway(bootstrap: str, **options: Any) -> Gateway:
-    """A gateway on free ports with ``GatewaySettings(**options)``, its topics created."""
-    settings = GatewaySettings(**options)
+def start_gateway(bootstrap: str, gateway: dict[str, Any] | None = None, **shared: Any) -> Gateway:
+    """A gateway on free ports with its options ``gateway`` (``GatewayOptions``) and the
+    ``shared`` settings, its topics created."""
+    settings = GatewaySettings(gateway=GatewayOptions(**(gateway or {})), **shared)
     ensure_topics(bootstrap, settings, registry())
     gw = Gateway(settings, bootstrap)
     gw.start()

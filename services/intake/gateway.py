@@ -298,7 +298,7 @@ class Publisher:
     """
 
     def __init__(self, settings: GatewaySettings, bootstrap: str) -> None:
-        self.timeout_s = settings.gateway_delivery_timeout_s
+        self.timeout_s = settings.gateway.delivery_timeout_s
         self.topic = settings.topic("intake.raw.v1")
         self.max_record_bytes = settings.max_message_bytes - ENVELOPE_BYTES
         self.registry = registry()
@@ -444,15 +444,15 @@ class Gateway:
         self.bootstrap = bootstrap
         self.publisher = Publisher(settings, bootstrap)
         self.generated_token = False
-        token = configured_token(settings) if settings.gateway_auth else None
-        if settings.gateway_auth and not token:
+        token = configured_token(settings) if settings.gateway.auth else None
+        if settings.gateway.auth and not token:
             # Kept in the state folder: the same token after a restart, so clients keep working.
             token = (read_endpoints(settings.state_dir) or {}).get("token")
             token = token or secrets.token_urlsafe(32)
             self.generated_token = True
         self.token = token
-        self.budget = Budget(settings.gateway_buffer_budget_bytes)
-        self.facilities = frozenset(settings.gateway_mllp_allowed_facilities)
+        self.budget = Budget(settings.gateway.buffer_budget_bytes)
+        self.facilities = frozenset(settings.gateway.mllp_allowed_facilities)
         self.http: _HttpServer | None = None
         self.mllp: _MllpServer | None = None
         self._threads: list[threading.Thread] = []
@@ -512,22 +512,22 @@ class Gateway:
         """Bind both listeners, serve them on threads; returns their addresses."""
         threading.Thread(target=self._ensure_topics, name="ensure-topics", daemon=True).start()
         s = self.settings
-        self.http = _HttpServer((s.gateway_http_host, s.gateway_http_port), _http_handler(self))
+        self.http = _HttpServer((s.gateway.http_host, s.gateway.http_port), _http_handler(self))
         self.http.slots = Slots(
-            s.gateway_http_max_connections, s.gateway_http_max_connections_per_address
+            s.gateway.http_max_connections, s.gateway.http_max_connections_per_address
         )
         self.http.refusal = BUSY_HTTP
         self.http.on_refused = lambda reason: REFUSED.labels("http", reason).inc()
-        self.mllp = _MllpServer((s.gateway_mllp_host, s.gateway_mllp_port), _MllpHandler)
+        self.mllp = _MllpServer((s.gateway.mllp_host, s.gateway.mllp_port), _MllpHandler)
         self.mllp.gateway = self
         self.mllp.slots = Slots(
-            s.gateway_mllp_max_connections, s.gateway_mllp_max_connections_per_address
+            s.gateway.mllp_max_connections, s.gateway.mllp_max_connections_per_address
         )
-        self.mllp.allow = networks(s.gateway_mllp_allowed_networks)
+        self.mllp.allow = networks(s.gateway.mllp_allowed_networks)
         self.mllp.on_refused = lambda reason: REFUSED.labels("mllp", reason).inc()
-        if s.gateway_mllp_tls_cert is not None and s.gateway_mllp_tls_key is not None:
+        if s.gateway.mllp_tls_cert is not None and s.gateway.mllp_tls_key is not None:
             self.mllp.tls = server_tls(
-                s.gateway_mllp_tls_cert, s.gateway_mllp_tls_key, s.gateway_mllp_tls_client_ca
+                s.gateway.mllp_tls_cert, s.gateway.mllp_tls_key, s.gateway.mllp_tls_client_ca
             )
         for name, server in (("http", self.http), ("mllp", self.mllp)):
             thread = threading.Thread(target=server.serve_forever, name=name, daemon=True)
@@ -591,7 +591,7 @@ def _http_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             super().setup()
             s = gateway.settings
             self.reader = DeadlineReader(
-                self.connection, s.gateway_idle_timeout_s, s.gateway_message_deadline_s
+                self.connection, s.gateway.idle_timeout_s, s.gateway.message_deadline_s
             )
             self.rfile = io.BufferedReader(self.reader)
 
@@ -673,7 +673,7 @@ def _http_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
 
         def _body(self, protocol: str) -> bytes | None:
             """The request body, or None after answering 400/411/413/503."""
-            limit = gateway.settings.gateway_max_body_bytes
+            limit = gateway.settings.gateway.max_body_bytes
             lengths = self.headers.get_all("Content-Length") or []
             if self.headers.get("Transfer-Encoding") or not lengths:
                 self._refuse(
@@ -754,16 +754,16 @@ class _MllpHandler(socketserver.BaseRequestHandler):
         sock = self.request
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # one ACK per message
         if self.server.tls is not None:
-            sock.settimeout(min(s.gateway_message_deadline_s, 10.0))
+            sock.settimeout(min(s.gateway.message_deadline_s, 10.0))
             try:
                 sock = self.server.tls.wrap_socket(sock, server_side=True)
             except (OSError, ssl.SSLError) as exc:  # no or a bad client certificate, not TLS
                 REFUSED.labels("mllp", "tls").inc()
                 log.warning("MLLP TLS handshake refused", extra={"error": str(exc)[:200]})
                 return
-        limit = s.gateway_max_body_bytes
+        limit = s.gateway.max_body_bytes
         reader = MllpReader(
-            DeadlineReader(sock, s.gateway_idle_timeout_s, s.gateway_message_deadline_s),
+            DeadlineReader(sock, s.gateway.idle_timeout_s, s.gateway.message_deadline_s),
             limit,
             gateway.budget,
         )
@@ -807,20 +807,20 @@ class _MllpHandler(socketserver.BaseRequestHandler):
 
 
 def configured_token(settings: GatewaySettings) -> str | None:
-    """The token from ``gateway_token``, else from ``gateway_token_file`` (a mounted secret);
+    """The token from ``gateway.token``, else from ``gateway.token_file`` (a mounted secret);
     a configured file that cannot be read or is empty stops the gateway with the reason."""
-    if settings.gateway_token is not None:
-        return settings.gateway_token.get_secret_value().strip() or None
-    if settings.gateway_token_file is None:
+    if settings.gateway.token is not None:
+        return settings.gateway.token.get_secret_value().strip() or None
+    if settings.gateway.token_file is None:
         return None
     try:
-        token = settings.gateway_token_file.read_text().strip()
+        token = settings.gateway.token_file.read_text().strip()
     except OSError as exc:
         raise SystemExit(
-            f"CLAIMFLOW_GATEWAY_TOKEN_FILE {settings.gateway_token_file}: {exc.strerror}"
+            f"CLAIMFLOW_GATEWAY__TOKEN_FILE {settings.gateway.token_file}: {exc.strerror}"
         ) from None
     if not token:
-        raise SystemExit(f"CLAIMFLOW_GATEWAY_TOKEN_FILE {settings.gateway_token_file} is empty")
+        raise SystemExit(f"CLAIMFLOW_GATEWAY__TOKEN_FILE {settings.gateway.token_file} is empty")
     return token
 
 
@@ -854,7 +854,7 @@ def main(settings: Settings | None = None) -> None:
     )  # fmt: skip
     if gateway.generated_token:
         log.warning(
-            "no CLAIMFLOW_GATEWAY_TOKEN or _TOKEN_FILE set: the token was generated (and is "
+            "no CLAIMFLOW_GATEWAY__TOKEN or __TOKEN_FILE set: the token was generated (and is "
             "kept across restarts); HTTP clients find it in "
             "the endpoints file",
             extra={"endpoints_file": str(written)},

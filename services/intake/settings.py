@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from pipeline.settings import Settings
 
@@ -40,71 +43,75 @@ class IntakeSettings(Settings):
     intake: IntakeOptions = IntakeOptions()
 
 
-class GatewaySettings(Settings):
-    """The intake gateway: HTTP (FHIR, HL7 v2) and MLLP listeners in front of intake.raw.v1."""
+class GatewayOptions(BaseModel):
+    """``CLAIMFLOW_GATEWAY__…``: the intake gateway's listeners, authentication and bounds.
+    The names of earlier versions, ``CLAIMFLOW_GATEWAY_<NAME>`` (one underscore), are read
+    as aliases; the new name wins when both are set."""
 
-    gateway_http_host: str = "127.0.0.1"
-    gateway_http_port: int = Field(default=0, ge=0, description="0: a free port (see the log).")
-    gateway_mllp_host: str = "127.0.0.1"
-    gateway_mllp_port: int = Field(default=0, ge=0, description="0: a free port; MLLP's is 2575.")
-    gateway_token: SecretStr | None = Field(
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=0, ge=0, description="0: a free port (see the log).")
+    mllp_host: str = "127.0.0.1"
+    mllp_port: int = Field(default=0, ge=0, description="0: a free port; MLLP's is 2575.")
+    token: SecretStr | None = Field(
         default=None,
         description="Bearer token HTTP clients must send. Unset (and no token file): one is "
         "generated once and kept in gateway.json in the state folder (owner-only).",
     )
-    gateway_token_file: Path | None = Field(
+    token_file: Path | None = Field(
         default=None,
         description="A file holding the bearer token (a mounted secret), when "
-        "CLAIMFLOW_GATEWAY_TOKEN is not set. Configured but unreadable or empty: the gateway "
+        "CLAIMFLOW_GATEWAY__TOKEN is not set. Configured but unreadable or empty: the gateway "
         "does not start.",
     )
-    gateway_auth: bool = Field(
+    auth: bool = Field(
         default=True, description="false turns HTTP authentication off (a trusted network)."
     )
-    gateway_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
-    gateway_delivery_timeout_s: float = Field(
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    delivery_timeout_s: float = Field(
         default=30.0,
         gt=0,
         description="How long a sender waits for the broker's acknowledgement before AE / 503.",
     )
-    gateway_idle_timeout_s: float = Field(
+    idle_timeout_s: float = Field(
         default=300.0, gt=0, description="A connection silent this long is closed."
     )
-    gateway_message_deadline_s: float = Field(
+    message_deadline_s: float = Field(
         default=60.0,
         gt=0,
         description="A message (an MLLP frame, an HTTP request's head and body) must arrive "
         "whole within this many seconds of its first byte, else the connection is closed.",
     )
-    gateway_http_max_connections: int = Field(default=128, ge=1)
-    gateway_http_max_connections_per_address: int = Field(default=32, ge=1)
-    gateway_mllp_max_connections: int = Field(default=64, ge=1)
-    gateway_mllp_max_connections_per_address: int = Field(default=8, ge=1)
-    gateway_buffer_budget_bytes: int = Field(
+    http_max_connections: int = Field(default=128, ge=1)
+    http_max_connections_per_address: int = Field(default=32, ge=1)
+    mllp_max_connections: int = Field(default=64, ge=1)
+    mllp_max_connections_per_address: int = Field(default=8, ge=1)
+    buffer_budget_bytes: int = Field(
         default=128 * 1024 * 1024,
         ge=1024 * 1024,
         description="Bytes all connections together may hold while messages arrive; past it a "
         "message is answered 503 / AE (retry) and its connection closed.",
     )
-    gateway_mllp_tls_cert: Path | None = Field(
+    mllp_tls_cert: Path | None = Field(
         default=None, description="PEM certificate chain: MLLP over TLS (1.2+) when set."
     )
-    gateway_mllp_tls_key: Path | None = Field(default=None, description="PEM private key.")
-    gateway_mllp_tls_client_ca: Path | None = Field(
+    mllp_tls_key: Path | None = Field(default=None, description="PEM private key.")
+    mllp_tls_client_ca: Path | None = Field(
         default=None,
         description="PEM CA bundle: senders must present a certificate it signed (mutual TLS).",
     )
-    gateway_mllp_allowed_networks: list[str] = Field(
+    mllp_allowed_networks: list[str] = Field(
         default_factory=list,
         description="Addresses or CIDR networks that may connect to MLLP; empty: any.",
     )
-    gateway_mllp_allowed_facilities: list[str] = Field(
+    mllp_allowed_facilities: list[str] = Field(
         default_factory=list,
         description="Sending facilities (MSH-4, else MSH-3) accepted over MLLP; empty: any. "
         "Another one is answered AR.",
     )
 
-    @field_validator("gateway_mllp_allowed_networks")
+    @field_validator("mllp_allowed_networks")
     @classmethod
     def _networks(cls, values: list[str]) -> list[str]:
         for value in values:
@@ -112,11 +119,78 @@ class GatewaySettings(Settings):
         return values
 
     @model_validator(mode="after")
-    def _tls_pair(self) -> GatewaySettings:
-        if (self.gateway_mllp_tls_cert is None) != (self.gateway_mllp_tls_key is None):
+    def _tls_pair(self) -> GatewayOptions:
+        if (self.mllp_tls_cert is None) != (self.mllp_tls_key is None):
             raise ValueError(
-                "set both CLAIMFLOW_GATEWAY_MLLP_TLS_CERT and CLAIMFLOW_GATEWAY_MLLP_TLS_KEY"
+                "set both CLAIMFLOW_GATEWAY__MLLP_TLS_CERT and CLAIMFLOW_GATEWAY__MLLP_TLS_KEY"
             )
-        if self.gateway_mllp_tls_client_ca is not None and self.gateway_mllp_tls_cert is None:
-            raise ValueError("CLAIMFLOW_GATEWAY_MLLP_TLS_CLIENT_CA needs the certificate and key")
+        if self.mllp_tls_client_ca is not None and self.mllp_tls_cert is None:
+            raise ValueError("CLAIMFLOW_GATEWAY__MLLP_TLS_CLIENT_CA needs the certificate and key")
         return self
+
+
+LEGACY_PREFIX = "CLAIMFLOW_GATEWAY_"
+"""The flat names of earlier versions: ``CLAIMFLOW_GATEWAY_HTTP_PORT`` for ``…__HTTP_PORT``."""
+
+
+class _LegacyGatewayEnv(PydanticBaseSettingsSource):
+    """``CLAIMFLOW_GATEWAY_<NAME>`` variables as ``gateway_<name>`` values (mapped into
+    ``gateway`` by ``GatewaySettings``); list values are JSON, as for the new names."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # every value comes from __call__
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for variable, raw in os.environ.items():
+            name = variable.upper().removeprefix(LEGACY_PREFIX).lower()  # __X: "_x", not one
+            if variable.upper().startswith(LEGACY_PREFIX) and name in GatewayOptions.model_fields:
+                found[f"gateway_{name}"] = raw
+        return found
+
+
+class GatewaySettings(Settings):
+    """The intake gateway: HTTP (FHIR, HL7 v2) and MLLP listeners in front of intake.raw.v1;
+    its own options under ``gateway`` (``CLAIMFLOW_GATEWAY__…``)."""
+
+    gateway: GatewayOptions = GatewayOptions()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        legacy = _LegacyGatewayEnv(settings_cls)
+        return init_settings, env_settings, legacy, dotenv_settings, file_secret_settings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        """``gateway_<name>`` (the old variables, or keyword arguments) into ``gateway``;
+        a value given under the new name wins."""
+        if not isinstance(data, dict):
+            return data
+        old = {k: data[k] for k in list(data) if k.startswith("gateway_")}
+        if not old:
+            return data
+        data = {k: v for k, v in data.items() if k not in old}
+        given = data.get("gateway") or {}
+        merged = given.model_dump() if isinstance(given, GatewayOptions) else dict(given)
+        for key, value in old.items():
+            name = key.removeprefix("gateway_")
+            if name in merged:
+                continue
+            if name.startswith("mllp_allowed_") and isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    raise ValueError(
+                        f'{LEGACY_PREFIX}{name.upper()}: a JSON list, e.g. ["10.0.0.0/8"]'
+                    ) from None
+            merged[name] = value
+        data["gateway"] = merged
+        return data

@@ -31,8 +31,9 @@ REG = registry()
 
 
 def start(bootstrap: str, prefix: str, tmp_path: Path, **options: Any) -> Gateway:
-    return start_gateway(bootstrap, topic_prefix=prefix, state_dir=tmp_path / "gateway",
-                         gateway_token=SecretStr(TOKEN), **options)  # fmt: skip
+    """A gateway with the test token and these gateway ``options``."""
+    return start_gateway(bootstrap, {"token": SecretStr(TOKEN), **options}, topic_prefix=prefix,
+                         state_dir=tmp_path / "gateway")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +72,10 @@ def tls_gateway(
         bootstrap,
         prefix,
         tmp_path,
-        gateway_mllp_tls_cert=folder / "server.pem",
-        gateway_mllp_tls_key=folder / "server.key",
-        gateway_mllp_tls_client_ca=folder / "ca.pem",
-        gateway_mllp_allowed_facilities=["SUMMIT", "ST-MARY"],
+        mllp_tls_cert=folder / "server.pem",
+        mllp_tls_key=folder / "server.key",
+        mllp_tls_client_ca=folder / "ca.pem",
+        mllp_allowed_facilities=["SUMMIT", "ST-MARY"],
     )
     yield gw
     gw.stop()
@@ -119,7 +120,7 @@ def test_mllp_over_tls_takes_a_sender_certificate_and_refuses_the_rest(
 def test_mllp_refuses_addresses_outside_the_allow_list(
     bootstrap: str, prefix: str, tmp_path: Path
 ) -> None:
-    gw = start(bootstrap, prefix, tmp_path, gateway_mllp_allowed_networks=["192.0.2.0/24"])
+    gw = start(bootstrap, prefix, tmp_path, mllp_allowed_networks=["192.0.2.0/24"])
     try:
         [(_, _, message)] = list(generate(1, seed=42, fmt="hl7v2"))
         with socket.create_connection(address(gw, "mllp"), timeout=15) as sock:
@@ -152,7 +153,7 @@ def cpu_seconds() -> float:
 def test_a_byte_a_millisecond_sender_is_cut_at_the_deadline_at_a_small_cpu_cost(
     bootstrap: str, prefix: str, tmp_path: Path
 ) -> None:
-    gw = start(bootstrap, prefix, tmp_path, gateway_message_deadline_s=3.0)
+    gw = start(bootstrap, prefix, tmp_path, message_deadline_s=3.0)
     try:
         host, port = address(gw, "mllp")
         cpu, wall = cpu_seconds(), time.monotonic()
@@ -191,8 +192,8 @@ def test_connection_limits_refuse_the_excess_and_serve_the_rest(
         bootstrap,
         prefix,
         tmp_path,
-        gateway_mllp_max_connections_per_address=2,
-        gateway_http_max_connections=3,
+        mllp_max_connections_per_address=2,
+        http_max_connections=3,
     )
     try:
         held = [socket.create_connection(address(gw, "mllp"), timeout=15) for _ in range(2)]
@@ -226,7 +227,7 @@ def raw_http(gw: Gateway, head: bytes) -> bytes:
 def test_http_refuses_a_doubled_or_malformed_content_length_cleanly(
     bootstrap: str, prefix: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    gw = start(bootstrap, prefix, tmp_path, gateway_message_deadline_s=2.0)
+    gw = start(bootstrap, prefix, tmp_path, message_deadline_s=2.0)
     try:
         auth = f"Authorization: Bearer {TOKEN}\r\nContent-Type: application/fhir+json\r\n"
         doubled = raw_http(gw, f"POST /fhir HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 2\r\n"

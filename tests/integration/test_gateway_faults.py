@@ -54,10 +54,9 @@ def test_a_broker_stall_longer_than_the_delivery_timeout_is_survived_in_process(
 ) -> None:
     gw = start_gateway(
         own_broker.bootstrap,
+        {"auth": False, "delivery_timeout_s": 1.5},
         topic_prefix="stall.",
         state_dir=tmp_path,
-        gateway_auth=False,
-        gateway_delivery_timeout_s=1.5,
     )
     messages = list(generate(400, seed=31, fmt="hl7v2"))
     answers: dict[str, str] = {}  # control id -> MSA-1
@@ -121,11 +120,11 @@ def test_a_message_larger_than_the_broker_takes_is_refused_for_good(
 ) -> None:
     gw = start_gateway(
         bootstrap,
+        # a body limit above what the broker takes: such a message is refused as 413 / AR
+        {"auth": False, "max_body_bytes": 2_000_000},
         topic_prefix=prefix,
         state_dir=tmp_path,
-        gateway_auth=False,
         max_message_bytes=1_000_000,
-        gateway_max_body_bytes=2_000_000,  # above what the broker takes: refused as 413 / AR
     )
     try:
         header = b"MSH|^~\\&|A|FAC|C|D|20250101||ADT^A03|BIG2|P|2.5.1\r"

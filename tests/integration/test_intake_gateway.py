@@ -30,7 +30,7 @@ from pipeline.models import Encounter, RawMessage
 from pipeline.serde import registry
 from services.intake.domain import parse_raw
 from services.intake.gateway import Gateway
-from services.intake.settings import GatewaySettings
+from services.intake.settings import GatewayOptions, GatewaySettings
 from sim.ehr import generate
 
 pytestmark = pytest.mark.broker
@@ -44,8 +44,7 @@ def gateway(bootstrap: str, prefix: str, tmp_path: Path) -> Iterator[Gateway]:
         topic_prefix=prefix,
         group_prefix=prefix.rstrip("."),
         state_dir=tmp_path / "gateway",
-        gateway_token=SecretStr(TOKEN),
-        gateway_max_body_bytes=256 * 1024,
+        gateway=GatewayOptions(token=SecretStr(TOKEN), max_body_bytes=256 * 1024),
     )
     ensure_topics(bootstrap, settings, REG)
     gw = Gateway(settings, bootstrap)
@@ -234,8 +233,7 @@ def test_broker_down_answers_ae_and_503(prefix: str, tmp_path: Path) -> None:
     settings = GatewaySettings(
         topic_prefix=prefix,
         state_dir=tmp_path,
-        gateway_auth=False,
-        gateway_delivery_timeout_s=1.5,
+        gateway=GatewayOptions(auth=False, delivery_timeout_s=1.5),
     )
     gw = Gateway(settings, closed)
     gw.start()
@@ -261,8 +259,8 @@ def test_gateway_logs_carry_no_phi(
     sent = list(generate(5, seed=12, fmt="hl7v2"))
     for _, ctype, body in sent:
         assert post(gateway, "/hl7v2", body, ctype)[0] == 202
-    bad = GatewaySettings(topic_prefix="x.", state_dir=tmp_path, gateway_auth=False,
-                          gateway_delivery_timeout_s=1.0)  # fmt: skip
+    bad = GatewaySettings(topic_prefix="x.", state_dir=tmp_path,
+                          gateway=GatewayOptions(auth=False, delivery_timeout_s=1.0))  # fmt: skip
     down = Gateway(bad, f"127.0.0.1:{free_port()}")
     down.start()
     try:

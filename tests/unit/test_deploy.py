@@ -205,10 +205,10 @@ def test_promtool_checks_the_rules_and_the_scrape_config() -> None:
 
 
 GATEWAY_SECRETS = {
-    "CLAIMFLOW_GATEWAY_TOKEN_FILE",
-    "CLAIMFLOW_GATEWAY_MLLP_TLS_CERT",
-    "CLAIMFLOW_GATEWAY_MLLP_TLS_KEY",
-    "CLAIMFLOW_GATEWAY_MLLP_TLS_CLIENT_CA",
+    "CLAIMFLOW_GATEWAY__TOKEN_FILE",
+    "CLAIMFLOW_GATEWAY__MLLP_TLS_CERT",
+    "CLAIMFLOW_GATEWAY__MLLP_TLS_KEY",
+    "CLAIMFLOW_GATEWAY__MLLP_TLS_CLIENT_CA",
 }
 
 
@@ -216,7 +216,7 @@ def test_the_gateway_is_deployed_with_a_token_secret_and_mllp_over_mutual_tls() 
     doc = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
     gateway = doc["services"]["intake-gateway"]
     env = gateway["environment"]
-    assert set(env) >= GATEWAY_SECRETS and "CLAIMFLOW_GATEWAY_TOKEN" not in env
+    assert set(env) >= GATEWAY_SECRETS and "CLAIMFLOW_GATEWAY__TOKEN" not in env
     mounted = {f"/run/secrets/{name}" for name in gateway["secrets"]}
     assert {env[v] for v in GATEWAY_SECRETS} == mounted
     assert set(gateway["secrets"]) <= set(doc["secrets"])

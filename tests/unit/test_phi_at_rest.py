@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from pipeline.state import BatchStore, StateError
 from pipeline.supervisor import prune_runs
 from services.intake.gateway import configured_token
-from services.intake.settings import GatewaySettings
+from services.intake.settings import GatewayOptions, GatewaySettings
 
 
 def mode(path: Path) -> int:
@@ -68,15 +68,18 @@ def test_a_state_folder_that_cannot_be_used_is_named_as_such(tmp_path: Path) -> 
 def test_a_token_file_is_read_and_a_missing_one_stops_the_gateway(tmp_path: Path) -> None:
     secret = tmp_path / "token"
     secret.write_text("s3cret-token-from-a-mounted-secret\n")
-    assert configured_token(GatewaySettings(gateway_token_file=secret)) == (
+    assert configured_token(GatewaySettings(gateway=GatewayOptions(token_file=secret))) == (
         "s3cret-token-from-a-mounted-secret"
     )
-    assert configured_token(GatewaySettings(gateway_token=SecretStr("direct"))) == "direct"
-    with pytest.raises(SystemExit, match="CLAIMFLOW_GATEWAY_TOKEN_FILE .*missing"):
-        configured_token(GatewaySettings(gateway_token_file=tmp_path / "missing"))
+    assert (
+        configured_token(GatewaySettings(gateway=GatewayOptions(token=SecretStr("direct"))))
+        == "direct"
+    )
+    with pytest.raises(SystemExit, match="CLAIMFLOW_GATEWAY__TOKEN_FILE .*missing"):
+        configured_token(GatewaySettings(gateway=GatewayOptions(token_file=tmp_path / "missing")))
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(SystemExit, match="is empty"):
-        configured_token(GatewaySettings(gateway_token_file=tmp_path / "empty"))
+        configured_token(GatewaySettings(gateway=GatewayOptions(token_file=tmp_path / "empty")))
 
 
 def test_old_run_folders_are_deleted_and_nothing_else(tmp_path: Path) -> None:

@@ -95,3 +95,38 @@ def test_the_837_sender_is_a_claims_setting_and_keeps_its_variable(
         "CLEARINGHOUSE",
         "T",
     )
+
+
+def test_gateway_settings_take_the_stage_shape_and_the_old_names_as_aliases(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``CLAIMFLOW_GATEWAY__<NAME>`` like every stage's own options; the flat names of
+    earlier versions (``CLAIMFLOW_GATEWAY_<NAME>``) still work, and the new name wins."""
+    from pydantic import ValidationError
+
+    from services.intake.settings import GatewaySettings
+
+    monkeypatch.setenv("CLAIMFLOW_GATEWAY__HTTP_PORT", "8080")
+    monkeypatch.setenv("CLAIMFLOW_GATEWAY__MLLP_ALLOWED_FACILITIES", '["SUMMIT"]')
+    monkeypatch.setenv("CLAIMFLOW_GATEWAY_MLLP_PORT", "2575")  # an old name
+    monkeypatch.setenv("CLAIMFLOW_GATEWAY_AUTH", "false")
+    monkeypatch.setenv("CLAIMFLOW_GATEWAY_MLLP_ALLOWED_NETWORKS", '["10.20.0.0/16"]')
+    monkeypatch.setenv("CLAIMFLOW_GATEWAY_HTTP_PORT", "9999")  # both: the new name wins
+    gw = GatewaySettings().gateway
+    assert (gw.http_port, gw.mllp_port, gw.auth) == (8080, 2575, False)
+    assert gw.mllp_allowed_facilities == ["SUMMIT"]
+    assert gw.mllp_allowed_networks == ["10.20.0.0/16"]
+    assert gw.max_body_bytes == 10 * 1024 * 1024  # the rest at their defaults
+    # from_base (what `claimflow service intake-gateway` does) reads them the same way.
+    assert GatewaySettings.from_base(Settings()).gateway == gw
+    # Validation names the setting, in either spelling.
+    monkeypatch.setenv("CLAIMFLOW_GATEWAY_MLLP_TLS_CERT", "/etc/mllp/cert.pem")
+    with pytest.raises(ValidationError, match="CLAIMFLOW_GATEWAY__MLLP_TLS_KEY"):
+        GatewaySettings()
+    monkeypatch.delenv("CLAIMFLOW_GATEWAY_MLLP_TLS_CERT")
+    monkeypatch.setenv("CLAIMFLOW_GATEWAY_MLLP_ALLOWED_NETWORKS", "10.20.0.0/16")
+    with pytest.raises(ValueError, match="CLAIMFLOW_GATEWAY_MLLP_ALLOWED_NETWORKS: a JSON list"):
+        GatewaySettings()
+    monkeypatch.setenv("CLAIMFLOW_GATEWAY__MLLP_ALLOWED_NETWORKS", '["not-a-network"]')
+    with pytest.raises(ValidationError, match="not-a-network"):
+        GatewaySettings()
