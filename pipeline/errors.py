@@ -24,3 +24,8 @@ class DecodeError(InputError):
 
 class TransientError(RuntimeError):
     """A dependency (broker, downstream) failed; retrying later may succeed."""
+
+
+class StorageUnavailable(TransientError):
+    """The state volume cannot be written (full, read-only, failing): not the input's fault,
+    never a dead letter; the input waits until the volume takes writes again."""

@@ -74,6 +74,11 @@ RESTORED = Counter(
     "Changelog records applied to stores on partition assignment",
     ["service", "store"],
 )
+STORAGE_BLOCKED = Gauge(
+    "claimflow_storage_blocked",
+    "1 while the service takes no input because its state volume is full or cannot be written",
+    ["service"],
+)
 
 
 def serve(host: str, port: int) -> int:

@@ -115,6 +115,13 @@ class Settings(BaseSettings):
         "topic is created to take (max.message.bytes): one limit end to end. The intake "
         "gateway's body limit stays below it, leaving room for a dead letter's envelope.",
     )
+    min_free_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="Free space the state volume must keep: below it a stage stops taking "
+        "input (and the intake gateway answers 503 / AE) until space returns, before a "
+        "write fails. 0: no floor (a failed write still stops input, see pipeline/stage.py).",
+    )
     batch_size: int = Field(default=500, ge=1)
     poll_timeout_s: float = Field(default=0.01, gt=0)
     linger_ms: int = Field(default=5, ge=0)

@@ -16,6 +16,14 @@ Poison input (undecodable, contract-invalid, domain-invalid) goes to ``dlq.<serv
 with the original bytes and the reason, and the batch goes on. A broker failure
 (delivery or commit error) raises ``TransientError`` and the process exits non-zero so
 its supervisor restarts it; nothing is committed past what was acknowledged.
+
+A full state volume is neither: while it has less than ``min_free_bytes`` free the runner
+consumes nothing (``claimflow_storage_blocked`` 1) and goes on by itself when space
+returns. A write that fails anyway (full, read-only, I/O error) is never a dead letter:
+the runner waits until the volume takes writes again, then stops with
+``StorageUnavailable`` so the supervisor starts it afresh, once, and the batch whose state
+was not committed is read again (its output, if already sent, again with the same event
+ids). No crash loop, nothing acknowledged lost.
 """
 
 from __future__ import annotations
@@ -33,12 +41,13 @@ from pydantic import ValidationError
 
 from pipeline import metrics
 from pipeline.changelog import Restorer, changelog_topic, ensure_changelog
-from pipeline.errors import InputError, TransientError
+from pipeline.errors import InputError, StorageUnavailable, TransientError
 from pipeline.kafka import ensure_topics, make_consumer, make_producer
 from pipeline.models import DeadLetter, Model, event_id, utcnow
 from pipeline.partitioned import PartitionedStores
 from pipeline.serde import Registry, registry
 from pipeline.settings import Settings
+from pipeline.state import StorageGuard, storage_failure, storage_problem
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +150,11 @@ def reason_of(exc: Exception) -> str:
 
 
 def dead_letter(service: str, msg: Incoming, exc: Exception) -> Out:
-    """The dead-letter record for ``msg``: original bytes, where it came from, and why."""
+    """The dead-letter record for ``msg``: original bytes, where it came from, and why.
+    A failing state volume is not the input's fault: ``StorageUnavailable`` is raised
+    instead, so every stage's catch-all leaves such input to be read again."""
+    if (why := storage_failure(exc)) is not None:
+        raise StorageUnavailable(why) from exc
     letter = DeadLetter(
         event_id=event_id(service, "dlq", msg.topic, str(msg.partition), str(msg.offset)),
         stage=service,
@@ -182,6 +195,8 @@ class Runner:
         self._committed: dict[tuple[str, int], int] = {}
         #: Changelog offsets acknowledged in the current batch, per (store, partition).
         self._changelog_acks: dict[tuple[str, int], int] = {}
+        self.storage = StorageGuard(settings.state_dir, settings.min_free_bytes, probe=False)
+        self._blocked: str | None = None
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -257,6 +272,8 @@ class Runner:
         return dead_letter(self.stage.name, msg, exc)
 
     def _route(self, msg: Incoming, exc: Exception) -> list[Out]:
+        if (why := storage_failure(exc)) is not None:
+            raise StorageUnavailable(why) from exc
         out = self._reject(msg, exc)
         return [out] if self.stage.dead_letters else []
 
@@ -288,15 +305,24 @@ class Runner:
         log.info("consuming", extra={"inputs": list(stage.inputs)})
         try:
             while not self.stopping.is_set():
-                batch = consumer.consume(s.batch_size, s.poll_timeout_s)
-                if not batch:
-                    producer.poll(0)
-                    self._idle(producer)
+                if self._below_floor():
+                    self.stopping.wait(1.0)
                     continue
-                started = time.perf_counter()
-                outs, offsets = self.process(batch)
-                self._produce(producer, outs)
-                self._batch_done()
+                try:  # a partition's store may be restored inside consume (on assignment)
+                    batch = consumer.consume(s.batch_size, s.poll_timeout_s)
+                    started = time.perf_counter()
+                    if not batch:
+                        producer.poll(0)
+                        self._idle(producer)
+                        continue
+                    outs, offsets = self.process(batch)
+                    self._produce(producer, outs)
+                    self._batch_done()
+                except Exception as exc:
+                    if (why := storage_failure(exc)) is None:
+                        raise
+                    self._await_storage(why)
+                    raise StorageUnavailable(f"state volume could not be written: {why}") from exc
                 self._commit(consumer, offsets)
                 committed.update(offsets)
                 now = time.time()
@@ -429,6 +455,34 @@ class Runner:
             except BufferError:
                 producer.poll(0.05)
 
+    def _below_floor(self) -> bool:
+        """Whether the state volume is below its free-space floor: then take no input."""
+        why = self.storage.problem()
+        if why != self._blocked:
+            if why is None:
+                log.info("state volume has room again: taking input")
+            else:
+                log.error("state volume is nearly full: taking no input", extra={"why": why})
+            metrics.STORAGE_BLOCKED.labels(self.stage.name).set(0 if why is None else 1)
+            self._blocked = why
+        return why is not None
+
+    def _await_storage(self, why: str) -> None:
+        """A write failed on the state volume: wait (not ready, taking no input) until it
+        takes writes again, or until stopped."""
+        log.error(
+            "state volume cannot be written; waiting for it, then restarting to read the "
+            "batch again",
+            extra={"why": why},
+        )
+        metrics.STORAGE_BLOCKED.labels(self.stage.name).set(1)
+        metrics.UP.labels(self.stage.name).set(0)
+        s = self.settings
+        while not self.stopping.wait(1.0):
+            if storage_problem(s.state_dir, s.min_free_bytes) is None:
+                break
+        metrics.STORAGE_BLOCKED.labels(self.stage.name).set(0)
+
     def _lag(self, consumer: Any, offsets: dict[tuple[str, int], int]) -> None:
         """Approximate lag per consumed partition, from the watermark the last fetch saw."""
         for (topic, partition), position in offsets.items():
@@ -519,5 +573,7 @@ def run_stage(stage: Stage, settings: Settings) -> None:
     try:
         runner.run()
     except TransientError:
-        log.exception("stopping after a broker failure; the supervisor restarts the service")
+        log.exception(
+            "stopping after a broker or state volume failure; the supervisor restarts the service"
+        )
         raise SystemExit(75) from None

@@ -13,10 +13,12 @@ version are narrowed at start-up.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import stat
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,6 +28,94 @@ SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 class StateError(RuntimeError):
     """The state folder cannot be used (missing rights, read-only): says which and why."""
+
+
+# --- a full or failing volume -------------------------------------------------------------
+
+#: OS errors that mean the volume cannot take writes, not that the input is wrong.
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EFBIG})
+#: SQLite's primary result codes for the same (full, I/O error, read-only, cannot open).
+SQLITE_STORAGE_CODES = frozenset(
+    {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN}
+)
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """Why ``exc`` (or an exception it came from) is the state volume failing, or None when
+    it is something else."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, sqlite3.Error):
+            code = getattr(current, "sqlite_errorcode", 0) & 0xFF
+            if code in SQLITE_STORAGE_CODES:
+                return f"SQLite: {current}"
+        elif isinstance(current, OSError) and current.errno in STORAGE_ERRNOS:
+            return current.strerror or str(current)
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def storage_problem(
+    folder: Path | str, min_free_bytes: int = 0, *, probe: bool = True
+) -> str | None:
+    """Why the volume of ``folder`` cannot take writes now, or None: fewer than
+    ``min_free_bytes`` free, or (``probe``) a small write with fsync fails. A folder that does
+    not exist yet holds nothing to protect: None."""
+    path = Path(folder)
+    if not path.is_dir():
+        return None
+    try:
+        info = os.statvfs(path)
+        free = info.f_bavail * info.f_frsize
+        if free < min_free_bytes:
+            return (
+                f"state volume of {path}: {free} bytes free, below the floor of "
+                f"{min_free_bytes} (CLAIMFLOW_MIN_FREE_BYTES)"
+            )
+        if probe:
+            test = path / f".write-probe-{os.getpid()}"
+            fd = os.open(test, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+            try:
+                os.write(fd, b"\0" * 4096)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                test.unlink(missing_ok=True)
+    except OSError as exc:
+        return f"state volume of {path}: {exc.strerror or exc}"
+    return None
+
+
+class StorageGuard:
+    """``storage_problem`` of one folder, looked at most every ``interval_s`` (cheap to ask
+    per message or per batch)."""
+
+    def __init__(
+        self,
+        folder: Path | str,
+        min_free_bytes: int,
+        *,
+        interval_s: float = 1.0,
+        probe: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.folder = Path(folder)
+        self.min_free_bytes = min_free_bytes
+        self.interval_s = interval_s
+        self.probe = probe
+        self.clock = clock
+        self._checked_at: float | None = None
+        self._problem: str | None = None
+
+    def problem(self) -> str | None:
+        """Why the volume cannot take writes (as last looked), or None."""
+        now = self.clock()
+        if self._checked_at is None or now - self._checked_at >= self.interval_s:
+            self._checked_at = now
+            self._problem = storage_problem(self.folder, self.min_free_bytes, probe=self.probe)
+        return self._problem
 
 
 def private_dir(path: Path | str) -> Path:

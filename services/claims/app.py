@@ -499,12 +499,13 @@ class ClaimsStage(Stage):
         return self._dead(msg, exc)
 
     def _dead(self, msg: Incoming, exc: Exception) -> Out:
+        letter = dead_letter(self.name, msg, exc)  # raises for a failing state volume
         metrics.DEAD_LETTERS.labels(self.name, type(exc).__name__).inc()
         log.info(
             "input sent to the dead-letter topic",
             extra={"topic": msg.topic, "offset": msg.offset, "reason": reason_of(exc)[:300]},
         )
-        return dead_letter(self.name, msg, exc)
+        return letter
 
 
 def load_fee_schedule(settings: Settings) -> FeeSchedule | None:

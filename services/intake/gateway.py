@@ -15,7 +15,8 @@ report; the edge's limits from ``edge.py`` around it):
 - ``POST /hl7v2``: one ER7 message or batch (``x-application/hl7-v2+er7``,
   ``application/hl7-v2``, ``text/plain``); the answer carries the HL7 ACK (AA 202, AR 400,
   AR 413 too large, AE 503).
-- ``GET /healthz``: readiness, 200 while the broker answers and deliveries succeed.
+- ``GET /healthz``: readiness, 200 while the broker answers and deliveries succeed and the
+  state volume takes writes (above ``min_free_bytes``); else 503, and messages get 503 / AE.
 
 Every POST needs ``Authorization: Bearer <token>`` unless authentication is turned off;
 bodies above the size limit get 413 unread, and so does a message whose record is larger
@@ -65,7 +66,7 @@ from pipeline.kafka import ensure_topics, make_producer
 from pipeline.models import RawMessage, utcnow
 from pipeline.serde import registry
 from pipeline.settings import Settings
-from pipeline.state import private_file
+from pipeline.state import StorageGuard, private_file
 from services.intake.app import body_digest
 from services.intake.domain import HL7_TYPES
 from services.intake.edge import (
@@ -452,12 +453,31 @@ class Gateway:
             self.generated_token = True
         self.token = token
         self.budget = Budget(settings.gateway.buffer_budget_bytes)
+        # A full state volume (the run's logs and the stages' stores): senders retry later.
+        self.storage = StorageGuard(settings.state_dir, settings.min_free_bytes)
+        self._storage_was: str | None = None
         self.facilities = frozenset(settings.gateway.mllp_allowed_facilities)
         self.http: _HttpServer | None = None
         self.mllp: _MllpServer | None = None
         self._threads: list[threading.Thread] = []
 
     # one message, either protocol
+
+    def storage_problem(self) -> str | None:
+        """Why the gateway's volume cannot take writes now (then: 503 / AE, not ready)."""
+        why = self.storage.problem()
+        if why != self._storage_was:
+            self._storage_was = why
+            metrics.STORAGE_BLOCKED.labels("intake-gateway").set(0 if why is None else 1)
+            if why is None:
+                log.info("state volume takes writes again: accepting messages")
+            else:
+                log.error("state volume cannot take writes: answering 503 / AE", extra={"why": why})
+        return why
+
+    def ready(self) -> bool:
+        """/healthz: the broker takes deliveries and the volume takes writes."""
+        return self.publisher.ready and self.storage_problem() is None
 
     def accept_hl7(self, body: bytes, protocol: str) -> tuple[HTTPStatus, bytes]:
         """(HTTP status, ACK bytes) for one ER7 message or batch: 202 AA, 400 AR (not an HL7
@@ -468,7 +488,9 @@ class Gateway:
         except Rejected as exc:
             REQUESTS.labels(protocol, "rejected").inc()
             return exc.status, ack(hl7_header(body), "AR", exc.reason)
-        refusal = self.publisher.publish(source_id, HL7_CONTENT_TYPE, body, header.sending_app)
+        refusal = self._full_disk() or self.publisher.publish(
+            source_id, HL7_CONTENT_TYPE, body, header.sending_app
+        )
         ANSWER_SECONDS.labels(protocol).observe(time.perf_counter() - started)
         if refusal and refusal.permanent:
             REQUESTS.labels(protocol, "too_large").inc()
@@ -491,7 +513,9 @@ class Gateway:
         except Rejected as exc:
             REQUESTS.labels("http_fhir", "rejected").inc()
             return exc.status, outcome("error", "invalid", exc.reason)
-        refusal = self.publisher.publish(source_id, FHIR_CONTENT_TYPE, body, system)
+        refusal = self._full_disk() or self.publisher.publish(
+            source_id, FHIR_CONTENT_TYPE, body, system
+        )
         ANSWER_SECONDS.labels("http_fhir").observe(time.perf_counter() - started)
         if refusal and refusal.permanent:
             REQUESTS.labels("http_fhir", "too_large").inc()
@@ -505,6 +529,11 @@ class Gateway:
         return HTTPStatus.ACCEPTED, outcome(
             "information", "informational", f"accepted as {source_id}; intake reads it next"
         )
+
+    def _full_disk(self) -> Refusal | None:
+        # The reason (a path on this host) is logged once, not told to the sender.
+        why = self.storage_problem()
+        return Refusal("the gateway's disk is full or failing; retry later") if why else None
 
     # lifecycle
 
@@ -621,10 +650,10 @@ def _http_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
             if self.path.split("?", 1)[0] == "/healthz":
-                ok = gateway.publisher.ready
+                ok = gateway.ready()
                 status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
-                self._send(status, b"ok\n" if ok else b"cannot deliver to the broker\n",
-                           "text/plain")  # fmt: skip
+                why = b"cannot store messages (broker or disk)\n"
+                self._send(status, b"ok\n" if ok else why, "text/plain")
                 return
             self._fhir(HTTPStatus.NOT_FOUND, "error", "not-found", "POST /fhir or /hl7v2")
 
