@@ -20,7 +20,13 @@ from prometheus_client import Counter
 
 from pipeline import metrics
 from pipeline.errors import InputError
-from pipeline.models import ClaimRejection, DeadLetter, RemittancePosting, utcnow
+from pipeline.models import (
+    ClaimRejection,
+    DeadLetter,
+    RemittancePosting,
+    ValidatedEncounter,
+    utcnow,
+)
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Stage, dead_letter, reason_of, run_stage
 from services.claims import metrics as domain_metrics
@@ -32,6 +38,7 @@ from services.claims.delivery import deliver_with_retries
 from services.claims.domain import (
     FeeSchedule,
     PlannedClaim,
+    encounter_field,
     envelope_for,
     in_validated_record,
     interchange_record,
@@ -493,7 +500,10 @@ class ClaimsStage(Stage):
         self._not_sent.add(planned.claim_id)
         which = f"{planned.claim_type} claim {planned.claim_id}"
         if isinstance(exc, InputError):
-            exc = InputError(exc.field, f"{exc.reason} ({which})")
+            field = exc.field
+            if isinstance(msg.value, ValidatedEncounter):
+                field = encounter_field(msg.value, planned.claim_type, field)
+            exc = InputError(field, f"{exc.reason} ({which})")
         elif isinstance(exc, DeliveryFailed):
             exc = DeliveryFailed(f"{exc} ({which})")
         return self._dead(msg, exc)

@@ -28,6 +28,7 @@ contract none. ``expected_basis`` says which.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -481,6 +482,26 @@ def in_validated_record(exc: InputError) -> InputError:
     if exc.field.split(".")[0].split("[")[0] in _CODED_FIELDS:
         return InputError(f"coded.{exc.field}", exc.reason)
     return exc
+
+
+_PART_LINE = re.compile(r"^coded\.lines\[(\d+)\]")
+
+
+def encounter_field(validated: ValidatedEncounter, claim_type: ClaimType, field: str) -> str:
+    """A field of one claim part (``coded.lines[i]…``, lines renumbered within the part) as
+    the field of the encounter it came from, so that a refused claim names the line to fix."""
+    if len(ub04.claim_kinds(validated.coded)) < 2:
+        return field
+    setting = validated.coded.encounter.setting
+    index = [
+        j
+        for j, line in enumerate(validated.coded.lines)
+        if ub04.line_claim_type(line, setting) == claim_type
+    ]
+    found = _PART_LINE.match(field)
+    if found is None or int(found.group(1)) >= len(index):
+        return field
+    return f"coded.lines[{index[int(found.group(1))]}]{field[found.end() :]}"
 
 
 def build_claims(

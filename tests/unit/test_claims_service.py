@@ -608,7 +608,7 @@ def test_one_claim_of_an_encounter_refused_by_the_writer_leaves_the_other_sent(
     [letter] = dead(outs)
     assert sent.claim_type == "institutional" and sent.encounter_id == "ENC-ED-SPLIT"
     assert len(adapter.delivered) == 1
-    assert letter.field == "coded.lines[0].dx_pointers"
+    assert letter.field == "coded.lines[3].dx_pointers"  # the encounter's 4th line
     assert "professional claim CF" in letter.error_message
     assert sent.claim_id not in letter.error_message  # it names the refused one
     store = claims_stage.submitted
