@@ -321,8 +321,8 @@ class ReviewFlow:
         return ("coding.audits.v1", coded.encounter_id, final)
 
     def _publish(self, coded: CodedEncounter) -> list[Output]:
-        if self.by_patient:
-            return [(BY_PATIENT, patient_key(coded.encounter), coded)]
+        if self.by_patient:  # the risk step reads no note either
+            return [(BY_PATIENT, patient_key(coded.encounter), without_note(coded))]
         return self.risk(coded, self.store)
 
     def risk(self, coded: CodedEncounter, history: RiskHistory) -> list[Output]:

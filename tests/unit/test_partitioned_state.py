@@ -182,6 +182,10 @@ def test_coding_completes_hccs_on_the_members_partition(tmp_path: Path) -> None:
         coded_of[1].event_id
         == coder.code(coded_of[1].encounter, coded_at=coded_of[1].coded_at).event_id
     )  # the history changes the HCCs, never the event id
+    # The internal topic carries no clinical note either.
+    noted = _medicare_visit("ENC-N", "E11.9", "99213").model_copy(update={"note_text": "stable"})
+    [forward] = stage.handle(_incoming("encounters.collected.v1", noted))
+    assert forward.value.encounter.note_text is None
     # Another partition's store has not seen the member: only this visit's HCC.
     risk.open(0)
     [forward] = stage.handle(
