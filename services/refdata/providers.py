@@ -74,8 +74,10 @@ class ProviderDirectory:
         profile = self.billing_for([*keys, provider.npi])
         if profile is None or profile.npi != provider.npi:
             return provider
-        sent = provider.model_dump(exclude_none=True)
-        return profile.model_copy(update=sent)
+        # Validated again, not model_copy(update=...): that would leave the sent nested
+        # fields (the address) as plain dicts where the model holds an Address.
+        merged = profile.model_dump(exclude_none=True) | provider.model_dump(exclude_none=True)
+        return Provider.model_validate(merged)
 
     @classmethod
     def from_json(cls, data: Any, path: Path | str = "provider directory") -> ProviderDirectory:

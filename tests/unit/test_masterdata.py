@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from decimal import Decimal
 from pathlib import Path
 
@@ -177,6 +178,13 @@ def test_a_profile_is_found_by_each_key_and_completes_what_the_ehr_left_out() ->
     )  # fmt: skip
     other = Provider(npi="1234567893", name="Else")
     assert directory.complete(other, ["RIVERSIDE"]) is other  # another NPI: not that profile
+    # What the EHR sent wins, and stays typed (a nested dict here broke serialization later).
+    moved = sent.model_copy(update={"address": done.address.model_copy(update={"line1": "1 Main"})})
+    done = directory.complete(moved)
+    assert type(done.address) is type(moved.address) and done.address.line1 == "1 Main"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        done.model_dump()
     again = ProviderDirectory.from_json(directory.to_json())
     assert again == directory
 
