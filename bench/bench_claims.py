@@ -62,7 +62,7 @@ from services.claims.domain import (
     write_interchange,
 )
 from services.claims.settings import ClaimsOptions, ClaimsSettings
-from services.claims.x12_validate import validate_x12
+from services.x12.validate import validate_x12
 from sim.adapter import SimulatorAdapter
 
 WHEN = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)

@@ -28,11 +28,11 @@ from typing import Literal, TypeVar
 
 from pipeline.errors import InputError
 from pipeline.models import SubmittedClaim
-from services.claims.x12_validate import validate_with_ack
 from services.remittance.era import ZERO, CasAdjustment
 from services.x12 import writer as edi
 from services.x12.guides import VERSION_277CA, VERSION_835, VERSION_999
 from services.x12.reader import Segment, read_segments
+from services.x12.validate import validate_with_ack
 
 CENT = Decimal("0.01")
 W = TypeVar("W", "Denial", "FrontEndRejection")

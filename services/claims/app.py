@@ -55,7 +55,7 @@ from services.claims.secondary import (
     primary_claim_id,
 )
 from services.claims.settings import ClaimsSettings
-from services.claims.x12_837 import ClaimError
+from services.claims.x12_837_common import ClaimError
 from services.refdata.masterdata import load_master_data
 from services.x12.writer import ident
 

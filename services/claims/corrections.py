@@ -59,7 +59,7 @@ from services.claims.domain import (
     submitted_claim,
     write_interchange,
 )
-from services.claims.x12_837 import Frequency
+from services.claims.x12_837_common import Frequency
 from services.refdata.masterdata import MasterData
 
 Kind = Literal["none", "original", "replacement", "void"]

@@ -46,9 +46,8 @@ from pipeline.models import (
     ValidatedEncounter,
     event_id,
 )
-from services.claims.x12_837 import (
+from services.claims.x12_837_common import (
     DEFAULT_SUBMITTER,
-    PROFESSIONAL,
     ClaimInput,
     Frequency,
     Profile,
@@ -56,6 +55,7 @@ from services.claims.x12_837 import (
     build_837,
 )
 from services.claims.x12_837i import INSTITUTIONAL
+from services.claims.x12_837p import PROFESSIONAL
 from services.refdata import ub04
 from services.refdata.contracts import contract_expected
 from services.refdata.drg import DEFAULT_DRG_BASE_RATE

@@ -37,7 +37,7 @@ from services.claims.domain import (
     claim_id_for,
     claim_type_for,
 )
-from services.claims.x12_837 import ClaimInput
+from services.claims.x12_837_common import ClaimInput
 from services.refdata.masterdata import MasterData
 
 NO_CONTRACT = "none: no contract with the payer after the primary"

@@ -1,8 +1,8 @@
 """Write X12 005010X223A2 (837I institutional) interchanges from coded encounters.
 
-The hierarchy (billing provider, subscriber, payer, patient) and the envelope are the
-837P writer's (``x12_837.py``); this module brings the institutional claim loop, built
-from the 837I TR3 and the NUBC UB-04 data specifications:
+The hierarchy (billing provider, subscriber, payer, patient), the loops both claim types
+share and the envelope are in ``x12_837_common.py``; this module brings the institutional
+claim loop, built from the 837I TR3 and the NUBC UB-04 data specifications:
 
 - CLM02 the sum of the lines; CLM05 the type of bill (FL4): facility type and
   classification (11 hospital inpatient, 13 outpatient, 21 SNF, 85 critical access ...),
@@ -41,7 +41,7 @@ from decimal import Decimal
 from pipeline.errors import InputError
 from pipeline.models import CodedDiagnosis, CodedEncounter, Encounter, Provider, ServiceLine
 from services.claims.cob import line_adjudication_loops
-from services.claims.x12_837 import (
+from services.claims.x12_837_common import (
     DEFAULT_SUBMITTER,
     ClaimInput,
     Profile,

@@ -5,5 +5,7 @@ remittance (835) and the payer simulator.
   ``ident``, ``amount``, ``quantity``, dates) and the ISA/GS/ST envelopes;
 - ``reader``: one reader that takes the delimiters from the ISA of what it reads;
 - ``guides``: the implementation-guide versions and the limits they set (diagnosis
-  pointers, diagnoses, lines), which coding, the scrubber and the writers share.
+  pointers, diagnoses, lines), which coding, the scrubber and the writers share;
+- ``validate``: what pyx12 finds wrong with an interchange (every test that writes X12,
+  and the payer simulator's front end).
 """

@@ -13,7 +13,7 @@ from pipeline.kafka import make_producer
 from pipeline.settings import Settings
 from pipeline.supervisor import Supervisor
 from pipeline.tracker import Ledger, Tracker
-from services.claims.x12_validate import validate_x12
+from services.x12.validate import validate_x12
 from sim.cli import publish_encounters
 from sim.ehr import generate
 

@@ -22,7 +22,7 @@ from pipeline.stage import Runner, Stage
 from services.claims.acks import parse_277ca, parse_999
 from services.claims.app import build_stage
 from services.claims.settings import ClaimsOptions, ClaimsSettings
-from services.claims.x12_validate import validate_x12
+from services.x12.validate import validate_x12
 from sim.payer_app import PayerSimOptions, PayerSimStage
 
 pytestmark = pytest.mark.broker

@@ -30,16 +30,10 @@ from pipeline.models import (
     event_id,
 )
 from services.claims.domain import build_claim, claim_id_for, interchange_control_number
-from services.claims.x12_837 import (
-    ClaimInput,
-    amount,
-    build_837p,
-    build_837p_claim,
-    person_name,
-    quantity,
-    text,
-)
-from services.claims.x12_validate import validate_x12
+from services.claims.x12_837_common import ClaimInput, person_name
+from services.claims.x12_837p import build_837p, build_837p_claim
+from services.x12.validate import validate_x12
+from services.x12.writer import amount, quantity, text
 
 SHARED_X12 = SHARED_DATA / "x12"
 CREATED = datetime(2026, 3, 2, 14, 30, tzinfo=UTC)
@@ -584,7 +578,7 @@ def test_batch_of_25_claims_nests_hl_loops_and_is_valid() -> None:
 
 
 def test_large_batches_split_into_several_transactions(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("services.claims.x12_837.MAX_CLAIMS_PER_TRANSACTION", 10)
+    monkeypatch.setattr("services.claims.x12_837_common.MAX_CLAIMS_PER_TRANSACTION", 10)
     x12 = build_837p(
         batch(25),
         sender_id="CLAIMFLOW",

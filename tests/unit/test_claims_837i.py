@@ -39,9 +39,9 @@ from services.claims.domain import (
     plan_claim,
     write_interchange,
 )
-from services.claims.x12_837 import ClaimError, ClaimInput
+from services.claims.x12_837_common import ClaimError, ClaimInput
 from services.claims.x12_837i import build_837i, type_of_bill
-from services.claims.x12_validate import validate_x12
+from services.x12.validate import validate_x12
 
 ADMITTED = date(2026, 2, 27)
 DISCHARGED = date(2026, 3, 2)

@@ -28,11 +28,12 @@ from pipeline.models import (
 from pipeline.stage import Incoming
 from services.claims.cob import LineAdjudication, PriorPayer, prior_payer
 from services.claims.domain import build_claim
-from services.claims.x12_837 import ClaimInput, build_837p
-from services.claims.x12_validate import validate_x12
+from services.claims.x12_837_common import ClaimInput
+from services.claims.x12_837p import build_837p
 from services.remittance.era import parse_835
 from services.remittance.posting import post
 from services.x12.reader import read_segments
+from services.x12.validate import validate_x12
 from sim.payer import adjudicate
 
 MEDICARE = Coverage(
@@ -216,7 +217,7 @@ MEDICARE_A = Coverage(
 def test_an_inpatient_primary_835_becomes_a_pyx12_valid_secondary_837i() -> None:
     from test_claims_837i import inpatient
 
-    from services.claims.x12_837 import build_837
+    from services.claims.x12_837_common import build_837
     from services.claims.x12_837i import INSTITUTIONAL
 
     record = inpatient(encounter={"coverage": MEDICARE_A})

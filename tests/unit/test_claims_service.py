@@ -34,7 +34,7 @@ from services.claims.app import ADAPTER_HEADER, ClaimsStage
 from services.claims.control import ClaimRef, ControlNumbers, ControlNumbersExhausted
 from services.claims.delivery import RetryPolicy, deliver_with_retries
 from services.claims.settings import ClaimsOptions, ClaimsSettings
-from services.claims.x12_validate import validate_x12
+from services.x12.validate import validate_x12
 
 REG = registry()
 INTERCHANGES = "claims.interchanges.v1"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import cli
-from services.claims.x12_validate import validate_x12
+from services.x12.validate import validate_x12
 
 EXAMPLE = Path(__file__).parents[2] / "examples" / "office-visit.fhir.json"
 

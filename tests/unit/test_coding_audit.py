@@ -173,7 +173,7 @@ def test_a_correction_after_billing_goes_out_as_a_replacement_claim(
     from test_claims_service import incoming, stage, submitted
 
     from pipeline.models import ValidatedEncounter
-    from services.claims.x12_validate import validate_x12
+    from services.x12.validate import validate_x12
 
     flow = make_flow(coder, share=1.0)
     billed = flow.encounter(problem_visit(20, "DM2", "CKD stage 3b"), now=RECEIVED_AT)[0][2]

@@ -36,13 +36,13 @@ from pipeline.models import (
 from pipeline.tracker import Ledger
 from services.claims.corrections import SubmittedClaims, write
 from services.claims.domain import build_claim, build_claims
-from services.claims.x12_validate import validate_x12
 from services.coding.domain import Coder
 from services.intake.domain import parse_raw
 from services.refdata.codesets import CodeSets
 from services.validation.engine import REGISTRY
 from services.validation.packs import DEFAULT_PACK, get_pack
 from services.validation.rules import validate
+from services.x12.validate import validate_x12
 
 RECEIVED = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 ADMITTED = date(2026, 2, 20)

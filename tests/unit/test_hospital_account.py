@@ -213,7 +213,7 @@ def _recent(text: str) -> str:
 
 
 def test_adt_and_dft_of_one_visit_become_one_valid_837i(tmp_path: Path, cdm_path: Path) -> None:
-    from services.claims.x12_validate import validate_x12
+    from services.x12.validate import validate_x12
 
     surgeon = "1245319599^Okafor^Daniel^^^^^^NPI"  # PR1-11 (read up to 2.6)
     adt = _recent(ADT_A03).replace("|P|2.7", "|P|2.5.1")
@@ -231,7 +231,7 @@ def test_adt_and_dft_of_one_visit_become_one_valid_837i(tmp_path: Path, cdm_path
 
 
 def test_an_office_dft_becomes_an_837p(tmp_path: Path, cdm_path: Path) -> None:
-    from services.claims.x12_validate import validate_x12
+    from services.x12.validate import validate_x12
 
     office = _recent(dft("D7", {4: "20250602", 6: "CG", 7: "30025", 10: "1", 11: "52.00",
                                20: "1497758544^Chen^Li^^^^^^NPI", 19: "K35.80^^I10"}))  # fmt: skip

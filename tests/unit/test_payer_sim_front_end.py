@@ -21,9 +21,9 @@ from services.claims.domain import (
     submitted_claim,
     write_interchange,
 )
-from services.claims.x12_validate import validate_x12
 from services.remittance.era import parse_835, validate_835
 from services.remittance.posting import post
+from services.x12.validate import validate_x12
 from sim.payer import (
     AdjudicationPolicy,
     acknowledge_999,

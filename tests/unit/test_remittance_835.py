@@ -20,7 +20,8 @@ from pipeline.models import (
     event_id,
 )
 from services.claims.domain import build_claim, claim_id_for
-from services.claims.x12_837 import ClaimInput, build_837p
+from services.claims.x12_837_common import ClaimInput
+from services.claims.x12_837p import build_837p
 from services.remittance.era import (
     ClaimPayment,
     parse_835,

@@ -252,7 +252,7 @@ def test_uncommitted_answers_are_forgotten_on_rollback(tmp_path) -> None:
 
 
 def test_replacement_validates_with_pyx12(store: SubmittedClaims) -> None:
-    from services.claims.x12_validate import validate_x12
+    from services.x12.validate import validate_x12
 
     _send(store, verdict("clean"))
     [replacement] = _send(store, verdict("warnings", pack="p2"))

@@ -1,9 +1,14 @@
-"""Write X12 837 claim interchanges: 005010X222A1 (837P professional) from coded encounters.
+"""The 837 common to the professional (837P) and institutional (837I) claim: what both
+writers share, over ``services/x12/writer.py``.
 
-No library builds a valid 837, so this module does, over ``services/x12/writer.py``;
-every shape it writes is checked with pyx12 in ``tests/unit/test_claims_837.py``. The
-hierarchy (2000A billing provider, 2000B subscriber and payer, 2000C patient) is shared
-with the 837I writer (``x12_837i.py``), which brings its own 2300 claim loop.
+- the claim to write (``ClaimInput``), the submitter, ``ClaimError``;
+- value formatting of the claim (diagnosis and procedure codes, modifiers, person names,
+  NPIs);
+- the loops both guides define alike: 2010AA billing provider, 2000B/2010BA subscriber and
+  2010BB payer, 2000C patient, the prior claim reference, the 2320/2330 other payers;
+- the hierarchy (2000A billing provider, 2000B subscriber and payer, 2000C patient), the
+  header (BHT, 1000A, 1000B) and the envelope, which ``build_837`` fills with the claim loop
+  of a ``Profile``: the 837P's (``x12_837p.py``) or the 837I's (``x12_837i.py``).
 
 Free text (names, addresses) has delimiter characters replaced; identifiers and codes that
 contain them are rejected with ``InputError``.
@@ -20,60 +25,29 @@ from decimal import Decimal
 from typing import Literal
 
 from pipeline.errors import InputError
-from pipeline.models import Address, CodedEncounter, Coverage, Patient, Provider, ServiceLine
+from pipeline.models import Address, CodedEncounter, Coverage, Patient, Provider
 from services.claims.cob import (
     PriorPayer,
     check_balance,
     later_payer_loops,
-    line_adjudication_loops,
     prior_payer_loops,
     sequence_code,
 )
 from services.refdata import npi as npi_check
 from services.x12 import guides
 from services.x12.writer import (
-    COMPONENT,
-    ELEMENT,
-    REPETITION,
-    SEGMENT,
     Envelope,
     Segment,
     Usage,
-    amount,
-    comp,
     d8,
     ident,
     interchange,
-    quantity,
     render,
     seg,
     text,
     transaction_set,
 )
 
-__all__ = [
-    "COMPONENT",
-    "DEFAULT_SUBMITTER",
-    "ELEMENT",
-    "REPETITION",
-    "SEGMENT",
-    "ClaimError",
-    "ClaimInput",
-    "Submitter",
-    "amount",
-    "build_837p",
-    "build_837p_claim",
-    "d8",
-    "ident",
-    "person_name",
-    "quantity",
-    "text",
-]
-
-IMPLEMENTATION = guides.VERSION_837P
-MAX_DIAGNOSES = guides.MAX_PROFESSIONAL_DIAGNOSES  # HI01..HI12
-MAX_POINTERS = guides.MAX_DX_POINTERS  # SV107-1..SV107-4
-MAX_LINES = guides.MAX_PROFESSIONAL_LINES
 MAX_CLAIMS_PER_TRANSACTION = guides.MAX_CLAIMS_PER_TRANSACTION
 
 # SBR09 claim filing indicator codes allowed by 005010X222A1 and 005010X223A2.
@@ -81,8 +55,6 @@ CLAIM_FILING_CODES = guides.CLAIM_FILING_CODES
 SELF = "18"  # SBR02: the patient is the subscriber
 # PAT01 individual relationship codes both guides allow when the patient is a dependent.
 PATIENT_RELATIONSHIP_CODES = frozenset({"01", "19", "20", "21", "39", "40", "53", "G8"})
-# POS where the guide requires the admission date (DTP*435): inpatient hospital, SNF, psych.
-_INPATIENT_POS = frozenset({"21", "51", "61"})
 _PO_BOX = re.compile(r"\b(P\.?\s*O\.?\s*BOX|POST\s+OFFICE\s+BOX|LOCK\s*BOX)\b")
 _ICD10 = re.compile(r"^[A-Z][0-9][0-9A-Z]{1,5}$")
 _PROC = re.compile(r"^[A-Z0-9]{5}$")
@@ -406,107 +378,6 @@ def sorted_diagnoses(coded: CodedEncounter, at_most: int) -> list[tuple[str, str
     return [(dx_code(d.code, f"diagnoses[{i}].code"), d.poa) for i, d in enumerate(diagnoses)]
 
 
-# --- the 837P claim loop -------------------------------------------------------------------
-
-
-def _line(
-    line: ServiceLine, number: int, claim_pos: str, n_dx: int, claim_id: str
-) -> list[Segment]:
-    """2400 loop: LX, SV1, DTP*472 and the line item control number."""
-    field = f"lines[{number - 1}]"
-    code = procedure_code(line.code or "", f"{field}.code")
-    mods = modifiers(line.modifiers, field)
-    pointers: list[int] = []
-    for p in line.dx_pointers:
-        if not 1 <= p <= n_dx:
-            raise InputError(f"{field}.dx_pointers", f"pointer {p} is outside 1..{n_dx}")
-        if p not in pointers:
-            pointers.append(p)
-    if not pointers:
-        raise InputError(f"{field}.dx_pointers", "a professional line needs a diagnosis pointer")
-    if line.charge < 0:
-        raise InputError(f"{field}.charge", "must not be negative")
-    pos = line.place_of_service or claim_pos
-    return [
-        seg("LX", str(number)),
-        seg(
-            "SV1",
-            comp("HC", code, *mods),
-            amount(line.charge),
-            "UN",
-            quantity(line.units),
-            pos if pos != claim_pos else "",  # only when it differs from CLM05-1
-            "",
-            comp(*(str(p) for p in pointers[:MAX_POINTERS])),
-        ),
-        seg("DTP", "472", "D8", d8(line.service_date)),
-        seg("REF", "6R", f"{claim_id}L{number}"),
-    ]
-
-
-def professional_claim_loop(claim: ClaimInput) -> list[Segment]:
-    """The 837P 2300 claim loop with its 2310 providers and 2400 lines.
-
-    Line ``dx_pointers`` are 1-based positions in the diagnoses ordered by ``sequence``.
-    """
-    coded = claim.coded
-    enc = coded.encounter
-    claim_id = ident(claim.claim_id, "claim_id", max_len=38)
-    if not coded.lines:
-        raise InputError("lines", "a claim needs at least one service line")
-    if len(coded.lines) > MAX_LINES:
-        raise InputError("lines", f"a professional claim carries at most {MAX_LINES} lines")
-    codes = [code for code, _ in sorted_diagnoses(coded, MAX_DIAGNOSES)]
-    if not codes:
-        raise InputError("diagnoses", "a professional claim needs a principal diagnosis")
-    total = sum((line.charge for line in coded.lines), Decimal("0"))
-    pos = enc.place_of_service
-
-    out = [
-        seg(
-            "CLM",
-            claim_id,
-            amount(total),
-            "",
-            "",
-            comp(pos, "B", claim.frequency),
-            "Y",
-            "A",
-            "Y",
-            "Y",
-        )
-    ]
-    if pos in _INPATIENT_POS and enc.admission_date is not None:
-        out.append(seg("DTP", "435", "D8", d8(enc.admission_date)))
-    out.extend(prior_claim_reference(claim))
-    out.append(seg("HI", *(comp("ABK" if i == 0 else "ABF", c) for i, c in enumerate(codes))))
-    rendering = enc.rendering_provider
-    if rendering is not None and rendering.npi != enc.billing_provider.npi:
-        field = "encounter.rendering_provider"
-        out.append(provider_nm1("82", rendering, field))
-        if rendering.taxonomy:
-            taxonomy = ident(rendering.taxonomy, f"{field}.taxonomy", min_len=10, max_len=10)
-            out.append(seg("PRV", "PE", "PXC", taxonomy))
-    facility = enc.facility
-    billing_address = enc.billing_provider.address
-    if (
-        facility is not None
-        and facility.address is not None
-        and (facility.address != billing_address)
-    ):
-        name = text(facility.name, 60)
-        if not name:
-            raise InputError("encounter.facility.name", "empty after removing bad characters")
-        npi = check_npi(facility.npi, "encounter.facility.npi") if facility.npi else ""
-        out.append(seg("NM1", "77", "2", name, "", "", "", "", "XX" if npi else "", npi))
-        out.extend(address_segments(facility.address, "encounter.facility.address", physical=True))
-    out.extend(prior_payer_section(claim))
-    for number, line in enumerate(coded.lines, start=1):
-        out.extend(_line(line, number, pos, len(codes), claim_id))
-        out.extend(line_adjudication_loops(claim.prior_payers, number))
-    return out
-
-
 def prior_payer_section(claim: ClaimInput, *, institutional: bool = False) -> list[Segment]:
     """The 2320/2330 loops: the payers before this one (a secondary or tertiary claim), their
     adjudications balanced, then the payers known to come after it."""
@@ -526,11 +397,6 @@ def prior_payer_section(claim: ClaimInput, *, institutional: bool = False) -> li
     return out
 
 
-def claim_segments(claim: ClaimInput) -> list[str]:
-    """The rendered 837P 2300 loop of one claim (kept for callers of the string API)."""
-    return [s.render() for s in professional_claim_loop(claim)]
-
-
 # --- the transaction and the interchange ---------------------------------------------------
 
 
@@ -541,13 +407,6 @@ class Profile:
     implementation: str
     claim_loop: Callable[[ClaimInput], list[Segment]]
     billing_provider: Callable[[ClaimInput], Provider]
-
-
-PROFESSIONAL = Profile(
-    implementation=IMPLEMENTATION,
-    claim_loop=professional_claim_loop,
-    billing_provider=lambda claim: claim.coded.encounter.billing_provider,
-)
 
 
 @dataclass
@@ -724,52 +583,3 @@ def build_837(
         usage=usage,
     )
     return render(interchange(envelope, transactions))
-
-
-def build_837p(
-    claims: Sequence[ClaimInput],
-    *,
-    sender_id: str,
-    receiver_id: str,
-    control_number: int,
-    created: datetime,
-    receiver_name: str | None = None,
-    submitter: Submitter = DEFAULT_SUBMITTER,
-    usage: Usage = "P",
-) -> str:
-    """One 837P interchange (ISA..IEA) for a batch of professional claims."""
-    return build_837(
-        claims,
-        PROFESSIONAL,
-        sender_id=sender_id,
-        receiver_id=receiver_id,
-        control_number=control_number,
-        created=created,
-        receiver_name=receiver_name,
-        submitter=submitter,
-        usage=usage,
-    )
-
-
-def build_837p_claim(
-    claim: ClaimInput,
-    *,
-    sender_id: str,
-    receiver_id: str,
-    control_number: int,
-    created: datetime,
-    receiver_name: str | None = None,
-    submitter: Submitter = DEFAULT_SUBMITTER,
-    usage: Usage = "P",
-) -> str:
-    """Convenience: an interchange carrying one claim."""
-    return build_837p(
-        [claim],
-        sender_id=sender_id,
-        receiver_id=receiver_id,
-        control_number=control_number,
-        created=created,
-        receiver_name=receiver_name,
-        submitter=submitter,
-        usage=usage,
-    )

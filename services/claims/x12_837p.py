@@ -1,0 +1,198 @@
+"""Write X12 005010X222A1 (837P professional) interchanges from coded encounters.
+
+The hierarchy (billing provider, subscriber, payer, patient), the loops both claim types
+share and the envelope are in ``x12_837_common.py``; this module brings the professional
+claim loop (2300 CLM, HI, 2310 rendering provider and service facility, 2400 SV1 lines).
+Every shape it writes is checked with pyx12 in ``tests/unit/test_claims_837.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+
+from pipeline.errors import InputError
+from pipeline.models import ServiceLine
+from services.claims.cob import line_adjudication_loops
+from services.claims.x12_837_common import (
+    DEFAULT_SUBMITTER,
+    ClaimInput,
+    Profile,
+    Submitter,
+    address_segments,
+    build_837,
+    check_npi,
+    modifiers,
+    prior_claim_reference,
+    prior_payer_section,
+    procedure_code,
+    provider_nm1,
+    sorted_diagnoses,
+)
+from services.x12 import guides
+from services.x12.writer import Segment, Usage, amount, comp, d8, ident, quantity, seg, text
+
+IMPLEMENTATION = guides.VERSION_837P
+MAX_DIAGNOSES = guides.MAX_PROFESSIONAL_DIAGNOSES  # HI01..HI12
+MAX_POINTERS = guides.MAX_DX_POINTERS  # SV107-1..SV107-4
+MAX_LINES = guides.MAX_PROFESSIONAL_LINES
+# POS where the guide requires the admission date (DTP*435): inpatient hospital, SNF, psych.
+_INPATIENT_POS = frozenset({"21", "51", "61"})
+
+
+# --- the 837P claim loop -------------------------------------------------------------------
+
+
+def _line(
+    line: ServiceLine, number: int, claim_pos: str, n_dx: int, claim_id: str
+) -> list[Segment]:
+    """2400 loop: LX, SV1, DTP*472 and the line item control number."""
+    field = f"lines[{number - 1}]"
+    code = procedure_code(line.code or "", f"{field}.code")
+    mods = modifiers(line.modifiers, field)
+    pointers: list[int] = []
+    for p in line.dx_pointers:
+        if not 1 <= p <= n_dx:
+            raise InputError(f"{field}.dx_pointers", f"pointer {p} is outside 1..{n_dx}")
+        if p not in pointers:
+            pointers.append(p)
+    if not pointers:
+        raise InputError(f"{field}.dx_pointers", "a professional line needs a diagnosis pointer")
+    if line.charge < 0:
+        raise InputError(f"{field}.charge", "must not be negative")
+    pos = line.place_of_service or claim_pos
+    return [
+        seg("LX", str(number)),
+        seg(
+            "SV1",
+            comp("HC", code, *mods),
+            amount(line.charge),
+            "UN",
+            quantity(line.units),
+            pos if pos != claim_pos else "",  # only when it differs from CLM05-1
+            "",
+            comp(*(str(p) for p in pointers[:MAX_POINTERS])),
+        ),
+        seg("DTP", "472", "D8", d8(line.service_date)),
+        seg("REF", "6R", f"{claim_id}L{number}"),
+    ]
+
+
+def professional_claim_loop(claim: ClaimInput) -> list[Segment]:
+    """The 837P 2300 claim loop with its 2310 providers and 2400 lines.
+
+    Line ``dx_pointers`` are 1-based positions in the diagnoses ordered by ``sequence``.
+    """
+    coded = claim.coded
+    enc = coded.encounter
+    claim_id = ident(claim.claim_id, "claim_id", max_len=38)
+    if not coded.lines:
+        raise InputError("lines", "a claim needs at least one service line")
+    if len(coded.lines) > MAX_LINES:
+        raise InputError("lines", f"a professional claim carries at most {MAX_LINES} lines")
+    codes = [code for code, _ in sorted_diagnoses(coded, MAX_DIAGNOSES)]
+    if not codes:
+        raise InputError("diagnoses", "a professional claim needs a principal diagnosis")
+    total = sum((line.charge for line in coded.lines), Decimal("0"))
+    pos = enc.place_of_service
+
+    out = [
+        seg(
+            "CLM",
+            claim_id,
+            amount(total),
+            "",
+            "",
+            comp(pos, "B", claim.frequency),
+            "Y",
+            "A",
+            "Y",
+            "Y",
+        )
+    ]
+    if pos in _INPATIENT_POS and enc.admission_date is not None:
+        out.append(seg("DTP", "435", "D8", d8(enc.admission_date)))
+    out.extend(prior_claim_reference(claim))
+    out.append(seg("HI", *(comp("ABK" if i == 0 else "ABF", c) for i, c in enumerate(codes))))
+    rendering = enc.rendering_provider
+    if rendering is not None and rendering.npi != enc.billing_provider.npi:
+        field = "encounter.rendering_provider"
+        out.append(provider_nm1("82", rendering, field))
+        if rendering.taxonomy:
+            taxonomy = ident(rendering.taxonomy, f"{field}.taxonomy", min_len=10, max_len=10)
+            out.append(seg("PRV", "PE", "PXC", taxonomy))
+    facility = enc.facility
+    billing_address = enc.billing_provider.address
+    if (
+        facility is not None
+        and facility.address is not None
+        and (facility.address != billing_address)
+    ):
+        name = text(facility.name, 60)
+        if not name:
+            raise InputError("encounter.facility.name", "empty after removing bad characters")
+        npi = check_npi(facility.npi, "encounter.facility.npi") if facility.npi else ""
+        out.append(seg("NM1", "77", "2", name, "", "", "", "", "XX" if npi else "", npi))
+        out.extend(address_segments(facility.address, "encounter.facility.address", physical=True))
+    out.extend(prior_payer_section(claim))
+    for number, line in enumerate(coded.lines, start=1):
+        out.extend(_line(line, number, pos, len(codes), claim_id))
+        out.extend(line_adjudication_loops(claim.prior_payers, number))
+    return out
+
+
+PROFESSIONAL = Profile(
+    implementation=IMPLEMENTATION,
+    claim_loop=professional_claim_loop,
+    billing_provider=lambda claim: claim.coded.encounter.billing_provider,
+)
+
+
+def build_837p(
+    claims: Sequence[ClaimInput],
+    *,
+    sender_id: str,
+    receiver_id: str,
+    control_number: int,
+    created: datetime,
+    receiver_name: str | None = None,
+    submitter: Submitter = DEFAULT_SUBMITTER,
+    usage: Usage = "P",
+) -> str:
+    """One 837P interchange (ISA..IEA) for a batch of professional claims."""
+    return build_837(
+        claims,
+        PROFESSIONAL,
+        sender_id=sender_id,
+        receiver_id=receiver_id,
+        control_number=control_number,
+        created=created,
+        receiver_name=receiver_name,
+        submitter=submitter,
+        usage=usage,
+    )
+
+
+def build_837p_claim(
+    claim: ClaimInput,
+    *,
+    sender_id: str,
+    receiver_id: str,
+    control_number: int,
+    created: datetime,
+    receiver_name: str | None = None,
+    submitter: Submitter = DEFAULT_SUBMITTER,
+    usage: Usage = "P",
+) -> str:
+    """Convenience: an interchange carrying one claim."""
+    return build_837p(
+        [claim],
+        sender_id=sender_id,
+        receiver_id=receiver_id,
+        control_number=control_number,
+        created=created,
+        receiver_name=receiver_name,
+        submitter=submitter,
+        usage=usage,
+    )
