@@ -1,6 +1,7 @@
 """835 claim payments posted per second, in one process, against reading the same 835s.
 
-The 835s are generated here (deterministic, balanced): files of BENCH_PER_FILE claims
+The 835s are written by the payer simulator's 835 writer (``sim/payer.py``) from
+adjudications made here (deterministic, balanced): files of BENCH_PER_FILE claims
 (default 50), three lines each, contractual and patient-share adjustments, sequestration,
 about one claim in twenty denied and one line in ten bundled, so the denial queue works too.
 Measured on the same text, best of BENCH_REPEAT runs (default 3):
@@ -34,9 +35,10 @@ from pipeline.serde import registry
 from pipeline.stage import Incoming
 from services.remittance.app import RemittanceStage
 from services.remittance.denials import CodeTables, denial_for
-from services.remittance.era import parse_835_transactions
+from services.remittance.era import CasAdjustment, parse_835_transactions
 from services.remittance.ledger import Ledger
 from services.remittance.posting import post_remittance
+from sim.payer import Claim837, ClaimDecision, ClaimLine, LineDecision, render_835
 
 PAYER = "BENCHPAYER"
 NPI = "1234567893"
@@ -71,78 +73,80 @@ def make_claims(count: int) -> list[SubmittedClaim]:
     ]
 
 
-def _claim_segments(claim_id: str, rng: random.Random) -> tuple[list[str], Decimal]:
-    charges = [Decimal("150.00"), Decimal("60.00"), Decimal("40.00")]
-    allowed = [Decimal("90.00"), Decimal("36.00"), Decimal("24.00")]
-    codes = ["99214", "83036", "36415"]
+CODES = ("99214", "83036", "36415")
+CHARGES = (Decimal("150.00"), Decimal("60.00"), Decimal("40.00"))
+ALLOWED = (Decimal("90.00"), Decimal("36.00"), Decimal("24.00"))
+SERVICE_DATE = date(2026, 3, 2)
+
+
+def _decision(claim_id: str, rng: random.Random) -> ClaimDecision:
+    """How the bench payer adjudicated one three-line claim."""
+    billed = tuple(
+        ClaimLine(n, "HC", code, (), charge, Decimal(1), SERVICE_DATE, None)
+        for n, (code, charge) in enumerate(zip(CODES, CHARGES, strict=True), start=1)
+    )
+    claim = Claim837(
+        claim_id=claim_id,
+        charge=sum(CHARGES, Decimal(0)),
+        place_of_service="11",
+        frequency="1",
+        filing_indicator="MB",
+        member_id=f"MBI{claim_id}",
+        patient_last_name="DOE",
+        patient_first_name="JANE",
+        lines=billed,
+    )
     denied = rng.random() < 0.05
-    lines, paid_total, pr_total = [], Decimal(0), Decimal(0)
-    for n, (charge, allow, code) in enumerate(zip(charges, allowed, codes, strict=True)):
+    lines: list[LineDecision] = []
+    for n, (line, allow) in enumerate(zip(billed, ALLOWED, strict=True)):
         if denied:
-            lines.append((code, charge, Decimal(0), [("CO", "16", charge)], ["MA130"]))
+            lines.append(_refused(line, "16", "MA130"))
             continue
         if n > 0 and rng.random() < 0.1:
-            lines.append((code, charge, Decimal(0), [("CO", "97", charge)], ["M15"]))
+            lines.append(_refused(line, "97", "M15"))
             continue
         coinsurance = (allow * Decimal("0.20")).quantize(CENT)
         sequestration = ((allow - coinsurance) * Decimal("0.02")).quantize(CENT)
-        paid = allow - coinsurance - sequestration
-        adjustments = [("CO", "45", charge - allow), ("CO", "253", sequestration)]
-        adjustments.append(("PR", "2", coinsurance))
-        lines.append((code, charge, paid, adjustments, []))
-        paid_total += paid
-        pr_total += coinsurance
-    status = "4" if denied else "1"
-    segments = [
-        f"CLP*{claim_id}*{status}*250*{_amt(paid_total)}*{_amt(pr_total) if pr_total else ''}"
-        f"*MB*ICN{claim_id}*11*1",
-        f"NM1*QC*1*DOE*JANE****MI*MBI{claim_id}",
-        "DTM*232*20260302",
-        "DTM*233*20260302",
-    ]
-    for code, charge, paid, adjustments, remarks in lines:
-        segments.append(f"SVC*HC:{code}*{_amt(charge)}*{_amt(paid)}**1")
-        segments.append("DTM*472*20260302")
-        by_group: dict[str, list[str]] = {}
-        for group, reason, amount in adjustments:
-            by_group.setdefault(group, []).append(f"{reason}*{_amt(amount)}")
-        segments += [f"CAS*{group}*{'**'.join(parts)}" for group, parts in by_group.items()]
-        segments += [f"LQ*HE*{rarc}" for rarc in remarks]
-    return segments, paid_total
+        adjustments = (
+            CasAdjustment("CO", "45", line.charge - allow),
+            CasAdjustment("CO", "253", sequestration),
+            CasAdjustment("PR", "2", coinsurance),
+        )
+        lines.append(LineDecision(line, allow, allow - coinsurance - sequestration, adjustments))
+    return ClaimDecision(
+        claim=claim,
+        status_code="4" if denied else "1",
+        charge=claim.charge,
+        paid=sum((line.paid for line in lines), Decimal(0)),
+        patient_responsibility=sum(
+            (a.amount for line in lines for a in line.adjustments if a.group == "PR"), Decimal(0)
+        ),
+        payer_claim_control_number=f"ICN{claim_id}",
+        service_start=SERVICE_DATE,
+        service_end=SERVICE_DATE,
+        lines=tuple(lines),
+    )
+
+
+def _refused(line: ClaimLine, carc: str, rarc: str) -> LineDecision:
+    """A line paid nothing: the whole charge a contractual adjustment, with its remark."""
+    return LineDecision(
+        line, Decimal(0), Decimal(0), (CasAdjustment("CO", carc, line.charge),), (rarc,)
+    )
 
 
 def make_835(claim_ids: list[str], number: int, rng: random.Random) -> str:
-    """One balanced 835 interchange paying ``claim_ids``."""
-    body: list[str] = []
-    total = Decimal(0)
-    for claim_id in claim_ids:
-        segments, paid = _claim_segments(claim_id, rng)
-        body += segments
-        total += paid
-    trace = f"BENCH{number:08d}"
-    head = [
-        "ST*835*0001",
-        f"BPR*I*{_amt(total)}*C*ACH*CCP*01*011000015*DA*123456*1990000001**01*021000021*DA"
-        "*654321*20260309",
-        f"TRN*1*{trace}*1990000001",
-        "DTM*405*20260309",
-        "N1*PR*BENCH PAYER",
-        "N3*PO BOX 1",
-        "N4*ANYTOWN*MD*21201",
-        f"REF*2U*{PAYER}",
-        "PER*BL*EDI*TE*8005550100",
-        f"N1*PE*BENCH CLINIC*XX*{NPI}",
-        "LX*1",
-    ]
-    st = head + body
-    st.append(f"SE*{len(st) + 1}*0001")
-    isa = (
-        f"ISA*00*{'':10}*00*{'':10}*ZZ*{PAYER:<15}*ZZ*{NPI:<15}*260309*0800*^*00501"
-        f"*{number:09d}*0*P*:"
+    """One balanced 835 interchange paying ``claim_ids`` (the payer simulator's writer)."""
+    return render_835(
+        [_decision(claim_id, rng) for claim_id in claim_ids],
+        payer_id=PAYER,
+        payer_name="BENCH PAYER",
+        payee_npi=NPI,
+        payee_name="BENCH CLINIC",
+        trace_number=f"BENCH{number:08d}",
+        paid_date=date(2026, 3, 9),
+        control_number=number + 1,
     )
-    segments = [isa, f"GS*HP*{PAYER}*{NPI}*20260309*0800*{number}*X*005010X221A1", *st]
-    segments += [f"GE*1*{number}", f"IEA*1*{number:09d}"]
-    return "~\n".join(segments) + "~\n"
 
 
 def best(runs: int, fn: Callable[[], Any]) -> float:
