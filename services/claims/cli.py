@@ -13,25 +13,14 @@ from pipeline.settings import Settings
 
 def cmd_claims_build(args: argparse.Namespace) -> int:
     from pipeline.models import ValidatedEncounter
-    from services.claims.app import load_fee_schedule
-    from services.claims.domain import build_claims
+    from services.claims.billing import ClaimWriter, load_fee_schedule
     from services.claims.settings import ClaimsSettings
-    from services.refdata.masterdata import load_master_data
 
     settings = ClaimsSettings()
-    fees = load_fee_schedule(settings)
-    master = load_master_data(settings, wage_index=True)
+    writer = ClaimWriter.from_settings(settings, load_fee_schedule(settings))
 
     def handle(_: str, data: bytes) -> list[str]:
-        claims = build_claims(
-            ValidatedEncounter.model_validate_json(data),
-            sender_id=settings.sender_id,
-            receiver_id=settings.receiver_id,
-            fee_schedule=fees,
-            drg_base_rate=settings.claims.drg_base_rate,
-            usage=settings.claims.usage,
-            master=master,
-        )
+        claims = writer.build(ValidatedEncounter.model_validate_json(data))
         return [claim.model_dump_json() if args.json else claim.x12 for claim in claims]
 
     return offline.run(

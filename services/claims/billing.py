@@ -1,0 +1,529 @@
+"""The claims stage's domain, without Kafka: what the service and the offline commands call.
+
+- ``ClaimWriter``: who the 837s are from and to, and how they are priced (fee schedule,
+  DRG base rate, payer registry): plans the claims of a verdict and writes an interchange
+  under a control number. ``claimflow claims build`` writes each claim in its own
+  interchange (``build``); the service writes them through ``Billing``.
+- ``Billing``: verdicts, postings and payers' acknowledgments in, claims out. It batches the
+  claims of one payer and claim type into interchanges of at most ``max_per_interchange``
+  claims, numbers each from the durable control-number store, delivers it through the
+  payer's adapter with retries, bills the next payer after a payer's 835 (coordination of
+  benefits) and turns 999/277CA rejections into ``ClaimRejection``s.
+
+``Billing`` works on inputs of any type ``S`` (the service passes its consumed records, a
+test plain strings): each result names the input it answers, a ``Billed`` claim or a
+``Refused`` input with the error that says why; each interchange delivered comes first,
+once, as ``Carried`` (a claim check: the claims name it by control number). What it
+counted (outcomes, deliveries per adapter) waits in ``outcomes`` and ``deliveries`` for the
+caller to report and clear.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Generic, TypeVar
+
+from pipeline.errors import InputError
+from pipeline.models import (
+    ClaimRejection,
+    Interchange,
+    PayerFile,
+    RemittancePosting,
+    SubmittedClaim,
+    ValidatedEncounter,
+    utcnow,
+)
+from pipeline.settings import Settings
+from services.claims.acks import RejectionContext, rejections
+from services.claims.adapters import DeliveryMeta, Router
+from services.claims.control import ClaimRef, ControlNumbers, StoredInterchange
+from services.claims.corrections import SubmittedClaims
+from services.claims.delivery import RetryPolicy, deliver_with_retries
+from services.claims.domain import (
+    DEFAULT_DRG_BASE_RATE,
+    FeeSchedule,
+    PlannedClaim,
+    build_claims,
+    encounter_field,
+    envelope_for,
+    in_validated_record,
+    interchange_record,
+    submitted_claim,
+    write_interchange,
+)
+from services.claims.secondary import (
+    CobLedger,
+    coverages_of,
+    next_claim,
+    part_key,
+    position_of,
+    primary_claim_id,
+)
+from services.claims.settings import ClaimsSettings
+from services.claims.x12_837_common import ClaimError
+from services.refdata.masterdata import MasterData, load_master_data
+from services.x12.writer import Usage, ident
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S")
+
+
+class DeliveryFailed(Exception):
+    """Every delivery attempt of the interchange that carried this claim failed."""
+
+
+def load_fee_schedule(settings: Settings) -> FeeSchedule | None:
+    """The Medicare physician fee schedule from ``CLAIMFLOW_REFDATA_DIR``, or None (said)."""
+    if settings.refdata_dir is None:
+        log.warning("no CLAIMFLOW_REFDATA_DIR: expected reimbursement is off (null on claims)")
+        return None
+    from services.refdata.fee_schedule import FeeSchedule
+
+    return FeeSchedule.load(settings.refdata_dir)
+
+
+@dataclass(frozen=True)
+class ClaimWriter:
+    """Plans and writes the 837s of one submitter."""
+
+    sender_id: str
+    receiver_id: str
+    usage: Usage = "P"
+    drg_base_rate: Decimal = DEFAULT_DRG_BASE_RATE
+    fee_schedule: FeeSchedule | None = None
+    master: MasterData = field(default_factory=MasterData)
+
+    @classmethod
+    def from_settings(
+        cls, settings: ClaimsSettings, fee_schedule: FeeSchedule | None
+    ) -> ClaimWriter:
+        """The writer the claims settings describe, with the master data they point to."""
+        return cls(
+            settings.sender_id,
+            settings.receiver_id,
+            usage=settings.claims.usage,
+            drg_base_rate=settings.claims.drg_base_rate,
+            fee_schedule=fee_schedule,
+            master=load_master_data(settings, wage_index=True),
+        )
+
+    def check(self) -> None:
+        """Fail at start-up, not on the first claim, when the envelope ids cannot be written."""
+        ident(self.sender_id, "CLAIMFLOW_SENDER_ID", min_len=2, max_len=15)
+        ident(self.receiver_id, "CLAIMFLOW_RECEIVER_ID", min_len=2, max_len=15)
+
+    def envelope(self, payer_id: str) -> tuple[str, str, str | None]:
+        """(sender id, receiver id, receiver name) of an interchange to this payer."""
+        return envelope_for(self.master, payer_id, self.sender_id, self.receiver_id)
+
+    def writer(self, planned: list[PlannedClaim]) -> Callable[[int], str]:
+        """Writes ``planned`` (claims of one payer and type) under the number it is given."""
+        sender_id, receiver_id, receiver_name = self.envelope(planned[0].payer_id)
+
+        def write(number: int) -> str:
+            return write_interchange(
+                planned,
+                sender_id=sender_id,
+                receiver_id=receiver_id,
+                control_number=number,
+                usage=self.usage,
+                receiver_name=receiver_name,
+                pay_to=self.master.providers.pay_to,
+            )
+
+        return write
+
+    def build(self, validated: ValidatedEncounter) -> list[SubmittedClaim]:
+        """Every original claim of one verdict, each in its own interchange numbered from
+        its claim id (``claimflow claims build``)."""
+        return build_claims(
+            validated,
+            sender_id=self.sender_id,
+            receiver_id=self.receiver_id,
+            fee_schedule=self.fee_schedule,
+            drg_base_rate=self.drg_base_rate,
+            usage=self.usage,
+            master=self.master,
+        )
+
+
+@dataclass(frozen=True)
+class Billed(Generic[S]):
+    """A claim sent for ``source``, through the adapter ``adapter``."""
+
+    source: S
+    claim: SubmittedClaim
+    adapter: str
+
+
+@dataclass(frozen=True)
+class Carried:
+    """An interchange delivered (again, on a replay), before the claims it carries."""
+
+    interchange: Interchange
+
+
+@dataclass(frozen=True)
+class Refused(Generic[S]):
+    """An input that could not be answered (for the dead-letter topic), and why."""
+
+    source: S
+    error: Exception
+
+
+Result = Billed[S] | Refused[S] | Carried
+Item = tuple[S, PlannedClaim]
+
+
+class Billing(Generic[S]):
+    """Claims for verdicts and postings: batched, numbered, written, delivered, once each.
+
+    ``submitted`` (the corrections store) and ``cob`` (each payer's adjudication) are
+    written as inputs are answered; the caller commits them once the claims are safe
+    downstream (``commit``), as the runner does after a batch.
+    """
+
+    def __init__(
+        self,
+        writer: ClaimWriter,
+        store: ControlNumbers,
+        router: Router,
+        submitted: SubmittedClaims,
+        cob: CobLedger,
+        *,
+        max_per_interchange: int = 25,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.writer = writer
+        self.store = store
+        self.router = router
+        self.submitted = submitted
+        self.cob = cob
+        self.max_per_interchange = max_per_interchange
+        self.retry = retry or RetryPolicy()
+        self.sleep = sleep
+        self.outcomes: Counter[str] = Counter()
+        self.deliveries: Counter[tuple[str, str]] = Counter()  # (adapter, outcome)
+        self._not_sent: set[str] = set()  # claims of the call refused (``bill``)
+        self._verdict_of: dict[int, ValidatedEncounter] = {}  # input -> its verdict (``bill``)
+
+    def commit(self) -> None:
+        self.submitted.commit()
+        self.cob.commit()
+
+    def close(self) -> None:
+        self.store.close()
+        self.submitted.close()
+        self.cob.close()
+
+    # --- billing ------------------------------------------------------------------------------
+
+    def claims_for(self, validated: ValidatedEncounter) -> list[PlannedClaim]:
+        """The claims one verdict asks for: its original the first time, a replacement (7)
+        or void (8) when a billed encounter's verdict changes, else none."""
+        writer = self.writer
+        planned = self.submitted.claims_for(  # never a second original
+            validated,
+            fee_schedule=writer.fee_schedule,
+            drg_base_rate=writer.drg_base_rate,
+            master=writer.master,
+        )
+        if not planned:
+            self.outcomes[
+                "not_billed_rejected" if validated.outcome == "rejected" else "unchanged"
+            ] += 1
+        return planned
+
+    def bill(self, verdicts: Sequence[tuple[S, ValidatedEncounter]]) -> list[Result[S]]:
+        """The claims of validated encounters; a verdict whose claim is refused is not
+        answered (the corrections store forgets it), so sending it again bills it then."""
+        results: list[Result[S]] = []
+        unique: dict[str, Item[S]] = {}
+        self._not_sent = set()
+        self._verdict_of = {id(source): verdict for source, verdict in verdicts}
+        # What the corrections store said before each verdict, to undo it for a refusal.
+        before: list[list[tuple[object, ...]]] = []
+        for source, verdict in verdicts:
+            before.append(self.submitted.snapshot(verdict.encounter_id))
+            try:
+                for planned in self.claims_for(verdict):
+                    unique.setdefault(planned.event_id, (source, planned))  # a repeat in the batch
+            except Exception as exc:  # noqa: BLE001 - every failure of one input is refused
+                results.append(Refused(source, exc))
+        results += self.send(unique)
+        refused = {id(r.source) for r in results if isinstance(r, Refused)}
+        for (source, verdict), snapshot in reversed(list(zip(verdicts, before, strict=True))):
+            if id(source) in refused:
+                # Only the claims that did not go out: an encounter's other claim (the
+                # facility's 837I beside a refused 837P) was sent and stays on record.
+                planned = [p for s, p in unique.values() if s is source]
+                sent = {p.claim_id for p in planned} - self._not_sent
+                self.submitted.restore(verdict, snapshot, keep=sent)
+        return results
+
+    def send(self, unique: dict[str, Item[S]]) -> list[Result[S]]:
+        """Number, write, deliver and publish planned claims (each claim event once)."""
+        results: list[Result[S]] = []
+        assigned = self.store.assigned(unique)
+        replayed: dict[int, list[Item[S]]] = defaultdict(list)
+        fresh: dict[tuple[str, str], list[Item[S]]] = defaultdict(list)
+        for eid, item in unique.items():
+            if eid in assigned:
+                replayed[assigned[eid]].append(item)
+            else:
+                fresh[(item[1].payer_id, item[1].claim_type)].append(item)
+        for icn, items in replayed.items():
+            stored = self.store.interchange(icn)
+            if stored is not None:
+                results += self.deliver(stored, items)
+        for (payer_id, _claim_type), items in fresh.items():
+            adapter = self.router.adapter_for(payer_id)
+            if adapter is None:
+                reason = (
+                    f"no payer route for {payer_id!r}: add it (or '*') to CLAIMFLOW_CLAIMS__ROUTES"
+                )
+                results += [self._refuse(it, InputError("payer_id", reason)) for it in items]
+                continue
+            for chunk in chunks(items, self.max_per_interchange):
+                results += self.interchange(chunk, adapter.name)
+        return results
+
+    def interchange(self, items: list[Item[S]], adapter: str) -> list[Result[S]]:
+        """Number, write and store one interchange; a claim that cannot be written is set aside."""
+        results: list[Result[S]] = []
+        while items:
+            planned = [p for _, p in items]
+            first = planned[0]
+            try:
+                stored = self.store.allocate(
+                    [ClaimRef(p.event_id, p.claim_id, p.encounter_id) for p in planned],
+                    payer_id=first.payer_id,
+                    claim_type=first.claim_type,
+                    adapter=adapter,
+                    build=self.writer.writer(planned),
+                )
+            except ClaimError as exc:
+                prefix = f"claims[{exc.claim_id}]."
+                error = in_validated_record(InputError(exc.field.removeprefix(prefix), exc.reason))
+                bad = [it for it in items if it[1].claim_id == exc.claim_id]
+                results += [self._refuse(it, error) for it in bad]
+                items = [it for it in items if it[1].claim_id != exc.claim_id]
+                continue
+            except InputError as exc:
+                results += [self._refuse(it, in_validated_record(exc)) for it in items]
+                return results
+            self.outcomes[f"interchange_{first.claim_type}"] += 1
+            return results + self.deliver(stored, items)
+        return results
+
+    def deliver(self, stored: StoredInterchange, items: list[Item[S]]) -> list[Result[S]]:
+        """Deliver unless already delivered, then the interchange once and one claim event
+        per claim of ``items``, naming it by control number instead of carrying its text."""
+        if stored.status != "delivered":
+            refused = self._deliver(stored)
+            if refused is not None:
+                return [self._refuse(it, refused) for it in items]
+        interchange = interchange_record(
+            stored.icn,
+            payer_id=stored.payer_id,
+            claim_type=stored.claim_type,
+            adapter=stored.adapter,
+            claim_ids=[c.claim_id for c in self.store.claims_of(stored.icn)],
+            x12=stored.text,
+            created_at=min(planned.submitted_at for _, planned in items),
+        )
+        return [
+            Carried(interchange),
+            *(
+                Billed(source, submitted_claim(planned, stored.icn, None), stored.adapter)
+                for source, planned in items
+            ),
+        ]
+
+    def _refuse(self, item: Item[S], exc: Exception) -> Refused[S]:
+        """A planned claim that was not written or delivered: its input refused, the reason
+        naming the claim (an encounter may bill two), and the claim noted so that only its
+        part of the corrections store is undone (``bill``)."""
+        source, planned = item
+        self._not_sent.add(planned.claim_id)
+        which = f"{planned.claim_type} claim {planned.claim_id}"
+        if isinstance(exc, InputError):
+            field = exc.field
+            verdict = self._verdict_of.get(id(source))
+            if verdict is not None:  # the line of the encounter, not of the claim part
+                field = encounter_field(verdict, planned.claim_type, field)
+            exc = InputError(field, f"{exc.reason} ({which})")
+        elif isinstance(exc, DeliveryFailed):
+            exc = DeliveryFailed(f"{exc} ({which})")
+        return Refused(source, exc)
+
+    def _deliver(self, stored: StoredInterchange) -> DeliveryFailed | None:
+        """Hand the stored interchange to its adapter (with retries); why it failed, or None."""
+        adapter = self.router.adapters.get(stored.adapter) or self.router.adapter_for(
+            stored.payer_id
+        )
+        sender_id, receiver_id, _ = self.writer.envelope(stored.payer_id)
+        meta = DeliveryMeta(
+            payer_id=stored.payer_id,
+            control_number=stored.icn,
+            claim_type=stored.claim_type,
+            claim_ids=tuple(c.claim_id for c in self.store.claims_of(stored.icn)),
+            sender_id=sender_id,
+            receiver_id=receiver_id,
+        )
+        if adapter is None:
+            reason = f"no payer route for {stored.payer_id!r} (CLAIMFLOW_CLAIMS__ROUTES)"
+            self.store.mark(stored.icn, "dead", reason)
+            return DeliveryFailed(reason)
+        started = time.perf_counter()
+        outcome = deliver_with_retries(
+            adapter, stored.text.encode("ascii"), meta, self.retry, sleep=self.sleep
+        )
+        if outcome.receipt is None:
+            self.store.mark(stored.icn, "dead", outcome.reason())
+            self.deliveries[(adapter.name, "failed")] += 1
+            log.warning(
+                "interchange not delivered; its claims go to the dead-letter topic",
+                extra={"icn": stored.icn, "adapter": adapter.name, "why": outcome.reason()},
+            )
+            return DeliveryFailed(outcome.reason())
+        self.store.mark(stored.icn, "delivered", outcome.receipt.describe())
+        self.deliveries[(adapter.name, "delivered")] += 1
+        log.info(
+            "interchange delivered",
+            extra={
+                "icn": stored.icn,
+                "adapter": adapter.name,
+                "claims": len(meta.claim_ids),
+                "attempts": outcome.attempts,
+                "seconds": round(time.perf_counter() - started, 3),
+            },
+        )
+        return None
+
+    # --- coordination of benefits: the next payer after a posted 835 ----------------------------
+
+    def bill_next_payers(self, postings: Sequence[tuple[S, RemittancePosting]]) -> list[Result[S]]:
+        """Claims to secondary and tertiary payers, from the postings of the payers before;
+        a claim that is refused is billed when its posting comes again."""
+        results: list[Result[S]] = []
+        unique: dict[str, Item[S]] = {}
+        billed: dict[int, tuple[str, int]] = {}
+        self._verdict_of = {}
+        for source, posting in postings:
+            try:
+                with self.cob.atomic():
+                    found = self.next_claim(posting)
+            except Exception as exc:  # noqa: BLE001 - every failure of one input is refused
+                results.append(Refused(source, exc))
+                continue
+            if found is not None:
+                planned, position, key = found
+                unique.setdefault(planned.event_id, (source, planned))
+                billed[id(source)] = (key, position)
+        results += self.send(unique)
+        for result in results:
+            if isinstance(result, Refused) and id(result.source) in billed:
+                self.cob.unmark_billed(*billed.pop(id(result.source)))
+        return results
+
+    def next_claim(self, posting: RemittancePosting) -> tuple[PlannedClaim, int, str] | None:
+        """The claim to the payer after the one that posted, with its position and the
+        encounter part it bills, or None (and the outcome says why)."""
+        if posting.encounter_id is None:
+            return None
+        if posting.payer_claim_control_number and posting.status != "reversed":
+            # A corrected claim (7) or a void (8) refers to the payer's number for the claim
+            # it replaces, which the 835 gives (CLP07).
+            self.submitted.set_payer_claim_control_number(
+                posting.claim_id, posting.payer_claim_control_number
+            )
+        # The claim the payer answered is one part of the encounter (its claim, or, for a
+        # facility stay with a physician's services, the facility's or the physician's).
+        key = part_key(posting.encounter_id, primary_claim_id(posting.claim_id))
+        prior = self.submitted.prior(key) if key is not None else None
+        if prior is None:
+            self.outcomes["cob_unknown_encounter"] += 1
+            return None
+        verdict = prior.billed
+        master = self.writer.master
+        position = position_of(posting.payer_id, coverages_of(verdict, master))
+        if position is None:
+            self.outcomes["cob_unknown_payer"] += 1
+            return None
+        encounter_id = key  # the CobLedger keeps each part's payers apart
+        self.cob.record(encounter_id, position, posting)
+        if self.cob.billed(encounter_id, position + 1) is not None:
+            return None  # a redelivered or corrected posting: the next payer is billed
+        earlier = self.cob.earlier(encounter_id, position)
+        found = next_claim(posting, verdict, prior.claim_id, earlier, master)
+        if found.planned is None:
+            self.outcomes["cob_not_billed"] += 1
+            log.debug("no claim to the next payer", extra={"why": found.reason})
+            return None
+        self.outcomes[f"cob_billed_{position + 1}"] += 1
+        self.cob.mark_billed(encounter_id, position + 1, found.planned.claim_id)
+        return found.planned, position + 1, encounter_id
+
+    # --- acknowledgments ------------------------------------------------------------------------
+
+    def acknowledgment(self, file: PayerFile) -> list[ClaimRejection]:
+        """The claims a 999 or 277CA rejects (an 835 is remittance's: none)."""
+        if file.kind not in ("999", "277CA"):
+            return []
+
+        def claims_of_group(group: str) -> list[tuple[str, str]]:
+            if not group.isdigit():
+                return []
+            return [(c.claim_id, c.encounter_id) for c in self.store.claims_of(int(group))]
+
+        ctx = RejectionContext(claims_of_group, self.store.encounter_of, utcnow())
+        found = rejections(file, ctx)
+        with self.submitted.atomic():  # all of this file's writes or none (a refusal)
+            for claim_id, number in ctx.payer_claim_numbers.items():
+                # 7s and 8s refer to the payer's claim number once it is known.
+                self.submitted.set_payer_claim_control_number(claim_id, number)
+            for rejection in found:
+                # A refused claim was never in adjudication; its fix goes out as a new
+                # original, not as a replacement of it.
+                self.submitted.record_rejection(rejection, self._refused_events(rejection))
+        if ctx.unknown_groups:
+            # Not ours (another claims instance's block, or a store that was lost): say so.
+            log.warning(
+                "999 rejects a group this service did not send",
+                extra={"groups": ctx.unknown_groups[:5], "file_id": file.file_id},
+            )
+            self.outcomes["ack_unknown_group"] += 1
+        for rejection in found:
+            self.outcomes[f"payer_rejected_{rejection.source}"] += 1
+        return found
+
+    def _refused_events(self, rejection: ClaimRejection) -> list[str]:
+        """The claim events a rejection refuses, when it names their interchange (a 999)."""
+        icn = rejection.interchange_control_number
+        if icn is None or not icn.isdigit():
+            return []
+        return [
+            c.event_id for c in self.store.claims_of(int(icn)) if c.claim_id == rejection.claim_id
+        ]
+
+
+def chunks(items: Iterable[Item[S]], at_most: int) -> Iterable[list[Item[S]]]:
+    """At most ``at_most`` claims, and a claim id once, per interchange, in order."""
+    chunk: list[Item[S]] = []
+    ids: set[str] = set()
+    for item in items:
+        if len(chunk) >= at_most or item[1].claim_id in ids:
+            yield chunk
+            chunk, ids = [], set()
+        chunk.append(item)
+        ids.add(item[1].claim_id)
+    if chunk:
+        yield chunk
