@@ -6,14 +6,20 @@ cluster, topics, metrics, state, reference files); a service adds its own option
 nested model (``CLAIMFLOW_CODING__…``, ``CLAIMFLOW_CLAIMS__…``) on its subclass and builds
 it with ``ServiceSettings.from_base(shared)``. The environment is read once at start-up;
 objects are passed down from there.
+
+A service option that had a flat variable before it moved under its service keeps that
+name as an alias: the subclass maps it in ``aliases`` (old variable -> ``section.option``),
+and the old variable is read when the new one (``CLAIMFLOW_<SECTION>__<OPTION>``) is not
+set; a value given in code wins over both. The service's README documents each alias.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -133,6 +139,31 @@ class Settings(BaseSettings):
         "and that is paid at every hop; Apache Kafka answers as soon as data arrives.",
     )
     session_timeout_ms: int = Field(default=6000, ge=1000)
+
+    aliases: ClassVar[dict[str, str]] = {}
+    """Old flat variable -> ``section.option`` it stands for (a service's own options)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data: Any) -> Any:
+        """The options whose new variable is not set, from their old flat variable."""
+        if not cls.aliases or not isinstance(data, dict):
+            return data
+        environ = {k.upper(): v for k, v in os.environ.items()}
+        for old, path in cls.aliases.items():
+            value = environ.get(old.upper())
+            if value is None:
+                continue
+            section, option = path.split(".")
+            current = data.get(section)
+            if current is None:
+                data[section] = {option: value}
+            elif isinstance(current, dict):
+                current.setdefault(option, value)
+            elif isinstance(current, BaseModel) and option not in current.model_fields_set:
+                given = current.model_dump(exclude_unset=True)
+                data[section] = type(current).model_validate({**given, option: value})
+        return data
 
     @classmethod
     def from_base(cls, base: Settings | None = None) -> Self:

@@ -105,8 +105,8 @@ class ClaimWriter:
     ) -> ClaimWriter:
         """The writer the claims settings describe, with the master data they point to."""
         return cls(
-            settings.sender_id,
-            settings.receiver_id,
+            settings.claims.sender_id,
+            settings.claims.receiver_id,
             usage=settings.claims.usage,
             drg_base_rate=settings.claims.drg_base_rate,
             fee_schedule=fee_schedule,
@@ -115,8 +115,8 @@ class ClaimWriter:
 
     def check(self) -> None:
         """Fail at start-up, not on the first claim, when the envelope ids cannot be written."""
-        ident(self.sender_id, "CLAIMFLOW_SENDER_ID", min_len=2, max_len=15)
-        ident(self.receiver_id, "CLAIMFLOW_RECEIVER_ID", min_len=2, max_len=15)
+        ident(self.sender_id, "CLAIMFLOW_CLAIMS__SENDER_ID", min_len=2, max_len=15)
+        ident(self.receiver_id, "CLAIMFLOW_CLAIMS__RECEIVER_ID", min_len=2, max_len=15)
 
     def envelope(self, payer_id: str) -> tuple[str, str, str | None]:
         """(sender id, receiver id, receiver name) of an interchange to this payer."""

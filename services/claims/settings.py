@@ -49,6 +49,14 @@ class ClaimsOptions(BaseModel):
         default=0, ge=0, le=9, description="a different block per claims instance (0-9)"
     )
     usage: Literal["P", "T"] = Field(default="P", description="ISA15: production or test")
+    sender_id: str = Field(
+        default="CLAIMFLOW",
+        description="ISA06 / GS02 of the 837s we send (the old CLAIMFLOW_SENDER_ID still works)",
+    )
+    receiver_id: str = Field(
+        default="CLEARINGHOUSE",
+        description="ISA08 / GS03 of the 837s (the old CLAIMFLOW_RECEIVER_ID still works)",
+    )
     settled_retention_days: float = Field(
         default=365.0,
         ge=0,
@@ -78,9 +86,10 @@ class ClaimsOptions(BaseModel):
 
 
 class ClaimsSettings(Settings):
-    """The shared settings plus ``claims``, and who the 837s are from and to (only claims
-    writes 837s, so these are not shared settings; the variables keep their names)."""
+    """The shared settings plus ``claims`` (``CLAIMFLOW_CLAIMS__…``)."""
 
-    sender_id: str = Field(default="CLAIMFLOW", description="ISA06 / GS02 of the 837s we send.")
-    receiver_id: str = Field(default="CLEARINGHOUSE", description="ISA08 / GS03 of the 837s.")
+    aliases = {
+        "CLAIMFLOW_SENDER_ID": "claims.sender_id",
+        "CLAIMFLOW_RECEIVER_ID": "claims.receiver_id",
+    }
     claims: ClaimsOptions = ClaimsOptions()

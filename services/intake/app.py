@@ -46,7 +46,7 @@ class IntakeStage(Stage):
             late_charges=settings.intake.late_charges,
         )
         self.seen = SeenMessages(settings.state_dir / "intake-seen.sqlite")
-        self.window_s = settings.repeat_window_days * 86400
+        self.window_s = settings.intake.repeat_window_days * 86400
         self._pruned_at = 0.0
 
     def decode(self, reg: Registry, topic: str, raw: bytes, headers: dict[str, bytes]) -> Any:

@@ -15,10 +15,18 @@ from pipeline.settings import Settings
 
 
 class IntakeOptions(BaseModel):
-    """``CLAIMFLOW_INTAKE__…``: when a hospital account is billed (``account.py``)."""
+    """``CLAIMFLOW_INTAKE__…``: how long repeats are known, when a hospital account is
+    billed (``account.py``)."""
 
     model_config = ConfigDict(frozen=True)
 
+    repeat_window_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a source message is remembered, to drop a resend of it "
+        "(CLAIMFLOW_INTAKE__REPEAT_WINDOW_DAYS; the old CLAIMFLOW_REPEAT_WINDOW_DAYS still "
+        "works).",
+    )
     bill_hold_hours: float = Field(
         default=0.0,
         ge=0,
@@ -35,11 +43,7 @@ class IntakeOptions(BaseModel):
 class IntakeSettings(Settings):
     """The intake stage: how long repeats are known, when hospital accounts are billed."""
 
-    repeat_window_days: float = Field(
-        default=30.0,
-        gt=0,
-        description="How long a source message is remembered, to drop a resend of it.",
-    )
+    aliases = {"CLAIMFLOW_REPEAT_WINDOW_DAYS": "intake.repeat_window_days"}
     intake: IntakeOptions = IntakeOptions()
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline import metrics
 from pipeline.models import utcnow
@@ -37,13 +37,23 @@ CODED = "encounters.coded.v1"
 BY_PATIENT = "validation.by-patient.v1"
 
 
-class ValidationSettings(Settings):
-    """The scrubber's settings: the shared ones plus the rule pack it runs."""
+class ValidationOptions(BaseModel):
+    """``CLAIMFLOW_VALIDATION__…``: what the scrubber runs."""
+
+    model_config = ConfigDict(frozen=True)
 
     rule_pack: str = Field(
         default=RULE_PACK_VERSION,
-        description="Id of the rule pack the live service runs (CLAIMFLOW_RULE_PACK).",
+        description="Id of the rule pack the live service runs "
+        "(CLAIMFLOW_VALIDATION__RULE_PACK; the old CLAIMFLOW_RULE_PACK still works).",
     )
+
+
+class ValidationSettings(Settings):
+    """The scrubber's settings: the shared ones plus the rule pack it runs."""
+
+    aliases = {"CLAIMFLOW_RULE_PACK": "validation.rule_pack"}
+    validation: ValidationOptions = ValidationOptions()
 
 
 class ValidationStage(Stage):
@@ -125,7 +135,7 @@ def load_codesets(settings: Settings) -> CodeSets:
 
 def main(settings: Settings | None = None) -> None:
     settings = ValidationSettings.from_base(settings or Settings())
-    pack = get_pack(settings.rule_pack)
+    pack = get_pack(settings.validation.rule_pack)
     codesets = load_codesets(settings)
     log.info(
         "rule pack",

@@ -256,7 +256,7 @@ PACKS: dict[str, RulePack] = {}
 
 
 def register_pack(pack: RulePack) -> RulePack:
-    """Make a pack selectable by id (CLAIMFLOW_RULE_PACK, ``claimflow replay --rule-pack``)."""
+    """Make a pack selectable by id (CLAIMFLOW_VALIDATION__RULE_PACK, ``replay --rule-pack``)."""
     known = PACKS.get(pack.id)
     if known is not None and known is not pack:
         raise ValueError(f"rule pack {pack.id} is already registered")

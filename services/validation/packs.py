@@ -1,4 +1,4 @@
-"""The rule packs claimflow ships, selectable by id (CLAIMFLOW_RULE_PACK, or
+"""The rule packs claimflow ships, selectable by id (CLAIMFLOW_VALIDATION__RULE_PACK, or
 ``claimflow replay --rule-pack``). A pack never changes once released: a change to what
 the rules decide is a new pack id, so verdicts stay reproducible and replays comparable.
 """

@@ -72,8 +72,8 @@ def chain() -> dict[str, list[Model]]:
                 continue
             out["claims.submitted.v1"] += build_claims(
                 verdict,
-                sender_id=settings.sender_id,
-                receiver_id=settings.receiver_id,
+                sender_id=settings.claims.sender_id,
+                receiver_id=settings.claims.receiver_id,
                 master=master,
             )
     claims = out["claims.submitted.v1"]

@@ -81,20 +81,68 @@ def test_every_service_builds_its_settings_one_way(
         built.topic_prefix = "x"  # type: ignore[misc]
 
 
-def test_the_837_sender_is_a_claims_setting_and_keeps_its_variable(
-    monkeypatch: pytest.MonkeyPatch,
+def _moved() -> list[tuple[type[Settings], str, str, str, str, object]]:
+    """(settings, old variable, new variable, section, option, a value) of every stage option
+    that moved under its stage."""
+    from services.claims.settings import ClaimsSettings
+    from services.intake.settings import IntakeSettings
+    from services.validation.app import ValidationSettings
+
+    return [
+        (ValidationSettings, "CLAIMFLOW_RULE_PACK", "CLAIMFLOW_VALIDATION__RULE_PACK",
+         "validation", "rule_pack", "2026.12.1"),
+        (IntakeSettings, "CLAIMFLOW_REPEAT_WINDOW_DAYS", "CLAIMFLOW_INTAKE__REPEAT_WINDOW_DAYS",
+         "intake", "repeat_window_days", 2.5),
+        (ClaimsSettings, "CLAIMFLOW_SENDER_ID", "CLAIMFLOW_CLAIMS__SENDER_ID",
+         "claims", "sender_id", "ACMEBILLING"),
+        (ClaimsSettings, "CLAIMFLOW_RECEIVER_ID", "CLAIMFLOW_CLAIMS__RECEIVER_ID",
+         "claims", "receiver_id", "PAYERGATE"),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("moved", _moved(), ids=lambda m: m[1])
+def test_a_stage_option_has_its_stage_variable_and_keeps_its_old_one(
+    moved: tuple[type[Settings], str, str, str, str, object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    cls, old, new, section, option, value = moved
+    assert option not in cls.model_fields and option not in Settings.model_fields
+    default = getattr(getattr(cls(), section), option)
+    assert default != value
+
+    def read() -> object:
+        return getattr(getattr(cls.from_base(Settings()), section), option)
+
+    monkeypatch.setenv(new, str(value))
+    assert read() == value
+    monkeypatch.delenv(new)
+    monkeypatch.setenv(old, str(value))  # the documented alias
+    assert read() == value
+    monkeypatch.setenv(new, str(default))  # the stage's own variable wins over the old one
+    assert read() == default
+    monkeypatch.delenv(new)
+    # A value given in code wins over the environment; the section's other options stay.
+    options = type(getattr(cls(), section))
+    given = cls(**{section: options(**{option: default})})
+    assert getattr(getattr(given, section), option) == default
+
+
+def test_an_old_variable_fills_only_its_option(monkeypatch: pytest.MonkeyPatch) -> None:
     from services.claims.settings import ClaimsSettings
 
-    assert "sender_id" not in Settings.model_fields
     monkeypatch.setenv("CLAIMFLOW_SENDER_ID", "ACMEBILLING")
     monkeypatch.setenv("CLAIMFLOW_CLAIMS__USAGE", "T")
-    claims = ClaimsSettings.from_base(Settings())
-    assert (claims.sender_id, claims.receiver_id, claims.claims.usage) == (
+    claims = ClaimsSettings.from_base(Settings()).claims
+    assert (claims.sender_id, claims.receiver_id, claims.usage) == (
         "ACMEBILLING",
         "CLEARINGHOUSE",
         "T",
     )
+    monkeypatch.setenv("CLAIMFLOW_SENDER_ID", "X")  # too short for ISA06: said at start-up
+    from services.claims.billing import ClaimWriter
+
+    writer = ClaimWriter.from_settings(ClaimsSettings(), None)
+    with pytest.raises(Exception, match="CLAIMFLOW_CLAIMS__SENDER_ID"):
+        writer.check()
 
 
 def test_gateway_settings_take_the_stage_shape_and_the_old_names_as_aliases(
