@@ -46,10 +46,6 @@ WHEN = datetime(2026, 3, 9, 8, 0, tzinfo=UTC)
 CENT = Decimal("0.01")
 
 
-def _amt(value: Decimal) -> str:
-    return f"{value.quantize(CENT)}"
-
-
 def make_claims(count: int) -> list[SubmittedClaim]:
     """Submitted claims the 835s answer (no X12: the ledger drops it anyway)."""
     return [

@@ -13,6 +13,10 @@
   lines of one correction work queue (``claimflow corrections list``), shown in name order;
 - ``claimflow.rule_titles``: ``titles()`` returns {rule id: what the rule checks}, to name
   the edits in ``claimflow report``;
+- ``claimflow.tracking``: {topic: handler(ledger, key, value)}, what a stage's records
+  change in the tracker's ``Ledger`` (``pipeline/tracker.py``): the topics it writes (or
+  reads, for what it decides about them); the tracker follows those and the stage's
+  dead-letter topic, named after the entry point;
 - ``claimflow.payer_adapters``: how the claims service reaches a payer
   (``services/claims/adapters``).
 """
@@ -28,6 +32,7 @@ SERVICES = "claimflow.services"
 APPS = "claimflow.apps"
 CORRECTIONS = "claimflow.corrections"
 RULE_TITLES = "claimflow.rule_titles"
+TRACKING = "claimflow.tracking"
 
 
 def entry_points(group: str) -> list[importlib.metadata.EntryPoint]:
@@ -60,3 +65,8 @@ def rule_titles() -> dict[str, str]:
     for ep in entry_points(RULE_TITLES):
         titles.update(ep.load()())
     return titles
+
+
+def tracked() -> dict[str, dict[str, Any]]:
+    """What each stage's records change in the tracker, by stage name: {topic: handler}."""
+    return {ep.name: dict(ep.load()) for ep in entry_points(TRACKING)}

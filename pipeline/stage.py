@@ -152,6 +152,11 @@ def reason_of(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
+def dead_letter_topic(service: str) -> str:
+    """Where a service's dead letters go."""
+    return f"dlq.{service}.v1"
+
+
 def dead_letter(service: str, msg: Incoming, exc: Exception) -> Out:
     """The dead-letter record for ``msg``: original bytes, where it came from, and why.
     A failing state volume is not the input's fault: ``StorageUnavailable`` is raised
@@ -172,7 +177,7 @@ def dead_letter(service: str, msg: Incoming, exc: Exception) -> Out:
         field=field_of(exc),
         failed_at=utcnow(),
     )
-    return Out(f"dlq.{service}.v1", msg.key or "", letter)
+    return Out(dead_letter_topic(service), msg.key or "", letter)
 
 
 class Runner:

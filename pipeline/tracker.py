@@ -3,9 +3,13 @@
 An encounter sent to intake ends in exactly one of: posted (a remittance for its claim),
 rejected (by the scrubber), a dead letter at some stage, held in remittance's exceptions
 (its claim's payment did not balance or never matched), or rejected by the payer's front end
-(a 999 or 277CA on claims.rejections.v1: no 835 will come). Anything else, once the
-pipeline is idle, is lost. A denied claim is posted (status denied) and also in the denial queue.
-Tansu's high watermarks read low, so this counts records instead of trusting end offsets.
+(a 999 or 277CA: no 835 will come). Anything else, once the pipeline is idle, is lost. A
+denied claim is posted (status denied) and also in the denial queue. Tansu's high
+watermarks read low, so this counts records instead of trusting end offsets.
+
+Which topics, and what a record of each changes here, is the stages' to say: each declares
+{topic: handler} (``services/<stage>/tracking.py``, entry points ``claimflow.tracking``),
+and the tracker follows those topics and the declaring stages' dead-letter topics.
 
 Threads: a ``Ledger`` belongs to the thread that polls the tracker; a publisher on another
 thread reports what it sent through ``mark_sent`` (a queue), never by touching ``sent``.
@@ -15,6 +19,7 @@ of the last poll cost, not a pass over everything ever sent.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -27,37 +32,46 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from pipeline import plugins
 from pipeline.kafka import client_config
 from pipeline.serde import Registry, registry
 from pipeline.settings import Settings
+from pipeline.stage import dead_letter_topic
 
-FOLLOWED = [
-    "encounters.collected.v1",
-    "encounters.coded.v1",
-    "coding.review.v1",
-    "coding.audits.v1",
-    "encounters.validated.v1",
-    "claims.submitted.v1",
-    "claims.interchanges.v1",
-    "payer.inbound.v1",
-    "remittance.posted.v1",
-    "dlq.intake.v1",
-    "dlq.coding.v1",
-    "dlq.validation.v1",
-    "dlq.claims.v1",
-    "dlq.remittance.v1",
-    "remittance.exceptions.v1",
-    "remittance.denials.v1",
-    "claims.rejections.v1",
-]
+Handler = Callable[["Ledger", str | None, Any], None]
+"""What one record of a followed topic changes in the ledger: ``(ledger, key, value)``."""
+X12_ONLY = "x12_only"
+"""A handler with this attribute true only keeps 837 text (``Ledger.keep_x12``): the live
+tracker of run/demo does not read its topic."""
 
-# Topics whose records name the encounter whose fate they may change.
-ENCOUNTER_KEYED = (
-    "encounters.coded.v1",
-    "coding.review.v1",
-    "encounters.validated.v1",
-    "claims.submitted.v1",
-)
+
+@functools.cache
+def _declared() -> tuple[tuple[str, ...], dict[str, tuple[Handler, ...]]]:
+    """The stages that declare what the tracker follows, and each topic's handlers."""
+    stages: list[str] = []
+    handlers: dict[str, list[Handler]] = defaultdict(list)
+    for name, topics in plugins.tracked().items():
+        stages.append(name)
+        for topic, handler in topics.items():
+            handlers[topic].append(handler)
+    if not stages:
+        raise RuntimeError(
+            "no stage declares what the tracker follows (entry points claimflow.tracking): "
+            "install claimflow (make install)"
+        )
+    return tuple(stages), {topic: tuple(h) for topic, h in handlers.items()}
+
+
+def followed(*, keep_x12: bool = True) -> list[str]:
+    """Every topic the stages declare, and each declaring stage's dead-letter topic; without
+    ``keep_x12``, not the topics whose every handler only keeps 837s (``X12_ONLY``)."""
+    stages, handlers = _declared()
+    topics = [
+        topic
+        for topic, found in handlers.items()
+        if keep_x12 or not all(getattr(h, X12_ONLY, False) for h in found)
+    ]
+    return [*topics, *(dead_letter_topic(name) for name in stages)]
 
 
 @dataclass
@@ -111,6 +125,9 @@ class Ledger:
     # Incremental settling: which encounter each collected record came from, the sources a
     # record touched since the last count, and the sent sources that are not yet final.
     encounter_source: dict[str, str] = field(default_factory=dict)
+    _handlers: dict[str, tuple[Handler, ...]] = field(
+        default_factory=lambda: _declared()[1], repr=False
+    )
     _incoming: SimpleQueue[str] = field(default_factory=SimpleQueue, repr=False)
     _counted: set[str] = field(default_factory=set, repr=False)
     _touched: set[str] = field(default_factory=set, repr=False)
@@ -128,129 +145,52 @@ class Ledger:
             except Empty:
                 return
 
-    def _touch_encounter(self, encounter_id: str) -> None:
+    def touch_source(self, source_id: str) -> None:
+        """A record may change the fate of this source: check it again at ``lost``."""
+        self._touched.add(source_id)
+
+    def touch_encounter(self, encounter_id: str) -> None:
+        """A record may change the fate of this encounter's source."""
         source = self.encounter_source.get(encounter_id)
         if source is not None:
             self._touched.add(source)
 
-    def _touch_claim(self, claim_id: str) -> None:
+    def touch_claim(self, claim_id: str) -> None:
+        """A record may change the fate of this claim's encounter."""
         encounter = self.claim_encounter.get(claim_id)
         if encounter is not None:
-            self._touch_encounter(encounter)
+            self.touch_encounter(encounter)
 
     def add(self, topic: str, key: str | None, value: Any, timestamp_ms: int = 0) -> None:
-        self._settle_marks(topic, key, value)
-        self._add(topic, key, value, timestamp_ms)
-
-    def _settle_marks(self, topic: str, key: str | None, value: Any) -> None:
-        """Mark the source a record may change the fate of (checked again at ``lost``)."""
-        if topic == "encounters.collected.v1":
-            self.encounter_source[value.encounter_id] = value.source_id
-            self._touched.add(value.source_id)
-        elif topic in ENCOUNTER_KEYED:
-            self._touch_encounter(value.encounter_id)
-        elif topic in ("remittance.posted.v1", "claims.rejections.v1"):
-            self._touch_claim(value.claim_id)
-        elif topic == "remittance.exceptions.v1":
-            for claim in value.claims:
-                self._touch_claim(claim.claim_id)
-        elif topic.startswith("dlq.") and key:
-            # A dead letter's key is a source, encounter or claim id, by stage.
-            self._touched.add(key)
-            self._touch_encounter(key)
-            self._touch_claim(key)
-
-    def _add(self, topic: str, key: str | None, value: Any, timestamp_ms: int) -> None:
+        """One record: its topic's handlers (the stages' declarations), or a dead letter."""
         self.records[topic] += 1
         if self.keep_times and key is not None:
             self.times[topic].setdefault(key, timestamp_ms)
         eid = getattr(value, "event_id", None)
         if eid:
             self.event_ids[topic][eid] += 1
-        if topic == "encounters.collected.v1":
-            self.source_encounters[value.source_id].add(value.encounter_id)
-            self.plan_types[value.encounter_id] = value.coverage.plan_type
-            others = getattr(value, "other_coverages", [])
-            if others:
-                payers = [value.coverage.payer_id, *(c.payer_id for c in others)]
-                self.coverages[value.encounter_id] = payers
-        elif topic == "encounters.coded.v1":
-            self.coded.add(value.encounter_id)
-        elif topic == "coding.review.v1":
-            self.review.add(value.encounter_id)
-        elif topic == "coding.audits.v1":
-            if value.status == "queued":
-                self.audits_queued.add(value.encounter_id)
-            else:
-                self.audits_queued.discard(value.encounter_id)
-                self.audits[value.encounter_id] = [
-                    (c.category, c.source, c.outcome == "agree") for c in value.codes
-                ]
-        elif topic == "encounters.validated.v1":
-            self.outcome[value.encounter_id] = value.outcome
-            self.edits[value.encounter_id] = [e.rule_id for e in value.edits]
-            for e in value.edits:
-                self.rule_categories.setdefault(e.rule_id, e.category)
-                if e.category == "config":  # says which edit is off; no patient data
-                    self.notice_text.setdefault(e.rule_id, e.message[:200])
-            coded = getattr(value, "coded", None)
-            if coded is not None:
-                self.expected_claims[value.encounter_id] = _claims_billed(coded)
-        elif topic == "claims.submitted.v1":
-            self.claim_encounter[value.claim_id] = value.encounter_id
-            if (
-                value.claim_type == "institutional"
-                or value.encounter_id not in self.encounter_claim
-            ):
-                self.encounter_claim[value.encounter_id] = value.claim_id
-            self.encounter_claims[value.encounter_id].add(value.claim_id)
-            self.claim_events[value.claim_id].add(value.event_id)
-            self.payers[value.claim_id] = value.payer_id
-            self.payer_names.setdefault(value.payer_id, value.payer_name)
-            self.claim_types[value.claim_id] = value.claim_type
-            self.charges[value.claim_id] = value.total_charge
-            if self.keep_x12 and value.x12:  # written before the claim check
-                self.x12[value.claim_id] = value.x12
-        elif topic == "claims.interchanges.v1":
-            if self.keep_x12:  # each claim event names its interchange: stored once
-                for claim_id in value.claim_ids:
-                    self.x12[claim_id] = value.x12
-        elif topic == "payer.inbound.v1":
-            self.payer_files += 1
-        elif topic == "remittance.posted.v1":
-            self.posted[value.claim_id] = value.status
-            self.paid[value.claim_id] = value.paid
-            self.last_posting[value.claim_id] = (
-                getattr(value, "payer_id", ""),
-                getattr(value, "patient_responsibility", Decimal(0)),
-                bool(getattr(value, "crossover_payer", None)),
-                value.status,
-            )
-            self.posting_events[value.claim_id][value.event_id] += 1
-        elif topic == "remittance.exceptions.v1":
-            for claim in value.claims:
-                self.exceptions[claim.claim_id] = value.kind
-        elif topic == "remittance.denials.v1":
-            self.denials[value.claim_id] = value.category
-            self.denial_reasons[value.claim_id] = [(r.group, r.carc) for r in value.reasons]
-            self.denial_kinds[value.claim_id] = value.kind
-            for r in value.reasons:
-                if r.description:
-                    self.carc_text.setdefault(r.carc, r.description)
-        elif topic == "claims.rejections.v1":
-            self.payer_rejections[value.claim_id] = value.source
-        elif topic.startswith("dlq."):
-            self.dead[value.stage].append(
-                {
-                    "key": key,
-                    "error": value.error_class,
-                    "field": value.field,
-                    "reason": value.error_message,
-                    "source_topic": value.source_topic,
-                }
-            )
-            if key:
-                self.dead_keys.add(key)
+        for handler in self._handlers.get(topic, ()):
+            handler(self, key, value)
+        if topic.startswith("dlq."):
+            self._dead_letter(key, value)
+
+    def _dead_letter(self, key: str | None, value: Any) -> None:
+        # A dead letter's key is a source, encounter or claim id, by stage.
+        if key:
+            self.touch_source(key)
+            self.touch_encounter(key)
+            self.touch_claim(key)
+        self.dead[value.stage].append(
+            {
+                "key": key,
+                "error": value.error_class,
+                "field": value.field,
+                "reason": value.error_message,
+                "source_topic": value.source_topic,
+            }
+        )
+        if key:
+            self.dead_keys.add(key)
 
     def encounter_done(self, encounter_id: str) -> bool:
         if encounter_id in self.dead_keys or self.outcome.get(encounter_id) == "rejected":
@@ -367,14 +307,6 @@ class Ledger:
         return json.dumps(self.summary())
 
 
-def _claims_billed(coded: Any) -> int:
-    """How many claims a verdict bills: one per claim type among its lines (a line's own
-    type, else the setting's: facility settings bill on the 837I)."""
-    setting = coded.encounter.setting
-    default = "professional" if setting == "professional" else "institutional"
-    return max(1, len({line.claim_type or default for line in coded.lines}))
-
-
 class Tracker:
     """Reads the followed topics from offset 0 (no consumer group) into a ``Ledger``."""
 
@@ -401,9 +333,7 @@ class Tracker:
         )
         meta = self.consumer.list_topics(timeout=10)
         assignment = []
-        for name in FOLLOWED:
-            if name == "claims.interchanges.v1" and not keep_x12:
-                continue  # the 837s: only a test that checks them needs their text
+        for name in followed(keep_x12=keep_x12):
             topic = settings.topic(name)
             if topic in meta.topics:
                 for p in meta.topics[topic].partitions:

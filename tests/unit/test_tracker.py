@@ -196,3 +196,33 @@ def test_an_encounter_with_a_secondary_coverage_settles_after_the_last_payer_due
     posting("C1-2", "36273", "0.00")
     assert led.lost() == []
     assert led.summary()["submitted"] == 2 and led.summary()["posted"] == 2
+
+
+def test_the_stages_declare_what_the_tracker_follows_and_the_plumbing_names_no_topic() -> None:
+    """Every topic whose records settle an encounter, and each stage's dead letters, come from
+    the stages' declarations (entry points claimflow.tracking), not from pipeline/."""
+    from pathlib import Path
+
+    from pipeline.tracker import followed
+
+    root = Path(__file__).resolve().parents[2]
+    assert set(followed()) == {
+        "encounters.collected.v1",
+        "encounters.coded.v1",
+        "coding.review.v1",
+        "coding.audits.v1",
+        "encounters.validated.v1",
+        "claims.submitted.v1",
+        "claims.interchanges.v1",
+        "claims.rejections.v1",
+        "payer.inbound.v1",
+        "remittance.posted.v1",
+        "remittance.exceptions.v1",
+        "remittance.denials.v1",
+        *(f"dlq.{s}.v1" for s in ("intake", "coding", "validation", "claims", "remittance")),
+    }
+    # The live tracker of run/demo does not read the 837s: only a test that checks them.
+    assert set(followed()) - set(followed(keep_x12=False)) == {"claims.interchanges.v1"}
+    topics = [p.name for p in (root / "schemas").iterdir() if p.is_dir()]
+    source = (root / "pipeline" / "tracker.py").read_text()
+    assert [t for t in topics if t in source] == []
