@@ -373,8 +373,17 @@ def prior_claim_reference(claim: ClaimInput) -> list[Segment]:
 
 
 def sorted_diagnoses(coded: CodedEncounter, at_most: int) -> list[tuple[str, str | None]]:
-    """(code as HI carries it, POA) in sequence order, at most ``at_most``."""
-    diagnoses = sorted(coded.diagnoses, key=lambda d: d.sequence)[:at_most]
+    """(code as HI carries it, POA) in sequence order; more than ``at_most`` is refused.
+
+    The scrubber rejects such a claim first (CF-DX-004); the writer never cuts the list, since
+    a diagnosis left off the claim is billed silently without it.
+    """
+    if len(coded.diagnoses) > at_most:
+        raise InputError(
+            "diagnoses",
+            f"{len(coded.diagnoses)} diagnoses; this claim carries at most {at_most}",
+        )
+    diagnoses = sorted(coded.diagnoses, key=lambda d: d.sequence)
     return [(dx_code(d.code, f"diagnoses[{i}].code"), d.poa) for i, d in enumerate(diagnoses)]
 
 

@@ -468,12 +468,15 @@ def test_twelve_diagnoses_at_most_and_pointers_must_fit() -> None:
         CodedDiagnosis(code=c, sequence=i + 1, source="ehr", confidence=1.0, billable=True)
         for i, c in enumerate(codes)
     ]
-    x12 = one(coded.model_copy(update={"diagnoses": many}))
+    x12 = one(coded.model_copy(update={"diagnoses": many[:12]}))
     assert_valid(x12)
     assert len(segments(x12, "HI")[0]) == 13  # HI + 12 codes
+    with pytest.raises(InputError) as err:  # the 13th is refused, never cut off silently
+        one(coded.model_copy(update={"diagnoses": many}))
+    assert err.value.field == "diagnoses" and "at most 12" in err.value.reason
     far = coded.lines[0].model_copy(update={"dx_pointers": [13]})
     with pytest.raises(InputError) as err:
-        one(coded.model_copy(update={"diagnoses": many, "lines": [far]}))
+        one(coded.model_copy(update={"diagnoses": many[:12], "lines": [far]}))
     assert err.value.field == "lines[0].dx_pointers"
 
 
