@@ -156,6 +156,7 @@ def encounter(n: int, rng: random.Random) -> ValidatedEncounter:
         billing_provider=GROUP,
         rendering_provider=DOCTOR,
         attending_provider=DOCTOR if inpatient else None,
+        operating_provider=DOCTOR if inpatient else None,  # 0DTJ4ZZ is surgical
         facility=HOSPITAL if inpatient else None,
         diagnoses=[],
         services=[],
