@@ -62,13 +62,6 @@ class SchemaVersion:
     fingerprint: bytes  # 8 bytes, little-endian, as on the wire
 
 
-#: The producers whose records are claimflow's own: built from validated models by a stage,
-#: so on the way in they are trusted (``Registry.decode`` builds the model without validating
-#: again what the Avro schema and the writing stage already guaranteed). Every other
-#: producer (EHRs, coders, payers, the console) is an edge, and its records are validated.
-STAGE_PRODUCERS = frozenset({"intake", "coding", "validation", "claims", "remittance"})
-
-
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
@@ -80,9 +73,11 @@ class TopicSpec:
     #: topic's records unchanged (re-keyed), so it has no schema of its own.
     schema_of: str | None = None
 
-    @property
-    def trusted(self) -> bool:
-        return self.producer in STAGE_PRODUCERS
+    #: Written by one of claimflow's stages (``stages`` in topics.yaml), so on the way in
+    #: its records are trusted: ``Registry.decode`` builds the model without validating
+    #: again what the Avro schema and the writing stage already guaranteed. Every other
+    #: producer (EHRs, coders, payers, the console) is an edge, and its records are validated.
+    trusted: bool = False
 
 
 Build = Callable[[Any], Any]
@@ -181,6 +176,7 @@ class Registry:
         self.schemas_dir = schemas_dir
         spec = yaml.safe_load((schemas_dir / "topics.yaml").read_text())
         defaults = spec.get("defaults", {})
+        stages = frozenset(spec.get("stages", ()))
         self.topics: dict[str, TopicSpec] = {}
         self.versions: dict[str, list[SchemaVersion]] = {}
         self.by_fingerprint: dict[bytes, SchemaVersion] = {}
@@ -193,6 +189,7 @@ class Registry:
                 retention_ms=int(conf["retention_ms"]),
                 producer=conf["producer"],
                 schema_of=conf.get("schema_of"),
+                trusted=conf["producer"] in stages,
             )
             self.versions[name] = self._load_versions(conf.get("schema_of") or name)
             # A version that only adds attributes outside the parsing canonical form (docs,
