@@ -18,9 +18,7 @@ from typing import Any
 
 from pipeline.tracker import Ledger
 
-VALIDATED = "encounters.validated.v1"
-SUBMITTED = "claims.submitted.v1"
-POSTED = "remittance.posted.v1"
+MILESTONES = ("validated", "submitted", "posted")  # marked by the stages' tracker handlers
 PAID_STATUSES = ("paid", "partially_paid")
 TOP = 10
 
@@ -243,9 +241,7 @@ def timeline_width(ledger: Ledger) -> int:
 
 
 def _stamps(ledger: Ledger) -> list[int]:
-    stamps = [
-        t for topic in (VALIDATED, SUBMITTED, POSTED) for t in ledger.times.get(topic, {}).values()
-    ]
+    stamps = [t for m in MILESTONES for t in ledger.milestone_times(m).values()]
     return [t for t in stamps if t > 0]
 
 
@@ -253,9 +249,7 @@ def timeline(ledger: Ledger) -> list[dict[str, Any]]:
     """Per time bucket (record time): verdicts, clean, claims, postings, denials and rates.
 
     Needs a ledger built with ``keep_times``; empty otherwise."""
-    validated = ledger.times.get(VALIDATED, {})
-    submitted = ledger.times.get(SUBMITTED, {})
-    posted = ledger.times.get(POSTED, {})
+    validated, submitted, posted = (ledger.milestone_times(m) for m in MILESTONES)
     stamps = _stamps(ledger)
     if not stamps:
         return []

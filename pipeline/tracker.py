@@ -41,6 +41,10 @@ from pipeline.stage import dead_letter_topic
 Handler = Callable[["Ledger", str | None, Any], None]
 """What one record of a followed topic changes in the ledger: ``(ledger, key, value)``."""
 X12_ONLY = "x12_only"
+MILESTONE = "milestone"
+"""A handler's milestone (``validated``, ``submitted``, ``posted``): the record time of each
+key of its topic is a time of that milestone (``Ledger.milestone_times``), which the report's
+timeline charts; the plumbing needs no stage's topic name for it."""
 """A handler with this attribute true only keeps 837 text (``Ledger.keep_x12``): the live
 tracker of run/demo does not read its topic."""
 
@@ -160,6 +164,15 @@ class Ledger:
         encounter = self.claim_encounter.get(claim_id)
         if encounter is not None:
             self.touch_encounter(encounter)
+
+    def milestone_times(self, milestone: str) -> dict[str, int]:
+        """Key -> first record time on the topics whose handlers mark this milestone."""
+        found: dict[str, int] = {}
+        for topic, handlers in self._handlers.items():
+            if any(getattr(h, MILESTONE, None) == milestone for h in handlers):
+                for key, stamp in self.times.get(topic, {}).items():
+                    found.setdefault(key, stamp)
+        return found
 
     def add(self, topic: str, key: str | None, value: Any, timestamp_ms: int = 0) -> None:
         """One record: its topic's handlers (the stages' declarations), or a dead letter."""

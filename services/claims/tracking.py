@@ -36,6 +36,9 @@ def submitted(ledger: Any, key: str | None, value: Any) -> None:
         ledger.x12[value.claim_id] = value.x12
 
 
+submitted.milestone = "submitted"  # type: ignore[attr-defined]  # the report's timeline
+
+
 def interchange(ledger: Any, key: str | None, value: Any) -> None:
     if ledger.keep_x12:  # each claim event names its interchange: stored once
         for claim_id in value.claim_ids:

@@ -16,4 +16,6 @@ def validated(ledger: Any, key: str | None, value: Any) -> None:
             ledger.notice_text.setdefault(e.rule_id, e.message[:200])
 
 
+validated.milestone = "validated"  # type: ignore[attr-defined]  # the report's timeline
+
 TOPICS = {"encounters.validated.v1": validated}

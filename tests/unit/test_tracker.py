@@ -224,5 +224,6 @@ def test_the_stages_declare_what_the_tracker_follows_and_the_plumbing_names_no_t
     # The live tracker of run/demo does not read the 837s: only a test that checks them.
     assert set(followed()) - set(followed(keep_x12=False)) == {"claims.interchanges.v1"}
     topics = [p.name for p in (root / "schemas").iterdir() if p.is_dir()]
-    source = (root / "pipeline" / "tracker.py").read_text()
-    assert [t for t in topics if t in source] == []
+    for plumbing in ("tracker.py", "report.py"):
+        source = (root / "pipeline" / plumbing).read_text()
+        assert [t for t in topics if t in source] == [], plumbing
