@@ -111,7 +111,7 @@ def kpis(ledger: Ledger) -> dict[str, Any]:
 def audit_accuracy(ledger: Ledger, by: str) -> list[tuple[str, int, int]]:
     """Audited codes per code category (``by='category'``) or source: (key, agreed, audited).
 
-    Every audit on coding.audits.v1 counts; the coding service's own metric and its
+    Every scored coding audit counts; the coding service's own metric and its
     failing-category rule use each category's most recent audits only."""
     agreed: Counter[str] = Counter()
     audited: Counter[str] = Counter()
