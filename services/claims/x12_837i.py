@@ -35,17 +35,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from pipeline.errors import InputError
 from pipeline.models import CodedDiagnosis, CodedEncounter, Encounter, Provider, ServiceLine
 from services.claims.cob import line_adjudication_loops
 from services.claims.x12_837_common import (
-    DEFAULT_SUBMITTER,
     ClaimInput,
     Profile,
-    Submitter,
     build_837,
     check_npi,
     dx_code,
@@ -61,7 +59,6 @@ from services.x12.writer import (
     Composite,
     Element,
     Segment,
-    Usage,
     amount,
     comp,
     d8,
@@ -473,26 +470,7 @@ INSTITUTIONAL = Profile(
 )
 
 
-def build_837i(
-    claims: Sequence[ClaimInput],
-    *,
-    sender_id: str,
-    receiver_id: str,
-    control_number: int,
-    created: datetime,
-    receiver_name: str | None = None,
-    submitter: Submitter = DEFAULT_SUBMITTER,
-    usage: Usage = "P",
-) -> str:
-    """One 837I interchange (ISA..IEA) for a batch of institutional claims."""
-    return build_837(
-        claims,
-        INSTITUTIONAL,
-        sender_id=sender_id,
-        receiver_id=receiver_id,
-        control_number=control_number,
-        created=created,
-        receiver_name=receiver_name,
-        submitter=submitter,
-        usage=usage,
-    )
+def build_837i(claims: Sequence[ClaimInput], **options: Any) -> str:
+    """One 837I interchange (ISA..IEA) for a batch of institutional claims;
+    the options are ``build_837``'s."""
+    return build_837(claims, INSTITUTIONAL, **options)

@@ -9,17 +9,15 @@ Every shape it writes is checked with pyx12 in ``tests/unit/test_claims_837.py``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from pipeline.errors import InputError
 from pipeline.models import ServiceLine
 from services.claims.cob import line_adjudication_loops
 from services.claims.x12_837_common import (
-    DEFAULT_SUBMITTER,
     ClaimInput,
     Profile,
-    Submitter,
     address_segments,
     build_837,
     check_npi,
@@ -31,7 +29,7 @@ from services.claims.x12_837_common import (
     sorted_diagnoses,
 )
 from services.x12 import guides
-from services.x12.writer import Segment, Usage, amount, comp, d8, ident, quantity, seg, text
+from services.x12.writer import Segment, amount, comp, d8, ident, quantity, seg, text
 
 IMPLEMENTATION = guides.VERSION_837P
 MAX_DIAGNOSES = guides.MAX_PROFESSIONAL_DIAGNOSES  # HI01..HI12
@@ -149,50 +147,12 @@ PROFESSIONAL = Profile(
 )
 
 
-def build_837p(
-    claims: Sequence[ClaimInput],
-    *,
-    sender_id: str,
-    receiver_id: str,
-    control_number: int,
-    created: datetime,
-    receiver_name: str | None = None,
-    submitter: Submitter = DEFAULT_SUBMITTER,
-    usage: Usage = "P",
-) -> str:
-    """One 837P interchange (ISA..IEA) for a batch of professional claims."""
-    return build_837(
-        claims,
-        PROFESSIONAL,
-        sender_id=sender_id,
-        receiver_id=receiver_id,
-        control_number=control_number,
-        created=created,
-        receiver_name=receiver_name,
-        submitter=submitter,
-        usage=usage,
-    )
+def build_837p(claims: Sequence[ClaimInput], **options: Any) -> str:
+    """One 837P interchange (ISA..IEA) for a batch of professional claims;
+    the options are ``build_837``'s."""
+    return build_837(claims, PROFESSIONAL, **options)
 
 
-def build_837p_claim(
-    claim: ClaimInput,
-    *,
-    sender_id: str,
-    receiver_id: str,
-    control_number: int,
-    created: datetime,
-    receiver_name: str | None = None,
-    submitter: Submitter = DEFAULT_SUBMITTER,
-    usage: Usage = "P",
-) -> str:
+def build_837p_claim(claim: ClaimInput, **options: Any) -> str:
     """Convenience: an interchange carrying one claim."""
-    return build_837p(
-        [claim],
-        sender_id=sender_id,
-        receiver_id=receiver_id,
-        control_number=control_number,
-        created=created,
-        receiver_name=receiver_name,
-        submitter=submitter,
-        usage=usage,
-    )
+    return build_837p([claim], **options)
