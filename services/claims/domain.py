@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pipeline.errors import InputError
 from pipeline.models import (
@@ -504,31 +504,12 @@ def encounter_field(validated: ValidatedEncounter, claim_type: ClaimType, field:
     return f"coded.lines[{index[int(found.group(1))]}]{field[found.end() :]}"
 
 
-def build_claims(
-    validated: ValidatedEncounter,
-    *,
-    sender_id: str,
-    receiver_id: str,
-    fee_schedule: FeeSchedule | None = None,
-    drg_base_rate: Decimal = DEFAULT_DRG_BASE_RATE,
-    submitter: Submitter = DEFAULT_SUBMITTER,
-    usage: Usage = "P",
-    master: MasterData | None = None,
-) -> list[SubmittedClaim]:
+def build_claims(validated: ValidatedEncounter, **options: Any) -> list[SubmittedClaim]:
     """Every claim of one encounter (``claim_parts``), each an original in its own
-    interchange: the facility's 837I and, beside it, the physician's 837P."""
+    interchange: the facility's 837I and, beside it, the physician's 837P (the options are
+    ``build_claim``'s)."""
     return [
-        build_claim(
-            part,
-            sender_id=sender_id,
-            receiver_id=receiver_id,
-            fee_schedule=fee_schedule,
-            drg_base_rate=drg_base_rate,
-            submitter=submitter,
-            usage=usage,
-            master=master,
-            claim_id=claim_id_for(key),
-        )
+        build_claim(part, claim_id=claim_id_for(key), **options)
         for key, part in claim_parts(validated)
     ]
 
