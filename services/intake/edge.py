@@ -11,6 +11,7 @@ arrived since the last look, so a slow sender costs CPU in proportion to its byt
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ipaddress
 import socket
@@ -105,21 +106,96 @@ def server_tls(cert: Path, key: Path, client_ca: Path | None) -> ssl.SSLContext:
     return context
 
 
+@dataclass
+class _Open:
+    """One connection holding a slot: its peer address, when it was accepted, and (once its
+    handler runs) the reader that counts what the peer sent."""
+
+    address: str
+    accepted_at: float
+    reader: DeadlineReader | None = None
+
+    def waiting(self, now: float) -> tuple[float, float] | None:
+        """(bytes per second, seconds) of the current wait for the peer's bytes (a request's
+        head and body, or the silence between requests); None while it is being answered."""
+        reader = self.reader
+        if reader is None:  # its handler has not started: nothing read yet
+            return 0.0, now - self.accepted_at
+        if reader.answering:
+            return None
+        age = now - reader.since
+        return reader.received / max(age, 1.0), age  # judged over one second at least
+
+
 class LimitedServer(socketserver.ThreadingTCPServer):
     """A threading TCP server that counts connections against ``Slots`` and an allow-list
-    before a thread is started, and closes (or answers ``refusal``) what is over a limit."""
+    before a thread is started, and closes (or answers ``refusal``) what is over a limit.
+
+    With ``min_rate`` (bytes per second) set, a connection that finds the server at a limit
+    (in all, or for its address) takes the slot of the connection that has waited longest
+    for a peer sending slower than that (a slowloris that trickles its headers, a keep-alive
+    connection gone silent), which is closed; only when none is that slow is it refused. A
+    connection being answered is never evicted."""
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = socket.SOMAXCONN  # a burst of connects waits for accept, not a SYN retry
     slots: Slots
     allow: tuple[Any, ...] = ()
     refusal: bytes = b""
+    min_rate: float = 0.0
     on_refused: Callable[[str], None] = staticmethod(lambda reason: None)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._open: dict[Any, _Open] = {}
+        self._open_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def watch(self, request: Any, reader: DeadlineReader) -> None:
+        """The handler's reader of ``request``, so the connection's pace can be judged."""
+        with self._open_lock:
+            held = self._open.get(request)
+            if held is not None:
+                held.reader = reader
+
+    def _evict(self, address: str | None) -> bool:
+        """Close the slowest waiting connection (of ``address`` when given) and free its
+        slot; False when no connection is below ``min_rate``."""
+        if self.min_rate <= 0:
+            return False
+        now = time.monotonic()
+        with self._open_lock:
+            slow = [
+                (pace[1], request)
+                for request, held in self._open.items()
+                if (address is None or held.address == address)
+                and (pace := held.waiting(now)) is not None
+                and pace[0] < self.min_rate
+            ]
+            if not slow:
+                return False
+            _, victim = max(slow, key=lambda item: item[0])
+            held = self._open.pop(victim)
+            self.slots.give(held.address)
+            if held.reader is not None:
+                held.reader.evicted = True  # its handler answers nothing
+        self.on_refused("evicted")
+        with contextlib.suppress(OSError):
+            victim.shutdown(socket.SHUT_RDWR)  # its handler reads EOF and ends
+        return True
 
     def process_request(self, request: Any, client_address: Any) -> None:
         address = str(client_address[0])
         reason = "address" if not allowed(address, self.allow) else self.slots.take(address)
+        for _ in range(2):  # at most one eviction for each limit (in all, per address)
+            if reason not in ("connections", "connections_per_address"):
+                break
+            if not self._evict(address if reason == "connections_per_address" else None):
+                break
+            reason = self.slots.take(address)
         if reason is None:
+            with self._open_lock:
+                self._open[request] = _Open(address, time.monotonic())
             super().process_request(request, client_address)
             return
         self.on_refused(reason)
@@ -135,7 +211,10 @@ class LimitedServer(socketserver.ThreadingTCPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.slots.give(str(client_address[0]))
+            with self._open_lock:
+                held = self._open.pop(request, None)  # None: evicted, its slot given already
+                if held is not None:
+                    self.slots.give(held.address)
 
 
 class DeadlineReader(io.RawIOBase):
@@ -145,10 +224,16 @@ class DeadlineReader(io.RawIOBase):
     def __init__(self, sock: socket.socket, idle_s: float, deadline_s: float) -> None:
         self.sock, self.idle_s, self.deadline_s = sock, idle_s, deadline_s
         self.deadline: float | None = None
+        self.evicted = False  # closed by the server for a new connection: answer nothing
+        self.eof = False  # the peer closed its side
+        self.begin()
 
     def begin(self) -> None:
-        """The next byte starts a new message (and its deadline)."""
+        """The next byte starts a new message (and its deadline); the wait for it starts now."""
         self.deadline = None
+        self.since = time.monotonic()
+        self.received = 0  # bytes of this message so far
+        self.answering = False  # set by the handler once the message is in
 
     def readable(self) -> bool:
         return True
@@ -161,6 +246,8 @@ class DeadlineReader(io.RawIOBase):
                 raise TimeoutError("message deadline passed")
         self.sock.settimeout(timeout)
         n = self.sock.recv_into(buffer)
+        self.received += n
+        self.eof = self.eof or (n == 0 and len(buffer) > 0)
         if n and self.deadline is None:
             self.deadline = time.monotonic() + self.deadline_s
         return n

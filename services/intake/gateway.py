@@ -96,7 +96,7 @@ ENDPOINTS_FILE = "gateway.json"
 REFUSED = Counter(
     "claimflow_gateway_connections_refused_total",
     "Connections refused or cut by a bound: connections, connections_per_address, address, "
-    "tls, idle, deadline, busy",
+    "tls, idle, deadline, busy, evicted (a slow HTTP connection closed for a new one at a limit)",
     ["protocol", "reason"],
 )
 REQUESTS = Counter(
@@ -546,6 +546,7 @@ class Gateway:
             s.gateway.http_max_connections, s.gateway.http_max_connections_per_address
         )
         self.http.refusal = BUSY_HTTP
+        self.http.min_rate = s.gateway.http_evict_below_bytes_s
         self.http.on_refused = lambda reason: REFUSED.labels("http", reason).inc()
         self.mllp = _MllpServer((s.gateway.mllp_host, s.gateway.mllp_port), _MllpHandler)
         self.mllp.gateway = self
@@ -623,6 +624,7 @@ def _http_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 self.connection, s.gateway.idle_timeout_s, s.gateway.message_deadline_s
             )
             self.rfile = io.BufferedReader(self.reader)
+            self.server.watch(self.request, self.reader)  # type: ignore[attr-defined]
 
         def handle_one_request(self) -> None:
             self.reader.begin()  # the deadline runs from the request's first byte
@@ -631,6 +633,15 @@ def _http_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
                 super().handle_one_request()
             finally:
                 gateway.budget.give(self.held)
+
+        def parse_request(self) -> bool:
+            """A head cut short (the peer closed, or the connection was evicted for a new
+            one) is not a request: nothing to answer."""
+            parsed = super().parse_request()
+            if self.reader.evicted or self.reader.eof:
+                self.close_connection = True
+                return False
+            return parsed
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             """Request lines are not logged: the metrics count outcomes."""
@@ -649,6 +660,7 @@ def _http_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             self._send(status, body, FHIR_CONTENT_TYPE)
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self.reader.answering = True
             if self.path.split("?", 1)[0] == "/healthz":
                 ok = gateway.ready()
                 status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
@@ -747,6 +759,7 @@ def _http_handler(gateway: Gateway) -> type[BaseHTTPRequestHandler]:
             if len(body) < length:  # the peer closed early or the deadline passed
                 self.close_connection = True
                 return None
+            self.reader.answering = True  # the request is in: not evicted while answered
             return body
 
         def _refuse(

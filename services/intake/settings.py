@@ -89,6 +89,14 @@ class GatewayOptions(BaseModel):
     )
     http_max_connections: int = Field(default=128, ge=1)
     http_max_connections_per_address: int = Field(default=32, ge=1)
+    http_evict_below_bytes_s: float = Field(
+        default=500.0,
+        ge=0,
+        description="At an HTTP connection limit (in all or per address) a new connection "
+        "takes the slot of the connection that has waited longest on a peer sending fewer "
+        "bytes per second than this (a slowloris, an idle keep-alive), which is closed; "
+        "0: never evict (the new connection gets 503).",
+    )
     mllp_max_connections: int = Field(default=64, ge=1)
     mllp_max_connections_per_address: int = Field(default=8, ge=1)
     buffer_budget_bytes: int = Field(

@@ -194,6 +194,7 @@ def test_connection_limits_refuse_the_excess_and_serve_the_rest(
         tmp_path,
         mllp_max_connections_per_address=2,
         http_max_connections=3,
+        http_evict_below_bytes_s=0,  # no eviction: the fourth is refused
     )
     try:
         held = [socket.create_connection(address(gw, "mllp"), timeout=15) for _ in range(2)]
@@ -209,6 +210,53 @@ def test_connection_limits_refuse_the_excess_and_serve_the_rest(
         idle = [socket.create_connection(address(gw, "http"), timeout=15) for _ in range(3)]
         with socket.create_connection(address(gw, "http"), timeout=15) as fourth:
             assert fourth.recv(200).startswith(b"HTTP/1.1 503 ")
+        for sock in idle:
+            sock.close()
+    finally:
+        gw.stop()
+
+
+def test_a_good_client_is_served_beside_200_slowloris_connections(
+    bootstrap: str, prefix: str, tmp_path: Path
+) -> None:
+    """At the connection cap a new connection evicts the one that has waited longest on a
+    slow peer: 200 connections trickling their headers hold 128 slots at most, and a client
+    that sends its request at once is answered 202, not 503. Slots still bound per address."""
+    gw = start(bootstrap, prefix, tmp_path, http_max_connections_per_address=256)
+    auth = f"Authorization: Bearer {TOKEN}\r\n".encode()
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(200):
+            sock = socket.create_connection(address(gw, "http"), timeout=15)
+            sock.sendall(b"POST /fhir HTTP/1.1\r\nHost: x\r\n" + auth)  # never finished
+            slow.append(sock)
+        _, _, bundle = next(generate(1, seed=46, fmt="fhir"))
+        status, _ = post(gw, "/fhir", bundle, "application/fhir+json")
+        assert status == 202
+        # The oldest were closed for the newer ones (and the good client): EOF, no answer.
+        assert slow[0].recv(100) == b""
+        # The newest is still held, its request unanswered.
+        slow[-1].settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            slow[-1].recv(100)
+        held = sum(n for n in gw.http.slots.open.values())  # type: ignore[union-attr]
+        assert held <= 128
+    finally:
+        for sock in slow:
+            sock.close()
+        gw.stop()
+
+
+def test_eviction_stays_within_the_address_of_a_connection_over_its_own_limit(
+    bootstrap: str, prefix: str, tmp_path: Path
+) -> None:
+    """Over its per-address limit, a connection evicts the slowest of its own address."""
+    gw = start(bootstrap, prefix, tmp_path, http_max_connections_per_address=2)
+    try:
+        idle = [socket.create_connection(address(gw, "http"), timeout=15) for _ in range(2)]
+        _, _, bundle = next(generate(1, seed=47, fmt="fhir"))
+        assert post(gw, "/fhir", bundle, "application/fhir+json")[0] == 202
+        assert idle[0].recv(100) == b""  # the one waiting longest went
         for sock in idle:
             sock.close()
     finally:
