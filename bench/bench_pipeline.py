@@ -5,7 +5,10 @@ the broker (the ceiling), then N encounters at maximum rate (throughput, per-sta
 and at a fixed rate (latency publish->submitted and publish->posted, p50/p99), then, once
 the stages' stores hold HISTORY encounters, N more at maximum rate: the CPU per encounter
 of each stage with that history beside the same figure with a fresh history
-(``cpu_growth``: 1.0 is flat).
+(``cpu_growth``: 1.0 is flat). That growth is the stores' and the embedded broker's
+together (Tansu keeps every record in memory and slows as it fills), so the services
+are then restarted on the stores they kept with an empty broker and N more measured:
+``cpu_growth_stores`` is the stores' part alone.
 Environment: BENCH_N (default 2000), BENCH_RATE (default 200), BENCH_RATE_N (default 1000),
 BENCH_HISTORY (default 20000; 0 skips the history phase).
 """
@@ -285,7 +288,8 @@ def measure(
     paced = list(generate(rate_n, seed=202, fmt="mix"))
     warm = list(generate(20, seed=303, fmt="mix"))
     fill_n = max(0, history - len(warm) - len(messages) - len(paced) - n) if n else 0
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+    broker = EmbeddedBroker().start()
+    with tempfile.TemporaryDirectory() as tmp:
         bootstrap = broker.bootstrap
         say("the raw-copy baseline through the broker")
         ceiling = raw_copy_rate(bootstrap, messages or paced)
@@ -313,9 +317,7 @@ def measure(
             # groups joined, caches warm, the feed's producer connected
             say(f"warm-up: {len(warm)} encounters (consumer groups join, caches fill)")
             before = run_batch(bootstrap, producer, settings, warm, rate=0, timeout=120)["summary"]
-            pids = {name: c.proc.pid for name, c in sup.children.items() if c.proc}
-            if broker.proc:
-                pids["broker"] = broker.proc.pid
+            pids = process_ids(sup, broker)
             if messages:
                 say(f"{len(messages)} encounters at maximum rate")
                 at_max = run_batch(bootstrap, producer, settings, messages, rate=0, pids=pids)
@@ -343,11 +345,56 @@ def measure(
                 grown["history"] = history - n
                 grown["fill_complete"] = filled["complete"]
                 result["max_rate_with_history"] = grown
-                result["cpu_growth"] = growth(
-                    result["max_rate"]["cpu_ms_per_encounter"], grown["cpu_ms_per_encounter"]
+                fresh_cpu = result["max_rate"]["cpu_ms_per_encounter"]
+                # the stores' history and the broker's together
+                result["cpu_growth"] = growth(fresh_cpu, grown["cpu_ms_per_encounter"])
+                # The embedded broker keeps every record in memory and slows as it fills:
+                # the same stores' history again, on an empty broker, shows the stores' part.
+                say("broker restarted empty; the services restart on the stores they kept")
+                producer.flush(10)
+                del producer
+                broker = restart_empty(broker, sup, settings)
+                pids = process_ids(sup, broker)
+                producer = make_producer(broker.bootstrap, settings)
+                # new encounters: intake drops a message it has already seen
+                rewarm = list(generate(len(warm), seed=707, fmt="mix"))
+                warmed = run_batch(
+                    broker.bootstrap, producer, settings, rewarm, rate=0, timeout=120
+                )["summary"]
+                stores_msgs = list(generate(n, seed=606, fmt="mix"))
+                say(f"{n} encounters at maximum rate, stores of {history}, an empty broker")
+                stores = run_batch(
+                    broker.bootstrap, producer, settings, stores_msgs, rate=0, pids=pids
                 )
+                stores["summary"] = since(stores["summary"], warmed)
+                stores["history"] = history
+                result["max_rate_with_history_empty_broker"] = stores
+                # the stores' history alone (1.0 is flat)
+                result["cpu_growth_stores"] = growth(fresh_cpu, stores["cpu_ms_per_encounter"])
         finally:
             sup.stop()
             producer.flush(10)
             del producer  # gone before the broker stops: no reconnect attempts in the output
+            broker.stop()
     return result
+
+
+def process_ids(sup: Supervisor, broker: EmbeddedBroker) -> dict[str, int]:
+    pids = {name: c.proc.pid for name, c in sup.children.items() if c.proc}
+    if broker.proc:
+        pids["broker"] = broker.proc.pid
+    return pids
+
+
+def restart_empty(broker: EmbeddedBroker, sup: Supervisor, settings: Settings) -> EmbeddedBroker:
+    """Stop the services and the broker, start an empty broker, then the same services on
+    the state folders they kept (their SQLite stores hold the whole history; an empty
+    changelog has nothing to restore)."""
+    sup.stop()
+    broker.stop()
+    fresh = EmbeddedBroker().start()
+    ensure_topics(fresh.bootstrap, settings, registry())
+    sup.bootstrap = fresh.bootstrap
+    for name in sup.children:
+        sup.respawn(name)
+    return fresh

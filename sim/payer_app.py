@@ -172,6 +172,9 @@ class InterchangeStore(BatchStore):
                 event_id TEXT PRIMARY KEY, icn TEXT NOT NULL, claim TEXT NOT NULL
             );
             CREATE INDEX IF NOT EXISTS waiting_by_icn ON waiting (icn);
+            -- MAX(seq) and the pruning below on every interchange: without it each scanned
+            -- every row kept, 837 text included (30 ms each once 4,096 are kept)
+            CREATE INDEX IF NOT EXISTS interchanges_by_seq ON interchanges (seq);
             """,
         )
 
