@@ -43,6 +43,7 @@ from pipeline.models import (
     ValueCode,
     event_id,
 )
+from services.intake import fhir_fast
 from services.intake.jsonfmt import (
     MAX_UNITS,
     SELF,
@@ -572,9 +573,17 @@ def _validated(cls: type[BaseModel], data: dict[str, Any]) -> Any:
 
 
 def _validate(rtype: str, resource: dict[str, Any], path: str) -> Any:
-    """Validate one resource with its R4B model; errors name the FHIR element."""
+    """Validate one resource with its R4B model; errors name the FHIR element.
+
+    A plainly valid resource is built by ``fhir_fast`` from the models' field metadata;
+    whatever it is not sure of is validated by fhir.resources, whose error is the one given.
+    """
+    cls = get_fhir_model_class(rtype)
+    fast = fhir_fast.construct(cls, resource)
+    if fast is not None:
+        return fast
     try:
-        return _validated(get_fhir_model_class(rtype), resource)
+        return _validated(cls, resource)
     except Exception:  # noqa: BLE001 - the plain validation below says what is wrong
         pass
     try:

@@ -1,0 +1,79 @@
+"""Intake's FHIR parse alone, CPU per bundle: the fast path (services/intake/fhir_fast.py)
+against fhir.resources validating every resource, in the same run.
+
+Both run warm (their memos filled by bundles parsed before the clock) on bundles neither
+has seen: a feed repeats codes, payers and clinicians, not whole bundles. The two paths
+alternate round by round, each round on new bundles, and the figures are CPU seconds of
+this process (``time.process_time``), so other load on the machine moves both alike.
+Environment: BENCH_FHIR_PATH_N (bundles per round, default 300), BENCH_FHIR_PATH_ROUNDS
+(default 3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from contextlib import nullcontext
+from decimal import Decimal
+from typing import Any
+
+from fhir.resources.R4B import get_fhir_model_class
+
+from pipeline.models import utcnow
+from services.intake import fhir_fast
+from services.intake.domain import parse_raw
+from services.intake.fhir import SUPPORTED
+from sim.ehr import generate, provider_directory
+
+
+def cpu_ms_per_bundle(messages: list[tuple[str, str, bytes]], fast: bool) -> float:
+    """CPU milliseconds of parse_raw per bundle, on the fast path or fhir.resources only."""
+    directory = provider_directory()
+    with nullcontext() if fast else fhir_fast.fhir_resources_only():
+        started = time.process_time()
+        for source_id, ctype, body in messages:
+            parse_raw(body, ctype, source_id=source_id, received_at=utcnow(), directory=directory)
+        return (time.process_time() - started) * 1000 / len(messages)
+
+
+def built_share(messages: list[tuple[str, str, bytes]]) -> float:
+    """The share of the resources intake validates that the fast path builds itself."""
+    built = total = 0
+    for _, _, body in messages:
+        for entry in json.loads(body, parse_float=Decimal)["entry"]:
+            resource = entry["resource"]
+            if resource["resourceType"] in SUPPORTED:
+                total += 1
+                cls = get_fhir_model_class(resource["resourceType"])
+                built += fhir_fast.construct(cls, resource) is not None
+    return built / total
+
+
+def main() -> dict[str, Any]:
+    n = int(os.environ.get("BENCH_FHIR_PATH_N", "300"))
+    rounds = int(os.environ.get("BENCH_FHIR_PATH_ROUNDS", "3"))
+    out: dict[str, Any] = {"bundles_per_round": n, "rounds": rounds}
+    for mix in ("office", "all"):
+        warm = list(generate(n, seed=700, fmt="fhir", mix=mix))
+        cpu_ms_per_bundle(warm, fast=True)
+        cpu_ms_per_bundle(warm, fast=False)
+        runs: dict[str, list[float]] = {"fast": [], "fhir_resources": []}
+        for r in range(rounds):
+            for k, path in enumerate(runs):
+                messages = list(generate(n, seed=710 + 2 * r + k, fmt="fhir", mix=mix))
+                runs[path].append(cpu_ms_per_bundle(messages, fast=path == "fast"))
+        fast, reference = (statistics.median(runs[p]) for p in ("fast", "fhir_resources"))
+        out[mix] = {
+            "cpu_ms_per_bundle_fast": round(fast, 3),
+            "cpu_ms_per_bundle_fhir_resources": round(reference, 3),
+            "fast_vs_fhir_resources": round(fast / reference, 3),
+            "rounds_ms": {p: [round(v, 3) for v in vs] for p, vs in runs.items()},
+            "resources_built_fast": round(built_share(warm), 4),
+        }
+    out["note"] = (
+        "parse_raw alone (JSON decode, validation, the Encounter records), no broker; "
+        "median of the rounds; fhir_resources is the same code with the fast path off"
+    )
+    return out

@@ -1,0 +1,274 @@
+"""A cheaper way to the fhir.resources model of a FHIR resource that is plainly valid.
+
+fhir.resources validates element by element through Python validators (a custom
+``__init__``, two model validators and a wrap validator per nested element), ~10 us per
+element. Most of what an EHR sends is plainly valid, and for that the validation is only
+the cost of building the objects. :func:`construct` checks a resource against the field
+metadata of fhir.resources' own R4B models (which element names a type has, which hold a
+complex type and which a primitive, which are lists, which are required, which choice
+elements exclude each other) and, when every element passes, builds the same model
+instances without running the model validators. Primitive values go through pydantic's
+validator for the field's own annotation (fhir_core's date, dateTime, decimal, code …
+types), so the values are the ones fhir.resources would make.
+
+It never decides a rejection: anything it does not check or is not sure of (an unknown
+element, a ``_element`` extension sibling, a contained resource, a null inside a list, an
+empty object, a value a primitive validator refuses, a missing required element, two
+choices of one ``value[x]``) returns None, and the caller validates with fhir.resources,
+whose error is the one the sender sees. ``tests/unit/test_intake_fhir_fast.py`` holds the
+two paths equal on real bundles and on mutations of them.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from fhir.resources.R4B.resource import Resource
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+_SET = object.__setattr__
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    """How one element of a model is checked and where its value goes."""
+
+    name: str  # the model's attribute
+    model: type[BaseModel] | None  # a complex element type, else None (a primitive)
+    many: bool  # a list in JSON
+    adapter: TypeAdapter[Any] | None  # a primitive's validator (the field's annotation)
+    seen: dict[Any, Any]  # a primitive's values already validated (see _primitive)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """The checks for one model class, derived from its pydantic fields."""
+
+    fields: dict[str, _Field]  # by JSON name
+    required: tuple[str, ...]  # JSON names that must hold a value
+    choices: tuple[tuple[str, ...], ...]  # JSON names of which at most one may be present
+    required_choices: tuple[tuple[str, ...], ...]  # ... and of which one must be
+    defaults: dict[str, Any]  # every attribute and its default, in field order
+    resource_type: str | None  # the ``resourceType`` a resource carries
+
+
+def _complex_kinds(annotation: Any) -> tuple[set[type[BaseModel]], bool]:
+    """The complex element classes an annotation names, and whether it is a list."""
+    kinds: set[type[BaseModel]] = set()
+    many = False
+    stack = [annotation]
+    while stack:
+        tp = stack.pop()
+        if isinstance(tp, type) and hasattr(tp, "get_model_klass"):
+            kinds.add(tp.get_model_klass())
+            continue
+        if typing.get_origin(tp) is list:
+            many = True
+        stack.extend(typing.get_args(tp))
+    return kinds, many
+
+
+@cache
+def _plan(cls: type[BaseModel]) -> _Plan | None:
+    """The plan of a model class; None when the class has something this module does not
+    check (a custom validator beyond fhir_core's own, a required non-element field)."""
+    decorators = cls.__pydantic_decorators__
+    expected = {"reject_null_complex_elements", "validate_after_model_construction"}
+    if set(decorators.model_validators) - expected or decorators.field_validators:
+        return None
+    fields: dict[str, _Field] = {}
+    required: list[str] = []
+    defaults: list[tuple[str, Any]] = []
+    for name, info in cls.model_fields.items():
+        if info.default_factory is not None:
+            return None  # a mutable default: not shared between instances
+        defaults.append((name, info.default))
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        if not extra.get("element_property"):
+            if info.is_required():
+                return None
+            continue  # fhir_comments and the ``_element`` siblings: left to fhir.resources
+        alias = info.alias or name
+        kinds, many = _complex_kinds(info.annotation)
+        if kinds:
+            if len(kinds) != 1:
+                continue
+            (kind,) = kinds
+            if issubclass(kind, Resource):
+                continue  # contained resources: any type, left to fhir.resources
+            fields[alias] = _Field(name, kind, many, None, {})
+        else:
+            many = any(typing.get_origin(tp) is list for tp in _flatten(info.annotation))
+            fields[alias] = _Field(name, None, many, TypeAdapter(info.annotation or Any), {})
+        if info.is_required() or extra.get("element_required"):
+            required.append(alias)
+    aliases = {f.name: alias for alias, f in fields.items()}
+    probe = cls.model_construct()
+    for name, _ext in probe.get_required_fields():  # type: ignore[attr-defined]
+        if name not in aliases:
+            return None
+        if aliases[name] not in required:
+            required.append(aliases[name])
+    choices: list[tuple[str, ...]] = []
+    required_choices: list[tuple[str, ...]] = []
+    for names in probe.get_one_of_many_fields().values():  # type: ignore[attr-defined]
+        if any(n not in aliases for n in names):
+            return None
+        group = tuple(aliases[n] for n in names)
+        choices.append(group)
+        first = cls.model_fields[names[0]].json_schema_extra
+        if isinstance(first, dict) and first.get("one_of_many_required") is True:
+            required_choices.append(group)
+    resource_type = getattr(cls, "__resource_type__", None)
+    return _Plan(
+        fields=fields,
+        required=tuple(required),
+        choices=tuple(choices),
+        required_choices=tuple(required_choices),
+        defaults=dict(defaults),
+        resource_type=resource_type if issubclass(cls, Resource) else None,
+    )
+
+
+def _flatten(annotation: Any) -> list[Any]:
+    """An annotation and every type argument inside it."""
+    out, stack = [], [annotation]
+    while stack:
+        tp = stack.pop()
+        out.append(tp)
+        stack.extend(typing.get_args(tp))
+    return out
+
+
+class _Unsure(Exception):
+    """Raised inside the walk when fhir.resources must decide."""
+
+
+# Primitive values already validated, per field: codes, systems, dates and names repeat
+# across a feed. A plain dict per field, emptied when it reaches _SEEN_MAX (cheaper than an
+# LRU on this path, which runs ~200 times a bundle). Entries hold message content in memory
+# only, like memo.py's.
+_SEEN_MAX = 4096
+
+
+def _primitive(spec: _Field, value: Any) -> Any:
+    """The value fhir.resources' validator makes of a JSON primitive (or list of them)."""
+    kind = type(value)
+    if kind is str:  # most primitives (codes, uris, dates, strings): the value is its key
+        hit = spec.seen.get(value, _MISSING)
+        if hit is not _MISSING:
+            return hit
+        key: Any = value
+    elif kind is list:
+        if not spec.many:
+            raise _Unsure
+        key = tuple(_scalar_key(v) for v in value)
+        hit = spec.seen.get(key, _MISSING)
+        if hit is not _MISSING:
+            return hit
+    else:
+        key = _scalar_key(value)
+        hit = spec.seen.get(key, _MISSING)
+        if hit is not _MISSING:
+            return hit
+    try:
+        result = spec.adapter.validate_python(value)  # type: ignore[union-attr]
+    except (ValidationError, ValueError, TypeError):
+        raise _Unsure from None
+    if len(spec.seen) >= _SEEN_MAX:
+        spec.seen.clear()
+    spec.seen[key] = result
+    return result
+
+
+def _scalar_key(value: Any) -> Any:
+    """A key telling JSON values apart exactly (1, 1.0, True, "1", Decimal 1.0 vs 1.00):
+    a string stands for itself, anything else is (type, repr); a null, object or list
+    inside a list is left to fhir.resources."""
+    kind = type(value)
+    if kind is str:
+        return value
+    if value is None or kind is list or kind is dict:
+        raise _Unsure
+    return kind, repr(value)
+
+
+def _build(cls: type[BaseModel], data: Any, top: bool) -> BaseModel:
+    """The model of one JSON object, or _Unsure."""
+    if type(data) is not dict:
+        raise _Unsure
+    plan = _plan(cls)
+    if plan is None:
+        raise _Unsure
+    fields = plan.fields
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        spec = fields.get(key)
+        if spec is None:
+            if key == "resourceType" and top and plan.resource_type is not None:
+                if value != plan.resource_type:
+                    raise _Unsure
+                continue
+            raise _Unsure
+        if value is None:
+            raise _Unsure
+        if spec.model is None:
+            values[spec.name] = _primitive(spec, value)
+        elif spec.many:
+            if type(value) is not list:
+                raise _Unsure
+            kind = spec.model
+            values[spec.name] = [_build(kind, v, False) for v in value]
+        else:
+            values[spec.name] = _build(spec.model, value, False)
+    if top and plan.resource_type is not None and "resourceType" not in data:
+        raise _Unsure
+    for alias in plan.required:
+        if alias not in data:
+            raise _Unsure
+    for group in plan.choices:
+        if sum(alias in data for alias in group) > 1:
+            raise _Unsure
+    for group in plan.required_choices:
+        if not any(alias in data for alias in group):
+            raise _Unsure
+    full = plan.defaults.copy()
+    full.update(values)
+    model = cls.__new__(cls)
+    _SET(model, "__dict__", full)
+    _SET(model, "__pydantic_fields_set__", set(values))
+    _SET(model, "__pydantic_extra__", None)
+    _SET(model, "__pydantic_private__", None)
+    return model
+
+
+def construct(cls: type[BaseModel], resource: dict[str, Any]) -> BaseModel | None:
+    """The model fhir.resources would validate ``resource`` into, built without its
+    validators; None when fhir.resources must decide (see the module docstring)."""
+    if not _enabled:
+        return None
+    try:
+        return _build(cls, resource, True)
+    except (_Unsure, RecursionError):
+        return None
+
+
+_enabled = True
+
+
+@contextmanager
+def fhir_resources_only() -> Iterator[None]:
+    """Within the block, :func:`construct` leaves every resource to fhir.resources: the
+    reference path, for the differential test and the benchmark."""
+    global _enabled
+    before, _enabled = _enabled, False
+    try:
+        yield
+    finally:
+        _enabled = before

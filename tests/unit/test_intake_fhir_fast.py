@@ -1,0 +1,379 @@
+"""The cheaper FHIR path (services/intake/fhir_fast.py) against fhir.resources itself.
+
+A corpus of real bundles (the README's example, the hospital bundles the facility tests
+use, Synthea's when the shared files are there, the simulator in both mixes) and
+systematic mutations of every element of its resources (wrong JSON types, bad dates and
+codes, bad references, missing required elements, unknown elements, lists where one value
+goes and the reverse, nulls, empty values, extensions and ``_element`` siblings, contained
+resources, a second choice of a ``value[x]``). On every input both paths agree: the fast
+path builds exactly the model fhir.resources validates, or leaves the input to it; a
+bundle gives the same encounters, or the same error (field and reason), either way.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fhir.resources.R4B import get_fhir_model_class
+from hospital_bundles import bundle as hospital_bundle
+from hospital_bundles import inpatient_items, item
+from pydantic import BaseModel, ValidationError
+from shared_data import AVAILABLE, SHARED_DATA
+
+from pipeline.errors import InputError
+from services.intake import fhir_fast
+from services.intake.fhir import SUPPORTED, parse_bundle
+from sim.ehr import generate, provider_directory
+
+AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "office-visit.fhir.json"
+EXT = {"url": "http://example.org/fhir/StructureDefinition/x", "valueString": "y"}
+NOTE = b"Follow up in 3 months."
+DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+
+def _load(body: bytes | str) -> dict[str, Any]:
+    return json.loads(body, parse_float=Decimal)  # as intake decodes a body
+
+
+def corpus() -> list[tuple[str, dict[str, Any]]]:
+    """(name, bundle) for every bundle the differential runs on."""
+    example = _load(EXAMPLE.read_text())
+    out = [("example", example)]
+    with_documents = copy.deepcopy(example)
+    visit, clinician = (
+        next(e["fullUrl"] for e in example["entry"] if e["resource"]["resourceType"] == kind)
+        for kind in ("Encounter", "Practitioner")
+    )
+    with_documents["entry"] += [
+        {"fullUrl": "urn:uuid:note-1", "resource": {
+            "resourceType": "DocumentReference", "id": "note-1", "status": "current",
+            "date": "2026-03-10T10:15:00-06:00",
+            "content": [{"attachment": {"contentType": "text/plain; charset=utf-8",
+                                        "data": base64.b64encode(NOTE).decode()}}],
+            "context": {"encounter": [{"reference": visit}],
+                        "period": {"start": "2026-03-10"}},
+        }},
+        {"fullUrl": "urn:uuid:role-1", "resource": {
+            "resourceType": "PractitionerRole", "id": "role-1", "active": True,
+            "practitioner": {"reference": clinician},
+            "specialty": [{"coding": [{"system": "http://nucc.org/provider-taxonomy",
+                                       "code": "207Q00000X"}]}],
+        }},
+    ]  # fmt: skip
+    out.append(("example with a note and a role", with_documents))
+    admitted = date(2026, 2, 20)
+    out.append((
+        "hospital stay",
+        _load(hospital_bundle(
+            ident="stay", klass="IMP", admitted=admitted, days=3,
+            diagnoses=[("J18.9", "Y"), ("E11.9", "y")],
+            items=inpatient_items(admitted, 3, surgical=True), pcs=["0DTJ4ZZ"],
+            admitting="R50.9", reason_for_visit="R06.02",
+        )),
+    ))  # fmt: skip
+    out.append((
+        "ed visit",
+        _load(hospital_bundle(
+            ident="ed", klass="EMER", admitted=admitted, days=0, diagnoses=[("R07.89", None)],
+            items=[item(1, "0450", "1250.00", code="99284", on=admitted)],
+            professional_items=[item(1, None, "310.00", code="99284", on=admitted)],
+        )),
+    ))  # fmt: skip
+    if AVAILABLE:
+        for path in sorted((SHARED_DATA / "fhir").rglob("*.json")):
+            data = _load(path.read_bytes())
+            if data.get("resourceType") == "Bundle":
+                out.append((path.name, data))
+    for mix in ("office", "all"):
+        for sid, _, body in generate(40, seed=21, fmt="fhir", mix=mix):
+            out.append((f"{mix}:{sid}", _load(body)))
+    return out
+
+
+CORPUS = corpus()
+
+
+def supported(bundle: dict[str, Any]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(entry index, resource) for each resource intake validates."""
+    for i, entry in enumerate(bundle.get("entry") or []):
+        resource = entry.get("resource")
+        if isinstance(resource, dict) and resource.get("resourceType") in SUPPORTED:
+            yield i, resource
+
+
+def full(cls: type[BaseModel], resource: Any) -> BaseModel | None:
+    """fhir.resources' own validation: the model, or None when it refuses."""
+    try:
+        return cls.model_validate(resource)
+    except (ValidationError, ValueError, TypeError):
+        return None
+
+
+def same_model(fast: BaseModel, reference: BaseModel | None) -> bool:
+    return (
+        reference is not None
+        and fast == reference
+        and fast.model_fields_set == reference.model_fields_set
+        and fast.model_dump() == reference.model_dump()
+    )
+
+
+def outcome(bundle: dict[str, Any]) -> Any:
+    """What intake makes of a bundle: its encounters, ignored counts and notes, or the error."""
+    try:
+        got = parse_bundle(
+            copy.deepcopy(bundle), source_id="m1", received_at=AT, directory=DIRECTORY
+        )
+    except InputError as exc:
+        return ("error", exc.field, exc.reason)
+    return ([e.model_dump() for e in got.encounters], got.ignored, got.notes)
+
+
+DIRECTORY = provider_directory()
+
+
+def both_paths(bundle: dict[str, Any]) -> tuple[Any, Any]:
+    fast = outcome(bundle)
+    with fhir_fast.fhir_resources_only():
+        reference = outcome(bundle)
+    return fast, reference
+
+
+def test_fast_path_builds_every_corpus_resource_as_fhir_resources_does() -> None:
+    kinds: Counter[str] = Counter()
+    for name, bundle in CORPUS:
+        for i, resource in supported(bundle):
+            cls = get_fhir_model_class(resource["resourceType"])
+            fast = fhir_fast.construct(cls, resource)
+            assert fast is not None, f"{name} entry[{i}] left to fhir.resources"
+            assert same_model(fast, full(cls, resource)), f"{name} entry[{i}]"
+            kinds[resource["resourceType"]] += 1
+    assert set(kinds) == set(SUPPORTED)
+
+
+def test_corpus_bundles_give_the_same_encounters_on_both_paths() -> None:
+    parsed = 0
+    for name, bundle in CORPUS:
+        fast, reference = both_paths(bundle)
+        assert fast == reference, name
+        parsed += fast[0] != "error"
+    assert parsed >= len(CORPUS) - 2  # Synthea's two side files hold no Encounter
+
+
+# --- mutations ---------------------------------------------------------------------------
+
+
+def _nodes(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """The path of every object member and list item below value."""
+    if isinstance(value, dict):
+        for key, child in value.items():
+            yield (*path, key)
+            yield from _nodes(child, (*path, key))
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            yield (*path, i)
+            yield from _nodes(child, (*path, i))
+
+
+def _at(value: Any, path: tuple[Any, ...]) -> Any:
+    for step in path:
+        value = value[step]
+    return value
+
+
+def _variants(key: Any, value: Any) -> Iterator[tuple[str, Any]]:
+    """Replacements for one value: wrong types, bad formats, cardinality, empties, nulls."""
+    yield "null", None
+    if isinstance(value, bool):
+        yield "wrong type", "true"
+        yield "wrong type", 1
+    elif isinstance(value, (int, Decimal)):
+        yield "wrong type", str(value)
+        yield "wrong type", True
+        yield "bad number", -1
+        yield "bad number", Decimal("1.50")
+        yield "bad number", Decimal("1E+2")
+    elif isinstance(value, str):
+        yield "wrong type", 7
+        yield "wrong type", {"value": value}
+        yield "empty", ""
+        yield "bad code", f" {value}"
+        yield "bad code", value.replace(" ", "  ") + "  x"
+        if DATE.match(value):
+            yield "bad date", "2026-02-30"
+            yield "bad date", "2026-3-1"
+            yield "bad date", "2026-03-01T10:00"  # a time needs a zone
+            yield "bad date", "2026-03-01T25:00:00Z"
+            yield "partial date", "2026-03"
+            yield "partial date", "2026"
+            yield "date time", value[:10] + "T09:30:00-05:00"
+        if key == "reference":
+            for bad in ("", "#missing", "Patient/", "urn:uuid:nowhere", "Patient?identifier=a|b"):
+                yield "bad reference", bad
+    if isinstance(value, dict):
+        yield "wrong type", "text"
+        yield "cardinality", [value]
+        yield "empty", {}
+        yield "unknown element", {**value, "unknownElement": "x"}
+        yield "extension", {**value, "extension": [EXT]}
+        yield "extension", {**value, "extension": [{"url": EXT["url"]}]}
+        yield "extension", {**value, "extension": [{**EXT, "valueBoolean": True}]}
+        yield "extension", {**value, "modifierExtension": [EXT]}
+        yield "extension", {**value, "fhir_comments": ["x"]}
+    elif isinstance(value, list):
+        if value:
+            yield "cardinality", value[0]
+            yield "cardinality", [*value, value[0]]
+            yield "null", [*value, None]
+        yield "empty", []
+        yield "cardinality", [value]
+    else:
+        yield "cardinality", [value]
+
+
+def _shape(path: tuple[Any, ...]) -> tuple[str, ...]:
+    """A path without its list indexes: the element it names, wherever it repeats."""
+    return tuple(step for step in path if isinstance(step, str))
+
+
+def mutants(
+    resource: dict[str, Any], done: set[Any] | None = None
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(kind, mutated copy) for every element of a resource; with ``done``, only for the
+    elements (type and path without indexes) not mutated before, which it then holds."""
+    rtype = resource["resourceType"]
+    for path in _nodes(resource):
+        key = path[-1]
+        if key == "resourceType":
+            continue
+        if done is not None:
+            seen = (rtype, _shape(path), isinstance(key, int))
+            if seen in done:
+                continue
+            done.add(seen)
+        for kind, new in _variants(key, _at(resource, path)):
+            out = copy.deepcopy(resource)
+            _at(out, path[:-1])[key] = new
+            yield kind, out
+        if isinstance(key, str):
+            out = copy.deepcopy(resource)
+            parent = _at(out, path[:-1])
+            del parent[key]
+            yield "missing", out
+            out = copy.deepcopy(resource)
+            _at(out, path[:-1])[f"_{key}"] = {"extension": [EXT]}
+            yield "extension", out
+    cls = get_fhir_model_class(resource["resourceType"])
+    plan = fhir_fast._plan(cls)
+    assert plan is not None
+    for alias, spec in plan.fields.items():
+        if spec.name != alias and alias in resource:  # the Python name (class_fhir)
+            out = copy.deepcopy(resource)
+            out[spec.name] = out.pop(alias)
+            yield "unknown element", out
+    yield "wrong resource type", {**resource, "resourceType": "Observation"}
+    patient = {"resourceType": "Patient", "id": "inner", "birthDate": "1960-01-01"}
+    yield "contained", {**resource, "contained": [patient]}
+    yield "contained", {**resource, "contained": [{**patient, "birthDate": "1960-13-01"}]}
+    for path in _nodes(resource):  # a second choice of a value[x]
+        parent = _at(resource, path[:-1])
+        if not isinstance(parent, dict):
+            continue
+        owner = _owner(cls, resource, path[:-1])
+        owner_plan = fhir_fast._plan(owner) if owner is not None else None
+        for group in owner_plan.choices if owner_plan is not None else ():
+            if path[-1] in group:
+                for other in group:
+                    if other not in parent:
+                        out = copy.deepcopy(resource)
+                        _at(out, path[:-1])[other] = copy.deepcopy(parent[path[-1]])
+                        yield "two choices", out
+                        break
+
+
+def _owner(cls: type[BaseModel], resource: dict[str, Any], path: tuple[Any, ...]) -> Any:
+    """The model class of the object at path (None below a primitive or unknown element)."""
+    current: Any = cls
+    for step in path:
+        if isinstance(step, int):
+            continue
+        plan = fhir_fast._plan(current)
+        spec = plan.fields.get(step) if plan is not None else None
+        if spec is None or spec.model is None:
+            return None
+        current = spec.model
+    return current
+
+
+def _sample() -> list[tuple[str, int, dict[str, Any]]]:
+    """Resources of the corpus that hold, together, every element it has (by type and path
+    without indexes), each resource bringing at least one new element."""
+    seen: set[Any] = set()
+    out = []
+    for name, bundle in CORPUS:
+        for i, resource in supported(bundle):
+            shapes = {(resource["resourceType"], _shape(p)) for p in _nodes(resource)}
+            if not shapes <= seen:
+                seen |= shapes
+                out.append((name, i, resource))
+    return out
+
+
+SAMPLE = _sample()
+
+
+def test_mutated_resources_are_built_only_as_fhir_resources_would() -> None:
+    outcomes: Counter[tuple[str, str]] = Counter()
+    done: set[Any] = set()
+    for name, i, resource in SAMPLE:
+        cls = get_fhir_model_class(resource["resourceType"])
+        for kind, mutant in mutants(resource, done):
+            fast = fhir_fast.construct(cls, mutant)
+            reference = full(cls, mutant)
+            if fast is not None:
+                assert same_model(fast, reference), (name, i, kind, mutant)
+                outcomes[kind, "built"] += 1
+            else:
+                outcomes[kind, "accepted" if reference is not None else "refused"] += 1
+    kinds = {kind for kind, _ in outcomes}
+    assert kinds >= {
+        "null", "wrong type", "bad date", "bad code", "bad reference", "missing", "empty",
+        "unknown element", "cardinality", "extension", "contained", "two choices",
+        "wrong resource type", "partial date", "bad number",
+    }  # fmt: skip
+    # Every class of mutation that fhir.resources refuses reached it, and the fast path
+    # still built the mutations that stay valid.
+    for kind in ("wrong type", "bad date", "missing", "unknown element", "cardinality",
+                 "two choices", "wrong resource type", "null"):  # fmt: skip
+        assert outcomes[kind, "refused"] > 0, kind
+    for kind in ("bad reference", "partial date", "extension", "bad number", "missing"):
+        assert outcomes[kind, "built"] > 0, kind
+    assert outcomes["contained", "accepted"] > 0  # contained: always left to fhir.resources
+
+
+@pytest.mark.parametrize("source", ["example", "hospital stay", "all:"])
+def test_mutated_bundles_give_the_same_encounters_or_the_same_error(source: str) -> None:
+    name, bundle = next((n, b) for n, b in CORPUS if n.startswith(source))
+    results: Counter[str] = Counter()
+    done: set[Any] = set()
+    for i, resource in supported(bundle):
+        for n, (kind, mutant) in enumerate(mutants(resource, done)):
+            if n % 6:  # a sixth of them: each runs the whole bundle through both paths
+                continue
+            changed = copy.deepcopy(bundle)
+            changed["entry"][i]["resource"] = mutant
+            fast, reference = both_paths(changed)
+            assert fast == reference, (name, i, kind, mutant)
+            results["error" if fast[0] == "error" else "parsed"] += 1
+    assert results["error"] > 0 and results["parsed"] > 0
