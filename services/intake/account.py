@@ -15,13 +15,20 @@ xx5: 0115 inpatient, 0135 outpatient; only the new charges, under the encounter 
 the whole account (xx7, same encounter id): Medicare takes no inpatient late-charge bills.
 
 Outpatient office visits (PV1-2 O, R) and messages without a visit number are not held:
-they are complete billing messages and are billed as they come. The store is per intake
-instance and keyed by visit, so a deployment with several intake instances keys HL7 v2
-records by visit (all messages of a visit on one partition).
+they are complete billing messages and are billed as they come.
+
+With several intake instances every message of a visit must meet one account. The live
+service re-keys each held message by visit (``visit_key``) into ``intake.by-visit.v1``
+and keeps one account store per partition of that topic, which follows its partition
+(``pipeline/partitioned.py``): every write is also a change record for the changelog
+``intake.accounts.changelog``, from which a partition's accounts are rebuilt on the
+instance it moves to. That hop is at-least-once, so an account ignores a message it
+already holds (same source id, same text): a re-read never adds a charge twice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -32,7 +39,7 @@ from typing import Literal
 
 from pipeline.errors import InputError
 from pipeline.models import Encounter
-from pipeline.state import BatchStore
+from pipeline.state import ChangelogStore
 from services.intake.domain import hl7_body
 from services.intake.hl7v2 import MessageHead, parse_hl7v2, peek_messages
 from services.refdata.chargemaster import Chargemaster
@@ -69,11 +76,22 @@ class Account:
     """The source id of each message: a bill carries the one that completed it."""
 
 
-class AccountStore(BatchStore):
-    """The accounts of this intake instance; written inside the batch, committed with it."""
+def visit_key(visit: str) -> str:
+    """The record key that brings every message of a visit to one partition (and account):
+    the visit (PV1-19 with its assigning authority) hashed, as a key is not PHI-marked."""
+    return hashlib.sha256(visit.encode()).hexdigest()[:32]
 
-    def __init__(self, path: Path | str) -> None:
+
+class AccountStore(ChangelogStore):
+    """Hospital accounts by visit; written inside the batch, committed with it. With
+    ``changelog`` each write is kept as a change record for the runner to produce."""
+
+    NAME = "accounts"
+    """The store's name in its changelog topic and per-partition files."""
+
+    def __init__(self, path: Path | str, *, changelog: bool = False) -> None:
         super().__init__(path, _SCHEMA)
+        self.changelog = changelog
 
     def get(self, visit: str) -> Account | None:
         row = self.db.execute(
@@ -85,11 +103,22 @@ class AccountStore(BatchStore):
         return Account(visit, [t for _, t in pairs], row[1], row[2], row[3], [s for s, _ in pairs])
 
     def put(self, acc: Account) -> None:
-        self.db.execute(
-            "INSERT OR REPLACE INTO account VALUES (?, ?, ?, ?, ?, ?)",
-            (acc.visit, json.dumps(list(zip(acc.sources, acc.messages, strict=True))),
-             acc.discharged_at, acc.billed, acc.bills, time.time()),
-        )  # fmt: skip
+        row = (json.dumps(list(zip(acc.sources, acc.messages, strict=True))),
+               acc.discharged_at, acc.billed, acc.bills, time.time())  # fmt: skip
+        self._write(acc.visit, row)
+        if self.changelog:
+            self.log_change(acc.visit, json.dumps(row).encode())
+
+    def apply(self, key: str, value: bytes | None) -> None:
+        """One change from the changelog: the row as ``put`` wrote it (None: deleted)."""
+        if value is None:
+            self.db.execute("DELETE FROM account WHERE visit = ?", (key,))
+            return
+        messages, discharged_at, billed, bills, updated_at = json.loads(value)
+        self._write(key, (messages, discharged_at, billed, bills, updated_at))
+
+    def _write(self, visit: str, row: tuple[str, float | None, int, int, float]) -> None:
+        self.db.execute("INSERT OR REPLACE INTO account VALUES (?, ?, ?, ?, ?, ?)", (visit, *row))
 
     def due(self, before: float) -> list[str]:
         """Visits discharged before ``before`` and not billed yet."""
@@ -120,6 +149,12 @@ class AccountBook:
         self.bill_hold_s = bill_hold_s
         self.late_charges = late_charges
 
+    def on(self, store: AccountStore) -> AccountBook:
+        """The same book over another store (one partition's accounts)."""
+        return AccountBook(
+            store, self.parse, bill_hold_s=self.bill_hold_s, late_charges=self.late_charges
+        )
+
     @staticmethod
     def held(head: MessageHead) -> bool:
         """Whether a message belongs to a hospital account (else it is billed as it comes)."""
@@ -135,8 +170,12 @@ class AccountBook:
             if head.visit is not None:
                 by_visit.setdefault(head.visit, []).append(head)
         out: list[Encounter] = []
-        for visit, group in by_visit.items():
+        for visit, heads_of_visit in by_visit.items():
             acc = self.store.get(visit) or Account(visit, [])
+            known = set(zip(acc.sources, acc.messages, strict=True))
+            group = [h for h in heads_of_visit if (source_id, h.text) not in known]
+            if not group:  # read before (a re-read of the by-visit topic): nothing new
+                continue
             acc.messages += [h.text for h in group]
             acc.sources += [source_id] * len(group)
             if acc.discharged_at is None and any(h.discharged for h in group):

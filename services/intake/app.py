@@ -1,4 +1,12 @@
-"""intake: raw EHR messages (intake.raw.v1) -> normalised encounters (encounters.collected.v1)."""
+"""intake: raw EHR messages (intake.raw.v1) -> normalised encounters (encounters.collected.v1).
+
+A hospital account needs every message of its visit, and raw messages are keyed by source
+message id (a batch may even hold several visits). So the live service re-keys each held
+message by visit into ``intake.by-visit.v1`` and assembles accounts from there, with one
+account store per partition of that topic that moves with the partition
+(``pipeline/partitioned.py``). A stage built without that (tests, offline runs) keeps one
+plain account store and assembles accounts straight from ``intake.raw.v1``.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +15,23 @@ import logging
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from pipeline import metrics
 from pipeline.errors import InputError
 from pipeline.models import Encounter, RawMessage
+from pipeline.partitioned import PartitionedStores
 from pipeline.serde import MAGIC, Registry
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Stage, run_stage
-from services.intake.account import AccountBook, AccountStore, hl7_parser, split_held
+from services.intake.account import (
+    AccountBook,
+    AccountStore,
+    hl7_parser,
+    split_held,
+    visit_key,
+)
 from services.intake.domain import parse_raw
 from services.intake.seen import SeenMessages
 from services.intake.settings import IntakeSettings
@@ -23,6 +39,9 @@ from services.refdata.masterdata import load_master_data
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_S = 3600.0
+RAW = "intake.raw.v1"
+BY_VISIT = "intake.by-visit.v1"
+HL7_CONTENT_TYPE = "x-application/hl7-v2+er7"
 
 
 def body_digest(body: bytes) -> str:
@@ -32,15 +51,23 @@ def body_digest(body: bytes) -> str:
 
 class IntakeStage(Stage):
     name = "intake"
-    inputs = ("intake.raw.v1",)
+    inputs: tuple[str, ...] = (RAW,)
 
-    def __init__(self, settings: IntakeSettings) -> None:
+    def __init__(
+        self, settings: IntakeSettings, accounts: PartitionedStores[AccountStore] | None = None
+    ) -> None:
         self.master = load_master_data(settings)
         log.info("master data: %s", self.master.describe())
         self.directory = self.master.providers
-        self.accounts = AccountStore(settings.state_dir / "intake-accounts.sqlite")
+        #: The live service's accounts, one store per partition of the by-visit topic.
+        self.partitioned = accounts
+        self.accounts: AccountStore | None = None
+        if accounts is None:
+            self.accounts = AccountStore(settings.state_dir / "intake-accounts.sqlite")
+        if accounts is not None:
+            self.inputs = (RAW, BY_VISIT)
         self.book = AccountBook(
-            self.accounts,
+            self.accounts or AccountStore(":memory:"),
             hl7_parser(self.directory, self.master.chargemaster),
             bill_hold_s=settings.intake.bill_hold_hours * 3600,
             late_charges=settings.intake.late_charges,
@@ -55,7 +82,12 @@ class IntakeStage(Stage):
             return reg.decode(topic, raw)
         return None
 
+    def partitioned_stores(self) -> list[PartitionedStores[AccountStore]]:
+        return [self.partitioned] if self.partitioned is not None else []
+
     def handle(self, msg: Incoming) -> Iterable[Out]:
+        if msg.topic == BY_VISIT:
+            return self._account(msg)
         raw: RawMessage | None = msg.value
         if raw is None:
             content_type = msg.headers.get("content-type", b"").decode("utf-8", "replace") or None
@@ -73,7 +105,10 @@ class IntakeStage(Stage):
             return []
         held, rest = split_held(self.book, body, content_type)
         encounters: list[Encounter] = []
-        if held:
+        outs: list[Out] = []
+        if held and self.accounts is None:  # to the visit's partition, where its account is
+            outs += by_visit(held, source_id, source_system, received_at)
+        elif held and self.accounts is not None:
             with self.accounts.atomic():  # a message that breaks its account changes nothing
                 encounters += self.book.receive(held, received_at, source_id)
             metrics.OUTCOMES.labels(self.name, "read_hl7v2").inc()
@@ -91,11 +126,23 @@ class IntakeStage(Stage):
                 metrics.OUTCOMES.labels(self.name, f"read_{result.source_format}").inc()
             encounters += result.encounters
         self.seen.add(source_id, digest)  # only once read: a rejected message may be resent
-        return [Out("encounters.collected.v1", e.encounter_id, e) for e in encounters]
+        return outs + collected(encounters)
+
+    def _account(self, msg: Incoming) -> list[Out]:
+        """Held messages of one visit, re-keyed: into the partition's account store."""
+        assert self.partitioned is not None
+        raw: RawMessage = msg.value
+        store = self.partitioned.get(msg.partition)
+        heads, _ = split_held(self.book, raw.body, raw.content_type)
+        with store.atomic():  # a message that breaks its account changes nothing
+            encounters = self.book.on(store).receive(heads, raw.received_at, raw.source_id)
+        metrics.OUTCOMES.labels(self.name, "read_hl7v2").inc()
+        return collected(encounters)
 
     def on_batch_done(self) -> None:
         self.seen.commit()
-        self.accounts.commit()
+        if self.accounts is not None:
+            self.accounts.commit()
 
     def on_idle(self) -> Iterable[Out]:
         now = time.time()
@@ -104,22 +151,67 @@ class IntakeStage(Stage):
             self.seen.prune(now - self.window_s)
         if self.book.bill_hold_s <= 0:
             return []
-        try:
-            with self.accounts.atomic():
-                due = self.book.due(datetime.now(UTC))
-        except InputError as exc:
-            # An account that no longer reads (the chargemaster changed) stays unbilled.
-            log.error("a held account cannot be billed: %s: %s", exc.field, exc.reason)
-            return []
-        return [Out("encounters.collected.v1", e.encounter_id, e) for e in due]
+        stores = (
+            [store for _, store in self.partitioned.items()]
+            if self.partitioned is not None
+            else [self.book.store]
+        )
+        due: list[Encounter] = []
+        for store in stores:
+            try:
+                with store.atomic():
+                    due += self.book.on(store).due(datetime.now(UTC))
+            except InputError as exc:
+                # An account that no longer reads (the chargemaster changed) stays unbilled.
+                log.error("a held account cannot be billed: %s: %s", exc.field, exc.reason)
+        return collected(due)
 
     def close(self) -> None:
         self.seen.close()
-        self.accounts.close()
+        if self.accounts is not None:
+            self.accounts.close()
+
+
+def collected(encounters: list[Encounter]) -> list[Out]:
+    return [Out("encounters.collected.v1", e.encounter_id, e) for e in encounters]
+
+
+def by_visit(
+    held: list[Any], source_id: str, source_system: str | None, received_at: datetime
+) -> list[Out]:
+    """The held messages of a body, one record per visit keyed by that visit (in order)."""
+    visits: dict[str, list[str]] = {}
+    for head in held:
+        visits.setdefault(head.visit, []).append(head.text)
+    return [
+        Out(
+            BY_VISIT,
+            visit_key(visit),
+            RawMessage(
+                source_id=source_id,
+                content_type=HL7_CONTENT_TYPE,
+                source_system=source_system,
+                body="\r".join(texts).encode(),
+                received_at=received_at,
+            ),
+        )
+        for visit, texts in visits.items()
+    ]
+
+
+def partitioned_accounts(state_dir: Path) -> PartitionedStores[AccountStore]:
+    """The live service's hospital accounts: one store per partition of the by-visit topic,
+    under ``<state_dir>/accounts/``."""
+    return PartitionedStores(
+        AccountStore.NAME,
+        BY_VISIT,
+        Path(state_dir) / AccountStore.NAME,
+        lambda path: AccountStore(path, changelog=True),
+    )
 
 
 def main(settings: Settings | None = None) -> None:
     # `claimflow service` reads the environment into the base Settings; this class reads
     # the same environment, plus intake's own variables.
     intake = settings if isinstance(settings, IntakeSettings) else IntakeSettings()
-    run_stage(IntakeStage(intake), intake)
+    run_stage(IntakeStage(intake, partitioned_accounts(intake.state_dir)), intake)

@@ -245,26 +245,35 @@ def test_an_office_dft_becomes_an_837p(tmp_path: Path, cdm_path: Path) -> None:
 # --- the intake stage keeps accounts across messages and restarts ---------------------------
 
 
-def test_the_stage_bills_an_account_from_messages_sent_apart_even_across_a_restart(
-    tmp_path: Path, cdm_path: Path
-) -> None:
-    import time as clock
-
-    from pipeline.stage import Incoming
-    from services.intake.app import IntakeStage
+def stage_settings(tmp_path: Path, cdm_path: Path):  # type: ignore[no-untyped-def]
+    """Intake's settings with the simulator's providers and the test chargemaster."""
     from services.intake.settings import IntakeOptions, IntakeSettings
 
     directory = tmp_path / "providers.json"
     directory.write_text(json.dumps(provider_directory().to_json()))
-    settings = IntakeSettings(
+    return IntakeSettings(
         state_dir=tmp_path / "state", provider_directory=directory, chargemaster=cdm_path,
         intake=IntakeOptions(bill_hold_hours=0),
     )  # fmt: skip
 
-    def record(text: str, n: int) -> Incoming:
-        return Incoming("intake.raw.v1", f"m{n}", None, text.encode(),
-                        {"content-type": HL7.encode()}, 0, n, int(clock.time() * 1000))  # fmt: skip
 
+def raw_record(text: str, n: int):  # type: ignore[no-untyped-def]
+    """An HL7 v2 message on intake.raw.v1 as an EHR writes it (bare, keyed m<n>)."""
+    import time as clock
+
+    from pipeline.stage import Incoming
+
+    return Incoming("intake.raw.v1", f"m{n}", None, text.encode(),
+                    {"content-type": HL7.encode()}, 0, n, int(clock.time() * 1000))  # fmt: skip
+
+
+def test_the_stage_bills_an_account_from_messages_sent_apart_even_across_a_restart(
+    tmp_path: Path, cdm_path: Path
+) -> None:
+    from services.intake.app import IntakeStage
+
+    settings = stage_settings(tmp_path, cdm_path)
+    record = raw_record
     stage = IntakeStage(settings)
     assert list(stage.handle(record(dft("D1", ROOM, CBC), 1))) == []
     stage.on_batch_done()
@@ -284,3 +293,84 @@ def test_the_stage_bills_an_account_from_messages_sent_apart_even_across_a_resta
     [late] = stage.handle(record(dft("D5", CBC), 5))
     assert late.value.type_of_bill == "0115" and late.key == "STCATH/V778812/late-1"
     stage.close()
+
+
+# --- several intake instances: accounts keyed by visit, following their partition ----------
+
+
+def test_a_message_read_again_adds_nothing_to_its_account(cdm_path: Path) -> None:
+    b = book(cdm_path)
+    for _ in range(2):  # the by-visit hop is at-least-once: the same record read twice
+        held, _ = split_held(b, dft("D1", ROOM, CBC).encode(), HL7)
+        with b.store.atomic():
+            assert b.receive(held, T0, "hl7v2:STCATH:D1") == []
+    held, _ = split_held(b, ADT_A03.encode(), HL7)
+    with b.store.atomic():
+        [enc] = b.receive(held, T0, "hl7v2:STCATH:A1")
+    assert lines(enc)[:2] == [
+        (None, "0120", 3.0, Decimal("7200.00")),
+        ("85025", "0300", 2.0, Decimal("104.00")),  # once, not twice
+    ]
+
+
+def test_an_accounts_changelog_rebuilds_it_on_another_instance(cdm_path: Path) -> None:
+    parse = hl7_parser(provider_directory(), load_chargemaster(cdm_path))
+    first = AccountBook(AccountStore(":memory:", changelog=True), parse)
+    held, _ = split_held(first, dft("D1", ROOM, CBC).encode(), HL7)
+    with first.store.atomic():
+        first.receive(held, T0, "hl7v2:STCATH:D1")
+    changes = first.store.take_changes()
+    assert [key for key, _ in changes] == ["STCATH|V778812"]
+    moved = AccountBook(AccountStore(":memory:"), parse)  # the partition's new owner
+    for key, value in changes:
+        moved.store.apply(key, value)
+    assert moved.store.take_changes() == []  # a restore writes nothing back to the changelog
+    held, _ = split_held(moved, dft("D1", ROOM, CBC).encode() + b"\r" + ADT_A03.encode(), HL7)
+    with moved.store.atomic():  # the DFT again (a re-read) and the discharge
+        [enc] = moved.receive(held[:1], T0, "hl7v2:STCATH:D1") + moved.receive(
+            held[1:], T0, "hl7v2:STCATH:A1"
+        )
+    assert [s.revenue_code for s in enc.services] == ["0120", "0300", None]
+    assert lines(enc)[1] == ("85025", "0300", 2.0, Decimal("104.00"))
+
+
+def test_the_live_stage_sends_held_messages_to_their_visits_partition(
+    tmp_path: Path, cdm_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from pipeline.serde import registry
+    from pipeline.stage import Incoming, Out
+    from services.intake.app import BY_VISIT, IntakeStage, partitioned_accounts
+
+    reg = registry()
+    settings = stage_settings(tmp_path, cdm_path)
+    accounts = partitioned_accounts(settings.state_dir)
+    stage = IntakeStage(settings, accounts)
+    assert stage.inputs == ("intake.raw.v1", BY_VISIT)
+    raw = raw_record
+
+    office = dft("D9", SURGERY).replace("|I|4N^401^A^STCATH|", "|O|CLINIC^^^STCATH|")
+    outs = list(stage.handle(raw(dft("D1", ROOM, CBC) + "\r" + office, 1)))
+    # The office visit is billed as it comes; the inpatient charges go to their visit.
+    assert sorted(o.topic for o in outs) == ["encounters.collected.v1", BY_VISIT]
+    [rekeyed] = [o for o in outs if o.topic == BY_VISIT]
+    [adt] = stage.handle(raw(ADT_A03, 2))
+    assert adt.key == rekeyed.key  # every message of the visit: one key, one partition
+    accounts.open(1)
+
+    def by_visit(out: Out, offset: int) -> Incoming:
+        value = reg.encode(BY_VISIT, out.value)
+        return Incoming(BY_VISIT, out.key, reg.decode(BY_VISIT, value), value, {}, 1, offset, 0)
+
+    assert list(stage.handle(by_visit(rekeyed, 0))) == []
+    [bill] = stage.handle(by_visit(adt, 1))
+    assert bill.topic == "encounters.collected.v1" and bill.key == "STCATH/V778812"
+    assert [s.revenue_code for s in bill.value.services] == ["0120", "0300", None]
+    assert bill.value.source_id == "m2"  # the message that completed the account
+    changes = accounts.get(1).take_changes()
+    assert {key for key, _ in changes} == {"STCATH|V778812"}
+    with pytest.raises(LookupError, match="partition 2 of intake.by-visit.v1 is not assigned"):
+        stage.handle(replace(by_visit(adt, 2), partition=2))  # the runner restores first
+    stage.close()
+    accounts.close_all()
