@@ -54,6 +54,18 @@ ACCURACY_BY_SOURCE = Gauge(
     "Share of audited codes the coder agreed with, by how the code was assigned",
     ["source"],
 )
+WINDOW_CODES = Gauge(
+    "claimflow_coding_audit_window_codes",
+    "Scored codes in this instance's accuracy window of each category, by outcome (agree / "
+    "corrected); summed over instances, the accuracy of every instance's audits",
+    ["category", "outcome"],
+)
+WINDOW_CODES_BY_SOURCE = Gauge(
+    "claimflow_coding_audit_window_codes_by_source",
+    "Scored codes in this instance's accuracy window of each source, by outcome (agree / "
+    "corrected); summed over instances, the accuracy of every instance's audits",
+    ["source", "outcome"],
+)
 FAILING = Gauge(
     "claimflow_coding_failing_categories",
     "ICD-10-CM categories held for a coder because their audited accuracy is below threshold",
@@ -156,16 +168,27 @@ class CodingStage(Stage):
     def _gauges(self) -> None:
         HELD.set(self.store.held_count())
         AUDIT_QUEUE.set(self.audits.queued_count())
-        for a in self.audits.accuracy("category"):
-            ACCURACY.labels(a.key).set(a.rate)
-        for a in self.audits.accuracy("source"):
-            ACCURACY_BY_SOURCE.labels(a.key).set(a.rate)
+        export_accuracy(self.audits)
         FAILING.set(len(self.audits.failing()))
 
     def close(self) -> None:
         self.store.close()
         self.audits.close()
         self.flow.coder.close()
+
+
+def export_accuracy(audits: AuditStore) -> None:
+    """This instance's audit accuracy as metrics. Each instance scores the audits of its own
+    partitions, so its rate covers its share only; the counts of its window (agreed and
+    corrected codes) are what sums across instances (``deploy/prometheus/rules.yml``)."""
+    for column, rate, counts in (
+        ("category", ACCURACY, WINDOW_CODES),
+        ("source", ACCURACY_BY_SOURCE, WINDOW_CODES_BY_SOURCE),
+    ):
+        for a in audits.accuracy(column):
+            rate.labels(a.key).set(a.rate)
+            counts.labels(a.key, "agree").set(a.agreed)
+            counts.labels(a.key, "corrected").set(a.audited - a.agreed)
 
 
 def partitioned_risk(state_dir: Path) -> PartitionedStores[RiskHistory]:

@@ -198,3 +198,90 @@ def test_a_correction_after_billing_goes_out_as_a_replacement_claim(
     assert replacement.claim_id == original.claim_id
     assert "N1831" in replacement.x12 and "N1832" not in replacement.x12
     assert validate_x12(replacement.x12) == []
+
+
+def test_audit_accuracy_over_several_instances_sums_their_windows(
+    coder: Coder, tmp_path: Path
+) -> None:
+    """Two coding instances score the audits of their own partitions. The figure the
+    dashboards show (the recording rules over both instances' metrics) is the accuracy
+    of every audit, as one instance that scored them all would have it; the lowest or the
+    mean of the instances' own rates is not."""
+    import shutil
+    import subprocess
+
+    import yaml
+    from prometheus_client import REGISTRY
+
+    from services.coding.app import export_accuracy
+
+    # (min_audits: no category stops being coded automatically here)
+    first, second, alone = (make_flow(coder, share=1.0, min_audits=100) for _ in range(3))
+    for n, flow, answer in (
+        (20, first, result(20)),  # E1122 and N1832 agreed
+        (21, first, result(21)),
+        (22, second, result(22, "corrected", "E11.22", "N18.31")),  # N1832 wrong, N1831 missed
+        (23, second, result(23, "corrected", "E11.22", "N18.31")),
+        (24, second, result(24, "corrected", "E11.22", "N18.31")),
+    ):
+        for f in (flow, alone):
+            f.encounter(problem_visit(n, "DM2", "CKD stage 3b"), now=RECEIVED_AT)  # type: ignore[arg-type]
+            f.audit_result(answer)
+    series: list[dict[str, str]] = []
+    for instance, flow in (("coding-0", first), ("coding-1", second)):
+        assert flow.audits is not None
+        export_accuracy(flow.audits)  # what the instance's /metrics serves
+        for column, metric in (
+            ("category", "claimflow_coding_audit_window_codes"),
+            ("source", "claimflow_coding_audit_window_codes_by_source"),
+        ):
+            for a in flow.audits.accuracy(column):
+                for outcome in ("agree", "corrected"):
+                    labels = {column: a.key, "outcome": outcome}
+                    value = REGISTRY.get_sample_value(metric, labels)
+                    assert value is not None
+                    tags = {**labels, "instance": instance}
+                    shown = ",".join(f'{k}="{v}"' for k, v in tags.items())
+                    series.append({"series": f"{metric}{{{shown}}}", "values": f"{value:g}x3"})
+    assert alone.audits is not None
+    truth = {a.key: a.rate for a in alone.audits.accuracy("category")}
+    assert truth == {"E11": 1.0, "N18": 0.25}  # 2 of the 8 N18 codes (3 missed) were right
+    assert second.audits is not None  # one instance's own figure is 0 / 6 for N18
+    assert {a.key: a.rate for a in second.audits.accuracy("category")}["N18"] == 0.0
+    if shutil.which("promtool") is None:
+        pytest.skip("no promtool on PATH: the recording rules are not evaluated")
+    rules = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules.yml"
+    by_source = {a.key: a.rate for a in alone.audits.accuracy("source")}
+    spec = {
+        "rule_files": [str(rules)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "promql_expr_test": [
+                    {
+                        "expr": (recorded := f"claimflow:coding_audit_accuracy:by_{column}"),
+                        "eval_time": "2m",
+                        "exp_samples": [
+                            {
+                                "labels": f'{recorded}{{{column}="{key}"}}',
+                                "value": rate,
+                            }
+                            for key, rate in sorted(expected.items())
+                        ],
+                    }
+                    for column, expected in (("category", truth), ("source", by_source))
+                ],
+            }
+        ],
+    }
+    (tmp_path / "accuracy_test.yml").write_text(yaml.safe_dump(spec))
+    run = subprocess.run(
+        ["promtool", "test", "rules", str(tmp_path / "accuracy_test.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
