@@ -117,6 +117,11 @@ class Stage:
     def close(self) -> None:
         """Called once when the runner stops."""
 
+    def dead_letter_key(self, msg: Incoming) -> str | None:
+        """The key of ``msg``'s dead letter: its own key, unless a repartitioned record is
+        better named by the id it came from (what the tracker accounts sources by)."""
+        return msg.key
+
     def partitioned_stores(self) -> Sequence[PartitionedStores[Any]]:
         """Stores keyed like one of ``inputs``: one per assigned partition, restored from
         their changelog on assignment (see the module docstring)."""
@@ -157,8 +162,9 @@ def dead_letter_topic(service: str) -> str:
     return f"dlq.{service}.v1"
 
 
-def dead_letter(service: str, msg: Incoming, exc: Exception) -> Out:
-    """The dead-letter record for ``msg``: original bytes, where it came from, and why.
+def dead_letter(service: str, msg: Incoming, exc: Exception, key: str | None = None) -> Out:
+    """The dead-letter record for ``msg``: original bytes, where it came from, and why,
+    keyed ``key`` (default the input's key; the letter keeps the input's key either way).
     A failing state volume is not the input's fault: ``StorageUnavailable`` is raised
     instead, so every stage's catch-all leaves such input to be read again."""
     if (why := storage_failure(exc)) is not None:
@@ -177,7 +183,7 @@ def dead_letter(service: str, msg: Incoming, exc: Exception) -> Out:
         field=field_of(exc),
         failed_at=utcnow(),
     )
-    return Out(dead_letter_topic(service), msg.key or "", letter)
+    return Out(dead_letter_topic(service), (key if key is not None else msg.key) or "", letter)
 
 
 class Runner:
@@ -277,7 +283,7 @@ class Runner:
                 extra={"topic": msg.topic, "offset": msg.offset, "reason": reason_of(exc)[:300]},
             )
         metrics.DEAD_LETTERS.labels(self.stage.name, type(exc).__name__).inc()
-        return dead_letter(self.stage.name, msg, exc)
+        return dead_letter(self.stage.name, msg, exc, self.stage.dead_letter_key(msg))
 
     def _route(self, msg: Incoming, exc: Exception) -> list[Out]:
         if (why := storage_failure(exc)) is not None:

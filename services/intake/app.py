@@ -128,6 +128,13 @@ class IntakeStage(Stage):
         self.seen.add(source_id, digest)  # only once read: a rejected message may be resent
         return outs + collected(encounters)
 
+    def dead_letter_key(self, msg: Incoming) -> str | None:
+        """A re-keyed message that breaks its account is named by its source message id, as
+        when it is read from intake.raw.v1 (the letter keeps the visit key)."""
+        if msg.topic == BY_VISIT and isinstance(msg.value, RawMessage):
+            return msg.value.source_id
+        return msg.key
+
     def _account(self, msg: Incoming) -> list[Out]:
         """Held messages of one visit, re-keyed: into the partition's account store."""
         assert self.partitioned is not None

@@ -340,7 +340,7 @@ def test_the_live_stage_sends_held_messages_to_their_visits_partition(
     from dataclasses import replace
 
     from pipeline.serde import registry
-    from pipeline.stage import Incoming, Out
+    from pipeline.stage import Incoming, Out, dead_letter
     from services.intake.app import BY_VISIT, IntakeStage, partitioned_accounts
 
     reg = registry()
@@ -372,5 +372,15 @@ def test_the_live_stage_sends_held_messages_to_their_visits_partition(
     assert {key for key, _ in changes} == {"STCATH|V778812"}
     with pytest.raises(LookupError, match="partition 2 of intake.by-visit.v1 is not assigned"):
         stage.handle(replace(by_visit(adt, 2), partition=2))  # the runner restores first
+    # A message that breaks its account: its dead letter is keyed by its source message id
+    # (what the tracker accounts a sent message by), the letter keeps the visit key.
+    unknown = raw_record(dft("D4", {4: "20250603", 6: "CG", 7: "55555", 10: "1"}), 4)
+    [broken] = stage.handle(unknown)
+    bad = by_visit(broken, 3)
+    with pytest.raises(InputError) as caught:
+        stage.handle(bad)
+    letter = dead_letter("intake", bad, caught.value, stage.dead_letter_key(bad))
+    assert (letter.key, letter.value.key) == ("m4", broken.key)
+    assert letter.value.source_topic == BY_VISIT and letter.value.value == bad.raw
     stage.close()
     accounts.close_all()
