@@ -25,7 +25,6 @@ import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 from fhir.resources.R4B.resource import Resource
@@ -35,7 +34,7 @@ _SET = object.__setattr__
 _MISSING = object()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Field:
     """How one element of a model is checked and where its value goes."""
 
@@ -44,6 +43,7 @@ class _Field:
     many: bool  # a list in JSON
     adapter: TypeAdapter[Any] | None  # a primitive's validator (the field's annotation)
     seen: dict[Any, Any]  # a primitive's values already validated (see _primitive)
+    child: _Plan | None = None  # the plan of ``model``, once resolved
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,9 @@ class _Plan:
     required_choices: tuple[tuple[str, ...], ...]  # ... and of which one must be
     defaults: dict[str, Any]  # every attribute and its default, in field order
     resource_type: str | None  # the ``resourceType`` a resource carries
+    cls: type[BaseModel]
+    new: Any  # cls.__new__
+    checked: bool  # whether any of the checks after the elements applies
 
 
 def _complex_kinds(annotation: Any) -> tuple[set[type[BaseModel]], bool]:
@@ -74,10 +77,29 @@ def _complex_kinds(annotation: Any) -> tuple[set[type[BaseModel]], bool]:
     return kinds, many
 
 
-@cache
+_PLANS: dict[type[BaseModel], _Plan | None] = {}
+
+
 def _plan(cls: type[BaseModel]) -> _Plan | None:
-    """The plan of a model class; None when the class has something this module does not
-    check (a custom validator beyond fhir_core's own, a required non-element field)."""
+    """The plan of a model class, with the plans of its complex elements (an element whose
+    class has none is left out: fhir.resources decides when it occurs)."""
+    if cls in _PLANS:
+        return _PLANS[cls]
+    plan = _PLANS[cls] = _make_plan(cls)  # before its elements: types nest (Extension)
+    if plan is not None:
+        for alias, spec in list(plan.fields.items()):
+            if spec.model is not None:
+                child = _plan(spec.model)
+                if child is None:
+                    del plan.fields[alias]
+                spec.child = child
+    return plan
+
+
+def _make_plan(cls: type[BaseModel]) -> _Plan | None:
+    """One class's plan, its complex elements not yet resolved; None when the class has
+    something this module does not check (a custom validator beyond fhir_core's own, a
+    required non-element field)."""
     decorators = cls.__pydantic_decorators__
     expected = {"reject_null_complex_elements", "validate_after_model_construction"}
     if set(decorators.model_validators) - expected or decorators.field_validators:
@@ -126,13 +148,17 @@ def _plan(cls: type[BaseModel]) -> _Plan | None:
         if isinstance(first, dict) and first.get("one_of_many_required") is True:
             required_choices.append(group)
     resource_type = getattr(cls, "__resource_type__", None)
+    is_resource = issubclass(cls, Resource)
     return _Plan(
         fields=fields,
         required=tuple(required),
         choices=tuple(choices),
         required_choices=tuple(required_choices),
         defaults=dict(defaults),
-        resource_type=resource_type if issubclass(cls, Resource) else None,
+        resource_type=resource_type if is_resource else None,
+        cls=cls,
+        new=cls.__new__,
+        checked=bool(required or choices or is_resource),
     )
 
 
@@ -199,12 +225,9 @@ def _scalar_key(value: Any) -> Any:
     return kind, repr(value)
 
 
-def _build(cls: type[BaseModel], data: Any, top: bool) -> BaseModel:
+def _build(plan: _Plan, data: Any, top: bool) -> BaseModel:
     """The model of one JSON object, or _Unsure."""
     if type(data) is not dict:
-        raise _Unsure
-    plan = _plan(cls)
-    if plan is None:
         raise _Unsure
     fields = plan.fields
     values: dict[str, Any] = {}
@@ -218,29 +241,37 @@ def _build(cls: type[BaseModel], data: Any, top: bool) -> BaseModel:
             raise _Unsure
         if value is None:
             raise _Unsure
-        if spec.model is None:
-            values[spec.name] = _primitive(spec, value)
-        elif spec.many:
+        if spec.adapter is not None:  # a primitive
+            if type(value) is str:
+                hit = spec.seen.get(value, _MISSING)
+                values[spec.name] = _primitive(spec, value) if hit is _MISSING else hit
+            else:
+                values[spec.name] = _primitive(spec, value)
+            continue
+        child = spec.child
+        if child is None:
+            raise _Unsure  # its plan is still being made (another thread)
+        if spec.many:
             if type(value) is not list:
                 raise _Unsure
-            kind = spec.model
-            values[spec.name] = [_build(kind, v, False) for v in value]
+            values[spec.name] = [_build(child, v, False) for v in value]
         else:
-            values[spec.name] = _build(spec.model, value, False)
-    if top and plan.resource_type is not None and "resourceType" not in data:
-        raise _Unsure
-    for alias in plan.required:
-        if alias not in data:
+            values[spec.name] = _build(child, value, False)
+    if plan.checked:
+        if top and plan.resource_type is not None and "resourceType" not in data:
             raise _Unsure
-    for group in plan.choices:
-        if sum(alias in data for alias in group) > 1:
-            raise _Unsure
-    for group in plan.required_choices:
-        if not any(alias in data for alias in group):
-            raise _Unsure
+        for alias in plan.required:
+            if alias not in data:
+                raise _Unsure
+        for group in plan.choices:
+            if sum(alias in data for alias in group) > 1:
+                raise _Unsure
+        for group in plan.required_choices:
+            if not any(alias in data for alias in group):
+                raise _Unsure
     full = plan.defaults.copy()
     full.update(values)
-    model = cls.__new__(cls)
+    model = plan.new(plan.cls)
     _SET(model, "__dict__", full)
     _SET(model, "__pydantic_fields_set__", set(values))
     _SET(model, "__pydantic_extra__", None)
@@ -253,8 +284,11 @@ def construct(cls: type[BaseModel], resource: dict[str, Any]) -> BaseModel | Non
     validators; None when fhir.resources must decide (see the module docstring)."""
     if not _enabled:
         return None
+    plan = _plan(cls)
+    if plan is None:
+        return None
     try:
-        return _build(cls, resource, True)
+        return _build(plan, resource, True)
     except (_Unsure, RecursionError):
         return None
 
