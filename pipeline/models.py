@@ -730,3 +730,66 @@ class AuditResult(Model):
 
 
 MODELS.update({cls.__name__: cls for cls in (CodingAudit, AuditResult)})
+
+
+# --- remittance.claim-payments.v1 / remittance.payer-payments.v1 (internal) --------------
+
+
+class PlbAdjustment(Model):
+    """One PLB reason/amount pair of a payment; ``claim_id`` once it is known to name one."""
+
+    seq: int
+    provider_id: str
+    fiscal_period_end: date | None = None
+    reason: str
+    reference: str | None = None
+    amount: Money
+    claim_id: str | None = None
+
+
+class ClaimPaymentRecord(Model):
+    """One CLP of a balanced 835 payment (kind payment), or a PLB adjustment applied to a
+    claim (kind plb), keyed by claim id like the claims it is matched with."""
+
+    event_id: str
+    kind: Literal["payment", "plb"] = "payment"
+    claim_id: str
+    payer_id: str
+    file_id: str
+    received_at: datetime
+    source_partition: int | None = None
+    source_offset: int | None = None
+    transaction_control_number: str | None = None
+    payment_trace: str
+    payment_date: date | None = None
+    payment_amount: Money | None = None
+    sequence: int = 0
+    occurrence: int = 0
+    warnings: list[str] = []
+    payment: str | None = None
+    adjustment: PlbAdjustment | None = None
+
+
+class PaidClaimReference(Model):
+    claim_id: str
+    payer_claim_control_number: str | None = None
+
+
+class PayerPaymentRecord(Model):
+    """One balanced 835 payment with its PLB adjustments, keyed by its payer."""
+
+    event_id: str
+    payer_id: str
+    file_payer_id: str
+    file_id: str
+    payment_trace: str
+    transaction_control_number: str
+    payment_amount: Money
+    claims_paid: Money
+    claim_count: int
+    claims: list[PaidClaimReference] = []
+    provider_adjustments: list[PlbAdjustment] = []
+    received_at: datetime
+
+
+MODELS.update({cls.__name__: cls for cls in (ClaimPaymentRecord, PayerPaymentRecord)})

@@ -1,34 +1,45 @@
-"""The claims ledger remittance matches 835s against: a local SQLite store.
+"""The remittance ledger: a local SQLite store, changelogged when it follows a partition.
 
 Why not a faust memory table: a memory table is rebuilt from its changelog topic on
 restart, and that recovery trusts high watermarks, which Tansu reports low (pipeline/broker.py);
-a ledger that silently misses a few claims would post their payments as unmatched.
+a ledger that silently misses a few claims would post their payments as unmatched. The
+runner's own changelog restore (``pipeline/changelog.py``) reads up to a marker instead.
 SQLite on the service's volume survives a SIGKILL, and every write here is idempotent,
 so the at-least-once runner can replay a batch after a crash without double-posting:
 the runner commits this store after the batch's output is acknowledged and before the
 consumed offsets are committed.
 
-What it holds: the submitted claims (without their X12); payer files whose payments wait
-for their claim (stored once per file) and, per waiting claim payment, when it was first
-seen and when it was reported to the exceptions topic; every posting made, with its
-amounts and payer, so a claim's net over payments, reversals and corrections, and a
-split claim's net per payer, can be read back; and every payment (835 transaction)
-posted, with its provider-level (PLB) adjustments and where each was applied (a claim,
-the forward balance carried between files, or the provider's balance).
+What it holds, in two halves that the live service keeps in two partitioned stores:
+
+- by claim id (a partition of ``claims.submitted.v1`` and ``remittance.claim-payments.v1``):
+  the submitted claims (without their X12); the claim payments waiting for their claim,
+  when each was first seen and when it was reported to the exceptions topic; every posting
+  made, with its amounts and payer, so a claim's net over payments, reversals and
+  corrections, and a split claim's net per payer, can be read back; the PLB adjustments
+  applied to each claim.
+- by payer (a partition of ``remittance.payer-payments.v1``): every payment (835
+  transaction) with its provider-level (PLB) adjustments and where each was applied (a
+  claim, the forward balance carried between files, or the provider's balance), and the
+  references (CLP01, CLP07) of the claims each payer paid, which a later PLB may name.
+
+Offline (``claimflow remit post``) and in tests one store holds both halves. With
+``changelog`` every write is also a change record ``(["table", key...], row as JSON)``
+that ``apply`` writes back on another instance.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
-from pipeline.models import RemittancePosting, SubmittedClaim
-from pipeline.state import BatchStore
+from pipeline.models import ClaimPaymentRecord, PlbAdjustment, RemittancePosting, SubmittedClaim
+from pipeline.state import ChangelogStore
 from services.remittance.era import ZERO
-from services.remittance.plb import PlbApplication
-from services.remittance.posting import PaymentSummary, Prior
+from services.remittance.posting import Prior
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS claims (
@@ -37,28 +48,48 @@ CREATE TABLE IF NOT EXISTS claims (
     payer_id TEXT NOT NULL,
     record TEXT NOT NULL            -- the SubmittedClaim as JSON, without its X12
 );
-CREATE TABLE IF NOT EXISTS pending (  -- payments that arrived before their claim (legacy)
+CREATE TABLE IF NOT EXISTS waiting (  -- claim payments that arrived before their claim
+    claim_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,          -- of the ClaimPaymentRecord
+    file_key TEXT NOT NULL,          -- payer:file id
+    sequence INTEGER NOT NULL,       -- the CLP's place in its file
+    record TEXT NOT NULL,            -- the ClaimPaymentRecord as JSON
+    first_seen REAL NOT NULL,        -- unix time the payment was first read
+    reported REAL,                   -- unix time it went to the exceptions topic
+    PRIMARY KEY (claim_id, event_id)
+);
+CREATE TABLE IF NOT EXISTS pending (  -- payments that waited in the first layout (legacy)
     claim_id TEXT NOT NULL,
     file_key TEXT NOT NULL,
-    file_record TEXT NOT NULL,       -- the PayerFile as JSON
+    file_record TEXT NOT NULL,
     PRIMARY KEY (claim_id, file_key)
 );
-CREATE TABLE IF NOT EXISTS payer_files (  -- files holding a payment that waits for its claim
+CREATE TABLE IF NOT EXISTS payer_files (  -- files that waited in the second layout (legacy)
     file_key TEXT PRIMARY KEY,
-    file_record TEXT NOT NULL,       -- the PayerFile as JSON
+    file_record TEXT NOT NULL,
     source_partition INTEGER,
     source_offset INTEGER
 );
-CREATE TABLE IF NOT EXISTS unmatched (
+CREATE TABLE IF NOT EXISTS unmatched (   -- their waiting claims (legacy)
     claim_id TEXT NOT NULL,
     file_key TEXT NOT NULL,
-    first_seen REAL NOT NULL,        -- unix time the payment was first read
-    reported REAL,                   -- unix time it went to the exceptions topic
+    first_seen REAL NOT NULL,
+    reported REAL,
     PRIMARY KEY (claim_id, file_key)
 );
 CREATE TABLE IF NOT EXISTS posted (
     event_id TEXT PRIMARY KEY,
     claim_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS claim_plb (   -- PLB adjustments applied to a claim
+    claim_id TEXT NOT NULL,
+    payer_id TEXT NOT NULL,
+    payment_trace TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    reference TEXT,
+    amount TEXT NOT NULL,
+    PRIMARY KEY (payer_id, payment_trace, seq)
 );
 CREATE TABLE IF NOT EXISTS payments (
     payer_id TEXT NOT NULL,
@@ -81,8 +112,15 @@ CREATE TABLE IF NOT EXISTS provider_adjustments (
     amount TEXT NOT NULL,
     PRIMARY KEY (payer_id, payment_trace, seq)
 );
-CREATE INDEX IF NOT EXISTS unmatched_waiting ON unmatched (reported, first_seen);
+CREATE TABLE IF NOT EXISTS claim_refs (  -- CLP01 and CLP07 of the claims a payer paid
+    payer_id TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    claim_id TEXT NOT NULL,
+    PRIMARY KEY (payer_id, reference)
+);
+CREATE INDEX IF NOT EXISTS waiting_due ON waiting (reported, first_seen);
 CREATE INDEX IF NOT EXISTS posted_claim ON posted (claim_id);
+CREATE INDEX IF NOT EXISTS claim_plb_claim ON claim_plb (claim_id);
 """
 
 # Columns added to ``posted`` after it landed: a ledger from an older version gains them.
@@ -101,15 +139,38 @@ _POSTED_COLUMNS = {
 # Columns added to ``provider_adjustments``: where each PLB adjustment was applied.
 _PLB_COLUMNS = {"target": "TEXT", "claim_id": "TEXT"}
 
+#: The primary key of every table a change record may name.
+_KEYS: dict[str, tuple[str, ...]] = {
+    "claims": ("claim_id",),
+    "waiting": ("claim_id", "event_id"),
+    "posted": ("event_id",),
+    "claim_plb": ("payer_id", "payment_trace", "seq"),
+    "payments": ("payer_id", "payment_trace", "transaction_control_number"),
+    "provider_adjustments": ("payer_id", "payment_trace", "seq"),
+    "claim_refs": ("payer_id", "reference"),
+}
+
 
 @dataclass(frozen=True)
 class Waiting:
-    """A claim payment waiting for its claim, with the file it came in."""
+    """A claim payment waiting for its claim."""
+
+    claim_id: str
+    file_key: str
+    record: ClaimPaymentRecord
+    first_seen: float
+    reported: float | None
+
+
+@dataclass(frozen=True)
+class LegacyWaiting:
+    """A payment that waited in an older layout: the whole payer file, per claim."""
 
     claim_id: str
     file_key: str
     file_record: str
     first_seen: float
+    reported: float | None
     source_partition: int | None
     source_offset: int | None
 
@@ -126,11 +187,26 @@ class PostedAmounts:
     payment_trace: str | None
 
 
-class Ledger(BatchStore):
-    """Claims submitted, payments waiting for their claim, and postings already made."""
+@dataclass(frozen=True)
+class PlbApplied:
+    """One PLB adjustment of a payment and where it went (``target``: claim,
+    forward_balance or provider)."""
 
-    def __init__(self, path: Path | str) -> None:
+    adjustment: PlbAdjustment
+    target: str
+
+
+class Ledger(ChangelogStore):
+    """Claims submitted, payments waiting for their claim, postings already made, and the
+    payers' payments with their PLB adjustments. ``path`` may be ``":memory:"``."""
+
+    CLAIMS = "ledger"
+    PAYERS = "payer-ledger"
+    """The two halves' names in their changelog topics and per-partition files."""
+
+    def __init__(self, path: Path | str, *, changelog: bool = False) -> None:
         super().__init__(path, _SCHEMA)
+        self.changelog = changelog
         self._migrate()
         self.db.commit()
 
@@ -143,23 +219,76 @@ class Ledger(BatchStore):
         self.db.execute(
             "CREATE INDEX IF NOT EXISTS posted_pccn ON posted (payer_claim_control_number)"
         )
-        # Waiting payments of the first layout (the file copied per claim) move over.
-        for claim_id, file_key, record in self.db.execute(
-            "SELECT claim_id, file_key, file_record FROM pending"
-        ).fetchall():
-            self.add_waiting(claim_id, file_key, record, first_seen=0.0)
+        # Waiting payments of the first layout (the file copied per claim) move to the second,
+        # which the matching moves on to claim payment records (``legacy_waiting``).
+        self.db.execute(
+            "INSERT OR IGNORE INTO payer_files SELECT file_key, file_record, NULL, NULL "
+            "FROM pending"
+        )
+        self.db.execute(
+            "INSERT OR IGNORE INTO unmatched SELECT claim_id, file_key, 0.0, NULL FROM pending"
+        )
         self.db.execute("DELETE FROM pending")
+        # PLB adjustments applied to a claim were kept with the payment only.
+        self.db.execute(
+            "INSERT OR IGNORE INTO claim_plb SELECT claim_id, payer_id, payment_trace, seq, "
+            "reason, reference, amount FROM provider_adjustments WHERE target = 'claim' "
+            "AND claim_id IS NOT NULL"
+        )
+
+    # --- writes, and their change records -------------------------------------------------
+
+    def _write(self, table: str, row: dict[str, Any], *, replace: bool = False) -> bool:
+        """Insert ``row`` (or update it, with ``replace``); True when it changed the table."""
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        if replace:
+            keys = _KEYS[table]
+            update = ", ".join(f"{c} = excluded.{c}" for c in row if c not in keys)
+            sql = (
+                f"INSERT INTO {table} ({cols}) VALUES ({marks}) "
+                f"ON CONFLICT({', '.join(keys)}) DO UPDATE SET {update}"
+            )
+        else:
+            sql = f"INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})"
+        written = self.db.execute(sql, tuple(row.values())).rowcount == 1
+        if written and self.changelog:
+            key = json.dumps([table, *(row[k] for k in _KEYS[table])])
+            self.log_change(key, json.dumps(row).encode())
+        return written
+
+    def _delete(self, table: str, key: Sequence[Any]) -> None:
+        where = " AND ".join(f"{c} = ?" for c in _KEYS[table])
+        self.db.execute(f"DELETE FROM {table} WHERE {where}", tuple(key))
+        if self.changelog:
+            self.log_change(json.dumps([table, *key]), None)
+
+    def apply(self, key: str, value: bytes | None) -> None:
+        """One change from the changelog: a row written, or deleted (``value`` None)."""
+        table, *values = json.loads(key)
+        if table not in _KEYS:
+            raise ValueError(f"change record for unknown table {table!r}")
+        if value is None:
+            where = " AND ".join(f"{c} = ?" for c in _KEYS[table])
+            self.db.execute(f"DELETE FROM {table} WHERE {where}", tuple(values))
+            return
+        changelog, self.changelog = self.changelog, False
+        try:
+            self._write(table, json.loads(value), replace=True)
+        finally:
+            self.changelog = changelog
 
     # --- claims ---------------------------------------------------------------------------
 
     def add_claim(self, claim: SubmittedClaim) -> None:
         record = claim.model_copy(update={"x12": ""}).model_dump_json()
-        self.db.execute(
-            "INSERT INTO claims VALUES (?, ?, ?, ?) ON CONFLICT(claim_id) DO UPDATE SET "
-            "encounter_id = excluded.encounter_id, payer_id = excluded.payer_id, "
-            "record = excluded.record",
-            (claim.claim_id, claim.encounter_id, claim.payer_id, record),
-        )
+        row = {
+            "claim_id": claim.claim_id,
+            "encounter_id": claim.encounter_id,
+            "payer_id": claim.payer_id,
+            "record": record,
+        }
+        self._write("claims", row, replace=True)
 
     def claim(self, claim_id: str) -> SubmittedClaim | None:
         row = self.db.execute(
@@ -167,96 +296,108 @@ class Ledger(BatchStore):
         ).fetchone()
         return SubmittedClaim.model_validate_json(row[0]) if row else None
 
-    # --- payments waiting for their claim -------------------------------------------------
+    # --- claim payments waiting for their claim -------------------------------------------
 
-    def add_waiting(
-        self,
-        claim_id: str,
-        file_key: str,
-        file_record: str,
-        *,
-        first_seen: float,
-        source_partition: int | None = None,
-        source_offset: int | None = None,
-    ) -> None:
-        """Keep a payment whose claim has not arrived (the file once, the claim per row)."""
-        self.db.execute(
-            "INSERT OR IGNORE INTO payer_files VALUES (?, ?, ?, ?)",
-            (file_key, file_record, source_partition, source_offset),
-        )
-        self.db.execute(
-            "INSERT OR IGNORE INTO unmatched VALUES (?, ?, ?, NULL)",
-            (claim_id, file_key, first_seen),
+    def add_waiting(self, record: ClaimPaymentRecord, *, first_seen: float) -> None:
+        """Keep a claim payment whose claim has not arrived."""
+        self._write(
+            "waiting",
+            {
+                "claim_id": record.claim_id,
+                "event_id": record.event_id,
+                "file_key": f"{record.payer_id}:{record.file_id}",
+                "sequence": record.sequence,
+                "record": record.model_dump_json(),
+                "first_seen": first_seen,
+                "reported": None,
+            },
         )
 
     def take_waiting(self, claim_id: str) -> list[Waiting]:
-        """The payments waiting for this claim, removed from the waiting list."""
-        rows = self._waiting("u.claim_id = ?", (claim_id,))
-        self.db.execute("DELETE FROM unmatched WHERE claim_id = ?", (claim_id,))
-        self._drop_orphan_files([w.file_key for w in rows])
+        """The payments waiting for this claim, in the order they came, removed."""
+        rows = self._waiting("claim_id = ?", (claim_id,))
+        for waiting in rows:
+            self._delete("waiting", (claim_id, waiting.record.event_id))
         return rows
 
     def overdue(self, before: float, limit: int = 1000) -> list[Waiting]:
         """Waiting payments first seen before ``before`` and not yet reported."""
-        return self._waiting(
-            "u.reported IS NULL AND u.first_seen < ? ORDER BY u.first_seen LIMIT ?",
-            (before, limit),
-        )
+        return self._waiting("reported IS NULL AND first_seen < ?", (before,), limit)
+
+    def waiting_in_file(self, claim_id: str, file_key: str) -> list[Waiting]:
+        return self._waiting("claim_id = ? AND file_key = ?", (claim_id, file_key))
 
     def mark_reported(self, claim_id: str, file_key: str, at: float) -> None:
-        """The payment went to the exceptions topic; it still waits for a late claim."""
-        self.db.execute(
-            "UPDATE unmatched SET reported = ? WHERE claim_id = ? AND file_key = ?",
-            (at, claim_id, file_key),
-        )
+        """The payments went to the exceptions topic; they still wait for a late claim."""
+        for waiting in self.waiting_in_file(claim_id, file_key):
+            self._write(
+                "waiting",
+                {
+                    "claim_id": claim_id,
+                    "event_id": waiting.record.event_id,
+                    "file_key": file_key,
+                    "sequence": waiting.record.sequence,
+                    "record": waiting.record.model_dump_json(),
+                    "first_seen": waiting.first_seen,
+                    "reported": at,
+                },
+                replace=True,
+            )
 
     def waiting_count(self, *, reported: bool | None = None) -> int:
         """Payments waiting for their claim (only reported / unreported ones when asked)."""
         where = {None: "", True: " WHERE reported IS NOT NULL", False: " WHERE reported IS NULL"}
-        return int(
-            self.db.execute(f"SELECT count(*) FROM unmatched{where[reported]}").fetchone()[0]
-        )
+        return int(self.db.execute(f"SELECT count(*) FROM waiting{where[reported]}").fetchone()[0])
 
-    def _waiting(self, where: str, args: tuple[object, ...]) -> list[Waiting]:
+    def _waiting(self, where: str, args: tuple[object, ...], limit: int = -1) -> list[Waiting]:
         rows = self.db.execute(
-            "SELECT u.claim_id, u.file_key, f.file_record, u.first_seen, f.source_partition, "
-            "f.source_offset FROM unmatched u JOIN payer_files f ON f.file_key = u.file_key "
-            f"WHERE {where}",
-            args,
+            "SELECT claim_id, file_key, record, first_seen, reported FROM waiting "
+            f"WHERE {where} ORDER BY first_seen, file_key, sequence LIMIT ?",
+            (*args, limit),
         ).fetchall()
-        return [Waiting(*row) for row in rows]
+        return [
+            Waiting(claim_id, file_key, ClaimPaymentRecord.model_validate_json(record), seen, rep)
+            for claim_id, file_key, record, seen, rep in rows
+        ]
 
-    def _drop_orphan_files(self, file_keys: list[str]) -> None:
-        for key in set(file_keys):
-            left = self.db.execute("SELECT 1 FROM unmatched WHERE file_key = ? LIMIT 1", (key,))
-            if left.fetchone() is None:
-                self.db.execute("DELETE FROM payer_files WHERE file_key = ?", (key,))
+    def legacy_waiting(self) -> list[LegacyWaiting]:
+        """Payments that waited in an older layout (the payer file, per claim)."""
+        rows = self.db.execute(
+            "SELECT u.claim_id, u.file_key, f.file_record, u.first_seen, u.reported, "
+            "f.source_partition, f.source_offset FROM unmatched u "
+            "JOIN payer_files f ON f.file_key = u.file_key ORDER BY u.first_seen"
+        ).fetchall()
+        return [LegacyWaiting(*row) for row in rows]
 
-    # --- postings and payments ------------------------------------------------------------
+    def drop_legacy(self, claim_id: str, file_key: str) -> None:
+        self.db.execute(
+            "DELETE FROM unmatched WHERE claim_id = ? AND file_key = ?", (claim_id, file_key)
+        )
+        left = self.db.execute("SELECT 1 FROM unmatched WHERE file_key = ? LIMIT 1", (file_key,))
+        if left.fetchone() is None:
+            self.db.execute("DELETE FROM payer_files WHERE file_key = ?", (file_key,))
+
+    # --- postings -------------------------------------------------------------------------
 
     def mark_posted(self, posting: RemittancePosting, sequestration: Decimal = ZERO) -> bool:
         """Record a posting with its amounts; False when it was already made (a replay)."""
-        cur = self.db.execute(
-            "INSERT OR IGNORE INTO posted (event_id, claim_id, status, claim_status_code, paid, "
-            "patient_responsibility, payment_trace, payer_id, payer_sequence, "
-            "payer_claim_control_number, charge, sequestration) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                posting.event_id,
-                posting.claim_id,
-                posting.status,
-                posting.claim_status_code,
-                str(posting.paid),
-                str(posting.patient_responsibility),
-                posting.payment_trace,
-                posting.payer_id,
-                posting.payer_sequence,
-                posting.payer_claim_control_number,
-                str(posting.total_charge),
-                str(sequestration),
-            ),
+        return self._write(
+            "posted",
+            {
+                "event_id": posting.event_id,
+                "claim_id": posting.claim_id,
+                "status": posting.status,
+                "claim_status_code": posting.claim_status_code,
+                "paid": str(posting.paid),
+                "patient_responsibility": str(posting.patient_responsibility),
+                "payment_trace": posting.payment_trace,
+                "payer_id": posting.payer_id,
+                "payer_sequence": posting.payer_sequence,
+                "payer_claim_control_number": posting.payer_claim_control_number,
+                "charge": str(posting.total_charge),
+                "sequestration": str(sequestration),
+            },
         )
-        return cur.rowcount == 1
 
     def prior(self, claim_id: str, payer_id: str) -> Prior:
         """What the payer's postings of the claim add up to so far (a split claim nets)."""
@@ -267,19 +408,6 @@ class Ledger(BatchStore):
         ).fetchall()
         sums = [sum((Decimal(row[i] or 0) for row in rows), ZERO) for i in range(4)]
         return Prior(*sums)
-
-    def claim_for_reference(self, reference: str) -> str | None:
-        """The claim a payer's reference names: its claim control number, or a claim id."""
-        row = self.db.execute(
-            "SELECT claim_id FROM posted WHERE payer_claim_control_number = ? "
-            "ORDER BY rowid DESC LIMIT 1",
-            (reference,),
-        ).fetchone()
-        if row:
-            return str(row[0])
-        row = self.db.execute("SELECT claim_id FROM claims WHERE claim_id = ?", (reference,))
-        found = row.fetchone()
-        return str(found[0]) if found else None
 
     def postings(self, claim_id: str) -> list[PostedAmounts]:
         """The claim's postings with amounts, in the order they were made."""
@@ -293,6 +421,21 @@ class Ledger(BatchStore):
             for eid, status, code, paid, resp, trace in rows
         ]
 
+    def add_claim_plb(self, claim_id: str, payer_id: str, trace: str, plb: PlbAdjustment) -> bool:
+        """A PLB adjustment applied to the claim; False when it was already recorded."""
+        return self._write(
+            "claim_plb",
+            {
+                "claim_id": claim_id,
+                "payer_id": payer_id,
+                "payment_trace": trace,
+                "seq": plb.seq,
+                "reason": plb.reason,
+                "reference": plb.reference,
+                "amount": str(plb.amount),
+            },
+        )
+
     def net_paid(self, claim_id: str) -> Decimal:
         """What the payers have paid on the claim, net of reversals and of the provider-level
         adjustments applied to it (a WO recovery takes back, L6 interest adds)."""
@@ -302,11 +445,71 @@ class Ledger(BatchStore):
     def claim_plb(self, claim_id: str) -> list[tuple[str, str | None, Decimal]]:
         """(reason, reference, amount) of the PLB adjustments applied to the claim."""
         rows = self.db.execute(
-            "SELECT reason, reference, amount FROM provider_adjustments WHERE claim_id = ? "
-            "AND target = 'claim' ORDER BY rowid",
+            "SELECT reason, reference, amount FROM claim_plb WHERE claim_id = ? ORDER BY rowid",
             (claim_id,),
         ).fetchall()
         return [(reason, ref, Decimal(amount)) for reason, ref, amount in rows]
+
+    # --- payers: payments, their PLB adjustments, the claims they paid --------------------
+
+    def add_references(self, payer_id: str, references: Sequence[tuple[str, str]]) -> None:
+        """(reference, claim id) of the claims a payment paid: CLP01 and CLP07."""
+        for reference, claim_id in references:
+            row = {"payer_id": payer_id, "reference": reference, "claim_id": claim_id}
+            self._write("claim_refs", row, replace=True)
+
+    def claim_for_reference(self, payer_id: str, reference: str) -> str | None:
+        """The claim a payer's reference names: a CLP07 or CLP01 of a claim it paid."""
+        row = self.db.execute(
+            "SELECT claim_id FROM claim_refs WHERE payer_id = ? AND reference = ?",
+            (payer_id, reference),
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def add_payment(
+        self,
+        payer_id: str,
+        trace: str,
+        transaction_control_number: str,
+        file_key: str,
+        amounts: tuple[Decimal, int, Decimal],
+        applied: Sequence[PlbApplied] = (),
+    ) -> bool:
+        """Record a posted payment (``amounts``: BPR02 signed, claims, sum of CLP04) and its
+        PLB adjustments with where each was applied; False when already recorded."""
+        payment_amount, claims, claims_paid = amounts
+        new = self._write(
+            "payments",
+            {
+                "payer_id": payer_id,
+                "payment_trace": trace,
+                "transaction_control_number": transaction_control_number,
+                "file_key": file_key,
+                "payment_amount": str(payment_amount),
+                "claims": claims,
+                "claims_paid": str(claims_paid),
+                "provider_adjustment_total": str(sum((a.adjustment.amount for a in applied), ZERO)),
+            },
+        )
+        if not new:
+            return False
+        for item in applied:
+            plb = item.adjustment
+            self._write(
+                "provider_adjustments",
+                {
+                    "payer_id": payer_id,
+                    "payment_trace": trace,
+                    "seq": plb.seq,
+                    "provider_id": plb.provider_id,
+                    "reason": plb.reason,
+                    "reference": plb.reference,
+                    "amount": str(plb.amount),
+                    "target": item.target,
+                    "claim_id": plb.claim_id,
+                },
+            )
+        return True
 
     def forward_balance(self, payer_id: str, provider_id: str | None = None) -> Decimal:
         """What the provider owes the payer in forward balances (FB) not yet collected:
@@ -336,50 +539,6 @@ class Ledger(BatchStore):
         ).fetchall()
         keys = ("payer_id", "payment_trace", "provider_id", "reason", "reference", "amount")
         return [dict(zip((*keys, "target", "claim_id"), row, strict=True)) for row in rows]
-
-    def add_payment(
-        self,
-        summary: PaymentSummary,
-        file_key: str,
-        applications: Sequence[PlbApplication] = (),
-    ) -> bool:
-        """Record a posted payment and its PLB adjustments (where each was applied); False
-        when already recorded."""
-        cur = self.db.execute(
-            "INSERT OR IGNORE INTO payments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                summary.payer_id,
-                summary.payment_trace,
-                summary.transaction_control_number,
-                file_key,
-                str(summary.payment_amount),
-                summary.claims,
-                str(summary.claims_paid),
-                str(summary.provider_adjustment_total),
-            ),
-        )
-        if cur.rowcount != 1:
-            return False
-        targets = {id(a.adjustment): a for a in applications}
-        for seq, plb in enumerate(summary.provider_adjustments):
-            applied = targets.get(id(plb))
-            self.db.execute(
-                "INSERT OR IGNORE INTO provider_adjustments (payer_id, payment_trace, seq, "
-                "provider_id, reason, reference, amount, target, claim_id) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    summary.payer_id,
-                    summary.payment_trace,
-                    seq,
-                    plb.provider_id,
-                    plb.reason,
-                    plb.reference,
-                    str(plb.amount),
-                    applied.target if applied else "provider",
-                    applied.claim_id if applied else None,
-                ),
-            )
-        return True
 
     def provider_adjustments(self, payer_id: str, payment_trace: str) -> list[tuple[str, Decimal]]:
         """(reason, amount) of the PLB adjustments recorded for one payment."""

@@ -15,28 +15,20 @@ FB). 005010X221A1 puts the identifier of what the adjustment is about in PLB03-2
   The ledger keeps the open balance per payer and provider.
 - Anything else (no reference, or one that names no claim) is held as a provider balance:
   recorded against the payment, counted, never dropped.
+
+Claims are looked up among the payment's own CLPs, then among the claims the same payer
+paid in earlier files (CLP01 or CLP07): the payer's partition of the ledger keeps those
+references, so this works with the claims spread over many instances.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
-from services.remittance.era import ProviderAdjustment, Remittance
+from pipeline.models import PayerPaymentRecord
+from services.remittance.ledger import PlbApplied
 
 FORWARD_BALANCE = "FB"
-Target = Literal["claim", "forward_balance", "provider"]
-
-
-@dataclass(frozen=True)
-class PlbApplication:
-    """Where one PLB adjustment went: a claim (with its id), the forward balance, or the
-    provider's balance."""
-
-    adjustment: ProviderAdjustment
-    target: Target
-    claim_id: str | None = None
 
 
 def reference_candidates(reference: str | None) -> list[str]:
@@ -49,28 +41,32 @@ def reference_candidates(reference: str | None) -> list[str]:
 
 
 def apply_plb(
-    remittance: Remittance, find_claim: Callable[[str], str | None]
-) -> list[PlbApplication]:
-    """Decide, for each PLB adjustment of a payment, what it applies to.
+    payment: PayerPaymentRecord, find_claim: Callable[[str], str | None]
+) -> list[PlbApplied]:
+    """Decide, for each PLB adjustment of a payment, what it applies to (a claim's id is
+    set on the adjustment).
 
     ``find_claim`` maps a payer claim control number or a patient control number to a
-    claim id claimflow knows (the ledger's postings); the payment's own CLPs are looked at
-    first, so a recovery of a claim reversed in the same file finds it.
+    claim id the payer paid before (the payer's ledger); the payment's own CLPs are looked
+    at first, so a recovery of a claim reversed in the same file finds it.
     """
     in_file: dict[str, str] = {}
-    for claim in remittance.claims:
-        in_file.setdefault(claim.patient_control_number, claim.patient_control_number)
+    for claim in payment.claims:
+        in_file.setdefault(claim.claim_id, claim.claim_id)
         if claim.payer_claim_control_number:
-            in_file.setdefault(claim.payer_claim_control_number, claim.patient_control_number)
-    out: list[PlbApplication] = []
-    for plb in remittance.provider_adjustments:
+            in_file.setdefault(claim.payer_claim_control_number, claim.claim_id)
+    out: list[PlbApplied] = []
+    for plb in payment.provider_adjustments:
         if plb.reason == FORWARD_BALANCE:
-            out.append(PlbApplication(plb, "forward_balance"))
+            out.append(PlbApplied(plb, "forward_balance"))
             continue
         claim_id = None
         for candidate in reference_candidates(plb.reference):
             claim_id = in_file.get(candidate) or find_claim(candidate)
             if claim_id:
                 break
-        out.append(PlbApplication(plb, "claim" if claim_id else "provider", claim_id))
+        if claim_id:
+            out.append(PlbApplied(plb.model_copy(update={"claim_id": claim_id}), "claim"))
+        else:
+            out.append(PlbApplied(plb, "provider"))
     return out

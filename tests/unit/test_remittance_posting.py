@@ -23,6 +23,7 @@ from services.remittance.app import RemittanceOptions, RemittanceStage
 from services.remittance.denials import CodeTables, denial_for, read_code_list
 from services.remittance.era import parse_835, parse_835_transactions, validate_835
 from services.remittance.ledger import Ledger
+from services.remittance.matching import Matcher
 from services.remittance.posting import Pricing, net, post, post_remittance, reconcile
 from sim.payer import adjudicate_claim, render_835
 
@@ -626,8 +627,12 @@ def test_plb_adjustments_are_kept_with_the_payment(stage: tuple[RemittanceStage,
 
 
 def test_ledger_of_the_first_layout_is_migrated(tmp_path: Path) -> None:
+    """A payment that waited in the first layout (the payer file, per claim) waits on as a
+    claim payment record; one whose file cannot be read stays where it is, said in the log."""
     import sqlite3
 
+    claim, _ = find_claim("paid")
+    file = payer_file(remit([claim]))
     path = tmp_path / "old.sqlite3"
     db = sqlite3.connect(path)
     db.executescript(
@@ -637,12 +642,20 @@ def test_ledger_of_the_first_layout_is_migrated(tmp_path: Path) -> None:
         "INSERT INTO pending VALUES ('C1', 'F1', '{}');"
         "INSERT INTO posted VALUES ('e1', 'C1');"
     )
+    db.execute(
+        "INSERT INTO pending VALUES (?, ?, ?)",
+        (claim.claim_id, f"{PAYER}:{file.file_id}", file.model_dump_json()),
+    )
     db.commit()
     db.close()
-    ledger = Ledger(path)
+    matcher = Matcher(Ledger(path), clock=lambda: 1.0)
+    ledger = matcher.ledger
     assert ledger.waiting_count() == 1
-    assert [w.claim_id for w in ledger.overdue(1.0)] == ["C1"]  # overdue at once
+    assert [w.claim_id for w in ledger.overdue(1.0)] == [claim.claim_id]  # overdue at once
+    assert [w.claim_id for w in ledger.legacy_waiting()] == ["C1"]  # unreadable: kept
     assert ledger.postings("C1") == []  # the old row has no amounts
+    posted = [o.key for o in matcher.claim(claim) if o.topic == "remittance.posted.v1"]
+    assert posted == [claim.claim_id] and ledger.waiting_count() == 0
     ledger.close()
 
 

@@ -1,0 +1,230 @@
+"""An 835 split for matching on many instances: the first step of remittance, keyed by file.
+
+A payer file is read, balanced and triaged per transaction set exactly as a single
+instance does it (``posting.triage``): what cannot be read or does not balance becomes
+an exception with the file's bytes, and the rest goes on as
+
+- one ``ClaimPaymentRecord`` per CLP of a balanced payment, keyed by the claim id (CLP01)
+  the claims stage keyed ``claims.submitted.v1`` by, so the payment meets its claim in one
+  partition (``remittance.claim-payments.v1``), carrying what posting needs: the payer, the
+  file, ST02, the trace and date, its place among the payment's CLPs, the warnings, and the
+  CLP loop as read (CLP, CAS, MIA/MOA, DTM, SVC with their CAS ...);
+- one ``PayerPaymentRecord`` per balanced payment, keyed by its payer
+  (``remittance.payer-payments.v1``): the payment's amounts, its PLB adjustments and the
+  references (CLP01, CLP07) of the claims it paid, so one partition keeps each payer's
+  forward balances and finds the claim a later file's PLB names (``matching.PayerBook``).
+
+A predetermination (CLP02 25) is reported when the file comes and never posted. No Kafka
+here, and no state: any instance may split any file.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from dataclasses import fields, is_dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any, NamedTuple
+
+from pipeline.errors import InputError
+from pipeline.models import (
+    ClaimPaymentRecord,
+    PaidClaimReference,
+    PayerFile,
+    PayerPaymentRecord,
+    PlbAdjustment,
+    event_id,
+)
+from services.remittance.era import ClaimPayment, Read835, decode_x12, read_835
+from services.remittance.exceptions import (
+    Output,
+    Source,
+    file_exception,
+    held_exception,
+    looks_like_x12,
+    predetermination,
+)
+from services.remittance.posting import Postable, reconcile, triage
+
+STAGE = "remittance"
+VERSION = "v1"
+CLAIM_PAYMENTS = "remittance.claim-payments.v1"
+PAYER_PAYMENTS = "remittance.payer-payments.v1"
+
+
+class Split(NamedTuple):
+    """What a payer file becomes: exceptions to publish, claim payments by claim id,
+    payments by payer."""
+
+    exceptions: list[Output]
+    claim_payments: list[ClaimPaymentRecord]
+    payer_payments: list[PayerPaymentRecord]
+
+    def outputs(self) -> list[Output]:
+        """Everything, as records to publish (exceptions first, as a single instance does)."""
+        return [
+            *self.exceptions,
+            *(Output(CLAIM_PAYMENTS, r.claim_id, r) for r in self.claim_payments),
+            *(Output(PAYER_PAYMENTS, r.payer_id, r) for r in self.payer_payments),
+        ]
+
+
+def split_file(file: PayerFile, source: Source = None, read: Read835 | None = None) -> Split:
+    """An inbound payer file split (999 and 277CA files give nothing here); raises
+    InputError when it is not X12 at all. ``read``: the file already read."""
+    if file.kind != "835":
+        return Split([], [], [])
+    try:
+        read = read or read_835(file.body)
+    except InputError as exc:
+        if not looks_like_x12(decode_x12(file.body)[0]):
+            raise  # not X12 at all: poison, to the dead-letter topic
+        return Split([file_exception(file, source, "unreadable_file", [str(exc)])], [], [])
+    postable, held = triage(read)
+    outs = [held_exception(file, source, item, n, read.warnings) for n, item in enumerate(held)]
+    claims: list[ClaimPaymentRecord] = []
+    payers: list[PayerPaymentRecord] = []
+    for payment in postable:
+        for occurrence, clp in payment.occurrences():
+            if clp.status_code == "25":  # reported when the file comes, never posted
+                outs.append(predetermination(file, payment.remittance, clp))
+                continue
+            claims.append(
+                claim_payment_record(file, source, payment, clp, occurrence, len(claims), read)
+            )
+        payers.append(payer_payment_record(file, payment))
+    return Split(outs, claims, payers)
+
+
+def claim_payment_record(
+    file: PayerFile,
+    source: Source,
+    payment: Postable,
+    clp: ClaimPayment,
+    occurrence: int,
+    sequence: int,
+    read: Read835,
+) -> ClaimPaymentRecord:
+    remit = payment.remittance
+    claim_id = clp.patient_control_number
+    return ClaimPaymentRecord(
+        event_id=event_id(
+            claim_id,
+            f"{file.payer_id}:{file.file_id}",
+            remit.transaction_control_number,
+            remit.trace_number,
+            str(occurrence),
+            "claim-payment",
+            STAGE,
+            VERSION,
+        ),
+        kind="payment",
+        claim_id=claim_id,
+        payer_id=file.payer_id,
+        file_id=file.file_id,
+        received_at=file.received_at,
+        source_partition=source[0] if source else None,
+        source_offset=source[1] if source else None,
+        transaction_control_number=remit.transaction_control_number,
+        payment_trace=remit.trace_number,
+        payment_date=remit.payment_date,
+        payment_amount=remit.net_payment,
+        sequence=sequence,
+        occurrence=occurrence,
+        warnings=[*read.warnings, *remit.warnings],
+        payment=claim_payment_json(clp),
+    )
+
+
+def payer_payment_record(file: PayerFile, payment: Postable) -> PayerPaymentRecord:
+    remit = payment.remittance
+    summary = reconcile(remit)
+    references = [
+        PaidClaimReference(
+            claim_id=c.patient_control_number,
+            payer_claim_control_number=c.payer_claim_control_number,
+        )
+        for c in remit.claims
+    ]
+    adjustments = [
+        PlbAdjustment(
+            seq=seq,
+            provider_id=plb.provider_id,
+            fiscal_period_end=plb.fiscal_period_end,
+            reason=plb.reason,
+            reference=plb.reference,
+            amount=plb.amount,
+        )
+        for seq, plb in enumerate(summary.provider_adjustments)
+    ]
+    return PayerPaymentRecord(
+        event_id=event_id(
+            summary.payer_id,
+            summary.payment_trace,
+            summary.transaction_control_number,
+            "payer-payment",
+            STAGE,
+            VERSION,
+        ),
+        payer_id=summary.payer_id,
+        file_payer_id=file.payer_id,
+        file_id=file.file_id,
+        payment_trace=summary.payment_trace,
+        transaction_control_number=summary.transaction_control_number,
+        payment_amount=summary.payment_amount,
+        claims_paid=summary.claims_paid,
+        claim_count=summary.claims,
+        claims=references,
+        provider_adjustments=adjustments,
+        received_at=file.received_at,
+    )
+
+
+# --- a CLP loop as JSON and back -----------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Decimal | date):
+        return str(value)
+    return value
+
+
+def claim_payment_json(payment: ClaimPayment) -> str:
+    """The CLP loop as read, JSON (amounts and dates as strings: nothing is rounded)."""
+    return json.dumps(_plain(payment), separators=(",", ":"))
+
+
+def _typed(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _typed(inner, value)
+    if origin is tuple:
+        return tuple(_typed(typing.get_args(hint)[0], v) for v in value)
+    if hint is Decimal:
+        return Decimal(value)
+    if hint is date:
+        return date.fromisoformat(value)
+    if is_dataclass(hint):
+        return _built(hint, value)
+    return value
+
+
+def _built(cls: Any, data: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    return cls(**{name: _typed(hints[name], value) for name, value in data.items()})
+
+
+def claim_payment_from_json(text: str) -> ClaimPayment:
+    """``claim_payment_json`` read back."""
+    payment = _built(ClaimPayment, json.loads(text))
+    assert isinstance(payment, ClaimPayment)
+    return payment
