@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from fhir.resources.R4B import get_fhir_model_class
 
-from services.intake import fhir, hl7v2
+from services.intake import fhir, fhir_fast, hl7v2
 from services.intake.domain import parse_raw
 from services.intake.fhir import SUPPORTED
 from sim.ehr import generate, provider_directory
@@ -53,6 +53,7 @@ def test_encounters_equal_cold_and_warm() -> None:
         runs = []
         for _ in range(2):
             fhir._VALIDATED.clear()
+            fhir_fast.forget()
             hl7v2._FIELDS.clear()
             runs.append([
                 [e.model_dump() for e in parse_raw(
