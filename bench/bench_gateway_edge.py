@@ -2,15 +2,19 @@
 
 The gateway runs as its own process (``claimflow service intake-gateway``, default settings)
 against the embedded broker. Measured: a good MLLP client's answer latency alone and under
-each attack (four byte-a-millisecond senders of a 9 MB frame; 200 slowloris HTTP
-connections; 20 connections each holding an unfinished 10 MB frame), the gateway's CPU share
+each attack, and a good HTTP client's (an HL7 POST on a new connection each; its answers by
+status), under each attack (four byte-a-millisecond senders of a 9 MB frame; 200 slowloris
+HTTP connections; four senders announcing a 1 GB body in a loop; 20 connections each holding
+an unfinished 10 MB frame), the gateway's CPU share
 and resident memory during each, how many attack connections were refused, and, after the
 broker is paused (SIGSTOP) for ``STALL_S`` seconds, how long until a new message is accepted
-and /healthz is 200 again, and whether every accepted message is in ``intake.raw.v1``.
+and /healthz is 200 again, and whether every accepted message (AA or 202, all run long) is in
+``intake.raw.v1``.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -22,6 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -68,6 +73,7 @@ class Probe:
             stderr=subprocess.STDOUT,
         )
         self.sent = 0
+        self.accepted: set[str] = set()  # control ids answered AA / 202: all must be stored
         self._count = threading.Lock()
         deadline = time.monotonic() + 60
         while self.healthz() != 200:
@@ -110,22 +116,49 @@ class Probe:
                 return "closed", time.monotonic() - started, control
             buf += data
         code = buf.split(b"MSA|", 1)[1].split(b"|", 1)[0].decode()
+        if code == "AA":
+            self.accepted.add(control)
         return code, time.monotonic() - started, control
 
-    def good_client(self, n: int = 40, pause: float = 0.05) -> dict[str, float]:
-        times = []
+    def post(self) -> tuple[int, float]:
+        """(HTTP status, seconds) of the next probe message POSTed on a new connection."""
+        with self._count:
+            self.sent += 1
+            n = self.sent
+        started = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", self.http, timeout=60)
+        try:
+            conn.request("POST", "/hl7v2", body=message(n),
+                         headers={"Content-Type": "x-application/hl7-v2+er7"})  # fmt: skip
+            resp = conn.getresponse()
+            resp.read()
+            status = resp.status
+        except OSError:
+            status = 0
+        finally:
+            conn.close()
+        if status == 202:
+            self.accepted.add(f"PROBE{n}")
+        return status, time.monotonic() - started
+
+    def good_client(self, n: int = 40, pause: float = 0.05) -> dict[str, Any]:
+        """A good MLLP client (one connection, ``n`` messages) and a good HTTP client (``n``
+        POSTs, a connection each): latency of each, and the HTTP answers by status."""
+        times, http_times, statuses = [], [], Counter[int]()
         with socket.create_connection(("127.0.0.1", self.mllp), timeout=60) as sock:
             for _ in range(n):
                 code, took, _ = self.send(sock)
                 if code != "AA":
                     raise RuntimeError(f"good client answered {code}")
                 times.append(took * 1000)
+                status, took = self.post()
+                statuses[status] += 1
+                http_times.append(took * 1000)
                 time.sleep(pause)
-        times.sort()
         return {
-            "p50_ms": round(median(times), 1),
-            "p95_ms": round(times[int(len(times) * 0.95) - 1], 1),
-            "max_ms": round(times[-1], 1),
+            **{f"mllp_{k}": v for k, v in spread(times).items()},
+            **{f"http_{k}": v for k, v in spread(http_times).items()},
+            "http_status": dict(statuses),
         }
 
     def stop(self) -> None:
@@ -135,6 +168,15 @@ class Probe:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+def spread(times: list[float]) -> dict[str, float]:
+    times = sorted(times)
+    return {
+        "p50_ms": round(median(times), 1),
+        "p95_ms": round(times[int(len(times) * 0.95) - 1], 1),
+        "max_ms": round(times[-1], 1),
+    }
 
 
 def attacker(port: int, n: int, timeout: float = 5.0) -> socket.socket:
@@ -207,6 +249,40 @@ def slowloris(probe: Probe) -> tuple[Any, dict[str, int]]:
             sock.close()
 
     return stop, counts
+
+
+def huge_length(probe: Probe) -> tuple[Any, dict[str, Any]]:
+    """Four senders announcing a 1 GB body, again and again: each is answered 413 unread."""
+    stop = threading.Event()
+    counts: dict[str, Any] = {"connections": 4, "answered_413": 0, "other": 0}
+    took: list[float] = []
+
+    def one(n: int) -> None:
+        while not stop.is_set():
+            try:
+                with attacker(probe.http, n) as sock:
+                    started = time.monotonic()
+                    sock.sendall(b"POST /hl7v2 HTTP/1.1\r\nHost: x\r\n"
+                                 b"Content-Length: 1000000000\r\n\r\n")  # fmt: skip
+                    head = sock.recv(100)
+                    took.append((time.monotonic() - started) * 1000)
+                    key = "answered_413" if head.startswith(b"HTTP/1.1 413") else "other"
+                    counts[key] += 1
+            except OSError:
+                counts["other"] += 1
+
+    threads = [threading.Thread(target=one, args=(n,), daemon=True) for n in range(4)]
+    for t in threads:
+        t.start()
+
+    def end() -> None:
+        stop.set()
+        for t in threads:
+            t.join(10)
+        if took:
+            counts["413_p50_ms"] = round(median(took), 2)
+
+    return end, counts
 
 
 def unfinished_frames(probe: Probe) -> tuple[Any, dict[str, int]]:
@@ -304,12 +380,14 @@ def main() -> dict[str, Any]:
                 under(probe, "none", no_attack),
                 under(probe, "4 senders, a byte a millisecond", byte_a_ms),
                 under(probe, "200 slowloris HTTP connections", slowloris),
+                under(probe, "1 GB Content-Length, 4 senders in a loop", huge_length),
                 under(probe, "20 unfinished 10 MB MLLP frames", unfinished_frames),
             ]
             time.sleep(1.0)
             rss_after = round(probe.rss_mb(), 1)
             outage = stall(probe, broker)
-            accepted = set(outage.pop("accepted"))
+            outage.pop("accepted")
+            accepted = set(probe.accepted)  # every AA and 202 of the run, the stall's too
             stored = stored_controls(broker.bootstrap, accepted)
         finally:
             probe.stop()
@@ -317,6 +395,7 @@ def main() -> dict[str, Any]:
             "attacks": attacks,
             "rss_mb_after_attacks": rss_after,
             "outage": outage,
+            "accepted": len(accepted),
             "accepted_not_stored": len(accepted - stored),
         }
 

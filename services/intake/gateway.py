@@ -81,6 +81,7 @@ from services.intake.edge import (
     MllpReader,
     Slots,
     TooLarge,
+    large_buffers_from_the_system,
     networks,
     server_tls,
 )
@@ -540,6 +541,7 @@ class Gateway:
     def start(self) -> dict[str, str]:
         """Bind both listeners, serve them on threads; returns their addresses."""
         threading.Thread(target=self._ensure_topics, name="ensure-topics", daemon=True).start()
+        large_buffers_from_the_system()  # a dropped frame's memory goes back (edge.py)
         s = self.settings
         self.http = _HttpServer((s.gateway.http_host, s.gateway.http_port), _http_handler(self))
         self.http.slots = Slots(
