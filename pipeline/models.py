@@ -646,20 +646,40 @@ MODELS.update({ClaimRejection.__name__: ClaimRejection})
 
 
 class ClaimSettled(Model):
-    """Remittance's word that a claim is adjudicated (paid, partially paid, denied) or open
-    again (a reversal): what the claims stage's retention counts its window from. Ids,
-    status and times only: no patient data."""
+    """Remittance's word that a claim is adjudicated (paid, partially paid, denied), written
+    off in the console, or open again (a reversal): what the stages' retention counts its
+    window from. Ids, status and times only: no patient data."""
 
     event_id: str
     claim_id: str = Field(min_length=1)
     encounter_id: str | None = None
     payer_id: str
-    status: Literal["paid", "partially_paid", "denied", "reopened"]
+    status: Literal["paid", "partially_paid", "denied", "written_off", "reopened"]
     posting_event_id: str
     settled_at: datetime
 
 
 MODELS.update({ClaimSettled.__name__: ClaimSettled})
+
+
+# --- console.writeoffs.v1 ----------------------------------------------------------------
+
+
+class ClaimWrittenOff(Model):
+    """A claim written off in the console: remittance counts it settled (``written_off``).
+    Ids, amount and time only: no patient data."""
+
+    event_id: str
+    claim_id: str = Field(min_length=1)
+    encounter_id: str | None = None
+    payer_id: str
+    amount: Money | None = None
+    action_event_id: str
+    user_id: str = Field(min_length=1)
+    written_off_at: datetime
+
+
+MODELS.update({ClaimWrittenOff.__name__: ClaimWrittenOff})
 
 
 # --- workqueue.actions.v1 ----------------------------------------------------------------

@@ -22,25 +22,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from pipeline.models import ClaimSettled
+from pipeline.settled import DAY_S, RetentionPolicy
 from services.claims.control import ControlNumbers
 from services.claims.corrections import SubmittedClaims
 from services.claims.secondary import CobLedger
-
-DAY_S = 86_400.0
-
-
-@dataclass(frozen=True)
-class RetentionPolicy:
-    """How long a settled claim's payloads are kept, in days (per payer where set)."""
-
-    days: float = 365.0
-    by_payer: tuple[tuple[str, float], ...] = ()
-
-    def days_for(self, payer_id: str) -> float:
-        return dict(self.by_payer).get(payer_id, self.days)
 
 
 class Retention:

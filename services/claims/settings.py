@@ -14,15 +14,15 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from pipeline.settings import Settings
+from pipeline.settled import RetentionOptions
 from services.claims.delivery import RetryPolicy
 from services.claims.domain import DEFAULT_DRG_BASE_RATE
-from services.claims.retention import RetentionPolicy
 
 
-class ClaimsOptions(BaseModel):
+class ClaimsOptions(RetentionOptions):
     """What the claims service decides beyond the shared settings."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -57,24 +57,6 @@ class ClaimsOptions(BaseModel):
         default="CLEARINGHOUSE",
         description="ISA08 / GS03 of the 837s (the old CLAIMFLOW_RECEIVER_ID still works)",
     )
-    settled_retention_days: float = Field(
-        default=365.0,
-        ge=0,
-        description="how long a settled claim's stored verdict (demographics, diagnoses) and "
-        "837 text are kept for reversals and corrected claims before they are pruned "
-        "(services/claims/retention.py); a payer's reopening limit",
-    )
-    settled_retention_days_by_payer: dict[str, float] = Field(
-        default_factory=dict, description="payer id -> its own retention window in days"
-    )
-    retention_sweep_s: float = Field(
-        default=3600.0, gt=0, description="least time between two looks for what to prune"
-    )
-
-    def retention_policy(self) -> RetentionPolicy:
-        """The retention window these options describe."""
-        by_payer = tuple(sorted(self.settled_retention_days_by_payer.items()))
-        return RetentionPolicy(days=self.settled_retention_days, by_payer=by_payer)
 
     def retry_policy(self) -> RetryPolicy:
         """The delivery retry policy these options describe."""

@@ -15,11 +15,20 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from prometheus_client import Counter, Gauge
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from pipeline.models import AuditResult, CodedEncounter, CoderDecision, Encounter, utcnow
+from pipeline import metrics
+from pipeline.models import (
+    AuditResult,
+    ClaimSettled,
+    CodedEncounter,
+    CoderDecision,
+    Encounter,
+    utcnow,
+)
 from pipeline.partitioned import PartitionedStores
 from pipeline.settings import Settings
+from pipeline.settled import RetentionOptions, RetentionSweep
 from pipeline.stage import Incoming, Out, Stage, run_stage
 from services.coding.audit import (
     AUDIT_MIN,
@@ -73,8 +82,10 @@ FAILING = Gauge(
 AUDIT_QUEUE = Gauge("claimflow_coding_audit_queue", "Encounters waiting for a coder's audit")
 
 
-class CodingOptions(BaseModel):
-    """``CLAIMFLOW_CODING__…``: how sure coding must be before it codes without a coder."""
+class CodingOptions(RetentionOptions):
+    """``CLAIMFLOW_CODING__…``: how sure coding must be before it codes without a coder;
+    how long an audited encounter is kept once its claims are settled
+    (``SETTLED_RETENTION_DAYS`` 365, ``..._BY_PAYER``, ``RETENTION_SWEEP_S``)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -117,7 +128,12 @@ class CodingSettings(Settings):
 
 class CodingStage(Stage):
     name = "coding"
-    inputs = ("encounters.collected.v1", "coding.decisions.v1", "coding.audit-results.v1")
+    inputs = (
+        "encounters.collected.v1",
+        "coding.decisions.v1",
+        "coding.audit-results.v1",
+        "remittance.settled.v1",
+    )
 
     def __init__(
         self,
@@ -125,9 +141,16 @@ class CodingStage(Stage):
         store: ReviewStore,
         audits: AuditStore | None = None,
         risk: PartitionedStores[RiskHistory] | None = None,
+        *,
+        retention_sweep_s: float = 3600.0,
     ) -> None:
         # Without an audit store (tests of the review alone): nothing is sampled.
         self.audits = audits or AuditStore(":memory:", AuditPolicy(share=0))
+        # Retention: an audited encounter is pruned once its claims are settled and past
+        # their window (remittance.settled.v1; pipeline/settled.py).
+        self.retention = RetentionSweep(
+            self.audits.prune_settled, self.audits.checkpoint, every_s=retention_sweep_s
+        )
         self.flow = ReviewFlow(coder, store, self.audits, by_patient=risk is not None)
         self.store = store
         self.risk = risk
@@ -139,6 +162,11 @@ class CodingStage(Stage):
         return [self.risk] if self.risk is not None else []
 
     def handle(self, msg: Incoming) -> Iterable[Out]:
+        if isinstance(msg.value, ClaimSettled):
+            with self.audits.atomic():
+                self.audits.settle(msg.value)
+            self._prune()
+            return []
         if isinstance(msg.value, CodedEncounter):  # coding.by-patient.v1: the member's HCCs
             assert self.risk is not None
             history = self.risk.get(msg.partition)
@@ -160,9 +188,22 @@ class CodingStage(Stage):
                 AUDITS.labels(getattr(value, "status", "queued")).inc()
         return [Out(topic, key, value) for topic, key, value in outs]
 
+    def on_idle(self) -> Iterable[Out]:
+        if self._prune():
+            self.on_batch_done()  # between batches: nothing else is in the transaction
+        return []
+
+    def _prune(self) -> int:
+        """Prune the audited encounters past their window, when a sweep is due."""
+        pruned = self.retention.sweep()
+        if pruned:
+            metrics.OUTCOMES.labels(self.name, "retention_pruned").inc(pruned)
+        return pruned
+
     def on_batch_done(self) -> None:
         self.store.commit()
         self.audits.commit()
+        self.retention.committed()
         self._gauges()
 
     def _gauges(self) -> None:
@@ -208,5 +249,16 @@ def main(settings: Settings | None = None) -> None:
     coder.index  # noqa: B018 - build the text index now, not on the first SNOMED diagnosis
     log.info("code sets", extra={"capabilities": coder.capabilities()})
     store = ReviewStore(config.state_dir / "coding-review.sqlite3")
-    audits = AuditStore(config.state_dir / "coding-audit.sqlite3", config.coding.audit_policy())
-    run_stage(CodingStage(coder, store, audits, partitioned_risk(config.state_dir)), config)
+    audits = AuditStore(
+        config.state_dir / "coding-audit.sqlite3",
+        config.coding.audit_policy(),
+        config.coding.retention_policy(),
+    )
+    stage = CodingStage(
+        coder,
+        store,
+        audits,
+        partitioned_risk(config.state_dir),
+        retention_sweep_s=config.coding.retention_sweep_s,
+    )
+    run_stage(stage, config)

@@ -25,18 +25,22 @@ import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
+from pipeline.errors import InputError
 from pipeline.models import (
     AuditedCode,
     AuditResult,
+    ClaimSettled,
     CodedEncounter,
     CoderDecision,
     CodingAudit,
     DecidedDiagnosis,
     event_id,
 )
+from pipeline.settled import SCHEMA as SETTLED_SCHEMA
+from pipeline.settled import RetentionPolicy, SettledMarks
 from pipeline.state import BatchStore
 from services.refdata.codesets import normalize_code
 
@@ -143,7 +147,8 @@ def as_decision(result: AuditResult) -> CoderDecision:
     )
 
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS audits (       -- queued and audited encounters
     encounter_id TEXT PRIMARY KEY,
     record TEXT NOT NULL,                  -- the latest CodingAudit as JSON
@@ -161,7 +166,16 @@ CREATE INDEX IF NOT EXISTS outcomes_category ON outcomes (category, seq);
 CREATE INDEX IF NOT EXISTS outcomes_source ON outcomes (source, seq);
 -- The queue's length without reading every audit's JSON (counted after every batch).
 CREATE INDEX IF NOT EXISTS audits_queued ON audits (encounter_id) WHERE result_event_id IS NULL;
+-- Audits whose coded encounter was pruned once its claim was settled and past its window:
+-- the record keeps the codes and outcomes (accuracy goes on), not the patient.
+CREATE TABLE IF NOT EXISTS audits_pruned (
+    encounter_id TEXT PRIMARY KEY,
+    settled_at REAL NOT NULL,
+    pruned_at REAL NOT NULL
+);
 """
+    + SETTLED_SCHEMA
+)
 
 
 @dataclass(frozen=True)
@@ -177,12 +191,30 @@ class Accuracy:
         return self.agreed / self.audited if self.audited else 1.0
 
 
+class AuditPruned(InputError):
+    """An audit result for an encounter whose audited record was pruned after settlement."""
+
+    def __init__(self, encounter_id: str, settled_at: float) -> None:
+        day = datetime.fromtimestamp(settled_at, UTC).date().isoformat()
+        super().__init__(
+            "encounter_id",
+            f"{encounter_id}: its claim was settled on {day} and the coded encounter audited "
+            "was pruned after the retention window (CLAIMFLOW_CODING__SETTLED_RETENTION_DAYS)",
+        )
+
+
 class AuditStore(BatchStore):
     """The audit queue, each audited code's outcome, and accuracy over a sliding window."""
 
-    def __init__(self, path: Path | str, policy: AuditPolicy | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        policy: AuditPolicy | None = None,
+        retention: RetentionPolicy | None = None,
+    ) -> None:
         super().__init__(path, _SCHEMA)
         self.policy = policy or AuditPolicy()
+        self.settled = SettledMarks(self.db, retention or RetentionPolicy())
         # Accuracy by column, as the outcomes are now: asked for every encounter coded, it
         # changes only when an audit is scored (``record``) or a write is undone.
         self._accuracy: dict[str, list[Accuracy]] = {}
@@ -216,6 +248,11 @@ class AuditStore(BatchStore):
         ).fetchone()
         if row is None:
             return None
+        if not row[1]:
+            gone = self.db.execute(
+                "SELECT settled_at FROM audits_pruned WHERE encounter_id = ?", (encounter_id,)
+            ).fetchone()
+            raise AuditPruned(encounter_id, gone[0] if gone else 0.0)
         return (
             CodingAudit.model_validate_json(row[0]),
             CodedEncounter.model_validate_json(row[1]),
@@ -239,6 +276,44 @@ class AuditStore(BatchStore):
                 for c in audit.codes
             ],
         )
+
+    # --- retention (``pipeline/settled.py``): the audited encounter goes after settlement
+
+    def settle(self, event: ClaimSettled) -> None:
+        """A claim settled (or reopened): marked when its encounter has an audit here."""
+        if (
+            event.encounter_id is not None
+            and self.db.execute(
+                "SELECT 1 FROM audits WHERE encounter_id = ? AND coded != ''", (event.encounter_id,)
+            ).fetchone()
+        ):
+            self.settled.settle(event)
+
+    def prune_settled(self, now: float) -> int:
+        """Drop the coded encounter (demographics, note-derived text) of every audit whose
+        claims are settled and past their window, and the rationales of its codes; the
+        codes, their outcomes and the ids stay. How many audits."""
+        pruned = 0
+        for encounter_id, settled_at in self.settled.due(now):
+            row = self.db.execute(
+                "SELECT record FROM audits WHERE encounter_id = ?", (encounter_id,)
+            ).fetchone()
+            if row is not None:
+                audit = CodingAudit.model_validate_json(row[0])
+                codes = [c.model_copy(update={"rationale": None}) for c in audit.codes]
+                kept = audit.model_copy(update={"codes": codes})
+                self.db.execute(
+                    "UPDATE audits SET record = ?, coded = '', result_event_id = "
+                    "coalesce(result_event_id, 'pruned') WHERE encounter_id = ?",  # not queued
+                    (kept.model_dump_json(), encounter_id),
+                )
+                self.db.execute(
+                    "INSERT OR REPLACE INTO audits_pruned VALUES (?, ?, ?)",
+                    (encounter_id, settled_at, now),
+                )
+                pruned += 1
+            self.settled.forget(encounter_id)
+        return pruned
 
     def queued_count(self) -> int:
         """Audits waiting for a coder."""

@@ -7,6 +7,9 @@
   gets a new source id, so its event ids are new and nothing downstream drops it as a repeat.
 - Every other closing action (appeal, write off, resubmit, resolve): a ``WorkAction`` for
   ``workqueue.actions.v1``, which the console's view reads back like any other record.
+- A write-off also goes to remittance as a ``ClaimWrittenOff`` on ``console.writeoffs.v1``
+  (keyed by claim id): the claim is settled from then on (``written_off``), so the stages'
+  retention windows start without waiting for an 835 that may never come.
 
 Every refusal is an ``InputError`` naming the field and the reason.
 """
@@ -26,6 +29,7 @@ from pipeline.errors import InputError
 from pipeline.models import (
     AuditDiagnosis,
     AuditResult,
+    ClaimWrittenOff,
     CoderDecision,
     DecidedDiagnosis,
     Encounter,
@@ -145,6 +149,23 @@ def work_action(
         amount=money,
         note=(note or "").strip() or None,
         acted_at=acted_at,
+    )
+
+
+def written_off(action: WorkAction, payer_id: str) -> ClaimWrittenOff:
+    """The write-off of a denied claim as remittance reads it (``console.writeoffs.v1``):
+    the claim counts as settled from then on."""
+    if action.action != "write_off" or not action.claim_id:
+        raise InputError("action", "only a write-off of a claim settles it")
+    return ClaimWrittenOff(
+        event_id=event_id(action.event_id, "console.writeoffs.v1"),
+        claim_id=action.claim_id,
+        encounter_id=action.encounter_id,
+        payer_id=payer_id,
+        amount=action.amount,
+        action_event_id=action.event_id,
+        user_id=action.user_id,
+        written_off_at=action.acted_at,
     )
 
 

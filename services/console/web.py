@@ -547,6 +547,9 @@ def create_app(
                     error = exc
                 else:
                     send("workqueue.actions.v1", claim_id, act)
+                    if what == "write_off":  # remittance settles the claim (written_off)
+                        payer = item["payer_id"] or ""
+                        send("console.writeoffs.v1", claim_id, actions.written_off(act, payer))
                     log.info("denial worked", extra={"user": g.user.name, "action": what})
                     label = "Appeal recorded" if what == "appeal" else "Written off"
                     flash(f"{label} for {claim_id}.")

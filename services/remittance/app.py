@@ -2,7 +2,8 @@
 
 Out: remittance.posted.v1 (every matched claim payment), remittance.denials.v1 (denied,
 partially denied and underpaid claims), remittance.settled.v1 (a claim adjudicated or
-reopened, for the claims stage's retention), remittance.exceptions.v1 (payments whose claim has
+reopened, for the stages' retention; a write-off from console.writeoffs.v1 settles it too),
+remittance.exceptions.v1 (payments whose claim has
 not arrived after the grace period, files that do not balance, X12 that cannot be read).
 
 The live service runs as many instances: each payer file is split (any instance) into
@@ -39,6 +40,7 @@ from services.remittance.matching import (
     RemittanceOptions,
 )
 from services.remittance.posting import Pricing
+from services.remittance.settlement import settlement_for_write_off as written_off
 from services.remittance.split import CLAIM_PAYMENTS, PAYER_PAYMENTS, split_file
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ __all__ = ["RemittanceOptions", "RemittanceSettings", "RemittanceStage", "main"]
 
 CLAIMS = "claims.submitted.v1"
 INBOUND = "payer.inbound.v1"
+WRITEOFFS = "console.writeoffs.v1"
 
 WAITING = Gauge(
     "claimflow_remittance_waiting_payments",
@@ -69,7 +72,7 @@ class RemittanceStage(Stage):
     to the payers' book (``split.py``, ``matching.py``)."""
 
     name = "remittance"
-    inputs: tuple[str, ...] = (CLAIMS, INBOUND)
+    inputs: tuple[str, ...] = (CLAIMS, INBOUND, WRITEOFFS)
 
     def prime_metrics(self) -> None:
         domain_metrics.prime()
@@ -97,7 +100,7 @@ class RemittanceStage(Stage):
         self.options: RemittanceOptions = matching.get("options") or RemittanceOptions()
         self.idle_interval_s = min(self.options.sweep_interval_s, self.options.unmatched_grace_s)
         if claims is not None:
-            self.inputs = (CLAIMS, INBOUND, CLAIM_PAYMENTS, PAYER_PAYMENTS)
+            self.inputs = (CLAIMS, INBOUND, WRITEOFFS, CLAIM_PAYMENTS, PAYER_PAYMENTS)
         self._set_waiting()
 
     def partitioned_stores(self) -> list[PartitionedStores[Ledger]]:
@@ -108,6 +111,8 @@ class RemittanceStage(Stage):
         return ClaimMatcher(self.claims.get(partition), **self.matching)
 
     def handle(self, msg: Incoming) -> Iterable[Out]:
+        if msg.topic == WRITEOFFS:  # settled by the biller (settlement.py)
+            return [Out("remittance.settled.v1", msg.value.claim_id, written_off(msg.value))]
         if self.matcher is not None:
             if msg.topic == CLAIMS:
                 return _outs(self.matcher.claim(msg.value))

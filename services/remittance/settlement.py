@@ -8,18 +8,19 @@ reversals and corrected claims, and then prunes it (``services/claims/retention.
 Every posted adjudication settles the claim: paid, partially paid, and denied (CLP02 4, a
 denial the payer finalised; an appeal or a corrected claim is what the window is for). A
 reversal (CLP02 22) opens it again; the corrected payment that follows settles it anew.
-Write-offs are the console's (``workqueue.actions.v1``) and do not reach remittance: a
-written-off claim settles on its last 835. No Kafka here.
+A write-off in the console (``console.writeoffs.v1``) settles the claim too
+(``written_off``), when it is made: a claim the provider stopped collecting needs no 835
+to settle, and an 835 that comes later settles it again. No Kafka here.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pipeline.models import ClaimSettled, RemittancePosting, event_id
+from pipeline.models import ClaimSettled, ClaimWrittenOff, RemittancePosting, event_id
 
 STAGE, VERSION = "remittance", "v1"
-SettledStatus = Literal["paid", "partially_paid", "denied", "reopened"]
+SettledStatus = Literal["paid", "partially_paid", "denied", "written_off", "reopened"]
 SETTLES: dict[str, SettledStatus] = {
     "paid": "paid",
     "partially_paid": "partially_paid",
@@ -43,4 +44,17 @@ def settlement_for(posting: RemittancePosting) -> ClaimSettled | None:
         status=status,
         posting_event_id=posting.event_id,
         settled_at=posting.posted_at,
+    )
+
+
+def settlement_for_write_off(write_off: ClaimWrittenOff) -> ClaimSettled:
+    """A claim written off in the console is settled from then on."""
+    return ClaimSettled(
+        event_id=event_id(write_off.event_id, "settled", STAGE, VERSION),
+        claim_id=write_off.claim_id,
+        encounter_id=write_off.encounter_id,
+        payer_id=write_off.payer_id,
+        status="written_off",
+        posting_event_id=write_off.event_id,
+        settled_at=write_off.written_off_at,
     )

@@ -9,8 +9,16 @@ import pytest
 from factories import RECEIVED_AT, codesets_bare, dx, encounter, service
 
 from pipeline.errors import InputError
-from pipeline.models import AuditDiagnosis, AuditResult, CodedEncounter, CoderDecision, CodingAudit
-from services.coding.audit import AuditPolicy, AuditStore
+from pipeline.models import (
+    AuditDiagnosis,
+    AuditResult,
+    ClaimSettled,
+    CodedEncounter,
+    CoderDecision,
+    CodingAudit,
+)
+from pipeline.settled import DAY_S, RetentionPolicy
+from services.coding.audit import AuditPolicy, AuditPruned, AuditStore
 from services.coding.domain import Coder
 from services.coding.review import ReviewFlow, ReviewStore
 from services.coding.terms import default_index
@@ -285,3 +293,40 @@ def test_audit_accuracy_over_several_instances_sums_their_windows(
         check=False,
     )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def settled(n: int, status: str = "paid", payer: str = "P1") -> ClaimSettled:
+    return ClaimSettled(
+        event_id=f"s{n}-{status}",
+        claim_id=f"CF{n}",
+        encounter_id=f"ENC-A-{n:04d}",
+        payer_id=payer,
+        status=status,  # type: ignore[arg-type]
+        posting_event_id=f"p{n}",
+        settled_at=AUDITED_AT,
+    )
+
+
+def test_a_settled_audit_is_pruned_after_its_window_and_a_late_result_refused(
+    coder: Coder,
+) -> None:
+    audits = AuditStore(":memory:", AuditPolicy(share=1.0), RetentionPolicy(days=30))
+    flow = ReviewFlow(coder, ReviewStore(":memory:"), audits)
+    for n in (1, 2, 3):
+        flow.encounter(problem_visit(n, "DM2", "CKD stage 3b"), now=RECEIVED_AT)  # type: ignore[arg-type]
+    flow.audit_result(result(1))
+    settled_at = AUDITED_AT.timestamp()
+    audits.settle(settled(1))
+    audits.settle(settled(2))
+    audits.settle(settled(3))
+    audits.settle(settled(3, "reopened"))  # a reversal: open again, kept
+    assert audits.prune_settled(settled_at + 29 * DAY_S) == 0  # inside the window
+    assert audits.prune_settled(settled_at + 31 * DAY_S) == 2
+    for n in (1, 2):
+        with pytest.raises(AuditPruned, match="pruned after the retention window"):
+            audits.get(f"ENC-A-{n:04d}")
+    record = audits.db.execute("SELECT record FROM audits WHERE encounter_id = 'ENC-A-0001'")
+    assert not any(c.rationale for c in CodingAudit.model_validate_json(record.fetchone()[0]).codes)
+    assert audits.get("ENC-A-0003") is not None
+    assert audits.queued_count() == 1  # the pruned queued audit left the queue
+    assert [a.audited for a in audits.accuracy("category")] == [1, 1]  # outcomes stay

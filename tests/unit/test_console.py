@@ -479,6 +479,17 @@ def test_a_role_without_phi_sees_none_and_every_view_is_logged(client_for) -> No
     assert enc_id(1) in log_page and "GARCIA" not in log_page
 
 
+def test_a_write_off_also_goes_to_remittance_to_settle_the_claim(client_for) -> None:
+    c = client_for("biller")
+    assert c.post("/denials/CF0004", data={"action": "write_off"}).status_code == 302
+    assert client_for.published == [
+        ("workqueue.actions.v1", "CF0004"),
+        ("console.writeoffs.v1", "CF0004"),
+    ]
+    c.post("/denials/CF0004", data={"action": "appeal"})
+    assert client_for.published[-1] == ("workqueue.actions.v1", "CF0004")  # only write-offs
+
+
 def test_a_denial_marked_for_appeal_leaves_the_open_queue(client_for) -> None:
     c = client_for("biller")
     resp = c.post("/denials/CF0004", data={"action": "appeal", "amount": "bad"})

@@ -60,3 +60,29 @@ def test_each_posting_status_settles_reopens_or_says_nothing(
         )
         == settled
     )
+
+
+def test_a_write_off_in_the_console_settles_its_claim() -> None:
+    from pipeline.errors import InputError
+    from services.console import actions
+    from services.remittance.settlement import settlement_for_write_off
+
+    act = actions.work_action(
+        "denials", "CF0001", "write_off", "bjones", "biller",
+        encounter_id="ehr:enc-1", claim_id="CF0001", amount="20.00",
+    )  # fmt: skip
+    write_off = actions.written_off(act, "87726")
+    settled = settlement_for_write_off(write_off)
+    assert (settled.claim_id, settled.encounter_id, settled.payer_id, settled.status) == (
+        "CF0001", "ehr:enc-1", "87726", "written_off",
+    )  # fmt: skip
+    assert settled.posting_event_id == write_off.event_id
+    assert settled.settled_at == act.acted_at
+    reg = registry()
+    assert (
+        reg.decode("remittance.settled.v1", reg.encode("remittance.settled.v1", settled)) == settled
+    )
+    appeal = actions.work_action("denials", "CF0001", "appeal", "bjones", "biller",
+                                 claim_id="CF0001")  # fmt: skip
+    with pytest.raises(InputError, match="only a write-off"):
+        actions.written_off(appeal, "87726")
