@@ -298,25 +298,3 @@ def test_a_sampled_simulator_checks_one_interchange_in_n_and_accepts_the_rest() 
         verdicts[icn] = group.sets[0].rejected
     # 502 is the one in two that pyx12 reads; 501 passes unchecked, as the setting says.
     assert verdicts == {501: False, 502: True}
-
-
-def test_keeping_and_answering_an_interchange_reads_no_whole_table(tmp_path: Path) -> None:
-    """The store keeps thousands of interchanges (837 text included) and is written for
-    each: every statement must find its rows by index, or each write grows with the store."""
-    store = InterchangeStore(tmp_path / "sim.sqlite3")
-    statements: list[str] = []
-    store.db.set_trace_callback(statements.append)
-    stage = PayerSimStage(store=store)
-    for icn in (501, 502):
-        record, refs = checked(interchange(2, icn=icn, prefix=f"I{icn}-"), icn=icn)
-        assert list(stage.handle_batch([*refs, record]))
-    stage.on_batch_done()
-    store.db.set_trace_callback(None)
-    queries = {
-        s for s in statements if s.split()[0].upper() in ("SELECT", "INSERT", "DELETE", "UPDATE")
-    }
-    assert any(s.startswith("DELETE FROM interchanges") for s in queries)
-    for sql in queries:
-        plan = [row[3] for row in store.db.execute(f"EXPLAIN QUERY PLAN {sql}")]
-        scans = [step for step in plan if step.startswith("SCAN ") and " INDEX " not in step]
-        assert not scans, (sql, plan)
