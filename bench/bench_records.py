@@ -99,11 +99,12 @@ def measure(n: int = 500) -> dict[str, Any]:
         producer = make_producer(bootstrap, settings)
         try:
             tracker = Tracker(bootstrap, settings)
-            tracker.ledger.sent.update(s for s, _, _ in messages)
+            batch = {s for s, _, _ in messages}
+            tracker.ledger.sent.update(batch)
             started = time.time()
             say(f"{n} encounters, then every topic weighed")
             publish(producer, settings, messages, 0, {})
-            settled = wait_settled(tracker, n, started, timeout=600)
+            settled = wait_settled(tracker, batch, started, timeout=600)
             summary = tracker.ledger.summary()
             tracker.close()
             by_topic = weigh(bootstrap, settings, topics)
