@@ -3,6 +3,16 @@ once on claims.interchanges.v1, its claims on claims.submitted.v1;
 999/277CA on payer.inbound.v1 -> claims.rejections.v1; remittance.posted.v1 -> the claim to
 the next payer.
 
+Postings come keyed by claim id, while what the next payer's claim is built from (the
+encounter's submitted claims and its coordination-of-benefits ledger) is kept by the
+instance that billed the encounter, i.e. the one reading the encounter's partition of
+encounters.validated.v1. So each posting is first re-keyed by its encounter id into
+``claims.postings-by-encounter.v1`` (its bytes unchanged; co-partitioned with
+encounters.validated.v1) and the next payer is billed from there; settlements, which
+start the retention window of what that instance stored, go the same way through
+``claims.settled-by-encounter.v1`` (a posting and its settlement each take one hop, so
+the posting is still handled first).
+
 This module wires topics to the domain (``billing.py``: batching into interchanges,
 numbering, delivery with retries, the next payer, acknowledgments) and reports what it
 counted. One consumed batch of clean encounters becomes, per payer and claim type,
@@ -53,13 +63,21 @@ DELIVERIES = Counter(
 )
 
 
+POSTED = "remittance.posted.v1"
+BY_ENCOUNTER = "claims.postings-by-encounter.v1"
+SETTLED = "remittance.settled.v1"
+SETTLED_BY_ENCOUNTER = "claims.settled-by-encounter.v1"
+
+
 class ClaimsStage(Stage):
     name = "claims"
     inputs = (
         "encounters.validated.v1",
         "payer.inbound.v1",
-        "remittance.posted.v1",
-        "remittance.settled.v1",
+        POSTED,
+        BY_ENCOUNTER,
+        SETTLED,
+        SETTLED_BY_ENCOUNTER,
     )
     batch_mode = True
 
@@ -133,10 +151,25 @@ class ClaimsStage(Stage):
         bills = [(m, m.value) for m in msgs if m.topic == "encounters.validated.v1"]
         if bills:
             outs += self._outs(self.billing.bill(bills))
-        postings = [(m, m.value) for m in msgs if m.topic == "remittance.posted.v1"]
+        # Postings and settlements go to the partition of their encounter, whose instance
+        # billed it (without an encounter: no next payer, and settled where it is).
+        for topic, by_encounter in ((POSTED, BY_ENCOUNTER), (SETTLED, SETTLED_BY_ENCOUNTER)):
+            outs += [
+                Out(by_encounter, m.value.encounter_id, m.value, m.headers, raw=m.raw)
+                for m in msgs
+                if m.topic == topic and m.value.encounter_id
+            ]
+        postings = [(m, m.value) for m in msgs if m.topic == BY_ENCOUNTER]
         if postings:
             outs += self._outs(self.billing.bill_next_payers(postings))
-        outs += self._retain([m for m in msgs if m.topic == "remittance.settled.v1"])
+        outs += self._retain(
+            [
+                m
+                for m in msgs
+                if m.topic == SETTLED_BY_ENCOUNTER
+                or (m.topic == SETTLED and not m.value.encounter_id)
+            ]
+        )
         self._report()
         return outs
 

@@ -10,6 +10,12 @@ the expected records; the cluster must give exactly those (by event id, and the 
 content), no posting twice, and its ledgers, rebuilt from their changelog topics alone,
 must say the same about PLBs, net paid, forward balances and the payments still waiting.
 
+With the claims stage: two claims instances (each its own control-number block), the
+payer simulator and remittance instances (one killed, one added mid-run) over Medicare
+visits with a Medigap plan: every claim is posted, and every primary posting that leaves
+the patient something bills the Medigap plan once (postings reach the claims instance that
+billed the encounter through ``claims.postings-by-encounter.v1``).
+
 Phases are waited for (bounded) before the next is sent: a PLB naming an earlier file's
 claim, or a balance collected in a later file, needs that earlier file handled first, on
 one instance as on many.
@@ -19,20 +25,22 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from e2e.test_scale_out import logged
+from unit.factories import MEDICARE_B, MEDIGAP_F, VALIDATED_AT, coded, encounter
 from unit.test_remittance_real_payers import CLAIMS as FIXTURE_CLAIMS
 from unit.test_remittance_real_payers import FIXTURES, MEDICARE, MEDIGAP
 
 from bench.bench_remittance import PAYER, WHEN, make_835, make_claims
 from pipeline.changelog import Restorer, changelog_topic
 from pipeline.kafka import ensure_topics, make_producer
-from pipeline.models import Model, PayerFile, SubmittedClaim, event_id
+from pipeline.models import Model, PayerFile, SubmittedClaim, ValidatedEncounter, event_id
 from pipeline.serde import registry
 from pipeline.settings import Settings
 from pipeline.supervisor import Supervisor
@@ -149,36 +157,49 @@ def expected_records(tmp_path: Path, plan: list[Phase]) -> tuple[dict[str, Any],
     return {o.value.event_id: comparable(*o) for o in outs}, ledger  # type: ignore[attr-defined]
 
 
-class Outputs:
-    """Reads remittance's output topics from the beginning, without a group."""
+class Records:
+    """Reads topics from the beginning, without a group: every copy of every record (a
+    batch read again after a kill repeats its event ids)."""
 
-    def __init__(self, bootstrap: str, settings: Settings) -> None:
+    def __init__(self, bootstrap: str, settings: Settings, topics: Iterable[str]) -> None:
         self.consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": "outputs", "fetch.wait.max.ms": 20}
+            {"bootstrap.servers": bootstrap, "group.id": "records", "fetch.wait.max.ms": 20}
         )
         assigned = []
-        for logical in OUT_TOPICS:
+        for logical in topics:
             topic = settings.topic(logical)
             parts = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
             assigned += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts]
         self.consumer.assign(assigned)
         self.prefix = len(settings.topic_prefix)
-        #: event id -> every copy read (a replay after a kill repeats the event id)
-        self.seen: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
+        #: event id -> every copy read, as (topic, key, value)
+        self.seen: dict[str, list[tuple[str, str, Any]]] = {}
 
-    def wait(self, ids: set[str], timeout: float) -> bool:
+    def until(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Read until ``done()`` (bounded by ``timeout``)."""
         deadline = time.monotonic() + timeout
-        while not ids <= set(self.seen):
+        while not done():
             if time.monotonic() > deadline:
                 return False
             for m in self.consumer.consume(500, 0.2):
                 if m.error() is None:
                     topic = (m.topic() or "")[self.prefix :]
                     value = REG.decode(topic, m.value())
-                    key = (m.key() or b"").decode()
-                    record = comparable(topic, key, value)
-                    self.seen.setdefault(value.event_id, []).append(record)  # type: ignore[attr-defined]
+                    copy = (topic, (m.key() or b"").decode(), value)
+                    self.seen.setdefault(value.event_id, []).append(copy)  # type: ignore[attr-defined]
         return True
+
+    def wait(self, ids: set[str], timeout: float) -> bool:
+        """Until every event id in ``ids`` has been read."""
+        return self.until(lambda: ids <= set(self.seen), timeout)
+
+    def by_claim(self, topic: str) -> dict[str, list[Any]]:
+        """The values of one topic by claim id, each event once."""
+        out: dict[str, list[Any]] = {}
+        for (where, _, value), *_ in self.seen.values():
+            if where == topic:
+                out.setdefault(value.claim_id, []).append(value)
+        return out
 
 
 def send(bootstrap: str, settings: Settings, phase: Phase) -> None:
@@ -193,15 +214,6 @@ def send(bootstrap: str, settings: Settings, phase: Phase) -> None:
         key = f"{file.payer_id}:{file.file_id}".encode()
         producer.produce(settings.topic(topic), key=key, value=REG.encode(topic, file))
     assert producer.flush(30) == 0
-
-
-def logged(path: Path, text: str, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not (path.exists() and text in path.read_text(errors="replace")):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
 
 
 def rebuilt(bootstrap: str, settings: Settings, folder: Path) -> list[Ledger]:
@@ -262,7 +274,7 @@ def test_every_payment_meets_its_claim_across_instances_and_rebalances(
         services=(),
         restart=False,
     )
-    outputs = Outputs(bootstrap, settings)
+    outputs = Records(bootstrap, settings, OUT_TOPICS)
     done: set[str] = set()
     reference_by_phase: list[set[str]] = []
     try:
@@ -301,7 +313,7 @@ def test_every_payment_meets_its_claim_across_instances_and_rebalances(
     extra = set(outputs.seen) - set(expected)
     assert not missing and not extra, (sorted(missing)[:3], sorted(extra)[:3])
     for eid, copies in outputs.seen.items():
-        assert all(copy == expected[eid] for copy in copies), eid
+        assert all(comparable(*copy) == expected[eid] for copy in copies), eid
     # The ledgers, rebuilt from the changelogs alone, hold what the one ledger holds.
     claim_ids = {c.claim_id for phase in plan for c in phase.claims}
     ledgers = rebuilt(bootstrap, settings, tmp_path / "rebuilt")
@@ -318,3 +330,116 @@ def test_every_payment_meets_its_claim_across_instances_and_rebalances(
         for ledger in ledgers:
             ledger.close()
         reference.close()
+
+
+# --- with the claims stage: a posting bills the next payer once ----------------------------
+
+CLAIM_TOPICS = ("claims.submitted.v1", "remittance.posted.v1", "dlq.claims.v1")
+
+
+def verdicts(count: int) -> list[ValidatedEncounter]:
+    """Clean Medicare visits with a Medigap plan after Medicare: each primary posting that
+    leaves the patient something bills the Medigap plan (a claim ``<id>-2``)."""
+    out = []
+    for n in range(count):
+        enc = encounter(
+            encounter_id=f"ENC-COB-SCALE-{n:04d}",
+            event_id=event_id("cob-scale", str(n)),
+            source_id=f"cob-scale-{n:04d}",
+            coverage=MEDICARE_B,
+            other_coverages=[MEDIGAP_F],
+        )
+        record = coded(enc)
+        out.append(
+            ValidatedEncounter(
+                event_id=event_id(record.encounter_id, "validation", "scale"),
+                encounter_id=record.encounter_id,
+                outcome="clean",
+                edits=[],
+                rule_pack_version="scale",
+                coded=record,
+                validated_at=VALIDATED_AT,
+            )
+        )
+    return out
+
+
+def test_secondary_claims_are_billed_once_with_claims_and_remittance_scaled_out(
+    bootstrap: str, prefix: str, tmp_path: Path
+) -> None:
+    group = prefix.rstrip(".")
+    settings = Settings(topic_prefix=prefix, group_prefix=group)
+    ensure_topics(bootstrap, settings, REG)
+    feed = verdicts(24)
+    sup = Supervisor(
+        bootstrap,
+        tmp_path,
+        env={
+            "CLAIMFLOW_TOPIC_PREFIX": prefix,
+            "CLAIMFLOW_GROUP_PREFIX": group,
+            "CLAIMFLOW_PAYER_SIM__FRONT_END_REJECTION_RATE": "0",
+            "CLAIMFLOW_PAYER_SIM__VALIDATE_EVERY": "100",
+            "CLAIMFLOW_REMITTANCE__UNMATCHED_GRACE_S": str(GRACE_S),
+        },
+        services=(),
+        restart=False,
+    )
+    records = Records(bootstrap, settings, CLAIM_TOPICS)
+    producer = make_producer(bootstrap, settings)
+
+    def send(batch: list[ValidatedEncounter]) -> None:
+        topic = "encounters.validated.v1"
+        for verdict in batch:
+            key = verdict.encounter_id.encode()
+            producer.produce(settings.topic(topic), key=key, value=REG.encode(topic, verdict))
+        assert producer.flush(30) == 0
+
+    def settled(batch: list[ValidatedEncounter]) -> bool:
+        """Every claim of the batch's encounters posted, and each primary posting that
+        leaves the patient something followed by the Medigap claim, posted too."""
+        claims = records.by_claim("claims.submitted.v1")
+        posted = records.by_claim("remittance.posted.v1")
+        mine = {c for c, [first, *_] in claims.items() if first.encounter_id in ids(batch)}
+        if len(mine) < len(batch) or not mine <= set(posted):
+            return False
+        return all(
+            f"{p.claim_id}-2" in claims
+            for c in mine
+            for p in posted[c]
+            if p.payer_sequence == 1 and p.patient_responsibility > 0
+        )
+
+    def ids(batch: list[ValidatedEncounter]) -> set[str]:
+        return {v.encounter_id for v in batch}
+
+    try:
+        sup.add("payer-sim")
+        for block in (1, 2):  # each claims instance numbers interchanges in its own block
+            sup.env["CLAIMFLOW_CLAIMS__CONTROL_NUMBER_BLOCK"] = str(block)
+            sup.add(f"claims-{block}", "claims")
+        sup.add("remittance-1", "remittance")
+        sup.add("remittance-2", "remittance")
+        half = len(feed) // 2
+        send(feed[:half])
+        assert records.until(lambda: settled(feed[:half]), WAIT_S), "first half not settled"
+        sup.kill("remittance-1")  # SIGKILL, while secondary claims may still be in flight
+        sup.add("remittance-3", "remittance")
+        send(feed[half:])
+        assert records.until(lambda: settled(feed), WAIT_S), "second half not settled"
+        records.until(lambda: False, 1.0)  # a claim billed twice would show by now
+    finally:
+        sup.stop()
+        records.consumer.close()
+
+    claims = records.by_claim("claims.submitted.v1")
+    posted = records.by_claim("remittance.posted.v1")
+    secondaries = {c for c in claims if c.endswith("-2")}
+    assert secondaries  # the Medigap plan was billed
+    # Each claim once (a repeat after a kill only under its event id), each one posted.
+    assert all(len(events) == 1 for events in claims.values()), {
+        c: len(e) for c, e in claims.items() if len(e) > 1
+    }
+    assert set(claims) == set(posted)
+    assert {claims[c][0].payer_id for c in secondaries} == {MEDIGAP_F.payer_id}
+    assert not [c for c, *_ in records.seen.values() if c[0] == "dlq.claims.v1"]
+    assert {c.removesuffix("-2") for c in secondaries} <= set(claims)

@@ -51,6 +51,21 @@ VISIT = date(2026, 3, 2)
 RECEIVED_AT = datetime(2026, 3, 2, 17, 30, tzinfo=UTC)
 VALIDATED_AT = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)
 
+#: Medicare Part B, and a Medicare supplement (Medigap) that pays after it.
+MEDICARE_B = Coverage(
+    payer_id="04412",
+    payer_name="Palmetto GBA Medicare Part B",
+    plan_type="MB",
+    member_id="1EG4TE5MK72",
+)
+MEDIGAP_F = Coverage(
+    payer_id="36273",
+    payer_name="AARP Medicare Supplement",
+    plan_type="CI",
+    member_id="AARP99120044",
+    group_number="MEDSUPF",
+)
+
 
 @functools.cache
 def codesets_with_cms() -> CodeSets:

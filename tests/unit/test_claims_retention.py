@@ -64,9 +64,14 @@ def billed(
 
 
 def settle(claims: ClaimsStage, *events: ClaimSettled) -> None:
-    """remittance.settled.v1 events, one batch."""
+    """remittance.settled.v1 events, one batch, re-keyed by encounter (claims.settled-by-
+    encounter.v1, the same bytes) as the stage does, then handled from there."""
     msgs = [incoming(e, 100 + n, "remittance.settled.v1") for n, e in enumerate(events)]
-    claims.handle_batch(msgs)
+    moved = list(claims.handle_batch(msgs))
+    assert [(o.topic, o.key) for o in moved] == [
+        ("claims.settled-by-encounter.v1", e.encounter_id) for e in events if e.encounter_id
+    ]
+    claims.handle_batch([*(incoming(o.value, 200 + n, o.topic) for n, o in enumerate(moved))])
     claims.on_batch_done()
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
-from factories import BILLING_NPI, VALIDATED_AT, coded, encounter
+from factories import BILLING_NPI, MEDICARE_B, MEDIGAP_F, VALIDATED_AT, coded, encounter
 
 from pipeline.errors import InputError
 from pipeline.models import (
@@ -25,6 +26,7 @@ from pipeline.models import (
     ValidatedEncounter,
     event_id,
 )
+from pipeline.serde import registry
 from pipeline.stage import Incoming
 from services.claims.cob import LineAdjudication, PriorPayer, prior_payer
 from services.claims.domain import build_claim
@@ -36,19 +38,9 @@ from services.x12.reader import read_segments
 from services.x12.validate import validate_x12
 from sim.payer import adjudicate
 
-MEDICARE = Coverage(
-    payer_id="04412",
-    payer_name="Palmetto GBA Medicare Part B",
-    plan_type="MB",
-    member_id="1EG4TE5MK72",
-)
-MEDIGAP = Coverage(
-    payer_id="36273",
-    payer_name="AARP Medicare Supplement",
-    plan_type="CI",
-    member_id="AARP99120044",
-    group_number="MEDSUPF",
-)
+REG = registry()
+
+MEDICARE, MEDIGAP = MEDICARE_B, MEDIGAP_F
 MEDICAID = Coverage(
     payer_id="77027", payer_name="Alabama Medicaid", plan_type="MC", member_id="AM5511"
 )
@@ -246,6 +238,18 @@ def test_an_inpatient_primary_835_becomes_a_pyx12_valid_secondary_837i() -> None
 # --- the claims stage: a posting bills the next payer ----------------------------------------
 
 
+def by_encounter(claims_stage: Any, posting: RemittancePosting, offset: int) -> list[Any]:
+    """A posting through the claims stage as the broker carries it: from remittance.posted.v1
+    re-keyed by encounter (the same bytes), then billed from claims.postings-by-encounter.v1."""
+    from test_claims_service import incoming
+
+    moved = list(claims_stage.handle_batch([incoming(posting, offset, "remittance.posted.v1")]))
+    (out,) = moved
+    assert (out.topic, out.key) == ("claims.postings-by-encounter.v1", posting.encounter_id)
+    assert out.raw == REG.encode("remittance.posted.v1", posting)
+    return list(claims_stage.handle_batch([incoming(posting, offset, out.topic)]))
+
+
 def test_the_claims_stage_bills_the_secondary_then_the_tertiary_and_never_twice(
     tmp_path: Path,
 ) -> None:
@@ -279,27 +283,24 @@ def test_the_claims_stage_bills_the_secondary_then_the_tertiary_and_never_twice(
     assert primary.payer_id == "04412"
     posting = through_the_payer(primary, 1)
     assert posting.patient_responsibility > 0 and posting.payer_sequence == 1
-    posted = incoming(posting, 1, "remittance.posted.v1")
-    (secondary,) = submitted(list(claims_stage.handle_batch([posted])))
+    (secondary,) = submitted(by_encounter(claims_stage, posting, 1))
     assert (secondary.claim_id, secondary.payer_id) == (f"{primary.claim_id}-2", "36273")
     assert secondary.expected_reimbursement is None
     assert validate_x12(secondary.x12) == []
     assert [s[0] for s in segments(secondary.x12, "SBR")] == ["S", "P", "T"]
-    assert submitted(list(claims_stage.handle_batch([posted]))) == []  # redelivered: once
+    assert submitted(by_encounter(claims_stage, posting, 1)) == []  # redelivered: once
 
     second = through_the_payer(secondary, 2)
     assert (second.claim_status_code, second.payer_sequence) == ("2", 2)
     assert second.expected is None and second.variance is None
     assert second.patient_responsibility > 0  # the Medigap plan left the deductible
-    (tertiary,) = submitted(
-        list(claims_stage.handle_batch([incoming(second, 2, "remittance.posted.v1")]))
-    )
+    (tertiary,) = submitted(by_encounter(claims_stage, second, 2))
     assert (tertiary.claim_id, tertiary.payer_id) == (f"{primary.claim_id}-3", "77027")
     assert validate_x12(tertiary.x12) == []
     assert [s[0] for s in segments(tertiary.x12, "SBR")] == ["T", "P", "S"]
     third = through_the_payer(tertiary, 3)
     assert (third.claim_status_code, third.payer_sequence, third.expected) == ("3", 3, None)
-    last = list(claims_stage.handle_batch([incoming(third, 3, "remittance.posted.v1")]))
+    last = by_encounter(claims_stage, third, 3)
     assert submitted(last) == []  # the last payer: what is left is the patient's
 
 
@@ -327,10 +328,10 @@ def test_a_crossover_bills_no_secondary(tmp_path: Path) -> None:
         update={"crossover_payer": "AARP MEDICARE SUPPLEMENT", "claim_status_code": "19"}
     )
     assert crossed.patient_responsibility > 0
-    outs = list(claims_stage.handle_batch([incoming(crossed, 1, "remittance.posted.v1")]))
+    outs = by_encounter(claims_stage, crossed, 1)
     assert submitted(outs) == [] and not [o for o in outs if o.topic.startswith("dlq")]
     # the same posting without the crossover bills the Medigap plan
-    outs = list(claims_stage.handle_batch([incoming(posting, 2, "remittance.posted.v1")]))
+    outs = by_encounter(claims_stage, posting, 2)
     assert [c.payer_id for c in submitted(outs)] == ["36273"]
 
 
@@ -346,7 +347,7 @@ def test_a_corrected_claim_refers_to_the_payer_number_its_835_gave(tmp_path: Pat
     (original,) = submitted(list(claims_stage.handle_batch([incoming(clean(record), 0)])))
     _, posting = primary_posting(record)
     assert posting.claim_id == original.claim_id and posting.payer_claim_control_number
-    claims_stage.handle_batch([incoming(posting, 1, "remittance.posted.v1")])
+    by_encounter(claims_stage, posting, 1)
     fixed_line = record.lines[1].model_copy(update={"modifiers": ["QW"]})
     fixed = record.model_copy(update={"lines": [record.lines[0], fixed_line]})
     verdict = clean(fixed).model_copy(update={"event_id": "verdict-after-the-fix"})
