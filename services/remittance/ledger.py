@@ -207,6 +207,7 @@ class Ledger(ChangelogStore):
     def __init__(self, path: Path | str, *, changelog: bool = False) -> None:
         super().__init__(path, _SCHEMA)
         self.changelog = changelog
+        self._pruned = False
         self._migrate()
         self.db.commit()
 
@@ -271,6 +272,7 @@ class Ledger(ChangelogStore):
         if value is None:
             where = " AND ".join(f"{c} = ?" for c in _KEYS[table])
             self.db.execute(f"DELETE FROM {table} WHERE {where}", tuple(values))
+            self._pruned = True  # what was deleted leaves the write-ahead log at the commit
             return
         changelog, self.changelog = self.changelog, False
         try:
@@ -323,6 +325,23 @@ class Ledger(ChangelogStore):
     def overdue(self, before: float, limit: int = 1000) -> list[Waiting]:
         """Waiting payments first seen before ``before`` and not yet reported."""
         return self._waiting("reported IS NULL AND first_seen < ?", (before,), limit)
+
+    def prune_waiting(self, before: float) -> list[Waiting]:
+        """Delete the payments reported unmatched and first seen before ``before`` (past
+        their retention window); their bytes are overwritten at the commit."""
+        rows = self._waiting("reported IS NOT NULL AND first_seen < ?", (before,))
+        for waiting in rows:
+            self._delete("waiting", (waiting.claim_id, waiting.record.event_id))
+        self._pruned = self._pruned or bool(rows)
+        return rows
+
+    def commit(self) -> None:
+        """Commit; after a prune, also empty the write-ahead log, so the deleted rows' old
+        pages do not stay readable there (``secure_delete`` zeroes them in the file)."""
+        super().commit()
+        if self._pruned:
+            self.checkpoint()
+            self._pruned = False
 
     def waiting_in_file(self, claim_id: str, file_key: str) -> list[Waiting]:
         return self._waiting("claim_id = ? AND file_key = ?", (claim_id, file_key))

@@ -63,6 +63,7 @@ log = logging.getLogger(__name__)
 
 STAGE = "remittance"
 VERSION = "v1"
+DAY_S = 86_400.0
 
 __all__ = ["ClaimMatcher", "Matcher", "Output", "PayerBook", "RemittanceOptions", "Source"]
 
@@ -110,6 +111,13 @@ class RemittanceOptions(BaseModel):
         default=Decimal("1.00"),
         ge=0,
         description="A shortfall to expected above this puts the claim in the denial queue.",
+    )
+    unmatched_retention_days: float = Field(
+        default=365.0,
+        gt=0,
+        description="Days a payment whose claim never arrived is kept, from when it was read "
+        "(its CLP loop names the patient): then it is pruned, deleted bytes overwritten; its "
+        "unmatched_payment exception stays.",
     )
     drg_base_rate: Decimal | None = Field(
         default=None,
@@ -247,7 +255,21 @@ class ClaimMatcher:
             self.ledger.mark_reported(claim_id, file_key, now)
             metrics.OUTCOMES.labels(STAGE, "exception_unmatched_payment").inc()
             outs.append(Output(EXCEPTIONS, claim_id, exception))
+        self.prune(now)
         return outs
+
+    def prune(self, now: float) -> int:
+        """Payments reported unmatched and read longer ago than the retention window are
+        deleted (the ledger overwrites their bytes once committed); returns how many."""
+        window = self.options.unmatched_retention_days * DAY_S
+        pruned = self.ledger.prune_waiting(now - window)
+        if pruned:
+            metrics.OUTCOMES.labels(STAGE, "unmatched_pruned").inc(len(pruned))
+            log.info(
+                "unmatched payments pruned after the retention window",
+                extra={"payments": len(pruned), "days": self.options.unmatched_retention_days},
+            )
+        return len(pruned)
 
 
 class PayerBook:

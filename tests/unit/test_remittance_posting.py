@@ -557,6 +557,46 @@ def test_payment_for_an_unknown_claim_waits_then_lands_in_exceptions(
     assert st.ledger.waiting_count() == 0
 
 
+def test_an_unmatched_payment_is_pruned_after_its_retention_window(tmp_path: Path) -> None:
+    """The payment whose claim never came keeps the patient's name and member id in the
+    ledger; past ``unmatched_retention_days`` it is deleted, its bytes overwritten (the file
+    and the write-ahead log), a tombstone goes to the changelog, the exception stays."""
+    clock = Clock()
+    options = RemittanceOptions(unmatched_grace_s=60, unmatched_retention_days=2)
+    path = tmp_path / "ledger-p0.sqlite3"
+    ledger = Ledger(path, changelog=True)
+    matcher = Matcher(ledger, options=options, clock=clock)
+    claim, _ = find_claim("paid")
+    text = remit([claim])
+    name = parse_835(text).claims[0].patient_last_name
+    assert name and name.encode() in text.encode()
+    matcher.payer_file(payer_file(text))
+    ledger.commit()
+
+    def on_disk() -> bytes:
+        return b"".join(p.read_bytes() for p in sorted(tmp_path.glob("ledger-p0.sqlite3*")))
+
+    assert name.encode() in on_disk()
+    clock.now += 61
+    (reported,) = matcher.overdue()
+    assert reported.value.kind == "unmatched_payment"  # type: ignore[attr-defined]
+    ledger.commit()
+    clock.now += 86_400  # a day: still kept
+    assert matcher.overdue() == [] and ledger.waiting_count() == 1
+    ledger.take_changes()
+    clock.now += 86_400  # past two days since it was read: pruned
+    assert matcher.overdue() == []
+    assert ledger.waiting_count() == 0
+    (tombstone,) = ledger.take_changes()
+    assert json.loads(tombstone[0])[0] == "waiting" and tombstone[1] is None
+    ledger.commit()
+    assert name.encode() not in on_disk()
+    assert b'"patient_member_id"' not in on_disk()
+    # The claim that comes after all finds nothing to post: the exception was the record.
+    assert [o.topic for o in matcher.claim(claim)] == []
+    ledger.close()
+
+
 def test_a_claim_arriving_within_the_grace_period_releases_its_payment(
     stage: tuple[RemittanceStage, Clock],
 ) -> None:
