@@ -124,7 +124,7 @@ class RetentionSweep:
     def __init__(
         self,
         prune: Callable[[float], int],
-        checkpoint: Callable[[], None],
+        checkpoint: Callable[[], bool | None],
         *,
         every_s: float = 3600.0,
         clock: Callable[[], float] = time.time,
@@ -145,7 +145,8 @@ class RetentionSweep:
         return pruned
 
     def committed(self) -> None:
-        """After the store's commit: pruned rows' old pages leave the write-ahead log."""
-        if self._pruned:
-            self.checkpoint()
+        """After the store's commit: pruned rows' old pages leave the write-ahead log
+        (``checkpoint`` returns False while a store's prune is not committed yet: the next
+        call checkpoints again)."""
+        if self._pruned and self.checkpoint() is not False:
             self._pruned = False

@@ -526,9 +526,14 @@ class Runner:
             return
         self._last_idle = now
         outs = list(self.stage.on_idle())
-        if outs:
+        if outs or self._stores_changed():
             self._produce(producer, outs)
             self._batch_done()
+
+    def _stores_changed(self) -> bool:
+        """Whether ``on_idle`` wrote to a partitioned store (a retention sweep): its changes
+        are produced and the stores committed, as after a batch."""
+        return any(part.has_changes() for store in self._stores for _, part in store.items())
 
     def _batch_done(self) -> None:
         """The batch's output is acknowledged: commit the stage's state, then its

@@ -252,6 +252,10 @@ class ChangelogStore(BatchStore):
         """Write one change read back from the changelog (a restore): the subclass's job."""
         raise NotImplementedError
 
+    def has_changes(self) -> bool:
+        """Whether writes since the last ``take_changes`` wait to be produced."""
+        return bool(self._changes)
+
     def take_changes(self) -> list[Change]:
         changes, self._changes = self._changes, []
         return changes

@@ -33,12 +33,14 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
 from pipeline.errors import InputError
-from pipeline.models import Encounter
+from pipeline.models import ClaimSettled, Encounter
+from pipeline.settled import SCHEMA as SETTLED_SCHEMA
+from pipeline.settled import RetentionPolicy, SettledMarks
 from pipeline.state import ChangelogStore
 from services.intake.domain import hl7_body
 from services.intake.hl7v2 import MessageHead, parse_hl7v2, peek_messages
@@ -49,7 +51,8 @@ LateCharges = Literal["late_charge", "replacement"]
 HELD_CLASSES = frozenset({"E", "I"})
 """Patient classes billed from an account: emergency and inpatient (hospital claims)."""
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS account (
     visit TEXT PRIMARY KEY,     -- PV1-19.4 | PV1-19.1
     messages TEXT NOT NULL,     -- JSON list of [source id, ER7 text], in arrival order
@@ -59,7 +62,25 @@ CREATE TABLE IF NOT EXISTS account (
     updated_at REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS account_due ON account (billed, discharged_at);
+-- The encounters an account's bills carried (the final bill, late charges), for retention.
+CREATE TABLE IF NOT EXISTS account_bill (
+    encounter_id TEXT PRIMARY KEY,
+    visit TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS account_bill_visit ON account_bill (visit);
+-- Accounts whose messages were pruned once every bill was settled and past its window.
+CREATE TABLE IF NOT EXISTS account_pruned (
+    visit TEXT PRIMARY KEY,
+    settled_at REAL NOT NULL,   -- unix time the last of its bills settled
+    pruned_at REAL NOT NULL
+);
 """
+    + SETTLED_SCHEMA
+)
+
+# Change records of the retention tables, beside the accounts' (keyed by visit) in the
+# changelog. "~" is HL7's repetition separator: no visit (PV1-19) begins with it.
+BILL, SETTLED, PRUNED = "~bill:", "~settled:", "~pruned:"
 
 Parse = Callable[[str, str, datetime], list[Encounter]]
 """(ER7 text of the account's messages, source id, received at) -> encounters."""
@@ -82,6 +103,20 @@ def visit_key(visit: str) -> str:
     return hashlib.sha256(visit.encode()).hexdigest()[:32]
 
 
+class AccountPruned(InputError):
+    """A message for an account whose messages were pruned after its retention window: no
+    late charge or replacement can be built from it any more."""
+
+    def __init__(self, visit: str, settled_at: float) -> None:
+        day = datetime.fromtimestamp(settled_at, UTC).date().isoformat()
+        super().__init__(
+            "PV1-19",
+            f"the visit was settled on {day} and its messages pruned after the retention "
+            "window (CLAIMFLOW_INTAKE__SETTLED_RETENTION_DAYS); a late charge to it must be "
+            "billed by hand",
+        )
+
+
 class AccountStore(ChangelogStore):
     """Hospital accounts by visit; written inside the batch, committed with it. With
     ``changelog`` each write is kept as a change record for the runner to produce."""
@@ -89,9 +124,12 @@ class AccountStore(ChangelogStore):
     NAME = "accounts"
     """The store's name in its changelog topic and per-partition files."""
 
-    def __init__(self, path: Path | str, *, changelog: bool = False) -> None:
+    def __init__(
+        self, path: Path | str, *, changelog: bool = False, policy: RetentionPolicy | None = None
+    ) -> None:
         super().__init__(path, _SCHEMA)
         self.changelog = changelog
+        self.settled = SettledMarks(self.db, policy or RetentionPolicy())
 
     def get(self, visit: str) -> Account | None:
         row = self.db.execute(
@@ -109,8 +147,22 @@ class AccountStore(ChangelogStore):
         if self.changelog:
             self.log_change(acc.visit, json.dumps(row).encode())
 
+    def _log(self, key: str, value: object) -> None:
+        if self.changelog:
+            self.log_change(key, None if value is None else json.dumps(value).encode())
+
     def apply(self, key: str, value: bytes | None) -> None:
-        """One change from the changelog: the row as ``put`` wrote it (None: deleted)."""
+        """One change from the changelog: the row as ``put`` wrote it (None: deleted), or a
+        row of the retention tables (``~``-prefixed keys)."""
+        if key.startswith(BILL):
+            self._bill_row(key.removeprefix(BILL), None if value is None else json.loads(value))
+            return
+        if key.startswith(SETTLED):
+            self._mark(key.removeprefix(SETTLED), None if value is None else json.loads(value))
+            return
+        if key.startswith(PRUNED):
+            self._pruned(key.removeprefix(PRUNED), None if value is None else json.loads(value))
+            return
         if value is None:
             self.db.execute("DELETE FROM account WHERE visit = ?", (key,))
             return
@@ -119,6 +171,85 @@ class AccountStore(ChangelogStore):
 
     def _write(self, visit: str, row: tuple[str, float | None, int, int, float]) -> None:
         self.db.execute("INSERT OR REPLACE INTO account VALUES (?, ?, ?, ?, ?, ?)", (visit, *row))
+
+    # --- retention (``pipeline/settled.py``): the raw HL7 goes once every bill is settled
+
+    def record_bill(self, visit: str, encounter_id: str) -> None:
+        """An encounter billed from the account (retention prunes it once all are settled)."""
+        self._bill_row(encounter_id, visit)
+        self._log(BILL + encounter_id, visit)
+
+    def _bill_row(self, encounter_id: str, visit: str | None) -> None:
+        if visit is None:
+            self.db.execute("DELETE FROM account_bill WHERE encounter_id = ?", (encounter_id,))
+        else:
+            self.db.execute(
+                "INSERT OR IGNORE INTO account_bill VALUES (?, ?)", (encounter_id, visit)
+            )
+
+    def _mark(self, encounter_id: str, row: list[float] | None) -> None:
+        self.db.execute("DELETE FROM settled_encounter WHERE encounter_id = ?", (encounter_id,))
+        if row is not None:
+            self.db.execute("INSERT INTO settled_encounter VALUES (?, ?, ?)", (encounter_id, *row))
+
+    def _pruned(self, visit: str, row: list[float] | None) -> None:
+        self.db.execute("DELETE FROM account_pruned WHERE visit = ?", (visit,))
+        if row is not None:
+            self.db.execute("INSERT INTO account_pruned VALUES (?, ?, ?)", (visit, *row))
+
+    def pruned_at(self, visit: str) -> float | None:
+        """When the account's last bill settled, if its messages were pruned since."""
+        row = self.db.execute(
+            "SELECT settled_at FROM account_pruned WHERE visit = ?", (visit,)
+        ).fetchone()
+        return None if row is None else float(row[0])
+
+    def settle(self, event: ClaimSettled) -> None:
+        """A claim settled (or reopened): marked when it billed an account of this store."""
+        encounter_id = event.encounter_id
+        if (
+            encounter_id is None
+            or not self.db.execute(
+                "SELECT 1 FROM account_bill WHERE encounter_id = ?", (encounter_id,)
+            ).fetchone()
+        ):
+            return
+        self.settled.settle(event)
+        row = self.db.execute(
+            "SELECT settled_at, prune_after FROM settled_encounter WHERE encounter_id = ?",
+            (encounter_id,),
+        ).fetchone()
+        self._log(SETTLED + encounter_id, None if row is None else list(row))
+
+    def prune_settled(self, now: float) -> int:
+        """Blank the messages of every account whose bills are all settled and past their
+        window and which holds no charge billed since; the visit, its counts and the source
+        ids stay (a message for it later is refused with the reason). How many accounts."""
+        pruned = 0
+        due = dict(self.settled.due(now))
+        visits = {r[0] for r in self.db.execute(
+            "SELECT DISTINCT b.visit FROM account_bill b JOIN settled_encounter s "
+            "ON s.encounter_id = b.encounter_id WHERE s.prune_after <= ?", (now,)
+        )}  # fmt: skip
+        for visit in sorted(visits):
+            acc = self.get(visit)
+            if acc is None or len(acc.messages) > acc.billed:
+                continue  # charges no bill covers yet: kept until they are billed
+            bills = [r[0] for r in self.db.execute(
+                "SELECT encounter_id FROM account_bill WHERE visit = ?", (visit,)
+            )]  # fmt: skip
+            if not all(e in due for e in bills):
+                continue  # a bill not settled yet, or within its window
+            settled_at = max(due[e] for e in bills)
+            acc.messages = [""] * len(acc.messages)
+            self.put(acc)
+            self._pruned(visit, [settled_at, now])
+            self._log(PRUNED + visit, [settled_at, now])
+            for e in bills:
+                self.settled.forget(e)
+                self._log(SETTLED + e, None)
+            pruned += 1
+        return pruned
 
     def due(self, before: float) -> list[str]:
         """Visits discharged before ``before`` and not billed yet."""
@@ -171,6 +302,8 @@ class AccountBook:
                 by_visit.setdefault(head.visit, []).append(head)
         out: list[Encounter] = []
         for visit, heads_of_visit in by_visit.items():
+            if (settled_at := self.store.pruned_at(visit)) is not None:
+                raise AccountPruned(visit, settled_at)
             acc = self.store.get(visit) or Account(visit, [])
             known = set(zip(acc.sources, acc.messages, strict=True))
             group = [h for h in heads_of_visit if (source_id, h.text) not in known]
@@ -231,7 +364,9 @@ class AccountBook:
             ]
         acc.billed = len(acc.messages)
         acc.bills += 1
-        return [self._one(encounters)]
+        encounter = self._one(encounters)
+        self.store.record_bill(acc.visit, encounter.encounter_id)
+        return [encounter]
 
     @staticmethod
     def _one(encounters: list[Encounter]) -> Encounter:

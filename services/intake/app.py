@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -20,10 +21,11 @@ from typing import Any
 
 from pipeline import metrics
 from pipeline.errors import InputError
-from pipeline.models import Encounter, RawMessage
+from pipeline.models import ClaimSettled, Encounter, RawMessage
 from pipeline.partitioned import PartitionedStores
 from pipeline.serde import MAGIC, Registry
 from pipeline.settings import Settings
+from pipeline.settled import RetentionPolicy, RetentionSweep
 from pipeline.stage import Incoming, Out, Stage, run_stage
 from services.intake.account import (
     AccountBook,
@@ -41,7 +43,11 @@ log = logging.getLogger(__name__)
 PRUNE_EVERY_S = 3600.0
 RAW = "intake.raw.v1"
 BY_VISIT = "intake.by-visit.v1"
+SETTLED = "remittance.settled.v1"
 HL7_CONTENT_TYPE = "x-application/hl7-v2+er7"
+SETTLED_CONTENT_TYPE = "application/vnd.claimflow.settled+json"
+"""A settlement sent on to the partition of its visit's account (``intake.by-visit.v1``)."""
+_HL7_ENCOUNTER = re.compile(r"([A-Za-z0-9_.:\-]{1,64})/([^/]+)(?:/late-[0-9]+)?")
 
 
 def body_digest(body: bytes) -> str:
@@ -51,7 +57,7 @@ def body_digest(body: bytes) -> str:
 
 class IntakeStage(Stage):
     name = "intake"
-    inputs: tuple[str, ...] = (RAW,)
+    inputs: tuple[str, ...] = (RAW, SETTLED)
 
     def __init__(
         self, settings: IntakeSettings, accounts: PartitionedStores[AccountStore] | None = None
@@ -62,10 +68,13 @@ class IntakeStage(Stage):
         #: The live service's accounts, one store per partition of the by-visit topic.
         self.partitioned = accounts
         self.accounts: AccountStore | None = None
+        options = settings.intake
         if accounts is None:
-            self.accounts = AccountStore(settings.state_dir / "intake-accounts.sqlite")
+            self.accounts = AccountStore(
+                settings.state_dir / "intake-accounts.sqlite", policy=options.retention_policy()
+            )
         if accounts is not None:
-            self.inputs = (RAW, BY_VISIT)
+            self.inputs = (RAW, SETTLED, BY_VISIT)
         self.book = AccountBook(
             self.accounts or AccountStore(":memory:"),
             hl7_parser(self.directory, self.master.chargemaster),
@@ -75,6 +84,11 @@ class IntakeStage(Stage):
         self.seen = SeenMessages(settings.state_dir / "intake-seen.sqlite")
         self.window_s = settings.intake.repeat_window_days * 86400
         self._pruned_at = 0.0
+        # Retention: an account's raw HL7 is pruned once its bills are settled and past
+        # their window (remittance.settled.v1; pipeline/settled.py).
+        self.retention = RetentionSweep(
+            self._prune_stores, self._checkpoint_stores, every_s=options.retention_sweep_s
+        )
 
     def decode(self, reg: Registry, topic: str, raw: bytes, headers: dict[str, bytes]) -> Any:
         # EHRs may send our RawMessage envelope, or the bare bytes with a content-type header.
@@ -85,7 +99,14 @@ class IntakeStage(Stage):
     def partitioned_stores(self) -> list[PartitionedStores[AccountStore]]:
         return [self.partitioned] if self.partitioned is not None else []
 
+    def _stores(self) -> list[AccountStore]:
+        if self.partitioned is not None:
+            return [store for _, store in self.partitioned.items()]
+        return [self.book.store]
+
     def handle(self, msg: Incoming) -> Iterable[Out]:
+        if msg.topic == SETTLED:
+            return self._settled(msg.value)
         if msg.topic == BY_VISIT:
             return self._account(msg)
         raw: RawMessage | None = msg.value
@@ -135,11 +156,48 @@ class IntakeStage(Stage):
             return msg.value.source_id
         return msg.key
 
+    def _settled(self, event: ClaimSettled) -> list[Out]:
+        """A claim settled: to its account's store, or on to the partition of its visit."""
+        if self.partitioned is None:
+            with self.book.store.atomic():
+                self.book.store.settle(event)
+            self._sweep()
+            return []
+        found = _HL7_ENCOUNTER.fullmatch(event.encounter_id or "")
+        if found is None:  # not the encounter of a hospital account
+            return []
+        visit = f"{found[1]}|{found[2]}"  # PV1-19.4|PV1-19.1, as the account is keyed
+        body = event.model_dump_json().encode()
+        raw = RawMessage(source_id=event.event_id, content_type=SETTLED_CONTENT_TYPE,
+                         body=body, received_at=event.settled_at)  # fmt: skip
+        return [Out(BY_VISIT, visit_key(visit), raw)]
+
+    def _sweep(self) -> None:
+        if pruned := self.retention.sweep():
+            metrics.OUTCOMES.labels(self.name, "retention_pruned").inc(pruned)
+
+    def _prune_stores(self, now: float) -> int:
+        return sum(store.prune_settled(now) for store in self._stores())
+
+    def _checkpoint_stores(self) -> bool:
+        """Empty the write-ahead logs of the stores that pruned, once their pruning is
+        committed (a partition's store is committed by the runner after the batch)."""
+        waiting = [store for store in self._stores() if store.db.in_transaction]
+        for store in self._stores():
+            if not store.db.in_transaction:
+                store.checkpoint()
+        return not waiting
+
     def _account(self, msg: Incoming) -> list[Out]:
         """Held messages of one visit, re-keyed: into the partition's account store."""
         assert self.partitioned is not None
         raw: RawMessage = msg.value
         store = self.partitioned.get(msg.partition)
+        if raw.content_type == SETTLED_CONTENT_TYPE:  # its visit's settlement (``_settled``)
+            with store.atomic():
+                store.settle(ClaimSettled.model_validate_json(raw.body))
+            self._sweep()
+            return []
         heads, _ = split_held(self.book, raw.body, raw.content_type)
         with store.atomic():  # a message that breaks its account changes nothing
             encounters = self.book.on(store).receive(heads, raw.received_at, raw.source_id)
@@ -150,12 +208,18 @@ class IntakeStage(Stage):
         self.seen.commit()
         if self.accounts is not None:
             self.accounts.commit()
+        self.retention.committed()
 
     def on_idle(self) -> Iterable[Out]:
         now = time.time()
         if now - self._pruned_at > PRUNE_EVERY_S:
             self._pruned_at = now
             self.seen.prune(now - self.window_s)
+        self.retention.committed()  # a partition's prune, committed after its batch
+        self._sweep()  # a partition's prune: produced and committed by the runner after this
+        if self.accounts is not None:
+            self.accounts.commit()
+            self.retention.committed()
         if self.book.bill_hold_s <= 0:
             return []
         stores = (
@@ -206,14 +270,16 @@ def by_visit(
     ]
 
 
-def partitioned_accounts(state_dir: Path) -> PartitionedStores[AccountStore]:
+def partitioned_accounts(
+    state_dir: Path, policy: RetentionPolicy | None = None
+) -> PartitionedStores[AccountStore]:
     """The live service's hospital accounts: one store per partition of the by-visit topic,
     under ``<state_dir>/accounts/``."""
     return PartitionedStores(
         AccountStore.NAME,
         BY_VISIT,
         Path(state_dir) / AccountStore.NAME,
-        lambda path: AccountStore(path, changelog=True),
+        lambda path: AccountStore(path, changelog=True, policy=policy),
     )
 
 
@@ -221,4 +287,5 @@ def main(settings: Settings | None = None) -> None:
     # `claimflow service` reads the environment into the base Settings; this class reads
     # the same environment, plus intake's own variables.
     intake = settings if isinstance(settings, IntakeSettings) else IntakeSettings()
-    run_stage(IntakeStage(intake, partitioned_accounts(intake.state_dir)), intake)
+    accounts = partitioned_accounts(intake.state_dir, intake.intake.retention_policy())
+    run_stage(IntakeStage(intake, accounts), intake)

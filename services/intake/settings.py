@@ -12,11 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from pipeline.settings import Settings
+from pipeline.settled import RetentionOptions
 
 
-class IntakeOptions(BaseModel):
+class IntakeOptions(RetentionOptions):
     """``CLAIMFLOW_INTAKE__…``: how long repeats are known, when a hospital account is
-    billed (``account.py``)."""
+    billed (``account.py``), how long its raw HL7 is kept once its bills are settled
+    (``SETTLED_RETENTION_DAYS`` 365, ``..._BY_PAYER``, ``RETENTION_SWEEP_S``)."""
 
     model_config = ConfigDict(frozen=True)
 

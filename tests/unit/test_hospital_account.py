@@ -10,7 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from test_charge_capture import CDM_CSV, seg
+from unit.test_charge_capture import CDM_CSV, seg
 
 from pipeline.errors import InputError
 from services.intake.account import AccountBook, AccountStore, hl7_parser, split_held
@@ -347,7 +347,7 @@ def test_the_live_stage_sends_held_messages_to_their_visits_partition(
     settings = stage_settings(tmp_path, cdm_path)
     accounts = partitioned_accounts(settings.state_dir)
     stage = IntakeStage(settings, accounts)
-    assert stage.inputs == ("intake.raw.v1", BY_VISIT)
+    assert stage.inputs == ("intake.raw.v1", "remittance.settled.v1", BY_VISIT)
     raw = raw_record
 
     office = dft("D9", SURGERY).replace("|I|4N^401^A^STCATH|", "|O|CLINIC^^^STCATH|")
@@ -369,7 +369,8 @@ def test_the_live_stage_sends_held_messages_to_their_visits_partition(
     assert [s.revenue_code for s in bill.value.services] == ["0120", "0300", None]
     assert bill.value.source_id == "m2"  # the message that completed the account
     changes = accounts.get(1).take_changes()
-    assert {key for key, _ in changes} == {"STCATH|V778812"}
+    # The account, and the bill it sent (for retention after settlement), follow the partition.
+    assert {key for key, _ in changes} == {"STCATH|V778812", "~bill:STCATH/V778812"}
     with pytest.raises(LookupError, match="partition 2 of intake.by-visit.v1 is not assigned"):
         stage.handle(replace(by_visit(adt, 2), partition=2))  # the runner restores first
     # A message that breaks its account: its dead letter is keyed by its source message id
