@@ -20,6 +20,7 @@ here, and no state: any instance may split any file.
 
 from __future__ import annotations
 
+import functools
 import json
 import types
 import typing
@@ -218,8 +219,14 @@ def _typed(hint: Any, value: Any) -> Any:
     return value
 
 
+@functools.cache
+def _hints(cls: Any) -> dict[str, Any]:
+    # get_type_hints re-evaluates every annotation on each call: once per class is enough.
+    return typing.get_type_hints(cls)
+
+
 def _built(cls: Any, data: dict[str, Any]) -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     return cls(**{name: _typed(hints[name], value) for name, value in data.items()})
 
 
