@@ -28,8 +28,10 @@ def cmd_remit_parse(args: argparse.Namespace) -> int:
             remittance = transaction.remittance
             if remittance is None:
                 unbalanced += 1
-                record = {"transaction_control_number": transaction.control_number}
-                record["error"] = transaction.error
+                record = {
+                    "transaction_control_number": transaction.control_number,
+                    "error": transaction.error,
+                }
                 out.append(json.dumps(record))
                 continue
             summary = reconcile(remittance)
