@@ -211,6 +211,14 @@ class Encounter(Model):
 # --- encounters.coded.v1, coding.review.v1 (schema v2) -----------------------------------
 
 
+def patient_key(enc: Encounter) -> str:
+    """The key that brings every claim of one member together: payer and member id,
+    hashed (a record's key is not PHI-marked). Coding's HCC history, validation's
+    duplicate history and the header coding sets for validation's re-key all use it."""
+    raw = f"{enc.coverage.payer_id}\x1f{enc.coverage.member_id}".encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
 class CodedDiagnosis(Model):
     code: str
     sequence: int

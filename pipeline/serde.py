@@ -180,6 +180,7 @@ class Registry:
         self.topics: dict[str, TopicSpec] = {}
         self.versions: dict[str, list[SchemaVersion]] = {}
         self.by_fingerprint: dict[bytes, SchemaVersion] = {}
+        self.fingerprints: dict[str, frozenset[bytes]] = {}
         for name, conf in spec["topics"].items():
             conf = {**defaults, **conf}
             self.topics[name] = TopicSpec(
@@ -197,6 +198,7 @@ class Registry:
             # and it reads the same bytes.
             for sv in self.versions[name]:
                 self.by_fingerprint[sv.fingerprint] = sv
+            self.fingerprints[name] = frozenset(sv.fingerprint for sv in self.versions[name])
 
     def _load_versions(self, topic: str) -> list[SchemaVersion]:
         found = []
@@ -224,6 +226,15 @@ class Registry:
         buf.write(sv.fingerprint)
         fastavro.schemaless_writer(buf, sv.parsed, datum)
         return buf.getvalue()
+
+    def known_writer(self, topic: str, data: bytes | None) -> bool:
+        """Whether ``data`` is single-object encoded with one of ``topic``'s schema versions
+        (its header only: the datum itself is not read)."""
+        return (
+            data is not None
+            and data[:2] == MAGIC
+            and data[2:HEADER_LEN] in self.fingerprints[topic]
+        )
 
     def decode_dict(self, topic: str, data: bytes) -> dict[str, Any]:
         """Decode single-object bytes written with any known version, read as the newest."""

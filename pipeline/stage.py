@@ -12,6 +12,13 @@ partition's store is restored from that changelog (``pipeline/changelog.py``) be
 of its records are handled; on revocation its writes and the consumed offsets are
 committed (in that order) and the store is closed.
 
+A re-key hop (``Stage.pass_through``: a record of one topic forwarded to a repartition
+topic under another key) is done by the runner itself when the producer named the new key
+in a header: the record's bytes and headers go on unchanged, without being decoded or
+handed to the stage. A record without that header (an older producer, records already in
+the topic) or whose bytes are not Avro of a known schema is decoded and handed to the
+stage as before, which re-keys it the same way or sends it to the dead-letter topic.
+
 Poison input (undecodable, contract-invalid, domain-invalid) goes to ``dlq.<service>.v1``
 with the original bytes and the reason, and the batch goes on. A broker failure
 (delivery or commit error) raises ``TransientError`` and the process exits non-zero so
@@ -69,13 +76,34 @@ class Incoming:
     timestamp_ms: int
 
 
+#: The patient key of a coded encounter (``models.patient_key``), set by coding on
+#: encounters.coded.v1 for validation's re-key by patient.
+PATIENT_KEY_HEADER = "claimflow-patient-key"
+#: The encounter id of a posting or settlement, set by remittance (only when the claim has
+#: an encounter) for the claims stage's re-key by encounter.
+ENCOUNTER_HEADER = "claimflow-encounter-id"
+
+
+@dataclass(frozen=True)
+class PassThrough:
+    """A re-key hop the runner does without the stage: a record of ``source`` that carries
+    ``header`` goes to ``target`` keyed by that header's value (UTF-8), its bytes and
+    headers unchanged. The stage still handles ``source`` records without the header, and
+    must key them as the producer would have (the same function)."""
+
+    source: str
+    target: str
+    header: str
+
+
 @dataclass(frozen=True)
 class Out:
     """A record to produce. ``topic`` is the logical name (no prefix)."""
 
     topic: str
     key: str
-    value: Model
+    #: None only for a record forwarded by a pass-through (``raw`` then holds its bytes).
+    value: Model | None
     headers: dict[str, bytes] = field(default_factory=dict)
     #: The value's bytes when they are forwarded unchanged (a repartition): not re-encoded.
     raw: bytes | None = None
@@ -101,6 +129,9 @@ class Stage:
         return []
 
     batch_mode: bool = False
+
+    #: Re-key hops the runner does itself, for records whose producer set the key header.
+    pass_through: Sequence[PassThrough] = ()
 
     def on_batch_done(self) -> None:
         """Called after the batch's output is acknowledged, before offsets are committed."""
@@ -211,6 +242,7 @@ class Runner:
         self._changelog_acks: dict[tuple[str, int], int] = {}
         self.storage = StorageGuard(settings.state_dir, settings.min_free_bytes, probe=False)
         self._blocked: str | None = None
+        self._routes = {route.source: route for route in stage.pass_through}
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -257,6 +289,9 @@ class Runner:
             offsets[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
             msg = self._incoming(m)
             metrics.RECORDS_IN.labels(service, msg.topic).inc()
+            if self._routes and (forward := self._pass_through(msg)) is not None:
+                outs.append(forward)
+                continue
             try:
                 msg = self._decode(msg)
                 if msg.key is not None and msg.value is not None:
@@ -270,6 +305,22 @@ class Runner:
         if decoded:
             outs.extend(self.stage.handle_batch(decoded))
         return outs, offsets
+
+    def _pass_through(self, msg: Incoming) -> Out | None:
+        """``msg`` forwarded under its key header, or None when the stage must handle it
+        (no route for its topic, no header, or bytes that are not Avro of a known schema:
+        decoding them is what sends them to the dead-letter topic, as before)."""
+        route = self._routes.get(msg.topic)
+        if route is None:
+            return None
+        header = msg.headers.get(route.header)
+        if not header or not self.registry.known_writer(msg.topic, msg.raw):
+            return None
+        try:
+            key = header.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        return Out(route.target, key, None, msg.headers, raw=msg.raw)
 
     def _reject(self, msg: Incoming, exc: Exception) -> Out:
         if not isinstance(exc, InputError | ValidationError):
@@ -547,7 +598,10 @@ class Runner:
         if self._stores:  # the state first: a visible output implies its state is on its way
             self._produce_changes(producer)
         for out in outs:
-            value = out.raw if out.raw is not None else self.registry.encode(out.topic, out.value)
+            value = out.raw
+            if value is None:
+                assert out.value is not None, "an output has a value or its bytes"
+                value = self.registry.encode(out.topic, out.value)
             self._produce_one(
                 producer,
                 self.settings.topic(out.topic),
@@ -557,6 +611,8 @@ class Runner:
                 on_delivery=self._on_delivery,
             )
             metrics.RECORDS_OUT.labels(self.stage.name, out.topic).inc()
+            if out.value is None:  # forwarded by a pass-through: nothing decoded to observe
+                continue
             try:
                 source = metrics.observe_age(
                     self.stage.name, out.topic, out.value, now, self._origin

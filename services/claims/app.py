@@ -32,7 +32,16 @@ from prometheus_client import Counter
 
 from pipeline import metrics
 from pipeline.settings import Settings
-from pipeline.stage import Incoming, Out, Stage, dead_letter, reason_of, run_stage
+from pipeline.stage import (
+    ENCOUNTER_HEADER,
+    Incoming,
+    Out,
+    PassThrough,
+    Stage,
+    dead_letter,
+    reason_of,
+    run_stage,
+)
 from services.claims import metrics as domain_metrics
 from services.claims.adapters import Router, build_router
 from services.claims.billing import (
@@ -80,6 +89,11 @@ class ClaimsStage(Stage):
         SETTLED_BY_ENCOUNTER,
     )
     batch_mode = True
+    # Remittance names the encounter in a header: the runner forwards those undecoded.
+    pass_through = (
+        PassThrough(POSTED, BY_ENCOUNTER, ENCOUNTER_HEADER),
+        PassThrough(SETTLED, SETTLED_BY_ENCOUNTER, ENCOUNTER_HEADER),
+    )
 
     def prime_metrics(self) -> None:
         domain_metrics.prime()

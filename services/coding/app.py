@@ -24,12 +24,14 @@ from pipeline.models import (
     CodedEncounter,
     CoderDecision,
     Encounter,
+    Model,
+    patient_key,
     utcnow,
 )
 from pipeline.partitioned import PartitionedStores
 from pipeline.settings import Settings
 from pipeline.settled import RetentionOptions, RetentionSweep
-from pipeline.stage import Incoming, Out, Stage, run_stage
+from pipeline.stage import PATIENT_KEY_HEADER, Incoming, Out, Stage, run_stage
 from services.coding.audit import (
     AUDIT_MIN,
     AUDIT_SHARE,
@@ -39,7 +41,7 @@ from services.coding.audit import (
     AuditStore,
 )
 from services.coding.domain import REVIEW_THRESHOLD, Coder
-from services.coding.review import BY_PATIENT, ReviewFlow, ReviewStore
+from services.coding.review import BY_PATIENT, CODED, Output, ReviewFlow, ReviewStore
 from services.coding.risk_history import RiskHistory
 
 log = logging.getLogger(__name__)
@@ -172,7 +174,7 @@ class CodingStage(Stage):
             history = self.risk.get(msg.partition)
             with history.atomic():
                 outs = self.flow.risk(msg.value, history)
-            return [Out(topic, key, value) for topic, key, value in outs]
+            return _outs(outs)
         with self.store.atomic(), self.audits.atomic():
             if isinstance(msg.value, CoderDecision):
                 outs = self.flow.decision(msg.value)
@@ -186,7 +188,7 @@ class CodingStage(Stage):
         for topic, _, value in outs:
             if topic == "coding.audits.v1":
                 AUDITS.labels(getattr(value, "status", "queued")).inc()
-        return [Out(topic, key, value) for topic, key, value in outs]
+        return _outs(outs)
 
     def on_idle(self) -> Iterable[Out]:
         if self._prune():
@@ -216,6 +218,22 @@ class CodingStage(Stage):
         self.store.close()
         self.audits.close()
         self.flow.coder.close()
+
+
+def _outs(outs: Iterable[Output]) -> list[Out]:
+    """The flow's outputs; a coded encounter with its patient key in a header, so that
+    validation re-keys it by patient without decoding it (``pipeline/stage.py``)."""
+    return [
+        Out(topic, key, value, {PATIENT_KEY_HEADER: _patient_key(value)})
+        if topic == CODED
+        else Out(topic, key, value)
+        for topic, key, value in outs
+    ]
+
+
+def _patient_key(coded: Model) -> bytes:
+    assert isinstance(coded, CodedEncounter)
+    return patient_key(coded.encounter).encode()
 
 
 def export_accuracy(audits: AuditStore) -> None:

@@ -13,7 +13,6 @@ so the store holds no member id in clear.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from pipeline.models import (
     Encounter,
     Model,
     event_id,
+    patient_key,
 )
 from services.coding import audit
 from services.coding.audit import AuditStore
@@ -45,12 +45,6 @@ CREATE TABLE IF NOT EXISTS decisions (  -- the first decision per encounter wins
     record TEXT NOT NULL               -- the CoderDecision as JSON
 );
 """
-
-
-def patient_key(enc: Encounter) -> str:
-    """A stable, non-identifying key for the member an encounter is billed for."""
-    raw = f"{enc.coverage.payer_id}\x1f{enc.coverage.member_id}".encode()
-    return hashlib.sha256(raw).hexdigest()[:32]
 
 
 class ReviewStore(RiskHistory):

@@ -28,7 +28,7 @@ from pipeline import metrics
 from pipeline.partitioned import PartitionedStores
 from pipeline.serde import registry
 from pipeline.settings import Settings
-from pipeline.stage import Incoming, Out, Stage, run_stage
+from pipeline.stage import ENCOUNTER_HEADER, Incoming, Out, Stage, run_stage
 from services.remittance import metrics as domain_metrics
 from services.remittance.denials import CodeTables
 from services.remittance.ledger import Ledger
@@ -63,8 +63,18 @@ class RemittanceSettings(Settings):
     remittance: RemittanceOptions = RemittanceOptions()
 
 
+#: Postings and settlements name their encounter in a header, so that the claims stage
+#: re-keys them by encounter without decoding them (``pipeline/stage.py``).
+BY_ENCOUNTER_HEADER = frozenset({"remittance.posted.v1", "remittance.settled.v1"})
+
+
+def _out(topic: str, key: str, value: Any) -> Out:
+    encounter = getattr(value, "encounter_id", None) if topic in BY_ENCOUNTER_HEADER else None
+    return Out(topic, key, value, {ENCOUNTER_HEADER: encounter.encode()} if encounter else {})
+
+
 def _outs(outputs: list[Output]) -> list[Out]:
-    return [Out(o.topic, o.key, o.value) for o in outputs]
+    return [_out(o.topic, o.key, o.value) for o in outputs]
 
 
 class RemittanceStage(Stage):
@@ -112,7 +122,7 @@ class RemittanceStage(Stage):
 
     def handle(self, msg: Incoming) -> Iterable[Out]:
         if msg.topic == WRITEOFFS:  # settled by the biller (settlement.py)
-            return [Out("remittance.settled.v1", msg.value.claim_id, written_off(msg.value))]
+            return [_out("remittance.settled.v1", msg.value.claim_id, written_off(msg.value))]
         if self.matcher is not None:
             if msg.topic == CLAIMS:
                 return _outs(self.matcher.claim(msg.value))

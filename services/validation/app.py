@@ -2,7 +2,8 @@
 
 The duplicate-claim edit needs every claim of a patient in one store, and coded
 encounters are keyed by encounter id. So the service re-keys each coded encounter by
-patient into ``validation.by-patient.v1`` (its bytes unchanged) and validates from there,
+patient into ``validation.by-patient.v1`` (its bytes unchanged; the runner does it without
+decoding when coding named the patient key in a header) and validates from there,
 with one duplicate store per partition of that topic that moves with the partition
 (``pipeline/partitioned.py``). A stage built with one plain store (tests, offline runs)
 validates ``encounters.coded.v1`` directly.
@@ -21,7 +22,7 @@ from pipeline import metrics
 from pipeline.models import utcnow
 from pipeline.partitioned import PartitionedStores
 from pipeline.settings import Settings
-from pipeline.stage import Incoming, Out, Stage, run_stage
+from pipeline.stage import PATIENT_KEY_HEADER, Incoming, Out, PassThrough, Stage, run_stage
 from services.refdata.codesets import CodeSets
 from services.refdata.masterdata import load_master_data
 from services.refdata.payers import EMPTY_REGISTRY, PayerRegistry
@@ -77,6 +78,8 @@ class ValidationStage(Stage):
         self.payers = payers
         self.partitioned = history if isinstance(history, PartitionedStores) else None
         self.inputs = (CODED, BY_PATIENT) if self.partitioned else (CODED,)
+        if self.partitioned:  # coding names the patient key in a header: no decode needed
+            self.pass_through = (PassThrough(CODED, BY_PATIENT, PATIENT_KEY_HEADER),)
 
     def partitioned_stores(self) -> list[PartitionedStores[DuplicateStore]]:
         return [self.partitioned] if self.partitioned else []

@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 
 from pipeline.models import CodedEncounter
+from pipeline.models import patient_key as member_key
 from pipeline.state import ChangelogStore
 
 _SCHEMA = """
@@ -64,8 +65,7 @@ def fingerprint(coded: CodedEncounter) -> str:
 def patient_key(coded: CodedEncounter) -> str:
     """The key that brings every claim of one member together (payer and member id, the
     way coding keys risk adjustment), hashed: the key of a record is not PHI-marked."""
-    cov = coded.encounter.coverage
-    return hashlib.sha256(f"{cov.payer_id}\x1f{cov.member_id}".encode()).hexdigest()[:32]
+    return member_key(coded.encounter)
 
 
 def _order_key(coded: CodedEncounter) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -15,6 +17,7 @@ from pipeline.models import PayerFile, event_id, utcnow
 from pipeline.serde import registry
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Runner, Stage
+from services.validation.app import ValidationStage
 
 pytestmark = pytest.mark.broker
 REG = registry()
@@ -121,3 +124,86 @@ def test_topics_are_created_idempotently(bootstrap: str, prefix: str) -> None:
     first = ensure_topics(bootstrap, settings, REG)
     assert len(first) == len(REG.topics)
     assert ensure_topics(bootstrap, settings, REG) == []
+
+
+class CountingValidation(ValidationStage):
+    """The real validation stage, counting what the runner decoded per topic."""
+
+    def __init__(self, history_dir: Path) -> None:
+        from services.refdata.codesets import CodeSets
+        from services.validation.app import partitioned_history
+
+        super().__init__(CodeSets.load(None), history=partitioned_history(history_dir))
+        self.decoded: Counter[str] = Counter()
+
+    def decode(self, reg, topic, raw, headers):  # type: ignore[no-untyped-def]
+        self.decoded[topic] += 1
+        return super().decode(reg, topic, raw, headers)
+
+
+def test_a_re_key_hop_forwards_records_with_the_key_header_undecoded(
+    bootstrap: str, prefix: str, tmp_path: Path
+) -> None:
+    """Coded encounters with coding's patient-key header go to validation.by-patient.v1
+    without being decoded; those without it (older producers) are decoded and re-keyed by
+    the stage; both get the same key and bytes. Bytes that are not a coded encounter go to
+    the dead-letter topic from the source topic, header or not, as before."""
+    from unit.factories import coded, encounter
+
+    from pipeline.models import Coverage
+    from services.coding.app import _outs as coding_outs
+    from services.validation.duplicates import patient_key
+
+    settings = Settings(topic_prefix=prefix, group_prefix=prefix)
+    ensure_topics(bootstrap, settings, REG)
+    producer = make_producer(bootstrap, settings)
+    src = settings.topic("encounters.coded.v1")
+    sent: dict[str, tuple[bytes, str, dict[str, bytes]]] = {}
+    for i in range(12):
+        enc = encounter(
+            encounter_id=f"ENC-{i}",
+            coverage=Coverage(
+                payer_id="00510", payer_name="BCBS AL", plan_type="BL", member_id=f"M{i % 5}"
+            ),
+        )
+        value = coded(enc)
+        (out,) = coding_outs([("encounters.coded.v1", value.encounter_id, value)])
+        headers = out.headers if i % 3 else {}  # every third as an older producer wrote it
+        raw = REG.encode("encounters.coded.v1", value)
+        sent[value.encounter_id] = (raw, patient_key(value), headers)
+        producer.produce(src, key=out.key, value=raw, headers=list(headers.items()) or None)
+    header = [("claimflow-patient-key", b"0" * 32)]
+    producer.produce(src, key="bad-bytes", value=b"{not avro", headers=header)
+    other = REG.encode("payer.inbound.v1", payer_file(1))
+    producer.produce(src, key="other-schema", value=other, headers=header)
+    assert producer.flush(10) == 0
+
+    stage = CountingValidation(tmp_path)
+    runner = Runner(stage, settings, bootstrap)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        rekeyed = read_all(bootstrap, settings.topic("validation.by-patient.v1"), 12)
+        verdicts = read_all(bootstrap, settings.topic("encounters.validated.v1"), 12)
+        dead = read_all(bootstrap, settings.topic("dlq.validation.v1"), 2)
+    finally:
+        runner.stopping.set()
+        thread.join(15)
+    assert len(rekeyed) == 12
+    for m in rekeyed:
+        value = REG.decode("validation.by-patient.v1", m.value())
+        raw, key, headers = sent[value.encounter_id]
+        assert m.value() == raw
+        assert m.key() == key.encode()
+        assert dict(m.headers() or []) == headers
+    assert sorted(
+        REG.decode("encounters.validated.v1", m.value()).encounter_id for m in verdicts
+    ) == sorted(sent)
+    # Decoded on the source topic: the 4 without a header and the 2 bad records only.
+    assert stage.decoded["encounters.coded.v1"] == 6
+    assert stage.decoded["validation.by-patient.v1"] == 12
+    letters = {m.key().decode(): REG.decode("dlq.validation.v1", m.value()) for m in dead}
+    assert set(letters) == {"bad-bytes", "other-schema"}
+    assert letters["bad-bytes"].value == b"{not avro"
+    assert letters["other-schema"].value == other
+    assert {x.source_topic for x in letters.values()} == {"encounters.coded.v1"}
