@@ -25,12 +25,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter as MetricCounter
 
 from pipeline import metrics
+from pipeline.partitioned import PartitionedStores
 from pipeline.settings import Settings
 from pipeline.stage import (
     ENCOUNTER_HEADER,
@@ -51,6 +55,7 @@ from services.claims.billing import (
     ClaimWriter,
     DeliveryFailed,
     Result,
+    acknowledge,
     load_fee_schedule,
 )
 from services.claims.control import ControlNumbers
@@ -65,23 +70,28 @@ log = logging.getLogger(__name__)
 __all__ = ["ADAPTER_HEADER", "ClaimsStage", "DeliveryFailed", "build_stage", "main"]
 
 ADAPTER_HEADER = "claimflow-adapter"
-DELIVERIES = Counter(
+DELIVERIES = MetricCounter(
     "claimflow_claims_deliveries_total",
     "Interchanges handed to a payer adapter, by adapter and outcome",
     ["adapter", "outcome"],
 )
 
 
+VALIDATED = "encounters.validated.v1"
 POSTED = "remittance.posted.v1"
 BY_ENCOUNTER = "claims.postings-by-encounter.v1"
 SETTLED = "remittance.settled.v1"
 SETTLED_BY_ENCOUNTER = "claims.settled-by-encounter.v1"
+#: Topics keyed by encounter id and co-partitioned: a record's partition names its stores.
+BY_ENCOUNTER_TOPICS = (VALIDATED, BY_ENCOUNTER, SETTLED_BY_ENCOUNTER)
+SUBMITTED_STORE = "submitted"
+COB_STORE = "cob"
 
 
 class ClaimsStage(Stage):
     name = "claims"
     inputs = (
-        "encounters.validated.v1",
+        VALIDATED,
         "payer.inbound.v1",
         POSTED,
         BY_ENCOUNTER,
@@ -112,43 +122,79 @@ class ClaimsStage(Stage):
     ) -> None:
         self.settings = settings
         options = settings.claims
-        writer = ClaimWriter.from_settings(settings, fee_schedule)
-        log.info("master data: %s", writer.master.describe())
-        writer.check()
-        self.billing: Billing[Incoming] = Billing(
-            writer,
-            store,
-            router,
-            SubmittedClaims.in_state_dir(settings.state_dir),
-            CobLedger.in_state_dir(settings.state_dir),
-            max_per_interchange=options.max_claims_per_interchange,
-            retry=options.retry_policy(),
-            sleep=sleep,
+        self.writer = ClaimWriter.from_settings(settings, fee_schedule)
+        log.info("master data: %s", self.writer.master.describe())
+        self.writer.check()
+        self.store = store
+        self._router = router
+        self._sleep = sleep
+        # What the stage keeps per encounter follows the encounter's partition: one
+        # corrections store and one COB ledger per partition of encounters.validated.v1
+        # (postings and settlements come re-keyed by encounter onto co-partitioned topics),
+        # restored from their changelogs by the runner on assignment.
+        state = Path(settings.state_dir)
+        self.submitted_stores = PartitionedStores(
+            SUBMITTED_STORE,
+            VALIDATED,
+            state / f"claims-{SUBMITTED_STORE}",
+            lambda path: SubmittedClaims(path, changelog=True),
         )
+        self.cob_stores = PartitionedStores(
+            COB_STORE,
+            VALIDATED,
+            state / f"claims-{COB_STORE}",
+            lambda path: CobLedger(path, changelog=True),
+        )
+        self._billing: dict[int, Billing[Incoming]] = {}
+        self.outcomes: Counter[str] = Counter()  # what acknowledgments counted
         # Retention: a settled claim's stored payloads are pruned after their window.
         self.retention = Retention(
-            self.submitted,
-            self.billing.cob,
-            store,
-            options.retention_policy(),
-            sweep_every_s=options.retention_sweep_s,
+            store, options.retention_policy(), sweep_every_s=options.retention_sweep_s
         )
 
-    @property
-    def store(self) -> ControlNumbers:
-        return self.billing.store
+    def partitioned_stores(self) -> Sequence[PartitionedStores[Any]]:
+        return (self.submitted_stores, self.cob_stores)
+
+    def billing(self, partition: int) -> Billing[Incoming]:
+        """The billing of one partition of encounters.validated.v1: its own corrections
+        store and COB ledger (opened here when no runner has: one-process use, tests)."""
+        submitted = self.submitted_stores.open(partition)
+        cob = self.cob_stores.open(partition)
+        billing = self._billing.get(partition)
+        if billing is None or billing.submitted is not submitted or billing.cob is not cob:
+            options = self.settings.claims
+            billing = Billing(
+                self.writer,
+                self.store,
+                self._router,
+                submitted,
+                cob,
+                max_per_interchange=options.max_claims_per_interchange,
+                retry=options.retry_policy(),
+                sleep=self._sleep,
+            )
+            self._billing[partition] = billing
+        return billing
+
+    def _billings(self) -> list[Billing[Incoming]]:
+        """The billing of every partition whose stores are open here."""
+        return [self.billing(p) for p, _ in self.submitted_stores.items()]
 
     @property
     def submitted(self) -> SubmittedClaims:
-        return self.billing.submitted
+        """The corrections store, for a caller with one partition (tests, one-off tools)."""
+        [(_, store)] = self.submitted_stores.items()
+        return store
 
     @property
     def router(self) -> Router:
-        return self.billing.router
+        return self._router
 
     @router.setter
     def router(self, router: Router) -> None:
-        self.billing.router = router
+        self._router = router
+        for billing in self._billing.values():
+            billing.router = router
 
     def handle_batch(self, msgs: list[Incoming]) -> Iterable[Out]:
         # Acknowledgments first: they answer claims sent in earlier batches, and a verdict in
@@ -156,15 +202,20 @@ class ClaimsStage(Stage):
         outs: list[Out] = []
         for msg in msgs:
             if msg.topic == "payer.inbound.v1":
+                stores = [b.submitted for b in self._billings()]
                 try:
-                    found = self.billing.acknowledgment(msg.value)
+                    found = acknowledge(msg.value, self.store, stores, self.outcomes)
                 except Exception as exc:  # noqa: BLE001 - one bad payer file must not stop us
                     outs.append(self._dead(msg, exc))
                     continue
                 outs += [Out("claims.rejections.v1", r.claim_id, r) for r in found]
-        bills = [(m, m.value) for m in msgs if m.topic == "encounters.validated.v1"]
-        if bills:
-            outs += self._outs(self.billing.bill(bills))
+        # Verdicts, postings and settlements by encounter: each partition with its stores.
+        for partition, billing in self._by_partition(msgs):
+            bills = [
+                (m, m.value) for m in msgs if m.topic == VALIDATED and m.partition == partition
+            ]
+            if bills:
+                outs += self._outs(billing.bill(bills))
         # Postings and settlements go to the partition of their encounter, whose instance
         # billed it (without an encounter: no next payer, and settled where it is).
         for topic, by_encounter in ((POSTED, BY_ENCOUNTER), (SETTLED, SETTLED_BY_ENCOUNTER)):
@@ -173,45 +224,63 @@ class ClaimsStage(Stage):
                 for m in msgs
                 if m.topic == topic and m.value.encounter_id
             ]
-        postings = [(m, m.value) for m in msgs if m.topic == BY_ENCOUNTER]
-        if postings:
-            outs += self._outs(self.billing.bill_next_payers(postings))
-        outs += self._retain(
-            [
-                m
-                for m in msgs
-                if m.topic == SETTLED_BY_ENCOUNTER
-                or (m.topic == SETTLED and not m.value.encounter_id)
+        for partition, billing in self._by_partition(msgs):
+            postings = [
+                (m, m.value) for m in msgs if m.topic == BY_ENCOUNTER and m.partition == partition
             ]
+            if postings:
+                outs += self._outs(billing.bill_next_payers(postings))
+        settled = [m for m in msgs if m.topic == SETTLED_BY_ENCOUNTER]
+        outs += self._retain(
+            settled, [m for m in msgs if m.topic == SETTLED and not m.value.encounter_id]
         )
         self._report()
         return outs
 
+    def _by_partition(self, msgs: Sequence[Incoming]) -> list[tuple[int, Billing[Incoming]]]:
+        """The billing of each partition of the encounter-keyed topics in ``msgs``."""
+        parts = sorted({m.partition for m in msgs if m.topic in BY_ENCOUNTER_TOPICS})
+        return [(p, self.billing(p)) for p in parts]
+
     def on_idle(self) -> Iterable[Out]:
         if self.retention.due():
-            self._retain([])
+            self._retain([], [])
             self.on_batch_done()  # between batches: nothing else is in the transaction
         return []
 
-    def _retain(self, settled: Sequence[Incoming]) -> list[Out]:
-        """Settlements recorded, then what is past its retention window pruned."""
+    def _retain(self, settled: Sequence[Incoming], unkeyed: Sequence[Incoming]) -> list[Out]:
+        """Settlements recorded, then what is past its retention window pruned. A settlement
+        without an encounter is recorded in every corrections store held here (only the one
+        that holds its claim ever reads it back)."""
         outs: list[Out] = []
-        for msg in settled:
+        for msg in [*settled, *unkeyed]:
+            stores = (
+                [self.billing(msg.partition).submitted]
+                if msg.topic == SETTLED_BY_ENCOUNTER
+                else [b.submitted for b in self._billings()]
+            )
             try:
-                with self.submitted.atomic():
-                    self.retention.settle(msg.value)
+                with ExitStack() as atomic:
+                    for store in stores:
+                        atomic.enter_context(store.atomic())
+                        self.retention.settle(store, msg.value)
             except Exception as exc:  # noqa: BLE001 - every failure of one input is routed
                 outs.append(self._dead(msg, exc))
-        if self.retention.due() and (pruned := self.retention.sweep()):
-            metrics.OUTCOMES.labels(self.name, "retention_pruned").inc(pruned)
+        if self.retention.due():
+            parts = [(b.submitted, b.cob) for b in self._billings()]
+            if pruned := self.retention.sweep(parts):
+                metrics.OUTCOMES.labels(self.name, "retention_pruned").inc(pruned)
         return outs
 
     def on_batch_done(self) -> None:
-        self.billing.commit()
+        for billing in self._billings():
+            billing.commit()
         self.retention.committed()
 
     def close(self) -> None:
-        self.billing.close()
+        self.store.close()
+        self.submitted_stores.close_all()
+        self.cob_stores.close_all()
 
     def _outs(self, results: list[Result[Incoming]]) -> list[Out]:
         """Each interchange on claims.interchanges.v1, each claim on claims.submitted.v1 (its
@@ -230,12 +299,17 @@ class ClaimsStage(Stage):
 
     def _report(self) -> None:
         """What the domain counted, to Prometheus."""
-        for outcome, n in self.billing.outcomes.items():
-            metrics.OUTCOMES.labels(self.name, outcome).inc(n)
-        for (adapter, outcome), n in self.billing.deliveries.items():
-            DELIVERIES.labels(adapter, outcome).inc(n)
-        self.billing.outcomes.clear()
-        self.billing.deliveries.clear()
+        for outcomes, deliveries in [
+            (self.outcomes, None),
+            *((b.outcomes, b.deliveries) for b in self._billing.values()),
+        ]:
+            for outcome, n in outcomes.items():
+                metrics.OUTCOMES.labels(self.name, outcome).inc(n)
+            outcomes.clear()
+            for (adapter, outcome), n in (deliveries or {}).items():
+                DELIVERIES.labels(adapter, outcome).inc(n)
+            if deliveries is not None:
+                deliveries.clear()
 
     def _dead(self, msg: Incoming, exc: Exception) -> Out:
         letter = dead_letter(self.name, msg, exc)  # raises for a failing state volume

@@ -24,6 +24,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Generic, TypeVar
@@ -476,43 +477,59 @@ class Billing(Generic[S]):
 
     def acknowledgment(self, file: PayerFile) -> list[ClaimRejection]:
         """The claims a 999 or 277CA rejects (an 835 is remittance's: none)."""
-        if file.kind not in ("999", "277CA"):
+        return acknowledge(file, self.store, [self.submitted], self.outcomes)
+
+
+def acknowledge(
+    file: PayerFile,
+    store: ControlNumbers,
+    submitted: Sequence[SubmittedClaims],
+    outcomes: Counter[str],
+) -> list[ClaimRejection]:
+    """The claims a 999 or 277CA rejects (an 835 is remittance's: none), matched through the
+    interchanges ``store`` numbered; each claim's rejection (and a 277CA's payer claim
+    number) is recorded in the corrections store of ``submitted`` that holds the claim
+    (the service has one per partition). Counted in ``outcomes``."""
+    if file.kind not in ("999", "277CA"):
+        return []
+
+    def claims_of_group(group: str) -> list[tuple[str, str]]:
+        if not group.isdigit():
             return []
+        return [(c.claim_id, c.encounter_id) for c in store.claims_of(int(group))]
 
-        def claims_of_group(group: str) -> list[tuple[str, str]]:
-            if not group.isdigit():
-                return []
-            return [(c.claim_id, c.encounter_id) for c in self.store.claims_of(int(group))]
-
-        ctx = RejectionContext(claims_of_group, self.store.encounter_of, utcnow())
-        found = rejections(file, ctx)
-        with self.submitted.atomic():  # all of this file's writes or none (a refusal)
+    ctx = RejectionContext(claims_of_group, store.encounter_of, utcnow())
+    found = rejections(file, ctx)
+    with ExitStack() as atomic:  # all of this file's writes or none (a refusal)
+        for part in submitted:
+            atomic.enter_context(part.atomic())
+        for part in submitted:
             for claim_id, number in ctx.payer_claim_numbers.items():
                 # 7s and 8s refer to the payer's claim number once it is known.
-                self.submitted.set_payer_claim_control_number(claim_id, number)
+                part.set_payer_claim_control_number(claim_id, number)
             for rejection in found:
-                # A refused claim was never in adjudication; its fix goes out as a new
-                # original, not as a replacement of it.
-                self.submitted.record_rejection(rejection, self._refused_events(rejection))
-        if ctx.unknown_groups:
-            # Not ours (another claims instance's block, or a store that was lost): say so.
-            log.warning(
-                "999 rejects a group this service did not send",
-                extra={"groups": ctx.unknown_groups[:5], "file_id": file.file_id},
-            )
-            self.outcomes["ack_unknown_group"] += 1
-        for rejection in found:
-            self.outcomes[f"payer_rejected_{rejection.source}"] += 1
-        return found
+                if part.holds(rejection.claim_id):
+                    # A refused claim was never in adjudication; its fix goes out as a new
+                    # original, not as a replacement of it.
+                    part.record_rejection(rejection, _refused_events(store, rejection))
+    if ctx.unknown_groups:
+        # Not ours (another claims instance's block, or a store that was lost): say so.
+        log.warning(
+            "999 rejects a group this service did not send",
+            extra={"groups": ctx.unknown_groups[:5], "file_id": file.file_id},
+        )
+        outcomes["ack_unknown_group"] += 1
+    for rejection in found:
+        outcomes[f"payer_rejected_{rejection.source}"] += 1
+    return found
 
-    def _refused_events(self, rejection: ClaimRejection) -> list[str]:
-        """The claim events a rejection refuses, when it names their interchange (a 999)."""
-        icn = rejection.interchange_control_number
-        if icn is None or not icn.isdigit():
-            return []
-        return [
-            c.event_id for c in self.store.claims_of(int(icn)) if c.claim_id == rejection.claim_id
-        ]
+
+def _refused_events(store: ControlNumbers, rejection: ClaimRejection) -> list[str]:
+    """The claim events a rejection refuses, when it names their interchange (a 999)."""
+    icn = rejection.interchange_control_number
+    if icn is None or not icn.isdigit():
+        return []
+    return [c.event_id for c in store.claims_of(int(icn)) if c.claim_id == rejection.claim_id]
 
 
 def chunks(items: Iterable[Item[S]], at_most: int) -> Iterable[list[Item[S]]]:

@@ -44,7 +44,7 @@ from typing import Literal
 
 from pipeline.errors import InputError
 from pipeline.models import ClaimRejection, SubmittedClaim, ValidatedEncounter
-from pipeline.state import BatchStore
+from pipeline.row_changelog import RowChangelogStore
 from services.claims.domain import (
     DEFAULT_DRG_BASE_RATE,
     PROFESSIONAL_PART,
@@ -258,8 +258,11 @@ class ClaimPruned(InputError):
         )
 
 
-class SubmittedClaims(BatchStore):
-    """Claims submitted per encounter, and the verdicts answered (SQLite, idempotent)."""
+class SubmittedClaims(RowChangelogStore):
+    """Claims submitted per encounter, and the verdicts answered (SQLite, idempotent).
+
+    The service keeps one per partition of encounters.validated.v1, each row change a
+    record of its changelog (``changelog=True``), so it moves with its partition."""
 
     FILENAME = "claims-submitted.sqlite3"
 
@@ -267,8 +270,10 @@ class SubmittedClaims(BatchStore):
     #: after it was billed, and parsing the verdict again cost more than the rest of it.
     PARSED_MAX = 2048
 
-    def __init__(self, path: Path | str) -> None:
-        super().__init__(path, _SCHEMA)
+    TABLES = ("submitted", "answered", "rejected", "settled", "pruned")
+
+    def __init__(self, path: Path | str, *, changelog: bool = False) -> None:
+        super().__init__(path, _SCHEMA, self.TABLES, changelog=changelog)
         self._parsed: OrderedDict[str, ValidatedEncounter] = OrderedDict()
 
     def _billed(self, text: str) -> ValidatedEncounter:
@@ -305,6 +310,11 @@ class SubmittedClaims(BatchStore):
                 raise ClaimPruned(encounter_id, gone[0], gone[1])
             return None
         return PriorClaim(row[0], row[1], self._billed(row[2]), row[3], bool(row[4]))
+
+    def holds(self, claim_id: str) -> bool:
+        """Whether a claim under this id was submitted for an encounter of this store."""
+        row = self.db.execute("SELECT 1 FROM submitted WHERE claim_id = ?", (claim_id,))
+        return row.fetchone() is not None
 
     def answered(self, verdict_event_id: str) -> bool:
         row = self.db.execute(

@@ -21,7 +21,7 @@ No Kafka here: the stage calls ``settle`` per event and ``sweep`` at most every
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from pipeline.models import ClaimSettled
 from pipeline.settled import DAY_S, RetentionPolicy
@@ -31,42 +31,41 @@ from services.claims.secondary import CobLedger
 
 
 class Retention:
-    """Records settlements in the claims stores and prunes what is past its window."""
+    """Records settlements in the claims stores and prunes what is past its window.
+
+    The stores are given per call: the service keeps one corrections store and COB ledger
+    per partition of encounters.validated.v1, and sweeps each one it holds."""
 
     def __init__(
         self,
-        submitted: SubmittedClaims,
-        cob: CobLedger,
         control: ControlNumbers,
         policy: RetentionPolicy,
         *,
         sweep_every_s: float = 3600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.submitted = submitted
-        self.cob = cob
         self.control = control
         self.policy = policy
         self.sweep_every_s = sweep_every_s
         self.clock = clock
         self._swept_at: float | None = None
-        self._pruned = False
+        self._pruned: list[SubmittedClaims] = []
 
-    def settle(self, event: ClaimSettled) -> None:
+    def settle(self, submitted: SubmittedClaims, event: ClaimSettled) -> None:
         """One remittance.settled.v1 event, in the batch's transaction."""
         if event.status == "reopened":
-            self.submitted.reopen(event.claim_id)
+            submitted.reopen(event.claim_id)
             return
         at = event.settled_at.timestamp()
         window = self.policy.days_for(event.payer_id) * DAY_S
-        self.submitted.settle(event.claim_id, event.status, at, at + window)
+        submitted.settle(event.claim_id, event.status, at, at + window)
 
     def due(self) -> bool:
         """Whether a sweep is due (the first call after start-up always is)."""
         now = self.clock()
         return self._swept_at is None or now - self._swept_at >= self.sweep_every_s
 
-    def sweep(self) -> int:
+    def sweep(self, stores: Iterable[tuple[SubmittedClaims, CobLedger]]) -> int:
         """Prune every verdict whose claims (its own and the later payers') are all past
         their window; returns how many. The verdicts go in the stores' open transaction
         (committed with the batch); interchange texts are blanked in their own."""
@@ -74,20 +73,23 @@ class Retention:
         self._swept_at = now
         forgotten: list[str] = []
         pruned = 0
-        for key, claim_id, settled_at in self.submitted.due(now):
-            later = self.cob.later_claims(key)
-            if not self.submitted.window_ended(later, now):
-                continue
-            self.submitted.prune(key, claim_id, settled_at, now)
-            forgotten += [claim_id, *later]
-            pruned += 1
+        for submitted, cob in stores:
+            before = pruned
+            for key, claim_id, settled_at in submitted.due(now):
+                later = cob.later_claims(key)
+                if not submitted.window_ended(later, now):
+                    continue
+                submitted.prune(key, claim_id, settled_at, now)
+                forgotten += [claim_id, *later]
+                pruned += 1
+            if pruned > before:
+                self._pruned.append(submitted)
         if forgotten:
             self.control.forget(forgotten)
-        self._pruned = self._pruned or pruned > 0
         return pruned
 
     def committed(self) -> None:
         """After the stores' commit: pruned rows' old pages leave the write-ahead log."""
-        if self._pruned:
-            self.submitted.checkpoint()
-            self._pruned = False
+        for submitted in self._pruned:
+            submitted.checkpoint()
+        self._pruned = []

@@ -27,7 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from pipeline.models import Coverage, RemittancePosting, ValidatedEncounter
-from pipeline.state import BatchStore
+from pipeline.row_changelog import RowChangelogStore
 from services.claims.cob import SEQUENCE_CODES, prior_payer
 from services.claims.domain import (
     PROFESSIONAL_PART,
@@ -167,13 +167,16 @@ CREATE TABLE IF NOT EXISTS cob_billed (
 """
 
 
-class CobLedger(BatchStore):
-    """Each payer's adjudication per encounter, and the claims billed to later payers."""
+class CobLedger(RowChangelogStore):
+    """Each payer's adjudication per encounter, and the claims billed to later payers.
+
+    The service keeps one per partition of encounters.validated.v1 (``changelog=True``)."""
 
     FILENAME = "claims-cob.sqlite3"
+    TABLES = ("cob_postings", "cob_billed")
 
-    def __init__(self, path: Path | str) -> None:
-        super().__init__(path, _SCHEMA)
+    def __init__(self, path: Path | str, *, changelog: bool = False) -> None:
+        super().__init__(path, _SCHEMA, self.TABLES, changelog=changelog)
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> CobLedger:

@@ -40,7 +40,7 @@ def replayed(verdict: ValidatedEncounter) -> ValidatedEncounter:
 
 def on_disk(state: Path) -> bytes:
     """Every byte of the claims stage's stores, write-ahead logs included."""
-    return b"".join(p.read_bytes() for p in sorted(state.glob("claims-*.sqlite3*")))
+    return b"".join(p.read_bytes() for p in sorted(state.rglob("claims*.sqlite3*")))
 
 
 class Clock:
