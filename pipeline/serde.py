@@ -169,6 +169,86 @@ def model_builder(model: type[models.Model]) -> Build:
     return build
 
 
+def _model_of(annotation: Any) -> type[models.Model] | None:
+    """The model class a field holds (itself, optional, or in a list or map), if any."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _model_of(get_args(annotation)[0])
+    if isinstance(annotation, type) and issubclass(annotation, models.Model):
+        return annotation
+    if origin in (Union, types.UnionType, list, dict):
+        found = {m for a in get_args(annotation) if (m := _model_of(a)) is not None}
+        if len(found) > 1:
+            raise TypeError(f"no compiled dump for a field of several records: {annotation}")
+        return found.pop() if found else None
+    return None
+
+
+def _dumper(schema: Any, named: dict[str, Any], model: type[models.Model] | None) -> Build | None:
+    """How to turn a field's value into the datum fastavro writes for ``schema``: a nested
+    model as its record's dict, a list or map of them element by element, and the branch of
+    a ``["null", T]`` union named (fastavro's tuple notation), so that the writer does not
+    validate the value against the branch to find it (a whole nested record, for a record
+    branch). None when the value is written as it is (strings, numbers, dates, decimals,
+    lists and maps of them)."""
+    if isinstance(schema, str):
+        if schema not in named:
+            return None  # a primitive
+        schema = named[schema]
+    if isinstance(schema, list):
+        branches = [b for b in schema if b != "null"]
+        if len(branches) != 1 or len(schema) != 2:
+            raise TypeError(f"no compiled dump for the union {schema}")
+        branch = branches[0]
+        if isinstance(branch, str):
+            branch = named.get(branch, branch)
+        inner = _dumper(branch, named, model)
+        kind = branch["type"] if isinstance(branch, dict) else branch
+        tag = branch["name"] if kind in ("record", "enum", "fixed") else kind
+        if inner is None:
+            return lambda value: None if value is None else (tag, value)
+        return lambda value: None if value is None else (tag, inner(value))
+    kind = schema["type"]
+    if kind == "record":
+        if model is None:
+            raise TypeError(f"no model for the record {schema['name']}")
+        return record_dumper(model, schema, named)
+    if kind == "array":
+        each = _dumper(schema["items"], named, model)
+        return None if each is None else lambda value: [each(v) for v in value]
+    if kind == "map":
+        member = _dumper(schema["values"], named, model)
+        return None if member is None else lambda value: {k: member(v) for k, v in value.items()}
+    return None
+
+
+def record_dumper(
+    model: type[models.Model], schema: dict[str, Any], named: dict[str, Any]
+) -> Build:
+    """A function that gives the datum fastavro writes for a ``model`` instance under the
+    record ``schema``: what ``model_dump()`` gives, read straight from the instance, with
+    nested records' union branches named (``_dumper``). ``Registry.encode`` writes the same
+    bytes either way (tests/contract/test_serde_paths.py holds that for every contract)."""
+    fields = model.model_fields
+    env: dict[str, Any] = {}
+    items = []
+    for i, field_schema in enumerate(schema["fields"]):
+        name = field_schema["name"]
+        if name not in fields:
+            continue  # written with the schema's default, as from model_dump()
+        annotation = fields[name].annotation
+        convert = _dumper(field_schema["type"], named, _model_of(annotation))
+        if convert is None:
+            items.append(f"{name!r}: d[{name!r}]")
+        else:
+            env[f"c{i}"] = convert
+            items.append(f"{name!r}: c{i}(d[{name!r}])")
+    source = f"def dump(o):\n    d = o.__dict__\n    return {{{', '.join(items)}}}\n"
+    exec(compile(source, f"<compiled dump of {model.__name__}>", "exec"), env)  # noqa: S102
+    dump: Build = env["dump"]
+    return dump
+
+
 class Registry:
     """Every schema version of every topic, found by topic or by writer fingerprint."""
 
@@ -181,6 +261,7 @@ class Registry:
         self.versions: dict[str, list[SchemaVersion]] = {}
         self.by_fingerprint: dict[bytes, SchemaVersion] = {}
         self.fingerprints: dict[str, frozenset[bytes]] = {}
+        self._dumpers: dict[str, Build] = {}
         for name, conf in spec["topics"].items():
             conf = {**defaults, **conf}
             self.topics[name] = TopicSpec(
@@ -215,12 +296,22 @@ class Registry:
     def latest(self, topic: str) -> SchemaVersion:
         return self.versions[topic][-1]
 
+    def dumper(self, topic: str) -> Build:
+        """The compiled dump of ``topic``'s model for its newest schema (``record_dumper``)."""
+        dump = self._dumpers.get(topic)
+        if dump is None:
+            parsed = self.latest(topic).parsed
+            named = parsed["__named_schemas"]
+            dump = self._dumpers[topic] = record_dumper(self.topics[topic].model, parsed, named)
+        return dump
+
     def encode(self, topic: str, value: models.Model | dict[str, Any]) -> bytes:
         """Encode a record for ``topic`` with the topic's newest schema."""
         sv = self.latest(topic)
+        model = self.topics[topic].model
         if not isinstance(value, models.Model):
-            value = self.topics[topic].model.model_validate(value)
-        datum = value.model_dump()
+            value = model.model_validate(value)
+        datum = self.dumper(topic)(value) if type(value) is model else value.model_dump()
         buf = io.BytesIO()
         buf.write(MAGIC)
         buf.write(sv.fingerprint)

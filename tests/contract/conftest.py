@@ -2,79 +2,13 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from datetime import UTC, date, datetime
-
 import pytest
 
-from pipeline.models import Model, PayerFile
-from pipeline.serde import registry
-from pipeline.settings import Settings
-from pipeline.stage import Incoming, Out
-
-REG = registry()
-NOW = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
-REFERENCE = date(2026, 11, 20)
-
-
-def _incoming(topic: str, key: str, value: Model) -> Incoming:
-    return Incoming(topic, key, value, REG.encode(topic, value), {}, 0, 0, 0)
+from bench.chain import offline_chain
+from pipeline.models import Model
 
 
 @pytest.fixture(scope="session")
 def chain() -> dict[str, list[Model]]:
     """Every record the offline chain writes for 40 simulated encounters, by topic."""
-    from services.claims.domain import build_claims
-    from services.claims.settings import ClaimsSettings
-    from services.coding.domain import Coder
-    from services.intake.domain import parse_raw
-    from services.refdata.codesets import CodeSets
-    from services.refdata.masterdata import load_master_data
-    from services.remittance.app import RemittanceStage, load_codes
-    from services.remittance.ledger import Ledger
-    from services.validation.rules import validate
-    from sim.ehr import generate
-    from sim.payer_app import PayerSimOptions, PayerSimStage
-
-    settings = ClaimsSettings()
-    master = load_master_data(settings)
-    coder = Coder.load(None)
-    codesets = CodeSets.load(None)
-    out: dict[str, list[Model]] = defaultdict(list)
-    for source_id, ctype, body in generate(40, seed=11, fmt="mix", reference_date=REFERENCE):
-        parsed = parse_raw(
-            body,
-            ctype,
-            source_id=source_id,
-            received_at=NOW,
-            directory=master.providers,
-            chargemaster=master.chargemaster,
-        )
-        for enc in parsed.encounters:
-            out["encounters.collected.v1"].append(enc)
-            coded = coder.code(enc, coded_at=NOW)
-            out["encounters.coded.v1"].append(coded)
-            verdict = validate(coded, codesets, validated_at=NOW, payers=master.payers)
-            out["encounters.validated.v1"].append(verdict)
-            if verdict.outcome == "rejected":
-                continue
-            out["claims.submitted.v1"] += build_claims(
-                verdict,
-                sender_id=settings.claims.sender_id,
-                receiver_id=settings.claims.receiver_id,
-                master=master,
-            )
-    claims = out["claims.submitted.v1"]
-    payer = PayerSimStage(PayerSimOptions(validate_every=1_000_000))
-    sent = [_incoming("claims.submitted.v1", c.claim_id, c) for c in claims]
-    files = list(payer.handle_batch(sent))
-    remittance = RemittanceStage(Ledger(":memory:"), codes=load_codes(Settings()))
-    for claim in claims:
-        list(remittance.handle(_incoming("claims.submitted.v1", claim.claim_id, claim)))
-    for file in files:
-        assert isinstance(file.value, PayerFile)
-        outs: list[Out] = list(remittance.handle(_incoming(file.topic, file.key, file.value)))
-        for o in outs:
-            out[o.topic].append(o.value)
-    coder.close()
-    return dict(out)
+    return offline_chain(40, seed=11)

@@ -1,0 +1,120 @@
+"""What a record costs to encode and decode, by topic, and what a re-key hop costs per record.
+
+The records are real: the offline chain's (``bench/chain.py``; the pipeline benchmark's mix
+of formats). For each topic, CPU microseconds per record (fastest of several rounds):
+- ``encode``: ``Registry.encode`` (compiled dump) beside the path it replaced, the model
+  dumped by pydantic and fastavro finding each union's branch (``encode_ratio``);
+- ``decode``: fastavro's read and the trusted build apart (what a stage pays on the way in);
+- ``rekey``: a re-key hop per record, decoding the record to compute its key (before) beside
+  the runner's pass-through, which reads the key header and checks the writer fingerprint.
+Environment: BENCH_SERDE_N (encounters, default 200), BENCH_SERDE_ROUNDS (default 7).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import fastavro
+
+from bench.chain import offline_chain
+from pipeline.models import Model, patient_key
+from pipeline.serde import HEADER_LEN, MAGIC, model_builder, registry
+
+REG = registry()
+
+
+def encode_by_pydantic(topic: str, value: Model) -> bytes:
+    """``Registry.encode`` as it was before the compiled dump: the model dumped by pydantic,
+    fastavro finding each union's branch by itself (the reference of the differential test,
+    tests/contract/test_serde_paths.py)."""
+    sv = REG.latest(topic)
+    buf = io.BytesIO()
+    buf.write(MAGIC + sv.fingerprint)
+    fastavro.schemaless_writer(buf, sv.parsed, value.model_dump())
+    return buf.getvalue()
+
+
+def _cpu_us(run: Callable[[], Any], count: int, rounds: int) -> float:
+    best = float("inf")
+    for _ in range(rounds):
+        started = time.process_time()
+        run()
+        best = min(best, time.process_time() - started)
+    return round(best / count * 1e6, 1)
+
+
+def _pair(
+    old: Callable[[], Any], new: Callable[[], Any], count: int, rounds: int
+) -> tuple[float, float]:
+    """Old and new path, alternating round by round (so both see the same machine load)."""
+    best = [float("inf"), float("inf")]
+    for _ in range(rounds):
+        for i, run in enumerate((old, new)):
+            started = time.process_time()
+            run()
+            best[i] = min(best[i], time.process_time() - started)
+    return round(best[0] / count * 1e6, 1), round(best[1] / count * 1e6, 1)
+
+
+def main() -> dict[str, Any]:
+    n = int(os.environ.get("BENCH_SERDE_N", "200"))
+    rounds = int(os.environ.get("BENCH_SERDE_ROUNDS", "7"))
+    chain = offline_chain(n, seed=5)
+    topics: dict[str, Any] = {}
+    for topic, values in sorted(chain.items()):
+        count = len(values)
+        raws = [REG.encode(topic, v) for v in values]
+        assert raws == [encode_by_pydantic(topic, v) for v in values], topic
+        sv = REG.latest(topic)
+        build = model_builder(REG.topics[topic].model)
+
+        def read(raws: list[bytes] = raws, parsed: Any = sv.parsed) -> list[Any]:
+            return [fastavro.schemaless_reader(io.BytesIO(r[HEADER_LEN:]), parsed) for r in raws]
+
+        datums = read()
+        old, new = _pair(
+            lambda t=topic, vs=values: [encode_by_pydantic(t, v) for v in vs],
+            lambda t=topic, vs=values: [REG.encode(t, v) for v in vs],
+            count,
+            rounds,
+        )
+        topics[topic] = {
+            "records": count,
+            "bytes": sum(map(len, raws)) // count,
+            "encode_old_us": old,
+            "encode_us": new,
+            "encode_ratio": round(new / old, 2),
+            "decode_us": _cpu_us(
+                lambda t=topic, rs=raws: [REG.decode(t, r) for r in rs], count, rounds
+            ),
+            "read_us": _cpu_us(read, count, rounds),
+            "build_us": _cpu_us(lambda ds=datums, b=build: [b(d) for d in ds], count, rounds),
+        }
+    return {"n": n, "topics": topics, "rekey": _rekey(chain, rounds)}
+
+
+def _rekey(chain: dict[str, list[Model]], rounds: int) -> dict[str, Any]:
+    """Per record of each re-key hop: decode and compute the key, or read the header."""
+    hops: dict[str, Any] = {}
+    for topic, key_of in (
+        ("encounters.coded.v1", lambda v: patient_key(v.encounter)),
+        ("remittance.posted.v1", lambda v: v.encounter_id),
+        ("remittance.settled.v1", lambda v: v.encounter_id),
+    ):
+        values = chain[topic]
+        records = [(REG.encode(topic, v), {"key": key_of(v).encode()}) for v in values]
+
+        def decoded(t: str = topic, rs: Any = records, k: Any = key_of) -> list[str]:
+            return [k(REG.decode(t, raw)) for raw, _ in rs]
+
+        def forwarded(t: str = topic, rs: Any = records) -> list[str]:
+            return [h["key"].decode() for raw, h in rs if REG.known_writer(t, raw)]
+
+        assert decoded() == forwarded()
+        old, new = _pair(decoded, forwarded, len(records), rounds)
+        hops[topic] = {"decode_us": old, "pass_through_us": new, "ratio": round(new / old, 3)}
+    return hops
