@@ -134,19 +134,33 @@ def _segments(x12: str) -> tuple[Segment, ...]:
 
 def read_837_claim(x12: str, claim_id: str) -> Claim837:
     """Find claim ``claim_id`` (CLM01) in an 837P or 837I and read its lines and plan context."""
+    found = _claims_of(x12).get(claim_id)
+    if found is None:
+        raise InputError("CLM01", f"claim {claim_id!r} is not in the 837")
+    clm, ctx, body = found
+    return _read_claim(clm, dict(ctx), body)
+
+
+#: A claim of an interchange as found: its CLM, its plan context, the segments of its loop.
+_FoundClaim = tuple[Segment, dict[str, str | None], list[Segment]]
+
+
+@lru_cache(maxsize=32)
+def _claims_of(x12: str) -> dict[str, _FoundClaim]:
+    """Every claim of an interchange by CLM01 (the first, if an id comes twice), found in one
+    pass. The simulator asks for each claim of a batch twice (front end, adjudication), and
+    searching the interchange from its start each time made it quadratic in the batch size.
+    Only the context is read here; a claim's own segments are read when it is asked for
+    (``_read_claim``), so a claim that cannot be read fails alone, as before."""
     ctx: dict[str, str | None] = {}
-    found: dict[str, str | None] | None = None
-    clm: Segment | None = None
-    lines: list[_RawLine] = []
-    in_claim = False
+    claims: dict[str, _FoundClaim] = {}
+    current: _FoundClaim | None = None
     institutional = ""
     billing: dict[str, str | None] = {}
     for seg in _segments(x12):
         sid = seg.id
-        if sid in {"HL", "SE"} or (sid == "CLM" and in_claim):
-            if clm is not None:
-                break
-            in_claim = False
+        if sid in {"HL", "SE"} or (sid == "CLM" and current is not None):
+            current = None
         if sid == "HL":
             # A new billing provider (20) or subscriber (22) starts a fresh context; a patient
             # (23) keeps the subscriber's plan, member id and name, and brings its own name.
@@ -155,10 +169,10 @@ def read_837_claim(x12: str, claim_id: str) -> Claim837:
             ctx = {k: v for k, v in ctx.items() if k in keep}
             if level == "23":
                 ctx["dependent"] = "Y"
-        elif sid == "SBR" and not in_claim:
+        elif sid == "SBR" and current is None:
             ctx["sbr09"] = seg.el(9)
             ctx["sbr01"] = seg.el(1) or "P"
-        elif sid == "NM1" and not in_claim and seg.el(1) in {"IL", "QC"}:
+        elif sid == "NM1" and current is None and seg.el(1) in {"IL", "QC"}:
             name = (seg.el(3) or None, seg.el(4) or None)
             if seg.el(1) == "IL":
                 ctx["member_id"] = seg.el(9) or None
@@ -169,30 +183,36 @@ def read_837_claim(x12: str, claim_id: str) -> Claim837:
         elif sid == "NM1" and seg.el(1) == "85":
             billing = {"billing_npi": seg.el(9) or None, "billing_name": seg.el(3) or None}
         elif sid == "CLM":
-            in_claim = True
-            if seg.el(1) == claim_id:
-                clm, found = seg, {**ctx, **billing, "institutional": institutional}
-        elif clm is not None and in_claim:
-            if sid == "LX":
-                lines.append(_RawLine())
-            elif sid == "SV1" and lines:
-                lines[-1].sv1 = seg
-            elif sid == "SV2" and lines:
-                lines[-1].sv2 = seg
-            elif sid == "HI" and seg.comp(1, 1) in ("DR", "DRG") and found is not None:
-                found["drg"] = seg.comp(1, 2) or None
-            elif sid == "DTP" and seg.el(1) == "472" and lines:
-                lines[-1].start, lines[-1].end = _d8(seg)
-            elif sid == "REF" and seg.el(1) == "6R" and lines:
-                lines[-1].control_number = seg.el(2) or None
-            elif sid == "SVD" and lines:
-                lines[-1].prior = []  # a later payer's 2430 replaces an earlier one's
-            elif sid == "CAS" and lines and lines[-1].prior is not None and seg.el(1) == "PR":
-                for pos in range(2, 20, 3):
-                    if seg.el(pos):
-                        lines[-1].prior.append((seg.el(pos), _decimal(seg, pos + 1)))
-    if clm is None or found is None:
-        raise InputError("CLM01", f"claim {claim_id!r} is not in the 837")
+            current = (seg, {**ctx, **billing, "institutional": institutional}, [])
+            claims.setdefault(seg.el(1), current)
+        elif current is not None:
+            current[2].append(seg)
+    return claims
+
+
+def _read_claim(clm: Segment, found: dict[str, str | None], body: list[Segment]) -> Claim837:
+    """A claim from its CLM, its context and the segments of its loop."""
+    lines: list[_RawLine] = []
+    for seg in body:
+        sid = seg.id
+        if sid == "LX":
+            lines.append(_RawLine())
+        elif sid == "SV1" and lines:
+            lines[-1].sv1 = seg
+        elif sid == "SV2" and lines:
+            lines[-1].sv2 = seg
+        elif sid == "HI" and seg.comp(1, 1) in ("DR", "DRG"):
+            found["drg"] = seg.comp(1, 2) or None
+        elif sid == "DTP" and seg.el(1) == "472" and lines:
+            lines[-1].start, lines[-1].end = _d8(seg)
+        elif sid == "REF" and seg.el(1) == "6R" and lines:
+            lines[-1].control_number = seg.el(2) or None
+        elif sid == "SVD" and lines:
+            lines[-1].prior = []  # a later payer's 2430 replaces an earlier one's
+        elif sid == "CAS" and lines and lines[-1].prior is not None and seg.el(1) == "PR":
+            for pos in range(2, 20, 3):
+                if seg.el(pos):
+                    lines[-1].prior.append((seg.el(pos), _decimal(seg, pos + 1)))
     return _claim837(clm, found, lines)
 
 

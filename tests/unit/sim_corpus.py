@@ -3,7 +3,8 @@ differential tests of the stages' hot paths.
 
 Both EHR mixes (office visits; office, ED visits and inpatient stays), parsed by intake,
 coded, validated with the public reference data where it is present, billed by the claims
-stage's writer and paid by the payer simulator (its default policy: denials, refused lines,
+stage's writer (one interchange per claim, and batched as the claims stage sends them)
+and paid by the payer simulator (its default policy: denials, refused lines,
 partial payments, crossovers). Built once per test session: each step is deterministic.
 """
 
@@ -18,6 +19,13 @@ from shared_data import SHARED_DATA
 from pipeline.errors import InputError
 from pipeline.models import CodedEncounter, Encounter, SubmittedClaim, ValidatedEncounter
 from services.claims.billing import ClaimWriter
+from services.claims.domain import (
+    PlannedClaim,
+    claim_id_for,
+    claim_parts,
+    plan_claim,
+    write_interchange,
+)
 from services.coding.domain import Coder
 from services.intake.domain import parse_raw
 from services.refdata.codesets import CodeSets
@@ -118,4 +126,33 @@ def payer_835s(mix: str, per_file: int = 25) -> tuple[str, ...]:
                     paid_date=date(2026, 3, 20),
                 )
             )
+    return tuple(out)
+
+
+@functools.cache
+def interchanges(mix: str, per_interchange: int = 25) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The mix's claims as the claims stage batches them: 837 interchanges of up to
+    ``per_interchange`` claims of one payer and claim type, each with its claim ids."""
+    writer = ClaimWriter("CLAIMFLOW", "PAYERSIM")
+    groups: dict[tuple[str, str], list[PlannedClaim]] = defaultdict(list)
+    for verdict in validated(mix):
+        if verdict.outcome == "fail":
+            continue
+        for key, part in claim_parts(verdict):
+            try:
+                planned = plan_claim(part, claim_id=claim_id_for(key), master=writer.master)
+            except InputError:
+                continue
+            groups[(planned.payer_id, planned.claim_type)].append(planned)
+    out = []
+    for number, (_, planned) in enumerate(sorted(groups.items()), start=1):
+        for n in range(0, len(planned), per_interchange):
+            batch = planned[n : n + per_interchange]
+            x12 = write_interchange(
+                batch,
+                sender_id=writer.sender_id,
+                receiver_id=writer.receiver_id,
+                control_number=number * 1000 + n,
+            )
+            out.append((x12, tuple(p.claim.claim_id for p in batch)))
     return tuple(out)
