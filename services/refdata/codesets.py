@@ -59,8 +59,12 @@ _CARRIER_PDX = "I10"  # essential hypertension: valid and billable in every FY m
 _HEADER_PROBES = 20  # leaves under a header checked to confirm the header existed that year
 
 
+@functools.lru_cache(maxsize=65536)
 def normalize_code(code: str) -> str:
-    """A code as the code sets store it: no dot, no spaces, upper case."""
+    """A code as the code sets store it: no dot, no spaces, upper case.
+
+    Cached: validation alone asks ~27 times per encounter, always about the same few
+    hundred codes (the split, replace and upper were ~9% of its rules' time)."""
     return "".join(code.split()).replace(".", "").upper()
 
 
