@@ -148,6 +148,11 @@ class Stage:
     def close(self) -> None:
         """Called once when the runner stops."""
 
+    def attach(self, producer: Any) -> None:
+        """Called once by the runner, before it consumes, with its producer: for a stage
+        that must have a write acknowledged in the middle of a batch (the claims stage's
+        control numbers reach their changelog before an interchange is delivered)."""
+
     def dead_letter_key(self, msg: Incoming) -> str | None:
         """The key of ``msg``'s dead letter: its own key, unless a repartitioned record is
         better named by the id it came from (what the tracker accounts sources by)."""
@@ -354,6 +359,7 @@ class Runner:
         )
         committed = self._committed
         producer = make_producer(self.bootstrap, s)
+        stage.attach(producer)
         if self._stores:
             self._restorer = Restorer(self.bootstrap, s, producer)
             consumer.subscribe(

@@ -330,6 +330,34 @@ def parse_277ca(text: str) -> list[ClaimAck]:
     return out
 
 
+def answered_interchanges(file: PayerFile) -> list[int]:
+    """The control numbers of the 837 interchanges a 999 or 277CA answers, in file order:
+    a 999's AK1-02 groups (claimflow's GS06 is its ISA13), a 277CA's information receiver
+    trace (TRN02 of loop 2200B: the 837's BHT03, which claimflow writes as the ISA13 and a
+    4-digit set number; a bare ISA13 is read too). Empty for anything else, or a file that
+    cannot be read (its reader says why where it is handled)."""
+    if file.kind not in ("999", "277CA"):
+        return []
+    try:
+        text = file.body.decode("ascii")
+        segments = list(read_segments(text, field="body"))
+    except (UnicodeDecodeError, InputError):
+        return []
+    found: list[int] = []
+    level = ""
+    for seg in segments:
+        number = ""
+        if file.kind == "999" and seg.id == "AK1":
+            number = seg.el(2)
+        elif seg.id == "HL":
+            level = seg.el(3)
+        elif seg.id == "TRN" and level == "21" and seg.el(1) == "2":
+            number = seg.el(2)[:9]
+        if number.isdigit() and len(number) <= 9 and int(number) not in found:
+            found.append(int(number))
+    return found
+
+
 # --- rejections --------------------------------------------------------------------------------
 
 
@@ -343,6 +371,8 @@ class RejectionContext:
     unknown_groups: list[str] = field(default_factory=list)
     # Claims a 277CA accepted, with the payer's claim control number (REF*1K) it gave them.
     payer_claim_numbers: dict[str, str] = field(default_factory=dict)
+    # The groups answered here (a 999 naming groups of several partitions is read by each).
+    owns: Callable[[str], bool] = lambda _group: True
 
 
 def _rejection(
@@ -381,7 +411,7 @@ def rejections(file: PayerFile, ctx: RejectionContext) -> list[ClaimRejection]:
     if file.kind == "999":
         for group in parse_999(text):
             rejected = [s for s in group.sets if s.rejected]
-            if not rejected:
+            if not rejected or not ctx.owns(group.group_control_number):
                 continue
             claims = ctx.claims_of_group(group.group_control_number)
             if not claims:

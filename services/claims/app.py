@@ -34,7 +34,10 @@ from typing import Any
 from prometheus_client import Counter as MetricCounter
 
 from pipeline import metrics
+from pipeline.changelog import changelog_topic
+from pipeline.errors import InputError, TransientError
 from pipeline.partitioned import PartitionedStores
+from pipeline.serde import registry
 from pipeline.settings import Settings
 from pipeline.stage import (
     ENCOUNTER_HEADER,
@@ -47,6 +50,7 @@ from pipeline.stage import (
     run_stage,
 )
 from services.claims import metrics as domain_metrics
+from services.claims.acks import answered_interchanges
 from services.claims.adapters import Router, build_router
 from services.claims.billing import (
     Billed,
@@ -58,7 +62,14 @@ from services.claims.billing import (
     acknowledge,
     load_fee_schedule,
 )
-from services.claims.control import ControlNumbers
+from services.claims.control import (
+    BLOCK_SIZE,
+    ControlNumbers,
+    PartitionNumbers,
+    legacy_ceiling,
+    number_key,
+    owner,
+)
 from services.claims.corrections import SubmittedClaims
 from services.claims.domain import FeeSchedule
 from services.claims.retention import Retention
@@ -82,17 +93,87 @@ POSTED = "remittance.posted.v1"
 BY_ENCOUNTER = "claims.postings-by-encounter.v1"
 SETTLED = "remittance.settled.v1"
 SETTLED_BY_ENCOUNTER = "claims.settled-by-encounter.v1"
+INBOUND = "payer.inbound.v1"
+ACKS = "claims.acks-by-interchange.v1"
 #: Topics keyed by encounter id and co-partitioned: a record's partition names its stores.
-BY_ENCOUNTER_TOPICS = (VALIDATED, BY_ENCOUNTER, SETTLED_BY_ENCOUNTER)
+BY_ENCOUNTER_TOPICS = (VALIDATED, BY_ENCOUNTER, SETTLED_BY_ENCOUNTER, ACKS)
 SUBMITTED_STORE = "submitted"
 COB_STORE = "cob"
+CONTROL_STORE = "control"
+#: The store of a single instance before numbers followed partitions (``control.py``).
+LEGACY_NUMBERS = "claims-control-numbers.sqlite3"
+
+
+def encounter_partitions() -> int:
+    """The partition count of encounters.validated.v1 (schemas/topics.yaml), which every
+    topic the stage keeps state by must share: a record meets its encounter's stores in the
+    partition of the same number."""
+    topics = registry().topics
+    count = topics[VALIDATED].partitions
+    for topic in (BY_ENCOUNTER, SETTLED_BY_ENCOUNTER, ACKS):
+        if topics[topic].partitions != count:
+            raise ValueError(
+                f"{topic} must have as many partitions as {VALIDATED} (schemas/topics.yaml)"
+            )
+    return count
+
+
+def partition_of(path: Path) -> int:
+    """The partition a store file belongs to (``<name>-p<N>.sqlite3``)."""
+    return int(path.stem.rpartition("-p")[2])
+
+
+class ControlChangelog:
+    """Writes a partition's control-number changes to its changelog and waits for the
+    broker's acknowledgement, in the middle of a batch: before an interchange is delivered.
+    Through the runner's producer (``Stage.attach``), which produces the rest of the
+    batch's changes after it."""
+
+    def __init__(self, settings: ClaimsSettings, producer: Any) -> None:
+        self.topic = settings.topic(changelog_topic(ClaimsStage.name, CONTROL_STORE))
+        self._producer = producer
+
+    def write(self, store: PartitionNumbers, partition: int) -> None:
+        changes = store.take_changes()
+        if not changes:
+            return
+        offsets: list[int] = []
+        errors: list[str] = []
+
+        def delivered(err: Any, record: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+            else:
+                offsets.append(record.offset())
+
+        for key, value in changes:
+            while True:
+                try:
+                    self._producer.produce(
+                        self.topic,
+                        key=key.encode(),
+                        value=value,
+                        partition=partition,
+                        on_delivery=delivered,
+                    )
+                    break
+                except BufferError:
+                    self._producer.poll(0.05)
+        remaining = self._producer.flush(60)
+        if remaining or errors or len(offsets) != len(changes):
+            raise TransientError(
+                f"control numbers of partition {partition} not acknowledged by the "
+                f"changelog: {remaining} waiting, errors {errors[:3]}"
+            )
+        store.set_position(max(offsets) + 1)
 
 
 class ClaimsStage(Stage):
     name = "claims"
     inputs = (
         VALIDATED,
-        "payer.inbound.v1",
+        INBOUND,
+        ACKS,
         POSTED,
         BY_ENCOUNTER,
         SETTLED,
@@ -115,7 +196,6 @@ class ClaimsStage(Stage):
         self,
         settings: ClaimsSettings,
         fee_schedule: FeeSchedule | None,
-        store: ControlNumbers,
         router: Router,
         *,
         sleep: Callable[[float], None] = time.sleep,
@@ -125,14 +205,28 @@ class ClaimsStage(Stage):
         self.writer = ClaimWriter.from_settings(settings, fee_schedule)
         log.info("master data: %s", self.writer.master.describe())
         self.writer.check()
-        self.store = store
         self._router = router
         self._sleep = sleep
+        #: Set when the runner attaches its producer; without one (tests, one-off tools)
+        #: the control numbers are committed to the partition's file before delivery.
+        self.changelog: ControlChangelog | None = None
         # What the stage keeps per encounter follows the encounter's partition: one
-        # corrections store and one COB ledger per partition of encounters.validated.v1
-        # (postings and settlements come re-keyed by encounter onto co-partitioned topics),
+        # corrections store, one COB ledger and one control-number store per partition of
+        # encounters.validated.v1 (postings and settlements come re-keyed by encounter,
+        # acknowledgments by interchange control number, onto co-partitioned topics),
         # restored from their changelogs by the runner on assignment.
         state = Path(settings.state_dir)
+        self.partitions = encounter_partitions()
+        floor = (options.control_number_block + 1) * BLOCK_SIZE
+        legacy_ceiling(state / LEGACY_NUMBERS, floor)
+        self.control_stores = PartitionedStores(
+            CONTROL_STORE,
+            VALIDATED,
+            state / f"claims-{CONTROL_STORE}",
+            lambda path: PartitionNumbers(
+                path, partition=partition_of(path), partitions=self.partitions, floor=floor
+            ),
+        )
         self.submitted_stores = PartitionedStores(
             SUBMITTED_STORE,
             VALIDATED,
@@ -149,36 +243,63 @@ class ClaimsStage(Stage):
         self.outcomes: Counter[str] = Counter()  # what acknowledgments counted
         # Retention: a settled claim's stored payloads are pruned after their window.
         self.retention = Retention(
-            store, options.retention_policy(), sweep_every_s=options.retention_sweep_s
+            options.retention_policy(), sweep_every_s=options.retention_sweep_s
         )
 
     def partitioned_stores(self) -> Sequence[PartitionedStores[Any]]:
-        return (self.submitted_stores, self.cob_stores)
+        return (self.submitted_stores, self.cob_stores, self.control_stores)
+
+    def attach(self, producer: Any) -> None:
+        self.changelog = ControlChangelog(self.settings, producer)
+
+    def numbers(self, partition: int) -> PartitionNumbers:
+        """The control numbers and interchanges of one partition."""
+        return self.control_stores.open(partition)
 
     def billing(self, partition: int) -> Billing[Incoming]:
         """The billing of one partition of encounters.validated.v1: its own corrections
         store and COB ledger (opened here when no runner has: one-process use, tests)."""
         submitted = self.submitted_stores.open(partition)
         cob = self.cob_stores.open(partition)
+        control = self.numbers(partition)
         billing = self._billing.get(partition)
-        if billing is None or billing.submitted is not submitted or billing.cob is not cob:
+        if (
+            billing is None
+            or billing.submitted is not submitted
+            or billing.cob is not cob
+            or billing.store is not control
+        ):
             options = self.settings.claims
             billing = Billing(
                 self.writer,
-                self.store,
+                control,
                 self._router,
                 submitted,
                 cob,
                 max_per_interchange=options.max_claims_per_interchange,
                 retry=options.retry_policy(),
                 sleep=self._sleep,
+                secure=lambda: self._secure(control, partition),
             )
             self._billing[partition] = billing
         return billing
 
+    def _secure(self, control: PartitionNumbers, partition: int) -> None:
+        """Before an interchange is delivered: the numbers and interchanges just allocated
+        go to the partition's changelog (acknowledged) and to its file, so neither this
+        instance after a restart nor the next owner of the partition can number anything
+        again under them (``control.py``)."""
+        if self.changelog is not None:
+            self.changelog.write(control, partition)
+        control.commit()
+
     def _billings(self) -> list[Billing[Incoming]]:
         """The billing of every partition whose stores are open here."""
-        return [self.billing(p) for p, _ in self.submitted_stores.items()]
+        return [b for _, b in self._open()]
+
+    def _open(self) -> list[tuple[int, Billing[Incoming]]]:
+        """Each partition whose stores are open here, with its billing."""
+        return [(p, self.billing(p)) for p, _ in self.submitted_stores.items()]
 
     @property
     def submitted(self) -> SubmittedClaims:
@@ -201,10 +322,18 @@ class ClaimsStage(Stage):
         # this batch must see a front-end rejection of its encounter's claim.
         outs: list[Out] = []
         for msg in msgs:
-            if msg.topic == "payer.inbound.v1":
-                stores = [b.submitted for b in self._billings()]
+            if msg.topic == INBOUND:
                 try:
-                    found = acknowledge(msg.value, self.store, stores, self.outcomes)
+                    outs += self._route_acknowledgment(msg)
+                except Exception as exc:  # noqa: BLE001 - one bad payer file must not stop us
+                    outs.append(self._dead(msg, exc))
+            elif msg.topic == ACKS:
+                billing = self.billing(msg.partition)
+                numbers = billing.store
+                try:
+                    found = acknowledge(
+                        msg.value, numbers, [billing.submitted], self.outcomes, numbers.owns
+                    )
                 except Exception as exc:  # noqa: BLE001 - one bad payer file must not stop us
                     outs.append(self._dead(msg, exc))
                     continue
@@ -237,6 +366,31 @@ class ClaimsStage(Stage):
         self._report()
         return outs
 
+    def _route_acknowledgment(self, msg: Incoming) -> list[Out]:
+        """A 999 or 277CA, to the partition of each interchange it answers (its bytes
+        unchanged, keyed by the control number: ``control.owner``); anything else a payer
+        sends here (835s) is remittance's."""
+        file = msg.value
+        if file.kind not in ("999", "277CA"):
+            return []
+        numbers = answered_interchanges(file)
+        if not numbers:
+            # Unreadable: the reader's error. Readable, but naming no interchange: say so.
+            acknowledge(file, ControlNumbers(":memory:"), [], Counter())
+            where = "AK1-02" if file.kind == "999" else "TRN02 (loop 2200B)"
+            raise InputError(
+                where,
+                f"the {file.kind} names no interchange control number, so it cannot be "
+                "matched to the claims it answers",
+            )
+        first: dict[int, int] = {}
+        for number in numbers:
+            first.setdefault(owner(number, self.partitions), number)
+        return [
+            Out(ACKS, number_key(number), file, msg.headers, raw=msg.raw)
+            for number in first.values()
+        ]
+
     def _by_partition(self, msgs: Sequence[Incoming]) -> list[tuple[int, Billing[Incoming]]]:
         """The billing of each partition of the encounter-keyed topics in ``msgs``."""
         parts = sorted({m.partition for m in msgs if m.topic in BY_ENCOUNTER_TOPICS})
@@ -267,20 +421,19 @@ class ClaimsStage(Stage):
             except Exception as exc:  # noqa: BLE001 - every failure of one input is routed
                 outs.append(self._dead(msg, exc))
         if self.retention.due():
-            parts = [(b.submitted, b.cob) for b in self._billings()]
+            parts = [(b.submitted, b.cob, self.numbers(p)) for p, b in self._open()]
             if pruned := self.retention.sweep(parts):
                 metrics.OUTCOMES.labels(self.name, "retention_pruned").inc(pruned)
         return outs
 
     def on_batch_done(self) -> None:
-        for billing in self._billings():
-            billing.commit()
+        for stores in self.partitioned_stores():
+            stores.commit()  # the runner commits them too; here for callers without one
         self.retention.committed()
 
     def close(self) -> None:
-        self.store.close()
-        self.submitted_stores.close_all()
-        self.cob_stores.close_all()
+        for stores in self.partitioned_stores():
+            stores.close_all()
 
     def _outs(self, results: list[Result[Incoming]]) -> list[Out]:
         """Each interchange on claims.interchanges.v1, each claim on claims.submitted.v1 (its
@@ -322,13 +475,9 @@ class ClaimsStage(Stage):
 
 
 def build_stage(settings: ClaimsSettings) -> ClaimsStage:
-    """The stage with its fee schedule, control-number store and payer adapters."""
-    store = ControlNumbers(
-        settings.state_dir / "claims-control-numbers.sqlite3",
-        block=settings.claims.control_number_block,
-    )
+    """The stage with its fee schedule, payer adapters and control-number changelog."""
     router = build_router(settings.claims.routes, settings.claims.adapters, settings.state_dir)
-    return ClaimsStage(settings, load_fee_schedule(settings), store, router)
+    return ClaimsStage(settings, load_fee_schedule(settings), router)
 
 
 def main(settings: Settings | None = None) -> None:

@@ -42,7 +42,7 @@ from pipeline.models import (
 from pipeline.settings import Settings
 from services.claims.acks import RejectionContext, rejections
 from services.claims.adapters import DeliveryMeta, Router
-from services.claims.control import ClaimRef, ControlNumbers, StoredInterchange
+from services.claims.control import ClaimRef, Numbers, StoredInterchange
 from services.claims.corrections import SubmittedClaims
 from services.claims.delivery import RetryPolicy, deliver_with_retries
 from services.claims.domain import (
@@ -193,7 +193,7 @@ class Billing(Generic[S]):
     def __init__(
         self,
         writer: ClaimWriter,
-        store: ControlNumbers,
+        store: Numbers,
         router: Router,
         submitted: SubmittedClaims,
         cob: CobLedger,
@@ -201,8 +201,12 @@ class Billing(Generic[S]):
         max_per_interchange: int = 25,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        secure: Callable[[], None] | None = None,
     ) -> None:
         self.writer = writer
+        #: Makes what ``store`` allocated durable (and, for a partition's store, in its
+        #: changelog) before any interchange it numbered is delivered.
+        self.secure = secure
         self.store = store
         self.router = router
         self.submitted = submitted
@@ -280,10 +284,12 @@ class Billing(Generic[S]):
                 replayed[assigned[eid]].append(item)
             else:
                 fresh[(item[1].payer_id, item[1].claim_type)].append(item)
+        ready: list[tuple[StoredInterchange, list[Item[S]]]] = []
         for icn, items in replayed.items():
             stored = self.store.interchange(icn)
             if stored is not None:
-                results += self.deliver(stored, items)
+                ready.append((stored, items))
+        built = 0
         for (payer_id, _claim_type), items in fresh.items():
             adapter = self.router.adapter_for(payer_id)
             if adapter is None:
@@ -293,11 +299,22 @@ class Billing(Generic[S]):
                 results += [self._refuse(it, InputError("payer_id", reason)) for it in items]
                 continue
             for chunk in chunks(items, self.max_per_interchange):
-                results += self.interchange(chunk, adapter.name)
+                refused, numbered = self.interchange(chunk, adapter.name)
+                results += refused
+                if numbered is not None:
+                    ready.append(numbered)
+                    built += 1
+        if built and self.secure is not None:
+            self.secure()  # numbered and stored durably before anything is sent
+        for stored, items in ready:
+            results += self.deliver(stored, items)
         return results
 
-    def interchange(self, items: list[Item[S]], adapter: str) -> list[Result[S]]:
-        """Number, write and store one interchange; a claim that cannot be written is set aside."""
+    def interchange(
+        self, items: list[Item[S]], adapter: str
+    ) -> tuple[list[Result[S]], tuple[StoredInterchange, list[Item[S]]] | None]:
+        """Number, write and store one interchange (not yet delivered); a claim that cannot
+        be written is set aside (refused)."""
         results: list[Result[S]] = []
         while items:
             planned = [p for _, p in items]
@@ -319,10 +336,10 @@ class Billing(Generic[S]):
                 continue
             except InputError as exc:
                 results += [self._refuse(it, in_validated_record(exc)) for it in items]
-                return results
+                return results, None
             self.outcomes[f"interchange_{first.claim_type}"] += 1
-            return results + self.deliver(stored, items)
-        return results
+            return results, (stored, items)
+        return results, None
 
     def deliver(self, stored: StoredInterchange, items: list[Item[S]]) -> list[Result[S]]:
         """Deliver unless already delivered, then the interchange once and one claim event
@@ -482,12 +499,14 @@ class Billing(Generic[S]):
 
 def acknowledge(
     file: PayerFile,
-    store: ControlNumbers,
+    store: Numbers,
     submitted: Sequence[SubmittedClaims],
     outcomes: Counter[str],
+    owns: Callable[[int], bool] | None = None,
 ) -> list[ClaimRejection]:
     """The claims a 999 or 277CA rejects (an 835 is remittance's: none), matched through the
-    interchanges ``store`` numbered; each claim's rejection (and a 277CA's payer claim
+    interchanges ``store`` numbered (``owns``: the numbers it answers for, when it is one
+    partition's); each claim's rejection (and a 277CA's payer claim
     number) is recorded in the corrections store of ``submitted`` that holds the claim
     (the service has one per partition). Counted in ``outcomes``."""
     if file.kind not in ("999", "277CA"):
@@ -499,6 +518,8 @@ def acknowledge(
         return [(c.claim_id, c.encounter_id) for c in store.claims_of(int(group))]
 
     ctx = RejectionContext(claims_of_group, store.encounter_of, utcnow())
+    if owns is not None:  # a partition's store: the groups another partition numbered are its
+        ctx.owns = lambda group: not group.isdigit() or owns(int(group))
     found = rejections(file, ctx)
     with ExitStack() as atomic:  # all of this file's writes or none (a refusal)
         for part in submitted:
@@ -524,7 +545,7 @@ def acknowledge(
     return found
 
 
-def _refused_events(store: ControlNumbers, rejection: ClaimRejection) -> list[str]:
+def _refused_events(store: Numbers, rejection: ClaimRejection) -> list[str]:
     """The claim events a rejection refuses, when it names their interchange (a 999)."""
     icn = rejection.interchange_control_number
     if icn is None or not icn.isdigit():

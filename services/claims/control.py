@@ -11,19 +11,38 @@ must go out in that same interchange (same number, same bytes), never in a secon
 under a new number: ``assigned`` finds it, and the stored text is re-delivered as is.
 Acknowledgments (999 by group control number, 277CA by claim id) are matched here too.
 
-Several claims instances must not share a number range: ``block`` (0-9) gives each its
-own tenth of the space (block b allocates b*10^8 .. (b+1)*10^8-1; block 0 starts at 1).
+``ControlNumbers`` is the store of one process that bills everything (``block`` (0-9)
+gives it its own tenth of the space: block b allocates b*10^8 .. (b+1)*10^8-1; block 0
+starts at 1). The service keeps ``PartitionNumbers`` instead, one per partition of
+encounters.validated.v1, each row change a changelog record, so numbering and the
+interchange -> claims map move with the partition:
+
+- Interchanges are built per partition, and any instance can tell the partition that
+  owns a number from the number alone: ``owner(n, P)`` = CRC-32 of its nine digits
+  modulo P, the partition of encounters.validated.v1 (P partitions) that the Kafka
+  client's default partitioner gives the key ``%09d``. Each partition takes, in order, the
+  numbers it owns, so no two partitions can ever take the same one, and an
+  acknowledgment keyed by the number it answers lands on the partition that sent it.
+- Numbers start above every block a single instance could have used (``floor``: block
+  0 used numbers below 10^8, so the first is 10^8), so none is reused after an upgrade.
+- A number is used only once the allocation is in the partition's changelog (the stage
+  produces and flushes the store's changes before it delivers): an instance that takes
+  the partition over after a crash restores the counter and the interchanges, so a batch
+  read again sends the same interchange again (same number, same bytes), never its claims
+  under a new number, and no number twice.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.models import utcnow
-from pipeline.state import private_sqlite
+from pipeline.row_changelog import RowChangelogStore
+from pipeline.state import StateError, private_sqlite
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counter (
@@ -57,6 +76,19 @@ CREATE TABLE IF NOT EXISTS pruned_claims (
 
 BLOCK_SIZE = 100_000_000
 LAST_NUMBER = 999_999_999
+TABLES = ("counter", "interchanges", "claims", "pruned_claims")
+
+
+def owner(number: int, partitions: int) -> int:
+    """The partition of encounters.validated.v1 that allocated ``number`` (and reads its
+    acknowledgments): where librdkafka's default partitioner (CRC-32 of the key) puts the
+    key ``%09d``."""
+    return zlib.crc32(b"%09d" % number) % partitions
+
+
+def number_key(number: int) -> str:
+    """The record key of an interchange control number (nine digits, as in ISA13)."""
+    return f"{number:09d}"
 
 
 class ControlNumbersExhausted(RuntimeError):
@@ -85,7 +117,85 @@ class StoredInterchange:
     detail: str
 
 
-class ControlNumbers:
+class _Reads:
+    """What both stores answer from their tables (and the retention write they share)."""
+
+    db: sqlite3.Connection
+
+    def _store(
+        self, counter: int, number: int, claims: Sequence[ClaimRef], what: tuple[str, ...]
+    ) -> None:
+        """The counter moved to ``number``, the interchange (payer, claim type, adapter,
+        text) and the claims it carries stored under it."""
+        self.db.execute(
+            "INSERT INTO counter VALUES (?, ?) ON CONFLICT(block) DO UPDATE SET last = ?",
+            (counter, number, number),
+        )
+        self.db.execute(
+            "INSERT INTO interchanges VALUES (?, ?, ?, ?, ?, 'built', '', ?)",
+            (number, *what, utcnow().isoformat()),
+        )
+        self.db.executemany(
+            "INSERT INTO claims VALUES (?, ?, ?, ?)",
+            [(c.event_id, c.claim_id, c.encounter_id, number) for c in claims],
+        )
+
+    def _blank(self, claim_ids: Sequence[str]) -> int:
+        """Claims past their retention window: blank the text of every interchange all of
+        whose claims are now forgotten; how many were blanked."""
+        self.db.executemany(
+            "INSERT OR IGNORE INTO pruned_claims VALUES (?)", [(c,) for c in claim_ids]
+        )
+        marks = ",".join("?" * len(claim_ids))
+        cur = self.db.execute(
+            "UPDATE interchanges SET text = '' WHERE text != '' AND icn IN "
+            f"(SELECT icn FROM claims WHERE claim_id IN ({marks})) AND NOT EXISTS "
+            "(SELECT 1 FROM claims c WHERE c.icn = interchanges.icn AND c.claim_id NOT IN "
+            "(SELECT claim_id FROM pruned_claims))",
+            list(claim_ids),
+        )
+        return cur.rowcount
+
+    def assigned(self, event_ids: Iterable[str]) -> dict[str, int]:
+        """Claim event id -> control number, for the claim events already sent (or tried)."""
+        ids = list(dict.fromkeys(event_ids))
+        out: dict[str, int] = {}
+        for start in range(0, len(ids), 500):  # SQLite caps the number of parameters
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT event_id, icn FROM claims WHERE event_id IN ({marks})", chunk
+            )
+            out.update(dict(rows.fetchall()))
+        return out
+
+    def interchange(self, icn: int) -> StoredInterchange | None:
+        """The stored interchange numbered ``icn``."""
+        row = self.db.execute(
+            "SELECT icn, payer_id, claim_type, adapter, text, status, detail "
+            "FROM interchanges WHERE icn = ?",
+            (icn,),
+        ).fetchone()
+        return StoredInterchange(*row) if row else None
+
+    def claims_of(self, icn: int) -> list[ClaimRef]:
+        """The claims an interchange carried, in the order they were stored."""
+        rows = self.db.execute(
+            "SELECT event_id, claim_id, encounter_id FROM claims WHERE icn = ? ORDER BY rowid",
+            (icn,),
+        )
+        return [ClaimRef(*row) for row in rows.fetchall()]
+
+    def encounter_of(self, claim_id: str) -> str | None:
+        """The encounter a claim id was billed for (the latest event when there are several)."""
+        row = self.db.execute(
+            "SELECT encounter_id FROM claims WHERE claim_id = ? ORDER BY rowid DESC LIMIT 1",
+            (claim_id,),
+        ).fetchone()
+        return row[0] if row else None
+
+
+class ControlNumbers(_Reads):
     """The durable counter and the interchanges it numbered."""
 
     def __init__(self, path: Path | str, *, block: int = 0) -> None:
@@ -128,45 +238,12 @@ class ControlNumbers:
                     "configure another block (CLAIMFLOW_CLAIMS__CONTROL_NUMBER_BLOCK)"
                 )
             text = build(number)
-            self.db.execute(
-                "INSERT INTO counter VALUES (?, ?) ON CONFLICT(block) DO UPDATE SET last = ?",
-                (self.block, number, number),
-            )
-            self.db.execute(
-                "INSERT INTO interchanges VALUES (?, ?, ?, ?, ?, 'built', '', ?)",
-                (number, payer_id, claim_type, adapter, text, utcnow().isoformat()),
-            )
-            self.db.executemany(
-                "INSERT INTO claims VALUES (?, ?, ?, ?)",
-                [(c.event_id, c.claim_id, c.encounter_id, number) for c in claims],
-            )
+            self._store(self.block, number, claims, (payer_id, claim_type, adapter, text))
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
         return StoredInterchange(number, payer_id, claim_type, adapter, text, "built", "")
-
-    def assigned(self, event_ids: Iterable[str]) -> dict[str, int]:
-        """Claim event id -> control number, for the claim events already sent (or tried)."""
-        ids = list(dict.fromkeys(event_ids))
-        out: dict[str, int] = {}
-        for start in range(0, len(ids), 500):  # SQLite caps the number of parameters
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                f"SELECT event_id, icn FROM claims WHERE event_id IN ({marks})", chunk
-            )
-            out.update(dict(rows.fetchall()))
-        return out
-
-    def interchange(self, icn: int) -> StoredInterchange | None:
-        """The stored interchange numbered ``icn``."""
-        row = self.db.execute(
-            "SELECT icn, payer_id, claim_type, adapter, text, status, detail "
-            "FROM interchanges WHERE icn = ?",
-            (icn,),
-        ).fetchone()
-        return StoredInterchange(*row) if row else None
 
     def mark(self, icn: int, status: str, detail: str = "") -> None:
         """Record the outcome of a delivery: delivered (with the receipt) or dead (why).
@@ -184,22 +261,6 @@ class ControlNumbers:
         finally:
             self.db.execute("PRAGMA synchronous=FULL")
 
-    def claims_of(self, icn: int) -> list[ClaimRef]:
-        """The claims an interchange carried, in the order they were stored."""
-        rows = self.db.execute(
-            "SELECT event_id, claim_id, encounter_id FROM claims WHERE icn = ? ORDER BY rowid",
-            (icn,),
-        )
-        return [ClaimRef(*row) for row in rows.fetchall()]
-
-    def encounter_of(self, claim_id: str) -> str | None:
-        """The encounter a claim id was billed for (the latest event when there are several)."""
-        row = self.db.execute(
-            "SELECT encounter_id FROM claims WHERE claim_id = ? ORDER BY rowid DESC LIMIT 1",
-            (claim_id,),
-        ).fetchone()
-        return row[0] if row else None
-
     def forget(self, claim_ids: Sequence[str]) -> int:
         """Claims past their retention window: blank the text of every interchange all of whose
         claims are now forgotten (numbers, payer, status and the claim ids stay, for 999s and
@@ -208,23 +269,13 @@ class ControlNumbers:
             return 0
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            self.db.executemany(
-                "INSERT OR IGNORE INTO pruned_claims VALUES (?)", [(c,) for c in claim_ids]
-            )
-            marks = ",".join("?" * len(claim_ids))
-            cur = self.db.execute(
-                "UPDATE interchanges SET text = '' WHERE text != '' AND icn IN "
-                f"(SELECT icn FROM claims WHERE claim_id IN ({marks})) AND NOT EXISTS "
-                "(SELECT 1 FROM claims c WHERE c.icn = interchanges.icn AND c.claim_id NOT IN "
-                "(SELECT claim_id FROM pruned_claims))",
-                list(claim_ids),
-            )
+            blanked = self._blank(claim_ids)
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         self.db.execute("COMMIT")
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # old pages leave the WAL too
-        return cur.rowcount
+        return blanked
 
     def last_number(self) -> int | None:
         """The last control number handed out in this block (None before the first)."""
@@ -234,3 +285,99 @@ class ControlNumbers:
 
     def close(self) -> None:
         self.db.close()
+
+
+class PartitionNumbers(_Reads, RowChangelogStore):
+    """The numbers one partition of encounters.validated.v1 allocates and the interchanges
+    they carried, in the batch's transaction, each row change a changelog record."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        partition: int,
+        partitions: int,
+        floor: int = BLOCK_SIZE,
+        changelog: bool = True,
+    ) -> None:
+        if not 0 <= partition < partitions:
+            raise ValueError(f"partition {partition} of {partitions}")
+        super().__init__(path, _SCHEMA, TABLES, changelog=changelog)
+        self.partition = partition
+        self.partitions = partitions
+        self.floor = max(1, floor)
+
+    def owns(self, number: int) -> bool:
+        return owner(number, self.partitions) == self.partition
+
+    def allocate(
+        self,
+        claims: Sequence[ClaimRef],
+        *,
+        payer_id: str,
+        claim_type: str,
+        adapter: str,
+        build: Callable[[int], str],
+    ) -> StoredInterchange:
+        """Take this partition's next number, build the interchange under it and store both
+        in the batch's transaction (the stage makes them durable before delivering).
+
+        If ``build`` raises, nothing is stored and the number is not used up."""
+        with self.atomic():
+            row = self.db.execute(
+                "SELECT last FROM counter WHERE block = ?", (self.partition,)
+            ).fetchone()
+            number = max(self.floor, (row[0] + 1) if row else self.floor)
+            while not self.owns(number):
+                number += 1
+            if number > LAST_NUMBER:
+                raise ControlNumbersExhausted(
+                    f"control numbers of partition {self.partition} are used up"
+                )
+            text = build(number)
+            self._store(self.partition, number, claims, (payer_id, claim_type, adapter, text))
+        return StoredInterchange(number, payer_id, claim_type, adapter, text, "built", "")
+
+    def mark(self, icn: int, status: str, detail: str = "") -> None:
+        """The outcome of a delivery, committed at once (with what the store holds of the
+        batch: its allocations are already in the changelog), so a batch read again after a
+        crash on this instance does not deliver it again; its change record goes with the
+        batch. An outcome lost with the instance only means the next owner delivers the
+        interchange again under the same number, which the adapters make idempotent."""
+        self.db.execute(
+            "UPDATE interchanges SET status = ?, detail = ? WHERE icn = ?",
+            (status, detail[:2000], icn),
+        )
+        self.commit()
+
+    def forget(self, claim_ids: Sequence[str]) -> int:
+        """As ``ControlNumbers.forget``, in the batch's transaction (the retention sweep
+        checkpoints the write-ahead log after the commit)."""
+        return self._blank(claim_ids) if claim_ids else 0
+
+    def last_number(self) -> int | None:
+        row = self.db.execute("SELECT last FROM counter WHERE block = ?", (self.partition,))
+        found = row.fetchone()
+        return int(found[0]) if found else None
+
+
+def legacy_ceiling(path: Path, floor: int) -> None:
+    """Refuse to start when a single instance's store (``ControlNumbers``) has used a number
+    at or above ``floor``, where the partitions' numbers start: one could be reused."""
+    if not path.exists():
+        return
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        row = db.execute("SELECT max(last) FROM counter").fetchone()
+    finally:
+        db.close()
+    if row and row[0] is not None and row[0] >= floor:
+        raise StateError(
+            f"{path} has used control number {row[0]}, at or above {floor} where the "
+            "partitions' numbers start: set CLAIMFLOW_CLAIMS__CONTROL_NUMBER_BLOCK to the "
+            "block that store used, so numbering starts above it"
+        )
+
+
+Numbers = ControlNumbers | PartitionNumbers
+"""Either store: the one of a process that bills everything, or one partition's."""

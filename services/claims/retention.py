@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 
 from pipeline.models import ClaimSettled
 from pipeline.settled import DAY_S, RetentionPolicy
-from services.claims.control import ControlNumbers
+from services.claims.control import PartitionNumbers
 from services.claims.corrections import SubmittedClaims
 from services.claims.secondary import CobLedger
 
@@ -33,23 +33,22 @@ from services.claims.secondary import CobLedger
 class Retention:
     """Records settlements in the claims stores and prunes what is past its window.
 
-    The stores are given per call: the service keeps one corrections store and COB ledger
-    per partition of encounters.validated.v1, and sweeps each one it holds."""
+    The stores are given per call: the service keeps one corrections store, COB ledger and
+    control-number store per partition of encounters.validated.v1, and sweeps each
+    partition it holds."""
 
     def __init__(
         self,
-        control: ControlNumbers,
         policy: RetentionPolicy,
         *,
         sweep_every_s: float = 3600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.control = control
         self.policy = policy
         self.sweep_every_s = sweep_every_s
         self.clock = clock
         self._swept_at: float | None = None
-        self._pruned: list[SubmittedClaims] = []
+        self._pruned: list[SubmittedClaims | PartitionNumbers] = []
 
     def settle(self, submitted: SubmittedClaims, event: ClaimSettled) -> None:
         """One remittance.settled.v1 event, in the batch's transaction."""
@@ -65,16 +64,16 @@ class Retention:
         now = self.clock()
         return self._swept_at is None or now - self._swept_at >= self.sweep_every_s
 
-    def sweep(self, stores: Iterable[tuple[SubmittedClaims, CobLedger]]) -> int:
+    def sweep(self, stores: Iterable[tuple[SubmittedClaims, CobLedger, PartitionNumbers]]) -> int:
         """Prune every verdict whose claims (its own and the later payers') are all past
         their window; returns how many. The verdicts go in the stores' open transaction
-        (committed with the batch); interchange texts are blanked in their own."""
+        (committed with the batch), and so are the blanked interchange texts."""
         now = self.clock()
         self._swept_at = now
-        forgotten: list[str] = []
         pruned = 0
-        for submitted, cob in stores:
+        for submitted, cob, control in stores:
             before = pruned
+            forgotten: list[str] = []
             for key, claim_id, settled_at in submitted.due(now):
                 later = cob.later_claims(key)
                 if not submitted.window_ended(later, now):
@@ -83,13 +82,12 @@ class Retention:
                 forgotten += [claim_id, *later]
                 pruned += 1
             if pruned > before:
-                self._pruned.append(submitted)
-        if forgotten:
-            self.control.forget(forgotten)
+                control.forget(forgotten)
+                self._pruned += [submitted, control]
         return pruned
 
     def committed(self) -> None:
         """After the stores' commit: pruned rows' old pages leave the write-ahead log."""
-        for submitted in self._pruned:
-            submitted.checkpoint()
+        for store in self._pruned:
+            store.checkpoint()
         self._pruned = []

@@ -94,7 +94,7 @@ def test_settled_claims_are_pruned_through_the_settlement_topic(
     assert len(letters) == 1 and letters[0].field == "encounter_id"  # type: ignore[attr-defined]
     assert "pruned after the retention window" in letters[0].error_message  # type: ignore[attr-defined]
     # Nothing of the patients stays in the claims stage's files (write-ahead logs included).
-    disk = b"".join(p.read_bytes() for p in sorted(state.rglob("claims*.sqlite3*")))
+    disk = b"".join(p.read_bytes() for p in sorted(state.glob("claims-*/*.sqlite3*")))
     assert disk and COVERAGE.member_id.encode() not in disk
     assert PATIENT.last_name.upper().encode() not in disk
     assert f'"last_name":"{PATIENT.last_name}"'.encode() not in disk

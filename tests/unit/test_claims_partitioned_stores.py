@@ -30,7 +30,8 @@ from pipeline.models import (
 )
 from pipeline.stage import Incoming, Out
 from pipeline.state import Change
-from services.claims.app import ClaimsStage
+from services.claims.app import ACKS, ClaimsStage
+from services.claims.control import owner
 from services.remittance.era import parse_835
 from services.remittance.posting import post
 
@@ -54,7 +55,11 @@ def run(claims: ClaimsStage, records: Records, msgs: list[Incoming]) -> list[Out
     partition_of = {m.value.encounter_id: m.partition for m in msgs if hasattr(m.value, "coded")}
     moved = [o for o in outs if o.raw is not None]
     if moved:
-        again = [at(o.value, partition_of.get(o.key, 1), 900, o.topic) for o in moved]
+        again = [
+            at(o.value, owner(int(o.key), 3) if o.topic == ACKS else partition_of.get(o.key, 1),
+               900, o.topic)
+            for o in moved
+        ]  # fmt: skip
         outs = [o for o in outs if o.raw is None] + run(claims, records, again)
     return outs
 
@@ -144,6 +149,10 @@ def test_a_partition_rebuilt_from_its_change_records_answers_as_its_first_owner(
         MEDIGAP_F.payer_id,
         f"{by_encounter[medicare.encounter_id].claim_id}-2",
     )
+    # Numbered after the first owner's numbers of the partition, never under one of them.
+    used = [int(c.interchange_control_number) for c in billed]
+    assert owner(int(medigap.interchange_control_number), 3) == 1
+    assert int(medigap.interchange_control_number) > max(n for n in used if owner(n, 3) == 1)
     assert (
         submitted(run(second, records, [at(medicare_posting, 2, 1, "remittance.posted.v1")])) == []
     )
@@ -181,11 +190,12 @@ def test_a_payer_rejection_is_recorded_in_the_partition_that_holds_the_claim(
         payer_id=COVERAGE.payer_id,
         file_id="277CA-1",
         kind="277CA",
-        body=_277ca(claim.claim_id, "A3:164:IL").encode(),
+        body=_277ca(claim.claim_id, "A3:164:IL", int(claim.interchange_control_number)).encode(),
         received_at=AT,
     )
     outs = run(claims, records, [at(file, 1, 0, "payer.inbound.v1")])
     assert [o.value.claim_id for o in outs if o.topic == "claims.rejections.v1"] == [claim.claim_id]
+    assert owner(int(claim.interchange_control_number), 3) == 2  # numbered by its partition
     assert [k for k, _ in records[("submitted", 2)] if k.startswith("rejected:")]
     assert not [k for k, _ in records[("submitted", 0)] if k.startswith("rejected:")]
     prior = claims.submitted_stores.get(2).prior("ENC-P2")

@@ -40,7 +40,7 @@ def replayed(verdict: ValidatedEncounter) -> ValidatedEncounter:
 
 def on_disk(state: Path) -> bytes:
     """Every byte of the claims stage's stores, write-ahead logs included."""
-    return b"".join(p.read_bytes() for p in sorted(state.rglob("claims*.sqlite3*")))
+    return b"".join(p.read_bytes() for p in sorted(state.glob("claims-*/*.sqlite3*")))
 
 
 class Clock:
@@ -97,7 +97,7 @@ def test_a_settled_claim_is_pruned_after_its_window_and_nothing_of_the_patient_s
     with pytest.raises(ValueError, match=rf"claim {first.claim_id} was settled on 2026-03-20"):
         claims.submitted.prior(first.encounter_id)
     assert claims.submitted.prior(second.encounter_id) is not None
-    stored = claims.store.interchange(int(first.interchange_control_number))
+    stored = claims.numbers(0).interchange(int(first.interchange_control_number))
     assert stored is not None and stored.text != ""
 
     # The second settles and its window passes: the interchange text is blanked, and no
@@ -105,14 +105,14 @@ def test_a_settled_claim_is_pruned_after_its_window_and_nothing_of_the_patient_s
     settle(claims, settled(second.claim_id))
     clock.now = T0 + 62 * DAY_S
     claims.on_idle()
-    stored = claims.store.interchange(int(first.interchange_control_number))
+    stored = claims.numbers(0).interchange(int(first.interchange_control_number))
     assert stored is not None and stored.text == "" and stored.status == "delivered"
     disk = on_disk(tmp_path)
     assert member not in disk
     assert PATIENT.last_name.upper().encode() not in disk
     assert f'"last_name":"{PATIENT.last_name}"'.encode() not in disk
     # What KPIs and audits need stays: the claim ids, their interchange and encounter.
-    assert [c.claim_id for c in claims.store.claims_of(stored.icn)] == [
+    assert [c.claim_id for c in claims.numbers(0).claims_of(stored.icn)] == [
         first.claim_id,
         second.claim_id,
     ]

@@ -31,7 +31,7 @@ from services.claims.adapters import (
 from services.claims.adapters.filedrop import FileDropAdapter
 from services.claims.adapters.http import HttpPostAdapter
 from services.claims.app import ADAPTER_HEADER, ClaimsStage
-from services.claims.control import ClaimRef, ControlNumbers, ControlNumbersExhausted
+from services.claims.control import ClaimRef, ControlNumbers, ControlNumbersExhausted, owner
 from services.claims.delivery import RetryPolicy, deliver_with_retries
 from services.claims.settings import ClaimsOptions, ClaimsSettings
 from services.x12.validate import validate_x12
@@ -88,9 +88,8 @@ def stage(
         state_dir=tmp_path,
         claims=ClaimsOptions(routes={"*": adapter.name}, **options),
     )
-    store = ControlNumbers(tmp_path / "claims-control-numbers.sqlite3")
     router = Router(settings.claims.routes, {adapter.name: adapter})
-    return ClaimsStage(settings, None, store, router, sleep=lambda _: None), adapter
+    return ClaimsStage(settings, None, router, sleep=lambda _: None), adapter
 
 
 def submitted(outs: list[Out]) -> list[SubmittedClaim]:
@@ -108,6 +107,42 @@ def dead(outs: list[Out]) -> list[DeadLetter]:
     return [o.value for o in outs if o.topic == "dlq.claims.v1"]
 
 
+ACKS = "claims.acks-by-interchange.v1"
+
+
+def numbers(count: int, partition: int = 0) -> list[int]:
+    """The first control numbers a partition allocates (``control.owner``: from 10^8, the
+    numbers whose owner is the partition)."""
+    out, n = [], 100_000_000
+    while len(out) < count:
+        if owner(n, 3) == partition:
+            out.append(n)
+        n += 1
+    return out
+
+
+N = numbers(5)
+
+
+def forwarded(claims_stage: ClaimsStage, outs: list[Out]) -> tuple[list[Out], list[Incoming]]:
+    """The stage's output without the payer files it forwarded, and those files as the
+    broker carries them: on the partition of the interchange each answers, bytes unchanged."""
+    acks = [o for o in outs if o.topic == ACKS]
+    assert all(o.raw is not None for o in acks)
+    moved = [
+        Incoming(ACKS, o.key, o.value, o.raw or b"", dict(o.headers),
+                 owner(int(o.key), claims_stage.partitions), 900 + n, 0)
+        for n, o in enumerate(acks)
+    ]  # fmt: skip
+    return [o for o in outs if o.topic != ACKS], moved
+
+
+def answered(claims_stage: ClaimsStage, msgs: list[Incoming]) -> list[Out]:
+    """A batch with payer files, then the files it forwarded to their interchanges' partitions."""
+    outs, moved = forwarded(claims_stage, list(claims_stage.handle_batch(msgs)))
+    return outs + (list(claims_stage.handle_batch(moved)) if moved else [])
+
+
 # --- batching ----------------------------------------------------------------------------------
 
 
@@ -119,7 +154,7 @@ def test_a_batch_becomes_one_interchange_per_payer_bounded_by_size(tmp_path: Pat
     assert len(claims) == 34 and not dead(outs)
     sizes = Counter((c.payer_id, c.interchange_control_number) for c in claims)
     assert sorted(sizes.values()) == [4, 5, 25]
-    assert [m.control_number for m in adapter.calls] == [1, 2, 3]
+    assert [m.control_number for m in adapter.calls] == N[:3]
     assert {m.payer_id for m in adapter.calls} == {COVERAGE.payer_id, AETNA.payer_id}
     # Each event carries the interchange that delivered it, and that interchange is valid.
     by_icn = {c.interchange_control_number: c.x12 for c in claims}
@@ -167,7 +202,7 @@ def test_a_claim_that_cannot_be_written_is_set_aside_and_the_rest_go(tmp_path: P
     assert len(submitted(outs)) == 3
     (letter,) = dead(outs)
     assert letter.key == "ENC-BAD" and letter.field == "coded.lines[0].code"
-    assert adapter.calls[0].control_number == 1  # the failed attempt used no number up
+    assert adapter.calls[0].control_number == N[0]  # the failed attempt used no number up
     assert len(adapter.calls[0].claim_ids) == 3
 
 
@@ -189,8 +224,8 @@ def test_control_numbers_are_never_reused_across_a_restart(tmp_path: Path) -> No
     after = submitted(list(second.handle_batch(encounters(4, start=6))))
     numbers_before = {c.interchange_control_number for c in before}
     numbers_after = {c.interchange_control_number for c in after}
-    assert numbers_before == {"000000001", "000000002", "000000003"}
-    assert numbers_after == {"000000004", "000000005"}
+    assert numbers_before == {f"{n:09d}" for n in N[:3]}
+    assert numbers_after == {f"{n:09d}" for n in N[3:5]}
     second.close()
 
 
@@ -207,7 +242,7 @@ def test_a_replayed_batch_reuses_its_interchange_and_is_not_sent_again(tmp_path:
     again = {c.claim_id: c for c in replay}
     for claim in original:
         assert again[claim.claim_id] == claim  # same event, same number, same bytes
-    assert [m.control_number for m in adapter2.calls] == [2]  # only the new claims are sent
+    assert [m.control_number for m in adapter2.calls] == [N[1]]  # only the new claims are sent
     assert len(adapter2.calls[0].claim_ids) == 2
 
 
@@ -224,8 +259,8 @@ def test_an_interchange_whose_delivery_died_is_tried_again_under_its_number(
     # are billed: a claim that never reached the payer was not answered.
     second, adapter = stage(tmp_path)
     claims = submitted(list(second.handle_batch(batch)))
-    assert {c.interchange_control_number for c in claims} == {"000000001"}
-    assert [m.control_number for m in adapter.calls] == [1]
+    assert {c.interchange_control_number for c in claims} == {f"{N[0]:09d}"}
+    assert [m.control_number for m in adapter.calls] == [N[0]]
 
 
 def test_the_store_survives_reopening_and_a_failed_build_uses_no_number(tmp_path: Path) -> None:
@@ -298,7 +333,7 @@ def test_after_the_last_try_the_claims_are_dead_letters_with_the_reason(tmp_path
         "not delivered after 3 attempt(s): DeliveryError: gateway timeout"
         in letters[0].error_message
     )
-    assert claims_stage.store.interchange(1).status == "dead"  # type: ignore[union-attr]
+    assert claims_stage.numbers(0).interchange(N[0]).status == "dead"  # type: ignore[union-attr]
 
 
 def test_file_drop_is_atomic_and_a_retry_overwrites_the_same_file(tmp_path: Path) -> None:
@@ -365,7 +400,6 @@ def test_http_adapter_that_fails_twice_then_succeeds_delivers_exactly_once(
     claims_stage = ClaimsStage(
         settings,
         None,
-        ControlNumbers(tmp_path / "cn.sqlite3"),
         Router({"*": "http"}, {"http": adapter}),
         sleep=lambda _: None,
     )
@@ -373,19 +407,19 @@ def test_http_adapter_that_fails_twice_then_succeeds_delivers_exactly_once(
     claims = submitted(outs)
     assert len(claims) == 3 and not dead(outs)
     assert len(payer.requests) == 3  # 503, 503, 201
-    assert {r["Idempotency-Key"] for r in payer.requests} == {"000000001"}
+    first = f"{N[0]:09d}"
+    assert {r["Idempotency-Key"] for r in payer.requests} == {first}
     assert payer.requests[0]["Authorization"] == "Bearer t0k3n"
     assert payer.requests[0]["Content-Type"] == "application/edi-x12"
-    assert list(payer.accepted) == ["000000001"]
-    assert payer.accepted["000000001"].decode() == claims[0].x12
-    assert "201 /claims/files/000000001" in claims_stage.store.interchange(1).detail  # type: ignore[union-attr]
+    assert list(payer.accepted) == [first]
+    assert payer.accepted[first].decode() == claims[0].x12
+    assert f"201 /claims/files/{first}" in claims_stage.numbers(0).interchange(N[0]).detail  # type: ignore[union-attr]
     # The process dies before committing; the batch comes back to a new process, which sends
     # nothing more: the interchange is recorded as delivered.
     claims_stage.close()
     again = ClaimsStage(
         settings,
         None,
-        ControlNumbers(tmp_path / "cn.sqlite3"),
         Router({"*": "http"}, {"http": adapter}),
         sleep=lambda _: None,
     )
@@ -472,10 +506,11 @@ def payer_file(kind: str, body: str, file_id: str = "F1") -> PayerFile:
 def test_999_and_277ca_rejections_become_claim_rejections(tmp_path: Path) -> None:
     claims_stage, _ = stage(tmp_path)
     claims = submitted(list(claims_stage.handle_batch(encounters(3))))
+    icn = int(claims[0].interchange_control_number)
     rejected_999 = (
         "ISA*00*          *00*          *ZZ*CH             *ZZ*CLAIMFLOW      *260302*1200*^*00501"
         "*000000901*0*P*:~GS*FA*CH*CLAIMFLOW*20260302*1200*901*X*005010X231A1~"
-        "ST*999*0001*005010X231A1~AK1*HC*1*005010X222A1~AK2*837*0001*005010X222A1~"
+        f"ST*999*0001*005010X231A1~AK1*HC*{icn}*005010X222A1~AK2*837*0001*005010X222A1~"
         "IK3*HI*20**8~IK4*2:1*1270*7*XYZ~IK5*R*5~AK9*R*1*1*0~SE*8*0001~GE*1*901~"
         "IEA*1*000000901~"
     )
@@ -485,19 +520,19 @@ def test_999_and_277ca_rejections_become_claim_rejections(tmp_path: Path) -> Non
         "*000000902*0*P*:~GS*HN*CH*CLAIMFLOW*20260302*1200*902*X*005010X214~"
         "ST*277*0001*005010X214~BHT*0085*08*1*20260302*1200*TH~HL*1**20*1~"
         "NM1*PR*2*UHC*****PI*87726~TRN*1*1~DTP*050*D8*20260302~DTP*009*D8*20260302~"
-        "HL*2*1*21*1~NM1*41*2*CLAIMFLOW*****46*CLAIMFLOW~TRN*2*1~STC*A1:19*20260302*WQ*300~"
+        f"HL*2*1*21*1~NM1*41*2*CLAIMFLOW*****46*CLAIMFLOW~TRN*2*{icn:09d}0001~"
+        "STC*A1:19*20260302*WQ*300~"
         "HL*3*2*19*1~NM1*85*2*GROUP*****XX*1234567893~TRN*1*1~STC*A1:19:PR*20260302*WQ*300~"
         f"HL*4*3*PT~NM1*QC*1*DOE*JOHN****MI*W123~TRN*2*{first}~STC*A3:164:IL*20260302*U*100~"
         "DTP*472*D8*20260227~SE*20*0001~GE*1*902~IEA*1*000000902~"
     )
-    outs = list(
-        claims_stage.handle_batch(
-            [
-                incoming(payer_file("999", rejected_999, "999-1"), 20, "payer.inbound.v1"),
-                incoming(payer_file("277CA", rejected_277, "277-1"), 21, "payer.inbound.v1"),
-                incoming(payer_file("835", "ISA~", "835-1"), 22, "payer.inbound.v1"),
-            ]
-        )
+    outs = answered(
+        claims_stage,
+        [
+            incoming(payer_file("999", rejected_999, "999-1"), 20, "payer.inbound.v1"),
+            incoming(payer_file("277CA", rejected_277, "277-1"), 21, "payer.inbound.v1"),
+            incoming(payer_file("835", "ISA~", "835-1"), 22, "payer.inbound.v1"),
+        ],
     )
     found = [o.value for o in outs if o.topic == "claims.rejections.v1"]
     by_source = Counter(r.source for r in found)
@@ -513,8 +548,9 @@ def test_999_and_277ca_rejections_become_claim_rejections(tmp_path: Path) -> Non
     assert all(o.key == o.value.claim_id for o in outs)
 
 
-def _277ca(claim_id: str, status: str) -> str:
-    """A 277CA about one claim: accepted (A2:20, with the payer's number) or rejected."""
+def _277ca(claim_id: str, status: str, icn: int) -> str:
+    """A 277CA about one claim of interchange ``icn``: accepted (A2:20, with the payer's
+    number) or rejected."""
     accepted = status.startswith("A2")
     claim = f"STC*{status}*20260302*{'WQ' if accepted else 'U'}*100~" + (
         "REF*1K*2226123456789~" if accepted else ""
@@ -524,7 +560,8 @@ def _277ca(claim_id: str, status: str) -> str:
         "*000000902*0*P*:~GS*HN*CH*CLAIMFLOW*20260302*1200*902*X*005010X214~"
         "ST*277*0001*005010X214~BHT*0085*08*1*20260302*1200*TH~HL*1**20*1~"
         "NM1*PR*2*UHC*****PI*87726~TRN*1*1~DTP*050*D8*20260302~DTP*009*D8*20260302~"
-        "HL*2*1*21*1~NM1*41*2*CLAIMFLOW*****46*CLAIMFLOW~TRN*2*1~STC*A1:19*20260302*WQ*300~"
+        f"HL*2*1*21*1~NM1*41*2*CLAIMFLOW*****46*CLAIMFLOW~TRN*2*{icn:09d}~"
+        "STC*A1:19*20260302*WQ*300~"
         "HL*3*2*19*1~NM1*85*2*GROUP*****XX*1234567893~TRN*1*1~STC*A1:19:PR*20260302*WQ*300~"
         f"HL*4*3*PT~NM1*QC*1*DOE*JOHN****MI*W123~TRN*2*{claim_id}~{claim}"
         "DTP*472*D8*20260227~SE*20*0001~GE*1*902~IEA*1*000000902~"
@@ -554,7 +591,11 @@ def test_the_fix_of_a_claim_refused_at_the_front_end_is_a_new_original(
     body = (
         _999_rejecting(str(int(original.interchange_control_number)))
         if kind == "999"
-        else _277ca(original.claim_id, "A3:164:IL" if outcome == "rejected" else "A2:20")
+        else _277ca(
+            original.claim_id,
+            "A3:164:IL" if outcome == "rejected" else "A2:20",
+            int(original.interchange_control_number),
+        )
     )
     ack = incoming(payer_file(kind, body, f"{kind}-1"), 10, "payer.inbound.v1")
     verdict = msg.value
@@ -566,8 +607,10 @@ def test_the_fix_of_a_claim_refused_at_the_front_end_is_a_new_original(
             "coded": verdict.coded.model_copy(update={"encounter": encounter}),
         }
     )
-    batches = [[ack, incoming(fixed, 11)]] if same_batch else [[ack], [incoming(fixed, 11)]]
-    outs: list[Out] = []
+    # The payer file goes to the partition of the interchange it answers; there it is handled
+    # in the same batch as the fixed verdict, or in the batch before.
+    outs, moved = forwarded(claims_stage, list(claims_stage.handle_batch([ack])))
+    batches = [[*moved, incoming(fixed, 11)]] if same_batch else [moved, [incoming(fixed, 11)]]
     for batch in batches:
         outs += claims_stage.handle_batch(batch)
         claims_stage.on_batch_done()

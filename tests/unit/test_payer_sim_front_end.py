@@ -231,6 +231,7 @@ def test_hospital_claims_are_acknowledged_and_paid_by_drg_and_revenue_code() -> 
 
 
 def test_the_claims_service_turns_the_simulators_answers_into_rejections(tmp_path: Path) -> None:
+    from test_claims_service import answered
     from test_claims_service import stage as claims_stage_for
 
     claims_stage, _ = claims_stage_for(tmp_path)
@@ -269,7 +270,7 @@ def test_the_claims_service_turns_the_simulators_answers_into_rejections(tmp_pat
         for i, o in enumerate(answers)
     ]
     rejections = [
-        o.value for o in claims_stage.handle_batch(back) if o.topic == "claims.rejections.v1"
+        o.value for o in answered(claims_stage, back) if o.topic == "claims.rejections.v1"
     ]
     acks = [a for f in files(answers, "277CA") for a in parse_277ca(f.body.decode())]
     assert {r.claim_id for r in rejections} == {a.claim_id for a in acks if a.rejected}
