@@ -6,7 +6,8 @@ of formats). For each topic, CPU microseconds per record (fastest of several rou
   dumped by pydantic and fastavro finding each union's branch (``encode_ratio``);
 - ``decode``: fastavro's read and the trusted build apart (what a stage pays on the way in);
 - ``rekey``: a re-key hop per record, decoding the record to compute its key (before) beside
-  the runner's pass-through, which reads the key header and checks the writer fingerprint.
+  the runner's pass-through, which reads the key header and checks the writer fingerprint;
+  and coding reading back its by-patient records, decoded (before) or kept (``reread``).
 Environment: BENCH_SERDE_N (encounters, default 200), BENCH_SERDE_ROUNDS (default 7).
 """
 
@@ -117,4 +118,22 @@ def _rekey(chain: dict[str, list[Model]], rounds: int) -> dict[str, Any]:
         assert decoded() == forwarded()
         old, new = _pair(decoded, forwarded, len(records), rounds)
         hops[topic] = {"decode_us": old, "pass_through_us": new, "ratio": round(new / old, 3)}
+    # Coding reads back its own records from coding.by-patient.v1 (``Stage.reread``): the
+    # model written is looked up by the bytes read instead of decoded.
+    topic = "coding.by-patient.v1"
+    written = {(topic, REG.encode(topic, v)): v for v in chain["encounters.coded.v1"]}
+    raws = [raw for _, raw in written]
+
+    def reread_decoded() -> list[Any]:
+        return [REG.decode(topic, raw) for raw in raws]
+
+    def reread_kept() -> list[Any]:
+        return [written.get((topic, bytes(raw))) for raw in raws]  # bytes read: a new object
+
+    old, new = _pair(reread_decoded, reread_kept, len(raws), rounds)
+    hops["coding.by-patient.v1 read back"] = {
+        "decode_us": old,
+        "kept_us": new,
+        "ratio": round(new / old, 3),
+    }
     return hops

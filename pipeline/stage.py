@@ -19,6 +19,12 @@ handed to the stage. A record without that header (an older producer, records al
 the topic) or whose bytes are not Avro of a known schema is decoded and handed to the
 stage as before, which re-keys it the same way or sends it to the dead-letter topic.
 
+A stage that reads back a topic it writes (``Stage.reread``: a repartition by another key)
+gets a record it wrote in this process as the model it produced, without decoding its
+bytes again: the record still goes through the topic, so its order and partition (and
+which instance handles it) are unchanged; only the decode is skipped when the bytes are
+exactly those this process wrote.
+
 Poison input (undecodable, contract-invalid, domain-invalid) goes to ``dlq.<service>.v1``
 with the original bytes and the reason, and the batch goes on. A broker failure
 (delivery or commit error) raises ``TransientError`` and the process exits non-zero so
@@ -60,6 +66,9 @@ log = logging.getLogger(__name__)
 
 #: Longest a quiet runner waits for a record in one call (it still stops within this).
 IDLE_WAIT_S = 0.25
+#: Most records written to a ``Stage.reread`` topic kept for reading back (those another
+#: instance reads are never asked for: the oldest go first).
+REREAD_KEPT = 20_000
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,11 @@ class Stage:
 
     #: Re-key hops the runner does itself, for records whose producer set the key header.
     pass_through: Sequence[PassThrough] = ()
+
+    #: Topics the stage writes and reads back: a record read back is the model written,
+    #: not decoded again (the module docstring). Only for topics ``decode`` reads with the
+    #: registry (the model it gives equals the one written: tests/contract).
+    reread: Sequence[str] = ()
 
     def on_batch_done(self) -> None:
         """Called after the batch's output is acknowledged, before offsets are committed."""
@@ -248,6 +262,8 @@ class Runner:
         self.storage = StorageGuard(settings.state_dir, settings.min_free_bytes, probe=False)
         self._blocked: str | None = None
         self._routes = {route.source: route for route in stage.pass_through}
+        #: (topic, bytes) written to a ``reread`` topic -> the model they encode.
+        self._written: dict[tuple[str, bytes], Any] = {}
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -274,7 +290,9 @@ class Runner:
         )
 
     def _decode(self, msg: Incoming) -> Incoming:
-        value = self.stage.decode(self.registry, msg.topic, msg.raw, msg.headers)
+        value = self._written.pop((msg.topic, msg.raw), None) if self._written else None
+        if value is None:
+            value = self.stage.decode(self.registry, msg.topic, msg.raw, msg.headers)
         return Incoming(**{**msg.__dict__, "value": value})
 
     def process(self, batch: list[Message]) -> tuple[list[Out], dict[tuple[str, int], int]]:
@@ -326,6 +344,12 @@ class Runner:
         except UnicodeDecodeError:
             return None
         return Out(route.target, key, None, msg.headers, raw=msg.raw)
+
+    def _remember(self, topic: str, raw: bytes, value: Any) -> None:
+        written = self._written
+        written[(topic, raw)] = value
+        if len(written) > REREAD_KEPT:
+            del written[next(iter(written))]
 
     def _reject(self, msg: Incoming, exc: Exception) -> Out:
         if not isinstance(exc, InputError | ValidationError):
@@ -608,6 +632,8 @@ class Runner:
             if value is None:
                 assert out.value is not None, "an output has a value or its bytes"
                 value = self.registry.encode(out.topic, out.value)
+                if out.topic in self.stage.reread:
+                    self._remember(out.topic, value, out.value)
             self._produce_one(
                 producer,
                 self.settings.topic(out.topic),

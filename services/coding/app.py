@@ -158,6 +158,7 @@ class CodingStage(Stage):
         self.risk = risk
         if risk is not None:
             self.inputs = (*CodingStage.inputs, BY_PATIENT)
+            self.reread = (BY_PATIENT,)  # its own records, re-keyed: not decoded again
         self._gauges()
 
     def partitioned_stores(self) -> list[PartitionedStores[RiskHistory]]:

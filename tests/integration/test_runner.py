@@ -13,7 +13,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from pipeline.errors import InputError
 from pipeline.kafka import ensure_topics, make_producer
-from pipeline.models import PayerFile, event_id, utcnow
+from pipeline.models import Model, PayerFile, event_id, utcnow
 from pipeline.serde import registry
 from pipeline.settings import Settings
 from pipeline.stage import Incoming, Out, Runner, Stage
@@ -207,3 +207,75 @@ def test_a_re_key_hop_forwards_records_with_the_key_header_undecoded(
     assert letters["bad-bytes"].value == b"{not avro"
     assert letters["other-schema"].value == other
     assert {x.source_topic for x in letters.values()} == {"encounters.coded.v1"}
+
+
+class RekeyAndReadBack(Stage):
+    """Writes each coded encounter to coding.by-patient.v1 and reads it back (as coding
+    does), noting what it was handed and what the runner decoded."""
+
+    name = "coding"
+    inputs = ("encounters.coded.v1", "coding.by-patient.v1")
+    reread = ("coding.by-patient.v1",)
+
+    def __init__(self) -> None:
+        self.decoded: Counter[str] = Counter()
+        self.written: dict[str, Model] = {}
+        self.read_back: dict[str, Model] = {}
+
+    def decode(self, reg, topic, raw, headers):  # type: ignore[no-untyped-def]
+        self.decoded[topic] += 1
+        return super().decode(reg, topic, raw, headers)
+
+    def handle(self, msg: Incoming) -> Iterable[Out]:
+        if msg.topic == "coding.by-patient.v1":
+            self.read_back[msg.value.encounter_id] = msg.value
+            return []
+        value = msg.value.model_copy(update={"confidence": 0.5})  # a new model, re-encoded
+        self.written[value.encounter_id] = value
+        return [Out("coding.by-patient.v1", value.encounter_id, value)]
+
+
+def test_a_record_read_back_is_the_model_written_not_decoded_again(
+    bootstrap: str, prefix: str
+) -> None:
+    from unit.factories import coded, encounter
+
+    settings = Settings(topic_prefix=prefix, group_prefix=prefix)
+    ensure_topics(bootstrap, settings, REG)
+    producer = make_producer(bootstrap, settings)
+    values = [coded(encounter(encounter_id=f"ENC-{i}")) for i in range(8)]
+    for value in values:
+        producer.produce(
+            settings.topic("encounters.coded.v1"),
+            key=value.encounter_id,
+            value=REG.encode("encounters.coded.v1", value),
+        )
+    # Written by another process (another instance): decoded as usual.
+    other = coded(encounter(encounter_id="ENC-other"))
+    producer.produce(
+        settings.topic("coding.by-patient.v1"),
+        key=other.encounter_id,
+        value=REG.encode("coding.by-patient.v1", other),
+    )
+    assert producer.flush(10) == 0
+
+    stage = RekeyAndReadBack()
+    runner = Runner(stage, settings, bootstrap)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    try:
+        while len(stage.read_back) < 9 and time.monotonic() < deadline:
+            runner.stopping.wait(0.05)
+    finally:
+        runner.stopping.set()
+        thread.join(15)
+    assert set(stage.read_back) == {v.encounter_id for v in values} | {"ENC-other"}
+    for encounter_id, value in stage.written.items():
+        assert stage.read_back[encounter_id] is value
+    assert stage.read_back["ENC-other"] == other
+    assert stage.decoded == {"encounters.coded.v1": 8, "coding.by-patient.v1": 1}
+    # What went through the topic is what a reader elsewhere decodes: the model written.
+    got = read_all(bootstrap, settings.topic("coding.by-patient.v1"), 9)
+    decoded = {m.key().decode(): REG.decode("coding.by-patient.v1", m.value()) for m in got}
+    assert all(decoded[k] == v for k, v in stage.written.items())
