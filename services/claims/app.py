@@ -36,6 +36,7 @@ from prometheus_client import Counter as MetricCounter
 from pipeline import metrics
 from pipeline.changelog import changelog_topic
 from pipeline.errors import InputError, TransientError
+from pipeline.models import PayerFile
 from pipeline.partitioned import PartitionedStores
 from pipeline.serde import registry
 from pipeline.settings import Settings
@@ -328,16 +329,10 @@ class ClaimsStage(Stage):
                 except Exception as exc:  # noqa: BLE001 - one bad payer file must not stop us
                     outs.append(self._dead(msg, exc))
             elif msg.topic == ACKS:
-                billing = self.billing(msg.partition)
-                numbers = billing.store
                 try:
-                    found = acknowledge(
-                        msg.value, numbers, [billing.submitted], self.outcomes, numbers.owns
-                    )
+                    outs += self._acknowledge(msg.partition, msg.value)
                 except Exception as exc:  # noqa: BLE001 - one bad payer file must not stop us
                     outs.append(self._dead(msg, exc))
-                    continue
-                outs += [Out("claims.rejections.v1", r.claim_id, r) for r in found]
         # Verdicts, postings and settlements by encounter: each partition with its stores.
         for partition, billing in self._by_partition(msgs):
             bills = [
@@ -367,9 +362,10 @@ class ClaimsStage(Stage):
         return outs
 
     def _route_acknowledgment(self, msg: Incoming) -> list[Out]:
-        """A 999 or 277CA, to the partition of each interchange it answers (its bytes
-        unchanged, keyed by the control number: ``control.owner``); anything else a payer
-        sends here (835s) is remittance's."""
+        """A 999 or 277CA, to the partition of each interchange it answers: handled here
+        when this instance holds that partition, else forwarded (its bytes unchanged, keyed
+        by the control number: ``control.owner``); anything else a payer sends here (835s)
+        is remittance's."""
         file = msg.value
         if file.kind not in ("999", "277CA"):
             return []
@@ -386,10 +382,21 @@ class ClaimsStage(Stage):
         first: dict[int, int] = {}
         for number in numbers:
             first.setdefault(owner(number, self.partitions), number)
-        return [
-            Out(ACKS, number_key(number), file, msg.headers, raw=msg.raw)
-            for number in first.values()
-        ]
+        held = {partition for partition, _ in self.control_stores.items()}
+        outs: list[Out] = []
+        for partition, number in first.items():
+            if partition in held:  # this instance reads that partition: no hop needed
+                outs += self._acknowledge(partition, file)
+            else:
+                outs.append(Out(ACKS, number_key(number), file, msg.headers, raw=msg.raw))
+        return outs
+
+    def _acknowledge(self, partition: int, file: PayerFile) -> list[Out]:
+        """A 999 or 277CA matched by the partition that numbered its interchange."""
+        billing = self.billing(partition)
+        numbers = billing.store
+        found = acknowledge(file, numbers, [billing.submitted], self.outcomes, numbers.owns)
+        return [Out("claims.rejections.v1", r.claim_id, r) for r in found]
 
     def _by_partition(self, msgs: Sequence[Incoming]) -> list[tuple[int, Billing[Incoming]]]:
         """The billing of each partition of the encounter-keyed topics in ``msgs``."""

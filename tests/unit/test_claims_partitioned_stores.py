@@ -193,10 +193,23 @@ def test_a_payer_rejection_is_recorded_in_the_partition_that_holds_the_claim(
         body=_277ca(claim.claim_id, "A3:164:IL", int(claim.interchange_control_number)).encode(),
         received_at=AT,
     )
-    outs = run(claims, records, [at(file, 1, 0, "payer.inbound.v1")])
+    # Read by an instance that holds only partition 1: forwarded, bytes unchanged, keyed
+    # by the interchange's number, which names partition 2.
+    other, _ = stage(tmp_path / "other")
+    other.numbers(1)
+    (forward,) = other.handle_batch([at(file, 1, 0, "payer.inbound.v1")])
+    assert (forward.topic, forward.key) == (ACKS, claim.interchange_control_number)
+    assert forward.raw == REG.encode("payer.inbound.v1", file)
+    other.close()
+    outs = run(claims, records, [at(file, 2, 0, ACKS)])
     assert [o.value.claim_id for o in outs if o.topic == "claims.rejections.v1"] == [claim.claim_id]
     assert owner(int(claim.interchange_control_number), 3) == 2  # numbered by its partition
     assert [k for k, _ in records[("submitted", 2)] if k.startswith("rejected:")]
+    # Read by the instance that holds partition 2: matched there, without the hop.
+    again = list(claims.handle_batch([at(file, 0, 1, "payer.inbound.v1")]))
+    assert [(o.topic, o.value.claim_id) for o in again] == [
+        ("claims.rejections.v1", claim.claim_id)
+    ]
     assert not [k for k, _ in records[("submitted", 0)] if k.startswith("rejected:")]
     prior = claims.submitted_stores.get(2).prior("ENC-P2")
     assert prior is not None and prior.rejected
