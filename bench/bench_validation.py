@@ -186,7 +186,8 @@ def main() -> dict[str, Any]:
     _, stage_s, _ = _best(stage_path, repeat)
 
     # A full-size practitioner PTP table next to the real MUE excerpt.
-    line_codes = sorted({ln.code for c in decoded for ln in c.lines})  # type: ignore[attr-defined]
+    # Facility lines billed by revenue code alone have no procedure code: no PTP pair.
+    line_codes = sorted({ln.code for c in decoded for ln in c.lines if ln.code})  # type: ignore[attr-defined]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         own_pairs = synthetic_ptp(folder, ptp_rows, line_codes)
