@@ -66,9 +66,11 @@ log = logging.getLogger(__name__)
 
 #: Longest a quiet runner waits for a record in one call (it still stops within this).
 IDLE_WAIT_S = 0.25
-#: Most records written to a ``Stage.reread`` topic kept for reading back (those another
-#: instance reads are never asked for: the oldest go first).
-REREAD_KEPT = 20_000
+#: Most records written to a ``Stage.reread`` topic kept for reading back. A record that
+#: went to a partition another instance reads is dropped when its delivery is reported; the
+#: bound covers a consumer that lags far behind (a coded encounter's model is ~27 KB: 5,000
+#: are ~135 MB); past it the oldest go first and are decoded when read, as any record.
+REREAD_KEPT = 5_000
 
 
 @dataclass(frozen=True)
@@ -264,14 +266,30 @@ class Runner:
         self._routes = {route.source: route for route in stage.pass_through}
         #: (topic, bytes) written to a ``reread`` topic -> the model they encode.
         self._written: dict[tuple[str, bytes], Any] = {}
+        #: (topic, partition) this instance reads, known when the runner tracks assignments
+        #: (a stage with partitioned stores); None: unknown, every record is kept.
+        self._owned: set[tuple[str, int]] | None = None
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
 
-    def _on_delivery(self, err: Any, _msg: Message) -> None:
+    def _on_delivery(self, err: Any, msg: Message) -> None:
         if err is not None:
             self._delivery_errors.append(str(err))
+        elif self._written and self._owned is not None:
+            self._forget_unread(msg)
+
+    def _forget_unread(self, msg: Message) -> None:
+        """A ``reread`` record delivered to a partition another instance reads is never read
+        back here: its model is not kept (scale-out would otherwise fill the bound with
+        models nobody asks for)."""
+        topic = msg.topic() or ""
+        if topic[self._prefix_len :] not in self.stage.reread:
+            return
+        assert self._owned is not None
+        if (topic, msg.partition() or 0) not in self._owned:
+            self._written.pop((topic[self._prefix_len :], msg.value() or b""), None)
 
     def _incoming(self, m: Message) -> Incoming:
         key = m.key()
@@ -463,6 +481,8 @@ class Runner:
     def _on_assign(self, _consumer: Any, partitions: list[Any]) -> None:
         """Restore each assigned partition's stores before any of its records is handled."""
         assert self._restorer is not None
+        # The range assignor is eager: each assignment is the instance's whole assignment.
+        self._owned = {(tp.topic, tp.partition) for tp in partitions}
         for store in self._stores:
             topic = changelog_topic(self.stage.name, store.name)
             for partition in self._store_partitions(store, partitions):
@@ -490,6 +510,8 @@ class Runner:
         for store in self._stores:
             store.commit()
         revoked = {(tp.topic, tp.partition) for tp in partitions}
+        if self._owned is not None:
+            self._owned -= revoked
         offsets = {k: v for k, v in self._committed.items() if k in revoked}
         self._commit(consumer, offsets, wait=True)
         for key in revoked:
@@ -503,7 +525,10 @@ class Runner:
     def _on_lost(self, _consumer: Any, partitions: list[Any]) -> None:
         """Partitions lost (session expired): another instance owns them already; nothing
         may be committed for them. Their stores close; the changelog has every write."""
-        for key in {(tp.topic, tp.partition) for tp in partitions}:
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        if self._owned is not None:
+            self._owned -= lost
+        for key in lost:
             self._committed.pop(key, None)
         self._close_stores(partitions)
 
