@@ -302,7 +302,9 @@ class PartitionNumbers(_Reads, RowChangelogStore):
     ) -> None:
         if not 0 <= partition < partitions:
             raise ValueError(f"partition {partition} of {partitions}")
-        super().__init__(path, _SCHEMA, TABLES, changelog=changelog)
+        super().__init__(
+            path, _SCHEMA, TABLES, changelog=changelog, bulky={"interchanges": ("text",)}
+        )
         self.partition = partition
         self.partitions = partitions
         self.floor = max(1, floor)

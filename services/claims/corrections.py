@@ -273,7 +273,9 @@ class SubmittedClaims(RowChangelogStore):
     TABLES = ("submitted", "answered", "rejected", "settled", "pruned")
 
     def __init__(self, path: Path | str, *, changelog: bool = False) -> None:
-        super().__init__(path, _SCHEMA, self.TABLES, changelog=changelog)
+        super().__init__(
+            path, _SCHEMA, self.TABLES, changelog=changelog, bulky={"submitted": ("billed",)}
+        )
         self._parsed: OrderedDict[str, ValidatedEncounter] = OrderedDict()
 
     def _billed(self, text: str) -> ValidatedEncounter:
