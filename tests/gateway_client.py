@@ -62,13 +62,16 @@ class Reader:
 
     def poll(self, seconds: float = 0.3) -> None:
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+        while True:  # at least one read, however short ``seconds``
             self.records += [m for m in self.consumer.consume(200, 0.1) if not m.error()]
+            if time.monotonic() >= deadline:
+                return
 
-    def wait(self, done: Any, timeout: float) -> bool:
+    def wait(self, done: Any, timeout: float, every_s: float = 0.3) -> bool:
+        """Poll until ``done(records)``; ``every_s`` is how long to read between checks."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self.poll()
+            self.poll(every_s)
             if done(self.records):
                 return True
         return False

@@ -87,7 +87,9 @@ def metric(port: int, name: str, **labels: str) -> float:
 def test_accepted_bundles_survive_a_sigkill_of_intake_and_become_one_encounter_each(
     bootstrap: str, prefix: str, gateway: Gateway, tmp_path: Path
 ) -> None:
-    bundles = list(generate(150, seed=21, fmt="fhir"))
+    # Enough that intake cannot read them all between its first output and the kill (the
+    # FHIR fast path reads ~1,000 bundles a second).
+    bundles = list(generate(400, seed=21, fmt="fhir"))
     expected = {
         e.encounter_id
         for sid, ctype, body in bundles
@@ -109,7 +111,9 @@ def test_accepted_bundles_survive_a_sigkill_of_intake_and_become_one_encounter_e
     state, port = tmp_path / "intake", free_port()
     proc = intake_process(bootstrap, prefix, state, port)
     try:
-        assert out.wait(lambda recs: len(recs) >= 10, timeout=90), "intake produced nothing"
+        # Checked after every read (not every 0.3 s), so the kill lands early in the stream.
+        produced = out.wait(lambda recs: len(recs) >= 10, timeout=90, every_s=0)
+        assert produced, "intake produced nothing"
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
         out.poll(1.0)
