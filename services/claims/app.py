@@ -36,7 +36,7 @@ from prometheus_client import Counter as MetricCounter
 from pipeline import metrics
 from pipeline.changelog import changelog_topic
 from pipeline.errors import InputError, TransientError
-from pipeline.models import PayerFile
+from pipeline.models import PayerFile, utcnow
 from pipeline.partitioned import PartitionedStores
 from pipeline.serde import registry
 from pipeline.settings import Settings
@@ -51,7 +51,7 @@ from pipeline.stage import (
     run_stage,
 )
 from services.claims import metrics as domain_metrics
-from services.claims.acks import answered_interchanges
+from services.claims.acks import RejectionContext, answered_interchanges, rejections
 from services.claims.adapters import Router, build_router
 from services.claims.billing import (
     Billed,
@@ -65,7 +65,6 @@ from services.claims.billing import (
 )
 from services.claims.control import (
     BLOCK_SIZE,
-    ControlNumbers,
     PartitionNumbers,
     legacy_ceiling,
     number_key,
@@ -372,7 +371,7 @@ class ClaimsStage(Stage):
         numbers = answered_interchanges(file)
         if not numbers:
             # Unreadable: the reader's error. Readable, but naming no interchange: say so.
-            acknowledge(file, ControlNumbers(":memory:"), [], Counter())
+            rejections(file, RejectionContext(lambda _: [], lambda _: None, utcnow()))
             where = "AK1-02" if file.kind == "999" else "TRN02 (loop 2200B)"
             raise InputError(
                 where,

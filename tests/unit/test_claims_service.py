@@ -713,3 +713,28 @@ def test_a_claim_the_payer_rejected_is_accounted_for_not_lost(tmp_path: Path) ->
     summary = ledger.summary()
     assert summary["payer_rejected"] == 1 and summary["lost"] == 1
     assert {"encounters_sent", "submitted", "posted", "dlq", "lost"} <= set(summary)
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "field"),
+    [
+        ("999", "ISA*00*bad", "body"),  # the X12 reader's own error
+        ("999", "ISA*00*\u00e9", "body"),  # not ASCII
+        ("277CA", "", "body"),
+        # Readable, but no AK1 names the group it answers: refused where the reader stops.
+        (
+            "999",
+            "ISA*00*          *00*          *ZZ*CH             *ZZ*CLAIMFLOW      *260302*1200*^"
+            "*00501*000000901*0*P*:~GS*FA*CH*CLAIMFLOW*20260302*1200*901*X*005010X231A1~"
+            "ST*999*0001*005010X231A1~AK9*A*0*0*0~SE*3*0001~GE*1*901~IEA*1*000000901~",
+            "AK9",
+        ),
+    ],
+)
+def test_an_acknowledgment_that_names_no_interchange_is_a_dead_letter_naming_the_field(
+    tmp_path: Path, kind: str, body: str, field: str
+) -> None:
+    claims_stage, _ = stage(tmp_path)
+    file = payer_file(kind, "").model_copy(update={"body": body.encode()})
+    outs = list(claims_stage.handle_batch([incoming(file, 0, "payer.inbound.v1")]))
+    assert [(o.topic, o.value.field) for o in outs] == [("dlq.claims.v1", field)]
