@@ -53,7 +53,6 @@ from pipeline.serde import registry
 from pipeline.stage import Incoming
 from services.claims.adapters import AdapterContext, Router
 from services.claims.app import ClaimsStage
-from services.claims.control import ControlNumbers
 from services.claims.domain import (
     PlannedClaim,
     build_claim,
@@ -264,10 +263,7 @@ def main() -> dict[str, Any]:
             )
             simulator = SimulatorAdapter(AdapterContext("simulator"))
             stage = ClaimsStage(
-                settings,
-                None,
-                ControlNumbers(Path(tmp) / "cn.sqlite3"),
-                Router({"*": "simulator"}, {"simulator": simulator}),
+                settings, None, Router({"*": "simulator"}, {"simulator": simulator})
             )
             msgs = [
                 Incoming("encounters.validated.v1", v.encounter_id, v, b"", {}, 0, n, 0)

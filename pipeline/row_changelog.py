@@ -9,6 +9,9 @@ per touched row, its current content (or a tombstone once deleted), keyed
 ``<table>:<rowid>``. Applied in order with ``INSERT OR REPLACE`` (rowid kept, so an
 ``ORDER BY rowid`` reads the same after a restore) they rebuild the same tables.
 
+The triggers and the notes they write are the connection's (temporary), so noting a row
+costs no page of the file, and a batch's rows are read back per table in one query each.
+
 With ``recursive_triggers`` on, a row that ``INSERT OR REPLACE`` removes for a conflict
 fires its delete trigger too, so it leaves as a tombstone, not as a stale copy.
 
@@ -29,7 +32,7 @@ from pathlib import Path
 from pipeline.state import Change, ChangelogStore
 
 _ROW_CHANGES = """
-CREATE TABLE IF NOT EXISTS row_changes (
+CREATE TEMP TABLE IF NOT EXISTS row_changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     tbl TEXT NOT NULL,
     rid INTEGER NOT NULL,
@@ -38,19 +41,19 @@ CREATE TABLE IF NOT EXISTS row_changes (
 -- A row touched twice in a batch is one record. Not a UNIQUE constraint with INSERT OR
 -- IGNORE: an outer statement's conflict clause overrides the trigger's, so an upsert that
 -- touched a row twice would fail.
-CREATE INDEX IF NOT EXISTS row_changes_by_row ON row_changes (tbl, rid);
+CREATE INDEX IF NOT EXISTS temp.row_changes_by_row ON row_changes (tbl, rid);
 """
-
-
-_ADD_FULL = "ALTER TABLE row_changes ADD COLUMN full INTEGER NOT NULL DEFAULT 1;"
 
 _SLIM = ":slim"
 """Key suffix of a record carrying a row's columns other than its bulky ones."""
 
+_EVENTS = ("insert", "delete", "update", "update_bulky")
+
 
 def _triggers(table: str, bulky: Sequence[str]) -> str:
-    """Drop and create the table's logging triggers (a file written before bulky columns
-    existed has an update trigger that logs the whole row)."""
+    """The table's logging triggers: temporary, like the notes they write, so noting a row
+    writes nothing to the file. The triggers an older version kept in the file (logging
+    into a table in the file) are dropped."""
     note = (
         "INSERT INTO row_changes (tbl, rid, full) SELECT '{t}', {row}.rowid, {full} WHERE "
         "NOT EXISTS (SELECT 1 FROM row_changes WHERE tbl = '{t}' AND rid = {row}.rowid "
@@ -64,14 +67,17 @@ def _triggers(table: str, bulky: Sequence[str]) -> str:
         ]
     else:
         events.append(("update", "UPDATE", "NEW", 1))
-    out = [f"DROP TRIGGER IF EXISTS {table}_update_bulky_logged;"]
+    out = [f"DROP TRIGGER IF EXISTS main.{table}_{name}_logged;" for name in _EVENTS]
     for name, event, row, full in events:
         out.append(
-            f"DROP TRIGGER IF EXISTS {table}_{name}_logged;\n"
-            f"CREATE TRIGGER {table}_{name}_logged AFTER {event} ON {table} "
-            f"BEGIN {note.format(t=table, row=row, full=full)} END;"
+            f"CREATE TEMP TRIGGER IF NOT EXISTS {table}_{name}_logged AFTER {event} "
+            f"ON main.{table} BEGIN {note.format(t=table, row=row, full=full)} END;"
         )
     return "\n".join(out)
+
+
+#: How many rowids one ``take_changes`` query reads (SQLite caps the parameters).
+_CHUNK = 500
 
 
 class RowChangelogStore(ChangelogStore):
@@ -95,7 +101,7 @@ class RowChangelogStore(ChangelogStore):
         unknown = set(self.bulky) - set(self.tables)
         if unknown:
             raise ValueError(f"bulky columns named for tables not logged: {sorted(unknown)}")
-        super().__init__(path, schema + (_ROW_CHANGES if changelog else ""))
+        super().__init__(path, schema)
         self.db.execute("PRAGMA recursive_triggers=ON")
         self._columns = {
             t: [str(r[1]) for r in self.db.execute(f"PRAGMA table_info({t})")] for t in self.tables
@@ -105,11 +111,29 @@ class RowChangelogStore(ChangelogStore):
             if missing:
                 raise ValueError(f"bulky columns not in table {table}: {sorted(missing)}")
         if changelog:
-            logged = {str(r[1]) for r in self.db.execute("PRAGMA table_info(row_changes)")}
-            script = "" if "full" in logged else _ADD_FULL
-            script += "".join(_triggers(t, self.bulky.get(t, ())) for t in self.tables)
+            self.db.execute("PRAGMA temp_store=MEMORY")
+            script = _ROW_CHANGES + "".join(
+                _triggers(t, self.bulky.get(t, ())) for t in self.tables
+            )
             self.db.executescript(script)
+            self._carry_over()
             self.db.commit()
+
+    def _carry_over(self) -> None:
+        """Rows an older version noted in the file and had not produced yet: noted here,
+        and the file's table dropped."""
+        found = self.db.execute(
+            "SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = 'row_changes'"
+        ).fetchone()
+        if found is None:
+            return
+        logged = {str(r[1]) for r in self.db.execute("PRAGMA main.table_info(row_changes)")}
+        full = "full" if "full" in logged else "1"
+        self.db.execute(
+            f"INSERT INTO temp.row_changes (tbl, rid, full) SELECT tbl, rid, {full} "
+            "FROM main.row_changes ORDER BY seq"
+        )
+        self.db.execute("DROP TABLE main.row_changes")
 
     def has_changes(self) -> bool:
         if not self.logged:
@@ -126,19 +150,27 @@ class RowChangelogStore(ChangelogStore):
         ).fetchall()
         if not touched:
             return []
+        # Each table's touched rows in one query per (table, columns) and chunk.
+        wanted: dict[tuple[str, int], list[int]] = {}
+        for table, rid, full in touched:
+            wanted.setdefault((table, full), []).append(rid)
+        found: dict[tuple[str, int, int], tuple[object, ...]] = {}
+        for (table, full), rids in wanted.items():
+            names = self._logged_columns(table, full)
+            select = f"SELECT rowid, {', '.join(names)} FROM {table} WHERE rowid IN "
+            for start in range(0, len(rids), _CHUNK):
+                chunk = rids[start : start + _CHUNK]
+                rows = self.db.execute(f"{select}({','.join('?' * len(chunk))})", chunk)
+                for row in rows.fetchall():
+                    found[(table, full, row[0])] = row[1:]
         out: list[Change] = []
         for table, rid, full in touched:
-            columns = self._columns[table]
-            key = f"{table}:{rid}"
-            if not full:
-                columns = [c for c in columns if c not in self.bulky[table]]
-                key += _SLIM
-            row = self.db.execute(
-                f"SELECT {', '.join(columns)} FROM {table} WHERE rowid = ?", (rid,)
-            ).fetchone()
+            key = f"{table}:{rid}" if full else f"{table}:{rid}{_SLIM}"
+            row = found.get((table, full, rid))
             value = None
             if row is not None:
-                value = json.dumps(dict(zip(columns, row, strict=True))).encode()
+                names = self._logged_columns(table, full)
+                value = json.dumps(dict(zip(names, row, strict=True))).encode()
             out.append((key, value))
             if row is None and table in self.bulky:
                 # Compaction may then drop the slim record of the deleted row too.
@@ -147,6 +179,11 @@ class RowChangelogStore(ChangelogStore):
             self.db.execute("BEGIN")
         self.db.execute("DELETE FROM row_changes")
         return out
+
+    def _logged_columns(self, table: str, full: int) -> list[str]:
+        """The columns a record of ``table`` carries: all, or all but the bulky ones."""
+        columns = self._columns[table]
+        return columns if full else [c for c in columns if c not in self.bulky[table]]
 
     def apply(self, key: str, value: bytes | None) -> None:
         """One change record read back from the changelog (a restore)."""

@@ -176,8 +176,9 @@ class FunctionalAck:
     group_status: str  # AK9-01
 
 
-def parse_999(text: str) -> list[FunctionalAck]:
-    """Every AK1 group of a 999 interchange, with its transaction-set answers."""
+def parse_999(text: str, segments: Iterable[Segment] | None = None) -> list[FunctionalAck]:
+    """Every AK1 group of a 999 interchange, with its transaction-set answers (``segments``:
+    the text's segments when they are already read)."""
     out: list[FunctionalAck] = []
     ak1: Segment | None = None
     sets: list[SetAck] = []
@@ -192,7 +193,7 @@ def parse_999(text: str) -> list[FunctionalAck]:
             errors.append(SegmentError(ik3.el(1), ik3.el(2), ik3.el(4), tuple(ik4s)))
         ik3, ik4s = None, []
 
-    for seg in read_segments(text, field="body"):
+    for seg in read_segments(text, field="body") if segments is None else segments:
         if seg.id == "AK1":
             ak1, sets = seg, []
         elif seg.id == "AK2":
@@ -296,13 +297,14 @@ class _OpenClaim:
         return ClaimAck(self.claim_id, tuple(self.statuses), self.action, self.icn, self.charge)
 
 
-def parse_277ca(text: str) -> list[ClaimAck]:
-    """Every claim-level (patient loop) status of a 277CA, in file order."""
+def parse_277ca(text: str, segments: Iterable[Segment] | None = None) -> list[ClaimAck]:
+    """Every claim-level (patient loop) status of a 277CA, in file order (``segments``: the
+    text's segments when they are already read)."""
     out: list[ClaimAck] = []
     level = ""
     claim: _OpenClaim | None = None
     seen_st = False
-    for seg in read_segments(text, field="body"):
+    for seg in read_segments(text, field="body") if segments is None else segments:
         if seg.id == "ST":
             seen_st = True
             if seg.el(1) != "277":
@@ -330,19 +332,28 @@ def parse_277ca(text: str) -> list[ClaimAck]:
     return out
 
 
-def answered_interchanges(file: PayerFile) -> list[int]:
+def read_ack(file: PayerFile) -> list[Segment] | None:
+    """Every segment of a 999 or 277CA, or None when it cannot be read (its reader says why
+    where it is handled: ``rejections``)."""
+    try:
+        return list(read_segments(file.body.decode("ascii"), field="body"))
+    except (UnicodeDecodeError, InputError):
+        return None
+
+
+def answered_interchanges(file: PayerFile, segments: Sequence[Segment] | None = None) -> list[int]:
     """The control numbers of the 837 interchanges a 999 or 277CA answers, in file order:
     a 999's AK1-02 groups (claimflow's GS06 is its ISA13), a 277CA's information receiver
     trace (TRN02 of loop 2200B: the 837's BHT03, which claimflow writes as the ISA13 and a
     4-digit set number; a bare ISA13 is read too). Empty for anything else, or a file that
-    cannot be read (its reader says why where it is handled)."""
+    cannot be read (its reader says why where it is handled). ``segments``: the file's,
+    when they are already read (``read_ack``)."""
     if file.kind not in ("999", "277CA"):
         return []
-    try:
-        text = file.body.decode("ascii")
-        segments = list(read_segments(text, field="body"))
-    except (UnicodeDecodeError, InputError):
-        return []
+    if segments is None:
+        segments = read_ack(file)
+        if segments is None:
+            return []
     found: list[int] = []
     level = ""
     for seg in segments:
@@ -399,17 +410,20 @@ def _rejection(
     )
 
 
-def rejections(file: PayerFile, ctx: RejectionContext) -> list[ClaimRejection]:
-    """The claims a 999 or 277CA rejects, with the codes and a reason (835s: none)."""
+def rejections(
+    file: PayerFile, ctx: RejectionContext, segments: Sequence[Segment] | None = None
+) -> list[ClaimRejection]:
+    """The claims a 999 or 277CA rejects, with the codes and a reason (835s: none).
+    ``segments``: the file's, when they are already read (``read_ack``)."""
     if file.kind not in ("999", "277CA"):
         return []
     try:
-        text = file.body.decode("ascii")
+        text = file.body.decode("ascii") if segments is None else ""
     except UnicodeDecodeError as exc:
         raise InputError("body", f"an X12 file is ASCII; byte {exc.start} is not") from exc
     out: list[ClaimRejection] = []
     if file.kind == "999":
-        for group in parse_999(text):
+        for group in parse_999(text, segments):
             rejected = [s for s in group.sets if s.rejected]
             if not rejected or not ctx.owns(group.group_control_number):
                 continue
@@ -436,7 +450,7 @@ def rejections(file: PayerFile, ctx: RejectionContext) -> list[ClaimRejection]:
                     )
                 )
         return out
-    for ack in parse_277ca(text):
+    for ack in parse_277ca(text, segments):
         if not ack.rejected:
             if ack.payer_claim_control_number:
                 ctx.payer_claim_numbers[ack.claim_id] = ack.payer_claim_control_number

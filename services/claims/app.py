@@ -51,7 +51,7 @@ from pipeline.stage import (
     run_stage,
 )
 from services.claims import metrics as domain_metrics
-from services.claims.acks import RejectionContext, answered_interchanges, rejections
+from services.claims.acks import RejectionContext, answered_interchanges, read_ack, rejections
 from services.claims.adapters import Router, build_router
 from services.claims.billing import (
     Billed,
@@ -75,6 +75,7 @@ from services.claims.domain import FeeSchedule
 from services.claims.retention import Retention
 from services.claims.secondary import CobLedger
 from services.claims.settings import ClaimsSettings
+from services.x12.reader import Segment
 
 log = logging.getLogger(__name__)
 
@@ -368,7 +369,9 @@ class ClaimsStage(Stage):
         file = msg.value
         if file.kind not in ("999", "277CA"):
             return []
-        numbers = answered_interchanges(file)
+        # Read once: the partitions held here match it from the same segments.
+        segments = read_ack(file)
+        numbers = answered_interchanges(file, segments) if segments is not None else []
         if not numbers:
             # Unreadable: the reader's error. Readable, but naming no interchange: say so.
             rejections(file, RejectionContext(lambda _: [], lambda _: None, utcnow()))
@@ -385,16 +388,21 @@ class ClaimsStage(Stage):
         outs: list[Out] = []
         for partition, number in first.items():
             if partition in held:  # this instance reads that partition: no hop needed
-                outs += self._acknowledge(partition, file)
+                outs += self._acknowledge(partition, file, segments)
             else:
                 outs.append(Out(ACKS, number_key(number), file, msg.headers, raw=msg.raw))
         return outs
 
-    def _acknowledge(self, partition: int, file: PayerFile) -> list[Out]:
-        """A 999 or 277CA matched by the partition that numbered its interchange."""
+    def _acknowledge(
+        self, partition: int, file: PayerFile, segments: Sequence[Segment] | None = None
+    ) -> list[Out]:
+        """A 999 or 277CA matched by the partition that numbered its interchange
+        (``segments``: the file's, when the instance that routed it read them)."""
         billing = self.billing(partition)
         numbers = billing.store
-        found = acknowledge(file, numbers, [billing.submitted], self.outcomes, numbers.owns)
+        found = acknowledge(
+            file, numbers, [billing.submitted], self.outcomes, numbers.owns, segments
+        )
         return [Out("claims.rejections.v1", r.claim_id, r) for r in found]
 
     def _by_partition(self, msgs: Sequence[Incoming]) -> list[tuple[int, Billing[Incoming]]]:

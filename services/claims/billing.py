@@ -68,6 +68,7 @@ from services.claims.secondary import (
 from services.claims.settings import ClaimsSettings
 from services.claims.x12_837_common import ClaimError
 from services.refdata.masterdata import MasterData, load_master_data
+from services.x12.reader import Segment
 from services.x12.writer import Usage, ident
 
 log = logging.getLogger(__name__)
@@ -503,12 +504,14 @@ def acknowledge(
     submitted: Sequence[SubmittedClaims],
     outcomes: Counter[str],
     owns: Callable[[int], bool] | None = None,
+    segments: Sequence[Segment] | None = None,
 ) -> list[ClaimRejection]:
     """The claims a 999 or 277CA rejects (an 835 is remittance's: none), matched through the
     interchanges ``store`` numbered (``owns``: the numbers it answers for, when it is one
-    partition's); each claim's rejection (and a 277CA's payer claim
-    number) is recorded in the corrections store of ``submitted`` that holds the claim
-    (the service has one per partition). Counted in ``outcomes``."""
+    partition's; ``segments``: the file's, when they are already read); each claim's
+    rejection (and a 277CA's payer claim number) is recorded in the corrections store of
+    ``submitted`` that holds the claim (the service has one per partition). Counted in
+    ``outcomes``."""
     if file.kind not in ("999", "277CA"):
         return []
 
@@ -520,7 +523,7 @@ def acknowledge(
     ctx = RejectionContext(claims_of_group, store.encounter_of, utcnow())
     if owns is not None:  # a partition's store: the groups another partition numbered are its
         ctx.owns = lambda group: not group.isdigit() or owns(int(group))
-    found = rejections(file, ctx)
+    found = rejections(file, ctx, segments)
     with ExitStack() as atomic:  # all of this file's writes or none (a refusal)
         for part in submitted:
             atomic.enter_context(part.atomic())

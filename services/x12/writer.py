@@ -64,27 +64,46 @@ class Segment:
     def render(self) -> str:
         """``ID*E1*E2:C2~`` without trailing empty elements or components."""
         out: list[str] = []
-        for pos, element in enumerate(self.elements, start=1):
+        values: list[str] = []
+        for element in self.elements:
             if isinstance(element, Composite):
-                parts = list(element.parts)
-                while parts and parts[-1] == "":
-                    parts.pop()
-                for part in parts:
-                    self._check(pos, part)
+                parts = _strip_empty(element.parts)
+                values += parts
                 out.append(COMPONENT.join(parts))
             else:
-                self._check(pos, element)
+                values.append(element)
                 out.append(element)
+        # One look for a delimiter in all the values at once; the element at fault (if it
+        # is one: ISA11 and ISA16 carry separators) is looked for only when there is one.
+        if not DELIMITERS.isdisjoint("".join(values)):
+            self._check_each()
         while out and out[-1] == "":
             out.pop()
         return ELEMENT.join((self.id, *out)) + SEGMENT
+
+    def _check_each(self) -> None:
+        """Every value in order: the first that carries a delimiter is the error."""
+        for pos, element in enumerate(self.elements, start=1):
+            if isinstance(element, Composite):
+                for part in _strip_empty(element.parts):
+                    self._check(pos, part)
+            else:
+                self._check(pos, element)
 
     def _check(self, pos: int, value: str) -> None:
         # ISA11 and ISA16 carry the repetition and component separators themselves.
         if self.id == "ISA" and pos in (11, 16):
             return
-        if any(ch in DELIMITERS for ch in value):
+        if not DELIMITERS.isdisjoint(value):
             raise InputError(f"{self.id}{pos:02d}", f"contains an X12 delimiter: {value!r}")
+
+
+def _strip_empty(parts: tuple[str, ...]) -> tuple[str, ...]:
+    """A composite's components without the trailing empty ones."""
+    end = len(parts)
+    while end and parts[end - 1] == "":
+        end -= 1
+    return parts[:end]
 
 
 def seg(segment_id: str, *elements: Element) -> Segment:

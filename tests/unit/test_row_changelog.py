@@ -122,18 +122,19 @@ def test_a_deleted_row_leaves_its_slim_record_a_tombstone(tmp_path: Path) -> Non
     store.close()
 
 
-def test_a_file_logged_before_bulky_columns_is_upgraded(tmp_path: Path) -> None:
+def test_a_file_logged_by_an_older_version_is_upgraded(tmp_path: Path) -> None:
+    """Older versions noted changes in a table of the file, through triggers in the file
+    (and before bulky columns, without the ``full`` column): the notes not yet produced are
+    taken over, and the file's triggers and table are dropped."""
     path = tmp_path / "old.sqlite3"
     schema = "CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, big TEXT, status TEXT);"
-    old = RowChangelogStore(path, schema, ["t"])
-    old.db.execute("INSERT INTO t VALUES ('a', 'payload', 'new')")
-    old.commit()
-    old.close()
-    # Written before the full column existed: drop it as an older version had none.
     db = sqlite3.connect(path)
     db.executescript(
-        "DROP TABLE row_changes; CREATE TABLE row_changes (seq INTEGER PRIMARY KEY "
+        schema + "CREATE TABLE row_changes (seq INTEGER PRIMARY KEY "
         "AUTOINCREMENT, tbl TEXT NOT NULL, rid INTEGER NOT NULL); "
+        "CREATE TRIGGER t_update_logged AFTER UPDATE ON t BEGIN "
+        "INSERT INTO row_changes (tbl, rid) VALUES ('t', NEW.rowid); END; "
+        "INSERT INTO t VALUES ('a', 'payload', 'new'); "
         "INSERT INTO row_changes (tbl, rid) VALUES ('t', 1);"
     )
     db.close()
@@ -142,4 +143,29 @@ def test_a_file_logged_before_bulky_columns_is_upgraded(tmp_path: Path) -> None:
     store.commit()
     store.db.execute("UPDATE t SET status = 'done'")
     assert store.take_changes() == [("t:1:slim", b'{"k": "a", "status": "done"}')]
+    store.commit()
+    in_file = store.db.execute(
+        "SELECT type, name FROM main.sqlite_master WHERE type = 'trigger' OR name = 'row_changes'"
+    ).fetchall()
+    assert in_file == []
+    store.close()
+
+
+def test_noting_a_change_writes_nothing_to_the_file(tmp_path: Path) -> None:
+    """The notes of rows touched are the connection's (a temporary table): the file holds
+    the store's tables only, and a batch rolled back leaves no note."""
+    schema = "CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, big TEXT, status TEXT);"
+    store = RowChangelogStore(tmp_path / "t.sqlite3", schema, ["t"], bulky={"t": ["big"]})
+    with store.atomic():
+        store.db.execute("INSERT INTO t VALUES ('a', 'payload', 'new')")
+    store.rollback()
+    assert not store.has_changes()
+    with pytest.raises(RuntimeError), store.atomic():
+        store.db.execute("INSERT INTO t VALUES ('b', 'payload', 'new')")
+        raise RuntimeError("this input fails")
+    store.db.execute("INSERT INTO t VALUES ('c', 'payload', 'new')")
+    assert store.take_changes() == [("t:1", b'{"k": "c", "big": "payload", "status": "new"}')]
+    store.commit()
+    names = {r[0] for r in store.db.execute("SELECT name FROM main.sqlite_master")}
+    assert "row_changes" not in names and not any(n.endswith("_logged") for n in names)
     store.close()

@@ -1,0 +1,133 @@
+"""``Segment.render`` looks for a delimiter in all of a segment's values at once, and for
+the element at fault only when there is one: the same text and the same refusals as the
+element-by-element check it replaced (kept here as the reference), on every segment of the
+837s written for the simulator's encounters of both mixes (batched per payer and claim
+type, as the service writes them), and with each delimiter put into each of their values."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+
+import pytest
+
+from bench.bench_claims_stage import verdicts
+from pipeline.errors import InputError
+from services.claims import x12_837_common
+from services.claims.domain import claim_parts, plan_claim, write_interchange
+from services.claims.settings import ClaimsSettings
+from services.refdata.masterdata import load_master_data
+from services.x12.writer import (
+    COMPONENT,
+    DELIMITERS,
+    ELEMENT,
+    SEGMENT,
+    Composite,
+    Element,
+    Segment,
+    render,
+)
+
+
+def reference_render(segment: Segment) -> str:
+    """The render before this change: each value checked as it is joined."""
+
+    def check(pos: int, value: str) -> None:
+        if segment.id == "ISA" and pos in (11, 16):
+            return
+        if any(ch in DELIMITERS for ch in value):
+            raise InputError(f"{segment.id}{pos:02d}", f"contains an X12 delimiter: {value!r}")
+
+    out: list[str] = []
+    for pos, element in enumerate(segment.elements, start=1):
+        if isinstance(element, Composite):
+            parts = list(element.parts)
+            while parts and parts[-1] == "":
+                parts.pop()
+            for part in parts:
+                check(pos, part)
+            out.append(COMPONENT.join(parts))
+        else:
+            check(pos, element)
+            out.append(element)
+    while out and out[-1] == "":
+        out.pop()
+    return ELEMENT.join((segment.id, *out)) + SEGMENT
+
+
+def outcome(render_one: object, segment: Segment) -> tuple[str, str]:
+    try:
+        return ("ok", render_one(segment))  # type: ignore[operator]
+    except InputError as exc:
+        return ("refused", f"{exc.field}: {exc.reason}")
+
+
+@pytest.fixture(scope="module")
+def written() -> list[Segment]:
+    """Every distinct segment of the 837s written for 40 encounters of each mix."""
+    master = load_master_data(ClaimsSettings())
+    seen: dict[Segment, None] = {}
+
+    def keep(segments: Sequence[Segment]) -> str:
+        segments = list(segments)
+        seen.update(dict.fromkeys(segments))
+        return render(segments)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(x12_837_common, "render", keep)
+        for mix in ("office", "all"):
+            groups = defaultdict(list)
+            for verdict in verdicts(40, mix):
+                if verdict.outcome == "rejected":
+                    continue
+                for _, part in claim_parts(verdict):
+                    planned = plan_claim(part, master=master)
+                    groups[(planned.payer_id, planned.claim_type)].append(planned)
+            for n, planned in enumerate(groups.values(), start=1):
+                write_interchange(
+                    planned, sender_id="CLAIMFLOW", receiver_id="CH01", control_number=n
+                )
+    return list(seen)
+
+
+def test_every_written_segment_renders_as_before(written: list[Segment]) -> None:
+    assert len(written) > 500
+    assert {s.id for s in written} >= {"ISA", "GS", "HL", "CLM", "HI", "SV1", "SV2", "IEA"}
+    for segment in written:
+        assert segment.render() == reference_render(segment)
+
+
+def with_value(segment: Segment, pos: int, part: int | None, value: str) -> Segment:
+    """The segment with one value (element ``pos``, or one component of it) replaced."""
+    elements: list[Element] = list(segment.elements)
+    element = elements[pos]
+    if part is None or not isinstance(element, Composite):
+        elements[pos] = value
+    else:
+        parts = list(element.parts)
+        parts[part] = value
+        elements[pos] = Composite(tuple(parts))
+    return Segment(segment.id, tuple(elements))
+
+
+def tampered(segments: list[Segment]) -> Iterator[Segment]:
+    """Each segment with each delimiter put into each of its values in turn."""
+    for segment in segments:
+        for pos, element in enumerate(segment.elements):
+            places = range(len(element.parts)) if isinstance(element, Composite) else [None]
+            for part in places:
+                current = element.parts[part] if isinstance(element, Composite) else element
+                for ch in DELIMITERS:
+                    yield with_value(segment, pos, part, f"{current}{ch}X")
+
+
+def test_a_delimiter_in_any_value_is_refused_as_before(written: list[Segment]) -> None:
+    refused = 0
+    for segment in tampered(written):
+        before = outcome(reference_render, segment)
+        assert outcome(Segment.render, segment) == before
+        refused += before[0] == "refused"
+    assert refused > 1000
+    # ISA11 and ISA16 carry separators: not refused there, by either render.
+    isa = next(s for s in written if s.id == "ISA")
+    assert outcome(Segment.render, with_value(isa, 10, None, "^"))[0] == "ok"
