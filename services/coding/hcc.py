@@ -13,6 +13,13 @@ under 65): the encounter does not say more. It is computed for Medicare members 
 (claim filing indicator MA, MB or 16) because CMS-HCC is the Medicare Advantage model;
 for other payers only the HCC list is given (ACA plans use the HHS-HCC model, which
 hccinfhir does not implement).
+
+The model is asked once per distinct input that can change its answer (``_model_key``):
+only the diagnoses the V28 map knows count (a code it does not map is ignored by every
+later step), and the age only through the CMS-HCC age/sex band and the 65 boundary, unless
+one of those diagnoses has an age edit (then the exact age). On the simulators' encounters
+about nineteen calls in twenty are answered from the cache; ``tests/unit/test_hcc_cache.py``
+checks the key against hccinfhir's demographics and the model itself.
 """
 
 from __future__ import annotations
@@ -26,11 +33,23 @@ with warnings.catch_warnings():
     # hccinfhir reads its tables with importlib.resources.path, deprecated in 3.11.
     warnings.simplefilter("ignore", DeprecationWarning)
     from hccinfhir import calculate_raf
-    from hccinfhir.defaults import proc_filtering_default
+    from hccinfhir.defaults import dx_to_cc_default, edits_default, proc_filtering_default
 
 MODEL = "CMS-HCC Model V28"
 MODEL_LABEL = "CMS-HCC V28 2026"
 MEDICARE_PLANS = frozenset({"MA", "MB", "16"})
+
+AGE_BANDS = (34, 44, 54, 59, 64, 69, 74, 79, 84, 89, 94)
+"""Upper ages of the CMS-HCC age/sex cells (0-34 ... 90-94, then 95+). 64 is also where
+the model's aged / non-aged split falls (and so the OREC this module passes)."""
+_AGE_EDITED = frozenset(
+    dx
+    for (dx, model), rule in edits_default.items()
+    if model == MODEL and (rule.age_min is not None or rule.age_max is not None)
+)
+"""Diagnoses whose HCC depends on the exact age (hccinfhir's age edits, e.g. J44.9)."""
+_CACHE_MAX = 65536
+_raf_cache: dict[tuple[tuple[str, ...], int, str], tuple[tuple[str, ...], float]] = {}
 
 
 @dataclass(frozen=True)
@@ -61,11 +80,45 @@ def risk(
     dx = sorted({c.replace(".", "").upper() for c in codes})
     age = age_on(birth_date, on)
     sex_code = sex if sex in ("M", "F") else "F"  # hierarchies and labels do not use it
+    if age < 0:
+        hccs, raw_score = _model(dx, age, sex_code)  # born after the visit: its error
+    else:
+        key = _model_key(dx, age, sex_code)
+        answer = _raf_cache.get(key)
+        if answer is None:
+            answer = _model(dx, age, sex_code)
+            if len(_raf_cache) >= _CACHE_MAX:
+                _raf_cache.clear()
+            _raf_cache[key] = answer
+        hccs, raw_score = answer
+    score: float | None = None
+    if plan_type in MEDICARE_PLANS and sex in ("M", "F"):
+        score = round(raw_score, 3)
+    return RiskResult(list(hccs), score, MODEL_LABEL)
+
+
+def _model(dx: list[str], age: int, sex_code: str) -> tuple[tuple[str, ...], float]:
+    """hccinfhir's answer: the HCCs ("HCC37", in order) and the unrounded risk score."""
     result = calculate_raf(
         dx, model_name=MODEL, age=age, sex=sex_code, orec="0" if age >= 65 else "1"
     )
     hccs = sorted(result.hcc_list, key=lambda h: (len(h), h))
-    score: float | None = None
-    if plan_type in MEDICARE_PLANS and sex in ("M", "F"):
-        score = round(float(result.risk_score), 3)
-    return RiskResult([f"HCC{h}" for h in hccs], score, MODEL_LABEL)
+    return tuple(f"HCC{h}" for h in hccs), float(result.risk_score)
+
+
+def _model_key(dx: list[str], age: int, sex_code: str) -> tuple[tuple[str, ...], int, str]:
+    """What the model's answer depends on: the diagnoses it maps, the sex, and the age band
+    (negative: -1 for 0-34 ... -12 for 95+), or the exact age when one of those diagnoses
+    has an age edit."""
+    mapped = tuple(c for c in dx if (c, MODEL) in dx_to_cc_default)
+    if any(c in _AGE_EDITED for c in mapped):
+        return mapped, age, sex_code
+    return mapped, -1 - age_band(age), sex_code
+
+
+def age_band(age: int) -> int:
+    """The CMS-HCC age/sex cell an age falls in: 0 (0-34) ... 11 (95 and over)."""
+    for n, upper in enumerate(AGE_BANDS):
+        if age <= upper:
+            return n
+    return len(AGE_BANDS)
