@@ -24,7 +24,6 @@ from typing import Any
 
 from prometheus_client import Gauge
 
-from pipeline import metrics
 from pipeline.partitioned import PartitionedStores
 from pipeline.serde import registry
 from pipeline.settings import Settings
@@ -129,7 +128,7 @@ class RemittanceStage(Stage):
             return _outs(self.matcher.payer_file(msg.value, (msg.partition, msg.offset)))
         if msg.topic == INBOUND:
             if msg.value.kind != "835":
-                metrics.OUTCOMES.labels(self.name, f"ignored_{msg.value.kind}").inc()
+                domain_metrics.outcome(f"ignored_{msg.value.kind}").inc()
                 return []
             return _outs(split_file(msg.value, (msg.partition, msg.offset)).outputs())
         if msg.topic == CLAIMS:

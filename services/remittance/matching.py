@@ -44,6 +44,7 @@ from services.remittance.denials import CodeTables, denial_for
 from services.remittance.era import read_835
 from services.remittance.exceptions import EXCEPTIONS, Output, Source, exception_claim
 from services.remittance.ledger import Ledger
+from services.remittance.metrics import children, outcome
 from services.remittance.plb import apply_plb
 from services.remittance.posting import (
     PLB_REASONS,
@@ -92,6 +93,8 @@ PLB_TARGETS = Counter(
     ["target"],
 )
 GROUPS = frozenset({"CO", "CR", "OA", "PI", "PR"})
+_ADJUSTMENTS = children(ADJUSTMENTS)
+_ADJUSTED_DOLLARS = children(ADJUSTED_DOLLARS)
 
 
 class RemittanceOptions(BaseModel):
@@ -197,15 +200,15 @@ class ClaimMatcher:
         )
         if not self.ledger.mark_posted(posting, sequestration(payment)):
             return []  # a replayed input: posted before
-        metrics.OUTCOMES.labels(STAGE, posting.status).inc()
+        outcome(posting.status).inc()
         if posting.warnings:
-            metrics.OUTCOMES.labels(STAGE, "posted_with_warning").inc()
+            outcome("posted_with_warning").inc()
         if posting.status != "reversed":
             for adj in posting.adjustments:
                 group = adj.group if adj.group in GROUPS else "other"
-                ADJUSTMENTS.labels(group).inc()
+                _ADJUSTMENTS(group).inc()
                 if adj.amount > 0:
-                    ADJUSTED_DOLLARS.labels(group).inc(float(adj.amount))
+                    _ADJUSTED_DOLLARS(group).inc(float(adj.amount))
         outs = [Output("remittance.posted.v1", claim.claim_id, posting)]
         if (settled := settlement_for(posting)) is not None:  # the claims stage's retention
             outs.append(Output("remittance.settled.v1", claim.claim_id, settled))
@@ -218,7 +221,7 @@ class ClaimMatcher:
             shortfall=shortfall(payment, claim, posting.expected, prior).shortfall,
         )
         if denial is not None:
-            metrics.OUTCOMES.labels(STAGE, f"queued_{denial.kind}").inc()
+            outcome(f"queued_{denial.kind}").inc()
             if denial.kind == "underpaid":
                 UNDERPAID_DOLLARS.inc(float(denial.at_stake))
             outs.append(Output("remittance.denials.v1", claim.claim_id, denial))

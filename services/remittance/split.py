@@ -24,6 +24,7 @@ import functools
 import json
 import types
 import typing
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import fields, is_dataclass
 from datetime import date
@@ -136,7 +137,7 @@ def claim_payment_record(
         sequence=sequence,
         occurrence=occurrence,
         warnings=[*read.warnings, *remit.warnings],
-        payment=claim_payment_json(clp),
+        payment=_remember(claim_payment_json(clp), clp),
     )
 
 
@@ -189,10 +190,11 @@ def payer_payment_record(file: PayerFile, payment: Postable) -> PayerPaymentReco
 # The CLP loop is a tree of frozen dataclasses (ClaimPayment > ServicePayment > CasAdjustment).
 # Which fields hold a nested dataclass, a tuple of them, a Decimal or a date follows from the
 # classes' type hints, which never change while the process runs. So each class's conversion
-# is worked out once (``_writer``, ``_reader``: one function per field) and a payment is then
-# converted by calling those functions, instead of asking ``is_dataclass``, ``fields`` and
-# ``typing.get_origin`` again for every value of every payment (that reflection was most of
-# the ~100 us a payment cost). The JSON and the objects are the same as before: the test
+# is worked out once (``_writer``: one function written out per class, a dict display over
+# its fields; ``_reader``: one function per field) and a payment is then converted by calling
+# those, instead of asking ``is_dataclass``, ``fields`` and ``typing.get_origin`` again for
+# every value of every payment (that reflection was most of the ~100 us a payment cost). The
+# JSON and the objects are the same as before: the test
 # (tests/unit/test_remittance_split_json.py) compares both with the reflective conversion.
 
 _Convert = Callable[[Any], Any]
@@ -205,15 +207,21 @@ def _scalar_plain(value: Any) -> Any:
     return value
 
 
-def _plain_of(hint: Any) -> _Convert:
-    """How a value of the given type hint becomes JSON-ready data."""
+def _plain_expr(hint: Any, value: str, env: dict[str, Any]) -> str:
+    """Python source that turns ``value`` (an expression of the given type hint) into
+    JSON-ready data: what ``_scalar_plain`` does to a scalar, a list for a tuple, a dict
+    for a nested dataclass (None stays None)."""
     hint = _optional_inner(hint)
     if typing.get_origin(hint) is tuple:
-        item = _plain_of(typing.get_args(hint)[0])
-        return lambda value: None if value is None else [item(v) for v in value]
+        item = typing.get_args(hint)[0]
+        each = _plain_expr(item, "i", env) if is_dataclass(item) else "_plain(i)"
+        return f"(None if {value} is None else [{each} for i in {value}])"
     if is_dataclass(hint):
-        return lambda value: None if value is None else _writer(hint)(value)
-    return _scalar_plain
+        cls: Any = hint
+        name = f"_write_{cls.__name__}"
+        env[name] = _writer(cls)
+        return f"(None if {value} is None else {name}({value}))"
+    return f"(str({value}) if isinstance({value}, _STRINGED) else {value})"
 
 
 def _typed_of(hint: Any) -> _Convert:
@@ -241,10 +249,16 @@ def _optional_inner(hint: Any) -> Any:
 
 @functools.cache
 def _writer(cls: Any) -> Callable[[Any], dict[str, Any]]:
-    """A dataclass of ``cls`` as a dict of JSON-ready data, fields in declaration order."""
+    """A dataclass of ``cls`` as a dict of JSON-ready data, fields in declaration order:
+    one function written out for the class (a dict display over its fields), so that
+    converting a payment costs no per-field call or loop."""
     hints = typing.get_type_hints(cls)
-    plan = [(f.name, _plain_of(hints[f.name])) for f in fields(cls)]
-    return lambda value: {name: plain(getattr(value, name)) for name, plain in plan}
+    env: dict[str, Any] = {"_plain": _scalar_plain, "_STRINGED": (Decimal, date)}
+    items = ", ".join(
+        f"{f.name!r}: {_plain_expr(hints[f.name], f'v.{f.name}', env)}" for f in fields(cls)
+    )
+    exec(f"def write(v):\n    return {{{items}}}\n", env)  # noqa: S102 - source built above
+    return env["write"]  # type: ignore[no-any-return]
 
 
 @functools.cache
@@ -265,7 +279,32 @@ def claim_payment_json(payment: ClaimPayment) -> str:
 
 
 def claim_payment_from_json(text: str) -> ClaimPayment:
-    """``claim_payment_json`` read back."""
+    """``claim_payment_json`` read back: the payment this process wrote as exactly this text
+    when it is still kept (``_remember``), else read from the text."""
+    written = _WRITTEN.pop(text, None)
+    if written is not None:
+        return written
     payment = _built(ClaimPayment, json.loads(text))
     assert isinstance(payment, ClaimPayment)
     return payment
+
+
+# --- a claim payment read back by the process that split it -----------------------------------
+#
+# A claim payment goes through remittance.claim-payments.v1 to the instance that holds its
+# claim's partition: most often the one that split the file. Reading its JSON back gives an
+# object equal to the one written, of the same types (the conversion is its own inverse:
+# tests/unit/test_remittance_split_json.py), so the object itself is kept, under the exact
+# text, until it is read back. A record that another instance reads, or that comes back after
+# many others, is read from its text as before.
+
+_KEEP_WRITTEN = 4096
+_WRITTEN: OrderedDict[str, ClaimPayment] = OrderedDict()
+
+
+def _remember(text: str, payment: ClaimPayment) -> str:
+    _WRITTEN[text] = payment
+    _WRITTEN.move_to_end(text)  # written again (a file read again): read back last
+    if len(_WRITTEN) > _KEEP_WRITTEN:
+        _WRITTEN.popitem(last=False)
+    return text

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pyx12.errors
 import pyx12.segment
@@ -27,14 +26,57 @@ from pipeline.errors import InputError
 _ISA_LEN = 106
 
 
-@dataclass(frozen=True)
 class Segment:
-    """One X12 segment: its id, elements as text, and components split on ISA16."""
+    """One X12 segment: its id, elements as text, and components split on ISA16.
 
-    id: str
-    elements: tuple[str, ...]
-    components: tuple[tuple[str, ...], ...]
-    line: int
+    The components of an element are split from its text when first asked for (most
+    elements are read whole, and most readers never ask): ``sub`` is the component
+    separator they are split on (None: each element is one component, as in the ISA).
+    """
+
+    __slots__ = ("id", "elements", "line", "_components", "_sub")
+
+    def __init__(
+        self,
+        id: str,  # noqa: A002 - the X12 name
+        elements: tuple[str, ...],
+        components: tuple[tuple[str, ...], ...] | None,
+        line: int,
+        *,
+        sub: str | None = None,
+    ) -> None:
+        self.id = id
+        self.elements = elements
+        self.line = line
+        self._components = components
+        self._sub = sub
+
+    @property
+    def components(self) -> tuple[tuple[str, ...], ...]:
+        """Every element split into its components."""
+        if self._components is None:
+            sub = self._sub
+            if sub is None:
+                self._components = tuple([(e,) for e in self.elements])
+            else:
+                self._components = tuple([tuple(e.split(sub)) for e in self.elements])
+        return self._components
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Segment):
+            return NotImplemented
+        return (self.id, self.elements, self.line) == (other.id, other.elements, other.line) and (
+            self.components == other.components
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.elements, self.components, self.line))
+
+    def __repr__(self) -> str:
+        return (
+            f"Segment(id={self.id!r}, elements={self.elements!r}, "
+            f"components={self.components!r}, line={self.line!r})"
+        )
 
     def el(self, pos: int) -> str:
         """Element ``pos`` (1-based) as text, '' when absent."""
@@ -42,14 +84,14 @@ class Segment:
 
     def comp(self, pos: int, sub: int) -> str:
         """Component ``sub`` (1-based) of element ``pos``, '' when absent."""
-        if not 0 < pos <= len(self.components):
+        if not 0 < pos <= len(self.elements):
             return ""
         parts = self.components[pos - 1]
         return parts[sub - 1] if 0 < sub <= len(parts) else ""
 
     def comps(self, pos: int) -> tuple[str, ...]:
         """Every component of element ``pos``, () when absent."""
-        return self.components[pos - 1] if 0 < pos <= len(self.components) else ()
+        return self.components[pos - 1] if 0 < pos <= len(self.elements) else ()
 
     def ref(self, pos: int) -> str:
         """The reference designator of element ``pos``, e.g. CLP03, for error messages."""
@@ -125,12 +167,8 @@ def _split(text: str) -> list[Segment] | None:
                 return None  # pyx12 fails on it (IndexError)
         elems = line.split(ele_term)
         seg_id = elems[0]
-        if seg_id == "ISA":
-            if len(elems) != 17:
-                return None  # pyx12: "The ISA segment must have 16 elements"
-            comps: tuple[tuple[str, ...], ...] = tuple([(e,) for e in elems[1:]])
-        else:
-            comps = tuple([tuple(e.split(subele)) for e in elems[1:]])
+        if seg_id == "ISA" and len(elems) != 17:
+            return None  # pyx12: "The ISA segment must have 16 elements"
         if seg_id in _OPENS:
             loops.append(seg_id)
         elif seg_id in _CLOSES:
@@ -142,8 +180,14 @@ def _split(text: str) -> list[Segment] | None:
                 if not loops:
                     return None
             loops.pop()
-        values = tuple([c[0] if len(c) == 1 else subele.join(c) for c in comps])
-        out.append(Segment(seg_id, values, comps, len(out) + 1))
+        # An element's text is its components joined again: only the split is left for
+        # later (the ISA's elements are never split: ISA16 is the separator itself).
+        del elems[0]
+        out.append(
+            Segment(
+                seg_id, tuple(elems), None, len(out) + 1, sub=None if seg_id == "ISA" else subele
+            )
+        )
     return out
 
 

@@ -804,3 +804,17 @@ def test_a_claim_forwarded_as_not_ours_is_a_coordination_of_benefits_item() -> N
     assert posting.status == "denied"
     assert item is not None and item.category == "coordination_of_benefits"
     assert item.action == "bill_other_payer" and item.reasons == []
+
+
+def test_the_metric_children_kept_are_those_labels_gives() -> None:
+    """Remittance keeps each labelled child once made: it must be the child ``labels`` gives,
+    so a count made through it is the series the dashboards read."""
+    from pipeline.metrics import OUTCOMES
+    from services.remittance import metrics as domain
+
+    child = domain.children(domain.ADJUSTMENTS)
+    assert child("CO") is domain.ADJUSTMENTS.labels("CO") is child("CO")
+    assert child("PR") is not child("CO")
+    before = OUTCOMES.labels("remittance", "paid")._value.get()
+    domain.outcome("paid").inc()
+    assert OUTCOMES.labels("remittance", "paid")._value.get() == before + 1

@@ -6,7 +6,8 @@ conversion once (from its type hints) instead of inspecting every value. The ref
 below is the reflective conversion they replaced, kept here as the judge: on every claim
 payment of the 835 fixtures, the public sample 835 and the payer simulator's 835s for both
 EHR mixes, the JSON must be the same string and the payment read back the same object
-(equal to the one read from the 835).
+(equal to the one read from the 835). A payment read back by the process that split its file
+is the object it kept, which must be what reading its text gives.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import types
 import typing
 from dataclasses import fields, is_dataclass, replace
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -25,8 +26,10 @@ import sim_corpus
 from shared_data import SHARED_DATA
 from test_remittance_split import payer_files
 
+from pipeline.models import ClaimPaymentRecord, PayerFile, event_id
+from services.remittance import split
 from services.remittance.era import CasAdjustment, ClaimPayment, ServicePayment, read_835
-from services.remittance.split import claim_payment_from_json, claim_payment_json
+from services.remittance.split import claim_payment_from_json, claim_payment_json, split_file
 
 # --- the reflective conversion (the path before), the judge ------------------------------------
 
@@ -188,3 +191,72 @@ def _typed_tree(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return (type(value).__name__, [_typed_tree(v) for v in value])
     return (type(value).__name__, value)
+
+
+# --- a payment read back by the process that split it --------------------------------------------
+
+
+def split_corpus() -> list[tuple[PayerFile, ClaimPaymentRecord]]:
+    """Every claim payment record the split publishes for the corpus's files."""
+    bodies: list[bytes] = [f.body for f in payer_files()]
+    sample = SHARED_DATA / "x12" / "835_mult_loops.txt"
+    if sample.is_file():
+        bodies.append(sample.read_bytes())
+    for mix in sim_corpus.MIXES:
+        bodies += [text.encode() for text in sim_corpus.payer_835s(mix)]
+    out = []
+    for n, body in enumerate(bodies):
+        file = PayerFile(
+            event_id=event_id("corpus", str(n)),
+            payer_id="P",
+            file_id=str(n),
+            kind="835",
+            body=body,
+            received_at=datetime(2026, 3, 20, tzinfo=UTC),
+        )
+        out += [(file, record) for record in split_file(file).claim_payments]
+    return out
+
+
+def test_a_payment_read_back_where_it_was_split_is_the_one_read_from_its_text() -> None:
+    """The split keeps each payment it publishes, under its exact JSON: reading a record back
+    in the same process gives the payment kept (no JSON read), which must be what reading the
+    text gives, value and type of every leaf, for every claim payment of the corpus; a text
+    changed in one character is read from the text, and a payment is given back once."""
+    records = split_corpus()
+    assert len(records) > 250
+    texts = {r.payment: r for _, r in records if r.payment is not None}  # files repeat a CLP
+    for text, record in texts.items():
+        kept = split._WRITTEN.get(text)
+        assert kept is not None, record.claim_id
+        back = claim_payment_from_json(text)
+        assert back is kept
+        reference = reference_from_json(text)
+        assert back == reference, record.claim_id
+        assert _typed_tree(back) == _typed_tree(reference), record.claim_id
+        assert claim_payment_json(back) == text
+        assert text not in split._WRITTEN  # given back once; read again from the text
+        assert claim_payment_from_json(text) == reference
+    _, record = records[0]
+    assert record.payment is not None
+    text = record.payment
+    changed = text.replace('"status_code":"1"', '"status_code":"4"', 1)
+    assert changed != text
+    split_file(records[0][0])  # kept again
+    assert claim_payment_from_json(changed).status_code == "4"
+    assert claim_payment_from_json(text).status_code == "1"
+
+
+def test_the_payments_kept_for_reading_back_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the bound the oldest go first (read back later, they are read from their text)."""
+    monkeypatch.setattr(split, "_KEEP_WRITTEN", 50)
+    split._WRITTEN.clear()
+    by_last_write: dict[str, None] = {}
+    for _, record in split_corpus():
+        assert record.payment is not None
+        by_last_write.pop(record.payment, None)
+        by_last_write[record.payment] = None
+    texts = list(by_last_write)
+    assert len(texts) > 100
+    assert list(split._WRITTEN) == texts[-50:]
+    assert claim_payment_from_json(texts[0]) == reference_from_json(texts[0])
