@@ -1,6 +1,11 @@
 """The stage runner alone: one relay stage (decode, validate, re-encode, produce, commit)
 over N collected encounters, against a raw consume->produce copy of the same bytes.
-Environment: BENCH_RUNNER_N (default 5000)."""
+
+``per_record``: the runner's own CPU per record, without a broker: ``Runner.process`` and
+the batch's metrics over consumed records of the same encounters (batches of 500), beside
+the same decode and stage call without the runner (``bare_us``); ``overhead_us`` is the
+difference (records in, headers, the record handed to the stage, the age and processing
+histograms). Environment: BENCH_RUNNER_N (default 5000), BENCH_RUNNER_ROUNDS (default 7)."""
 
 from __future__ import annotations
 
@@ -10,9 +15,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from bench.bench_pipeline import raw_copy_rate
+from bench.bench_serde import alternating
 from pipeline.broker import EmbeddedBroker
 from pipeline.kafka import ensure_topics, make_producer
 from pipeline.models import utcnow
@@ -61,6 +67,49 @@ def count(bootstrap: str, topic: str, expect: int, timeout: float = 300) -> tupl
     return first - started, time.perf_counter() - first
 
 
+def per_record(payloads: list[tuple[str, bytes]], rounds: int) -> dict[str, float]:
+    """CPU microseconds per record: the runner's batch work, and the same without it."""
+    topic = "encounters.collected.v1"
+    settings = Settings(topic_prefix="rb.", group_prefix="rb")
+    runner = Runner(Relay(), settings, "localhost:1")
+    stage, reg = runner.stage, runner.registry
+    headers = [("claimflow-trace", b"0" * 16)]
+    records = [
+        Message(
+            topic=settings.topic(topic),
+            partition=i % 3,
+            offset=i,
+            key=key.encode(),
+            value=value,
+            headers=headers,
+            timestamp=(1, 1_700_000_000_000 + i),
+        )
+        for i, (key, value) in enumerate(payloads)
+    ]
+    batches = [records[i : i + 500] for i in range(0, len(records), 500)]
+
+    def with_runner() -> None:
+        for batch in batches:
+            started = time.perf_counter()
+            runner.process(batch)
+            runner._observe_batch(batch, time.perf_counter() - started)
+
+    def bare() -> None:
+        for batch in batches:
+            for m in batch:
+                raw = m.value() or b""
+                value = reg.decode(topic, raw)
+                msg = Incoming(topic, "", value, raw, {}, m.partition() or 0, m.offset() or 0, 0)
+                stage.handle(msg)
+
+    bare_us, runner_us = alternating(bare, with_runner, len(records), rounds)
+    return {
+        "bare_us": bare_us,
+        "runner_us": runner_us,
+        "overhead_us": round(runner_us - bare_us, 1),
+    }
+
+
 def main() -> dict[str, Any]:
     n = int(os.environ.get("BENCH_RUNNER_N", "5000"))
     reg = registry()
@@ -70,6 +119,7 @@ def main() -> dict[str, Any]:
         for e in parse_raw(b, c, source_id=s, received_at=utcnow()).encounters
     ]
     payloads = [(e.encounter_id, reg.encode("encounters.collected.v1", e)) for e in encounters]
+    cpu = per_record(payloads, int(os.environ.get("BENCH_RUNNER_ROUNDS", "7")))
     with EmbeddedBroker() as broker:
         bootstrap = broker.bootstrap
         ceiling = raw_copy_rate(bootstrap, [(k, "avro", v) for k, v in payloads])
@@ -95,5 +145,6 @@ def main() -> dict[str, Any]:
         "runner_records_per_s": round(rate, 1),
         "runner_vs_raw_copy": round(rate / ceiling, 4),
         "startup_s": round(startup, 2),
+        "per_record": cpu,
         "note": "rate from the first output record to the last (group join excluded)",
     }

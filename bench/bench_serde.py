@@ -7,7 +7,12 @@ of formats). For each topic, CPU microseconds per record (fastest of several rou
 - ``decode``: fastavro's read and the trusted build apart (what a stage pays on the way in);
 - ``rekey``: a re-key hop per record, decoding the record to compute its key (before) beside
   the runner's pass-through, which reads the key header and checks the writer fingerprint;
-  and coding reading back its by-patient records, decoded (before) or kept (``reread``).
+  and coding reading back its by-patient records, decoded (before) or kept (``reread``);
+- ``splice``: a record that embeds an input unchanged (``Stage.embeds``), encoded field by
+  field (before) beside the input's bytes spliced in (``serde.Splicer``), the embedded
+  record decoded from its bytes as the runner does;
+- ``read_resolved_us``: fastavro's read given the newest schema as reader schema too, as
+  ``Registry.decode_dict`` did for a record written with it (``read_us``: without).
 Environment: BENCH_SERDE_N (encounters, default 200), BENCH_SERDE_ROUNDS (default 7).
 """
 
@@ -23,7 +28,7 @@ import fastavro
 
 from bench.chain import offline_chain
 from pipeline.models import Model, patient_key
-from pipeline.serde import HEADER_LEN, MAGIC, model_builder, registry
+from pipeline.serde import HEADER_LEN, MAGIC, Datum, model_builder, registry
 
 REG = registry()
 
@@ -48,7 +53,7 @@ def _cpu_us(run: Callable[[], Any], count: int, rounds: int) -> float:
     return round(best / count * 1e6, 1)
 
 
-def _pair(
+def alternating(
     old: Callable[[], Any], new: Callable[[], Any], count: int, rounds: int
 ) -> tuple[float, float]:
     """Old and new path, alternating round by round (so both see the same machine load)."""
@@ -77,7 +82,15 @@ def main() -> dict[str, Any]:
             return [fastavro.schemaless_reader(io.BytesIO(r[HEADER_LEN:]), parsed) for r in raws]
 
         datums = read()
-        old, new = _pair(
+
+        def read_resolved(raws: list[bytes] = raws, parsed: Any = sv.parsed) -> list[Any]:
+            return [
+                fastavro.schemaless_reader(io.BytesIO(r[HEADER_LEN:]), parsed, parsed) for r in raws
+            ]
+
+        assert read_resolved() == datums
+        resolved_us, read_us = alternating(read_resolved, read, count, rounds)
+        old, new = alternating(
             lambda t=topic, vs=values: [encode_by_pydantic(t, v) for v in vs],
             lambda t=topic, vs=values: [REG.encode(t, v) for v in vs],
             count,
@@ -92,10 +105,50 @@ def main() -> dict[str, Any]:
             "decode_us": _cpu_us(
                 lambda t=topic, rs=raws: [REG.decode(t, r) for r in rs], count, rounds
             ),
-            "read_us": _cpu_us(read, count, rounds),
+            "read_resolved_us": resolved_us,
+            "read_us": read_us,
             "build_us": _cpu_us(lambda ds=datums, b=build: [b(d) for d in ds], count, rounds),
         }
-    return {"n": n, "topics": topics, "rekey": _rekey(chain, rounds)}
+    return {
+        "n": n,
+        "topics": topics,
+        "rekey": _rekey(chain, rounds),
+        "splice": _splice(chain, rounds),
+    }
+
+
+def _splice(chain: dict[str, list[Model]], rounds: int) -> dict[str, Any]:
+    """Per record of each embedding output: encoded field by field, or with the embedded
+    input's bytes spliced in (byte-identical: asserted)."""
+    found: dict[str, Any] = {}
+    for topic, path, source in (
+        ("encounters.coded.v1", ("encounter",), "encounters.collected.v1"),
+        ("encounters.validated.v1", ("coded",), "encounters.coded.v1"),
+    ):
+        splicer = REG.splicer(topic, path)
+        records: list[tuple[Model, dict[int, Datum]]] = []
+        for value in chain[topic]:
+            embedded = getattr(value, path[0])
+            raw = REG.encode(source, embedded)
+            read = REG.decode(source, raw)  # the input as the runner decodes it
+            datum = REG.datum(source, raw, read)
+            assert datum is not None
+            records.append((value.model_copy(update={path[0]: read}), {id(read): datum}))
+
+        def plain(t: str = topic, rs: Any = records) -> list[bytes]:
+            return [REG.encode(t, v) for v, _ in rs]
+
+        def spliced(sp: Any = splicer, rs: Any = records) -> list[bytes]:
+            return [sp.encode(v, known)[0] for v, known in rs]
+
+        assert plain() == spliced(), topic
+        old, new = alternating(plain, spliced, len(records), rounds)
+        found[f"{topic} {'.'.join(path)}"] = {
+            "encode_us": old,
+            "spliced_us": new,
+            "ratio": round(new / old, 3),
+        }
+    return found
 
 
 def _rekey(chain: dict[str, list[Model]], rounds: int) -> dict[str, Any]:
@@ -116,7 +169,7 @@ def _rekey(chain: dict[str, list[Model]], rounds: int) -> dict[str, Any]:
             return [h["key"].decode() for raw, h in rs if REG.known_writer(t, raw)]
 
         assert decoded() == forwarded()
-        old, new = _pair(decoded, forwarded, len(records), rounds)
+        old, new = alternating(decoded, forwarded, len(records), rounds)
         hops[topic] = {"decode_us": old, "pass_through_us": new, "ratio": round(new / old, 3)}
     # Coding reads back its own records from coding.by-patient.v1 (``Stage.reread``): the
     # model written is looked up by the bytes read instead of decoded.
@@ -130,7 +183,7 @@ def _rekey(chain: dict[str, list[Model]], rounds: int) -> dict[str, Any]:
     def reread_kept() -> list[Any]:
         return [written.get((topic, bytes(raw))) for raw in raws]  # bytes read: a new object
 
-    old, new = _pair(reread_decoded, reread_kept, len(raws), rounds)
+    old, new = alternating(reread_decoded, reread_kept, len(raws), rounds)
     hops["coding.by-patient.v1 read back"] = {
         "decode_us": old,
         "kept_us": new,

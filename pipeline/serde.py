@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -24,6 +25,10 @@ from fastavro.schema import to_parsing_canonical_form
 
 from pipeline import models
 from pipeline.errors import DecodeError
+
+#: Set (to anything but "" or "0") to encode every spliced record the normal way too and
+#: raise ``SpliceMismatch`` when the bytes differ (the test suite sets it for every test).
+VERIFY_SPLICE_ENV = "CLAIMFLOW_VERIFY_SPLICE"
 
 MAGIC = b"\xc3\x01"
 HEADER_LEN = 10
@@ -249,6 +254,171 @@ def record_dumper(
     return dump
 
 
+def binary_form(schema: Any, namespace: str | None = None) -> str:
+    """What decides how a value of ``schema`` is written, and what its bytes mean: the
+    parsing canonical form, and the logical types that form leaves out (timestamp-millis
+    and timestamp-micros are both a long in it). Two schemas with the same form write the
+    same values to the same bytes. ``namespace``: the enclosing one, for a named type
+    taken out of a larger schema."""
+    if (
+        isinstance(schema, dict)
+        and schema.get("type") in ("record", "enum", "fixed")
+        and "namespace" not in schema
+        and "." not in schema["name"]
+        and namespace
+    ):
+        schema = {**schema, "namespace": namespace}
+    logical: list[tuple[Any, ...]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, list):
+            for branch in node:
+                walk(branch)
+        elif isinstance(node, dict):
+            if "logicalType" in node:
+                logical.append((node["logicalType"], node.get("precision"), node.get("scale")))
+            walk(node.get("type"))
+            walk(node.get("items"))
+            walk(node.get("values"))
+            for f in node.get("fields", ()):
+                logical.append(("field", f["name"]))
+                walk(f["type"])
+
+    walk(schema)
+    return f"{to_parsing_canonical_form(schema)}|{logical!r}"
+
+
+@dataclass(frozen=True)
+class Datum:
+    """A record as it was read: the model built from it, the binary form of the schema it
+    was written with (``binary_form``), and its Avro bytes without the single-object header."""
+
+    value: Any
+    form: str
+    data: bytes
+
+
+class SpliceMismatch(AssertionError):
+    """A spliced record differs from the same record encoded field by field: the embedded
+    record was changed after it was read (``VERIFY_SPLICE_ENV``)."""
+
+
+class _Part:
+    """Some fields of a record, written as fastavro writes them in the whole record (Avro
+    writes a record as its fields one after the other, nothing between them)."""
+
+    def __init__(
+        self,
+        record: dict[str, Any],
+        fields: list[Any],
+        namespace: str | None,
+        tag: str,
+        model: type[models.Model],
+        named: dict[str, Any],
+    ) -> None:
+        self.empty = not fields
+        if self.empty:
+            return
+        own = dict(named)  # fastavro adds the part's own name: not into the shared table
+        partial = {
+            "type": "record",
+            "name": f"{record['name'].rpartition('.')[2]}__{tag}",
+            "fields": fields,
+        }
+        if namespace:
+            partial["namespace"] = namespace
+        self.parsed: dict[str, Any] = fastavro.parse_schema(  # type: ignore[assignment]
+            partial, named_schemas=own
+        )
+        self.dump = record_dumper(model, self.parsed, own)
+
+    def write(self, buf: io.BytesIO, value: Any) -> None:
+        if not self.empty:
+            fastavro.schemaless_writer(buf, self.parsed, self.dump(value))
+
+
+class Splicer:
+    """Encodes a record of ``topic`` whose field at ``path`` (a record in a record ...) is a
+    record the stage read and passes on unchanged: the fields before it, the bytes it was
+    read from, the fields after it, instead of encoding it again field by field.
+
+    Only when the embedded value *is* the object built from those bytes (identity, not
+    equality) and the schema it was written with has this field's binary form; otherwise
+    ``encode`` gives None and the record is encoded as usual."""
+
+    def __init__(self, registry: Registry, topic: str, path: tuple[str, ...]) -> None:
+        self.registry = registry
+        self.topic = topic
+        self.path = path
+        sv = registry.latest(topic)
+        self.header = MAGIC + sv.fingerprint
+        named = sv.parsed["__named_schemas"]
+        model: type[models.Model] = registry.topics[topic].model
+        schema: dict[str, Any] = sv.schema
+        namespace = schema.get("namespace")
+        self.models: list[type[models.Model]] = []
+        self.before: list[_Part] = []
+        self.after: list[_Part] = []
+        for depth, name in enumerate(path):
+            names = [f["name"] for f in schema["fields"]]
+            if name not in names:
+                raise TypeError(f"{topic}: no field {'.'.join(path[: depth + 1])}")
+            i = names.index(name)
+            tag = "_".join(path[: depth + 1])
+            self.models.append(model)
+            self.before.append(
+                _Part(schema, schema["fields"][:i], namespace, f"before_{tag}", model, named)
+            )
+            self.after.append(
+                _Part(schema, schema["fields"][i + 1 :], namespace, f"after_{tag}", model, named)
+            )
+            inner = schema["fields"][i]["type"]
+            annotation = model.model_fields[name].annotation
+            if not (isinstance(inner, dict) and inner.get("type") == "record") or not (
+                isinstance(annotation, type) and issubclass(annotation, models.Model)
+            ):
+                raise TypeError(f"{topic}: {'.'.join(path[: depth + 1])} is not a record field")
+            if "." in inner["name"]:
+                namespace = inner["name"].rpartition(".")[0]
+            else:
+                namespace = inner.get("namespace", namespace)
+            schema, model = inner, annotation
+        self.form = binary_form(schema, namespace)
+        self.model = model
+        self.verify = os.environ.get(VERIFY_SPLICE_ENV, "") not in ("", "0")
+
+    def encode(self, value: Any, known: Mapping[int, Datum]) -> tuple[bytes, Datum] | None:
+        """``value``'s bytes with the embedded record's read bytes, and that read record;
+        None when the embedded value is not a record read unchanged (see the class)."""
+        chain = []
+        node = value
+        for model, name in zip(self.models, self.path, strict=True):
+            if type(node) is not model:
+                return None
+            chain.append(node)
+            node = node.__dict__[name]
+        datum = known.get(id(node))
+        if datum is None or datum.value is not node or datum.form != self.form:
+            return None
+        if type(node) is not self.model:
+            return None
+        buf = io.BytesIO()
+        buf.write(self.header)
+        for part, obj in zip(self.before, chain, strict=True):
+            part.write(buf, obj)
+        buf.write(datum.data)
+        for part, obj in zip(reversed(self.after), reversed(chain), strict=True):
+            part.write(buf, obj)
+        data = buf.getvalue()
+        if self.verify and data != (plain := self.registry.encode(self.topic, value)):
+            raise SpliceMismatch(
+                f"{self.topic}: the record spliced at {'.'.join(self.path)} differs from the "
+                f"record encoded field by field ({len(data)} vs {len(plain)} bytes): the "
+                "embedded record was changed after it was read"
+            )
+        return data, datum
+
+
 class Registry:
     """Every schema version of every topic, found by topic or by writer fingerprint."""
 
@@ -262,6 +432,9 @@ class Registry:
         self.by_fingerprint: dict[bytes, SchemaVersion] = {}
         self.fingerprints: dict[str, frozenset[bytes]] = {}
         self._dumpers: dict[str, Build] = {}
+        #: Writer fingerprint -> the binary form of that schema (``binary_form``).
+        self.forms: dict[bytes, str] = {}
+        self._splicers: dict[tuple[str, tuple[str, ...]], Splicer] = {}
         for name, conf in spec["topics"].items():
             conf = {**defaults, **conf}
             self.topics[name] = TopicSpec(
@@ -279,6 +452,7 @@ class Registry:
             # and it reads the same bytes.
             for sv in self.versions[name]:
                 self.by_fingerprint[sv.fingerprint] = sv
+                self.forms[sv.fingerprint] = binary_form(sv.schema)
             self.fingerprints[name] = frozenset(sv.fingerprint for sv in self.versions[name])
 
     def _load_versions(self, topic: str) -> list[SchemaVersion]:
@@ -318,6 +492,21 @@ class Registry:
         fastavro.schemaless_writer(buf, sv.parsed, datum)
         return buf.getvalue()
 
+    def splicer(self, topic: str, path: tuple[str, ...]) -> Splicer:
+        """The ``Splicer`` of ``topic`` for the record field at ``path``."""
+        found = self._splicers.get((topic, path))
+        if found is None:
+            found = self._splicers[(topic, path)] = Splicer(self, topic, path)
+        return found
+
+    def datum(self, topic: str, data: bytes, value: Any) -> Datum | None:
+        """``value`` with the bytes it was decoded from, for a ``Splicer``: only for a topic
+        a stage writes (``TopicSpec.trusted``), whose model is built from the datum as it is,
+        so that encoding it again gives these bytes (a validated model may be normalised)."""
+        if not self.topics[topic].trusted or not self.known_writer(topic, data):
+            return None
+        return Datum(value, self.forms[data[2:HEADER_LEN]], data[HEADER_LEN:])
+
     def known_writer(self, topic: str, data: bytes | None) -> bool:
         """Whether ``data`` is single-object encoded with one of ``topic``'s schema versions
         (its header only: the datum itself is not read)."""
@@ -335,9 +524,13 @@ class Registry:
         if writer is None:
             raise DecodeError("value", f"unknown writer schema fingerprint {data[2:10].hex()}")
         reader = self.latest(topic)
+        # Written with the newest schema: nothing to resolve, and fastavro is not asked to
+        # compare the two schemas on every read.
         try:
             return fastavro.schemaless_reader(  # type: ignore[return-value]
-                io.BytesIO(data[HEADER_LEN:]), writer.parsed, reader.parsed
+                io.BytesIO(data[HEADER_LEN:]),
+                writer.parsed,
+                None if writer.fingerprint == reader.fingerprint else reader.parsed,
             )
         except Exception as exc:  # fastavro raises many types on corrupt bytes
             raise DecodeError("value", f"corrupt Avro datum: {exc}") from exc

@@ -25,6 +25,13 @@ bytes again: the record still goes through the topic, so its order and partition
 which instance handles it) are unchanged; only the decode is skipped when the bytes are
 exactly those this process wrote.
 
+A record that carries an input unchanged (``Stage.embeds``: a verdict and the coded
+encounter it validated) is written with the bytes that input was read from in place of
+that field, when the field holds the very object decoded from them and the input's writer
+schema writes it as the output's schema does (``serde.Splicer``; anything else is encoded
+as usual). With ``CLAIMFLOW_VERIFY_SPLICE=1`` (the test suite) each such record is encoded
+field by field too, and a difference (an embedded record changed in place) raises.
+
 Poison input (undecodable, contract-invalid, domain-invalid) goes to ``dlq.<service>.v1``
 with the original bytes and the reason, and the batch goes on. A broker failure
 (delivery or commit error) raises ``TransientError`` and the process exits non-zero so
@@ -58,7 +65,7 @@ from pipeline.errors import InputError, StorageUnavailable, TransientError
 from pipeline.kafka import ensure_topics, make_consumer, make_producer
 from pipeline.models import DeadLetter, Model, event_id, utcnow
 from pipeline.partitioned import PartitionedStores
-from pipeline.serde import Registry, registry
+from pipeline.serde import Datum, Registry, Splicer, registry
 from pipeline.settings import Settings
 from pipeline.state import StorageGuard, storage_failure, storage_problem
 
@@ -108,6 +115,17 @@ class PassThrough:
 
 
 @dataclass(frozen=True)
+class Embed:
+    """An output record field that carries, unchanged, a record the stage read: records of
+    ``topic`` whose field at ``path`` (a record in a record ...) is the very object decoded
+    from an input are written with that input's bytes instead of encoding it again
+    (``serde.Splicer``; a changed or rebuilt object is encoded as usual)."""
+
+    topic: str
+    path: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Out:
     """A record to produce. ``topic`` is the logical name (no prefix)."""
 
@@ -143,6 +161,9 @@ class Stage:
 
     #: Re-key hops the runner does itself, for records whose producer set the key header.
     pass_through: Sequence[PassThrough] = ()
+
+    #: Output fields that carry an input record unchanged: written with its bytes (``Embed``).
+    embeds: Sequence[Embed] = ()
 
     #: Topics the stage writes and reads back: a record read back is the model written,
     #: not decoded again (the module docstring). Only for topics ``decode`` reads with the
@@ -266,6 +287,19 @@ class Runner:
         self._routes = {route.source: route for route in stage.pass_through}
         #: (topic, bytes) written to a ``reread`` topic -> the model they encode.
         self._written: dict[tuple[str, bytes], Any] = {}
+        #: The same key -> the input record spliced into it: read back, it is known again.
+        self._written_datums: dict[tuple[str, bytes], Datum] = {}
+        self._splicers: dict[str, list[Splicer]] = {}
+        for embed in stage.embeds:
+            splicer = self.registry.splicer(embed.topic, embed.path)
+            self._splicers.setdefault(embed.topic, []).append(splicer)
+        #: The batch's inputs by id(model), with the bytes each was decoded from (a stage's
+        #: own ``decode`` may give something else than the record's model: none then).
+        self._datums: dict[int, Datum] = {}
+        self._keep_datums = bool(self._splicers) and type(stage).decode is Stage.decode
+        #: Label children by topic, looked up once (``labels()`` per record cost ~1 us).
+        self._records_in: dict[str, Any] = {}
+        self._records_out: dict[str, Any] = {}
         #: (topic, partition) this instance reads, known when the runner tracks assignments
         #: (a stage with partitioned stores); None: unknown, every record is kept.
         self._owned: set[tuple[str, int]] | None = None
@@ -289,37 +323,57 @@ class Runner:
             return
         assert self._owned is not None
         if (topic, msg.partition() or 0) not in self._owned:
-            self._written.pop((topic[self._prefix_len :], msg.value() or b""), None)
+            key = (topic[self._prefix_len :], msg.value() or b"")
+            self._written.pop(key, None)
+            self._written_datums.pop(key, None)
 
-    def _incoming(self, m: Message) -> Incoming:
-        key = m.key()
+    @staticmethod
+    def _headers(m: Message) -> dict[str, bytes]:
         headers: dict[str, bytes] = {}
         for name, value in m.headers() or []:  # type: ignore[misc]
             headers[name] = value.encode() if isinstance(value, str) else (value or b"")
-        return Incoming(
-            topic=(m.topic() or "")[self._prefix_len :],
-            key=key.decode("utf-8", "replace") if isinstance(key, bytes) else key,
-            value=None,
-            raw=m.value() or b"",
-            headers=headers,
-            partition=m.partition() or 0,
-            offset=m.offset() or 0,
-            timestamp_ms=m.timestamp()[1],
-        )
+        return headers
 
-    def _decode(self, msg: Incoming) -> Incoming:
-        value = self._written.pop((msg.topic, msg.raw), None) if self._written else None
+    def _decode(self, topic: str, raw: bytes, headers: dict[str, bytes]) -> Any:
+        value = None
+        if self._written:
+            value = self._written.pop((topic, raw), None)
+            datum = self._written_datums.pop((topic, raw), None)
+            if datum is not None:
+                self._datums[id(datum.value)] = datum
         if value is None:
-            value = self.stage.decode(self.registry, msg.topic, msg.raw, msg.headers)
-        return Incoming(**{**msg.__dict__, "value": value})
+            value = self.stage.decode(self.registry, topic, raw, headers)
+            if self._keep_datums and (datum := self.registry.datum(topic, raw, value)):
+                self._datums[id(value)] = datum
+        return value
+
+    def _encoded(self, out: Out) -> bytes:
+        """The bytes of an output to encode; one the stage reads back is remembered."""
+        assert out.value is not None, "an output has a value or its bytes"
+        value, datum = self._encode(out)
+        if out.topic in self.stage.reread:
+            self._remember(out.topic, value, out.value, datum)
+        return value
+
+    def _encode(self, out: Out) -> tuple[bytes, Datum | None]:
+        """``out``'s bytes, spliced when it embeds an input unchanged (``Stage.embeds``);
+        with the input it embeds, if any."""
+        if self._datums:
+            for splicer in self._splicers.get(out.topic, ()):
+                if (spliced := splicer.encode(out.value, self._datums)) is not None:
+                    return spliced
+        assert out.value is not None
+        return self.registry.encode(out.topic, out.value), None
 
     def process(self, batch: list[Message]) -> tuple[list[Out], dict[tuple[str, int], int]]:
         """Decode and handle a batch; returns what to produce and the offsets to commit."""
-        service = self.stage.name
+        stage = self.stage
         outs: list[Out] = []
         offsets: dict[tuple[str, int], int] = {}
         decoded: list[Incoming] = []
-        self._origin = {}
+        self._origin = origin = {}
+        self._datums = {}
+        records_in = self._records_in
         for m in batch:
             error = m.error()
             if error is not None:
@@ -327,47 +381,67 @@ class Runner:
                     raise TransientError(f"consumer: {error}")
                 log.warning("consumer error", extra={"error": str(error)})
                 continue
-            offsets[(m.topic() or "", m.partition() or 0)] = (m.offset() or 0) + 1
-            msg = self._incoming(m)
-            metrics.RECORDS_IN.labels(service, msg.topic).inc()
-            if self._routes and (forward := self._pass_through(msg)) is not None:
+            full_topic = m.topic() or ""
+            partition = m.partition() or 0
+            offset = m.offset() or 0
+            offsets[(full_topic, partition)] = offset + 1
+            topic = full_topic[self._prefix_len :]
+            counter = records_in.get(topic)
+            if counter is None:
+                counter = records_in[topic] = metrics.RECORDS_IN.labels(stage.name, topic)
+            counter.inc()
+            raw_key = m.key()
+            key = raw_key.decode("utf-8", "replace") if isinstance(raw_key, bytes) else raw_key
+            raw = m.value() or b""
+            headers = self._headers(m)
+            if self._routes and (forward := self._pass_through(topic, raw, headers)) is not None:
                 outs.append(forward)
                 continue
             try:
-                msg = self._decode(msg)
-                if msg.key is not None and msg.value is not None:
-                    self._origin[msg.key] = msg.value
-                if self.stage.batch_mode:
+                value = self._decode(topic, raw, headers)
+            except Exception as exc:  # noqa: BLE001 - every failure of one input is routed
+                msg = Incoming(topic, key, None, raw, headers, partition, offset, m.timestamp()[1])
+                outs.extend(self._route(msg, exc))
+                continue
+            msg = Incoming(topic, key, value, raw, headers, partition, offset, m.timestamp()[1])
+            try:
+                if key is not None and value is not None:
+                    origin[key] = value
+                if stage.batch_mode:
                     decoded.append(msg)
                 else:
-                    outs.extend(self.stage.handle(msg))
+                    outs.extend(stage.handle(msg))
             except Exception as exc:  # noqa: BLE001 - every failure of one input is routed
                 outs.extend(self._route(msg, exc))
         if decoded:
-            outs.extend(self.stage.handle_batch(decoded))
+            outs.extend(stage.handle_batch(decoded))
         return outs, offsets
 
-    def _pass_through(self, msg: Incoming) -> Out | None:
-        """``msg`` forwarded under its key header, or None when the stage must handle it
+    def _pass_through(self, topic: str, raw: bytes, headers: dict[str, bytes]) -> Out | None:
+        """The record forwarded under its key header, or None when the stage must handle it
         (no route for its topic, no header, or bytes that are not Avro of a known schema:
         decoding them is what sends them to the dead-letter topic, as before)."""
-        route = self._routes.get(msg.topic)
+        route = self._routes.get(topic)
         if route is None:
             return None
-        header = msg.headers.get(route.header)
-        if not header or not self.registry.known_writer(msg.topic, msg.raw):
+        header = headers.get(route.header)
+        if not header or not self.registry.known_writer(topic, raw):
             return None
         try:
             key = header.decode("utf-8")
         except UnicodeDecodeError:
             return None
-        return Out(route.target, key, None, msg.headers, raw=msg.raw)
+        return Out(route.target, key, None, headers, raw=raw)
 
-    def _remember(self, topic: str, raw: bytes, value: Any) -> None:
+    def _remember(self, topic: str, raw: bytes, value: Any, datum: Datum | None = None) -> None:
         written = self._written
         written[(topic, raw)] = value
+        if datum is not None:
+            self._written_datums[(topic, raw)] = datum
         if len(written) > REREAD_KEPT:
-            del written[next(iter(written))]
+            oldest = next(iter(written))
+            del written[oldest]
+            self._written_datums.pop(oldest, None)
 
     def _reject(self, msg: Incoming, exc: Exception) -> Out:
         if not isinstance(exc, InputError | ValidationError):
@@ -446,16 +520,7 @@ class Runner:
                     raise StorageUnavailable(f"state volume could not be written: {why}") from exc
                 self._commit(consumer, offsets)
                 committed.update(offsets)
-                now = time.time()
-                took = time.perf_counter() - started
-                age, processing = (
-                    metrics.LATENCY.labels(stage.name),
-                    metrics.PROCESSING.labels(stage.name),
-                )
-                for m in batch:
-                    age.observe(max(0.0, now - m.timestamp()[1] / 1e3))
-                    processing.observe(took)
-                metrics.BATCH_SECONDS.labels(stage.name).observe(took)
+                self._observe_batch(batch, time.perf_counter() - started)
                 self._lag(consumer, offsets)
             # The last asynchronous commits may still be in flight: commit what this
             # consumer still owns, and wait for the answer.
@@ -648,17 +713,23 @@ class Runner:
         for store in self._stores:
             store.commit()
 
+    def _observe_batch(self, batch: list[Message], took: float) -> None:
+        """A batch done in ``took`` seconds: each record's age, and per record and per batch
+        the processing time."""
+        name = self.stage.name
+        now = time.time()
+        age = metrics.LATENCY.labels(name)
+        for m in batch:
+            age.observe(max(0.0, now - m.timestamp()[1] / 1e3))
+        metrics.observe_many(metrics.PROCESSING.labels(name), took, len(batch))
+        metrics.BATCH_SECONDS.labels(name).observe(took)
+
     def _produce(self, producer: Any, outs: list[Out]) -> None:
         now = time.time()
         if self._stores:  # the state first: a visible output implies its state is on its way
             self._produce_changes(producer)
         for out in outs:
-            value = out.raw
-            if value is None:
-                assert out.value is not None, "an output has a value or its bytes"
-                value = self.registry.encode(out.topic, out.value)
-                if out.topic in self.stage.reread:
-                    self._remember(out.topic, value, out.value)
+            value = out.raw if out.raw is not None else self._encoded(out)
             self._produce_one(
                 producer,
                 self.settings.topic(out.topic),
@@ -667,7 +738,12 @@ class Runner:
                 headers=list(out.headers.items()) or None,
                 on_delivery=self._on_delivery,
             )
-            metrics.RECORDS_OUT.labels(self.stage.name, out.topic).inc()
+            counter = self._records_out.get(out.topic)
+            if counter is None:
+                counter = self._records_out[out.topic] = metrics.RECORDS_OUT.labels(
+                    self.stage.name, out.topic
+                )
+            counter.inc()
             if out.value is None:  # forwarded by a pass-through: nothing decoded to observe
                 continue
             try:
@@ -677,6 +753,7 @@ class Runner:
                 self.stage.observe(out.topic, out.value, source)
             except Exception:  # noqa: BLE001 - a metric must never stop the pipeline
                 log.exception("metrics: could not observe an output", extra={"topic": out.topic})
+        self._datums = {}  # encoded: the inputs' bytes are not needed any more
         remaining = producer.flush(60)
         if remaining or self._delivery_errors:
             raise TransientError(

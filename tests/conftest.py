@@ -10,6 +10,14 @@ from collections.abc import Iterator
 import pytest
 from shared_data import SHARED_DATA  # noqa: F401 - re-exported for tests
 
+from pipeline.serde import VERIFY_SPLICE_ENV
+
+# Every record a stage writes with an input's bytes spliced in (``pipeline/serde.py``,
+# ``Splicer``) is encoded field by field too and compared, in this process and in every
+# service a test starts (they inherit the environment): a stage that changes a record it
+# passes on fails loudly (``SpliceMismatch``) instead of sending the old bytes.
+os.environ[VERIFY_SPLICE_ENV] = "1"
+
 
 @pytest.fixture(scope="session")
 def bootstrap() -> Iterator[str]:

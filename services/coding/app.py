@@ -31,7 +31,7 @@ from pipeline.models import (
 from pipeline.partitioned import PartitionedStores
 from pipeline.settings import Settings
 from pipeline.settled import RetentionOptions, RetentionSweep
-from pipeline.stage import PATIENT_KEY_HEADER, Incoming, Out, Stage, run_stage
+from pipeline.stage import PATIENT_KEY_HEADER, Embed, Incoming, Out, Stage, run_stage
 from services.coding.audit import (
     AUDIT_MIN,
     AUDIT_SHARE,
@@ -135,6 +135,12 @@ class CodingStage(Stage):
         "coding.decisions.v1",
         "coding.audit-results.v1",
         "remittance.settled.v1",
+    )
+    # The collected encounter goes on unchanged in what coding writes: its bytes are reused.
+    embeds = (
+        Embed(BY_PATIENT, ("encounter",)),
+        Embed(CODED, ("encounter",)),
+        Embed("coding.review.v1", ("coded", "encounter")),
     )
 
     def __init__(

@@ -22,7 +22,15 @@ from pipeline import metrics
 from pipeline.models import utcnow
 from pipeline.partitioned import PartitionedStores
 from pipeline.settings import Settings
-from pipeline.stage import PATIENT_KEY_HEADER, Incoming, Out, PassThrough, Stage, run_stage
+from pipeline.stage import (
+    PATIENT_KEY_HEADER,
+    Embed,
+    Incoming,
+    Out,
+    PassThrough,
+    Stage,
+    run_stage,
+)
 from services.refdata.codesets import CodeSets
 from services.refdata.masterdata import load_master_data
 from services.refdata.payers import EMPTY_REGISTRY, PayerRegistry
@@ -61,6 +69,8 @@ class ValidationStage(Stage):
     name = "validation"
     inputs = ("encounters.coded.v1",)
     outcomes = domain_metrics.OUTCOMES
+    # The verdict carries the coded encounter unchanged: its bytes are reused.
+    embeds = (Embed("encounters.validated.v1", ("coded",)),)
 
     def observe(self, topic: str, value: Any, source: Any) -> None:
         domain_metrics.observe(self.name, topic, value)
