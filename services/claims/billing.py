@@ -345,8 +345,9 @@ class Billing(Generic[S]):
     def deliver(self, stored: StoredInterchange, items: list[Item[S]]) -> list[Result[S]]:
         """Deliver unless already delivered, then the interchange once and one claim event
         per claim of ``items``, naming it by control number instead of carrying its text."""
+        claim_ids = [c.claim_id for c in self.store.claims_of(stored.icn)]
         if stored.status != "delivered":
-            refused = self._deliver(stored)
+            refused = self._deliver(stored, claim_ids)
             if refused is not None:
                 return [self._refuse(it, refused) for it in items]
         interchange = interchange_record(
@@ -354,7 +355,7 @@ class Billing(Generic[S]):
             payer_id=stored.payer_id,
             claim_type=stored.claim_type,
             adapter=stored.adapter,
-            claim_ids=[c.claim_id for c in self.store.claims_of(stored.icn)],
+            claim_ids=claim_ids,
             x12=stored.text,
             created_at=min(planned.submitted_at for _, planned in items),
         )
@@ -383,8 +384,11 @@ class Billing(Generic[S]):
             exc = DeliveryFailed(f"{exc} ({which})")
         return Refused(source, exc)
 
-    def _deliver(self, stored: StoredInterchange) -> DeliveryFailed | None:
-        """Hand the stored interchange to its adapter (with retries); why it failed, or None."""
+    def _deliver(
+        self, stored: StoredInterchange, claim_ids: Sequence[str]
+    ) -> DeliveryFailed | None:
+        """Hand the stored interchange (carrying ``claim_ids``) to its adapter (with
+        retries); why it failed, or None."""
         adapter = self.router.adapters.get(stored.adapter) or self.router.adapter_for(
             stored.payer_id
         )
@@ -393,7 +397,7 @@ class Billing(Generic[S]):
             payer_id=stored.payer_id,
             control_number=stored.icn,
             claim_type=stored.claim_type,
-            claim_ids=tuple(c.claim_id for c in self.store.claims_of(stored.icn)),
+            claim_ids=tuple(claim_ids),
             sender_id=sender_id,
             receiver_id=receiver_id,
         )
@@ -528,9 +532,8 @@ def acknowledge(
         for part in submitted:
             atomic.enter_context(part.atomic())
         for part in submitted:
-            for claim_id, number in ctx.payer_claim_numbers.items():
-                # 7s and 8s refer to the payer's claim number once it is known.
-                part.set_payer_claim_control_number(claim_id, number)
+            # 7s and 8s refer to the payer's claim number once it is known.
+            part.set_payer_claim_control_numbers(ctx.payer_claim_numbers.items())
             for rejection in found:
                 if part.holds(rejection.claim_id):
                     # A refused claim was never in adjudication; its fix goes out as a new

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -439,9 +439,15 @@ class SubmittedClaims(RowChangelogStore):
 
     def set_payer_claim_control_number(self, claim_id: str, number: str) -> None:
         """The payer's number for a claim (from a 277CA or 835), for later 7s and 8s."""
-        self.db.execute(
-            "UPDATE submitted SET payer_claim_control_number = ? WHERE claim_id = ?",
-            (number, claim_id),
+        self.set_payer_claim_control_numbers([(claim_id, number)])
+
+    def set_payer_claim_control_numbers(self, numbers: Iterable[tuple[str, str]]) -> None:
+        """(claim id, the payer's number) of several claims. A number the claim already has
+        is not written again (the 835 repeats the 277CA's): no change record for it."""
+        self.db.executemany(
+            "UPDATE submitted SET payer_claim_control_number = ? WHERE claim_id = ? "
+            "AND payer_claim_control_number IS NOT ?",
+            [(number, claim_id, number) for claim_id, number in numbers],
         )
 
     def record_rejection(

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Literal
 
 from pipeline.errors import InputError
@@ -161,6 +162,7 @@ class PersonName:
     suffix: str = ""
 
 
+@lru_cache(maxsize=4096)
 def person_name(name: str) -> PersonName:
     """Split 'Last, First M' or 'Dr. First M Last Jr, MD' into NM1 parts (credentials dropped)."""
 

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 from typing import Literal
 
 from pipeline.errors import InputError
@@ -63,6 +64,24 @@ class Segment:
 
     def render(self) -> str:
         """``ID*E1*E2:C2~`` without trailing empty elements or components."""
+        elements = self.elements
+        try:
+            values = "".join(elements)  # every element a plain value: most segments
+        except TypeError:
+            return self._render_composites()
+        # One look for a delimiter in all the values at once; the element at fault (if it
+        # is one: ISA11 and ISA16 carry separators) is looked for only when there is one.
+        if not DELIMITERS.isdisjoint(values):
+            self._check_each()
+        end = len(elements)
+        while end and elements[end - 1] == "":
+            end -= 1
+        if not end:
+            return self.id + SEGMENT
+        return self.id + ELEMENT + ELEMENT.join(elements[:end]) + SEGMENT
+
+    def _render_composites(self) -> str:
+        """``render`` of a segment with composite elements."""
         out: list[str] = []
         values: list[str] = []
         for element in self.elements:
@@ -73,8 +92,6 @@ class Segment:
             else:
                 values.append(element)
                 out.append(element)
-        # One look for a delimiter in all the values at once; the element at fault (if it
-        # is one: ISA11 and ISA16 carry separators) is looked for only when there is one.
         if not DELIMITERS.isdisjoint("".join(values)):
             self._check_each()
         while out and out[-1] == "":
@@ -113,12 +130,13 @@ def seg(segment_id: str, *elements: Element) -> Segment:
 
 def render(segments: Iterable[Segment]) -> str:
     """A whole document: one segment per line."""
-    return "\n".join(s.render() for s in segments) + "\n"
+    return "\n".join([s.render() for s in segments]) + "\n"
 
 
 # --- values ------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=8192)
 def text(value: str, max_len: int) -> str:
     """Upper-case free text, fold accents, drop delimiter and non-X12 characters, truncate."""
     folded = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode().upper()
@@ -129,7 +147,7 @@ def text(value: str, max_len: int) -> str:
 def ident(value: str, field: str, *, min_len: int = 1, max_len: int = 80) -> str:
     """An identifier written as is: reject delimiters and bad lengths rather than alter it."""
     value = value.strip()
-    if any(ch in DELIMITERS for ch in value):
+    if not DELIMITERS.isdisjoint(value):
         raise InputError(
             field, f"contains an X12 delimiter ({ELEMENT}{COMPONENT}{REPETITION}{SEGMENT})"
         )
@@ -140,6 +158,7 @@ def ident(value: str, field: str, *, min_len: int = 1, max_len: int = 80) -> str
     return value
 
 
+@lru_cache(maxsize=8192)
 def amount(value: Decimal) -> str:
     """An X12 R (decimal) value: cents at most, no trailing zeros (125, 125.5, 125.25)."""
     out = f"{Decimal(value).quantize(Decimal('0.01'), rounding=ROUND_HALF_UP):f}"
@@ -154,6 +173,7 @@ def quantity(value: float | Decimal) -> str:
     return out.rstrip("0").rstrip(".") if "." in out else out
 
 
+@lru_cache(maxsize=4096)
 def d8(value: date) -> str:
     """A date as CCYYMMDD."""
     return value.strftime("%Y%m%d")

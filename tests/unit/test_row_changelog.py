@@ -169,3 +169,25 @@ def test_noting_a_change_writes_nothing_to_the_file(tmp_path: Path) -> None:
     names = {r[0] for r in store.db.execute("SELECT name FROM main.sqlite_master")}
     assert "row_changes" not in names and not any(n.endswith("_logged") for n in names)
     store.close()
+
+
+def test_a_payer_number_the_claim_already_has_writes_no_change_record(tmp_path: Path) -> None:
+    """The 835 repeats the payer claim control number the 277CA gave: the row is not
+    written again, so it sends no second change record; a new number does."""
+    from test_claims_837 import coded_encounter, validated
+
+    from services.claims.corrections import SubmittedClaims
+
+    store = SubmittedClaims(tmp_path / "submitted.sqlite3", changelog=True)
+    (planned,) = store.claims_for(validated(coded_encounter("ENC-PCN")))
+    store.take_changes()
+    store.commit()
+    store.set_payer_claim_control_numbers([(planned.claim_id, "PCN-1")])
+    (slim,) = store.take_changes()
+    assert slim[0].endswith(":slim") and b'"PCN-1"' in (slim[1] or b"")
+    store.set_payer_claim_control_number(planned.claim_id, "PCN-1")
+    assert store.take_changes() == []
+    store.set_payer_claim_control_number(planned.claim_id, "PCN-2")
+    assert [b'"PCN-2"' in (v or b"") for _, v in store.take_changes()] == [True]
+    assert store.prior("ENC-PCN").payer_claim_control_number == "PCN-2"  # type: ignore[union-attr]
+    store.close()
