@@ -137,12 +137,21 @@ def read_837_claim(x12: str, claim_id: str) -> Claim837:
     found = _claims_of(x12).get(claim_id)
     if found is None:
         raise InputError("CLM01", f"claim {claim_id!r} is not in the 837")
-    clm, ctx, body = found
-    return _read_claim(clm, dict(ctx), body)
+    if found.claim is None:  # read once: the front end and the adjudication both ask
+        found.claim = _read_claim(found.clm, dict(found.ctx), found.body)
+    return found.claim
 
 
-#: A claim of an interchange as found: its CLM, its plan context, the segments of its loop.
-_FoundClaim = tuple[Segment, dict[str, str | None], list[Segment]]
+@dataclass
+class _FoundClaim:
+    """A claim of an interchange as found: its CLM, its plan context, the segments of its
+    loop, and the claim once read (a claim that cannot be read is never kept: it fails
+    again, the same way, each time it is asked for)."""
+
+    clm: Segment
+    ctx: dict[str, str | None]
+    body: list[Segment]
+    claim: Claim837 | None = None
 
 
 @lru_cache(maxsize=32)
@@ -150,8 +159,8 @@ def _claims_of(x12: str) -> dict[str, _FoundClaim]:
     """Every claim of an interchange by CLM01 (the first, if an id comes twice), found in one
     pass. The simulator asks for each claim of a batch twice (front end, adjudication), and
     searching the interchange from its start each time made it quadratic in the batch size.
-    Only the context is read here; a claim's own segments are read when it is asked for
-    (``_read_claim``), so a claim that cannot be read fails alone, as before."""
+    Only the context is read here; a claim's own segments are read when it is first asked
+    for (``_read_claim``), so a claim that cannot be read fails alone, as before."""
     ctx: dict[str, str | None] = {}
     claims: dict[str, _FoundClaim] = {}
     current: _FoundClaim | None = None
@@ -183,10 +192,10 @@ def _claims_of(x12: str) -> dict[str, _FoundClaim]:
         elif sid == "NM1" and seg.el(1) == "85":
             billing = {"billing_npi": seg.el(9) or None, "billing_name": seg.el(3) or None}
         elif sid == "CLM":
-            current = (seg, {**ctx, **billing, "institutional": institutional}, [])
+            current = _FoundClaim(seg, {**ctx, **billing, "institutional": institutional}, [])
             claims.setdefault(seg.el(1), current)
         elif current is not None:
-            current[2].append(seg)
+            current.body.append(seg)
     return claims
 
 

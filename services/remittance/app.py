@@ -110,6 +110,7 @@ class RemittanceStage(Stage):
         self.idle_interval_s = min(self.options.sweep_interval_s, self.options.unmatched_grace_s)
         if claims is not None:
             self.inputs = (CLAIMS, INBOUND, WRITEOFFS, CLAIM_PAYMENTS, PAYER_PAYMENTS)
+            self.reread = (CLAIM_PAYMENTS, PAYER_PAYMENTS)  # its own records: not decoded again
         self._set_waiting()
 
     def partitioned_stores(self) -> list[PartitionedStores[Ledger]]:

@@ -31,17 +31,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pipeline.errors import InputError
-from pipeline.models import (
-    Adjustment,
-    LineAdjustment,
-    PostedLine,
-    RemittancePosting,
-    SubmittedClaim,
-    event_id,
-)
+from pipeline.models import RemittancePosting, SubmittedClaim, event_id
+from pipeline.serde import model_builder
 from services.remittance.era import (
     ZERO,
     CasAdjustment,
@@ -274,64 +268,83 @@ def post(
     status = posting_status(claim_payment, claim, expected, prior)
     variance = shortfall(claim_payment, claim, expected, prior).variance
     claim_id = claim.claim_id if claim is not None else claim_payment.patient_control_number
-    return RemittancePosting(
-        event_id=posting_event_id(claim_id, claim_payment, payment_trace, file_id, occurrence),
-        claim_id=claim_id,
-        encounter_id=claim.encounter_id if claim is not None else None,
-        payer_id=payer_id,
-        payer_claim_control_number=claim_payment.payer_claim_control_number,
-        claim_status_code=claim_payment.status_code,
-        status=status,
-        total_charge=claim_payment.charge,
-        paid=claim_payment.paid,
-        patient_responsibility=claim_payment.patient_responsibility,
-        expected=expected,
-        variance=variance,
-        adjustments=[
-            Adjustment(group=a.group, reason=a.reason, amount=a.amount, line=line)
-            for line, a in claim_payment.all_adjustments()
-        ],
-        remark_codes=claim_payment.all_remark_codes(),
-        payment_trace=payment_trace,
-        payment_date=payment_date,
-        file_id=file_id,
-        posted_at=posted_at,
-        payer_sequence=claim_payment.payer_sequence,
-        crossover_payer=claim_payment.crossover_payer
-        or ("unnamed" if claim_payment.forwarded else None),
-        warnings=[*warnings, *claim_payment.warnings],
-        lines=[posted_line(n, line) for n, line in enumerate(claim_payment.service_lines, 1)],
-        claim_adjustments=[line_adjustment(a) for a in claim_payment.adjustments],
+    crossover = claim_payment.crossover_payer or ("unnamed" if claim_payment.forwarded else None)
+    lines = claim_payment.service_lines
+    return _build_posting(
+        {
+            "event_id": posting_event_id(
+                claim_id, claim_payment, payment_trace, file_id, occurrence
+            ),
+            "claim_id": claim_id,
+            "encounter_id": claim.encounter_id if claim is not None else None,
+            "payer_id": payer_id,
+            "payer_claim_control_number": claim_payment.payer_claim_control_number,
+            "claim_status_code": claim_payment.status_code,
+            "status": status,
+            "total_charge": _cents(claim_payment.charge),
+            "paid": _cents(claim_payment.paid),
+            "patient_responsibility": _cents(claim_payment.patient_responsibility),
+            "expected": None if expected is None else _cents(expected),
+            "variance": None if variance is None else _cents(variance),
+            "adjustments": [
+                {"group": a.group, "reason": a.reason, "amount": _cents(a.amount), "line": line}
+                for line, a in claim_payment.all_adjustments()
+            ],
+            "remark_codes": claim_payment.all_remark_codes(),
+            "payment_trace": payment_trace,
+            "payment_date": payment_date,
+            "file_id": file_id,
+            "posted_at": posted_at,
+            "payer_sequence": claim_payment.payer_sequence,
+            "crossover_payer": crossover,
+            "warnings": [*warnings, *claim_payment.warnings],
+            "lines": [posted_line(n, line) for n, line in enumerate(lines, start=1)],
+            "claim_adjustments": [line_adjustment(a) for a in claim_payment.adjustments],
+        }
     )
 
 
-def line_adjustment(adjustment: CasAdjustment) -> LineAdjustment:
-    """A CAS triplet as the posting carries it."""
+# The posting is built from values of the types its fields hold (the 835 as read, the claim
+# as validated when it came in), with the money in cents as ``Money`` gives it: validating
+# them again only cost CPU (a posting with its lines and adjustments was a dozen models).
+# tests/unit/test_remittance_posting_build.py compares it with the validated build on every
+# claim payment of the corpus: equal, the same JSON, the same Avro bytes.
+_build_posting = model_builder(RemittancePosting)
+
+
+def _cents(value: Decimal) -> Decimal:
+    """An amount as ``pipeline.models.Money`` holds it."""
+    return value.quantize(_CENT, rounding=ROUND_HALF_UP)
+
+
+def line_adjustment(adjustment: CasAdjustment) -> dict[str, Any]:
+    """A CAS triplet as the posting carries it (a ``LineAdjustment``)."""
     quantity = float(adjustment.quantity) if adjustment.quantity is not None else None
-    return LineAdjustment(
-        group=adjustment.group,
-        reason=adjustment.reason,
-        amount=adjustment.amount,
-        quantity=quantity,
-    )
+    return {
+        "group": adjustment.group,
+        "reason": adjustment.reason,
+        "amount": _cents(adjustment.amount),
+        "quantity": quantity,
+    }
 
 
-def posted_line(number: int, line: ServicePayment) -> PostedLine:
-    """A service line as the payer adjudicated it, for the posting (and a secondary claim)."""
-    return PostedLine(
-        line=number,
-        qualifier=line.qualifier,
-        procedure=line.procedure,
-        modifiers=list(line.modifiers),
-        revenue_code=line.revenue_code,
-        charge=line.charge,
-        paid=line.paid,
-        units=float(line.units) if line.units is not None else None,
-        original_procedure=line.original_procedure,
-        line_control_number=line.line_control_number,
-        service_date=line.service_date,
-        adjustments=[line_adjustment(a) for a in line.adjustments],
-    )
+def posted_line(number: int, line: ServicePayment) -> dict[str, Any]:
+    """A service line as the payer adjudicated it, for the posting (and a secondary claim):
+    a ``PostedLine``."""
+    return {
+        "line": number,
+        "qualifier": line.qualifier,
+        "procedure": line.procedure,
+        "modifiers": list(line.modifiers),
+        "revenue_code": line.revenue_code,
+        "charge": _cents(line.charge),
+        "paid": _cents(line.paid),
+        "units": float(line.units) if line.units is not None else None,
+        "original_procedure": line.original_procedure,
+        "line_control_number": line.line_control_number,
+        "service_date": line.service_date,
+        "adjustments": [line_adjustment(a) for a in line.adjustments],
+    }
 
 
 def occurrences(remittance: Remittance) -> Iterator[tuple[int, ClaimPayment]]:

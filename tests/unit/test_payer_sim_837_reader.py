@@ -6,7 +6,8 @@ is the search it replaced, kept below: on every claim of the simulators' interch
 the claims stage batches them (both EHR mixes: 837P and 837I, dependents, DRGs, several
 billing providers) and of the public 837 samples, the two give the same claim, and the same
 error (field and reason) for a claim that is not there, a claim id that comes twice, and
-claims with a bad date or amount beside good ones.
+claims with a bad date or amount beside good ones; asked again for a claim (the adjudication
+after the front end), the claim read the first time, or the same error.
 """
 
 from __future__ import annotations
@@ -150,6 +151,12 @@ def test_every_claim_reads_as_before(interchanges: list[tuple[str, tuple[str, ..
         for cid in ids:
             new, old = both(x12, cid)
             assert new == old, cid
+            # Asked again (the adjudication after the front end): the claim read once, or the
+            # same error again.
+            again, _ = both(x12, cid)
+            assert again == old, cid
+            if isinstance(new, Claim837):
+                assert again is new
 
 
 def test_a_missing_or_repeated_claim_id_reads_as_before(
@@ -173,9 +180,10 @@ def test_a_bad_claim_fails_alone_as_before(
     start = x12.index(f"CLM*{ids[1]}*")
     dtp = x12.index("DTP*472*D8*", start) + len("DTP*472*D8*")
     broken = x12[:dtp] + "20261345" + x12[dtp + 8 :]
-    for cid in ids:
-        new, old = both(broken, cid)
-        assert new == old, cid
+    for _ in range(2):  # and again, as the adjudication asks after the front end
+        for cid in ids:
+            new, old = both(broken, cid)
+            assert new == old, cid
     assert isinstance(both(broken, ids[0])[0], Claim837)
     assert both(broken, ids[1])[0][0] == "error"  # type: ignore[index]
 
