@@ -77,3 +77,66 @@ def test_files_that_are_not_acknowledgments_are_refused() -> None:
         parse_999(sample_835)
     with pytest.raises(InputError, match="not a 277"):
         parse_277ca(sample_835)
+
+
+def _variants() -> list[tuple[str, str]]:
+    """(kind, text): the public 999 and 277CA samples, and 999s whose segments say other
+    than their first ones would (no AK1, two groups, an IK5 without its AK2)."""
+    files = [
+        ("999", (X12 / "x12_999_accepted.txt").read_text()),
+        ("999", (X12 / "x12_999_rejected.txt").read_text()),
+        ("999", (X12 / "834_ls_le_ls_5010.999.txt").read_text()),
+        ("277CA", (X12 / "x12_277CA_accepted.txt").read_text()),
+        ("277CA", (X12 / "x12_277CA_rejected.txt").read_text()),
+    ]
+    rejected = files[1][1]
+    ak1 = rejected.index("AK1")
+    ak1_end = rejected.index("~", ak1) + 1
+    files += [
+        ("999", rejected[:ak1] + rejected[ak1_end:]),  # no AK1
+        ("999", rejected[:ak1_end] + rejected[ak1:]),  # the group named twice
+        ("999", rejected.replace("AK2", "XK2", 1)),  # an IK5 without its AK2
+        ("277CA", files[1][1]),  # a 999 sent as a 277CA
+    ]
+    return files
+
+
+@requires_shared
+def test_an_acknowledgment_read_once_is_matched_as_when_read_again() -> None:
+    """The routing reads a 999/277CA once and hands the segments on: the control numbers,
+    rejections, payer claim numbers and refusals are those of reading it again."""
+    from datetime import UTC, datetime
+
+    from pipeline.models import PayerFile
+    from services.claims.acks import (
+        RejectionContext,
+        answered_interchanges,
+        read_ack,
+        rejections,
+    )
+
+    def matched(file: PayerFile, segments: object) -> object:
+        ctx = RejectionContext(
+            lambda group: [(f"CLM-{group}", "ENC-1")],
+            lambda claim: f"ENC-{claim}",
+            datetime(2026, 11, 20, tzinfo=UTC),
+        )
+        try:
+            found = rejections(file, ctx, segments)  # type: ignore[arg-type]
+        except InputError as exc:
+            return ("refused", exc.field, exc.reason)
+        return (found, ctx.payer_claim_numbers, ctx.unknown_groups)
+
+    for n, (kind, text) in enumerate(_variants()):
+        file = PayerFile(
+            event_id=f"e{n}",
+            payer_id="P1",
+            file_id=f"f{n}",
+            kind=kind,  # type: ignore[arg-type]
+            body=text.encode(),
+            received_at=datetime(2026, 11, 20, tzinfo=UTC),
+        )
+        segments = read_ack(file)
+        assert segments is not None
+        assert answered_interchanges(file, segments) == answered_interchanges(file)
+        assert matched(file, segments) == matched(file, None)
