@@ -22,6 +22,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import fastavro
 import yaml
 from fastavro.schema import to_parsing_canonical_form
+from pydantic import BaseModel
 
 from pipeline import models
 from pipeline.errors import DecodeError
@@ -120,6 +121,31 @@ def _converter(annotation: Any) -> Build | None:
     return None
 
 
+def _nested(annotation: Any) -> tuple[str, type[models.Model]] | None:
+    """("one", M) for a field holding a model M (optional or not), ("list", M) for a list of
+    them: what the generated build calls M's builder for directly, without a converter."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _nested(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        members = [a for a in get_args(annotation) if a is not type(None)]
+        return _nested(members[0]) if len(members) == 1 else None
+    if isinstance(annotation, type) and issubclass(annotation, models.Model):
+        return "one", annotation
+    if origin is list:
+        inner = get_args(annotation)[0]
+        if isinstance(inner, type) and issubclass(inner, models.Model):
+            return "list", inner
+    return None
+
+
+#: pydantic's slots, set directly (``object.__setattr__`` looks each one up first).
+_SET_DICT = BaseModel.__dict__["__dict__"].__set__
+_SET_FIELDS_SET = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_SET_EXTRA = BaseModel.__dict__["__pydantic_extra__"].__set__
+_SET_PRIVATE = BaseModel.__dict__["__pydantic_private__"].__set__
+
+
 @cache
 def model_builder(model: type[models.Model]) -> Build:
     """A function that builds ``model`` from a decoded Avro datum without validation.
@@ -144,14 +170,23 @@ def model_builder(model: type[models.Model]) -> Build:
     env: dict[str, Any] = {
         "M": model,
         "new": object.__new__,
-        "sa": object.__setattr__,
+        "set_dict": _SET_DICT,
+        "set_fields_set": _SET_FIELDS_SET,
+        "set_extra": _SET_EXTRA,
+        "set_private": _SET_PRIVATE,
         "FS": fields_set,
         "complete": complete,
     }
     items = []
-    for i, (name, convert, _) in enumerate(plan):
+    for i, (name, convert, info) in enumerate(plan):
+        nested = _nested(info.annotation)
         if convert is None:
             items.append(f"{name!r}: d[{name!r}]")
+        elif nested is not None:  # a model's builder called directly, no converter
+            kind, inner = nested
+            env[f"b{i}"] = model_builder(inner)
+            call = f"b{i}(v)" if kind == "one" else f"list(map(b{i}, v))"
+            items.append(f"{name!r}: None if (v := d[{name!r}]) is None else {call}")
         else:
             env[f"c{i}"] = convert
             items.append(f"{name!r}: None if (v := d[{name!r}]) is None else c{i}(v)")
@@ -163,10 +198,10 @@ def model_builder(model: type[models.Model]) -> Build:
         "    except KeyError:\n"
         "        return build(complete(d))\n"
         "    obj = new(M)\n"
-        "    sa(obj, '__dict__', values)\n"
-        "    sa(obj, '__pydantic_fields_set__', set(FS))\n"
-        "    sa(obj, '__pydantic_extra__', None)\n"
-        "    sa(obj, '__pydantic_private__', None)\n"
+        "    set_dict(obj, values)\n"
+        "    set_fields_set(obj, set(FS))\n"
+        "    set_extra(obj, None)\n"
+        "    set_private(obj, None)\n"
         "    return obj\n"
     )
     exec(compile(source, f"<trusted build of {model.__name__}>", "exec"), env)  # noqa: S102
