@@ -29,6 +29,7 @@ that ``apply`` writes back on another instance.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -151,6 +152,23 @@ _KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+@functools.cache
+def _upsert(table: str, columns: tuple[str, ...], replace: bool) -> str:
+    """The statement that writes a row of these columns: an insert that keeps the row there
+    (a replay), or with ``replace`` one that updates it. Made once per shape, so sqlite3's
+    statement cache finds it prepared."""
+    cols = ", ".join(columns)
+    marks = ", ".join("?" for _ in columns)
+    if not replace:
+        return f"INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})"
+    keys = _KEYS[table]
+    update = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+    return (
+        f"INSERT INTO {table} ({cols}) VALUES ({marks}) "
+        f"ON CONFLICT({', '.join(keys)}) DO UPDATE SET {update}"
+    )
+
+
 @dataclass(frozen=True)
 class Waiting:
     """A claim payment waiting for its claim."""
@@ -241,22 +259,26 @@ class Ledger(ChangelogStore):
 
     def _write(self, table: str, row: dict[str, Any], *, replace: bool = False) -> bool:
         """Insert ``row`` (or update it, with ``replace``); True when it changed the table."""
-        cols = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
-        if replace:
-            keys = _KEYS[table]
-            update = ", ".join(f"{c} = excluded.{c}" for c in row if c not in keys)
-            sql = (
-                f"INSERT INTO {table} ({cols}) VALUES ({marks}) "
-                f"ON CONFLICT({', '.join(keys)}) DO UPDATE SET {update}"
-            )
-        else:
-            sql = f"INSERT OR IGNORE INTO {table} ({cols}) VALUES ({marks})"
+        sql = _upsert(table, tuple(row), replace)
         written = self.db.execute(sql, tuple(row.values())).rowcount == 1
         if written and self.changelog:
-            key = json.dumps([table, *(row[k] for k in _KEYS[table])])
-            self.log_change(key, json.dumps(row).encode())
+            self._log_row(table, row)
         return written
+
+    def _write_many(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
+        """``_write(table, row, replace=True)`` for each row (all with the same columns), in
+        one statement: an upsert changes the table every time, so each row is logged."""
+        if not rows:
+            return
+        sql = _upsert(table, tuple(rows[0]), True)
+        self.db.executemany(sql, [tuple(row.values()) for row in rows])
+        if self.changelog:
+            for row in rows:
+                self._log_row(table, row)
+
+    def _log_row(self, table: str, row: dict[str, Any]) -> None:
+        key = json.dumps([table, *(row[k] for k in _KEYS[table])])
+        self.log_change(key, json.dumps(row).encode())
 
     def _delete(self, table: str, key: Sequence[Any]) -> None:
         where = " AND ".join(f"{c} = ?" for c in _KEYS[table])
@@ -473,9 +495,11 @@ class Ledger(ChangelogStore):
 
     def add_references(self, payer_id: str, references: Sequence[tuple[str, str]]) -> None:
         """(reference, claim id) of the claims a payment paid: CLP01 and CLP07."""
-        for reference, claim_id in references:
-            row = {"payer_id": payer_id, "reference": reference, "claim_id": claim_id}
-            self._write("claim_refs", row, replace=True)
+        rows = [
+            {"payer_id": payer_id, "reference": reference, "claim_id": claim_id}
+            for reference, claim_id in references
+        ]
+        self._write_many("claim_refs", rows)
 
     def claim_for_reference(self, payer_id: str, reference: str) -> str | None:
         """The claim a payer's reference names: a CLP07 or CLP01 of a claim it paid."""

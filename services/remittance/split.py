@@ -275,7 +275,11 @@ def _built(cls: Any, data: dict[str, Any]) -> Any:
 
 def claim_payment_json(payment: ClaimPayment) -> str:
     """The CLP loop as read, JSON (amounts and dates as strings: nothing is rounded)."""
-    return json.dumps(_writer(ClaimPayment)(payment), separators=(",", ":"))
+    return _compact(_writer(ClaimPayment)(payment))
+
+
+# ``json.dumps`` with separators makes a new encoder on every call: this is the one it makes.
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def claim_payment_from_json(text: str) -> ClaimPayment:
