@@ -345,6 +345,7 @@ class CodeSets:
         self.ncci = ncci if ncci is not None else load_ncci(None)
         self.notes = {**self.ncci.notes, **(notes or {})}
         self._mce = _Mce()
+        self._icd10cm_by_version = functools.lru_cache(maxsize=65536)(self._icd10cm)
 
     @classmethod
     def load(cls, refdata_dir: Path | None) -> CodeSets:
@@ -425,7 +426,23 @@ class CodeSets:
         return self._mce.edits(on, pdx, sdx, pcs)
 
     def icd10cm(self, code: str, on: date) -> CodeCheck:
-        """Whether an ICD-10-CM code is valid and billable on the date of service."""
+        """Whether an ICD-10-CM code is valid and billable on the date of service.
+
+        A code valid on the first day of the MCE version in force is valid, with the same
+        description and fiscal year, on every day of that version (its validity comes from
+        the MCE, asked once per version, and the versions begin on 1 October or 1 April,
+        inside one fiscal year), so that answer is kept per code and version. Any other
+        answer names the exact date in its reason and is worked out for it (``_icd10cm``).
+        """
+        norm = normalize_code(code)
+        if icd10_covered(on):
+            check = self._icd10cm_by_version(norm, mce_version_start(on))
+            if check.status == "valid":
+                return check
+        return self._icd10cm(norm, on)
+
+    def _icd10cm(self, code: str, on: date) -> CodeCheck:
+        """``icd10cm`` worked out for the exact date."""
         norm = normalize_code(code)
         fy = fiscal_year(on)
         label = f"'{dotted(norm)}' is not a valid ICD-10-CM code on {on.isoformat()} (FY{fy})"

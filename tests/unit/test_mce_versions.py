@@ -6,7 +6,9 @@ about the exact date (``_Mce._edits`` / ``_claim_edits``, the path before): for 
 edits change at a version (a spring update's new codes, a fiscal year's), every day of the
 covered range; for every code of the simulators' encounters (both mixes), the first, a
 middle and the last day of each version; and coding and validation on those encounters
-with the MCE asked per exact date give the same coded encounters and verdicts.
+with the MCE asked per exact date give the same coded encounters and verdicts. The same
+for the ICD-10-CM check, whose "valid" answers are kept per code and version
+(``CodeSets._icd10cm``, worked out for the exact date, is the judge).
 """
 
 from __future__ import annotations
@@ -123,11 +125,46 @@ def test_a_fiscal_year_key_would_be_wrong(mce: _Mce) -> None:
 
 
 def exact_dates(codesets: CodeSets) -> CodeSets:
-    """The code sets with the MCE asked about each exact date, uncached (the path before)."""
+    """The code sets with the MCE asked about each exact date, uncached, and ICD-10-CM
+    codes checked for the exact date (the path before)."""
     mce = codesets._mce
     mce.edits = mce._edits  # type: ignore[method-assign]
     mce.claim_edits = mce._claim_edits  # type: ignore[method-assign]
+    codesets.icd10cm = codesets._icd10cm  # type: ignore[method-assign]
     return codesets
+
+
+@pytest.fixture(scope="module")
+def codesets() -> Iterator[CodeSets]:
+    sets = CodeSets.load(sim_corpus.refdata())  # type: ignore[arg-type]
+    yield sets
+    sets.close()
+
+
+#: Codes whose check is not "valid" on some or all days: a header (E11), a code added on
+#: 2024-10-01 (E66.811), one that is no code at all, and one that is not even shaped as one.
+NOT_ALWAYS_VALID = ["E11", "E66811", "E1199", "XYZ"]
+
+
+def test_icd10cm_every_day_as_the_exact_date(codesets: CodeSets) -> None:
+    """The ICD-10-CM check kept per MCE version equals the exact date's, every day of the
+    covered range and a month either side of it."""
+    month = timedelta(days=31)
+    answers: set[str] = set()
+    for day in days(ICD10_FIRST_DATE - month, ICD10_LAST_DATE + month):
+        for code in CHANGING + NOT_ALWAYS_VALID:
+            check = codesets.icd10cm(code, day)
+            assert check == codesets._icd10cm(code, day), (code, day)
+            answers.add(check.status)
+    assert answers == {"valid", "not_billable", "invalid", "unknown"}
+
+
+def test_icd10cm_every_corpus_code_in_every_version(codesets: CodeSets) -> None:
+    dx, _ = corpus_codes()
+    for first, last in versions():
+        for day in (first, first + (last - first) / 2, last):
+            for code in sorted(dx):
+                assert codesets.icd10cm(code, day) == codesets._icd10cm(code, day), (code, day)
 
 
 def test_coding_and_validation_are_unchanged() -> None:
