@@ -5,7 +5,9 @@ over N collected encounters, against a raw consume->produce copy of the same byt
 the batch's metrics over consumed records of the same encounters (batches of 500), beside
 the same decode and stage call without the runner (``bare_us``); ``overhead_us`` is the
 difference (records in, headers, the record handed to the stage, the age and processing
-histograms). Environment: BENCH_RUNNER_N (default 5000), BENCH_RUNNER_ROUNDS (default 7)."""
+histograms, and the garbage collector walking the batch's objects); ``paused_us``: the
+runner's batch with the collector paused, as ``Runner.run`` does (``collector_paused``).
+Environment: BENCH_RUNNER_N (default 5000), BENCH_RUNNER_ROUNDS (default 7)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from pipeline.kafka import ensure_topics, make_producer
 from pipeline.models import utcnow
 from pipeline.serde import registry
 from pipeline.settings import Settings
-from pipeline.stage import Incoming, Out, Runner, Stage
+from pipeline.stage import Incoming, Out, Runner, Stage, collector_paused
 from services.intake.domain import parse_raw
 from sim.ehr import generate
 
@@ -102,11 +104,22 @@ def per_record(payloads: list[tuple[str, bytes]], rounds: int) -> dict[str, floa
                 msg = Incoming(topic, "", value, raw, {}, m.partition() or 0, m.offset() or 0, 0)
                 stage.handle(msg)
 
+    def paused() -> None:
+        for batch in batches:
+            with collector_paused():
+                started = time.perf_counter()
+                runner.process(batch)
+                runner._observe_batch(batch, time.perf_counter() - started)
+
     bare_us, runner_us = alternating(bare, with_runner, len(records), rounds)
+    collected_us, paused_us = alternating(with_runner, paused, len(records), rounds)
     return {
         "bare_us": bare_us,
         "runner_us": runner_us,
         "overhead_us": round(runner_us - bare_us, 1),
+        "runner_again_us": collected_us,
+        "paused_us": paused_us,
+        "paused_ratio": round(paused_us / collected_us, 3),
     }
 
 
