@@ -236,6 +236,22 @@ def collector_paused() -> Iterator[None]:
         gc.enable()
 
 
+def freeze_start_up() -> None:
+    """Move what start-up built out of the cyclic collector's sight.
+
+    A stage's reference data (code sets, rule packs, fee schedules: about a million objects in
+    coding, 650,000 in validation and intake) lives as long as the process, yet every full
+    collection walked all of it again: 0.2-0.35 s of CPU each, during which the stage handled
+    nothing (at 200 encounters/s a batch waited up to 0.8 s, and p99 publish->submitted went
+    from ~330 ms to 740-980 ms). Start-up's own garbage is collected first. Frozen objects are
+    still freed by reference counting when released; only cycles among them would stay, so
+    this is done once per process (the first stage to start: a service runs one)."""
+    if gc.get_freeze_count():
+        return
+    gc.collect()
+    gc.freeze()
+
+
 def field_of(exc: Exception) -> str | None:
     if isinstance(exc, InputError):
         return exc.field
@@ -513,6 +529,7 @@ class Runner:
         stage.prime_metrics()
         metrics.UP.labels(stage.name).set(1)
         log.info("consuming", extra={"inputs": list(stage.inputs)})
+        freeze_start_up()
         try:
             while not self.stopping.is_set():
                 if self._below_floor():

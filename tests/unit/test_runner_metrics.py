@@ -7,6 +7,8 @@ garbage collector is paused for a batch and back after it."""
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import weakref
 from collections.abc import Iterable
 from pathlib import Path
@@ -112,3 +114,33 @@ def test_cycles_made_in_a_paused_batch_are_collected_afterwards() -> None:
         assert ref() is not None  # a cycle: reference counting alone does not free it
     gc.collect()
     assert ref() is None
+
+
+def test_start_up_is_frozen_once_and_its_garbage_collected_first() -> None:
+    """In a fresh interpreter (freezing is per process): what start-up keeps is out of the
+    collector's sight afterwards, start-up's garbage cycles are gone, and a second stage
+    starting in the same process freezes nothing more."""
+    script = """
+import gc, weakref
+from pipeline.stage import freeze_start_up
+
+class Node:
+    pass
+
+reference = [{"code": str(i), "parts": [i]} for i in range(50_000)]  # kept: like code sets
+garbage = Node(); garbage.self = garbage  # a cycle start-up dropped
+dropped = weakref.ref(garbage); del garbage
+freeze_start_up()
+assert dropped() is None, "start-up's garbage must be collected before freezing"
+frozen = gc.get_freeze_count()
+assert frozen > 100_000, frozen  # the list, its dicts and their lists
+assert len(gc.get_objects()) < frozen // 10  # a full collection no longer walks them
+later = [[i] for i in range(1000)]
+freeze_start_up()
+assert gc.get_freeze_count() == frozen, "a second start in one process freezes nothing more"
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
