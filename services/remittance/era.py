@@ -58,28 +58,62 @@ _CAS_TRIPLETS = 6
 
 
 def _money(seg: Segment, pos: int, *, required: bool = True) -> Decimal:
-    raw = seg.el(pos).strip()
-    if not raw:
+    return _money_of(seg.el(pos), seg, pos, required)
+
+
+# An 835 repeats a few hundred amounts and quantities thousands of times, and Decimal's
+# parse and quantize are most of reading one: each text read is kept with its value (a
+# Decimal never changes). Only values are kept; text that is not an amount is refused
+# again each time, with the element it is in.
+_AMOUNTS_KEPT = 8192
+_AMOUNTS: dict[str, Decimal] = {}
+_QUANTITIES: dict[str, Decimal] = {}
+_CENT = Decimal("0.01")
+
+
+def _money_of(raw: str, seg: Segment, pos: int, required: bool = True) -> Decimal:
+    """Element ``pos`` of ``seg``, whose text is ``raw``, as an amount in cents."""
+    value = _AMOUNTS.get(raw)
+    if value is not None:
+        return value
+    text = raw.strip()
+    if not text:
         if required:
             raise InputError(seg.ref(pos), "amount is required")
         return ZERO
     try:
-        value = Decimal(raw)
+        value = Decimal(text)
     except InvalidOperation:
-        raise InputError(seg.ref(pos), f"not a number: {raw!r}") from None
+        raise InputError(seg.ref(pos), f"not a number: {text!r}") from None
     if not value.is_finite():
-        raise InputError(seg.ref(pos), f"not a number: {raw!r}")
-    return value.quantize(Decimal("0.01"))
+        raise InputError(seg.ref(pos), f"not a number: {text!r}")
+    value = value.quantize(_CENT)
+    if len(_AMOUNTS) >= _AMOUNTS_KEPT:
+        _AMOUNTS.clear()
+    _AMOUNTS[raw] = value
+    return value
 
 
 def _quantity(seg: Segment, pos: int) -> Decimal | None:
-    raw = seg.el(pos).strip()
-    if not raw:
+    return _quantity_of(seg.el(pos), seg, pos)
+
+
+def _quantity_of(raw: str, seg: Segment, pos: int) -> Decimal | None:
+    """Element ``pos`` of ``seg``, whose text is ``raw``, as a number (None when empty)."""
+    value = _QUANTITIES.get(raw)
+    if value is not None:
+        return value
+    text = raw.strip()
+    if not text:
         return None
     try:
-        return Decimal(raw)
+        value = Decimal(text)
     except InvalidOperation:
-        raise InputError(seg.ref(pos), f"not a number: {raw!r}") from None
+        raise InputError(seg.ref(pos), f"not a number: {text!r}") from None
+    if len(_QUANTITIES) >= _AMOUNTS_KEPT:
+        _QUANTITIES.clear()
+    _QUANTITIES[raw] = value
+    return value
 
 
 def _date(seg: Segment, pos: int, warnings: list[str] | None = None) -> date | None:
@@ -357,7 +391,7 @@ class _ClaimBuilder:
         if self.error is not None:
             return
         try:
-            _claim_segment(self, seg)
+            _claim_segment(self, seg, seg.elements + _PAD)
         except InputError as exc:
             self.error, self.error_field = f"segment {seg.line} {exc}", exc.field
 
@@ -420,42 +454,55 @@ def _money_or_none(seg: Segment, pos: int) -> Decimal | None:
         return None
 
 
-def _cas(seg: Segment) -> list[CasAdjustment]:
-    group = seg.el(1)
-    if group not in {"CO", "CR", "OA", "PI", "PR"}:
+#: What follows a segment's elements for reading: element n of a segment is ``e[n - 1]``
+#: of ``seg.elements + _PAD``, '' when the segment has fewer (as ``Segment.el``), for any
+#: element the 835 reads (MIA23 the furthest).
+_PAD = ("",) * 24
+_GROUPS = frozenset({"CO", "CR", "OA", "PI", "PR"})
+_CAS_REASONS = tuple(2 + 3 * i for i in range(_CAS_TRIPLETS))
+
+
+def _cas(seg: Segment, e: tuple[str, ...]) -> list[CasAdjustment]:
+    group = e[0]
+    if group not in _GROUPS:
         raise InputError("CAS01", f"unknown claim adjustment group code {group!r}")
     out: list[CasAdjustment] = []
-    for i in range(_CAS_TRIPLETS):
-        reason_pos = 2 + 3 * i
-        reason = seg.el(reason_pos)
+    for reason_pos in _CAS_REASONS:
+        reason = e[reason_pos - 1]
         if not reason:
-            if seg.el(reason_pos + 1):
+            if e[reason_pos]:
                 raise InputError(seg.ref(reason_pos), "adjustment amount without a reason code")
             continue
-        amount = _money(seg, reason_pos + 1)
-        out.append(CasAdjustment(group, reason, amount, _quantity(seg, reason_pos + 2)))
+        amount = _money_of(e[reason_pos], seg, reason_pos + 1)
+        quantity = _quantity_of(e[reason_pos + 1], seg, reason_pos + 2)
+        out.append(CasAdjustment(group, reason, amount, quantity))
     if not out:
         raise InputError("CAS02", "CAS segment without any reason code")
     return out
 
 
-def _svc(seg: Segment) -> dict[str, Any]:
-    if not seg.comp(1, 2):
+def _svc(seg: Segment, e: tuple[str, ...]) -> dict[str, Any]:
+    components = seg.components
+    billed = components[0] + _PAD if components else _PAD
+    if not billed[1]:
         raise InputError("SVC01", "composite medical procedure identifier is required")
-    original = seg.comp(6, 2) or None
-    if original is None and seg.el(6):
+    adjudicated = components[5] + _PAD if len(components) > 5 else _PAD
+    original = adjudicated[1] or None
+    if original is None and e[5]:
         raise InputError("SVC06", "the original procedure composite has no procedure code")
     return {
-        "qualifier": seg.comp(1, 1),
-        "procedure": seg.comp(1, 2),
-        "modifiers": tuple(m for m in (seg.comp(1, k) for k in range(3, 7)) if m),
-        "charge": _money(seg, 2),
-        "paid": _money(seg, 3),
-        "revenue_code": seg.el(4) or None,
-        "units": _quantity(seg, 5),
+        "qualifier": billed[0],
+        "procedure": billed[1],
+        "modifiers": tuple([m for m in billed[2:6] if m]),
+        "charge": _money_of(e[1], seg, 2),
+        "paid": _money_of(e[2], seg, 3),
+        "revenue_code": e[3] or None,
+        "units": _quantity_of(e[4], seg, 5),
         "original_procedure": original,
-        "original_modifiers": tuple(m for m in (seg.comp(6, k) for k in range(3, 7)) if m),
-        "original_units": _quantity(seg, 7),
+        "original_modifiers": tuple([m for m in adjudicated[2:6] if m]),
+        "original_units": _quantity_of(e[6], seg, 7),
+        "adjustments": (),
+        "remark_codes": (),
     }
 
 
@@ -663,6 +710,9 @@ def _parse_transaction(segments: list[Segment], isa_control: str) -> Remittance:
 
     for seg in segments[1:]:
         sid = seg.id
+        if claim is not None and sid not in _OUTSIDE_CLAIMS:
+            claim.take(seg)
+            continue
         if sid == "BPR":
             bpr = seg
         elif sid == "TRN" and claim is None:
@@ -730,6 +780,10 @@ def _parse_transaction(segments: list[Segment], isa_control: str) -> Remittance:
     )
 
 
+#: Segments that are never part of a claim loop (a BPR there is still the payment's).
+_OUTSIDE_CLAIMS = frozenset({"BPR", "CLP", "LX", "SE", "PLB"})
+
+
 def _required(seg: Segment, pos: int) -> str:
     value = seg.el(pos)
     if not value:
@@ -737,59 +791,64 @@ def _required(seg: Segment, pos: int) -> str:
     return value
 
 
-def _claim_segment(claim: _ClaimBuilder, seg: Segment) -> None:
+def _claim_segment(claim: _ClaimBuilder, seg: Segment, e: tuple[str, ...]) -> None:
+    """One segment of a claim loop; ``e``: its elements padded (``_PAD``)."""
     sid = seg.id
     line = claim.line
-    warnings = claim.warnings
-    if sid == "SVC":
-        claim.close_line()
-        claim.line = _svc(seg) | {"adjustments": (), "remark_codes": ()}
+    if sid == "DTM":
+        qualifier = e[0]
+        if line is not None:
+            if qualifier == "472" or qualifier == "150":
+                line["service_date"] = _date(seg, 2, claim.warnings)
+            elif qualifier == "151":
+                line["service_end"] = _date(seg, 2, claim.warnings)
+        elif qualifier == "232":
+            claim.names["statement_start"] = _date(seg, 2, claim.warnings)
+        elif qualifier == "233":
+            claim.names["statement_end"] = _date(seg, 2, claim.warnings)
+        elif qualifier == "050":
+            claim.names["received_date"] = _date(seg, 2, claim.warnings)
     elif sid == "CAS":
         if line is None:
-            claim.adjustments.extend(_cas(seg))
+            claim.adjustments.extend(_cas(seg, e))
         else:
-            line["adjustments"] = line["adjustments"] + tuple(_cas(seg))
-    elif sid == "DTM":
-        qualifier = seg.el(1)
-        if line is not None:
-            if qualifier in {"472", "150"}:
-                line["service_date"] = _date(seg, 2, warnings)
-            elif qualifier == "151":
-                line["service_end"] = _date(seg, 2, warnings)
-        elif qualifier == "232":
-            claim.names["statement_start"] = _date(seg, 2, warnings)
-        elif qualifier == "233":
-            claim.names["statement_end"] = _date(seg, 2, warnings)
-        elif qualifier == "050":
-            claim.names["received_date"] = _date(seg, 2, warnings)
-    elif sid == "NM1" and line is None and seg.el(1) == "QC":
-        claim.names["patient_last_name"] = seg.el(3) or None
-        claim.names["patient_first_name"] = seg.el(4) or None
-        claim.names["patient_member_id"] = seg.el(9) or None
-    elif sid == "NM1" and line is None and seg.el(1) == "82":
-        claim.names["rendering_provider_id"] = seg.el(9) or None
-    elif sid == "NM1" and line is None and seg.el(1) == "TT":
-        claim.names["crossover_payer"] = seg.el(3) or seg.el(9) or "unnamed"
-        claim.names["crossover_payer_id"] = seg.el(9) or None
-    elif sid == "MOA" and line is None:
-        claim.names["reimbursement_rate"] = _quantity(seg, 1)
-        claim.names["hcpcs_payable"] = _money(seg, 2, required=False) if seg.el(2) else None
-        claim.remarks.extend(c for c in (seg.el(i) for i in range(3, 8)) if c)
-    elif sid == "MIA" and line is None:
-        claim.names["covered_days"] = _quantity(seg, 1)
-        claim.names["drg_amount"] = _money(seg, 4, required=False) if seg.el(4) else None
-        claim.remarks.extend(c for c in (seg.el(i) for i in (5, 20, 21, 22, 23)) if c)
-    elif sid == "REF" and line is None and seg.el(1) == "F8":
-        claim.names["original_reference"] = seg.el(2) or None
-    elif sid == "AMT" and line is None and seg.el(1) in _CLAIM_AMOUNTS:
-        claim.names[_CLAIM_AMOUNTS[seg.el(1)]] = _money(seg, 2)
+            line["adjustments"] = line["adjustments"] + tuple(_cas(seg, e))
+    elif sid == "SVC":
+        claim.close_line()
+        claim.line = _svc(seg, e)
     elif line is not None:
-        if sid == "REF" and seg.el(1) == "6R":
-            line["line_control_number"] = seg.el(2) or None
-        elif sid == "AMT" and seg.el(1) == "B6":
-            line["allowed"] = _money(seg, 2)
-        elif sid == "LQ" and seg.el(1) == "HE" and seg.el(2):
-            line["remark_codes"] = line["remark_codes"] + (seg.el(2),)
+        if sid == "REF":
+            if e[0] == "6R":
+                line["line_control_number"] = e[1] or None
+        elif sid == "AMT":
+            if e[0] == "B6":
+                line["allowed"] = _money_of(e[1], seg, 2)
+        elif sid == "LQ" and e[0] == "HE" and e[1]:
+            line["remark_codes"] = line["remark_codes"] + (e[1],)
+    elif sid == "NM1":
+        qualifier = e[0]
+        if qualifier == "QC":
+            claim.names["patient_last_name"] = e[2] or None
+            claim.names["patient_first_name"] = e[3] or None
+            claim.names["patient_member_id"] = e[8] or None
+        elif qualifier == "82":
+            claim.names["rendering_provider_id"] = e[8] or None
+        elif qualifier == "TT":
+            claim.names["crossover_payer"] = e[2] or e[8] or "unnamed"
+            claim.names["crossover_payer_id"] = e[8] or None
+    elif sid == "MOA":
+        claim.names["reimbursement_rate"] = _quantity_of(e[0], seg, 1)
+        claim.names["hcpcs_payable"] = _money_of(e[1], seg, 2, False) if e[1] else None
+        claim.remarks.extend(c for c in e[2:7] if c)
+    elif sid == "MIA":
+        claim.names["covered_days"] = _quantity_of(e[0], seg, 1)
+        claim.names["drg_amount"] = _money_of(e[3], seg, 4, False) if e[3] else None
+        claim.remarks.extend(c for c in (e[4], e[19], e[20], e[21], e[22]) if c)
+    elif sid == "REF":
+        if e[0] == "F8":
+            claim.names["original_reference"] = e[1] or None
+    elif sid == "AMT" and e[0] in _CLAIM_AMOUNTS:
+        claim.names[_CLAIM_AMOUNTS[e[0]]] = _money_of(e[1], seg, 2)
 
 
 _CLAIM_AMOUNTS = {"I": "interest", "AU": "coverage_amount"}
