@@ -59,6 +59,7 @@ from services.claims.billing import (
     Carried,
     ClaimWriter,
     DeliveryFailed,
+    Numbered,
     Result,
     acknowledge,
     load_fee_schedule,
@@ -125,48 +126,55 @@ def partition_of(path: Path) -> int:
 
 
 class ControlChangelog:
-    """Writes a partition's control-number changes to its changelog and waits for the
-    broker's acknowledgement, in the middle of a batch: before an interchange is delivered.
-    Through the runner's producer (``Stage.attach``), which produces the rest of the
-    batch's changes after it."""
+    """Writes the control-number changes of the partitions that numbered interchanges to
+    their changelog and waits for the broker's acknowledgement, in the middle of a batch:
+    before any of those interchanges is delivered. One wait for all of them. Through the
+    runner's producer (``Stage.attach``), which produces the rest of the batch's changes
+    after it."""
 
     def __init__(self, settings: ClaimsSettings, producer: Any) -> None:
         self.topic = settings.topic(changelog_topic(ClaimsStage.name, CONTROL_STORE))
         self._producer = producer
 
-    def write(self, store: PartitionNumbers, partition: int) -> None:
-        changes = store.take_changes()
-        if not changes:
+    def write(self, stores: Sequence[tuple[PartitionNumbers, int]]) -> None:
+        """Each store's changes to its partition of the changelog, acknowledged, and how far
+        each store's file now has the changelog (``set_position``)."""
+        pending = [(store, partition, store.take_changes()) for store, partition in stores]
+        pending = [(store, partition, changes) for store, partition, changes in pending if changes]
+        if not pending:
             return
-        offsets: list[int] = []
+        offsets: dict[int, list[int]] = {partition: [] for _, partition, _ in pending}
         errors: list[str] = []
 
         def delivered(err: Any, record: Any) -> None:
             if err is not None:
                 errors.append(str(err))
             else:
-                offsets.append(record.offset())
+                offsets[record.partition()].append(record.offset())
 
-        for key, value in changes:
-            while True:
-                try:
-                    self._producer.produce(
-                        self.topic,
-                        key=key.encode(),
-                        value=value,
-                        partition=partition,
-                        on_delivery=delivered,
-                    )
-                    break
-                except BufferError:
-                    self._producer.poll(0.05)
+        for _, partition, changes in pending:
+            for key, value in changes:
+                while True:
+                    try:
+                        self._producer.produce(
+                            self.topic,
+                            key=key.encode(),
+                            value=value,
+                            partition=partition,
+                            on_delivery=delivered,
+                        )
+                        break
+                    except BufferError:
+                        self._producer.poll(0.05)
         remaining = self._producer.flush(60)
-        if remaining or errors or len(offsets) != len(changes):
+        short = [p for _, p, changes in pending if len(offsets[p]) != len(changes)]
+        if remaining or errors or short:
             raise TransientError(
-                f"control numbers of partition {partition} not acknowledged by the "
-                f"changelog: {remaining} waiting, errors {errors[:3]}"
+                f"control numbers of partition(s) {short or [p for _, p, _ in pending]} not "
+                f"acknowledged by the changelog: {remaining} waiting, errors {errors[:3]}"
             )
-        store.set_position(max(offsets) + 1)
+        for store, partition, _ in pending:
+            store.set_position(max(offsets[partition]) + 1)
 
 
 class ClaimsStage(Stage):
@@ -280,19 +288,33 @@ class ClaimsStage(Stage):
                 max_per_interchange=options.max_claims_per_interchange,
                 retry=options.retry_policy(),
                 sleep=self._sleep,
-                secure=lambda: self._secure(control, partition),
+                secure=lambda: self._secure([(control, partition)]),
             )
             self._billing[partition] = billing
         return billing
 
-    def _secure(self, control: PartitionNumbers, partition: int) -> None:
+    def _secure(self, stores: Sequence[tuple[PartitionNumbers, int]]) -> None:
         """Before an interchange is delivered: the numbers and interchanges just allocated
-        go to the partition's changelog (acknowledged) and to its file, so neither this
-        instance after a restart nor the next owner of the partition can number anything
-        again under them (``control.py``)."""
+        (by each partition of ``stores``) go to the partitions' changelog (acknowledged, one
+        wait for all) and to their files, so neither this instance after a restart nor the
+        next owner of a partition can number anything again under them (``control.py``)."""
         if self.changelog is not None:
-            self.changelog.write(control, partition)
-        control.commit()
+            self.changelog.write(stores)
+        for control, _ in stores:
+            control.commit()
+
+    def _finish(
+        self, numbered: list[tuple[int, Billing[Incoming], Numbered[Incoming]]]
+    ) -> list[Out]:
+        """The calls of several partitions' billings numbered: what they allocated secured
+        at once, then each partition's interchanges delivered, in partition order."""
+        built = [(self.numbers(p), p) for p, _, n in numbered if n.built]
+        if built:
+            self._secure(built)
+        outs: list[Out] = []
+        for _, billing, calls in numbered:
+            outs += self._outs(billing.deliver_all(calls))
+        return outs
 
     def _billings(self) -> list[Billing[Incoming]]:
         """The billing of every partition whose stores are open here."""
@@ -334,12 +356,16 @@ class ClaimsStage(Stage):
                 except Exception as exc:  # noqa: BLE001 - one bad payer file must not stop us
                     outs.append(self._dead(msg, exc))
         # Verdicts, postings and settlements by encounter: each partition with its stores.
+        # The verdicts of every partition are numbered first, then secured with one wait
+        # for the changelog, then delivered (and the postings' next payers the same way).
+        numbered = []
         for partition, billing in self._by_partition(msgs):
             bills = [
                 (m, m.value) for m in msgs if m.topic == VALIDATED and m.partition == partition
             ]
             if bills:
-                outs += self._outs(billing.bill(bills))
+                numbered.append((partition, billing, billing.number_bills(bills)))
+        outs += self._finish(numbered)
         # Postings and settlements go to the partition of their encounter, whose instance
         # billed it (without an encounter: no next payer, and settled where it is).
         for topic, by_encounter in ((POSTED, BY_ENCOUNTER), (SETTLED, SETTLED_BY_ENCOUNTER)):
@@ -348,12 +374,14 @@ class ClaimsStage(Stage):
                 for m in msgs
                 if m.topic == topic and m.value.encounter_id
             ]
+        numbered = []
         for partition, billing in self._by_partition(msgs):
             postings = [
                 (m, m.value) for m in msgs if m.topic == BY_ENCOUNTER and m.partition == partition
             ]
             if postings:
-                outs += self._outs(billing.bill_next_payers(postings))
+                numbered.append((partition, billing, billing.number_next_payers(postings)))
+        outs += self._finish(numbered)
         settled = [m for m in msgs if m.topic == SETTLED_BY_ENCOUNTER]
         outs += self._retain(
             settled, [m for m in msgs if m.topic == SETTLED and not m.value.encounter_id]

@@ -183,6 +183,19 @@ Result = Billed[S] | Refused[S] | Carried
 Item = tuple[S, PlannedClaim]
 
 
+@dataclass
+class Numbered(Generic[S]):
+    """A call's claims numbered, written and stored, not yet delivered: ``built`` new
+    interchanges to secure before any is delivered (the stage secures every partition's at
+    once), ``ready`` what to deliver, ``results`` what was refused so far, ``undo`` what a
+    refusal undoes once delivery is over."""
+
+    results: list[Result[S]]
+    ready: list[tuple[StoredInterchange, list[Item[S]]]]
+    built: int
+    undo: Callable[[list[Result[S]]], None]
+
+
 class Billing(Generic[S]):
     """Claims for verdicts and postings: batched, numbered, written, delivered, once each.
 
@@ -250,6 +263,11 @@ class Billing(Generic[S]):
     def bill(self, verdicts: Sequence[tuple[S, ValidatedEncounter]]) -> list[Result[S]]:
         """The claims of validated encounters; a verdict whose claim is refused is not
         answered (the corrections store forgets it), so sending it again bills it then."""
+        return self.finish(self.number_bills(verdicts))
+
+    def number_bills(self, verdicts: Sequence[tuple[S, ValidatedEncounter]]) -> Numbered[S]:
+        """``bill`` up to delivery: the claims planned, numbered and stored (``finish``
+        delivers them)."""
         results: list[Result[S]] = []
         unique: dict[str, Item[S]] = {}
         self._not_sent = set()
@@ -263,20 +281,38 @@ class Billing(Generic[S]):
                     unique.setdefault(planned.event_id, (source, planned))  # a repeat in the batch
             except Exception as exc:  # noqa: BLE001 - every failure of one input is refused
                 results.append(Refused(source, exc))
-        results += self.send(unique)
-        refused = {id(r.source) for r in results if isinstance(r, Refused)}
-        for (source, verdict), snapshot in reversed(list(zip(verdicts, before, strict=True))):
-            if id(source) in refused:
-                # Only the claims that did not go out: an encounter's other claim (the
-                # facility's 837I beside a refused 837P) was sent and stays on record.
-                planned = [p for s, p in unique.values() if s is source]
-                sent = {p.claim_id for p in planned} - self._not_sent
-                self.submitted.restore(verdict, snapshot, keep=sent)
-        return results
+
+        def undo(results: list[Result[S]]) -> None:
+            refused = {id(r.source) for r in results if isinstance(r, Refused)}
+            for (source, verdict), snapshot in reversed(list(zip(verdicts, before, strict=True))):
+                if id(source) in refused:
+                    # Only the claims that did not go out: an encounter's other claim (the
+                    # facility's 837I beside a refused 837P) was sent and stays on record.
+                    planned = [p for s, p in unique.values() if s is source]
+                    sent = {p.claim_id for p in planned} - self._not_sent
+                    self.submitted.restore(verdict, snapshot, keep=sent)
+
+        return self.number(unique, results, undo)
 
     def send(self, unique: dict[str, Item[S]]) -> list[Result[S]]:
         """Number, write, deliver and publish planned claims (each claim event once)."""
-        results: list[Result[S]] = []
+        return self.finish(self.number(unique, [], lambda _: None))
+
+    def finish(self, numbered: Numbered[S]) -> list[Result[S]]:
+        """Secure what ``numbered`` allocated (``secure``), then deliver it (``deliver_all``)."""
+        if numbered.built and self.secure is not None:
+            self.secure()  # numbered and stored durably before anything is sent
+        return self.deliver_all(numbered)
+
+    def number(
+        self,
+        unique: dict[str, Item[S]],
+        results: list[Result[S]],
+        undo: Callable[[list[Result[S]]], None],
+    ) -> Numbered[S]:
+        """Planned claims (each claim event once) numbered, written and stored, or found in
+        the interchange that already carries them; not delivered yet. ``results``: what the
+        call refused before; ``undo``: what a refusal undoes once delivery is over."""
         assigned = self.store.assigned(unique)
         replayed: dict[int, list[Item[S]]] = defaultdict(list)
         fresh: dict[tuple[str, str], list[Item[S]]] = defaultdict(list)
@@ -305,10 +341,19 @@ class Billing(Generic[S]):
                 if numbered is not None:
                     ready.append(numbered)
                     built += 1
-        if built and self.secure is not None:
-            self.secure()  # numbered and stored durably before anything is sent
-        for stored, items in ready:
+        return Numbered(results, ready, built, undo)
+
+    def deliver_all(self, numbered: Numbered[S]) -> list[Result[S]]:
+        """Deliver what ``numbered`` holds (the caller has secured its numbers), then record
+        the outcomes with one commit and undo what was refused; every result of the call."""
+        results = numbered.results
+        for stored, items in numbered.ready:
             results += self.deliver(stored, items)
+        if any(stored.status != "delivered" for stored, _ in numbered.ready):
+            # The batch's delivery outcomes, committed once: a batch read again after a
+            # crash on this instance does not deliver them again (``PartitionNumbers.mark``).
+            self.store.commit()
+        numbered.undo(results)
         return results
 
     def interchange(
@@ -436,6 +481,10 @@ class Billing(Generic[S]):
     def bill_next_payers(self, postings: Sequence[tuple[S, RemittancePosting]]) -> list[Result[S]]:
         """Claims to secondary and tertiary payers, from the postings of the payers before;
         a claim that is refused is billed when its posting comes again."""
+        return self.finish(self.number_next_payers(postings))
+
+    def number_next_payers(self, postings: Sequence[tuple[S, RemittancePosting]]) -> Numbered[S]:
+        """``bill_next_payers`` up to delivery (``finish`` delivers)."""
         results: list[Result[S]] = []
         unique: dict[str, Item[S]] = {}
         billed: dict[int, tuple[str, int]] = {}
@@ -451,11 +500,13 @@ class Billing(Generic[S]):
                 planned, position, key = found
                 unique.setdefault(planned.event_id, (source, planned))
                 billed[id(source)] = (key, position)
-        results += self.send(unique)
-        for result in results:
-            if isinstance(result, Refused) and id(result.source) in billed:
-                self.cob.unmark_billed(*billed.pop(id(result.source)))
-        return results
+
+        def undo(results: list[Result[S]]) -> None:
+            for result in results:
+                if isinstance(result, Refused) and id(result.source) in billed:
+                    self.cob.unmark_billed(*billed.pop(id(result.source)))
+
+        return self.number(unique, results, undo)
 
     def next_claim(self, posting: RemittancePosting) -> tuple[PlannedClaim, int, str] | None:
         """The claim to the payer after the one that posted, with its position and the

@@ -277,6 +277,10 @@ class ControlNumbers(_Reads):
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # old pages leave the WAL too
         return blanked
 
+    def commit(self) -> None:
+        """Nothing to do: every write above is its own transaction (``PartitionNumbers``
+        keeps the batch's, and commits it here)."""
+
     def last_number(self) -> int | None:
         """The last control number handed out in this block (None before the first)."""
         row = self.db.execute("SELECT last FROM counter WHERE block = ?", (self.block,))
@@ -341,16 +345,17 @@ class PartitionNumbers(_Reads, RowChangelogStore):
         return StoredInterchange(number, payer_id, claim_type, adapter, text, "built", "")
 
     def mark(self, icn: int, status: str, detail: str = "") -> None:
-        """The outcome of a delivery, committed at once (with what the store holds of the
-        batch: its allocations are already in the changelog), so a batch read again after a
-        crash on this instance does not deliver it again; its change record goes with the
-        batch. An outcome lost with the instance only means the next owner delivers the
-        interchange again under the same number, which the adapters make idempotent."""
+        """The outcome of a delivery, in the batch's transaction. The caller commits the
+        outcomes of what it delivered together, right after the deliveries (``Billing``:
+        once per call, with what the store holds of the batch: its allocations are already
+        in the changelog), so a batch read again after a crash on this instance does not
+        deliver them again; their change records go with the batch. An outcome lost before
+        that commit, or with the instance, only means the interchange is delivered again
+        under the same number (same bytes), which the adapters make idempotent."""
         self.db.execute(
             "UPDATE interchanges SET status = ?, detail = ? WHERE icn = ?",
             (status, detail[:2000], icn),
         )
-        self.commit()
 
     def forget(self, claim_ids: Sequence[str]) -> int:
         """As ``ControlNumbers.forget``, in the batch's transaction (the retention sweep
