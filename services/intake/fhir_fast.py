@@ -9,7 +9,9 @@ complex type and which a primitive, which are lists, which are required, which c
 elements exclude each other) and, when every element passes, builds the same model
 instances without running the model validators. Primitive values go through pydantic's
 validator for the field's own annotation (fhir_core's date, dateTime, decimal, code …
-types), so the values are the ones fhir.resources would make.
+types), so the values are the ones fhir.resources would make. The walk is a function
+generated per class and set of element names, and a complex element whose exact content
+was built before is the model built then (see "builders generated" below).
 
 It never decides a rejection: anything it does not check or is not sure of (an unknown
 element, a ``_element`` extension sibling, a contained resource, a null inside a list, an
@@ -22,16 +24,21 @@ two paths equal on real bundles and on mutations of them.
 from __future__ import annotations
 
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fhir.resources.R4B.resource import Resource
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-_SET = object.__setattr__
 _MISSING = object()
+# pydantic's instance slots, set through their descriptors (as pipeline/serde.py's trusted
+# build does): cheaper than object.__setattr__, which looks each name up first.
+_SET_DICT = BaseModel.__dict__["__dict__"].__set__
+_SET_FIELDS_SET = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_SET_EXTRA = BaseModel.__dict__["__pydantic_extra__"].__set__
+_SET_PRIVATE = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 @dataclass(slots=True)
@@ -59,6 +66,10 @@ class _Plan:
     cls: type[BaseModel]
     new: Any  # cls.__new__
     checked: bool  # whether any of the checks after the elements applies
+    # A builder generated for each set of element names (in the order sent) met so far.
+    shapes: dict[tuple[str, ...], Callable[[dict[str, Any], bool], BaseModel]] = field(
+        default_factory=dict
+    )
 
 
 def _complex_kinds(annotation: Any) -> tuple[set[type[BaseModel]], bool]:
@@ -185,21 +196,15 @@ _SEEN_MAX = 4096
 
 def _primitive(spec: _Field, value: Any) -> Any:
     """The value fhir.resources' validator makes of a JSON primitive (or list of them)."""
-    kind = type(value)
-    if kind is str:  # most primitives (codes, uris, dates, strings): the value is its key
+    if type(value) is str:  # most primitives (codes, uris, dates, strings): the value is its key
         hit = spec.seen.get(value, _MISSING)
         if hit is not _MISSING:
             return hit
         key: Any = value
-    elif kind is list:
-        if not spec.many:
-            raise _Unsure
-        key = tuple(_scalar_key(v) for v in value)
-        hit = spec.seen.get(key, _MISSING)
-        if hit is not _MISSING:
-            return hit
     else:
-        key = _scalar_key(value)
+        if type(value) is list and not spec.many:
+            raise _Unsure
+        key = _value_key(value)
         hit = spec.seen.get(key, _MISSING)
         if hit is not _MISSING:
             return hit
@@ -211,6 +216,15 @@ def _primitive(spec: _Field, value: Any) -> Any:
         spec.seen.clear()
     spec.seen[key] = result
     return result
+
+
+def _value_key(value: Any) -> Any:
+    """A key telling a primitive's JSON values apart exactly: a list is the tuple of its
+    items' keys (a tuple of strings and pairs whose first item is a type, so it never equals
+    a scalar's key)."""
+    if type(value) is list:
+        return tuple(_scalar_key(v) for v in value)
+    return _scalar_key(value)
 
 
 def _scalar_key(value: Any) -> Any:
@@ -272,11 +286,151 @@ def _build(plan: _Plan, data: Any, top: bool) -> BaseModel:
     full = plan.defaults.copy()
     full.update(values)
     model = plan.new(plan.cls)
-    _SET(model, "__dict__", full)
-    _SET(model, "__pydantic_fields_set__", set(values))
-    _SET(model, "__pydantic_extra__", None)
-    _SET(model, "__pydantic_private__", None)
+    _SET_DICT(model, full)
+    _SET_FIELDS_SET(model, set(values))
+    _SET_EXTRA(model, None)
+    _SET_PRIVATE(model, None)
     return model
+
+
+# --- builders generated per model class and set of element names ---------------------------
+#
+# ``_build`` walks an object generically: per element, a lookup of its spec and a branch on
+# its kind. The elements an object may hold are fixed by its class, and a feed sends few
+# combinations of them (a Coding is system, code and display), so for each combination met
+# (the object's keys, in the order sent) a function is generated that reads exactly those
+# elements, with the checks after the walk (required elements, choices, ``resourceType``)
+# decided when it is generated. It makes what ``_build`` makes for that combination; the
+# differential test holds both equal to fhir.resources. At most _SHAPES_MAX combinations
+# are generated per class (input decides which are met): past that, ``_build`` walks.
+#
+# Most of the cost is making the objects (~11 a resource), and nine in ten of the complex
+# elements a feed sends repeat one met before (codings, concepts, references to the same
+# payer and clinicians, amounts). So a complex element (not a resource) is kept by its
+# content, up to _MEMO_MAX per combination, and the same content gives the same model: the
+# key is, per element, the primitive's JSON value (exactly: see _value_key) or the identity
+# of the child model built for it, which is itself kept by content. A kept model holds its
+# children, so an identity in a key always names a live object. Kept models are shared
+# between resources and bundles, as fhir.py's memo shares validated ones: read them, never
+# assign to them.
+
+_SHAPES_MAX = 256
+_MEMO_MAX = 4096
+_MEMOS: list[dict[Any, BaseModel]] = []  # every builder's kept models (forget() empties them)
+
+
+def _one(plan: _Plan, data: Any, top: bool) -> BaseModel:
+    """The model of one JSON object, by the builder of its set of element names."""
+    if type(data) is not dict:
+        raise _Unsure
+    builder = plan.shapes.get(tuple(data))
+    if builder is None:
+        builder = _shape_builder(plan, tuple(data))
+    return builder(data, top)
+
+
+def _each(plan: _Plan, items: Any) -> list[BaseModel]:
+    if type(items) is not list:
+        raise _Unsure
+    return [_one(plan, item, False) for item in items]
+
+
+def _generic(plan: _Plan) -> Callable[[dict[str, Any], bool], BaseModel]:
+    return lambda data, top: _build(plan, data, top)
+
+
+def _refused(data: dict[str, Any], top: bool) -> BaseModel:
+    raise _Unsure
+
+
+def _shape_builder(
+    plan: _Plan, keys: tuple[str, ...]
+) -> Callable[[dict[str, Any], bool], BaseModel]:
+    """The builder of objects of ``plan``'s class holding exactly ``keys`` (generated once)."""
+    if len(plan.shapes) >= _SHAPES_MAX:
+        return _generic(plan)
+    present = set(keys)
+    fields = plan.fields
+    if (
+        any(k not in fields and k != "resourceType" for k in keys)
+        or ("resourceType" in present and plan.resource_type is None)
+        or any(alias not in present for alias in plan.required)
+        or any(sum(alias in present for alias in group) > 1 for group in plan.choices)
+        or any(not any(a in present for a in group) for group in plan.required_choices)
+    ):
+        plan.shapes[keys] = _refused  # what ``_build`` raises for this combination
+        return _refused
+    if any(fields[k].model is not None and fields[k].child is None for k in keys if k in fields):
+        return _generic(plan)  # a plan still being made (another thread): not kept
+    memo: dict[Any, BaseModel] = {}
+    env: dict[str, Any] = {
+        "_Unsure": _Unsure, "_MISSING": _MISSING, "_primitive": _primitive,
+        "_value_key": _value_key, "_one": _one, "_each": _each, "_new": plan.new,
+        "_cls": plan.cls, "_defaults": plan.defaults, "_set_dict": _SET_DICT,
+        "_set_fields_set": _SET_FIELDS_SET, "_set_extra": _SET_EXTRA,
+        "_set_private": _SET_PRIVATE, "_rtype": plan.resource_type, "_memo": memo,
+        "_MEMO_MAX": _MEMO_MAX,
+    }  # fmt: skip
+    kept = plan.resource_type is None  # an element, not a resource: kept by content
+    head = ["def build(data, top):"]
+    if "resourceType" in present:
+        head.append("    if not top or data['resourceType'] != _rtype:\n        raise _Unsure")
+    elif plan.resource_type is not None:
+        head.append("    if top:\n        raise _Unsure")
+    reads, parts, validate, assign, names = [], [], [], [], []
+    for i, key in enumerate(keys):
+        if key == "resourceType":
+            continue
+        spec = fields[key]
+        names.append(spec.name)
+        reads.append(f"    v{i} = data[{key!r}]")
+        assign.append(f"    full[{spec.name!r}] = v{i}")
+        if spec.adapter is not None:
+            env[f"spec{i}"], env[f"seen{i}"] = spec, spec.seen
+            parts.append(f"v{i} if type(v{i}) is str else _value_key(v{i})")
+            validate.append(
+                f"    if type(v{i}) is str:\n"
+                f"        hit = seen{i}.get(v{i}, _MISSING)\n"
+                f"        v{i} = _primitive(spec{i}, v{i}) if hit is _MISSING else hit\n"
+                f"    else:\n"
+                f"        v{i} = _primitive(spec{i}, v{i})"
+            )
+        else:
+            env[f"plan{i}"] = spec.child
+            if spec.many:
+                reads.append(f"    v{i} = _each(plan{i}, v{i})")
+                parts.append(f"tuple([id(x) for x in v{i}])")
+            else:
+                reads.append(f"    v{i} = _one(plan{i}, v{i}, False)")
+                parts.append(f"id(v{i})")
+    lines = head + reads
+    if kept:
+        lines += [
+            f"    key = ({', '.join(parts)}{',' if len(parts) == 1 else ''})",
+            "    model = _memo.get(key)",
+            "    if model is not None:\n        return model",
+        ]
+    lines += validate
+    lines += ["    full = _defaults.copy()", *assign]
+    fields_set = "{" + ", ".join(repr(n) for n in names) + "}" if names else "set()"
+    lines += [
+        "    model = _new(_cls)",
+        "    _set_dict(model, full)",
+        f"    _set_fields_set(model, {fields_set})",
+        "    _set_extra(model, None)",
+        "    _set_private(model, None)",
+    ]
+    if kept:
+        lines += [
+            "    if len(_memo) >= _MEMO_MAX:\n        _memo.clear()",
+            "    _memo[key] = model",
+        ]
+    lines.append("    return model")
+    exec(compile("\n".join(lines), f"<fhir_fast {plan.cls.__name__}>", "exec"), env)  # noqa: S102
+    builder = plan.shapes[keys] = env["build"]
+    if kept:
+        _MEMOS.append(memo)
+    return builder
 
 
 def construct(cls: type[BaseModel], resource: dict[str, Any]) -> BaseModel | None:
@@ -288,19 +442,23 @@ def construct(cls: type[BaseModel], resource: dict[str, Any]) -> BaseModel | Non
     if plan is None:
         return None
     try:
-        return _build(plan, resource, True)
+        return _one(plan, resource, True) if _generated else _build(plan, resource, True)
     except (_Unsure, RecursionError):
         return None
 
 
 def forget() -> None:
-    """Forget the primitive values already validated (a cold start, for benchmarks and tests)."""
+    """Forget the primitive values already validated and the elements already built (a cold
+    start, for benchmarks and tests)."""
     for plan in list(_PLANS.values()):
         for spec in plan.fields.values() if plan is not None else ():
             spec.seen.clear()
+    for memo in list(_MEMOS):
+        memo.clear()
 
 
 _enabled = True
+_generated = True
 
 
 @contextmanager
@@ -313,3 +471,15 @@ def fhir_resources_only() -> Iterator[None]:
         yield
     finally:
         _enabled = before
+
+
+@contextmanager
+def walk_only() -> Iterator[None]:
+    """Within the block, :func:`construct` walks every resource with ``_build`` (no
+    generated builders, nothing kept): the previous fast path, for the benchmark and tests."""
+    global _generated
+    before, _generated = _generated, False
+    try:
+        yield
+    finally:
+        _generated = before

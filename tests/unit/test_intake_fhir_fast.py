@@ -377,3 +377,100 @@ def test_mutated_bundles_give_the_same_encounters_or_the_same_error(source: str)
             assert fast == reference, (name, i, kind, mutant)
             results["error" if fast[0] == "error" else "parsed"] += 1
     assert results["error"] > 0 and results["parsed"] > 0
+
+
+# --- the generated builders, their kept elements, and the generic walk -------------------
+
+# Every bundle the simulator sends the pipeline benchmark's first phase (both mixes), at the
+# resource level: each resource built by the generated builders as fhir.resources validates
+# it, with elements kept from earlier bundles reused.
+SIMULATED = [
+    (f"{mix}:{sid}", _load(body))
+    for mix in ("office", "all")
+    for sid, _, body in generate(150, seed=101, fmt="fhir", mix=mix)
+]
+
+
+def test_every_simulated_resource_is_built_as_fhir_resources_validates_it() -> None:
+    built = 0
+    for name, bundle in SIMULATED:
+        for i, resource in supported(bundle):
+            cls = get_fhir_model_class(resource["resourceType"])
+            fast = fhir_fast.construct(cls, resource)
+            assert fast is not None and same_model(fast, full(cls, resource)), (name, i)
+            built += 1
+    assert built > 2500
+
+
+@pytest.fixture
+def walk() -> Iterator[None]:
+    """The generic walk (``_build``) instead of the generated builders."""
+    with fhir_fast.walk_only():
+        yield
+
+
+@pytest.fixture
+def few_shapes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Builders generated for the first two combinations of elements of a class only: the
+    others are walked (what happens past _SHAPES_MAX)."""
+    monkeypatch.setattr(fhir_fast, "_SHAPES_MAX", 2)
+    plans = [plan for plan in list(fhir_fast._PLANS.values()) if plan is not None]
+    kept = [dict(plan.shapes) for plan in plans]
+    for plan in plans:
+        plan.shapes.clear()
+    yield
+    for plan, shapes in zip(plans, kept, strict=True):
+        plan.shapes.clear()
+        plan.shapes.update(shapes)
+
+
+@pytest.mark.parametrize("mode", ["walk", "few_shapes"])
+def test_the_walk_and_the_generated_builders_build_the_same(
+    mode: str, request: pytest.FixtureRequest
+) -> None:
+    """The mutated corpus, on the walk or with most combinations walked, against the
+    generated builders (and fhir.resources where either builds)."""
+    done: set[Any] = set()
+    cases = [
+        (get_fhir_model_class(resource["resourceType"]), mutant)
+        for _, _, resource in SAMPLE
+        for _, mutant in [("", resource), *mutants(resource, done)]
+    ]
+    generated = [fhir_fast.construct(cls, mutant) for cls, mutant in cases]
+    request.getfixturevalue(mode)
+    other = [fhir_fast.construct(cls, mutant) for cls, mutant in cases]
+    for (cls, mutant), a, b in zip(cases, generated, other, strict=True):
+        assert (a is None) == (b is None), mutant
+        if a is not None:
+            assert same_model(a, b) and same_model(a, full(cls, mutant)), mutant
+    assert sum(a is not None for a in generated) > 100
+    assert sum(a is None for a in generated) > 100
+
+
+def test_an_element_is_kept_by_its_exact_content() -> None:
+    """The same content gives the same model; values that compare equal in Python but are
+    different JSON (1, 1.0, true, "1", 1.50) give their own, each as fhir.resources makes it."""
+    cls = get_fhir_model_class("Observation")
+    base = {"resourceType": "Observation", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "1-8"}]}}  # fmt: skip
+    values = [1, Decimal("1"), Decimal("1.0"), Decimal("1.50"), Decimal("1.5"), True, "1", 1.0]
+    first: dict[str, Any] = {}
+    for round_ in range(2):
+        for value in values:
+            resource = {**base, "valueQuantity": {"value": value, "unit": "mg"}}
+            fast = fhir_fast.construct(cls, copy.deepcopy(resource))
+            reference = full(cls, resource)
+            if fast is None:
+                continue  # left to fhir.resources (here: what it refuses)
+            assert same_model(fast, reference), value
+            quantity = fast.valueQuantity
+            key = f"{type(value).__name__}:{value!r}"
+            if round_ == 0:
+                first[key] = quantity
+            else:
+                assert quantity is first[key], value  # kept, and found again
+    assert len({id(q) for q in first.values()}) == len(first) >= 4
+    fhir_fast.forget()
+    resource = {**base, "valueQuantity": {"value": 1, "unit": "mg"}}
+    again = fhir_fast.construct(cls, resource).valueQuantity  # type: ignore[union-attr]
+    assert again is not first[f"int:{1!r}"] and again == first[f"int:{1!r}"]
