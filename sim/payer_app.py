@@ -154,6 +154,7 @@ def _file(payer_id: str, file_id: str, kind: str, text: str) -> Out:
 
 
 _KEEP_INTERCHANGES = 4096  # their claims come within seconds; older ones are dropped
+_KEEP_WAITING = 8192  # waiting claims also kept as objects (see ``InterchangeStore.wait``)
 
 
 class InterchangeStore(BatchStore):
@@ -177,6 +178,8 @@ class InterchangeStore(BatchStore):
             CREATE INDEX IF NOT EXISTS interchanges_by_seq ON interchanges (seq);
             """,
         )
+        #: event id -> (the JSON stored for a waiting claim, the claim it was written from)
+        self._kept: OrderedDict[str, tuple[str, SubmittedClaim]] = OrderedDict()
 
     def put(self, interchange: Interchange) -> None:
         with self.atomic():
@@ -202,11 +205,28 @@ class InterchangeStore(BatchStore):
         return row[0] if row else None
 
     def wait(self, claim: SubmittedClaim) -> None:
+        """Keep a claim until its interchange is complete. The claim is stored as JSON (for a
+        restart) and kept as the object too, under the exact text stored: reading the claim
+        back takes the object when the row still holds that text (most claims wait a batch
+        or two), else reads the text, as after a restart."""
+        text = claim.model_dump_json()
         with self.atomic():
             self.db.execute(
                 "INSERT OR IGNORE INTO waiting (event_id, icn, claim) VALUES (?, ?, ?)",
-                (claim.event_id, claim.interchange_control_number, claim.model_dump_json()),
+                (claim.event_id, claim.interchange_control_number, text),
             )
+        kept = self._kept
+        if claim.event_id not in kept:  # the row keeps the first one's text (OR IGNORE)
+            kept[claim.event_id] = (text, claim)
+            if len(kept) > _KEEP_WAITING:
+                kept.popitem(last=False)
+
+    def _read_waiting(self, event: str, text: str) -> SubmittedClaim:
+        """A waiting claim from its stored text: the object it was written from when kept."""
+        kept = self._kept.pop(event, None)
+        if kept is not None and kept[0] == text:
+            return kept[1]
+        return SubmittedClaim.model_validate_json(text)
 
     def take_complete(self, icn: str) -> list[SubmittedClaim]:
         """The claims of interchange ``icn`` with its text, once it and every claim it lists
@@ -217,13 +237,13 @@ class InterchangeStore(BatchStore):
         if row is None:
             return []
         x12, listed = row[0], set(json.loads(row[1]))
-        claims = [
-            SubmittedClaim.model_validate_json(r[0])
-            for r in self.db.execute(
-                "SELECT claim FROM waiting WHERE icn = ? ORDER BY event_id", (icn,)
-            ).fetchall()
-        ]
+        rows = self.db.execute(
+            "SELECT event_id, claim FROM waiting WHERE icn = ? ORDER BY event_id", (icn,)
+        ).fetchall()
+        claims = [self._read_waiting(event, text) for event, text in rows]
         if not listed <= {c.claim_id for c in claims}:
+            for claim, (_, text) in zip(claims, rows, strict=True):  # they wait on
+                self._kept[claim.event_id] = (text, claim)
             return []
         with self.atomic():
             self.db.execute("DELETE FROM waiting WHERE icn = ?", (icn,))

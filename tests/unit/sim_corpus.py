@@ -130,9 +130,8 @@ def payer_835s(mix: str, per_file: int = 25) -> tuple[str, ...]:
 
 
 @functools.cache
-def interchanges(mix: str, per_interchange: int = 25) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """The mix's claims as the claims stage batches them: 837 interchanges of up to
-    ``per_interchange`` claims of one payer and claim type, each with its claim ids."""
+def planned_groups(mix: str) -> tuple[tuple[tuple[str, str], list[PlannedClaim]], ...]:
+    """The mix's planned claims by payer and claim type, as the claims stage groups them."""
     writer = ClaimWriter("CLAIMFLOW", "PAYERSIM")
     groups: dict[tuple[str, str], list[PlannedClaim]] = defaultdict(list)
     for verdict in validated(mix):
@@ -144,8 +143,16 @@ def interchanges(mix: str, per_interchange: int = 25) -> tuple[tuple[str, tuple[
             except InputError:
                 continue
             groups[(planned.payer_id, planned.claim_type)].append(planned)
+    return tuple(sorted(groups.items()))
+
+
+@functools.cache
+def interchanges(mix: str, per_interchange: int = 25) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The mix's claims as the claims stage batches them: 837 interchanges of up to
+    ``per_interchange`` claims of one payer and claim type, each with its claim ids."""
+    writer = ClaimWriter("CLAIMFLOW", "PAYERSIM")
     out = []
-    for number, (_, planned) in enumerate(sorted(groups.items()), start=1):
+    for number, (_, planned) in enumerate(planned_groups(mix), start=1):
         for n in range(0, len(planned), per_interchange):
             batch = planned[n : n + per_interchange]
             x12 = write_interchange(
