@@ -24,7 +24,9 @@ from pipeline import logs, plugins
 
 def cmd_service(args: argparse.Namespace) -> int:
     from pipeline.settings import Settings
+    from pipeline.stage import collect_rarely_during_start_up
 
+    collect_rarely_during_start_up()  # until the service freezes what start-up built
     settings = Settings()
     logs.setup(settings.log_level, service=args.name)
     plugins.service(args.name)(settings)

@@ -236,6 +236,22 @@ def collector_paused() -> Iterator[None]:
         gc.enable()
 
 
+_THRESHOLDS_BEFORE_START_UP: tuple[int, int, int] | None = None
+
+
+def collect_rarely_during_start_up() -> None:
+    """Until ``freeze_start_up``: collect far less often while the reference data loads.
+
+    With the default thresholds, a heap growing to a million objects set off a full
+    collection of all of it at every quarter of growth: about ten, 1-1.3 s of CPU per stage
+    start (coding's loading measured 3.8 s of CPU, 2.5 s with this). Cycles are still
+    collected, every 100,000 allocations."""
+    global _THRESHOLDS_BEFORE_START_UP
+    if _THRESHOLDS_BEFORE_START_UP is None:
+        _THRESHOLDS_BEFORE_START_UP = gc.get_threshold()
+        gc.set_threshold(100_000, 50, 1000)
+
+
 def freeze_start_up() -> None:
     """Move what start-up built out of the cyclic collector's sight.
 
@@ -246,6 +262,10 @@ def freeze_start_up() -> None:
     from ~330 ms to 740-980 ms). Start-up's own garbage is collected first. Frozen objects are
     still freed by reference counting when released; only cycles among them would stay, so
     this is done once per process (the first stage to start: a service runs one)."""
+    global _THRESHOLDS_BEFORE_START_UP
+    if _THRESHOLDS_BEFORE_START_UP is not None:  # the usual pace from here on
+        gc.set_threshold(*_THRESHOLDS_BEFORE_START_UP)
+        _THRESHOLDS_BEFORE_START_UP = None
     if gc.get_freeze_count():
         return
     gc.collect()

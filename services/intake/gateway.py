@@ -66,6 +66,7 @@ from pipeline.kafka import ensure_topics, make_producer
 from pipeline.models import RawMessage, utcnow
 from pipeline.serde import registry
 from pipeline.settings import Settings
+from pipeline.stage import freeze_start_up
 from pipeline.state import StorageGuard, private_file
 from services.intake.app import body_digest
 from services.intake.domain import HL7_TYPES
@@ -889,6 +890,7 @@ def main(settings: Settings | None = None) -> None:
     bootstrap = s.require_bootstrap()
     port = metrics.serve(s.metrics_host, s.metrics_port)
     gateway = Gateway(s, bootstrap)
+    freeze_start_up()  # what start-up loaded lives as long as the process
     addresses = gateway.start()
     written = gateway.write_endpoints(s.state_dir)
     log.info(

@@ -117,12 +117,17 @@ def test_cycles_made_in_a_paused_batch_are_collected_afterwards() -> None:
 
 
 def test_start_up_is_frozen_once_and_its_garbage_collected_first() -> None:
-    """In a fresh interpreter (freezing is per process): what start-up keeps is out of the
+    """In a fresh interpreter (freezing is per process): collections are rare while start-up
+    loads and back to the usual pace after it; what start-up keeps is out of the
     collector's sight afterwards, start-up's garbage cycles are gone, and a second stage
     starting in the same process freezes nothing more."""
     script = """
 import gc, weakref
-from pipeline.stage import freeze_start_up
+from pipeline.stage import collect_rarely_during_start_up, freeze_start_up
+
+usual = gc.get_threshold()
+collect_rarely_during_start_up()
+assert gc.get_threshold()[0] > 10 * usual[0], gc.get_threshold()
 
 class Node:
     pass
@@ -132,6 +137,7 @@ garbage = Node(); garbage.self = garbage  # a cycle start-up dropped
 dropped = weakref.ref(garbage); del garbage
 freeze_start_up()
 assert dropped() is None, "start-up's garbage must be collected before freezing"
+assert gc.get_threshold() == usual, "after start-up: the usual thresholds"
 frozen = gc.get_freeze_count()
 assert frozen > 100_000, frozen  # the list, its dicts and their lists
 assert len(gc.get_objects()) < frozen // 10  # a full collection no longer walks them
