@@ -4,7 +4,10 @@ The records are real: the offline chain's (``bench/chain.py``; the pipeline benc
 of formats). For each topic, CPU microseconds per record (fastest of several rounds):
 - ``encode``: ``Registry.encode`` (compiled dump) beside the path it replaced, the model
   dumped by pydantic and fastavro finding each union's branch (``encode_ratio``);
-- ``decode``: fastavro's read and the trusted build apart (what a stage pays on the way in);
+- ``decode``: ``Registry.decode`` (the reader generated per contract, ``pipeline/avro_read.py``)
+  beside the path it replaced, fastavro's read then the trusted build (``decode_old_us``,
+  ``decode_ratio``); and fastavro's read and the trusted build apart (``read_us``,
+  ``build_us``);
 - ``rekey``: a re-key hop per record, decoding the record to compute its key (before) beside
   the runner's pass-through, which reads the key header and checks the writer fingerprint;
   and coding reading back its by-patient records, decoded (before) or kept (``reread``);
@@ -96,15 +99,21 @@ def main() -> dict[str, Any]:
             count,
             rounds,
         )
+        decode_old, decode_new = alternating(
+            lambda t=topic, rs=raws, b=build: [b(REG.decode_dict(t, r)) for r in rs],
+            lambda t=topic, rs=raws: [REG.decode(t, r) for r in rs],
+            count,
+            rounds,
+        )
         topics[topic] = {
             "records": count,
             "bytes": sum(map(len, raws)) // count,
             "encode_old_us": old,
             "encode_us": new,
             "encode_ratio": round(new / old, 2),
-            "decode_us": _cpu_us(
-                lambda t=topic, rs=raws: [REG.decode(t, r) for r in rs], count, rounds
-            ),
+            "decode_old_us": decode_old,
+            "decode_us": decode_new,
+            "decode_ratio": round(decode_new / decode_old, 2),
             "read_resolved_us": resolved_us,
             "read_us": read_us,
             "build_us": _cpu_us(lambda ds=datums, b=build: [b(d) for d in ds], count, rounds),

@@ -1,0 +1,443 @@
+"""A reader generated per contract: Avro bytes straight into the topic's model.
+
+``Registry.decode`` of a record a stage wrote used to take two passes: fastavro read the
+datum into nested dicts, interpreting the schema as it went, and the trusted build
+(``serde.model_builder``) turned those dicts into models. The reader here is Python source
+generated once per (schema, model): one function per record type that reads its fields
+one after the other from the bytes and builds the model from them, with no intermediate
+dict and no schema lookups. It gives what the two passes give, value for value and type
+for type (tests/unit/test_avro_read.py holds that on every record of the corpora, and
+``VERIFY_DECODE_ENV`` makes every decode of the test suite check it), and it applies only
+to a record written with the very schema it reads as (no resolution between versions).
+
+Anything it does not read (a union of several records, a schema that refers to itself) is
+left to fastavro: ``reader_for`` gives None. Bytes it cannot read raise; the caller then
+decodes them the usual way, which gives the usual error.
+"""
+
+from __future__ import annotations
+
+import struct
+import types
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Context, Decimal
+from typing import Annotated, Any, Union, get_args, get_origin
+
+from fastavro.read import LOGICAL_READERS
+from pydantic import BaseModel
+
+from pipeline import models
+
+#: The ``(value, position)`` after reading one value at ``position``.
+Read = Callable[[bytes, int], tuple[Any, int]]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DAYS_SHIFT = date(1970, 1, 1).toordinal()
+_unpack_float = struct.Struct("<f").unpack_from
+_unpack_double = struct.Struct("<d").unpack_from
+
+_SET_DICT = BaseModel.__dict__["__dict__"].__set__
+_SET_FIELDS_SET = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_SET_EXTRA = BaseModel.__dict__["__pydantic_extra__"].__set__
+_SET_PRIVATE = BaseModel.__dict__["__pydantic_private__"].__set__
+
+
+class Unreadable(ValueError):
+    """The bytes are not a datum of the schema (the caller decodes them the usual way)."""
+
+
+def read_long(b: bytes, p: int) -> tuple[int, int]:
+    """A zig-zag varint (Avro int and long) at ``p``, kept to 64 bits as fastavro keeps it.
+    Longer than 10 bytes: not read here (fastavro's result then depends on its C shifts)."""
+    n = 0
+    shift = 0
+    while True:
+        c = b[p]
+        p += 1
+        n |= (c & 0x7F) << shift
+        if c < 0x80:
+            n &= 0xFFFF_FFFF_FFFF_FFFF
+            return (n >> 1) ^ -(n & 1), p
+        shift += 7
+        if shift > 63:
+            raise Unreadable("varint longer than 10 bytes")
+
+
+def read_length(b: bytes, p: int) -> tuple[int, int]:
+    """The length of a string or bytes at ``p``: a long that must not be negative."""
+    n, p = read_long(b, p)
+    if n < 0:
+        raise Unreadable("negative length")
+    return n, p
+
+
+def union_index(b: bytes, p: int, count: int) -> tuple[int, int]:
+    """A union's branch index written in more than one byte, as the one-byte code of the
+    same branch (2 * index; a negative index counts from the end)."""
+    i, p = read_long(b, p)
+    if i < 0:
+        i += count
+    if not 0 <= i < count:
+        raise Unreadable("union branch out of range")
+    return 2 * i, p
+
+
+#: A one-byte varint's value (a byte below 0x80).
+ZIGZAG = tuple((n >> 1) ^ -(n & 1) for n in range(128))
+#: A one-byte length's value; -1 for a byte that is not one (longer, or negative).
+LENGTH = tuple(n >> 1 if n < 0x80 and not n & 1 else -1 for n in range(256))
+
+_DATES: dict[int, date] = {}
+
+
+def _date(days: int) -> date:
+    """fastavro's date: the day ``days`` after 1970-01-01 (kept: a few thousand dates)."""
+    found = _DATES.get(days)
+    if found is None:
+        found = date.fromordinal(days + _DAYS_SHIFT)
+        if len(_DATES) < 100_000:
+            _DATES[days] = found
+    return found
+
+
+def _timestamp_millis(millis: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=millis * 1000)
+
+
+def _time_millis(millis: int) -> time:
+    # fastavro's arithmetic, including its float divisions
+    h = int(millis / 3_600_000)
+    m = int(millis / 60_000) % 60
+    s = int(millis / 1000) % 60
+    mls = int(millis % 1000) * 1000
+    return time(h, m, s, mls)
+
+
+def _decimal(scale: int, precision: int) -> Callable[[bytes], Decimal]:
+    """fastavro's decimal of ``scale`` and ``precision`` from its big-endian bytes (kept:
+    amounts repeat; a Decimal is immutable)."""
+    context = Context(prec=precision)
+    kept: dict[bytes, Decimal] = {}
+
+    def convert(data: bytes) -> Decimal:
+        found = kept.get(data)
+        if found is None:
+            unscaled = int.from_bytes(data, byteorder="big", signed=True)
+            found = context.create_decimal(unscaled).scaleb(-scale, context)
+            if len(kept) < 100_000:
+                kept[data] = found
+        return found
+
+    return convert
+
+
+def model_of(annotation: Any) -> type[models.Model] | None:
+    """The model class a field holds (itself, optional, or in a list or map), if any: what
+    the trusted build builds that field's records as (``serde.model_builder``)."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return model_of(get_args(annotation)[0])
+    if isinstance(annotation, type) and issubclass(annotation, models.Model):
+        return annotation
+    if origin in (Union, types.UnionType, list, dict):
+        found = {m for a in get_args(annotation) if (m := model_of(a)) is not None}
+        if len(found) > 1:
+            raise TypeError(f"a field of several record models: {annotation}")
+        return found.pop() if found else None
+    return None
+
+
+class _Gen:
+    """Python source for reading one schema's values: a function per record type and model."""
+
+    def __init__(self, named: dict[str, Any]) -> None:
+        self.named = named
+        self.env: dict[str, Any] = {
+            "read_long": read_long,
+            "read_length": read_length,
+            "union_index": union_index,
+            "ZIGZAG": ZIGZAG,
+            "LENGTH": LENGTH,
+            "Unreadable": Unreadable,
+            "unpack_float": _unpack_float,
+            "unpack_double": _unpack_double,
+            "date_of": _date,
+            "timestamp_millis": _timestamp_millis,
+            "time_millis": _time_millis,
+            "new": object.__new__,
+            "set_dict": _SET_DICT,
+            "set_fields_set": _SET_FIELDS_SET,
+            "set_extra": _SET_EXTRA,
+            "set_private": _SET_PRIVATE,
+        }
+        self.functions: dict[tuple[str, Any], str] = {}
+        self.sources: list[str] = []
+        self.active: set[tuple[str, Any]] = set()
+        self.counter = 0
+
+    def name(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def constant(self, prefix: str, value: Any) -> str:
+        name = self.name(prefix)
+        self.env[name] = value
+        return name
+
+    # --- values ------------------------------------------------------------------------
+
+    def long(self, out: str, ind: str) -> list[str]:
+        """Read an int or long into ``out`` (one byte by a table, longer ones by a call)."""
+        return [
+            f"{ind}{out} = b[p]",
+            f"{ind}if {out} < 128:",
+            f"{ind}    {out} = ZIGZAG[{out}]",
+            f"{ind}    p += 1",
+            f"{ind}else:",
+            f"{ind}    {out}, p = read_long(b, p)",
+        ]
+
+    def sized(self, out: str, ind: str, then: str = "") -> list[str]:
+        """Read a length-prefixed byte string into ``out`` (bytes; ``then``: a method call
+        on them). A length past the end is caught once, at the end of the datum."""
+        n = self.name("n")
+        return [
+            f"{ind}{n} = LENGTH[b[p]]",
+            f"{ind}if {n} >= 0:",
+            f"{ind}    p += 1",
+            f"{ind}else:",
+            f"{ind}    {n}, p = read_length(b, p)",
+            f"{ind}{out} = b[p:p + {n}]{then}",
+            f"{ind}p += {n}",
+        ]
+
+    def value(self, schema: Any, out: str, ind: str, model: Any) -> list[str]:
+        """Lines that read a value of ``schema`` into ``out``; records as ``model`` when a
+        model, else as dicts (what fastavro gives)."""
+        if isinstance(schema, str):
+            if schema in self.named:
+                return self.value(self.named[schema], out, ind, model)
+            return self.primitive(schema, out, ind)
+        if isinstance(schema, list):
+            return self.union(schema, out, ind, model)
+        kind = schema["type"]
+        if kind == "record":
+            function = self.record(schema, model)
+            return [f"{ind}{out}, p = {function}(b, p)"]
+        if kind == "enum":
+            symbols = self.constant("symbols", tuple(schema["symbols"]))
+            i = self.name("i")
+            # a negative index counts from the end, as fastavro reads it
+            return [*self.long(i, ind), f"{ind}{out} = {symbols}[{i}]"]
+        if kind == "fixed":
+            if f"fixed-{schema.get('logicalType')}" in LOGICAL_READERS:
+                raise _Unsupported(f"logical type {schema['logicalType']} of a fixed")
+            size = int(schema["size"])
+            return [
+                f"{ind}if p + {size} > len(b):",
+                f"{ind}    raise Unreadable('short fixed')",
+                f"{ind}{out} = b[p:p + {size}]",
+                f"{ind}p += {size}",
+            ]
+        if kind == "array":
+            return self.array(schema, out, ind, model)
+        if kind == "map":
+            return self.map(schema, out, ind, model)
+        lines = self.primitive(kind, out, ind)
+        logical = schema.get("logicalType")
+        if logical is None:
+            return lines
+        match f"{kind}-{logical}":
+            case "int-date":
+                lines.append(f"{ind}{out} = date_of({out})")
+            case "long-timestamp-millis":
+                lines.append(f"{ind}{out} = timestamp_millis({out})")
+            case "int-time-millis":
+                lines.append(f"{ind}{out} = time_millis({out})")
+            case "bytes-decimal":
+                convert = self.constant(
+                    "decimal", _decimal(int(schema.get("scale", 0)), int(schema["precision"]))
+                )
+                lines.append(f"{ind}{out} = {convert}({out})")
+            case other if other in LOGICAL_READERS:  # one fastavro converts, not here
+                raise _Unsupported(f"logical type {other}")
+        return lines
+
+    def primitive(self, kind: str, out: str, ind: str) -> list[str]:
+        match kind:
+            case "null":
+                return [f"{ind}{out} = None"]
+            case "boolean":
+                return [f"{ind}{out} = b[p] != 0", f"{ind}p += 1"]  # as fastavro reads it
+            case "int" | "long":
+                return self.long(out, ind)
+            case "float":
+                return [f"{ind}{out} = unpack_float(b, p)[0]", f"{ind}p += 4"]
+            case "double":
+                return [f"{ind}{out} = unpack_double(b, p)[0]", f"{ind}p += 8"]
+            case "bytes":
+                return self.sized(out, ind)
+            case "string":
+                return self.sized(out, ind, ".decode()")
+        raise _Unsupported(f"type {kind}")
+
+    def union(self, schema: list[Any], out: str, ind: str, model: Any) -> list[str]:
+        # The branch index is a zig-zag varint: 2 * index in one byte up to index 63. A
+        # negative index counts from the end, as fastavro reads it (Python's indexing).
+        i = self.name("u")
+        count = len(schema)
+        lines = [
+            f"{ind}{i} = b[p]",
+            f"{ind}if {i} < 128:",
+            f"{ind}    p += 1",
+            f"{ind}else:",
+            f"{ind}    {i}, p = union_index(b, p, {count})",
+        ]
+        for index, branch in enumerate(schema):
+            codes = f"{i} == {2 * index} or {i} == {2 * (count - index) - 1}"
+            lines.append(f"{ind}{'if' if index == 0 else 'elif'} {codes}:")
+            lines += self.value(branch, out, ind + "    ", model)
+        lines += [f"{ind}else:", f"{ind}    raise Unreadable('union branch out of range')"]
+        return lines
+
+    def blocks(self, ind: str, item: list[str]) -> list[str]:
+        """An array's or map's blocks: a count (negative: followed by the block's size in
+        bytes), then that many items, until a count of zero."""
+        n, size = self.name("n"), self.name("z")
+        return [
+            f"{ind}while True:",
+            *self.long(n, ind + "    "),
+            f"{ind}    if {n} == 0:",
+            f"{ind}        break",
+            f"{ind}    if {n} < 0:",
+            f"{ind}        {n} = -{n}",
+            *self.long(size, ind + "        "),
+            f"{ind}    for _ in range({n}):",
+            *item,
+        ]
+
+    def array(self, schema: dict[str, Any], out: str, ind: str, model: Any) -> list[str]:
+        x = self.name("x")
+        item = self.value(schema["items"], x, ind + "        ", model)
+        return [
+            f"{ind}{out} = []",
+            *self.blocks(ind, [*item, f"{ind}        {out}.append({x})"]),
+        ]
+
+    def map(self, schema: dict[str, Any], out: str, ind: str, model: Any) -> list[str]:
+        k, x = self.name("k"), self.name("x")
+        key = self.primitive("string", k, ind + "        ")
+        item = self.value(schema["values"], x, ind + "        ", model)
+        return [
+            f"{ind}{out} = {{}}",
+            *self.blocks(ind, [*key, *item, f"{ind}        {out}[{k}] = {x}"]),
+        ]
+
+    def record(self, schema: dict[str, Any], model: Any) -> str:
+        """The name of the function that reads a record of ``schema`` (as ``model`` when a
+        model: the trusted build's object; else the dict fastavro gives)."""
+        key = (schema["name"], model)
+        if key in self.functions:
+            return self.functions[key]
+        if key in self.active:
+            raise _Unsupported(f"the record {schema['name']} contains itself")
+        self.active.add(key)
+        function = self.functions[key] = self.name("record")
+        body: list[str] = []
+        values: dict[str, str] = {}
+        for field in schema["fields"]:
+            var = self.name("f")
+            inner = None
+            if model is not None and field["name"] in model.model_fields:
+                inner = model_of(model.model_fields[field["name"]].annotation)
+            body += self.value(field["type"], var, "    ", inner)
+            values[field["name"]] = var
+        if model is None:
+            items = ", ".join(f"{name!r}: {var}" for name, var in values.items())
+            body.append(f"    return {{{items}}}, p")
+        else:
+            parts = []
+            for name, info in model.model_fields.items():
+                if name in values:
+                    parts.append(f"{name!r}: {values[name]}")
+                else:  # not in the schema: the default, as the trusted build fills it
+                    default = self.constant("default", info)
+                    parts.append(f"{name!r}: {default}.get_default(call_default_factory=True)")
+            cls = self.constant("M", model)
+            fields_set = self.constant("FS", frozenset(model.model_fields))
+            body += [
+                f"    obj = new({cls})",
+                f"    set_dict(obj, {{{', '.join(parts)}}})",
+                f"    set_fields_set(obj, set({fields_set}))",
+                "    set_extra(obj, None)",
+                "    set_private(obj, None)",
+                "    return obj, p",
+            ]
+        self.sources.append("\n".join([f"def {function}(b, p):", *body]))
+        self.active.discard(key)
+        return function
+
+
+class _Unsupported(TypeError):
+    """A schema this generator does not read (fastavro reads it)."""
+
+
+def reader_for(
+    schema: dict[str, Any], named: dict[str, Any], model: type[models.Model] | None
+) -> Callable[[bytes, int], Any] | None:
+    """A function from bytes and the position of a datum in them to ``model`` (None: the
+    dict fastavro reads), for data written with ``schema`` (fastavro-parsed, ``named`` its
+    named types); None when the schema uses what this generator does not read."""
+    gen = _Gen(named)
+    try:
+        top = gen.record(schema, model)
+    except (_Unsupported, TypeError):
+        return None
+    source = "\n\n".join(gen.sources)
+    env = gen.env
+    title = schema["name"] if model is None else model.__name__
+    exec(compile(source, f"<avro reader of {title}>", "exec"), env)  # noqa: S102
+    read_top: Read = env[top]
+
+    def read(data: bytes, start: int = 0) -> Any:
+        value, end = read_top(data, start)
+        if end > len(data):
+            raise Unreadable("the datum ends before its last value")
+        return value
+
+    return read
+
+
+def difference(a: Any, b: Any, where: str = "") -> str | None:
+    """Where ``a`` and ``b`` differ, in a value or in a type (models field by field, and
+    the fields each has set; lists, dicts in order; anything else equal with the same repr:
+    Decimal('1.5') and Decimal('1.50') differ); None when they do not."""
+    if type(a) is not type(b):
+        return f"{where or '.'}: {type(a).__name__} vs {type(b).__name__}"
+    if isinstance(a, BaseModel):
+        if a.__pydantic_fields_set__ != b.__pydantic_fields_set__:
+            return f"{where or '.'}: fields set"
+        if list(a.__dict__) != list(b.__dict__):
+            return f"{where or '.'}: fields"
+        for name, value in a.__dict__.items():
+            if (found := difference(value, b.__dict__[name], f"{where}.{name}")) is not None:
+                return found
+        return None
+    if isinstance(a, list | tuple):
+        if len(a) != len(b):
+            return f"{where or '.'}: {len(a)} vs {len(b)} items"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if (found := difference(x, y, f"{where}[{i}]")) is not None:
+                return found
+        return None
+    if isinstance(a, dict):
+        if list(a) != list(b):
+            return f"{where or '.'}: keys"
+        for i, (key, value) in enumerate(a.items()):  # keys may be PHI: named by position
+            if (found := difference(value, b[key], f"{where}[key {i}]")) is not None:
+                return found
+        return None
+    if a != b or repr(a) != repr(b):
+        return where or "."
+    return None
