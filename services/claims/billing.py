@@ -43,7 +43,7 @@ from pipeline.settings import Settings
 from services.claims.acks import RejectionContext, rejections
 from services.claims.adapters import DeliveryMeta, Router
 from services.claims.control import ClaimRef, Numbers, StoredInterchange
-from services.claims.corrections import SubmittedClaims
+from services.claims.corrections import Stored, SubmittedClaims
 from services.claims.delivery import RetryPolicy, deliver_with_retries
 from services.claims.domain import (
     DEFAULT_DRG_BASE_RATE,
@@ -244,15 +244,19 @@ class Billing(Generic[S]):
 
     # --- billing ------------------------------------------------------------------------------
 
-    def claims_for(self, validated: ValidatedEncounter) -> list[PlannedClaim]:
+    def claims_for(
+        self, validated: ValidatedEncounter, stored: Stored | None = None
+    ) -> list[PlannedClaim]:
         """The claims one verdict asks for: its original the first time, a replacement (7)
-        or void (8) when a billed encounter's verdict changes, else none."""
+        or void (8) when a billed encounter's verdict changes, else none (``stored``: what
+        the corrections store holds of it, read just before)."""
         writer = self.writer
         planned = self.submitted.claims_for(  # never a second original
             validated,
             fee_schedule=writer.fee_schedule,
             drg_base_rate=writer.drg_base_rate,
             master=writer.master,
+            stored=stored,
         )
         if not planned:
             self.outcomes[
@@ -275,9 +279,10 @@ class Billing(Generic[S]):
         # What the corrections store said before each verdict, to undo it for a refusal.
         before: list[list[tuple[object, ...]]] = []
         for source, verdict in verdicts:
-            before.append(self.submitted.snapshot(verdict.encounter_id))
+            stored = self.submitted.look(verdict)
+            before.append(stored.rows)
             try:
-                for planned in self.claims_for(verdict):
+                for planned in self.claims_for(verdict, stored):
                     unique.setdefault(planned.event_id, (source, planned))  # a repeat in the batch
             except Exception as exc:  # noqa: BLE001 - every failure of one input is refused
                 results.append(Refused(source, exc))

@@ -94,6 +94,21 @@ class Correction:
     source: ValidatedEncounter | None = None
 
 
+@dataclass(frozen=True)
+class Stored:
+    """What a corrections store holds of one verdict's encounter, read with one query
+    (``SubmittedClaims.look``): whether the verdict is answered, the submitted rows of the
+    encounter's parts (as ``snapshot`` gives them), the parts whose last claim event a
+    payer refused, the parts pruned after settlement, and which of the parts' claim ids
+    are settled."""
+
+    answered: bool
+    rows: list[tuple[object, ...]]
+    refused: frozenset[str]
+    pruned: dict[str, tuple[str, float]]
+    settled: frozenset[str]
+
+
 def without_note(verdict: ValidatedEncounter) -> ValidatedEncounter:
     """The verdict as the claims store keeps it: no note text (an 837 carries none, and
     the store holds PHI on disk: the minimum necessary)."""
@@ -244,6 +259,23 @@ CREATE TABLE IF NOT EXISTS pruned (
 """
 
 
+_LOOK = """
+SELECT 0, s.encounter_id, s.claim_id, s.frequency, s.claim_event_id,
+    s.payer_claim_control_number, s.billed, r.claim_event_id IS NOT NULL
+FROM submitted s LEFT JOIN rejected r ON r.claim_event_id = s.claim_event_id
+WHERE s.encounter_id IN (?, ?)
+UNION ALL SELECT 1, encounter_id, claim_id, settled_at, NULL, NULL, NULL, NULL
+FROM pruned WHERE encounter_id IN (?, ?)
+UNION ALL SELECT 2, verdict_event_id, NULL, NULL, NULL, NULL, NULL, NULL
+FROM answered WHERE verdict_event_id = ?
+UNION ALL SELECT 3, claim_id, NULL, NULL, NULL, NULL, NULL, NULL
+FROM settled WHERE claim_id IN (?, ?)
+"""
+"""``SubmittedClaims.look``: (kind, ...) rows: 0 a submitted row of a part (the columns
+``snapshot`` reads, then whether its claim event was refused), 1 a pruned part, 2 the
+verdict answered, 3 a settled claim of a part."""
+
+
 class ClaimPruned(InputError):
     """A verdict or posting for a claim whose stored verdict was pruned after its retention
     window: no replacement, void or next-payer claim can be built from it any more."""
@@ -296,6 +328,46 @@ class SubmittedClaims(RowChangelogStore):
     def in_state_dir(cls, state_dir: Path) -> SubmittedClaims:
         return cls(Path(state_dir) / cls.FILENAME)
 
+    def look(self, verdict: ValidatedEncounter) -> Stored:
+        """What the store holds of ``verdict``'s encounter (both parts' keys), in one
+        query: what ``answered``, ``snapshot`` and ``prior`` read one by one."""
+        keys = (verdict.encounter_id, f"{verdict.encounter_id}/{PROFESSIONAL_PART}")
+        rows = self.db.execute(_LOOK, (*keys, *keys, verdict.event_id, *map(claim_id_for, keys)))
+        answered = False
+        submitted: list[tuple[object, ...]] = []
+        refused: set[str] = set()
+        pruned: dict[str, tuple[str, float]] = {}
+        settled: set[str] = set()
+        for kind, *row in rows.fetchall():
+            if kind == 0:
+                submitted.append(tuple(row[:6]))
+                if row[6]:
+                    refused.add(row[0])
+            elif kind == 1:
+                pruned[row[0]] = (row[1], row[2])
+            elif kind == 2:
+                answered = True
+            else:
+                settled.add(row[0])
+        return Stored(answered, submitted, frozenset(refused), pruned, frozenset(settled))
+
+    def _prior_in(self, stored: Stored, key: str) -> PriorClaim | None:
+        """``prior`` of the part ``key``, from what ``look`` read."""
+        for row in stored.rows:
+            if row[0] == key:
+                _, claim_id, frequency, _, number, billed = row
+                return PriorClaim(
+                    str(claim_id),
+                    frequency,  # type: ignore[arg-type]
+                    self._billed(str(billed)),
+                    number,  # type: ignore[arg-type]
+                    key in stored.refused,
+                )
+        gone = stored.pruned.get(key)
+        if gone is not None:
+            raise ClaimPruned(key, *gone)
+        return None
+
     def prior(self, encounter_id: str) -> PriorClaim | None:
         row = self.db.execute(
             "SELECT s.claim_id, s.frequency, s.billed, s.payer_claim_control_number, "
@@ -331,17 +403,20 @@ class SubmittedClaims(RowChangelogStore):
         planned: PlannedClaim | None,
         *,
         key: str | None = None,
+        settled: bool = True,
     ) -> None:
         """Remember the verdict as answered and, when a claim is sent, the claim (under
         ``key``, the claim's part of the encounter: ``claim_parts``). A new original gets
-        its own payer claim control number: the previous claim's is dropped."""
+        its own payer claim control number: the previous claim's is dropped. ``settled``
+        False: the caller knows the claim has no settlement to drop."""
         self.db.execute(
             "INSERT OR IGNORE INTO answered VALUES (?, ?)", (verdict.event_id, verdict.encounter_id)
         )
         if planned is None or correction.source is None:
             return
-        # Sent again (a replacement, a void, a new original): not settled until its 835.
-        self.db.execute("DELETE FROM settled WHERE claim_id = ?", (planned.claim_id,))
+        if settled:
+            # Sent again (a replacement, a void, a new original): not settled until its 835.
+            self.db.execute("DELETE FROM settled WHERE claim_id = ?", (planned.claim_id,))
         kept = without_note(correction.source)
         text = kept.model_dump_json()
         self._keep(text, kept)
@@ -444,11 +519,13 @@ class SubmittedClaims(RowChangelogStore):
     def set_payer_claim_control_numbers(self, numbers: Iterable[tuple[str, str]]) -> None:
         """(claim id, the payer's number) of several claims. A number the claim already has
         is not written again (the 835 repeats the 277CA's): no change record for it."""
-        self.db.executemany(
-            "UPDATE submitted SET payer_claim_control_number = ? WHERE claim_id = ? "
-            "AND payer_claim_control_number IS NOT ?",
-            [(number, claim_id, number) for claim_id, number in numbers],
-        )
+        rows = [(number, claim_id, number) for claim_id, number in numbers]
+        if rows:  # a 999 names none: no statement
+            self.db.executemany(
+                "UPDATE submitted SET payer_claim_control_number = ? WHERE claim_id = ? "
+                "AND payer_claim_control_number IS NOT ?",
+                rows,
+            )
 
     def record_rejection(
         self, rejection: ClaimRejection, claim_event_ids: Sequence[str] = ()
@@ -479,14 +556,18 @@ class SubmittedClaims(RowChangelogStore):
         fee_schedule: FeeSchedule | None = None,
         drg_base_rate: Decimal = DEFAULT_DRG_BASE_RATE,
         master: MasterData | None = None,
+        stored: Stored | None = None,
     ) -> list[PlannedClaim]:
         """The claims a verdict asks for (none, an original, a replacement or a void),
-        remembered in the batch's transaction; a verdict already answered asks for none."""
-        if self.answered(verdict.event_id):
+        remembered in the batch's transaction; a verdict already answered asks for none.
+        ``stored``: what ``look`` read of the verdict just before (the caller's snapshot)."""
+        if stored is None:
+            stored = self.look(verdict)
+        if stored.answered:
             return []
         out: list[PlannedClaim] = []
         for key, part in claim_parts(verdict):
-            prior = self.prior(key)
+            prior = self._prior_in(stored, key)
             correction = decide(prior, part)
             first = prior is None and correction.kind == "original"
             planned = plan(
@@ -498,7 +579,8 @@ class SubmittedClaims(RowChangelogStore):
                 master=master,
                 claim_id=claim_id_for(key),
             )
-            self.record(part, correction, planned, key=key)
+            settled = planned is not None and planned.claim_id in stored.settled
+            self.record(part, correction, planned, key=key, settled=settled)
             if planned is not None:
                 out.append(planned)
         return out
