@@ -307,16 +307,37 @@ def _build(plan: _Plan, data: Any, top: bool) -> BaseModel:
 # Most of the cost is making the objects (~11 a resource), and nine in ten of the complex
 # elements a feed sends repeat one met before (codings, concepts, references to the same
 # payer and clinicians, amounts). So a complex element (not a resource) is kept by its
-# content, up to _MEMO_MAX per combination, and the same content gives the same model: the
-# key is, per element, the primitive's JSON value (exactly: see _value_key) or the identity
-# of the child model built for it, which is itself kept by content. A kept model holds its
-# children, so an identity in a key always names a live object. Kept models are shared
-# between resources and bundles, as fhir.py's memo shares validated ones: read them, never
-# assign to them.
+# content, up to _MEMO_MAX per combination, and the same content
+# gives the same model: the key is, per element, the primitive's JSON value (exactly: see
+# _value_key) or the identity of the child model built for it. An object is kept only when
+# its children are kept (``_KEPT``: the identities of the models kept) and its strings are
+# short (_KEEP_LEN: a note's attachment is not held in memory); so an identity in a key
+# always names a live object, held by the kept model. Kept models are shared between
+# resources and bundles, as fhir.py's memo shares validated ones: read them, never assign
+# to them.
 
 _SHAPES_MAX = 256
 _MEMO_MAX = 4096
+_KEEP_LEN = 512  # the longest string a kept object holds
 _MEMOS: list[dict[Any, BaseModel]] = []  # every builder's kept models (forget() empties them)
+_KEPT: set[int] = set()  # the identities of the models in _MEMOS
+
+
+def _short(value: Any) -> bool:
+    """Whether a primitive's JSON value (not a string: a number, a boolean, a list) is small
+    enough to keep."""
+    if type(value) is list:
+        return len(value) <= 16 and all(type(v) is not str or len(v) <= _KEEP_LEN for v in value)
+    return True
+
+
+def _all_kept(models: list[BaseModel]) -> bool:
+    return all(id(m) in _KEPT for m in models)
+
+
+def _empty(memo: dict[Any, BaseModel]) -> None:
+    _KEPT.difference_update([id(m) for m in memo.values()])
+    memo.clear()
 
 
 def _one(plan: _Plan, data: Any, top: bool) -> BaseModel:
@@ -369,15 +390,17 @@ def _shape_builder(
         "_cls": plan.cls, "_defaults": plan.defaults, "_set_dict": _SET_DICT,
         "_set_fields_set": _SET_FIELDS_SET, "_set_extra": _SET_EXTRA,
         "_set_private": _SET_PRIVATE, "_rtype": plan.resource_type, "_memo": memo,
-        "_MEMO_MAX": _MEMO_MAX,
+        "_MEMO_MAX": _MEMO_MAX, "_KEEP_LEN": _KEEP_LEN, "_KEPT": _KEPT, "_short": _short,
+        "_all_kept": _all_kept, "_empty": _empty,
     }  # fmt: skip
-    kept = plan.resource_type is None  # an element, not a resource: kept by content
+    # Elements only: a resource hit would still look up every element, for one object less.
+    kept = plan.resource_type is None
     head = ["def build(data, top):"]
     if "resourceType" in present:
         head.append("    if not top or data['resourceType'] != _rtype:\n        raise _Unsure")
     elif plan.resource_type is not None:
         head.append("    if top:\n        raise _Unsure")
-    reads, parts, validate, assign, names = [], [], [], [], []
+    reads, parts, small, validate, assign, names = [], [], [], [], [], []
     for i, key in enumerate(keys):
         if key == "resourceType":
             continue
@@ -388,6 +411,7 @@ def _shape_builder(
         if spec.adapter is not None:
             env[f"spec{i}"], env[f"seen{i}"] = spec, spec.seen
             parts.append(f"v{i} if type(v{i}) is str else _value_key(v{i})")
+            small.append(f"(len(v{i}) <= _KEEP_LEN if type(v{i}) is str else _short(v{i}))")
             validate.append(
                 f"    if type(v{i}) is str:\n"
                 f"        hit = seen{i}.get(v{i}, _MISSING)\n"
@@ -400,15 +424,18 @@ def _shape_builder(
             if spec.many:
                 reads.append(f"    v{i} = _each(plan{i}, v{i})")
                 parts.append(f"tuple([id(x) for x in v{i}])")
+                small.append(f"_all_kept(v{i})")
             else:
                 reads.append(f"    v{i} = _one(plan{i}, v{i}, False)")
                 parts.append(f"id(v{i})")
-    lines = head + reads
+                small.append(f"id(v{i}) in _KEPT")
+    lines = [*head, *reads]
     if kept:
         lines += [
             f"    key = ({', '.join(parts)}{',' if len(parts) == 1 else ''})",
             "    model = _memo.get(key)",
             "    if model is not None:\n        return model",
+            f"    keep = {' and '.join(small) or 'True'}",
         ]
     lines += validate
     lines += ["    full = _defaults.copy()", *assign]
@@ -422,8 +449,10 @@ def _shape_builder(
     ]
     if kept:
         lines += [
-            "    if len(_memo) >= _MEMO_MAX:\n        _memo.clear()",
-            "    _memo[key] = model",
+            "    if keep:",
+            "        if len(_memo) >= _MEMO_MAX:\n            _empty(_memo)",
+            "        _memo[key] = model",
+            "        _KEPT.add(id(model))",
         ]
     lines.append("    return model")
     exec(compile("\n".join(lines), f"<fhir_fast {plan.cls.__name__}>", "exec"), env)  # noqa: S102
@@ -455,6 +484,7 @@ def forget() -> None:
             spec.seen.clear()
     for memo in list(_MEMOS):
         memo.clear()
+    _KEPT.clear()
 
 
 _enabled = True

@@ -474,3 +474,30 @@ def test_an_element_is_kept_by_its_exact_content() -> None:
     resource = {**base, "valueQuantity": {"value": 1, "unit": "mg"}}
     again = fhir_fast.construct(cls, resource).valueQuantity  # type: ignore[union-attr]
     assert again is not first[f"int:{1!r}"] and again == first[f"int:{1!r}"]
+
+
+def test_long_text_is_not_kept_nor_what_holds_it() -> None:
+    """A note's attachment (or any long string) is built each time, as is every element
+    holding it; short ones beside it are still kept."""
+    cls = get_fhir_model_class("DocumentReference")
+    data = base64.b64encode(b"x" * 4 * fhir_fast._KEEP_LEN).decode()
+
+    def document(text: str) -> dict[str, Any]:
+        return {
+            "resourceType": "DocumentReference", "status": "current",
+            "type": {"coding": [{"system": "http://loinc.org", "code": "11506-3"}]},
+            "content": [{"attachment": {"contentType": "text/plain", "data": text}}],
+        }  # fmt: skip
+
+    built = [fhir_fast.construct(cls, document(data)) for _ in range(2)]
+    for model in built:
+        assert model is not None and same_model(model, full(cls, document(data)))
+    first, second = built
+    assert first.type is second.type  # type: ignore[union-attr]
+    assert first.content[0] is not second.content[0]  # type: ignore[union-attr]
+    assert first.content[0].attachment is not second.content[0].attachment  # type: ignore[union-attr]
+    short = [fhir_fast.construct(cls, document("eA==")) for _ in range(2)]
+    assert short[0].content[0] is short[1].content[0]  # type: ignore[union-attr]
+    for model in (first, second):  # neither held after the build
+        content = model.content[0]  # type: ignore[union-attr]
+        assert id(content) not in fhir_fast._KEPT and id(content.attachment) not in fhir_fast._KEPT
