@@ -336,7 +336,8 @@ def _all_kept(models: list[BaseModel]) -> bool:
 
 
 def _empty(memo: dict[Any, BaseModel]) -> None:
-    _KEPT.difference_update([id(m) for m in memo.values()])
+    # list(): one step under the GIL, should another thread be adding to the memo.
+    _KEPT.difference_update([id(m) for m in list(memo.values())])
     memo.clear()
 
 

@@ -414,6 +414,12 @@ def few_shapes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Builders generated for the first two combinations of elements of a class only: the
     others are walked (what happens past _SHAPES_MAX)."""
     monkeypatch.setattr(fhir_fast, "_SHAPES_MAX", 2)
+    yield from new_builders()
+
+
+def new_builders() -> Iterator[None]:
+    """Builders generated anew (with the module's settings of the moment), then the
+    previous ones back."""
     plans = [plan for plan in list(fhir_fast._PLANS.values()) if plan is not None]
     kept = [dict(plan.shapes) for plan in plans]
     for plan in plans:
@@ -501,3 +507,33 @@ def test_long_text_is_not_kept_nor_what_holds_it() -> None:
     for model in (first, second):  # neither held after the build
         content = model.content[0]  # type: ignore[union-attr]
         assert id(content) not in fhir_fast._KEPT and id(content.attachment) not in fhir_fast._KEPT
+
+
+@pytest.fixture
+def small_memos(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(fhir_fast, "_MEMO_MAX", 3)
+    fhir_fast.forget()
+    yield from new_builders()
+    fhir_fast.forget()
+
+
+@pytest.mark.usefixtures("small_memos")
+def test_a_full_memo_is_emptied_with_what_it_kept() -> None:
+    """Past _MEMO_MAX a combination's kept elements are dropped, and no longer count as kept
+    (an element holding one is then built, not found); every build stays fhir.resources'."""
+    cls = get_fhir_model_class("Observation")
+    codes = [f"{n}-8" for n in range(1, 9)]
+
+    def obs(code: str) -> dict[str, Any]:
+        return {"resourceType": "Observation", "status": "final", "id": f"o{code}",
+                "code": {"coding": [{"system": "http://loinc.org", "code": code}]}}  # fmt: skip
+
+    models = []
+    for code in codes * 2:
+        model = fhir_fast.construct(cls, obs(code))
+        assert model is not None and same_model(model, full(cls, obs(code)))
+        models.append(model)
+    in_memos = {id(m) for memo in fhir_fast._MEMOS for m in memo.values()}
+    assert in_memos == fhir_fast._KEPT  # nothing dropped still counts as kept
+    assert 0 < len(in_memos) <= 6  # at most three of each combination (Coding, concept)
+    assert models[0].code is not models[len(codes)].code  # type: ignore[union-attr]
