@@ -87,7 +87,10 @@ def _money_of(raw: str, seg: Segment, pos: int, required: bool = True) -> Decima
         raise InputError(seg.ref(pos), f"not a number: {text!r}") from None
     if not value.is_finite():
         raise InputError(seg.ref(pos), f"not a number: {text!r}")
-    value = value.quantize(_CENT)
+    try:
+        value = value.quantize(_CENT)
+    except InvalidOperation:  # more digits than a Decimal holds: not an amount of money
+        raise InputError(seg.ref(pos), f"amount out of range: {text!r}") from None
     if len(_AMOUNTS) >= _AMOUNTS_KEPT:
         _AMOUNTS.clear()
     _AMOUNTS[raw] = value

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -24,6 +25,7 @@ from shared_data import SHARED_DATA
 from test_remittance_split import payer_files
 
 from pipeline.errors import InputError
+from pipeline.models import PayerFile, event_id
 from services.remittance import era
 from services.remittance.era import (
     _CAS_TRIPLETS,
@@ -43,6 +45,7 @@ from services.remittance.era import (
     read_835,
     resolve_component_separator,
 )
+from services.remittance.split import split_file
 from services.x12.reader import Segment, read_segments
 
 # --- the reading before, the judge ----------------------------------------------------------
@@ -425,6 +428,13 @@ def outcome(read: Any, data: str) -> tuple[str, str]:
 
 def assert_same(data: str) -> None:
     expected = outcome(reference_read_835, data)
+    if expected[0] == "InvalidOperation":
+        # Before, an amount with more digits than a Decimal holds (1E+40) escaped as
+        # decimal's error and the whole file went to the dead-letter topic; now the
+        # element is named and the claim (or payment) is held like any unreadable one.
+        kind, read = outcome(read_835, data)
+        assert kind == "read" and "amount out of range: '1E+40'" in read
+        return
     assert outcome(read_835, data) == expected
     assert outcome(read_835, data) == expected  # again, with its amounts kept
 
@@ -538,3 +548,20 @@ def test_amounts_kept_are_bounded_and_refused_text_is_not_kept() -> None:
     for n in range(era._AMOUNTS_KEPT + 10):
         era._money_of(str(n), seg, 2)
     assert len(era._AMOUNTS) <= era._AMOUNTS_KEPT
+
+
+def test_an_amount_too_large_for_a_decimal_holds_its_claim_and_the_rest_is_posted() -> None:
+    text = sim_corpus.payer_835s("office")[0]
+    element, terminator = delimiters(text)
+    first_svc = next(s for s in text.split(terminator) if s.strip().startswith("SVC" + element))
+    parts = first_svc.split(element)
+    parts[2] = "1E+40"  # SVC02
+    body = text.replace(first_svc, element.join(parts), 1).encode()
+    file = PayerFile(event_id=event_id("SIM", "big"), payer_id="SIM", file_id="big", kind="835",
+                     body=body, received_at=datetime(2026, 3, 25, tzinfo=UTC))  # fmt: skip
+    split = split_file(file, (0, 1))
+    (held,) = split.exceptions
+    assert held.value.kind == "unreadable_claim"
+    assert any("SVC02: amount out of range: '1E+40'" in e for e in held.value.errors)
+    whole = split_file(PayerFile(**{**file.model_dump(), "body": text.encode()}), (0, 1))
+    assert len(split.claim_payments) == len(whole.claim_payments) - 1 > 0
