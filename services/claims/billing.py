@@ -185,14 +185,14 @@ Item = tuple[S, PlannedClaim]
 
 @dataclass
 class Numbered(Generic[S]):
-    """A call's claims numbered, written and stored, not yet delivered: ``built`` new
-    interchanges to secure before any is delivered (the stage secures every partition's at
-    once), ``ready`` what to deliver, ``results`` what was refused so far, ``undo`` what a
-    refusal undoes once delivery is over."""
+    """A call's claims numbered, written and stored, not yet delivered: ``built`` the
+    numbers of the new interchanges, to secure before any is delivered (the stage secures
+    every partition's at once), ``ready`` what to deliver, ``results`` what was refused so
+    far, ``undo`` what a refusal undoes once delivery is over."""
 
     results: list[Result[S]]
     ready: list[tuple[StoredInterchange, list[Item[S]]]]
-    built: int
+    built: set[int]
     undo: Callable[[list[Result[S]]], None]
 
 
@@ -331,7 +331,7 @@ class Billing(Generic[S]):
             stored = self.store.interchange(icn)
             if stored is not None:
                 ready.append((stored, items))
-        built = 0
+        built: set[int] = set()
         for (payer_id, _claim_type), items in fresh.items():
             adapter = self.router.adapter_for(payer_id)
             if adapter is None:
@@ -345,7 +345,7 @@ class Billing(Generic[S]):
                 results += refused
                 if numbered is not None:
                     ready.append(numbered)
-                    built += 1
+                    built.add(numbered[0].icn)
         return Numbered(results, ready, built, undo)
 
     def deliver_all(self, numbered: Numbered[S]) -> list[Result[S]]:
@@ -353,7 +353,7 @@ class Billing(Generic[S]):
         the outcomes with one commit and undo what was refused; every result of the call."""
         results = numbered.results
         for stored, items in numbered.ready:
-            results += self.deliver(stored, items)
+            results += self.deliver(stored, items, built=stored.icn in numbered.built)
         if any(stored.status != "delivered" for stored, _ in numbered.ready):
             # The batch's delivery outcomes, committed once: a batch read again after a
             # crash on this instance does not deliver them again (``PartitionNumbers.mark``).
@@ -392,10 +392,17 @@ class Billing(Generic[S]):
             return results, (stored, items)
         return results, None
 
-    def deliver(self, stored: StoredInterchange, items: list[Item[S]]) -> list[Result[S]]:
+    def deliver(
+        self, stored: StoredInterchange, items: list[Item[S]], *, built: bool = False
+    ) -> list[Result[S]]:
         """Deliver unless already delivered, then the interchange once and one claim event
-        per claim of ``items``, naming it by control number instead of carrying its text."""
-        claim_ids = [c.claim_id for c in self.store.claims_of(stored.icn)]
+        per claim of ``items``, naming it by control number instead of carrying its text
+        (``built``: just built from ``items``, which are then every claim it carries, in
+        the order stored)."""
+        if built:
+            claim_ids = [planned.claim_id for _, planned in items]
+        else:
+            claim_ids = [c.claim_id for c in self.store.claims_of(stored.icn)]
         if stored.status != "delivered":
             refused = self._deliver(stored, claim_ids)
             if refused is not None:
