@@ -359,6 +359,8 @@ class Runner:
         #: Label children by topic, looked up once (``labels()`` per record cost ~1 us).
         self._records_in: dict[str, Any] = {}
         self._records_out: dict[str, Any] = {}
+        #: Topic -> its name with the prefix, made once.
+        self._full_topics: dict[str, str] = {}
         #: (topic, partition) this instance reads, known when the runner tracks assignments
         #: (a stage with partitioned stores); None: unknown, every record is kept.
         self._owned: set[tuple[str, int]] | None = None
@@ -670,6 +672,7 @@ class Runner:
         for store in self._stores:
             topic = self.settings.topic(changelog_topic(self.stage.name, store.name))
             for partition, part_store in store.items():
+                delivered = self._changelog_delivery(store.name, partition)
                 for key, value in part_store.take_changes():
                     self._produce_one(
                         producer,
@@ -677,7 +680,7 @@ class Runner:
                         key.encode(),
                         value,
                         partition=partition,
-                        on_delivery=self._changelog_delivery(store.name, partition),
+                        on_delivery=delivered,
                     )
                     count += 1
         return count
@@ -789,16 +792,18 @@ class Runner:
         now = time.time()
         if self._stores:  # the state first: a visible output implies its state is on its way
             self._produce_changes(producer)
+        full_topics, done = self._full_topics, self._on_delivery
         for out in outs:
             value = out.raw if out.raw is not None else self._encoded(out)
-            self._produce_one(
-                producer,
-                self.settings.topic(out.topic),
-                out.key.encode(),
-                value,
-                headers=list(out.headers.items()) or None,
-                on_delivery=self._on_delivery,
-            )
+            topic = full_topics.get(out.topic)
+            if topic is None:
+                topic = full_topics[out.topic] = self.settings.topic(out.topic)
+            key = out.key.encode()
+            headers = list(out.headers.items()) or None
+            try:
+                producer.produce(topic, key=key, value=value, headers=headers, on_delivery=done)
+            except BufferError:  # the local queue is full: wait for room (``_produce_one``)
+                self._produce_one(producer, topic, key, value, headers=headers, on_delivery=done)
             counter = self._records_out.get(out.topic)
             if counter is None:
                 counter = self._records_out[out.topic] = metrics.RECORDS_OUT.labels(
