@@ -800,10 +800,7 @@ class Runner:
                 topic = full_topics[out.topic] = self.settings.topic(out.topic)
             key = out.key.encode()
             headers = list(out.headers.items()) or None
-            try:
-                producer.produce(topic, key=key, value=value, headers=headers, on_delivery=done)
-            except BufferError:  # the local queue is full: wait for room (``_produce_one``)
-                self._produce_one(producer, topic, key, value, headers=headers, on_delivery=done)
+            self._produce_one(producer, topic, key, value, headers=headers, on_delivery=done)
             counter = self._records_out.get(out.topic)
             if counter is None:
                 counter = self._records_out[out.topic] = metrics.RECORDS_OUT.labels(
