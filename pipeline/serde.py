@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import struct
 import types
@@ -26,7 +27,10 @@ from pydantic import BaseModel
 
 from pipeline import models
 from pipeline.avro_read import difference, model_of, reader_for
+from pipeline.avro_write import Write, writer_for
 from pipeline.errors import DecodeError
+
+log = logging.getLogger(__name__)
 
 #: Set (to anything but "" or "0") to encode every spliced record the normal way too and
 #: raise ``SpliceMismatch`` when the bytes differ (the test suite sets it for every test).
@@ -35,6 +39,10 @@ VERIFY_SPLICE_ENV = "CLAIMFLOW_VERIFY_SPLICE"
 #: usual way too (fastavro, then the trusted build) and raise ``DecodeMismatch`` when the
 #: two differ in any value or type (the test suite sets it for every test).
 VERIFY_DECODE_ENV = "CLAIMFLOW_VERIFY_DECODE"
+#: Set (to anything but "" or "0") to write every record the generated writer writes with
+#: fastavro too and raise ``EncodeMismatch`` when the bytes differ, or when only one of the
+#: two writes it (the test suite sets it for every test).
+VERIFY_ENCODE_ENV = "CLAIMFLOW_VERIFY_ENCODE"
 
 
 def _verifying(env: str) -> bool:
@@ -362,10 +370,24 @@ class _Part:
             partial, named_schemas=own
         )
         self.dump = record_dumper(model, self.parsed, own)
+        self.fast = GeneratedWriter.of(
+            self.parsed["name"], writer_for(self.parsed, own, model), self.usual
+        )
 
-    def write(self, buf: io.BytesIO, value: Any) -> None:
-        if not self.empty:
-            fastavro.schemaless_writer(buf, self.parsed, self.dump(value))
+    def write(self, out: bytearray, value: Any) -> None:
+        if self.empty:
+            return
+        if self.fast is not None:
+            start = len(out)
+            if self.fast.write(out, value):
+                return
+            del out[start:]
+        out += self.usual(value)
+
+    def usual(self, value: Any) -> bytes:
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, self.parsed, self.dump(value))
+        return buf.getvalue()
 
 
 class Splicer:
@@ -433,14 +455,13 @@ class Splicer:
             return None
         if type(node) is not self.model:
             return None
-        buf = io.BytesIO()
-        buf.write(self.header)
+        out = bytearray(self.header)
         for part, obj in zip(self.before, chain, strict=True):
-            part.write(buf, obj)
-        buf.write(datum.data)
+            part.write(out, obj)
+        out += datum.data
         for part, obj in zip(reversed(self.after), reversed(chain), strict=True):
-            part.write(buf, obj)
-        data = buf.getvalue()
+            part.write(out, obj)
+        data = bytes(out)
         if self.verify and data != (plain := self.registry.encode(self.topic, value)):
             raise SpliceMismatch(
                 f"{self.topic}: the record spliced at {'.'.join(self.path)} differs from the "
@@ -448,6 +469,78 @@ class Splicer:
                 "embedded record was changed after it was read"
             )
         return data, datum
+
+
+class EncodeMismatch(AssertionError):
+    """The generated writer (``pipeline/avro_write.py``) wrote other bytes than fastavro for
+    the same record, or only one of the two wrote it (``VERIFY_ENCODE_ENV``)."""
+
+
+class GeneratedWriter:
+    """A record's generated writer, with what the caller falls back to: fastavro, for a
+    value the writer leaves to it. Each fallback is counted (``fallbacks``) and the first
+    of each record type logged, so a writer that stopped applying shows."""
+
+    #: Record type -> the records written with fastavro instead, since start-up.
+    fallbacks: dict[str, int] = {}
+
+    def __init__(
+        self, name: str, write: Write, usual: Callable[[Any], bytes], header: bytes = b""
+    ) -> None:
+        self.name = name
+        #: What a record's bytes start with (a topic's single-object header).
+        self.header = header
+        self.write_record = write
+        #: The record's bytes by fastavro (what verification compares with).
+        self.usual = usual
+        self.verify = _verifying(VERIFY_ENCODE_ENV)
+
+    @classmethod
+    def of(
+        cls, name: str, write: Write | None, usual: Callable[[Any], bytes], header: bytes = b""
+    ) -> GeneratedWriter | None:
+        return None if write is None else cls(name, write, usual, header)
+
+    def write(self, out: bytearray, value: Any) -> bool:
+        """Write ``value`` at the end of ``out``; False (``out`` possibly written to) when
+        the generated writer left it to fastavro, which the caller then calls."""
+        usual = self.usual
+        start = len(out)
+        try:
+            self.write_record(value, out)
+        except Exception as exc:  # noqa: BLE001 - fastavro writes it, or names the error
+            if self.verify:
+                try:
+                    usual(value)
+                except Exception:  # noqa: BLE001, S110 - rejected both ways: fastavro's error follows
+                    pass
+                else:
+                    raise EncodeMismatch(
+                        f"{self.name}: the generated writer failed ({type(exc).__name__}) on a "
+                        "record fastavro writes"
+                    ) from None
+            count = self.fallbacks[self.name] = self.fallbacks.get(self.name, 0) + 1
+            if count == 1:
+                log.warning(
+                    "a %s record was written with fastavro, not its generated writer (%s)",
+                    self.name,
+                    type(exc).__name__,
+                )
+            return False
+        if self.verify:
+            try:
+                plain = usual(value)
+            except Exception as exc:
+                raise EncodeMismatch(
+                    f"{self.name}: the generated writer wrote a record fastavro rejects "
+                    f"({type(exc).__name__})"
+                ) from None
+            if out[start:] != plain:
+                raise EncodeMismatch(
+                    f"{self.name}: the generated writer's bytes differ from fastavro's "
+                    f"({len(out) - start} vs {len(plain)} bytes)"
+                )
+        return True
 
 
 class DecodeMismatch(AssertionError):
@@ -477,6 +570,8 @@ class Registry:
         self.by_fingerprint: dict[bytes, SchemaVersion] = {}
         self.fingerprints: dict[str, frozenset[bytes]] = {}
         self._dumpers: dict[str, Build] = {}
+        #: Topic -> its generated writer (None: the schema is one it does not write).
+        self._writers: dict[str, GeneratedWriter | None] = {}
         #: Writer fingerprint -> the binary form of that schema (``binary_form``).
         self.forms: dict[bytes, str] = {}
         self._splicers: dict[tuple[str, tuple[str, ...]], Splicer] = {}
@@ -527,7 +622,34 @@ class Registry:
         return dump
 
     def encode(self, topic: str, value: models.Model | dict[str, Any]) -> bytes:
-        """Encode a record for ``topic`` with the topic's newest schema."""
+        """Encode a record for ``topic`` with the topic's newest schema: an instance of the
+        topic's model by the writer generated for it (``pipeline/avro_write.py``), which
+        leaves to fastavro what it does not write; anything else by fastavro."""
+        model = self.topics[topic].model
+        if type(value) is model:
+            fast = self._writers[topic] if topic in self._writers else self.writer(topic)
+            if fast is not None:
+                out = bytearray(fast.header)
+                if fast.write(out, value):
+                    return bytes(out)
+        return self._encode_usual(topic, value)
+
+    def writer(self, topic: str) -> GeneratedWriter | None:
+        """``topic``'s generated writer for its model and newest schema; None when that
+        schema uses what the generator does not write."""
+        if topic not in self._writers:
+            sv = self.latest(topic)
+            write = writer_for(sv.parsed, sv.parsed["__named_schemas"], self.topics[topic].model)
+            self._writers[topic] = GeneratedWriter.of(
+                sv.parsed["name"],
+                write,
+                lambda v: self._encode_usual(topic, v)[HEADER_LEN:],
+                MAGIC + sv.fingerprint,
+            )
+        return self._writers[topic]
+
+    def _encode_usual(self, topic: str, value: models.Model | dict[str, Any]) -> bytes:
+        """``encode`` by fastavro: the compiled dump of the model, or ``model_dump()``."""
         sv = self.latest(topic)
         model = self.topics[topic].model
         if not isinstance(value, models.Model):

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from shared_data import SHARED_DATA  # noqa: F401 - re-exported for tests
 
-from pipeline.serde import VERIFY_DECODE_ENV, VERIFY_SPLICE_ENV
+from pipeline.serde import VERIFY_DECODE_ENV, VERIFY_ENCODE_ENV, VERIFY_SPLICE_ENV
 
 # Every record a stage writes with an input's bytes spliced in (``pipeline/serde.py``,
 # ``Splicer``) is encoded field by field too and compared, in this process and in every
@@ -20,6 +20,9 @@ os.environ[VERIFY_SPLICE_ENV] = "1"
 # Likewise every record read by a generated reader (``pipeline/avro_read.py``) is decoded
 # by fastavro and the trusted build too and compared (``DecodeMismatch``).
 os.environ[VERIFY_DECODE_ENV] = "1"
+# ... and every record written by a generated writer (``pipeline/avro_write.py``) is written
+# by fastavro too and compared (``EncodeMismatch``).
+os.environ[VERIFY_ENCODE_ENV] = "1"
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,352 @@
+"""A writer generated per contract: a model straight to Avro bytes.
+
+``Registry.encode`` of a model used to take two passes: the compiled dump
+(``serde.record_dumper``) made a dict per record, and fastavro's ``schemaless_writer``
+walked the schema again over it, finding each union's branch and each logical type's
+conversion as it went. The writer here is the reader's twin (``pipeline/avro_read.py``):
+Python source generated once per (schema, model), one function per record type that
+writes its fields one after the other from the model's ``__dict__`` into a bytearray,
+with no intermediate dict and no schema lookups. It writes the bytes fastavro writes for
+the same record (tests/unit/test_avro_write.py holds that on every record of the corpora
+and on edge values, and ``serde.VERIFY_ENCODE_ENV`` makes every encode of the test suite
+check it).
+
+It writes only the values it knows fastavro writes the same way (strings, ints within 64
+bits, floats, booleans, bytes, Decimals, dates, times and datetimes); anything else raises,
+and the caller then writes the record with fastavro, which gives fastavro's bytes or
+fastavro's error. A schema it does not write (a union of several types besides null, a
+record that contains itself, a field the model lacks) gives no writer: ``writer_for``
+returns None.
+"""
+
+from __future__ import annotations
+
+import struct
+import time as _time
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from typing import Any
+
+from fastavro.write import LOGICAL_WRITERS
+
+from pipeline import models
+from pipeline.avro_read import model_of
+
+#: Write one record (a model instance) at the end of the bytearray.
+Write = Callable[[Any, bytearray], None]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DAYS_SHIFT = date(1970, 1, 1).toordinal()
+_LONG_MIN = -(1 << 63)
+_LONG_MAX = (1 << 63) - 1
+
+
+class Unwritable(TypeError):
+    """A value this writer leaves to fastavro (the caller writes the record with it)."""
+
+
+def _varint(n: int) -> bytes:
+    """The varint of a non-negative ``n``."""
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _zigzag(v: int) -> bytes:
+    return _varint((v << 1) ^ (v >> 63))
+
+
+#: The bytes of an int or long from -64 to 63 (one byte), at ``value + 64``.
+SMALL = tuple(_zigzag(v) for v in range(-64, 64))
+#: The bytes of a length (a long) below 1024.
+LENGTHS = tuple(_zigzag(n) for n in range(1024))
+
+_LONGS: dict[int, bytes] = {}
+
+
+def long_bytes(v: int) -> bytes:
+    """An int or long as fastavro writes it: zig-zag varint of a 64-bit value. Anything but
+    an int (a float, a Decimal) or one beyond 64 bits is left to fastavro, which raises."""
+    if type(v) is not int:  # bool is written from the one-byte table
+        raise Unwritable(f"not an int: {type(v).__name__}")
+    found = _LONGS.get(v)
+    if found is None:
+        if not _LONG_MIN <= v <= _LONG_MAX:
+            raise Unwritable("an int beyond 64 bits")
+        found = _zigzag(v)
+        if len(_LONGS) < 100_000:
+            _LONGS[v] = found
+    return found
+
+
+def length_bytes(n: int) -> bytes:
+    return LENGTHS[n] if n < 1024 else long_bytes(n)
+
+
+_DATES: dict[date, bytes] = {}
+
+
+def date_bytes(v: Any) -> bytes:
+    """fastavro's date: the days since 1970-01-01 (kept: a few thousand dates)."""
+    if type(v) is not date:  # a datetime, a string, an int: fastavro's own conversions
+        raise Unwritable(f"not a date: {type(v).__name__}")
+    found = _DATES.get(v)
+    if found is None:
+        found = long_bytes(v.toordinal() - _DAYS_SHIFT)
+        if len(_DATES) < 100_000:
+            _DATES[v] = found
+    return found
+
+
+def timestamp_bytes(v: Any, per_second: int) -> bytes:
+    """fastavro's timestamp-millis (``per_second`` 1000) or -micros (1_000_000), its
+    arithmetic included: an aware datetime from the epoch in UTC, a naive one as local time
+    (``time.mktime``), each truncated to the unit."""
+    if type(v) is not datetime:
+        raise Unwritable(f"not a datetime: {type(v).__name__}")
+    if v.tzinfo is not None:
+        delta = v - _EPOCH
+        seconds = delta.days * 86400 + delta.seconds
+        micros = delta.microseconds
+    else:
+        seconds = int(_time.mktime(v.timetuple()))
+        micros = v.microsecond
+    return long_bytes(seconds * per_second + int(micros / (1_000_000 // per_second)))
+
+
+def time_millis_bytes(v: Any) -> bytes:
+    """fastavro's time-millis: the time of day in ms (its tzinfo ignored)."""
+    if type(v) is not time:
+        raise Unwritable(f"not a time: {type(v).__name__}")
+    return long_bytes(
+        int(v.hour * 3_600_000 + v.minute * 60_000 + v.second * 1000 + int(v.microsecond / 1000))
+    )
+
+
+def _decimal(scale: int, precision: int) -> Callable[[Any], bytes]:
+    """fastavro's bytes-decimal of ``scale`` and ``precision``, length first: the unscaled
+    value in as many bytes as its magnitude needs plus a sign bit (one more than the
+    shortest for some negatives: fastavro's count). A Decimal with more digits than
+    ``precision`` or a finer exponent than ``scale`` (or not finite) is left to fastavro,
+    which raises. Kept by identity: amounts are often the same objects from record to
+    record; an entry holds its Decimal, so the id is not reused while it is kept."""
+    kept: dict[int, tuple[Decimal, bytes]] = {}
+
+    def write(v: Any) -> bytes:
+        found = kept.get(id(v))
+        if found is not None and found[0] is v:
+            return found[1]
+        if type(v) is not Decimal:
+            raise Unwritable(f"not a Decimal: {type(v).__name__}")
+        sign, digits, exp = v.as_tuple()
+        if len(digits) > precision or type(exp) is not int or exp + scale < 0:
+            raise Unwritable("a Decimal the schema does not hold")
+        unscaled = 0
+        for digit in digits:
+            unscaled = unscaled * 10 + digit
+        unscaled *= 10 ** (exp + scale)
+        size = (unscaled.bit_length() + 8) // 8
+        data = (-unscaled if sign else unscaled).to_bytes(size, "big", signed=True)
+        encoded = length_bytes(size) + data
+        if len(kept) >= 50_000:
+            kept.clear()
+        kept[id(v)] = (v, encoded)
+        return encoded
+
+    return write
+
+
+_BOOLEANS = {True: b"\x01", False: b"\x00"}
+
+
+class _Unsupported(TypeError):
+    """A schema this generator does not write (fastavro writes it)."""
+
+
+class _Gen:
+    """Python source for writing one schema's values: a function per record type and model."""
+
+    def __init__(self, named: dict[str, Any]) -> None:
+        self.named = named
+        self.env: dict[str, Any] = {
+            "SMALL": SMALL,
+            "LENGTHS": LENGTHS,
+            "BOOLEANS": _BOOLEANS,
+            "long_bytes": long_bytes,
+            "length_bytes": length_bytes,
+            "date_bytes": date_bytes,
+            "timestamp_bytes": timestamp_bytes,
+            "time_millis_bytes": time_millis_bytes,
+            "pack_float": struct.Struct("<f").pack,
+            "pack_double": struct.Struct("<d").pack,
+            "Unwritable": Unwritable,
+        }
+        self.functions: dict[tuple[str, Any], str] = {}
+        self.sources: list[str] = []
+        self.active: set[tuple[str, Any]] = set()
+        self.counter = 0
+
+    def name(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def constant(self, prefix: str, value: Any) -> str:
+        name = self.name(prefix)
+        self.env[name] = value
+        return name
+
+    def value(self, schema: Any, v: str, ind: str, model: Any) -> list[str]:
+        """Lines that write the value in the local ``v`` as ``schema``; records from
+        ``model`` instances."""
+        if isinstance(schema, str):
+            if schema in self.named:
+                return self.value(self.named[schema], v, ind, model)
+            return self.primitive(schema, v, ind)
+        if isinstance(schema, list):
+            return self.union(schema, v, ind, model)
+        kind = schema["type"]
+        if kind == "record":
+            if model is None:
+                raise _Unsupported(f"no model for the record {schema['name']}")
+            return [f"{ind}{self.record(schema, model)}({v}, out)"]
+        if kind == "enum":
+            codes = self.constant("enum", {s: _zigzag(i) for i, s in enumerate(schema["symbols"])})
+            return [f"{ind}out += {codes}[{v}]"]  # KeyError: not a symbol, fastavro's error
+        if kind == "fixed":
+            if f"fixed-{schema.get('logicalType')}" in LOGICAL_WRITERS:
+                raise _Unsupported(f"logical type {schema['logicalType']} of a fixed")
+            return [
+                f"{ind}if type({v}) is not bytes or len({v}) != {int(schema['size'])}:",
+                f"{ind}    raise Unwritable('not a fixed of its size')",
+                f"{ind}out += {v}",
+            ]
+        if kind == "array":
+            x, n = self.name("x"), self.name("n")
+            return [
+                f"{ind}{n} = len({v})",  # TypeError for None, as fastavro's
+                f"{ind}if {n}:",
+                f"{ind}    out += length_bytes({n})",
+                f"{ind}    for {x} in {v}:",
+                *self.value(schema["items"], x, ind + "        ", model),
+                f"{ind}out += b'\\x00'",
+            ]
+        if kind == "map":
+            k, x, n = self.name("k"), self.name("x"), self.name("n")
+            return [
+                f"{ind}{n} = len({v})",
+                f"{ind}if {n}:",
+                f"{ind}    out += length_bytes({n})",
+                f"{ind}    for {k}, {x} in {v}.items():",
+                *self.primitive("string", k, ind + "        "),
+                *self.value(schema["values"], x, ind + "        ", model),
+                f"{ind}out += b'\\x00'",
+            ]
+        logical = schema.get("logicalType")
+        if logical is None:
+            return self.primitive(kind, v, ind)
+        match f"{kind}-{logical}":
+            case "int-date":
+                return [f"{ind}out += date_bytes({v})"]
+            case "long-timestamp-millis":
+                return [f"{ind}out += timestamp_bytes({v}, 1000)"]
+            case "long-timestamp-micros":
+                return [f"{ind}out += timestamp_bytes({v}, 1_000_000)"]
+            case "int-time-millis":
+                return [f"{ind}out += time_millis_bytes({v})"]
+            case "bytes-decimal":
+                convert = self.constant(
+                    "decimal", _decimal(int(schema.get("scale", 0)), int(schema["precision"]))
+                )
+                return [f"{ind}out += {convert}({v})"]
+            case other if other in LOGICAL_WRITERS:  # one fastavro converts, not here
+                raise _Unsupported(f"logical type {other}")
+        return self.primitive(kind, v, ind)
+
+    def primitive(self, kind: str, v: str, ind: str) -> list[str]:
+        match kind:
+            case "null":
+                return [f"{ind}if {v} is not None:", f"{ind}    raise Unwritable('not null')"]
+            case "boolean":
+                # fastavro writes any value's truth; True, False (and 1, 0) the same here
+                return [f"{ind}out += BOOLEANS[{v}]"]
+            case "int" | "long":
+                # no 32-bit bound for an int: fastavro writes it as a long
+                return [f"{ind}out += SMALL[{v} + 64] if -64 <= {v} < 64 else long_bytes({v})"]
+            case "float":
+                return [f"{ind}out += pack_float({v})"]
+            case "double":
+                return [f"{ind}out += pack_double({v})"]
+            case "bytes":
+                return [
+                    f"{ind}if type({v}) is not bytes:",
+                    f"{ind}    raise Unwritable('not bytes')",
+                    f"{ind}out += length_bytes(len({v}))",
+                    f"{ind}out += {v}",
+                ]
+            case "string":
+                e = self.name("e")
+                return [
+                    f"{ind}{e} = {v}.encode()",  # AttributeError unless a str
+                    f"{ind}out += length_bytes(len({e}))",
+                    f"{ind}out += {e}",
+                ]
+        raise _Unsupported(f"type {kind}")
+
+    def union(self, schema: list[Any], v: str, ind: str, model: Any) -> list[str]:
+        """A union of null and one other type; the branch is null for None, the other
+        for anything else (as the compiled dump names it for fastavro)."""
+        if len(schema) != 2 or "null" not in schema:
+            raise _Unsupported(f"the union {schema}")
+        null = schema.index("null")
+        return [
+            f"{ind}if {v} is None:",
+            f"{ind}    out += {_zigzag(null)!r}",
+            f"{ind}else:",
+            f"{ind}    out += {_zigzag(1 - null)!r}",
+            *self.value(schema[1 - null], v, ind + "    ", model),
+        ]
+
+    def record(self, schema: dict[str, Any], model: Any) -> str:
+        """The name of the function that writes a ``model`` instance as ``schema``."""
+        key = (schema["name"], model)
+        if key in self.functions:
+            return self.functions[key]
+        if key in self.active:
+            raise _Unsupported(f"the record {schema['name']} contains itself")
+        self.active.add(key)
+        function = self.functions[key] = self.name("record")
+        fields = model.model_fields
+        body = ["    d = o.__dict__"]
+        for field in schema["fields"]:
+            name = field["name"]
+            if name not in fields:  # fastavro would write the schema's default
+                raise _Unsupported(f"{model.__name__} has no field {name}")
+            v = self.name("v")
+            body.append(f"    {v} = d[{name!r}]")
+            body += self.value(field["type"], v, "    ", model_of(fields[name].annotation))
+        self.sources.append("\n".join([f"def {function}(o, out):", *body]))
+        self.active.discard(key)
+        return function
+
+
+def writer_for(
+    schema: dict[str, Any], named: dict[str, Any], model: type[models.Model]
+) -> Write | None:
+    """A function that writes a ``model`` instance as the record ``schema`` (fastavro-parsed,
+    ``named`` its named types) at the end of a bytearray; None when the schema uses what
+    this generator does not write. It raises on a value it leaves to fastavro, having
+    possibly written part of the record."""
+    gen = _Gen(named)
+    try:
+        top = gen.record(schema, model)
+    except (_Unsupported, TypeError):
+        return None
+    source = "\n\n".join(gen.sources)
+    env = gen.env
+    exec(compile(source, f"<avro writer of {model.__name__}>", "exec"), env)  # noqa: S102
+    write: Write = env[top]
+    return write
