@@ -33,14 +33,15 @@ from pipeline.state import Change, ChangelogStore
 
 _ROW_CHANGES = """
 CREATE TEMP TABLE IF NOT EXISTS row_changes (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,            -- rising: notes leave all at once, or the newest (undone)
     tbl TEXT NOT NULL,
     rid INTEGER NOT NULL,
     full INTEGER NOT NULL DEFAULT 1     -- 0: an update that set no bulky column
 );
--- A row touched twice in a batch is one record. Not a UNIQUE constraint with INSERT OR
--- IGNORE: an outer statement's conflict clause overrides the trigger's, so an upsert that
--- touched a row twice would fail.
+-- A row touched twice in a batch is noted twice and is one record: ``take_changes`` groups
+-- the notes by row. Cheaper than looking for an earlier note on every write, and not a
+-- UNIQUE constraint with INSERT OR IGNORE: an outer statement's conflict clause overrides
+-- the trigger's, so an upsert that touched a row twice would fail.
 CREATE INDEX IF NOT EXISTS temp.row_changes_by_row ON row_changes (tbl, rid);
 """
 
@@ -54,11 +55,7 @@ def _triggers(table: str, bulky: Sequence[str]) -> str:
     """The table's logging triggers: temporary, like the notes they write, so noting a row
     writes nothing to the file. The triggers an older version kept in the file (logging
     into a table in the file) are dropped."""
-    note = (
-        "INSERT INTO row_changes (tbl, rid, full) SELECT '{t}', {row}.rowid, {full} WHERE "
-        "NOT EXISTS (SELECT 1 FROM row_changes WHERE tbl = '{t}' AND rid = {row}.rowid "
-        "AND full = {full});"
-    )
+    note = "INSERT INTO row_changes (tbl, rid, full) VALUES ('{t}', {row}.rowid, {full});"
     events = [("insert", "INSERT", "NEW", 1), ("delete", "DELETE", "OLD", 1)]
     if bulky:
         events += [
