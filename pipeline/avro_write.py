@@ -132,30 +132,40 @@ def _decimal(scale: int, precision: int) -> Callable[[Any], bytes]:
     value in as many bytes as its magnitude needs plus a sign bit (one more than the
     shortest for some negatives: fastavro's count). A Decimal with more digits than
     ``precision`` or a finer exponent than ``scale`` (or not finite) is left to fastavro,
-    which raises. Kept by identity: amounts are often the same objects from record to
-    record; an entry holds its Decimal, so the id is not reused while it is kept."""
-    kept: dict[int, tuple[Decimal, bytes]] = {}
+    which raises. Kept by the Decimal's text, which names its sign, digits and exponent
+    (what fastavro's bytes depend on) and costs a tenth of ``as_tuple()``: amounts repeat."""
+    kept: dict[str, bytes] = {}
 
     def write(v: Any) -> bytes:
-        found = kept.get(id(v))
-        if found is not None and found[0] is v:
-            return found[1]
         if type(v) is not Decimal:
             raise Unwritable(f"not a Decimal: {type(v).__name__}")
-        sign, digits, exp = v.as_tuple()
-        if len(digits) > precision or type(exp) is not int or exp + scale < 0:
+        text = str(v)
+        found = kept.get(text)
+        if found is not None:
+            return found
+        if "E" in text or not text[-1].isdigit():  # an exponent written out, or not finite
+            sign, digits, exp = v.as_tuple()
+            count = len(digits)
+            if type(exp) is not int:
+                raise Unwritable("a Decimal that is not finite")
+            unscaled = int("".join(map(str, digits)))
+        else:  # [-]digits[.digits]: the exponent is minus the digits after the point
+            sign = text[0] == "-"
+            whole, _, fraction = text[sign:].partition(".")
+            coefficient = (whole + fraction).lstrip("0") or "0"
+            count = len(coefficient)
+            exp = -len(fraction)
+            unscaled = int(coefficient)
+        if count > precision or exp + scale < 0:
             raise Unwritable("a Decimal the schema does not hold")
-        unscaled = 0
-        for digit in digits:
-            unscaled = unscaled * 10 + digit
         unscaled *= 10 ** (exp + scale)
         size = (unscaled.bit_length() + 8) // 8
         data = (-unscaled if sign else unscaled).to_bytes(size, "big", signed=True)
-        encoded = length_bytes(size) + data
-        if len(kept) >= 50_000:
+        found = length_bytes(size) + data
+        if len(kept) >= 100_000:
             kept.clear()
-        kept[id(v)] = (v, encoded)
-        return encoded
+        kept[text] = found
+        return found
 
     return write
 
