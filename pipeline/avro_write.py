@@ -26,6 +26,7 @@ import time as _time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
 from fastavro.write import LOGICAL_WRITERS
@@ -75,12 +76,18 @@ def long_bytes(v: int) -> bytes:
         raise Unwritable(f"not an int: {type(v).__name__}")
     found = _LONGS.get(v)
     if found is None:
-        if not _LONG_MIN <= v <= _LONG_MAX:
-            raise Unwritable("an int beyond 64 bits")
-        found = _zigzag(v)
-        if len(_LONGS) < 100_000:
-            _LONGS[v] = found
+        found = _long(v)
+        if len(_LONGS) >= 50_000:
+            _LONGS.clear()
+        _LONGS[v] = found
     return found
+
+
+def _long(v: int) -> bytes:
+    """``long_bytes`` of an int not kept (a timestamp: each one new)."""
+    if not _LONG_MIN <= v <= _LONG_MAX:
+        raise Unwritable("an int beyond 64 bits")
+    return _zigzag(v)
 
 
 def length_bytes(n: int) -> bytes:
@@ -97,8 +104,9 @@ def date_bytes(v: Any) -> bytes:
     found = _DATES.get(v)
     if found is None:
         found = long_bytes(v.toordinal() - _DAYS_SHIFT)
-        if len(_DATES) < 100_000:
-            _DATES[v] = found
+        if len(_DATES) >= 50_000:
+            _DATES.clear()
+        _DATES[v] = found
     return found
 
 
@@ -115,18 +123,19 @@ def timestamp_bytes(v: Any, per_second: int) -> bytes:
     else:
         seconds = int(_time.mktime(v.timetuple()))
         micros = v.microsecond
-    return long_bytes(seconds * per_second + int(micros / (1_000_000 // per_second)))
+    return _long(seconds * per_second + int(micros / (1_000_000 // per_second)))
 
 
 def time_millis_bytes(v: Any) -> bytes:
     """fastavro's time-millis: the time of day in ms (its tzinfo ignored)."""
     if type(v) is not time:
         raise Unwritable(f"not a time: {type(v).__name__}")
-    return long_bytes(
+    return _long(
         int(v.hour * 3_600_000 + v.minute * 60_000 + v.second * 1000 + int(v.microsecond / 1000))
     )
 
 
+@cache  # one per (scale, precision), shared by every field and writer: bounded memory
 def _decimal(scale: int, precision: int) -> Callable[[Any], bytes]:
     """fastavro's bytes-decimal of ``scale`` and ``precision``, length first: the unscaled
     value in as many bytes as its magnitude needs plus a sign bit (one more than the
@@ -162,7 +171,7 @@ def _decimal(scale: int, precision: int) -> Callable[[Any], bytes]:
         size = (unscaled.bit_length() + 8) // 8
         data = (-unscaled if sign else unscaled).to_bytes(size, "big", signed=True)
         found = length_bytes(size) + data
-        if len(kept) >= 100_000:
+        if len(kept) >= 50_000:
             kept.clear()
         kept[text] = found
         return found
