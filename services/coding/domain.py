@@ -129,6 +129,7 @@ class Coder:
         self.threshold = threshold
         self._index = index
         self.grouper = Grouper(drg_weights)
+        self._misread: dict[tuple[str, str], str | None] = {}
 
     @classmethod
     def load(cls, refdata_dir: Path | None, *, threshold: float = REVIEW_THRESHOLD) -> Coder:
@@ -528,15 +529,31 @@ class Coder:
         """Review when the EHR's own words for a code clearly name something else."""
         if not doc.display:
             return
-        said = stems_of(doc.display)
-        if not said or said & self.index.words_of(code):
-            return
-        hits = self.index.match(doc.display)
-        if hits and hits[0].confidence >= 0.9 and hits[0].code[:3] != code[:3]:
+        key = (doc.display, code)
+        try:
+            other = self._misread[key]
+        except KeyError:
+            other = self._misreading(doc.display, code)
+            if len(self._misread) >= 65536:
+                self._misread.clear()
+            self._misread[key] = other
+        if other is not None:
             work.reviews.append(
                 f"diagnoses[{i}]: the EHR sent {dotted(code)} but its text "
-                f"{doc.display!r} reads as {dotted(hits[0].code)}; a coder must choose"
+                f"{doc.display!r} reads as {dotted(other)}; a coder must choose"
             )
+
+    def _misreading(self, display: str, code: str) -> str | None:
+        """The code the EHR's words for ``code`` clearly name instead, if any. Kept per
+        words and code (``_misread``): an EHR sends the same few hundred pairs again and
+        again, and stemming the words was most of checking them."""
+        said = stems_of(display)
+        if not said or said & self.index.words_of(code):
+            return None
+        hits = self.index.match(display)
+        if hits and hits[0].confidence >= 0.9 and hits[0].code[:3] != code[:3]:
+            return hits[0].code
+        return None
 
     def _note_agrees(self, work: _Work, i: int, code: str, found: list[Mention]) -> None:
         """Review when the note negates a condition the EHR coded and never affirms it."""
