@@ -83,6 +83,16 @@ class DuplicateStore(ChangelogStore):
     def __init__(self, path: Path | str, *, changelog: bool = False) -> None:
         super().__init__(path, _SCHEMA)
         self.changelog = changelog
+        self._last: tuple[CodedEncounter | None, str] = (None, "")
+
+    def _fingerprint(self, coded: CodedEncounter) -> str:
+        """``fingerprint``, worked out once for the encounter the duplicate edit asks about
+        and the stage then records (the same object: models are frozen)."""
+        last, fp = self._last
+        if last is not coded:
+            fp = fingerprint(coded)
+            self._last = (coded, fp)
+        return fp
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> DuplicateStore:
@@ -96,13 +106,13 @@ class DuplicateStore(ChangelogStore):
             "SELECT encounter_id FROM seen WHERE fingerprint = ? AND encounter_id != ? "
             "AND billable = 1 AND (received_at < ? OR (received_at = ? AND encounter_id < ?)) "
             "ORDER BY received_at, encounter_id LIMIT 1",
-            (fingerprint(coded), coded.encounter_id, order, order, coded.encounter_id),
+            (self._fingerprint(coded), coded.encounter_id, order, order, coded.encounter_id),
         ).fetchone()
         return str(row[0]) if row else None
 
     def record(self, coded: CodedEncounter, outcome: str) -> None:
         """Remember the encounter with its latest verdict (idempotent)."""
-        row = (fingerprint(coded), _order_key(coded), int(outcome != "rejected"))
+        row = (self._fingerprint(coded), _order_key(coded), int(outcome != "rejected"))
         self._upsert(coded.encounter_id, *row)
         if self.changelog:
             self.log_change(coded.encounter_id, json.dumps(row).encode())

@@ -69,8 +69,10 @@ def excludes1_pairs(ctx: Context) -> Iterator[Hit]:
     for i, code in enumerate(codes):
         for low, high, note in excluded_by(code):
             for j, other in enumerate(codes):
+                if j == i or other == code or not _in(other, low, high):
+                    continue
                 pair = frozenset((code, other))
-                if j == i or other == code or pair in reported or not _in(other, low, high):
+                if pair in reported:
                     continue
                 reported.add(pair)
                 yield Hit(

@@ -22,6 +22,9 @@ def pointers(ctx: Context) -> Iterator[Hit]:
     for i, line in enumerate(ctx.coded.lines):
         if line_claim_type(line, ctx.setting) != "professional":
             continue  # an 837I line (SV2) points at no diagnosis
+        bad = [p for p in line.dx_pointers if not 1 <= p <= n]
+        if line.dx_pointers and len(line.dx_pointers) <= MAX_DX_POINTERS and not bad:
+            continue  # the usual line: nothing to name
         field = f"lines[{i}].dx_pointers"
         w = where(line.line_number, line.code)
         if not line.dx_pointers:
@@ -33,7 +36,6 @@ def pointers(ctx: Context) -> Iterator[Hit]:
                 f"{MAX_DX_POINTERS}.",
                 line.line_number,
             )
-        bad = [p for p in line.dx_pointers if not 1 <= p <= n]
         if bad:
             yield Hit(
                 field,
