@@ -349,6 +349,7 @@ class CodeSets:
         self.notes = {**self.ncci.notes, **(notes or {})}
         self._mce = _Mce()
         self._icd10cm_by_version = functools.lru_cache(maxsize=65536)(self._icd10cm)
+        self._procedure_on = functools.lru_cache(maxsize=65536)(self._procedure)
 
     @classmethod
     def load(cls, refdata_dir: Path | None) -> CodeSets:
@@ -576,7 +577,15 @@ class CodeSets:
         return self.hcpcs_set.check(norm, on)
 
     def procedure(self, code: str, on: date | None = None) -> CodeCheck:
-        """A service-line code checked as CPT or HCPCS, whichever its format says."""
+        """A service-line code checked as CPT or HCPCS, whichever its format says.
+
+        Kept per code and date: the scrubber asks twice about every line (invalid, then
+        unchecked), about a few dozen codes on a few hundred dates, and the answer depends
+        on nothing else (the fee schedule and HCPCS file are loaded once)."""
+        return self._procedure_on(code, on)
+
+    def _procedure(self, code: str, on: date | None) -> CodeCheck:
+        """``procedure`` worked out."""
         if procedure_system(code) == "HCPCS":
             return self.hcpcs(code, on)
         return self.cpt(code, on)

@@ -5,18 +5,20 @@ checked it, CF-X12-002 tested identifiers character by character, CF-DX-003 buil
 for every two codes, the duplicate store worked out the fingerprint on every call). They
 run on the simulators' coded encounters (both mixes) and on those encounters changed so
 that each rule fires: pointers missing, past the claim's diagnoses and too many,
-delimiters in identifiers, diagnoses an Excludes1 note names.
+delimiters in identifiers, diagnoses an Excludes1 note names. And the line-code check
+kept per code and date (``CodeSets.procedure``) against the check worked out each time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date
 
 import pytest
 import sim_corpus
 
 from pipeline.models import CodedDiagnosis, CodedEncounter
-from services.refdata.codesets import dotted, normalize_code
+from services.refdata.codesets import CodeSets, dotted, normalize_code
 from services.refdata.ub04 import claim_diagnoses, line_claim_type
 from services.validation.duplicates import DuplicateStore, fingerprint
 from services.validation.engine import REGISTRY, Context, Hit
@@ -163,3 +165,15 @@ def test_duplicate_store_keeps_the_fingerprint_it_recorded(mix: str) -> None:
     once.record(a, "rejected")  # asked about b, records a: a's own fingerprint
     every.record(a, "rejected")
     assert once.db.execute(rows).fetchall() == every.db.execute(rows).fetchall()
+
+
+@pytest.mark.parametrize("loaded", [False, True], ids=["format-only", "reference-files"])
+def test_line_code_checks_kept_per_code_and_date_are_the_checks_worked_out(loaded: bool) -> None:
+    cs = sim_corpus.codesets() if loaded else CodeSets.load(None)
+    codes = {ln.code for mix in sim_corpus.MIXES for c in sim_corpus.coded(mix) for ln in c.lines}
+    codes = {c for c in codes if c} | {"99213", "0001U", "G0439", "J3490", "A0000", "9921", "X"}
+    days = [None, *(date(year, month, 15) for year in range(2022, 2028) for month in (1, 7))]
+    answers = {(code, on): cs._procedure(code, on) for code in sorted(codes) for on in days}
+    for _ in range(2):  # worked out and kept, then answered from what was kept
+        assert {key: cs.procedure(*key) for key in answers} == answers
+    assert {a.status for a in answers.values()} >= {"valid", "invalid"}
