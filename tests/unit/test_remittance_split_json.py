@@ -162,6 +162,37 @@ def test_json_and_read_back_are_the_reflective_conversion(payments: list[ClaimPa
         assert _typed_tree(back) == _typed_tree(payment)
 
 
+def test_the_text_written_straight_is_the_encoders_for_any_value(
+    payments: list[ClaimPayment],
+) -> None:
+    """``claim_payment_json`` writes the text without the encoder: strings that need escaping
+    (quotes, backslashes, control characters, non-ASCII names a payer sends in ISO 8859-1)
+    and values of a type a field does not declare (a number, a boolean, a float, a datetime
+    where a date is) give the text the encoder gives."""
+    payment = next(p for p in payments if p.service_lines and p.statement_start)
+    first, *rest = payment.service_lines
+    odd_line = replace(
+        first,
+        procedure='99"213\\',
+        modifiers=("25", "\u00e9", 7),  # type: ignore[arg-type]
+        units=2.5,  # type: ignore[arg-type]
+        adjustments=(CasAdjustment("CO", "45\n", Decimal("-0.00"), Decimal("NaN")),),
+    )
+    odd = replace(
+        payment,
+        patient_last_name="M\u00dcLLER-\u0141\u00d3D\u0179 \U0001f600",
+        patient_first_name="J\tO\x00\x1fE",
+        patient_member_id=12345,  # type: ignore[arg-type]
+        frequency=True,  # type: ignore[arg-type]
+        statement_start=datetime(2026, 3, 2, 8, 30, tzinfo=UTC),
+        drg_weight=float("inf"),  # type: ignore[arg-type]
+        service_lines=(odd_line, *rest),
+        warnings=("\u2028", "", '"'),
+    )
+    assert claim_payment_json(odd) == reference_json(odd)
+    assert json.loads(claim_payment_json(odd))["patient_member_id"] == 12345
+
+
 def test_a_payment_of_fewer_fields_reads_back_as_before(payments: list[ClaimPayment]) -> None:
     """A record written when the loop had fewer fields: the missing ones take their defaults."""
     payment = next(p for p in payments if p.service_lines)
