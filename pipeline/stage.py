@@ -576,6 +576,7 @@ class Runner:
                         outs, offsets = self.process(batch)
                         self._produce(producer, outs)
                         self._batch_done()
+                        del outs  # freed now, while the collector is still paused
                 except Exception as exc:
                     if (why := storage_failure(exc)) is None:
                         raise
@@ -817,6 +818,9 @@ class Runner:
             except Exception:  # noqa: BLE001 - a metric must never stop the pipeline
                 log.exception("metrics: could not observe an output", extra={"topic": out.topic})
         self._datums = {}  # encoded: the inputs' bytes are not needed any more
+        # The batch's inputs too: kept until the next batch, they were alive when the
+        # collector came back, which walked them all and moved them to an older generation.
+        self._origin = {}
         remaining = producer.flush(60)
         if remaining or self._delivery_errors:
             raise TransientError(

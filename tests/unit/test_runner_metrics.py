@@ -116,6 +116,51 @@ def test_cycles_made_in_a_paused_batch_are_collected_afterwards() -> None:
     assert ref() is None
 
 
+class _Acking:
+    """A producer whose every record is acknowledged at once."""
+
+    def produce(self, *_args: object, **kwargs: object) -> None:
+        pass
+
+    def poll(self, _timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, _timeout: float = 0) -> int:
+        return 0
+
+
+class Keeping(Relay):
+    """The relay, noting a weak reference to every decoded input it is handed."""
+
+    name = "relay-keeping"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[weakref.ref[object]] = []
+
+    def handle(self, msg: Incoming) -> Iterable[Out]:
+        self.seen.append(weakref.ref(msg.value))
+        return super().handle(msg)
+
+
+def test_a_batch_s_inputs_are_freed_by_reference_counting_once_produced(tmp_path: Path) -> None:
+    """Nothing of the runner's keeps a produced batch's decoded inputs (or its outputs) alive
+    until the collector is back: the collector would then walk all of them once more, and
+    move them to an older generation to walk again, long after the batch."""
+    stage = Keeping()
+    runner = Runner(stage, Settings(topic_prefix="m.", state_dir=tmp_path), "localhost:1")
+    raw = REG.encode(TOPIC, encounter())
+    batch = [
+        Message(topic="m." + TOPIC, partition=0, offset=i, key=f"k{i}".encode(), value=raw)
+        for i in range(5)
+    ]
+    with collector_paused():
+        outs, _offsets = runner.process(batch)
+        runner._produce(_Acking(), outs)
+        del outs
+        assert stage.seen and all(ref() is None for ref in stage.seen)
+
+
 def test_start_up_is_frozen_once_and_its_garbage_collected_first() -> None:
     """In a fresh interpreter (freezing is per process): collections are rare while start-up
     loads and back to the usual pace after it; what start-up keeps is out of the
