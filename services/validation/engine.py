@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Literal, Protocol
 
-from pipeline.models import CodedEncounter, EditHit, ValidatedEncounter, event_id
+from pipeline.models import CodedEncounter, EditHit, ServiceLine, ValidatedEncounter, event_id
 from services.refdata import ub04
 from services.refdata.codesets import CodeSets, MceClaim, coding_date, normalize_code
 from services.refdata.payers import EMPTY_REGISTRY, ClaimType, PayerEntry, PayerRegistry
@@ -97,6 +97,16 @@ class Context:
         at = enc.admission_date or enc.service_start
         years = at.year - dob.year - ((at.month, at.day) < (dob.month, dob.day))
         return years if 0 <= years <= 124 else None
+
+    @functools.cached_property
+    def facility_lines(self) -> list[tuple[int, ServiceLine]]:
+        """(position, line) of the lines billed on a facility claim (837I), found once for
+        the dozen institutional rules that ask."""
+        return [
+            (i, line)
+            for i, line in enumerate(self.coded.lines)
+            if ub04.line_claim_type(line, self.setting) == "institutional"
+        ]
 
     @functools.cached_property
     def discharge_status(self) -> int | None:

@@ -19,7 +19,7 @@ import sim_corpus
 
 from pipeline.models import CodedDiagnosis, CodedEncounter
 from services.refdata.codesets import CodeSets, dotted, normalize_code
-from services.refdata.ub04 import claim_diagnoses, line_claim_type
+from services.refdata.ub04 import claim_diagnoses, claim_kinds, claim_part, line_claim_type
 from services.validation.duplicates import DuplicateStore, fingerprint
 from services.validation.engine import REGISTRY, Context, Hit
 from services.validation.packs import DEFAULT_PACK
@@ -177,3 +177,20 @@ def test_line_code_checks_kept_per_code_and_date_are_the_checks_worked_out(loade
     for _ in range(2):  # worked out and kept, then answered from what was kept
         assert {key: cs.procedure(*key) for key in answers} == answers
     assert {a.status for a in answers.values()} >= {"valid", "invalid"}
+
+
+@pytest.mark.parametrize("mix", sim_corpus.MIXES)
+def test_facility_lines_found_once_are_the_lines_each_rule_found(mix: str) -> None:
+    facility = 0
+    for coded in sim_corpus.coded(mix):
+        for kind in {*claim_kinds(coded), "institutional", "professional"}:
+            part = claim_part(coded, kind, renumber=False)  # type: ignore[arg-type]
+            ctx = Context(part, sim_corpus.codesets(), sim_corpus.VALIDATED_AT, DEFAULT_PACK)
+            judge = [
+                (i, line)
+                for i, line in enumerate(part.lines)
+                if line_claim_type(line, ctx.setting) == "institutional"
+            ]
+            assert ctx.facility_lines == judge
+            facility += len(judge)
+    assert facility or mix == "office"

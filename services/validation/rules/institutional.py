@@ -25,9 +25,7 @@ _NUBC = re.compile(r"[0-9A-Z]{2}")
 
 
 def _facility_lines(ctx: Context) -> Iterator[tuple[int, ServiceLine]]:
-    for i, line in enumerate(ctx.coded.lines):
-        if ub04.line_claim_type(line, ctx.setting) == "institutional":
-            yield i, line
+    return iter(ctx.facility_lines)
 
 
 def _bill(ctx: Context) -> ub04.TypeOfBill | None:
@@ -41,7 +39,7 @@ def _bill(ctx: Context) -> ub04.TypeOfBill | None:
 
 
 def _has_facility_claim(ctx: Context) -> bool:
-    return any(True for _ in _facility_lines(ctx))
+    return bool(ctx.facility_lines)
 
 
 @rule(
