@@ -17,7 +17,7 @@ contain them are rejected with ``InputError``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -38,6 +38,7 @@ from services.refdata import npi as npi_check
 from services.x12 import guides
 from services.x12.writer import (
     Envelope,
+    Rendered,
     Segment,
     Usage,
     d8,
@@ -486,6 +487,24 @@ def _group(
     return [(p, list(insureds.values())) for p, insureds in providers.items()]
 
 
+def _rendered(segments: Iterable[Segment]) -> tuple[Segment | Rendered, ...]:
+    """Segments rendered now, to be kept; as they are when one is refused, so that the
+    document's ``render`` refuses it where it always did."""
+    segments = tuple(segments)
+    try:
+        return tuple([s.render() for s in segments])
+    except InputError:
+        return segments
+
+
+@lru_cache(maxsize=256)
+def _billing_lines(
+    hl: int, provider: Provider, pay_to: Address | None
+) -> tuple[Segment | Rendered, ...]:
+    """``billing_loop`` rendered, kept: it is the same for every interchange of a provider."""
+    return _rendered(billing_loop(hl, provider, pay_to))
+
+
 def _header(
     bht_ref: str,
     created: datetime,
@@ -493,8 +512,22 @@ def _header(
     sender_id: str,
     receiver_name: str,
     receiver_id: str,
-) -> list[Segment]:
+) -> list[Segment | Rendered]:
     """BHT, 1000A submitter and 1000B receiver."""
+    return [
+        seg(
+            "BHT", "0019", "00", bht_ref, created.strftime("%Y%m%d"), created.strftime("%H%M"), "CH"
+        ),
+        *_parties(submitter, sender_id, receiver_name, receiver_id),
+    ]
+
+
+@lru_cache(maxsize=64)
+def _parties(
+    submitter: Submitter, sender_id: str, receiver_name: str, receiver_id: str
+) -> tuple[Segment | Rendered, ...]:
+    """1000A submitter and 1000B receiver, rendered and kept: the same in every interchange
+    from one sender to one receiver."""
     contact: list[str] = ["IC", text(submitter.contact_name, 60)]
     if submitter.phone:
         contact += ["TE", ident(submitter.phone, "submitter.phone", min_len=10, max_len=10)]
@@ -502,21 +535,20 @@ def _header(
         contact += ["EM", ident(submitter.email, "submitter.email", max_len=256)]
     if len(contact) < 4:
         raise InputError("submitter", "a phone number or an email address is required")
-    return [
-        seg(
-            "BHT", "0019", "00", bht_ref, created.strftime("%Y%m%d"), created.strftime("%H%M"), "CH"
-        ),
-        seg("NM1", "41", "2", text(submitter.name, 60), "", "", "", "", "46", sender_id),
-        seg("PER", *contact),
-        seg("NM1", "40", "2", text(receiver_name, 60), "", "", "", "", "46", receiver_id),
-    ]
+    return _rendered(
+        [
+            seg("NM1", "41", "2", text(submitter.name, 60), "", "", "", "", "46", sender_id),
+            seg("PER", *contact),
+            seg("NM1", "40", "2", text(receiver_name, 60), "", "", "", "", "46", receiver_id),
+        ]
+    )
 
 
 def _detail(
     claims: Sequence[ClaimInput], profile: Profile, pay_to: Mapping[str, Address]
-) -> list[Segment]:
+) -> list[Segment | Rendered]:
     """The HL hierarchy with every claim under its provider, subscriber and patient."""
-    segs: list[Segment] = []
+    segs: list[Segment | Rendered] = []
     batch = len(claims) > 1
     hl = 0
     for provider, insureds in _group(claims, profile.billing_provider):
@@ -524,7 +556,7 @@ def _detail(
         provider_hl = hl
         first_claim = next(iter(insureds[0].patients.values()))[0]
         with _blame(first_claim, batch):
-            segs.extend(billing_loop(provider_hl, provider, pay_to.get(provider.npi)))
+            segs.extend(_billing_lines(provider_hl, provider, pay_to.get(provider.npi)))
         for insured in insureds:
             hl += 1
             subscriber_hl = hl

@@ -128,9 +128,14 @@ def seg(segment_id: str, *elements: Element) -> Segment:
     return Segment(segment_id, tuple(elements))
 
 
-def render(segments: Iterable[Segment]) -> str:
+# A segment already rendered (``Segment.render``'s text): what a writer keeps of the parts
+# that repeat from one document to the next, and passes to ``render`` as it is.
+Rendered = str
+
+
+def render(segments: Iterable[Segment | Rendered]) -> str:
     """A whole document: one segment per line."""
-    return "\n".join([s.render() for s in segments]) + "\n"
+    return "\n".join([s if isinstance(s, str) else s.render() for s in segments]) + "\n"
 
 
 # --- values ------------------------------------------------------------------------------
@@ -204,14 +209,16 @@ class Envelope:
 
 
 def transaction_set(
-    code: str, st_control: str, version: str | None, body: Sequence[Segment]
-) -> list[Segment]:
+    code: str, st_control: str, version: str | None, body: Sequence[Segment | Rendered]
+) -> list[Segment | Rendered]:
     """ST..SE around ``body``; SE01 counts ST and SE too."""
     st = seg("ST", code, st_control, *((version,) if version else ()))
     return [st, *body, seg("SE", str(len(body) + 2), st_control)]
 
 
-def interchange(envelope: Envelope, transactions: Sequence[Sequence[Segment]]) -> list[Segment]:
+def interchange(
+    envelope: Envelope, transactions: Sequence[Sequence[Segment | Rendered]]
+) -> list[Segment | Rendered]:
     """ISA/GS .. GE/IEA around transaction sets (each already wrapped in ST..SE)."""
     if not transactions:
         raise InputError("transactions", "an interchange needs at least one transaction set")
@@ -222,7 +229,7 @@ def interchange(envelope: Envelope, transactions: Sequence[Sequence[Segment]]) -
     number = envelope.control_number
     icn = f"{number:09d}"
     created = envelope.created
-    out = [
+    out: list[Segment | Rendered] = [
         seg(
             "ISA",
             "00",

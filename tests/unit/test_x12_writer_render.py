@@ -75,6 +75,10 @@ def written() -> list[Segment]:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(x12_837_common, "render", keep)
+        # Every segment built, none kept already rendered (test_claims_837_kept.py).
+        patch.setattr(x12_837_common, "_rendered", tuple)
+        x12_837_common._billing_lines.cache_clear()
+        x12_837_common._parties.cache_clear()
         for mix in ("office", "all"):
             groups = defaultdict(list)
             for verdict in verdicts(40, mix):
@@ -87,6 +91,8 @@ def written() -> list[Segment]:
                 write_interchange(
                     planned, sender_id="CLAIMFLOW", receiver_id="CH01", control_number=n
                 )
+    x12_837_common._billing_lines.cache_clear()
+    x12_837_common._parties.cache_clear()
     return list(seen)
 
 
