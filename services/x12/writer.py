@@ -35,6 +35,7 @@ DELIMITERS = frozenset(ELEMENT + COMPONENT + REPETITION + SEGMENT)
 _TEXT_OK = re.compile(r"[^A-Z0-9 !\"&'()+,\-./;?=%@\[\]_{}\\|<>#$]")
 
 Usage = Literal["P", "T"]
+_BLANK = " " * 10  # ISA02 and ISA04: no authorization or security information
 
 
 # --- the model ---------------------------------------------------------------------------
@@ -229,36 +230,58 @@ def interchange(
     number = envelope.control_number
     icn = f"{number:09d}"
     created = envelope.created
-    out: list[Segment | Rendered] = [
+    day = created.strftime("%y%m%d")
+    hhmm = created.strftime("%H%M")
+    usage, functional_id, version = envelope.usage, envelope.functional_id, envelope.version
+    if (
+        usage
+        and functional_id
+        and version
+        and DELIMITERS.isdisjoint(usage + functional_id + version)
+    ):
+        # What render makes of the segments below: every value is here, none is empty, and
+        # the identifiers and the rest (digits, fixed codes) carry no delimiter.
+        ccyymmdd = created.strftime("%Y%m%d")
+        out: list[Segment | Rendered] = [
+            f"ISA*00*{_BLANK}*00*{_BLANK}*ZZ*{sender.ljust(15)}*ZZ*{receiver.ljust(15)}*{day}*"
+            f"{hhmm}*{REPETITION}*00501*{icn}*0*{usage}*{COMPONENT}~",
+            f"GS*{functional_id}*{sender}*{receiver}*{ccyymmdd}*{hhmm}*{number}*X*{version}~",
+        ]
+        for transaction in transactions:
+            out.extend(transaction)
+        out.append(f"GE*{len(transactions)}*{number}~")
+        out.append(f"IEA*1*{icn}~")
+        return out
+    out = [
         seg(
             "ISA",
             "00",
-            " " * 10,
+            _BLANK,
             "00",
-            " " * 10,
+            _BLANK,
             "ZZ",
             sender.ljust(15),
             "ZZ",
             receiver.ljust(15),
-            created.strftime("%y%m%d"),
-            created.strftime("%H%M"),
+            day,
+            hhmm,
             REPETITION,
             "00501",
             icn,
             "0",
-            envelope.usage,
+            usage,
             COMPONENT,
         ),
         seg(
             "GS",
-            envelope.functional_id,
+            functional_id,
             sender,
             receiver,
             created.strftime("%Y%m%d"),
-            created.strftime("%H%M"),
+            hhmm,
             str(number),
             "X",
-            envelope.version,
+            version,
         ),
     ]
     for transaction in transactions:
