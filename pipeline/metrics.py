@@ -29,6 +29,12 @@ RECORDS_OUT = Counter("claimflow_records_out_total", "Records produced", ["servi
 DEAD_LETTERS = Counter(
     "claimflow_dead_letters_total", "Inputs sent to the dead-letter topic", ["service", "error"]
 )
+SERDE_FALLBACKS = Counter(
+    "claimflow_serde_fallbacks_total",
+    "Records the generated Avro reader or writer left to fastavro: still correct, at fastavro's "
+    "cost (a contract the generated code stopped applying to shows here)",
+    ["direction", "contract"],
+)
 OUTCOMES = Counter(
     "claimflow_outcomes_total",
     "Domain outcomes (validation verdicts, remittance statuses)",

@@ -25,7 +25,7 @@ import yaml
 from fastavro.schema import to_parsing_canonical_form
 from pydantic import BaseModel
 
-from pipeline import models
+from pipeline import metrics, models
 from pipeline.avro_read import difference, model_of, reader_for
 from pipeline.avro_write import Write, writer_for
 from pipeline.errors import DecodeError
@@ -520,6 +520,7 @@ class GeneratedWriter:
                         "record fastavro writes"
                     ) from None
             count = self.fallbacks[self.name] = self.fallbacks.get(self.name, 0) + 1
+            metrics.SERDE_FALLBACKS.labels("encode", self.name).inc()
             if count == 1:
                 log.warning(
                     "a %s record was written with fastavro, not its generated writer (%s)",
@@ -577,6 +578,7 @@ class Registry:
         self._splicers: dict[tuple[str, tuple[str, ...]], Splicer] = {}
         #: Topic -> its generated reader (None: the schema is one it does not read).
         self._fast: dict[str, GeneratedReader | None] = {}
+        self._unread: set[str] = set()  # topics whose generated reader fell back once
         for name, conf in spec["topics"].items():
             conf = {**defaults, **conf}
             self.topics[name] = TopicSpec(
@@ -719,13 +721,27 @@ class Registry:
         if fast is not None and data is not None and data[2:HEADER_LEN] == fast.fingerprint:
             try:
                 value = fast.read(data, HEADER_LEN)
-            except Exception:  # noqa: BLE001 - not readable here: read the usual way
+            except Exception as exc:  # noqa: BLE001 - not readable here: read the usual way
                 value = None
+                self._read_usual_way(topic, exc)
             if fast.verify:
                 self._verify_decode(topic, data, value)
             if value is not None:
                 return value  # type: ignore[no-any-return]
         return model_builder(spec.model)(self.decode_dict(topic, data))  # type: ignore[no-any-return]
+
+    def _read_usual_way(self, topic: str, exc: Exception) -> None:
+        """A record the generated reader could not read: counted, and the first of each
+        topic logged, so a reader that stopped applying shows (the record is still decoded,
+        by fastavro, or rejected with its usual error)."""
+        metrics.SERDE_FALLBACKS.labels("decode", topic).inc()
+        if topic not in self._unread:
+            self._unread.add(topic)
+            log.warning(
+                "a %s record was read with fastavro, not its generated reader (%s)",
+                topic,
+                type(exc).__name__,
+            )
 
     def generated_reader(self, topic: str) -> GeneratedReader | None:
         """``topic``'s generated reader (``pipeline/avro_read.py``) for records written with
