@@ -28,6 +28,7 @@ from fastavro.read import LOGICAL_READERS
 from pydantic import BaseModel
 
 from pipeline import models
+from pipeline.codegen import SourceGen, Unsupported
 
 #: The ``(value, position)`` after reading one value at ``position``.
 Read = Callable[[bytes, int], tuple[Any, int]]
@@ -148,12 +149,11 @@ def model_of(annotation: Any) -> type[models.Model] | None:
     return None
 
 
-class _Gen:
+class _Gen(SourceGen):
     """Python source for reading one schema's values: a function per record type and model."""
 
     def __init__(self, named: dict[str, Any]) -> None:
-        self.named = named
-        self.env: dict[str, Any] = {
+        env: dict[str, Any] = {
             "read_long": read_long,
             "read_length": read_length,
             "union_index": union_index,
@@ -171,19 +171,7 @@ class _Gen:
             "set_extra": _SET_EXTRA,
             "set_private": _SET_PRIVATE,
         }
-        self.functions: dict[tuple[str, Any], str] = {}
-        self.sources: list[str] = []
-        self.active: set[tuple[str, Any]] = set()
-        self.counter = 0
-
-    def name(self, prefix: str) -> str:
-        self.counter += 1
-        return f"{prefix}{self.counter}"
-
-    def constant(self, prefix: str, value: Any) -> str:
-        name = self.name(prefix)
-        self.env[name] = value
-        return name
+        super().__init__(named, env)
 
     # --- values ------------------------------------------------------------------------
 
@@ -232,7 +220,7 @@ class _Gen:
             return [*self.long(i, ind), f"{ind}{out} = {symbols}[{i}]"]
         if kind == "fixed":
             if f"fixed-{schema.get('logicalType')}" in LOGICAL_READERS:
-                raise _Unsupported(f"logical type {schema['logicalType']} of a fixed")
+                raise Unsupported(f"logical type {schema['logicalType']} of a fixed")
             size = int(schema["size"])
             return [
                 f"{ind}if p + {size} > len(b):",
@@ -261,7 +249,7 @@ class _Gen:
                 )
                 lines.append(f"{ind}{out} = {convert}({out})")
             case other if other in LOGICAL_READERS:  # one fastavro converts, not here
-                raise _Unsupported(f"logical type {other}")
+                raise Unsupported(f"logical type {other}")
         return lines
 
     def primitive(self, kind: str, out: str, ind: str) -> list[str]:
@@ -280,7 +268,7 @@ class _Gen:
                 return self.sized(out, ind)
             case "string":
                 return self.sized(out, ind, ".decode()")
-        raise _Unsupported(f"type {kind}")
+        raise Unsupported(f"type {kind}")
 
     def union(self, schema: list[Any], out: str, ind: str, model: Any) -> list[str]:
         # The branch index is a zig-zag varint: 2 * index in one byte up to index 63. A
@@ -337,13 +325,9 @@ class _Gen:
     def record(self, schema: dict[str, Any], model: Any) -> str:
         """The name of the function that reads a record of ``schema`` (as ``model`` when a
         model: the trusted build's object; else the dict fastavro gives)."""
-        key = (schema["name"], model)
-        if key in self.functions:
-            return self.functions[key]
-        if key in self.active:
-            raise _Unsupported(f"the record {schema['name']} contains itself")
-        self.active.add(key)
-        function = self.functions[key] = self.name("record")
+        return self.function(schema, model, "(b, p)", lambda: self._record_body(schema, model))
+
+    def _record_body(self, schema: dict[str, Any], model: Any) -> list[str]:
         body: list[str] = []
         values: dict[str, str] = {}
         for field in schema["fields"]:
@@ -374,13 +358,7 @@ class _Gen:
                 "    set_private(obj, None)",
                 "    return obj, p",
             ]
-        self.sources.append("\n".join([f"def {function}(b, p):", *body]))
-        self.active.discard(key)
-        return function
-
-
-class _Unsupported(TypeError):
-    """A schema this generator does not read (fastavro reads it)."""
+        return body
 
 
 def reader_for(
@@ -392,13 +370,10 @@ def reader_for(
     gen = _Gen(named)
     try:
         top = gen.record(schema, model)
-    except (_Unsupported, TypeError):
+    except TypeError:  # Unsupported among them
         return None
-    source = "\n\n".join(gen.sources)
-    env = gen.env
     title = schema["name"] if model is None else model.__name__
-    exec(compile(source, f"<avro reader of {title}>", "exec"), env)  # noqa: S102
-    read_top: Read = env[top]
+    read_top: Read = gen.compiled(top, f"<avro reader of {title}>")
 
     def read(data: bytes, start: int = 0) -> Any:
         value, end = read_top(data, start)

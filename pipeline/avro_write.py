@@ -33,6 +33,7 @@ from fastavro.write import LOGICAL_WRITERS
 
 from pipeline import models
 from pipeline.avro_read import model_of
+from pipeline.codegen import SourceGen, Unsupported
 
 #: Write one record (a model instance) at the end of the bytearray.
 Write = Callable[[Any, bytearray], None]
@@ -182,16 +183,11 @@ def _decimal(scale: int, precision: int) -> Callable[[Any], bytes]:
 _BOOLEANS = {True: b"\x01", False: b"\x00"}
 
 
-class _Unsupported(TypeError):
-    """A schema this generator does not write (fastavro writes it)."""
-
-
-class _Gen:
+class _Gen(SourceGen):
     """Python source for writing one schema's values: a function per record type and model."""
 
     def __init__(self, named: dict[str, Any]) -> None:
-        self.named = named
-        self.env: dict[str, Any] = {
+        env: dict[str, Any] = {
             "SMALL": SMALL,
             "LENGTHS": LENGTHS,
             "BOOLEANS": _BOOLEANS,
@@ -204,19 +200,7 @@ class _Gen:
             "pack_double": struct.Struct("<d").pack,
             "Unwritable": Unwritable,
         }
-        self.functions: dict[tuple[str, Any], str] = {}
-        self.sources: list[str] = []
-        self.active: set[tuple[str, Any]] = set()
-        self.counter = 0
-
-    def name(self, prefix: str) -> str:
-        self.counter += 1
-        return f"{prefix}{self.counter}"
-
-    def constant(self, prefix: str, value: Any) -> str:
-        name = self.name(prefix)
-        self.env[name] = value
-        return name
+        super().__init__(named, env)
 
     def value(self, schema: Any, v: str, ind: str, model: Any) -> list[str]:
         """Lines that write the value in the local ``v`` as ``schema``; records from
@@ -230,14 +214,14 @@ class _Gen:
         kind = schema["type"]
         if kind == "record":
             if model is None:
-                raise _Unsupported(f"no model for the record {schema['name']}")
+                raise Unsupported(f"no model for the record {schema['name']}")
             return [f"{ind}{self.record(schema, model)}({v}, out)"]
         if kind == "enum":
             codes = self.constant("enum", {s: _zigzag(i) for i, s in enumerate(schema["symbols"])})
             return [f"{ind}out += {codes}[{v}]"]  # KeyError: not a symbol, fastavro's error
         if kind == "fixed":
             if f"fixed-{schema.get('logicalType')}" in LOGICAL_WRITERS:
-                raise _Unsupported(f"logical type {schema['logicalType']} of a fixed")
+                raise Unsupported(f"logical type {schema['logicalType']} of a fixed")
             return [
                 f"{ind}if type({v}) is not bytes or len({v}) != {int(schema['size'])}:",
                 f"{ind}    raise Unwritable('not a fixed of its size')",
@@ -282,7 +266,7 @@ class _Gen:
                 )
                 return [f"{ind}out += {convert}({v})"]
             case other if other in LOGICAL_WRITERS:  # one fastavro converts, not here
-                raise _Unsupported(f"logical type {other}")
+                raise Unsupported(f"logical type {other}")
         return self.primitive(kind, v, ind)
 
     def primitive(self, kind: str, v: str, ind: str) -> list[str]:
@@ -313,13 +297,13 @@ class _Gen:
                     f"{ind}out += length_bytes(len({e}))",
                     f"{ind}out += {e}",
                 ]
-        raise _Unsupported(f"type {kind}")
+        raise Unsupported(f"type {kind}")
 
     def union(self, schema: list[Any], v: str, ind: str, model: Any) -> list[str]:
         """A union of null and one other type; the branch is null for None, the other
         for anything else (as the compiled dump names it for fastavro)."""
         if len(schema) != 2 or "null" not in schema:
-            raise _Unsupported(f"the union {schema}")
+            raise Unsupported(f"the union {schema}")
         null = schema.index("null")
         return [
             f"{ind}if {v} is None:",
@@ -331,25 +315,19 @@ class _Gen:
 
     def record(self, schema: dict[str, Any], model: Any) -> str:
         """The name of the function that writes a ``model`` instance as ``schema``."""
-        key = (schema["name"], model)
-        if key in self.functions:
-            return self.functions[key]
-        if key in self.active:
-            raise _Unsupported(f"the record {schema['name']} contains itself")
-        self.active.add(key)
-        function = self.functions[key] = self.name("record")
+        return self.function(schema, model, "(o, out)", lambda: self._record_body(schema, model))
+
+    def _record_body(self, schema: dict[str, Any], model: Any) -> list[str]:
         fields = model.model_fields
         body = ["    d = o.__dict__"]
         for field in schema["fields"]:
             name = field["name"]
             if name not in fields:  # fastavro would write the schema's default
-                raise _Unsupported(f"{model.__name__} has no field {name}")
+                raise Unsupported(f"{model.__name__} has no field {name}")
             v = self.name("v")
             body.append(f"    {v} = d[{name!r}]")
             body += self.value(field["type"], v, "    ", model_of(fields[name].annotation))
-        self.sources.append("\n".join([f"def {function}(o, out):", *body]))
-        self.active.discard(key)
-        return function
+        return body
 
 
 def writer_for(
@@ -362,10 +340,7 @@ def writer_for(
     gen = _Gen(named)
     try:
         top = gen.record(schema, model)
-    except (_Unsupported, TypeError):
+    except TypeError:  # Unsupported among them
         return None
-    source = "\n\n".join(gen.sources)
-    env = gen.env
-    exec(compile(source, f"<avro writer of {model.__name__}>", "exec"), env)  # noqa: S102
-    write: Write = env[top]
+    write: Write = gen.compiled(top, f"<avro writer of {model.__name__}>")
     return write
