@@ -179,8 +179,13 @@ def run_batch(
     rate: float,
     timeout: float = 600,
     pids: dict[str, int] | None = None,
+    sup: Supervisor | None = None,
 ) -> dict[str, Any]:
-    pids = pids or {}
+    """Publish ``messages`` at ``rate`` (0: as fast as they go) and wait until each is
+    settled; CPU per encounter of each process in ``pids``. A process restarted meanwhile
+    has no CPU figure for the batch (its new pid goes into ``pids`` for the next)."""
+    pids = pids if pids is not None else {}
+    restarted: list[str] = []
     sent_ms: dict[str, int] = {}
     ledger = tracker.ledger
     batch = {s for s, _, _ in messages}
@@ -189,14 +194,18 @@ def run_batch(
     cpu_before = cpu_now(pids)
     harness_before = time.process_time()
     publish(producer, sup_settings, messages, rate, sent_ms)
-    done = wait_settled(tracker, batch, started, timeout)
+    done = wait_settled(tracker, batch, started, timeout, sup, restarted)
     cpu_after = cpu_now(pids)
     harness_ms = (time.process_time() - harness_before) * 1000 / len(messages)
     cpu_ms = {
         name: round((cpu_after[name] - cpu_before[name]) * 1000 / len(messages), 2)
         for name in cpu_before
-        if name in cpu_after
+        if name in cpu_after and name not in restarted
     }
+    for name in restarted:
+        proc = sup.children[name].proc if sup else None
+        if name in pids and proc is not None:
+            pids[name] = proc.pid
     first = min(sent_ms.values())
     stage_rates = {}
     for stage, topic in STAGE_TOPICS.items():
@@ -211,6 +220,7 @@ def run_batch(
     return {
         "encounters": len(messages),
         "complete": done,
+        "restarted": restarted,
         "summary": {**ledger.summary(), "lost": len(open_of(ledger, batch))},
         "encounters_per_s": round(len(messages) / span, 1) if span > 0 else None,
         "stage_records_per_s": stage_rates,
@@ -238,14 +248,28 @@ def open_of(ledger: Ledger, batch: set[str]) -> list[str]:
     return [s for s in ledger.lost() if s in batch]
 
 
-def wait_settled(tracker: Tracker, batch: set[str], started: float, timeout: float) -> bool:
+def wait_settled(
+    tracker: Tracker,
+    batch: set[str],
+    started: float,
+    timeout: float,
+    sup: Supervisor | None = None,
+    restarted: list[str] | None = None,
+) -> bool:
     """Poll until every encounter of ``batch`` is settled, saying how far it got every few
-    seconds (a benchmark runs for minutes: silence would look like a hang)."""
+    seconds (a benchmark runs for minutes: silence would look like a hang). With ``sup``, a
+    service that exited is restarted as ``claimflow run`` does (nothing else would, and the
+    wait would last until its timeout), and its name goes into ``restarted``."""
     deadline = time.monotonic() + timeout
     last = time.monotonic()
     n = len(batch)
     while time.monotonic() < deadline:
         tracker.poll()
+        if sup is not None:
+            for name in sup.check():
+                say(f"{name} exited and was restarted (see its log)")
+                if restarted is not None:
+                    restarted.append(name)
         open_n = len(open_of(tracker.ledger, batch))
         if not open_n:
             return True
@@ -326,11 +350,15 @@ def measure(
         try:
             # groups joined, caches warm, the feed's producer connected
             say(f"warm-up: {len(warm)} encounters (consumer groups join, caches fill)")
-            before = run_batch(tracker, producer, settings, warm, rate=0, timeout=120)["summary"]
+            before = run_batch(tracker, producer, settings, warm, rate=0, timeout=120, sup=sup)[
+                "summary"
+            ]
             pids = process_ids(sup, broker)
             if messages:
                 say(f"{len(messages)} encounters at maximum rate")
-                at_max = run_batch(tracker, producer, settings, messages, rate=0, pids=pids)
+                at_max = run_batch(
+                    tracker, producer, settings, messages, rate=0, pids=pids, sup=sup
+                )
                 at_max["summary"], before = since(at_max["summary"], before), at_max["summary"]
                 eps = at_max["encounters_per_s"] or 0.0
                 result["max_rate"] = at_max
@@ -341,16 +369,20 @@ def measure(
                 }
             if paced:
                 say(f"{len(paced)} encounters at {rate:g}/s")
-                at_rate = run_batch(tracker, producer, settings, paced, rate=rate, pids=pids)
+                at_rate = run_batch(
+                    tracker, producer, settings, paced, rate=rate, pids=pids, sup=sup
+                )
                 at_rate["summary"] = since(at_rate["summary"], before)
                 result[f"fixed_rate_{rate:g}_per_s"] = at_rate
             if fill_n:
                 fill = list(generate(fill_n, seed=404, fmt="mix"))
                 say(f"{fill_n} encounters of history at maximum rate")
-                filled = run_batch(tracker, producer, settings, fill, rate=0, timeout=1800)
+                filled = run_batch(tracker, producer, settings, fill, rate=0, timeout=1800, sup=sup)
                 grown_msgs = list(generate(n, seed=505, fmt="mix"))
                 say(f"{n} encounters at maximum rate with a history of {history - n}")
-                grown = run_batch(tracker, producer, settings, grown_msgs, rate=0, pids=pids)
+                grown = run_batch(
+                    tracker, producer, settings, grown_msgs, rate=0, pids=pids, sup=sup
+                )
                 grown["summary"] = since(grown["summary"], filled["summary"])
                 grown["history"] = history - n
                 grown["fill_complete"] = filled["complete"]
@@ -370,12 +402,14 @@ def measure(
                 producer = make_producer(broker.bootstrap, settings)
                 # new encounters: intake drops a message it has already seen
                 rewarm = list(generate(len(warm), seed=707, fmt="mix"))
-                warmed = run_batch(tracker, producer, settings, rewarm, rate=0, timeout=120)[
-                    "summary"
-                ]
+                warmed = run_batch(
+                    tracker, producer, settings, rewarm, rate=0, timeout=120, sup=sup
+                )["summary"]
                 stores_msgs = list(generate(n, seed=606, fmt="mix"))
                 say(f"{n} encounters at maximum rate, stores of {history}, an empty broker")
-                stores = run_batch(tracker, producer, settings, stores_msgs, rate=0, pids=pids)
+                stores = run_batch(
+                    tracker, producer, settings, stores_msgs, rate=0, pids=pids, sup=sup
+                )
                 stores["summary"] = since(stores["summary"], warmed)
                 stores["history"] = history
                 result["max_rate_with_history_empty_broker"] = stores

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import socket
 import subprocess
 import time
@@ -37,9 +38,43 @@ log = logging.getLogger(__name__)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, for a process started next to bind.
+
+    Picked below the kernel's ephemeral range where that range can be read: a port the
+    kernel hands out for ``bind(0)`` comes from the same range as the source ports of
+    outgoing connections, so any client's connect could take it before the process it was
+    meant for binds it (a service died at start-up with "Address already in use" on its
+    metrics port that way). Outside that range only another listener can take it, and
+    ``port_free`` is asked again before a restart (``Supervisor.respawn``)."""
+    low = _ephemeral_low()
+    if low > 11000:
+        for _ in range(64):
+            port = random.randrange(low - 10000, low)
+            if port_free(port, host):
+                return port
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether ``port`` can be bound on ``host`` now (a listener, or a connection's local
+    end, holds it otherwise)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as HTTP servers bind
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _ephemeral_low(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> int:
+    """The lowest ephemeral port (0 when the system does not say)."""
+    try:
+        return int(Path(path).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class EmbeddedBroker:

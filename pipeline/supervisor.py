@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import plugins
-from pipeline.broker import free_port
+from pipeline.broker import free_port, port_free
 from pipeline.state import private_dir, private_file
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,13 @@ class Supervisor:
     def respawn(self, name: str) -> None:
         child = self.children[name]
         child.restarts += 1
+        if not port_free(child.metrics_port):
+            # taken while it was down (or what made it exit): the restart gets another
+            old, child.metrics_port = child.metrics_port, free_port()
+            log.warning(
+                "metrics port taken; the restarted service gets another",
+                extra={"service": child.name, "port": old, "new_port": child.metrics_port},
+            )
         self._spawn(child)
 
     def check(self) -> list[str]:

@@ -16,10 +16,13 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline import logs, plugins
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.supervisor import Child
 
 
 def publish_encounters(
@@ -101,11 +104,12 @@ class _RepeatCount:
     """Source messages intake dropped as repeats, read from its /metrics (``repeat_dropped``).
 
     Intake sends nothing downstream for a repeat, so the topics cannot show it; a restart
-    resets the counter, so the count carries over what the previous process had shown.
+    resets the counter, so the count carries over what the previous process had shown. The
+    port is read from the supervisor's child each time: a restart can move it.
     """
 
-    def __init__(self, port: int) -> None:
-        self.port = port
+    def __init__(self, child: Child) -> None:
+        self.child = child
         self.carried = 0.0
         self.last = 0.0
 
@@ -113,7 +117,7 @@ class _RepeatCount:
         from pipeline import metrics
 
         value = metrics.read_counter(
-            self.port,
+            self.child.metrics_port,
             "claimflow_outcomes_total",
             {"service": "intake", "outcome": "repeat_dropped"},
         )
@@ -188,7 +192,7 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
             _print_console(run_dir / "state" / "console", stop)
         report_dir = getattr(args, "report", None)
         tracker = Tracker(bootstrap, settings, keep_times=report_dir is not None)
-        repeats = _RepeatCount(sup.children["intake"].metrics_port)
+        repeats = _RepeatCount(sup.children["intake"])
         sender = _Publisher(
             stop,
             bootstrap=bootstrap,
