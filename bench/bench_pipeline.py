@@ -28,7 +28,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from pipeline.broker import EmbeddedBroker
+from pipeline.broker import EMBEDDED_PARTITIONS, EmbeddedBroker
 from pipeline.kafka import ensure_topics, make_producer
 from pipeline.serde import registry
 from pipeline.settings import Settings
@@ -322,7 +322,10 @@ def measure(
         bootstrap = broker.bootstrap
         say("the raw-copy baseline through the broker")
         ceiling = raw_copy_rate(bootstrap, messages or paced)
-        settings = Settings(topic_prefix="bench.", group_prefix="bench")
+        # as `claimflow run` creates them on the embedded broker
+        settings = Settings(
+            topic_prefix="bench.", group_prefix="bench", partitions=EMBEDDED_PARTITIONS
+        )
         ensure_topics(bootstrap, settings, registry())
         sup = Supervisor(
             bootstrap,
@@ -330,6 +333,7 @@ def measure(
             env={
                 "CLAIMFLOW_TOPIC_PREFIX": "bench.",
                 "CLAIMFLOW_GROUP_PREFIX": "bench",
+                "CLAIMFLOW_PARTITIONS": str(EMBEDDED_PARTITIONS),
                 "CLAIMFLOW_LOG_LEVEL": "WARNING",
                 # The payer simulator is not claimflow: its pyx12 check of every 837 cost
                 # more CPU than all the stages together, on the same two cores.
@@ -340,6 +344,7 @@ def measure(
         result: dict[str, Any] = {
             "raw_copy_records_per_s": round(ceiling, 1),
             "payer_sim_checks_one_interchange_in": PAYER_SIM_VALIDATE_EVERY,
+            "partitions_per_topic": EMBEDDED_PARTITIONS,
         }
         producer = make_producer(bootstrap, settings)
         # One tracker for the whole run: it reads each record once. (A tracker per phase

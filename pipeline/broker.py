@@ -36,6 +36,12 @@ from pipeline.state import private_file
 
 log = logging.getLogger(__name__)
 
+#: Partitions of each topic where claimflow starts the embedded broker itself with one
+#: instance of each service (`claimflow run`, `demo`, `bench pipeline`): more would only
+#: add requests. At 200 encounters/s the broker spent 2.0-2.6 ms of CPU per encounter with
+#: 1 against 3.5 with 3 (``CLAIMFLOW_PARTITIONS``; ``bench pipeline``, same-run pairs).
+EMBEDDED_PARTITIONS = 1
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on now, for a process started next to bind.

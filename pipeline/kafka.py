@@ -72,7 +72,7 @@ def ensure_topics(
     wanted = [
         NewTopic(
             settings.topic(spec.name),
-            num_partitions=spec.partitions,
+            num_partitions=settings.partitions_of(spec),
             replication_factor=-1,
             config={
                 "retention.ms": str(spec.retention_ms),

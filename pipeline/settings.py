@@ -17,10 +17,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Protocol, Self
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TopicSpecLike(Protocol):
+    """What ``Settings.partitions_of`` reads of a topic's spec (pipeline/serde.py TopicSpec)."""
+
+    @property
+    def partitions(self) -> int: ...
 
 
 class KafkaSecurity(BaseModel):
@@ -128,6 +135,16 @@ class Settings(BaseSettings):
         "input (and the intake gateway answers 503 / AE) until space returns, before a "
         "write fails. 0: no floor (a failed write still stops input, see pipeline/stage.py).",
     )
+    partitions: int = Field(
+        default=0,
+        ge=0,
+        description="Partitions of each topic claimflow creates (a changelog takes its source "
+        "topic's). 0: schemas/topics.yaml's. `claimflow run` and `demo` on the embedded broker "
+        "use 1: they run one instance of each service, and every partition a consumer fetches "
+        "and a producer writes costs the broker CPU and latency (see pipeline/broker.py). "
+        "Topics that exist keep their count, and a stage that keeps state by partition stops "
+        "with an error when its input's count is not this one.",
+    )
     batch_size: int = Field(default=500, ge=1)
     poll_timeout_s: float = Field(default=0.01, gt=0)
     linger_ms: int = Field(default=5, ge=0)
@@ -176,6 +193,10 @@ class Settings(BaseSettings):
         if base is None:
             return own
         return own.model_copy(update={name: getattr(base, name) for name in Settings.model_fields})
+
+    def partitions_of(self, spec: TopicSpecLike) -> int:
+        """The partition count ``spec``'s topic is created with in this deployment."""
+        return self.partitions or spec.partitions
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -528,9 +528,18 @@ class Runner:
         s, stage = self.settings, self.stage
         ensure_topics(self.bootstrap, s, self.registry)
         for store in self._stores:
-            ensure_changelog(
+            count = ensure_changelog(
                 self.bootstrap, s, store.source_topic, changelog_topic(stage.name, store.name)
             )
+            expected = s.partitions_of(self.registry.topics[store.source_topic])
+            if count != expected:
+                # A stage may place state by the partition count (claims' control numbers
+                # are owned by partition): a count other than the one it was started with
+                # would misplace it silently.
+                raise ValueError(
+                    f"{s.topic(store.source_topic)} has {count} partitions, this deployment "
+                    f"expects {expected} (CLAIMFLOW_PARTITIONS, else schemas/topics.yaml)"
+                )
         consumer = make_consumer(
             self.bootstrap, f"{s.group_prefix}.{stage.name}", s, on_commit=self._on_commit
         )

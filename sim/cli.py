@@ -145,7 +145,7 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    from pipeline.broker import cluster
+    from pipeline.broker import EMBEDDED_PARTITIONS, cluster
     from pipeline.kafka import ensure_topics
     from pipeline.serde import registry
     from pipeline.supervisor import Supervisor, prune_runs
@@ -157,9 +157,14 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
     prune_runs(runs, settings.keep_runs - 1)  # and this run makes keep_runs
     run_dir = runs / datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     seed = _seed(args)
+    env = _simulator_env()
+    if settings.bootstrap_servers is None and not settings.partitions:
+        # The embedded broker, one instance of each service: a second partition per topic
+        # would only add fetch and produce requests (measured in bench pipeline).
+        settings = settings.model_copy(update={"partitions": EMBEDDED_PARTITIONS})
+        env["CLAIMFLOW_PARTITIONS"] = str(EMBEDDED_PARTITIONS)
     with cluster(settings.bootstrap_servers, log_file=_broker_log(run_dir)) as bootstrap:
         ensure_topics(bootstrap, settings, registry())
-        env = _simulator_env()
         if bounded:
             # A bounded demo promises every submitted claim is adjudicated (posted ==
             # submitted), so its payer simulator's front end accepts every claim unless the

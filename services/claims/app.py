@@ -106,11 +106,13 @@ CONTROL_STORE = "control"
 LEGACY_NUMBERS = "claims-control-numbers.sqlite3"
 
 
-def encounter_partitions() -> int:
-    """The partition count of encounters.validated.v1 (schemas/topics.yaml), which every
-    topic the stage keeps state by must share: a record meets its encounter's stores in the
-    partition of the same number."""
+def encounter_partitions(settings: Settings | None = None) -> int:
+    """The partition count of encounters.validated.v1 (``CLAIMFLOW_PARTITIONS``, else
+    schemas/topics.yaml), which every topic the stage keeps state by must share: a record
+    meets its encounter's stores in the partition of the same number."""
     topics = registry().topics
+    if settings is not None and settings.partitions:
+        return settings.partitions  # every topic is created with it
     count = topics[VALIDATED].partitions
     for topic in (BY_ENCOUNTER, SETTLED_BY_ENCOUNTER, ACKS):
         if topics[topic].partitions != count:
@@ -225,7 +227,7 @@ class ClaimsStage(Stage):
         # acknowledgments by interchange control number, onto co-partitioned topics),
         # restored from their changelogs by the runner on assignment.
         state = Path(settings.state_dir)
-        self.partitions = encounter_partitions()
+        self.partitions = encounter_partitions(settings)
         floor = (options.control_number_block + 1) * BLOCK_SIZE
         legacy_ceiling(state / LEGACY_NUMBERS, floor)
         self.control_stores = PartitionedStores(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from decimal import Decimal
+from pathlib import Path
 from types import SimpleNamespace as NS
 
 from pipeline.tracker import Ledger
@@ -133,6 +134,7 @@ def test_repeats_intake_dropped_are_read_from_its_metrics_across_a_restart() -> 
     from prometheus_client import CollectorRegistry, Counter, start_http_server
 
     from pipeline.broker import free_port
+    from pipeline.supervisor import Child
     from sim.cli import _RepeatCount
 
     def intake(dropped: int) -> tuple[int, object]:
@@ -145,15 +147,16 @@ def test_repeats_intake_dropped_are_read_from_its_metrics_across_a_restart() -> 
         return port, server
 
     port, server = intake(20)
-    count = _RepeatCount(port)
+    child = Child("intake", port, Path("intake.log"))
+    count = _RepeatCount(child)
     assert count.read() == 20
     server.shutdown()  # type: ignore[attr-defined]
     assert count.read() == 20  # not answering: the last count stands
-    port2, server2 = intake(3)  # restarted: its counter starts again
-    count.port = port2
+    port2, server2 = intake(3)  # restarted (on another port): its counter starts again
+    child.metrics_port = port2
     assert count.read() == 23 and count.total == 23
     server2.shutdown()  # type: ignore[attr-defined]
-    assert _RepeatCount(free_port()).read() == 0
+    assert _RepeatCount(Child("intake", free_port(), Path("intake.log"))).read() == 0
 
 
 def test_each_run_of_the_simulator_has_a_new_seed_unless_given() -> None:
