@@ -324,8 +324,10 @@ class ReviewFlow:
         encounter adds, and publish it."""
         enc = coded.encounter
         key, year = patient_key(enc), enc.service_end.year
-        if self.by_patient:
-            coded = self.coder.with_history(coded, history.history(key, year, enc.encounter_id))
+        if self.by_patient and (earlier := history.history(key, year, enc.encounter_id)):
+            # With no other encounter of the member's year, the HCCs the encounter was coded
+            # with (on its own codes: ``_history`` is empty by patient) are already the year's.
+            coded = self.coder.with_history(coded, earlier)
         history.record_risk(key, year, enc.encounter_id, self.coder.risk_codes(coded))
         return [(CODED, coded.encounter_id, without_note(coded))]
 
