@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 
 from pipeline.state import Change, ChangelogStore
@@ -73,8 +74,31 @@ def _triggers(table: str, bulky: Sequence[str]) -> str:
     return "\n".join(out)
 
 
-#: How many rowids one ``take_changes`` query reads (SQLite caps the parameters).
-_CHUNK = 500
+_QUOTE = encode_basestring_ascii
+
+
+def row_record(keys: Sequence[str | None], row: Sequence[object]) -> bytes | None:
+    """``json.dumps`` of the object of ``row``'s values under ``keys`` (each ``'"name": '``,
+    None for a column left out; values past the last key ignored), written without a dict
+    and an encoder per record (a judge test compares the two); None when a value is not
+    text, an integer, a finite float or NULL, which ``json.dumps`` is left to write."""
+    parts = []
+    for key, value in zip(keys, row, strict=False):
+        if key is None:
+            continue
+        if isinstance(value, str):
+            parts.append(key + _QUOTE(value))
+        elif value is None:
+            parts.append(key + "null")
+        elif isinstance(value, bool):
+            return None
+        elif isinstance(value, int):
+            parts.append(key + int.__repr__(value))
+        elif isinstance(value, float) and value - value == 0:  # not NaN nor infinite
+            parts.append(key + float.__repr__(value))
+        else:
+            return None
+    return ("{" + ", ".join(parts) + "}").encode()
 
 
 class RowChangelogStore(ChangelogStore):
@@ -107,6 +131,21 @@ class RowChangelogStore(ChangelogStore):
             missing = set(columns) - set(self._columns[table])
             if missing:
                 raise ValueError(f"bulky columns not in table {table}: {sorted(missing)}")
+        # Each column's JSON key, for the full and the slim records (None: left out).
+        self._keys = {
+            t: tuple(f"{_QUOTE(c)}: " for c in columns) for t, columns in self._columns.items()
+        }
+        self._slim_keys = {
+            t: tuple(
+                None if c in self.bulky.get(t, ()) else k
+                for c, k in zip(self._columns[t], keys, strict=True)
+            )
+            for t, keys in self._keys.items()
+        }
+        self._changes_sql = self._changes_query()
+        #: ``total_changes`` of the connection when no row was noted: while it has not moved,
+        #: no statement changed a row, so there is nothing to take (-1: unknown).
+        self._quiet = -1
         if changelog:
             self.db.execute("PRAGMA temp_store=MEMORY")
             script = _ROW_CHANGES + "".join(
@@ -132,50 +171,69 @@ class RowChangelogStore(ChangelogStore):
         )
         self.db.execute("DROP TABLE main.row_changes")
 
+    def _changes_query(self) -> str:
+        """One query for every touched row of every table: (first note, table index, rowid,
+        full, whether the row exists, its columns in table order (the bulky ones only for a
+        full record), NULLs up to the widest table), in the order each row was first
+        touched. A row touched twice is one record, full if any statement logged it whole."""
+        width = max((len(c) for c in self._columns.values()), default=0)
+        parts = []
+        for index, table in enumerate(self.tables):
+            bulky = self.bulky.get(table, ())
+            columns = [
+                f"CASE WHEN n.f THEN t.{c} END" if c in bulky else f"t.{c}"
+                for c in self._columns[table]
+            ]
+            columns += ["NULL"] * (width - len(columns))
+            parts.append(
+                f"SELECT n.s, {index}, n.rid, n.f, t.rowid IS NOT NULL, {', '.join(columns)} "
+                "FROM (SELECT rid, max(full) AS f, min(seq) AS s FROM row_changes "
+                f"WHERE tbl = '{table}' GROUP BY rid) AS n LEFT JOIN {table} AS t "
+                "ON t.rowid = n.rid"
+            )
+        if not parts:
+            return "SELECT NULL WHERE 0"
+        return " UNION ALL ".join(parts) + " ORDER BY 1"
+
     def has_changes(self) -> bool:
-        if not self.logged:
+        if not self.logged or self.db.total_changes == self._quiet:
             return False
         return self.db.execute("SELECT 1 FROM row_changes LIMIT 1").fetchone() is not None
 
     def take_changes(self) -> list[Change]:
         """Each row touched since the last call: its content now, or None once deleted."""
-        if not self.logged:
-            return []
-        # In the order each row was first touched; full if any statement logged it whole.
-        touched = self.db.execute(
-            "SELECT tbl, rid, max(full) FROM row_changes GROUP BY tbl, rid ORDER BY min(seq)"
-        ).fetchall()
-        if not touched:
-            return []
-        # Each table's touched rows in one query per (table, columns) and chunk.
-        wanted: dict[tuple[str, int], list[int]] = {}
-        for table, rid, full in touched:
-            wanted.setdefault((table, full), []).append(rid)
-        found: dict[tuple[str, int, int], tuple[object, ...]] = {}
-        for (table, full), rids in wanted.items():
-            names = self._logged_columns(table, full)
-            select = f"SELECT rowid, {', '.join(names)} FROM {table} WHERE rowid IN "
-            for start in range(0, len(rids), _CHUNK):
-                chunk = rids[start : start + _CHUNK]
-                rows = self.db.execute(f"{select}({','.join('?' * len(chunk))})", chunk)
-                for row in rows.fetchall():
-                    found[(table, full, row[0])] = row[1:]
+        if not self.logged or self.db.total_changes == self._quiet:
+            return []  # no statement changed a row since the notes were last taken
+        rows = self.db.execute(self._changes_sql).fetchall()
         out: list[Change] = []
-        for table, rid, full in touched:
+        for row in rows:
+            table = self.tables[row[1]]
+            rid, full = row[2], row[3]
             key = f"{table}:{rid}" if full else f"{table}:{rid}{_SLIM}"
-            row = found.get((table, full, rid))
-            value = None
-            if row is not None:
-                names = self._logged_columns(table, full)
-                value = json.dumps(dict(zip(names, row, strict=True))).encode()
-            out.append((key, value))
-            if row is None and table in self.bulky:
-                # Compaction may then drop the slim record of the deleted row too.
-                out.append((key + _SLIM, None))
-        if not self.db.in_transaction:
-            self.db.execute("BEGIN")
-        self.db.execute("DELETE FROM row_changes")
+            if row[4]:
+                keys = self._keys[table] if full else self._slim_keys[table]
+                values = row[5:]
+                value = row_record(keys, values)
+                if value is None:
+                    names = self._logged_columns(table, full)
+                    kept = [v for k, v in zip(keys, values, strict=False) if k is not None]
+                    value = json.dumps(dict(zip(names, kept, strict=True))).encode()
+                out.append((key, value))
+            else:
+                out.append((key, None))
+                if table in self.bulky:
+                    # Compaction may then drop the slim record of the deleted row too.
+                    out.append((key + _SLIM, None))
+        if rows:
+            if not self.db.in_transaction:
+                self.db.execute("BEGIN")
+            self.db.execute("DELETE FROM row_changes")
+        self._quiet = self.db.total_changes
         return out
+
+    def rollback(self) -> None:
+        self._quiet = -1  # the notes taken since the last commit are back
+        super().rollback()
 
     def _logged_columns(self, table: str, full: int) -> list[str]:
         """The columns a record of ``table`` carries: all, or all but the bulky ones."""
