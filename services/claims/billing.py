@@ -591,17 +591,16 @@ def acknowledge(
     if owns is not None:  # a partition's store: the groups another partition numbered are its
         ctx.owns = lambda group: not group.isdigit() or owns(int(group))
     found = rejections(file, ctx, segments)
-    with ExitStack() as atomic:  # all of this file's writes or none (a refusal)
-        for part in submitted:
-            atomic.enter_context(part.atomic())
-        for part in submitted:
-            # 7s and 8s refer to the payer's claim number once it is known.
-            part.set_payer_claim_control_numbers(ctx.payer_claim_numbers.items())
-            for rejection in found:
-                if part.holds(rejection.claim_id):
-                    # A refused claim was never in adjudication; its fix goes out as a new
-                    # original, not as a replacement of it.
-                    part.record_rejection(rejection, _refused_events(store, rejection))
+    if found or ctx.payer_claim_numbers:  # else nothing to write (a 999 accepting all)
+        if len(submitted) == 1:
+            with submitted[0].atomic():
+                _record_answers(submitted[0], store, ctx, found)
+        else:
+            with ExitStack() as atomic:  # all of this file's writes or none (a refusal)
+                for part in submitted:
+                    atomic.enter_context(part.atomic())
+                for part in submitted:
+                    _record_answers(part, store, ctx, found)
     if ctx.unknown_groups:
         # Not ours (another claims instance's block, or a store that was lost): say so.
         log.warning(
@@ -612,6 +611,19 @@ def acknowledge(
     for rejection in found:
         outcomes[f"payer_rejected_{rejection.source}"] += 1
     return found
+
+
+def _record_answers(
+    part: SubmittedClaims, store: Numbers, ctx: RejectionContext, found: list[ClaimRejection]
+) -> None:
+    """What an acknowledgment says of the claims of one corrections store, recorded."""
+    # 7s and 8s refer to the payer's claim number once it is known.
+    part.set_payer_claim_control_numbers(ctx.payer_claim_numbers.items())
+    for rejection in found:
+        if part.holds(rejection.claim_id):
+            # A refused claim was never in adjudication; its fix goes out as a new
+            # original, not as a replacement of it.
+            part.record_rejection(rejection, _refused_events(store, rejection))
 
 
 def _refused_events(store: Numbers, rejection: ClaimRejection) -> list[str]:
