@@ -43,7 +43,7 @@ from pipeline.models import (
     ValueCode,
     event_id,
 )
-from services.intake import fhir_fast
+from services.intake import fhir_fast, trusted
 from services.intake.jsonfmt import (
     MAX_UNITS,
     SELF,
@@ -299,7 +299,12 @@ T = TypeVar("T", bound=BaseModel)
 
 
 def _build(cls: type[T], path: str, **values: Any) -> T:
-    """Build a contract model; a validation failure names the FHIR element it came from."""
+    """Build a contract model; a validation failure names the FHIR element it came from.
+    An Encounter (a large record of what this module built) is checked rather than
+    validated when every value is already what validation gives back (see trusted.py)."""
+    model = trusted.build(cls, values) if cls is Encounter else None
+    if model is not None:
+        return model
     try:
         return cls(**values)
     except ValidationError as exc:
@@ -1250,7 +1255,7 @@ class _EncounterBuilder:
                 ordered.append((entry, None if entry is not None else concept, poa))
         for cond in self.ctx.linked(self.enc, "Condition"):
             ordered.append((cond, None, None))
-        result: list[DocumentedDiagnosis] = []
+        result: list[tuple[str, Any, str | None, date | None]] = []
         keys: list[object] = []
         seen: set[object] = set()
         poa_by_key: dict[object, str] = {}
@@ -1285,20 +1290,20 @@ class _EncounterBuilder:
                 onset = _opt_date(res.onsetDateTime) or (
                     _opt_date(res.onsetPeriod.start) if res.onsetPeriod is not None else None
                 )
-            result.append(
-                DocumentedDiagnosis(
-                    code=code, system=system, display=display, onset=onset, poa=None
-                )
-            )
+            result.append((code, system, display, onset))
+        # Built once with their final values (what a copy of each with its rank, POA and
+        # role updated held before).
         claim_dxs = [
-            d.model_copy(
-                update={
-                    "primary": i == 0,
-                    "poa": poa_by_key.get(keys[i]),
-                    "role": "external_cause" if keys[i] in external else None,
-                }
+            DocumentedDiagnosis(
+                code=code,
+                system=system,
+                display=display,
+                onset=onset,
+                poa=poa_by_key.get(keys[i]),
+                primary=i == 0,
+                role="external_cause" if keys[i] in external else None,
             )
-            for i, d in enumerate(result)
+            for i, (code, system, display, onset) in enumerate(result)
         ]
         return claim_dxs + side
 
