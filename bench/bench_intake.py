@@ -45,6 +45,8 @@ def parse_rate(messages: list[Message]) -> float:
     hl7apy made of each element (services/intake/memo.py) and the FHIR primitives it has
     validated (services/intake/fhir_fast.py)."""
     fhir._VALIDATED.clear()
+    fhir._ADDRESSES.clear()
+    fhir._COMPLETED.clear()
     fhir_fast.forget()
     hl7v2._FIELDS.clear()
     directory = provider_directory()

@@ -61,10 +61,21 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
+# json.loads with these hooks, without making a decoder (and its scanner) per message.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=Decimal)
+
+
+def _loads(text: str) -> Any:
+    """``json.loads(text, parse_constant=_reject_constant, parse_float=Decimal)``."""
+    if text.startswith("\ufeff"):  # as json.loads refuses a second byte order mark
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+    return _DECODER.decode(text)
+
+
 def _load_json(text: str) -> dict[str, Any]:
     """Decode a JSON object; errors name the line and column."""
     try:
-        data = json.loads(text, parse_constant=_reject_constant, parse_float=Decimal)
+        data = _loads(text)
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno} (char {exc.pos})"
         raise InputError("body", f"invalid JSON at {where}: {exc.msg}") from None

@@ -425,8 +425,27 @@ def _state(raw: str | None) -> str | None:
     return STATES.get(value.lower())
 
 
+# Addresses made of FHIR Address elements the fast path keeps (fhir_fast.py): the same
+# element (the same clinic, the same payer) is the same object from bundle to bundle, so
+# its Address is made once. Each entry holds the element, whose identity is its key.
+_ADDRESSES: dict[int, tuple[Any, Address]] = {}
+_ADDRESSES_MAX = 4096
+
+
 def _address(addr: Any, path: str) -> Address:
     """A US postal address from a FHIR Address; InputError names what is missing."""
+    hit = _ADDRESSES.get(id(addr))
+    if hit is not None and hit[0] is addr:
+        return hit[1]
+    made = _make_address(addr, path)
+    if fhir_fast.kept(addr):
+        if len(_ADDRESSES) >= _ADDRESSES_MAX:
+            _ADDRESSES.clear()
+        _ADDRESSES[id(addr)] = (addr, made)
+    return made
+
+
+def _make_address(addr: Any, path: str) -> Address:
     country = (addr.country or "US").strip().upper()
     if country not in {"US", "USA", "UNITED STATES", "UNITED STATES OF AMERICA"}:
         raise InputError(f"{path}.country", "only US addresses are supported")
@@ -761,9 +780,30 @@ def _profiled(sent: Provider | None, entry: _Entry | None, ref: Any, ctx: _Ctx) 
         if profile is not None:
             ctx.note("billing organisation without an NPI: billed through its provider profile")
         return profile
-    done = ctx.directory.complete(sent, keys)
+    done = _complete(ctx.directory, sent, keys)
     if done is not sent:
         ctx.note("billing provider completed from its provider profile")
+    return done
+
+
+# Billing providers completed from their profile, by directory, keys and provider as sent
+# (frozen, compared by value): the same clinic bills most visits, and completing one dumps
+# and validates two models. What a directory returns unchanged is not kept.
+_COMPLETED: dict[tuple[int, tuple[str, ...], Provider], tuple[ProviderDirectory, Provider]] = {}
+_COMPLETED_MAX = 1024
+
+
+def _complete(directory: ProviderDirectory, sent: Provider, keys: list[str]) -> Provider:
+    """``directory.complete(sent, keys)``, kept by its arguments."""
+    key = (id(directory), tuple(keys), sent)
+    hit = _COMPLETED.get(key)
+    if hit is not None and hit[0] is directory:
+        return hit[1]
+    done = directory.complete(sent, keys)
+    if done is not sent:
+        if len(_COMPLETED) >= _COMPLETED_MAX:
+            _COMPLETED.clear()
+        _COMPLETED[key] = (directory, done)
     return done
 
 

@@ -477,6 +477,12 @@ def construct(cls: type[BaseModel], resource: dict[str, Any]) -> BaseModel | Non
         return None
 
 
+def kept(model: Any) -> bool:
+    """Whether a model is one the fast path keeps (shared by every resource and bundle that
+    holds the same content, alive while kept)."""
+    return id(model) in _KEPT
+
+
 def forget() -> None:
     """Forget the primitive values already validated and the elements already built (a cold
     start, for benchmarks and tests)."""

@@ -1,0 +1,114 @@
+"""What intake keeps between bundles (an Address per kept FHIR Address element, a billing
+provider completed from its profile, the JSON decoder) against making it afresh."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from fhir.resources.R4B.address import Address as FhirAddress
+
+from pipeline.errors import InputError
+from services.intake import domain, fhir, fhir_fast
+from services.intake.domain import parse_raw
+from sim.ehr import generate, provider_directory
+
+AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+DIRECTORY = provider_directory()
+
+
+def _encounters(mix: str, n: int) -> list[Any]:
+    out = []
+    for source_id, ctype, body in generate(n, seed=23, fmt="fhir", mix=mix):  # type: ignore[arg-type]
+        out += parse_raw(
+            body, ctype, source_id=source_id, received_at=AT, directory=DIRECTORY
+        ).encounters
+    return out
+
+
+@pytest.mark.parametrize("mix", ["office", "all"])
+def test_kept_addresses_and_completed_providers_give_the_same_encounters(mix: str) -> None:
+    fhir._ADDRESSES.clear()
+    fhir._COMPLETED.clear()
+    kept = _encounters(mix, 80)
+    assert fhir._ADDRESSES and fhir._COMPLETED  # both were used
+
+    def fresh_address(addr: Any, path: str) -> Any:
+        return fhir._make_address(addr, path)
+
+    def fresh_complete(directory: Any, sent: Any, keys: list[str]) -> Any:
+        return directory.complete(sent, keys)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fhir, "_address", fresh_address)
+        patch.setattr(fhir, "_complete", fresh_complete)
+        fresh = _encounters(mix, 80)
+    assert [e.model_dump_json() for e in kept] == [e.model_dump_json() for e in fresh]
+    assert kept == fresh
+
+
+def test_an_address_is_kept_only_for_a_kept_element_and_only_when_valid() -> None:
+    fhir._ADDRESSES.clear()
+    fhir_fast.forget()
+    plan = fhir_fast._plan(FhirAddress)
+    assert plan is not None
+    good = {"line": ["1 Main St"], "city": "Austin", "state": "TX", "postalCode": "78701"}
+    element = fhir_fast._one(plan, good, False)
+    assert fhir_fast.kept(element)
+    first = fhir._address(element, "x")
+    assert fhir._address(element, "y") is first
+    assert first == fhir._make_address(element, "z")
+    bad = fhir_fast._one(plan, {**good, "state": "Texas-ish"}, False)
+    for _ in range(2):
+        with pytest.raises(InputError) as err:
+            fhir._address(bad, "Patient.address[0]")
+        assert (err.value.field, err.value.reason) == (
+            "Patient.address[0].state",
+            "not a US state code or name",
+        )
+    assert id(bad) not in fhir._ADDRESSES
+    unkept = fhir_fast._build(plan, good, False)  # the walk keeps nothing
+    assert not fhir_fast.kept(unkept)
+    assert fhir._address(unkept, "x") == first
+    assert id(unkept) not in fhir._ADDRESSES
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a": 1.50, "b": 1, "c": 1e5, "d": -0.0, "e": [true, null, "x"]}',
+        '{"a": NaN}',
+        '{"a": Infinity}',
+        '{"a": -Infinity}',
+        "\ufeff{}",
+        "\ufeff\ufeff{}",
+        '{"a": 1',
+        "[1, 2]",
+        '"x"',
+        "",
+        " ",
+        '{"a": "\\ud800"}',
+        '{"a": 1} x',
+        "[" * 100_000,
+        '{"a": 1e999}',
+    ],
+)
+def test_the_kept_decoder_decodes_and_refuses_as_json_loads(text: str) -> None:
+    def reference(value: str) -> Any:
+        return json.loads(value, parse_constant=domain._reject_constant, parse_float=Decimal)
+
+    def outcome(loads: Any) -> Any:
+        try:
+            value = loads(text)
+        except json.JSONDecodeError as exc:
+            return ("json", exc.msg, exc.pos, exc.lineno, exc.colno)
+        except InputError as exc:
+            return ("input", exc.field, exc.reason)
+        except RecursionError:
+            return ("recursion",)
+        return ("ok", repr(value))
+
+    assert outcome(domain._loads) == outcome(reference)
