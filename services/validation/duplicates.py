@@ -72,6 +72,15 @@ def _order_key(coded: CodedEncounter) -> str:
     return coded.encounter.received_at.isoformat()
 
 
+def change_record(fp: str, received_at: str, billable: int) -> bytes:
+    """A row as its change record: ``json.dumps([fp, received_at, billable])``, written as
+    text (the two strings as ``json.dumps`` writes a string)."""
+    return f"[{_str(fp)}, {_str(received_at)}, {billable}]".encode()
+
+
+_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
+
+
 class DuplicateStore(ChangelogStore):
     """Encounters seen, by fingerprint; ``path`` may be ``":memory:"`` (offline runs).
     With ``changelog`` each write is kept as a change record for the runner to produce."""
@@ -83,16 +92,17 @@ class DuplicateStore(ChangelogStore):
     def __init__(self, path: Path | str, *, changelog: bool = False) -> None:
         super().__init__(path, _SCHEMA)
         self.changelog = changelog
-        self._last: tuple[CodedEncounter | None, str] = (None, "")
+        self._last: tuple[CodedEncounter | None, str, str] = (None, "", "")
 
-    def _fingerprint(self, coded: CodedEncounter) -> str:
-        """``fingerprint``, worked out once for the encounter the duplicate edit asks about
-        and the stage then records (the same object: models are frozen)."""
-        last, fp = self._last
+    def _keys(self, coded: CodedEncounter) -> tuple[str, str]:
+        """``fingerprint`` and ``_order_key``, worked out once for the encounter the
+        duplicate edit asks about and the stage then records (the same object: models are
+        frozen)."""
+        last, fp, order = self._last
         if last is not coded:
-            fp = fingerprint(coded)
-            self._last = (coded, fp)
-        return fp
+            fp, order = fingerprint(coded), _order_key(coded)
+            self._last = (coded, fp, order)
+        return fp, order
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> DuplicateStore:
@@ -101,21 +111,22 @@ class DuplicateStore(ChangelogStore):
 
     def earlier_duplicate(self, coded: CodedEncounter) -> str | None:
         """The encounter id of an earlier billable claim this one duplicates, if any."""
-        order = _order_key(coded)
+        fp, order = self._keys(coded)
         row = self.db.execute(
             "SELECT encounter_id FROM seen WHERE fingerprint = ? AND encounter_id != ? "
             "AND billable = 1 AND (received_at < ? OR (received_at = ? AND encounter_id < ?)) "
             "ORDER BY received_at, encounter_id LIMIT 1",
-            (self._fingerprint(coded), coded.encounter_id, order, order, coded.encounter_id),
+            (fp, coded.encounter_id, order, order, coded.encounter_id),
         ).fetchone()
         return str(row[0]) if row else None
 
     def record(self, coded: CodedEncounter, outcome: str) -> None:
         """Remember the encounter with its latest verdict (idempotent)."""
-        row = (self._fingerprint(coded), _order_key(coded), int(outcome != "rejected"))
-        self._upsert(coded.encounter_id, *row)
+        fp, order = self._keys(coded)
+        billable = int(outcome != "rejected")
+        self._upsert(coded.encounter_id, fp, order, billable)
         if self.changelog:
-            self.log_change(coded.encounter_id, json.dumps(row).encode())
+            self.log_change(coded.encounter_id, change_record(fp, order, billable))
 
     def apply(self, key: str, value: bytes | None) -> None:
         """One change from the changelog: the row as ``record`` wrote it."""

@@ -11,6 +11,7 @@ kept per code and date (``CodeSets.procedure``) against the check worked out eac
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import date
 
@@ -20,7 +21,7 @@ import sim_corpus
 from pipeline.models import CodedDiagnosis, CodedEncounter
 from services.refdata.codesets import CodeSets, dotted, normalize_code
 from services.refdata.ub04 import claim_diagnoses, claim_kinds, claim_part, line_claim_type
-from services.validation.duplicates import DuplicateStore, fingerprint
+from services.validation.duplicates import DuplicateStore, _order_key, change_record, fingerprint
 from services.validation.engine import REGISTRY, Context, Hit
 from services.validation.packs import DEFAULT_PACK
 from services.validation.rules._util import where
@@ -151,8 +152,16 @@ def test_rules_give_their_judges_hits(mix: str) -> None:
 
 @pytest.mark.parametrize("mix", sim_corpus.MIXES)
 def test_duplicate_store_keeps_the_fingerprint_it_recorded(mix: str) -> None:
-    once, every = DuplicateStore(":memory:"), DuplicateStore(":memory:")
-    every._fingerprint = fingerprint  # type: ignore[method-assign]
+    once = DuplicateStore(":memory:", changelog=True)
+    every = DuplicateStore(":memory:", changelog=True)
+    every._keys = lambda c: (fingerprint(c), _order_key(c))  # type: ignore[method-assign]
+
+    def record_before(c: CodedEncounter, outcome: str) -> None:  # the change as json.dumps wrote it
+        row = (fingerprint(c), _order_key(c), int(outcome != "rejected"))
+        every._upsert(c.encounter_id, *row)
+        every.log_change(c.encounter_id, json.dumps(row).encode())
+
+    every.record = record_before  # type: ignore[method-assign]
     coded = sim_corpus.coded(mix)
     for c in [*coded, *coded]:  # the second time, each is a duplicate of the first
         assert once.earlier_duplicate(c) == every.earlier_duplicate(c)
@@ -165,6 +174,17 @@ def test_duplicate_store_keeps_the_fingerprint_it_recorded(mix: str) -> None:
     once.record(a, "rejected")  # asked about b, records a: a's own fingerprint
     every.record(a, "rejected")
     assert once.db.execute(rows).fetchall() == every.db.execute(rows).fetchall()
+    assert once.take_changes() == every.take_changes()
+
+
+def test_a_change_record_is_what_json_dumps_writes() -> None:
+    for fp, received_at, billable in [
+        ("0f" * 16, "2026-03-02T17:00:00+00:00", 1),
+        ("", "2026-03-02T17:00:00.123456", 0),
+        ('a"b\\c', "\u00e9\u2028\x00", 1),
+    ]:
+        want = json.dumps((fp, received_at, billable)).encode()
+        assert change_record(fp, received_at, billable) == want
 
 
 @pytest.mark.parametrize("loaded", [False, True], ids=["format-only", "reference-files"])
