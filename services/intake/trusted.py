@@ -1,19 +1,21 @@
 """Contract models built from values intake made itself, without pydantic's validation
 when every value is already what validation would give back.
 
-Intake turns a validated FHIR resource into claimflow's contract models (Patient, Address,
-Provider, DocumentedDiagnosis, the Encounter …) from values it computed: stripped
-strings, dates, nested models it built a moment before. Validating them again costs more
-than building them. :func:`build` checks each value against its field (its exact Python
-type, a ``Literal``'s members, ``min_length``/``max_length``, the contract's few
-``pattern``s, ``gt``/``ge``, a nested model's exact class) and, when every check passes,
-builds the model as pipeline's trusted decode does (slots set directly), a Money amount
-rounded to cents as its validator rounds it. The checks only
-ever say yes when pydantic would accept the value unchanged; anything else (a subclass,
-a ``datetime`` for a ``date``, an int for a float, a string the pattern might refuse, a
-Money amount that is not a finite Decimal) returns None, and the caller validates as before, so
-a bad value gets the same error. ``tests/unit/test_intake_trusted.py`` holds the two
-ways equal.
+Intake turns validated FHIR resources into claimflow's contract models from values it
+computed: stripped strings, dates, nested models it built a moment before. :func:`build`
+checks each value against its field (its exact Python type, a ``Literal``'s members,
+``min_length``/``max_length``, the contract's few ``pattern``s, ``gt``/``ge``, a nested
+model's exact class) and, when every check passes, builds the model as pipeline's trusted
+decode does (slots set directly), a Money amount rounded to cents as its validator rounds
+it. The checks only ever say yes when pydantic would accept the value unchanged; anything
+else (a subclass, a ``datetime`` for a ``date``, an int for a float, a string the pattern
+might refuse, a Money amount that is not a finite Decimal) returns None, and the caller
+validates as before, so a bad value gets the same error. ``tests/unit/test_intake_trusted.py``
+holds the two ways equal.
+
+It pays for the Encounter record (about 20 us validated, 10 us checked): for a small model
+(an Address, a Provider) pydantic's validation costs no more than the checks, and fhir.py
+validates those as before.
 """
 
 from __future__ import annotations
