@@ -186,6 +186,7 @@ def _priced(enc: Encounter, chargemaster: Chargemaster | None, notes: list[str])
     if chargemaster is None:
         return enc
     services = []
+    priced = False
     for service in enc.services:
         item = None
         if service.charge == 0 and service.system in ("cpt", "hcpcs"):
@@ -193,10 +194,13 @@ def _priced(enc: Encounter, chargemaster: Chargemaster | None, notes: list[str])
         if item is None or item.gross_charge is None:
             services.append(service)
             continue
+        priced = True
         charge = (item.gross_charge * Decimal(str(service.units))).quantize(Decimal("0.01"))
         revenue = service.revenue_code or (item.revenue_code if enc.setting != "professional"
                                            else None)  # fmt: skip
         services.append(service.model_copy(update={"charge": charge, "revenue_code": revenue}))
         if "unpriced service priced from the chargemaster" not in notes:
             notes.append("unpriced service priced from the chargemaster")
+    if not priced:  # the same record (a copy would hold the same values and fields set)
+        return enc
     return enc.model_copy(update={"services": services})

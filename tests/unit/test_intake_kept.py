@@ -112,3 +112,25 @@ def test_the_kept_decoder_decodes_and_refuses_as_json_loads(text: str) -> None:
         return ("ok", repr(value))
 
     assert outcome(domain._loads) == outcome(reference)
+
+
+@pytest.mark.parametrize("mix", ["office", "all"])
+def test_an_encounter_the_chargemaster_prices_nothing_of_is_the_record_as_copied(mix: str) -> None:
+    from services.claims.settings import ClaimsSettings
+    from services.refdata.masterdata import load_master_data
+
+    chargemaster = load_master_data(ClaimsSettings()).chargemaster
+    kept = copied = 0
+    for enc in _encounters(mix, 60):
+        notes: list[str] = []
+        got = domain._priced(enc, chargemaster, notes)
+        copy = enc.model_copy(update={"services": list(got.services)})
+        assert got == copy
+        assert got.model_fields_set == copy.model_fields_set
+        assert got.model_dump_json() == copy.model_dump_json()
+        if got is enc:
+            kept += 1
+            assert not notes
+        else:
+            copied += 1
+    assert kept
