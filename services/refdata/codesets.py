@@ -161,7 +161,7 @@ class _Mce:
         # Close the native context when the owner goes away, without the editor's warning.
         self._finalizer = weakref.finalize(self, self._editor.close)
         self._edits_by_version = functools.lru_cache(maxsize=65536)(self._edits)
-        self._claim_edits_by_version = functools.lru_cache(maxsize=65536)(self._claim_edits)
+        self._claim_edits_by_version = functools.lru_cache(maxsize=65536)(self._ask)
 
     def close(self) -> None:
         self._finalizer()
@@ -172,9 +172,9 @@ class _Mce:
 
     def claim_edits(self, claim: MceClaim) -> frozenset[str] | None:
         """``_claim_edits`` for the claim, answered once per MCE version."""
-        c = claim  # built field by field: ``dataclasses.replace`` cost more than the lookup
+        c = claim  # kept by its fields: a claim (a dataclass) hashed and compared slower
         return self._claim_edits_by_version(
-            MceClaim(mce_version_start(c.on), c.age, c.sex, c.discharge_status, c.pdx, c.sdx, c.pcs)
+            mce_version_start(c.on), c.age, c.sex, c.discharge_status, c.pdx, c.sdx, c.pcs
         )
 
     def _edits(self, on: date, pdx: str, sdx: str | None, pcs: str | None) -> frozenset[str] | None:
