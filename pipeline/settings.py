@@ -146,7 +146,15 @@ class Settings(BaseSettings):
         "with an error when its input's count is not this one.",
     )
     batch_size: int = Field(default=500, ge=1)
-    poll_timeout_s: float = Field(default=0.01, gt=0)
+    poll_timeout_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="How long a stage waits for more records to fill a batch beyond those that "
+        "have arrived. 0: a batch is what has arrived, so batches are small when traffic is "
+        "light and grow by themselves under load (bench pipeline, same-run pairs: at 200/s p99 "
+        "publish->submitted 291-397 -> 203-213 ms against 10 ms, for ~0.4 ms more stage CPU "
+        "per encounter; at maximum rate no change).",
+    )
     linger_ms: int = Field(default=5, ge=0)
     fetch_wait_max_ms: int = Field(
         default=20,

@@ -567,6 +567,7 @@ class Runner:
                     self.stopping.wait(1.0)
                     continue
                 try:  # a partition's store may be restored inside consume (on assignment)
+                    # What has arrived (poll_timeout_s 0): a batch waits for nothing more.
                     batch = consumer.consume(s.batch_size, s.poll_timeout_s)
                     if not batch:
                         producer.poll(0)
