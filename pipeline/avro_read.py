@@ -3,9 +3,9 @@
 ``Registry.decode`` of a record a stage wrote used to take two passes: fastavro read the
 datum into nested dicts, interpreting the schema as it went, and the trusted build
 (``serde.model_builder``) turned those dicts into models. The reader here is Python source
-generated once per (schema, model): one function per record type that reads its fields
-one after the other from the bytes and builds the model from them, with no intermediate
-dict and no schema lookups. It gives what the two passes give, value for value and type
+generated once per (schema, model): one function that reads the fields one after the other
+from the bytes, nested records in place (no call per record), and builds the models from
+them, with no intermediate dict and no schema lookups. It gives what the two passes give, value for value and type
 for type (tests/unit/test_avro_read.py holds that on every record of the corpora, and
 ``VERIFY_DECODE_ENV`` makes every decode of the test suite check it), and it applies only
 to a record written with the very schema it reads as (no resolution between versions).
@@ -50,7 +50,61 @@ class Unreadable(ValueError):
 
 def read_long(b: bytes, p: int) -> tuple[int, int]:
     """A zig-zag varint (Avro int and long) at ``p``, kept to 64 bits as fastavro keeps it.
-    Longer than 10 bytes: not read here (fastavro's result then depends on its C shifts)."""
+    Longer than 10 bytes: not read here (fastavro's result then depends on its C shifts).
+    Unrolled (no loop, no shift count): dates take 3 bytes, timestamps 6."""
+    c = b[p]
+    if c < 0x80:
+        return (c >> 1) ^ -(c & 1), p + 1
+    n = c & 0x7F
+    c = b[p + 1]
+    if c < 0x80:
+        n |= c << 7
+        return (n >> 1) ^ -(n & 1), p + 2
+    n |= (c & 0x7F) << 7
+    c = b[p + 2]
+    if c < 0x80:
+        n |= c << 14
+        return (n >> 1) ^ -(n & 1), p + 3
+    n |= (c & 0x7F) << 14
+    c = b[p + 3]
+    if c < 0x80:
+        n |= c << 21
+        return (n >> 1) ^ -(n & 1), p + 4
+    n |= (c & 0x7F) << 21
+    c = b[p + 4]
+    if c < 0x80:
+        n |= c << 28
+        return (n >> 1) ^ -(n & 1), p + 5
+    n |= (c & 0x7F) << 28
+    c = b[p + 5]
+    if c < 0x80:
+        n |= c << 35
+        return (n >> 1) ^ -(n & 1), p + 6
+    n |= (c & 0x7F) << 35
+    c = b[p + 6]
+    if c < 0x80:
+        n |= c << 42
+        return (n >> 1) ^ -(n & 1), p + 7
+    n |= (c & 0x7F) << 42
+    c = b[p + 7]
+    if c < 0x80:
+        n |= c << 49
+        return (n >> 1) ^ -(n & 1), p + 8
+    n |= (c & 0x7F) << 49
+    c = b[p + 8]
+    if c < 0x80:
+        n |= c << 56
+        return (n >> 1) ^ -(n & 1), p + 9
+    n |= (c & 0x7F) << 56
+    c = b[p + 9]
+    if c < 0x80:
+        n = (n | c << 63) & 0xFFFF_FFFF_FFFF_FFFF
+        return (n >> 1) ^ -(n & 1), p + 10
+    raise Unreadable("varint longer than 10 bytes")
+
+
+def read_long_looped(b: bytes, p: int) -> tuple[int, int]:
+    """``read_long`` as a loop: the reference its unrolled form is tested against."""
     n = 0
     shift = 0
     while True:
@@ -102,10 +156,6 @@ def _date(days: int) -> date:
     return found
 
 
-def _timestamp_millis(millis: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=millis * 1000)
-
-
 def _time_millis(millis: int) -> time:
     # fastavro's arithmetic, including its float divisions
     h = int(millis / 3_600_000)
@@ -115,9 +165,10 @@ def _time_millis(millis: int) -> time:
     return time(h, m, s, mls)
 
 
-def _decimal(scale: int, precision: int) -> Callable[[bytes], Decimal]:
-    """fastavro's decimal of ``scale`` and ``precision`` from its big-endian bytes (kept:
-    amounts repeat; a Decimal is immutable)."""
+def _decimal(scale: int, precision: int) -> tuple[dict[bytes, Decimal], Callable[[bytes], Decimal]]:
+    """fastavro's decimal of ``scale`` and ``precision`` from its big-endian bytes, and
+    those made so far by their bytes (kept: amounts repeat; a Decimal is immutable; the
+    generated source looks there before it calls)."""
     context = Context(prec=precision)
     kept: dict[bytes, Decimal] = {}
 
@@ -130,7 +181,7 @@ def _decimal(scale: int, precision: int) -> Callable[[bytes], Decimal]:
                 kept[data] = found
         return found
 
-    return convert
+    return kept, convert
 
 
 def model_of(annotation: Any) -> type[models.Model] | None:
@@ -163,7 +214,9 @@ class _Gen(SourceGen):
             "unpack_float": _unpack_float,
             "unpack_double": _unpack_double,
             "date_of": _date,
-            "timestamp_millis": _timestamp_millis,
+            "DATES": _DATES,
+            "EPOCH": _EPOCH,
+            "timedelta": timedelta,
             "time_millis": _time_millis,
             "new": object.__new__,
             "set_dict": _SET_DICT,
@@ -172,6 +225,7 @@ class _Gen(SourceGen):
             "set_private": _SET_PRIVATE,
         }
         super().__init__(named, env)
+        self.inlining: set[tuple[str, Any]] = set()
 
     # --- values ------------------------------------------------------------------------
 
@@ -210,9 +264,8 @@ class _Gen(SourceGen):
         if isinstance(schema, list):
             return self.union(schema, out, ind, model)
         kind = schema["type"]
-        if kind == "record":
-            function = self.record(schema, model)
-            return [f"{ind}{out}, p = {function}(b, p)"]
+        if kind == "record":  # read in place: no call, no (value, position) tuple
+            return self.inline(schema, model, out, ind)
         if kind == "enum":
             symbols = self.constant("symbols", tuple(schema["symbols"]))
             i = self.name("i")
@@ -237,17 +290,24 @@ class _Gen(SourceGen):
         if logical is None:
             return lines
         match f"{kind}-{logical}":
-            case "int-date":
-                lines.append(f"{ind}{out} = date_of({out})")
-            case "long-timestamp-millis":
-                lines.append(f"{ind}{out} = timestamp_millis({out})")
+            case "int-date":  # the kept date, else made (and kept)
+                d = self.name("d")
+                lines += [
+                    f"{ind}{d} = DATES.get({out})",
+                    f"{ind}{out} = date_of({out}) if {d} is None else {d}",
+                ]
+            case "long-timestamp-millis":  # fastavro's: the epoch + millis * 1000 µs
+                lines.append(f"{ind}{out} = EPOCH + timedelta(0, 0, {out} * 1000)")
             case "int-time-millis":
                 lines.append(f"{ind}{out} = time_millis({out})")
             case "bytes-decimal":
-                convert = self.constant(
-                    "decimal", _decimal(int(schema.get("scale", 0)), int(schema["precision"]))
-                )
-                lines.append(f"{ind}{out} = {convert}({out})")
+                kept, make = _decimal(int(schema.get("scale", 0)), int(schema["precision"]))
+                kept_name, convert = self.constant("kept", kept), self.constant("decimal", make)
+                d = self.name("d")
+                lines += [
+                    f"{ind}{d} = {kept_name}.get({out})",
+                    f"{ind}{out} = {convert}({out}) if {d} is None else {d}",
+                ]
             case other if other in LOGICAL_READERS:  # one fastavro converts, not here
                 raise Unsupported(f"logical type {other}")
         return lines
@@ -324,10 +384,28 @@ class _Gen(SourceGen):
 
     def record(self, schema: dict[str, Any], model: Any) -> str:
         """The name of the function that reads a record of ``schema`` (as ``model`` when a
-        model: the trusted build's object; else the dict fastavro gives)."""
-        return self.function(schema, model, "(b, p)", lambda: self._record_body(schema, model))
+        model: the trusted build's object; else the dict fastavro gives). The records in
+        it are read in place, in its body."""
+        return self.function(
+            schema,
+            model,
+            "(b, p)",
+            lambda: [*self.inline(schema, model, "obj", "    "), "    return obj, p"],
+        )
 
-    def _record_body(self, schema: dict[str, Any], model: Any) -> list[str]:
+    def inline(self, schema: dict[str, Any], model: Any, out: str, ind: str) -> list[str]:
+        """Lines that read a record of ``schema`` into ``out`` where they stand (a record
+        that contains itself is not generated: there is no end to it)."""
+        key = (schema["name"], model)
+        if key in self.inlining:
+            raise Unsupported(f"the record {schema['name']} contains itself")
+        self.inlining.add(key)
+        try:
+            return self._record_body(schema, model, out, ind)
+        finally:
+            self.inlining.discard(key)
+
+    def _record_body(self, schema: dict[str, Any], model: Any, out: str, ind: str) -> list[str]:
         body: list[str] = []
         values: dict[str, str] = {}
         for field in schema["fields"]:
@@ -335,11 +413,11 @@ class _Gen(SourceGen):
             inner = None
             if model is not None and field["name"] in model.model_fields:
                 inner = model_of(model.model_fields[field["name"]].annotation)
-            body += self.value(field["type"], var, "    ", inner)
+            body += self.value(field["type"], var, ind, inner)
             values[field["name"]] = var
         if model is None:
             items = ", ".join(f"{name!r}: {var}" for name, var in values.items())
-            body.append(f"    return {{{items}}}, p")
+            body.append(f"{ind}{out} = {{{items}}}")
         else:
             parts = []
             for name, info in model.model_fields.items():
@@ -351,12 +429,11 @@ class _Gen(SourceGen):
             cls = self.constant("M", model)
             fields_set = self.constant("FS", frozenset(model.model_fields))
             body += [
-                f"    obj = new({cls})",
-                f"    set_dict(obj, {{{', '.join(parts)}}})",
-                f"    set_fields_set(obj, set({fields_set}))",
-                "    set_extra(obj, None)",
-                "    set_private(obj, None)",
-                "    return obj, p",
+                f"{ind}{out} = new({cls})",
+                f"{ind}set_dict({out}, {{{', '.join(parts)}}})",
+                f"{ind}set_fields_set({out}, set({fields_set}))",
+                f"{ind}set_extra({out}, None)",
+                f"{ind}set_private({out}, None)",
             ]
         return body
 
