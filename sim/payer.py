@@ -676,16 +676,16 @@ class PayerDetails:
     payee_bank_account: str = "000987654321"
 
 
-def _cas_segments(adjustments: Sequence[CasAdjustment]) -> list[edi.Segment]:
+def _cas_segments(adjustments: Sequence[CasAdjustment]) -> list[edi.Segment | edi.Rendered]:
     """CAS by group, six reason/amount triplets a segment (the quantity is left out)."""
     by_group: dict[str, list[CasAdjustment]] = {}
     for adj in adjustments:
         by_group.setdefault(adj.group, []).append(adj)
-    out: list[edi.Segment] = []
+    out: list[edi.Segment | edi.Rendered] = []
     for group, adjs in by_group.items():
         for start in range(0, len(adjs), 6):
             triplets = [(a.reason, edi.amount(a.amount), "") for a in adjs[start : start + 6]]
-            out.append(edi.seg("CAS", group, *(e for t in triplets for e in t)))
+            out.append(edi.line("CAS", group, *(e for t in triplets for e in t)))
     return out
 
 
@@ -705,7 +705,7 @@ def claim_filing_code(sbr09: str) -> str:
     return _SBR09_TO_CLP06.get(sbr09, "ZZ")
 
 
-def _claim_segments(decision: ClaimDecision) -> list[edi.Segment]:
+def _claim_segments(decision: ClaimDecision) -> list[edi.Segment | edi.Rendered]:
     claim = decision.claim
     pr = decision.patient_responsibility
     clp: list[str] = [
@@ -721,7 +721,7 @@ def _claim_segments(decision: ClaimDecision) -> list[edi.Segment]:
     ]
     if claim.drg:
         clp += ["", claim.drg]  # CLP11: the DRG the stay was paid under
-    out = [edi.seg("CLP", *clp)]
+    out = [edi.line("CLP", *clp)]
     last = edi.text(claim.patient_last_name or "", 60) or "UNKNOWN"
     first = edi.text(claim.patient_first_name or "", 35)
     member = edi.text(claim.member_id or "", 80)
@@ -729,21 +729,23 @@ def _claim_segments(decision: ClaimDecision) -> list[edi.Segment]:
     insured = claim.insured_last_name is not None and bool(claim.member_id)
     on_patient = member and not insured
     out.append(
-        edi.seg("NM1", "QC", "1", last, first, "", "", "", *(("MI", member) if on_patient else ()))
+        edi.line("NM1", "QC", "1", last, first, "", "", "", *(("MI", member) if on_patient else ()))
     )
     if insured:
         # 2100 NM1*IL is sent when the subscriber on the claim is not the patient (2000C).
         insured_last = edi.text(claim.insured_last_name or "", 60)
         insured_first = edi.text(claim.insured_first_name or "", 35)
-        out.append(edi.seg("NM1", "IL", "1", insured_last, insured_first, "", "", "", "MI", member))
+        out.append(
+            edi.line("NM1", "IL", "1", insured_last, insured_first, "", "", "", "MI", member)
+        )
     if decision.remark_codes:
-        out.append(edi.seg("MOA", "", "", *decision.remark_codes[:5]))
-    out.append(edi.seg("DTM", "232", edi.d8(decision.service_start)))
-    out.append(edi.seg("DTM", "233", edi.d8(decision.service_end)))
+        out.append(edi.line("MOA", "", "", *decision.remark_codes[:5]))
+    out.append(edi.line("DTM", "232", edi.d8(decision.service_start)))
+    out.append(edi.line("DTM", "233", edi.d8(decision.service_end)))
     for line in decision.lines:
         billed = line.line
         out.append(
-            edi.seg(
+            edi.line(
                 "SVC",
                 edi.comp(billed.qualifier, billed.code, *billed.modifiers),
                 edi.amount(billed.charge),
@@ -755,16 +757,16 @@ def _claim_segments(decision: ClaimDecision) -> list[edi.Segment]:
         start = billed.service_date or decision.service_start
         end = billed.service_end
         if end and end != start:
-            out.append(edi.seg("DTM", "150", edi.d8(start)))
-            out.append(edi.seg("DTM", "151", edi.d8(end)))
+            out.append(edi.line("DTM", "150", edi.d8(start)))
+            out.append(edi.line("DTM", "151", edi.d8(end)))
         else:
-            out.append(edi.seg("DTM", "472", edi.d8(start)))
+            out.append(edi.line("DTM", "472", edi.d8(start)))
         out.extend(_cas_segments(line.adjustments))
         if billed.line_control_number:
-            out.append(edi.seg("REF", "6R", edi.text(billed.line_control_number, 50)))
+            out.append(edi.line("REF", "6R", edi.text(billed.line_control_number, 50)))
         if line.allowed:
-            out.append(edi.seg("AMT", "B6", edi.amount(line.allowed)))
-        out.extend(edi.seg("LQ", "HE", code) for code in line.remark_codes)
+            out.append(edi.line("AMT", "B6", edi.amount(line.allowed)))
+        out.extend(edi.line("LQ", "HE", code) for code in line.remark_codes)
     return out
 
 
@@ -791,10 +793,10 @@ def render_835(
         raise InputError("control_number", "must be 1..999999999")
     total = sum((d.paid for d in decisions), ZERO)
     ymd = edi.d8(paid_date)
-    body: list[edi.Segment] = []
+    body: list[edi.Segment | edi.Rendered] = []
     if total > 0 and payment_method == "ACH":
         body.append(
-            edi.seg(
+            edi.line(
                 "BPR",
                 "I",
                 edi.amount(total),
@@ -816,28 +818,28 @@ def render_835(
         )
     else:  # a check, or nothing to pay (H: notification only); BPR05-15 unused
         how = ("C", edi.amount(total), "C", "CHK") if total > 0 else ("H", "0", "C", "NON")
-        body.append(edi.seg("BPR", *how, *[""] * 11, ymd))
+        body.append(edi.line("BPR", *how, *[""] * 11, ymd))
     trace = edi.text(trace_number, 50)
     body += [
-        edi.seg("TRN", "1", trace, f"1{payer.tax_id}"),
-        edi.seg("DTM", "405", ymd),
-        edi.seg("N1", "PR", edi.text(payer_name, 60)),
-        edi.seg("N3", edi.text(payer.address, 55)),
-        edi.seg("N4", edi.text(payer.city, 30), payer.state, payer.postal_code),
-        edi.seg("REF", "2U", edi.text(payer_id, 50)),
-        edi.seg("PER", "BL", edi.text(payer.contact_name, 60), "TE", payer.contact_phone),
-        edi.seg("N1", "PE", edi.text(payee_name, 60), "XX", payee_npi),
+        edi.line("TRN", "1", trace, f"1{payer.tax_id}"),
+        edi.line("DTM", "405", ymd),
+        edi.line("N1", "PR", edi.text(payer_name, 60)),
+        edi.line("N3", edi.text(payer.address, 55)),
+        edi.line("N4", edi.text(payer.city, 30), payer.state, payer.postal_code),
+        edi.line("REF", "2U", edi.text(payer_id, 50)),
+        edi.line("PER", "BL", edi.text(payer.contact_name, 60), "TE", payer.contact_phone),
+        edi.line("N1", "PE", edi.text(payee_name, 60), "XX", payee_npi),
     ]
     if payee_tax_id:
-        body.append(edi.seg("REF", "TJ", payee_tax_id))
+        body.append(edi.line("REF", "TJ", payee_tax_id))
     if decisions:
-        body.append(edi.seg("LX", "1"))
+        body.append(edi.line("LX", "1"))
     for decision in decisions:
         body.extend(_claim_segments(decision))
     if total < 0:
         # A net debit cannot be paid out: carry it forward as a provider-level balance.
         body.append(
-            edi.seg(
+            edi.line(
                 "PLB",
                 payee_npi,
                 f"{paid_date.year}1231",
@@ -915,6 +917,7 @@ class Envelope837:
     submitter_name: str
 
 
+@lru_cache(maxsize=32)
 def read_envelope(x12: str) -> Envelope837:
     """The envelope of an 837 interchange: ids, control numbers, transaction sets."""
     isa = gs = None
@@ -1011,7 +1014,7 @@ def _answer(
     functional_id: str,
     set_id: str,
     version: str,
-    body: list[edi.Segment],
+    body: list[edi.Segment | edi.Rendered],
 ) -> str:
     """An answer to the 837 (999, 277CA): one transaction set, back from its receiver."""
     return edi.render(
@@ -1072,34 +1075,36 @@ def render_277ca(
     ids = "\x1f".join(d.claim.claim_id for d in decisions)
     number = _number(payer_id, "277CA", envelope.control_number, ids)
 
-    def totals(items: Sequence[FrontEndDecision], qty: tuple[str, str]) -> list[edi.Segment]:
+    def totals(
+        items: Sequence[FrontEndDecision], qty: tuple[str, str]
+    ) -> list[edi.Segment | edi.Rendered]:
         ok = [d for d in items if d.accepted]
         bad = [d for d in items if not d.accepted]
         out = []
         if ok:
-            out.append(edi.seg("QTY", qty[0], str(len(ok))))
+            out.append(edi.line("QTY", qty[0], str(len(ok))))
         if bad:
-            out.append(edi.seg("QTY", qty[1], str(len(bad))))
+            out.append(edi.line("QTY", qty[1], str(len(bad))))
         if ok:
-            out.append(edi.seg("AMT", "YU", edi.amount(sum((d.parsed.charge for d in ok), ZERO))))
+            out.append(edi.line("AMT", "YU", edi.amount(sum((d.parsed.charge for d in ok), ZERO))))
         if bad:
-            out.append(edi.seg("AMT", "YY", edi.amount(sum((d.parsed.charge for d in bad), ZERO))))
+            out.append(edi.line("AMT", "YY", edi.amount(sum((d.parsed.charge for d in bad), ZERO))))
         return out
 
     total = edi.amount(sum((d.parsed.charge for d in decisions), ZERO))
-    body: list[edi.Segment] = [
-        edi.seg("BHT", "0085", "08", envelope.control_number, ymd, hm, "TH"),
-        edi.seg("HL", "1", "", "20", "1"),
-        edi.seg("NM1", "PR", "2", edi.text(payer_name, 60), "", "", "", "", "PI", payer_id),
-        edi.seg("TRN", "1", str(number)),
-        edi.seg("DTP", "050", "D8", ymd),
-        edi.seg("DTP", "009", "D8", ymd),
-        edi.seg("HL", "2", "1", "21", "1"),
-        edi.seg(
+    body: list[edi.Segment | edi.Rendered] = [
+        edi.line("BHT", "0085", "08", envelope.control_number, ymd, hm, "TH"),
+        edi.line("HL", "1", "", "20", "1"),
+        edi.line("NM1", "PR", "2", edi.text(payer_name, 60), "", "", "", "", "PI", payer_id),
+        edi.line("TRN", "1", str(number)),
+        edi.line("DTP", "050", "D8", ymd),
+        edi.line("DTP", "009", "D8", ymd),
+        edi.line("HL", "2", "1", "21", "1"),
+        edi.line(
             "NM1", "41", "2", envelope.submitter_name, "", "", "", "", "46", envelope.sender_id
         ),
-        edi.seg("TRN", "2", envelope.control_number),
-        edi.seg("STC", edi.comp("A1", "19"), ymd, "WQ", total),
+        edi.line("TRN", "2", envelope.control_number),
+        edi.line("STC", edi.comp("A1", "19"), ymd, "WQ", total),
         *totals(decisions, ("90", "AA")),
     ]
     providers: dict[tuple[str, str], list[FrontEndDecision]] = {}
@@ -1111,10 +1116,10 @@ def render_277ca(
         hl += 1
         provider_hl = hl
         body += [
-            edi.seg("HL", str(provider_hl), "2", "19", "1"),
-            edi.seg("NM1", "85", "2", name, "", "", "", "", "XX" if npi else "", npi),
-            edi.seg("TRN", "1", f"{number}{provider_hl}"),
-            edi.seg(
+            edi.line("HL", str(provider_hl), "2", "19", "1"),
+            edi.line("NM1", "85", "2", name, "", "", "", "", "XX" if npi else "", npi),
+            edi.line("TRN", "1", f"{number}{provider_hl}"),
+            edi.line(
                 "STC",
                 edi.comp("A1", "19"),
                 "",  # STC02 is not used at the billing provider level
@@ -1130,18 +1135,18 @@ def render_277ca(
             first = edi.text(claim.patient_first_name or "", 35)
             member = edi.text(claim.member_id or "", 80)
             body += [
-                edi.seg("HL", str(hl), str(provider_hl), "PT"),
-                edi.seg("NM1", "QC", "1", last, first, "", "", "", "MI" if member else "", member),
-                edi.seg("TRN", "2", claim.claim_id),
+                edi.line("HL", str(hl), str(provider_hl), "PT"),
+                edi.line("NM1", "QC", "1", last, first, "", "", "", "MI" if member else "", member),
+                edi.line("TRN", "2", claim.claim_id),
             ]
             if d.rejection is None:
                 body += [
-                    edi.seg("STC", edi.comp("A2", "20"), ymd, "WQ", edi.amount(claim.charge)),
-                    edi.seg("REF", "1K", payer_claim_control_number(payer_id, claim.claim_id)),
+                    edi.line("STC", edi.comp("A2", "20"), ymd, "WQ", edi.amount(claim.charge)),
+                    edi.line("REF", "1K", payer_claim_control_number(payer_id, claim.claim_id)),
                 ]
             else:
                 body.append(
-                    edi.seg(
+                    edi.line(
                         "STC",
                         edi.comp(*d.rejection.composite()),
                         ymd,
@@ -1153,5 +1158,5 @@ def render_277ca(
             ends = [ln.service_end or ln.service_date for ln in claim.lines if ln.service_date]
             end = max((e for e in ends if e), default=None)
             if start and end:
-                body.append(edi.seg("DTP", "472", "RD8", f"{start:%Y%m%d}-{end:%Y%m%d}"))
+                body.append(edi.line("DTP", "472", "RD8", f"{start:%Y%m%d}-{end:%Y%m%d}"))
     return _answer(envelope, number, created, "HN", "277", VERSION_277CA, body)

@@ -42,7 +42,6 @@ class Segment:
         elements: tuple[str, ...],
         components: tuple[tuple[str, ...], ...] | None,
         line: int,
-        *,
         sub: str | None = None,
     ) -> None:
         self.id = id
@@ -110,8 +109,8 @@ def _check_isa(text: str) -> str:
     sep = text[3]
     if sep.isalnum() or sep.isspace():
         raise InputError("ISA", f"element separator {sep!r} at ISA position 3 is not a delimiter")
-    positions = [i for i, ch in enumerate(text[:_ISA_LEN]) if ch == sep]
-    if len(positions) != 16 or positions[-1] != _ISA_LEN - 3:
+    isa = text[:_ISA_LEN]
+    if isa.count(sep) != 16 or isa.rfind(sep) != _ISA_LEN - 3:
         raise InputError("ISA16", f"the ISA segment is not the fixed {_ISA_LEN}-character layout")
     if text[_ISA_LEN - 1].isalnum():
         raise InputError("ISA", f"no segment terminator after ISA16 (found {text[105]!r})")
@@ -145,6 +144,7 @@ def _read(text: str) -> Iterator[Segment]:
 _VERSIONS = ("00401", "00501")
 _OPENS = {"ISA": "ISA", "GS": "GS", "ST": "ST"}
 _CLOSES = {"IEA": "ISA", "GE": "GS", "SE": "ST"}
+_ENVELOPE = frozenset(_OPENS) | frozenset(_CLOSES)
 
 
 def _split(text: str) -> list[Segment] | None:
@@ -156,7 +156,9 @@ def _split(text: str) -> list[Segment] | None:
     parts = text.split(seg_term)
     parts.pop()  # what follows the last terminator is never read
     out: list[Segment] = []
+    append = out.append
     loops: list[str] = []
+    number = 0
     for part in parts:
         line = part.lstrip("\n\r")
         if not line:
@@ -167,27 +169,29 @@ def _split(text: str) -> list[Segment] | None:
                 return None  # pyx12 fails on it (IndexError)
         elems = line.split(ele_term)
         seg_id = elems[0]
-        if seg_id == "ISA" and len(elems) != 17:
-            return None  # pyx12: "The ISA segment must have 16 elements"
-        if seg_id in _OPENS:
-            loops.append(seg_id)
-        elif seg_id in _CLOSES:
-            # pyx12 drops an unterminated inner loop, then reads the one outside it
-            if not loops:
-                return None
-            if seg_id != "SE" and loops[-1] != _CLOSES[seg_id]:
-                loops.pop()
+        number += 1
+        if seg_id in _ENVELOPE:
+            if seg_id == "ISA":
+                if len(elems) != 17:
+                    return None  # pyx12: "The ISA segment must have 16 elements"
+                loops.append(seg_id)
+                # The ISA's elements are never split: ISA16 is the separator itself.
+                append(Segment(seg_id, tuple(elems[1:]), None, number))
+                continue
+            if seg_id in _OPENS:
+                loops.append(seg_id)
+            else:
+                # pyx12 drops an unterminated inner loop, then reads the one outside it
                 if not loops:
                     return None
-            loops.pop()
+                if seg_id != "SE" and loops[-1] != _CLOSES[seg_id]:
+                    loops.pop()
+                    if not loops:
+                        return None
+                loops.pop()
         # An element's text is its components joined again: only the split is left for
-        # later (the ISA's elements are never split: ISA16 is the separator itself).
-        del elems[0]
-        out.append(
-            Segment(
-                seg_id, tuple(elems), None, len(out) + 1, sub=None if seg_id == "ISA" else subele
-            )
-        )
+        # later.
+        append(Segment(seg_id, tuple(elems[1:]), None, number, subele))
     return out
 
 

@@ -129,6 +129,23 @@ def seg(segment_id: str, *elements: Element) -> Segment:
     return Segment(segment_id, tuple(elements))
 
 
+def line(segment_id: str, *elements: Element) -> str:
+    """``seg(segment_id, *elements).render()``, without building the segment when every
+    element is a plain value free of delimiters (a writer's common case)."""
+    try:
+        values = "".join(elements)  # type: ignore[arg-type]
+    except TypeError:  # a composite element
+        return Segment(segment_id, elements).render()
+    if not DELIMITERS.isdisjoint(values):
+        return Segment(segment_id, elements).render()  # the error names the element
+    end = len(elements)
+    while end and elements[end - 1] == "":
+        end -= 1
+    if not end:
+        return segment_id + SEGMENT
+    return segment_id + ELEMENT + ELEMENT.join(elements[:end]) + SEGMENT  # type: ignore[arg-type]
+
+
 # A segment already rendered (``Segment.render``'s text): what a writer keeps of the parts
 # that repeat from one document to the next, and passes to ``render`` as it is.
 Rendered = str
