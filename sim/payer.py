@@ -99,6 +99,7 @@ def _d8(seg: Segment) -> tuple[date | None, date | None]:
         raise InputError(seg.ref(3), f"not a D8/RD8 date: {raw!r}") from None
 
 
+@lru_cache(maxsize=4096)  # a claim's lines are mostly of one day
 def _ymd(raw: str) -> date:
     return date(int(raw[0:4]), int(raw[4:6]), int(raw[6:8]))
 
@@ -454,6 +455,7 @@ def _rng(payer_id: str, claim_id: str) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
+@lru_cache(maxsize=8192)  # asked for by the 277CA, then by the 835
 def payer_claim_control_number(payer_id: str, claim_id: str) -> str:
     """The payer's internal control number (CLP07) for a claim: stable across reruns."""
     digest = hashlib.sha256(f"icn\x1f{payer_id}\x1f{claim_id}".encode()).digest()
@@ -678,14 +680,13 @@ class PayerDetails:
 
 def _cas_segments(adjustments: Sequence[CasAdjustment]) -> list[edi.Segment | edi.Rendered]:
     """CAS by group, six reason/amount triplets a segment (the quantity is left out)."""
-    by_group: dict[str, list[CasAdjustment]] = {}
+    by_group: dict[str, list[str]] = {}
     for adj in adjustments:
-        by_group.setdefault(adj.group, []).append(adj)
+        by_group.setdefault(adj.group, []).extend((adj.reason, edi.amount(adj.amount), ""))
     out: list[edi.Segment | edi.Rendered] = []
-    for group, adjs in by_group.items():
-        for start in range(0, len(adjs), 6):
-            triplets = [(a.reason, edi.amount(a.amount), "") for a in adjs[start : start + 6]]
-            out.append(edi.line("CAS", group, *(e for t in triplets for e in t)))
+    for group, values in by_group.items():
+        for start in range(0, len(values), 18):
+            out.append(edi.line("CAS", group, *values[start : start + 18]))
     return out
 
 
