@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -260,6 +261,8 @@ class Ledger(ChangelogStore):
         super().__init__(path, _SCHEMA)
         self.changelog = changelog
         self._pruned = False
+        #: The claims this process wrote, as ``claim`` reads them back (``add_claim``).
+        self._claims: dict[str, SubmittedClaim] = {}
         self._migrate()
         self.db.commit()
 
@@ -324,6 +327,8 @@ class Ledger(ChangelogStore):
         table, *values = json.loads(key)
         if table not in _KEYS:
             raise ValueError(f"change record for unknown table {table!r}")
+        if table == "claims":
+            self._claims.pop(values[0], None)
         if value is None:
             where = " AND ".join(f"{c} = ?" for c in _KEYS[table])
             self.db.execute(f"DELETE FROM {table} WHERE {where}", tuple(values))
@@ -335,19 +340,56 @@ class Ledger(ChangelogStore):
         finally:
             self.changelog = changelog
 
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        """As ``ChangelogStore.atomic``; an input that fails leaves no claim kept in memory
+        either (what it wrote is rolled back)."""
+        try:
+            with super().atomic():
+                yield
+        except BaseException:
+            self._claims.clear()
+            raise
+
+    def rollback(self) -> None:
+        self._claims.clear()
+        super().rollback()
+
     # --- claims ---------------------------------------------------------------------------
+    #
+    # A claim payment most often comes a little after its claim, to the instance that wrote
+    # the claim: the claim as written (without its X12) is kept in memory, the last
+    # _KEEP_CLAIMS of them, and ``claim`` returns it instead of reading the row's JSON back
+    # and validating it again. It is equal to what reading the row gives (the row is its
+    # JSON; tests/unit/test_remittance_ledger_claims.py compares the two on every claim of
+    # the corpus). What a failed input or a rolled-back batch wrote is forgotten with it, and
+    # a change record applied replaces what was kept.
+
+    _KEEP_CLAIMS = 8192
 
     def add_claim(self, claim: SubmittedClaim) -> None:
-        record = claim.model_copy(update={"x12": ""}).model_dump_json()
+        kept = claim.model_copy(update={"x12": ""})
         row = {
             "claim_id": claim.claim_id,
             "encounter_id": claim.encounter_id,
             "payer_id": claim.payer_id,
-            "record": record,
+            "record": kept.model_dump_json(),
         }
         self._write("claims", row, replace=True)
+        claims = self._claims
+        claims.pop(claim.claim_id, None)  # the newest last
+        claims[claim.claim_id] = kept
+        if len(claims) > self._KEEP_CLAIMS:
+            del claims[next(iter(claims))]
 
     def claim(self, claim_id: str) -> SubmittedClaim | None:
+        kept = self._claims.get(claim_id)
+        if kept is not None:
+            return kept
+        return self.stored_claim(claim_id)
+
+    def stored_claim(self, claim_id: str) -> SubmittedClaim | None:
+        """The claim as its row holds it (what ``claim`` returns when it is not kept)."""
         row = self.db.execute(
             "SELECT record FROM claims WHERE claim_id = ?", (claim_id,)
         ).fetchone()

@@ -1,0 +1,120 @@
+"""The ledger keeps the claims it wrote in memory and ``claim`` returns them instead of
+reading the row back: what it returns must be what reading the row gives (the way before,
+the judge), field by field and of the same types, on every claim of the simulator's corpus
+(both mixes, as built and as decoded from their Avro bytes, as the stage reads them) and of
+the 835 fixtures' claims; and what a failed input, a rolled-back batch or an applied change
+record changed must not be returned from memory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import sim_corpus
+from test_remittance_split import CLAIMS
+
+from pipeline.models import SubmittedClaim
+from pipeline.serde import registry
+from services.remittance.ledger import Ledger
+
+REG = registry()
+
+
+def corpus() -> list[SubmittedClaim]:
+    claims = list(CLAIMS)
+    for mix in sim_corpus.MIXES:
+        built = sim_corpus.submitted(mix)
+        claims += built
+        claims += [
+            REG.decode("claims.submitted.v1", REG.encode("claims.submitted.v1", c)) for c in built
+        ]
+    return claims
+
+
+def same(kept: Any, read: Any) -> None:
+    assert kept == read
+    assert kept.model_dump_json() == read.model_dump_json()
+    for name in type(read).model_fields:
+        a, b = getattr(kept, name), getattr(read, name)
+        assert a == b, name
+        assert type(a) is type(b), name
+        assert str(a) == str(b), name
+        if isinstance(a, list):
+            for x, y in zip(a, b, strict=True):
+                same(x, y)
+
+
+def test_a_claim_kept_is_the_claim_read_back() -> None:
+    claims = corpus()
+    assert len(claims) > 200
+    ledger = Ledger(":memory:", changelog=True)
+    for claim in claims:
+        with ledger.atomic():
+            ledger.add_claim(claim)
+        kept, read = ledger.claim(claim.claim_id), ledger.stored_claim(claim.claim_id)
+        assert kept is not None and read is not None
+        assert kept is not read
+        same(kept, read)
+        assert kept.x12 == ""
+
+
+def test_the_comparison_sees_a_difference() -> None:
+    claim = CLAIMS[0]
+    other = claim.model_copy(update={"payer_name": claim.payer_name + "X"})
+    with pytest.raises(AssertionError):
+        same(claim, other)
+
+
+def test_a_claim_not_kept_is_read_from_its_row() -> None:
+    ledger = Ledger(":memory:")
+    ledger.add_claim(CLAIMS[0])
+    ledger._claims.clear()
+    read = ledger.claim(CLAIMS[0].claim_id)
+    assert read is not None and read.claim_id == CLAIMS[0].claim_id
+    assert ledger.claim("NOPE") is None
+
+
+def test_a_failed_input_leaves_no_claim_in_memory() -> None:
+    ledger = Ledger(":memory:")
+    first = CLAIMS[0]
+    with ledger.atomic():
+        ledger.add_claim(first)
+    ledger.commit()
+    changed = first.model_copy(update={"payer_name": "CHANGED"})
+    with pytest.raises(RuntimeError), ledger.atomic():
+        ledger.add_claim(changed)
+        ledger.add_claim(CLAIMS[1])
+        raise RuntimeError("the input fails")
+    assert ledger.claim(first.claim_id) == ledger.stored_claim(first.claim_id)
+    assert ledger.claim(first.claim_id).payer_name == first.payer_name  # type: ignore[union-attr]
+    assert ledger.claim(CLAIMS[1].claim_id) is None
+
+
+def test_a_rolled_back_batch_leaves_no_claim_in_memory() -> None:
+    ledger = Ledger(":memory:")
+    with ledger.atomic():
+        ledger.add_claim(CLAIMS[0])
+    ledger.rollback()
+    assert ledger.claim(CLAIMS[0].claim_id) is None
+
+
+def test_an_applied_change_replaces_the_claim_kept() -> None:
+    source = Ledger(":memory:", changelog=True)
+    target = Ledger(":memory:", changelog=True)
+    first = CLAIMS[0]
+    target.add_claim(first)
+    source.add_claim(first.model_copy(update={"payer_name": "CHANGED"}))
+    for key, value in source.take_changes():
+        target.apply(key, value)
+    assert target.claim(first.claim_id).payer_name == "CHANGED"  # type: ignore[union-attr]
+    target.apply(f'["claims", "{first.claim_id}"]', None)
+    assert target.claim(first.claim_id) is None
+
+
+def test_the_claims_kept_are_bounded() -> None:
+    ledger = Ledger(":memory:")
+    ledger._KEEP_CLAIMS = 2  # type: ignore[misc]
+    for n in range(4):
+        ledger.add_claim(CLAIMS[0].model_copy(update={"claim_id": f"C{n}"}))
+    assert list(ledger._claims) == ["C2", "C3"]
+    assert ledger.claim("C0") is not None  # read from its row
