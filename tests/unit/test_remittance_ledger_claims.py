@@ -118,3 +118,59 @@ def test_the_claims_kept_are_bounded() -> None:
         ledger.add_claim(CLAIMS[0].model_copy(update={"claim_id": f"C{n}"}))
     assert list(ledger._claims) == ["C2", "C3"]
     assert ledger.claim("C0") is not None  # read from its row
+
+
+# --- the ledger's savepoint: ChangelogStore.atomic's statements, written out ----------------
+
+
+def scenario(ledger: Ledger, atomic: Any) -> None:
+    """Inputs that succeed and fail, in and out of a batch transaction, nested."""
+    with atomic(ledger):  # the batch's transaction opened by the first input
+        ledger.add_claim(CLAIMS[0])
+    with atomic(ledger):
+        ledger.add_claim(CLAIMS[1])
+    with pytest.raises(ValueError), atomic(ledger):
+        ledger.add_claim(CLAIMS[2])
+        ledger.add_claim(CLAIMS[0].model_copy(update={"payer_name": "CHANGED"}))
+        raise ValueError("the input fails")
+    with atomic(ledger):
+        ledger.add_claim(CLAIMS[3])
+        with pytest.raises(KeyError), atomic(ledger):
+            ledger.add_claim(CLAIMS[4])
+            raise KeyError("an inner part fails")
+    ledger.commit()
+    with pytest.raises(RuntimeError), atomic(ledger):  # a failure opening the batch
+        ledger.add_claim(CLAIMS[4])
+        raise RuntimeError
+
+
+def traced(atomic: Any) -> tuple[list[str], list[Any], list[Any]]:
+    ledger = Ledger(":memory:", changelog=True)
+    statements: list[str] = []
+    ledger.db.set_trace_callback(statements.append)
+    scenario(ledger, atomic)
+    ledger.db.set_trace_callback(None)
+    rows = ledger.db.execute("SELECT * FROM claims ORDER BY rowid").fetchall()
+    return statements, rows, ledger.take_changes()
+
+
+def test_the_ledgers_savepoint_is_changelog_stores() -> None:
+    from pipeline.state import ChangelogStore
+
+    assert len(CLAIMS) >= 5
+    ours = traced(Ledger.atomic)
+    theirs = traced(ChangelogStore.atomic)
+    assert ours == theirs
+    assert any(s == "ROLLBACK TO one_input" for s in ours[0])
+    assert [r[0] for r in ours[1]] == [c.claim_id for c in CLAIMS[:2]] + [CLAIMS[3].claim_id]
+
+
+def test_the_savepoint_comparison_sees_a_difference() -> None:
+    from pipeline.state import ChangelogStore
+
+    def releasing_twice(ledger: Ledger) -> Any:
+        ledger.db.execute("SAVEPOINT extra")
+        ledger.db.execute("RELEASE extra")
+        return ChangelogStore.atomic(ledger)
+
+    assert traced(Ledger.atomic) != traced(releasing_twice)
