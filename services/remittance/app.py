@@ -106,6 +106,7 @@ class RemittanceStage(Stage):
         self.payers = payers
         self.matching = matching
         self.matcher = Matcher(ledger, **matching) if ledger is not None else None
+        self._matchers: dict[int, ClaimMatcher] = {}
         self.options: RemittanceOptions = matching.get("options") or RemittanceOptions()
         self.idle_interval_s = min(self.options.sweep_interval_s, self.options.unmatched_grace_s)
         if claims is not None:
@@ -117,8 +118,14 @@ class RemittanceStage(Stage):
         return [s for s in (self.claims, self.payers) if s is not None]
 
     def _claims_of(self, partition: int) -> ClaimMatcher:
+        """The matching over the partition's store (made again when the store is another:
+        the partition revoked and assigned again)."""
         assert self.claims is not None
-        return ClaimMatcher(self.claims.get(partition), **self.matching)
+        store = self.claims.get(partition)
+        matcher = self._matchers.get(partition)
+        if matcher is None or matcher.ledger is not store:
+            matcher = self._matchers[partition] = ClaimMatcher(store, **self.matching)
+        return matcher
 
     def handle(self, msg: Incoming) -> Iterable[Out]:
         if msg.topic == WRITEOFFS:  # settled by the biller (settlement.py)
