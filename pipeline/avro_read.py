@@ -5,10 +5,11 @@ datum into nested dicts, interpreting the schema as it went, and the trusted bui
 (``serde.model_builder``) turned those dicts into models. The reader here is Python source
 generated once per (schema, model): one function that reads the fields one after the other
 from the bytes, nested records in place (no call per record), and builds the models from
-them, with no intermediate dict and no schema lookups. It gives what the two passes give, value for value and type
-for type (tests/unit/test_avro_read.py holds that on every record of the corpora, and
-``VERIFY_DECODE_ENV`` makes every decode of the test suite check it), and it applies only
-to a record written with the very schema it reads as (no resolution between versions).
+them, with no intermediate dict and no schema lookups. It gives what the two passes give,
+value for value and type for type (tests/unit/test_avro_read.py holds that on every record
+of the corpora, and ``VERIFY_DECODE_ENV`` makes every decode of the test suite check it),
+and it applies only to a record written with the very schema it reads as (no resolution
+between versions).
 
 Anything it does not read (a union of several records, a schema that refers to itself) is
 left to fastavro: ``reader_for`` gives None. Bytes it cannot read raise; the caller then
@@ -29,9 +30,6 @@ from pydantic import BaseModel
 
 from pipeline import models
 from pipeline.codegen import SourceGen, Unsupported
-
-#: The ``(value, position)`` after reading one value at ``position``.
-Read = Callable[[bytes, int], tuple[Any, int]]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DAYS_SHIFT = date(1970, 1, 1).toordinal()
@@ -383,14 +381,20 @@ class _Gen(SourceGen):
         ]
 
     def record(self, schema: dict[str, Any], model: Any) -> str:
-        """The name of the function that reads a record of ``schema`` (as ``model`` when a
-        model: the trusted build's object; else the dict fastavro gives). The records in
-        it are read in place, in its body."""
+        """The name of the function ``(b, p=0)`` that reads a datum, a record of ``schema``
+        (as ``model`` when a model: the trusted build's object; else the dict fastavro
+        gives), from ``b`` at ``p``. The records in it are read in place, in its body; a
+        length past the end of ``b`` is caught here, once, at the end of the datum."""
         return self.function(
             schema,
             model,
-            "(b, p)",
-            lambda: [*self.inline(schema, model, "obj", "    "), "    return obj, p"],
+            "(b, p=0)",
+            lambda: [
+                *self.inline(schema, model, "obj", "    "),
+                "    if p > len(b):",
+                "        raise Unreadable('the datum ends before its last value')",
+                "    return obj",
+            ],
         )
 
     def inline(self, schema: dict[str, Any], model: Any, out: str, ind: str) -> list[str]:
@@ -450,14 +454,7 @@ def reader_for(
     except TypeError:  # Unsupported among them
         return None
     title = schema["name"] if model is None else model.__name__
-    read_top: Read = gen.compiled(top, f"<avro reader of {title}>")
-
-    def read(data: bytes, start: int = 0) -> Any:
-        value, end = read_top(data, start)
-        if end > len(data):
-            raise Unreadable("the datum ends before its last value")
-        return value
-
+    read: Callable[[bytes, int], Any] = gen.compiled(top, f"<avro reader of {title}>")
     return read
 
 
