@@ -243,6 +243,7 @@ class _Atomic:
         finally:
             del ledger._changes[self.mark :]
             ledger._claims.clear()
+            ledger._waiting_ids = None
 
 
 @dataclass(frozen=True)
@@ -304,6 +305,10 @@ class Ledger(ChangelogStore):
         self._pruned = False
         #: The claims this process wrote, as ``claim`` reads them back (``add_claim``).
         self._claims: dict[str, SubmittedClaim] = {}
+        #: Every claim with payments waiting, and maybe some without (None: not known, read
+        #: from the table when needed): a claim not in it has nothing waiting, and
+        #: ``take_waiting`` does not look in the table (most claims come before their payment).
+        self._waiting_ids: set[str] | None = None
         self._migrate()
         self.db.commit()
 
@@ -370,6 +375,8 @@ class Ledger(ChangelogStore):
             raise ValueError(f"change record for unknown table {table!r}")
         if table == "claims":
             self._claims.pop(values[0], None)
+        elif table == "waiting":
+            self._waiting_ids = None
         if value is None:
             where = " AND ".join(f"{c} = ?" for c in _KEYS[table])
             self.db.execute(f"DELETE FROM {table} WHERE {where}", tuple(values))
@@ -388,6 +395,7 @@ class Ledger(ChangelogStore):
 
     def rollback(self) -> None:
         self._claims.clear()
+        self._waiting_ids = None
         super().rollback()
 
     # --- claims ---------------------------------------------------------------------------
@@ -446,12 +454,21 @@ class Ledger(ChangelogStore):
                 "reported": None,
             },
         )
+        if self._waiting_ids is not None:
+            self._waiting_ids.add(record.claim_id)
 
     def take_waiting(self, claim_id: str) -> list[Waiting]:
         """The payments waiting for this claim, in the order they came, removed."""
+        waiting_ids = self._waiting_ids
+        if waiting_ids is None:
+            rows = self.db.execute("SELECT DISTINCT claim_id FROM waiting").fetchall()
+            waiting_ids = self._waiting_ids = {row[0] for row in rows}
+        if claim_id not in waiting_ids:
+            return []
         rows = self._waiting("claim_id = ?", (claim_id,))
         for waiting in rows:
             self._delete("waiting", (claim_id, waiting.record.event_id))
+        waiting_ids.discard(claim_id)
         return rows
 
     def overdue(self, before: float, limit: int = 1000) -> list[Waiting]:
