@@ -23,22 +23,17 @@ import json
 import os
 import pickle
 import tempfile
-import time
-import zlib
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Message
-
+from bench.bench_stage_cv import Driven  # the same runner-without-broker harness
 from pipeline.serde import registry
 from pipeline.settings import Settings
-from pipeline.stage import Incoming, Runner, collector_paused
+from pipeline.stage import Incoming, Runner
 
-PARTITIONS = 3
 BATCH = int(os.environ.get("BENCH_REMIT_BATCH", "50"))
 NOW = datetime(2026, 3, 9, 8, 0, tzinfo=UTC)
 CLOCK = 1_780_000_000.0
@@ -84,62 +79,6 @@ def fixed_clock() -> Iterator[None]:
         yield
     finally:
         matching.utcnow, exceptions.utcnow = saved  # type: ignore[assignment]
-
-
-class Driven:
-    """The stage under a runner without a broker: batches in, outputs encoded."""
-
-    def __init__(self, runner: Runner, dump: Any) -> None:
-        self.runner = runner
-        self.settings = runner.settings
-        self.cpu = 0.0
-        self.records = 0
-        self.offsets: dict[tuple[str, int], int] = {}
-        self.written: Counter[str] = Counter()
-        self.dump = dump
-        for stores in runner.stage.partitioned_stores():
-            for p in range(PARTITIONS):
-                stores.open(p)
-
-    def message(self, topic: str, key: str, headers: dict[str, bytes], value: bytes) -> Any:
-        part = zlib.crc32(key.encode()) % PARTITIONS
-        offset = self.offsets.get((topic, part), 0)
-        self.offsets[(topic, part)] = offset + 1
-        return Message(
-            topic=self.settings.topic(topic),
-            partition=part,
-            offset=offset,
-            key=key.encode(),
-            value=value,
-            headers=list(headers.items()) or None,
-            timestamp=(1, 1_700_000_000_000 + offset),
-        )
-
-    def batch(self, batch: list[Any]) -> list[tuple[str, str, dict[str, bytes], bytes]]:
-        runner = self.runner
-        changes: list[tuple[str, int, str, bytes | None]] = []
-        started = time.process_time()
-        with collector_paused():
-            outs, _ = runner.process(batch)
-            encoded = [
-                (o.topic, o.key, o.headers, o.raw if o.raw is not None else runner._encoded(o))
-                for o in outs
-            ]
-            for stores in runner._stores:
-                for part, store in stores.items():
-                    changes += [(stores.name, part, k, v) for k, v in store.take_changes()]
-            runner._batch_done()
-            del outs
-        self.cpu += time.process_time() - started
-        self.records += len(batch)
-        self.written.update(w[0] for w in encoded)
-        if self.dump is not None:
-            for topic, key, headers, raw in encoded:
-                plain = json.dumps({k: v.hex() for k, v in sorted(headers.items())})
-                self.dump.write(f"{topic}\t{key}\t{plain}\t{raw.hex()}\n")
-            for name, part, k, v in changes:
-                self.dump.write(f"changelog\t{name}\t{part}\t{k}\t{v.hex() if v else None}\n")
-        return encoded
 
 
 def run(seen: list[tuple[str, str, bytes]], encounters: int, dump: Any = None) -> dict[str, Any]:
