@@ -4,7 +4,9 @@ N encounters (the pipeline benchmark's mix) go through the embedded broker and e
 once each is settled, every topic is read from the beginning and its records counted and
 weighed (value bytes as written, Avro single-object encoding; keys and headers apart). What a
 topic costs the broker and each consumer grows with both figures, so a record that embeds its
-upstream records, or a topic that carries nothing a consumer reads, shows here.
+upstream records, or a topic that carries nothing a consumer reads, shows here. The stores'
+changelog topics (``<service>.<store>.changelog``) are weighed too and counted apart
+(``changelog_records_per_encounter``): the broker stores and the stages produce them as well.
 Environment: BENCH_RECORDS_N (default 500).
 """
 
@@ -14,6 +16,7 @@ import os
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +46,7 @@ def weigh(bootstrap: str, settings: Settings, topics: list[str]) -> dict[str, di
         }
     )
     meta = consumer.list_topics(timeout=10)
+    topics = [*topics, *changelogs(settings, meta.topics)]
     consumer.assign(
         [
             TopicPartition(settings.topic(t), p, OFFSET_BEGINNING)
@@ -72,6 +76,15 @@ def weigh(bootstrap: str, settings: Settings, topics: list[str]) -> dict[str, di
         t: {"records": records[t], "value_bytes": values[t], "key_header_bytes": overhead[t]}
         for t in sorted(records)
     }
+
+
+def changelogs(settings: Settings, existing: Iterable[str]) -> list[str]:
+    """The stores' changelog topics among ``existing`` (full names), by logical name."""
+    return sorted(
+        t.removeprefix(settings.topic_prefix)
+        for t in existing
+        if t.startswith(settings.topic_prefix) and t.endswith(".changelog")
+    )
 
 
 def main() -> dict[str, Any]:
@@ -113,8 +126,10 @@ def measure(n: int = 500) -> dict[str, Any]:
             producer.flush(10)
             del producer
     encounters = summary["collected"] or 1
-    total_records = sum(t["records"] for t in by_topic.values())
-    total_bytes = sum(t["value_bytes"] + t["key_header_bytes"] for t in by_topic.values())
+    contract = {t: w for t, w in by_topic.items() if not t.endswith(".changelog")}
+    total_records = sum(t["records"] for t in contract.values())
+    changelog_records = sum(w["records"] for t, w in by_topic.items() if t not in contract)
+    total_bytes = sum(t["value_bytes"] + t["key_header_bytes"] for t in contract.values())
     return {
         "encounters": n,
         "settled": settled,
@@ -130,4 +145,5 @@ def measure(n: int = 500) -> dict[str, Any]:
         },
         "records_per_encounter": round(total_records / encounters, 2),
         "bytes_per_encounter": round(total_bytes / encounters),
+        "changelog_records_per_encounter": round(changelog_records / encounters, 2),
     }
