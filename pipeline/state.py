@@ -18,9 +18,10 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
+from types import TracebackType
 
 DIR_MODE, FILE_MODE = 0o700, 0o600
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -168,6 +169,48 @@ def private_sqlite(path: Path | str) -> str:
     return str(path)
 
 
+class Savepoint:
+    """``BatchStore.atomic``: a savepoint inside the batch's transaction, released, or rolled
+    back and released when the input fails; then the store forgets what the input left in
+    memory (``input_undone``). One object with ``__enter__``/``__exit__``, not generators
+    under ``contextlib`` (nested ones for a changelogged store): every input of a stateful
+    stage opens one or two (tests/unit/test_state_savepoint.py compares the two, statement
+    by statement)."""
+
+    __slots__ = ("store", "mark")
+
+    def __init__(self, store: BatchStore) -> None:
+        self.store = store
+        self.mark = 0
+
+    def __enter__(self) -> None:
+        store = self.store
+        self.mark = store.input_mark()
+        db = store.db
+        # Open the batch transaction first: the RELEASE of an outermost savepoint is a
+        # COMMIT, which would make this input durable before the batch's output is acked.
+        if not db.in_transaction:
+            db.execute("BEGIN")
+        db.execute("SAVEPOINT one_input")
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        store = self.store
+        try:
+            if kind is not None:
+                store.db.execute("ROLLBACK TO one_input")
+            store.db.execute("RELEASE one_input")
+        except BaseException:
+            store.input_undone(self.mark)
+            raise
+        if kind is not None:
+            store.input_undone(self.mark)
+
+
 class BatchStore:
     """Base of the stateful stages' stores: one connection, one transaction per batch."""
 
@@ -188,21 +231,17 @@ class BatchStore:
             self.db.close()
             raise StateError(f"state store {path}: {exc}") from exc
 
-    @contextmanager
-    def atomic(self) -> Iterator[None]:
+    def atomic(self) -> AbstractContextManager[None]:
         """All of one input's writes, or none of them (a savepoint inside the batch)."""
-        # Open the batch transaction first: the RELEASE of an outermost savepoint is a
-        # COMMIT, which would make this input durable before the batch's output is acked.
-        if not self.db.in_transaction:
-            self.db.execute("BEGIN")
-        self.db.execute("SAVEPOINT one_input")
-        try:
-            yield
-        except BaseException:
-            self.db.execute("ROLLBACK TO one_input")
-            self.db.execute("RELEASE one_input")
-            raise
-        self.db.execute("RELEASE one_input")
+        return Savepoint(self)
+
+    def input_mark(self) -> int:
+        """Where an input starts in what the store keeps in memory (``input_undone``)."""
+        return 0
+
+    def input_undone(self, mark: int) -> None:
+        """An input failed (its writes are rolled back, or its savepoint could not be
+        released): forget what it left in memory since ``mark``. Nothing, here."""
 
     def commit(self) -> None:
         """Make the batch's writes durable: only after its output is acknowledged."""
@@ -273,16 +312,12 @@ class ChangelogStore(BatchStore):
             (next_offset,),
         )
 
-    @contextmanager
-    def atomic(self) -> Iterator[None]:
-        """As ``BatchStore.atomic``; an input that fails leaves no change record either."""
-        mark = len(self._changes)
-        try:
-            with super().atomic():
-                yield
-        except BaseException:
-            del self._changes[mark:]
-            raise
+    def input_mark(self) -> int:
+        return len(self._changes)
+
+    def input_undone(self, mark: int) -> None:
+        """An input that fails leaves no change record either."""
+        del self._changes[mark:]
 
     def rollback(self) -> None:
         self._changes = []

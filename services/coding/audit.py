@@ -22,8 +22,6 @@ Plain code over the SQLite state (``pipeline.state.BatchStore``); no Kafka here.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -219,14 +217,10 @@ class AuditStore(BatchStore):
         # changes only when an audit is scored (``record``) or a write is undone.
         self._accuracy: dict[str, list[Accuracy]] = {}
 
-    @contextmanager
-    def atomic(self) -> Iterator[None]:
-        try:
-            with super().atomic():
-                yield
-        except BaseException:
-            self._accuracy.clear()
-            raise
+    def input_undone(self, mark: int) -> None:
+        """An input that fails leaves no accuracy worked out from its writes either."""
+        super().input_undone(mark)
+        self._accuracy.clear()
 
     def rollback(self) -> None:
         self._accuracy.clear()
