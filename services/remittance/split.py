@@ -49,7 +49,7 @@ from services.remittance.exceptions import (
     looks_like_x12,
     predetermination,
 )
-from services.remittance.posting import Postable, reconcile, triage
+from services.remittance.posting import Postable, payer_of, triage
 
 STAGE = "remittance"
 VERSION = "v1"
@@ -142,8 +142,11 @@ def claim_payment_record(
 
 
 def payer_payment_record(file: PayerFile, payment: Postable) -> PayerPaymentRecord:
+    # The payment's figures as ``posting.reconcile`` sums them, without its balancing
+    # errors: ``triage`` checked those already, and a held payment never comes here
+    # (checking every claim again was half of this record's cost).
     remit = payment.remittance
-    summary = reconcile(remit)
+    payer_id = payer_of(remit)
     references = [
         PaidClaimReference(
             claim_id=c.patient_control_number,
@@ -160,25 +163,25 @@ def payer_payment_record(file: PayerFile, payment: Postable) -> PayerPaymentReco
             reference=plb.reference,
             amount=plb.amount,
         )
-        for seq, plb in enumerate(summary.provider_adjustments)
+        for seq, plb in enumerate(remit.provider_adjustments)
     ]
     return PayerPaymentRecord(
         event_id=event_id(
-            summary.payer_id,
-            summary.payment_trace,
-            summary.transaction_control_number,
+            payer_id,
+            remit.trace_number,
+            remit.transaction_control_number,
             "payer-payment",
             STAGE,
             VERSION,
         ),
-        payer_id=summary.payer_id,
+        payer_id=payer_id,
         file_payer_id=file.payer_id,
         file_id=file.file_id,
-        payment_trace=summary.payment_trace,
-        transaction_control_number=summary.transaction_control_number,
-        payment_amount=summary.payment_amount,
-        claims_paid=summary.claims_paid,
-        claim_count=summary.claims,
+        payment_trace=remit.trace_number,
+        transaction_control_number=remit.transaction_control_number,
+        payment_amount=remit.net_payment,
+        claims_paid=remit.claims_paid,
+        claim_count=len(remit.claims),
         claims=references,
         provider_adjustments=adjustments,
         received_at=file.received_at,

@@ -227,17 +227,16 @@ def _typed_tree(value: Any) -> Any:
 # --- a payment read back by the process that split it --------------------------------------------
 
 
-def split_corpus() -> list[tuple[PayerFile, ClaimPaymentRecord]]:
-    """Every claim payment record the split publishes for the corpus's files."""
+def corpus_files() -> list[PayerFile]:
+    """The corpus's 835s as payer files (the fixtures as they come, the others numbered)."""
     bodies: list[bytes] = [f.body for f in payer_files()]
     sample = SHARED_DATA / "x12" / "835_mult_loops.txt"
     if sample.is_file():
         bodies.append(sample.read_bytes())
     for mix in sim_corpus.MIXES:
         bodies += [text.encode() for text in sim_corpus.payer_835s(mix)]
-    out = []
-    for n, body in enumerate(bodies):
-        file = PayerFile(
+    return [
+        PayerFile(
             event_id=event_id("corpus", str(n)),
             payer_id="P",
             file_id=str(n),
@@ -245,8 +244,13 @@ def split_corpus() -> list[tuple[PayerFile, ClaimPaymentRecord]]:
             body=body,
             received_at=datetime(2026, 3, 20, tzinfo=UTC),
         )
-        out += [(file, record) for record in split_file(file).claim_payments]
-    return out
+        for n, body in enumerate(bodies)
+    ]
+
+
+def split_corpus() -> list[tuple[PayerFile, ClaimPaymentRecord]]:
+    """Every claim payment record the split publishes for the corpus's files."""
+    return [(file, record) for file in corpus_files() for record in split_file(file).claim_payments]
 
 
 def test_a_payment_read_back_where_it_was_split_is_the_one_read_from_its_text() -> None:
