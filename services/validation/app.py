@@ -87,6 +87,7 @@ class ValidationStage(Stage):
         self.history = history
         self.payers = payers
         self.partitioned = history if isinstance(history, PartitionedStores) else None
+        self._outcomes: dict[str, Any] = {}
         self.inputs = (CODED, BY_PATIENT) if self.partitioned else (CODED,)
         if self.partitioned:  # coding names the patient key in a header: no decode needed
             self.pass_through = (PassThrough(CODED, BY_PATIENT, PATIENT_KEY_HEADER),)
@@ -111,7 +112,12 @@ class ValidationStage(Stage):
         )
         if history is not None:
             history.record(msg.value, verdict.outcome)
-        metrics.OUTCOMES.labels(self.name, verdict.outcome).inc()
+        counted = self._outcomes.get(verdict.outcome)
+        if counted is None:  # the labelled series, found once per outcome, not per verdict
+            counted = self._outcomes[verdict.outcome] = metrics.OUTCOMES.labels(
+                self.name, verdict.outcome
+            )
+        counted.inc()
         return [Out("encounters.validated.v1", verdict.encounter_id, verdict)]
 
     def on_batch_done(self) -> None:

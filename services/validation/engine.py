@@ -14,12 +14,13 @@ events, and re-validating with the same pack yields the same ones.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import Literal, Protocol
+from datetime import date, datetime, timedelta
+from typing import Any, Generic, Literal, Protocol, TypeVar, overload
 
 from pipeline.models import CodedEncounter, EditHit, ServiceLine, ValidatedEncounter, event_id
 from services.refdata import ub04
@@ -33,6 +34,8 @@ Outcome = Literal["clean", "warnings", "rejected"]
 Setting = Literal["professional", "outpatient", "inpatient"]
 
 _SEX = {"M": 0, "F": 1}
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,31 @@ class ClaimHistory(Protocol):
     def earlier_duplicate(self, coded: CodedEncounter) -> str | None:
         """The encounter id of an earlier billable claim this one duplicates, if any."""
         ...
+
+
+class _once(Generic[T]):  # noqa: N801 - used as a decorator, like functools.cached_property
+    """``functools.cached_property`` without its lock (one runner thread works on a context):
+    the value is worked out on the first look and kept in the instance, where later looks
+    find it without calling the descriptor. A context lives for one encounter, so every
+    look at one of its shared facts was a first look under the lock of Python 3.11."""
+
+    def __init__(self, func: Callable[[Any], T]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _once[T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> T: ...
+    def __get__(self, obj: object | None, owner: type | None = None) -> T | _once[T]:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.func(obj)
+        return value
 
 
 class Context:
@@ -76,7 +104,7 @@ class Context:
         self.on: date = coding_date(enc.setting, enc.service_start, enc.service_end)
         """The date whose code set applies (discharge for inpatient stays)."""
 
-    @functools.cached_property
+    @_once
     def payer(self) -> PayerEntry | None:
         """The payer's registry entry (``CLAIMFLOW_PAYER_REGISTRY``), by id, else by name."""
         cov = self.coded.encounter.coverage
@@ -87,7 +115,7 @@ class Context:
         """The 837 the encounter is billed on: professional (837P), else institutional."""
         return "professional" if self.setting == "professional" else "institutional"
 
-    @functools.cached_property
+    @_once
     def age(self) -> int | None:
         """Age in whole years at admission (inpatient) or at the start of service."""
         enc = self.coded.encounter
@@ -98,7 +126,7 @@ class Context:
         years = at.year - dob.year - ((at.month, at.day) < (dob.month, dob.day))
         return years if 0 <= years <= 124 else None
 
-    @functools.cached_property
+    @_once
     def facility_lines(self) -> list[tuple[int, ServiceLine]]:
         """(position, line) of the lines billed on a facility claim (837I), found once for
         the dozen institutional rules that ask."""
@@ -108,7 +136,7 @@ class Context:
             if ub04.line_claim_type(line, self.setting) == "institutional"
         ]
 
-    @functools.cached_property
+    @_once
     def discharge_status(self) -> int | None:
         """The UB-04 discharge status as a number, or None when absent or not a number."""
         raw = (self.coded.encounter.discharge_status or "").strip()
@@ -128,7 +156,7 @@ class Context:
             pcs=pcs,
         )
 
-    @functools.cached_property
+    @_once
     def mce(self) -> frozenset[str]:
         """Edit names the Medicare Code Editor raises for the whole claim (empty if none
         or when the date is outside the tables, which CF-CODE-000 reports)."""
@@ -231,6 +259,33 @@ class RulePack:
             raise KeyError(f"rule pack {self.id} names unknown rules: {', '.join(missing)}")
         return tuple(REGISTRY[r] for r in self.rule_ids)
 
+    @functools.cached_property
+    def _bounds(self) -> list[date]:
+        """The days on which one of the pack's rules starts or stops applying: between two of
+        them, whether each rule applies depends on the setting only."""
+        days = {r.effective_from for r in self.rules if r.effective_from is not None}
+        days |= {
+            r.effective_to + timedelta(days=1)
+            for r in self.rules
+            if r.effective_to is not None and r.effective_to < date.max
+        }
+        return sorted(days)
+
+    @functools.cached_property
+    def _applying(self) -> dict[tuple[str, int], tuple[Rule, ...]]:
+        return {}
+
+    def applying(self, ctx: Context) -> tuple[Rule, ...]:
+        """The pack's rules that apply to the context (``Rule.applies``), in pack order:
+        worked out once per setting and span of dates between two ``_bounds``."""
+        key = (ctx.setting, bisect.bisect_right(self._bounds, ctx.on))
+        rules = self._applying.get(key)
+        if rules is None:
+            rules = tuple(r for r in self.rules if r.applies(ctx))
+            if len(self._applying) < _APPLYING_KEPT:  # settings are few; any other is not kept
+                self._applying[key] = rules
+        return rules
+
     def severity(self, rule: Rule) -> Severity:
         """The severity this pack gives the rule."""
         return self.severities.get(rule.id, rule.severity)
@@ -261,6 +316,8 @@ class RulePack:
             timely_filing_days={**self.timely_filing_days, **(timely_filing_days or {})},
         )
 
+
+_APPLYING_KEPT = 256
 
 PACKS: dict[str, RulePack] = {}
 
@@ -305,7 +362,7 @@ def run(
     kinds = ub04.claim_kinds(coded)
     if len(kinds) < 2:
         ctx = Context(coded, codesets, validated_at, pack, history, payers)
-        found = [(r, hit) for r in pack.rules if r.applies(ctx) for hit in r.check(ctx)]
+        found = [(r, hit) for r in pack.applying(ctx) for hit in r.check(ctx)]
     else:
         found = _split_hits(coded, kinds, codesets, validated_at, pack, history, payers)
     edits = [
@@ -337,6 +394,7 @@ _PART_NAMES: dict[ClaimType, str] = {
 }
 _LINE_FIELD = re.compile(r"^lines\[(\d+)\]")
 _PRO_BILLING = "encounter.professional_billing_provider"
+_BILLING = re.compile(r"^encounter\.billing_provider")
 
 
 def _split_hits(
@@ -358,8 +416,8 @@ def _split_hits(
         if kind is not None:
             parts.add(kind)
 
-    for r in pack.rules:
-        if not r.per_claim and r.applies(whole):
+    for r in pack.applying(whole):
+        if not r.per_claim:
             for hit in r.check(whole):
                 add(r, hit, None)
     setting = coded.encounter.setting
@@ -369,13 +427,13 @@ def _split_hits(
         # lines[i] of the part is lines[index[i]] of the encounter
         index = [j for j, ln in enumerate(coded.lines) if ub04.line_claim_type(ln, setting) == kind]
         ctx = Context(part, codesets, validated_at, pack, history, payers)
-        for r in pack.rules:
-            if not r.per_claim or not r.applies(ctx):
+        for r in pack.applying(ctx):
+            if not r.per_claim:
                 continue
             for hit in r.check(ctx):
                 field = _in_encounter(hit.field, index)
                 if kind == "professional" and pro_billing:
-                    field = re.sub(r"^encounter\.billing_provider", _PRO_BILLING, field)
+                    field = _BILLING.sub(_PRO_BILLING, field)
                 add(r, Hit(field, hit.message, hit.line, hit.fix_hint), kind)
     out = []
     for r, hit, parts in found.values():

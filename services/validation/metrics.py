@@ -14,8 +14,16 @@ OUTCOMES = ("clean", "warnings", "rejected")
 """The verdicts, counted in claimflow_outcomes_total from zero."""
 
 
+_SERIES: dict[tuple[str, str, str], Any] = {}
+"""EDITS' labelled series, found once each (bounded: services, a pack's rules, severities)."""
+
+
 def observe(service: str, topic: str, value: Any) -> None:
     """The edits of one verdict on encounters.validated.v1."""
     if topic == "encounters.validated.v1":
         for edit in value.edits:
-            EDITS.labels(service, edit.rule_id, edit.severity).inc()
+            key = (service, edit.rule_id, edit.severity)
+            series = _SERIES.get(key)
+            if series is None:
+                series = _SERIES[key] = EDITS.labels(*key)
+            series.inc()

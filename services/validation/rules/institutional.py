@@ -22,6 +22,9 @@ from services.validation.rules.required import PO_BOX
 from services.x12 import guides
 
 _NUBC = re.compile(r"[0-9A-Z]{2}")
+_ONE_DIGIT = re.compile(r"\d")
+_TWO_DIGITS = re.compile(r"\d{2}")
+_POINT_OF_ORIGIN = re.compile(r"[0-9A-Z]")
 
 
 def _facility_lines(ctx: Context) -> Iterator[tuple[int, ServiceLine]]:
@@ -133,10 +136,10 @@ def admission_data(ctx: Context) -> Iterator[Hit]:
     if bill is None or not bill.inpatient:
         return
     enc = ctx.coded.encounter
-    if not re.fullmatch(r"\d", (enc.admission_type or "").strip()):
+    if not _ONE_DIGIT.fullmatch((enc.admission_type or "").strip()):
         yield Hit("encounter.admission_type", "The inpatient bill has no one-digit admission type.")
     status = (enc.discharge_status or "").strip()
-    if not bill.interim and not re.fullmatch(r"\d{2}", status):
+    if not bill.interim and not _TWO_DIGITS.fullmatch(status):
         yield Hit(
             "encounter.discharge_status",
             f"The inpatient bill has no two-digit patient status ({status!r}).",
@@ -147,7 +150,7 @@ def admission_data(ctx: Context) -> Iterator[Hit]:
             f"Interim bill {bill.code} is for a patient still in: the status is 30, not {status}.",
         )
     source = (enc.admission_source or "").strip()
-    if source and not re.fullmatch(r"[0-9A-Z]", source):
+    if source and not _POINT_OF_ORIGIN.fullmatch(source):
         yield Hit("encounter.admission_source", f"{source!r} is not a point-of-origin code (FL15).")
 
 

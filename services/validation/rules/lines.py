@@ -9,6 +9,8 @@ from services.validation.engine import Context, Hit, rule
 from services.validation.rules._util import where
 from services.x12.guides import MAX_MODIFIERS
 
+_MODIFIER = re.compile(r"[A-Z0-9]{2}")
+
 
 @rule(
     "CF-LINE-001",
@@ -63,7 +65,7 @@ def modifiers(ctx: Context) -> Iterator[Hit]:
                 line.line_number,
             )
         for j, mod in enumerate(line.modifiers):
-            if not re.fullmatch(r"[A-Z0-9]{2}", mod):
+            if not _MODIFIER.fullmatch(mod):
                 yield Hit(
                     f"lines[{i}].modifiers[{j}]",
                     f"{w} has modifier {mod!r}; modifiers are 2 letters or digits.",
