@@ -216,6 +216,9 @@ class AuditStore(BatchStore):
         # Accuracy by column, as the outcomes are now: asked for every encounter coded, it
         # changes only when an audit is scored (``record``) or a write is undone.
         self._accuracy: dict[str, list[Accuracy]] = {}
+        # ``_failing`` and the accuracy list it was worked out from (kept alive: compared by
+        # identity, a list the accuracy cache dropped is never taken for a new one).
+        self._failing_kept: tuple[list[Accuracy] | None, dict[str, Accuracy]] = (None, {})
 
     def input_undone(self, mark: int) -> None:
         """An input that fails leaves no accuracy worked out from its writes either."""
@@ -333,15 +336,29 @@ class AuditStore(BatchStore):
 
     def failing(self) -> dict[str, Accuracy]:
         """Categories whose recent audits fall below the threshold: coded only by a coder."""
-        return {
-            a.key: a
-            for a in self.accuracy("category")
-            if a.audited >= self.policy.min_audits and a.rate < self.policy.threshold
-        }
+        return dict(self._failing())
+
+    def _failing(self) -> dict[str, Accuracy]:
+        """``failing``, worked out once per accuracy kept (``accuracy``), not for every
+        encounter coded: the same until an audit is scored or a write undone."""
+        found = self._accuracy.get("category")
+        if found is None:
+            self.accuracy("category")
+            found = self._accuracy["category"]
+        kept_from, kept = self._failing_kept
+        if kept_from is not found:
+            policy = self.policy
+            kept = {
+                a.key: a
+                for a in found
+                if a.audited >= policy.min_audits and a.rate < policy.threshold
+            }
+            self._failing_kept = (found, kept)
+        return kept
 
     def review_reasons(self, coded: CodedEncounter) -> list[str]:
         """Why an encounter must go to a coder because a category of its codes is failing."""
-        failing = self.failing()
+        failing = self._failing()
         reasons = []
         for cat in sorted({category(d.code) for d in coded.diagnoses}):
             a = failing.get(cat)
