@@ -137,6 +137,18 @@ class Context:
         ]
 
     @_once
+    def bill(self) -> ub04.TypeOfBill | None:
+        """The facility claim's type of bill (UB-04 FL4) as coded, else as the encounter
+        states it, else an original for the setting; None when there is none or it is not
+        one. Found once for the institutional rules that ask."""
+        try:
+            return ub04.type_of_bill_for(
+                self.setting, self.coded.type_of_bill or self.coded.encounter.type_of_bill
+            )
+        except ValueError:
+            return None
+
+    @_once
     def discharge_status(self) -> int | None:
         """The UB-04 discharge status as a number, or None when absent or not a number."""
         raw = (self.coded.encounter.discharge_status or "").strip()

@@ -33,12 +33,7 @@ def _facility_lines(ctx: Context) -> Iterator[tuple[int, ServiceLine]]:
 
 def _bill(ctx: Context) -> ub04.TypeOfBill | None:
     """The facility claim's type of bill; None when there is none or it is not one."""
-    try:
-        return ub04.type_of_bill_for(
-            ctx.setting, ctx.coded.type_of_bill or ctx.coded.encounter.type_of_bill
-        )
-    except ValueError:
-        return None
+    return ctx.bill
 
 
 def _has_facility_claim(ctx: Context) -> bool:
