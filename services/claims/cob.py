@@ -33,7 +33,18 @@ from typing import Literal
 
 from pipeline.errors import InputError
 from pipeline.models import Coverage, LineAdjustment, Patient, RemittancePosting
-from services.x12.writer import Element, Segment, amount, comp, d8, ident, quantity, seg, text
+from services.x12.writer import (
+    Element,
+    Rendered,
+    Segment,
+    amount,
+    comp,
+    d8,
+    early,
+    ident,
+    quantity,
+    text,
+)
 
 Sequence_ = Literal["P", "S", "T"]
 SEQUENCE_CODES: tuple[Sequence_, ...] = ("P", "S", "T")
@@ -138,19 +149,19 @@ def check_balance(
         )
 
 
-def cas_segments(adjustments: tuple[LineAdjustment, ...]) -> list[Segment]:
+def cas_segments(adjustments: tuple[LineAdjustment, ...]) -> list[Segment | Rendered]:
     """CAS segments, one per group code, at most six reason/amount/quantity triplets each."""
     by_group: dict[str, list[LineAdjustment]] = {}
     for adj in adjustments:
         by_group.setdefault(adj.group, []).append(adj)
-    out: list[Segment] = []
+    out: list[Segment | Rendered] = []
     for group, items in by_group.items():
         for start in range(0, len(items), _CAS_PER_SEGMENT):
             elements: list[str] = [group]
             for adj in items[start : start + _CAS_PER_SEGMENT]:
                 qty = quantity(adj.quantity) if adj.quantity is not None else ""
                 elements += [adj.reason, amount(adj.amount), qty]
-            out.append(seg("CAS", *elements))
+            out.append(early("CAS", *elements))
     return out
 
 
@@ -162,19 +173,19 @@ def _other_subscriber(
     coverage: Coverage,
     sequence: str,
     patient: Patient,
-    adjudication: list[Segment],
+    adjudication: list[Segment | Rendered],
     *,
     institutional: bool,
-) -> list[Segment]:
+) -> list[Segment | Rendered]:
     """2320 SBR, the adjudication (CAS, AMT*D) when there is one, OI; 2330A NM1*IL (the
     other subscriber); 2330B NM1*PR (the other payer)."""
     field = f"other_payers[{coverage.payer_id}]"
     group = ident(coverage.group_number, f"{field}.group_number") if coverage.group_number else ""
     relationship = _relationship(coverage)
     filing = coverage.plan_type.upper()
-    out = [seg("SBR", sequence, relationship, group, "", "", "", "", "", filing), *adjudication]
+    out = [early("SBR", sequence, relationship, group, "", "", "", "", "", filing), *adjudication]
     # OI03 benefits assigned, OI04 patient signature on file (837P only), OI06 release.
-    out.append(seg("OI", "", "", "Y", "" if institutional else "P", "", "Y"))
+    out.append(early("OI", "", "", "Y", "" if institutional else "P", "", "Y"))
     member = ident(coverage.member_id, f"{field}.member_id", min_len=2)
     holder = coverage.subscriber if relationship != "18" else None
     last, first = (
@@ -185,19 +196,19 @@ def _other_subscriber(
             patient.first_name,
         )
     )
-    out.append(seg("NM1", "IL", "1", text(last, 60), text(first, 35), "", "", "", "MI", member))
+    out.append(early("NM1", "IL", "1", text(last, 60), text(first, 35), "", "", "", "MI", member))
     payer_id = ident(coverage.payer_id, f"{field}.payer_id", min_len=2)
     name = text(coverage.payer_name, 60)
-    out.append(seg("NM1", "PR", "2", name, "", "", "", "", "PI", payer_id))
+    out.append(early("NM1", "PR", "2", name, "", "", "", "", "PI", payer_id))
     return out
 
 
 def later_payer_loops(
     later: tuple[Coverage, ...], patient: Patient, first: int, *, institutional: bool = False
-) -> list[Segment]:
+) -> list[Segment | Rendered]:
     """2320/2330A/2330B of the payers after the one billed (positions from ``first``): who
     they are, nothing adjudicated yet."""
-    out: list[Segment] = []
+    out: list[Segment | Rendered] = []
     for position, coverage in enumerate(later, start=first):
         sequence = sequence_code(min(position, len(SEQUENCE_CODES)))
         out += _other_subscriber(coverage, sequence, patient, [], institutional=institutional)
@@ -206,35 +217,38 @@ def later_payer_loops(
 
 def prior_payer_loops(
     priors: tuple[PriorPayer, ...], patient: Patient, *, institutional: bool = False
-) -> list[Segment]:
+) -> list[Segment | Rendered]:
     """2320 with its 2330A and 2330B, for each prior payer in order."""
-    out: list[Segment] = []
+    out: list[Segment | Rendered] = []
     for prior in priors:
         coverage = prior.coverage
         field = f"prior_payers[{coverage.payer_id}]"
-        adjudication = [*cas_segments(prior.claim_adjustments), seg("AMT", "D", amount(prior.paid))]
+        adjudication = [
+            *cas_segments(prior.claim_adjustments),
+            early("AMT", "D", amount(prior.paid)),
+        ]
         out += _other_subscriber(
             coverage, prior.sequence, patient, adjudication, institutional=institutional
         )
         if not prior.lines:
-            out.append(seg("DTP", "573", "D8", d8(prior.adjudicated)))
+            out.append(early("DTP", "573", "D8", d8(prior.adjudicated)))
         if prior.payer_claim_control_number:
             number = ident(
                 prior.payer_claim_control_number, f"{field}.payer_claim_control_number", max_len=50
             )
-            out.append(seg("REF", "F8", number))
+            out.append(early("REF", "F8", number))
     return out
 
 
 def line_adjudication_loops(
     priors: tuple[PriorPayer, ...], line_number: int, revenue_code: str | None = None
-) -> list[Segment]:
+) -> list[Segment | Rendered]:
     """2430 loops of one 2400 line: each prior payer's SVD, CAS and DTP*573.
 
     ``revenue_code`` (the billed line's) makes it the 837I form: SVD04 carries it, and SVD03
     only a procedure code the payer adjudicated (not a revenue code sent as NU).
     """
-    out: list[Segment] = []
+    out: list[Segment | Rendered] = []
     for prior in priors:
         for line in prior.lines:
             if line.line_number != line_number:
@@ -245,7 +259,7 @@ def line_adjudication_loops(
             units = quantity(line.units) if line.units is not None else "1"
             payer_id = prior.coverage.payer_id
             paid = amount(line.paid)
-            out.append(seg("SVD", payer_id, paid, procedure, revenue_code or "", units))
+            out.append(early("SVD", payer_id, paid, procedure, revenue_code or "", units))
             out.extend(cas_segments(line.adjustments))
-            out.append(seg("DTP", "573", "D8", d8(prior.adjudicated)))
+            out.append(early("DTP", "573", "D8", d8(prior.adjudicated)))
     return out

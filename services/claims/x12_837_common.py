@@ -17,8 +17,7 @@ contain them are rejected with ``InputError``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -42,10 +41,10 @@ from services.x12.writer import (
     Segment,
     Usage,
     d8,
+    early,
     ident,
     interchange,
     render,
-    seg,
     text,
     transaction_set,
 )
@@ -220,7 +219,9 @@ def check_npi(npi: str, field: str) -> str:
 # --- loops shared by 837P and 837I ---------------------------------------------------------
 
 
-def address_segments(address: Address, field: str, *, physical: bool = False) -> list[Segment]:
+def address_segments(
+    address: Address, field: str, *, physical: bool = False
+) -> list[Segment | Rendered]:
     """N3 and N4; ``physical`` applies the guide's rules for 2010AA and 2310C locations."""
     line1 = text(address.line1, 55)
     if not line1:
@@ -232,28 +233,30 @@ def address_segments(address: Address, field: str, *, physical: bool = False) ->
         lines = f"{address.line1} {address.line2 or ''}"
         if _PO_BOX.search(lines.upper()):
             raise InputError(f"{field}.line1", "must be a street address, not a post office box")
-    n3 = seg("N3", line1, text(address.line2 or "", 55))
+    n3 = early("N3", line1, text(address.line2 or "", 55))
     city = text(address.city, 30)
     if len(city) < 2:
         raise InputError(f"{field}.city", "must have at least 2 characters")
     country = address.country.strip().upper()
-    n4 = seg("N4", city, address.state, address.postal_code, "" if country == "US" else country)
+    n4 = early("N4", city, address.state, address.postal_code, "" if country == "US" else country)
     return [n3, n4]
 
 
-def provider_nm1(entity_code: str, provider: Provider, field: str) -> Segment:
+def provider_nm1(entity_code: str, provider: Provider, field: str) -> Segment | Rendered:
     """NM1 for a provider identified by NPI, as a person or an organisation."""
     npi = check_npi(provider.npi, f"{field}.npi")
     if provider.entity == "person":
         n = person_name(provider.name)
-        return seg("NM1", entity_code, "1", n.last, n.first, n.middle, "", n.suffix, "XX", npi)
+        return early("NM1", entity_code, "1", n.last, n.first, n.middle, "", n.suffix, "XX", npi)
     org = text(provider.name, 60)
     if not org:
         raise InputError(f"{field}.name", "empty after removing characters X12 cannot carry")
-    return seg("NM1", entity_code, "2", org, "", "", "", "", "XX", npi)
+    return early("NM1", entity_code, "2", org, "", "", "", "", "XX", npi)
 
 
-def billing_loop(hl: int, provider: Provider, pay_to: Address | None = None) -> list[Segment]:
+def billing_loop(
+    hl: int, provider: Provider, pay_to: Address | None = None
+) -> list[Segment | Rendered]:
     """2000A billing provider HL, the 2010AA name, address and tax id, and the 2010AB pay-to
     address when payments go elsewhere (a lockbox; from the provider profile)."""
     field = "encounter.billing_provider"
@@ -261,15 +264,15 @@ def billing_loop(hl: int, provider: Provider, pay_to: Address | None = None) -> 
         raise InputError(f"{field}.address", "the billing provider address is required")
     if provider.tax_id is None:
         raise InputError(f"{field}.tax_id", "the billing provider EIN (REF*EI) is required")
-    out = [seg("HL", str(hl), "", "20", "1")]
+    out = [early("HL", str(hl), "", "20", "1")]
     if provider.taxonomy:
         taxonomy = ident(provider.taxonomy, f"{field}.taxonomy", min_len=10, max_len=10)
-        out.append(seg("PRV", "BI", "PXC", taxonomy))
+        out.append(early("PRV", "BI", "PXC", taxonomy))
     out.append(provider_nm1("85", provider, field))
     out.extend(address_segments(provider.address, f"{field}.address", physical=True))
-    out.append(seg("REF", "EI", provider.tax_id))
+    out.append(early("REF", "EI", provider.tax_id))
     if pay_to is not None and pay_to != provider.address:
-        out.append(seg("NM1", "87", "2"))
+        out.append(early("NM1", "87", "2"))
         out.extend(address_segments(pay_to, f"{field}.pay_to"))
     return out
 
@@ -292,14 +295,14 @@ def relationship_of(coverage: Coverage) -> str:
     return code
 
 
-def _demographics(birth_date: date, sex: str) -> Segment:
+def _demographics(birth_date: date, sex: str) -> Segment | Rendered:
     """DMG: date of birth and sex, for a subscriber or a patient."""
-    return seg("DMG", "D8", d8(birth_date), sex)
+    return early("DMG", "D8", d8(birth_date), sex)
 
 
 def subscriber_loop(
     hl: int, parent: int, coverage: Coverage, patient: Patient | None, sequence: str = "P"
-) -> list[Segment]:
+) -> list[Segment | Rendered]:
     """2000B subscriber HL, 2010BA subscriber and 2010BB payer.
 
     ``patient`` is given when the patient is the subscriber (SBR02 18, claims follow directly);
@@ -321,12 +324,12 @@ def subscriber_loop(
         if not last:
             raise InputError("encounter.patient.last_name", "empty after removing bad characters")
         return [
-            seg("HL", str(hl), str(parent), "22", "0"),
-            seg("SBR", sequence, SELF, group, "", "", "", "", "", filing),
-            seg("NM1", "IL", "1", last, text(patient.first_name, 35), "", "", "", "MI", member),
+            early("HL", str(hl), str(parent), "22", "0"),
+            early("SBR", sequence, SELF, group, "", "", "", "", "", filing),
+            early("NM1", "IL", "1", last, text(patient.first_name, 35), "", "", "", "MI", member),
             *address_segments(patient.address, "encounter.patient.address"),
             _demographics(patient.birth_date, patient.sex),
-            seg("NM1", "PR", "2", payer_name, "", "", "", "", "PI", payer_id),
+            early("NM1", "PR", "2", payer_name, "", "", "", "", "PI", payer_id),
         ]
     subscriber = coverage.subscriber
     if subscriber is None:  # relationship_of refuses this before grouping; kept for safety
@@ -336,35 +339,37 @@ def subscriber_loop(
     if not last:
         raise InputError(f"{field}.last_name", "empty after removing bad characters")
     out = [
-        seg("HL", str(hl), str(parent), "22", "1"),
+        early("HL", str(hl), str(parent), "22", "1"),
         # SBR02 is sent only when the subscriber is the patient.
-        seg("SBR", sequence, "", group, "", "", "", "", "", filing),
-        seg("NM1", "IL", "1", last, text(subscriber.first_name, 35), "", "", "", "MI", member),
+        early("SBR", sequence, "", group, "", "", "", "", "", filing),
+        early("NM1", "IL", "1", last, text(subscriber.first_name, 35), "", "", "", "MI", member),
     ]
     # N3/N4 and DMG are situational for a subscriber who is not the patient: sent when known.
     if subscriber.address is not None:
         out.extend(address_segments(subscriber.address, f"{field}.address"))
     if subscriber.birth_date is not None:
         out.append(_demographics(subscriber.birth_date, subscriber.sex))
-    out.append(seg("NM1", "PR", "2", payer_name, "", "", "", "", "PI", payer_id))
+    out.append(early("NM1", "PR", "2", payer_name, "", "", "", "", "PI", payer_id))
     return out
 
 
-def patient_loop(hl: int, parent: int, patient: Patient, relationship: str) -> list[Segment]:
+def patient_loop(
+    hl: int, parent: int, patient: Patient, relationship: str
+) -> list[Segment | Rendered]:
     """2000C patient HL and 2010CA: the dependent patient's relationship, name and address."""
     last = text(patient.last_name, 60)
     if not last:
         raise InputError("encounter.patient.last_name", "empty after removing bad characters")
     return [
-        seg("HL", str(hl), str(parent), "23", "0"),
-        seg("PAT", relationship),
-        seg("NM1", "QC", "1", last, text(patient.first_name, 35)),
+        early("HL", str(hl), str(parent), "23", "0"),
+        early("PAT", relationship),
+        early("NM1", "QC", "1", last, text(patient.first_name, 35)),
         *address_segments(patient.address, "encounter.patient.address"),
         _demographics(patient.birth_date, patient.sex),
     ]
 
 
-def prior_claim_reference(claim: ClaimInput) -> list[Segment]:
+def prior_claim_reference(claim: ClaimInput) -> list[Segment | Rendered]:
     """REF*F8, the payer's claim control number a replacement (7) or void (8) refers to."""
     if claim.frequency not in ("7", "8"):
         return []
@@ -372,7 +377,7 @@ def prior_claim_reference(claim: ClaimInput) -> list[Segment]:
         raise InputError(
             "original_reference", "a replacement or void needs the payer's claim number"
         )
-    return [seg("REF", "F8", ident(claim.original_reference, "original_reference", max_len=50))]
+    return [early("REF", "F8", ident(claim.original_reference, "original_reference", max_len=50))]
 
 
 def sorted_diagnoses(coded: CodedEncounter, at_most: int) -> list[tuple[str, str | None]]:
@@ -390,11 +395,13 @@ def sorted_diagnoses(coded: CodedEncounter, at_most: int) -> list[tuple[str, str
     return [(dx_code(d.code, f"diagnoses[{i}].code"), d.poa) for i, d in enumerate(diagnoses)]
 
 
-def prior_payer_section(claim: ClaimInput, *, institutional: bool = False) -> list[Segment]:
+def prior_payer_section(
+    claim: ClaimInput, *, institutional: bool = False
+) -> list[Segment | Rendered]:
     """The 2320/2330 loops: the payers before this one (a secondary or tertiary claim), their
     adjudications balanced, then the payers known to come after it."""
     patient = claim.coded.encounter.patient
-    out: list[Segment] = []
+    out: list[Segment | Rendered] = []
     if claim.prior_payers:
         lines = claim.coded.lines
         charges = {n: line.charge for n, line in enumerate(lines, start=1)}
@@ -417,7 +424,7 @@ class Profile:
     """What an 837 flavour brings to the shared hierarchy: its guide and its claim loop."""
 
     implementation: str
-    claim_loop: Callable[[ClaimInput], list[Segment]]
+    claim_loop: Callable[[ClaimInput], list[Segment | Rendered]]
     billing_provider: Callable[[ClaimInput], Provider]
 
 
@@ -435,19 +442,26 @@ class _Insured:
     sequence: str = "P"
 
 
-@contextmanager
-def _blame(claim: ClaimInput, batch: bool) -> Iterator[None]:
-    """In a batch, name the claim an InputError came from (field prefix and ``claim_id``)."""
-    try:
-        yield
-    except ClaimError:
-        raise
-    except InputError as exc:
-        if not batch:
-            raise
-        raise ClaimError(
-            claim.claim_id, f"claims[{claim.claim_id}].{exc.field}", exc.reason
-        ) from exc
+class _Blame:
+    """In a batch, name the claim an InputError came from (field prefix and ``claim_id``).
+    A class, not a generator: entered several times per claim."""
+
+    __slots__ = ("batch", "claim")
+
+    def __init__(self, claim: ClaimInput, batch: bool) -> None:
+        self.claim = claim
+        self.batch = batch
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, _: object
+    ) -> None:
+        if not self.batch or not isinstance(exc, InputError) or isinstance(exc, ClaimError):
+            return  # nothing raised, or raised as it is
+        claim_id = self.claim.claim_id
+        raise ClaimError(claim_id, f"claims[{claim_id}].{exc.field}", exc.reason) from exc
 
 
 def _group(
@@ -459,12 +473,28 @@ def _group(
     subscriber with one payer share a 2000B, one 2000C per patient: the guide does not let a
     2000B both be the patient and have patients under it.
     """
+    if len(claims) == 1:  # nothing to group: the loops of one claim
+        [claim] = claims
+        coverage = claim.coverage
+        relationship = relationship_of(coverage)
+        billing = billing_of(claim)
+        patient = claim.coded.encounter.patient
+        alone = patient if relationship == SELF else None
+        insured = _Insured(coverage, alone, {(patient, relationship): [claim]}, claim.sequence)
+        return [(billing, [insured])]
+    return _grouped(claims, billing_of)
+
+
+def _grouped(
+    claims: Sequence[ClaimInput], billing_of: Callable[[ClaimInput], Provider]
+) -> list[tuple[Provider, list[_Insured]]]:
+    """``_group`` of any number of claims."""
     providers: dict[Provider, dict[tuple[object, ...], _Insured]] = {}
     batch = len(claims) > 1
     for claim in claims:
         enc = claim.coded.encounter
         coverage = claim.coverage
-        with _blame(claim, batch):
+        with _Blame(claim, batch):
             relationship = relationship_of(coverage)
             billing = billing_of(claim)
         insureds = providers.setdefault(billing, {})
@@ -487,12 +517,12 @@ def _group(
     return [(p, list(insureds.values())) for p, insureds in providers.items()]
 
 
-def _rendered(segments: Iterable[Segment]) -> tuple[Segment | Rendered, ...]:
+def _rendered(segments: Iterable[Segment | Rendered]) -> tuple[Segment | Rendered, ...]:
     """Segments rendered now, to be kept; as they are when one is refused, so that the
     document's ``render`` refuses it where it always did."""
     segments = tuple(segments)
     try:
-        return tuple([s.render() for s in segments])
+        return tuple([s if isinstance(s, str) else s.render() for s in segments])
     except InputError:
         return segments
 
@@ -515,7 +545,7 @@ def _header(
 ) -> list[Segment | Rendered]:
     """BHT, 1000A submitter and 1000B receiver."""
     return [
-        seg(
+        early(
             "BHT", "0019", "00", bht_ref, created.strftime("%Y%m%d"), created.strftime("%H%M"), "CH"
         ),
         *_parties(submitter, sender_id, receiver_name, receiver_id),
@@ -537,9 +567,9 @@ def _parties(
         raise InputError("submitter", "a phone number or an email address is required")
     return _rendered(
         [
-            seg("NM1", "41", "2", text(submitter.name, 60), "", "", "", "", "46", sender_id),
-            seg("PER", *contact),
-            seg("NM1", "40", "2", text(receiver_name, 60), "", "", "", "", "46", receiver_id),
+            early("NM1", "41", "2", text(submitter.name, 60), "", "", "", "", "46", sender_id),
+            early("PER", *contact),
+            early("NM1", "40", "2", text(receiver_name, 60), "", "", "", "", "46", receiver_id),
         ]
     )
 
@@ -555,13 +585,13 @@ def _detail(
         hl += 1
         provider_hl = hl
         first_claim = next(iter(insureds[0].patients.values()))[0]
-        with _blame(first_claim, batch):
+        with _Blame(first_claim, batch):
             segs.extend(_billing_lines(provider_hl, provider, pay_to.get(provider.npi)))
         for insured in insureds:
             hl += 1
             subscriber_hl = hl
             first = next(iter(insured.patients.values()))[0]
-            with _blame(first, batch):
+            with _Blame(first, batch):
                 segs.extend(
                     subscriber_loop(
                         subscriber_hl,
@@ -574,10 +604,10 @@ def _detail(
             for (patient, relationship), patient_claims in insured.patients.items():
                 if insured.patient is None:
                     hl += 1
-                    with _blame(patient_claims[0], batch):
+                    with _Blame(patient_claims[0], batch):
                         segs.extend(patient_loop(hl, subscriber_hl, patient, relationship))
                 for claim in patient_claims:
-                    with _blame(claim, batch):
+                    with _Blame(claim, batch):
                         segs.extend(profile.claim_loop(claim))
     return segs
 

@@ -58,14 +58,15 @@ from services.x12 import guides
 from services.x12.writer import (
     Composite,
     Element,
+    Rendered,
     Segment,
     amount,
     comp,
     d8,
+    early,
     ident,
     quantity,
     rd8,
-    seg,
 )
 
 IMPLEMENTATION = guides.VERSION_837I
@@ -143,9 +144,9 @@ def _code_info(qualifier: str, code: str, poa: str | None) -> Composite:
     return comp(qualifier, code)
 
 
-def _his(items: Sequence[Composite]) -> list[Segment]:
+def _his(items: Sequence[Composite]) -> list[Segment | Rendered]:
     """HI segments of at most 12 composites each."""
-    return [seg("HI", *items[i : i + PER_HI]) for i in range(0, len(items), PER_HI)]
+    return [early("HI", *items[i : i + PER_HI]) for i in range(0, len(items), PER_HI)]
 
 
 def _poa(value: str | None, inpatient: bool) -> str | None:
@@ -204,28 +205,30 @@ def is_ed_visit(coded: CodedEncounter) -> bool:
     return any((ub04.revenue_code(ln.revenue_code) or "").startswith("045") for ln in coded.lines)
 
 
-def _diagnosis_segments(coded: CodedEncounter, inpatient: bool) -> list[Segment]:
+def _diagnosis_segments(coded: CodedEncounter, inpatient: bool) -> list[Segment | Rendered]:
     dxs = institutional_diagnoses(coded)
     principal, principal_poa = dxs.principal
-    out = [seg("HI", _code_info("ABK", principal, _poa(principal_poa, inpatient)))]
+    out = [early("HI", _code_info("ABK", principal, _poa(principal_poa, inpatient)))]
     if inpatient:
-        out.append(seg("HI", comp("ABJ", dxs.admitting)))
+        out.append(early("HI", comp("ABJ", dxs.admitting)))
     else:
         reasons = dxs.reasons or ([principal] if is_ed_visit(coded) else [])
         if reasons:
-            out.append(seg("HI", *(comp("APR", code) for code in reasons)))
+            out.append(early("HI", *(comp("APR", code) for code in reasons)))
     if dxs.external:
-        out.append(seg("HI", *(_code_info("ABN", c, _poa(p, inpatient)) for c, p in dxs.external)))
+        out.append(
+            early("HI", *(_code_info("ABN", c, _poa(p, inpatient)) for c, p in dxs.external))
+        )
     drg = coded.drg
     if inpatient and drg is not None:
         if not _DRG.match(drg.code.strip()):
             raise InputError("drg.code", f"not an MS-DRG: {drg.code!r}")
-        out.append(seg("HI", comp("DR", drg.code.strip())))
+        out.append(early("HI", comp("DR", drg.code.strip())))
     out.extend(_his([_code_info("ABF", c, _poa(p, inpatient)) for c, p in dxs.others]))
     return out
 
 
-def _procedure_segments(coded: CodedEncounter) -> list[Segment]:
+def _procedure_segments(coded: CodedEncounter) -> list[Segment | Rendered]:
     if not coded.pcs_procedures:
         return []
     if len(coded.pcs_procedures) > 1 + MAX_OTHER_PROCEDURES:
@@ -241,7 +244,7 @@ def _procedure_segments(coded: CodedEncounter) -> list[Segment]:
             raise InputError(f"pcs_procedures[{i}].code", f"not an ICD-10-PCS code: {proc.code!r}")
         when = proc.date or coded.encounter.service_start
         items.append(comp("BBR" if i == 0 else "BBQ", code, "D8", d8(when)))
-    return [seg("HI", items[0]), *_his(items[1:])]
+    return [early("HI", items[0]), *_his(items[1:])]
 
 
 def _ub04_code(value: str, field: str) -> str:
@@ -251,7 +254,7 @@ def _ub04_code(value: str, field: str) -> str:
     return code
 
 
-def _ub04_segments(enc: Encounter) -> list[Segment]:
+def _ub04_segments(enc: Encounter) -> list[Segment | Rendered]:
     """HI occurrence spans (BI), occurrences (BH), values (BE), conditions (BG)."""
     groups: list[tuple[str, list[Composite]]] = [
         (
@@ -286,7 +289,7 @@ def _ub04_segments(enc: Encounter) -> list[Segment]:
             ],
         ),
     ]  # fmt: skip
-    out: list[Segment] = []
+    out: list[Segment | Rendered] = []
     for name, items in groups:
         if len(items) > MAX_UB04_CODES:
             raise InputError(
@@ -296,7 +299,7 @@ def _ub04_segments(enc: Encounter) -> list[Segment]:
     return out
 
 
-def _prior_claim(claim: ClaimInput, bill: ub04.TypeOfBill) -> list[Segment]:
+def _prior_claim(claim: ClaimInput, bill: ub04.TypeOfBill) -> list[Segment | Rendered]:
     """REF*F8: the correction's payer claim number, or the one the EHR gave with a
     replacement or void type of bill (xx7, xx8)."""
     if claim.frequency == "1" and bill.frequency in ("7", "8"):
@@ -307,11 +310,11 @@ def _prior_claim(claim: ClaimInput, bill: ub04.TypeOfBill) -> list[Segment]:
                 f"type of bill {bill.code} corrects a claim: name its payer claim number",
             )
         field = "encounter.prior_claim_reference"
-        return [seg("REF", "F8", ident(reference, field, max_len=50))]
+        return [early("REF", "F8", ident(reference, field, max_len=50))]
     return prior_claim_reference(claim)
 
 
-def _cl1(enc: Encounter, bill: ub04.TypeOfBill) -> Segment:
+def _cl1(enc: Encounter, bill: ub04.TypeOfBill) -> Segment | Rendered:
     """CL1: admission type and source (inpatient), patient status (every claim; 30 on an
     interim bill, the patient is still in)."""
     inpatient = bill.inpatient
@@ -334,22 +337,22 @@ def _cl1(enc: Encounter, bill: ub04.TypeOfBill) -> Segment:
         source = (enc.admission_source or "").strip()
         if source and not re.fullmatch(r"[0-9A-Z]", source):
             raise InputError("encounter.admission_source", f"not a source code: {source!r}")
-    return seg("CL1", admission_type, source, status)
+    return early("CL1", admission_type, source, status)
 
 
-def _dates(enc: Encounter, bill: ub04.TypeOfBill) -> list[Segment]:
+def _dates(enc: Encounter, bill: ub04.TypeOfBill) -> list[Segment | Rendered]:
     """DTP*096 discharge hour, DTP*434 statement period, DTP*435 admission date and hour."""
-    out: list[Segment] = []
+    out: list[Segment | Rendered] = []
     if bill.inpatient and bill.discharged and enc.discharge_time is not None:
-        out.append(seg("DTP", "096", "TM", enc.discharge_time.strftime("%H%M")))
-    out.append(seg("DTP", "434", "RD8", rd8(enc.service_start, enc.service_end)))
+        out.append(early("DTP", "096", "TM", enc.discharge_time.strftime("%H%M")))
+    out.append(early("DTP", "434", "RD8", rd8(enc.service_start, enc.service_end)))
     if bill.inpatient:
         admitted = enc.admission_date or enc.service_start
         if enc.admission_time is not None:
             stamp = f"{d8(admitted)}{enc.admission_time.strftime('%H%M')}"
-            out.append(seg("DTP", "435", "DT", stamp))
+            out.append(early("DTP", "435", "DT", stamp))
         else:
-            out.append(seg("DTP", "435", "D8", d8(admitted)))
+            out.append(early("DTP", "435", "D8", d8(admitted)))
     return out
 
 
@@ -371,7 +374,7 @@ def needs_operating_physician(coded: CodedEncounter) -> bool:
     return any(ub04.is_surgical_pcs(p.code) for p in coded.pcs_procedures)
 
 
-def _provider_segments(coded: CodedEncounter) -> list[Segment]:
+def _provider_segments(coded: CodedEncounter) -> list[Segment | Rendered]:
     """2310A attending (with taxonomy), 2310B operating physician for surgical procedures,
     2310D rendering when someone else rendered."""
     enc = coded.encounter
@@ -380,7 +383,7 @@ def _provider_segments(coded: CodedEncounter) -> list[Segment]:
     out = [provider_nm1("71", attending, field)]
     if attending.taxonomy:
         taxonomy = ident(attending.taxonomy, f"{field}.taxonomy", min_len=10, max_len=10)
-        out.append(seg("PRV", "AT", "PXC", taxonomy))
+        out.append(early("PRV", "AT", "PXC", taxonomy))
     if needs_operating_physician(coded):
         operating = enc.operating_provider
         if operating is None or operating.entity != "person":
@@ -397,7 +400,7 @@ def _provider_segments(coded: CodedEncounter) -> list[Segment]:
     return out
 
 
-def _line(line: ServiceLine, number: int, claim_id: str) -> list[Segment]:
+def _line(line: ServiceLine, number: int, claim_id: str) -> list[Segment | Rendered]:
     """2400 loop: LX, SV2 (revenue code, HCPCS when present, days or units), DTP*472, REF*6R."""
     field = f"lines[{number - 1}]"
     revenue = revenue_code(line.revenue_code, f"{field}.revenue_code")
@@ -415,14 +418,14 @@ def _line(line: ServiceLine, number: int, claim_id: str) -> list[Segment]:
     sv2 = [revenue, procedure, amount(line.charge), ub04.unit_basis(revenue)]
     sv2 += [quantity(line.units), "", non_covered]
     return [
-        seg("LX", str(number)),
-        seg("SV2", *sv2),
-        seg("DTP", "472", "D8", d8(line.service_date)),
-        seg("REF", "6R", f"{claim_id}L{number}"),
+        early("LX", str(number)),
+        early("SV2", *sv2),
+        early("DTP", "472", "D8", d8(line.service_date)),
+        early("REF", "6R", f"{claim_id}L{number}"),
     ]
 
 
-def institutional_claim_loop(claim: ClaimInput) -> list[Segment]:
+def institutional_claim_loop(claim: ClaimInput) -> list[Segment | Rendered]:
     """The 837I 2300 claim loop with its 2310 providers and 2400 lines."""
     coded = claim.coded
     enc = coded.encounter
@@ -434,7 +437,7 @@ def institutional_claim_loop(claim: ClaimInput) -> list[Segment]:
         raise InputError("lines", f"an institutional claim carries at most {MAX_LINES} lines")
     total = sum((line.charge for line in coded.lines), Decimal("0"))
     out = [
-        seg(
+        early(
             "CLM",
             claim_id,
             amount(total),

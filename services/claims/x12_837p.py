@@ -29,7 +29,7 @@ from services.claims.x12_837_common import (
     sorted_diagnoses,
 )
 from services.x12 import guides
-from services.x12.writer import Segment, amount, comp, d8, ident, quantity, seg, text
+from services.x12.writer import Rendered, Segment, amount, comp, d8, early, ident, quantity, text
 
 IMPLEMENTATION = guides.VERSION_837P
 MAX_DIAGNOSES = guides.MAX_PROFESSIONAL_DIAGNOSES  # HI01..HI12
@@ -44,7 +44,7 @@ _INPATIENT_POS = frozenset({"21", "51", "61"})
 
 def _line(
     line: ServiceLine, number: int, claim_pos: str, n_dx: int, claim_id: str
-) -> list[Segment]:
+) -> list[Segment | Rendered]:
     """2400 loop: LX, SV1, DTP*472 and the line item control number."""
     field = f"lines[{number - 1}]"
     code = procedure_code(line.code or "", f"{field}.code")
@@ -61,8 +61,8 @@ def _line(
         raise InputError(f"{field}.charge", "must not be negative")
     pos = line.place_of_service or claim_pos
     return [
-        seg("LX", str(number)),
-        seg(
+        early("LX", str(number)),
+        early(
             "SV1",
             comp("HC", code, *mods),
             amount(line.charge),
@@ -72,12 +72,12 @@ def _line(
             "",
             comp(*(str(p) for p in pointers[:MAX_POINTERS])),
         ),
-        seg("DTP", "472", "D8", d8(line.service_date)),
-        seg("REF", "6R", f"{claim_id}L{number}"),
+        early("DTP", "472", "D8", d8(line.service_date)),
+        early("REF", "6R", f"{claim_id}L{number}"),
     ]
 
 
-def professional_claim_loop(claim: ClaimInput) -> list[Segment]:
+def professional_claim_loop(claim: ClaimInput) -> list[Segment | Rendered]:
     """The 837P 2300 claim loop with its 2310 providers and 2400 lines.
 
     Line ``dx_pointers`` are 1-based positions in the diagnoses ordered by ``sequence``.
@@ -96,7 +96,7 @@ def professional_claim_loop(claim: ClaimInput) -> list[Segment]:
     pos = enc.place_of_service
 
     out = [
-        seg(
+        early(
             "CLM",
             claim_id,
             amount(total),
@@ -110,16 +110,16 @@ def professional_claim_loop(claim: ClaimInput) -> list[Segment]:
         )
     ]
     if pos in _INPATIENT_POS and enc.admission_date is not None:
-        out.append(seg("DTP", "435", "D8", d8(enc.admission_date)))
+        out.append(early("DTP", "435", "D8", d8(enc.admission_date)))
     out.extend(prior_claim_reference(claim))
-    out.append(seg("HI", *(comp("ABK" if i == 0 else "ABF", c) for i, c in enumerate(codes))))
+    out.append(early("HI", *(comp("ABK" if i == 0 else "ABF", c) for i, c in enumerate(codes))))
     rendering = enc.rendering_provider
     if rendering is not None and rendering.npi != enc.billing_provider.npi:
         field = "encounter.rendering_provider"
         out.append(provider_nm1("82", rendering, field))
         if rendering.taxonomy:
             taxonomy = ident(rendering.taxonomy, f"{field}.taxonomy", min_len=10, max_len=10)
-            out.append(seg("PRV", "PE", "PXC", taxonomy))
+            out.append(early("PRV", "PE", "PXC", taxonomy))
     facility = enc.facility
     billing_address = enc.billing_provider.address
     if (
@@ -131,7 +131,7 @@ def professional_claim_loop(claim: ClaimInput) -> list[Segment]:
         if not name:
             raise InputError("encounter.facility.name", "empty after removing bad characters")
         npi = check_npi(facility.npi, "encounter.facility.npi") if facility.npi else ""
-        out.append(seg("NM1", "77", "2", name, "", "", "", "", "XX" if npi else "", npi))
+        out.append(early("NM1", "77", "2", name, "", "", "", "", "XX" if npi else "", npi))
         out.extend(address_segments(facility.address, "encounter.facility.address", physical=True))
     out.extend(prior_payer_section(claim))
     for number, line in enumerate(coded.lines, start=1):

@@ -129,15 +129,15 @@ def seg(segment_id: str, *elements: Element) -> Segment:
     return Segment(segment_id, tuple(elements))
 
 
-def line(segment_id: str, *elements: Element) -> str:
-    """``seg(segment_id, *elements).render()``, without building the segment when every
-    element is a plain value free of delimiters (a writer's common case)."""
+def _plain(segment_id: str, elements: tuple[Element, ...]) -> str | None:
+    """``Segment(segment_id, elements).render()`` when every element is a plain value free
+    of delimiters (a writer's common case: nothing to build), else None."""
     try:
         values = "".join(elements)  # type: ignore[arg-type]
     except TypeError:  # a composite element
-        return Segment(segment_id, elements).render()
+        return None
     if not DELIMITERS.isdisjoint(values):
-        return Segment(segment_id, elements).render()  # the error names the element
+        return None  # render names the element at fault (or, ISA11/16, writes it)
     end = len(elements)
     while end and elements[end - 1] == "":
         end -= 1
@@ -146,9 +146,24 @@ def line(segment_id: str, *elements: Element) -> str:
     return segment_id + ELEMENT + ELEMENT.join(elements[:end]) + SEGMENT  # type: ignore[arg-type]
 
 
+def line(segment_id: str, *elements: Element) -> str:
+    """``seg(segment_id, *elements).render()``, without building the segment when every
+    element is a plain value free of delimiters (a writer's common case)."""
+    out = _plain(segment_id, elements)
+    return out if out is not None else Segment(segment_id, elements).render()
+
+
 # A segment already rendered (``Segment.render``'s text): what a writer keeps of the parts
 # that repeat from one document to the next, and passes to ``render`` as it is.
 Rendered = str
+
+
+def early(segment_id: str, *elements: Element) -> Segment | Rendered:
+    """``seg(segment_id, *elements)`` for a document's ``render``: its text now (``line``'s)
+    when it needs no segment, else the segment itself, which ``render`` writes, or refuses,
+    in its turn, as it always did."""
+    out = _plain(segment_id, elements)
+    return out if out is not None else Segment(segment_id, elements)
 
 
 def render(segments: Iterable[Segment | Rendered]) -> str:
@@ -192,6 +207,13 @@ def amount(value: Decimal) -> str:
 
 def quantity(value: float | Decimal) -> str:
     """Units as an X12 R value (1, 1.5, 0.25)."""
+    if value.__class__ is float and 0 < value < 1e15 and value.is_integer():  # type: ignore[union-attr]
+        return str(int(value))  # what ``rounded_quantity`` writes of a whole number of units
+    return rounded_quantity(value)
+
+
+def rounded_quantity(value: float | Decimal) -> str:
+    """``quantity`` of any value: rounded to thousandths, trailing zeros dropped."""
     out = f"{Decimal(str(value)).quantize(Decimal('0.001'), rounding=ROUND_HALF_UP):f}"
     return out.rstrip("0").rstrip(".") if "." in out else out
 

@@ -1,7 +1,10 @@
-"""``writer.line`` writes what ``seg(...).render()`` writes, and refuses what it refuses."""
+"""``writer.line`` writes what ``seg(...).render()`` writes, and refuses what it refuses;
+``writer.early`` makes a document's ``render`` write (or refuse) what it does of the
+segment; ``writer.quantity`` writes a whole number of units as the rounding does."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pytest
@@ -28,6 +31,12 @@ def outcome(make: Any) -> Any:
 def same(segment_id: str, *elements: edi.Element) -> None:
     expected = outcome(lambda: edi.seg(segment_id, *elements).render())
     assert outcome(lambda: edi.line(segment_id, *elements)) == expected
+    # In a document, after a segment rendered and before one refused: refused where it was.
+    around = [edi.seg("LX", "1"), None, edi.seg("REF", "6R", "A~B")]
+    for document in (around[:2], around):
+        built = [s or edi.seg(segment_id, *elements) for s in document]
+        early = [s or edi.early(segment_id, *elements) for s in document]
+        assert outcome(partial(edi.render, early)) == outcome(partial(edi.render, built))
 
 
 @pytest.mark.parametrize(
@@ -60,3 +69,27 @@ def test_isa_separators_are_allowed_where_render_allows_them() -> None:
 @given(st.sampled_from(["CAS", "ISA", "NM1"]), st.lists(ELEMENTS, max_size=18))
 def test_any_elements(segment_id: str, elements: list[edi.Element]) -> None:
     same(segment_id, *elements)
+
+
+@pytest.mark.parametrize("units", [1.0, 2.0, 3.0, 1e14, 999_999_999_999_999.0, 1e15, 1e16, 0.0])
+def test_whole_units(units: float) -> None:
+    assert edi.quantity(units) == edi.rounded_quantity(units)
+
+
+def written(units: Any, write: Any) -> Any:
+    try:
+        return ("text", write(units))
+    except ArithmeticError as exc:
+        return ("refused", type(exc).__name__)
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(
+    st.one_of(
+        st.floats(allow_nan=False, allow_infinity=False, min_value=-1e12, max_value=1e12),
+        st.integers(min_value=-(10**6), max_value=10**15).map(float),
+        st.decimals(allow_nan=False, allow_infinity=False, places=4, max_value=10**9),
+    )
+)
+def test_any_units(units: Any) -> None:
+    assert written(units, edi.quantity) == written(units, edi.rounded_quantity)
