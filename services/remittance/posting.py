@@ -45,6 +45,7 @@ from services.remittance.era import (
     Read835,
     Remittance,
     ServicePayment,
+    direct_init,
 )
 
 STAGE = "remittance"
@@ -170,6 +171,7 @@ def sequestration(payment: ClaimPayment) -> Decimal:
     return sum((a.amount for _, a in payment.all_adjustments() if a.reason == SEQUESTRATION), ZERO)
 
 
+@direct_init
 @dataclass(frozen=True)
 class Prior:
     """Earlier postings of the same claim by the same payer: a claim the payer split over
@@ -181,6 +183,7 @@ class Prior:
     sequestration: Decimal = ZERO
 
 
+@direct_init
 @dataclass(frozen=True)
 class Shortfall:
     """Expected against what the claim brought in from its payer so far."""
@@ -429,6 +432,7 @@ def net(postings: Iterable[RemittancePosting]) -> ClaimNet:
 # --- the payment as a whole: claims and provider-level adjustments --------------------------
 
 
+@direct_init
 @dataclass(frozen=True)
 class PaymentSummary:
     """One 835 payment reconciled: claim payments, PLB adjustments applied, and the cash."""
@@ -481,6 +485,7 @@ def plb_reason(code: str) -> str:
 # --- what a file holds that can be posted, and what is held ---------------------------------
 
 
+@direct_init
 @dataclass(frozen=True)
 class Held:
     """Part of an 835 that is not posted, and why: a transaction set that cannot be read or
@@ -493,6 +498,7 @@ class Held:
     errors: tuple[str, ...]
 
 
+@direct_init
 @dataclass(frozen=True)
 class Postable:
     """A payment that balances and those of its claims that can be posted."""
