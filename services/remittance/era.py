@@ -279,7 +279,7 @@ class ClaimPayment:
         """Claim-level then line-level adjustments, with the 1-based line number or None."""
         out: list[tuple[int | None, CasAdjustment]] = [(None, a) for a in self.adjustments]
         for number, line in enumerate(self.service_lines, start=1):
-            out.extend((number, a) for a in line.adjustments)
+            out += [(number, a) for a in line.adjustments]
         return out
 
     def all_remark_codes(self) -> list[str]:

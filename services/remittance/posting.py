@@ -167,8 +167,17 @@ def _line_denied(line: ServicePayment) -> bool:
 
 
 def sequestration(payment: ClaimPayment) -> Decimal:
-    """Sum of the CARC 253 adjustments on the claim and its lines."""
-    return sum((a.amount for _, a in payment.all_adjustments() if a.reason == SEQUESTRATION), ZERO)
+    """Sum of the CARC 253 adjustments on the claim and its lines (added in the order of
+    ``all_adjustments``, without making that list: a posting asks three times)."""
+    total = ZERO
+    for a in payment.adjustments:
+        if a.reason == SEQUESTRATION:
+            total += a.amount
+    for line in payment.service_lines:
+        for a in line.adjustments:
+            if a.reason == SEQUESTRATION:
+                total += a.amount
+    return total
 
 
 @direct_init
@@ -221,6 +230,13 @@ def posting_status(
     prior: Prior | None = None,
 ) -> PostingStatus:
     """paid, partially_paid, denied, reversed or unmatched (see the module docstring)."""
+    return _status(payment, claim, lambda: shortfall(payment, claim, expected, prior))
+
+
+def _status(
+    payment: ClaimPayment, claim: SubmittedClaim | None, owed: Callable[[], Shortfall]
+) -> PostingStatus:
+    """``posting_status``, with the shortfall asked of ``owed`` when it decides."""
     if claim is None:
         return "unmatched"
     if payment.status_code == "22":
@@ -229,7 +245,7 @@ def posting_status(
         return "denied"
     if any(_line_denied(line) for line in payment.service_lines):
         return "partially_paid"
-    short = shortfall(payment, claim, expected, prior).shortfall
+    short = owed().shortfall
     if short is not None and short > 0:
         return "partially_paid"
     return "paid"
@@ -268,8 +284,9 @@ def post(
     if not payer_id:
         raise InputError("payer_id", "a posting needs the payer id")
     expected, _basis = (pricing or Pricing()).expected(claim_payment, claim, payer_id)
-    status = posting_status(claim_payment, claim, expected, prior)
-    variance = shortfall(claim_payment, claim, expected, prior).variance
+    owed = shortfall(claim_payment, claim, expected, prior)  # the status's and the variance's
+    status = _status(claim_payment, claim, lambda: owed)
+    variance = owed.variance
     claim_id = claim.claim_id if claim is not None else claim_payment.patient_control_number
     crossover = claim_payment.crossover_payer or ("unnamed" if claim_payment.forwarded else None)
     lines = claim_payment.service_lines

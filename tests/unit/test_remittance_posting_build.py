@@ -40,6 +40,7 @@ from services.remittance.posting import (
     post,
     posting_event_id,
     posting_status,
+    sequestration,
     shortfall,
 )
 
@@ -229,3 +230,23 @@ def test_the_judge_sees_an_amount_not_in_cents(
     built = post(payment, claim, **kw)
     unrounded = built.model_copy(update={"paid": payment.paid})
     assert repr(unrounded) != repr(judge_post(payment, claim, **kw))
+
+
+def test_sequestration_is_the_sum_over_all_adjustments(
+    corpus: list[tuple[ClaimPayment, SubmittedClaim | None, dict[str, Any]]],
+) -> None:
+    """``sequestration`` adds the CARC 253 amounts without making ``all_adjustments``: the
+    same sum, in the same order (the same Decimal, exponent too)."""
+    cut = CasAdjustment("CO", "253", Decimal("1.10"))
+    payments = [p for p, _, _ in corpus]
+    first = next(p for p in payments if p.service_lines)
+    line = replace(first.service_lines[0], adjustments=(cut, replace(cut, amount=Decimal("-0.1"))))
+    payments.append(replace(first, adjustments=(cut,), service_lines=(line,)))
+    cut_somewhere = 0
+    for payment in payments:
+        judged = sum(
+            (a.amount for _, a in payment.all_adjustments() if a.reason == "253"), Decimal("0.00")
+        )
+        assert repr(sequestration(payment)) == repr(judged)
+        cut_somewhere += judged != 0
+    assert cut_somewhere >= 1
