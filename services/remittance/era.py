@@ -634,6 +634,8 @@ def resolve_component_separator(text: str) -> tuple[str, str | None]:
     repetition = text[82]
     seen: set[str] = set()
     for raw in text[106:].split(terminator):
+        if "SVC" not in raw and "PLB" not in raw:
+            continue  # its id is neither (most segments): not split for nothing
         parts = raw.strip().split(element)
         if parts[0] == "SVC" and len(parts) > 1:
             candidates = [parts[1]]
