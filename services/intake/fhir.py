@@ -212,6 +212,17 @@ OPERATING_ROLES = {"operating"}
 
 _CPT_SHAPE = re.compile(r"^[0-9]{4}[0-9FTU]$")
 _LOCAL_REF = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
+# Patterns matched per encounter, compiled once (not looked up in re's cache each call).
+_TEN_DIGITS = re.compile(r"[0-9]{10}")
+_SHORT_DIGITS = re.compile(r"[0-9]{1,9}")
+_NINE_DIGITS = re.compile(r"[0-9]{9}")
+_TWO_DIGITS = re.compile(r"[0-9]{2}")
+_ZIP = re.compile(r"[0-9]{5}([0-9]{4})?")
+_REVENUE = re.compile(r"[0-9]{3,4}")
+_ADMIT_SOURCE_CODE = re.compile(r"[1-9A-Ga-g]")
+_SPACE_DASH = re.compile(r"[\s-]")
+_NOT_LETTER = re.compile(r"[^a-z]")
+_PAYER_SYSTEM = re.compile(r"pay[eo]r|naic", re.I)
 
 
 class FhirParse(NamedTuple):
@@ -377,9 +388,9 @@ def _text(value: Any) -> str | None:
 def _normalise_npi(raw: str, ctx: _Ctx) -> str | None:
     """A 10-digit NPI; shorter numbers (Synthea's serial NPIs) are left-padded with zeros."""
     digits = raw.strip()
-    if re.fullmatch(r"[0-9]{10}", digits):
+    if _TEN_DIGITS.fullmatch(digits):
         return digits
-    if re.fullmatch(r"[0-9]{1,9}", digits):
+    if _SHORT_DIGITS.fullmatch(digits):
         ctx.note(
             f"NPI {digits!r} has fewer than 10 digits; left-padded with zeros "
             "(validation will flag its check digit)"
@@ -409,8 +420,8 @@ def _tax_id(res: Any) -> str | None:
     for ident in res.identifier or []:
         types = {c.code for c in _codings(ident.type)}
         if (ident.system in EIN or "TAX" in types) and ident.value:
-            digits = re.sub(r"[\s-]", "", ident.value)
-            if re.fullmatch(r"[0-9]{9}", digits):
+            digits = _SPACE_DASH.sub("", ident.value)
+            if _NINE_DIGITS.fullmatch(digits):
                 return digits
     return None
 
@@ -457,8 +468,8 @@ def _make_address(addr: Any, path: str) -> Address:
     state = _state(addr.state)
     if state is None:
         raise InputError(f"{path}.state", "not a US state code or name")
-    postal = re.sub(r"[\s-]", "", addr.postalCode or "")
-    if not re.fullmatch(r"[0-9]{5}([0-9]{4})?", postal):
+    postal = _SPACE_DASH.sub("", addr.postalCode or "")
+    if not _ZIP.fullmatch(postal):
         raise InputError(f"{path}.postalCode", "not a 5- or 9-digit ZIP code")
     return Address(
         line1=lines[0],
@@ -885,7 +896,7 @@ def _slug(name: str) -> str:
 
 def _is_self_pay(name: str) -> bool:
     """Whether a payer name means the patient pays (Synthea writes NO_INSURANCE)."""
-    key = re.sub(r"[^a-z]", "", name.lower())
+    key = _NOT_LETTER.sub("", name.lower())
     return key in {"noinsurance", "selfpay", "self", "uninsured", "none"}
 
 
@@ -1048,7 +1059,7 @@ def _coverage_from(entry: _Entry, patient: _Entry, patient_id: str, ctx: _Ctx) -
             break
     if payer_id is None:
         payer_id = next(
-            (v for s, v in identifiers if re.search(r"pay[eo]r|naic", s, re.I) and v.strip()),
+            (v for s, v in identifiers if _PAYER_SYSTEM.search(s) and v.strip()),
             None,
         )
     if payer_id is None:
@@ -1176,7 +1187,7 @@ def _revenue(concept: Any, path: str) -> str | None:
         code = _text(coding.code)
         if code is None:
             continue
-        if not re.fullmatch(r"[0-9]{3,4}", code):
+        if not _REVENUE.fullmatch(code):
             raise InputError(f"{path}.coding.code", "a revenue code is 3 or 4 digits")
         return code.zfill(4)
     return None
@@ -1935,14 +1946,14 @@ def _encounter(
         for coding in _codings(hosp.admitSource):
             code = (coding.code or "").strip()
             admission_source = ADMIT_SOURCE.get(code) or (
-                code.upper() if re.fullmatch(r"[1-9A-Ga-g]", code) else None
+                code.upper() if _ADMIT_SOURCE_CODE.fullmatch(code) else None
             )
             if admission_source:
                 break
     if hosp is not None and res.status not in ("in-progress", "onleave"):
         for coding in _codings(hosp.dischargeDisposition):
             code = (coding.code or "").strip()
-            discharge = DISCHARGE.get(code) or (code if re.fullmatch(r"[0-9]{2}", code) else None)
+            discharge = DISCHARGE.get(code) or (code if _TWO_DIGITS.fullmatch(code) else None)
             if discharge:
                 break
 
@@ -1958,9 +1969,7 @@ def _encounter(
         setting=setting,
         service_start=start,
         service_end=end,
-        place_of_service=stated_pos
-        if stated_pos and re.fullmatch(r"[0-9]{2}", stated_pos)
-        else pos,
+        place_of_service=stated_pos if stated_pos and _TWO_DIGITS.fullmatch(stated_pos) else pos,
         admission_date=admission_date,
         admission_time=admission_time,
         admission_type=admission_type,
