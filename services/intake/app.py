@@ -27,6 +27,7 @@ from pipeline.serde import MAGIC, Registry
 from pipeline.settings import Settings
 from pipeline.settled import RetentionPolicy, RetentionSweep
 from pipeline.stage import Incoming, Out, Stage, run_stage
+from services.intake import fhir
 from services.intake.account import (
     AccountBook,
     AccountStore,
@@ -65,6 +66,7 @@ class IntakeStage(Stage):
         self.master = load_master_data(settings)
         log.info("master data: %s", self.master.describe())
         self.directory = self.master.providers
+        fhir.prepare()  # at start-up, not on the first bundles
         #: The live service's accounts, one store per partition of the by-visit topic.
         self.partitioned = accounts
         self.accounts: AccountStore | None = None

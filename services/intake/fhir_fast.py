@@ -476,6 +476,12 @@ def _shape_builder(
     return builder
 
 
+def plan(cls: type[BaseModel]) -> None:
+    """Make the plan of a model class (and of its elements' classes) now rather than when
+    a resource of it is first met."""
+    _plan(cls)
+
+
 def construct(cls: type[BaseModel], resource: dict[str, Any]) -> BaseModel | None:
     """The model fhir.resources would validate ``resource`` into, built without its
     validators; None when fhir.resources must decide (see the module docstring)."""
