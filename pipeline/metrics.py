@@ -16,6 +16,7 @@ watermarks read a few percent low, so there it under-reports.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable
 from datetime import datetime
 from decimal import Decimal
@@ -147,6 +148,35 @@ def observe_many(histogram: Any, amount: float, count: int) -> None:
         if amount <= bound:
             buckets[i].inc(count)
             break
+
+
+def observe_each(histogram: Any, amounts: Iterable[float]) -> None:
+    """One observation of each amount on a histogram's child: the bucket counts and the sum
+    that one ``observe`` per amount leaves (the sum up to float rounding), with one
+    increment per bucket touched instead of two locked increments per amount."""
+    buckets = getattr(histogram, "_buckets", None)
+    bounds = getattr(histogram, "_upper_bounds", None)
+    total = getattr(histogram, "_sum", None)
+    if buckets is None or bounds is None or total is None:  # not the layout it knows
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    counts = [0] * len(bounds)
+    added = 0.0
+    seen = False
+    for amount in amounts:
+        seen = True
+        added += amount
+        if amount == amount:  # a NaN falls in no bucket, as with observe
+            # The first bound at or above the amount, as observe's scan finds it (the
+            # last bound is +Inf).
+            counts[bisect_left(bounds, amount)] += 1
+    if not seen:
+        return
+    total.inc(added)
+    for i, count in enumerate(counts):
+        if count:
+            buckets[i].inc(count)
 
 
 _EVENT_AGE: dict[tuple[str, str], Any] = {}

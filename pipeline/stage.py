@@ -434,7 +434,7 @@ class Runner:
         decoded: list[Incoming] = []
         self._origin = origin = {}
         self._datums = {}
-        records_in = self._records_in
+        seen: dict[str, int] = {}  # records in by topic, counted once per batch
         for m in batch:
             error = m.error()
             if error is not None:
@@ -447,10 +447,7 @@ class Runner:
             offset = m.offset() or 0
             offsets[(full_topic, partition)] = offset + 1
             topic = full_topic[self._prefix_len :]
-            counter = records_in.get(topic)
-            if counter is None:
-                counter = records_in[topic] = metrics.RECORDS_IN.labels(stage.name, topic)
-            counter.inc()
+            seen[topic] = seen.get(topic, 0) + 1
             raw_key = m.key()
             key = raw_key.decode("utf-8", "replace") if isinstance(raw_key, bytes) else raw_key
             raw = m.value() or b""
@@ -474,9 +471,19 @@ class Runner:
                     outs.extend(stage.handle(msg))
             except Exception as exc:  # noqa: BLE001 - every failure of one input is routed
                 outs.extend(self._route(msg, exc))
+        self._count(self._records_in, metrics.RECORDS_IN, seen)
         if decoded:
             outs.extend(stage.handle_batch(decoded))
         return outs, offsets
+
+    def _count(self, children: dict[str, Any], counter: Any, counts: dict[str, int]) -> None:
+        """Add a batch's records by topic to the stage's series of ``counter`` (one
+        increment per topic, not per record: the series read the same)."""
+        for topic, n in counts.items():
+            child = children.get(topic)
+            if child is None:
+                child = children[topic] = counter.labels(self.stage.name, topic)
+            child.inc(n)
 
     def _pass_through(self, topic: str, raw: bytes, headers: dict[str, bytes]) -> Out | None:
         """The record forwarded under its key header, or None when the stage must handle it
@@ -793,9 +800,9 @@ class Runner:
         the processing time."""
         name = self.stage.name
         now = time.time()
-        age = metrics.LATENCY.labels(name)
-        for m in batch:
-            age.observe(max(0.0, now - m.timestamp()[1] / 1e3))
+        metrics.observe_each(
+            metrics.LATENCY.labels(name), [max(0.0, now - m.timestamp()[1] / 1e3) for m in batch]
+        )
         metrics.observe_many(metrics.PROCESSING.labels(name), took, len(batch))
         metrics.BATCH_SECONDS.labels(name).observe(took)
 
@@ -804,6 +811,7 @@ class Runner:
         if self._stores:  # the state first: a visible output implies its state is on its way
             self._produce_changes(producer)
         full_topics, done = self._full_topics, self._on_delivery
+        sent: dict[str, int] = {}  # records out by topic, counted once per batch
         for out in outs:
             value = out.raw if out.raw is not None else self._encoded(out)
             topic = full_topics.get(out.topic)
@@ -812,12 +820,7 @@ class Runner:
             key = out.key.encode()
             headers = list(out.headers.items()) or None
             self._produce_one(producer, topic, key, value, headers=headers, on_delivery=done)
-            counter = self._records_out.get(out.topic)
-            if counter is None:
-                counter = self._records_out[out.topic] = metrics.RECORDS_OUT.labels(
-                    self.stage.name, out.topic
-                )
-            counter.inc()
+            sent[out.topic] = sent.get(out.topic, 0) + 1
             if out.value is None:  # forwarded by a pass-through: nothing decoded to observe
                 continue
             try:
@@ -827,6 +830,7 @@ class Runner:
                 self.stage.observe(out.topic, out.value, source)
             except Exception:  # noqa: BLE001 - a metric must never stop the pipeline
                 log.exception("metrics: could not observe an output", extra={"topic": out.topic})
+        self._count(self._records_out, metrics.RECORDS_OUT, sent)
         self._datums = {}  # encoded: the inputs' bytes are not needed any more
         # The batch's inputs too: kept until the next batch, they were alive when the
         # collector came back, which walked them all and moved them to an older generation.
