@@ -26,6 +26,8 @@ HL7_TYPES = {
     "x-application/hl7",
 }
 SNIFF_TYPES = {"", "application/octet-stream", "text/plain"}
+# Every media type intake reads (sniffed ones included), made once.
+_READ_TYPES = frozenset(FHIR_TYPES | JSON_TYPES | SNIFF_TYPES | HL7_TYPES)
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ def parse_raw(
     HL7 v2 FT1-7 charge codes to revenue code, CPT/HCPCS and price.
     """
     media = _media_type(content_type)
-    if media not in FHIR_TYPES | JSON_TYPES | SNIFF_TYPES | HL7_TYPES:
+    if media not in _READ_TYPES:
         shown = media if re.fullmatch(r"[a-z0-9.+\-]{1,40}/[a-z0-9.+\-]{1,60}", media) else "?"
         raise InputError("content_type", f"unsupported content type {shown!r}")
     if media in HL7_TYPES or (media in SNIFF_TYPES and _looks_like_hl7(body)):

@@ -680,7 +680,8 @@ def _index(bundle: dict[str, Any]) -> _Ctx:
         full_url = entry.get("fullUrl")
         if isinstance(full_url, str) and full_url:
             ctx.by_url.setdefault(full_url, item)
-            m = _LOCAL_REF.search(full_url)
+            # A local reference has a "/" (a urn:uuid: has none: the search is skipped).
+            m = _LOCAL_REF.search(full_url) if "/" in full_url else None
             if m and m.group(1) == rtype:
                 ctx.by_url.setdefault(f"{rtype}/{m.group(2)}", item)
         if res.id:
