@@ -204,11 +204,16 @@ class ClaimMatcher:
         if posting.warnings:
             outcome("posted_with_warning").inc()
         if posting.status != "reversed":
+            # Counted per group once (the same whole number, one locked increment instead of
+            # one per adjustment); the dollars still one by one, so the sum is the same float.
+            counted: dict[str, int] = {}
             for adj in posting.adjustments:
                 group = adj.group if adj.group in GROUPS else "other"
-                _ADJUSTMENTS(group).inc()
+                counted[group] = counted.get(group, 0) + 1
                 if adj.amount > 0:
                     _ADJUSTED_DOLLARS(group).inc(float(adj.amount))
+            for group, count in counted.items():
+                _ADJUSTMENTS(group).inc(count)
         outs = [Output("remittance.posted.v1", claim.claim_id, posting)]
         if (settled := settlement_for(posting)) is not None:  # the claims stage's retention
             outs.append(Output("remittance.settled.v1", claim.claim_id, settled))
