@@ -299,7 +299,12 @@ class ClaimPayment:
                     f"CLP01 {pcn} line {number}: SVC02 {line.charge} - CAS {line.adjustment_total}"
                     f" != SVC03 {line.paid}"
                 )
-        total_adj = sum((a.amount for _, a in self.all_adjustments()), ZERO)
+        total_adj = ZERO  # every CAS amount, in the order of all_adjustments (its list unmade)
+        for adjustment in self.adjustments:
+            total_adj += adjustment.amount
+        for line in self.service_lines:
+            for adjustment in line.adjustments:
+                total_adj += adjustment.amount
         if self.charge - total_adj != self.paid:
             errors.append(
                 f"CLP01 {pcn}: CLP03 {self.charge} - CAS {total_adj} != CLP04 {self.paid}"

@@ -250,3 +250,34 @@ def test_sequestration_is_the_sum_over_all_adjustments(
         assert repr(sequestration(payment)) == repr(judged)
         cut_somewhere += judged != 0
     assert cut_somewhere >= 1
+
+
+def _reference_balance_errors(payment: ClaimPayment) -> list[str]:
+    """``ClaimPayment.balance_errors`` as it was: the claim's total over ``all_adjustments``."""
+    errors: list[str] = []
+    pcn = payment.patient_control_number
+    for number, line in enumerate(payment.service_lines, start=1):
+        if line.charge - line.adjustment_total != line.paid:
+            errors.append(
+                f"CLP01 {pcn} line {number}: SVC02 {line.charge} - CAS {line.adjustment_total}"
+                f" != SVC03 {line.paid}"
+            )
+    total_adj = sum((a.amount for _, a in payment.all_adjustments()), Decimal("0.00"))
+    if payment.charge - total_adj != payment.paid:
+        errors.append(
+            f"CLP01 {pcn}: CLP03 {payment.charge} - CAS {total_adj} != CLP04 {payment.paid}"
+        )
+    return errors
+
+
+def test_balance_errors_sum_the_adjustments_as_all_adjustments_lists_them(
+    corpus: list[tuple[ClaimPayment, SubmittedClaim | None, dict[str, Any]]],
+) -> None:
+    payments = list({id(p): p for p, _, _ in corpus}.values())
+    off = [replace(p, paid=p.paid + Decimal("0.01")) for p in payments[:50]]
+    unbalanced = 0
+    for payment in payments + off:
+        errors = payment.balance_errors()
+        assert errors == _reference_balance_errors(payment)
+        unbalanced += bool(errors)
+    assert unbalanced >= 50
