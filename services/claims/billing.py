@@ -540,7 +540,8 @@ class Billing(Generic[S]):
             return None
         verdict = prior.billed
         master = self.writer.master
-        position = position_of(posting.payer_id, coverages_of(verdict, master))
+        coverages = coverages_of(verdict, master)
+        position = position_of(posting.payer_id, coverages)
         if position is None:
             self.outcomes["cob_unknown_payer"] += 1
             return None
@@ -549,7 +550,7 @@ class Billing(Generic[S]):
         if self.cob.billed(encounter_id, position + 1) is not None:
             return None  # a redelivered or corrected posting: the next payer is billed
         earlier = self.cob.earlier(encounter_id, position)
-        found = next_claim(posting, verdict, prior.claim_id, earlier, master)
+        found = next_claim(posting, verdict, prior.claim_id, earlier, master, coverages)
         if found.planned is None:
             self.outcomes["cob_not_billed"] += 1
             log.debug("no claim to the next payer", extra={"why": found.reason})

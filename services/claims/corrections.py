@@ -34,7 +34,6 @@ claims are acknowledged.
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -59,6 +58,7 @@ from services.claims.domain import (
     submitted_claim,
     write_interchange,
 )
+from services.claims.parsed import Parsed
 from services.claims.x12_837_common import Frequency
 from services.refdata.masterdata import MasterData
 
@@ -308,21 +308,7 @@ class SubmittedClaims(RowChangelogStore):
         super().__init__(
             path, _SCHEMA, self.TABLES, changelog=changelog, bulky={"submitted": ("billed",)}
         )
-        self._parsed: OrderedDict[str, ValidatedEncounter] = OrderedDict()
-
-    def _billed(self, text: str) -> ValidatedEncounter:
-        """The stored verdict ``text`` as a model (content-addressed: never stale)."""
-        verdict = self._parsed.get(text)
-        if verdict is None:
-            verdict = ValidatedEncounter.model_validate_json(text)
-        self._keep(text, verdict)
-        return verdict
-
-    def _keep(self, text: str, verdict: ValidatedEncounter) -> None:
-        self._parsed[text] = verdict
-        self._parsed.move_to_end(text)
-        while len(self._parsed) > self.PARSED_MAX:
-            self._parsed.popitem(last=False)
+        self._parsed = Parsed(ValidatedEncounter, self.PARSED_MAX)
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> SubmittedClaims:
@@ -359,7 +345,7 @@ class SubmittedClaims(RowChangelogStore):
                 return PriorClaim(
                     str(claim_id),
                     frequency,  # type: ignore[arg-type]
-                    self._billed(str(billed)),
+                    self._parsed.get(str(billed)),
                     number,  # type: ignore[arg-type]
                     key in stored.refused,
                 )
@@ -383,7 +369,7 @@ class SubmittedClaims(RowChangelogStore):
             if gone is not None:
                 raise ClaimPruned(encounter_id, gone[0], gone[1])
             return None
-        return PriorClaim(row[0], row[1], self._billed(row[2]), row[3], bool(row[4]))
+        return PriorClaim(row[0], row[1], self._parsed.get(row[2]), row[3], bool(row[4]))
 
     def holds(self, claim_id: str) -> bool:
         """Whether a claim under this id was submitted for an encounter of this store."""
@@ -419,7 +405,7 @@ class SubmittedClaims(RowChangelogStore):
             self.db.execute("DELETE FROM settled WHERE claim_id = ?", (planned.claim_id,))
         kept = without_note(correction.source)
         text = kept.model_dump_json()
-        self._keep(text, kept)
+        self._parsed.keep(text, kept)
         self.db.execute(
             "INSERT INTO submitted VALUES (?, ?, ?, ?, NULL, ?) ON CONFLICT(encounter_id) DO "
             "UPDATE SET claim_id = excluded.claim_id, frequency = excluded.frequency, "

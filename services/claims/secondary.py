@@ -37,6 +37,7 @@ from services.claims.domain import (
     claim_id_for,
     claim_type_for,
 )
+from services.claims.parsed import Parsed
 from services.claims.x12_837_common import ClaimInput
 from services.refdata.masterdata import MasterData
 
@@ -95,14 +96,17 @@ def next_claim(
     primary_claim_id: str,
     earlier: Sequence[RemittancePosting] = (),
     master: MasterData | None = None,
+    coverages: Sequence[Coverage] | None = None,
 ) -> NextClaim:
     """The claim to the payer after the one that posted, or why there is none.
 
     ``earlier``: the postings of the payers before this one, in order (the primary's for a
     tertiary claim); ``master``: the payer registry (how each payer is billed, and whether
-    it takes secondary claims electronically).
+    it takes secondary claims electronically); ``coverages``: ``coverages_of(verdict,
+    master)`` when the caller has worked them out.
     """
-    coverages = coverages_of(verdict, master)
+    if coverages is None:
+        coverages = coverages_of(verdict, master)
     position = position_of(posting.payer_id, coverages)
     if position is None:
         return NextClaim(None, f"payer {posting.payer_id} is none of the encounter's coverages")
@@ -175,8 +179,13 @@ class CobLedger(RowChangelogStore):
     FILENAME = "claims-cob.sqlite3"
     TABLES = ("cob_postings", "cob_billed")
 
+    #: Postings kept parsed, by their stored JSON: a later payer's claim reads the earlier
+    #: payers' postings back soon after they were recorded.
+    PARSED_MAX = 2048
+
     def __init__(self, path: Path | str, *, changelog: bool = False) -> None:
         super().__init__(path, _SCHEMA, self.TABLES, changelog=changelog)
+        self._parsed = Parsed(RemittancePosting, self.PARSED_MAX)
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> CobLedger:
@@ -186,10 +195,12 @@ class CobLedger(RowChangelogStore):
         """Keep the payer's latest adjudication that is not a reversal."""
         if posting.status == "reversed":
             return
+        text = posting.model_dump_json()
+        self._parsed.keep(text, posting)
         self.db.execute(
             "INSERT INTO cob_postings VALUES (?, ?, ?) ON CONFLICT (encounter_id, position) "
             "DO UPDATE SET posting = excluded.posting",
-            (encounter_id, position, posting.model_dump_json()),
+            (encounter_id, position, text),
         )
 
     def earlier(self, encounter_id: str, position: int) -> list[RemittancePosting]:
@@ -199,7 +210,7 @@ class CobLedger(RowChangelogStore):
             "ORDER BY position",
             (encounter_id, position),
         ).fetchall()
-        return [RemittancePosting.model_validate_json(row[0]) for row in rows]
+        return [self._parsed.get(row[0]) for row in rows]
 
     def billed(self, encounter_id: str, position: int) -> str | None:
         """The claim id already billed to the payer at ``position``, if any."""

@@ -1,0 +1,65 @@
+"""What the claims stage's stores read back is taken from the models they wrote, kept by
+their JSON text (``services/claims/parsed.py``), instead of parsed again: for every
+posting and verdict the stage stored for the simulator's encounters (billed, answered by
+the payer simulator, posted, billed to the next payers), the kept model is the one its
+text parses to, and writes the same JSON."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from bench.bench_claims_stage import Loop, verdicts
+from pipeline.models import RemittancePosting, ValidatedEncounter
+from services.claims.parsed import Parsed
+
+
+def test_kept_models_are_what_their_text_parses_to() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        loop = Loop(Path(tmp), None)
+        remits = []
+        corpus = verdicts(60, "all")
+        for i in range(0, len(corpus), 20):
+            remits += loop.answer(loop.bill(corpus[i : i + 20]))
+        for _ in range(2):
+            remits = loop.answer(loop.post(remits))
+        stored = []
+        for part, cob in loop.stage.cob_stores.items():
+            rows = cob.db.execute("SELECT posting FROM cob_postings").fetchall()
+            stored += [(cob._parsed, RemittancePosting, row[0]) for row in rows]
+            submitted = loop.stage.submitted_stores.open(part)
+            rows = submitted.db.execute("SELECT billed FROM submitted").fetchall()
+            stored += [(submitted._parsed, ValidatedEncounter, row[0]) for row in rows]
+        loop.stage.close()
+    kinds = {model for _, model, _ in stored}
+    assert kinds == {RemittancePosting, ValidatedEncounter} and len(stored) > 100
+    for kept, model, text in stored:
+        parsed = model.model_validate_json(text)
+        value = kept.get(text)
+        assert value == parsed
+        assert value.model_dump_json() == parsed.model_dump_json() == text
+
+
+def test_a_text_not_kept_is_parsed_and_the_oldest_forgotten() -> None:
+    kept = Parsed(RemittancePosting, 1)
+    posting = RemittancePosting(
+        event_id="e1",
+        claim_id="A1",
+        payer_id="P1",
+        claim_status_code="1",
+        status="paid",
+        total_charge=Decimal("100.00"),
+        paid=Decimal("80.00"),
+        patient_responsibility=Decimal("20.00"),
+        adjustments=[],
+        file_id="f1",
+        posted_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
+    text = posting.model_dump_json()
+    first = kept.get(text)
+    assert first == posting and first is not posting and kept.get(text) is first
+    kept.keep(text.replace("A1", "B2"), posting)  # the only one kept now
+    again = kept.get(text)
+    assert again == posting and again is not first
