@@ -771,6 +771,87 @@ def _claim_segments(decision: ClaimDecision) -> list[edi.Segment | edi.Rendered]
     return out
 
 
+def _claim_lines(decision: ClaimDecision) -> list[str] | None:
+    """``_claim_segments`` written as text directly, or None when a value read from the 837
+    or the policy carries a delimiter (``_claim_segments`` then names the element at fault).
+
+    Every other value is one ``text``, ``amount``, ``d8``, ``quantity`` or
+    ``claim_filing_code`` wrote, none of which can carry a delimiter; with none in any value,
+    dropping the trailing empty elements is stripping the trailing separators."""
+    claim = decision.claim
+    remarks = decision.remark_codes[:5]
+    outside = [decision.status_code, decision.payer_claim_control_number, *remarks]
+    outside += (claim.place_of_service, claim.frequency, claim.drg or "")
+    for line in decision.lines:
+        billed = line.line
+        outside += (billed.qualifier, billed.code, *billed.modifiers, billed.revenue_code or "")
+        outside += line.remark_codes
+        outside += [a.group + a.reason for a in line.adjustments]
+    if not edi.DELIMITERS.isdisjoint("".join(outside)):
+        return None
+    amount, d8, text = edi.amount, edi.d8, edi.text
+    pr = decision.patient_responsibility
+    clp = "*".join(
+        (
+            "CLP",
+            text(claim.claim_id, 38),
+            decision.status_code,
+            amount(decision.charge),
+            amount(decision.paid),
+            amount(pr) if pr else "",
+            claim_filing_code(claim.filing_indicator),
+            decision.payer_claim_control_number,
+            claim.place_of_service,
+            claim.frequency,
+        )
+    )
+    if claim.drg:
+        clp += f"**{claim.drg}"
+    last = text(claim.patient_last_name or "", 60) or "UNKNOWN"
+    first = text(claim.patient_first_name or "", 35)
+    member = text(claim.member_id or "", 80)
+    insured = claim.insured_last_name is not None and bool(claim.member_id)
+    nm1 = f"NM1*QC*1*{last}*{first}****MI*{member}" if member and not insured else ""
+    out = [clp.rstrip("*") + "~", (nm1 or f"NM1*QC*1*{last}*{first}").rstrip("*") + "~"]
+    if insured:
+        insured_last = text(claim.insured_last_name or "", 60)
+        insured_first = text(claim.insured_first_name or "", 35)
+        out.append(f"NM1*IL*1*{insured_last}*{insured_first}****MI*{member}".rstrip("*") + "~")
+    if remarks:
+        out.append("*".join(("MOA", "", "", *remarks)).rstrip("*") + "~")
+    out.append(f"DTM*232*{d8(decision.service_start)}~")
+    out.append(f"DTM*233*{d8(decision.service_end)}~")
+    for line in decision.lines:
+        billed = line.line
+        svc = ":".join((billed.qualifier, billed.code, *billed.modifiers)).rstrip(":")
+        out.append(
+            f"SVC*{svc}*{amount(billed.charge)}*{amount(line.paid)}*{billed.revenue_code or ''}"
+            f"*{edi.quantity(billed.units)}".rstrip("*")
+            + "~"
+        )
+        start = billed.service_date or decision.service_start
+        end = billed.service_end
+        if end and end != start:
+            out.append(f"DTM*150*{d8(start)}~")
+            out.append(f"DTM*151*{d8(end)}~")
+        else:
+            out.append(f"DTM*472*{d8(start)}~")
+        if line.adjustments:
+            by_group: dict[str, list[str]] = {}
+            for adj in line.adjustments:
+                by_group.setdefault(adj.group, []).extend((adj.reason, amount(adj.amount), ""))
+            for group, values in by_group.items():
+                for at in range(0, len(values), 18):
+                    cas = "*".join(("CAS", group, *values[at : at + 18]))
+                    out.append(cas.rstrip("*") + "~")
+        if billed.line_control_number:
+            out.append(f"REF*6R*{text(billed.line_control_number, 50)}".rstrip("*") + "~")
+        if line.allowed:
+            out.append(f"AMT*B6*{amount(line.allowed)}~")
+        out += [f"LQ*HE*{code}".rstrip("*") + "~" for code in line.remark_codes]
+    return out
+
+
 def render_835(
     decisions: Sequence[ClaimDecision],
     *,
@@ -836,7 +917,8 @@ def render_835(
     if decisions:
         body.append(edi.line("LX", "1"))
     for decision in decisions:
-        body.extend(_claim_segments(decision))
+        lines = _claim_lines(decision)
+        body.extend(lines if lines is not None else _claim_segments(decision))
     if total < 0:
         # A net debit cannot be paid out: carry it forward as a provider-level balance.
         body.append(
