@@ -1141,6 +1141,16 @@ class FrontEndDecision:
         return self.rejection is None
 
 
+def _clean_line(segment_id: str, *elements: str) -> str:
+    """``edi.line`` of values known to carry no delimiter (composites already joined)."""
+    return "*".join((segment_id, *elements)).rstrip("*") + "~"
+
+
+def _clean_comp(*parts: str) -> str:
+    """``edi.comp`` of parts known to carry no delimiter, joined as ``render`` joins them."""
+    return ":".join(parts).rstrip(":")
+
+
 def render_277ca(
     x12: str,
     decisions: Sequence[FrontEndDecision],
@@ -1154,6 +1164,18 @@ def render_277ca(
     if not decisions:
         raise InputError("claims", "a 277CA answers at least one claim")
     envelope = read_envelope(x12)
+    # Every value below is a fixed code, a number, a date or one ``text`` wrote, but these,
+    # from the 837, the claims and the policy: when none carries a delimiter, a line is its
+    # values joined, less the trailing empty ones; else it is a segment's, which names the
+    # element at fault.
+    outside = [payer_id, envelope.control_number, envelope.submitter_name, envelope.sender_id]
+    for d in decisions:
+        outside += (d.parsed.claim_id, d.parsed.billing_npi or "", d.parsed.billing_name or "")
+        if d.rejection is not None:
+            outside += d.rejection.composite()
+    clean = edi.DELIMITERS.isdisjoint("".join(outside))
+    write = _clean_line if clean else edi.line
+    joined = _clean_comp if clean else edi.comp
     ymd, hm = created.strftime("%Y%m%d"), created.strftime("%H%M")
     ids = "\x1f".join(d.claim.claim_id for d in decisions)
     number = _number(payer_id, "277CA", envelope.control_number, ids)
@@ -1165,29 +1187,27 @@ def render_277ca(
         bad = [d for d in items if not d.accepted]
         out = []
         if ok:
-            out.append(edi.line("QTY", qty[0], str(len(ok))))
+            out.append(write("QTY", qty[0], str(len(ok))))
         if bad:
-            out.append(edi.line("QTY", qty[1], str(len(bad))))
+            out.append(write("QTY", qty[1], str(len(bad))))
         if ok:
-            out.append(edi.line("AMT", "YU", edi.amount(sum((d.parsed.charge for d in ok), ZERO))))
+            out.append(write("AMT", "YU", edi.amount(sum((d.parsed.charge for d in ok), ZERO))))
         if bad:
-            out.append(edi.line("AMT", "YY", edi.amount(sum((d.parsed.charge for d in bad), ZERO))))
+            out.append(write("AMT", "YY", edi.amount(sum((d.parsed.charge for d in bad), ZERO))))
         return out
 
     total = edi.amount(sum((d.parsed.charge for d in decisions), ZERO))
     body: list[edi.Segment | edi.Rendered] = [
-        edi.line("BHT", "0085", "08", envelope.control_number, ymd, hm, "TH"),
-        edi.line("HL", "1", "", "20", "1"),
-        edi.line("NM1", "PR", "2", edi.text(payer_name, 60), "", "", "", "", "PI", payer_id),
-        edi.line("TRN", "1", str(number)),
-        edi.line("DTP", "050", "D8", ymd),
-        edi.line("DTP", "009", "D8", ymd),
-        edi.line("HL", "2", "1", "21", "1"),
-        edi.line(
-            "NM1", "41", "2", envelope.submitter_name, "", "", "", "", "46", envelope.sender_id
-        ),
-        edi.line("TRN", "2", envelope.control_number),
-        edi.line("STC", edi.comp("A1", "19"), ymd, "WQ", total),
+        write("BHT", "0085", "08", envelope.control_number, ymd, hm, "TH"),
+        write("HL", "1", "", "20", "1"),
+        write("NM1", "PR", "2", edi.text(payer_name, 60), "", "", "", "", "PI", payer_id),
+        write("TRN", "1", str(number)),
+        write("DTP", "050", "D8", ymd),
+        write("DTP", "009", "D8", ymd),
+        write("HL", "2", "1", "21", "1"),
+        write("NM1", "41", "2", envelope.submitter_name, "", "", "", "", "46", envelope.sender_id),
+        write("TRN", "2", envelope.control_number),
+        write("STC", joined("A1", "19"), ymd, "WQ", total),
         *totals(decisions, ("90", "AA")),
     ]
     providers: dict[tuple[str, str], list[FrontEndDecision]] = {}
@@ -1199,12 +1219,12 @@ def render_277ca(
         hl += 1
         provider_hl = hl
         body += [
-            edi.line("HL", str(provider_hl), "2", "19", "1"),
-            edi.line("NM1", "85", "2", name, "", "", "", "", "XX" if npi else "", npi),
-            edi.line("TRN", "1", f"{number}{provider_hl}"),
-            edi.line(
+            write("HL", str(provider_hl), "2", "19", "1"),
+            write("NM1", "85", "2", name, "", "", "", "", "XX" if npi else "", npi),
+            write("TRN", "1", f"{number}{provider_hl}"),
+            write(
                 "STC",
-                edi.comp("A1", "19"),
+                joined("A1", "19"),
                 "",  # STC02 is not used at the billing provider level
                 "WQ",
                 edi.amount(sum((d.parsed.charge for d in items), ZERO)),
@@ -1218,20 +1238,20 @@ def render_277ca(
             first = edi.text(claim.patient_first_name or "", 35)
             member = edi.text(claim.member_id or "", 80)
             body += [
-                edi.line("HL", str(hl), str(provider_hl), "PT"),
-                edi.line("NM1", "QC", "1", last, first, "", "", "", "MI" if member else "", member),
-                edi.line("TRN", "2", claim.claim_id),
+                write("HL", str(hl), str(provider_hl), "PT"),
+                write("NM1", "QC", "1", last, first, "", "", "", "MI" if member else "", member),
+                write("TRN", "2", claim.claim_id),
             ]
             if d.rejection is None:
                 body += [
-                    edi.line("STC", edi.comp("A2", "20"), ymd, "WQ", edi.amount(claim.charge)),
-                    edi.line("REF", "1K", payer_claim_control_number(payer_id, claim.claim_id)),
+                    write("STC", joined("A2", "20"), ymd, "WQ", edi.amount(claim.charge)),
+                    write("REF", "1K", payer_claim_control_number(payer_id, claim.claim_id)),
                 ]
             else:
                 body.append(
-                    edi.line(
+                    write(
                         "STC",
-                        edi.comp(*d.rejection.composite()),
+                        joined(*d.rejection.composite()),
                         ymd,
                         "U",
                         edi.amount(claim.charge),
@@ -1241,5 +1261,5 @@ def render_277ca(
             ends = [ln.service_end or ln.service_date for ln in claim.lines if ln.service_date]
             end = max((e for e in ends if e), default=None)
             if start and end:
-                body.append(edi.line("DTP", "472", "RD8", f"{start:%Y%m%d}-{end:%Y%m%d}"))
+                body.append(write("DTP", "472", "RD8", f"{start:%Y%m%d}-{end:%Y%m%d}"))
     return _answer(envelope, number, created, "HN", "277", VERSION_277CA, body)
