@@ -1,4 +1,5 @@
-"""``python -m bench [NAME…]``: run the benchmarks in bench/bench_*.py, one JSON line each.
+"""``python -m bench [NAME…]``: run the benchmarks in bench/bench_*.py, one JSON line each
+(a NAME is a benchmark's short name, or part of names).
 
 Each module has ``main() -> dict``: what it measured, and a baseline measured in the same
 run (machines are shared and noisy, so figures are reported as ratios to it).
@@ -24,11 +25,20 @@ def timed(name: str, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return {"bench": name, **result, "wall_s": round(time.perf_counter() - started, 2)}
 
 
+def _named(arg: str, name: str, names: list[str]) -> bool:
+    """Whether ``arg`` asks for benchmark ``name``: its exact short name when one is that
+    (``claims`` is bench_claims, not bench_claims_stage too), else any name containing it
+    (``stage`` runs every stage benchmark)."""
+    if f"bench_{arg}" in names:
+        return name == f"bench_{arg}"
+    return arg in name
+
+
 def main(argv: list[str]) -> int:
     names = sorted(
         m.name for m in pkgutil.iter_modules(bench.__path__) if m.name.startswith("bench_")
     )
-    wanted = [n for n in names if not argv or any(a in n for a in argv)]
+    wanted = [n for n in names if not argv or any(_named(a, n, names) for a in argv)]
     failed = 0
     for name in wanted:
         started = time.perf_counter()
