@@ -169,6 +169,12 @@ def chapters(
                 segs = x12view.claim_837(x12, value["claim_id"])
                 chapter.segments = segs if phi else x12view.mask(segs)
                 chapter.segments_note = "this claim's loops of the interchange"
+            elif ev.topic == "claims.submitted.v1" and value.get("interchange_control_number"):
+                # Claim events and their interchange arrive on two topics, in either order.
+                chapter.segments_note = (
+                    f"the 837 (interchange {value['interchange_control_number']}) is not "
+                    "read yet: claims.interchanges.v1 has not come this far; reload"
+                )
             elif ev.topic == "payer.inbound.v1" and value.get("kind") == "835":
                 text = bytes(value.get("body") or b"").decode("latin-1")
                 segs = x12view.claim_835(text, claim_ids)

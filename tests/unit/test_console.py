@@ -314,11 +314,16 @@ def test_a_claim_shows_its_loops_of_the_interchange_it_names() -> None:
     view = View()
     feed = Feeder(view)
     feed("encounters.collected.v1", enc_id(1), collected(1))
-    feed("claims.submitted.v1", "CF0001", claim(1) | {"x12": None})
+    feed(
+        "claims.submitted.v1",
+        "CF0001",
+        claim(1) | {"x12": None, "interchange_control_number": "000012345"},
+    )
     story = view.story(enc_id(1))
     assert [e.topic for e in story] == ["encounters.collected.v1", "claims.submitted.v1"]
     before = chapters(story, REG, {"CF0001"}, True, view.interchange)[1]
-    assert before.segments == [] and before.segments_note == ""  # not read yet: no loops
+    assert before.segments == []  # not read yet: no loops, and the page says so
+    assert "is not read yet" in before.segments_note and "000012345" in before.segments_note
     record = golden(
         "claims.interchanges.v1",
         x12=TWO_CLAIMS_837,
