@@ -35,7 +35,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from pipeline.models import ClaimPaymentRecord, PlbAdjustment, RemittancePosting, SubmittedClaim
@@ -204,48 +203,6 @@ def _change_writer(table: str, columns: tuple[str, ...]) -> Callable[[dict[str, 
     return env["change"]  # type: ignore[no-any-return]
 
 
-class _Atomic:
-    """``Ledger.atomic``: the statements and the change records of ``ChangelogStore.atomic``
-    (a savepoint inside the batch's transaction, released, or rolled back with the input's
-    change records), written out as one context manager instead of two nested generators
-    (a third of the cost of an input's savepoint; tests/unit/test_remittance_ledger_claims.py
-    compares the two, statement by statement); a failed input also forgets the claims kept."""
-
-    __slots__ = ("ledger", "mark")
-
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
-        self.mark = 0
-
-    def __enter__(self) -> None:
-        ledger = self.ledger
-        self.mark = len(ledger._changes)
-        db = ledger.db
-        # Open the batch transaction first: the RELEASE of an outermost savepoint is a
-        # COMMIT, which would make this input durable before the batch's output is acked.
-        if not db.in_transaction:
-            db.execute("BEGIN")
-        db.execute("SAVEPOINT one_input")
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        ledger = self.ledger
-        if kind is None:
-            ledger.db.execute("RELEASE one_input")
-            return
-        try:
-            ledger.db.execute("ROLLBACK TO one_input")
-            ledger.db.execute("RELEASE one_input")
-        finally:
-            del ledger._changes[self.mark :]
-            ledger._claims.clear()
-            ledger._waiting_ids = None
-
-
 @dataclass(frozen=True)
 class Waiting:
     """A claim payment waiting for its claim."""
@@ -388,10 +345,13 @@ class Ledger(ChangelogStore):
         finally:
             self.changelog = changelog
 
-    def atomic(self) -> _Atomic:  # type: ignore[override]
-        """As ``ChangelogStore.atomic``; an input that fails leaves no claim kept in memory
-        either (what it wrote is rolled back)."""
-        return _Atomic(self)
+    def input_undone(self, mark: int) -> None:
+        """An input that fails (``atomic``) leaves no change record, no claim kept in memory
+        and no claims known to have payments waiting either: what it wrote and took is
+        rolled back."""
+        super().input_undone(mark)
+        self._claims.clear()
+        self._waiting_ids = None
 
     def rollback(self) -> None:
         self._claims.clear()

@@ -7,6 +7,9 @@ record changed must not be returned from memory."""
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -121,49 +124,105 @@ def test_the_claims_kept_are_bounded() -> None:
     assert ledger.claim("C0") is not None  # read from its row
 
 
-# --- the ledger's savepoint: ChangelogStore.atomic's statements, written out ----------------
+# --- the ledger's savepoint: the shared one, with what a failed input leaves forgotten ------
+#
+# ``Ledger.atomic`` is ``ChangelogStore.atomic`` (``pipeline.state.Savepoint``) and its
+# ``input_undone`` forgets the claims kept and the claims known to have payments waiting. The
+# judge is the ledger's savepoint as it was first written: the changelog store's nested
+# generators, the claims forgotten around them (``generator_logged_atomic`` is the shared
+# savepoint's own judge).
 
 
-def scenario(ledger: Ledger, atomic: Any) -> None:
-    """Inputs that succeed and fail, in and out of a batch transaction, nested."""
+@contextmanager
+def generator_ledger_atomic(ledger: Ledger) -> Iterator[None]:
+    from test_state_savepoint import generator_logged_atomic
+
+    try:
+        with generator_logged_atomic(ledger):
+            yield
+    except BaseException:
+        ledger._claims.clear()
+        ledger._waiting_ids = None
+        raise
+
+
+def scenario(ledger: Ledger, atomic: Any) -> list[Any]:
+    """Inputs that succeed and fail, in and out of a batch transaction, nested, taking
+    waiting payments, and one whose savepoint is gone at its release; after each, what the
+    ledger keeps in memory."""
+    kept: list[Any] = []
+
+    def memory() -> None:
+        waiting = ledger._waiting_ids
+        kept.append((list(ledger._claims), None if waiting is None else sorted(waiting)))
+
+    ledger.take_waiting("nothing")  # the claims with payments waiting now known
     with atomic(ledger):  # the batch's transaction opened by the first input
         ledger.add_claim(CLAIMS[0])
+        ledger.add_waiting(waiting_record("PCNW1"), first_seen=1.0)
+    memory()
     with atomic(ledger):
         ledger.add_claim(CLAIMS[1])
+    memory()
     with pytest.raises(ValueError), atomic(ledger):
         ledger.add_claim(CLAIMS[2])
         ledger.add_claim(CLAIMS[0].model_copy(update={"payer_name": "CHANGED"}))
+        assert ledger.take_waiting("PCNW1") != []
         raise ValueError("the input fails")
+    memory()
+    assert [w.record.claim_id for w in ledger.take_waiting("PCNW1")] == ["PCNW1"]
+    memory()
     with atomic(ledger):
         ledger.add_claim(CLAIMS[3])
         with pytest.raises(KeyError), atomic(ledger):
             ledger.add_claim(CLAIMS[4])
             raise KeyError("an inner part fails")
+        memory()
+    ledger.commit()
+    with pytest.raises(sqlite3.OperationalError), atomic(ledger):  # gone at its release
+        ledger.add_claim(CLAIMS[4])
+        ledger.add_waiting(waiting_record("PCNW2"), first_seen=2.0)
+        ledger.db.execute("RELEASE one_input")
+    memory()
     ledger.commit()
     with pytest.raises(RuntimeError), atomic(ledger):  # a failure opening the batch
         ledger.add_claim(CLAIMS[4])
         raise RuntimeError
+    memory()
+    return kept
 
 
-def traced(atomic: Any) -> tuple[list[str], list[Any], list[Any]]:
-    ledger = Ledger(":memory:", changelog=True)
+def traced(atomic: Any, ledger: Ledger | None = None) -> tuple[list[Any], ...]:
+    ledger = ledger or Ledger(":memory:", changelog=True)
     statements: list[str] = []
     ledger.db.set_trace_callback(statements.append)
-    scenario(ledger, atomic)
+    kept = scenario(ledger, atomic)
     ledger.db.set_trace_callback(None)
     rows = ledger.db.execute("SELECT * FROM claims ORDER BY rowid").fetchall()
-    return statements, rows, ledger.take_changes()
+    waiting = ledger.db.execute("SELECT claim_id, event_id FROM waiting ORDER BY rowid")
+    return statements, rows, waiting.fetchall(), ledger.take_changes(), kept
 
 
-def test_the_ledgers_savepoint_is_changelog_stores() -> None:
-    from pipeline.state import ChangelogStore
-
+def test_the_ledgers_savepoint_is_the_generators() -> None:
     assert len(CLAIMS) >= 5
     ours = traced(Ledger.atomic)
-    theirs = traced(ChangelogStore.atomic)
+    theirs = traced(generator_ledger_atomic)
     assert ours == theirs
-    assert any(s == "ROLLBACK TO one_input" for s in ours[0])
-    assert [r[0] for r in ours[1]] == [c.claim_id for c in CLAIMS[:2]] + [CLAIMS[3].claim_id]
+    statements, rows, waiting, _, kept = ours
+    assert any(s == "ROLLBACK TO one_input" for s in statements)
+    assert [r[0] for r in rows] == [c.claim_id for c in CLAIMS[:2]] + [
+        c.claim_id for c in CLAIMS[3:5]
+    ]
+    assert waiting == [("PCNW2", "E-PCNW2")]  # the release failed after the write
+    assert ([], None) in kept and any(k[1] == [] for k in kept)
+
+
+class KeepsWaitingIds(Ledger):
+    """Forgets the claims kept but not the claims known to have payments waiting."""
+
+    def input_undone(self, mark: int) -> None:
+        del self._changes[mark:]
+        self._claims.clear()
 
 
 def test_the_savepoint_comparison_sees_a_difference() -> None:
@@ -175,6 +234,9 @@ def test_the_savepoint_comparison_sees_a_difference() -> None:
         return ChangelogStore.atomic(ledger)
 
     assert traced(Ledger.atomic) != traced(releasing_twice)
+    keeps = KeepsWaitingIds(":memory:", changelog=True)
+    with pytest.raises(AssertionError):  # the payment taken by the failed input is lost
+        traced(Ledger.atomic, keeps)
 
 
 # --- the claims with payments waiting, known without asking the table ------------------------
