@@ -289,31 +289,36 @@ SHAPES = fastavro.parse_schema(
 )
 
 
+def shapes_value(rng: random.Random, n: int) -> dict[str, object]:
+    """A random value of ``SHAPES`` (the ``n``-th: every fifth has no clock)."""
+    return {
+        "day": date(1900, 1, 1) + (date(2100, 1, 1) - date(1900, 1, 1)) * rng.random(),
+        "at": datetime(1971, 1, 1, tzinfo=UTC) + timedelta(milliseconds=rng.randrange(10**13)),
+        "clock": None if n % 5 == 0 else time_of(rng.randrange(86_400_000)),
+        "amount": Decimal(rng.randrange(-(10**11), 10**11)).scaleb(-2),
+        "flag": rng.random() < 0.5,
+        "ratio": rng.random() * 1e6,
+        "share": rng.uniform(-1e300, 1e300),
+        "count": rng.randrange(-(2**63), 2**63),
+        "kind": rng.choice("ABC"),
+        "digest": rng.randbytes(4),
+        "blob": rng.randbytes(rng.randrange(300)),
+        "tags": {f"k{i}é": "v" * rng.randrange(200) for i in range(rng.randrange(4))},
+        "parts": [
+            {
+                "code": rng.choice([None, "J45.909", rng.randrange(-(2**40), 2**40)]),
+                "kind": rng.choice("ABC"),
+            }  # fmt: skip
+            for _ in range(rng.randrange(70))
+        ],
+    }
+
+
 def test_every_kind_of_value_reads_as_fastavro_reads_it() -> None:
     read = pipeline_reader(SHAPES)
     rng = random.Random(11)
     for n in range(3000):
-        value = {
-            "day": date(1900, 1, 1) + (date(2100, 1, 1) - date(1900, 1, 1)) * rng.random(),
-            "at": datetime(1971, 1, 1, tzinfo=UTC) + timedelta(milliseconds=rng.randrange(10**13)),
-            "clock": None if n % 5 == 0 else time_of(rng.randrange(86_400_000)),
-            "amount": Decimal(rng.randrange(-(10**11), 10**11)).scaleb(-2),
-            "flag": rng.random() < 0.5,
-            "ratio": rng.random() * 1e6,
-            "share": rng.uniform(-1e300, 1e300),
-            "count": rng.randrange(-(2**63), 2**63),
-            "kind": rng.choice("ABC"),
-            "digest": rng.randbytes(4),
-            "blob": rng.randbytes(rng.randrange(300)),
-            "tags": {f"k{i}é": "v" * rng.randrange(200) for i in range(rng.randrange(4))},
-            "parts": [
-                {
-                    "code": rng.choice([None, "J45.909", rng.randrange(-(2**40), 2**40)]),
-                    "kind": rng.choice("ABC"),
-                }  # fmt: skip
-                for _ in range(rng.randrange(70))
-            ],
-        }
+        value = shapes_value(rng, n)
         buf = io.BytesIO()
         fastavro.schemaless_writer(buf, SHAPES, value)
         data = buf.getvalue()
