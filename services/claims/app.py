@@ -366,7 +366,9 @@ class ClaimsStage(Stage):
                 (m, m.value) for m in msgs if m.topic == VALIDATED and m.partition == partition
             ]
             if bills:
-                numbered.append((partition, billing, billing.number_bills(bills)))
+                numbered.append(
+                    (partition, billing, billing.number_bills(bills, lambda m: m.raw or None))
+                )
         outs += self._finish(numbered)
         # Postings and settlements go to the partition of their encounter, whose instance
         # billed it (without an encounter: no next payer, and settled where it is).

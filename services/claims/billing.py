@@ -245,11 +245,15 @@ class Billing(Generic[S]):
     # --- billing ------------------------------------------------------------------------------
 
     def claims_for(
-        self, validated: ValidatedEncounter, stored: Stored | None = None
+        self,
+        validated: ValidatedEncounter,
+        stored: Stored | None = None,
+        encoded: bytes | None = None,
     ) -> list[PlannedClaim]:
         """The claims one verdict asks for: its original the first time, a replacement (7)
         or void (8) when a billed encounter's verdict changes, else none (``stored``: what
-        the corrections store holds of it, read just before)."""
+        the corrections store holds of it, read just before; ``encoded``: the Avro record
+        it was decoded from, which the store keeps as it is)."""
         writer = self.writer
         planned = self.submitted.claims_for(  # never a second original
             validated,
@@ -257,6 +261,7 @@ class Billing(Generic[S]):
             drg_base_rate=writer.drg_base_rate,
             master=writer.master,
             stored=stored,
+            encoded=encoded,
         )
         if not planned:
             self.outcomes[
@@ -269,9 +274,14 @@ class Billing(Generic[S]):
         answered (the corrections store forgets it), so sending it again bills it then."""
         return self.finish(self.number_bills(verdicts))
 
-    def number_bills(self, verdicts: Sequence[tuple[S, ValidatedEncounter]]) -> Numbered[S]:
+    def number_bills(
+        self,
+        verdicts: Sequence[tuple[S, ValidatedEncounter]],
+        encoded: Callable[[S], bytes | None] | None = None,
+    ) -> Numbered[S]:
         """``bill`` up to delivery: the claims planned, numbered and stored (``finish``
-        delivers them)."""
+        delivers them). ``encoded``: the Avro record a verdict's source carries (the bytes
+        the verdict was decoded from), if any."""
         results: list[Result[S]] = []
         unique: dict[str, Item[S]] = {}
         self._not_sent = set()
@@ -282,7 +292,8 @@ class Billing(Generic[S]):
             stored = self.submitted.look(verdict)
             before.append(stored.rows)
             try:
-                for planned in self.claims_for(verdict, stored):
+                raw = encoded(source) if encoded is not None else None
+                for planned in self.claims_for(verdict, stored, raw):
                     unique.setdefault(planned.event_id, (source, planned))  # a repeat in the batch
             except Exception as exc:  # noqa: BLE001 - every failure of one input is refused
                 results.append(Refused(source, exc))

@@ -29,11 +29,19 @@ of the same claim is a new event while a re-read verdict gives the same event ag
 built from, every verdict event already answered, and the claim events a payer's front end
 refused, in SQLite in the service's state folder; the runner commits it after the batch's
 claims are acknowledged.
+
+The verdict a claim was built from is kept as its Avro single-object encoding
+(encounters.validated.v1, which names its schema version) in base64 (``billed_text``): the
+bytes the stage received when the claim bills the verdict as it came, about half the size
+of its JSON once in a changelog record, and nothing to write again. Rows an older version
+wrote keep its JSON, which ``read_billed`` still reads (a JSON text starts with ``{``, which
+base64 never does), whether in a file of that version or restored from its changelog.
 """
 
 from __future__ import annotations
 
 import hashlib
+from base64 import b64decode, b64encode
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -44,6 +52,7 @@ from typing import Literal
 from pipeline.errors import InputError
 from pipeline.models import ClaimRejection, SubmittedClaim, ValidatedEncounter
 from pipeline.row_changelog import RowChangelogStore
+from pipeline.serde import registry
 from services.claims.domain import (
     DEFAULT_DRG_BASE_RATE,
     PROFESSIONAL_PART,
@@ -63,6 +72,9 @@ from services.claims.x12_837_common import Frequency
 from services.refdata.masterdata import MasterData
 
 Kind = Literal["none", "original", "replacement", "void"]
+
+VERDICTS = "encounters.validated.v1"
+"""The topic whose schema the stored verdicts are encoded with."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +131,26 @@ def without_note(verdict: ValidatedEncounter) -> ValidatedEncounter:
         update={"encounter": enc.model_copy(update={"note_text": None})}
     )
     return verdict.model_copy(update={"coded": coded})
+
+
+def billed_text(kept: ValidatedEncounter, encoded: bytes | None = None) -> str:
+    """How the store keeps the verdict a claim was built from: its Avro single-object
+    encoding (``VERDICTS``) in base64. ``encoded``: the bytes ``kept`` was decoded from (the
+    record the stage received), used as they are instead of encoding it again."""
+    reg = registry()
+    if encoded is None or not reg.known_writer(VERDICTS, encoded):
+        encoded = reg.encode(VERDICTS, kept)
+    return b64encode(encoded).decode("ascii")
+
+
+def read_billed(text: str) -> ValidatedEncounter:
+    """The verdict ``billed_text`` wrote, or the JSON an older version stored."""
+    if text.startswith("{"):
+        return ValidatedEncounter.model_validate_json(text)
+    value = registry().decode(VERDICTS, b64decode(text, validate=True))
+    if not isinstance(value, ValidatedEncounter):
+        raise TypeError(f"a stored verdict decoded as {type(value).__name__}")
+    return value
 
 
 def decide(prior: PriorClaim | None, verdict: ValidatedEncounter) -> Correction:
@@ -224,7 +256,8 @@ CREATE TABLE IF NOT EXISTS submitted (
     frequency TEXT NOT NULL,
     claim_event_id TEXT NOT NULL,
     payer_claim_control_number TEXT,
-    billed TEXT NOT NULL               -- the ValidatedEncounter the claim was built from
+    billed TEXT NOT NULL               -- the ValidatedEncounter the claim was built from:
+                                       -- Avro in base64 (``billed_text``), or older JSON
 );
 -- Acknowledgments (277CA, 835) name the claim, not the encounter.
 CREATE INDEX IF NOT EXISTS submitted_by_claim_id ON submitted (claim_id);
@@ -298,8 +331,8 @@ class SubmittedClaims(RowChangelogStore):
 
     FILENAME = "claims-submitted.sqlite3"
 
-    #: Verdicts kept parsed, by their stored JSON: the 835 of a claim comes back seconds
-    #: after it was billed, and parsing the verdict again cost more than the rest of it.
+    #: Verdicts kept parsed, by their stored text: the 835 of a claim comes back seconds
+    #: after it was billed, and reading the verdict again cost more than the rest of it.
     PARSED_MAX = 2048
 
     TABLES = ("submitted", "answered", "rejected", "settled", "pruned")
@@ -308,7 +341,7 @@ class SubmittedClaims(RowChangelogStore):
         super().__init__(
             path, _SCHEMA, self.TABLES, changelog=changelog, bulky={"submitted": ("billed",)}
         )
-        self._parsed = Parsed(ValidatedEncounter, self.PARSED_MAX)
+        self._parsed = Parsed(ValidatedEncounter, self.PARSED_MAX, read_billed)
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> SubmittedClaims:
@@ -390,11 +423,14 @@ class SubmittedClaims(RowChangelogStore):
         *,
         key: str | None = None,
         settled: bool = True,
+        encoded: bytes | None = None,
     ) -> None:
         """Remember the verdict as answered and, when a claim is sent, the claim (under
         ``key``, the claim's part of the encounter: ``claim_parts``). A new original gets
         its own payer claim control number: the previous claim's is dropped. ``settled``
-        False: the caller knows the claim has no settlement to drop."""
+        False: the caller knows the claim has no settlement to drop. ``encoded``: the
+        bytes ``verdict`` was decoded from, kept as they are when the claim is built from
+        ``verdict`` itself."""
         self.db.execute(
             "INSERT OR IGNORE INTO answered VALUES (?, ?)", (verdict.event_id, verdict.encounter_id)
         )
@@ -404,7 +440,7 @@ class SubmittedClaims(RowChangelogStore):
             # Sent again (a replacement, a void, a new original): not settled until its 835.
             self.db.execute("DELETE FROM settled WHERE claim_id = ?", (planned.claim_id,))
         kept = without_note(correction.source)
-        text = kept.model_dump_json()
+        text = billed_text(kept, encoded if kept is verdict else None)
         self._parsed.keep(text, kept)
         self.db.execute(
             "INSERT INTO submitted VALUES (?, ?, ?, ?, NULL, ?) ON CONFLICT(encounter_id) DO "
@@ -543,10 +579,12 @@ class SubmittedClaims(RowChangelogStore):
         drg_base_rate: Decimal = DEFAULT_DRG_BASE_RATE,
         master: MasterData | None = None,
         stored: Stored | None = None,
+        encoded: bytes | None = None,
     ) -> list[PlannedClaim]:
         """The claims a verdict asks for (none, an original, a replacement or a void),
         remembered in the batch's transaction; a verdict already answered asks for none.
-        ``stored``: what ``look`` read of the verdict just before (the caller's snapshot)."""
+        ``stored``: what ``look`` read of the verdict just before (the caller's snapshot);
+        ``encoded``: the Avro record ``verdict`` was decoded from, if at hand."""
         if stored is None:
             stored = self.look(verdict)
         if stored.answered:
@@ -566,7 +604,14 @@ class SubmittedClaims(RowChangelogStore):
                 claim_id=claim_id_for(key),
             )
             settled = planned is not None and planned.claim_id in stored.settled
-            self.record(part, correction, planned, key=key, settled=settled)
+            self.record(
+                part,
+                correction,
+                planned,
+                key=key,
+                settled=settled,
+                encoded=encoded if part is verdict else None,
+            )
             if planned is not None:
                 out.append(planned)
         return out

@@ -1,0 +1,166 @@
+"""The corrections store keeps the verdict a claim was built from as its Avro record in
+base64 (``billed_text``), the bytes the stage received when the claim bills the verdict as
+it came. Held here: on the simulator's verdicts and their facility / physician parts,
+``read_billed`` gives back the verdict its JSON (the form older versions stored) gives,
+whether encoded by the store or taken as received; and a store still reads what an older
+version wrote, both in its SQLite file and in its changelog records."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from base64 import b64encode
+from pathlib import Path
+
+import pytest
+from sim_corpus import validated
+
+from pipeline.errors import DecodeError
+from pipeline.models import ValidatedEncounter, event_id
+from pipeline.serde import registry
+from services.claims.corrections import (
+    VERDICTS,
+    SubmittedClaims,
+    billed_text,
+    read_billed,
+    without_note,
+)
+from services.claims.domain import claim_parts
+
+
+def parts(mix: str) -> list[tuple[ValidatedEncounter, ValidatedEncounter]]:
+    """(verdict, part) of every claim the corpus bills, and of the verdicts with a note."""
+    out = []
+    for verdict in validated(mix):
+        out += [(verdict, part) for _, part in claim_parts(verdict)]
+    return out
+
+
+@pytest.mark.parametrize("mix", ["office", "all"])
+def test_the_stored_form_reads_back_as_the_json_did(mix: str) -> None:
+    reg = registry()
+    found = parts(mix)
+    assert len(found) > 50 and any(v is not p for v, p in found) == (mix == "all")
+    for verdict, part in found:
+        kept = without_note(part)
+        old = ValidatedEncounter.model_validate_json(kept.model_dump_json())
+        text = billed_text(kept)
+        assert not text.startswith("{")
+        assert read_billed(text) == old == kept
+        assert read_billed(text).model_dump_json() == kept.model_dump_json()
+        # The record as received, kept as it is: the same verdict.
+        received = reg.encode(VERDICTS, verdict)
+        assert read_billed(billed_text(verdict, received)) == verdict
+        assert billed_text(verdict, received) == b64encode(received).decode()
+        # JSON, as older versions stored it, still reads.
+        assert read_billed(kept.model_dump_json()) == kept
+
+
+def test_bytes_that_are_no_verdict_record_are_encoded_not_kept() -> None:
+    verdict = validated("office")[0]
+    for bad in (b"", b"not avro", registry().encode("encounters.coded.v1", verdict.coded)):
+        text = billed_text(verdict, bad)
+        assert read_billed(text) == verdict
+
+
+def test_a_stored_text_that_is_neither_form_is_an_error() -> None:
+    for bad in ("%%%", b64encode(b"\xc3\x01" + b"\0" * 20).decode()):
+        with pytest.raises((ValueError, DecodeError)):
+            read_billed(bad)
+
+
+def old_rows(store: SubmittedClaims, verdicts: list[ValidatedEncounter]) -> None:
+    """Rows as the previous version wrote them: the verdict's JSON in ``billed``."""
+    for v in verdicts:
+        store.db.execute(
+            "INSERT INTO submitted VALUES (?, ?, '1', ?, NULL, ?)",
+            (v.encounter_id, f"C-{v.encounter_id}", f"E-{v.encounter_id}", v.model_dump_json()),
+        )
+        store.db.execute("INSERT INTO answered VALUES (?, ?)", (v.event_id, v.encounter_id))
+
+
+def billable(mix: str) -> list[ValidatedEncounter]:
+    out = [v for v in validated(mix) if v.outcome != "rejected" and len(claim_parts(v)) == 1]
+    return out[:20]
+
+
+def answers(store: SubmittedClaims, verdicts: list[ValidatedEncounter]) -> list[object]:
+    """What the store answers, for each verdict, to it replayed, changed and rejected."""
+    out: list[object] = []
+    for v in verdicts:
+        prior = store.prior(v.encounter_id)
+        assert prior is not None and prior.billed == v
+        replay = v.model_copy(update={"event_id": event_id(v.event_id, "replay")})
+        assert store.claims_for(replay) == []  # same content: nothing
+        other = "warnings" if v.outcome == "clean" else "clean"
+        toggled = v.model_copy(update={"event_id": event_id(v.event_id, "t"), "outcome": other})
+        voided = {"event_id": event_id(v.event_id, "r"), "outcome": "rejected"}
+        rejected = v.model_copy(update=voided)
+        for asked in (toggled, rejected):
+            planned = store.claims_for(asked)
+            out.append([(p.claim.frequency, p.claim_id, p.event_id) for p in planned])
+        # The void was built from the verdict billed before it (the toggled one).
+        assert store.prior(v.encounter_id).billed == toggled  # type: ignore[union-attr]
+    return out
+
+
+def test_a_file_of_the_previous_version_opens_and_answers_alike(tmp_path: Path) -> None:
+    verdicts = billable("all")
+    path = tmp_path / SubmittedClaims.FILENAME
+    # The previous version's file: same tables, verdicts stored as JSON.
+    old = SubmittedClaims(path)
+    old_rows(old, verdicts)
+    old.commit()
+    old.close()
+    with sqlite3.connect(path) as db:
+        texts = [r[0] for r in db.execute("SELECT billed FROM submitted")]
+    assert len(texts) == len(verdicts) and all(t.startswith("{") for t in texts)
+
+    store = SubmittedClaims(path, changelog=True)
+    got = answers(store, verdicts)
+    assert [[k[0] for k in kinds] for kinds in got] == [["7"], ["8"]] * len(verdicts)
+    # What it wrote since is the new form, next to the old rows it did not rewrite.
+    forms = {r[0][:1] for r in store.db.execute("SELECT billed FROM submitted")}
+    assert forms == {"w"}  # every row was rewritten by the void (base64 of C3 01 ...)
+    store.commit()
+    store.close()
+
+    # Against a store that never held an old row: the same answers.
+    fresh = SubmittedClaims(tmp_path / "fresh.sqlite3")
+    for v in verdicts:
+        fresh.claims_for(v)
+        fresh.db.execute(
+            "UPDATE submitted SET claim_id = ?, claim_event_id = ? WHERE encounter_id = ?",
+            (f"C-{v.encounter_id}", f"E-{v.encounter_id}", v.encounter_id),
+        )
+    assert answers(fresh, verdicts) == got
+
+
+def test_changelog_records_of_the_previous_version_restore(tmp_path: Path) -> None:
+    verdicts = billable("office")
+    # The records the previous version sent: its rows, as the triggers log them.
+    writer = SubmittedClaims(tmp_path / "old.sqlite3", changelog=True)
+    old_rows(writer, verdicts)
+    records = writer.take_changes()
+    submitted = [json.loads(v) for k, v in records if k.startswith("submitted:") and v]
+    assert len(submitted) == len(verdicts) and all(r["billed"][0] == "{" for r in submitted)
+    # Then a status change (a slim record), and rows in the new form after them.
+    writer.set_payer_claim_control_number(f"C-{verdicts[0].encounter_id}", "PCN-1")
+    records += writer.take_changes()
+    newer = billable("all")[-3:]
+    for v in newer:
+        writer.claims_for(v)
+    records += writer.take_changes()
+    writer.commit()
+
+    restored = SubmittedClaims(tmp_path / "restored.sqlite3")
+    for key, value in records:
+        restored.apply(key, value)
+    restored.commit()
+    for v in verdicts:
+        assert restored.prior(v.encounter_id) == writer.prior(v.encounter_id)
+        assert restored.prior(v.encounter_id).billed == v  # type: ignore[union-attr]
+    assert restored.prior(verdicts[0].encounter_id).reference == "PCN-1"  # type: ignore[union-attr]
+    for v in newer:
+        assert restored.prior(v.encounter_id) == writer.prior(v.encounter_id)
+    assert answers(restored, verdicts) == answers(writer, verdicts)
