@@ -384,7 +384,13 @@ class ClaimsStage(Stage):
                 (m, m.value) for m in msgs if m.topic == BY_ENCOUNTER and m.partition == partition
             ]
             if postings:
-                numbered.append((partition, billing, billing.number_next_payers(postings)))
+                numbered.append(
+                    (
+                        partition,
+                        billing,
+                        billing.number_next_payers(postings, lambda m: m.raw or None),
+                    )
+                )
         outs += self._finish(numbered)
         settled = [m for m in msgs if m.topic == SETTLED_BY_ENCOUNTER]
         outs += self._retain(

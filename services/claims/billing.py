@@ -506,8 +506,13 @@ class Billing(Generic[S]):
         a claim that is refused is billed when its posting comes again."""
         return self.finish(self.number_next_payers(postings))
 
-    def number_next_payers(self, postings: Sequence[tuple[S, RemittancePosting]]) -> Numbered[S]:
-        """``bill_next_payers`` up to delivery (``finish`` delivers)."""
+    def number_next_payers(
+        self,
+        postings: Sequence[tuple[S, RemittancePosting]],
+        encoded: Callable[[S], bytes | None] | None = None,
+    ) -> Numbered[S]:
+        """``bill_next_payers`` up to delivery (``finish`` delivers). ``encoded``: the Avro
+        record a posting's source carries (the bytes it was decoded from), if any."""
         results: list[Result[S]] = []
         unique: dict[str, Item[S]] = {}
         billed: dict[int, tuple[str, int]] = {}
@@ -515,7 +520,8 @@ class Billing(Generic[S]):
         for source, posting in postings:
             try:
                 with self.cob.atomic():
-                    found = self.next_claim(posting)
+                    raw = encoded(source) if encoded is not None else None
+                    found = self.next_claim(posting, raw)
             except Exception as exc:  # noqa: BLE001 - every failure of one input is refused
                 results.append(Refused(source, exc))
                 continue
@@ -531,9 +537,12 @@ class Billing(Generic[S]):
 
         return self.number(unique, results, undo)
 
-    def next_claim(self, posting: RemittancePosting) -> tuple[PlannedClaim, int, str] | None:
+    def next_claim(
+        self, posting: RemittancePosting, encoded: bytes | None = None
+    ) -> tuple[PlannedClaim, int, str] | None:
         """The claim to the payer after the one that posted, with its position and the
-        encounter part it bills, or None (and the outcome says why)."""
+        encounter part it bills, or None (and the outcome says why). ``encoded``: the
+        record the posting was decoded from, which the COB ledger keeps as it is."""
         if posting.encounter_id is None:
             return None
         if posting.payer_claim_control_number and posting.status != "reversed":
@@ -557,7 +566,7 @@ class Billing(Generic[S]):
             self.outcomes["cob_unknown_payer"] += 1
             return None
         encounter_id = key  # the CobLedger keeps each part's payers apart
-        self.cob.record(encounter_id, position, posting)
+        self.cob.record(encounter_id, position, posting, encoded)
         if self.cob.billed(encounter_id, position + 1) is not None:
             return None  # a redelivered or corrected posting: the next payer is billed
         earlier = self.cob.earlier(encounter_id, position)

@@ -30,18 +30,14 @@ built from, every verdict event already answered, and the claim events a payer's
 refused, in SQLite in the service's state folder; the runner commits it after the batch's
 claims are acknowledged.
 
-The verdict a claim was built from is kept as its Avro single-object encoding
-(encounters.validated.v1, which names its schema version) in base64 (``billed_text``): the
-bytes the stage received when the claim bills the verdict as it came, about half the size
-of its JSON once in a changelog record, and nothing to write again. Rows an older version
-wrote keep its JSON, which ``read_billed`` still reads (a JSON text starts with ``{``, which
-base64 never does), whether in a file of that version or restored from its changelog.
+The verdict a claim was built from is kept as its encounters.validated.v1 record in base64
+(``billed_text``, ``services/claims/parsed.py``): the bytes the stage received when the
+claim bills the verdict as it came. The JSON older versions kept is still read.
 """
 
 from __future__ import annotations
 
 import hashlib
-from base64 import b64decode, b64encode
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -52,7 +48,6 @@ from typing import Literal
 from pipeline.errors import InputError
 from pipeline.models import ClaimRejection, SubmittedClaim, ValidatedEncounter
 from pipeline.row_changelog import RowChangelogStore
-from pipeline.serde import registry
 from services.claims.domain import (
     DEFAULT_DRG_BASE_RATE,
     PROFESSIONAL_PART,
@@ -67,7 +62,7 @@ from services.claims.domain import (
     submitted_claim,
     write_interchange,
 )
-from services.claims.parsed import Parsed
+from services.claims.parsed import Parsed, avro_text, read_text
 from services.claims.x12_837_common import Frequency
 from services.refdata.masterdata import MasterData
 
@@ -134,23 +129,15 @@ def without_note(verdict: ValidatedEncounter) -> ValidatedEncounter:
 
 
 def billed_text(kept: ValidatedEncounter, encoded: bytes | None = None) -> str:
-    """How the store keeps the verdict a claim was built from: its Avro single-object
-    encoding (``VERDICTS``) in base64. ``encoded``: the bytes ``kept`` was decoded from (the
-    record the stage received), used as they are instead of encoding it again."""
-    reg = registry()
-    if encoded is None or not reg.known_writer(VERDICTS, encoded):
-        encoded = reg.encode(VERDICTS, kept)
-    return b64encode(encoded).decode("ascii")
+    """How the store keeps the verdict a claim was built from: its Avro record in base64.
+    ``encoded``: the bytes ``kept`` was decoded from (the record the stage received), used
+    as they are instead of encoding it again."""
+    return avro_text(VERDICTS, kept, encoded)
 
 
 def read_billed(text: str) -> ValidatedEncounter:
     """The verdict ``billed_text`` wrote, or the JSON an older version stored."""
-    if text.startswith("{"):
-        return ValidatedEncounter.model_validate_json(text)
-    value = registry().decode(VERDICTS, b64decode(text, validate=True))
-    if not isinstance(value, ValidatedEncounter):
-        raise TypeError(f"a stored verdict decoded as {type(value).__name__}")
-    return value
+    return read_text(VERDICTS, ValidatedEncounter, text)
 
 
 def decide(prior: PriorClaim | None, verdict: ValidatedEncounter) -> Correction:
@@ -341,7 +328,7 @@ class SubmittedClaims(RowChangelogStore):
         super().__init__(
             path, _SCHEMA, self.TABLES, changelog=changelog, bulky={"submitted": ("billed",)}
         )
-        self._parsed = Parsed(ValidatedEncounter, self.PARSED_MAX, read_billed)
+        self._parsed = Parsed.of_topic(VERDICTS, ValidatedEncounter, self.PARSED_MAX)
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> SubmittedClaims:

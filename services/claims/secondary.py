@@ -16,7 +16,9 @@ A reversal is not a new adjudication and bills nothing; a payer that is not one 
 encounter's coverages bills nothing (noted). ``CobLedger`` keeps each payer's posting per
 encounter and position, and which positions were billed, in the claims stage's state
 folder, so a redelivered posting bills nothing twice and a tertiary claim finds the
-primary's and the secondary's adjudications.
+primary's and the secondary's adjudications. It keeps a posting as its remittance.posted.v1
+record in base64 (``services/claims/parsed.py``): the bytes the stage received; the JSON
+older versions kept is still read.
 """
 
 from __future__ import annotations
@@ -37,11 +39,15 @@ from services.claims.domain import (
     claim_id_for,
     claim_type_for,
 )
-from services.claims.parsed import Parsed
+from services.claims.parsed import Parsed, avro_text
 from services.claims.x12_837_common import ClaimInput
 from services.refdata.masterdata import MasterData
 
 NO_CONTRACT = "none: no contract with the payer after the primary"
+
+POSTINGS = "remittance.posted.v1"
+"""The topic whose schema the stored postings are encoded with (that of the postings the
+stage reads, claims.postings-by-encounter.v1: the same bytes re-keyed)."""
 
 
 def claim_id_at(primary_claim_id: str, position: int) -> str:
@@ -159,7 +165,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cob_postings (
     encounter_id TEXT NOT NULL,
     position INTEGER NOT NULL,
-    posting TEXT NOT NULL,          -- the RemittancePosting as JSON
+    posting TEXT NOT NULL,          -- the RemittancePosting: Avro in base64, or older JSON
     PRIMARY KEY (encounter_id, position)
 );
 CREATE TABLE IF NOT EXISTS cob_billed (
@@ -179,23 +185,30 @@ class CobLedger(RowChangelogStore):
     FILENAME = "claims-cob.sqlite3"
     TABLES = ("cob_postings", "cob_billed")
 
-    #: Postings kept parsed, by their stored JSON: a later payer's claim reads the earlier
+    #: Postings kept parsed, by their stored text: a later payer's claim reads the earlier
     #: payers' postings back soon after they were recorded.
     PARSED_MAX = 2048
 
     def __init__(self, path: Path | str, *, changelog: bool = False) -> None:
         super().__init__(path, _SCHEMA, self.TABLES, changelog=changelog)
-        self._parsed = Parsed(RemittancePosting, self.PARSED_MAX)
+        self._parsed = Parsed.of_topic(POSTINGS, RemittancePosting, self.PARSED_MAX)
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> CobLedger:
         return cls(Path(state_dir) / cls.FILENAME)
 
-    def record(self, encounter_id: str, position: int, posting: RemittancePosting) -> None:
-        """Keep the payer's latest adjudication that is not a reversal."""
+    def record(
+        self,
+        encounter_id: str,
+        position: int,
+        posting: RemittancePosting,
+        encoded: bytes | None = None,
+    ) -> None:
+        """Keep the payer's latest adjudication that is not a reversal (``encoded``: the
+        record it was decoded from, kept as it is)."""
         if posting.status == "reversed":
             return
-        text = posting.model_dump_json()
+        text = avro_text(POSTINGS, posting, encoded)
         self._parsed.keep(text, posting)
         self.db.execute(
             "INSERT INTO cob_postings VALUES (?, ?, ?) ON CONFLICT (encounter_id, position) "

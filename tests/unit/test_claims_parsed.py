@@ -2,7 +2,7 @@
 their stored text (``services/claims/parsed.py``), instead of parsed again: for every
 posting and verdict the stage stored for the simulator's encounters (billed, answered by
 the payer simulator, posted, billed to the next payers), the kept model is the one its
-text reads as (a posting's JSON, a verdict's Avro record), and writes the same JSON."""
+text reads as (its Avro record), and writes the same JSON."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from pathlib import Path
 
 from bench.bench_claims_stage import Loop, verdicts
 from pipeline.models import RemittancePosting, ValidatedEncounter
-from services.claims.corrections import read_billed
-from services.claims.parsed import Parsed
+from services.claims.corrections import VERDICTS
+from services.claims.parsed import Parsed, read_text
+from services.claims.secondary import POSTINGS
 
 
 def test_kept_models_are_what_their_text_parses_to() -> None:
@@ -37,14 +38,15 @@ def test_kept_models_are_what_their_text_parses_to() -> None:
     kinds = {model for _, model, _ in stored}
     assert kinds == {RemittancePosting, ValidatedEncounter} and len(stored) > 100
     for kept, model, text in stored:
-        parsed = kept.parse(text)  # JSON, or a verdict's Avro record (read_billed)
+        parsed = kept.parse(text)  # the record (``read_text``)
         value = kept.get(text)
         assert type(value) is type(parsed) is model and value == parsed
         assert value.model_dump_json() == parsed.model_dump_json()
-        if model is RemittancePosting:
-            assert value.model_dump_json() == text
-        else:
-            assert read_billed(text) == parsed and not text.startswith("{")
+        assert not text.startswith("{")  # not JSON: the record in base64
+        topic = VERDICTS if model is ValidatedEncounter else POSTINGS
+        assert read_text(topic, model, text) == parsed
+        # The JSON an older version kept reads as the same model.
+        assert read_text(topic, model, value.model_dump_json()) == value
 
 
 def test_a_text_not_kept_is_parsed_and_the_oldest_forgotten() -> None:
