@@ -187,6 +187,10 @@ def _json_value(value: Any) -> str:
     return json.dumps(value)
 
 
+#: The member of a payment's change record that holds its claim references (``add_payment``).
+_REFS = "claim_refs"
+
+
 @functools.cache
 def _change_writer(table: str, columns: tuple[str, ...]) -> Callable[[dict[str, Any]], Change]:
     """The change record of a row of ``table`` with these columns, in this order."""
@@ -339,11 +343,15 @@ class Ledger(ChangelogStore):
             self.db.execute(f"DELETE FROM {table} WHERE {where}", tuple(values))
             self._pruned = True  # what was deleted leaves the write-ahead log at the commit
             return
+        row = json.loads(value)
+        references = row.pop(_REFS, None) if table == "payments" else None
         changelog, self.changelog = self.changelog, False
         try:
-            self._write(table, json.loads(value), replace=True)
+            self._write(table, row, replace=True)
         finally:
             self.changelog = changelog
+        if references:  # a payment's claim references (``add_payment``)
+            self._add_references(row["payer_id"], [(ref, claim_id) for ref, claim_id in references])
 
     def input_undone(self, mark: int) -> None:
         """An input that fails (``atomic``) leaves no change record, no claim kept in memory
@@ -580,13 +588,12 @@ class Ledger(ChangelogStore):
 
     # --- payers: payments, their PLB adjustments, the claims they paid --------------------
 
-    def add_references(self, payer_id: str, references: Sequence[tuple[str, str]]) -> None:
-        """(reference, claim id) of the claims a payment paid: CLP01 and CLP07."""
-        rows = [
-            {"payer_id": payer_id, "reference": reference, "claim_id": claim_id}
-            for reference, claim_id in references
-        ]
-        self._write_many("claim_refs", rows)
+    def _add_references(self, payer_id: str, references: Sequence[tuple[str, str]]) -> None:
+        """(reference, claim id) of the claims a payment paid, in one statement; their change
+        record is the payment's (``add_payment``)."""
+        if references:
+            sql = _upsert("claim_refs", ("payer_id", "reference", "claim_id"), True)
+            self.db.executemany(sql, [(payer_id, ref, claim_id) for ref, claim_id in references])
 
     def claim_for_reference(self, payer_id: str, reference: str) -> str | None:
         """The claim a payer's reference names: a CLP07 or CLP01 of a claim it paid."""
@@ -604,25 +611,38 @@ class Ledger(ChangelogStore):
         file_key: str,
         amounts: tuple[Decimal, int, Decimal],
         applied: Sequence[PlbApplied] = (),
+        references: Sequence[tuple[str, str]] = (),
     ) -> bool:
-        """Record a posted payment (``amounts``: BPR02 signed, claims, sum of CLP04) and its
-        PLB adjustments with where each was applied; False when already recorded."""
+        """Record a posted payment (``amounts``: BPR02 signed, claims, sum of CLP04), its PLB
+        adjustments with where each was applied, and (reference, claim id) of the claims it
+        paid (CLP01 and CLP07, a later reference replacing an earlier one); False when
+        already recorded.
+
+        The references go in the payment's own change record (``claim_refs``, in order),
+        not one record per reference: they are written once, with the payment, and its key
+        is never written again, so the changelog keeps them all (in order) as it kept the
+        last of each reference. ``apply`` still reads the per-reference records written
+        before."""
         payment_amount, claims, claims_paid = amounts
-        new = self._write(
-            "payments",
-            {
-                "payer_id": payer_id,
-                "payment_trace": trace,
-                "transaction_control_number": transaction_control_number,
-                "file_key": file_key,
-                "payment_amount": str(payment_amount),
-                "claims": claims,
-                "claims_paid": str(claims_paid),
-                "provider_adjustment_total": str(sum((a.adjustment.amount for a in applied), ZERO)),
-            },
-        )
-        if not new:
+        row = {
+            "payer_id": payer_id,
+            "payment_trace": trace,
+            "transaction_control_number": transaction_control_number,
+            "file_key": file_key,
+            "payment_amount": str(payment_amount),
+            "claims": claims,
+            "claims_paid": str(claims_paid),
+            "provider_adjustment_total": str(sum((a.adjustment.amount for a in applied), ZERO)),
+        }
+        columns = tuple(row)
+        if self.db.execute(_upsert("payments", columns, False), tuple(row.values())).rowcount != 1:
             return False
+        if self.changelog:
+            key, value = _change_writer("payments", columns)(row)
+            if references and value is not None:
+                refs = json.dumps([list(r) for r in references]).encode()
+                value = b'%s, "%s": %s}' % (value[:-1], _REFS.encode(), refs)
+            self.log_change(key, value)
         for item in applied:
             plb = item.adjustment
             self._write(
@@ -639,6 +659,7 @@ class Ledger(ChangelogStore):
                     "claim_id": plb.claim_id,
                 },
             )
+        self._add_references(payer_id, references)
         return True
 
     def forward_balance(self, payer_id: str, provider_id: str | None = None) -> Decimal:

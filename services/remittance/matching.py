@@ -299,15 +299,15 @@ class PayerBook:
         amounts = (record.payment_amount, record.claim_count, record.claims_paid)
         file_key = f"{record.file_payer_id}:{record.file_id}"
         st = record.transaction_control_number
-        if not self.ledger.add_payment(payer, record.payment_trace, st, file_key, amounts, applied):
-            return []  # a replayed input: recorded before
         references = [(c.claim_id, c.claim_id) for c in record.claims]
         references += [
             (c.payer_claim_control_number, c.claim_id)
             for c in record.claims
             if c.payer_claim_control_number
         ]
-        self.ledger.add_references(payer, references)
+        trace = record.payment_trace
+        if not self.ledger.add_payment(payer, trace, st, file_key, amounts, applied, references):
+            return []  # a replayed input: recorded before
         outs: list[Output] = []
         for item in applied:
             plb = item.adjustment

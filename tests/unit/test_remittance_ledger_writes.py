@@ -1,12 +1,15 @@
-"""The ledger writes a payment's claim references in one statement: the rows and the change
-records are those that writing them one by one gives (the way before), including references
-that come twice and ones that replace what an earlier payment recorded. A row's change record
-is written out per table and set of columns: the same bytes as ``json.dumps`` of the key and
-the row (the way before, the judge), on every row the corpus logs and on odd values."""
+"""A payment's claim references are written with it, in one statement, and logged in the
+payment's own change record: the rows are those that writing them one by one gives (the way
+before), including references that come twice and ones that replace what an earlier payment
+recorded, and a ledger restored from the new change records holds what one restored from the
+records of before (one per reference) holds, and reads those too. A row's change record is
+written out per table and set of columns: the same bytes as ``json.dumps`` of the key and the
+row (the way before, the judge), on every row the corpus logs and on odd values."""
 
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,37 +23,75 @@ PAYER = "MEDICARE_B"
 FIRST = [("PCN1", "PCN1"), ("PCN2", "PCN2"), ("ICN1", "PCN1"), ("ICN2", "PCN2")]
 # A later payment: a CLP07 reused for another claim, a reference twice in one payment.
 SECOND = [("PCN3", "PCN3"), ("ICN1", "PCN3"), ("PCN3", "PCN3"), ("ICN3", "PCN3")]
+AMOUNTS = (Decimal("10.00"), 2, Decimal("10.00"))
+TABLES = ("payments", "provider_adjustments", "claim_refs")
 
 
-def one_by_one(ledger: Ledger, references: list[tuple[str, str]]) -> None:
-    """The way before: one upsert per reference."""
+def one_by_one(ledger: Ledger, trace: str, references: list[tuple[str, str]]) -> bool:
+    """The way before: the payment, then one upsert (and change record) per reference."""
+    if not ledger.add_payment(PAYER, trace, "0001", "P:F", AMOUNTS):
+        return False
     for reference, claim_id in references:
         row = {"payer_id": PAYER, "reference": reference, "claim_id": claim_id}
         ledger._write("claim_refs", row, replace=True)
+    return True
 
 
-def state(ledger: Ledger) -> tuple[list[Any], list[tuple[str, bytes | None]]]:
-    rows = ledger.db.execute("SELECT * FROM claim_refs ORDER BY rowid").fetchall()
-    return rows, ledger.take_changes()
+def rows(ledger: Ledger) -> list[Any]:
+    return [ledger.db.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in TABLES]
 
 
-def test_references_in_one_statement_write_and_log_what_one_by_one_did() -> None:
+def restored(changes: list[tuple[str, bytes | None]]) -> list[Any]:
+    copy = Ledger(":memory:", changelog=True)
+    for key, value in changes:
+        with copy.atomic():
+            copy.apply(key, value)
+    assert copy.take_changes() == []
+    return rows(copy)
+
+
+def test_references_with_their_payment_write_and_restore_what_one_by_one_did() -> None:
     new, old = Ledger(":memory:", changelog=True), Ledger(":memory:", changelog=True)
-    for references in (FIRST, SECOND, []):
+    new_changes: list[Any] = []
+    old_changes: list[Any] = []
+    for trace, references in (("T1", FIRST), ("T2", SECOND), ("T3", []), ("T1", SECOND)):
         with new.atomic():
-            new.add_references(PAYER, references)
+            written = new.add_payment(PAYER, trace, "0001", "P:F", AMOUNTS, (), references)
         with old.atomic():
-            one_by_one(old, references)
-        assert state(new) == state(old)
+            assert one_by_one(old, trace, references) == written
+        assert rows(new) == rows(old)
+        new_changes += new.take_changes()
+        old_changes += old.take_changes()
     assert new.claim_for_reference(PAYER, "ICN1") == "PCN3"
     assert new.claim_for_reference(PAYER, "ICN2") == "PCN2"
+    assert len(new_changes) == 3 and len(old_changes) == 3 + len(FIRST) + len(SECOND)
+    for _, value in new_changes:  # json.dumps of the row, with its references
+        assert value is not None and json.dumps(json.loads(value)).encode() == value
+    assert json.loads(new_changes[0][1])["claim_refs"] == [list(r) for r in FIRST]
+    assert "claim_refs" not in json.loads(new_changes[2][1])  # none: the row as before
+    # Restored from the new records, from those of before, and from both (a changelog
+    # written by the two versions, compacted: a reference's last record of before kept).
+    assert restored(new_changes) == restored(old_changes) == rows(old)
+    compacted = list({key: (key, value) for key, value in old_changes}.values())
+    assert restored(compacted) == rows(old)
+    assert restored(old_changes[:5] + new_changes[1:]) == rows(old)
 
 
-def test_the_comparison_sees_a_missing_change_record() -> None:
+def test_the_comparison_sees_a_missing_reference() -> None:
     new, old = Ledger(":memory:", changelog=True), Ledger(":memory:", changelog=True)
-    new.add_references(PAYER, FIRST)
-    one_by_one(old, FIRST + [("ICN1", "PCN1")])
-    assert state(new) != state(old)
+    new.add_payment(PAYER, "T1", "0001", "P:F", AMOUNTS, (), FIRST)
+    one_by_one(old, "T1", [*FIRST, ("ICN1", "PCN2")])
+    assert rows(new) != rows(old)
+    assert restored(new.take_changes()) != restored(old.take_changes())
+
+
+def test_a_replayed_payment_writes_and_logs_nothing() -> None:
+    ledger = Ledger(":memory:", changelog=True)
+    assert ledger.add_payment(PAYER, "T1", "0001", "P:F", AMOUNTS, (), FIRST)
+    ledger.take_changes()
+    assert not ledger.add_payment(PAYER, "T1", "0001", "P:F", AMOUNTS, (), SECOND)
+    assert ledger.take_changes() == []
+    assert ledger.claim_for_reference(PAYER, "ICN1") == "PCN1"
 
 
 def reference_change(table: str, row: dict[str, Any]) -> tuple[str, bytes]:
@@ -73,12 +114,27 @@ def test_every_change_record_of_the_corpus_is_the_json_of_its_row(
         logged.append((self._changes[before:], [reference_change(table, dict(row))]))
 
     monkeypatch.setattr(Ledger, "_log_row", spy)
-    run(Partitioned(tmp_path, seed=3))
+    ran = run(Partitioned(tmp_path, seed=3))
     tables = {json.loads(expected[0][0])[0] for _, expected in logged}
-    assert tables >= {"claims", "waiting", "posted", "claim_refs", "payments", "claim_plb"}
-    assert len(logged) > 1000
+    assert tables >= {"claims", "waiting", "posted", "claim_plb"}
+    assert len(logged) > 500
     for written, expected in logged:
         assert written == expected
+    # A payment's change record (written with its references): json.dumps of its row.
+    payments = [
+        (key, value)
+        for changes in ran.changes.values()
+        for key, value in changes
+        if json.loads(key)[0] == "payments"
+    ]
+    with_references = 0
+    for key, value in payments:
+        assert value is not None
+        row = json.loads(value)
+        with_references += "claim_refs" in row
+        assert key == json.dumps(["payments", *(row[k] for k in ledger_module._KEYS["payments"])])
+        assert json.dumps(row).encode() == value
+    assert len(payments) > 20 and with_references == len(payments)
 
 
 ODD = 'M\u00dcLLER "Q" \\ \x00\x1f\t\u2028 \U0001f600'
