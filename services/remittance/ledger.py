@@ -187,6 +187,11 @@ def _json_value(value: Any) -> str:
     return json.dumps(value)
 
 
+#: A claim's row. Its change record is the claim's JSON (the row's ``record``), from which
+#: the other columns are read back (``add_claim``); the row as JSON, written before, is read too.
+_CLAIM_COLUMNS = ("claim_id", "encounter_id", "payer_id", "record")
+_CLAIM_KEYS = set(_CLAIM_COLUMNS)
+
 #: The member of a payment's change record that holds its claim references (``add_payment``).
 _REFS = "claim_refs"
 
@@ -344,6 +349,8 @@ class Ledger(ChangelogStore):
             self._pruned = True  # what was deleted leaves the write-ahead log at the commit
             return
         row = json.loads(value)
+        if table == "claims" and row.keys() != _CLAIM_KEYS:  # the claim's JSON
+            row = {c: row[c] for c in _CLAIM_COLUMNS[:3]} | {"record": value.decode()}
         references = row.pop(_REFS, None) if table == "payments" else None
         changelog, self.changelog = self.changelog, False
         try:
@@ -380,13 +387,11 @@ class Ledger(ChangelogStore):
 
     def add_claim(self, claim: SubmittedClaim) -> None:
         kept = claim.model_copy(update={"x12": ""})
-        row = {
-            "claim_id": claim.claim_id,
-            "encounter_id": claim.encounter_id,
-            "payer_id": claim.payer_id,
-            "record": kept.model_dump_json(),
-        }
-        self._write("claims", row, replace=True)
+        record = kept.model_dump_json()
+        row = (claim.claim_id, claim.encounter_id, claim.payer_id, record)
+        self.db.execute(_upsert("claims", _CLAIM_COLUMNS, True), row)
+        if self.changelog:  # the claim's JSON: its row's other columns are read from it
+            self.log_change(f'["claims", {_escape(claim.claim_id)}]', record.encode())
         claims = self._claims
         claims.pop(claim.claim_id, None)  # the newest last
         claims[claim.claim_id] = kept

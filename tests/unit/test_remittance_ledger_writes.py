@@ -85,6 +85,40 @@ def test_the_comparison_sees_a_missing_reference() -> None:
     assert restored(new.take_changes()) != restored(old.take_changes())
 
 
+def test_a_claim_restores_from_its_json_and_from_its_row_written_before() -> None:
+    from test_remittance_split import CLAIMS
+
+    edited = CLAIMS[0].model_copy(update={"payer_name": 'M\u00dcLLER "Q"'})
+    claims = [*CLAIMS, edited]
+    ledger = Ledger(":memory:", changelog=True)
+    for claim in claims:
+        ledger.add_claim(claim)
+    changes = ledger.take_changes()
+    query = "SELECT * FROM claims ORDER BY rowid"
+    written = ledger.db.execute(query).fetchall()
+    before = [reference_change("claims", row_before(c)) for c in claims]  # as logged before
+    assert len(changes) == len(before) == len(CLAIMS) + 1
+    for records in (changes, before, before[:2] + changes[2:], changes[:-1] + before[-1:]):
+        copy = Ledger(":memory:", changelog=True)
+        for key, value in records:
+            copy.apply(key, value)
+        assert copy.db.execute(query).fetchall() == written
+        assert [copy.claim(c.claim_id) for c in claims] == [
+            ledger.claim(c.claim_id) for c in claims
+        ]
+    assert all(len(n[1] or b"") < len(o[1] or b"") for n, o in zip(changes, before, strict=True))
+
+
+def row_before(claim: Any) -> dict[str, Any]:
+    """A claim's row, as ``add_claim`` wrote and logged it before."""
+    return {
+        "claim_id": claim.claim_id,
+        "encounter_id": claim.encounter_id,
+        "payer_id": claim.payer_id,
+        "record": claim.model_copy(update={"x12": ""}).model_dump_json(),
+    }
+
+
 def test_a_replayed_payment_writes_and_logs_nothing() -> None:
     ledger = Ledger(":memory:", changelog=True)
     assert ledger.add_payment(PAYER, "T1", "0001", "P:F", AMOUNTS, (), FIRST)
@@ -116,10 +150,31 @@ def test_every_change_record_of_the_corpus_is_the_json_of_its_row(
     monkeypatch.setattr(Ledger, "_log_row", spy)
     ran = run(Partitioned(tmp_path, seed=3))
     tables = {json.loads(expected[0][0])[0] for _, expected in logged}
-    assert tables >= {"claims", "waiting", "posted", "claim_plb"}
+    assert tables >= {"waiting", "posted", "claim_plb"}
     assert len(logged) > 500
     for written, expected in logged:
         assert written == expected
+    # A claim's change record: the claim's JSON, the row's ``record``; read back, the row.
+    claims = [
+        (partition, key, value)
+        for (name, partition), changes in ran.changes.items()
+        for key, value in changes
+        if json.loads(key)[0] == "claims"
+    ]
+    stores = {partition: store for partition, store in ran.claims.items()}
+    for partition, key, value in claims:
+        assert value is not None
+        (claim_id,) = json.loads(key)[1:]
+        row = (
+            stores[partition]
+            .db.execute("SELECT * FROM claims WHERE claim_id = ?", (claim_id,))
+            .fetchone()
+        )
+        assert row is not None and value == row[3].encode()
+        assert key == json.dumps(["claims", claim_id])
+        claim = json.loads(value)
+        assert row[:3] == (claim["claim_id"], claim["encounter_id"], claim["payer_id"])
+    assert len(claims) >= 8
     # A payment's change record (written with its references): json.dumps of its row.
     payments = [
         (key, value)
