@@ -24,7 +24,9 @@ What it holds, in two halves that the live service keeps in two partitioned stor
 
 Offline (``claimflow remit post``) and in tests one store holds both halves. With
 ``changelog`` every write is also a change record ``(["table", key...], row as JSON)``
-that ``apply`` writes back on another instance.
+that ``apply`` writes back on another instance; a claim's record is the claim's JSON, a
+posting's the JSON list of its values, and a payment's carries the references of the claims
+it paid (what they hold is the row's; ``apply`` reads the records written before too).
 """
 
 from __future__ import annotations
@@ -196,6 +198,27 @@ _CLAIM_KEYS = set(_CLAIM_COLUMNS)
 _REFS = "claim_refs"
 
 
+#: Rows whose change record is the JSON list of their values but the key's, in this order
+#: of the columns (a posting: a row a claim payment, whose column names were half of its
+#: record); ``apply`` also reads them as a JSON object of the row, as they were written before.
+_COMPACT: dict[str, tuple[str, ...]] = {
+    "posted": (
+        "event_id",
+        "claim_id",
+        "status",
+        "claim_status_code",
+        "paid",
+        "patient_responsibility",
+        "payment_trace",
+        "payer_id",
+        "payer_sequence",
+        "payer_claim_control_number",
+        "charge",
+        "sequestration",
+    ),
+}
+
+
 @functools.cache
 def _change_writer(table: str, columns: tuple[str, ...]) -> Callable[[dict[str, Any]], Change]:
     """The change record of a row of ``table`` with these columns, in this order."""
@@ -205,9 +228,12 @@ def _change_writer(table: str, columns: tuple[str, ...]) -> Callable[[dict[str, 
         return f"{{_escape({value}) if type({value}) is str else _json_value({value})}}"
 
     key = ", ".join([_escape(table), *(text(c) for c in _KEYS[table])])
-    row = ", ".join(f"{_escape(c)}: {text(c)}" for c in columns)
+    if columns == _COMPACT.get(table):  # the values, without the key's and the names
+        row = "[" + ", ".join(text(c) for c in columns if c not in _KEYS[table]) + "]"
+    else:
+        row = "{{" + ", ".join(f"{_escape(c)}: {text(c)}" for c in columns) + "}}"
     env: dict[str, Any] = {"_escape": _escape, "_json_value": _json_value}
-    source = f'def change(v):\n    return f"""[{key}]""", f"""{{{{{row}}}}}""".encode()\n'
+    source = f'def change(v):\n    return f"""[{key}]""", f"""{row}""".encode()\n'
     exec(source, env)  # noqa: S102 - built above from the table's column names
     return env["change"]  # type: ignore[no-any-return]
 
@@ -349,7 +375,11 @@ class Ledger(ChangelogStore):
             self._pruned = True  # what was deleted leaves the write-ahead log at the commit
             return
         row = json.loads(value)
-        if table == "claims" and row.keys() != _CLAIM_KEYS:  # the claim's JSON
+        if type(row) is list:  # the values of a row of ``_COMPACT``
+            columns = _COMPACT[table]
+            keys = dict(zip(_KEYS[table], values, strict=True))
+            row = keys | dict(zip([c for c in columns if c not in keys], row, strict=True))
+        elif table == "claims" and row.keys() != _CLAIM_KEYS:  # the claim's JSON
             row = {c: row[c] for c in _CLAIM_COLUMNS[:3]} | {"record": value.decode()}
         references = row.pop(_REFS, None) if table == "payments" else None
         changelog, self.changelog = self.changelog, False

@@ -134,6 +134,55 @@ def reference_change(table: str, row: dict[str, Any]) -> tuple[str, bytes]:
     return key, json.dumps(row).encode()
 
 
+def expected_change(table: str, row: dict[str, Any]) -> tuple[str, bytes]:
+    """The change record as it is written now: a posting's, ``json.dumps`` of its values but
+    the key's; any other, as before."""
+    key, value = reference_change(table, row)
+    if tuple(row) == ledger_module._COMPACT.get(table):
+        keys = ledger_module._KEYS[table]
+        value = json.dumps([v for c, v in row.items() if c not in keys]).encode()
+    return key, value
+
+
+def restored_rows(changes: list[tuple[str, bytes | None]], table: str) -> list[Any]:
+    copy = Ledger(":memory:", changelog=True)
+    for key, value in changes:
+        copy.apply(key, value)
+    return copy.db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
+
+
+def test_a_posting_restores_from_its_values_and_from_its_row_written_before(
+    tmp_path: Path,
+) -> None:
+    """Every posting of the corpus: its change record (the values) and the row as JSON
+    (before) restore the same rows, alone and mixed; and a posting of an older layout."""
+    ran = run(Partitioned(tmp_path, seed=3))
+    postings = [  # every partition's: their keys differ
+        (k, v)
+        for (name, _), changes in ran.changes.items()
+        for k, v in changes
+        if name == Ledger.CLAIMS and json.loads(k)[0] == "posted"
+    ]
+    before = []
+    for key, value in postings:
+        assert value is not None and value.startswith(b"[")
+        (event_id,) = json.loads(key)[1:]
+        values = [event_id, *json.loads(value)]
+        row = dict(zip(ledger_module._COMPACT["posted"], values, strict=True))
+        before.append(reference_change("posted", row))
+        assert expected_change("posted", row) == (key, value)
+    rows = restored_rows(postings, "posted")
+    assert len(rows) == len(postings) > 5
+    assert restored_rows(before, "posted") == rows
+    half = len(postings) // 2
+    assert restored_rows(before[:half] + postings[half:], "posted") == rows
+    assert all(len(n[1] or b"") < len(o[1]) * 0.7 for n, o in zip(postings, before, strict=True))
+    old = {"event_id": "E1", "claim_id": "C1"}  # a posting of the first layout
+    assert restored_rows([reference_change("posted", old)], "posted")[0][:2] == ("E1", "C1")
+    with pytest.raises(ValueError):  # values of another layout are refused, not guessed
+        restored_rows([('["posted", "E1"]', b'["C1", "paid"]')], "posted")
+
+
 def test_every_change_record_of_the_corpus_is_the_json_of_its_row(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -145,7 +194,7 @@ def test_every_change_record_of_the_corpus_is_the_json_of_its_row(
     def spy(self: Ledger, table: str, row: dict[str, Any]) -> None:
         before = len(self._changes)
         log_row(self, table, row)
-        logged.append((self._changes[before:], [reference_change(table, dict(row))]))
+        logged.append((self._changes[before:], [expected_change(table, dict(row))]))
 
     monkeypatch.setattr(Ledger, "_log_row", spy)
     ran = run(Partitioned(tmp_path, seed=3))
