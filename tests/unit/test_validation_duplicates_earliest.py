@@ -1,0 +1,43 @@
+"""The duplicate store picks an encounter's earliest earlier duplicate in Python from the
+rows SQLite finds (``DuplicateStore.earliest``); the query that sorted them in SQLite
+(``ORDER BY received_at, encounter_id LIMIT 1``) is the judge, on stores with times that
+collide, verdicts that are not billable and encounter ids beyond ASCII."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from services.validation.duplicates import EARLIER, DuplicateStore
+
+SORTED_IN_SQLITE = f"{EARLIER} ORDER BY received_at, encounter_id LIMIT 1"
+
+IDS = ["ENC-1", "ENC-10", "ENC-2", "enc-1", "ENC-é", "ENC-Z", "ENC-ž", "ENC-中", "ENC-😀", "E", ""]
+
+
+def judged(store: DuplicateStore, fp: str, encounter_id: str, received_at: str) -> str | None:
+    row = store.db.execute(
+        SORTED_IN_SQLITE, (fp, encounter_id, received_at, received_at, encounter_id)
+    ).fetchone()
+    return None if row is None else str(row[1])
+
+
+def test_the_earliest_duplicate_is_the_one_sqlite_sorted_first(tmp_path: Path) -> None:
+    rng = random.Random(3)
+    store = DuplicateStore(tmp_path / "seen.sqlite3")
+    fingerprints = [f"{n:032x}" for n in range(6)]
+    times = [f"2026-11-{day:02d}T09:{minute:02d}:00+00:00" for day in (1, 2) for minute in (0, 5)]
+    ids = [*IDS, *(f"ENC-{n:04d}" for n in range(60))]
+    with store.atomic():
+        for encounter_id in ids:
+            store._upsert(
+                encounter_id, rng.choice(fingerprints), rng.choice(times), int(rng.random() < 0.8)
+            )
+    found = 0
+    for fp in [*fingerprints, "f" * 32]:
+        for encounter_id in [*ids, "ENC-new", "ENC-ü"]:
+            for received_at in [*times, "2026-10-31T00:00:00+00:00", "2026-12-01T00:00:00+00:00"]:
+                expected = judged(store, fp, encounter_id, received_at)
+                assert store.earliest(fp, encounter_id, received_at) == expected
+                found += expected is not None
+    assert found > 500  # most probes have an earlier duplicate; many have none
