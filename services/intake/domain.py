@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pipeline.errors import InputError
 from pipeline.models import Encounter
+from services.intake import fhir
 from services.intake.fhir import parse_bundle
 from services.intake.hl7v2 import EMPTY_DIRECTORY, ProviderDirectory, parse_hl7v2
 from services.intake.jsonfmt import parse_json_encounter
@@ -175,7 +176,7 @@ def parse_raw(
         return ParseResult(priced, "fhir", parsed.ignored, notes)
     encounter = parse_json_encounter(data, source_id=source_id, received_at=received_at)
     notes = []
-    billing = directory.complete(encounter.billing_provider)
+    billing = fhir.complete_provider(directory, encounter.billing_provider, [])
     if billing is not encounter.billing_provider:
         encounter = encounter.model_copy(update={"billing_provider": billing})
         notes.append("billing provider completed from its provider profile")

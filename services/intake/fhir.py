@@ -800,20 +800,23 @@ def _profiled(sent: Provider | None, entry: _Entry | None, ref: Any, ctx: _Ctx) 
         if profile is not None:
             ctx.note("billing organisation without an NPI: billed through its provider profile")
         return profile
-    done = _complete(ctx.directory, sent, keys)
+    done = complete_provider(ctx.directory, sent, keys)
     if done is not sent:
         ctx.note("billing provider completed from its provider profile")
     return done
 
 
 # Billing providers completed from their profile, by directory, keys and provider as sent
-# (frozen, compared by value): the same clinic bills most visits, and completing one dumps
-# and validates two models. What a directory returns unchanged is not kept.
+# (frozen, compared by value): the same clinic bills most visits, in every format (the JSON
+# format's too, domain.py), and completing one dumps and validates two models. What a
+# directory returns unchanged is not kept.
 _COMPLETED: dict[tuple[int, tuple[str, ...], Provider], tuple[ProviderDirectory, Provider]] = {}
 _COMPLETED_MAX = 1024
 
 
-def _complete(directory: ProviderDirectory, sent: Provider, keys: list[str]) -> Provider:
+def complete_provider(
+    directory: ProviderDirectory, sent: Provider, keys: list[str]
+) -> Provider:
     """``directory.complete(sent, keys)``, kept by its arguments."""
     key = (id(directory), tuple(keys), sent)
     hit = _COMPLETED.get(key)

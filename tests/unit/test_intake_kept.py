@@ -20,21 +20,24 @@ AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DIRECTORY = provider_directory()
 
 
-def _encounters(mix: str, n: int) -> list[Any]:
+def _encounters(mix: str, n: int, fmt: str = "fhir") -> list[Any]:
     out = []
-    for source_id, ctype, body in generate(n, seed=23, fmt="fhir", mix=mix):  # type: ignore[arg-type]
+    for source_id, ctype, body in generate(n, seed=23, fmt=fmt, mix=mix):  # type: ignore[arg-type]
         out += parse_raw(
             body, ctype, source_id=source_id, received_at=AT, directory=DIRECTORY
         ).encounters
     return out
 
 
-@pytest.mark.parametrize("mix", ["office", "all"])
-def test_kept_addresses_and_completed_providers_give_the_same_encounters(mix: str) -> None:
+@pytest.mark.parametrize(("fmt", "mix"), [("fhir", "office"), ("fhir", "all"), ("json", "office")])
+def test_kept_addresses_and_completed_providers_give_the_same_encounters(
+    fmt: str, mix: str
+) -> None:
     fhir._ADDRESSES.clear()
     fhir._COMPLETED.clear()
-    kept = _encounters(mix, 80)
-    assert fhir._ADDRESSES and fhir._COMPLETED  # both were used
+    kept = _encounters(mix, 80, fmt)
+    assert fhir._COMPLETED  # used (the JSON format's billing providers too)
+    assert fhir._ADDRESSES or fmt == "json"
 
     def fresh_address(addr: Any, path: str) -> Any:
         return fhir._make_address(addr, path)
@@ -44,8 +47,8 @@ def test_kept_addresses_and_completed_providers_give_the_same_encounters(mix: st
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(fhir, "_address", fresh_address)
-        patch.setattr(fhir, "_complete", fresh_complete)
-        fresh = _encounters(mix, 80)
+        patch.setattr(fhir, "complete_provider", fresh_complete)
+        fresh = _encounters(mix, 80, fmt)
     assert [e.model_dump_json() for e in kept] == [e.model_dump_json() for e in fresh]
     assert kept == fresh
 
