@@ -451,30 +451,41 @@ def _parse_hl7apy(
     return msg.encoding_chars, segments
 
 
+# The header fields hl7apy reads the message by (MSH-1 and MSH-2: the encoding characters;
+# MSH-9: the message structure; MSH-12: the version): always sent to it as they are.
+_MSH_STEERING = frozenset({1, 2, 9, 12})
+
+
 def _parse_memo(keep: list[str]) -> tuple[dict[str, str], list[tuple[str, Fields]]] | None:
     """``_parse_hl7apy(keep)`` with the fields hl7apy has already parsed taken from _FIELDS;
     None when the message is not one this can do (the plain parse then decides).
 
     A segment goes to hl7apy as hl7apy splits it (``parse_segment``: the stripped line,
-    its name, then fields from the fifth character), with known fields blanked: hl7apy
-    still checks the header, the version and every segment id, and parses every field
-    it has not seen in this version with these encoding characters.
+    its name, then fields from the fifth character, the header's from the fourth), with
+    known fields blanked: hl7apy still checks the header, the version and every segment
+    id, and parses every field it has not seen in this version with these encoding
+    characters. The header's sending and receiving application and facility, and its
+    processing id, repeat from message to message like the other segments' fields (a third
+    of hl7apy's work on a message was its header); the fields it reads the message by
+    (_MSH_STEERING) are always sent.
     """
     chars, _, version = get_message_info(keep[0])
     field_sep = chars["FIELD"]
     context = (version, tuple(sorted(chars.items())))
-    sent = [keep[0]]
+    sent: list[str] = []
     known: list[dict[int, tuple[str, ...]]] = []
     wanted: list[dict[int, str]] = []
-    for line in keep[1:]:
-        text = line.strip()
-        if len(text) < 4 or text[:3] == "MSH":
+    for n, line in enumerate(keep):
+        text = line.strip() if n else line
+        header = n == 0
+        if header != (text[:3] == "MSH") or len(text) < 4:
             return None
-        values = text[4:].split(field_sep)
+        start = 3 if header else 4  # where hl7apy starts splitting (MSH-1 is the separator)
+        values = text[start:].split(field_sep)
         hits: dict[int, tuple[str, ...]] = {}
         misses: dict[int, str] = {}
         for i, value in enumerate(values):
-            if not value.strip():
+            if not value.strip() or (header and i + 1 in _MSH_STEERING):
                 continue
             found = _FIELDS.get((context, text[:3], i, value))
             if found is None:
@@ -484,15 +495,16 @@ def _parse_memo(keep: list[str]) -> tuple[dict[str, str], list[tuple[str, Fields
                 values[i] = ""
         known.append(hits)
         wanted.append(misses)
-        sent.append(text[:4] + field_sep.join(values))
+        sent.append(text[:start] + field_sep.join(values))
     parsed_chars, segments = _parse_hl7apy(sent, "")
     if len(segments) != len(sent) or parsed_chars != chars:
         return None
-    result = [segments[0]]
-    for line, (name, fields), hits, misses in zip(
-        sent[1:], segments[1:], known, wanted, strict=True
+    result = []
+    for n, (line, (name, fields), hits, misses) in enumerate(
+        zip(sent, segments, known, wanted, strict=True)
     ):
-        if name != line[:3] or set(fields) - {i + 1 for i in misses}:
+        steering = _MSH_STEERING if n == 0 else frozenset()
+        if name != line[:3] or set(fields) - {i + 1 for i in misses} - steering:
             return None  # not how hl7apy split it, after all
         for i, value in misses.items():
             _FIELDS.put((context, name, i, value), tuple(fields.get(i + 1, ())))

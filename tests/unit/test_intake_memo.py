@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
 from services.intake import fhir, fhir_fast, hl7v2
@@ -69,3 +70,55 @@ def test_encounters_equal_cold_and_warm() -> None:
             ]  # fmt: skip
             assert warm == runs[-1]
         assert runs[0] == runs[1]
+
+
+_HEADERS = [
+    "MSH|^~\\&|ehr-sim|LAKESHORE^1203984756^NPI|CLAIMFLOW|CLAIMFLOW|20260604113000-0600||"
+    "DFT^P03^DFT_P03|c1|P|2.5.1",
+    "MSH|^~\\&|ehr-sim~other|LAKE\\T\\SHORE^1203984756^NPI|CLAIMFLOW||20260604113000||"
+    "DFT^P03|c2|P^T|2.5.1|||AL|NE|USA||en|||||x|y|z",  # repetitions, escapes, beyond 2.5.1
+    "MSH|^~\\&|ehr-sim|LAKESHORE|||20260604|SEC|DFT^P03^DFT_P03|c3|P|2.3",
+    "MSH|^~\\&|ehr-sim|LAKESHORE^1203984756^NPI|CLAIMFLOW|CLAIMFLOW|2026||DFT^P03^DFT_P03|c4|P|"
+    "2.5.1^USA",
+    "MSH|^~\\&|ehr-sim|LAKESHORE^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^x|CLAIMFLOW|CLAIMFLOW|202606||"
+    "DFT^P03^DFT_P03|c5|P|2.5.1",
+    "MSH|^~\\&|||||||ADT^A01|c6||2.5",
+    "MSH|^~\\&|ehr-sim|LAKESHORE|CLAIMFLOW|CLAIMFLOW|20260604||ADT^A01^ADT_A01|c7|P|2.8.2",
+    "MSH|^~\\&|ehr-sim|LAKESHORE|CLAIMFLOW|CLAIMFLOW|20260604||DFT^P03^DFT_P03|c8|P|2.5.1|"
+    "|||||8859/1",
+]
+
+
+def test_hl7_memo_takes_the_header_fields_it_knows_and_equals_plain_parse() -> None:
+    """The header's fields, blanked once known except those hl7apy reads the message by,
+    give what hl7apy gives for the whole header; the known ones are not sent again."""
+    hl7v2._FIELDS.clear()
+    sent: list[list[str]] = []
+    plain = hl7v2._parse_hl7apy
+
+    def spy(keep: list[str], prefix: str) -> object:
+        sent.append(list(keep))
+        return plain(keep, prefix)
+
+    segments = ["PID|1||MRN1^^^H^MR||DOE^JANE||19800101|F", "PV1|1|O|||||||||||||||||V1"]
+    for header in _HEADERS:
+        keep = [header, *segments]
+        try:
+            expected = plain(keep, "")
+        except Exception as exc:  # noqa: BLE001 - the memo must refuse it the same way
+            expected = type(exc)
+        for _ in range(2):  # cold, then from the memo
+            try:
+                got = hl7v2._parse_memo(keep)
+            except Exception as exc:  # noqa: BLE001
+                got = type(exc)
+            assert got is None or got == expected
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hl7v2, "_parse_hl7apy", spy)
+        assert hl7v2._parse_memo([_HEADERS[0].replace("|c1|", "|c9|"), *segments]) is not None
+    header = sent[-1][0].split("|")
+    assert header[1] == "^~\\&"  # MSH-2: always sent
+    assert header[2:6] == ["", "", "", ""]  # MSH-3 to MSH-6: known, not sent
+    assert header[8] == "DFT^P03^DFT_P03" and header[11] == "2.5.1"  # always sent
+    assert header[10] == ""  # MSH-11: known
+    assert header[9] == "c9"  # MSH-10: its first time
