@@ -19,6 +19,15 @@ handed to the stage. A record without that header (an older producer, records al
 the topic) or whose bytes are not Avro of a known schema is decoded and handed to the
 stage as before, which re-keys it the same way or sends it to the dead-letter topic.
 
+Where the hop would only bring the record back to this very process (the source and the
+target topic each have one partition, as ``claimflow run`` creates them, and this instance
+holds the target's), the runner hands it to the stage at once as the target's record
+(partition 0) and writes nothing to the target topic: the same records in the same order,
+without a produce, a fetch and a second look at the bytes per record. The stage's own
+re-keyed records to such a topic are handed back the same way (a stage in ``batch_mode``
+still sends those through the topic). Records already in the target topic are read as
+usual. A dead letter of such a record names the record it was read as (``read_as``).
+
 A stage that reads back a topic it writes (``Stage.reread``: a repartition by another key)
 gets a record it wrote in this process as the model it produced, without decoding its
 bytes again: the record still goes through the topic, so its order and partition (and
@@ -55,7 +64,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from confluent_kafka import KafkaException, Message, TopicPartition
@@ -94,6 +103,9 @@ class Incoming:
     partition: int
     offset: int
     timestamp_ms: int
+    #: A re-key hop done in-process (the module docstring): the (topic, partition, offset)
+    #: of the record it was read as; a dead letter names that record.
+    read_as: tuple[str, int, int] | None = None
 
 
 #: The patient key of a coded encounter (``models.patient_key``), set by coding on
@@ -301,12 +313,16 @@ def dead_letter(service: str, msg: Incoming, exc: Exception, key: str | None = N
     instead, so every stage's catch-all leaves such input to be read again."""
     if (why := storage_failure(exc)) is not None:
         raise StorageUnavailable(why) from exc
+    topic, partition, offset = msg.read_as or (msg.topic, msg.partition, msg.offset)
+    # Read as another topic's record (a hop done in-process): that topic and key too, so
+    # two records made from one input get two letters.
+    also = (msg.topic, msg.key or "") if msg.read_as else ()
     letter = DeadLetter(
-        event_id=event_id(service, "dlq", msg.topic, str(msg.partition), str(msg.offset)),
+        event_id=event_id(service, "dlq", topic, str(partition), str(offset), *also),
         stage=service,
-        source_topic=msg.topic,
-        source_partition=msg.partition,
-        source_offset=msg.offset,
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
         key=msg.key,
         value=msg.raw,
         headers=msg.headers,
@@ -344,6 +360,8 @@ class Runner:
         self.storage = StorageGuard(settings.state_dir, settings.min_free_bytes, probe=False)
         self._blocked: str | None = None
         self._routes = {route.source: route for route in stage.pass_through}
+        #: Re-key targets with one partition, as their sources: handed back in-process.
+        self._local_targets: frozenset[str] = frozenset()
         #: (topic, bytes) written to a ``reread`` topic -> the model they encode.
         self._written: dict[tuple[str, bytes], Any] = {}
         #: The same key -> the input record spliced into it: read back, it is known again.
@@ -452,21 +470,33 @@ class Runner:
             key = raw_key.decode("utf-8", "replace") if isinstance(raw_key, bytes) else raw_key
             raw = m.value() or b""
             headers = self._headers(m)
+            read_as = None
             if self._routes and (forward := self._pass_through(topic, raw, headers)) is not None:
-                outs.append(forward)
-                continue
+                if not self._is_local(forward.topic):
+                    outs.append(forward)
+                    continue
+                # The hop would bring it back to this very process: read it as the
+                # target's record now instead (the module docstring).
+                read_as = (topic, partition, offset)
+                topic, key, partition = forward.topic, forward.key, 0
             try:
                 value = self._decode(topic, raw, headers)
             except Exception as exc:  # noqa: BLE001 - every failure of one input is routed
-                msg = Incoming(topic, key, None, raw, headers, partition, offset, m.timestamp()[1])
+                msg = Incoming(
+                    topic, key, None, raw, headers, partition, offset, m.timestamp()[1], read_as
+                )
                 outs.extend(self._route(msg, exc))
                 continue
-            msg = Incoming(topic, key, value, raw, headers, partition, offset, m.timestamp()[1])
+            msg = Incoming(
+                topic, key, value, raw, headers, partition, offset, m.timestamp()[1], read_as
+            )
             try:
                 if key is not None and value is not None:
                     origin[key] = value
                 if stage.batch_mode:
                     decoded.append(msg)
+                elif self._local_targets:
+                    self._handle_local(stage.handle(msg), msg, outs)
                 else:
                     outs.extend(stage.handle(msg))
             except Exception as exc:  # noqa: BLE001 - every failure of one input is routed
@@ -484,6 +514,67 @@ class Runner:
             if child is None:
                 child = children[topic] = counter.labels(self.stage.name, topic)
             child.inc(n)
+
+    def _handle_local(self, produced: Iterable[Out], msg: Incoming, outs: list[Out]) -> None:
+        """``produced`` (what the stage made of ``msg``) into ``outs``, except records
+        re-keyed to a topic that would bring them back here: those are handed to the
+        stage at once, in order, as that topic's records (failures to the dead-letter
+        topic, naming the record they came from)."""
+        for out in produced:
+            if not self._is_local(out.topic):
+                outs.append(out)
+                continue
+            read_as = msg.read_as or (msg.topic, msg.partition, msg.offset)
+            raw = out.raw if out.raw is not None else self._encoded(out)
+            looped = Incoming(
+                out.topic, out.key, out.value, raw, out.headers, 0, msg.offset,
+                msg.timestamp_ms, read_as,
+            )  # fmt: skip
+            try:
+                if looped.value is None:
+                    looped = replace(looped, value=self._decode(out.topic, raw, out.headers))
+                self._origin[out.key] = looped.value
+                self._handle_local(self.stage.handle(looped), looped, outs)
+            except Exception as exc:  # noqa: BLE001 - every failure of one input is routed
+                outs.extend(self._route(looped, exc))
+
+    def _is_local(self, target: str) -> bool:
+        """Whether a record re-keyed to ``target`` would come back to this process: the
+        target has one partition, this instance holds it, and its source has one partition
+        too (so nothing is read elsewhere that this instance would then miss)."""
+        return (
+            target in self._local_targets
+            and self._owned is not None
+            and (
+                self._full_topic(target),
+                0,
+            )
+            in self._owned
+        )
+
+    def _single_partition_routes(self, consumer: Any) -> frozenset[str]:
+        """The re-key targets this stage reads whose topic and source topic both have one
+        partition on the cluster (as created: ``CLAIMFLOW_PARTITIONS``)."""
+        local = set()
+        for route in self.stage.pass_through:
+            if route.target not in self.stage.inputs or not self.stage.partitioned_stores():
+                continue
+            counts = []
+            for topic in (route.source, route.target):
+                found = consumer.list_topics(self._full_topic(topic), timeout=10).topics
+                meta = found.get(self._full_topic(topic))
+                counts.append(len(meta.partitions) if meta is not None and not meta.error else 0)
+            if counts == [1, 1]:
+                local.add(route.target)
+        if local:
+            log.info("re-key hops done in-process (one partition)", extra={"topics": sorted(local)})
+        return frozenset(local)
+
+    def _full_topic(self, topic: str) -> str:
+        full = self._full_topics.get(topic)
+        if full is None:
+            full = self._full_topics[topic] = self.settings.topic(topic)
+        return full
 
     def _pass_through(self, topic: str, raw: bytes, headers: dict[str, bytes]) -> Out | None:
         """The record forwarded under its key header, or None when the stage must handle it
@@ -550,6 +641,7 @@ class Runner:
         consumer = make_consumer(
             self.bootstrap, f"{s.group_prefix}.{stage.name}", s, on_commit=self._on_commit
         )
+        self._local_targets = self._single_partition_routes(consumer)
         committed = self._committed
         producer = make_producer(self.bootstrap, s)
         stage.attach(producer)
@@ -814,9 +906,7 @@ class Runner:
         sent: dict[str, int] = {}  # records out by topic, counted once per batch
         for out in outs:
             value = out.raw if out.raw is not None else self._encoded(out)
-            topic = full_topics.get(out.topic)
-            if topic is None:
-                topic = full_topics[out.topic] = self.settings.topic(out.topic)
+            topic = full_topics.get(out.topic) or self._full_topic(out.topic)
             key = out.key.encode()
             headers = list(out.headers.items()) or None
             self._produce_one(producer, topic, key, value, headers=headers, on_delivery=done)

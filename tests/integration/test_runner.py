@@ -7,6 +7,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -141,20 +142,19 @@ class CountingValidation(ValidationStage):
         return super().decode(reg, topic, raw, headers)
 
 
-def test_a_re_key_hop_forwards_records_with_the_key_header_undecoded(
-    bootstrap: str, prefix: str, tmp_path: Path
-) -> None:
-    """Coded encounters with coding's patient-key header go to validation.by-patient.v1
-    without being decoded; those without it (older producers) are decoded and re-keyed by
-    the stage; both get the same key and bytes. Bytes that are not a coded encounter go to
-    the dead-letter topic from the source topic, header or not, as before."""
+def send_coded(
+    bootstrap: str, settings: Settings
+) -> tuple[dict[str, tuple[bytes, str, dict[str, bytes]]], bytes]:
+    """12 coded encounters of 5 members to encounters.coded.v1 (every third without the
+    patient-key header, as an older producer wrote it), then bytes that are not Avro and a
+    record of another schema, both with the header. Returns each encounter's (bytes,
+    patient key, headers) and the other record."""
     from unit.factories import coded, encounter
 
     from pipeline.models import Coverage
     from services.coding.app import _outs as coding_outs
     from services.validation.duplicates import patient_key
 
-    settings = Settings(topic_prefix=prefix, group_prefix=prefix)
     ensure_topics(bootstrap, settings, REG)
     producer = make_producer(bootstrap, settings)
     src = settings.topic("encounters.coded.v1")
@@ -177,7 +177,18 @@ def test_a_re_key_hop_forwards_records_with_the_key_header_undecoded(
     other = REG.encode("payer.inbound.v1", payer_file(1))
     producer.produce(src, key="other-schema", value=other, headers=header)
     assert producer.flush(10) == 0
+    return sent, other
 
+
+def test_a_re_key_hop_forwards_records_with_the_key_header_undecoded(
+    bootstrap: str, prefix: str, tmp_path: Path
+) -> None:
+    """Coded encounters with coding's patient-key header go to validation.by-patient.v1
+    without being decoded; those without it (older producers) are decoded and re-keyed by
+    the stage; both get the same key and bytes. Bytes that are not a coded encounter go to
+    the dead-letter topic from the source topic, header or not, as before."""
+    settings = Settings(topic_prefix=prefix, group_prefix=prefix)
+    sent, other = send_coded(bootstrap, settings)
     stage = CountingValidation(tmp_path)
     runner = Runner(stage, settings, bootstrap)
     thread = threading.Thread(target=runner.run, daemon=True)
@@ -207,6 +218,67 @@ def test_a_re_key_hop_forwards_records_with_the_key_header_undecoded(
     assert letters["bad-bytes"].value == b"{not avro"
     assert letters["other-schema"].value == other
     assert {x.source_topic for x in letters.values()} == {"encounters.coded.v1"}
+
+
+def validate_all(
+    bootstrap: str, settings: Settings, tmp_path: Path, *, hop: bool = False
+) -> tuple[CountingValidation, dict[str, Any], dict[str, Any], int]:
+    """``send_coded`` through the real validation stage (``hop``: every re-key through its
+    topic, as before in-process hops): the stage, the verdicts by encounter, the dead
+    letters by key, and how many records validation.by-patient.v1 got."""
+    send_coded(bootstrap, settings)
+    stage = CountingValidation(tmp_path)
+    runner = Runner(stage, settings, bootstrap)
+    if hop:
+        runner._single_partition_routes = lambda _consumer: frozenset()  # type: ignore[method-assign]
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    try:
+        verdicts = read_all(bootstrap, settings.topic("encounters.validated.v1"), 12)
+        dead = read_all(bootstrap, settings.topic("dlq.validation.v1"), 2)
+    finally:
+        runner.stopping.set()
+        thread.join(15)
+    rekeyed = read_all(bootstrap, settings.topic("validation.by-patient.v1"), 12, timeout=3)
+    decoded = [REG.decode("encounters.validated.v1", m.value()) for m in verdicts]
+    letters = {m.key().decode(): REG.decode("dlq.validation.v1", m.value()) for m in dead}
+    return stage, {v.encounter_id: v for v in decoded}, letters, len(rekeyed)
+
+
+def test_with_one_partition_the_re_key_hop_is_done_in_process(
+    bootstrap: str, prefix: str, tmp_path: Path
+) -> None:
+    """``claimflow run``'s topics have one partition: a coded encounter re-keyed by
+    patient would come back to the same validation instance, so the runner hands it over
+    at once instead of writing it to validation.by-patient.v1 and reading it again. The
+    verdicts are those of the hop through the topic on the same topology (duplicates found
+    by the same history, in the same order); the dead letters name the same records."""
+    hop_settings = Settings(topic_prefix=prefix, group_prefix=prefix, partitions=1)
+    _, hop, hop_dead, hop_rekeyed = validate_all(
+        bootstrap, hop_settings, tmp_path / "hop", hop=True
+    )
+    one = Settings(topic_prefix="one" + prefix, group_prefix="one" + prefix, partitions=1)
+    stage, local, local_dead, local_rekeyed = validate_all(bootstrap, one, tmp_path / "one")
+
+    assert (hop_rekeyed, local_rekeyed) == (12, 0)  # the stage's own re-keys too
+    assert sorted(local) == sorted(hop) == [f"ENC-{i}" for i in sorted(range(12), key=str)]
+
+    def verdict(v: Any) -> dict[str, Any]:
+        return v.model_dump(mode="json", exclude={"validated_at", "event_id"})
+
+    assert {k: verdict(v) for k, v in local.items()} == {k: verdict(v) for k, v in hop.items()}
+    assert any(v.outcome != "clean" for v in local.values())  # the history was consulted
+    # Header records are decoded once, as the target's; the 4 without a header once as the
+    # source's (then handed over as the model); the 2 bad ones as the source's.
+    assert stage.decoded == {"encounters.coded.v1": 6, "validation.by-patient.v1": 8}
+    assert set(local_dead) == set(hop_dead) == {"bad-bytes", "other-schema"}
+    for key, letter in local_dead.items():
+        assert letter.source_topic == "encounters.coded.v1"
+        assert letter.source_partition == 0
+        assert letter.error_class == hop_dead[key].error_class
+        assert letter.source_offset == hop_dead[key].source_offset
+    assert local_dead["bad-bytes"].value == b"{not avro"
+    assert REG.decode("payer.inbound.v1", local_dead["other-schema"].value).file_id == "F1"
 
 
 class RekeyAndReadBack(Stage):
