@@ -19,14 +19,15 @@ handed to the stage. A record without that header (an older producer, records al
 the topic) or whose bytes are not Avro of a known schema is decoded and handed to the
 stage as before, which re-keys it the same way or sends it to the dead-letter topic.
 
-Where the hop would only bring the record back to this very process (the source and the
-target topic each have one partition, as ``claimflow run`` creates them, and this instance
-holds the target's), the runner hands it to the stage at once as the target's record
-(partition 0) and writes nothing to the target topic: the same records in the same order,
-without a produce, a fetch and a second look at the bytes per record. The stage's own
-re-keyed records to such a topic are handed back the same way (a stage in ``batch_mode``
-still sends those through the topic). Records already in the target topic are read as
-usual. A dead letter of such a record names the record it was read as (``read_as``).
+Where a re-key would only bring the record back to this very process (every topic the
+stage reads has one partition, as ``claimflow run`` creates them, and this instance holds
+the repartition topic's), the runner hands it to the stage at once as that topic's record
+(partition 0) and writes nothing to the topic: the same records in the same order, without
+a produce, a fetch and a second decode per record. That holds for the runner's own hops
+above and for the records a stage re-keys itself (coding's by patient, intake's by visit;
+a stage in ``batch_mode`` still sends its own through the topic). Records already in the
+topic are read as usual. A dead letter of such a record names the record it was read as
+(``Incoming.read_as``).
 
 A stage that reads back a topic it writes (``Stage.reread``: a repartition by another key)
 gets a record it wrote in this process as the model it produced, without decoding its
@@ -525,7 +526,9 @@ class Runner:
                 outs.append(out)
                 continue
             read_as = msg.read_as or (msg.topic, msg.partition, msg.offset)
-            raw = out.raw if out.raw is not None else self._encoded(out)
+            # Encoded for the record's bytes (a dead letter keeps them), not remembered for
+            # a read-back (``reread``): it will not be read back.
+            raw = out.raw if out.raw is not None else self._encode(out)[0]
             looped = Incoming(
                 out.topic, out.key, out.value, raw, out.headers, 0, msg.offset,
                 msg.timestamp_ms, read_as,
@@ -553,22 +556,22 @@ class Runner:
         )
 
     def _single_partition_routes(self, consumer: Any) -> frozenset[str]:
-        """The re-key targets this stage reads whose topic and source topic both have one
-        partition on the cluster (as created: ``CLAIMFLOW_PARTITIONS``)."""
-        local = set()
-        for route in self.stage.pass_through:
-            if route.target not in self.stage.inputs or not self.stage.partitioned_stores():
-                continue
-            counts = []
-            for topic in (route.source, route.target):
-                found = consumer.list_topics(self._full_topic(topic), timeout=10).topics
-                meta = found.get(self._full_topic(topic))
-                counts.append(len(meta.partitions) if meta is not None and not meta.error else 0)
-            if counts == [1, 1]:
-                local.add(route.target)
-        if local:
-            log.info("re-key hops done in-process (one partition)", extra={"topics": sorted(local)})
-        return frozenset(local)
+        """The repartition topics this stage reads back (``schema_of`` in topics.yaml: the
+        targets of its re-key hops) when every topic it reads has one partition on the
+        cluster (as created: ``CLAIMFLOW_PARTITIONS``): records re-keyed there would come
+        back to the instance that holds that partition, and nowhere else."""
+        stage = self.stage
+        topics = self.registry.topics
+        targets = [t for t in stage.inputs if t in topics and topics[t].schema_of is not None]
+        if not targets or not stage.partitioned_stores():
+            return frozenset()
+        for topic in stage.inputs:
+            full = self._full_topic(topic)
+            meta = consumer.list_topics(full, timeout=10).topics.get(full)
+            if meta is None or meta.error is not None or len(meta.partitions) != 1:
+                return frozenset()
+        log.info("re-key hops done in-process (one partition)", extra={"topics": targets})
+        return frozenset(targets)
 
     def _full_topic(self, topic: str) -> str:
         full = self._full_topics.get(topic)
