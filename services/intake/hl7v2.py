@@ -22,11 +22,11 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.exceptions import HL7apyException, UnsupportedVersion
-from hl7apy.parser import get_message_info, parse_message
+from hl7apy.parser import get_message_info, parse_message, parse_segments
 
 from pipeline.errors import InputError
 from pipeline.models import (
@@ -431,9 +431,17 @@ def _parse_hl7apy(
         raise InputError(
             f"{prefix}MSH", f"not a valid HL7 v2 message ({type(exc).__name__})"
         ) from None
+    return msg.encoding_chars, _segment_fields(msg.children, prefix)
+
+
+def _segment_fields(
+    children: Any, prefix: str, chars: dict[str, str] | None = None
+) -> list[tuple[str, Fields]]:
+    """Per parsed segment, its name and the ER7 of each field repetition by position (with
+    ``chars``, the message's encoding characters, for segments parsed without a message)."""
     counts: dict[str, int] = {}
     segments: list[tuple[str, Fields]] = []
-    for seg in msg.children:
+    for seg in children:
         name = str(seg.name)
         counts[name] = counts.get(name, 0) + 1
         repeating = name in REPEATING
@@ -444,11 +452,21 @@ def _parse_hl7apy(
                 continue  # beyond what the message's version defines
             position = int(str(child.name).rsplit("_", 1)[1])
             try:
-                fields.setdefault(position, []).append(child.to_er7())
+                fields.setdefault(position, []).append(child.to_er7(encoding_chars=chars))
             except (HL7apyException, ValueError, TypeError, AttributeError):
                 raise InputError(f"{label}-{position}", "cannot be read as ER7") from None
         segments.append((name, fields))
-    return msg.encoding_chars, segments
+    return segments
+
+
+# Messages hl7apy has parsed whole (its Message built) by what it checks of one beyond its
+# fields: the message structure, version and encoding characters (the header's MSH-2, 9,
+# 12) and the segment ids in order. Building the Message (which starts with a header of its
+# own, timestamped, then replaced by the parsed one) was a third of hl7apy's work on a
+# message whose fields the memo knows; for a skeleton it accepted before, the segments are
+# parsed as hl7apy's parse_message parses them (``parse_segments``, no groups) and their
+# fields written with the encoding characters that message had.
+_SKELETONS: Memo[bool] = Memo(4096)
 
 
 # The header fields hl7apy reads the message by (MSH-1 and MSH-2: the encoding characters;
@@ -469,7 +487,7 @@ def _parse_memo(keep: list[str]) -> tuple[dict[str, str], list[tuple[str, Fields
     of hl7apy's work on a message was its header); the fields it reads the message by
     (_MSH_STEERING) are always sent.
     """
-    chars, _, version = get_message_info(keep[0])
+    chars, structure, version = get_message_info(keep[0])
     field_sep = chars["FIELD"]
     context = (version, tuple(sorted(chars.items())))
     sent: list[str] = []
@@ -496,9 +514,16 @@ def _parse_memo(keep: list[str]) -> tuple[dict[str, str], list[tuple[str, Fields
         known.append(hits)
         wanted.append(misses)
         sent.append(text[:start] + field_sep.join(values))
-    parsed_chars, segments = _parse_hl7apy(sent, "")
+    skeleton = (context, structure, tuple(line[:3] for line in sent))
+    if _SKELETONS.get(skeleton):
+        text = "\r".join(sent).lstrip()  # as parse_message reads it
+        parsed = parse_segments(text, version, chars, VALIDATION_LEVEL.TOLERANT, None, False)
+        parsed_chars, segments = chars, _segment_fields(parsed, "", chars)
+    else:
+        parsed_chars, segments = _parse_hl7apy(sent, "")
     if len(segments) != len(sent) or parsed_chars != chars:
         return None
+    _SKELETONS.put(skeleton, True)
     result = []
     for n, (line, (name, fields), hits, misses) in enumerate(
         zip(sent, segments, known, wanted, strict=True)

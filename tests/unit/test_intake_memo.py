@@ -34,7 +34,16 @@ def test_fhir_memo_equals_plain_validation() -> None:
 
 def test_hl7_memo_equals_plain_parse() -> None:
     hl7v2._FIELDS.clear()
+    hl7v2._SKELETONS.clear()
     ctx = fhir._Ctx()
+    whole = 0
+    plain = hl7v2._parse_hl7apy
+
+    def counted(keep: list[str], prefix: str) -> object:
+        nonlocal whole
+        whole += 1
+        return plain(keep, prefix)
+
     for _, _, body in generate(40, seed=4, fmt="hl7v2", mix="all"):
         for lines in hl7v2._group_messages(hl7v2._split_segments(body.decode()), ctx):
             sep = lines[0][3]
@@ -43,8 +52,15 @@ def test_hl7_memo_equals_plain_parse() -> None:
                          enumerate(ln.split(sep)))
                 for ln in lines[1:] if ln[:3] in hl7v2.READ
             ]  # fmt: skip
-            for _ in range(2):
-                assert hl7v2._parse_memo(keep) == hl7v2._parse_hl7apy(keep, "")
+            for _ in range(2):  # cold, then its fields and skeleton known
+                with pytest.MonkeyPatch.context() as patch:
+                    patch.setattr(hl7v2, "_parse_hl7apy", counted)
+                    before = whole
+                    got = hl7v2._parse_memo(keep)
+                    assert got is not None
+                    warm = whole == before  # segments parsed without hl7apy's Message
+                assert got == hl7v2._parse_hl7apy(keep, "")
+            assert warm
 
 
 def test_encounters_equal_cold_and_warm() -> None:
@@ -113,6 +129,7 @@ def test_hl7_memo_takes_the_header_fields_it_knows_and_equals_plain_parse() -> N
             except Exception as exc:  # noqa: BLE001
                 got = type(exc)
             assert got is None or got == expected
+    hl7v2._SKELETONS.clear()  # hl7apy's whole parse, to see what it is sent
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(hl7v2, "_parse_hl7apy", spy)
         assert hl7v2._parse_memo([_HEADERS[0].replace("|c1|", "|c9|"), *segments]) is not None
