@@ -7,7 +7,8 @@ topic costs the broker and each consumer grows with both figures, so a record th
 upstream records, or a topic that carries nothing a consumer reads, shows here. The stores'
 changelog topics (``<service>.<store>.changelog``) are weighed too and counted apart
 (``changelog_records_per_encounter``): the broker stores and the stages produce them as well.
-Environment: BENCH_RECORDS_N (default 500).
+Environment: BENCH_RECORDS_N (default 500); BENCH_RECORDS_PARTITIONS (default 1, as `claimflow
+run` creates the topics on the embedded broker; 0: schemas/topics.yaml's counts).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from bench.bench_pipeline import PAYER_SIM_VALIDATE_EVERY, publish, say, wait_settled
-from pipeline.broker import EmbeddedBroker
+from pipeline.broker import EMBEDDED_PARTITIONS, EmbeddedBroker
 from pipeline.kafka import client_config, ensure_topics, make_producer
 from pipeline.serde import registry
 from pipeline.settings import Settings
@@ -96,7 +97,9 @@ def measure(n: int = 500) -> dict[str, Any]:
     topics = list(registry().topics)
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         bootstrap = broker.bootstrap
-        settings = Settings(topic_prefix=PREFIX, group_prefix="rec")
+        # as `claimflow run` and `bench pipeline` create them on the embedded broker
+        partitions = int(os.environ.get("BENCH_RECORDS_PARTITIONS", EMBEDDED_PARTITIONS))
+        settings = Settings(topic_prefix=PREFIX, group_prefix="rec", partitions=partitions)
         ensure_topics(bootstrap, settings, registry())
         sup = Supervisor(
             bootstrap,
@@ -104,6 +107,7 @@ def measure(n: int = 500) -> dict[str, Any]:
             env={
                 "CLAIMFLOW_TOPIC_PREFIX": PREFIX,
                 "CLAIMFLOW_GROUP_PREFIX": "rec",
+                "CLAIMFLOW_PARTITIONS": str(partitions),
                 "CLAIMFLOW_LOG_LEVEL": "WARNING",
                 "CLAIMFLOW_PAYER_SIM__VALIDATE_EVERY": str(PAYER_SIM_VALIDATE_EVERY),
             },
@@ -132,6 +136,7 @@ def measure(n: int = 500) -> dict[str, Any]:
     total_bytes = sum(t["value_bytes"] + t["key_header_bytes"] for t in contract.values())
     return {
         "encounters": n,
+        "partitions_per_topic": partitions or "topics.yaml",
         "settled": settled,
         "summary": summary,
         # value bytes per record, and records per collected encounter, by topic
