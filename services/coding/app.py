@@ -29,6 +29,14 @@ from pipeline.models import (
     utcnow,
 )
 from pipeline.partitioned import PartitionedStores
+from pipeline.serde import (
+    HEADER_LEN,
+    MAGIC,
+    VERIFY_SPLICE_ENV,
+    SpliceMismatch,
+    _verifying,
+    registry,
+)
 from pipeline.settings import Settings
 from pipeline.settled import RetentionOptions, RetentionSweep
 from pipeline.stage import PATIENT_KEY_HEADER, Embed, Incoming, Out, Stage, run_stage
@@ -181,7 +189,7 @@ class CodingStage(Stage):
             history = self.risk.get(msg.partition)
             with history.atomic():
                 outs = self.flow.risk(msg.value, history)
-            return _outs(outs)
+            return _outs(outs, read=msg)
         with self.store.atomic(), self.audits.atomic():
             if isinstance(msg.value, CoderDecision):
                 outs = self.flow.decision(msg.value)
@@ -227,15 +235,44 @@ class CodingStage(Stage):
         self.flow.coder.close()
 
 
-def _outs(outs: Iterable[Output]) -> list[Out]:
+def _outs(outs: Iterable[Output], read: Incoming | None = None) -> list[Out]:
     """The flow's outputs; a coded encounter with its patient key in a header, so that
-    validation re-keys it by patient without decoding it (``pipeline/stage.py``)."""
+    validation re-keys it by patient without decoding it (``pipeline/stage.py``). A coded
+    encounter that is the by-patient record ``read``, unchanged (no other encounter of the
+    member's year changed its HCCs), goes on as the bytes read (``_forwarded``)."""
     return [
-        Out(topic, key, value, {PATIENT_KEY_HEADER: _patient_key(value)})
+        Out(
+            topic,
+            key,
+            value,
+            {PATIENT_KEY_HEADER: _patient_key(value)},
+            raw=_forwarded(value, read),
+        )
         if topic == CODED
         else Out(topic, key, value)
         for topic, key, value in outs
     ]
+
+
+def _forwarded(value: Model, read: Incoming | None) -> bytes | None:
+    """The bytes of the by-patient record ``read`` when ``value`` is the very model read
+    from them and they were written with the newest schema of encounters.coded.v1, whose
+    schema coding.by-patient.v1 shares: encoding ``value`` for encounters.coded.v1 gives
+    those bytes (a trusted record's model is built from the datum as it is, as a splice
+    assumes). None otherwise: the record is encoded. With ``VERIFY_SPLICE_ENV`` set (the
+    test suite) it is encoded too and the bytes compared (``SpliceMismatch``)."""
+    if read is None or read.value is not value or read.topic != BY_PATIENT:
+        return None
+    reg = registry()
+    raw = read.raw
+    if raw[:HEADER_LEN] != MAGIC + reg.latest(CODED).fingerprint:
+        return None
+    if _verifying(VERIFY_SPLICE_ENV) and raw != (plain := reg.encode(CODED, value)):
+        raise SpliceMismatch(
+            f"{CODED}: the by-patient record forwarded differs from the record encoded "
+            f"({len(raw)} vs {len(plain)} bytes): it was changed after it was read"
+        )
+    return raw
 
 
 def _patient_key(coded: Model) -> bytes:
