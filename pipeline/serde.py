@@ -678,6 +678,22 @@ class Registry:
             return None
         return Datum(value, self.forms[data[2:HEADER_LEN]], data[HEADER_LEN:])
 
+    def unchanged(self, topic: str, data: bytes, value: Any) -> bytes | None:
+        """``data`` to pass on as ``value``'s record of ``topic`` without encoding it: when
+        they were written with the topic's newest schema and ``value`` is the model read
+        from them, unchanged (the caller knows that; a trusted record's model is built from
+        the datum as it is, as a splice assumes). None otherwise: encode ``value``. With
+        ``VERIFY_SPLICE_ENV`` set (the test suite) ``value`` is encoded too and the bytes
+        compared (``SpliceMismatch``)."""
+        if data[:HEADER_LEN] != MAGIC + self.latest(topic).fingerprint:
+            return None
+        if _verifying(VERIFY_SPLICE_ENV) and data != (plain := self.encode(topic, value)):
+            raise SpliceMismatch(
+                f"{topic}: the record forwarded differs from the record encoded "
+                f"({len(data)} vs {len(plain)} bytes): it was changed after it was read"
+            )
+        return data
+
     def known_writer(self, topic: str, data: bytes | None) -> bool:
         """Whether ``data`` is single-object encoded with one of ``topic``'s schema versions
         (its header only: the datum itself is not read)."""

@@ -361,7 +361,7 @@ class Runner:
         self.storage = StorageGuard(settings.state_dir, settings.min_free_bytes, probe=False)
         self._blocked: str | None = None
         self._routes = {route.source: route for route in stage.pass_through}
-        #: Re-key targets with one partition, as their sources: handed back in-process.
+        #: Repartition topics handed back in-process (``_single_partition_routes``).
         self._local_targets: frozenset[str] = frozenset()
         #: (topic, bytes) written to a ``reread`` topic -> the model they encode.
         self._written: dict[tuple[str, bytes], Any] = {}
@@ -542,18 +542,12 @@ class Runner:
                 outs.extend(self._route(looped, exc))
 
     def _is_local(self, target: str) -> bool:
-        """Whether a record re-keyed to ``target`` would come back to this process: the
-        target has one partition, this instance holds it, and its source has one partition
-        too (so nothing is read elsewhere that this instance would then miss)."""
-        return (
-            target in self._local_targets
-            and self._owned is not None
-            and (
-                self._full_topic(target),
-                0,
-            )
-            in self._owned
-        )
+        """Whether a record re-keyed to ``target`` would come back to this process: a
+        one-partition repartition topic (``_single_partition_routes``) whose partition this
+        instance holds."""
+        if target not in self._local_targets or self._owned is None:
+            return False
+        return (self._full_topic(target), 0) in self._owned
 
     def _single_partition_routes(self, consumer: Any) -> frozenset[str]:
         """The repartition topics this stage reads back (``schema_of`` in topics.yaml: the
@@ -905,11 +899,11 @@ class Runner:
         now = time.time()
         if self._stores:  # the state first: a visible output implies its state is on its way
             self._produce_changes(producer)
-        full_topics, done = self._full_topics, self._on_delivery
+        done = self._on_delivery
         sent: dict[str, int] = {}  # records out by topic, counted once per batch
         for out in outs:
             value = out.raw if out.raw is not None else self._encoded(out)
-            topic = full_topics.get(out.topic) or self._full_topic(out.topic)
+            topic = self._full_topic(out.topic)
             key = out.key.encode()
             headers = list(out.headers.items()) or None
             self._produce_one(producer, topic, key, value, headers=headers, on_delivery=done)

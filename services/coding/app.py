@@ -29,14 +29,7 @@ from pipeline.models import (
     utcnow,
 )
 from pipeline.partitioned import PartitionedStores
-from pipeline.serde import (
-    HEADER_LEN,
-    MAGIC,
-    VERIFY_SPLICE_ENV,
-    SpliceMismatch,
-    _verifying,
-    registry,
-)
+from pipeline.serde import registry
 from pipeline.settings import Settings
 from pipeline.settled import RetentionOptions, RetentionSweep
 from pipeline.stage import PATIENT_KEY_HEADER, Embed, Incoming, Out, Stage, run_stage
@@ -256,23 +249,12 @@ def _outs(outs: Iterable[Output], read: Incoming | None = None) -> list[Out]:
 
 def _forwarded(value: Model, read: Incoming | None) -> bytes | None:
     """The bytes of the by-patient record ``read`` when ``value`` is the very model read
-    from them and they were written with the newest schema of encounters.coded.v1, whose
-    schema coding.by-patient.v1 shares: encoding ``value`` for encounters.coded.v1 gives
-    those bytes (a trusted record's model is built from the datum as it is, as a splice
-    assumes). None otherwise: the record is encoded. With ``VERIFY_SPLICE_ENV`` set (the
-    test suite) it is encoded too and the bytes compared (``SpliceMismatch``)."""
+    from them, which coding.by-patient.v1 shares with encounters.coded.v1: passed on as
+    they are when the newest schema wrote them (``Registry.unchanged``, which checks them
+    against the encoder in the test suite). None otherwise: the record is encoded."""
     if read is None or read.value is not value or read.topic != BY_PATIENT:
         return None
-    reg = registry()
-    raw = read.raw
-    if raw[:HEADER_LEN] != MAGIC + reg.latest(CODED).fingerprint:
-        return None
-    if _verifying(VERIFY_SPLICE_ENV) and raw != (plain := reg.encode(CODED, value)):
-        raise SpliceMismatch(
-            f"{CODED}: the by-patient record forwarded differs from the record encoded "
-            f"({len(raw)} vs {len(plain)} bytes): it was changed after it was read"
-        )
-    return raw
+    return registry().unchanged(CODED, read.raw, value)
 
 
 def _patient_key(coded: Model) -> bytes:
