@@ -3,6 +3,12 @@
 Used by ``claimflow run``/``demo`` and by the end-to-end tests. Each service is
 ``python -m pipeline.cli service NAME`` with its own log file and /metrics port. The run
 folder, its logs and the services' state folders are their owner's only (0700 / 0600).
+
+A service that exits is started again by ``check``: ``claimflow run`` calls it from its
+loop, and ``watch`` calls it from a thread (the end-to-end tests: a service that stops
+after a broker or state failure, exit code 75, comes back as it does for a user). Every
+such exit is kept in ``exits``; a service stopped on purpose (``kill``) is left down until
+``respawn``.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +58,8 @@ class Child:
     started_at: float = 0.0
     #: The service it runs; ``name`` is that, or an instance of it ("validation-2").
     service: str = ""
+    #: Stopped on purpose (``Supervisor.kill``): ``check`` leaves it down until ``respawn``.
+    held: bool = False
 
 
 @dataclass
@@ -62,6 +71,11 @@ class Supervisor:
     services: tuple[str, ...] = field(default_factory=lambda: tuple(plugins.service_names()))
     restart: bool = True
     children: dict[str, Child] = field(default_factory=dict)
+    #: (service, exit code) of each exit ``check`` found and restarted, in order.
+    exits: list[tuple[str, int]] = field(default_factory=list)
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _watching: threading.Event = field(default_factory=threading.Event, repr=False)
+    _watcher: threading.Thread | None = field(default=None, repr=False)
 
     def start(self) -> None:
         private_dir(self.run_dir)  # logs and state folders below hold PHI: owner only
@@ -99,14 +113,22 @@ class Supervisor:
         child.started_at = time.monotonic()
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        """Send ``sig`` to a service (tests use SIGKILL to prove nothing is lost)."""
-        proc = self.children[name].proc
-        if proc and proc.poll() is None:
-            proc.send_signal(sig)
-            proc.wait(10)
+        """Send ``sig`` to a service (tests use SIGKILL to prove nothing is lost); it stays
+        down, whatever ``check`` sees, until ``respawn``."""
+        with self._lock:
+            child = self.children[name]
+            child.held = True
+            proc = child.proc
+            if proc and proc.poll() is None:
+                proc.send_signal(sig)
+                proc.wait(10)
 
     def respawn(self, name: str) -> None:
-        child = self.children[name]
+        with self._lock:
+            self._respawn(self.children[name])
+
+    def _respawn(self, child: Child) -> None:
+        child.held = False
         child.restarts += 1
         if not port_free(child.metrics_port):
             # taken while it was down (or what made it exit): the restart gets another
@@ -120,25 +142,42 @@ class Supervisor:
     def check(self) -> list[str]:
         """Restart services that exited (with a short back-off); returns their names."""
         restarted = []
-        for child in self.children.values():
-            if child.proc is None or child.proc.poll() is None:
-                continue
-            if not self.restart:
-                continue
-            if time.monotonic() - child.started_at < 1.0:
-                time.sleep(1.0)
-            log.warning(
-                "service exited; restarting",
-                extra={"service": child.name, "code": child.proc.returncode},
-            )
-            self.respawn(child.name)
-            restarted.append(child.name)
+        with self._lock:
+            for child in self.children.values():
+                if child.held or child.proc is None or child.proc.poll() is None:
+                    continue
+                if not self.restart:
+                    continue
+                if time.monotonic() - child.started_at < 1.0:
+                    time.sleep(1.0)
+                code = child.proc.returncode
+                log.warning(
+                    "service exited; restarting", extra={"service": child.name, "code": code}
+                )
+                self.exits.append((child.name, code))
+                self._respawn(child)
+                restarted.append(child.name)
         return restarted
+
+    def watch(self, interval_s: float = 0.5) -> None:
+        """Call ``check`` every ``interval_s`` from a thread until ``stop``."""
+        if self._watcher is not None:
+            return
+
+        def loop() -> None:
+            while not self._watching.wait(interval_s):
+                self.check()
+
+        self._watcher = threading.Thread(target=loop, name="supervisor-watch", daemon=True)
+        self._watcher.start()
 
     def alive(self) -> dict[str, bool]:
         return {n: c.proc is not None and c.proc.poll() is None for n, c in self.children.items()}
 
     def stop(self, timeout: float = 10.0) -> None:
+        self._watching.set()  # services stopping now are not restarted
+        if self._watcher is not None:
+            self._watcher.join()
         for child in self.children.values():
             if child.proc and child.proc.poll() is None:
                 child.proc.send_signal(signal.SIGTERM)

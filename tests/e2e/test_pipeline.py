@@ -8,6 +8,7 @@ import stat
 import time
 
 import pytest
+from supervised import lost_report
 
 from pipeline.kafka import make_producer
 from pipeline.settings import Settings
@@ -45,7 +46,7 @@ def all_done(ledger: Ledger) -> bool:
 def test_good_encounters_are_posted_once_and_bad_ones_are_dead_letters(
     bootstrap: str, pipeline: tuple[Settings, Supervisor]
 ) -> None:
-    settings, _sup = pipeline
+    settings, sup = pipeline
     tracker = Tracker(bootstrap, settings, keep_x12=True)
     good = publish_encounters(
         bootstrap, settings, 40, "mix", seed=11, on_sent=tracker.ledger.mark_sent
@@ -69,7 +70,7 @@ def test_good_encounters_are_posted_once_and_bad_ones_are_dead_letters(
         send_raw(bootstrap, settings, source_id, body, ctype)
         tracker.ledger.mark_sent(source_id)
 
-    assert tracker.wait(all_done, timeout=180), f"lost: {tracker.ledger.lost()[:10]}"
+    assert tracker.wait(all_done, timeout=180), lost_report(tracker, sup)
     tracker.wait(lambda _: False, timeout=2)  # let any stray repeat arrive
     tracker.close()
     ledger = tracker.ledger
@@ -125,7 +126,7 @@ def test_sigkill_mid_run_loses_nothing_and_duplicates_no_claim(
     time.sleep(1)
     sup.respawn(victim)
 
-    assert tracker.wait(all_done, timeout=180), f"lost: {tracker.ledger.lost()[:10]}"
+    assert tracker.wait(all_done, timeout=180), lost_report(tracker, sup)
     tracker.wait(lambda _: False, timeout=2)
     tracker.close()
     ledger = tracker.ledger
@@ -206,7 +207,7 @@ def test_no_phi_in_any_log_line_or_metric(
     phi = _phi_values(messages)
     assert len(phi) > 80  # the check below has something to find
     publish_encounters(bootstrap, settings, 40, "mix", seed=31, on_sent=tracker.ledger.mark_sent)
-    assert tracker.wait(all_done, timeout=180), f"lost: {tracker.ledger.lost()[:10]}"
+    assert tracker.wait(all_done, timeout=180), lost_report(tracker, sup)
     tracker.close()
     # And whatever any topic marks as patient data, in the forms a log line could show it.
     phi |= _marked_on_topics(bootstrap, settings)
