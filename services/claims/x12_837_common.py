@@ -40,8 +40,10 @@ from services.x12.writer import (
     Rendered,
     Segment,
     Usage,
+    ccyymmdd,
     d8,
     early,
+    hhmm,
     ident,
     interchange,
     render,
@@ -545,9 +547,7 @@ def _header(
 ) -> list[Segment | Rendered]:
     """BHT, 1000A submitter and 1000B receiver."""
     return [
-        early(
-            "BHT", "0019", "00", bht_ref, created.strftime("%Y%m%d"), created.strftime("%H%M"), "CH"
-        ),
+        early("BHT", "0019", "00", bht_ref, ccyymmdd(created), hhmm(created), "CH"),
         *_parties(submitter, sender_id, receiver_name, receiver_id),
     ]
 

@@ -129,28 +129,38 @@ def seg(segment_id: str, *elements: Element) -> Segment:
     return Segment(segment_id, tuple(elements))
 
 
-def _plain(segment_id: str, elements: tuple[Element, ...]) -> str | None:
-    """``Segment(segment_id, elements).render()`` when every element is a plain value free
-    of delimiters (a writer's common case: nothing to build), else None."""
-    try:
-        values = "".join(elements)  # type: ignore[arg-type]
-    except TypeError:  # a composite element
+def _composites_text(segment_id: str, elements: tuple[Element, ...]) -> str | None:
+    """``early``'s text of a segment with composite elements, or None: each composite
+    written without its trailing empty components, their separators counted to tell them
+    from a value's delimiter."""
+    values: list[str] = []
+    components = 0  # component separators the composites put in
+    for element in elements:
+        if isinstance(element, str):
+            values.append(element)
+        elif isinstance(element, Composite):
+            parts = element.parts
+            end = len(parts)
+            while end and parts[end - 1] == "":
+                end -= 1
+            try:
+                values.append(COMPONENT.join(parts[:end]))
+            except TypeError:  # a component that is not text: render raises it
+                return None
+            if end > 1:
+                components += end - 1
+        else:  # neither text nor a composite: render raises it, where it always did
+            return None
+    body = ELEMENT.join(values)
+    if (
+        body.count(ELEMENT) != len(values) - 1
+        or body.count(COMPONENT) != components
+        or REPETITION in body
+        or SEGMENT in body
+    ):
         return None
-    if not DELIMITERS.isdisjoint(values):
-        return None  # render names the element at fault (or, ISA11/16, writes it)
-    end = len(elements)
-    while end and elements[end - 1] == "":
-        end -= 1
-    if not end:
-        return segment_id + SEGMENT
-    return segment_id + ELEMENT + ELEMENT.join(elements[:end]) + SEGMENT  # type: ignore[arg-type]
-
-
-def line(segment_id: str, *elements: Element) -> str:
-    """``seg(segment_id, *elements).render()``, without building the segment when every
-    element is a plain value free of delimiters (a writer's common case)."""
-    out = _plain(segment_id, elements)
-    return out if out is not None else Segment(segment_id, elements).render()
+    body = body.rstrip(ELEMENT)
+    return segment_id + ELEMENT + body + SEGMENT if body else segment_id + SEGMENT
 
 
 # A segment already rendered (``Segment.render``'s text): what a writer keeps of the parts
@@ -159,11 +169,37 @@ Rendered = str
 
 
 def early(segment_id: str, *elements: Element) -> Segment | Rendered:
-    """``seg(segment_id, *elements)`` for a document's ``render``: its text now (``line``'s)
-    when it needs no segment, else the segment itself, which ``render`` writes, or refuses,
-    in its turn, as it always did."""
-    out = _plain(segment_id, elements)
-    return out if out is not None else Segment(segment_id, elements)
+    """``seg(segment_id, *elements)`` for a document's ``render``: its text now when no value
+    carries a delimiter (a writer's common case), else the segment itself, which ``render``
+    writes, or refuses, in its turn, as it always did (naming the element at fault; ISA11
+    and ISA16 carry separators).
+
+    The elements are joined first and the text looked at after: values free of delimiters
+    add none, so the text holds exactly the separators the join put in, and the trailing
+    empty elements are its trailing element separators."""
+    if not elements:
+        return segment_id + SEGMENT
+    try:
+        body = ELEMENT.join(elements)  # type: ignore[arg-type]
+    except TypeError:  # a composite element
+        out = _composites_text(segment_id, elements)
+        return out if out is not None else Segment(segment_id, elements)
+    if (
+        body.count(ELEMENT) != len(elements) - 1
+        or COMPONENT in body
+        or REPETITION in body
+        or SEGMENT in body
+    ):
+        return Segment(segment_id, elements)
+    body = body.rstrip(ELEMENT)
+    return segment_id + ELEMENT + body + SEGMENT if body else segment_id + SEGMENT
+
+
+def line(segment_id: str, *elements: Element) -> str:
+    """``seg(segment_id, *elements).render()``, without building the segment when no value
+    carries a delimiter (``early``'s text)."""
+    out = early(segment_id, *elements)
+    return out if isinstance(out, str) else out.render()
 
 
 def render(segments: Iterable[Segment | Rendered]) -> str:
@@ -224,6 +260,19 @@ def d8(value: date) -> str:
     return value.strftime("%Y%m%d")
 
 
+def ccyymmdd(value: datetime) -> str:
+    """``value.strftime("%Y%m%d")`` (a time's date: not ``d8``'s cache, whose equal keys
+    can be other days in other time zones), formatted without strftime's cost."""
+    if value.year < 1000:  # strftime's own way with a short year
+        return value.strftime("%Y%m%d")
+    return f"{value.year}{value.month:02d}{value.day:02d}"
+
+
+def hhmm(value: datetime) -> str:
+    """``value.strftime("%H%M")``, formatted without strftime's cost."""
+    return f"{value.hour:02d}{value.minute:02d}"
+
+
 def rd8(start: date, end: date) -> str:
     """A date range as CCYYMMDD-CCYYMMDD."""
     return f"{d8(start)}-{d8(end)}"
@@ -252,8 +301,8 @@ def transaction_set(
     code: str, st_control: str, version: str | None, body: Sequence[Segment | Rendered]
 ) -> list[Segment | Rendered]:
     """ST..SE around ``body``; SE01 counts ST and SE too."""
-    st = seg("ST", code, st_control, *((version,) if version else ()))
-    return [st, *body, seg("SE", str(len(body) + 2), st_control)]
+    st = early("ST", code, st_control, *((version,) if version else ()))
+    return [st, *body, early("SE", str(len(body) + 2), st_control)]
 
 
 def interchange(
@@ -269,8 +318,8 @@ def interchange(
     number = envelope.control_number
     icn = f"{number:09d}"
     created = envelope.created
-    day = created.strftime("%y%m%d")
-    hhmm = created.strftime("%H%M")
+    day = f"{created.year % 100:02d}{created.month:02d}{created.day:02d}"  # %y%m%d
+    clock = hhmm(created)
     usage, functional_id, version = envelope.usage, envelope.functional_id, envelope.version
     if (
         usage
@@ -280,11 +329,11 @@ def interchange(
     ):
         # What render makes of the segments below: every value is here, none is empty, and
         # the identifiers and the rest (digits, fixed codes) carry no delimiter.
-        ccyymmdd = created.strftime("%Y%m%d")
         out: list[Segment | Rendered] = [
             f"ISA*00*{_BLANK}*00*{_BLANK}*ZZ*{sender.ljust(15)}*ZZ*{receiver.ljust(15)}*{day}*"
-            f"{hhmm}*{REPETITION}*00501*{icn}*0*{usage}*{COMPONENT}~",
-            f"GS*{functional_id}*{sender}*{receiver}*{ccyymmdd}*{hhmm}*{number}*X*{version}~",
+            f"{clock}*{REPETITION}*00501*{icn}*0*{usage}*{COMPONENT}~",
+            f"GS*{functional_id}*{sender}*{receiver}*{ccyymmdd(created)}*{clock}*{number}*X*"
+            f"{version}~",
         ]
         for transaction in transactions:
             out.extend(transaction)
@@ -303,7 +352,7 @@ def interchange(
             "ZZ",
             receiver.ljust(15),
             day,
-            hhmm,
+            clock,
             REPETITION,
             "00501",
             icn,
@@ -316,8 +365,8 @@ def interchange(
             functional_id,
             sender,
             receiver,
-            created.strftime("%Y%m%d"),
-            hhmm,
+            ccyymmdd(created),
+            clock,
             str(number),
             "X",
             version,

@@ -1,9 +1,11 @@
 """``writer.line`` writes what ``seg(...).render()`` writes, and refuses what it refuses;
 ``writer.early`` makes a document's ``render`` write (or refuse) what it does of the
-segment; ``writer.quantity`` writes a whole number of units as the rounding does."""
+segment; ``writer.quantity`` writes a whole number of units as the rounding does; dates and
+times are written as strftime writes them."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 from typing import Any
 
@@ -93,3 +95,26 @@ def written(units: Any, write: Any) -> Any:
 )
 def test_any_units(units: Any) -> None:
     assert written(units, edi.quantity) == written(units, edi.rounded_quantity)
+
+
+@settings(max_examples=500, deadline=None, database=None)
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 1),
+        timezones=st.one_of(st.none(), st.just(UTC), st.just(timezone(timedelta(hours=-5)))),
+    )
+)
+def test_stamps_are_strftime(created: datetime) -> None:
+    """An interchange's dates and times are written as strftime writes them."""
+    assert edi.ccyymmdd(created) == created.strftime("%Y%m%d")
+    assert edi.hhmm(created) == created.strftime("%H%M")
+
+
+@pytest.mark.parametrize("year", [1, 99, 999, 1000, 2026, 9999])
+def test_short_and_long_years(year: int) -> None:
+    created = datetime(year, 3, 4, 5, 6, tzinfo=UTC)
+    assert edi.ccyymmdd(created) == created.strftime("%Y%m%d")
+    envelope = edi.Envelope("CLAIMFLOW", "CH01", 7, created, "HC", "005010X222A1")
+    isa, gs, *_ = edi.interchange(envelope, [[edi.seg("ST", "837", "0001")]])
+    assert isa.split("*")[9:11] == [created.strftime("%y%m%d"), created.strftime("%H%M")]
+    assert gs.split("*")[4:6] == [created.strftime("%Y%m%d"), created.strftime("%H%M")]

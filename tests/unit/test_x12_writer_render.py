@@ -63,9 +63,15 @@ def outcome(render_one: object, segment: Segment) -> tuple[str, str]:
 
 
 def parsed(line: str) -> Segment:
-    """A segment ``interchange`` wrote as text (ISA, GS, GE, IEA), back as a segment."""
+    """A segment written as text (``early``'s, ``interchange``'s), back as a segment: an
+    element with component separators is a composite (ISA16 is the separator itself)."""
     segment_id, *elements = line.removesuffix(SEGMENT).split(ELEMENT)
-    return Segment(segment_id, tuple(elements))
+    if segment_id == "ISA":
+        return Segment(segment_id, tuple(elements))
+    return Segment(
+        segment_id,
+        tuple(Composite(tuple(e.split(COMPONENT))) if COMPONENT in e else e for e in elements),
+    )
 
 
 @pytest.fixture(scope="module")
