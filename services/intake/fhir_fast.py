@@ -11,7 +11,8 @@ instances without running the model validators. Primitive values go through pyda
 validator for the field's own annotation (fhir_core's date, dateTime, decimal, code …
 types), so the values are the ones fhir.resources would make. The walk is a function
 generated per class and set of element names, and a complex element whose exact content
-was built before is the model built then (see "builders generated" below).
+was built before is the model built then (see "builders generated" below), as is an
+Organization, Practitioner or Location (see "whole resources" below).
 
 It never decides a rejection: anything it does not check or is not sure of (an unknown
 element, a ``_element`` extension sibling, a contained resource, a null inside a list, an
@@ -476,6 +477,94 @@ def _shape_builder(
     return builder
 
 
+# --- whole resources kept by their content ---------------------------------------------------
+#
+# A practice sends the same Organization, Practitioner and Location in bundle after bundle
+# (the same id, the same content), and building one, even from kept elements, still reads
+# each element and makes the model (~8 us). So a resource of these types is kept whole, by
+# its type and id, with a copy of the JSON it was built from: the next resource of that id
+# whose JSON equals the copy (a comparison made in C) is the model built then. JSON values
+# that compare equal in Python but are different JSON (1, 1.0, true, 1.50) are told apart
+# by the copy's non-string values, each checked by its exact type and repr. A resource is
+# kept from the second time its id is met (one seen once is not copied), and only when it
+# is small (_WHOLE_LEAVES values, strings up to _KEEP_LEN). Kept resources are shared
+# between bundles, as the kept elements are: read them, never assign to them.
+
+_WHOLE_TYPES = frozenset({"Organization", "Practitioner", "Location"})
+_WHOLE_MAX = 1024
+_WHOLE_LEAVES = 256
+_SEEN_ONCE = object()
+# (resourceType, id) -> _SEEN_ONCE, or (the JSON copy, its non-string values, the model)
+_WHOLE: dict[tuple[str, str], Any] = {}
+Leaf = tuple[tuple[Any, ...], type, str]  # path, exact type, repr
+
+
+def _copy_leaves(value: Any, path: tuple[Any, ...], leaves: list[Leaf]) -> Any:
+    """A copy of JSON ``value``, its non-string values listed in ``leaves``; _Unsure when
+    it is too large to keep."""
+    kind = type(value)
+    if kind is str:
+        if len(value) > _KEEP_LEN:
+            raise _Unsure
+        return value
+    if kind is dict:
+        return {k: _copy_leaves(v, (*path, k), leaves) for k, v in value.items()}
+    if kind is list:
+        return [_copy_leaves(v, (*path, i), leaves) for i, v in enumerate(value)]
+    leaves.append((path, kind, repr(value)))
+    if len(leaves) > _WHOLE_LEAVES:
+        raise _Unsure
+    return value
+
+
+def _same_leaves(data: dict[str, Any], leaves: list[Leaf]) -> bool:
+    """Whether data's non-string values (data equals the copy they were listed from) are
+    the copy's exactly."""
+    for path, kind, text in leaves:
+        value: Any = data
+        for step in path:
+            value = value[step]
+        if type(value) is not kind or repr(value) != text:
+            return False
+    return True
+
+
+def _kept_whole(rtype: str, resource: dict[str, Any]) -> BaseModel | None:
+    """The model kept for a resource of exactly this content, else None."""
+    rid = resource.get("id")
+    if type(rid) is not str:
+        return None
+    hit = _WHOLE.get((rtype, rid))
+    if hit is None or hit is _SEEN_ONCE:
+        return None
+    copied, leaves, model = hit
+    try:
+        if copied == resource and _same_leaves(resource, leaves):
+            return model  # type: ignore[no-any-return]
+    except RecursionError:
+        pass
+    return None
+
+
+def _keep_whole(rtype: str, resource: dict[str, Any], model: BaseModel) -> None:
+    """Keep a resource just built (the second time its id is met)."""
+    rid = resource.get("id")
+    if type(rid) is not str:
+        return
+    key = (rtype, rid)
+    if _WHOLE.get(key) is None:
+        if len(_WHOLE) >= _WHOLE_MAX:
+            _WHOLE.clear()
+        _WHOLE[key] = _SEEN_ONCE
+        return
+    leaves: list[Leaf] = []
+    try:
+        copied = _copy_leaves(resource, (), leaves)
+    except (_Unsure, RecursionError):
+        return
+    _WHOLE[key] = (copied, leaves, model)
+
+
 def plan(cls: type[BaseModel]) -> None:
     """Make the plan of a model class (and of its elements' classes) now rather than when
     a resource of it is first met."""
@@ -490,10 +579,18 @@ def construct(cls: type[BaseModel], resource: dict[str, Any]) -> BaseModel | Non
     plan = _plan(cls)
     if plan is None:
         return None
+    whole = _generated and plan.resource_type in _WHOLE_TYPES and type(resource) is dict
+    if whole:
+        model = _kept_whole(plan.resource_type, resource)  # type: ignore[arg-type]
+        if model is not None:
+            return model
     try:
-        return _one(plan, resource, True) if _generated else _build(plan, resource, True)
+        model = _one(plan, resource, True) if _generated else _build(plan, resource, True)
     except (_Unsure, RecursionError):
         return None
+    if whole:
+        _keep_whole(plan.resource_type, resource, model)  # type: ignore[arg-type]
+    return model
 
 
 def kept(model: Any) -> bool:
@@ -511,6 +608,7 @@ def forget() -> None:
     for memo in list(_MEMOS):
         memo.clear()
     _KEPT.clear()
+    _WHOLE.clear()
 
 
 _enabled = True

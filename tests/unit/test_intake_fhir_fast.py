@@ -537,3 +537,45 @@ def test_a_full_memo_is_emptied_with_what_it_kept() -> None:
     assert in_memos == fhir_fast._KEPT  # nothing dropped still counts as kept
     assert 0 < len(in_memos) <= 6  # at most three of each combination (Coding, concept)
     assert models[0].code is not models[len(codes)].code  # type: ignore[union-attr]
+
+
+def test_a_practice_resource_is_kept_whole_by_its_exact_content() -> None:
+    """An Organization or Location met again (its id, its JSON, in any key order) is the
+    model built before; JSON that equals it in Python but is different JSON (true and 1,
+    45.5 and 45.50), or changed content under the same id, is built anew, as
+    fhir.resources makes it; what is kept does not change when its input does."""
+    fhir_fast.forget()
+    cls = get_fhir_model_class("Organization")
+    org = {"resourceType": "Organization", "id": "org-1", "active": True, "name": "Cascade",
+           "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "1375920489"}],
+           "address": [{"line": ["2222 NW Lovejoy St"], "city": "Portland", "state": "OR",
+                        "postalCode": "97210"}]}  # fmt: skip
+    first, second = (fhir_fast.construct(cls, copy.deepcopy(org)) for _ in range(2))
+    assert first is not None and second is not None and same_model(second, full(cls, org))
+    reordered = dict(reversed(list(copy.deepcopy(org).items())))
+    assert fhir_fast.construct(cls, reordered) is second  # kept from its second meeting
+    renamed = copy.deepcopy(org)
+    again = fhir_fast.construct(cls, renamed)
+    renamed["name"] = "Other"  # the caller's JSON changed after the build
+    other = fhir_fast.construct(cls, renamed)
+    assert again is second and other is not second
+    assert other is not None and other.name == "Other" and second.name == "Cascade"
+    assert fhir_fast.construct(cls, copy.deepcopy(renamed)) is other  # the id's latest
+    for value in (1, Decimal("1"), "true", False, True):
+        changed = {**copy.deepcopy(org), "active": value}
+        fast = fhir_fast.construct(cls, changed)
+        assert fast is not second and fast is not other, value
+        if fast is not None:
+            assert same_model(fast, full(cls, changed)) and type(fast.active) is bool, value
+
+    cls = get_fhir_model_class("Location")
+    kept: dict[str, Any] = {}
+    for text in ("45.50", "45.5", "45.50", "45.5", "45.50"):
+        position = {"latitude": Decimal(text), "longitude": Decimal("-122.7")}
+        location = {"resourceType": "Location", "id": "loc-1", "position": position}
+        fast = fhir_fast.construct(cls, location)
+        assert fast is not None and same_model(fast, full(cls, location))
+        assert str(fast.position.latitude) == text  # type: ignore[union-attr]
+        kept.setdefault(text, fast)
+    fhir_fast.forget()
+    assert not fhir_fast._WHOLE
