@@ -8,11 +8,25 @@ the claims stage, the 835s through remittance, whose postings bill the next paye
 (secondaries, then tertiaries). Only the claims stage's calls are timed (CPU seconds),
 per kind of input.
 
+``BENCH_CLAIMS_LAG=<encounters>`` measures instead how the cost grows with the stores'
+history, as the pipeline feeds the stage: each batch of verdicts billed and acknowledged at
+once, its 835s posted (and their settlements recorded) once that many more encounters were
+billed, the next payers' claims acknowledged and posted the same way. The CPU per
+encounter and per input of each window of ``BENCH_CLAIMS_WINDOW`` encounters (default
+2000) is reported: the first window's beside the last's. With ``BENCH_CLAIMS_HISTORY=<H>``
+as well, the encounters after the first H go through a fresh stage, then through a stage
+restarted on the stores that billed the first H (the pipeline benchmark's
+``cpu_growth_stores``: the stores' history alone, without what a long-running stage keeps
+in memory).
+
 ``BENCH_CLAIMS_DUMP=<file>`` writes what the stage produced (every output record, every
 changelog record, with the clock-dependent fields blanked) as JSON lines: two trees run
 on the same corpus must write the same file.
 
     python -m bench claims_stage      # BENCH_CLAIMS_N (default 600), BENCH_CLAIMS_MIX
+    BENCH_CLAIMS_N=20000 BENCH_CLAIMS_MIX=office BENCH_CLAIMS_LAG=300 python -m bench claims_stage
+    BENCH_CLAIMS_N=20000 BENCH_CLAIMS_MIX=office BENCH_CLAIMS_LAG=300 \
+        BENCH_CLAIMS_HISTORY=18000 python -m bench claims_stage
 """
 
 from __future__ import annotations
@@ -24,7 +38,7 @@ import re
 import tempfile
 import time
 import zlib
-from collections import defaultdict
+from collections import defaultdict, deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -159,6 +173,115 @@ class Loop:
         return outs
 
 
+class Settling(Loop):
+    """The loop whose postings also carry their claims' settlements to the stage, keyed by
+    encounter as the stage re-keys them (``claims.settled-by-encounter.v1``)."""
+
+    def post(self, remits: list[Incoming]) -> list[Out]:
+        msgs = []
+        for msg in remits:
+            for o in self.remittance.handle(msg):
+                if o.topic == "remittance.posted.v1" and o.value.encounter_id:
+                    topic = "claims.postings-by-encounter.v1"
+                elif o.topic == "remittance.settled.v1" and o.value.encounter_id:
+                    topic = "claims.settled-by-encounter.v1"
+                else:
+                    continue
+                key = o.value.encounter_id
+                msgs.append(self._incoming(topic, key, o.value, partition(key)))
+        outs: list[Out] = []
+        for i in range(0, len(msgs), BATCH):
+            outs += self.claims("postings", msgs[i : i + BATCH])
+        return outs
+
+
+def feed(loop: Loop, corpus: list[Model], lag: int, tick: Any = None) -> None:
+    """The corpus billed in batches, each batch's 835s posted once ``lag`` more encounters
+    were billed (as the pipeline's postings trail their bills), the next payers' claims the
+    same way; then what is still pending. ``tick(end)`` after each batch billed."""
+    pending: deque[tuple[int, list[Incoming]]] = deque()
+    for i in range(0, len(corpus), BATCH):
+        pending.append((i, loop.answer(loop.bill(corpus[i : i + BATCH]))))
+        while pending and pending[0][0] <= i - lag:
+            _, remits = pending.popleft()
+            if more := loop.answer(loop.post(remits)):
+                pending.append((i, more))
+        if tick is not None:
+            tick(i + len(corpus[i : i + BATCH]))
+    while pending:
+        _, remits = pending.popleft()
+        if more := loop.answer(loop.post(remits)):
+            pending.append((len(corpus), more))
+
+
+def _window(loop: Loop, before: dict[str, Any], encounters: int) -> dict[str, Any]:
+    """The stage's CPU since ``before`` (a copy of the loop's counts, updated)."""
+    spent = {k: v - before["cpu"].get(k, 0.0) for k, v in loop.cpu.items()}
+    seen = {k: v - before["counts"].get(k, 0) for k, v in loop.counts.items()}
+    before["cpu"] = dict(loop.cpu)
+    before["counts"] = dict(loop.counts)
+    return {
+        "cpu_ms_per_encounter": round(sum(spent.values()) * 1000 / encounters, 4),
+        "ms_per_input": {k: round(spent[k] * 1000 / seen[k], 4) for k in spent if seen.get(k)},
+        "inputs": {k: n for k, n in seen.items() if n},
+    }
+
+
+def _growth(first: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "growth": round(last["cpu_ms_per_encounter"] / first["cpu_ms_per_encounter"], 3),
+        "growth_per_input": {
+            k: round(v / first["ms_per_input"][k], 3)
+            for k, v in last["ms_per_input"].items()
+            if first["ms_per_input"].get(k)
+        },
+    }
+
+
+def grow(corpus: list[Model], lag: int, window: int, dump: Any = None) -> dict[str, Any]:
+    """``feed`` in one stage; its CPU per window of ``window`` encounters billed (the
+    postings pending at the end are not measured)."""
+    windows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        loop = Settling(Path(tmp), dump)
+        before: dict[str, Any] = {"cpu": {}, "counts": {}, "start": 0}
+
+        def tick(end: int) -> None:
+            if end - before["start"] >= window or end == len(corpus):
+                windows.append(
+                    {"encounters": [before["start"], end]}
+                    | _window(loop, before, end - before["start"])
+                )
+                before["start"] = end
+
+        feed(loop, corpus, lag, tick)
+        loop.stage.close()
+    return (
+        {"encounters": len(corpus), "lag": lag}
+        | _growth(windows[0], windows[-1])
+        | {"windows": windows}
+    )
+
+
+def restarted(corpus: list[Model], history: int, lag: int) -> dict[str, Any]:
+    """The encounters after the first ``history`` through a fresh stage, then through a
+    stage restarted on the stores that billed the first ``history`` (the pipeline
+    benchmark's ``cpu_growth_stores``: the stores' history alone, nothing kept in memory)."""
+    measured = corpus[history:]
+    runs = {}
+    with tempfile.TemporaryDirectory() as fresh, tempfile.TemporaryDirectory() as grown:
+        filler = Settling(Path(grown), None)
+        feed(filler, corpus[:history], lag)
+        filler.stage.close()
+        for name, state in (("fresh", fresh), ("grown", grown)):
+            gc.collect()
+            loop = Settling(Path(state), None)
+            feed(loop, measured, lag)
+            loop.stage.close()
+            runs[name] = _window(loop, {"cpu": {}, "counts": {}}, len(measured))
+    return {"history": history, "lag": lag} | _growth(runs["fresh"], runs["grown"]) | runs
+
+
 def run(corpus: list[Model], dump: Any = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         loop = Loop(Path(tmp), dump)
@@ -188,6 +311,16 @@ def main() -> dict[str, Any]:
     gc.collect()
     gc.freeze()
     path = os.environ.get("BENCH_CLAIMS_DUMP")
+    lag = os.environ.get("BENCH_CLAIMS_LAG")
+    history = os.environ.get("BENCH_CLAIMS_HISTORY")
+    if lag is not None and history is not None:
+        return restarted(corpus, int(history), int(lag))
+    if lag is not None:
+        window = int(os.environ.get("BENCH_CLAIMS_WINDOW", "2000"))
+        if path:
+            with open(path, "w") as dump:
+                return grow(corpus, int(lag), window, dump)
+        return grow(corpus, int(lag), window)
     if path:
         with open(path, "w") as dump:
             run(corpus, dump)
