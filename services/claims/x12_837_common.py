@@ -325,13 +325,15 @@ def subscriber_loop(
         last = text(patient.last_name, 60)
         if not last:
             raise InputError("encounter.patient.last_name", "empty after removing bad characters")
+        # Free text (``text``), identifiers (``ident``), filing codes and numbers: none
+        # carries a delimiter, and the last, first and member are never empty.
         return [
-            early("HL", str(hl), str(parent), "22", "0"),
+            f"HL*{hl}*{parent}*22*0~",
             early("SBR", sequence, SELF, group, "", "", "", "", "", filing),
-            early("NM1", "IL", "1", last, text(patient.first_name, 35), "", "", "", "MI", member),
+            f"NM1*IL*1*{last}*{text(patient.first_name, 35)}****MI*{member}~",
             *address_segments(patient.address, "encounter.patient.address"),
             _demographics(patient.birth_date, patient.sex),
-            early("NM1", "PR", "2", payer_name, "", "", "", "", "PI", payer_id),
+            f"NM1*PR*2*{payer_name}*****PI*{payer_id}~",
         ]
     subscriber = coverage.subscriber
     if subscriber is None:  # relationship_of refuses this before grouping; kept for safety
@@ -341,17 +343,17 @@ def subscriber_loop(
     if not last:
         raise InputError(f"{field}.last_name", "empty after removing bad characters")
     out = [
-        early("HL", str(hl), str(parent), "22", "1"),
+        f"HL*{hl}*{parent}*22*1~",
         # SBR02 is sent only when the subscriber is the patient.
         early("SBR", sequence, "", group, "", "", "", "", "", filing),
-        early("NM1", "IL", "1", last, text(subscriber.first_name, 35), "", "", "", "MI", member),
+        f"NM1*IL*1*{last}*{text(subscriber.first_name, 35)}****MI*{member}~",
     ]
     # N3/N4 and DMG are situational for a subscriber who is not the patient: sent when known.
     if subscriber.address is not None:
         out.extend(address_segments(subscriber.address, f"{field}.address"))
     if subscriber.birth_date is not None:
         out.append(_demographics(subscriber.birth_date, subscriber.sex))
-    out.append(early("NM1", "PR", "2", payer_name, "", "", "", "", "PI", payer_id))
+    out.append(f"NM1*PR*2*{payer_name}*****PI*{payer_id}~")
     return out
 
 

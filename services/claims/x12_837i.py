@@ -56,8 +56,9 @@ from services.claims.x12_837_common import (
 from services.refdata import ub04
 from services.x12 import guides
 from services.x12.writer import (
+    COMPONENT,
+    ELEMENT,
     Composite,
-    Element,
     Rendered,
     Segment,
     amount,
@@ -406,22 +407,27 @@ def _line(line: ServiceLine, number: int, claim_id: str) -> list[Segment | Rende
     revenue = revenue_code(line.revenue_code, f"{field}.revenue_code")
     if line.charge < 0:
         raise InputError(f"{field}.charge", "must not be negative")
-    procedure: Element = ""
+    procedure = ""
     if line.code:
         code = procedure_code(line.code, f"{field}.code")
-        procedure = comp("HC", code, *modifiers(line.modifiers, field))
+        procedure = COMPONENT.join(("HC", code, *modifiers(line.modifiers, field)))
     non_covered = ""
     if line.non_covered_charge:
         if not 0 <= line.non_covered_charge <= line.charge:
             raise InputError(f"{field}.non_covered_charge", "must be between 0 and the charge")
         non_covered = amount(line.non_covered_charge)
-    sv2 = [revenue, procedure, amount(line.charge), ub04.unit_basis(revenue)]
-    sv2 += [quantity(line.units), "", non_covered]
+    # No value carries a delimiter: the revenue code is digits, the procedure code and
+    # modifiers are checked for shape, the rest are numbers (the claim id is an ``ident``).
+    # Only SV207 can be empty at the end (SV206 before it is).
+    sv2 = (
+        f"{revenue}*{procedure}*{amount(line.charge)}*{ub04.unit_basis(revenue)}*"
+        f"{quantity(line.units)}**{non_covered}"
+    )
     return [
-        early("LX", str(number)),
-        early("SV2", *sv2),
-        early("DTP", "472", "D8", d8(line.service_date)),
-        early("REF", "6R", f"{claim_id}L{number}"),
+        f"LX*{number}~",
+        f"SV2*{sv2.rstrip(ELEMENT)}~",
+        f"DTP*472*D8*{d8(line.service_date)}~",
+        f"REF*6R*{claim_id}L{number}~",
     ]
 
 

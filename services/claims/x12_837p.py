@@ -29,7 +29,19 @@ from services.claims.x12_837_common import (
     sorted_diagnoses,
 )
 from services.x12 import guides
-from services.x12.writer import Rendered, Segment, amount, comp, d8, early, ident, quantity, text
+from services.x12.writer import (
+    COMPONENT,
+    DELIMITERS,
+    Rendered,
+    Segment,
+    amount,
+    comp,
+    d8,
+    early,
+    ident,
+    quantity,
+    text,
+)
 
 IMPLEMENTATION = guides.VERSION_837P
 MAX_DIAGNOSES = guides.MAX_PROFESSIONAL_DIAGNOSES  # HI01..HI12
@@ -60,20 +72,31 @@ def _line(
     if line.charge < 0:
         raise InputError(f"{field}.charge", "must not be negative")
     pos = line.place_of_service or claim_pos
-    return [
-        early("LX", str(number)),
-        early(
+    line_pos = pos if pos != claim_pos else ""  # only when it differs from CLM05-1
+    pointed = pointers[:MAX_POINTERS]
+    if DELIMITERS.isdisjoint(line_pos):
+        # The other values carry no delimiter and none is empty: the code and modifiers
+        # are checked for shape, the numbers are digits (the claim id is an ``ident``).
+        sv1 = (
+            f"SV1*HC:{COMPONENT.join((code, *mods))}*{amount(line.charge)}*UN*"
+            f"{quantity(line.units)}*{line_pos}**{COMPONENT.join(map(str, pointed))}~"
+        )
+    else:  # the segment that render refuses, naming SV105
+        sv1 = early(
             "SV1",
             comp("HC", code, *mods),
             amount(line.charge),
             "UN",
             quantity(line.units),
-            pos if pos != claim_pos else "",  # only when it differs from CLM05-1
+            line_pos,
             "",
-            comp(*(str(p) for p in pointers[:MAX_POINTERS])),
-        ),
-        early("DTP", "472", "D8", d8(line.service_date)),
-        early("REF", "6R", f"{claim_id}L{number}"),
+            comp(*(str(p) for p in pointed)),
+        )
+    return [
+        f"LX*{number}~",
+        sv1,
+        f"DTP*472*D8*{d8(line.service_date)}~",
+        f"REF*6R*{claim_id}L{number}~",
     ]
 
 
@@ -95,24 +118,21 @@ def professional_claim_loop(claim: ClaimInput) -> list[Segment | Rendered]:
     total = sum((line.charge for line in coded.lines), Decimal("0"))
     pos = enc.place_of_service
 
-    out = [
-        early(
-            "CLM",
-            claim_id,
-            amount(total),
-            "",
-            "",
-            comp(pos, "B", claim.frequency),
-            "Y",
-            "A",
-            "Y",
-            "Y",
+    frequency = claim.frequency
+    clm: Segment | Rendered
+    if pos and frequency and DELIMITERS.isdisjoint(pos + frequency):
+        # The claim id is an ``ident``, the total a number: no delimiter, none empty.
+        clm = f"CLM*{claim_id}*{amount(total)}***{pos}:B:{frequency}*Y*A*Y*Y~"
+    else:  # the segment render writes, or refuses naming CLM05, as it always did
+        clm = early(
+            "CLM", claim_id, amount(total), "", "", comp(pos, "B", frequency), "Y", "A", "Y", "Y"
         )
-    ]
+    out = [clm]
     if pos in _INPATIENT_POS and enc.admission_date is not None:
-        out.append(early("DTP", "435", "D8", d8(enc.admission_date)))
+        out.append(f"DTP*435*D8*{d8(enc.admission_date)}~")
     out.extend(prior_claim_reference(claim))
-    out.append(early("HI", *(comp("ABK" if i == 0 else "ABF", c) for i, c in enumerate(codes))))
+    # The codes are checked for shape (``dx_code``): no delimiter.
+    out.append(f"HI*ABK:{codes[0]}{''.join([f'*ABF:{c}' for c in codes[1:]])}~")
     rendering = enc.rendering_provider
     if rendering is not None and rendering.npi != enc.billing_provider.npi:
         field = "encounter.rendering_provider"

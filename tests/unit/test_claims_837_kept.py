@@ -3,7 +3,14 @@ loop, the 1000A submitter and 1000B receiver) are rendered once and kept: every 
 for the simulator's encounters of both mixes, batched per payer and claim type and one
 claim per interchange, is the same text (or the same refusal) as when every segment is
 built and rendered for each interchange, and a value the document's render refuses is
-still refused where it was, however often it is written."""
+still refused where it was, however often it is written.
+
+The segments the claim loops write as text (LX, SV1, SV2, DTP*472, REF*6R, CLM and HI of
+the 837P, the subscriber's HL and NM1s) are what ``Segment.render`` writes of their
+elements: every written segment is rendered again from its elements by the general
+renderer. A delimiter in a value not checked before the text is written (a line's place
+of service, the claim's place of service or frequency) is still refused by the
+document's render, naming the element."""
 
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ from services.claims import x12_837_common
 from services.claims.domain import PlannedClaim, claim_parts, plan_claim, write_interchange
 from services.claims.settings import ClaimsSettings
 from services.refdata.masterdata import load_master_data
+from services.x12.writer import COMPONENT, ELEMENT, SEGMENT, Composite, Segment
 
 
 def forget() -> None:
@@ -108,3 +116,72 @@ def test_a_delimiter_in_a_kept_part_is_refused_each_time(
     nothing_kept()
     assert kept == [outcome(), outcome()]
     assert kept[0][:2] == ("InputError", "REF02")
+
+
+def general(text: str) -> str:
+    """``Segment.render`` of a written segment's elements (ISA16 is the separator itself)."""
+    segment_id, *elements = text.removesuffix(SEGMENT).split(ELEMENT)
+    if segment_id == "ISA":
+        return Segment(segment_id, tuple(elements)).render()
+    values = tuple(Composite(tuple(e.split(COMPONENT))) if COMPONENT in e else e for e in elements)
+    return Segment(segment_id, values).render()
+
+
+def write(chunk: list[PlannedClaim]) -> str:
+    return write_interchange(chunk, sender_id="CLAIMFLOW", receiver_id="CH01", control_number=1)
+
+
+def test_written_segments_are_what_render_writes(planned: list[list[PlannedClaim]]) -> None:
+    written = [write(chunk) for group in planned for chunk in [group, *([p] for p in group)]]
+    ids = set()
+    for x12 in written:
+        for text in x12.splitlines():
+            ids.add(text.split(ELEMENT, 1)[0])
+            assert general(text) == text
+    assert {"LX", "SV1", "SV2", "CLM", "HI", "SBR", "NM1", "HL", "DTP", "REF"} <= ids
+
+
+def tampered(one: PlannedClaim, where: str, value: str) -> PlannedClaim:
+    """The claim with ``value`` as the first line's or the claim's place of service, or as
+    the frequency."""
+    claim = one.claim
+    coded = claim.coded
+    if where == "frequency":
+        return replace(one, claim=replace(claim, frequency=value))  # type: ignore[arg-type]
+    if where == "line":
+        lines = [coded.lines[0].model_copy(update={"place_of_service": value}), *coded.lines[1:]]
+        coded = coded.model_copy(update={"lines": lines})
+    else:
+        encounter = coded.encounter.model_copy(update={"place_of_service": value})
+        coded = coded.model_copy(update={"encounter": encounter})
+    return replace(one, claim=replace(claim, coded=coded))
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "field"),
+    [
+        ("line", "2*", "SV105"),
+        ("line", "2:", "SV105"),
+        ("line", "~2", "SV105"),
+        ("claim", "1^", "CLM05"),
+        ("frequency", "1:", "CLM05"),
+    ],
+)
+def test_a_delimiter_in_an_unchecked_value_is_refused(
+    planned: list[list[PlannedClaim]], where: str, value: str, field: str
+) -> None:
+    group = next(g for g in planned if len(g) > 1 and g[0].claim_type == "professional")
+    bad = tampered(group[0], where, value)
+    for chunk in ([bad], [*group[1:], bad]):
+        with pytest.raises(InputError) as caught:
+            write(chunk)
+        assert (type(caught.value).__name__, caught.value.field) == ("InputError", field)
+
+
+@pytest.mark.parametrize(("where", "value"), [("line", ""), ("line", "22"), ("frequency", "")])
+def test_empty_and_other_values_are_written_as_render_writes_them(
+    planned: list[list[PlannedClaim]], where: str, value: str
+) -> None:
+    group = next(g for g in planned if g[0].claim_type == "professional")
+    for text in write([tampered(group[0], where, value)]).splitlines():
+        assert general(text) == text
