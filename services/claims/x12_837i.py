@@ -58,7 +58,6 @@ from services.x12 import guides
 from services.x12.writer import (
     COMPONENT,
     ELEMENT,
-    Composite,
     Rendered,
     Segment,
     amount,
@@ -138,16 +137,26 @@ def revenue_code(value: str | None, field: str) -> str:
     return code
 
 
-def _code_info(qualifier: str, code: str, poa: str | None) -> Composite:
+# Every HI composite is written as text: its values are codes checked for shape (or POA
+# indicators, dates, amounts), none carries a delimiter, and none ends empty.
+Info = str  # an HI composite, written
+
+
+def _info(*parts: str) -> Info:
+    """One HI composite: its components joined."""
+    return COMPONENT.join(parts)
+
+
+def _code_info(qualifier: str, code: str, poa: str | None) -> Info:
     """One HI composite, with the POA indicator in HIxx-9 when there is one."""
     if poa:
-        return comp(qualifier, code, "", "", "", "", "", "", poa)
-    return comp(qualifier, code)
+        return _info(qualifier, code, "", "", "", "", "", "", poa)
+    return _info(qualifier, code)
 
 
-def _his(items: Sequence[Composite]) -> list[Segment | Rendered]:
+def _his(items: Sequence[Info]) -> list[Segment | Rendered]:
     """HI segments of at most 12 composites each."""
-    return [early("HI", *items[i : i + PER_HI]) for i in range(0, len(items), PER_HI)]
+    return [f"HI*{ELEMENT.join(items[i : i + PER_HI])}~" for i in range(0, len(items), PER_HI)]
 
 
 def _poa(value: str | None, inpatient: bool) -> str | None:
@@ -209,22 +218,20 @@ def is_ed_visit(coded: CodedEncounter) -> bool:
 def _diagnosis_segments(coded: CodedEncounter, inpatient: bool) -> list[Segment | Rendered]:
     dxs = institutional_diagnoses(coded)
     principal, principal_poa = dxs.principal
-    out = [early("HI", _code_info("ABK", principal, _poa(principal_poa, inpatient)))]
+    out = _his([_code_info("ABK", principal, _poa(principal_poa, inpatient))])
     if inpatient:
-        out.append(early("HI", comp("ABJ", dxs.admitting)))
+        out += _his([_info("ABJ", dxs.admitting)])
     else:
         reasons = dxs.reasons or ([principal] if is_ed_visit(coded) else [])
         if reasons:
-            out.append(early("HI", *(comp("APR", code) for code in reasons)))
+            out += _his([_info("APR", code) for code in reasons])
     if dxs.external:
-        out.append(
-            early("HI", *(_code_info("ABN", c, _poa(p, inpatient)) for c, p in dxs.external))
-        )
+        out += _his([_code_info("ABN", c, _poa(p, inpatient)) for c, p in dxs.external])
     drg = coded.drg
     if inpatient and drg is not None:
         if not _DRG.match(drg.code.strip()):
             raise InputError("drg.code", f"not an MS-DRG: {drg.code!r}")
-        out.append(early("HI", comp("DR", drg.code.strip())))
+        out += _his([_info("DR", drg.code.strip())])
     out.extend(_his([_code_info("ABF", c, _poa(p, inpatient)) for c, p in dxs.others]))
     return out
 
@@ -244,8 +251,8 @@ def _procedure_segments(coded: CodedEncounter) -> list[Segment | Rendered]:
         if not _PCS.match(code):
             raise InputError(f"pcs_procedures[{i}].code", f"not an ICD-10-PCS code: {proc.code!r}")
         when = proc.date or coded.encounter.service_start
-        items.append(comp("BBR" if i == 0 else "BBQ", code, "D8", d8(when)))
-    return [early("HI", items[0]), *_his(items[1:])]
+        items.append(_info("BBR" if i == 0 else "BBQ", code, "D8", d8(when)))
+    return [*_his(items[:1]), *_his(items[1:])]
 
 
 def _ub04_code(value: str, field: str) -> str:
@@ -257,11 +264,11 @@ def _ub04_code(value: str, field: str) -> str:
 
 def _ub04_segments(enc: Encounter) -> list[Segment | Rendered]:
     """HI occurrence spans (BI), occurrences (BH), values (BE), conditions (BG)."""
-    groups: list[tuple[str, list[Composite]]] = [
+    groups: list[tuple[str, list[Info]]] = [
         (
             "occurrence_spans",
             [
-                comp("BI", _ub04_code(o.code, f"encounter.occurrence_spans[{i}].code"), "RD8",
+                _info("BI", _ub04_code(o.code, f"encounter.occurrence_spans[{i}].code"), "RD8",
                      rd8(o.start, o.end))
                 for i, o in enumerate(enc.occurrence_spans)
             ],
@@ -269,7 +276,7 @@ def _ub04_segments(enc: Encounter) -> list[Segment | Rendered]:
         (
             "occurrence_codes",
             [
-                comp("BH", _ub04_code(o.code, f"encounter.occurrence_codes[{i}].code"), "D8",
+                _info("BH", _ub04_code(o.code, f"encounter.occurrence_codes[{i}].code"), "D8",
                      d8(o.date))
                 for i, o in enumerate(enc.occurrence_codes)
             ],
@@ -277,7 +284,7 @@ def _ub04_segments(enc: Encounter) -> list[Segment | Rendered]:
         (
             "value_codes",
             [
-                comp("BE", _ub04_code(v.code, f"encounter.value_codes[{i}].code"), "", "",
+                _info("BE", _ub04_code(v.code, f"encounter.value_codes[{i}].code"), "", "",
                      amount(v.amount))
                 for i, v in enumerate(enc.value_codes)
             ],
@@ -285,7 +292,7 @@ def _ub04_segments(enc: Encounter) -> list[Segment | Rendered]:
         (
             "condition_codes",
             [
-                comp("BG", _ub04_code(c, f"encounter.condition_codes[{i}]"))
+                _info("BG", _ub04_code(c, f"encounter.condition_codes[{i}]"))
                 for i, c in enumerate(enc.condition_codes)
             ],
         ),
