@@ -235,7 +235,8 @@ def address_segments(
         lines = f"{address.line1} {address.line2 or ''}"
         if _PO_BOX.search(lines.upper()):
             raise InputError(f"{field}.line1", "must be a street address, not a post office box")
-    n3 = early("N3", line1, text(address.line2 or "", 55))
+    line2 = text(address.line2 or "", 55)
+    n3 = f"N3*{line1}*{line2}~" if line2 else f"N3*{line1}~"  # free text: no delimiter
     city = text(address.city, 30)
     if len(city) < 2:
         raise InputError(f"{field}.city", "must have at least 2 characters")
@@ -247,13 +248,15 @@ def address_segments(
 def provider_nm1(entity_code: str, provider: Provider, field: str) -> Segment | Rendered:
     """NM1 for a provider identified by NPI, as a person or an organisation."""
     npi = check_npi(provider.npi, f"{field}.npi")
+    # The names are free text (``text``), the NPI ten digits: no delimiter, and the NPI
+    # last is never empty.
     if provider.entity == "person":
         n = person_name(provider.name)
-        return early("NM1", entity_code, "1", n.last, n.first, n.middle, "", n.suffix, "XX", npi)
+        return f"NM1*{entity_code}*1*{n.last}*{n.first}*{n.middle}**{n.suffix}*XX*{npi}~"
     org = text(provider.name, 60)
     if not org:
         raise InputError(f"{field}.name", "empty after removing characters X12 cannot carry")
-    return early("NM1", entity_code, "2", org, "", "", "", "", "XX", npi)
+    return f"NM1*{entity_code}*2*{org}*****XX*{npi}~"
 
 
 def billing_loop(
@@ -381,7 +384,7 @@ def prior_claim_reference(claim: ClaimInput) -> list[Segment | Rendered]:
         raise InputError(
             "original_reference", "a replacement or void needs the payer's claim number"
         )
-    return [early("REF", "F8", ident(claim.original_reference, "original_reference", max_len=50))]
+    return [f"REF*F8*{ident(claim.original_reference, 'original_reference', max_len=50)}~"]
 
 
 def sorted_diagnoses(coded: CodedEncounter, at_most: int) -> list[tuple[str, str | None]]:

@@ -353,14 +353,14 @@ def _dates(enc: Encounter, bill: ub04.TypeOfBill) -> list[Segment | Rendered]:
     out: list[Segment | Rendered] = []
     if bill.inpatient and bill.discharged and enc.discharge_time is not None:
         out.append(early("DTP", "096", "TM", enc.discharge_time.strftime("%H%M")))
-    out.append(early("DTP", "434", "RD8", rd8(enc.service_start, enc.service_end)))
+    out.append(f"DTP*434*RD8*{rd8(enc.service_start, enc.service_end)}~")  # digits
     if bill.inpatient:
         admitted = enc.admission_date or enc.service_start
         if enc.admission_time is not None:
             stamp = f"{d8(admitted)}{enc.admission_time.strftime('%H%M')}"
-            out.append(early("DTP", "435", "DT", stamp))
+            out.append(f"DTP*435*DT*{stamp}~")
         else:
-            out.append(early("DTP", "435", "D8", d8(admitted)))
+            out.append(f"DTP*435*D8*{d8(admitted)}~")
     return out
 
 
