@@ -309,6 +309,43 @@ class _Ctx:
 T = TypeVar("T", bound=BaseModel)
 
 
+# Small contract models made again and again from the same values (a practice's billing
+# and rendering providers, its facility, the usual diagnoses of a visit), kept by those
+# values: frozen, one object serves every encounter that holds it. Only when every value
+# is a str, None, a bool or a date (exact types: equal values are then the same JSON
+# values) or an Address, which counts by its identity (each entry holds its addresses, so
+# an identity in a key names a live object).
+_SHARED_TYPES = frozenset({Provider, Facility, DocumentedDiagnosis})
+_PLAIN = frozenset({str, type(None), bool, date})
+_SHARED: dict[tuple[Any, ...], tuple[Any, tuple[Any, ...]]] = {}
+_SHARED_MAX = 4096
+
+
+def _shared(cls: type[T], **values: Any) -> T:
+    """``cls(**values)``, the model made before for the same values when there is one
+    (a validation failure is pydantic's, as ``cls(**values)`` raises it)."""
+    key: list[Any] = [cls]
+    held = []
+    for name, value in values.items():
+        kind = type(value)
+        if kind in _PLAIN:
+            key += (name, value)
+        elif kind is Address:
+            key += (name, id(value))
+            held.append(value)
+        else:
+            return cls(**values)
+    found = tuple(key)
+    hit = _SHARED.get(found)
+    if hit is not None:
+        return hit[0]  # type: ignore[no-any-return]
+    model = cls(**values)
+    if len(_SHARED) >= _SHARED_MAX:
+        _SHARED.clear()
+    _SHARED[found] = (model, tuple(held))
+    return model
+
+
 def _build(cls: type[T], path: str, **values: Any) -> T:
     """Build a contract model; a validation failure names the FHIR element it came from.
     An Encounter (a large record of what this module built) is checked rather than
@@ -317,7 +354,7 @@ def _build(cls: type[T], path: str, **values: Any) -> T:
     if model is not None:
         return model
     try:
-        return cls(**values)
+        return _shared(cls, **values) if cls in _SHARED_TYPES else cls(**values)
     except ValidationError as exc:
         err = first_error(exc, cls.__name__)
         raise InputError(path, f"{err.field}: {err.reason}") from None
@@ -770,7 +807,8 @@ def _organization(entry: _Entry | None, ref: Any, ctx: _Ctx) -> Provider | None:
     if npi is None:
         return None
     name = _text(org.name if org is not None else None) or _text(ref.display if ref else None)
-    return Provider(
+    return _shared(
+        Provider,
         npi=npi,
         name=name or f"NPI {npi}",
         entity="organization",
@@ -814,9 +852,7 @@ _COMPLETED: dict[tuple[int, tuple[str, ...], Provider], tuple[ProviderDirectory,
 _COMPLETED_MAX = 1024
 
 
-def complete_provider(
-    directory: ProviderDirectory, sent: Provider, keys: list[str]
-) -> Provider:
+def complete_provider(directory: ProviderDirectory, sent: Provider, keys: list[str]) -> Provider:
     """``directory.complete(sent, keys)``, kept by its arguments."""
     key = (id(directory), tuple(keys), sent)
     hit = _COMPLETED.get(key)
@@ -844,7 +880,8 @@ def _facility(enc: _Entry, ctx: _Ctx) -> tuple[Facility | None, str | None]:
         )
         name = _text(res.name) or _text(loc.location.display)
         if name:
-            facility = Facility(
+            facility = _shared(
+                Facility,
                 name=name,
                 npi=_npi(_pairs(res), ctx),
                 address=_optional_address(res, target.path, ctx, "facility"),
@@ -856,7 +893,8 @@ def _facility(enc: _Entry, ctx: _Ctx) -> tuple[Facility | None, str | None]:
     if target is not None and target.type == "Organization" and _text(target.res.name):
         org = target.res
         return (
-            Facility(
+            _shared(
+                Facility,
                 name=org.name.strip(),
                 npi=_npi(_pairs(org), ctx),
                 address=_optional_address(org, target.path, ctx, "facility"),
@@ -864,7 +902,8 @@ def _facility(enc: _Entry, ctx: _Ctx) -> tuple[Facility | None, str | None]:
             pos,
         )
     if ref is not None and _text(ref.display):
-        return Facility(name=ref.display.strip(), npi=_npi(_ref_identifiers(ref), ctx)), pos
+        name, npi = ref.display.strip(), _npi(_ref_identifiers(ref), ctx)
+        return _shared(Facility, name=name, npi=npi), pos
     return None, pos
 
 
@@ -1306,8 +1345,12 @@ class _EncounterBuilder:
                     found = _dx_code(entry.res.code if entry is not None else concept)
                     if found is not None and found[0]:
                         side.append(
-                            DocumentedDiagnosis(
-                                code=found[0], system=found[1], display=found[2], role=role
+                            _shared(
+                                DocumentedDiagnosis,
+                                code=found[0],
+                                system=found[1],
+                                display=found[2],
+                                role=role,
                             )
                         )
                 if roles and roles <= set(SIDE_ROLES) and not types - set(DIAGNOSIS_ROLE):
@@ -1357,7 +1400,8 @@ class _EncounterBuilder:
         # Built once with their final values (what a copy of each with its rank, POA and
         # role updated held before).
         claim_dxs = [
-            DocumentedDiagnosis(
+            _shared(
+                DocumentedDiagnosis,
                 code=code,
                 system=system,
                 display=display,

@@ -35,9 +35,11 @@ def test_kept_addresses_and_completed_providers_give_the_same_encounters(
 ) -> None:
     fhir._ADDRESSES.clear()
     fhir._COMPLETED.clear()
+    fhir._SHARED.clear()
     kept = _encounters(mix, 80, fmt)
     assert fhir._COMPLETED  # used (the JSON format's billing providers too)
     assert fhir._ADDRESSES or fmt == "json"
+    assert fhir._SHARED or fmt == "json"
 
     def fresh_address(addr: Any, path: str) -> Any:
         return fhir._make_address(addr, path)
@@ -48,6 +50,7 @@ def test_kept_addresses_and_completed_providers_give_the_same_encounters(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(fhir, "_address", fresh_address)
         patch.setattr(fhir, "complete_provider", fresh_complete)
+        patch.setattr(fhir, "_shared", lambda cls, **values: cls(**values))
         fresh = _encounters(mix, 80, fmt)
     assert [e.model_dump_json() for e in kept] == [e.model_dump_json() for e in fresh]
     assert kept == fresh
@@ -137,3 +140,33 @@ def test_an_encounter_the_chargemaster_prices_nothing_of_is_the_record_as_copied
         else:
             copied += 1
     assert kept
+
+
+def test_a_small_model_is_shared_only_for_the_same_values() -> None:
+    """The same values (an Address by identity) give the same model; values equal in
+    Python but of another type (1 for True, a datetime for a date) or an equal Address
+    that is another object give a model made afresh, and a refusal is pydantic's."""
+    from pipeline.models import Address, DocumentedDiagnosis, Facility, Provider
+
+    fhir._SHARED.clear()
+    dx = {"code": "B34.9", "system": "icd10cm", "display": None, "onset": None}
+    first = fhir._shared(DocumentedDiagnosis, **dx, primary=True)
+    assert fhir._shared(DocumentedDiagnosis, **dx, primary=True) is first
+    assert fhir._shared(DocumentedDiagnosis, **dx, primary=False) is not first
+    one = fhir._shared(DocumentedDiagnosis, **dx, primary=1)
+    assert one is not first and one == first  # pydantic's coercion, not the kept model
+    day = datetime(2026, 3, 1)  # midnight: pydantic takes it as that date
+    on = fhir._shared(DocumentedDiagnosis, **{**dx, "onset": day}, primary=True)
+    assert on is not fhir._shared(DocumentedDiagnosis, **{**dx, "onset": day}, primary=True)
+    address = Address(line1="1 Main St", city="Portland", state="OR", postal_code="97210")
+    same = address.model_copy()
+    provider = {"npi": "1234567890", "name": "Clinic", "entity": "organization"}
+    kept = fhir._shared(Provider, **provider, address=address)
+    assert fhir._shared(Provider, **provider, address=address) is kept
+    other = fhir._shared(Provider, **provider, address=same)
+    assert other is not kept and other == kept and other.address is same
+    with pytest.raises(ValueError) as refused:
+        fhir._shared(Facility, name="", npi=None)
+    with pytest.raises(ValueError) as direct:
+        Facility(name="", npi=None)
+    assert str(refused.value) == str(direct.value)
