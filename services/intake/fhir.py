@@ -346,11 +346,17 @@ def _shared(cls: type[T], **values: Any) -> T:
     return model
 
 
+# Checked rather than validated (see trusted.py): the Encounter record, and a service
+# line, whose model validator and Money validator pydantic runs in Python.
+_TRUSTED_TYPES = frozenset({Encounter, DocumentedService})
+
+
 def _build(cls: type[T], path: str, **values: Any) -> T:
     """Build a contract model; a validation failure names the FHIR element it came from.
-    An Encounter (a large record of what this module built) is checked rather than
-    validated when every value is already what validation gives back (see trusted.py)."""
-    model = trusted.build(cls, values) if cls is Encounter else None
+    An Encounter (a large record of what this module built) or a service line is checked
+    rather than validated when every value is already what validation gives back (see
+    trusted.py)."""
+    model = trusted.build(cls, values) if cls in _TRUSTED_TYPES else None
     if model is not None:
         return model
     try:
