@@ -33,6 +33,8 @@ from typing import Any
 from fhir.resources.R4B.resource import Resource
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from services.intake.memo import json_copy, same_json
+
 _MISSING = object()
 # pydantic's instance slots, set through their descriptors (as pipeline/serde.py's trusted
 # build does): cheaper than object.__setattr__, which looks each name up first.
@@ -483,9 +485,7 @@ def _shape_builder(
 # (the same id, the same content), and building one, even from kept elements, still reads
 # each element and makes the model (~8 us). So a resource of these types is kept whole, by
 # its type and id, with a copy of the JSON it was built from: the next resource of that id
-# whose JSON equals the copy (a comparison made in C) is the model built then. JSON values
-# that compare equal in Python but are different JSON (1, 1.0, true, 1.50) are told apart
-# by the copy's non-string values, each checked by its exact type and repr. A resource is
+# whose JSON is exactly the copy (memo.same_json) is the model built then. A resource is
 # kept from the second time its id is met (one seen once is not copied), and only when it
 # is small (_WHOLE_LEAVES values, strings up to _KEEP_LEN). Kept resources are shared
 # between bundles, as the kept elements are: read them, never assign to them.
@@ -496,37 +496,6 @@ _WHOLE_LEAVES = 256
 _SEEN_ONCE = object()
 # (resourceType, id) -> _SEEN_ONCE, or (the JSON copy, its non-string values, the model)
 _WHOLE: dict[tuple[str, str], Any] = {}
-Leaf = tuple[tuple[Any, ...], type, str]  # path, exact type, repr
-
-
-def _copy_leaves(value: Any, path: tuple[Any, ...], leaves: list[Leaf]) -> Any:
-    """A copy of JSON ``value``, its non-string values listed in ``leaves``; _Unsure when
-    it is too large to keep."""
-    kind = type(value)
-    if kind is str:
-        if len(value) > _KEEP_LEN:
-            raise _Unsure
-        return value
-    if kind is dict:
-        return {k: _copy_leaves(v, (*path, k), leaves) for k, v in value.items()}
-    if kind is list:
-        return [_copy_leaves(v, (*path, i), leaves) for i, v in enumerate(value)]
-    leaves.append((path, kind, repr(value)))
-    if len(leaves) > _WHOLE_LEAVES:
-        raise _Unsure
-    return value
-
-
-def _same_leaves(data: dict[str, Any], leaves: list[Leaf]) -> bool:
-    """Whether data's non-string values (data equals the copy they were listed from) are
-    the copy's exactly."""
-    for path, kind, text in leaves:
-        value: Any = data
-        for step in path:
-            value = value[step]
-        if type(value) is not kind or repr(value) != text:
-            return False
-    return True
 
 
 def _kept_whole(rtype: str, resource: dict[str, Any]) -> BaseModel | None:
@@ -538,12 +507,7 @@ def _kept_whole(rtype: str, resource: dict[str, Any]) -> BaseModel | None:
     if hit is None or hit is _SEEN_ONCE:
         return None
     copied, leaves, model = hit
-    try:
-        if copied == resource and _same_leaves(resource, leaves):
-            return model  # type: ignore[no-any-return]
-    except RecursionError:
-        pass
-    return None
+    return model if same_json(resource, copied, leaves) else None  # type: ignore[no-any-return]
 
 
 def _keep_whole(rtype: str, resource: dict[str, Any], model: BaseModel) -> None:
@@ -557,12 +521,9 @@ def _keep_whole(rtype: str, resource: dict[str, Any], model: BaseModel) -> None:
             _WHOLE.clear()
         _WHOLE[key] = _SEEN_ONCE
         return
-    leaves: list[Leaf] = []
-    try:
-        copied = _copy_leaves(resource, (), leaves)
-    except (_Unsure, RecursionError):
-        return
-    _WHOLE[key] = (copied, leaves, model)
+    copied = json_copy(resource, _KEEP_LEN, _WHOLE_LEAVES)
+    if copied is not None:
+        _WHOLE[key] = (*copied, model)
 
 
 def plan(cls: type[BaseModel]) -> None:

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from pipeline.errors import InputError
 from pipeline.models import Encounter, event_id
+from services.intake.memo import json_copy, same_json
 
 # Set by intake from the transport, never by the sender.
 RESERVED = ("event_id", "source_id", "source_format", "received_at")
@@ -117,6 +118,60 @@ def _coverages_in_order(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+# The practice's providers and facility, sent alike in most encounters: each part is kept
+# with the model pydantic made of it (by the field, the NPI and the name), and a part whose
+# JSON is exactly the one kept (memo.same_json) goes to pydantic as that model, which it
+# takes as it is (a frozen model, shared by the encounters that hold it). A part is kept
+# from the second time it is met, and only when small; a part that is not exactly the one
+# kept is validated as before, so a bad one gets the same error.
+_PARTS = ("billing_provider", "rendering_provider", "facility")
+_PARTS_MAX = 1024
+_PART_LEN, _PART_LEAVES = 256, 64  # the longest string and most non-strings of a kept part
+_SEEN_ONCE = object()
+_KEPT_PARTS: dict[tuple[str, str | None, str], Any] = {}
+
+
+def _part_key(name: str, part: dict[str, Any]) -> tuple[str, str | None, str] | None:
+    npi, label = part.get("npi"), part.get("name")
+    if (npi is None or type(npi) is str) and type(label) is str:
+        return name, npi, label
+    return None
+
+
+def _kept_parts(values: dict[str, Any]) -> dict[str, tuple[str, str | None, str]]:
+    """Put the kept model in place of each part sent exactly as kept; the keys of the
+    other parts, to keep them once validated."""
+    missed = {}
+    for name in _PARTS:
+        part = values.get(name)
+        if type(part) is not dict:
+            continue
+        key = _part_key(name, part)
+        if key is None:
+            continue
+        hit = _KEPT_PARTS.get(key)
+        if hit is not None and hit is not _SEEN_ONCE and same_json(part, hit[0], hit[1]):
+            values[name] = hit[2]
+        else:
+            missed[name] = key
+    return missed
+
+
+def _keep_parts(
+    values: dict[str, Any], missed: dict[str, tuple[str, str | None, str]], enc: Encounter
+) -> None:
+    """Keep the parts just validated (the second time their key is met)."""
+    for name, key in missed.items():
+        if _KEPT_PARTS.get(key) is None:
+            if len(_KEPT_PARTS) >= _PARTS_MAX:
+                _KEPT_PARTS.clear()
+            _KEPT_PARTS[key] = _SEEN_ONCE
+            continue
+        copied = json_copy(values[name], _PART_LEN, _PART_LEAVES)
+        if copied is not None:
+            _KEPT_PARTS[key] = (*copied, getattr(enc, name))
+
+
 def parse_json_encounter(data: Any, *, source_id: str, received_at: datetime) -> Encounter:
     """Validate one JSON-format encounter object and complete it into an Encounter."""
     if not isinstance(data, dict):
@@ -137,15 +192,17 @@ def parse_json_encounter(data: Any, *, source_id: str, received_at: datetime) ->
     data = _coverages_in_order(data)
     encounter_id = data.get("encounter_id")
     eid = event_id(source_id, encounter_id if isinstance(encounter_id, str) else "", "intake", "v1")
+    values = {
+        **data,
+        "event_id": eid,
+        "source_id": source_id,
+        "source_format": "json",
+        "received_at": received_at,
+    }
+    missed = _kept_parts(values)
     try:
-        return Encounter.model_validate(
-            {
-                **data,
-                "event_id": eid,
-                "source_id": source_id,
-                "source_format": "json",
-                "received_at": received_at,
-            }
-        )
+        encounter = Encounter.model_validate(values)
     except ValidationError as exc:
         raise first_error(exc, "encounter") from None
+    _keep_parts(values, missed, encounter)
+    return encounter

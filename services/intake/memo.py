@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable
 from contextlib import suppress
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 V = TypeVar("V")
 
@@ -52,3 +52,60 @@ class Memo(Generic[V]):
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+# --- decoded JSON kept as it was sent ---------------------------------------------------
+#
+# A part of a message kept with what was made of it is found again by comparing the part
+# with a copy of the JSON it was made from: ``==`` runs in C, but JSON values that compare
+# equal in Python are not always the same JSON (1, 1.0, true, 1.50 and 1.5), so the copy's
+# non-string values are checked again, each by its exact type and repr.
+
+Leaf = tuple[tuple[Any, ...], type, str]  # where in the copy, the exact type, the repr
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def json_copy(value: Any, max_len: int, max_leaves: int) -> tuple[Any, list[Leaf]] | None:
+    """A copy of decoded JSON (its objects and lists; values are immutable) and its
+    non-string values; None when a string is longer than ``max_len`` or there are more
+    than ``max_leaves`` non-string values (not worth keeping)."""
+    leaves: list[Leaf] = []
+
+    def copy(item: Any, path: tuple[Any, ...]) -> Any:
+        kind = type(item)
+        if kind is str:
+            if len(item) > max_len:
+                raise _TooLarge
+            return item
+        if kind is dict:
+            return {k: copy(v, (*path, k)) for k, v in item.items()}
+        if kind is list:
+            return [copy(v, (*path, i)) for i, v in enumerate(item)]
+        leaves.append((path, kind, repr(item)))
+        if len(leaves) > max_leaves:
+            raise _TooLarge
+        return item
+
+    try:
+        return copy(value, ()), leaves
+    except (_TooLarge, RecursionError):
+        return None
+
+
+def same_json(data: Any, copied: Any, leaves: list[Leaf]) -> bool:
+    """Whether decoded JSON is exactly the JSON ``json_copy`` copied (with its leaves)."""
+    try:
+        if data != copied:
+            return False
+    except RecursionError:
+        return False
+    for path, kind, text in leaves:
+        value = data
+        for step in path:
+            value = value[step]
+        if type(value) is not kind or repr(value) != text:
+            return False
+    return True

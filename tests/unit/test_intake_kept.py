@@ -12,7 +12,7 @@ import pytest
 from fhir.resources.R4B.address import Address as FhirAddress
 
 from pipeline.errors import InputError
-from services.intake import domain, fhir, fhir_fast
+from services.intake import domain, fhir, fhir_fast, jsonfmt
 from services.intake.domain import parse_raw
 from sim.ehr import generate, provider_directory
 
@@ -36,7 +36,9 @@ def test_kept_addresses_and_completed_providers_give_the_same_encounters(
     fhir._ADDRESSES.clear()
     fhir._COMPLETED.clear()
     fhir._SHARED.clear()
+    jsonfmt._KEPT_PARTS.clear()
     kept = _encounters(mix, 80, fmt)
+    assert any(type(v) is tuple for v in jsonfmt._KEPT_PARTS.values()) or fmt == "fhir"
     assert fhir._COMPLETED  # used (the JSON format's billing providers too)
     assert fhir._ADDRESSES or fmt == "json"
     assert fhir._SHARED or fmt == "json"
@@ -51,6 +53,7 @@ def test_kept_addresses_and_completed_providers_give_the_same_encounters(
         patch.setattr(fhir, "_address", fresh_address)
         patch.setattr(fhir, "complete_provider", fresh_complete)
         patch.setattr(fhir, "_shared", lambda cls, **values: cls(**values))
+        patch.setattr(jsonfmt, "_PARTS", ())
         fresh = _encounters(mix, 80, fmt)
     assert [e.model_dump_json() for e in kept] == [e.model_dump_json() for e in fresh]
     assert kept == fresh
@@ -170,3 +173,33 @@ def test_a_small_model_is_shared_only_for_the_same_values() -> None:
     with pytest.raises(ValueError) as direct:
         Facility(name="", npi=None)
     assert str(refused.value) == str(direct.value)
+
+
+def test_a_json_part_sent_exactly_as_kept_is_the_kept_model() -> None:
+    """A provider sent again exactly as before is the model made of it before; a changed
+    or bad one is validated afresh, with the error it gets without anything kept."""
+    jsonfmt._KEPT_PARTS.clear()
+    sent = json.loads(next(b for _, t, b in generate(1, seed=3, fmt="json") if "json" in t))
+    encounters = [
+        jsonfmt.parse_json_encounter(json.loads(json.dumps(sent)), source_id=f"m{n}",
+                                     received_at=AT)
+        for n in range(3)
+    ]  # fmt: skip
+    first, second, third = (e.billing_provider for e in encounters)
+    assert second == first and third is second  # kept from its second meeting
+    moved = json.loads(json.dumps(sent))
+    moved["billing_provider"]["address"]["city"] = "Salem"
+    other = jsonfmt.parse_json_encounter(moved, source_id="m4", received_at=AT)
+    assert other.billing_provider is not second
+    assert other.billing_provider.address.city == "Salem"  # type: ignore[union-attr]
+    for bad in ({"tax_id": 931604827}, {"npi": "12345"}, {"unknown": True}, {"name": ""}):
+        broken = json.loads(json.dumps(sent))
+        broken["billing_provider"].update(bad)
+        errors = []
+        for parts in (jsonfmt._PARTS, ()):
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(jsonfmt, "_PARTS", parts)
+                with pytest.raises(InputError) as exc:
+                    jsonfmt.parse_json_encounter(broken, source_id="m5", received_at=AT)
+            errors.append((exc.value.field, exc.value.reason))
+        assert errors[0] == errors[1], bad
