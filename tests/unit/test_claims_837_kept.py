@@ -8,9 +8,10 @@ still refused where it was, however often it is written.
 The segments the loops write as text (the lines' LX, SV1, SV2, DTP*472 and REF*6R, the
 837P's CLM and HI, the 837I's HI and DTPs, the providers' NM1, N3, REF*F8, the
 subscriber's HL and NM1s) are what ``Segment.render`` writes of their elements: every
-written segment is rendered again from its elements by the general renderer. A delimiter in a value not checked before the text is written (a line's place
-of service, the claim's place of service or frequency) is still refused by the
-document's render, naming the element."""
+written segment is rendered again from its elements by the general renderer. A delimiter
+in a value not checked before the text is written (a line's place of service, the claim's
+place of service or frequency) is still refused by the document's render, naming the
+element."""
 
 from __future__ import annotations
 
