@@ -166,7 +166,10 @@ class Supervisor:
 
         def loop() -> None:
             while not self._watching.wait(interval_s):
-                self.check()
+                try:
+                    self.check()
+                except Exception:  # noqa: BLE001 - a failed restart is tried again next time
+                    log.exception("supervisor: restarting a service failed")
 
         self._watcher = threading.Thread(target=loop, name="supervisor-watch", daemon=True)
         self._watcher.start()

@@ -67,3 +67,24 @@ def test_a_killed_service_stays_down_until_respawned(
         assert sup.children["remittance"].restarts == 1
     finally:
         sup.stop()
+
+
+def test_the_watch_goes_on_after_a_restart_that_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sup = _supervisor(tmp_path, monkeypatch, [75])
+    spawn = sup._spawn
+    failures = [OSError("no more processes")]
+
+    def flaky(child: Child) -> None:
+        if failures:
+            raise failures.pop()
+        spawn(child)
+
+    monkeypatch.setattr(sup, "_spawn", flaky)
+    sup.watch(interval_s=0.05)
+    try:
+        _until(lambda: sup.alive() == {"remittance": True} and not failures)
+        assert sup.exits == [("remittance", 75), ("remittance", 75)]  # found again, then restarted
+    finally:
+        sup.stop()
