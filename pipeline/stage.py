@@ -174,6 +174,14 @@ class Stage:
 
     batch_mode: bool = False
 
+    #: The batch's outputs are acknowledged before its store changes go to the changelogs.
+    #: For a stage that drops a replayed input whose effect its state already holds (a
+    #: payment posted before): after a crash, the changelog then never holds a change whose
+    #: outputs may be missing, so the restored state never hides an output that was lost;
+    #: an output sent before the crash may be sent again (same event id, which consumers
+    #: drop). Otherwise the state goes first: an output implies its state is on its way.
+    outputs_before_state: bool = False
+
     #: Re-key hops the runner does itself, for records whose producer set the key header.
     pass_through: Sequence[PassThrough] = ()
 
@@ -897,7 +905,8 @@ class Runner:
 
     def _produce(self, producer: Any, outs: list[Out]) -> None:
         now = time.time()
-        if self._stores:  # the state first: a visible output implies its state is on its way
+        state_first = bool(self._stores) and not self.stage.outputs_before_state
+        if state_first:  # a visible output implies its state is on its way
             self._produce_changes(producer)
         done = self._on_delivery
         sent: dict[str, int] = {}  # records out by topic, counted once per batch
@@ -922,13 +931,20 @@ class Runner:
         # The batch's inputs too: kept until the next batch, they were alive when the
         # collector came back, which walked them all and moved them to an older generation.
         self._origin = {}
+        if self._stores and not state_first:  # the outputs acknowledged, then the state
+            self._flush(producer)
+            self._produce_changes(producer)
+        self._flush(producer)
+        if self._stores:
+            self._mark_changelog_positions()
+
+    def _flush(self, producer: Any) -> None:
+        """Wait for every record produced to be acknowledged."""
         remaining = producer.flush(60)
         if remaining or self._delivery_errors:
             raise TransientError(
                 f"{remaining} records unacknowledged, delivery errors: {self._delivery_errors[:3]}"
             )
-        if self._stores:
-            self._mark_changelog_positions()
 
     def _commit(
         self, consumer: Any, offsets: dict[tuple[str, int], int], *, wait: bool = False

@@ -82,6 +82,9 @@ class RemittanceStage(Stage):
 
     name = "remittance"
     inputs: tuple[str, ...] = (CLAIMS, INBOUND, WRITEOFFS)
+    # A payment posted before (the ledger says so) is not posted again: after a crash the
+    # restored ledger must not hold a posting whose records were not all acknowledged.
+    outputs_before_state = True
 
     def prime_metrics(self) -> None:
         domain_metrics.prime()
