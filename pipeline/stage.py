@@ -7,10 +7,12 @@ batch is read again, and the last offsets are committed synchronously at shutdow
 Delivery is at-least-once; deterministic event ids make results effectively-once.
 
 State keyed like an input partition (``Stage.partitioned_stores``) follows the partition:
-its writes go to the store's changelog topic with the batch's output; on assignment the
-partition's store is restored from that changelog (``pipeline/changelog.py``) before any
-of its records are handled; on revocation its writes and the consumed offsets are
-committed (in that order) and the store is closed.
+its writes go to the store's changelog topic with the batch's output (before it, or, for a
+stage whose replay skips what its state holds, once the output is acknowledged:
+``Stage.outputs_before_state``); on assignment the partition's store is restored from that
+changelog (``pipeline/changelog.py``) before any of its records are handled; on
+revocation its writes and the consumed offsets are committed (in that order) and the
+store is closed.
 
 A re-key hop (``Stage.pass_through``: a record of one topic forwarded to a repartition
 topic under another key) is done by the runner itself when the producer named the new key
