@@ -59,6 +59,10 @@ def body_digest(body: bytes) -> str:
 class IntakeStage(Stage):
     name = "intake"
     inputs: tuple[str, ...] = (RAW, SETTLED)
+    #: A message read again that its restored account already holds bills nothing
+    #: (``AccountBook.receive``): the bills go out, acknowledged, before the accounts'
+    #: changes, or a crash between the two would lose a bill for good.
+    outputs_before_state = True
 
     def __init__(
         self, settings: IntakeSettings, accounts: PartitionedStores[AccountStore] | None = None

@@ -334,6 +334,29 @@ def test_an_accounts_changelog_rebuilds_it_on_another_instance(cdm_path: Path) -
     assert lines(enc)[1] == ("85025", "0300", 2.0, Decimal("104.00"))
 
 
+def test_a_restored_account_bills_nothing_again_so_intake_sends_its_bills_first(
+    cdm_path: Path,
+) -> None:
+    """The discharge that completes an account, read again after a crash whose changelog
+    already holds the billed account, bills nothing: the account says it was read. Were the
+    changes sent before the bill (the runner's default), a kill between the two would lose
+    the bill for good, so intake has its outputs acknowledged first."""
+    from services.intake.app import IntakeStage
+
+    parse = hl7_parser(provider_directory(), load_chargemaster(cdm_path))
+    first = AccountBook(AccountStore(":memory:", changelog=True), parse)
+    held, _ = split_held(first, ADT_A03.encode(), HL7)
+    with first.store.atomic():
+        [bill] = first.receive(held, T0, "hl7v2:STCATH:A1")
+    restored = AccountBook(AccountStore(":memory:"), parse)  # after the crash, from the changelog
+    for key, value in first.store.take_changes():
+        restored.store.apply(key, value)
+    with restored.store.atomic():
+        assert restored.receive(held, T0, "hl7v2:STCATH:A1") == []  # the replay: nothing
+    assert bill.encounter_id == "STCATH/V778812"
+    assert IntakeStage.outputs_before_state
+
+
 def test_the_live_stage_sends_held_messages_to_their_visits_partition(
     tmp_path: Path, cdm_path: Path
 ) -> None:
