@@ -84,8 +84,10 @@ def _load_json(text: str) -> dict[str, Any]:
         raise InputError("body", f"invalid JSON at {where}: {exc.msg}") from None
     except RecursionError:
         raise InputError("body", "JSON nested too deeply") from None
-    # "\ud800" escapes decode to strings that cannot be written as UTF-8 downstream.
-    if "\\u" in text and _has_lone_surrogate(data):
+    # "\ud800" escapes decode to strings that cannot be written as UTF-8 downstream. A
+    # one-character search first: it runs at memchr speed, the two-character one does not
+    # (~7 us for a FHIR bundle), and most bodies hold no backslash at all.
+    if "\\" in text and "\\u" in text and _has_lone_surrogate(data):
         raise InputError("body", "JSON string holds an unpaired UTF-16 surrogate")
     if not isinstance(data, dict):
         raise InputError("body", f"expected a JSON object, got {type(data).__name__}")
