@@ -11,7 +11,8 @@ directly, with the review store's own history.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from prometheus_client import Counter, Gauge
@@ -183,20 +184,28 @@ class CodingStage(Stage):
             with history.atomic():
                 outs = self.flow.risk(msg.value, history)
             return _outs(outs, read=msg)
-        with self.store.atomic(), self.audits.atomic():
-            if isinstance(msg.value, CoderDecision):
+        if isinstance(msg.value, CoderDecision):
+            with self._atomic():
                 outs = self.flow.decision(msg.value)
                 if outs:
                     DECISIONS.labels(msg.value.action).inc()
-            elif isinstance(msg.value, AuditResult):
+        elif isinstance(msg.value, AuditResult):
+            with self._atomic():
                 outs = self.flow.audit_result(msg.value)
-            else:
-                assert isinstance(msg.value, Encounter)
-                outs = self.flow.encounter(msg.value, now=utcnow())
+        else:
+            assert isinstance(msg.value, Encounter)
+            # The savepoints around its writes only: most encounters write nothing here.
+            outs = self.flow.encounter(msg.value, now=utcnow(), atomic=self._atomic)
         for topic, _, value in outs:
             if topic == "coding.audits.v1":
                 AUDITS.labels(getattr(value, "status", "queued")).inc()
         return _outs(outs)
+
+    @contextmanager
+    def _atomic(self) -> Iterator[None]:
+        """One input's writes to the review and audit stores, or none of them."""
+        with self.store.atomic(), self.audits.atomic():
+            yield
 
     def on_idle(self) -> Iterable[Out]:
         if self._prune():

@@ -13,6 +13,8 @@ so the store holds no member id in clear.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 from pathlib import Path
 
@@ -103,6 +105,8 @@ class ReviewStore(RiskHistory):
 
 Output = tuple[str, str, Model]
 """(topic, key, value): what the flow asks the stage to produce."""
+Atomic = Callable[[], AbstractContextManager[object]]
+"""A savepoint around one input's writes (``BatchStore.atomic``), or none."""
 
 BY_PATIENT = "coding.by-patient.v1"
 CODED = "encounters.coded.v1"
@@ -144,19 +148,37 @@ class ReviewFlow:
             return []  # completed by ``risk`` on the member's partition
         return self.store.history(patient_key(enc), enc.service_end.year, enc.encounter_id)
 
-    def encounter(self, enc: Encounter, *, now: datetime) -> list[Output]:
-        """Code one collected encounter: publish it, or hold it for a coder."""
+    def encounter(
+        self, enc: Encounter, *, now: datetime, atomic: Atomic = nullcontext
+    ) -> list[Output]:
+        """Code one collected encounter: publish it, or hold it for a coder.
+
+        ``atomic`` wraps the part that writes to the stores (the stage passes their
+        savepoints). Coding and the failing categories only read, and an encounter sent on
+        by patient, with no review reason and not drawn for audit, writes nothing: it opens
+        no savepoint (two stores' SAVEPOINT and RELEASE were ~6% of coding's CPU)."""
         coded = self.coder.code(enc, coded_at=now, history=self._history(enc))
         if self.audits is not None and (failing := self.audits.review_reasons(coded)):
             reasons = [*coded.review_reasons, *failing]
             coded = coded.model_copy(update={"review_reasons": reasons})
         if not coded.review_reasons:
-            out = self._publish(coded)
-            if self.audits is not None and self.audits.policy.sampled(enc.encounter_id):
-                queued = audit.queued(coded, "sample", billed=True)
-                self.audits.queue(queued, coded)
-                out.append(("coding.audits.v1", coded.encounter_id, queued))
-            return out
+            sampled = self.audits is not None and self.audits.policy.sampled(enc.encounter_id)
+            if self.by_patient and not sampled:
+                return self._publish(coded)  # by patient, publishing writes nothing here
+            with atomic():
+                out = self._publish(coded)
+                if sampled:
+                    assert self.audits is not None
+                    queued = audit.queued(coded, "sample", billed=True)
+                    self.audits.queue(queued, coded)
+                    out.append(("coding.audits.v1", coded.encounter_id, queued))
+                return out
+        with atomic():
+            return self._held(enc, coded)
+
+    def _held(self, enc: Encounter, coded: CodedEncounter) -> list[Output]:
+        """An encounter with review reasons: released by a decision already made, else
+        held for a coder."""
         known = self.store.decision(enc.encounter_id)
         if known is not None:
             try:
