@@ -426,6 +426,7 @@ class CodeSets:
         self._mce = _Mce()
         self._icd10cm_by_version = functools.lru_cache(maxsize=65536)(self._icd10cm)
         self._procedure_on = functools.lru_cache(maxsize=65536)(self._procedure)
+        self._principal_on = functools.lru_cache(maxsize=65536)(self._principal_dx_edits)
 
     @classmethod
     def load(cls, refdata_dir: Path | None) -> CodeSets:
@@ -558,7 +559,15 @@ class CodeSets:
         return False
 
     def principal_dx_edits(self, code: str, on: date) -> frozenset[str]:
-        """MCE edits a code raises as principal (MANIFESTATION_AS_PDX, E_CODE_AS_PDX, ...)."""
+        """MCE edits a code raises as principal (MANIFESTATION_AS_PDX, E_CODE_AS_PDX, ...).
+
+        Kept per code and date (``_principal_on``): coding and the scrubber ask about each
+        encounter's first diagnoses three times, and the answer depends on nothing else
+        (the editor's tables are chosen by the date)."""
+        return self._principal_on(code, on)
+
+    def _principal_dx_edits(self, code: str, on: date) -> frozenset[str]:
+        """``principal_dx_edits`` worked out."""
         edits = self._mce_edits(on, pdx=normalize_code(code))
         if edits is None:
             return frozenset()
