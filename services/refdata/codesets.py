@@ -427,6 +427,7 @@ class CodeSets:
         self._icd10cm_by_version = functools.lru_cache(maxsize=65536)(self._icd10cm)
         self._procedure_on = functools.lru_cache(maxsize=65536)(self._procedure)
         self._principal_on = functools.lru_cache(maxsize=65536)(self._principal_dx_edits)
+        self._icd10cm_on = functools.lru_cache(maxsize=65536)(self._icd10cm_by_date)
 
     @classmethod
     def load(cls, refdata_dir: Path | None) -> CodeSets:
@@ -514,7 +515,13 @@ class CodeSets:
         the MCE, asked once per version, and the versions begin on 1 October or 1 April,
         inside one fiscal year), so that answer is kept per code and version. Any other
         answer names the exact date in its reason and is worked out for it (``_icd10cm``).
+        Either is then kept per code as asked and date (``_icd10cm_on``): coding and the
+        scrubber ask about every diagnosis of an encounter two to five times.
         """
+        return self._icd10cm_on(code, on)
+
+    def _icd10cm_by_date(self, code: str, on: date) -> CodeCheck:
+        """``icd10cm``, from the answers kept per version (valid) or for the exact date."""
         norm = normalize_code(code)
         if icd10_covered(on):
             check = self._icd10cm_by_version(norm, mce_version_start(on))

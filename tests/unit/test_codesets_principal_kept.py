@@ -1,10 +1,14 @@
-"""The principal-diagnosis edits kept per code and date are the ones worked out each time.
+"""The principal-diagnosis edits and the ICD-10-CM checks kept per code and date are the
+ones worked out each time.
 
 ``CodeSets.principal_dx_edits`` keeps its answers per code and date of service; the judge
 is ``CodeSets._principal_dx_edits`` (the path before), on a code set that never answered
 before: every diagnosis code of the simulators' encounters (both mixes) plus manifestation,
 external-cause, header, invalid and misspelt codes, on days around each MCE version's
-bounds and outside the covered range. ``is_manifestation`` reads the same answer.
+bounds and outside the covered range. ``is_manifestation`` reads the same answer. The
+ICD-10-CM check, kept per code as asked and date, is judged the same way by
+``CodeSets._icd10cm`` (the exact date's answer; ``test_mce_versions.py`` judges it on the
+normalized codes every day).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ def dates() -> list[date]:
     return sorted(out)
 
 
-def test_principal_edits_kept_are_the_edits_worked_out() -> None:
+def test_answers_kept_are_the_answers_worked_out() -> None:
     codes = set(ODD)
     for mix in sim_corpus.MIXES:
         for coded in sim_corpus.coded(mix):
@@ -51,6 +55,9 @@ def test_principal_edits_kept_are_the_edits_worked_out() -> None:
                 assert kept.principal_dx_edits(code, on) == expected, (code, on)  # kept
                 manifestation = "MANIFESTATION_AS_PDX" in expected if icd10_covered(on) else None
                 assert kept.is_manifestation(code, on) == manifestation, (code, on)
+                check = judge._icd10cm(code, on)
+                assert kept.icd10cm(code, on) == check, (code, on)
+                assert kept.icd10cm(code, on) == check, (code, on)  # kept
         assert kept.is_manifestation("G63", date(2026, 3, 2)) is True
         assert "E_CODE_AS_PDX" in kept.principal_dx_edits("W19.XXXA", date(2026, 3, 2))
     finally:
