@@ -359,6 +359,8 @@ class AuditStore(BatchStore):
     def review_reasons(self, coded: CodedEncounter) -> list[str]:
         """Why an encounter must go to a coder because a category of its codes is failing."""
         failing = self._failing()
+        if not failing:  # the usual case: no category to look up
+            return []
         reasons = []
         for cat in sorted({category(d.code) for d in coded.diagnoses}):
             a = failing.get(cat)
