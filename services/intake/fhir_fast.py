@@ -24,13 +24,16 @@ two paths equal on real bundles and on mutations of them.
 
 from __future__ import annotations
 
+import re
 import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from fhir.resources.R4B.resource import Resource
+from fhir_core.types import DateTime
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from services.intake.memo import json_copy, same_json
@@ -54,6 +57,8 @@ class _Field:
     adapter: TypeAdapter[Any] | None  # a primitive's validator (the field's annotation)
     seen: dict[Any, Any]  # a primitive's values already validated (see _primitive)
     child: _Plan | None = None  # the plan of ``model``, once resolved
+    # A single dateTime's value already validated, by its day and zone (see _date_time).
+    days: dict[tuple[str, str], datetime] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +145,11 @@ def _make_plan(cls: type[BaseModel]) -> _Plan | None:
                 continue  # contained resources: any type, left to fhir.resources
             fields[alias] = _Field(name, kind, many, None, {})
         else:
-            many = any(typing.get_origin(tp) is list for tp in _flatten(info.annotation))
+            flat = _flatten(info.annotation)
+            many = any(typing.get_origin(tp) is list for tp in flat)
             fields[alias] = _Field(name, None, many, TypeAdapter(info.annotation or Any), {})
+            if not many and any(type(tp) is DateTime for tp in flat):  # not an Instant
+                fields[alias].days = {}
         if info.is_required() or extra.get("element_required"):
             required.append(alias)
     aliases = {f.name: alias for alias, f in fields.items()}
@@ -204,6 +212,13 @@ def _primitive(spec: _Field, value: Any) -> Any:
         if hit is not _MISSING:
             return hit
         key: Any = value
+        if spec.days is not None:
+            made = _date_time(spec, value)
+            if made is not None:
+                if len(spec.seen) >= _SEEN_MAX:
+                    spec.seen.clear()
+                spec.seen[key] = made
+                return made
     else:
         if type(value) is list and not spec.many:
             raise _Unsure
@@ -219,6 +234,40 @@ def _primitive(spec: _Field, value: Any) -> Any:
         spec.seen.clear()
     spec.seen[key] = result
     return result
+
+
+# A dateTime with a time is seldom sent twice (times go to the minute), but its days and
+# zones are few. fhir_core checks the string against its pattern and pydantic parses it;
+# for the plain form below (a full date, hours, minutes and seconds without a fraction, a
+# zone), whatever the time, both accept it exactly when they accept the same day and zone
+# at another time, and give the datetime of that day and zone at this time. So the first
+# value met of a day and zone is validated, and the next ones are it with the time replaced.
+_PLAIN_DATE_TIME = re.compile(
+    r"([0-9]{4}-[0-9]{2}-[0-9]{2})T([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9])"
+    r"(Z|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def _date_time(spec: _Field, value: str) -> datetime | None:
+    """The value of a dateTime of the plain form (else None), or _Unsure."""
+    plain = _PLAIN_DATE_TIME.fullmatch(value)
+    if plain is None:
+        return None
+    days: dict[tuple[str, str], datetime] = spec.days  # type: ignore[assignment]
+    day = plain[1], plain[5]
+    known = days.get(day)
+    if known is not None:
+        return known.replace(hour=int(plain[2]), minute=int(plain[3]), second=int(plain[4]))
+    try:
+        made = spec.adapter.validate_python(value)  # type: ignore[union-attr]
+    except (ValidationError, ValueError, TypeError):
+        raise _Unsure from None
+    if type(made) is not datetime or made.microsecond or made.tzinfo is None:
+        return made  # not what this form gives (never so): not kept
+    if len(days) >= _SEEN_MAX:
+        days.clear()
+    days[day] = made
+    return made
 
 
 def _value_key(value: Any) -> Any:
@@ -425,7 +474,10 @@ def _shape_builder(
         else:
             # The child's builder looked up here rather than through ``_one`` (and, for a
             # list, ``_each``): a Python call less per complex element, ~100 a bundle.
-            env[f"plan{i}"], env[f"shapes{i}"] = spec.child, spec.child.shapes
+            child = spec.child
+            if child is None:  # never, by the check above (mypy cannot tell)
+                return _generic(plan)
+            env[f"plan{i}"], env[f"shapes{i}"] = child, child.shapes
             if spec.many:
                 reads.append(
                     f"    if type(v{i}) is not list:\n        raise _Unsure\n"
@@ -566,6 +618,8 @@ def forget() -> None:
     for plan in list(_PLANS.values()):
         for spec in plan.fields.values() if plan is not None else ():
             spec.seen.clear()
+            if spec.days is not None:
+                spec.days.clear()
     for memo in list(_MEMOS):
         memo.clear()
     _KEPT.clear()
