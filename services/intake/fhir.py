@@ -13,10 +13,11 @@ import binascii
 import re
 import typing
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
-from functools import cache
+from functools import cache, partial
 from typing import Any, Literal, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, unquote
 
@@ -255,9 +256,12 @@ class _Ctx:
     links: dict[int, dict[str, list[_Entry]]] = field(default_factory=dict)
     directory: ProviderDirectory = EMPTY_DIRECTORY
     chargemaster: Chargemaster | None = None
+    recording: list[str] | None = None  # every note made, while _kept_provider records
 
     def note(self, text: str) -> None:
         """Record a fallback once per bundle."""
+        if self.recording is not None:
+            self.recording.append(text)
         if text not in self.notes:
             self.notes.append(text)
 
@@ -760,8 +764,55 @@ def _index(bundle: dict[str, Any]) -> _Ctx:
 # --- providers, facility, coverage -------------------------------------------------------
 
 
+# Providers made of the resources a practice sends in every bundle (its Organization and
+# Practitioners, kept whole by fhir_fast: the same model object for the same content), kept
+# by what they were made of: the resource, the reference that named it, its place in the
+# bundle (errors and notes name it), the directory, and the notes the making made, made
+# again on a hit. Each entry holds those objects, so an identity in a key names a live one,
+# and they are read, never assigned to. What raises is not kept (it raises again).
+_PROVIDERS: dict[tuple[Any, ...], tuple[tuple[Any, ...], Provider | None, tuple[str, ...]]] = {}
+_PROVIDERS_MAX = 1024
+
+
+def _kept_provider(
+    kind: str,
+    entry: _Entry | None,
+    rtype: str,
+    held: tuple[Any, ...],
+    ctx: _Ctx,
+    make: Callable[[], Provider | None],
+) -> Provider | None:
+    """``make()``; for an entry of ``rtype`` kept whole, what it made before from the same
+    resource and ``held`` objects at the same place, when it did."""
+    if entry is None or entry.type != rtype or not fhir_fast.kept_whole(entry.res):
+        return make()
+    held = (entry.res, *held)
+    key = (kind, entry.path, *[id(o) for o in held])
+    hit = _PROVIDERS.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], held, strict=True)):
+        for text in hit[2]:
+            ctx.note(text)
+        return hit[1]
+    outer, ctx.recording = ctx.recording, []
+    try:
+        made = make()
+    finally:
+        notes, ctx.recording = ctx.recording, outer
+        if outer is not None:
+            outer.extend(notes)
+    if len(_PROVIDERS) >= _PROVIDERS_MAX:
+        _PROVIDERS.clear()
+    _PROVIDERS[key] = (held, made, tuple(notes))
+    return made
+
+
 def _practitioner(entry: _Entry | None, ref: Any, ctx: _Ctx) -> Provider | None:
     """A rendering provider (a person) from a Practitioner/PractitionerRole or a reference."""
+    make = partial(_make_practitioner, entry, ref, ctx)
+    return _kept_provider("practitioner", entry, "Practitioner", (ref,), ctx, make)
+
+
+def _make_practitioner(entry: _Entry | None, ref: Any, ctx: _Ctx) -> Provider | None:
     role_taxonomy = None
     identifiers = _ref_identifiers(ref)
     if entry is not None and entry.type == "PractitionerRole":
@@ -805,6 +856,11 @@ def _organization(entry: _Entry | None, ref: Any, ctx: _Ctx) -> Provider | None:
     """A billing provider from an Organization (or a reference carrying its NPI)."""
     if entry is not None and entry.type in ("Practitioner", "PractitionerRole"):
         return _practitioner(entry, ref, ctx)
+    make = partial(_make_organization, entry, ref, ctx)
+    return _kept_provider("organization", entry, "Organization", (ref,), ctx, make)
+
+
+def _make_organization(entry: _Entry | None, ref: Any, ctx: _Ctx) -> Provider | None:
     identifiers = _ref_identifiers(ref)
     org = entry.res if entry is not None and entry.type == "Organization" else None
     if org is not None:
@@ -835,6 +891,13 @@ def _profiled(sent: Provider | None, entry: _Entry | None, ref: Any, ctx: _Ctx) 
     """
     if not ctx.directory.billing:
         return sent
+    make = partial(_make_profiled, sent, entry, ref, ctx)
+    return _kept_provider("profiled", entry, "Organization", (sent, ref, ctx.directory), ctx, make)
+
+
+def _make_profiled(
+    sent: Provider | None, entry: _Entry | None, ref: Any, ctx: _Ctx
+) -> Provider | None:
     pairs = _ref_identifiers(ref)
     if entry is not None and entry.type == "Organization":
         pairs = _pairs(entry.res) + pairs

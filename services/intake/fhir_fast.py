@@ -548,6 +548,7 @@ _WHOLE_LEAVES = 256
 _SEEN_ONCE = object()
 # (resourceType, id) -> _SEEN_ONCE, or (the JSON copy, its non-string values, the model)
 _WHOLE: dict[tuple[str, str], Any] = {}
+_WHOLE_KEPT: set[int] = set()  # the identities of the models kept whole (see kept_whole)
 
 
 def _kept_whole(rtype: str, resource: dict[str, Any]) -> BaseModel | None:
@@ -571,11 +572,13 @@ def _keep_whole(rtype: str, resource: dict[str, Any], model: BaseModel) -> None:
     if _WHOLE.get(key) is None:
         if len(_WHOLE) >= _WHOLE_MAX:
             _WHOLE.clear()
+            _WHOLE_KEPT.clear()
         _WHOLE[key] = _SEEN_ONCE
         return
     copied = json_copy(resource, _KEEP_LEN, _WHOLE_LEAVES)
     if copied is not None:
         _WHOLE[key] = (*copied, model)
+        _WHOLE_KEPT.add(id(model))
 
 
 def plan(cls: type[BaseModel]) -> None:
@@ -612,6 +615,14 @@ def kept(model: Any) -> bool:
     return id(model) in _KEPT
 
 
+def kept_whole(model: Any) -> bool:
+    """Whether a resource model is one kept whole (an Organization, Practitioner or Location
+    sent again and again: the same object in every bundle that sends the same content). An
+    identity that outlived its model may answer yes for another: a hint, for what keeps
+    results by the identity of the model and holds it."""
+    return id(model) in _WHOLE_KEPT
+
+
 def forget() -> None:
     """Forget the primitive values already validated and the elements already built (a cold
     start, for benchmarks and tests)."""
@@ -624,6 +635,7 @@ def forget() -> None:
         memo.clear()
     _KEPT.clear()
     _WHOLE.clear()
+    _WHOLE_KEPT.clear()
 
 
 _enabled = True

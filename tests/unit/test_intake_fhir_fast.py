@@ -616,3 +616,47 @@ def test_a_date_time_is_the_value_fhir_resources_gives_whatever_was_met_before()
         spec.seen.clear()  # the next round through the days kept, not the values
     assert kept > 50
     fhir_fast.forget()
+
+
+def test_providers_made_again_from_kept_resources_give_the_same_record_and_notes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The practice's Organization and Practitioner, kept whole, make their providers once
+    (fhir._kept_provider); bundles that send them again, at the same place or another, with
+    notes to make (a short NPI, an unusable address), give what fhir.resources' path gives."""
+    from services.intake import fhir
+
+    made: Counter[str] = Counter()
+    for name in ("_make_practitioner", "_make_organization", "_make_profiled"):
+        make = getattr(fhir, name)
+        monkeypatch.setattr(
+            fhir, name, lambda *args, make=make, name=name: (made.update([name]), make(*args))[1]
+        )
+    example = _load(EXAMPLE.read_text())
+    noted = copy.deepcopy(example)
+    org, clinician = noted["entry"][1]["resource"], noted["entry"][2]["resource"]
+    clinician["identifier"][0]["value"] = "98765432"  # padded, with a note
+    clinician["address"] = [{"line": ["1 Way"], "city": "Springfield", "state": "XX"}]
+    org["address"][0]["postalCode"] = "6270"  # dropped, with a note
+    moved = copy.deepcopy(noted)  # the same resources at other places in the bundle
+    moved["entry"] = moved["entry"][::-1]
+    fhir_fast.forget()
+    fhir._PROVIDERS.clear()
+    bundles = [example, noted, noted, noted, moved, moved, moved, example, noted]
+    outcomes = []
+    for bundle in bundles:
+        with fhir_fast.fhir_resources_only():
+            reference = outcome(bundle)
+        before = made.copy()
+        fast = outcome(bundle)
+        assert fast == reference
+        outcomes.append((fast, made - before))
+    notes = outcomes[1][0][2]
+    assert any("left-padded" in note for note in notes)
+    assert any("address dropped: Bundle.entry[1]" in note for note in notes)
+    assert any("address dropped: Bundle.entry[7]" in note for note in outcomes[4][0][2])
+    makes = [sum(counts.values()) for _, counts in outcomes]
+    # Kept whole from the second bundle that sends them (made there), then found again; at
+    # other places in the bundle, made once more; changed, made again.
+    assert makes == [3, 3, 0, 0, 3, 0, 0, 3, 3]
+    fhir_fast.forget()
