@@ -173,8 +173,21 @@ class _Mce:
     def claim_edits(self, claim: MceClaim) -> frozenset[str] | None:
         """``_claim_edits`` for the claim, answered once per MCE version."""
         c = claim  # kept by its fields: a claim (a dataclass) hashed and compared slower
+        return self.claim_edits_of(c.on, c.age, c.sex, c.discharge_status, c.pdx, c.sdx, c.pcs)
+
+    def claim_edits_of(
+        self,
+        on: date,
+        age: int,
+        sex: int,
+        discharge_status: int,
+        pdx: str,
+        sdx: tuple[str, ...],
+        pcs: tuple[str, ...],
+    ) -> frozenset[str] | None:
+        """``claim_edits`` of the claim these fields make (``_ask`` for the exact date)."""
         return self._claim_edits_by_version(
-            mce_version_start(c.on), c.age, c.sex, c.discharge_status, c.pdx, c.sdx, c.pcs
+            mce_version_start(on), age, sex, discharge_status, pdx, sdx, pcs
         )
 
     def _edits(self, on: date, pdx: str, sdx: str | None, pcs: str | None) -> frozenset[str] | None:
@@ -582,9 +595,25 @@ class CodeSets:
 
     def mce_claim_edits(self, claim: MceClaim) -> frozenset[str] | None:
         """MCE edit names for a whole claim (age, sex, discharge status in context)."""
-        if not icd10_covered(claim.on):
+        c = claim
+        return self.mce_edits_of(c.on, c.age, c.sex, c.discharge_status, c.pdx, c.sdx, c.pcs)
+
+    def mce_edits_of(
+        self,
+        on: date,
+        age: int,
+        sex: int,
+        discharge_status: int,
+        pdx: str,
+        sdx: tuple[str, ...] = (),
+        pcs: tuple[str, ...] = (),
+    ) -> frozenset[str] | None:
+        """``mce_claim_edits`` of the claim these fields make, without building it: the
+        scrubber asks once per encounter, and the frozen dataclass took longer to build
+        than the cached answer to find."""
+        if not icd10_covered(on):
             return None
-        return self._mce.claim_edits(claim)
+        return self._mce.claim_edits_of(on, age, sex, discharge_status, pdx, sdx, pcs)
 
     def is_manifestation(self, code: str, on: date) -> bool | None:
         """True for a manifestation code (never principal); None when the date is uncovered."""

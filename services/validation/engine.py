@@ -168,6 +168,20 @@ class Context:
             pcs=pcs,
         )
 
+    def mce_edits(
+        self, pdx: str, sdx: tuple[str, ...] = (), pcs: tuple[str, ...] = ()
+    ) -> frozenset[str] | None:
+        """The MCE's edits for ``mce_claim(pdx, sdx, pcs)``, asked without building it."""
+        return self.codesets.mce_edits_of(
+            self.on,
+            self.age if self.age is not None else 0,
+            _SEX.get(self.coded.encounter.patient.sex, 2),
+            self.discharge_status or 1,
+            pdx,
+            sdx,
+            pcs,
+        )
+
     @_once
     def mce(self) -> frozenset[str]:
         """Edit names the Medicare Code Editor raises for the whole claim (empty if none
@@ -176,8 +190,7 @@ class Context:
         if not dxs or self.age is None:
             return frozenset()
         pcs = tuple(normalize_code(p.code) for p in self.coded.pcs_procedures)
-        claim = self.mce_claim(dxs[0], tuple(dxs[1:]), pcs)
-        return self.codesets.mce_claim_edits(claim) or frozenset()
+        return self.mce_edits(dxs[0], tuple(dxs[1:]), pcs) or frozenset()
 
 
 Check = Callable[[Context], Iterator[Hit]]

@@ -130,6 +130,7 @@ def exact_dates(codesets: CodeSets) -> CodeSets:
     mce = codesets._mce
     mce.edits = mce._edits  # type: ignore[method-assign]
     mce.claim_edits = mce._claim_edits  # type: ignore[method-assign]
+    mce.claim_edits_of = mce._ask  # type: ignore[method-assign]
     codesets.icd10cm = codesets._icd10cm  # type: ignore[method-assign]
     return codesets
 

@@ -24,7 +24,7 @@ def _codes_raising(ctx: Context, edit: str) -> Iterator[tuple[int, str]]:
         return
     for i, dx in enumerate(ctx.coded.diagnoses):
         code = normalize_code(dx.code)
-        if edit in (ctx.codesets.mce_claim_edits(ctx.mce_claim(code)) or ()):
+        if edit in (ctx.mce_edits(code) or ()):
             yield i, code
 
 
