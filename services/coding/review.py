@@ -346,11 +346,16 @@ class ReviewFlow:
         encounter adds, and publish it."""
         enc = coded.encounter
         key, year = patient_key(enc), enc.service_end.year
-        if self.by_patient and (earlier := history.history(key, year, enc.encounter_id)):
-            # With no other encounter of the member's year, the HCCs the encounter was coded
-            # with (on its own codes: ``_history`` is empty by patient) are already the year's.
-            coded = self.coder.with_history(coded, earlier)
-        history.record_risk(key, year, enc.encounter_id, self.coder.risk_codes(coded))
+        recorded = True  # not known: what the encounter contributed before is replaced
+        if self.by_patient:
+            earlier, recorded = history.year_of(key, year, enc.encounter_id)
+            if earlier:
+                # With no other encounter of the member's year, the HCCs the encounter was
+                # coded with (on its own codes: ``_history`` is empty by patient) are
+                # already the year's.
+                coded = self.coder.with_history(coded, earlier)
+        codes = self.coder.risk_codes(coded)
+        history.record_risk(key, year, enc.encounter_id, codes, recorded=recorded)
         return [(CODED, coded.encounter_id, without_note(coded))]
 
 

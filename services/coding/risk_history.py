@@ -51,10 +51,37 @@ class RiskHistory(ChangelogStore):
         # orders str as SQLite's BINARY collation orders TEXT: the same list.
         return sorted({r[0] for r in rows})
 
-    def record_risk(self, key: str, year: int, encounter_id: str, codes: Iterable[str]) -> None:
-        """Set the codes an encounter contributes (replacing what it contributed before)."""
+    def year_of(self, key: str, year: int, encounter_id: str) -> tuple[list[str], bool]:
+        """``history``, and whether the encounter has codes recorded already (for
+        ``record_risk``), in one query."""
+        earlier: set[str] = set()
+        recorded = False
+        for eid, code in self.db.execute(
+            "SELECT encounter_id, code FROM risk_dx WHERE patient_key = ? AND year = ?",
+            (key, year),
+        ):
+            if eid == encounter_id:
+                recorded = True
+            else:
+                earlier.add(code)
+        return sorted(earlier), recorded
+
+    def record_risk(
+        self,
+        key: str,
+        year: int,
+        encounter_id: str,
+        codes: Iterable[str],
+        *,
+        recorded: bool = True,
+    ) -> None:
+        """Set the codes an encounter contributes (replacing what it contributed before).
+        ``recorded`` False: the encounter is known to have none (``year_of``, in this
+        input's savepoint), so there is nothing to delete (most encounters are new)."""
         codes = sorted(set(codes))
-        self._replace(key, year, encounter_id, codes)
+        if recorded:
+            self._delete(key, year, encounter_id)
+        self._insert(key, year, encounter_id, codes)
         if self.changelog:
             self.log_change(_SEP.join((key, str(year), encounter_id)), json.dumps(codes).encode())
 
@@ -64,10 +91,16 @@ class RiskHistory(ChangelogStore):
         self._replace(patient, int(year), encounter_id, json.loads(value) if value else [])
 
     def _replace(self, key: str, year: int, encounter_id: str, codes: list[str]) -> None:
+        self._delete(key, year, encounter_id)
+        self._insert(key, year, encounter_id, codes)
+
+    def _delete(self, key: str, year: int, encounter_id: str) -> None:
         self.db.execute(
             "DELETE FROM risk_dx WHERE patient_key = ? AND year = ? AND encounter_id = ?",
             (key, year, encounter_id),
         )
+
+    def _insert(self, key: str, year: int, encounter_id: str, codes: list[str]) -> None:
         self.db.executemany(
             "INSERT OR IGNORE INTO risk_dx VALUES (?, ?, ?, ?)",
             [(key, year, encounter_id, c) for c in codes],

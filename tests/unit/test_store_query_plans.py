@@ -73,6 +73,7 @@ def test_coding_reads_and_replaces_risk_history_by_index(tmp_path: Path) -> None
             store.record_risk("P1", 2026, "E1", ["E11.9", "I10"])
             store.record_risk("P1", 2026, "E2", ["N18.3"])
         assert store.history("P1", 2026, "E2") == ["E11.9", "I10"]
+        assert store.year_of("P1", 2026, "E2") == (["E11.9", "I10"], True)
 
     assert whole_table_scans(store.db, work) == {}
 

@@ -1,0 +1,50 @@
+"""The risk step reads a member's year once and deletes nothing for a new encounter.
+
+``RiskHistory.year_of`` gives the member's codes from other encounters (judge:
+``history``, the query before) and whether the encounter has codes recorded (judge: a
+query for its rows); ``record_risk(..., recorded=False)`` after it leaves the store and
+its change records as the general ``record_risk`` does. Over random members, years and
+encounters, with replays, empty contributions and encounters recorded again.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from services.coding.risk_history import RiskHistory
+
+CODES = ["E119", "I10", "I5022", "N184", "J449", "E785", "F329", "C50911"]
+
+
+def rows(store: RiskHistory) -> list[tuple[object, ...]]:
+    return store.db.execute("SELECT * FROM risk_dx ORDER BY 1, 2, 3, 4").fetchall()
+
+
+def test_year_of_and_record_risk_are_the_general_paths(tmp_path: Path) -> None:
+    rng = random.Random(11)
+    fast = RiskHistory(tmp_path / "fast.sqlite3", changelog=True)
+    judge = RiskHistory(tmp_path / "judge.sqlite3", changelog=True)
+    news = 0
+    for n in range(3000):
+        key, year = f"member-{rng.randrange(60)}", rng.choice([2025, 2026])
+        encounter_id = f"ENC-{rng.randrange(900)}"
+        earlier, recorded = fast.year_of(key, year, encounter_id)
+        assert earlier == judge.history(key, year, encounter_id)
+        own = judge.db.execute(
+            "SELECT 1 FROM risk_dx WHERE patient_key = ? AND year = ? AND encounter_id = ?",
+            (key, year, encounter_id),
+        ).fetchone()
+        assert recorded == (own is not None)
+        news += not recorded
+        codes = rng.sample(CODES, rng.randrange(4)) * rng.randrange(1, 3)
+        fast.record_risk(key, year, encounter_id, codes, recorded=recorded)
+        judge.record_risk(key, year, encounter_id, codes)
+        if n % 100 == 0:
+            assert rows(fast) == rows(judge)
+            assert fast.take_changes() == judge.take_changes()
+            fast.commit()
+            judge.commit()
+    assert rows(fast) == rows(judge)
+    assert fast.take_changes() == judge.take_changes()
+    assert 100 < news < 3000
