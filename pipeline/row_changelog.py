@@ -115,6 +115,7 @@ class RowChangelogStore(ChangelogStore):
         *,
         changelog: bool = True,
         bulky: Mapping[str, Sequence[str]] | None = None,
+        page_size: int | None = None,
     ) -> None:
         self.tables = tuple(tables)
         self.logged = changelog
@@ -122,7 +123,7 @@ class RowChangelogStore(ChangelogStore):
         unknown = set(self.bulky) - set(self.tables)
         if unknown:
             raise ValueError(f"bulky columns named for tables not logged: {sorted(unknown)}")
-        super().__init__(path, schema)
+        super().__init__(path, schema, page_size=page_size)
         self.db.execute("PRAGMA recursive_triggers=ON")
         self._columns = {
             t: [str(r[1]) for r in self.db.execute(f"PRAGMA table_info({t})")] for t in self.tables

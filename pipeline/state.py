@@ -211,17 +211,34 @@ class Savepoint:
             store.input_undone(self.mark)
 
 
-class BatchStore:
-    """Base of the stateful stages' stores: one connection, one transaction per batch."""
+WAL_CHECKPOINT_BYTES = 1000 * 4096
+"""What SQLite's write-ahead log holds before it is checkpointed by default (1000 pages of
+4 KB): kept for a store created with smaller pages (``BatchStore``'s ``page_size``)."""
 
-    def __init__(self, path: Path | str, schema: str) -> None:
+
+class BatchStore:
+    """Base of the stateful stages' stores: one connection, one transaction per batch.
+
+    ``page_size``: the page size of a file this creates (SQLite's default when None). A
+    file that exists keeps the size it was created with (a file in WAL mode cannot change
+    it), and opens as before: no migration. Its write-ahead log is then checkpointed once
+    it holds ``WAL_CHECKPOINT_BYTES``, whatever the file's page size (SQLite counts pages)."""
+
+    def __init__(self, path: Path | str, schema: str, *, page_size: int | None = None) -> None:
+        if page_size is not None and (not 512 <= page_size <= 65536 or page_size & (page_size - 1)):
+            raise ValueError(f"page_size {page_size}: a power of two from 512 to 65536")
         # One runner thread uses a store at a time, not always the thread that opened it.
         # A replay may share the live service's state folder: wait for its lock, do not fail.
         self.db = sqlite3.connect(
             private_sqlite(path), isolation_level="DEFERRED", check_same_thread=False, timeout=30
         )
         try:
+            if page_size is not None:  # before anything is written: only a new file takes it
+                self.db.execute(f"PRAGMA page_size={page_size}")
             self.db.execute("PRAGMA journal_mode=WAL")
+            if page_size is not None:
+                size = self.db.execute("PRAGMA page_size").fetchone()[0]
+                self.db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_BYTES // size}")
             self.db.execute("PRAGMA synchronous=NORMAL")
             # Deleted rows (pruned PHI) are overwritten with zeros, not left in free pages.
             self.db.execute("PRAGMA secure_delete=ON")
@@ -279,8 +296,8 @@ class ChangelogStore(BatchStore):
     ``take_changes()`` with the batch's output, and records how far this file has applied
     the changelog (``set_position``) in the same transaction as the batch's writes."""
 
-    def __init__(self, path: Path | str, schema: str) -> None:
-        super().__init__(path, schema + _CHANGELOG_SCHEMA)
+    def __init__(self, path: Path | str, schema: str, *, page_size: int | None = None) -> None:
+        super().__init__(path, schema + _CHANGELOG_SCHEMA, page_size=page_size)
         self._changes: list[Change] = []
 
     def log_change(self, key: str, value: bytes | None) -> None:

@@ -43,6 +43,7 @@ from pathlib import Path
 from pipeline.models import utcnow
 from pipeline.row_changelog import RowChangelogStore
 from pipeline.state import StateError, private_sqlite
+from services.claims.parsed import STORE_PAGE_SIZE
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counter (
@@ -307,7 +308,12 @@ class PartitionNumbers(_Reads, RowChangelogStore):
         if not 0 <= partition < partitions:
             raise ValueError(f"partition {partition} of {partitions}")
         super().__init__(
-            path, _SCHEMA, TABLES, changelog=changelog, bulky={"interchanges": ("text",)}
+            path,
+            _SCHEMA,
+            TABLES,
+            changelog=changelog,
+            bulky={"interchanges": ("text",)},
+            page_size=STORE_PAGE_SIZE,
         )
         self.partition = partition
         self.partitions = partitions

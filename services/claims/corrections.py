@@ -62,7 +62,7 @@ from services.claims.domain import (
     submitted_claim,
     write_interchange,
 )
-from services.claims.parsed import Parsed, avro_text, read_text
+from services.claims.parsed import STORE_PAGE_SIZE, Parsed, avro_text, read_text
 from services.claims.x12_837_common import Frequency
 from services.refdata.masterdata import MasterData
 
@@ -326,7 +326,12 @@ class SubmittedClaims(RowChangelogStore):
 
     def __init__(self, path: Path | str, *, changelog: bool = False) -> None:
         super().__init__(
-            path, _SCHEMA, self.TABLES, changelog=changelog, bulky={"submitted": ("billed",)}
+            path,
+            _SCHEMA,
+            self.TABLES,
+            changelog=changelog,
+            bulky={"submitted": ("billed",)},
+            page_size=STORE_PAGE_SIZE,
         )
         self._parsed = Parsed.of_topic(VERDICTS, ValidatedEncounter, self.PARSED_MAX)
 

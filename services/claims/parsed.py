@@ -10,7 +10,7 @@ whether from a file of that version or restored from its changelog records.
 
 ``Parsed`` keeps models by the text a store wrote them as, so that reading one back soon
 after does not parse it again (content-addressed: a text always reads as the model kept
-under it).
+under it). ``STORE_PAGE_SIZE``: the page size of the stores' files.
 """
 
 from __future__ import annotations
@@ -76,3 +76,13 @@ class Parsed(Generic[M]):
         self._by_text.move_to_end(text)
         while len(self._by_text) > self.most:
             self._by_text.popitem(last=False)
+
+
+STORE_PAGE_SIZE = 2048
+"""The page size of a claims store file when it is created (SQLite's default is 4096). Its
+indexes are keyed by random ids (claim, encounter and event ids): once an index has more
+leaf pages than a batch inserts keys, each insert dirties a leaf page of its own, and every
+dirtied page is written whole to the write-ahead log at the commit. Pages half as large
+write half those bytes, so a batch's cost stays nearer a fresh store's as history grows
+(1 KB pages cost more CPU: rows such as a billed verdict then spill over several pages).
+A file that exists keeps the page size it was created with (``BatchStore``)."""

@@ -39,7 +39,7 @@ from services.claims.domain import (
     claim_id_for,
     claim_type_for,
 )
-from services.claims.parsed import Parsed, avro_text
+from services.claims.parsed import STORE_PAGE_SIZE, Parsed, avro_text
 from services.claims.x12_837_common import ClaimInput
 from services.refdata.masterdata import MasterData
 
@@ -190,7 +190,7 @@ class CobLedger(RowChangelogStore):
     PARSED_MAX = 2048
 
     def __init__(self, path: Path | str, *, changelog: bool = False) -> None:
-        super().__init__(path, _SCHEMA, self.TABLES, changelog=changelog)
+        super().__init__(path, _SCHEMA, self.TABLES, changelog=changelog, page_size=STORE_PAGE_SIZE)
         self._parsed = Parsed.of_topic(POSTINGS, RemittancePosting, self.PARSED_MAX)
 
     @classmethod

@@ -89,6 +89,17 @@ def tables(claims: ClaimsStage, partition: int) -> dict[str, Any]:
     return out
 
 
+def restore(claims: ClaimsStage, records: Records, partition: int) -> None:
+    """The partition's stores rebuilt from its change records alone, as the runner does."""
+    for store in claims.partitioned_stores():
+        part = store.open(partition)
+        for key, value in records[(store.name, partition)]:
+            with part.atomic():
+                part.apply(key, value)
+        part.take_changes()
+        part.commit()
+
+
 def test_a_partition_rebuilt_from_its_change_records_answers_as_its_first_owner(
     tmp_path: Path,
 ) -> None:
@@ -133,13 +144,7 @@ def test_a_partition_rebuilt_from_its_change_records_answers_as_its_first_owner(
 
     # Partition 1 moves: a second stage restores it from the change records alone.
     second, _ = stage(tmp_path / "second")
-    for store in second.partitioned_stores():
-        part = store.open(1)
-        for key, value in records[(store.name, 1)]:
-            with part.atomic():
-                part.apply(key, value)
-        part.take_changes()
-        part.commit()
+    restore(second, records, 1)
     assert tables(second, 1) == tables(first, 1)
 
     # The new owner: Medicare's 835 bills the Medigap plan, once.
