@@ -4,15 +4,17 @@
 ``history``, the query before) and whether the encounter has codes recorded (judge: a
 query for its rows); ``record_risk(..., recorded=False)`` after it leaves the store and
 its change records as the general ``record_risk`` does. Over random members, years and
-encounters, with replays, empty contributions and encounters recorded again.
+encounters, with replays, empty contributions and encounters recorded again. A change
+record is what ``json.dumps`` writes of the codes, whatever they hold.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
-from services.coding.risk_history import RiskHistory
+from services.coding.risk_history import RiskHistory, change_record
 
 CODES = ["E119", "I10", "I5022", "N184", "J449", "E785", "F329", "C50911"]
 
@@ -48,3 +50,24 @@ def test_year_of_and_record_risk_are_the_general_paths(tmp_path: Path) -> None:
     assert rows(fast) == rows(judge)
     assert fast.take_changes() == judge.take_changes()
     assert 100 < news < 3000
+
+
+def test_change_records_are_json_dumps() -> None:
+    rng = random.Random(5)
+    odd = [
+        "",
+        "E11.9",
+        'a"b',
+        "back\\slash",
+        "tab\tnew\nline",
+        "é",
+        "\u2028",
+        "\ud800",
+        "😀",
+        "\x00\x1f",
+    ]
+    lists = [[], ["E119"], CODES, odd] + [
+        rng.sample(CODES + odd, rng.randrange(6)) for _ in range(500)
+    ]
+    for codes in lists:
+        assert change_record(codes) == json.dumps(codes).encode(), codes
