@@ -113,11 +113,11 @@ class DocumentedService(Model):
     code: str | None = Field(default=None, min_length=1)
     system: Literal["cpt", "hcpcs", "icd10pcs", "snomed"] | None = None
     display: str | None = None
-    modifiers: list[str] = []
+    modifiers: list[str] = Field(default_factory=list)
     units: float = Field(default=1.0, gt=0)
     charge: Money = Field(ge=0)
     service_date: date | None = None
-    dx_refs: list[str] = []
+    dx_refs: list[str] = Field(default_factory=list)
     revenue_code: str | None = None
     claim_type: ClaimType | None = None
     non_covered_charge: Money | None = Field(default=None, ge=0)
@@ -191,21 +191,23 @@ class Encounter(Model):
     discharge_time: time | None = None
     patient: Patient
     coverage: Coverage
-    other_coverages: list[Coverage] = []  # secondary, tertiary … in order after the primary
+    other_coverages: list[Coverage] = Field(
+        default_factory=list
+    )  # secondary, tertiary … in order after the primary
     billing_provider: Provider
     rendering_provider: Provider | None = None
     attending_provider: Provider | None = None
     operating_provider: Provider | None = None
     professional_billing_provider: Provider | None = None
     facility: Facility | None = None
-    occurrence_codes: list[Occurrence] = []
-    occurrence_spans: list[OccurrenceSpan] = []
-    value_codes: list[ValueCode] = []
-    condition_codes: list[str] = []
+    occurrence_codes: list[Occurrence] = Field(default_factory=list)
+    occurrence_spans: list[OccurrenceSpan] = Field(default_factory=list)
+    value_codes: list[ValueCode] = Field(default_factory=list)
+    condition_codes: list[str] = Field(default_factory=list)
     diagnoses: list[DocumentedDiagnosis]
     services: list[DocumentedService]
     note_text: str | None = None
-    notes: list[EncounterNote] = []
+    notes: list[EncounterNote] = Field(default_factory=list)
 
 
 # --- encounters.coded.v1, coding.review.v1 (schema v2) -----------------------------------
@@ -244,7 +246,7 @@ class ServiceLine(Model):
     line_number: int
     code: str | None = None
     code_system: Literal["CPT", "HCPCS"] | None = None
-    modifiers: list[str] = []
+    modifiers: list[str] = Field(default_factory=list)
     units: float
     charge: Money
     dx_pointers: list[int]
@@ -268,17 +270,17 @@ class CodedEncounter(Model):
     encounter_id: str
     encounter: Encounter
     diagnoses: list[CodedDiagnosis]
-    pcs_procedures: list[CodedProcedure] = []
+    pcs_procedures: list[CodedProcedure] = Field(default_factory=list)
     lines: list[ServiceLine]
     em_level: str | None = None
     drg: Drg | None = None
     type_of_bill: str | None = None
-    hcc: list[str] = []
+    hcc: list[str] = Field(default_factory=list)
     hcc_risk_score: float | None = None
     hcc_model: str | None = None
     code_set_version: str
     confidence: float
-    review_reasons: list[str] = []
+    review_reasons: list[str] = Field(default_factory=list)
     coded_at: datetime
 
 
@@ -305,8 +307,8 @@ class CoderDecision(Model):
     encounter_id: str = Field(min_length=1)
     coder_id: str = Field(min_length=1)
     action: Literal["confirm", "amend"]
-    diagnoses: list[DecidedDiagnosis] = []
-    pcs_procedures: list[str] = []
+    diagnoses: list[DecidedDiagnosis] = Field(default_factory=list)
+    pcs_procedures: list[str] = Field(default_factory=list)
     note: str | None = None
     decided_at: datetime
 
@@ -413,7 +415,7 @@ class PostedLine(Model):
     line: int
     qualifier: str
     procedure: str
-    modifiers: list[str] = []
+    modifiers: list[str] = Field(default_factory=list)
     revenue_code: str | None = None
     charge: Money
     paid: Money
@@ -421,7 +423,7 @@ class PostedLine(Model):
     original_procedure: str | None = None
     line_control_number: str | None = None
     service_date: date | None = None
-    adjustments: list[LineAdjustment] = []
+    adjustments: list[LineAdjustment] = Field(default_factory=list)
 
 
 class RemittancePosting(Model):
@@ -438,16 +440,16 @@ class RemittancePosting(Model):
     expected: Money | None = None
     variance: Money | None = None
     adjustments: list[Adjustment]
-    remark_codes: list[str] = []
+    remark_codes: list[str] = Field(default_factory=list)
     payment_trace: str | None = None
     payment_date: date | None = None
     file_id: str
     posted_at: datetime
     payer_sequence: int | None = None
     crossover_payer: str | None = None
-    warnings: list[str] = []
-    lines: list[PostedLine] = []
-    claim_adjustments: list[LineAdjustment] = []
+    warnings: list[str] = Field(default_factory=list)
+    lines: list[PostedLine] = Field(default_factory=list)
+    claim_adjustments: list[LineAdjustment] = Field(default_factory=list)
 
 
 # --- intake.raw.v1 and dead letters ------------------------------------------------------
@@ -469,7 +471,7 @@ class DeadLetter(Model):
     source_offset: int
     key: str | None = None
     value: bytes | None = None
-    headers: dict[str, bytes] = {}
+    headers: dict[str, bytes] = Field(default_factory=dict)
     error_class: str
     error_message: str
     field: str | None = None
@@ -526,14 +528,14 @@ class RemittanceException(Model):
     payment_trace: str | None = None
     transaction_control_number: str | None = None
     payment_amount: Money | None = None
-    claims: list[ExceptionClaim] = []
-    errors: list[str] = []
+    claims: list[ExceptionClaim] = Field(default_factory=list)
+    errors: list[str] = Field(default_factory=list)
     source_partition: int | None = None
     source_offset: int | None = None
     body: bytes | None = None
     received_at: datetime
     detected_at: datetime
-    warnings: list[str] = []
+    warnings: list[str] = Field(default_factory=list)
 
 
 # --- remittance.denials.v1 ---------------------------------------------------------------
@@ -591,10 +593,10 @@ class DeniedLine(Model):
     line: int
     procedure: str
     original_procedure: str | None = None
-    modifiers: list[str] = []
+    modifiers: list[str] = Field(default_factory=list)
     charge: Money
     paid: Money
-    carcs: list[str] = []
+    carcs: list[str] = Field(default_factory=list)
 
 
 class Denial(Model):
@@ -612,8 +614,8 @@ class Denial(Model):
     next_action: str
     resubmit_frequency: str | None = None
     reasons: list[DenialReason]
-    remarks: list[RemarkCode] = []
-    lines: list[DeniedLine] = []
+    remarks: list[RemarkCode] = Field(default_factory=list)
+    lines: list[DeniedLine] = Field(default_factory=list)
     total_charge: Money
     paid: Money
     patient_responsibility: Money
@@ -734,7 +736,7 @@ class CodingAudit(Model):
     billed: bool
     setting: str
     codes: list[AuditedCode]
-    corrected_codes: list[str] = []
+    corrected_codes: list[str] = Field(default_factory=list)
     auditor_id: str | None = None
     queued_at: datetime
     audited_at: datetime | None = None
@@ -752,7 +754,7 @@ class AuditResult(Model):
     encounter_id: str = Field(min_length=1)
     auditor_id: str = Field(min_length=1)
     outcome: Literal["agree", "corrected"]
-    diagnoses: list[AuditDiagnosis] = []
+    diagnoses: list[AuditDiagnosis] = Field(default_factory=list)
     note: str | None = None
     audited_at: datetime
 
@@ -793,7 +795,7 @@ class ClaimPaymentRecord(Model):
     payment_amount: Money | None = None
     sequence: int = 0
     occurrence: int = 0
-    warnings: list[str] = []
+    warnings: list[str] = Field(default_factory=list)
     payment: str | None = None
     adjustment: PlbAdjustment | None = None
 
@@ -815,8 +817,8 @@ class PayerPaymentRecord(Model):
     payment_amount: Money
     claims_paid: Money
     claim_count: int
-    claims: list[PaidClaimReference] = []
-    provider_adjustments: list[PlbAdjustment] = []
+    claims: list[PaidClaimReference] = Field(default_factory=list)
+    provider_adjustments: list[PlbAdjustment] = Field(default_factory=list)
     received_at: datetime
 
 

@@ -176,9 +176,13 @@ def _builder(cls: type[BaseModel]) -> Build | None:
     ]
     items = []
     for i, (name, info) in enumerate(cls.model_fields.items()):
-        if info.default_factory is not None or info.alias not in (None, name):
+        if info.alias not in (None, name):
             return None
         default = info.default
+        if info.default_factory is list:
+            default = []  # made afresh below, as the factory would
+        elif info.default_factory is not None:
+            return None
         if type(default) is list and default:
             return None  # only an empty list default is made afresh below
         try:
