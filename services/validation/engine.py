@@ -156,31 +156,29 @@ class Context:
             return int(ub04.STILL_A_PATIENT)  # an interim bill: the patient is still in
         return int(raw) if raw.isdigit() else None
 
+    @_once
+    def mce_patient(self) -> tuple[date, int, int, int]:
+        """What the MCE is told of this claim besides its codes: the date, the patient's
+        age, sex and the discharge status (the editor's defaults where one is unknown)."""
+        return (
+            self.on,
+            self.age if self.age is not None else 0,
+            _SEX.get(self.coded.encounter.patient.sex, 2),
+            self.discharge_status or 1,
+        )
+
     def mce_claim(self, pdx: str, sdx: tuple[str, ...] = (), pcs: tuple[str, ...] = ()) -> MceClaim:
         """An MCE question with this patient's age, sex and discharge status."""
+        on, age, sex, discharge_status = self.mce_patient
         return MceClaim(
-            on=self.on,
-            age=self.age if self.age is not None else 0,
-            sex=_SEX.get(self.coded.encounter.patient.sex, 2),
-            discharge_status=self.discharge_status or 1,
-            pdx=pdx,
-            sdx=sdx,
-            pcs=pcs,
+            on=on, age=age, sex=sex, discharge_status=discharge_status, pdx=pdx, sdx=sdx, pcs=pcs
         )
 
     def mce_edits(
         self, pdx: str, sdx: tuple[str, ...] = (), pcs: tuple[str, ...] = ()
     ) -> frozenset[str] | None:
         """The MCE's edits for ``mce_claim(pdx, sdx, pcs)``, asked without building it."""
-        return self.codesets.mce_edits_of(
-            self.on,
-            self.age if self.age is not None else 0,
-            _SEX.get(self.coded.encounter.patient.sex, 2),
-            self.discharge_status or 1,
-            pdx,
-            sdx,
-            pcs,
-        )
+        return self.codesets.mce_edits_of(*self.mce_patient, pdx, sdx, pcs)
 
     @_once
     def mce(self) -> frozenset[str]:
