@@ -82,6 +82,18 @@ RESTORED = Counter(
     "Changelog records applied to stores on partition assignment",
     ["service", "store"],
 )
+GC_SWEEP_SECONDS = Histogram(
+    "claimflow_gc_sweep_seconds",
+    "CPU time of one sweep: a full collection of the process's objects, frozen ones included "
+    "(the stage handles nothing meanwhile)",
+    ["service"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+GC_SWEPT = Counter(
+    "claimflow_gc_swept_objects_total",
+    "Objects in reference cycles that only a sweep freed (garbage that waited since the last one)",
+    ["service"],
+)
 STORAGE_BLOCKED = Gauge(
     "claimflow_storage_blocked",
     "1 while the service takes no input because its state volume is full or cannot be written",

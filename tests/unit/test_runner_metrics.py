@@ -191,6 +191,46 @@ def test_a_batch_s_inputs_are_freed_by_reference_counting_once_produced(tmp_path
         assert stage.seen and all(ref() is None for ref in stage.seen)
 
 
+def test_what_a_batch_leaves_alive_is_frozen_and_the_sweep_frees_the_cycles_it_kept() -> None:
+    """In a fresh interpreter (freezing is per process): a batch's survivors (a cache it
+    filled) are out of the collector's sight after it, so a collection no longer walks them;
+    a reference cycle the batch dropped is not lost, the sweep frees it; what the sweep
+    leaves alive is frozen again, and what was freed by reference counting stays freed."""
+    script = """
+import gc, weakref
+from pipeline.stage import collector_paused, sweep
+
+class Node:
+    pass
+
+cache = {}
+with collector_paused(freeze=True):
+    for i in range(20_000):
+        cache[i] = [str(i)]  # kept by the stage after the batch
+    dropped = Node(); dropped.self = dropped
+    cycle = weakref.ref(dropped); del dropped
+    freed = Node()
+    gone = weakref.ref(freed); del freed
+assert gc.isenabled()
+assert gone() is None, "reference counting frees as before"
+assert gc.get_freeze_count() > 20_000, gc.get_freeze_count()
+assert len(gc.get_objects()) < 1_000, len(gc.get_objects())
+gc.collect()
+assert cycle() is not None, "a frozen cycle waits for the sweep"
+assert sweep() >= 1
+assert cycle() is None, "the sweep frees it"
+assert gc.get_freeze_count() > 20_000 and len(gc.get_objects()) < 1_000
+with collector_paused():  # without freeze: as before, nothing frozen
+    more = [[i] for i in range(5_000)]
+assert len(gc.get_objects()) >= 5_000
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
 def test_start_up_is_frozen_once_and_its_garbage_collected_first() -> None:
     """In a fresh interpreter (freezing is per process): collections are rare while start-up
     loads and back to the usual pace after it; what start-up keeps is out of the
