@@ -32,14 +32,8 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from pipeline.errors import InputError
-from pipeline.models import (
-    ClaimPaymentRecord,
-    PaidClaimReference,
-    PayerFile,
-    PayerPaymentRecord,
-    PlbAdjustment,
-    event_id,
-)
+from pipeline.models import ClaimPaymentRecord, PayerFile, PayerPaymentRecord, event_id
+from pipeline.serde import model_builder
 from services.remittance.era import ClaimPayment, Read835, decode_x12, read_835
 from services.remittance.exceptions import (
     Output,
@@ -49,7 +43,7 @@ from services.remittance.exceptions import (
     looks_like_x12,
     predetermination,
 )
-from services.remittance.posting import Postable, payer_of, triage
+from services.remittance.posting import Postable, _cents, payer_of, triage
 
 STAGE = "remittance"
 VERSION = "v1"
@@ -112,32 +106,35 @@ def claim_payment_record(
 ) -> ClaimPaymentRecord:
     remit = payment.remittance
     claim_id = clp.patient_control_number
-    return ClaimPaymentRecord(
-        event_id=event_id(
-            claim_id,
-            f"{file.payer_id}:{file.file_id}",
-            remit.transaction_control_number,
-            remit.trace_number,
-            str(occurrence),
-            "claim-payment",
-            STAGE,
-            VERSION,
-        ),
-        kind="payment",
-        claim_id=claim_id,
-        payer_id=file.payer_id,
-        file_id=file.file_id,
-        received_at=file.received_at,
-        source_partition=source[0] if source else None,
-        source_offset=source[1] if source else None,
-        transaction_control_number=remit.transaction_control_number,
-        payment_trace=remit.trace_number,
-        payment_date=remit.payment_date,
-        payment_amount=remit.net_payment,
-        sequence=sequence,
-        occurrence=occurrence,
-        warnings=[*read.warnings, *remit.warnings],
-        payment=_remember(claim_payment_json(clp), clp),
+    return _build_claim_payment(
+        {
+            "event_id": event_id(
+                claim_id,
+                f"{file.payer_id}:{file.file_id}",
+                remit.transaction_control_number,
+                remit.trace_number,
+                str(occurrence),
+                "claim-payment",
+                STAGE,
+                VERSION,
+            ),
+            "kind": "payment",
+            "claim_id": claim_id,
+            "payer_id": file.payer_id,
+            "file_id": file.file_id,
+            "received_at": file.received_at,
+            "source_partition": source[0] if source else None,
+            "source_offset": source[1] if source else None,
+            "transaction_control_number": remit.transaction_control_number,
+            "payment_trace": remit.trace_number,
+            "payment_date": remit.payment_date,
+            "payment_amount": _cents(remit.net_payment),
+            "sequence": sequence,
+            "occurrence": occurrence,
+            "warnings": [*read.warnings, *remit.warnings],
+            "payment": _remember(claim_payment_json(clp), clp),
+            "adjustment": None,
+        }
     )
 
 
@@ -148,44 +145,57 @@ def payer_payment_record(file: PayerFile, payment: Postable) -> PayerPaymentReco
     remit = payment.remittance
     payer_id = payer_of(remit)
     references = [
-        PaidClaimReference(
-            claim_id=c.patient_control_number,
-            payer_claim_control_number=c.payer_claim_control_number,
-        )
+        {
+            "claim_id": c.patient_control_number,
+            "payer_claim_control_number": c.payer_claim_control_number,
+        }
         for c in remit.claims
     ]
     adjustments = [
-        PlbAdjustment(
-            seq=seq,
-            provider_id=plb.provider_id,
-            fiscal_period_end=plb.fiscal_period_end,
-            reason=plb.reason,
-            reference=plb.reference,
-            amount=plb.amount,
-        )
+        {
+            "seq": seq,
+            "provider_id": plb.provider_id,
+            "fiscal_period_end": plb.fiscal_period_end,
+            "reason": plb.reason,
+            "reference": plb.reference,
+            "amount": _cents(plb.amount),
+            "claim_id": None,
+        }
         for seq, plb in enumerate(remit.provider_adjustments)
     ]
-    return PayerPaymentRecord(
-        event_id=event_id(
-            payer_id,
-            remit.trace_number,
-            remit.transaction_control_number,
-            "payer-payment",
-            STAGE,
-            VERSION,
-        ),
-        payer_id=payer_id,
-        file_payer_id=file.payer_id,
-        file_id=file.file_id,
-        payment_trace=remit.trace_number,
-        transaction_control_number=remit.transaction_control_number,
-        payment_amount=remit.net_payment,
-        claims_paid=remit.claims_paid,
-        claim_count=len(remit.claims),
-        claims=references,
-        provider_adjustments=adjustments,
-        received_at=file.received_at,
+    return _build_payer_payment(
+        {
+            "event_id": event_id(
+                payer_id,
+                remit.trace_number,
+                remit.transaction_control_number,
+                "payer-payment",
+                STAGE,
+                VERSION,
+            ),
+            "payer_id": payer_id,
+            "file_payer_id": file.payer_id,
+            "file_id": file.file_id,
+            "payment_trace": remit.trace_number,
+            "transaction_control_number": remit.transaction_control_number,
+            "payment_amount": _cents(remit.net_payment),
+            "claims_paid": _cents(remit.claims_paid),
+            "claim_count": len(remit.claims),
+            "claims": references,
+            "provider_adjustments": adjustments,
+            "received_at": file.received_at,
+        }
     )
+
+
+# The split's records are built from values of the types their fields hold (the 835 as read,
+# the payer file as validated when it came in, the money in cents as ``Money`` gives it):
+# validating them again cost 3.8 us a claim payment record (1.1 without), and took a payer
+# payment record from 10.4 us to 6.7. tests/unit/test_remittance_split_records.py compares
+# them with the validated build on every payment of the corpus: equal, the same JSON, the
+# same Avro bytes.
+_build_claim_payment = model_builder(ClaimPaymentRecord)
+_build_payer_payment = model_builder(PayerPaymentRecord)
 
 
 # --- a CLP loop as JSON and back -----------------------------------------------------------

@@ -86,3 +86,29 @@ def test_a_write_off_in_the_console_settles_its_claim() -> None:
                                  claim_id="CF0001")  # fmt: skip
     with pytest.raises(InputError, match="only a write-off"):
         actions.written_off(appeal, "87726")
+
+
+@pytest.mark.parametrize("status", ["paid", "partially_paid", "denied", "reversed"])
+@pytest.mark.parametrize("encounter_id", ["ehr:enc-1", None])
+def test_a_settlement_is_the_one_validation_builds(status: str, encounter_id: str | None) -> None:
+    """``settlement_for`` builds the event without validating it again; the validated build
+    it replaced is the judge: equal, the same JSON, the same Avro bytes."""
+    from pipeline.models import ClaimSettled, event_id
+    from services.remittance.settlement import SETTLES
+
+    made = posting(status).model_copy(update={"encounter_id": encounter_id})
+    settled = settlement_for(made)
+    judged = ClaimSettled(
+        event_id=event_id(made.event_id, "settled", "remittance", "v1"),
+        claim_id=made.claim_id,
+        encounter_id=made.encounter_id,
+        payer_id=made.payer_id,
+        status=SETTLES[made.status],
+        posting_event_id=made.event_id,
+        settled_at=made.posted_at,
+    )
+    assert settled == judged and repr(settled) == repr(judged)
+    assert settled is not None and settled.model_dump_json() == judged.model_dump_json()
+    reg = registry()
+    topic = "remittance.settled.v1"
+    assert reg.encode(topic, settled) == reg.encode(topic, judged)
