@@ -19,7 +19,6 @@ leave lines out), so it is a warning, not an error.
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import logging
@@ -122,22 +121,33 @@ def _quantity_of(raw: str, seg: Segment, pos: int) -> Decimal | None:
 def _date(seg: Segment, pos: int, warnings: list[str] | None = None) -> date | None:
     """A CCYYMMDD date; an impossible one changes no amount, so with ``warnings`` it is
     noted there and read as absent (without, it is an error)."""
-    raw = seg.el(pos).strip()
+    return _date_of(seg.el(pos), seg, pos, warnings)
+
+
+# An 835 repeats a handful of dates thousands of times; strptime is the slow part. Each text
+# read is kept with its date (only dates: an impossible one is refused again each time).
+_DATES: dict[str, date] = {}
+
+
+def _date_of(text: str, seg: Segment, pos: int, warnings: list[str] | None = None) -> date | None:
+    """``_date`` of element ``pos`` of ``seg``, whose text is ``text``."""
+    found = _DATES.get(text)
+    if found is not None:
+        return found
+    raw = text.strip()
     if not raw:
         return None
     try:
-        return _ccyymmdd(raw)
+        found = datetime.strptime(raw, "%Y%m%d").date()
     except ValueError:
         if warnings is None:
             raise InputError(seg.ref(pos), f"not a CCYYMMDD date: {raw!r}") from None
         warnings.append(f"{seg.ref(pos)} {raw!r} is not a CCYYMMDD date: read as absent")
         return None
-
-
-@functools.lru_cache(maxsize=4096)
-def _ccyymmdd(raw: str) -> date:
-    # An 835 repeats a handful of dates thousands of times; strptime is the slow part.
-    return datetime.strptime(raw, "%Y%m%d").date()
+    if len(_DATES) >= _AMOUNTS_KEPT:
+        _DATES.clear()
+    _DATES[text] = found
+    return found
 
 
 # --- the remittance model -----------------------------------------------------------------
@@ -532,11 +542,10 @@ def _cas(seg: Segment, e: tuple[str, ...]) -> list[CasAdjustment]:
 
 
 def _svc(seg: Segment, e: tuple[str, ...]) -> dict[str, Any]:
-    components = seg.components
-    billed = components[0] + _PAD if components else _PAD
+    billed = seg.comps(1) + _PAD
     if not billed[1]:
         raise InputError("SVC01", "composite medical procedure identifier is required")
-    adjudicated = components[5] + _PAD if len(components) > 5 else _PAD
+    adjudicated = seg.comps(6) + _PAD
     original = adjudicated[1] or None
     if original is None and e[5]:
         raise InputError("SVC06", "the original procedure composite has no procedure code")
@@ -765,7 +774,12 @@ def _parse_transaction(segments: list[Segment], isa_control: str) -> Remittance:
     for seg in segments[1:]:
         sid = seg.id
         if claim is not None and sid not in _OUTSIDE_CLAIMS:
-            claim.take(seg)
+            # ``claim.take(seg)``, written out: most of a file's segments are a claim's
+            if claim.error is None:
+                try:
+                    _claim_segment(claim, seg, seg.elements + _PAD)
+                except InputError as exc:
+                    claim.error, claim.error_field = f"segment {seg.line} {exc}", exc.field
             continue
         if sid == "BPR":
             bpr = seg
@@ -853,15 +867,15 @@ def _claim_segment(claim: _ClaimBuilder, seg: Segment, e: tuple[str, ...]) -> No
         qualifier = e[0]
         if line is not None:
             if qualifier == "472" or qualifier == "150":
-                line["service_date"] = _date(seg, 2, claim.warnings)
+                line["service_date"] = _date_of(e[1], seg, 2, claim.warnings)
             elif qualifier == "151":
-                line["service_end"] = _date(seg, 2, claim.warnings)
+                line["service_end"] = _date_of(e[1], seg, 2, claim.warnings)
         elif qualifier == "232":
-            claim.names["statement_start"] = _date(seg, 2, claim.warnings)
+            claim.names["statement_start"] = _date_of(e[1], seg, 2, claim.warnings)
         elif qualifier == "233":
-            claim.names["statement_end"] = _date(seg, 2, claim.warnings)
+            claim.names["statement_end"] = _date_of(e[1], seg, 2, claim.warnings)
         elif qualifier == "050":
-            claim.names["received_date"] = _date(seg, 2, claim.warnings)
+            claim.names["received_date"] = _date_of(e[1], seg, 2, claim.warnings)
     elif sid == "CAS":
         if line is None:
             claim.adjustments.extend(_cas(seg, e))

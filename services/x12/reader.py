@@ -90,7 +90,13 @@ class Segment:
 
     def comps(self, pos: int) -> tuple[str, ...]:
         """Every component of element ``pos``, () when absent."""
-        return self.components[pos - 1] if 0 < pos <= len(self.elements) else ()
+        if not 0 < pos <= len(self.elements):
+            return ()
+        if self._components is None and self._sub is not None:
+            # That element split alone, not all of them (an 835 reader asks for SVC01 and
+            # SVC06 of a segment of seven elements): what ``components`` has at ``pos``.
+            return tuple(self.elements[pos - 1].split(self._sub))
+        return self.components[pos - 1]
 
     def ref(self, pos: int) -> str:
         """The reference designator of element ``pos``, e.g. CLP03, for error messages."""

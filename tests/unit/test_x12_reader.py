@@ -104,3 +104,21 @@ def test_arbitrary_text(text: str) -> None:
 def test_mutated_documents(data: st.DataObject, kind: str) -> None:
     values = ["", "X", ":", "^", " ", "\r\n", "ISA", "IEA", "GE", "SE"]
     same(mutate(documents()[kind], data, values, blanks=("", " ", "\r\n", " SE*1*1")))
+
+
+@pytest.mark.parametrize("name", sorted(real_documents()))
+def test_one_elements_components_are_those_of_all_of_them(name: str) -> None:
+    """``comps`` splits the one element asked for (``components`` splits them all): the
+    same components, before and after ``components`` was asked, and for a segment pyx12
+    read."""
+    text = reader._check_isa(real_documents()[name])
+    for seg, judge in zip(reader._split(text) or [], reader._read_pyx12(text), strict=True):
+        for pos in range(-1, len(seg.elements) + 3):
+            whole = judge.components[pos - 1] if 0 < pos <= len(judge.elements) else ()
+            assert seg.comps(pos) == whole
+            assert judge.comps(pos) == whole
+        for pos in range(-1, len(seg.elements) + 3):
+            seg.components  # noqa: B018 - now split, all of them
+            assert seg.comps(pos) == (
+                seg.components[pos - 1] if 0 < pos <= len(seg.elements) else ()
+            )
