@@ -1,7 +1,7 @@
 """A posting built from the values it holds is the posting validation built.
 
-``posting.post`` builds the ``RemittancePosting`` (its adjustments, lines and their
-adjustments) with the trusted builder instead of validating each model: the values come from
+``posting.post`` makes the ``RemittancePosting`` (its adjustments, lines and their
+adjustments) from its values without validating each model: the values come from
 the 835 as read and from the claim as validated when it came in, the money in cents as
 ``Money`` gives it. The judge is the validated build it replaced, kept below: on every claim
 payment of the 835 fixtures, the public sample 835 and the payer simulator's 835s for both
