@@ -96,3 +96,29 @@ def test_a_frozen_model_s_fields_set_is_shared_and_never_changed() -> None:
     assert pickle.loads(pickle.dumps(a)) == a
     assert shared == before
     assert b.__pydantic_fields_set__ == before
+
+
+STAMP = fastavro.parse_schema(
+    {
+        "type": "record",
+        "name": "Stamp",
+        "namespace": "test",
+        "fields": [{"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}}],
+    }
+)
+
+
+def test_a_timestamp_from_the_instant_kept_reads_as_fastavro_reads_it() -> None:
+    read = pipeline_reader(STAMP)  # type: ignore[arg-type]
+    millis = []
+    for base in (2**34, 1_795_000_000_000 & ~0x1FFF, 2**40 - 8192, 2**41 - 8192):
+        millis += [base + low for low in (0, 1, 63, 64, 65, 4095, 4096, 8127, 8128, 8191)]
+    millis += [2**34 - 1, 2**41, -1, -(2**40), 0, 5, 10**13]  # other lengths, negative
+    for at in millis * 2:  # the second time from the instant kept
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, STAMP, {"at": at})
+        data = buf.getvalue()
+        expected = fastavro.schemaless_reader(io.BytesIO(data), STAMP)
+        assert difference(expected, read(data, 0)) is None, at
+        for cut in range(len(data)):
+            assert generated_or_error(read, data[:cut]) == "error"
