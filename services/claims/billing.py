@@ -288,8 +288,10 @@ class Billing(Generic[S]):
         self._verdict_of = {id(source): verdict for source, verdict in verdicts}
         # What the corrections store said before each verdict, to undo it for a refusal.
         before: list[list[tuple[object, ...]]] = []
-        for source, verdict in verdicts:
-            stored = self.submitted.look(verdict)
+        looked = self.submitted.look_many([verdict for _, verdict in verdicts])
+        for (source, verdict), found in zip(verdicts, looked, strict=True):
+            # A verdict of an encounter the batch holds twice is read after the first.
+            stored = found if found is not None else self.submitted.look(verdict)
             before.append(stored.rows)
             try:
                 raw = encoded(source) if encoded is not None else None

@@ -38,10 +38,12 @@ claim bills the verdict as it came. The JSON older versions kept is still read.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -295,6 +297,31 @@ FROM settled WHERE claim_id IN (?, ?)
 ``snapshot`` reads, then whether its claim event was refused), 1 a pruned part, 2 the
 verdict answered, 3 a settled claim of a part."""
 
+LOOK_CHUNK = 200
+"""Verdicts read by one query of ``SubmittedClaims.look_many`` (five parameters each)."""
+
+
+@lru_cache(maxsize=64)
+def _look_many(keys: int, events: int, claims: int) -> str:
+    """``_LOOK`` for ``keys`` encounter parts, ``events`` verdict events and ``claims`` claim
+    ids (the parts' keys are bound twice: submitted, then pruned)."""
+
+    def marks(n: int) -> str:
+        return ", ".join("?" * n)
+
+    return f"""
+SELECT 0, s.encounter_id, s.claim_id, s.frequency, s.claim_event_id,
+    s.payer_claim_control_number, s.billed, r.claim_event_id IS NOT NULL
+FROM submitted s LEFT JOIN rejected r ON r.claim_event_id = s.claim_event_id
+WHERE s.encounter_id IN ({marks(keys)})
+UNION ALL SELECT 1, encounter_id, claim_id, settled_at, NULL, NULL, NULL, NULL
+FROM pruned WHERE encounter_id IN ({marks(keys)})
+UNION ALL SELECT 2, verdict_event_id, NULL, NULL, NULL, NULL, NULL, NULL
+FROM answered WHERE verdict_event_id IN ({marks(events)})
+UNION ALL SELECT 3, claim_id, NULL, NULL, NULL, NULL, NULL, NULL
+FROM settled WHERE claim_id IN ({marks(claims)})
+"""
+
 
 class ClaimPruned(InputError):
     """A verdict or posting for a claim whose stored verdict was pruned after its retention
@@ -361,6 +388,60 @@ class SubmittedClaims(RowChangelogStore):
             else:
                 settled.add(row[0])
         return Stored(answered, submitted, frozenset(refused), pruned, frozenset(settled))
+
+    def look_many(self, verdicts: Sequence[ValidatedEncounter]) -> list[Stored | None]:
+        """``look`` of each of ``verdicts``, read together (a batch's verdicts: one query per
+        ``LOOK_CHUNK`` instead of one each, which cost 4% of the claims stage's time in
+        its benchmark with history). None for a verdict whose encounter or event id another
+        of them shares: what it finds depends on what the one before it writes, so the
+        caller looks it up in its turn. The others are answered before any of them is, and
+        answering one writes only the rows of its own encounter's parts and event (its
+        ``answered``, ``submitted`` and ``settled`` rows), which no other reads."""
+        encounters = Counter(v.encounter_id for v in verdicts)
+        events = Counter(v.event_id for v in verdicts)
+        alone = [
+            i
+            for i, v in enumerate(verdicts)
+            if encounters[v.encounter_id] == 1 and events[v.event_id] == 1
+        ]
+        out: list[Stored | None] = [None] * len(verdicts)
+        for start in range(0, len(alone), LOOK_CHUNK):
+            chunk = alone[start : start + LOOK_CHUNK]
+            of_key: dict[str, int] = {}
+            of_claim: dict[str, int] = {}
+            of_event: dict[str, int] = {}
+            for i in chunk:
+                verdict = verdicts[i]
+                of_event[verdict.event_id] = i
+                for key in (verdict.encounter_id, f"{verdict.encounter_id}/{PROFESSIONAL_PART}"):
+                    of_key[key] = i
+                    of_claim[claim_id_for(key)] = i
+            answered: set[int] = set()
+            rows: dict[int, list[tuple[object, ...]]] = {i: [] for i in chunk}
+            refused: dict[int, set[str]] = {i: set() for i in chunk}
+            pruned: dict[int, dict[str, tuple[str, float]]] = {i: {} for i in chunk}
+            settled: dict[int, set[str]] = {i: set() for i in chunk}
+            found = self.db.execute(
+                _look_many(len(of_key), len(of_event), len(of_claim)),
+                (*of_key, *of_key, *of_event, *of_claim),
+            )
+            for kind, *row in found.fetchall():
+                if kind == 0:
+                    i = of_key[row[0]]
+                    rows[i].append(tuple(row[:6]))
+                    if row[6]:
+                        refused[i].add(row[0])
+                elif kind == 1:
+                    pruned[of_key[row[0]]][row[0]] = (row[1], row[2])
+                elif kind == 2:
+                    answered.add(of_event[row[0]])
+                else:
+                    settled[of_claim[row[0]]].add(row[0])
+            for i in chunk:
+                out[i] = Stored(
+                    i in answered, rows[i], frozenset(refused[i]), pruned[i], frozenset(settled[i])
+                )
+        return out
 
     def _prior_in(self, stored: Stored, key: str) -> PriorClaim | None:
         """``prior`` of the part ``key``, from what ``look`` read."""

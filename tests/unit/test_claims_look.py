@@ -13,6 +13,7 @@ import pytest
 from sim_corpus import validated
 
 from pipeline.models import ValidatedEncounter, event_id
+from services.claims import corrections
 from services.claims.corrections import (
     ClaimPruned,
     SubmittedClaims,
@@ -76,6 +77,26 @@ def same_reads(store: SubmittedClaims, verdict: ValidatedEncounter) -> None:
         assert (claim_id_for(key) in stored.settled) == (row.fetchone() is not None)
 
 
+def same_looks(store: SubmittedClaims, verdicts: list[ValidatedEncounter]) -> None:
+    """``look_many`` gives each verdict what ``look`` gives it, or None for a verdict whose
+    encounter or event id another shares (read in its turn)."""
+    encounters = [v.encounter_id for v in verdicts]
+    events = [v.event_id for v in verdicts]
+    for verdict, stored in zip(verdicts, store.look_many(verdicts), strict=True):
+        if encounters.count(verdict.encounter_id) > 1 or events.count(verdict.event_id) > 1:
+            assert stored is None
+            continue
+        assert stored is not None
+        want = store.look(verdict)
+        assert (stored.answered, stored.refused, stored.pruned, stored.settled) == (
+            want.answered,
+            want.refused,
+            want.pruned,
+            want.settled,
+        )
+        assert sorted(map(repr, stored.rows)) == sorted(map(repr, want.rows))
+
+
 class Pair:
     """Two stores fed the same: one answers through ``look``, one through the reference."""
 
@@ -102,7 +123,9 @@ def changed(verdict: ValidatedEncounter, what: str, **update: object) -> Validat
 
 
 @pytest.mark.parametrize("mix", ["office", "all"])
-def test_one_read_answers_every_verdict_as_the_reads_one_by_one(tmp_path: Path, mix: str) -> None:
+def test_one_read_answers_every_verdict_as_the_reads_one_by_one(
+    tmp_path: Path, mix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     corpus = validated(mix)
     pair = Pair(tmp_path)
     planned = [pair.answer(v) for v in corpus]
@@ -131,6 +154,11 @@ def test_one_read_answers_every_verdict_as_the_reads_one_by_one(tmp_path: Path, 
         "INSERT INTO pruned VALUES (?, ?, 1.0, 3.0)", [(key, claim) for key, claim, _ in pruned]
     )
 
+    # Read together: the whole corpus (more verdicts than one query reads), and with
+    # verdicts of one encounter twice.
+    monkeypatch.setattr(corrections, "LOOK_CHUNK", 40)
+    same_looks(pair.new, corpus)
+    same_looks(pair.new, [*corpus[:5], changed(corpus[0], "again"), corpus[3]])
     # Replayed (same content), changed (replacements), rejected now (voids), billable again.
     kinds: set[object] = set()
     for verdict in corpus:
@@ -142,3 +170,4 @@ def test_one_read_answers_every_verdict_as_the_reads_one_by_one(tmp_path: Path, 
             result = pair.answer(again)
             kinds |= {r[2] if isinstance(r, tuple) else r for r in result}
     assert {"1", "7", "8", "pruned"} <= kinds
+    same_looks(pair.new, [changed(v, "later") for v in corpus])
