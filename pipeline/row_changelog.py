@@ -75,6 +75,26 @@ def _triggers(table: str, bulky: Sequence[str]) -> str:
 
 
 _QUOTE = encode_basestring_ascii
+_PLAIN = bytes(c for c in range(0x20, 0x7F) if c not in b'"\\')
+"""The characters ``json.dumps`` writes as they are (printable ASCII but the quote and the
+backslash): every other one is escaped."""
+_LONG = 256
+"""From this length a text is looked at for characters to escape before it is escaped."""
+
+
+def _quote(value: str) -> str:
+    """``encode_basestring_ascii(value)``, which looks at each character in turn: 6 us for a
+    stored verdict (3 KB of base64), 22 us for 12 KB of 837, most of a change record's
+    cost. A long ASCII text is first looked at whole (``bytes.translate``, 1.5 us for the
+    verdict): one with nothing to escape is quoted as it is, one whose only characters to
+    escape are new lines (an 837) has them replaced; anything else is escaped as before."""
+    if len(value) >= _LONG and value.isascii():
+        escaped = value.encode("ascii").translate(None, _PLAIN)
+        if not escaped:
+            return '"' + value + '"'
+        if escaped.count(b"\n") == len(escaped):
+            return '"' + value.replace("\n", "\\n") + '"'
+    return _QUOTE(value)
 
 
 def row_record(keys: Sequence[str | None], row: Sequence[object]) -> bytes | None:
@@ -87,7 +107,7 @@ def row_record(keys: Sequence[str | None], row: Sequence[object]) -> bytes | Non
         if key is None:
             continue
         if isinstance(value, str):
-            parts.append(key + _QUOTE(value))
+            parts.append(key + (_QUOTE(value) if len(value) < _LONG else _quote(value)))
         elif value is None:
             parts.append(key + "null")
         elif isinstance(value, bool):
