@@ -238,6 +238,18 @@ def _change_writer(table: str, columns: tuple[str, ...]) -> Callable[[dict[str, 
     return env["change"]  # type: ignore[no-any-return]
 
 
+#: ``Prior`` of a claim without postings from its payer: each sum ZERO.
+_NO_PRIOR = Prior(ZERO, ZERO, ZERO, ZERO)
+
+
+def _references_json(references: Sequence[tuple[str, str]]) -> str:
+    """``json.dumps([list(r) for r in references])``, written out for (str, str) pairs (a
+    payment's claim references; the encoder cost 1% of remittance's CPU)."""
+    if all(type(ref) is str and type(claim) is str for ref, claim in references):
+        return "[" + ", ".join([f"[{_escape(r)}, {_escape(c)}]" for r, c in references]) + "]"
+    return json.dumps([list(r) for r in references])
+
+
 @dataclass(frozen=True)
 class Waiting:
     """A claim payment waiting for its claim."""
@@ -577,6 +589,8 @@ class Ledger(ChangelogStore):
             "WHERE claim_id = ? AND payer_id = ? AND charge IS NOT NULL",
             (claim_id, payer_id),
         ).fetchall()
+        if not rows:  # most claims: what four sums of nothing give, without summing
+            return _NO_PRIOR
         sums = [sum((Decimal(row[i] or 0) for row in rows), ZERO) for i in range(4)]
         return Prior(*sums)
 
@@ -675,7 +689,7 @@ class Ledger(ChangelogStore):
         if self.changelog:
             key, value = _change_writer("payments", columns)(row)
             if references and value is not None:
-                refs = json.dumps([list(r) for r in references]).encode()
+                refs = _references_json(references).encode()
                 value = b'%s, "%s": %s}' % (value[:-1], _REFS.encode(), refs)
             self.log_change(key, value)
         for item in applied:

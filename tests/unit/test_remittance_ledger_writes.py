@@ -258,3 +258,33 @@ ODD = 'M\u00dcLLER "Q" \\ \x00\x1f\t\u2028 \U0001f600'
 def test_a_change_record_is_the_json_of_odd_values(row: dict[str, Any]) -> None:
     table = "claims" if "encounter_id" in row else "posted" if "status" in row else "waiting"
     assert ledger_module._change_writer(table, tuple(row))(row) == reference_change(table, row)
+
+
+@pytest.mark.parametrize(
+    "references",
+    [
+        FIRST,
+        SECOND,
+        [("PCN\u00e91", "PCN1"), ('IC"N\\1', "P\nCN1"), ("\U0001f600", "\x00")],
+        [("PCN1", 7), (None, "PCN2")],  # not strings: the encoder's own text
+        [],
+    ],
+)
+def test_a_payments_references_are_written_as_the_encoder_writes_them(
+    references: list[tuple[Any, Any]],
+) -> None:
+    """The references of a payment's change record, written out: ``json.dumps`` (the judge)."""
+    judged = json.dumps([list(r) for r in references])
+    assert ledger_module._references_json(references) == judged
+
+
+def test_a_claim_without_postings_has_the_prior_the_sums_give(tmp_path: Path) -> None:
+    """``prior`` of a claim its payer never posted: the four sums of nothing, as before."""
+    from services.remittance.era import ZERO
+    from services.remittance.posting import Prior
+
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    prior = ledger.prior("CF404", PAYER)
+    assert prior == Prior(*[sum((), ZERO) for _ in range(4)])
+    assert [str(v) for v in vars(prior).values()] == ["0.00"] * 4
+    ledger.close()
