@@ -303,7 +303,7 @@ def post(
     adjustments: list[Adjustment] = []
     claim_adjustments: list[LineAdjustment] = []
     for a in claim_payment.adjustments:
-        amount = _cents(a.amount)
+        amount = cents(a.amount)
         quantity = float(a.quantity) if a.quantity is not None else None
         adjustments.append(_adjustment(a.group, a.reason, amount, None))
         claim_adjustments.append(_line_adjustment(a.group, a.reason, amount, quantity))
@@ -311,7 +311,7 @@ def post(
     for number, line in enumerate(claim_payment.service_lines, start=1):
         line_adjustments: list[LineAdjustment] = []
         for a in line.adjustments:
-            amount = _cents(a.amount)
+            amount = cents(a.amount)
             quantity = float(a.quantity) if a.quantity is not None else None
             adjustments.append(_adjustment(a.group, a.reason, amount, number))
             line_adjustments.append(_line_adjustment(a.group, a.reason, amount, quantity))
@@ -322,8 +322,8 @@ def post(
                 line.procedure,
                 list(line.modifiers),
                 line.revenue_code,
-                _cents(line.charge),
-                _cents(line.paid),
+                cents(line.charge),
+                cents(line.paid),
                 float(line.units) if line.units is not None else None,
                 line.original_procedure,
                 line.line_control_number,
@@ -339,11 +339,11 @@ def post(
         payer_claim_control_number=claim_payment.payer_claim_control_number,
         claim_status_code=claim_payment.status_code,
         status=status,
-        total_charge=_cents(claim_payment.charge),
-        paid=_cents(claim_payment.paid),
-        patient_responsibility=_cents(claim_payment.patient_responsibility),
-        expected=None if expected is None else _cents(expected),
-        variance=None if variance is None else _cents(variance),
+        total_charge=cents(claim_payment.charge),
+        paid=cents(claim_payment.paid),
+        patient_responsibility=cents(claim_payment.patient_responsibility),
+        expected=None if expected is None else cents(expected),
+        variance=None if variance is None else cents(variance),
         adjustments=adjustments,
         remark_codes=claim_payment.all_remark_codes(),
         payment_trace=payment_trace,
@@ -374,7 +374,7 @@ _SET_EXTRA = BaseModel.__dict__["__pydantic_extra__"].__set__
 _SET_PRIVATE = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
-def _maker(model: type[BaseModel]) -> Callable[..., Any]:
+def model_maker(model: type[BaseModel]) -> Callable[..., Any]:
     """A function that makes ``model`` from its fields' values (positional or by name, every
     field given), unvalidated, with its slots set as ``model_builder`` sets them."""
     names = list(model.model_fields)
@@ -401,13 +401,13 @@ def _maker(model: type[BaseModel]) -> Callable[..., Any]:
     return env["make"]  # type: ignore[no-any-return]
 
 
-_posting = _maker(RemittancePosting)
-_posted_line = _maker(PostedLine)
-_adjustment = _maker(Adjustment)
-_line_adjustment = _maker(LineAdjustment)
+_posting = model_maker(RemittancePosting)
+_posted_line = model_maker(PostedLine)
+_adjustment = model_maker(Adjustment)
+_line_adjustment = model_maker(LineAdjustment)
 
 
-def _cents(value: Decimal) -> Decimal:
+def cents(value: Decimal) -> Decimal:
     """An amount as ``pipeline.models.Money`` holds it."""
     return value.quantize(_CENT, rounding=ROUND_HALF_UP)
 

@@ -43,7 +43,7 @@ from services.remittance.exceptions import (
     looks_like_x12,
     predetermination,
 )
-from services.remittance.posting import Postable, _cents, payer_of, triage
+from services.remittance.posting import Postable, cents, payer_of, triage
 
 STAGE = "remittance"
 VERSION = "v1"
@@ -128,7 +128,7 @@ def claim_payment_record(
             "transaction_control_number": remit.transaction_control_number,
             "payment_trace": remit.trace_number,
             "payment_date": remit.payment_date,
-            "payment_amount": _cents(remit.net_payment),
+            "payment_amount": cents(remit.net_payment),
             "sequence": sequence,
             "occurrence": occurrence,
             "warnings": [*read.warnings, *remit.warnings],
@@ -158,7 +158,7 @@ def payer_payment_record(file: PayerFile, payment: Postable) -> PayerPaymentReco
             "fiscal_period_end": plb.fiscal_period_end,
             "reason": plb.reason,
             "reference": plb.reference,
-            "amount": _cents(plb.amount),
+            "amount": cents(plb.amount),
             "claim_id": None,
         }
         for seq, plb in enumerate(remit.provider_adjustments)
@@ -178,8 +178,8 @@ def payer_payment_record(file: PayerFile, payment: Postable) -> PayerPaymentReco
             "file_id": file.file_id,
             "payment_trace": remit.trace_number,
             "transaction_control_number": remit.transaction_control_number,
-            "payment_amount": _cents(remit.net_payment),
-            "claims_paid": _cents(remit.claims_paid),
+            "payment_amount": cents(remit.net_payment),
+            "claims_paid": cents(remit.claims_paid),
             "claim_count": len(remit.claims),
             "claims": references,
             "provider_adjustments": adjustments,
