@@ -59,6 +59,7 @@ from services.claims.domain import (
 )
 from services.claims.secondary import (
     CobLedger,
+    bills_none,
     coverages_of,
     next_claim,
     part_key,
@@ -571,7 +572,11 @@ class Billing(Generic[S]):
         self.cob.record(encounter_id, position, posting, encoded)
         if self.cob.billed(encounter_id, position + 1) is not None:
             return None  # a redelivered or corrected posting: the next payer is billed
-        earlier = self.cob.earlier(encounter_id, position)
+        earlier = (
+            []
+            if bills_none(posting, position, coverages)
+            else self.cob.earlier(encounter_id, position)
+        )
         found = next_claim(posting, verdict, prior.claim_id, earlier, master, coverages)
         if found.planned is None:
             self.outcomes["cob_not_billed"] += 1

@@ -1,0 +1,54 @@
+"""A posting that bills no next payer whatever the earlier payers' adjudications are (a
+reversal, a crossover, the last payer, nothing left: ``secondary.bills_none``) is answered
+without reading them from the COB ledger. Judged on the postings of the simulator's
+encounters of both mixes through the claims stage: for each such posting, ``next_claim``
+gives the same answer with or without the earlier adjudications it would have read, and
+``bills_none`` never holds for a posting that bills the next payer."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from sim_corpus import MIXES, validated
+
+import bench.bench_claims_stage as claims_bench
+from pipeline.models import Coverage, RemittancePosting, ValidatedEncounter
+from services.claims import billing
+from services.claims.secondary import bills_none, next_claim, position_of
+
+
+@pytest.mark.parametrize("mix", MIXES)
+def test_a_posting_that_bills_none_is_answered_without_the_earlier_adjudications(
+    monkeypatch: pytest.MonkeyPatch, mix: str
+) -> None:
+    seen: Counter[str] = Counter()
+
+    def judged(
+        posting: RemittancePosting,
+        verdict: ValidatedEncounter,
+        primary: str,
+        earlier: Sequence[RemittancePosting],
+        master: Any,
+        coverages: Sequence[Coverage],
+    ) -> Any:
+        found = next_claim(posting, verdict, primary, earlier, master, coverages)
+        position = position_of(posting.payer_id, coverages)
+        assert position is not None
+        if bills_none(posting, position, coverages):
+            seen["none"] += 1
+            assert found.planned is None
+            # The same answer whatever the payers before it adjudicated.
+            for before in ([], [posting] * (position - 1), [posting] * position):
+                assert next_claim(posting, verdict, primary, before, master, coverages) == found
+        else:
+            seen["read"] += 1
+            seen["billed"] += found.planned is not None
+        return found
+
+    monkeypatch.setattr(billing, "next_claim", judged)
+    claims_bench.run(list(validated(mix)))
+    assert seen["none"] > seen["read"] > 0
+    assert seen["billed"] > 0
