@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring_ascii
+from operator import itemgetter
 from pathlib import Path
 
 from pipeline.state import Change, ChangelogStore
@@ -75,6 +76,7 @@ def _triggers(table: str, bulky: Sequence[str]) -> str:
 
 
 _QUOTE = encode_basestring_ascii
+_first_note = itemgetter(0)
 _PLAIN = bytes(c for c in range(0x20, 0x7F) if c not in b'"\\')
 """The characters ``json.dumps`` writes as they are (printable ASCII but the quote and the
 backslash): every other one is escaped."""
@@ -195,8 +197,9 @@ class RowChangelogStore(ChangelogStore):
     def _changes_query(self) -> str:
         """One query for every touched row of every table: (first note, table index, rowid,
         full, whether the row exists, its columns in table order (the bulky ones only for a
-        full record), NULLs up to the widest table), in the order each row was first
-        touched. A row touched twice is one record, full if any statement logged it whole."""
+        full record), NULLs up to the widest table), to sort by first note (the order each
+        row was first touched). A row touched twice is one record, full if any statement
+        logged it whole."""
         width = max((len(c) for c in self._columns.values()), default=0)
         parts = []
         for index, table in enumerate(self.tables):
@@ -214,7 +217,10 @@ class RowChangelogStore(ChangelogStore):
             )
         if not parts:
             return "SELECT NULL WHERE 0"
-        return " UNION ALL ".join(parts) + " ORDER BY 1"
+        # In the order of the first notes, sorted here (``take_changes``): not by SQLite,
+        # whose sorter copied every row, 837 texts and stored verdicts too (the query took
+        # 19 ms per 600 encounters of the claims stage benchmark, 14 ms without).
+        return " UNION ALL ".join(parts)
 
     def has_changes(self) -> bool:
         if not self.logged or self.db.total_changes == self._quiet:
@@ -226,6 +232,7 @@ class RowChangelogStore(ChangelogStore):
         if not self.logged or self.db.total_changes == self._quiet:
             return []  # no statement changed a row since the notes were last taken
         rows = self.db.execute(self._changes_sql).fetchall()
+        rows.sort(key=_first_note)  # each row's first note is its own: a total order
         out: list[Change] = []
         for row in rows:
             table = self.tables[row[1]]
