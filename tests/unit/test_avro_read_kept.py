@@ -17,7 +17,7 @@ from test_avro_read import GOLDEN, SHAPES, shapes_value, usual
 
 from pipeline import avro_read
 from pipeline.avro_read import KEPT, difference, reader_for
-from pipeline.models import CodedEncounter, Model
+from pipeline.models import CodedEncounter, Facility, Model
 from pipeline.serde import HEADER_LEN, registry
 
 REG = registry()
@@ -148,3 +148,38 @@ def test_stepping_over_a_value_ends_where_reading_it_ends() -> None:
     source = "\n".join(["def step(b, p):", *gen.skip(array, "    "), "    return p"])
     exec(compile(source, "<step over an array>", "exec"), gen.env)  # noqa: S102
     assert gen.env["step"](blocks + b"x", 0) == len(blocks)
+
+
+def test_a_kept_record_is_found_by_the_bytes_it_starts_with() -> None:
+    # Twelve billing providers that start alike (the same NPI and name: one start, more
+    # records than it lists), and a facility shorter than the start looked up (what follows
+    # it, the notes, differs from datum to datum): each the same object wherever its bytes
+    # are, every datum read as the usual path reads it.
+    read = fresh_reader()
+    value = golden()
+    enc = value.encounter
+    assert enc.billing_provider.address is not None
+    raws = []
+    for i in range(12):
+        address = enc.billing_provider.address.model_copy(update={"line1": f"{i} MAIN ST"})
+        provider = enc.billing_provider.model_copy(update={"address": address})
+        changed = enc.model_copy(
+            update={
+                "billing_provider": provider,
+                "facility": Facility(name="X"),
+                "note_text": f"note {i}",
+            }
+        )
+        raws.append(REG.encode(TOPIC, value.model_copy(update={"encounter": changed})))
+    assert len(Facility(name="X").model_dump()) == 3 and avro_read.KEPT_PREFIX > 4
+    first = [read(raw, HEADER_LEN) for raw in raws]
+    for _ in range(2):
+        for raw, before in zip(raws, first, strict=True):
+            again = read(raw, HEADER_LEN)
+            assert difference(usual(TOPIC, raw), again) is None
+            assert again.encounter.billing_provider is before.encounter.billing_provider
+            assert again.encounter.facility is first[0].encounter.facility
+    providers = {id(v.encounter.billing_provider) for v in first}
+    assert len(providers) == 12
+    starts = [v for k, v in read.__globals__.items() if k.startswith("records_by_prefix")]
+    assert max(len(listed) for table in starts for listed in table.values()) == 8
