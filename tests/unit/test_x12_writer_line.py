@@ -5,7 +5,7 @@ times are written as strftime writes them."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from functools import partial
 from typing import Any
 
@@ -118,3 +118,15 @@ def test_short_and_long_years(year: int) -> None:
     isa, gs, *_ = edi.interchange(envelope, [[edi.seg("ST", "837", "0001")]])
     assert isa.split("*")[9:11] == [created.strftime("%y%m%d"), created.strftime("%H%M")]
     assert gs.split("*")[4:6] == [created.strftime("%Y%m%d"), created.strftime("%H%M")]
+
+
+def test_d8_writes_what_strftime_writes() -> None:
+    days = [date(1, 1, 1), date(999, 12, 31), date(1000, 1, 1), date(1969, 7, 20)]
+    days += [date(1900, 1, 1) + timedelta(days=n) for n in range(0, 60000, 7)]
+    for day in days * 2:  # written, then kept
+        assert edi.d8(day) == day.strftime("%Y%m%d")
+    # A time is a date too: written by its own day, never kept for an equal time elsewhere.
+    late = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)
+    early_east = datetime(2026, 3, 2, 1, 30, tzinfo=timezone(timedelta(hours=2)))
+    assert late == early_east
+    assert (edi.d8(late), edi.d8(early_east)) == ("20260301", "20260302")
