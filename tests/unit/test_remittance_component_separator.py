@@ -5,7 +5,9 @@ segment whose text holds neither "SVC" nor "PLB" is passed over unsplit. The fun
 was stays here as the judge: on every 835 of the corpus (the fixtures, the public sample,
 the simulator's), each also with another character declared in ISA16 (what the function is
 for), with line breaks after the terminators, and with "SVC" and "PLB" inside other
-segments' elements, both give the same text and warning.
+segments' elements, both give the same text and warning. The segments it looks at are
+then found where "SVC" and "PLB" are, not by splitting the whole file (the SVCs first: the
+result does not depend on the order), except when the terminator could be part of them.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ def _variants(text: str) -> list[str]:
         out.append(text[:104] + "^" + text[105:].replace(terminator, terminator + "\r\n"))
         out.append(text.replace("NM1*", "NM1*SVC*PLB*", 1))
         out.append(text.replace("*HC:", "* SVC*HC>", 1).replace("*HC:", "*HC>"))
+        # A terminator that could be part of "SVC" or "PLB" (no reader takes it, but the
+        # segments are then found by splitting, as before)
+        for odd in ("S", "B"):
+            out.append(text[:105] + text[105:].replace(terminator, odd))
     return out
 
 
