@@ -46,6 +46,7 @@ from pipeline.models import (
 )
 from services.remittance.era import (
     ZERO,
+    CasAdjustment,
     ClaimDefect,
     ClaimPayment,
     ProviderAdjustment,
@@ -303,18 +304,16 @@ def post(
     adjustments: list[Adjustment] = []
     claim_adjustments: list[LineAdjustment] = []
     for a in claim_payment.adjustments:
-        amount = cents(a.amount)
-        quantity = float(a.quantity) if a.quantity is not None else None
-        adjustments.append(_adjustment(a.group, a.reason, amount, None))
-        claim_adjustments.append(_line_adjustment(a.group, a.reason, amount, quantity))
+        adjustment, line_adjustment = _cas_models(a, None)
+        adjustments.append(adjustment)
+        claim_adjustments.append(line_adjustment)
     lines: list[PostedLine] = []
     for number, line in enumerate(claim_payment.service_lines, start=1):
         line_adjustments: list[LineAdjustment] = []
         for a in line.adjustments:
-            amount = cents(a.amount)
-            quantity = float(a.quantity) if a.quantity is not None else None
-            adjustments.append(_adjustment(a.group, a.reason, amount, number))
-            line_adjustments.append(_line_adjustment(a.group, a.reason, amount, quantity))
+            adjustment, line_adjustment = _cas_models(a, number)
+            adjustments.append(adjustment)
+            line_adjustments.append(line_adjustment)
         lines.append(
             _posted_line(
                 number,
@@ -405,6 +404,35 @@ _posting = model_maker(RemittancePosting)
 _posted_line = model_maker(PostedLine)
 _adjustment = model_maker(Adjustment)
 _line_adjustment = model_maker(LineAdjustment)
+
+
+# A CAS triplet as the posting carries it, twice: in its adjustments (``Adjustment``, with
+# the line) and in the claim's or the line's (``LineAdjustment``, with the quantity); each
+# amount in cents once for both. The models are frozen values, and an 835 repeats the same
+# triplets (a fee schedule's contractual adjustment per code and payer: 6,140 triplets of the
+# stage bench's 835s are 1,670 distinct): the two made for a triplet are kept, by its
+# group, reason and line and the very amount and quantity objects the reader made (it
+# keeps one per text, ``era._money_of``), which the entry holds so that no other object can
+# take their ids while it is kept. A triplet read from a record's JSON has objects of its
+# own: made again, as any triplet not kept.
+_CAS_KEPT = 8192
+_CAS_MODELS: dict[tuple[Any, ...], tuple[Any, Any, Adjustment, LineAdjustment]] = {}
+
+
+def _cas_models(a: CasAdjustment, line: int | None) -> tuple[Adjustment, LineAdjustment]:
+    """The posting's two models of CAS triplet ``a`` (of ``line``, or of the claim: None)."""
+    key = (a.group, a.reason, id(a.amount), id(a.quantity), line)
+    kept = _CAS_MODELS.get(key)
+    if kept is not None and kept[0] is a.amount and kept[1] is a.quantity:
+        return kept[2], kept[3]
+    amount = cents(a.amount)
+    quantity = float(a.quantity) if a.quantity is not None else None
+    adjustment = _adjustment(a.group, a.reason, amount, line)
+    line_adjustment = _line_adjustment(a.group, a.reason, amount, quantity)
+    if len(_CAS_MODELS) >= _CAS_KEPT:
+        _CAS_MODELS.clear()
+    _CAS_MODELS[key] = (a.amount, a.quantity, adjustment, line_adjustment)
+    return adjustment, line_adjustment
 
 
 def cents(value: Decimal) -> Decimal:

@@ -281,3 +281,34 @@ def test_balance_errors_sum_the_adjustments_as_all_adjustments_lists_them(
         assert errors == _reference_balance_errors(payment)
         unbalanced += bool(errors)
     assert unbalanced >= 50
+
+
+def test_the_cas_models_kept_are_those_of_the_very_same_amounts(
+    corpus: list[tuple[ClaimPayment, SubmittedClaim | None, dict[str, Any]]],
+) -> None:
+    """A triplet's two models are kept by the amount and quantity objects the reader made:
+    amounts equal but written otherwise (a signed zero, another exponent) are made anew, and
+    the same objects again give the same models; every posting is the validated one."""
+    payment, claim, kw = next(c for c in corpus if c[0].service_lines and c[1] is not None)
+    values = [
+        (Decimal("0.00"), None),
+        (Decimal("-0.00"), Decimal("-0")),
+        (Decimal("0.00"), Decimal("0")),
+        (Decimal("12.5"), Decimal("1")),
+        (Decimal("12.50"), Decimal("1.0")),
+        (Decimal("12.505"), Decimal("2")),
+    ]
+    for amount, quantity in values:
+        cas = CasAdjustment("CO", "45", amount, quantity)
+        first = replace(payment.service_lines[0], adjustments=(cas, cas))
+        variant = replace(
+            payment, adjustments=(cas,), service_lines=(first, *payment.service_lines[1:])
+        )
+        built = [post(variant, claim, **kw) for _ in range(2)]  # made, then kept
+        judged = judge_post(variant, claim, **kw)
+        for posting in built:
+            assert repr(posting) == repr(judged), (amount, quantity)
+            assert REG.encode("remittance.posted.v1", posting) == REG.encode(
+                "remittance.posted.v1", judged
+            )
+        assert built[0].lines[0].adjustments[0] is built[1].lines[0].adjustments[0]
