@@ -35,6 +35,7 @@ from typing import Any
 from fhir.resources.R4B.resource import Resource
 from fhir_core.types import DateTime
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import SchemaValidator
 
 from services.intake.memo import json_copy, same_json
 
@@ -59,6 +60,7 @@ class _Field:
     child: _Plan | None = None  # the plan of ``model``, once resolved
     # A single dateTime's value already validated, by its day and zone (see _date_time).
     days: dict[tuple[str, str], datetime] | None = None
+    check: Callable[[Any], Any] | None = None  # ``adapter``'s validation (see _validator_of)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +149,8 @@ def _make_plan(cls: type[BaseModel]) -> _Plan | None:
         else:
             flat = _flatten(info.annotation)
             many = any(typing.get_origin(tp) is list for tp in flat)
-            fields[alias] = _Field(name, None, many, TypeAdapter(info.annotation or Any), {})
+            adapter = TypeAdapter(info.annotation or Any)
+            fields[alias] = _Field(name, None, many, adapter, {}, check=_validator_of(adapter))
             if not many and any(type(tp) is DateTime for tp in flat):  # not an Instant
                 fields[alias].days = {}
         if info.is_required() or extra.get("element_required"):
@@ -182,6 +185,16 @@ def _make_plan(cls: type[BaseModel]) -> _Plan | None:
         new=cls.__new__,
         checked=bool(required or choices or is_resource),
     )
+
+
+def _validator_of(adapter: TypeAdapter[Any]) -> Callable[[Any], Any]:
+    """``adapter.validate_python``, as pydantic-core's validator called directly: the same
+    validation (TypeAdapter passes the validator its own defaults), without the Python call
+    in between, ~15 times a bundle not seen before (a new id, reference, name or date):
+    constructing bundles not seen went from ~156 to ~153 us a bundle (means of four
+    interleaved pairs of six sets of 400 bundles)."""
+    core = adapter.validator
+    return core.validate_python if isinstance(core, SchemaValidator) else adapter.validate_python
 
 
 def _flatten(annotation: Any) -> list[Any]:
@@ -227,7 +240,7 @@ def _primitive(spec: _Field, value: Any) -> Any:
         if hit is not _MISSING:
             return hit
     try:
-        result = spec.adapter.validate_python(value)  # type: ignore[union-attr]
+        result = spec.check(value)  # type: ignore[misc]
     except (ValidationError, ValueError, TypeError):
         raise _Unsure from None
     if len(spec.seen) >= _SEEN_MAX:
@@ -259,7 +272,7 @@ def _date_time(spec: _Field, value: str) -> datetime | None:
     if known is not None:
         return known.replace(hour=int(plain[2]), minute=int(plain[3]), second=int(plain[4]))
     try:
-        made = spec.adapter.validate_python(value)  # type: ignore[union-attr]
+        made = spec.check(value)  # type: ignore[misc]
     except (ValidationError, ValueError, TypeError):
         raise _Unsure from None
     if type(made) is not datetime or made.microsecond or made.tzinfo is None:
