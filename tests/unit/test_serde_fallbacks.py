@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from factories import encounter
 
+from bench.chain import offline_chain
 from pipeline import metrics
 from pipeline.serde import GeneratedReader, Registry
 
@@ -55,3 +56,32 @@ def test_a_record_the_generated_writer_leaves_to_fastavro_is_written_the_same_an
     before = _count("encode", writer.name)
     assert reg.encode(TOPIC, value) == expected
     assert _count("encode", writer.name) - before == 1
+
+
+def test_a_splice_without_verification_writes_the_record_s_bytes_fallbacks_counted() -> None:
+    # The suite verifies every splice and every generated write; unverified, a part of a
+    # spliced record is written by the generated function directly, and a part it leaves
+    # to fastavro is written by fastavro, counted.
+    reg = Registry()
+    topic, source = "encounters.coded.v1", "encounters.collected.v1"
+    splicer = reg.splicer(topic, ("encounter",))
+    splicer.verify = False
+    parts = [part.fast for part in (*splicer.before, *splicer.after) if not part.empty]
+    assert parts and all(fast is not None for fast in parts)
+    for coded in offline_chain(3, seed=7)[topic]:
+        inner = reg.decode(source, reg.encode(source, coded.encounter))  # type: ignore[attr-defined]
+        datum = reg.datum(source, reg.encode(source, inner), inner)
+        assert datum is not None
+        value = coded.model_copy(update={"encounter": inner})
+        for fast in parts:
+            fast.verify = False  # type: ignore[union-attr]
+        spliced = splicer.encode(value, {id(inner): datum})
+        assert spliced is not None and spliced[0] == reg.encode(topic, value)
+        failing = parts[-1]
+        assert failing is not None
+        written, failing.write_record = failing.write_record, _fails
+        before = _count("encode", failing.name)
+        spliced = splicer.encode(value, {id(inner): datum})
+        assert spliced is not None and spliced[0] == reg.encode(topic, value)
+        assert _count("encode", failing.name) - before == 1
+        failing.write_record = written
