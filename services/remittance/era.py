@@ -163,6 +163,7 @@ def _date_of(text: str, seg: Segment, pos: int, warnings: list[str] | None = Non
 
 DATACLASS_INITS: dict[type, Any] = {}
 _Class = TypeVar("_Class", bound=type)
+_Made = TypeVar("_Made")
 
 
 def direct_init(cls: _Class) -> _Class:
@@ -188,6 +189,20 @@ def direct_init(cls: _Class) -> _Class:
     DATACLASS_INITS[cls] = cls.__init__  # type: ignore[misc]
     cls.__init__ = init  # type: ignore[misc]
     return cls
+
+
+_SET_FIELDS = object.__setattr__
+_NEW = object.__new__
+
+
+def _made(cls: type[_Made], values: dict[str, Any]) -> _Made:
+    """An object of ``cls`` (a class of ``direct_init``) whose fields are ``values``: every
+    field, in the class's order, as its ``__init__`` would set them, from the dict the
+    reader filled (a service line's, a claim's) instead of from arguments unpacked from
+    it into a dict made again: ``read_835`` of a simulator's file, 86 us to 81.5."""
+    obj = _NEW(cls)
+    _SET_FIELDS(obj, "__dict__", values)
+    return obj
 
 
 @direct_init
@@ -444,7 +459,7 @@ class _ClaimBuilder:
 
     def close_line(self) -> None:
         if self.line is not None:
-            self.lines.append(ServicePayment(**self.line))
+            self.lines.append(_made(ServicePayment, self.line))  # every field, in order
             self.line = None
 
     def take(self, seg: Segment) -> None:
@@ -476,35 +491,55 @@ class _ClaimBuilder:
     def build(self) -> ClaimPayment:
         self.close_line()
         clp = self.clp
-        if not clp.el(1):
+        e = clp.elements + _PAD  # CLPnn is e[nn - 1], '' when absent (as ``Segment.el``)
+        if not e[0]:
             raise InputError("CLP01", "patient control number is required")
-        if not clp.el(2):
+        if not e[1]:
             raise InputError("CLP02", "claim status code is required")
-        if clp.el(2) not in CLAIM_STATUS_CODES:
-            raise InputError("CLP02", f"unknown claim status code {clp.el(2)!r}")
+        if e[1] not in CLAIM_STATUS_CODES:
+            raise InputError("CLP02", f"unknown claim status code {e[1]!r}")
         adjustments = tuple(self.adjustments)
         lines = tuple(self.lines)
-        responsibility = _money(clp, 5, required=False)
-        if not clp.el(5):
+        responsibility = _money_of(e[4], clp, 5, False)
+        if not e[4]:
             every = list(adjustments) + [a for line in lines for a in line.adjustments]
             responsibility = sum((a.amount for a in every if a.group == "PR"), ZERO)
-        return ClaimPayment(
-            patient_control_number=clp.el(1),
-            status_code=clp.el(2),
-            charge=_money(clp, 3),
-            paid=_money(clp, 4),
-            patient_responsibility=responsibility,
-            filing_indicator=clp.el(6) or None,
-            payer_claim_control_number=clp.el(7) or None,
-            facility_code=clp.el(8) or None,
-            frequency=clp.el(9) or None,
-            drg_code=clp.el(11) or None,
-            drg_weight=_quantity(clp, 12),
-            adjustments=adjustments,
-            remark_codes=tuple(dict.fromkeys(self.remarks)),
-            service_lines=lines,
-            warnings=tuple(self.warnings),
-            **self.names,
+        names = self.names
+        return _made(
+            ClaimPayment,
+            {  # every field, in order (what the loop's other segments set, or None)
+                "patient_control_number": e[0],
+                "status_code": e[1],
+                "charge": _money_of(e[2], clp, 3),
+                "paid": _money_of(e[3], clp, 4),
+                "patient_responsibility": responsibility,
+                "filing_indicator": e[5] or None,
+                "payer_claim_control_number": e[6] or None,
+                "facility_code": e[7] or None,
+                "frequency": e[8] or None,
+                "patient_last_name": names.get("patient_last_name"),
+                "patient_first_name": names.get("patient_first_name"),
+                "patient_member_id": names.get("patient_member_id"),
+                "statement_start": names.get("statement_start"),
+                "statement_end": names.get("statement_end"),
+                "received_date": names.get("received_date"),
+                "drg_code": e[10] or None,
+                "drg_weight": _quantity_of(e[11], clp, 12),
+                "original_reference": names.get("original_reference"),
+                "rendering_provider_id": names.get("rendering_provider_id"),
+                "covered_days": names.get("covered_days"),
+                "drg_amount": names.get("drg_amount"),
+                "reimbursement_rate": names.get("reimbursement_rate"),
+                "hcpcs_payable": names.get("hcpcs_payable"),
+                "interest": names.get("interest"),
+                "coverage_amount": names.get("coverage_amount"),
+                "adjustments": adjustments,
+                "remark_codes": tuple(dict.fromkeys(self.remarks)),
+                "service_lines": lines,
+                "crossover_payer": names.get("crossover_payer"),
+                "crossover_payer_id": names.get("crossover_payer_id"),
+                "warnings": tuple(self.warnings),
+            },
         )
 
 
@@ -528,7 +563,10 @@ def _cas(seg: Segment, e: tuple[str, ...]) -> list[CasAdjustment]:
     if group not in _GROUPS:
         raise InputError("CAS01", f"unknown claim adjustment group code {group!r}")
     out: list[CasAdjustment] = []
+    present = len(seg.elements)
     for reason_pos in _CAS_REASONS:
+        if reason_pos > present:
+            break  # the rest is padding: no reason and no amount (most CAS have one triplet)
         reason = e[reason_pos - 1]
         if not reason:
             if e[reason_pos]:
@@ -550,7 +588,7 @@ def _svc(seg: Segment, e: tuple[str, ...]) -> dict[str, Any]:
     original = adjudicated[1] or None
     if original is None and e[5]:
         raise InputError("SVC06", "the original procedure composite has no procedure code")
-    return {
+    return {  # every field of a ServicePayment, in order: the line's own segments set some
         "qualifier": billed[0],
         "procedure": billed[1],
         "modifiers": tuple([m for m in billed[2:6] if m]),
@@ -561,6 +599,10 @@ def _svc(seg: Segment, e: tuple[str, ...]) -> dict[str, Any]:
         "original_procedure": original,
         "original_modifiers": tuple([m for m in adjudicated[2:6] if m]),
         "original_units": _quantity_of(e[6], seg, 7),
+        "service_date": None,
+        "service_end": None,
+        "line_control_number": None,
+        "allowed": None,
         "adjustments": (),
         "remark_codes": (),
     }

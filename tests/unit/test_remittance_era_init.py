@@ -6,7 +6,8 @@ the values of every object of its class that reading the corpus's 835s and posti
 make (the fixtures, the public sample 835, the simulator's 835s), by keyword with the
 defaults left out and by position: the same fields, equal, the same hash and repr. A call
 the dataclass refuses (a required value missing, an unknown one, one too many) is refused
-the same way, and the objects stay frozen.
+the same way, and the objects stay frozen. The service lines and claims the reader makes
+from the dict it filled (``era._made``) hold every field, in the class's order.
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def test_built_directly_is_built_by_the_dataclass(objects: dict[type, list[Any]]
                 for f in fields
                 if f.default is dataclasses.MISSING or values[f.name] != f.default
             }
+            # What the reader made from its own dict (``era._made``): every field, in order.
+            assert list(vars(item)) == [f.name for f in fields], cls.__name__
             for args, kwargs in (((), given), (tuple(values.values()), {})):
                 direct = cls(*args, **kwargs)
                 reference = _by_dataclass(cls, *args, **kwargs)
