@@ -520,11 +520,26 @@ class Billing(Generic[S]):
         unique: dict[str, Item[S]] = {}
         billed: dict[int, tuple[str, int]] = {}
         self._verdict_of = {}
+        # The payer's claim numbers the postings give, set with one statement for the batch
+        # (one each cost 2% of the claims stage's time in its benchmark with history): in
+        # the postings' order, before any is read, as each posting set its own before.
+        numbers = [
+            (posting.claim_id, number)
+            for _, posting in postings
+            if (number := posting.payer_claim_control_number)
+            and posting.encounter_id is not None
+            and posting.status != "reversed"
+        ]
+        try:
+            self.submitted.set_payer_claim_control_numbers(numbers)
+            numbered = True
+        except Exception:  # noqa: BLE001 - each posting sets its own, and is refused alone
+            numbered = False
         for source, posting in postings:
             try:
                 with self.cob.atomic():
                     raw = encoded(source) if encoded is not None else None
-                    found = self.next_claim(posting, raw)
+                    found = self.next_claim(posting, raw, numbered=numbered)
             except Exception as exc:  # noqa: BLE001 - every failure of one input is refused
                 results.append(Refused(source, exc))
                 continue
@@ -541,14 +556,15 @@ class Billing(Generic[S]):
         return self.number(unique, results, undo)
 
     def next_claim(
-        self, posting: RemittancePosting, encoded: bytes | None = None
+        self, posting: RemittancePosting, encoded: bytes | None = None, *, numbered: bool = False
     ) -> tuple[PlannedClaim, int, str] | None:
         """The claim to the payer after the one that posted, with its position and the
         encounter part it bills, or None (and the outcome says why). ``encoded``: the
-        record the posting was decoded from, which the COB ledger keeps as it is."""
+        record the posting was decoded from, which the COB ledger keeps as it is;
+        ``numbered``: the payer's claim number it gives is already set."""
         if posting.encounter_id is None:
             return None
-        if posting.payer_claim_control_number and posting.status != "reversed":
+        if not numbered and posting.payer_claim_control_number and posting.status != "reversed":
             # A corrected claim (7) or a void (8) refers to the payer's number for the claim
             # it replaces, which the 835 gives (CLP07).
             self.submitted.set_payer_claim_control_number(

@@ -3,10 +3,15 @@ reversal, a crossover, the last payer, nothing left: ``secondary.bills_none``) i
 without reading them from the COB ledger. Judged on the postings of the simulator's
 encounters of both mixes through the claims stage: for each such posting, ``next_claim``
 gives the same answer with or without the earlier adjudications it would have read, and
-``bills_none`` never holds for a posting that bills the next payer."""
+``bills_none`` never holds for a posting that bills the next payer. The payer's claim
+numbers a batch of postings gives are set by one statement, with what each posting's own
+statement wrote."""
 
 from __future__ import annotations
 
+import io
+import sqlite3
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +22,7 @@ from sim_corpus import MIXES, validated
 import bench.bench_claims_stage as claims_bench
 from pipeline.models import Coverage, RemittancePosting, ValidatedEncounter
 from services.claims import billing
+from services.claims.corrections import SubmittedClaims
 from services.claims.secondary import bills_none, next_claim, position_of
 
 
@@ -52,3 +58,36 @@ def test_a_posting_that_bills_none_is_answered_without_the_earlier_adjudications
     claims_bench.run(list(validated(mix)))
     assert seen["none"] > seen["read"] > 0
     assert seen["billed"] > 0
+
+
+def _submitted_records(mix: str) -> list[str]:
+    """What the claims stage benchmark's run writes of the corrections stores and claims."""
+    dump = io.StringIO()
+    claims_bench.run(list(validated(mix)), dump)
+    return [
+        line
+        for line in dump.getvalue().splitlines()
+        if line.startswith(("changelog\tsubmitted\t", "claims.submitted.v1\t"))
+    ]
+
+
+@pytest.mark.parametrize("mix", MIXES)
+def test_a_batch_of_postings_sets_the_payer_numbers_as_each_posting_did(
+    monkeypatch: pytest.MonkeyPatch, mix: str
+) -> None:
+    batched = _submitted_records(mix)
+    calls: list[int] = []
+    each = SubmittedClaims.set_payer_claim_control_numbers
+
+    def refused_for_the_batch(self: SubmittedClaims, numbers: Any) -> None:
+        numbers = list(numbers)
+        if sys._getframe(1).f_code.co_name == "number_next_payers":  # not an acknowledgment's
+            calls.append(len(numbers))
+            raise sqlite3.OperationalError("the batch's statement failed")
+        each(self, numbers)
+
+    # The statement for the batch failing: each posting sets its own number, as before.
+    monkeypatch.setattr(SubmittedClaims, "set_payer_claim_control_numbers", refused_for_the_batch)
+    assert _submitted_records(mix) == batched
+    assert max(calls) > 1
+    assert any('"payer_claim_control_number": "' in line for line in batched)
