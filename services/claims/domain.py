@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 from typing import Any, Literal, Protocol
 
 from pipeline.errors import InputError
@@ -92,8 +93,11 @@ class FeeSchedule(Protocol):
     ) -> Decimal | None: ...
 
 
+@lru_cache(maxsize=8192)
 def claim_id_for(encounter_id: str) -> str:
-    """The patient control number: 'CF' + 16 hex digits of the encounter id's SHA-256."""
+    """The patient control number: 'CF' + 16 hex digits of the encounter id's SHA-256. Kept:
+    a verdict's claim ids are asked for four times or more (reading the store, planning,
+    each posting: 2,793 times for 600 encounters in the claims stage benchmark)."""
     return "CF" + hashlib.sha256(encounter_id.encode()).hexdigest()[:16].upper()
 
 
