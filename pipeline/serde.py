@@ -186,16 +186,7 @@ def model_builder(model: type[models.Model]) -> Build:
 
     # One generated function per model: a loop over the fields cost as much as pydantic's
     # own validation, a straight-line dict display a third of it.
-    env: dict[str, Any] = {
-        "M": model,
-        "new": object.__new__,
-        "set_dict": _SET_DICT,
-        "set_fields_set": _SET_FIELDS_SET,
-        "set_extra": _SET_EXTRA,
-        "set_private": _SET_PRIVATE,
-        "FS": fields_set,
-        "complete": complete,
-    }
+    env = {**_slots_env(model, fields_set), "complete": complete}
     items = []
     for i, (name, convert, info) in enumerate(plan):
         nested = _nested(info.annotation)
@@ -216,16 +207,48 @@ def model_builder(model: type[models.Model]) -> Build:
         f"        values = {{{body}}}\n"
         "    except KeyError:\n"
         "        return build(complete(d))\n"
-        "    obj = new(M)\n"
-        "    set_dict(obj, values)\n"
-        "    set_fields_set(obj, set(FS))\n"
-        "    set_extra(obj, None)\n"
-        "    set_private(obj, None)\n"
-        "    return obj\n"
+        f"{_MAKE}"
     )
     exec(compile(source, f"<trusted build of {model.__name__}>", "exec"), env)  # noqa: S102
     build: Build = env["build"]
     return build
+
+
+#: The end of a generated build: the model made from ``values`` with its slots set.
+_MAKE = (
+    "    obj = new(M)\n"
+    "    set_dict(obj, values)\n"
+    "    set_fields_set(obj, set(FS))\n"
+    "    set_extra(obj, None)\n"
+    "    set_private(obj, None)\n"
+    "    return obj\n"
+)
+
+
+def _slots_env(model: type[BaseModel], fields_set: frozenset[str]) -> dict[str, Any]:
+    """What a generated build's source refers to."""
+    return {
+        "M": model,
+        "new": object.__new__,
+        "set_dict": _SET_DICT,
+        "set_fields_set": _SET_FIELDS_SET,
+        "set_extra": _SET_EXTRA,
+        "set_private": _SET_PRIVATE,
+        "FS": fields_set,
+    }
+
+
+def model_maker(model: type[BaseModel]) -> Callable[..., Any]:
+    """A function that makes ``model`` from its fields' values (positional or by name, every
+    field given), unvalidated, with its slots set as ``model_builder`` sets them: for values
+    a stage made itself of the types the fields hold, without the dict ``model_builder``
+    reads (services/remittance/posting.py says what that saved)."""
+    names = list(model.model_fields)
+    env = _slots_env(model, frozenset(names))
+    values = ", ".join(f"{name!r}: {name}" for name in names)
+    source = f"def make({', '.join(names)}):\n    values = {{{values}}}\n{_MAKE}"
+    exec(compile(source, f"<unvalidated make of {model.__name__}>", "exec"), env)  # noqa: S102
+    return env["make"]  # type: ignore[no-any-return]
 
 
 def _dumper(schema: Any, named: dict[str, Any], model: type[models.Model] | None) -> Build | None:

@@ -39,8 +39,9 @@ from pipeline.models import (
     RemittancePosting,
     event_id,
 )
+from pipeline.serde import model_maker
 from services.remittance.era import ZERO, ClaimPayment
-from services.remittance.posting import cents, model_maker
+from services.remittance.posting import cents
 
 log = logging.getLogger(__name__)
 
