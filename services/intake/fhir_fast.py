@@ -498,15 +498,25 @@ def _shape_builder(
         assign.append(f"    full[{spec.name!r}] = v{i}")
         if spec.adapter is not None:
             env[f"spec{i}"], env[f"seen{i}"] = spec, spec.seen
-            parts.append(f"v{i} if type(v{i}) is str else _value_key(v{i})")
+            # A number, boolean or list is looked up by its key (_value_key), made once:
+            # _primitive would make it again, and through two Python calls (~25 such values
+            # a bundle: sequences, ranks, amounts, quantities). A list's key is never in a
+            # single element's values (only values validated are), so looking it up before
+            # _primitive refuses it changes nothing.
+            if kept:
+                reads.append(f"    k{i} = v{i} if type(v{i}) is str else _value_key(v{i})")
+            parts.append(f"k{i}")
             small.append(f"(len(v{i}) <= _KEEP_LEN if type(v{i}) is str else _short(v{i}))")
-            validate.append(
-                f"    if type(v{i}) is str:\n"
-                f"        hit = seen{i}.get(v{i}, _MISSING)\n"
-                f"        v{i} = _primitive(spec{i}, v{i}) if hit is _MISSING else hit\n"
-                f"    else:\n"
-                f"        v{i} = _primitive(spec{i}, v{i})"
-            )
+            if kept:  # k{i} is the string itself, else the key
+                validate.append(f"    hit = seen{i}.get(k{i}, _MISSING)")
+            else:
+                validate.append(
+                    f"    if type(v{i}) is str:\n"
+                    f"        hit = seen{i}.get(v{i}, _MISSING)\n"
+                    f"    else:\n"
+                    f"        hit = seen{i}.get(_value_key(v{i}), _MISSING)"
+                )
+            validate.append(f"    v{i} = _primitive(spec{i}, v{i}) if hit is _MISSING else hit")
         else:
             # The child's builder looked up here rather than through ``_one`` (and, for a
             # list, ``_each``): a Python call less per complex element, ~100 a bundle.
