@@ -27,6 +27,7 @@ HL7_TYPES = {
     "x-application/hl7",
 }
 SNIFF_TYPES = {"", "application/octet-stream", "text/plain"}
+_BOM = b"\xef\xbb\xbf"  # UTF-8's byte order mark
 # Every media type intake reads (sniffed ones included), made once.
 _READ_TYPES = frozenset(FHIR_TYPES | JSON_TYPES | SNIFF_TYPES | HL7_TYPES)
 
@@ -156,8 +157,12 @@ def parse_raw(
             chargemaster=chargemaster,
         )
         return ParseResult(hl7.encounters, "hl7v2", hl7.ignored, hl7.notes)
+    # ``body.decode("utf-8-sig")``, which is a Python function around the UTF-8 codec (its
+    # offsets, too, count from after the mark): bytes.decode("utf-8") is C all the way.
+    if body.startswith(_BOM):
+        body = body[3:]
     try:
-        text = body.decode("utf-8-sig")
+        text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError("body", f"not UTF-8 text (bad byte at offset {exc.start})") from None
     stripped = text.lstrip()

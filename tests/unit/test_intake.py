@@ -375,6 +375,39 @@ def test_broken_json_names_the_position() -> None:
     assert "invalid JSON at line 1 column 34" in err.reason
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'\xef\xbb\xbf{"encounter_id": "x"}',  # one mark: read
+        b'\xef\xbb\xbf\xef\xbb\xbf{"encounter_id": "x"}',  # a second one is refused
+        b'\xef\xbb\xbf{"encounter_id": "\xff"}',  # offsets count from after the mark
+        b'{"encounter_id": "\xe9t\xe9"}',
+        b'\xef\xbb{"encounter_id": "x"}',  # half a mark
+        b"\xef\xbb\xbf",
+        b"\xef\xbb\xbf \n",
+    ],
+)
+def test_a_body_is_decoded_as_utf_8_sig_decodes_it(body: bytes) -> None:
+    """parse_raw decodes a JSON body with the UTF-8 codec after its byte order mark: what
+    it reads and what it refuses are what ``body.decode("utf-8-sig")`` gives (the judge)."""
+    try:
+        text = body.decode("utf-8-sig")
+        expected: tuple[str, str] | None = None
+    except UnicodeDecodeError as exc:
+        text, expected = "", ("body", f"not UTF-8 text (bad byte at offset {exc.start})")
+    try:
+        parse_raw(body, "application/json", source_id="s", received_at=datetime.now(UTC))
+        got: tuple[str, str] | None = None
+    except InputError as exc:
+        got = (exc.field, exc.reason)
+    if expected is None:  # decoded: refused later, as the text is
+        assert got is not None and "not UTF-8" not in got[1]
+        assert (got[1] == "empty") == (not text.strip())
+        assert ("BOM" in got[1]) == text.startswith("\ufeff")
+    else:
+        assert got == expected
+
+
 def test_bundle_without_encounter() -> None:
     bundle = minimal_bundle()
     bundle["entry"] = bundle["entry"][:2]
