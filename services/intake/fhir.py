@@ -687,6 +687,7 @@ def _validate(rtype: str, resource: dict[str, Any], path: str) -> Any:
 def _index(bundle: dict[str, Any]) -> _Ctx:
     """Validate the supported resources of a bundle and index them for references."""
     ctx = _Ctx()
+    by_type, by_url, by_ident = ctx.by_type, ctx.by_url, ctx.by_ident
     entries = bundle.get("entry")
     if entries is None:
         entries = []
@@ -723,18 +724,23 @@ def _index(bundle: dict[str, Any]) -> _Ctx:
                 item.contained[inner.id] = _Entry(
                     f"{path}.resource.contained[{j}]", inner_type, inner
                 )
-        ctx.by_type.setdefault(rtype, []).append(item)
+        of_type = by_type.get(rtype)
+        if of_type is None:
+            by_type[rtype] = [item]
+        else:
+            of_type.append(item)
         full_url = entry.get("fullUrl")
         if isinstance(full_url, str) and full_url:
-            ctx.by_url.setdefault(full_url, item)
+            by_url.setdefault(full_url, item)
             # A local reference has a "/" (a urn:uuid: has none: the search is skipped).
             m = _LOCAL_REF.search(full_url) if "/" in full_url else None
             if m and m.group(1) == rtype:
-                ctx.by_url.setdefault(f"{rtype}/{m.group(2)}", item)
+                by_url.setdefault(f"{rtype}/{m.group(2)}", item)
         if res.id:
-            ctx.by_url.setdefault(f"{rtype}/{res.id}", item)
-        for system, value in _pairs(res):
-            ctx.by_ident.setdefault((rtype, system, value), item)
+            by_url.setdefault(f"{rtype}/{res.id}", item)
+        for ident in res.identifier or ():  # _pairs(res), without its list
+            if ident.value:
+                by_ident.setdefault((rtype, ident.system or "", ident.value), item)
     for entry in ctx.of("Condition") + ctx.of("Procedure"):
         ctx.link(entry.res.encounter, entry)
     for entry in ctx.of("Claim"):
