@@ -23,6 +23,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Generic, Literal, Protocol, TypeVar, overload
 
 from pipeline.models import CodedEncounter, EditHit, ServiceLine, ValidatedEncounter, event_id
+from pipeline.serde import model_maker
 from services.refdata import ub04
 from services.refdata.codesets import CodeSets, MceClaim, coding_date, normalize_code
 from services.refdata.payers import EMPTY_REGISTRY, ClaimType, PayerEntry, PayerRegistry
@@ -389,7 +390,7 @@ def run(
     else:
         found = _split_hits(coded, kinds, codesets, validated_at, pack, history, payers)
     edits = [
-        EditHit(
+        _edit_hit(
             rule_id=r.id,
             severity=pack.severity(r),
             line=hit.line,
@@ -400,7 +401,7 @@ def run(
         )
         for r, hit in found
     ]
-    return ValidatedEncounter(
+    return _validated(
         event_id=event_id(coded.event_id, STAGE, pack.id),
         encounter_id=coded.encounter_id,
         outcome=outcome_of(edits),
@@ -410,6 +411,14 @@ def run(
         validated_at=validated_at,
     )
 
+
+#: The verdict and its edits made unvalidated (``model_maker``): their values are the rules'
+#: hits (typed strings and line numbers), the pack's and the coded encounter as decoded,
+#: so validating them only cost CPU: ~2.7 of 5.3 us per verdict of the stage benchmark's
+#: office visits (1.99 edits at 1.7 us and the verdict at 1.85 us validated; 0.85 made).
+#: tests/unit/test_validation_makers.py judges them by the validating constructors.
+_edit_hit = model_maker(EditHit)
+_validated = model_maker(ValidatedEncounter)
 
 _PART_NAMES: dict[ClaimType, str] = {
     "institutional": "the facility's 837I",
