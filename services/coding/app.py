@@ -26,7 +26,6 @@ from pipeline.models import (
     CoderDecision,
     Encounter,
     Model,
-    patient_key,
     utcnow,
 )
 from pipeline.partitioned import PartitionedStores
@@ -43,7 +42,7 @@ from services.coding.audit import (
     AuditStore,
 )
 from services.coding.domain import REVIEW_THRESHOLD, Coder
-from services.coding.review import BY_PATIENT, CODED, Output, ReviewFlow, ReviewStore
+from services.coding.review import BY_PATIENT, CODED, Output, ReviewFlow, ReviewStore, member_key
 from services.coding.risk_history import RiskHistory
 
 log = logging.getLogger(__name__)
@@ -268,7 +267,7 @@ def _forwarded(value: Model, read: Incoming | None) -> bytes | None:
 
 def _patient_key(coded: Model) -> bytes:
     assert isinstance(coded, CodedEncounter)
-    return patient_key(coded.encounter).encode()
+    return member_key(coded.encounter).encode()
 
 
 def export_accuracy(audits: AuditStore) -> None:

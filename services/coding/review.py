@@ -34,6 +34,26 @@ from services.coding.audit import AuditStore
 from services.coding.domain import Coder
 from services.coding.risk_history import RiskHistory
 
+#: Patient keys by (payer id, member id): coding asks three times per encounter (the
+#: by-patient record's key, the risk step's, the coded record's header), and the hash cost
+#: 0.66 us a time against 0.33 us to find it here (py-spy: 2.2% of coding's CPU in
+#: ``patient_key``). A member's key depends on those two ids only; started afresh when full.
+_KEYS: dict[tuple[str, str], str] = {}
+_KEYS_KEPT = 65536
+
+
+def member_key(enc: Encounter) -> str:
+    """``patient_key(enc)``, kept by the ids it hashes."""
+    cov = enc.coverage
+    ids = (cov.payer_id, cov.member_id)
+    key = _KEYS.get(ids)
+    if key is None:
+        if len(_KEYS) >= _KEYS_KEPT:
+            _KEYS.clear()
+        key = _KEYS[ids] = patient_key(enc)
+    return key
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS held (      -- encounters waiting for a coder's decision
     encounter_id TEXT PRIMARY KEY,
@@ -146,7 +166,7 @@ class ReviewFlow:
     def _history(self, enc: Encounter) -> list[str]:
         if self.by_patient:
             return []  # completed by ``risk`` on the member's partition
-        return self.store.history(patient_key(enc), enc.service_end.year, enc.encounter_id)
+        return self.store.history(member_key(enc), enc.service_end.year, enc.encounter_id)
 
     def encounter(
         self, enc: Encounter, *, now: datetime, atomic: Atomic = nullcontext
@@ -338,14 +358,14 @@ class ReviewFlow:
 
     def _publish(self, coded: CodedEncounter) -> list[Output]:
         if self.by_patient:  # the risk step reads no note either
-            return [(BY_PATIENT, patient_key(coded.encounter), without_note(coded))]
+            return [(BY_PATIENT, member_key(coded.encounter), without_note(coded))]
         return self.risk(coded, self.store)
 
     def risk(self, coded: CodedEncounter, history: RiskHistory) -> list[Output]:
         """Complete the HCCs with the member's year in ``history``, record what this
         encounter adds, and publish it."""
         enc = coded.encounter
-        key, year = patient_key(enc), enc.service_end.year
+        key, year = member_key(enc), enc.service_end.year
         recorded = True  # not known: what the encounter contributed before is replaced
         if self.by_patient:
             earlier, recorded = history.year_of(key, year, enc.encounter_id)
