@@ -279,9 +279,11 @@ def _date_time(spec: _Field, value: str) -> date | None:
         try:
             if dated:
                 return date(int(plain[1]), int(plain[2]), int(plain[3]))
-            return known.replace(
-                year=int(plain[1]), month=int(plain[2]), day=int(plain[3]),
-                hour=int(plain[4]), minute=int(plain[5]), second=int(plain[6]),
+            # What ``known.replace(year=..., second=...)`` gives (known has no fraction and
+            # fold 0), made by the constructor: ~1.2 us against ~2.0 us for replace's keywords.
+            return datetime(
+                int(plain[1]), int(plain[2]), int(plain[3]),
+                int(plain[4]), int(plain[5]), int(plain[6]), 0, known.tzinfo,
             )  # fmt: skip
         except ValueError:
             pass  # not a calendar day: fhir_core's validator refuses it

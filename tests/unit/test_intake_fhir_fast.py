@@ -623,6 +623,7 @@ def test_a_date_time_is_the_value_fhir_resources_gives_whatever_was_met_before(
             if isinstance(got, datetime):
                 assert got.utcoffset() == expected.utcoffset(), value
                 assert got.isoformat() == expected.isoformat(), value
+                assert repr(got) == repr(expected) and got.fold == expected.fold, value
         spec.seen.clear()  # the next round through the zones kept, not the values
     assert kept > 500
     fhir_fast.forget()
