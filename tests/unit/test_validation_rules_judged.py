@@ -2,8 +2,9 @@
 
 The judges below are the rules as they were (CF-LINE-003 named every line before it
 checked it, CF-X12-002 tested identifiers character by character, CF-DX-003 built a pair
-for every two codes, the duplicate store worked out the fingerprint on every call). They
-run on the simulators' coded encounters (both mixes) and on those encounters changed so
+for every two codes and went through every code's ranges on claims with no pair, the
+duplicate store worked out the fingerprint on every call). They run on the simulators'
+coded encounters (both mixes) and on those encounters changed so
 that each rule fires: pointers missing, past the claim's diagnoses and too many,
 delimiters in identifiers, diagnoses an Excludes1 note names. And the line-code check
 kept per code and date (``CodeSets.procedure``) against the check worked out each time.
