@@ -256,6 +256,9 @@ def capacity(ctx: Context) -> Iterator[Hit]:
 )
 def ub04_codes(ctx: Context) -> Iterator[Hit]:
     enc = ctx.coded.encounter
+    if not (enc.occurrence_codes or enc.occurrence_spans or enc.value_codes
+            or enc.condition_codes):  # fmt: skip
+        return  # most encounters (every office visit): 2.3 us of empty lists (now 0.9)
     named = [
         *(("encounter.occurrence_codes", i, o.code) for i, o in enumerate(enc.occurrence_codes)),
         *(("encounter.occurrence_spans", i, o.code) for i, o in enumerate(enc.occurrence_spans)),
