@@ -250,16 +250,6 @@ CREATE TABLE IF NOT EXISTS submitted (
 );
 -- Acknowledgments (277CA, 835) name the claim, not the encounter.
 CREATE INDEX IF NOT EXISTS submitted_by_claim_id ON submitted (claim_id);
--- The payer's claim control number of a submitted row (277CA REF*1K, 835 CLP07), kept
--- beside the row: set in the row, it rewrote the row whole, stored verdict and all (2.4 of
--- the 11 MB the stage's stores wrote to their write-ahead logs per 600 encounters of its
--- benchmark, 0.45 MB here; the corrections stores' commits took 28% less CPU). A row an
--- older version numbered keeps its number in submitted.payer_claim_control_number
--- (``_NUMBER``).
-CREATE TABLE IF NOT EXISTS payer_numbers (
-    encounter_id TEXT PRIMARY KEY,     -- the submitted row's
-    number TEXT NOT NULL
-);
 CREATE TABLE IF NOT EXISTS answered (  -- every verdict event already answered
     verdict_event_id TEXT PRIMARY KEY,
     encounter_id TEXT NOT NULL
@@ -291,16 +281,10 @@ CREATE TABLE IF NOT EXISTS pruned (
 """
 
 
-_NUMBER = "COALESCE(p.number, s.payer_claim_control_number)"
-"""A submitted row's payer claim number (``s``, its ``payer_numbers`` row ``p``): set by
-this version, else by an older one (in the row)."""
-
-_WITH_NUMBER = "LEFT JOIN payer_numbers p ON p.encounter_id = s.encounter_id"
-
-_LOOK = f"""
+_LOOK = """
 SELECT 0, s.encounter_id, s.claim_id, s.frequency, s.claim_event_id,
-    {_NUMBER}, s.billed, r.claim_event_id IS NOT NULL
-FROM submitted s LEFT JOIN rejected r ON r.claim_event_id = s.claim_event_id {_WITH_NUMBER}
+    s.payer_claim_control_number, s.billed, r.claim_event_id IS NOT NULL
+FROM submitted s LEFT JOIN rejected r ON r.claim_event_id = s.claim_event_id
 WHERE s.encounter_id IN (?, ?)
 UNION ALL SELECT 1, encounter_id, claim_id, settled_at, NULL, NULL, NULL, NULL
 FROM pruned WHERE encounter_id IN (?, ?)
@@ -327,8 +311,8 @@ def _look_many(keys: int, events: int, claims: int) -> str:
 
     return f"""
 SELECT 0, s.encounter_id, s.claim_id, s.frequency, s.claim_event_id,
-    {_NUMBER}, s.billed, r.claim_event_id IS NOT NULL
-FROM submitted s LEFT JOIN rejected r ON r.claim_event_id = s.claim_event_id {_WITH_NUMBER}
+    s.payer_claim_control_number, s.billed, r.claim_event_id IS NOT NULL
+FROM submitted s LEFT JOIN rejected r ON r.claim_event_id = s.claim_event_id
 WHERE s.encounter_id IN ({marks(keys)})
 UNION ALL SELECT 1, encounter_id, claim_id, settled_at, NULL, NULL, NULL, NULL
 FROM pruned WHERE encounter_id IN ({marks(keys)})
@@ -337,15 +321,6 @@ FROM answered WHERE verdict_event_id IN ({marks(events)})
 UNION ALL SELECT 3, claim_id, NULL, NULL, NULL, NULL, NULL, NULL
 FROM settled WHERE claim_id IN ({marks(claims)})
 """
-
-
-_SET_NUMBER = f"""
-INSERT INTO payer_numbers (encounter_id, number)
-SELECT s.encounter_id, ?2 FROM submitted s {_WITH_NUMBER}
-WHERE s.claim_id = ?1 AND {_NUMBER} IS NOT ?2
-ON CONFLICT (encounter_id) DO UPDATE SET number = excluded.number
-"""
-"""``SubmittedClaims.set_payer_claim_control_numbers``: (claim id, number)."""
 
 
 class ClaimPruned(InputError):
@@ -374,7 +349,7 @@ class SubmittedClaims(RowChangelogStore):
     #: after it was billed, and reading the verdict again cost more than the rest of it.
     PARSED_MAX = 2048
 
-    TABLES = ("submitted", "answered", "rejected", "settled", "pruned", "payer_numbers")
+    TABLES = ("submitted", "answered", "rejected", "settled", "pruned")
 
     def __init__(self, path: Path | str, *, changelog: bool = False) -> None:
         super().__init__(
@@ -487,9 +462,9 @@ class SubmittedClaims(RowChangelogStore):
 
     def prior(self, encounter_id: str) -> PriorClaim | None:
         row = self.db.execute(
-            f"SELECT s.claim_id, s.frequency, s.billed, {_NUMBER}, "
+            "SELECT s.claim_id, s.frequency, s.billed, s.payer_claim_control_number, "
             "r.claim_event_id IS NOT NULL FROM submitted s "
-            f"LEFT JOIN rejected r ON r.claim_event_id = s.claim_event_id {_WITH_NUMBER} "
+            "LEFT JOIN rejected r ON r.claim_event_id = s.claim_event_id "
             "WHERE s.encounter_id = ?",
             (encounter_id,),
         ).fetchone()
@@ -522,15 +497,13 @@ class SubmittedClaims(RowChangelogStore):
         key: str | None = None,
         settled: bool = True,
         encoded: bytes | None = None,
-        numbered: bool = True,
     ) -> None:
         """Remember the verdict as answered and, when a claim is sent, the claim (under
         ``key``, the claim's part of the encounter: ``claim_parts``). A new original gets
         its own payer claim control number: the previous claim's is dropped. ``settled``
         False: the caller knows the claim has no settlement to drop. ``encoded``: the
         bytes ``verdict`` was decoded from, kept as they are when the claim is built from
-        ``verdict`` itself. ``numbered`` False: the caller knows the part has no payer's
-        claim number to drop (no statement for it: most claims are first originals)."""
+        ``verdict`` itself."""
         self.db.execute(
             "INSERT OR IGNORE INTO answered VALUES (?, ?)", (verdict.event_id, verdict.encounter_id)
         )
@@ -556,17 +529,13 @@ class SubmittedClaims(RowChangelogStore):
                 text,
             ),
         )
-        if numbered and planned.claim.frequency == "1":  # as the row's own number above
-            self.db.execute(
-                "DELETE FROM payer_numbers WHERE encounter_id = ?", (key or verdict.encounter_id,)
-            )
 
     def snapshot(self, encounter_id: str) -> list[tuple[object, ...]]:
         """The encounter's submitted rows (one per claim it bills) as they are now, for
         ``restore``."""
         rows = self.db.execute(
-            f"SELECT s.encounter_id, s.claim_id, s.frequency, s.claim_event_id, {_NUMBER}, "
-            f"s.billed FROM submitted s {_WITH_NUMBER} WHERE s.encounter_id IN (?, ?)",
+            "SELECT encounter_id, claim_id, frequency, claim_event_id, "
+            "payer_claim_control_number, billed FROM submitted WHERE encounter_id IN (?, ?)",
             (encounter_id, f"{encounter_id}/{PROFESSIONAL_PART}"),
         ).fetchall()
         return [tuple(row) for row in rows]
@@ -588,8 +557,6 @@ class SubmittedClaims(RowChangelogStore):
             if claim_id_for(key) in keep:
                 continue
             self.db.execute("DELETE FROM submitted WHERE encounter_id = ?", (key,))
-            # The snapshot's number goes back into the row, as an older version kept it.
-            self.db.execute("DELETE FROM payer_numbers WHERE encounter_id = ?", (key,))
             self.db.executemany(
                 "INSERT INTO submitted VALUES (?, ?, ?, ?, ?, ?)",
                 [row for row in snapshot if row[0] == key],
@@ -635,7 +602,6 @@ class SubmittedClaims(RowChangelogStore):
         """Drop the stored verdict (demographics, diagnoses, lines) of a settled encounter
         part; ids and times stay, so a late correction is refused with the reason."""
         self.db.execute("DELETE FROM submitted WHERE encounter_id = ?", (encounter_id,))
-        self.db.execute("DELETE FROM payer_numbers WHERE encounter_id = ?", (encounter_id,))
         self.db.execute(
             "INSERT OR REPLACE INTO pruned VALUES (?, ?, ?, ?)",
             (encounter_id, claim_id, settled_at, now),
@@ -646,12 +612,15 @@ class SubmittedClaims(RowChangelogStore):
         self.set_payer_claim_control_numbers([(claim_id, number)])
 
     def set_payer_claim_control_numbers(self, numbers: Iterable[tuple[str, str]]) -> None:
-        """(claim id, the payer's number) of several claims: for each submitted row of the
-        claim, in ``payer_numbers``. A number the claim already has is not written again (the
-        835 repeats the 277CA's): no change record for it."""
-        rows = [(claim_id, number) for claim_id, number in numbers]
+        """(claim id, the payer's number) of several claims. A number the claim already has
+        is not written again (the 835 repeats the 277CA's): no change record for it."""
+        rows = [(number, claim_id, number) for claim_id, number in numbers]
         if rows:  # a 999 names none: no statement
-            self.db.executemany(_SET_NUMBER, rows)
+            self.db.executemany(
+                "UPDATE submitted SET payer_claim_control_number = ? WHERE claim_id = ? "
+                "AND payer_claim_control_number IS NOT ?",
+                rows,
+            )
 
     def record_rejection(
         self, rejection: ClaimRejection, claim_event_ids: Sequence[str] = ()
@@ -715,7 +684,6 @@ class SubmittedClaims(RowChangelogStore):
                 key=key,
                 settled=settled,
                 encoded=encoded if part is verdict else None,
-                numbered=prior is not None and prior.payer_claim_control_number is not None,
             )
             if planned is not None:
                 out.append(planned)

@@ -90,4 +90,4 @@ def test_a_batch_of_postings_sets_the_payer_numbers_as_each_posting_did(
     monkeypatch.setattr(SubmittedClaims, "set_payer_claim_control_numbers", refused_for_the_batch)
     assert _submitted_records(mix) == batched
     assert max(calls) > 1
-    assert any("\tpayer_numbers:" in line and '"number": "' in line for line in batched)
+    assert any('"payer_claim_control_number": "' in line for line in batched)
