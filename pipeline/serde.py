@@ -482,10 +482,7 @@ class Splicer:
                 return None
             chain.append(node)
             node = node.__dict__[name]
-        datum = known.get(id(node))
-        if datum is None or datum.value is not node or datum.form != self.form:
-            return None
-        if type(node) is not self.model:
+        if (datum := self._read_unchanged(node, known)) is None:
             return None
         out = bytearray(self.header)
         for part, obj in zip(self.before, chain, strict=True):
@@ -501,17 +498,21 @@ class Splicer:
         took 7.3 us instead of 8.9, a verdict 4.4 instead of 5.9."""
         if type(value) is not self.models[0]:
             return None
-        node = value.__dict__[self.path[0]]
-        datum = known.get(id(node))
-        if datum is None or datum.value is not node or datum.form != self.form:
-            return None
-        if type(node) is not self.model:
+        if (datum := self._read_unchanged(value.__dict__[self.path[0]], known)) is None:
             return None
         out = bytearray(self.header)
         self.before[0].write(out, value)
         out += datum.data
         self.after[0].write(out, value)
         return self._checked(bytes(out), value, datum)
+
+    def _read_unchanged(self, node: Any, known: Mapping[int, Datum]) -> Datum | None:
+        """The record ``node`` was read from, when it is that record's very model, of this
+        splicer's schema form and model; None otherwise."""
+        datum = known.get(id(node))
+        if datum is None or datum.value is not node or datum.form != self.form:
+            return None
+        return datum if type(node) is self.model else None
 
     def _checked(self, data: bytes, value: Any, datum: Datum) -> tuple[bytes, Datum]:
         if self.verify and data != (plain := self.registry.encode(self.topic, value)):
