@@ -156,15 +156,38 @@ _ENVELOPE = frozenset(_OPENS) | frozenset(_CLOSES)
 def _split(text: str) -> list[Segment] | None:
     """The segments as pyx12's reader gives them, or None where its reader raises (or
     might): then pyx12 reads the text and says why."""
+    rows = _rows(text)
+    if rows is None:
+        return None
+    subele = text[_ISA_LEN - 2]
+    # An element's text is its components joined again: only the split is left for later.
+    # The ISA's elements are never split: ISA16 is the separator itself.
+    return [
+        Segment(row[0], tuple(row[1:]), None, number, None if row[0] == "ISA" else subele)
+        for number, row in enumerate(rows, start=1)
+    ]
+
+
+def segment_rows(text: str) -> tuple[str, list[list[str]] | None]:
+    """The interchange's segments as lists of their elements, the segment id first: what
+    ``read_segments`` yields, without a ``Segment`` made for each (a reader that names a
+    segment only when it refuses one reads these). Returns the text as read (what precedes
+    the ISA stripped) and the rows, or None where ``read_segments`` hands the text to pyx12;
+    raises InputError as ``read_segments`` does on text that is not X12."""
+    text = _check_isa(text)
+    return text, _rows(text)
+
+
+def _rows(text: str) -> list[list[str]] | None:
+    """``_split``'s segments as element lists, or None where pyx12 must read the text."""
     if text[84:89] not in _VERSIONS:
         return None
-    seg_term, ele_term, subele = text[_ISA_LEN - 1], text[3], text[_ISA_LEN - 2]
+    seg_term, ele_term = text[_ISA_LEN - 1], text[3]
     parts = text.split(seg_term)
     parts.pop()  # what follows the last terminator is never read
-    out: list[Segment] = []
+    out: list[list[str]] = []
     append = out.append
     loops: list[str] = []
-    number = 0
     for part in parts:
         line = part.lstrip("\n\r")
         if not line:
@@ -175,16 +198,12 @@ def _split(text: str) -> list[Segment] | None:
                 return None  # pyx12 fails on it (IndexError)
         elems = line.split(ele_term)
         seg_id = elems[0]
-        number += 1
         if seg_id in _ENVELOPE:
             if seg_id == "ISA":
                 if len(elems) != 17:
                     return None  # pyx12: "The ISA segment must have 16 elements"
                 loops.append(seg_id)
-                # The ISA's elements are never split: ISA16 is the separator itself.
-                append(Segment(seg_id, tuple(elems[1:]), None, number))
-                continue
-            if seg_id in _OPENS:
+            elif seg_id in _OPENS:
                 loops.append(seg_id)
             else:
                 # pyx12 drops an unterminated inner loop, then reads the one outside it
@@ -195,9 +214,7 @@ def _split(text: str) -> list[Segment] | None:
                     if not loops:
                         return None
                 loops.pop()
-        # An element's text is its components joined again: only the split is left for
-        # later.
-        append(Segment(seg_id, tuple(elems[1:]), None, number, subele))
+        append(elems)
     return out
 
 
