@@ -42,7 +42,7 @@ from pathlib import Path
 
 from pipeline.models import utcnow
 from pipeline.row_changelog import RowChangelogStore
-from pipeline.state import StateError, private_sqlite
+from pipeline.state import Change, StateError, private_sqlite
 from services.claims.parsed import STORE_PAGE_SIZE
 
 _SCHEMA = """
@@ -318,6 +318,12 @@ class PartitionNumbers(_Reads, RowChangelogStore):
         self.partition = partition
         self.partitions = partitions
         self.floor = max(1, floor)
+        #: The counter as this transaction left it (None: read it from the file), whether
+        #: its row was written since the changes were last taken, and whether a number was
+        #: taken since that write (``allocate``; written by ``_write_counter``).
+        self._last: int | None = None
+        self._noted = False
+        self._pending = False
 
     def owns(self, number: int) -> bool:
         return owner(number, self.partitions) == self.partition
@@ -334,21 +340,75 @@ class PartitionNumbers(_Reads, RowChangelogStore):
         """Take this partition's next number, build the interchange under it and store both
         in the batch's transaction (the stage makes them durable before delivering).
 
-        If ``build`` raises, nothing is stored and the number is not used up."""
-        with self.atomic():
+        If ``build`` raises, nothing is stored and the number is not used up.
+
+        The counter is read once per transaction and its row written once per changelog
+        window (at the first allocation, where its change record has always come first),
+        then once more with the last number before the changes are taken or committed
+        (``_write_counter``): it was read and written by every allocation, with a savepoint
+        around them: 4 of the 6 statements each allocation ran. Nothing is written before
+        ``build`` has succeeded, so a failed build leaves nothing to roll back."""
+        last = self._last
+        if last is None:
             row = self.db.execute(
                 "SELECT last FROM counter WHERE block = ?", (self.partition,)
             ).fetchone()
-            number = max(self.floor, (row[0] + 1) if row else self.floor)
-            while not self.owns(number):
-                number += 1
-            if number > LAST_NUMBER:
-                raise ControlNumbersExhausted(
-                    f"control numbers of partition {self.partition} are used up"
-                )
-            text = build(number)
-            self._store(self.partition, number, claims, (payer_id, claim_type, adapter, text))
+            last = row[0] if row else None
+        number = max(self.floor, (last + 1) if last is not None else self.floor)
+        while not self.owns(number):
+            number += 1
+        if number > LAST_NUMBER:
+            raise ControlNumbersExhausted(
+                f"control numbers of partition {self.partition} are used up"
+            )
+        text = build(number)
+        self._last = number  # used up from here, even if a write below fails
+        if self._noted:
+            self._pending = True
+        else:
+            self._noted = True
+            self._pending = True
+            self._write_counter()
+        self.db.execute(
+            "INSERT INTO interchanges VALUES (?, ?, ?, ?, ?, 'built', '', ?)",
+            (number, payer_id, claim_type, adapter, text, utcnow().isoformat()),
+        )
+        self.db.executemany(
+            "INSERT INTO claims VALUES (?, ?, ?, ?)",
+            [(c.event_id, c.claim_id, c.encounter_id, number) for c in claims],
+        )
         return StoredInterchange(number, payer_id, claim_type, adapter, text, "built", "")
+
+    def _write_counter(self) -> None:
+        """The counter row at the last number taken, if one was taken since it was written."""
+        if self._pending and self._last is not None:
+            self._pending = False
+            self.db.execute(
+                "INSERT INTO counter VALUES (?, ?) ON CONFLICT(block) DO UPDATE SET last = ?",
+                (self.partition, self._last, self._last),
+            )
+
+    def has_changes(self) -> bool:
+        self._write_counter()
+        return super().has_changes()
+
+    def take_changes(self) -> list[Change]:
+        self._write_counter()
+        self._noted = False  # the next window's first allocation notes the row again
+        return super().take_changes()
+
+    def commit(self) -> None:
+        self._write_counter()
+        super().commit()
+
+    def rollback(self) -> None:
+        self._last = None
+        self._noted = self._pending = False
+        super().rollback()
+
+    def apply(self, key: str, value: bytes | None) -> None:
+        self._last = None  # a restore may write the counter
+        super().apply(key, value)
 
     def mark(self, icn: int, status: str, detail: str = "") -> None:
         """The outcome of a delivery, in the batch's transaction. The caller commits the
@@ -369,6 +429,7 @@ class PartitionNumbers(_Reads, RowChangelogStore):
         return self._blank(claim_ids) if claim_ids else 0
 
     def last_number(self) -> int | None:
+        self._write_counter()
         row = self.db.execute("SELECT last FROM counter WHERE block = ?", (self.partition,))
         found = row.fetchone()
         return int(found[0]) if found else None
