@@ -477,6 +477,47 @@ class SubmittedClaims(RowChangelogStore):
             return None
         return PriorClaim(row[0], row[1], self._parsed.get(row[2]), row[3], bool(row[4]))
 
+    def billed_many(self, keys: Iterable[str]) -> dict[str, tuple[str, str | None, float]]:
+        """What ``prior`` reads of each part of ``keys`` that a claim to a next payer needs,
+        read together: by part, (claim id, the verdict it was built from as stored, 0.0),
+        or, for a part pruned after settlement, (claim id, None, settled at); no entry when
+        nothing was billed. ``billed_of`` answers from it as ``prior`` would. A batch of
+        postings read each part's row with a query of its own, with columns the next
+        payer's claim does not use (the payer's number, the refusal)."""
+        ids = list(dict.fromkeys(keys))
+        out: dict[str, tuple[str, str | None, float]] = {}
+        for start in range(0, len(ids), 500):  # SQLite caps the number of parameters
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            pruned = self.db.execute(
+                "SELECT encounter_id, claim_id, settled_at FROM pruned "
+                f"WHERE encounter_id IN ({marks})",
+                chunk,
+            )
+            for key, claim_id, settled_at in pruned.fetchall():
+                out[key] = (claim_id, None, settled_at)
+            rows = self.db.execute(
+                "SELECT encounter_id, claim_id, billed FROM submitted "
+                f"WHERE encounter_id IN ({marks})",
+                chunk,
+            )
+            for key, claim_id, billed in rows.fetchall():
+                out[key] = (claim_id, billed, 0.0)  # a submitted row first, as ``prior``
+        return out
+
+    def billed_of(
+        self, key: str, found: dict[str, tuple[str, str | None, float]]
+    ) -> tuple[str, ValidatedEncounter] | None:
+        """From what ``billed_many`` read: the claim id of part ``key`` and the verdict it
+        was built from, None when nothing was billed; raises ``ClaimPruned`` as ``prior``."""
+        row = found.get(key)
+        if row is None:
+            return None
+        claim_id, billed, settled_at = row
+        if billed is None:
+            raise ClaimPruned(key, claim_id, settled_at)
+        return claim_id, self._parsed.get(billed)
+
     def holds(self, claim_id: str) -> bool:
         """Whether a claim under this id was submitted for an encounter of this store."""
         row = self.db.execute("SELECT 1 FROM submitted WHERE claim_id = ?", (claim_id,))

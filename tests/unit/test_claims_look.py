@@ -97,6 +97,21 @@ def same_looks(store: SubmittedClaims, verdicts: list[ValidatedEncounter]) -> No
         assert sorted(map(repr, stored.rows)) == sorted(map(repr, want.rows))
 
 
+def same_billed(store: SubmittedClaims, parts: list[str]) -> None:
+    """``billed_many`` then ``billed_of`` give each part what ``prior`` gives a claim to the
+    next payer (the claim id and the verdict), or raise as it raises."""
+    found = store.billed_many([*parts, "no-such-encounter", *parts[:3]])
+    for key in [*parts, "no-such-encounter"]:
+        try:
+            got: object = store.billed_of(key, found)
+        except ClaimPruned as exc:
+            got = ("pruned", exc.field, exc.reason)
+        want = prior_or_pruned(store, key)
+        if want is not None and not isinstance(want, tuple):
+            want = (want.claim_id, want.billed)  # type: ignore[attr-defined]
+        assert got == want, key
+
+
 class Pair:
     """Two stores fed the same: one answers through ``look``, one through the reference."""
 
@@ -154,6 +169,7 @@ def test_one_read_answers_every_verdict_as_the_reads_one_by_one(
         "INSERT INTO pruned VALUES (?, ?, 1.0, 3.0)", [(key, claim) for key, claim, _ in pruned]
     )
 
+    same_billed(pair.new, [key for v in corpus for key in keys(v)])
     # Read together: the whole corpus (more verdicts than one query reads), and with
     # verdicts of one encounter twice.
     monkeypatch.setattr(corrections, "LOOK_CHUNK", 40)
@@ -170,4 +186,5 @@ def test_one_read_answers_every_verdict_as_the_reads_one_by_one(
             result = pair.answer(again)
             kinds |= {r[2] if isinstance(r, tuple) else r for r in result}
     assert {"1", "7", "8", "pruned"} <= kinds
+    same_billed(pair.new, [key for v in corpus for key in keys(v)])
     same_looks(pair.new, [changed(v, "later") for v in corpus])
