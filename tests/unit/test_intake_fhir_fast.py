@@ -629,6 +629,35 @@ def test_a_date_time_is_the_value_fhir_resources_gives_whatever_was_met_before(
     fhir_fast.forget()
 
 
+def test_fields_of_one_annotation_share_what_was_validated() -> None:
+    """A value validated in one field is found again in every field of the same annotation
+    (a visit's start is also the Condition's recordedDate), and gives there what
+    fhir.resources gives: the fields share their validator and memos, fields of another
+    annotation (a date and a dateTime, a code and a string) do not."""
+    fhir_fast.forget()
+    spec = fhir_fast._plan
+    start = spec(get_fhir_model_class("Period")).fields["start"]  # type: ignore[union-attr]
+    recorded = spec(get_fhir_model_class("Condition")).fields["recordedDate"]  # type: ignore[union-attr]
+    birth = spec(get_fhir_model_class("Patient")).fields["birthDate"]  # type: ignore[union-attr]
+    assert start.seen is recorded.seen and start.days is recorded.days
+    assert start.adapter is recorded.adapter and start.seen is not birth.seen
+    code = spec(get_fhir_model_class("Coding")).fields["code"]  # type: ignore[union-attr]
+    text = spec(get_fhir_model_class("Coding")).fields["display"]  # type: ignore[union-attr]
+    assert code.seen is not text.seen and code.seen is not start.seen
+    period = {"start": "2025-12-06T10:00:00-08:00", "end": "2025-12-06"}
+    made = fhir_fast.construct(get_fhir_model_class("Period"), period)
+    assert "2025-12-06T10:00:00-08:00" in recorded.seen
+    condition = {"resourceType": "Condition", "subject": {"reference": "Patient/p"},
+                 "recordedDate": "2025-12-06T10:00:00-08:00"}  # fmt: skip
+    cls = get_fhir_model_class("Condition")
+    fast = fhir_fast.construct(cls, condition)
+    assert made is not None and fast is not None
+    assert same_model(fast, full(cls, condition))
+    validated: Any = cls.model_validate(condition)
+    assert repr(getattr(fast, "recordedDate")) == repr(validated.recordedDate)  # noqa: B009
+    fhir_fast.forget()
+
+
 def test_providers_made_again_from_kept_resources_give_the_same_record_and_notes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
