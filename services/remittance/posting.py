@@ -26,7 +26,6 @@ equal what the payer sent (BPR02), and the ledger keeps them per payment.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -407,10 +406,12 @@ def cents(value: Decimal) -> Decimal:
 
 def occurrences(remittance: Remittance) -> Iterator[tuple[int, ClaimPayment]]:
     """Each claim payment with its occurrence number among the payment's CLPs of that claim."""
-    seen: Counter[str] = Counter()
+    seen: dict[str, int] = {}  # not a Counter: its missing key is a call to Python code
     for payment in remittance.claims:
-        yield seen[payment.patient_control_number], payment
-        seen[payment.patient_control_number] += 1
+        pcn = payment.patient_control_number
+        occurrence = seen.get(pcn, 0)
+        yield occurrence, payment
+        seen[pcn] = occurrence + 1
 
 
 def payer_of(remittance: Remittance) -> str:
