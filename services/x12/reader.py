@@ -10,6 +10,8 @@ A well-formed interchange is split here with ``str.split`` (pyx12's reader cost 
 a fifth of its CPU); anything its reader would refuse (an unknown version, an ISA without
 16 elements, a blank segment, a trailer without its header) is read by pyx12 itself, so
 the refusal is pyx12's, word for word (tests/unit/test_x12_reader.py compares the two).
+``segment_rows`` gives that split as lists of elements, for a reader that makes its own
+objects and a ``Segment`` only to name what it refuses (the 835 reader: 79 us a file to 59).
 """
 
 from __future__ import annotations
