@@ -538,20 +538,22 @@ class Billing(Generic[S]):
             numbered = False
         # What each posting's claim was built from, read for the batch: nothing below
         # writes the corrections store once the numbers are set (else each sets its own).
-        built_from = (
-            self.submitted.billed_many(
-                key
-                for _, posting in postings
-                if posting.encounter_id is not None
-                and (key := part_key(posting.encounter_id, primary_claim_id(posting.claim_id)))
-            )
-            if numbered
-            else None
-        )
+        # And the payers already billed for them, kept up to date as the loop bills more
+        # (only ``mark_billed`` below writes them before the loop ends).
+        keys = [
+            key
+            for _, posting in postings
+            if posting.encounter_id is not None
+            and (key := part_key(posting.encounter_id, primary_claim_id(posting.claim_id)))
+        ]
+        built_from = self.submitted.billed_many(keys) if numbered else None
+        later = self.cob.billed_many(keys)
         for source, posting in postings:
             try:
                 raw = encoded(source) if encoded is not None else None
-                found = self.next_claim(posting, raw, numbered=numbered, built_from=built_from)
+                found = self.next_claim(
+                    posting, raw, numbered=numbered, built_from=built_from, later=later
+                )
             except Exception as exc:  # noqa: BLE001 - every failure of one input is refused
                 results.append(Refused(source, exc))
                 continue
@@ -559,6 +561,7 @@ class Billing(Generic[S]):
                 planned, position, key = found
                 unique.setdefault(planned.event_id, (source, planned))
                 billed[id(source)] = (key, position)
+                later.add((key, position))
 
         def undo(results: list[Result[S]]) -> None:
             for result in results:
@@ -574,12 +577,14 @@ class Billing(Generic[S]):
         *,
         numbered: bool = False,
         built_from: dict[str, tuple[str, str | None, float]] | None = None,
+        later: set[tuple[str, int]] | None = None,
     ) -> tuple[PlannedClaim, int, str] | None:
         """The claim to the payer after the one that posted, with its position and the
         encounter part it bills, or None (and the outcome says why). ``encoded``: the
         record the posting was decoded from, which the COB ledger keeps as it is;
         ``numbered``: the payer's claim number it gives is already set; ``built_from``: what
-        ``SubmittedClaims.billed_many`` read of the posting's part, if it was.
+        ``SubmittedClaims.billed_many`` read of the posting's part, if it was; ``later``: the
+        payers billed for it (``CobLedger.billed_many``), if they were read.
 
         The COB ledger's writes for one posting are all or none of them (a savepoint),
         except for a posting that bills no one whatever was adjudicated before
@@ -616,9 +621,12 @@ class Billing(Generic[S]):
             return None
         encounter_id = key  # the CobLedger keeps each part's payers apart
         cob = self.cob
+        if later is not None:
+            again = (encounter_id, position + 1) in later
+        else:
+            again = cob.billed(encounter_id, position + 1) is not None
         if bills_none(posting, position, coverages):
             # The ledger is read before its one write (they touch different tables).
-            again = cob.billed(encounter_id, position + 1) is not None
             cob.record(encounter_id, position, posting, encoded)
             if again:
                 return None  # a redelivered or corrected posting: the next payer is billed
@@ -628,7 +636,7 @@ class Billing(Generic[S]):
                 return None
         with cob.atomic():
             cob.record(encounter_id, position, posting, encoded)
-            if cob.billed(encounter_id, position + 1) is not None:
+            if again:
                 return None  # a redelivered or corrected posting: the next payer is billed
             earlier = cob.earlier(encounter_id, position)
             found = next_claim(posting, verdict, claim_id, earlier, master, coverages)

@@ -23,7 +23,7 @@ older versions kept is still read.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -245,6 +245,21 @@ class CobLedger(RowChangelogStore):
             (encounter_id, position),
         ).fetchone()
         return str(row[0]) if row else None
+
+    def billed_many(self, encounter_ids: Iterable[str]) -> set[tuple[str, int]]:
+        """(encounter, position) of every payer already billed for ``encounter_ids``: what
+        ``billed`` answers for each, read together (a batch of postings read its own each)."""
+        ids = list(dict.fromkeys(encounter_ids))
+        out: set[tuple[str, int]] = set()
+        for start in range(0, len(ids), 500):  # SQLite caps the number of parameters
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT encounter_id, position FROM cob_billed WHERE encounter_id IN ({marks})",
+                chunk,
+            )
+            out.update((str(e), int(p)) for e, p in rows.fetchall())
+        return out
 
     def later_claims(self, encounter_id: str) -> list[str]:
         """The claim ids billed to the payers after the first, for retention: a verdict is

@@ -14,7 +14,7 @@ import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from sim_corpus import MIXES, validated
@@ -23,7 +23,7 @@ import bench.bench_claims_stage as claims_bench
 from pipeline.models import Coverage, RemittancePosting, ValidatedEncounter
 from services.claims import billing
 from services.claims.corrections import SubmittedClaims
-from services.claims.secondary import bills_none, next_claim, position_of
+from services.claims.secondary import CobLedger, bills_none, next_claim, position_of
 
 
 @pytest.mark.parametrize("mix", MIXES)
@@ -91,3 +91,34 @@ def test_a_batch_of_postings_sets_the_payer_numbers_as_each_posting_did(
     assert _submitted_records(mix) == batched
     assert max(calls) > 1
     assert any('"payer_claim_control_number": "' in line for line in batched)
+
+
+@pytest.mark.parametrize("mix", MIXES)
+def test_the_payers_billed_read_for_a_batch_answer_as_each_posting_read_them(
+    monkeypatch: pytest.MonkeyPatch, mix: str
+) -> None:
+    """``CobLedger.billed_many``, kept up to date by the batch's loop, answers each posting
+    as ``CobLedger.billed`` read at its turn did (the reference, asked at each lookup); the
+    same records either way."""
+    looked: Counter[bool] = Counter()
+    many = CobLedger.billed_many
+
+    class Judged(set[tuple[str, int]]):
+        ledger: CobLedger
+
+        def __contains__(self, item: object) -> bool:
+            got = super().__contains__(item)
+            key, position = cast(tuple[str, int], item)
+            assert got == (self.ledger.billed(key, position) is not None), item
+            looked[got] += 1
+            return got
+
+    def judged(self: CobLedger, encounter_ids: Any) -> set[tuple[str, int]]:
+        out = Judged(many(self, encounter_ids))
+        out.ledger = self
+        return out
+
+    batched = _submitted_records(mix)
+    monkeypatch.setattr(CobLedger, "billed_many", judged)
+    assert _submitted_records(mix) == batched
+    assert looked[False] > 0
