@@ -258,11 +258,19 @@ def event_time(value: Any) -> float | None:
 
 
 def observe_age(
-    service: str, topic: str, value: Any, now: float, origin: dict[str, Any] | None = None
+    service: str,
+    topic: str,
+    value: Any,
+    now: float,
+    origin: dict[str, Any] | None = None,
+    ages: dict[Any, list[float]] | None = None,
 ) -> Any:
     """The end-to-end age of one produced record; returns the record it came from (``value``
     itself when it carries the encounter, else its input by encounter id from ``origin``),
-    which the stage's own ``observe`` gets for its domain metrics."""
+    which the stage's own ``observe`` gets for its domain metrics. With ``ages`` the age is
+    noted there under its histogram's child, for ``observe_ages`` to observe with the rest
+    of the batch's: 0.19 us a record instead of 0.78 for an ``observe`` (a lock and a scan
+    of the buckets a call), on every record every stage produces."""
     source = value
     enc = encounter_of(value)
     if enc is None and origin is not None:
@@ -274,8 +282,20 @@ def observe_age(
         child = _EVENT_AGE.get((service, topic))
         if child is None:
             child = _EVENT_AGE[(service, topic)] = EVENT_AGE.labels(service, topic)
-        child.observe(max(0.0, now - started))
+        if ages is None:
+            child.observe(max(0.0, now - started))
+        else:
+            noted = ages.get(child)
+            if noted is None:
+                noted = ages[child] = []
+            noted.append(max(0.0, now - started))
     return source
+
+
+def observe_ages(ages: dict[Any, list[float]]) -> None:
+    """Observe the ages ``observe_age`` noted, each child's at once (``observe_each``)."""
+    for child, amounts in ages.items():
+        observe_each(child, amounts)
 
 
 def dollars(amount: Decimal | float | None) -> float:

@@ -957,6 +957,7 @@ class Runner:
             self._produce_changes(producer)
         done = self._on_delivery
         sent: dict[str, int] = {}  # records out by topic, counted once per batch
+        ages: dict[Any, list[float]] = {}  # observed once per batch (``observe_ages``)
         for out in outs:
             value = out.raw if out.raw is not None else self._encoded(out)
             topic = self._full_topic(out.topic)
@@ -968,12 +969,16 @@ class Runner:
                 continue
             try:
                 source = metrics.observe_age(
-                    self.stage.name, out.topic, out.value, now, self._origin
+                    self.stage.name, out.topic, out.value, now, self._origin, ages
                 )
                 self.stage.observe(out.topic, out.value, source)
             except Exception:  # noqa: BLE001 - a metric must never stop the pipeline
                 log.exception("metrics: could not observe an output", extra={"topic": out.topic})
         self._count(self._records_out, metrics.RECORDS_OUT, sent)
+        try:
+            metrics.observe_ages(ages)
+        except Exception:  # noqa: BLE001 - a metric must never stop the pipeline
+            log.exception("metrics: could not observe the outputs' ages")
         self._datums = {}  # encoded: the inputs' bytes are not needed any more
         # The batch's inputs too: kept until the next batch, they were alive when the
         # collector came back, which walked them all and moved them to an older generation.

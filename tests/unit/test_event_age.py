@@ -141,3 +141,29 @@ def corpus_encounters() -> list[Model]:
     from bench.chain import offline_chain
 
     return offline_chain(2, seed=3)["encounters.collected.v1"]
+
+
+def test_ages_noted_for_the_batch_observe_what_one_observe_each_leaves(tmp_path: Path) -> None:
+    """The runner notes a batch's ages (``observe_age(..., ages)``) and observes them at once
+    (``observe_ages``): the same bucket counts as one ``observe`` per record, and the same
+    sum up to float rounding, with the same record returned as the source."""
+    found = values(tmp_path)
+    origin = {v.encounter_id: v for t, v in found if t == "encounters.validated.v1"}
+    each = "test-event-age-each"
+    batched = "test-event-age-batched"
+    ages: dict[Any, list[float]] = {}
+    topics = set()
+    for i, (topic, value) in enumerate(found):
+        source = judge_observe(value, origin)[0]
+        now = (judge_event_time(source) or NOW) + (i % 40) * 0.23  # ages over the buckets
+        one = metrics.observe_age(each, topic, value, now, origin)
+        assert metrics.observe_age(batched, topic, value, now, origin, ages) is one, topic
+        topics.add(topic)
+    assert ages  # noted, not observed yet
+    metrics.observe_ages(ages)
+    for topic in topics:
+        a, b = metrics.EVENT_AGE.labels(each, topic), metrics.EVENT_AGE.labels(batched, topic)
+        assert [x.get() for x in a._buckets] == [x.get() for x in b._buckets], topic
+        assert abs(a._sum.get() - b._sum.get()) <= 1e-6 * max(1.0, a._sum.get()), topic
+        if topic == "encounters.validated.v1":  # the ages did spread over the buckets
+            assert sum(1 for x in a._buckets if x.get()) > 3
