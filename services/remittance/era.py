@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -498,49 +498,66 @@ class _ClaimBuilder:
             raise InputError("CLP02", "claim status code is required")
         if e[1] not in CLAIM_STATUS_CODES:
             raise InputError("CLP02", f"unknown claim status code {e[1]!r}")
-        adjustments = tuple(self.adjustments)
-        lines = tuple(self.lines)
-        responsibility = _money_of(e[4], clp, 5, False)
-        if not e[4]:
-            every = list(adjustments) + [a for line in lines for a in line.adjustments]
-            responsibility = sum((a.amount for a in every if a.group == "PR"), ZERO)
-        names = self.names
-        return _made(
-            ClaimPayment,
-            {  # every field, in order (what the loop's other segments set, or None)
-                "patient_control_number": e[0],
-                "status_code": e[1],
-                "charge": _money_of(e[2], clp, 3),
-                "paid": _money_of(e[3], clp, 4),
-                "patient_responsibility": responsibility,
-                "filing_indicator": e[5] or None,
-                "payer_claim_control_number": e[6] or None,
-                "facility_code": e[7] or None,
-                "frequency": e[8] or None,
-                "patient_last_name": names.get("patient_last_name"),
-                "patient_first_name": names.get("patient_first_name"),
-                "patient_member_id": names.get("patient_member_id"),
-                "statement_start": names.get("statement_start"),
-                "statement_end": names.get("statement_end"),
-                "received_date": names.get("received_date"),
-                "drg_code": e[10] or None,
-                "drg_weight": _quantity_of(e[11], clp, 12),
-                "original_reference": names.get("original_reference"),
-                "rendering_provider_id": names.get("rendering_provider_id"),
-                "covered_days": names.get("covered_days"),
-                "drg_amount": names.get("drg_amount"),
-                "reimbursement_rate": names.get("reimbursement_rate"),
-                "hcpcs_payable": names.get("hcpcs_payable"),
-                "interest": names.get("interest"),
-                "coverage_amount": names.get("coverage_amount"),
-                "adjustments": adjustments,
-                "remark_codes": tuple(dict.fromkeys(self.remarks)),
-                "service_lines": lines,
-                "crossover_payer": names.get("crossover_payer"),
-                "crossover_payer_id": names.get("crossover_payer_id"),
-                "warnings": tuple(self.warnings),
-            },
+        return _claim_payment(
+            e, clp, self.names, self.adjustments, self.lines, self.remarks, self.warnings
         )
+
+
+def _claim_payment(
+    e: Sequence[str],
+    clp: Segment,
+    names: dict[str, Any],
+    adjustments: list[CasAdjustment],
+    lines: list[ServicePayment],
+    remarks: list[str],
+    warnings: list[str],
+) -> ClaimPayment:
+    """A claim loop's payment: ``e`` its CLP's elements (CLPnn is ``e[nn - 1]``, '' past
+    the last), ``clp`` the segment an amount's refusal names, and what the loop's other
+    segments set. Both readers make their claims here (``_ClaimBuilder.build``,
+    ``_claim_row``)."""
+    claim_adjustments = tuple(adjustments)
+    claim_lines = tuple(lines)
+    responsibility = _money_of(e[4], clp, 5, False)
+    if not e[4]:
+        every = list(claim_adjustments) + [a for line in claim_lines for a in line.adjustments]
+        responsibility = sum((a.amount for a in every if a.group == "PR"), ZERO)
+    return _made(
+        ClaimPayment,
+        {  # every field, in order (what the loop's other segments set, or None)
+            "patient_control_number": e[0],
+            "status_code": e[1],
+            "charge": _money_of(e[2], clp, 3),
+            "paid": _money_of(e[3], clp, 4),
+            "patient_responsibility": responsibility,
+            "filing_indicator": e[5] or None,
+            "payer_claim_control_number": e[6] or None,
+            "facility_code": e[7] or None,
+            "frequency": e[8] or None,
+            "patient_last_name": names.get("patient_last_name"),
+            "patient_first_name": names.get("patient_first_name"),
+            "patient_member_id": names.get("patient_member_id"),
+            "statement_start": names.get("statement_start"),
+            "statement_end": names.get("statement_end"),
+            "received_date": names.get("received_date"),
+            "drg_code": e[10] or None,
+            "drg_weight": _quantity_of(e[11], clp, 12),
+            "original_reference": names.get("original_reference"),
+            "rendering_provider_id": names.get("rendering_provider_id"),
+            "covered_days": names.get("covered_days"),
+            "drg_amount": names.get("drg_amount"),
+            "reimbursement_rate": names.get("reimbursement_rate"),
+            "hcpcs_payable": names.get("hcpcs_payable"),
+            "interest": names.get("interest"),
+            "coverage_amount": names.get("coverage_amount"),
+            "adjustments": claim_adjustments,
+            "remark_codes": tuple(dict.fromkeys(remarks)),
+            "service_lines": claim_lines,
+            "crossover_payer": names.get("crossover_payer"),
+            "crossover_payer_id": names.get("crossover_payer_id"),
+            "warnings": tuple(warnings),
+        },
+    )
 
 
 def _money_or_none(seg: Segment, pos: int) -> Decimal | None:
@@ -988,48 +1005,8 @@ def _claim_row(
     """``_ClaimBuilder.build`` of a claim loop without defects (InputError otherwise)."""
     if not clp[1] or clp[2] not in CLAIM_STATUS_CODES:
         raise InputError("CLP", "no CLP01, or an unknown CLP02")
-    claim_adjustments = tuple(adjustments)
-    claim_lines = tuple(lines)
-    responsibility = _money_of(clp[5], _ANYWHERE, 5, False)
-    if not clp[5]:
-        every = list(claim_adjustments) + [a for line in claim_lines for a in line.adjustments]
-        responsibility = sum((a.amount for a in every if a.group == "PR"), ZERO)
-    return _made(
-        ClaimPayment,
-        {  # every field, in order, as ``_ClaimBuilder.build`` sets them
-            "patient_control_number": clp[1],
-            "status_code": clp[2],
-            "charge": _money_of(clp[3], _ANYWHERE, 3),
-            "paid": _money_of(clp[4], _ANYWHERE, 4),
-            "patient_responsibility": responsibility,
-            "filing_indicator": clp[6] or None,
-            "payer_claim_control_number": clp[7] or None,
-            "facility_code": clp[8] or None,
-            "frequency": clp[9] or None,
-            "patient_last_name": names.get("patient_last_name"),
-            "patient_first_name": names.get("patient_first_name"),
-            "patient_member_id": names.get("patient_member_id"),
-            "statement_start": names.get("statement_start"),
-            "statement_end": names.get("statement_end"),
-            "received_date": names.get("received_date"),
-            "drg_code": clp[11] or None,
-            "drg_weight": _quantity_of(clp[12], _ANYWHERE, 12),
-            "original_reference": names.get("original_reference"),
-            "rendering_provider_id": names.get("rendering_provider_id"),
-            "covered_days": names.get("covered_days"),
-            "drg_amount": names.get("drg_amount"),
-            "reimbursement_rate": names.get("reimbursement_rate"),
-            "hcpcs_payable": names.get("hcpcs_payable"),
-            "interest": names.get("interest"),
-            "coverage_amount": names.get("coverage_amount"),
-            "adjustments": claim_adjustments,
-            "remark_codes": tuple(dict.fromkeys(remarks)),
-            "service_lines": claim_lines,
-            "crossover_payer": names.get("crossover_payer"),
-            "crossover_payer_id": names.get("crossover_payer_id"),
-            "warnings": (),
-        },
-    )
+    # CLPnn is clp[nn] (clp[0] is the segment's id): from CLP01 on, as the builder reads it.
+    return _claim_payment(clp[1:], _ANYWHERE, names, adjustments, lines, remarks, [])
 
 
 def _cas_row(row: list[str]) -> list[CasAdjustment]:
