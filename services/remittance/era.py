@@ -603,10 +603,19 @@ def _svc(seg: Segment, e: tuple[str, ...]) -> dict[str, Any]:
     if not billed[1]:
         raise InputError("SVC01", "composite medical procedure identifier is required")
     adjudicated = seg.comps(6) + _PAD
-    original = adjudicated[1] or None
-    if original is None and e[5]:
+    if not adjudicated[1] and e[5]:
         raise InputError("SVC06", "the original procedure composite has no procedure code")
-    return {  # every field of a ServicePayment, in order: the line's own segments set some
+    return _line_values(billed, adjudicated, e, seg)
+
+
+def _line_values(
+    billed: Sequence[str], adjudicated: Sequence[str], e: Sequence[str], seg: Segment
+) -> dict[str, Any]:
+    """Every field of a ServicePayment, in order, as an SVC sets them (the line's own
+    segments set the rest): ``billed`` and ``adjudicated`` its SVC01 and SVC06 split into
+    components, ``e`` its elements (SVCnn is ``e[nn - 1]``, '' past the last), ``seg`` the
+    segment an amount's refusal names. Both readers' SVCs (``_svc``, ``_svc_values``)."""
+    return {
         "qualifier": billed[0],
         "procedure": billed[1],
         "modifiers": tuple([m for m in billed[2:6] if m]),
@@ -614,7 +623,7 @@ def _svc(seg: Segment, e: tuple[str, ...]) -> dict[str, Any]:
         "paid": _money_of(e[2], seg, 3),
         "revenue_code": e[3] or None,
         "units": _quantity_of(e[4], seg, 5),
-        "original_procedure": original,
+        "original_procedure": adjudicated[1] or None,
         "original_modifiers": tuple([m for m in adjudicated[2:6] if m]),
         "original_units": _quantity_of(e[6], seg, 7),
         "service_date": None,
@@ -1069,27 +1078,9 @@ def _svc_values(row: list[str], sub: str) -> dict[str, Any]:
     if not billed[1]:
         raise InputError("SVC01", "no procedure")
     adjudicated = row[6].split(sub) + _PADL
-    original = adjudicated[1] or None
-    if original is None and row[6]:
+    if not adjudicated[1] and row[6]:
         raise InputError("SVC06", "no procedure")
-    return {  # every field of a ServicePayment, in order, as ``_svc`` sets them
-        "qualifier": billed[0],
-        "procedure": billed[1],
-        "modifiers": tuple([m for m in billed[2:6] if m]),
-        "charge": _money_of(row[2], _ANYWHERE, 2),
-        "paid": _money_of(row[3], _ANYWHERE, 3),
-        "revenue_code": row[4] or None,
-        "units": _quantity_of(row[5], _ANYWHERE, 5),
-        "original_procedure": original,
-        "original_modifiers": tuple([m for m in adjudicated[2:6] if m]),
-        "original_units": _quantity_of(row[7], _ANYWHERE, 7),
-        "service_date": None,
-        "service_end": None,
-        "line_control_number": None,
-        "allowed": None,
-        "adjustments": (),
-        "remark_codes": (),
-    }
+    return _line_values(billed, adjudicated, row[1:], _ANYWHERE)  # SVCnn is row[nn]
 
 
 def _plb_row(row: list[str], sub: str) -> list[ProviderAdjustment]:
