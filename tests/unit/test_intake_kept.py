@@ -1,11 +1,11 @@
 """What intake keeps between bundles (an Address per kept FHIR Address element, a billing
-provider completed from its profile, the JSON decoder) against making it afresh."""
+provider completed from its profile) against making it afresh. The JSON decoder it keeps is
+held to json.loads in tests/unit/test_intake_json_decoder.py."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -83,44 +83,6 @@ def test_an_address_is_kept_only_for_a_kept_element_and_only_when_valid() -> Non
     assert not fhir_fast.kept(unkept)
     assert fhir._address(unkept, "x") == first
     assert id(unkept) not in fhir._ADDRESSES
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        '{"a": 1.50, "b": 1, "c": 1e5, "d": -0.0, "e": [true, null, "x"]}',
-        '{"a": NaN}',
-        '{"a": Infinity}',
-        '{"a": -Infinity}',
-        "\ufeff{}",
-        "\ufeff\ufeff{}",
-        '{"a": 1',
-        "[1, 2]",
-        '"x"',
-        "",
-        " ",
-        '{"a": "\\ud800"}',
-        '{"a": 1} x',
-        "[" * 100_000,
-        '{"a": 1e999}',
-    ],
-)
-def test_the_kept_decoder_decodes_and_refuses_as_json_loads(text: str) -> None:
-    def reference(value: str) -> Any:
-        return json.loads(value, parse_constant=domain._reject_constant, parse_float=Decimal)
-
-    def outcome(loads: Any) -> Any:
-        try:
-            value = loads(text)
-        except json.JSONDecodeError as exc:
-            return ("json", exc.msg, exc.pos, exc.lineno, exc.colno)
-        except InputError as exc:
-            return ("input", exc.field, exc.reason)
-        except RecursionError:
-            return ("recursion",)
-        return ("ok", repr(value))
-
-    assert outcome(domain._loads) == outcome(reference)
 
 
 @pytest.mark.parametrize("mix", ["office", "all"])
