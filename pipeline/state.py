@@ -18,10 +18,11 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 DIR_MODE, FILE_MODE = 0o700, 0o600
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -154,6 +155,19 @@ def private_file(path: Path | str) -> Path:
     except OSError as exc:
         raise StateError(f"state file {file}: {exc.strerror or exc}") from exc
     return file
+
+
+IN_CHUNK = 500
+"""Keys bound by one query of ``rows_in`` (SQLite caps a statement's parameters)."""
+
+
+def rows_in(db: sqlite3.Connection, sql: str, keys: Iterable[str]) -> Iterator[tuple[Any, ...]]:
+    """The rows of ``sql`` for ``keys``, each key once, in queries of ``IN_CHUNK`` keys:
+    ``sql`` holds ``{marks}`` where the IN list's placeholders go."""
+    unique = list(dict.fromkeys(keys))
+    for start in range(0, len(unique), IN_CHUNK):
+        chunk = unique[start : start + IN_CHUNK]
+        yield from db.execute(sql.format(marks=",".join("?" * len(chunk))), chunk).fetchall()
 
 
 def private_sqlite(path: Path | str) -> str:

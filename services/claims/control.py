@@ -42,7 +42,7 @@ from pathlib import Path
 
 from pipeline.models import utcnow
 from pipeline.row_changelog import RowChangelogStore
-from pipeline.state import Change, StateError, private_sqlite
+from pipeline.state import Change, StateError, private_sqlite, rows_in
 from services.claims.parsed import STORE_PAGE_SIZE
 
 _SCHEMA = """
@@ -159,16 +159,11 @@ class _Reads:
 
     def assigned(self, event_ids: Iterable[str]) -> dict[str, int]:
         """Claim event id -> control number, for the claim events already sent (or tried)."""
-        ids = list(dict.fromkeys(event_ids))
-        out: dict[str, int] = {}
-        for start in range(0, len(ids), 500):  # SQLite caps the number of parameters
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                f"SELECT event_id, icn FROM claims WHERE event_id IN ({marks})", chunk
+        return dict(
+            rows_in(
+                self.db, "SELECT event_id, icn FROM claims WHERE event_id IN ({marks})", event_ids
             )
-            out.update(dict(rows.fetchall()))
-        return out
+        )
 
     def interchange(self, icn: int) -> StoredInterchange | None:
         """The stored interchange numbered ``icn``."""

@@ -50,6 +50,7 @@ from typing import Literal
 from pipeline.errors import InputError
 from pipeline.models import ClaimRejection, SubmittedClaim, ValidatedEncounter
 from pipeline.row_changelog import RowChangelogStore
+from pipeline.state import rows_in
 from services.claims.domain import (
     DEFAULT_DRG_BASE_RATE,
     PROFESSIONAL_PART,
@@ -484,25 +485,18 @@ class SubmittedClaims(RowChangelogStore):
         nothing was billed. ``billed_of`` answers from it as ``prior`` would. A batch of
         postings read each part's row with a query of its own, with columns the next
         payer's claim does not use (the payer's number, the refusal)."""
-        ids = list(dict.fromkeys(keys))
+        keys = list(keys)
         out: dict[str, tuple[str, str | None, float]] = {}
-        for start in range(0, len(ids), 500):  # SQLite caps the number of parameters
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            pruned = self.db.execute(
-                "SELECT encounter_id, claim_id, settled_at FROM pruned "
-                f"WHERE encounter_id IN ({marks})",
-                chunk,
-            )
-            for key, claim_id, settled_at in pruned.fetchall():
-                out[key] = (claim_id, None, settled_at)
-            rows = self.db.execute(
-                "SELECT encounter_id, claim_id, billed FROM submitted "
-                f"WHERE encounter_id IN ({marks})",
-                chunk,
-            )
-            for key, claim_id, billed in rows.fetchall():
-                out[key] = (claim_id, billed, 0.0)  # a submitted row first, as ``prior``
+        pruned = (
+            "SELECT encounter_id, claim_id, settled_at FROM pruned WHERE encounter_id IN ({marks})"
+        )
+        for key, claim_id, settled_at in rows_in(self.db, pruned, keys):
+            out[key] = (claim_id, None, settled_at)
+        submitted = (
+            "SELECT encounter_id, claim_id, billed FROM submitted WHERE encounter_id IN ({marks})"
+        )
+        for key, claim_id, billed in rows_in(self.db, submitted, keys):
+            out[key] = (claim_id, billed, 0.0)  # a submitted row first, as ``prior``
         return out
 
     def billed_of(

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from pipeline.models import Coverage, RemittancePosting, ValidatedEncounter
 from pipeline.row_changelog import RowChangelogStore
+from pipeline.state import rows_in
 from services.claims.cob import SEQUENCE_CODES, prior_payer
 from services.claims.domain import (
     PROFESSIONAL_PART,
@@ -249,17 +250,8 @@ class CobLedger(RowChangelogStore):
     def billed_many(self, encounter_ids: Iterable[str]) -> set[tuple[str, int]]:
         """(encounter, position) of every payer already billed for ``encounter_ids``: what
         ``billed`` answers for each, read together (a batch of postings read its own each)."""
-        ids = list(dict.fromkeys(encounter_ids))
-        out: set[tuple[str, int]] = set()
-        for start in range(0, len(ids), 500):  # SQLite caps the number of parameters
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                f"SELECT encounter_id, position FROM cob_billed WHERE encounter_id IN ({marks})",
-                chunk,
-            )
-            out.update((str(e), int(p)) for e, p in rows.fetchall())
-        return out
+        sql = "SELECT encounter_id, position FROM cob_billed WHERE encounter_id IN ({marks})"
+        return {(str(e), int(p)) for e, p in rows_in(self.db, sql, encounter_ids)}
 
     def later_claims(self, encounter_id: str) -> list[str]:
         """The claim ids billed to the payers after the first, for retention: a verdict is
