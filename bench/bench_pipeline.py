@@ -21,12 +21,14 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
+from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.broker import EMBEDDED_PARTITIONS, EmbeddedBroker
 from pipeline.kafka import ensure_topics, make_producer
@@ -128,6 +130,43 @@ def cpu_now(pids: dict[str, int]) -> dict[str, float]:
     return now
 
 
+def batch_counts(sup: Supervisor | None) -> dict[str, tuple[float, float]]:
+    """Each stage's (records, batches) handled so far, from its /metrics: a stage's CPU per
+    record depends on how many records share a batch's fixed costs (commits, flushes), and
+    that depends on how fast its input arrives."""
+    counts: dict[str, tuple[float, float]] = {}
+    for name, child in sup.children.items() if sup is not None else ():
+        if name not in STAGE_TOPICS:
+            continue
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{child.metrics_port}/metrics", timeout=5
+            ) as answer:
+                text = answer.read().decode()
+        except OSError:
+            continue
+        found = {}
+        for family in text_string_to_metric_families(text):
+            if family.name in ("claimflow_processing_seconds", "claimflow_batch_seconds"):
+                found[family.name] = sum(
+                    s.value for s in family.samples if s.name.endswith("_count")
+                )
+        if len(found) == 2:
+            counts[name] = (found["claimflow_processing_seconds"], found["claimflow_batch_seconds"])
+    return counts
+
+
+def records_per_batch(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, float | None]:
+    """Records per batch of each stage between two ``batch_counts``."""
+    sizes: dict[str, float | None] = {}
+    for name, (records, batches) in after.items():
+        r0, b0 = before.get(name, (0.0, 0.0))
+        sizes[name] = round((records - r0) / (batches - b0), 1) if batches > b0 else None
+    return sizes
+
+
 def pct(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -192,10 +231,12 @@ def run_batch(
     ledger.sent.update(batch)
     started = time.time()
     cpu_before = cpu_now(pids)
+    batches_before = batch_counts(sup)
     harness_before = time.process_time()
     publish(producer, sup_settings, messages, rate, sent_ms)
     done = wait_settled(tracker, batch, started, timeout, sup, restarted)
     cpu_after = cpu_now(pids)
+    batches_after = batch_counts(sup)
     harness_ms = (time.process_time() - harness_before) * 1000 / len(messages)
     cpu_ms = {
         name: round((cpu_after[name] - cpu_before[name]) * 1000 / len(messages), 2)
@@ -234,6 +275,9 @@ def run_batch(
         # Where the CPU went: milliseconds per encounter for each process (the broker too;
         # the benchmark's own publisher and tracker are not counted).
         "cpu_ms_per_encounter": {**cpu_ms, "total": round(sum(cpu_ms.values()), 2)},
+        # Records (of every input topic) per batch each stage handled: fewer per batch
+        # spreads a batch's commits and flushes over fewer records.
+        "records_per_batch": records_per_batch(batches_before, batches_after),
         # The benchmark's publisher and tracker share the same two cores.
         "harness_cpu_ms_per_encounter": round(harness_ms, 2),
     }
