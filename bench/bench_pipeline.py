@@ -116,8 +116,28 @@ def publish(
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU a process has used so far (Linux /proc), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return cpu_seconds_of(Path(f"/proc/{pid}/stat"))
+
+
+def main_thread_seconds(pid: int) -> float:
+    """User + system CPU of a process's main thread (the Python one; librdkafka's and the
+    metrics server's are the others), in seconds."""
+    return cpu_seconds_of(Path(f"/proc/{pid}/task/{pid}/stat"))
+
+
+def cpu_seconds_of(stat: Path) -> float:
+    fields = stat.read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main_threads_now(pids: dict[str, int]) -> dict[str, float]:
+    now = {}
+    for name, pid in pids.items():
+        try:
+            now[name] = main_thread_seconds(pid)
+        except (OSError, IndexError, ValueError):
+            continue
+    return now
 
 
 def cpu_now(pids: dict[str, int]) -> dict[str, float]:
@@ -231,17 +251,28 @@ def run_batch(
     ledger.sent.update(batch)
     started = time.time()
     cpu_before = cpu_now(pids)
+    main_before = main_threads_now({k: v for k, v in pids.items() if k in STAGE_TOPICS})
     batches_before = batch_counts(sup)
     harness_before = time.process_time()
     publish(producer, sup_settings, messages, rate, sent_ms)
     done = wait_settled(tracker, batch, started, timeout, sup, restarted)
     cpu_after = cpu_now(pids)
+    main_after = main_threads_now({k: v for k, v in pids.items() if k in STAGE_TOPICS})
     batches_after = batch_counts(sup)
     harness_ms = (time.process_time() - harness_before) * 1000 / len(messages)
     cpu_ms = {
         name: round((cpu_after[name] - cpu_before[name]) * 1000 / len(messages), 2)
         for name in cpu_before
         if name in cpu_after and name not in restarted
+    }
+    # The share of each stage's CPU its Python thread spent; the rest is librdkafka's
+    # threads (fetching, producing, compressing) and the metrics server's.
+    main_share = {
+        name: round((main_after[name] - main_before[name]) / spent, 3)
+        for name in main_before
+        if name in main_after
+        and name not in restarted
+        and (spent := cpu_after.get(name, 0.0) - cpu_before.get(name, 0.0)) > 0
     }
     for name in restarted:
         proc = sup.children[name].proc if sup else None
@@ -278,6 +309,7 @@ def run_batch(
         # Records (of every input topic) per batch each stage handled: fewer per batch
         # spreads a batch's commits and flushes over fewer records.
         "records_per_batch": records_per_batch(batches_before, batches_after),
+        "main_thread_share": main_share,
         # The benchmark's publisher and tracker share the same two cores.
         "harness_cpu_ms_per_encounter": round(harness_ms, 2),
     }

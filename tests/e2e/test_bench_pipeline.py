@@ -52,6 +52,8 @@ def test_claimflow_bench_reports_rates_latencies_and_cpu_from_one_run() -> None:
         sizes = run["records_per_batch"]
         assert set(sizes) == {"intake", "coding", "validation", "claims", "remittance"}
         assert all(size is not None and size >= 1 for size in sizes.values())
+        shares = run["main_thread_share"]
+        assert set(shares) == set(sizes) and all(0 < v <= 1 for v in shares.values())
     assert set(result["stage_vs_raw_copy"]) == {
         "intake",
         "coding",
