@@ -150,11 +150,21 @@ def cpu_now(pids: dict[str, int]) -> dict[str, float]:
     return now
 
 
-def batch_counts(sup: Supervisor | None) -> dict[str, tuple[float, float]]:
-    """Each stage's (records, batches) handled so far, from its /metrics: a stage's CPU per
-    record depends on how many records share a batch's fixed costs (commits, flushes), and
-    that depends on how fast its input arrives."""
-    counts: dict[str, tuple[float, float]] = {}
+#: What ``stage_counts`` reads from each stage's /metrics (the sum over its series).
+COUNTED = {
+    "records": "claimflow_processing_seconds_count",
+    "batches": "claimflow_batch_seconds_count",
+    "sweep_s": "claimflow_gc_sweep_seconds_sum",
+}
+
+
+def stage_counts(sup: Supervisor | None) -> dict[str, dict[str, float]]:
+    """Each stage's records and batches handled so far and its full collections' CPU
+    seconds (``COUNTED``), from its /metrics. A stage's CPU per record depends on how many
+    records share a batch's fixed costs (commits, flushes), which depends on how fast its
+    input arrives; and a full collection (``pipeline.stage.sweep``, every two minutes)
+    that falls in a phase is charged to that phase's encounters."""
+    counts: dict[str, dict[str, float]] = {}
     for name, child in sup.children.items() if sup is not None else ():
         if name not in STAGE_TOPICS:
             continue
@@ -165,26 +175,39 @@ def batch_counts(sup: Supervisor | None) -> dict[str, tuple[float, float]]:
                 text = answer.read().decode()
         except OSError:
             continue
-        found = {}
+        found = dict.fromkeys(COUNTED, 0.0)
+        wanted = {sample: what for what, sample in COUNTED.items()}
         for family in text_string_to_metric_families(text):
-            if family.name in ("claimflow_processing_seconds", "claimflow_batch_seconds"):
-                found[family.name] = sum(
-                    s.value for s in family.samples if s.name.endswith("_count")
-                )
-        if len(found) == 2:
-            counts[name] = (found["claimflow_processing_seconds"], found["claimflow_batch_seconds"])
+            for sample in family.samples:
+                if (what := wanted.get(sample.name)) is not None:
+                    found[what] += sample.value
+        counts[name] = found
     return counts
 
 
 def records_per_batch(
-    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
 ) -> dict[str, float | None]:
-    """Records per batch of each stage between two ``batch_counts``."""
+    """Records per batch of each stage between two ``stage_counts``."""
     sizes: dict[str, float | None] = {}
-    for name, (records, batches) in after.items():
-        r0, b0 = before.get(name, (0.0, 0.0))
-        sizes[name] = round((records - r0) / (batches - b0), 1) if batches > b0 else None
+    for name, now in after.items():
+        was = before.get(name, {})
+        batches = now["batches"] - was.get("batches", 0.0)
+        records = now["records"] - was.get("records", 0.0)
+        sizes[name] = round(records / batches, 1) if batches > 0 else None
     return sizes
+
+
+def sweep_ms(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], encounters: int
+) -> dict[str, float]:
+    """CPU milliseconds per encounter of the full collections each stage ran between two
+    ``stage_counts`` (stages that ran none are left out)."""
+    spent = {
+        name: now["sweep_s"] - before.get(name, {}).get("sweep_s", 0.0)
+        for name, now in after.items()
+    }
+    return {name: round(s * 1000 / encounters, 3) for name, s in spent.items() if s > 0}
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -252,13 +275,13 @@ def run_batch(
     started = time.time()
     cpu_before = cpu_now(pids)
     main_before = main_threads_now({k: v for k, v in pids.items() if k in STAGE_TOPICS})
-    batches_before = batch_counts(sup)
+    counts_before = stage_counts(sup)
     harness_before = time.process_time()
     publish(producer, sup_settings, messages, rate, sent_ms)
     done = wait_settled(tracker, batch, started, timeout, sup, restarted)
     cpu_after = cpu_now(pids)
     main_after = main_threads_now({k: v for k, v in pids.items() if k in STAGE_TOPICS})
-    batches_after = batch_counts(sup)
+    counts_after = stage_counts(sup)
     harness_ms = (time.process_time() - harness_before) * 1000 / len(messages)
     cpu_ms = {
         name: round((cpu_after[name] - cpu_before[name]) * 1000 / len(messages), 2)
@@ -308,7 +331,9 @@ def run_batch(
         "cpu_ms_per_encounter": {**cpu_ms, "total": round(sum(cpu_ms.values()), 2)},
         # Records (of every input topic) per batch each stage handled: fewer per batch
         # spreads a batch's commits and flushes over fewer records.
-        "records_per_batch": records_per_batch(batches_before, batches_after),
+        "records_per_batch": records_per_batch(counts_before, counts_after),
+        # Full collections (every two minutes) that fell in this run: part of its CPU.
+        "gc_sweep_cpu_ms_per_encounter": sweep_ms(counts_before, counts_after, len(messages)),
         "main_thread_share": main_share,
         # The benchmark's publisher and tracker share the same two cores.
         "harness_cpu_ms_per_encounter": round(harness_ms, 2),
