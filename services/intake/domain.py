@@ -74,23 +74,37 @@ _DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=Decimal
 # fraction or an exponent as the Decimal of their text, through ``float_hook``), at about
 # two thirds of its cost: 8.7% of intake's instructions per new message of the pipeline mix
 # (callgrind). What it refuses (NaN, raw control characters, lone surrogates, anything
-# else) goes to ``_DECODER``, whose result or error stands. It nests a few levels deeper
-# than the standard decoder before Python's recursion limit stops it, so a body that could
-# nest that deep (``_FAST_MAX_OPENINGS`` brackets and braces or more) is left to
-# ``_DECODER`` alone. tests/unit/test_intake_json_decoder.py holds the two to each other.
+# else) goes to ``_DECODER``, whose result or error stands. tests/unit/test_intake_json_decoder.py
+# holds the two to each other.
 _FAST = msgspec.json.Decoder(float_hook=Decimal)
-_FAST_MAX_OPENINGS = 500
+
+# Both decoders count each level of nesting against Python's recursion limit, from where
+# they are called, and msgspec nests deeper than the standard decoder before the limit
+# stops it (called from the same frame: 997 levels of lists against 994). So msgspec is called
+# through _FAST_BELOW more frames, where it stops two levels before the standard decoder
+# (992 against 994, lists or objects): whatever it decodes, the standard decoder decodes at
+# the same depth, and a body nested deeper raises RecursionError there and goes to
+# ``_DECODER``, which refuses it where it always did. This replaced counting the body's
+# brackets and braces (msgspec only below 500): two scans of every body, ~10 us for a FHIR
+# bundle of the pipeline mix, against ~0.3 us for the frames.
+_FAST_BELOW = 4
+
+
+def _fast_decode(text: str, frames: int = _FAST_BELOW) -> Any:
+    """``_FAST.decode(text)``, called ``frames`` Python frames below this one."""
+    if frames:
+        return _fast_decode(text, frames - 1)
+    return _FAST.decode(text)
 
 
 def _loads(text: str) -> Any:
     """``json.loads(text, parse_constant=_reject_constant, parse_float=Decimal)``."""
     if text.startswith("\ufeff"):  # as json.loads refuses a second byte order mark
         raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
-    if text.count("{") + text.count("[") < _FAST_MAX_OPENINGS:
-        try:
-            return _FAST.decode(text)
-        except (msgspec.DecodeError, RecursionError):
-            pass  # the standard decoder's result or error stands
+    try:
+        return _fast_decode(text)
+    except (msgspec.DecodeError, RecursionError):
+        pass  # the standard decoder's result or error stands
     return _DECODER.decode(text)
 
 
