@@ -318,6 +318,7 @@ class _Ctx:
 
 
 T = TypeVar("T", bound=BaseModel)
+R = TypeVar("R")
 
 
 # Small contract models made again and again from the same values (a practice's billing
@@ -784,13 +785,14 @@ def _index(bundle: dict[str, Any]) -> _Ctx:
 # --- providers, facility, coverage -------------------------------------------------------
 
 
-# Providers made of the resources a practice sends in every bundle (its Organization and
-# Practitioners, kept whole by fhir_fast: the same model object for the same content), kept
-# by what they were made of: the resource, the reference that named it, its place in the
-# bundle (errors and notes name it), the directory, and the notes the making made, made
-# again on a hit. Each entry holds those objects, so an identity in a key names a live one,
-# and they are read, never assigned to. What raises is not kept (it raises again).
-_PROVIDERS: dict[tuple[Any, ...], tuple[tuple[Any, ...], Provider | None, tuple[str, ...]]] = {}
+# Providers and facilities made of the resources a practice sends in every bundle (its
+# Organization, Practitioners and Location, kept whole by fhir_fast: the same model object
+# for the same content), kept by what they were made of: the resource, the reference that
+# named it, its place in the bundle (errors and notes name it), the directory, and the notes
+# the making made, made again on a hit. Each entry holds those objects, so an identity in a
+# key names a live one, and they are read, never assigned to. What raises is not kept (it
+# raises again).
+_PROVIDERS: dict[tuple[Any, ...], tuple[tuple[Any, ...], Any, tuple[str, ...]]] = {}
 _PROVIDERS_MAX = 1024
 
 
@@ -800,8 +802,8 @@ def _kept_provider(
     rtype: str,
     held: tuple[Any, ...],
     ctx: _Ctx,
-    make: Callable[[], Provider | None],
-) -> Provider | None:
+    make: Callable[[], R],
+) -> R:
     """``make()``; for an entry of ``rtype`` kept whole, what it made before from the same
     resource and ``held`` objects at the same place, when it did."""
     if entry is None or entry.type != rtype or not fhir_fast.kept_whole(entry.res):
@@ -812,7 +814,7 @@ def _kept_provider(
     if hit is not None and all(a is b for a, b in zip(hit[0], held, strict=True)):
         for text in hit[2]:
             ctx.note(text)
-        return hit[1]
+        return hit[1]  # type: ignore[no-any-return]
     outer, ctx.recording = ctx.recording, []
     try:
         made = make()
@@ -962,19 +964,12 @@ def _facility(enc: _Entry, ctx: _Ctx) -> tuple[Facility | None, str | None]:
         target = ctx.resolve(loc.location, enc)
         if target is None or target.type != "Location":
             continue
-        res = target.res
-        pos = next(
-            (c.code for t in (res.type or []) for c in _codings(t) if c.system in POS and c.code),
-            None,
-        )
-        name = _text(res.name) or _text(loc.location.display)
-        if name:
-            facility = _shared(
-                Facility,
-                name=name,
-                npi=_npi(_pairs(res), ctx),
-                address=_optional_address(res, target.path, ctx, "facility"),
-            )
+        # A practice's Location is kept whole (fhir_fast), and the facility made of it is
+        # kept with it: making it again (its POS, NPI and address) had cost ~7 us a FHIR
+        # encounter of the pipeline mix.
+        make = partial(_location_facility, target, loc.location, ctx)
+        facility, pos = _kept_provider("facility", target, "Location", (loc.location,), ctx, make)
+        if facility is not None:
             return facility, pos
         break
     ref = enc.res.serviceProvider
@@ -994,6 +989,25 @@ def _facility(enc: _Entry, ctx: _Ctx) -> tuple[Facility | None, str | None]:
         name, npi = ref.display.strip(), _npi(_ref_identifiers(ref), ctx)
         return _shared(Facility, name=name, npi=npi), pos
     return None, pos
+
+
+def _location_facility(target: _Entry, ref: Any, ctx: _Ctx) -> tuple[Facility | None, str | None]:
+    """The facility a Location makes (None when it has no name) and the POS it states."""
+    res = target.res
+    pos = next(
+        (c.code for t in (res.type or []) for c in _codings(t) if c.system in POS and c.code),
+        None,
+    )
+    name = _text(res.name) or _text(ref.display)
+    if not name:
+        return None, pos
+    facility = _shared(
+        Facility,
+        name=name,
+        npi=_npi(_pairs(res), ctx),
+        address=_optional_address(res, target.path, ctx, "facility"),
+    )
+    return facility, pos
 
 
 def _plan_type(concept: Any, payer_name: str, ctx: _Ctx) -> str:
@@ -1329,7 +1343,6 @@ def _svc_code(codings: list[Any], setting: Setting) -> tuple[str, ServiceSystem,
 # mapping of a FHIR encounter went from 0.165 to 0.155 ms (three pairs, bundles not seen).
 _OF_KEPT: dict[tuple[Any, ...], tuple[Any, Any]] = {}
 _OF_KEPT_MAX = 4096
-R = TypeVar("R")
 
 
 def _of_kept(fn: Callable[..., R], element: Any, *args: Any) -> R:

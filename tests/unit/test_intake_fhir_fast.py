@@ -661,13 +661,15 @@ def test_fields_of_one_annotation_share_what_was_validated() -> None:
 def test_providers_made_again_from_kept_resources_give_the_same_record_and_notes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The practice's Organization and Practitioner, kept whole, make their providers once
-    (fhir._kept_provider); bundles that send them again, at the same place or another, with
-    notes to make (a short NPI, an unusable address), give what fhir.resources' path gives."""
+    """The practice's Organization, Practitioner and Location, kept whole, make their
+    providers and facility once (fhir._kept_provider); bundles that send them again, at the
+    same place or another, with notes to make (a short NPI, an unusable address), give what
+    fhir.resources' path gives."""
     from services.intake import fhir
 
     made: Counter[str] = Counter()
-    for name in ("_make_practitioner", "_make_organization", "_make_profiled"):
+    makers = ("_make_practitioner", "_make_organization", "_make_profiled", "_location_facility")
+    for name in makers:
         make = getattr(fhir, name)
         monkeypatch.setattr(
             fhir, name, lambda *args, make=make, name=name: (made.update([name]), make(*args))[1]
@@ -678,6 +680,9 @@ def test_providers_made_again_from_kept_resources_give_the_same_record_and_notes
     clinician["identifier"][0]["value"] = "98765432"  # padded, with a note
     clinician["address"] = [{"line": ["1 Way"], "city": "Springfield", "state": "XX"}]
     org["address"][0]["postalCode"] = "6270"  # dropped, with a note
+    location = noted["entry"][3]["resource"]
+    location["identifier"] = [{"system": "http://hl7.org/fhir/sid/us-npi", "value": "4321"}]
+    location["address"]["state"] = "Illinois-ish"  # dropped, with a note
     moved = copy.deepcopy(noted)  # the same resources at other places in the bundle
     moved["entry"] = moved["entry"][::-1]
     fhir_fast.forget()
@@ -694,9 +699,12 @@ def test_providers_made_again_from_kept_resources_give_the_same_record_and_notes
     notes = outcomes[1][0][2]
     assert any("left-padded" in note for note in notes)
     assert any("address dropped: Bundle.entry[1]" in note for note in notes)
+    assert any("facility address dropped: Bundle.entry[3]" in note for note in notes)
+    assert any("'4321'" in note for note in notes)
     assert any("address dropped: Bundle.entry[7]" in note for note in outcomes[4][0][2])
+    assert any("facility address dropped: Bundle.entry[6]" in n for n in outcomes[5][0][2])
     makes = [sum(counts.values()) for _, counts in outcomes]
     # Kept whole from the second bundle that sends them (made there), then found again; at
     # other places in the bundle, made once more; changed, made again.
-    assert makes == [3, 3, 0, 0, 3, 0, 0, 3, 3]
+    assert makes == [4, 4, 0, 0, 4, 0, 0, 4, 4]
     fhir_fast.forget()
