@@ -26,7 +26,7 @@ later full record or tombstone, which a restore applies after it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from json.encoder import encode_basestring_ascii
 from operator import itemgetter
 from pathlib import Path
@@ -77,6 +77,12 @@ def _triggers(table: str, bulky: Sequence[str]) -> str:
 
 _QUOTE = encode_basestring_ascii
 _first_note = itemgetter(0)
+_TABLE_MASK = 63
+"""A changes query row's first column is its first note, table index, full flag and whether
+the row is there, in one integer: ``seq << 8 | table << 2 | full << 1 | exists``. The
+reader pays for each column it reads, however short (a column type call and a release of
+the GIL): these were four columns of the eleven a corrections store's row had. At most 64
+tables."""
 _PLAIN = bytes(c for c in range(0x20, 0x7F) if c not in b'"\\')
 """The characters ``json.dumps`` writes as they are (printable ASCII but the quote and the
 backslash): every other one is escaped."""
@@ -123,6 +129,44 @@ def row_record(keys: Sequence[str | None], row: Sequence[object]) -> bytes | Non
     return ("{" + ", ".join(parts) + "}").encode()
 
 
+_Writer = Callable[[Sequence[object]], "bytes | None"]
+
+
+def record_writer(keys: Sequence[str | None], start: int) -> _Writer:
+    """``row_record(keys, row[start:])`` as a function made for these keys: each value
+    taken from its place and written in line between the keys, for the text, integer and
+    NULL values SQLite gives; a row with any other value (a float, a blob) is written by
+    ``row_record`` itself, which judges it (tests/unit/test_row_changelog_judge.py). With
+    the first column below, ``take_changes`` counted 17% fewer instructions in the claims
+    stage's benchmark (callgrind, 150 encounters: 58.7 million to 48.8 million), the stage
+    2.4% fewer."""
+    kept = [(i, key) for i, key in enumerate(keys) if key is not None]
+    template = "{{"  # the record, its values as {a0}, {a1}...
+    lines = ["def write(row):"]
+    for n, (i, key) in enumerate(kept):
+        template += (", " if n else "") + key.replace("{", "{{").replace("}", "}}") + f"{{a{n}}}"
+        lines += [
+            f"    v = row[{start + i}]",
+            "    c = v.__class__",
+            f"    if c is str: a{n} = QUOTE(v) if len(v) < LONG else LONG_QUOTE(v)",
+            f"    elif v is None: a{n} = 'null'",
+            f"    elif c is int: a{n} = INT(v)",
+            "    else: return FALLBACK(KEYS, row[START:])",
+        ]
+    lines.append(f"    return f{template + '}}'!r}.encode()")
+    scope: dict[str, object] = {
+        "QUOTE": _QUOTE,
+        "LONG": _LONG,
+        "LONG_QUOTE": _quote,
+        "INT": int.__repr__,
+        "FALLBACK": row_record,
+        "KEYS": tuple(keys),
+        "START": start,
+    }
+    exec("\n".join(lines), scope)  # noqa: S102 - made here from the table's column names
+    return scope["write"]  # type: ignore[return-value]
+
+
 class RowChangelogStore(ChangelogStore):
     """A ``ChangelogStore`` whose listed ``tables`` log every row change by themselves.
 
@@ -140,6 +184,8 @@ class RowChangelogStore(ChangelogStore):
         page_size: int | None = None,
     ) -> None:
         self.tables = tuple(tables)
+        if len(self.tables) > _TABLE_MASK + 1:
+            raise ValueError(f"at most {_TABLE_MASK + 1} logged tables")
         self.logged = changelog
         self.bulky = {t: tuple(c) for t, c in (bulky or {}).items() if c}
         unknown = set(self.bulky) - set(self.tables)
@@ -166,6 +212,12 @@ class RowChangelogStore(ChangelogStore):
             for t, keys in self._keys.items()
         }
         self._changes_sql = self._changes_query()
+        #: Per table, in ``tables`` order: its name and the writers of its full and slim
+        #: records from a row of the changes query (the columns after the first two).
+        self._writers = [
+            (t, record_writer(self._keys[t], 2), record_writer(self._slim_keys[t], 2))
+            for t in self.tables
+        ]
         #: ``total_changes`` of the connection when no row was noted: while it has not moved,
         #: no statement changed a row, so there is nothing to take (-1: unknown).
         self._quiet = -1
@@ -195,11 +247,11 @@ class RowChangelogStore(ChangelogStore):
         self.db.execute("DROP TABLE main.row_changes")
 
     def _changes_query(self) -> str:
-        """One query for every touched row of every table: (first note, table index, rowid,
-        full, whether the row exists, its columns in table order (the bulky ones only for a
-        full record), NULLs up to the widest table), to sort by first note (the order each
-        row was first touched). A row touched twice is one record, full if any statement
-        logged it whole."""
+        """One query for every touched row of every table: (first note, table index, full and
+        whether the row exists in one integer (``_TABLE_MASK``), rowid, its columns in table
+        order (the bulky ones only for a full record), NULLs up to the widest table), to sort
+        by first note (the order each row was first touched). A row touched twice is one
+        record, full if any statement logged it whole."""
         width = max((len(c) for c in self._columns.values()), default=0)
         parts = []
         for index, table in enumerate(self.tables):
@@ -210,7 +262,8 @@ class RowChangelogStore(ChangelogStore):
             ]
             columns += ["NULL"] * (width - len(columns))
             parts.append(
-                f"SELECT n.s, {index}, n.rid, n.f, t.rowid IS NOT NULL, {', '.join(columns)} "
+                f"SELECT (n.s << 8) | {index << 2} | (n.f << 1) | (t.rowid IS NOT NULL), n.rid, "
+                f"{', '.join(columns)} "
                 "FROM (SELECT rid, max(full) AS f, min(seq) AS s FROM row_changes "
                 f"WHERE tbl = '{table}' GROUP BY rid) AS n LEFT JOIN {table} AS t "
                 "ON t.rowid = n.rid"
@@ -234,17 +287,18 @@ class RowChangelogStore(ChangelogStore):
         rows = self.db.execute(self._changes_sql).fetchall()
         rows.sort(key=_first_note)  # each row's first note is its own: a total order
         out: list[Change] = []
+        writers = self._writers
         for row in rows:
-            table = self.tables[row[1]]
-            rid, full = row[2], row[3]
+            note, rid = row[0], row[1]
+            table, full_writer, slim_writer = writers[note >> 2 & _TABLE_MASK]
+            full = note & 2
             key = f"{table}:{rid}" if full else f"{table}:{rid}{_SLIM}"
-            if row[4]:
-                keys = self._keys[table] if full else self._slim_keys[table]
-                values = row[5:]
-                value = row_record(keys, values)
+            if note & 1:  # the row is there
+                value = (full_writer if full else slim_writer)(row)
                 if value is None:
+                    keys = self._keys[table] if full else self._slim_keys[table]
                     names = self._logged_columns(table, full)
-                    kept = [v for k, v in zip(keys, values, strict=False) if k is not None]
+                    kept = [v for k, v in zip(keys, row[2:], strict=False) if k is not None]
                     value = json.dumps(dict(zip(names, kept, strict=True))).encode()
                 out.append((key, value))
             else:

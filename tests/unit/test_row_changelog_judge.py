@@ -16,7 +16,7 @@ import pytest
 from sim_corpus import MIXES, validated
 
 import bench.bench_claims_stage as claims_bench
-from pipeline.row_changelog import RowChangelogStore, row_record
+from pipeline.row_changelog import RowChangelogStore, record_writer, row_record
 from pipeline.state import Change
 from services.claims.control import ClaimRef, PartitionNumbers
 
@@ -116,6 +116,18 @@ def test_a_record_is_written_as_json_dumps_writes_it(value: Any) -> None:
     assert (
         row_record([keys[0], None], [value, "skipped", None]) == json.dumps({"a": value}).encode()
     )
+
+
+@pytest.mark.parametrize("value", [*VALUES, math.nan, math.inf, True, b"blob"], ids=repr)
+def test_a_table_s_record_writer_writes_what_row_record_writes(value: Any) -> None:
+    """The writer made for a table's keys is judged by ``row_record`` (and, through it,
+    by ``json.dumps``) on every value, in every place, a column left out or not."""
+    names = ["a", 'name {with} "quote" and é', "z"]
+    keys = [f"{json.dumps(n)}: " for n in names]
+    for row in ([value, value, 7], [7, "text", value], [None, value, value]):
+        for kept in (keys, [keys[0], None, keys[2]], [None, None, None]):
+            padded = ("first note", "rowid", *row, None, None)  # the query's row
+            assert record_writer(kept, 2)(padded) == row_record(kept, row)
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, True, b"blob"], ids=repr)
