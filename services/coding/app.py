@@ -180,8 +180,7 @@ class CodingStage(Stage):
         if isinstance(msg.value, CodedEncounter):  # coding.by-patient.v1: the member's HCCs
             assert self.risk is not None
             history = self.risk.get(msg.partition)
-            with history.atomic():
-                outs = self.flow.risk(msg.value, history)
+            outs = self.flow.risk(msg.value, history, atomic=history.atomic)
             return _outs(outs, read=msg)
         if isinstance(msg.value, CoderDecision):
             with self._atomic():

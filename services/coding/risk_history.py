@@ -39,6 +39,21 @@ def change_record(codes: list[str]) -> bytes:
     return f"[{', '.join(map(_str, codes))}]".encode()
 
 
+#: The most codes ``_insert`` writes in one statement (4 parameters a row, well under
+#: SQLite's 999 parameters of older builds); an encounter has a few dozen at most.
+ONE_STATEMENT_ROWS = 200
+_VALUES = [
+    "INSERT OR IGNORE INTO risk_dx VALUES " + ", ".join(["(?, ?, ?, ?)"] * n)
+    for n in range(ONE_STATEMENT_ROWS + 1)
+]
+
+
+def writes_in_one_statement(codes: list[str], *, recorded: bool) -> bool:
+    """Whether ``record_risk`` writes ``codes`` in at most one statement, which is atomic on
+    its own: nothing recorded before to delete, and rows for one ``_insert`` statement."""
+    return not recorded and len(set(codes)) <= ONE_STATEMENT_ROWS
+
+
 class RiskHistory(ChangelogStore):
     """The codes behind each member's HCCs; ``changelog``: keep each write as a change."""
 
@@ -110,7 +125,15 @@ class RiskHistory(ChangelogStore):
         )
 
     def _insert(self, key: str, year: int, encounter_id: str, codes: list[str]) -> None:
-        self.db.executemany(
-            "INSERT OR IGNORE INTO risk_dx VALUES (?, ?, ?, ?)",
-            [(key, year, encounter_id, c) for c in codes],
-        )
+        """The encounter's codes as rows, in one statement (all rows or none of them: SQLite
+        undoes a statement that fails) when they are at most ``ONE_STATEMENT_ROWS``."""
+        if not codes:
+            return
+        if len(codes) > ONE_STATEMENT_ROWS:
+            self.db.executemany(
+                "INSERT OR IGNORE INTO risk_dx VALUES (?, ?, ?, ?)",
+                [(key, year, encounter_id, c) for c in codes],
+            )
+            return
+        values = _VALUES[len(codes)]
+        self.db.execute(values, [v for c in codes for v in (key, year, encounter_id, c)])

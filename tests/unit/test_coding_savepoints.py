@@ -21,7 +21,7 @@ from services.coding import app
 from services.coding.app import CodingStage, partitioned_risk
 from services.coding.audit import AuditPolicy, AuditStore
 from services.coding.domain import Coder
-from services.coding.review import ReviewFlow, ReviewStore
+from services.coding.review import BY_PATIENT, CODED, ReviewFlow, ReviewStore
 from services.coding.terms import default_index
 
 
@@ -112,3 +112,40 @@ def test_an_encounter_that_cannot_be_coded_raises_as_before(stage: CodingStage) 
     with pytest.raises(InputError, match="diagnoses\\[0\\].code"):
         stage.handle(incoming(visit(1, "ZZZ99"), 0))
     assert not stage.store.db.in_transaction and not stage.audits.db.in_transaction
+
+
+def test_a_new_encounters_risk_codes_open_no_savepoint(stage: CodingStage) -> None:
+    """On coding.by-patient.v1 a new encounter's codes are one INSERT (atomic on its own):
+    no SAVEPOINT; an encounter recorded before (a replay) deletes and inserts inside one,
+    and a failure there leaves neither. The rows and change records are the same either way
+    (``test_risk_history_year``)."""
+    history = stage.risk.get(0)  # type: ignore[union-attr]
+    statements: list[str] = []
+    history.db.set_trace_callback(statements.append)
+    (by_patient,) = [
+        o for o in stage.handle(incoming(visit(7, "E11.9", "I10"), 7)) if o.topic == BY_PATIENT
+    ]
+    record = Incoming(BY_PATIENT, by_patient.key, by_patient.value, b"", {}, 0, 7, 0)
+
+    outs = stage.handle(record)
+    assert [o.topic for o in outs] == [CODED]
+    assert not any("SAVEPOINT" in s for s in statements)
+    assert len([s for s in statements if s.startswith("INSERT")]) == 1
+    rows = history.db.execute("SELECT code FROM risk_dx").fetchall()
+    assert rows  # E11.9 counts for an HCC
+    stage.on_batch_done()
+
+    statements.clear()
+    history.take_changes()
+
+    def fails(*args: object) -> None:
+        raise InputError("encounter_id", "the insert failed")
+
+    original = history._insert
+    history._insert = fails  # type: ignore[method-assign]
+    with pytest.raises(InputError, match="insert failed"):
+        stage.handle(record)  # recorded before: delete, then the insert fails
+    history._insert = original  # type: ignore[method-assign]
+    assert any(s.startswith("SAVEPOINT") for s in statements)
+    assert history.db.execute("SELECT code FROM risk_dx").fetchall() == rows
+    assert not history.take_changes()

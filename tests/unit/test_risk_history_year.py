@@ -14,7 +14,12 @@ import json
 import random
 from pathlib import Path
 
-from services.coding.risk_history import RiskHistory, change_record
+from services.coding.risk_history import (
+    ONE_STATEMENT_ROWS,
+    RiskHistory,
+    change_record,
+    writes_in_one_statement,
+)
 
 CODES = ["E119", "I10", "I5022", "N184", "J449", "E785", "F329", "C50911"]
 
@@ -71,3 +76,34 @@ def test_change_records_are_json_dumps() -> None:
     ]
     for codes in lists:
         assert change_record(codes) == json.dumps(codes).encode(), codes
+
+
+def test_insert_in_one_statement_writes_the_rows_executemany_writes(tmp_path: Path) -> None:
+    """``_insert`` writes up to ``ONE_STATEMENT_ROWS`` codes in one INSERT (judge: one
+    INSERT per row, as before), rows already there ignored the same way."""
+    rng = random.Random(3)
+    fast = RiskHistory(tmp_path / "fast.sqlite3")
+    judge = RiskHistory(tmp_path / "judge.sqlite3")
+    many = [f"C{i:04d}" for i in range(ONE_STATEMENT_ROWS + 5)]
+    sizes = [0, 1, 2, ONE_STATEMENT_ROWS, ONE_STATEMENT_ROWS + 1, ONE_STATEMENT_ROWS + 5]
+    for n in range(400):
+        key, year, encounter_id = f"m{rng.randrange(20)}", 2026, f"E{rng.randrange(50)}"
+        size = sizes[n] if n < len(sizes) else rng.randrange(6)
+        codes = sorted(set(rng.sample(many if size > len(CODES) else CODES, size)))
+        fast._insert(key, year, encounter_id, codes)
+        judge.db.executemany(
+            "INSERT OR IGNORE INTO risk_dx VALUES (?, ?, ?, ?)",
+            [(key, year, encounter_id, c) for c in codes],
+        )
+    assert rows(fast) == rows(judge)
+    assert len(rows(fast)) > 2 * ONE_STATEMENT_ROWS
+
+
+def test_one_statement_is_a_new_encounter_with_codes_for_one_insert() -> None:
+    assert writes_in_one_statement([], recorded=False)
+    assert writes_in_one_statement(["E119", "E119", "I10"], recorded=False)
+    assert writes_in_one_statement(["X"] * (ONE_STATEMENT_ROWS + 1), recorded=False)
+    assert not writes_in_one_statement(["E119"], recorded=True)
+    assert not writes_in_one_statement(
+        [f"C{i}" for i in range(ONE_STATEMENT_ROWS + 1)], recorded=False
+    )
