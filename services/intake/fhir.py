@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal
 from functools import cache, partial
+from operator import is_
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, unquote
@@ -207,6 +208,8 @@ DIAGNOSIS_ROLE: dict[str, Literal["admitting", "reason_for_visit", "external_cau
     "externalcauseofinjury": "external_cause",
 }
 SIDE_ROLES = ("admitting", "reason_for_visit")
+_SIDE_ROLES = frozenset(SIDE_ROLES)
+_DIAGNOSIS_TYPES = frozenset(DIAGNOSIS_ROLE)
 # Claim.supportingInfo codes in the NUBC code systems (their URL names the code set).
 NUBC = "nubc.org"
 # Claim.careTeam.role (claimcareteamrole, CARIN BB) for the operating physician.
@@ -538,6 +541,9 @@ def _make_address(addr: Any, path: str) -> Address:
 def _pick_address(res: Any, path: str) -> tuple[Any, str] | None:
     """The current home/work address of a resource, preferring non-old ones."""
     raw = res.address
+    # One address (what nearly every resource sends): the ranking below would pick it.
+    if type(raw) is list and len(raw) == 1:
+        return raw[0], path + ".address[0]"
     addresses = list(raw) if isinstance(raw, list) else [raw] if raw is not None else []
     ranked = sorted(
         range(len(addresses)),
@@ -809,9 +815,10 @@ def _kept_provider(
     if entry is None or entry.type != rtype or not fhir_fast.kept_whole(entry.res):
         return make()
     held = (entry.res, *held)
-    key = (kind, entry.path, *[id(o) for o in held])
+    key = (kind, entry.path, *map(id, held))
     hit = _PROVIDERS.get(key)
-    if hit is not None and all(a is b for a, b in zip(hit[0], held, strict=True)):
+    # As many held objects as ids in the key: the same identities, compared in C.
+    if hit is not None and all(map(is_, hit[0], held)):
         for text in hit[2]:
             ctx.note(text)
         return hit[1]  # type: ignore[no-any-return]
@@ -1479,9 +1486,13 @@ class _EncounterBuilder:
                 concept = d.diagnosisCodeableConcept
                 if entry is None and concept is None:
                     continue
-                types = {str(c.code) for t in d.type or [] for c in _codings(t) if c.code}
+                types = (
+                    {str(c.code) for t in d.type for c in _codings(t) if c.code}
+                    if d.type
+                    else set()
+                )
                 roles = {DIAGNOSIS_ROLE[t] for t in types if t in DIAGNOSIS_ROLE}
-                for role in sorted(roles & set(SIDE_ROLES)):
+                for role in sorted(roles & _SIDE_ROLES) if roles else ():
                     found = _of_kept(_dx_code, entry.res.code if entry is not None else concept)
                     if found is not None and found[0]:
                         side.append(
@@ -1493,7 +1504,7 @@ class _EncounterBuilder:
                                 role=role,
                             )
                         )
-                if roles and roles <= set(SIDE_ROLES) and not types - set(DIAGNOSIS_ROLE):
+                if roles and roles <= _SIDE_ROLES and not types - _DIAGNOSIS_TYPES:
                     continue  # only admitting / reason for visit: not one of the claim's
                 if "external_cause" in roles:
                     found = _of_kept(_dx_code, concept) if entry is None else None
