@@ -453,10 +453,6 @@ def _short(value: Any) -> bool:
     return True
 
 
-def _all_kept(models: list[BaseModel]) -> bool:
-    return all(id(m) in _KEPT for m in models)
-
-
 def _empty(memo: dict[Any, BaseModel]) -> None:
     # list(): one step under the GIL, should another thread be adding to the memo.
     _KEPT.difference_update([id(m) for m in list(memo.values())])
@@ -508,7 +504,7 @@ def _shape_builder(
         "_set_fields_set": _SET_FIELDS_SET, "_set_extra": _SET_EXTRA,
         "_set_private": _SET_PRIVATE, "_rtype": plan.resource_type, "_memo": memo,
         "_MEMO_MAX": _MEMO_MAX, "_KEEP_LEN": _KEEP_LEN, "_KEPT": _KEPT, "_short": _short,
-        "_all_kept": _all_kept, "_empty": _empty, "_REFUSED": _REFUSED, "_SEEN_MAX": _SEEN_MAX,
+        "_empty": _empty, "_REFUSED": _REFUSED, "_SEEN_MAX": _SEEN_MAX,
     }  # fmt: skip
     # Elements only: a resource hit would still look up every element, for one object less.
     kept = plan.resource_type is None
@@ -587,8 +583,10 @@ def _shape_builder(
                     f"        items.append(_one(plan{i}, x, False) if b is None else b(x, False))\n"
                     f"    v{i} = items"
                 )
-                parts.append(f"tuple([id(x) for x in v{i}])")
-                small.append(f"_all_kept(v{i})")
+                # map() in C, not a comprehension's frame: ~20 such lists a bundle, most
+                # of them a concept's codings, looked up on every build.
+                parts.append(f"tuple(map(id, v{i}))")
+                small.append(f"_KEPT.issuperset(map(id, v{i}))")
             else:
                 reads.append(
                     f"    if type(v{i}) is not dict:\n        raise _Unsure\n"
