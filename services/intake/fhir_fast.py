@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from fhir.resources.R4B.resource import Resource
@@ -477,6 +478,17 @@ def _refused(data: dict[str, Any], top: bool) -> BaseModel:
     raise _Unsure
 
 
+# Numbers and booleans, whose _value_key is (type, repr): made inline in the generated
+# builders, without the call (~16 such values a bundle: sequences, ranks, amounts).
+_SCALARS = frozenset({int, bool, float, Decimal})
+
+
+def _key_of(v: str) -> str:
+    """The generated expression of ``_value_key(v)``."""
+    scalar = f"(type({v}), repr({v})) if type({v}) in _SCALARS else _value_key({v})"
+    return f"{v} if type({v}) is str else {scalar}"
+
+
 def _shape_builder(
     plan: _Plan, keys: tuple[str, ...]
 ) -> Callable[[dict[str, Any], bool], BaseModel]:
@@ -504,7 +516,7 @@ def _shape_builder(
         "_set_fields_set": _SET_FIELDS_SET, "_set_extra": _SET_EXTRA,
         "_set_private": _SET_PRIVATE, "_rtype": plan.resource_type, "_memo": memo,
         "_MEMO_MAX": _MEMO_MAX, "_KEEP_LEN": _KEEP_LEN, "_KEPT": _KEPT, "_short": _short,
-        "_empty": _empty, "_REFUSED": _REFUSED, "_SEEN_MAX": _SEEN_MAX,
+        "_empty": _empty, "_SCALARS": _SCALARS, "_REFUSED": _REFUSED, "_SEEN_MAX": _SEEN_MAX,
     }  # fmt: skip
     # Elements only: a resource hit would still look up every element, for one object less.
     kept = plan.resource_type is None
@@ -529,15 +541,17 @@ def _shape_builder(
             # single element's values (only values validated are), so looking it up before
             # _primitive refuses it changes nothing.
             if kept:
-                reads.append(f"    k{i} = v{i} if type(v{i}) is str else _value_key(v{i})")
+                reads.append(f"    k{i} = {_key_of(f'v{i}')}")
             parts.append(f"k{i}")
-            small.append(f"(len(v{i}) <= _KEEP_LEN if type(v{i}) is str else _short(v{i}))")
+            small.append(
+                f"(len(v{i}) <= _KEEP_LEN if type(v{i}) is str"
+                f" else type(v{i}) is not list or _short(v{i}))"
+            )
             if kept:  # k{i} is the string itself, else the key
                 validate.append(f"    hit = seen{i}.get(k{i}, _MISSING)")
             elif spec.days is None:
                 validate.append(
-                    f"    k{i} = v{i} if type(v{i}) is str else _value_key(v{i})\n"
-                    f"    hit = seen{i}.get(k{i}, _MISSING)"
+                    f"    k{i} = {_key_of(f'v{i}')}\n    hit = seen{i}.get(k{i}, _MISSING)"
                 )
             else:
                 validate.append(
