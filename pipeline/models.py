@@ -15,6 +15,10 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from pipeline import model_reads
+
+model_reads.install()  # field reads without pydantic's __getattr__ (pipeline/model_reads.py)
+
 
 def _cents(value: Decimal) -> Decimal:
     return value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
