@@ -31,6 +31,7 @@ on the same corpus must write the same file.
 
 from __future__ import annotations
 
+import base64
 import gc
 import json
 import os
@@ -68,7 +69,11 @@ _X12_NOW = re.compile(rf"\*(20)?{_TODAY:%y%m%d}\*\d{{4}}\*")
 
 
 def _plain(value: Any) -> Any:
-    """A record for the dump: clock-dependent values (ISO times of now) blanked."""
+    """A record for the dump: clock-dependent values (ISO times of now) blanked, those of a
+    posting the COB ledger keeps as Avro (base64) too."""
+    if isinstance(value, dict) and isinstance(value.get("posting"), str):
+        posting = registry().decode("remittance.posted.v1", base64.b64decode(value["posting"]))
+        value = {**value, "posting": json.loads(posting.model_dump_json())}
     if isinstance(value, Model):
         value = json.loads(value.model_dump_json())
     text = json.dumps(value, sort_keys=True, default=str)
