@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,21 +130,12 @@ def cpu_seconds_of(stat: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def main_threads_now(pids: dict[str, int]) -> dict[str, float]:
+def cpu_now(pids: dict[str, int], read: Callable[[int], float] = cpu_seconds) -> dict[str, float]:
+    """``read`` (a process's CPU seconds, or its main thread's) of each process still there."""
     now = {}
     for name, pid in pids.items():
         try:
-            now[name] = main_thread_seconds(pid)
-        except (OSError, IndexError, ValueError):
-            continue
-    return now
-
-
-def cpu_now(pids: dict[str, int]) -> dict[str, float]:
-    now = {}
-    for name, pid in pids.items():
-        try:
-            now[name] = cpu_seconds(pid)
+            now[name] = read(pid)
         except (OSError, IndexError, ValueError):
             continue
     return now
@@ -274,13 +265,14 @@ def run_batch(
     ledger.sent.update(batch)
     started = time.time()
     cpu_before = cpu_now(pids)
-    main_before = main_threads_now({k: v for k, v in pids.items() if k in STAGE_TOPICS})
+    stages = {k: v for k, v in pids.items() if k in STAGE_TOPICS}
+    main_before = cpu_now(stages, main_thread_seconds)
     counts_before = stage_counts(sup)
     harness_before = time.process_time()
     publish(producer, sup_settings, messages, rate, sent_ms)
     done = wait_settled(tracker, batch, started, timeout, sup, restarted)
     cpu_after = cpu_now(pids)
-    main_after = main_threads_now({k: v for k, v in pids.items() if k in STAGE_TOPICS})
+    main_after = cpu_now(stages, main_thread_seconds)
     counts_after = stage_counts(sup)
     harness_ms = (time.process_time() - harness_before) * 1000 / len(messages)
     cpu_ms = {
