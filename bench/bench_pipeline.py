@@ -147,6 +147,7 @@ COUNTED = {
     "batches": "claimflow_batch_seconds_count",
     "sweep_s": "claimflow_gc_sweep_seconds_sum",
 }
+_COUNTED_BY_SAMPLE = {sample: what for what, sample in COUNTED.items()}
 
 
 def stage_counts(sup: Supervisor | None) -> dict[str, dict[str, float]]:
@@ -167,38 +168,40 @@ def stage_counts(sup: Supervisor | None) -> dict[str, dict[str, float]]:
         except OSError:
             continue
         found = dict.fromkeys(COUNTED, 0.0)
-        wanted = {sample: what for what, sample in COUNTED.items()}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if (what := wanted.get(sample.name)) is not None:
+                if (what := _COUNTED_BY_SAMPLE.get(sample.name)) is not None:
                     found[what] += sample.value
         counts[name] = found
     return counts
 
 
-def records_per_batch(
+def counted_since(
     before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
-) -> dict[str, float | None]:
-    """Records per batch of each stage between two ``stage_counts``."""
-    sizes: dict[str, float | None] = {}
-    for name, now in after.items():
-        was = before.get(name, {})
-        batches = now["batches"] - was.get("batches", 0.0)
-        records = now["records"] - was.get("records", 0.0)
-        sizes[name] = round(records / batches, 1) if batches > 0 else None
-    return sizes
-
-
-def sweep_ms(
-    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], encounters: int
-) -> dict[str, float]:
-    """CPU milliseconds per encounter of the full collections each stage ran between two
-    ``stage_counts`` (stages that ran none are left out)."""
-    spent = {
-        name: now["sweep_s"] - before.get(name, {}).get("sweep_s", 0.0)
+) -> dict[str, dict[str, float]]:
+    """Each stage's ``COUNTED`` figures between two ``stage_counts``."""
+    return {
+        name: {what: value - before.get(name, {}).get(what, 0.0) for what, value in now.items()}
         for name, now in after.items()
     }
-    return {name: round(s * 1000 / encounters, 3) for name, s in spent.items() if s > 0}
+
+
+def records_per_batch(counted: dict[str, dict[str, float]]) -> dict[str, float | None]:
+    """Records per batch of each stage (``counted_since``)."""
+    return {
+        name: round(c["records"] / c["batches"], 1) if c["batches"] > 0 else None
+        for name, c in counted.items()
+    }
+
+
+def sweep_ms(counted: dict[str, dict[str, float]], encounters: int) -> dict[str, float]:
+    """CPU milliseconds per encounter of the full collections each stage ran
+    (``counted_since``; stages that ran none are left out)."""
+    return {
+        name: round(c["sweep_s"] * 1000 / encounters, 3)
+        for name, c in counted.items()
+        if c["sweep_s"] > 0
+    }
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -273,7 +276,7 @@ def run_batch(
     done = wait_settled(tracker, batch, started, timeout, sup, restarted)
     cpu_after = cpu_now(pids)
     main_after = cpu_now(stages, main_thread_seconds)
-    counts_after = stage_counts(sup)
+    counted = counted_since(counts_before, stage_counts(sup))
     harness_ms = (time.process_time() - harness_before) * 1000 / len(messages)
     cpu_ms = {
         name: round((cpu_after[name] - cpu_before[name]) * 1000 / len(messages), 2)
@@ -325,9 +328,9 @@ def run_batch(
         "cpu_ms_per_encounter": {**cpu_ms, "total": round(sum(cpu_ms.values()), 2)},
         # Records (of every input topic) per batch each stage handled: fewer per batch
         # spreads a batch's commits and flushes over fewer records.
-        "records_per_batch": records_per_batch(counts_before, counts_after),
+        "records_per_batch": records_per_batch(counted),
         # Full collections (every two minutes) that fell in this run: part of its CPU.
-        "gc_sweep_cpu_ms_per_encounter": sweep_ms(counts_before, counts_after, len(messages)),
+        "gc_sweep_cpu_ms_per_encounter": sweep_ms(counted, len(messages)),
         "main_thread_share": main_share,
         # The benchmark's publisher and tracker share the same two cores.
         "harness_cpu_ms_per_encounter": round(harness_ms, 2),

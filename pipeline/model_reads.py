@@ -47,14 +47,14 @@ def _on_subclass(cls: type[BaseModel], **kwargs: Any) -> None:
 
 
 def _subclasses(root: type) -> list[type]:
-    found: list[type] = []
+    found: dict[type, None] = {}  # in the order met, each once (a class may have two bases)
     stack = [root]
     while stack:
         for sub in stack.pop().__subclasses__():
             if sub not in found:
-                found.append(sub)
+                found[sub] = None
                 stack.append(sub)
-    return found
+    return list(found)
 
 
 def install() -> None:
