@@ -39,6 +39,7 @@ def test_the_unvalidated_makes_give_the_validated_verdicts(
     fast = verdicts(mix, late)
     monkeypatch.setattr(engine, "_edit_hit", EditHit)
     monkeypatch.setattr(engine, "_validated", ValidatedEncounter)
+    monkeypatch.setattr(engine, "_edit", engine._edit_made)  # not the edits kept
     judged = verdicts(mix, late)
     assert len(fast) > 100
     if late:
@@ -46,3 +47,25 @@ def test_the_unvalidated_makes_give_the_validated_verdicts(
     for i, (a, b) in enumerate(zip(fast, judged, strict=True)):
         same(a, b, f"[{i}]")
         assert a.model_dump_json() == b.model_dump_json()
+
+
+@pytest.mark.parametrize("late", [False, True])
+@pytest.mark.parametrize("mix", sim_corpus.MIXES)
+def test_the_edits_kept_are_the_edits_made(
+    mix: str, late: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An edit found among those kept (``engine._EDITS``) is the edit that would be made,
+    also when the kept ones are emptied on the way (a bound of 3)."""
+    monkeypatch.setattr(engine, "_EDITS", {})
+    kept = verdicts(mix, late)
+    assert len(engine._EDITS) > 1
+    monkeypatch.setattr(engine, "_EDITS", {})
+    monkeypatch.setattr(engine, "_EDITS_KEPT", 3)
+    bounded = verdicts(mix, late)
+    assert len(engine._EDITS) <= 3
+    monkeypatch.setattr(engine, "_edit", engine._edit_made)
+    made = verdicts(mix, late)
+    for i, (a, b, c) in enumerate(zip(kept, bounded, made, strict=True)):
+        same(a, c, f"[{i}]")
+        same(b, c, f"[{i}]")
+        assert a.model_dump_json() == b.model_dump_json() == c.model_dump_json()
