@@ -101,6 +101,9 @@ class DuplicateStore(ChangelogStore):
         super().__init__(path, _SCHEMA)
         self.changelog = changelog
         self._last: tuple[CodedEncounter | None, str, str] = (None, "", "")
+        # One cursor for the two statements run per encounter (``earliest``, ``_upsert``):
+        # ``Connection.execute`` makes a cursor each time (0.3 us of a 2.2 us query).
+        self._cursor = self.db.cursor()
 
     def _keys(self, coded: CodedEncounter) -> tuple[str, str]:
         """``fingerprint`` and ``_order_key``, worked out once for the encounter the
@@ -126,7 +129,9 @@ class DuplicateStore(ChangelogStore):
     def earliest(self, fp: str, encounter_id: str, received_at: str) -> str | None:
         """The first billable encounter of fingerprint ``fp`` received before
         ``received_at`` (or then, with a smaller id), other than ``encounter_id``."""
-        rows = self.db.execute(EARLIER, (fp, encounter_id, received_at, received_at, encounter_id))
+        rows = self._cursor.execute(
+            EARLIER, (fp, encounter_id, received_at, received_at, encounter_id)
+        )
         # The earliest picked here, not by ORDER BY ... LIMIT 1: SQLite sorted in a temporary
         # B-tree for that on every query, most of which find no row (4.2 -> 2.8 us a query).
         # Python orders str as SQLite's BINARY collation orders TEXT (UTF-8 bytes follow the
@@ -151,7 +156,7 @@ class DuplicateStore(ChangelogStore):
         self._upsert(key, fp, received_at, int(billable))
 
     def _upsert(self, encounter_id: str, fp: str, received_at: str, billable: int) -> None:
-        self.db.execute(
+        self._cursor.execute(
             "INSERT INTO seen VALUES (?, ?, ?, ?) ON CONFLICT(encounter_id) DO UPDATE SET "
             "fingerprint = excluded.fingerprint, received_at = excluded.received_at, "
             "billable = excluded.billable",
