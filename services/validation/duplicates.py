@@ -88,6 +88,10 @@ def change_record(fp: str, received_at: str, billable: int) -> bytes:
 
 _str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]
 
+#: The bits of a store's billable fingerprints (``DuplicateStore._billable``): 512 KiB. With
+#: 100,000 billable rows in a partition, 2.4% of the fingerprints never seen still ask SQLite.
+_BILLABLE_BITS = 1 << 22
+
 
 class DuplicateStore(ChangelogStore):
     """Encounters seen, by fingerprint; ``path`` may be ``":memory:"`` (offline runs).
@@ -104,6 +108,19 @@ class DuplicateStore(ChangelogStore):
         # One cursor for the two statements run per encounter (``earliest``, ``_upsert``):
         # ``Connection.execute`` makes a cursor each time (0.3 us of a 2.2 us query).
         self._cursor = self.db.cursor()
+        #: The fingerprints of the billable rows as bits (``_BILLABLE_BITS``, by the string's
+        #: hash): a fingerprint whose bit is not set has no billable row, so ``earliest``
+        #: answers None without its query (nearly every encounter: a query that finds no
+        #: row cost 3.9 us on a file, the look at the bit 0.2). A bit is never cleared (a
+        #: row deleted or no longer billable, a write rolled back): the bits are a superset,
+        #: and a set bit asks SQLite. Only in a changelogged store (the live service's, one
+        #: per partition of its instance): its file has no other writer, whose rows the bits
+        #: would miss.
+        self._billable: bytearray | None = None
+        if changelog:
+            self._billable = bytearray(_BILLABLE_BITS >> 3)
+            for (fp,) in self.db.execute("SELECT fingerprint FROM seen WHERE billable = 1"):
+                self._mark(fp)
 
     def _keys(self, coded: CodedEncounter) -> tuple[str, str]:
         """``fingerprint`` and ``_order_key``, worked out once for the encounter the
@@ -129,6 +146,11 @@ class DuplicateStore(ChangelogStore):
     def earliest(self, fp: str, encounter_id: str, received_at: str) -> str | None:
         """The first billable encounter of fingerprint ``fp`` received before
         ``received_at`` (or then, with a smaller id), other than ``encounter_id``."""
+        billable = self._billable
+        if billable is not None:
+            bit = hash(fp) & (_BILLABLE_BITS - 1)
+            if not billable[bit >> 3] & (1 << (bit & 7)):
+                return None
         rows = self._cursor.execute(
             EARLIER, (fp, encounter_id, received_at, received_at, encounter_id)
         )
@@ -162,3 +184,11 @@ class DuplicateStore(ChangelogStore):
             "billable = excluded.billable",
             (encounter_id, fp, received_at, billable),
         )
+        if billable and self._billable is not None:
+            self._mark(fp)
+
+    def _mark(self, fp: str) -> None:
+        """Set the bit of a fingerprint that has a billable row (``_billable``)."""
+        assert self._billable is not None
+        bit = hash(fp) & (_BILLABLE_BITS - 1)
+        self._billable[bit >> 3] |= 1 << (bit & 7)

@@ -41,3 +41,46 @@ def test_the_earliest_duplicate_is_the_one_sqlite_sorted_first(tmp_path: Path) -
                 assert store.earliest(fp, encounter_id, received_at) == expected
                 found += expected is not None
     assert found > 500  # most probes have an earlier duplicate; many have none
+
+
+def test_the_billable_bits_give_what_the_query_gives(tmp_path: Path) -> None:
+    """A changelogged store skips the query for a fingerprint without a billable row
+    (``DuplicateStore._billable``); a store without the bits, given the same writes, is the
+    judge: rows billable or not, turned billable and back, deleted, rolled back, and the
+    store opened again on its file (the bits read from the rows)."""
+    fast = DuplicateStore(tmp_path / "bits.sqlite3", changelog=True)
+    judge = DuplicateStore(tmp_path / "judge.sqlite3")
+    assert fast._billable is not None and judge._billable is None
+    fingerprints = [f"{n:032x}" for n in range(40)]
+    times = [f"2026-11-{day:02d}T09:00:00+00:00" for day in (1, 2, 3)]
+    ids = [f"ENC-{n:03d}" for n in range(80)]
+
+    def compare(store: DuplicateStore) -> int:
+        skipped = 0
+        for fp in [*fingerprints, "f" * 32, "not hex at all"]:
+            for encounter_id in [*ids[::7], "ENC-new"]:
+                for received_at in times:
+                    expected = judge.earliest(fp, encounter_id, received_at)
+                    assert store.earliest(fp, encounter_id, received_at) == expected
+                    skipped += expected is None
+        return skipped
+
+    for round_ in range(4):
+        for store in (fast, judge):
+            store_rng = random.Random(round_)
+            for encounter_id in ids:
+                if store_rng.random() < 0.1:
+                    store.apply(encounter_id, None)  # deleted
+                else:
+                    fp = store_rng.choice(fingerprints[: 10 * (round_ + 1)])
+                    store._upsert(
+                        encounter_id, fp, store_rng.choice(times), int(store_rng.random() < 0.5)
+                    )
+            if round_ == 2:  # this round's writes are rolled back
+                store.rollback()
+            else:
+                store.commit()
+        assert compare(fast) > 0
+    fast.close()
+    again = DuplicateStore(tmp_path / "bits.sqlite3", changelog=True)
+    assert compare(again) > 0
