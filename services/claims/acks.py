@@ -11,7 +11,9 @@
   and A5 are receipt and acceptance.
 
 Segments are read by the shared X12 reader (``services.x12.reader``), which takes the
-delimiters from the ISA.
+delimiters from the ISA. The claims stage reads each file once (``read_ack``): a file whose
+reading says nothing but its answers is read from the reader's element lists, anything else
+from its segments, the judge (``read_ack(..., fast=False)``; tests/unit/test_claims_ack_rows.py).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from datetime import datetime
 
 from pipeline.errors import InputError
 from pipeline.models import ClaimRejection, PayerFile, event_id
-from services.x12.reader import Segment, read_segments
+from services.x12.reader import Segment, read_segments, segment_rows
 
 STAGE = "claims"
 VERSION = "v1"
@@ -332,9 +334,8 @@ def parse_277ca(text: str, segments: Iterable[Segment] | None = None) -> list[Cl
     return out
 
 
-def read_ack(file: PayerFile) -> list[Segment] | None:
-    """Every segment of a 999 or 277CA, or None when it cannot be read (its reader says why
-    where it is handled: ``rejections``)."""
+def _segments_of(file: PayerFile) -> list[Segment] | None:
+    """Every segment of a 999 or 277CA, or None when it cannot be read."""
     try:
         return list(read_segments(file.body.decode("ascii"), field="body"))
     except (UnicodeDecodeError, InputError):
@@ -347,11 +348,11 @@ def answered_interchanges(file: PayerFile, segments: Sequence[Segment] | None = 
     trace (TRN02 of loop 2200B: the 837's BHT03, which claimflow writes as the ISA13 and a
     4-digit set number; a bare ISA13 is read too). Empty for anything else, or a file that
     cannot be read (its reader says why where it is handled). ``segments``: the file's,
-    when they are already read (``read_ack``)."""
+    when they are already read."""
     if file.kind not in ("999", "277CA"):
         return []
     if segments is None:
-        segments = read_ack(file)
+        segments = _segments_of(file)
         if segments is None:
             return []
     found: list[int] = []
@@ -367,6 +368,221 @@ def answered_interchanges(file: PayerFile, segments: Sequence[Segment] | None = 
         if number.isdigit() and len(number) <= 9 and int(number) not in found:
             found.append(int(number))
     return found
+
+
+@dataclass(frozen=True)
+class Ack:
+    """A 999 or 277CA read once (``read_ack``): the interchanges it answers
+    (``answered_interchanges``) and what ``parse_999`` or ``parse_277ca`` reads in it: a
+    999's groups, a 277CA's claims (the accepted ones by the payer's claim number they were
+    given, REF*1K, when they were given one; the rejected ones whole), or why its answers
+    cannot be read (``refusal``, raised where they are handled: ``rejections``)."""
+
+    numbers: tuple[int, ...]
+    groups: tuple[FunctionalAck, ...] = ()
+    numbered: tuple[tuple[str, str], ...] = ()
+    rejected: tuple[ClaimAck, ...] = ()
+    refusal: InputError | None = None
+
+
+def _claims_ack(numbers: Sequence[int], claims: Iterable[ClaimAck]) -> Ack:
+    numbered: list[tuple[str, str]] = []
+    rejected: list[ClaimAck] = []
+    for claim in claims:
+        if claim.rejected:
+            rejected.append(claim)
+        elif claim.payer_claim_control_number:
+            numbered.append((claim.claim_id, claim.payer_claim_control_number))
+    return Ack(tuple(numbers), numbered=tuple(numbered), rejected=tuple(rejected))
+
+
+def read_ack(file: PayerFile, *, fast: bool = True) -> Ack | None:
+    """A 999 or 277CA read once, or None when it cannot be read (its reader says why where
+    it is handled: ``rejections``).
+
+    A file whose answers can be read is read from the X12 reader's element lists
+    (``_ack_rows``): no ``Segment`` a segment, no object a claim the payer accepted (read,
+    routed and matched in 17 us a file instead of 31, the stage bench's 999s and 277CAs).
+    Anything else (an envelope the reader hands to pyx12, an answer the segment parsers
+    refuse) is read from the file's segments by ``answered_interchanges`` and the parsers,
+    which say what is wrong: ``fast=False`` reads every file so, the judge of the other way."""
+    if file.kind not in ("999", "277CA"):
+        return Ack(())
+    try:
+        text = file.body.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if fast:
+        try:
+            read, rows = segment_rows(text)
+        except InputError:
+            return None
+        if rows is not None:
+            ack = _ack_rows(file.kind, rows, read[104])  # ISA16: the component separator
+            if ack is not None:
+                return ack
+    segments = _segments_of(file)
+    if segments is None:
+        return None
+    numbers = answered_interchanges(file, segments)
+    try:
+        if file.kind == "999":
+            return Ack(tuple(numbers), groups=tuple(parse_999("", segments)))
+        return _claims_ack(numbers, parse_277ca("", segments))
+    except InputError as exc:
+        return Ack(tuple(numbers), refusal=exc)
+
+
+# --- a file whose answers can be read, from its element lists ---------------------------------
+#
+# What ``answered_interchanges`` and ``parse_999``/``parse_277ca`` do with a file's segments,
+# done in one pass over its element lists (``row[n]`` is element n, the segment id
+# ``row[0]``; an element past the last is ''). Where a parser would refuse the file, None:
+# ``read_ack`` reads it again from its segments, whose refusal is the one given.
+
+
+def _number(number: str, found: list[int]) -> None:
+    """``answered_interchanges``' test of a control number, and the number kept."""
+    if number.isdigit() and len(number) <= 9 and int(number) not in found:
+        found.append(int(number))
+
+
+def _ack_rows(kind: str, rows: list[list[str]], sub: str) -> Ack | None:
+    if kind == "999":
+        return _999_rows(rows, sub)
+    return _277ca_rows(rows, sub)
+
+
+def _999_rows(rows: list[list[str]], sub: str) -> Ack | None:
+    found: list[int] = []
+    out: list[FunctionalAck] = []
+    ak1: list[str] | None = None
+    sets: list[SetAck] = []
+    ak2: list[str] | None = None
+    errors: list[SegmentError] = []
+    ik3: list[str] | None = None
+    ik4s: list[tuple[str, str, str, str]] = []
+    level = ""
+    for row in rows:
+        sid = row[0]
+        if sid == "AK1":
+            row = [*row, "", "", ""]
+            _number(row[2], found)
+            ak1, sets = row, []
+        elif sid == "AK2":
+            ak2, errors = [*row, "", ""], []
+        elif sid == "IK3" or sid == "IK5":
+            if ik3 is not None:
+                errors.append(SegmentError(ik3[1], ik3[2], ik3[4], tuple(ik4s)))
+            ik3, ik4s = None, []
+            if sid == "IK3":
+                ik3 = [*row, "", "", "", ""]
+                continue
+            if ak2 is None:
+                return None  # an IK5 without its AK2
+            codes = tuple([c for c in row[2:7] if c])
+            status = row[1] if len(row) > 1 else ""
+            sets.append(SetAck(ak2[1], ak2[2], status, codes, tuple(errors)))
+            ak2 = None
+        elif sid == "IK4":
+            row = [*row, "", "", "", ""]
+            position = ":".join([p for p in row[1].split(sub) if p])
+            ik4s.append((position, row[2], row[3], row[4]))
+        elif sid == "AK9":
+            if ak1 is None:
+                return None  # an AK9 without its AK1
+            row = [*row, "", "", ""]
+            out.append(FunctionalAck(ak1[1], ak1[2], ak1[3], tuple(sets), row[1]))
+            ak1 = None
+        elif sid == "HL":
+            level = row[3] if len(row) > 3 else ""
+        elif sid == "TRN" and level == "21" and len(row) > 1 and row[1] == "2":
+            _number(row[2][:9] if len(row) > 2 else "", found)
+    if not out:
+        return None  # no functional group acknowledgment
+    return Ack(tuple(found), groups=tuple(out))
+
+
+def _statuses_row(stc: list[str], sub: str) -> tuple[ClaimStatus, ...]:
+    """``_statuses`` of an STC's elements."""
+    out = []
+    for pos in (1, 10, 11):
+        if pos < len(stc) and stc[pos]:
+            parts = stc[pos].split(sub)
+            if parts[0]:
+                padded = [*parts, "", ""]
+                out.append(ClaimStatus(padded[0], padded[1], padded[2]))
+    return tuple(out)
+
+
+def _277ca_rows(rows: list[list[str]], sub: str) -> Ack | None:
+    found: list[int] = []
+    numbered: list[tuple[str, str]] = []
+    rejected: list[ClaimAck] = []
+    level = ""  # parse_277ca's: the HL's level code, '' after an SE, SVC in a claim's lines
+    trace_level = ""  # answered_interchanges': the last HL's level code
+    seen_st = False
+    in_claim = False  # in a patient loop (HL03 PT)
+    claim_id = ""
+    stc: list[str] | None = None  # the claim's STC: its first, or the first with an action
+    icn: str | None = None
+    for row in rows:
+        sid = row[0]
+        if sid == "ST":
+            seen_st = True
+            if len(row) < 2 or row[1] != "277":
+                return None  # not a 277 claim acknowledgment
+        elif sid == "HL" or sid == "SE":
+            if in_claim and claim_id:
+                _close_claim(claim_id, stc, icn, sub, numbered, rejected)
+            if sid == "HL":
+                level = trace_level = row[3] if len(row) > 3 else ""
+            else:
+                level = ""
+            in_claim = level == "PT"
+            claim_id, stc, icn = "", None, None
+        elif sid == "TRN":
+            if len(row) > 1 and row[1] == "2":
+                trace = row[2] if len(row) > 2 else ""
+                if trace_level == "21":
+                    _number(trace[:9], found)
+                if in_claim and level == "PT":
+                    claim_id = trace
+        elif in_claim and level == "PT":
+            if sid == "STC":
+                if stc is None or len(stc) < 4 or not stc[3]:
+                    stc = row
+            elif sid == "REF":
+                if len(row) > 1 and row[1] == "1K":
+                    icn = (row[2] if len(row) > 2 else "") or None
+            elif sid == "SVC":
+                level = "SVC"  # service line statuses follow; the claim's are read
+    if not seen_st:
+        return None  # no transaction set
+    return Ack(tuple(found), numbered=tuple(numbered), rejected=tuple(rejected))
+
+
+def _close_claim(
+    claim_id: str,
+    stc: list[str] | None,
+    icn: str | None,
+    sub: str,
+    numbered: list[tuple[str, str]],
+    rejected: list[ClaimAck],
+) -> None:
+    """A patient loop read: the claim rejected, or its payer claim number (if any) kept."""
+    if stc is None:
+        if icn:
+            numbered.append((claim_id, icn))
+        return
+    action = stc[3] if len(stc) > 3 else ""
+    if action == "U" or any(
+        stc[pos].split(sub, 1)[0] in REJECTING_CATEGORIES for pos in (1, 10, 11) if pos < len(stc)
+    ):
+        charge = (stc[4] if len(stc) > 4 else "") or None
+        rejected.append(ClaimAck(claim_id, _statuses_row(stc, sub), action, icn, charge))
+    elif icn:
+        numbered.append((claim_id, icn))
 
 
 # --- rejections --------------------------------------------------------------------------------
@@ -411,19 +627,26 @@ def _rejection(
 
 
 def rejections(
-    file: PayerFile, ctx: RejectionContext, segments: Sequence[Segment] | None = None
+    file: PayerFile, ctx: RejectionContext, ack: Ack | None = None
 ) -> list[ClaimRejection]:
     """The claims a 999 or 277CA rejects, with the codes and a reason (835s: none).
-    ``segments``: the file's, when they are already read (``read_ack``)."""
+    ``ack``: the file, when it is already read (``read_ack``)."""
     if file.kind not in ("999", "277CA"):
         return []
-    try:
-        text = file.body.decode("ascii") if segments is None else ""
-    except UnicodeDecodeError as exc:
-        raise InputError("body", f"an X12 file is ASCII; byte {exc.start} is not") from exc
+    if ack is None:
+        try:
+            text = file.body.decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise InputError("body", f"an X12 file is ASCII; byte {exc.start} is not") from exc
+        if file.kind == "999":
+            ack = Ack((), groups=tuple(parse_999(text)))
+        else:
+            ack = _claims_ack((), parse_277ca(text))
+    elif ack.refusal is not None:
+        raise ack.refusal
     out: list[ClaimRejection] = []
     if file.kind == "999":
-        for group in parse_999(text, segments):
+        for group in ack.groups:
             rejected = [s for s in group.sets if s.rejected]
             if not rejected or not ctx.owns(group.group_control_number):
                 continue
@@ -450,24 +673,20 @@ def rejections(
                     )
                 )
         return out
-    for ack in parse_277ca(text, segments):
-        if not ack.rejected:
-            if ack.payer_claim_control_number:
-                ctx.payer_claim_numbers[ack.claim_id] = ack.payer_claim_control_number
-            continue
-        out.append(
-            _rejection(
-                file,
-                ack.claim_id,
-                ctx.encounter_of(ack.claim_id),
-                "277CA",
-                ack.codes(),
-                ack.reason(),
-                None,
-                ctx.rejected_at,
-            )
+    ctx.payer_claim_numbers.update(ack.numbered)
+    return [
+        _rejection(
+            file,
+            claim.claim_id,
+            ctx.encounter_of(claim.claim_id),
+            "277CA",
+            claim.codes(),
+            claim.reason(),
+            None,
+            ctx.rejected_at,
         )
-    return out
+        for claim in ack.rejected
+    ]
 
 
 # --- the work queue ----------------------------------------------------------------------------

@@ -51,7 +51,7 @@ from pipeline.stage import (
     run_stage,
 )
 from services.claims import metrics as domain_metrics
-from services.claims.acks import RejectionContext, answered_interchanges, read_ack, rejections
+from services.claims.acks import Ack, RejectionContext, read_ack, rejections
 from services.claims.adapters import Router, build_router
 from services.claims.billing import (
     Billed,
@@ -76,7 +76,6 @@ from services.claims.domain import FeeSchedule
 from services.claims.retention import Retention
 from services.claims.secondary import CobLedger
 from services.claims.settings import ClaimsSettings
-from services.x12.reader import Segment
 
 log = logging.getLogger(__name__)
 
@@ -407,9 +406,9 @@ class ClaimsStage(Stage):
         file = msg.value
         if file.kind not in ("999", "277CA"):
             return []
-        # Read once: the partitions held here match it from the same segments.
-        segments = read_ack(file)
-        numbers = answered_interchanges(file, segments) if segments is not None else []
+        # Read once: the partitions held here match it from the same reading.
+        ack = read_ack(file)
+        numbers = ack.numbers if ack is not None else ()
         if not numbers:
             # Unreadable: the reader's error. Readable, but naming no interchange: say so.
             rejections(file, RejectionContext(lambda _: [], lambda _: None, utcnow()))
@@ -426,21 +425,17 @@ class ClaimsStage(Stage):
         outs: list[Out] = []
         for partition, number in first.items():
             if partition in held:  # this instance reads that partition: no hop needed
-                outs += self._acknowledge(partition, file, segments)
+                outs += self._acknowledge(partition, file, ack)
             else:
                 outs.append(Out(ACKS, number_key(number), file, msg.headers, raw=msg.raw))
         return outs
 
-    def _acknowledge(
-        self, partition: int, file: PayerFile, segments: Sequence[Segment] | None = None
-    ) -> list[Out]:
+    def _acknowledge(self, partition: int, file: PayerFile, ack: Ack | None = None) -> list[Out]:
         """A 999 or 277CA matched by the partition that numbered its interchange
-        (``segments``: the file's, when the instance that routed it read them)."""
+        (``ack``: the file read, when the instance that routed it read it)."""
         billing = self.billing(partition)
         numbers = billing.store
-        found = acknowledge(
-            file, numbers, [billing.submitted], self.outcomes, numbers.owns, segments
-        )
+        found = acknowledge(file, numbers, [billing.submitted], self.outcomes, numbers.owns, ack)
         return [Out("claims.rejections.v1", r.claim_id, r) for r in found]
 
     def _by_partition(self, msgs: Sequence[Incoming]) -> list[tuple[int, Billing[Incoming]]]:

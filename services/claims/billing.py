@@ -40,7 +40,7 @@ from pipeline.models import (
     utcnow,
 )
 from pipeline.settings import Settings
-from services.claims.acks import RejectionContext, rejections
+from services.claims.acks import Ack, RejectionContext, rejections
 from services.claims.adapters import DeliveryMeta, Router
 from services.claims.control import ClaimRef, Numbers, StoredInterchange
 from services.claims.corrections import Stored, SubmittedClaims
@@ -70,7 +70,6 @@ from services.claims.secondary import (
 from services.claims.settings import ClaimsSettings
 from services.claims.x12_837_common import ClaimError
 from services.refdata.masterdata import MasterData, load_master_data
-from services.x12.reader import Segment
 from services.x12.writer import Usage, ident
 
 log = logging.getLogger(__name__)
@@ -665,11 +664,11 @@ def acknowledge(
     submitted: Sequence[SubmittedClaims],
     outcomes: Counter[str],
     owns: Callable[[int], bool] | None = None,
-    segments: Sequence[Segment] | None = None,
+    ack: Ack | None = None,
 ) -> list[ClaimRejection]:
     """The claims a 999 or 277CA rejects (an 835 is remittance's: none), matched through the
     interchanges ``store`` numbered (``owns``: the numbers it answers for, when it is one
-    partition's; ``segments``: the file's, when they are already read); each claim's
+    partition's; ``ack``: the file, when it is already read); each claim's
     rejection (and a 277CA's payer claim number) is recorded in the corrections store of
     ``submitted`` that holds the claim (the service has one per partition). Counted in
     ``outcomes``."""
@@ -684,7 +683,7 @@ def acknowledge(
     ctx = RejectionContext(claims_of_group, store.encounter_of, utcnow())
     if owns is not None:  # a partition's store: the groups another partition numbered are its
         ctx.owns = lambda group: not group.isdigit() or owns(int(group))
-    found = rejections(file, ctx, segments)
+    found = rejections(file, ctx, ack)
     if found or ctx.payer_claim_numbers:  # else nothing to write (a 999 accepting all)
         if len(submitted) == 1:
             with submitted[0].atomic():

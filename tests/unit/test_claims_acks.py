@@ -103,7 +103,7 @@ def _variants() -> list[tuple[str, str]]:
 
 @requires_shared
 def test_an_acknowledgment_read_once_is_matched_as_when_read_again() -> None:
-    """The routing reads a 999/277CA once and hands the segments on: the control numbers,
+    """The routing reads a 999/277CA once and hands the reading on: the control numbers,
     rejections, payer claim numbers and refusals are those of reading it again."""
     from datetime import UTC, datetime
 
@@ -115,14 +115,14 @@ def test_an_acknowledgment_read_once_is_matched_as_when_read_again() -> None:
         rejections,
     )
 
-    def matched(file: PayerFile, segments: object) -> object:
+    def matched(file: PayerFile, ack: object) -> object:
         ctx = RejectionContext(
             lambda group: [(f"CLM-{group}", "ENC-1")],
             lambda claim: f"ENC-{claim}",
             datetime(2026, 11, 20, tzinfo=UTC),
         )
         try:
-            found = rejections(file, ctx, segments)  # type: ignore[arg-type]
+            found = rejections(file, ctx, ack)  # type: ignore[arg-type]
         except InputError as exc:
             return ("refused", exc.field, exc.reason)
         return (found, ctx.payer_claim_numbers, ctx.unknown_groups)
@@ -136,7 +136,7 @@ def test_an_acknowledgment_read_once_is_matched_as_when_read_again() -> None:
             body=text.encode(),
             received_at=datetime(2026, 11, 20, tzinfo=UTC),
         )
-        segments = read_ack(file)
-        assert segments is not None
-        assert answered_interchanges(file, segments) == answered_interchanges(file)
-        assert matched(file, segments) == matched(file, None)
+        ack = read_ack(file)
+        assert ack is not None
+        assert list(ack.numbers) == answered_interchanges(file)
+        assert matched(file, ack) == matched(file, None)
