@@ -353,7 +353,7 @@ class ClaimsStage(Stage):
                     outs.append(self._dead(msg, exc))
             elif msg.topic == ACKS:
                 try:
-                    outs += self._acknowledge(msg.partition, msg.value)
+                    outs += self._acknowledge(msg.partition, msg.value, read_ack(msg.value))
                 except Exception as exc:  # noqa: BLE001 - one bad payer file must not stop us
                     outs.append(self._dead(msg, exc))
         # Verdicts, postings and settlements by encounter: each partition with its stores.
@@ -431,8 +431,8 @@ class ClaimsStage(Stage):
         return outs
 
     def _acknowledge(self, partition: int, file: PayerFile, ack: Ack | None = None) -> list[Out]:
-        """A 999 or 277CA matched by the partition that numbered its interchange
-        (``ack``: the file read, when the instance that routed it read it)."""
+        """A 999 or 277CA matched by the partition that numbered its interchange (``ack``:
+        the file as ``read_ack`` read it; None: it cannot be read, ``rejections`` says why)."""
         billing = self.billing(partition)
         numbers = billing.store
         found = acknowledge(file, numbers, [billing.submitted], self.outcomes, numbers.owns, ack)
