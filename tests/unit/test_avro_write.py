@@ -24,11 +24,21 @@ from typing import Any
 
 import fastavro
 import pytest
+import sim_corpus
 from test_avro_read import corpus
 
 from bench.chain import offline_chain
-from pipeline.avro_write import writer_for
-from pipeline.models import Model
+from pipeline import avro_write
+from pipeline.avro_write import SHARED, immutable, writer_for
+from pipeline.models import (
+    DocumentedDiagnosis,
+    DocumentedService,
+    Encounter,
+    Facility,
+    Model,
+    Patient,
+    Provider,
+)
 from pipeline.serde import (
     HEADER_LEN,
     MAGIC,
@@ -528,3 +538,83 @@ def test_the_header_is_the_topics() -> None:
         assert writer is not None
         assert writer.header == MAGIC + REG.latest(topic).fingerprint
         assert len(writer.header) == HEADER_LEN
+
+
+# --- the bytes of shared records, kept by instance ---------------------------------------
+
+
+def _encounter_writers() -> tuple[Callable[..., None], Callable[..., None]]:
+    """The Encounter writer that keeps shared records' bytes, and the one that does not
+    (the judge)."""
+    sv = REG.latest("encounters.collected.v1")
+    named = sv.parsed["__named_schemas"]
+    kept = writer_for(sv.parsed, named, Encounter)
+    plain = writer_for(sv.parsed, named, Encounter, kept=frozenset())
+    assert kept is not None and plain is not None
+    return kept, plain
+
+
+def _written(write: Callable[..., None], value: Any) -> bytes:
+    out = bytearray()
+    write(value, out)
+    return bytes(out)
+
+
+def _memos(write: Callable[..., None]) -> list[dict[int, tuple[Any, bytes]]]:
+    return [v for k, v in write.__globals__.items() if k.startswith("kept")]
+
+
+def test_intakes_encounters_are_written_the_same_with_shared_records_kept() -> None:
+    kept, plain = _encounter_writers()
+    encounters = [e for mix in sim_corpus.MIXES for e in sim_corpus.encounters(mix)]
+    providers = [e.billing_provider for e in encounters]
+    assert len({id(p) for p in providers}) < len(providers) / 4  # intake shares them
+    for _ in range(2):  # the second time, every shared record's bytes are kept
+        for enc in encounters:
+            assert _written(kept, enc) == _written(plain, enc), enc.encounter_id
+    memos = _memos(kept)
+    assert len(memos) == 3 and all(memos)
+    named = REG.latest("encounters.collected.v1").parsed["__named_schemas"]
+    for memo in memos:  # each kept instance's bytes are its own, written alone
+        for instance, data in memo.values():
+            name = type(instance).__name__  # the record's name in the schema
+            schema = next(s for n, s in named.items() if n.rpartition(".")[2] == name)
+            alone = writer_for(schema, named, type(instance), kept=frozenset())
+            assert alone is not None and _written(alone, instance) == data
+
+
+def test_kept_bytes_are_bounded_and_held_with_their_instance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(avro_write, "KEPT_MAX", 3)
+    kept, plain = _encounter_writers()
+    base = next(iter(sim_corpus.encounters(sim_corpus.MIXES[0])))
+    for i in range(40):
+        # New objects each time, the previous ones dropped: an id freed could be reused by
+        # the next diagnosis or provider, were the kept bytes not holding their instance.
+        dx = DocumentedDiagnosis(code=f"E11.{i}", system="icd10cm", primary=True)
+        npi = f"{1_000_000_000 + i}"
+        provider = base.billing_provider.model_copy(update={"npi": npi})
+        enc = base.model_copy(update={"diagnoses": [dx], "billing_provider": provider})
+        assert _written(kept, enc) == _written(plain, enc), i
+        assert all(len(memo) <= 3 for memo in _memos(kept))
+        assert all(instance is not None for memo in _memos(kept) for instance, _ in memo.values())
+        del dx, provider, enc
+
+
+def test_only_records_that_cannot_change_are_kept() -> None:
+    assert SHARED[Encounter] == {Provider, Facility, DocumentedDiagnosis}
+    assert all(immutable(m) for m in SHARED[Encounter])
+    assert immutable(Patient)
+    assert not immutable(DocumentedService)  # lists of modifiers and dx refs
+    assert not immutable(Encounter)
+
+    class Open(Model):
+        model_config = {"frozen": False}
+        code: str
+
+    assert not immutable(Open)
+    sv = REG.latest("encounters.collected.v1")
+    named = sv.parsed["__named_schemas"]
+    write = writer_for(sv.parsed, named, Encounter, kept=frozenset({DocumentedService}))
+    assert write is not None and _memos(write) == []  # asked for, not kept
