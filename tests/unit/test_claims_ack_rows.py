@@ -14,16 +14,15 @@ refusal, naming the same field for the same reason.
 from __future__ import annotations
 
 import functools
-import os
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import sim_corpus
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from shared_data import SHARED_DATA, requires_shared
-from test_x12_fuzz import ELEMENT_VALUES, mutate
+from test_x12_fuzz import ELEMENT_VALUES, FUZZ, mutate
 
 from pipeline.errors import InputError
 from pipeline.models import PayerFile
@@ -34,13 +33,6 @@ from services.claims.domain import submitted_claim, write_interchange
 from sim.payer import acknowledge_999
 from sim.payer_app import PayerSimOptions, PayerSimStage
 
-EXAMPLES = int(os.environ.get("X12_FUZZ_EXAMPLES", "300"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 #: What a 999's and a 277CA's elements hold, and what a payer gets wrong in them.
 VALUES = [
     *ELEMENT_VALUES,

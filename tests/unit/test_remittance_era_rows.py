@@ -10,26 +10,18 @@ repr: the same types), or the same refusal, naming the same field for the same r
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from test_remittance_split_json import corpus_files
-from test_x12_fuzz import ELEMENT_VALUES, mutate
+from test_x12_fuzz import ELEMENT_VALUES, FUZZ, mutate
 
 from pipeline.errors import InputError
 from services.remittance import era
 from services.remittance.era import read_835
 
-EXAMPLES = int(os.environ.get("X12_FUZZ_EXAMPLES", "300"))
-FUZZ = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 #: What an 835's elements hold, and what a payer gets wrong in them.
 VALUES = [
     *ELEMENT_VALUES,
