@@ -1195,23 +1195,28 @@ def _policy_holder(entry: _Entry, patient: _Entry, ctx: _Ctx) -> tuple[str, Subs
     return relationship, _subscriber(target, ctx)
 
 
-def _coverage_from(entry: _Entry, patient: _Entry, patient_id: str, ctx: _Ctx) -> Coverage:
-    """Contract coverage from a FHIR Coverage and its payor Organization."""
-    cov = entry.res
-    payor_ref = (cov.payor or [None])[0]
-    payor = ctx.resolve(payor_ref, entry)
-    payor_type = payor.type if payor else _ref_type(payor_ref)
-    if payor_type in ("Patient", "RelatedPerson"):
-        return _self_pay(patient_id, ctx, "coverage paid by the patient")
-    org = payor.res if payor is not None and payor.type == "Organization" else None
+class _Payer(NamedTuple):
+    """What a coverage's payer fields are made of its payor Organization, payor reference
+    and Coverage.type, and the notes the making made (replayed where they were made)."""
+
+    name: str | None  # None: the payer has no name (an input error)
+    self_pay: bool  # named as no insurance
+    payer_id: str
+    plan_type: str
+    id_notes: tuple[str, ...]  # made where the payer id is worked out
+    plan_notes: tuple[str, ...]  # made where the plan type is (after the subscriber's)
+
+
+def _payer(org: Any, payor_ref: Any, cov_type: Any) -> _Payer:
+    """The payer fields of a coverage (see _coverage_from)."""
     name = _text(org.name if org is not None else None) or _text(
         payor_ref.display if payor_ref is not None else None
     )
-    name = name or _text(cov.type.text if cov.type is not None else None)
+    name = name or _text(cov_type.text if cov_type is not None else None)
     if not name:
-        raise InputError(f"{entry.path}.payor", "payer has no name")
+        return _Payer(None, False, "", "", (), ())
     if _is_self_pay(name):
-        return _self_pay(patient_id, ctx, "payer named as no insurance")
+        return _Payer(name, True, "", "", (), ())
     identifiers = (_pairs(org) if org is not None else []) + _ref_identifiers(payor_ref)
     payer_id = None
     for ident in org.identifier or [] if org is not None else []:
@@ -1223,9 +1228,60 @@ def _coverage_from(entry: _Entry, patient: _Entry, patient_id: str, ctx: _Ctx) -
             (v for s, v in identifiers if _PAYER_SYSTEM.search(s) and v.strip()),
             None,
         )
+    id_notes: tuple[str, ...] = ()
     if payer_id is None:
-        ctx.note("payer has no payer identifier; payer_id derived from its name")
+        id_notes = ("payer has no payer identifier; payer_id derived from its name",)
         payer_id = _slug(name)
+    notes = _Ctx(recording=[])
+    plan_type = _plan_type(cov_type, name, notes)
+    return _Payer(name, False, payer_id, plan_type, id_notes, tuple(notes.recording or ()))
+
+
+# Payer fields kept by the identities of what they are made of: a payer's Organization is
+# kept whole and its reference and Coverage.type are kept elements (fhir_fast), the same
+# objects in every bundle naming that payer. Each entry holds those objects, so an
+# identity in a key names a live one; they are read, never assigned to. Working them out
+# again had cost 0.4% of the stage's instructions (callgrind, the pipeline benchmark's mix).
+_PAYERS: dict[tuple[int, ...], tuple[tuple[Any, ...], _Payer]] = {}
+_PAYERS_MAX = 1024
+
+
+def _kept_payer(org: Any, payor_ref: Any, cov_type: Any) -> _Payer:
+    """``_payer(...)``, the one made before from the same kept objects."""
+    if not (
+        (org is None or fhir_fast.kept_whole(org))
+        and (payor_ref is None or fhir_fast.kept(payor_ref))
+        and (cov_type is None or fhir_fast.kept(cov_type))
+    ):
+        return _payer(org, payor_ref, cov_type)
+    held = (org, payor_ref, cov_type)
+    key = (id(org), id(payor_ref), id(cov_type))
+    hit = _PAYERS.get(key)
+    if hit is not None and all(map(is_, hit[0], held)):
+        return hit[1]
+    made = _payer(org, payor_ref, cov_type)
+    if len(_PAYERS) >= _PAYERS_MAX:
+        _PAYERS.clear()
+    _PAYERS[key] = (held, made)
+    return made
+
+
+def _coverage_from(entry: _Entry, patient: _Entry, patient_id: str, ctx: _Ctx) -> Coverage:
+    """Contract coverage from a FHIR Coverage and its payor Organization."""
+    cov = entry.res
+    payor_ref = (cov.payor or [None])[0]
+    payor = ctx.resolve(payor_ref, entry)
+    payor_type = payor.type if payor else _ref_type(payor_ref)
+    if payor_type in ("Patient", "RelatedPerson"):
+        return _self_pay(patient_id, ctx, "coverage paid by the patient")
+    org = payor.res if payor is not None and payor.type == "Organization" else None
+    payer = _kept_payer(org, payor_ref, cov.type)
+    if payer.name is None:
+        raise InputError(f"{entry.path}.payor", "payer has no name")
+    if payer.self_pay:
+        return _self_pay(patient_id, ctx, "payer named as no insurance")
+    for text in payer.id_notes:
+        ctx.note(text)
     member_id = _member_id(cov, ctx)
     group = None
     for cls in cov.class_fhir or []:
@@ -1233,12 +1289,14 @@ def _coverage_from(entry: _Entry, patient: _Entry, patient_id: str, ctx: _Ctx) -
             group = _text(cls.value)
             break
     relationship, subscriber = _policy_holder(entry, patient, ctx)
+    for text in payer.plan_notes:  # made where _plan_type made them
+        ctx.note(text)
     return _build(
         Coverage,
         entry.path,
-        payer_id=payer_id,
-        payer_name=name,
-        plan_type=_plan_type(cov.type, name, ctx),
+        payer_id=payer.payer_id,
+        payer_name=payer.name,
+        plan_type=payer.plan_type,
         member_id=member_id,
         group_number=group,
         relationship=relationship,

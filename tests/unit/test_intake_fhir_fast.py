@@ -708,3 +708,48 @@ def test_providers_made_again_from_kept_resources_give_the_same_record_and_notes
     # other places in the bundle, made once more; changed, made again.
     assert makes == [4, 4, 0, 0, 4, 0, 0, 4, 4]
     fhir_fast.forget()
+
+
+def test_payers_made_again_from_kept_resources_give_the_same_record_and_notes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A payer's Organization (kept whole), payor reference and Coverage.type (kept
+    elements) make its payer fields once (fhir._kept_payer); bundles that send them again,
+    with notes to make before and after the subscriber's (no payer id, no member id, an
+    uncoded plan type), or a payer named as no insurance, give what fhir.resources' path
+    gives, notes in the same order."""
+    from services.intake import fhir
+
+    made: Counter[str] = Counter()
+    payer = fhir._payer
+    monkeypatch.setattr(fhir, "_payer", lambda *args: (made.update(["payer"]), payer(*args))[1])
+    example = _load(EXAMPLE.read_text())
+    noted = copy.deepcopy(example)
+    org, coverage = noted["entry"][4]["resource"], noted["entry"][5]["resource"]
+    del org["identifier"]  # payer id from the name, with a note
+    coverage["type"] = {"text": "Employer plan"}  # plan type from the name, with a note
+    del coverage["subscriberId"]  # a member id note between the two
+    unpaid = copy.deepcopy(example)
+    unpaid["entry"][4]["resource"]["name"] = "No Insurance"
+    fhir_fast.forget()
+    fhir._PAYERS.clear()
+    bundles = [example, example, example, noted, noted, noted, unpaid, unpaid, unpaid, noted]
+    outcomes = []
+    for bundle in bundles:
+        with fhir_fast.fhir_resources_only():
+            reference = outcome(bundle)
+        before = made.copy()
+        fast = outcome(bundle)
+        assert fast == reference
+        outcomes.append((fast, made - before))
+    notes = outcomes[4][0][2]
+    order = [
+        next(i for i, n in enumerate(notes) if text in n)
+        for text in ("payer has no payer identifier", "subscriberId", "plan type not coded")
+    ]
+    assert order == sorted(order)
+    assert any("payer named as no insurance" in note for note in outcomes[7][0][2])
+    # Kept from the second bundle that sends the payer's id (its Organization kept whole
+    # then), then found again; changed, made again (its Organization built anew).
+    assert [counts["payer"] for _, counts in outcomes] == [1, 1, 0, 1, 0, 0, 1, 0, 0, 1]
+    fhir_fast.forget()
