@@ -56,6 +56,9 @@ AUDITS = Counter(
     "Coding audit records: queued, and audited by outcome (agree / corrected)",
     ["status"],
 )
+#: AUDITS' child per status, looked up once: ``labels()`` takes the metric's lock and
+#: builds its key on every call (py-spy: 2.1% of coding's CPU, once per output record).
+_AUDITS_BY_STATUS: dict[str, Counter] = {}
 ACCURACY = Gauge(
     "claimflow_coding_audit_accuracy",
     "Share of audited codes the coder agreed with, over each category's recent audits",
@@ -196,7 +199,11 @@ class CodingStage(Stage):
             outs = self.flow.encounter(msg.value, now=utcnow(), atomic=self._atomic)
         for topic, _, value in outs:
             if topic == "coding.audits.v1":
-                AUDITS.labels(getattr(value, "status", "queued")).inc()
+                status = getattr(value, "status", "queued")
+                child = _AUDITS_BY_STATUS.get(status)
+                if child is None:
+                    child = _AUDITS_BY_STATUS[status] = AUDITS.labels(status)
+                child.inc()
         return _outs(outs)
 
     @contextmanager
