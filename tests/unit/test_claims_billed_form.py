@@ -11,10 +11,12 @@ import json
 import sqlite3
 from base64 import b64encode
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sim_corpus import validated
 
+from pipeline.avro_write import writer_for
 from pipeline.errors import DecodeError
 from pipeline.models import ValidatedEncounter, event_id
 from pipeline.serde import registry
@@ -164,3 +166,30 @@ def test_changelog_records_of_the_previous_version_restore(tmp_path: Path) -> No
     for v in newer:
         assert restored.prior(v.encounter_id) == writer.prior(v.encounter_id)
     assert answers(restored, verdicts) == answers(writer, verdicts)
+
+
+def test_a_split_encounters_parts_are_written_the_same_with_shared_records_kept() -> None:
+    """An encounter split into a facility and a professional claim has both parts encoded
+    (neither is the record received), and the second shares the first's patient, coverage,
+    providers and diagnoses: the verdict writer keeps their bytes by instance
+    (``avro_write.SHARED``). The writer that keeps none is the judge, fresh verdicts and
+    verdicts written before alike."""
+    sv = registry().latest(VERDICTS)
+    named = sv.parsed["__named_schemas"]
+    kept = writer_for(sv.parsed, named, ValidatedEncounter)
+    plain = writer_for(sv.parsed, named, ValidatedEncounter, kept=frozenset())
+    assert kept is not None and plain is not None
+
+    def written(write: Any, value: ValidatedEncounter) -> bytes:
+        out = bytearray()
+        write(value, out)
+        return bytes(out)
+
+    split = [claim_parts(v) for v in validated("all") if len(claim_parts(v)) > 1]
+    assert len(split) > 10
+    for _ in range(2):  # the second time, the verdicts' shared records are all kept
+        for pair in split:
+            for _, part in pair:
+                assert written(kept, part) == written(plain, part), part.encounter_id
+    memos = [v for k, v in kept.__globals__.items() if k.startswith("kept")]
+    assert memos and all(memos)
