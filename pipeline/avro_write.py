@@ -265,7 +265,10 @@ _BOOLEANS = {True: b"\x01", False: b"\x00"}
 #: professional claim (``claim_parts``: neither is the record it received), and the second
 #: part shares the first's patient, coverage, providers, facility and diagnoses: splitting
 #: and storing the 103 split encounters of 600 (206 parts) went from 128.9M to 107.3M
-#: instructions (-16.8%, callgrind).
+#: instructions (-16.8%, callgrind). Remittance's postings share theirs the same way: a CAS
+#: triplet's two models (``Adjustment``, ``LineAdjustment``) are made once per triplet the 835
+#: reader keeps (``posting._cas_models``), and a fee schedule repeats its triplets (6,140 of
+#: the stage bench's 835s are 1,670 distinct).
 SHARED: dict[type[models.Model], frozenset[type[models.Model]]] = {
     models.Encounter: frozenset({models.Provider, models.Facility, models.DocumentedDiagnosis}),
     models.ValidatedEncounter: frozenset(
@@ -278,6 +281,7 @@ SHARED: dict[type[models.Model], frozenset[type[models.Model]]] = {
             models.CodedDiagnosis,
         }
     ),
+    models.RemittancePosting: frozenset((models.Adjustment, models.LineAdjustment)),
 }
 #: The most instances whose bytes one writer keeps per record type (as many as intake's own
 #: memo of them holds): past it, they are all forgotten.

@@ -23,6 +23,7 @@ from shared_data import SHARED_DATA
 from test_remittance_real_payers import CLAIMS
 from test_remittance_split import payer_files
 
+from pipeline.avro_write import SHARED, writer_for
 from pipeline.models import (
     Adjustment,
     LineAdjustment,
@@ -312,3 +313,28 @@ def test_the_cas_models_kept_are_those_of_the_very_same_amounts(
                 "remittance.posted.v1", judged
             )
         assert built[0].lines[0].adjustments[0] is built[1].lines[0].adjustments[0]
+
+
+def test_postings_are_written_the_same_with_their_adjustments_bytes_kept(
+    corpus: list[tuple[ClaimPayment, SubmittedClaim | None, dict[str, Any]]],
+) -> None:
+    """The posting's Avro writer keeps the bytes of the adjustment models ``_cas_models``
+    shares between postings (``avro_write.SHARED``); the writer that keeps none is the
+    judge. Every posting is written twice (the second time from what was kept)."""
+    sv = REG.latest("remittance.posted.v1")
+    named = sv.parsed["__named_schemas"]
+    kept = writer_for(sv.parsed, named, RemittancePosting)
+    plain = writer_for(sv.parsed, named, RemittancePosting, kept=frozenset())
+    assert kept is not None and plain is not None
+    assert {m.__name__ for m in SHARED[RemittancePosting]} == {"Adjustment", "LineAdjustment"}
+    postings = [post(payment, claim, **kw) for payment, claim, kw in corpus]
+    shared = [a for p in postings for a in p.adjustments]
+    assert len({id(a) for a in shared}) < len(shared) / 2  # the models are shared
+    for _ in range(2):
+        for posting in postings:
+            with_kept, judged = bytearray(), bytearray()
+            kept(posting, with_kept)
+            plain(posting, judged)
+            assert with_kept == judged, posting.event_id
+    memos = [v for k, v in kept.__globals__.items() if k.startswith("kept")]
+    assert len(memos) == 2 and all(memos)
