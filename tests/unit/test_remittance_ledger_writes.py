@@ -37,8 +37,15 @@ def one_by_one(ledger: Ledger, trace: str, references: list[tuple[str, str]]) ->
     return True
 
 
+#: claim_refs has no rowid (WITHOUT ROWID): its rows in the order of their key.
+ORDER = {"claim_refs": "payer_id, reference"}
+
+
 def rows(ledger: Ledger) -> list[Any]:
-    return [ledger.db.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in TABLES]
+    return [
+        ledger.db.execute(f"SELECT * FROM {t} ORDER BY {ORDER.get(t, 'rowid')}").fetchall()
+        for t in TABLES
+    ]
 
 
 def restored(changes: list[tuple[str, bytes | None]]) -> list[Any]:
@@ -288,3 +295,29 @@ def test_a_claim_without_postings_has_the_prior_the_sums_give(tmp_path: Path) ->
     assert prior == Prior(*[sum((), ZERO) for _ in range(4)])
     assert [str(v) for v in vars(prior).values()] == ["0.00"] * 4
     ledger.close()
+
+
+def test_a_ledger_of_before_keeps_its_references_and_loses_the_unread_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file written before has claim_refs with rowids and an index of postings by CLP07:
+    it opens, the index is gone, and its references read and write as a new file's do."""
+    path = tmp_path / "before.sqlite3"
+    before = ledger_module._SCHEMA.replace(") WITHOUT ROWID;", ");")
+    assert before != ledger_module._SCHEMA
+    with monkeypatch.context() as patched:
+        patched.setattr(ledger_module, "_SCHEMA", before)
+        old = Ledger(path)
+    old.db.execute("CREATE INDEX posted_pccn ON posted (payer_claim_control_number)")
+    old.add_payment(PAYER, "T1", "0001", "P:F", AMOUNTS, (), FIRST)
+    old.commit()
+    old.close()
+    new, fresh = Ledger(path), Ledger(":memory:")
+    fresh.add_payment(PAYER, "T1", "0001", "P:F", AMOUNTS, (), FIRST)
+    for ledger in (new, fresh):
+        ledger.add_payment(PAYER, "T2", "0001", "P:F", AMOUNTS, (), SECOND)
+    assert rows(new) == rows(fresh)
+    indexes = "SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'posted_pccn'"
+    assert new.db.execute(indexes).fetchall() == []
+    assert new.db.execute("SELECT rowid FROM claim_refs LIMIT 1").fetchall()  # as it was
+    assert new.claim_for_reference(PAYER, "ICN1") == "PCN3"
