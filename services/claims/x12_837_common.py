@@ -245,8 +245,33 @@ def address_segments(
     return [n3, n4]
 
 
+KEPT_MAX = 4096
+"""The most instances each by-instance memo below holds (then it is emptied at once)."""
+
+_NM1: dict[tuple[int, str], tuple[Provider, str]] = {}
+
+
 def provider_nm1(entity_code: str, provider: Provider, field: str) -> Segment | Rendered:
-    """NM1 for a provider identified by NPI, as a person or an organisation."""
+    """NM1 for a provider identified by NPI, as a person or an organisation.
+
+    Kept by the provider instance (held with its text, so that its id names it while kept):
+    the stage's decoder hands the same Provider object to every record it recurs in
+    (``avro_read.KEPT``), and a Provider cannot change (frozen, immutable fields). Only a
+    written NM1 is kept; a refusal is raised again each time. The ``field`` only names
+    an error."""
+    key = (id(provider), entity_code)
+    hit = _NM1.get(key)
+    if hit is not None and hit[0] is provider:
+        return hit[1]
+    out = _provider_nm1(entity_code, provider, field)
+    if len(_NM1) >= KEPT_MAX:
+        _NM1.clear()
+    _NM1[key] = (provider, out)
+    return out
+
+
+def _provider_nm1(entity_code: str, provider: Provider, field: str) -> str:
+    """``provider_nm1`` written."""
     npi = check_npi(provider.npi, f"{field}.npi")
     # The names are free text (``text``), the NPI ten digits: no delimiter, and the NPI
     # last is never empty.
@@ -534,11 +559,32 @@ def _rendered(segments: Iterable[Segment | Rendered]) -> tuple[Segment | Rendere
         return segments
 
 
-@lru_cache(maxsize=256)
+_Lines = tuple[Segment | Rendered, ...]
+_BILLING: dict[tuple[int, int, int], tuple[Provider, Address | None, _Lines]] = {}
+
+
 def _billing_lines(
     hl: int, provider: Provider, pay_to: Address | None
 ) -> tuple[Segment | Rendered, ...]:
-    """``billing_loop`` rendered, kept: it is the same for every interchange of a provider."""
+    """``billing_loop`` rendered, kept: it is the same for every interchange of a provider.
+    Kept by the instances first (as ``provider_nm1``): the lru_cache behind hashes the
+    Provider, its Address and compares them field by field on each interchange."""
+    key = (hl, id(provider), id(pay_to))
+    hit = _BILLING.get(key)
+    if hit is not None and hit[0] is provider and hit[1] is pay_to:
+        return hit[2]
+    out = _billing_lines_by_value(hl, provider, pay_to)
+    if len(_BILLING) >= KEPT_MAX:
+        _BILLING.clear()
+    _BILLING[key] = (provider, pay_to, out)
+    return out
+
+
+@lru_cache(maxsize=256)
+def _billing_lines_by_value(
+    hl: int, provider: Provider, pay_to: Address | None
+) -> tuple[Segment | Rendered, ...]:
+    """``_billing_lines`` by equal values."""
     return _rendered(billing_loop(hl, provider, pay_to))
 
 

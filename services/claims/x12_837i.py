@@ -39,9 +39,17 @@ from decimal import Decimal
 from typing import Any
 
 from pipeline.errors import InputError
-from pipeline.models import CodedDiagnosis, CodedEncounter, Encounter, Provider, ServiceLine
+from pipeline.models import (
+    CodedDiagnosis,
+    CodedEncounter,
+    Encounter,
+    Facility,
+    Provider,
+    ServiceLine,
+)
 from services.claims.cob import line_adjudication_loops
 from services.claims.x12_837_common import (
+    KEPT_MAX,
     ClaimInput,
     Profile,
     build_837,
@@ -106,13 +114,24 @@ def claim_type_of_bill(claim: ClaimInput) -> ub04.TypeOfBill:
     return bill.with_frequency(claim.frequency) if claim.frequency != "1" else bill
 
 
+_BILLED_BY: dict[tuple[int, int], tuple[Facility, Provider, Provider]] = {}
+
+
 def institutional_billing_provider(claim: ClaimInput) -> Provider:
-    """2010AA for an institutional claim: the facility, with the billing provider's EIN."""
+    """2010AA for an institutional claim: the facility, with the billing provider's EIN.
+
+    The facility's Provider is kept by the facility and billing provider instances (both
+    immutable, shared by the decoder: ``provider_nm1``), so that it is one instance too,
+    built once, and the billing loop kept by instance (``_billing_lines``) finds it."""
     enc = claim.coded.encounter
     billing = enc.billing_provider
     facility = enc.facility
     if facility is not None and facility.npi and facility.address is not None:
-        return Provider(
+        key = (id(facility), id(billing))
+        hit = _BILLED_BY.get(key)
+        if hit is not None and hit[0] is facility and hit[1] is billing:
+            return hit[2]
+        provider = Provider(
             npi=facility.npi,
             name=facility.name,
             entity="organization",
@@ -120,6 +139,10 @@ def institutional_billing_provider(claim: ClaimInput) -> Provider:
             taxonomy=billing.taxonomy if billing.npi == facility.npi else None,
             address=facility.address,
         )
+        if len(_BILLED_BY) >= KEPT_MAX:
+            _BILLED_BY.clear()
+        _BILLED_BY[key] = (facility, billing, provider)
+        return provider
     if billing.entity == "person":
         raise InputError(
             "encounter.facility",

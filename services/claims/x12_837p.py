@@ -13,9 +13,10 @@ from decimal import Decimal
 from typing import Any
 
 from pipeline.errors import InputError
-from pipeline.models import ServiceLine
+from pipeline.models import Address, Facility, ServiceLine
 from services.claims.cob import line_adjudication_loops
 from services.claims.x12_837_common import (
+    KEPT_MAX,
     ClaimInput,
     Profile,
     address_segments,
@@ -100,6 +101,35 @@ def _line(
     ]
 
 
+_FACILITY: dict[tuple[int, int], tuple[Facility, Address | None, list[Segment | Rendered]]] = {}
+
+
+def _service_facility(
+    facility: Facility, billing_address: Address | None
+) -> list[Segment | Rendered]:
+    """2310C service facility, when the facility is elsewhere than the billing provider.
+
+    Kept by the facility and address instances (immutable, shared by the decoder, as
+    ``provider_nm1``'s providers): written, it compared two addresses field by field and
+    checked the NPI and the street address on every claim. A refusal is not kept."""
+    key = (id(facility), id(billing_address))
+    hit = _FACILITY.get(key)
+    if hit is not None and hit[0] is facility and hit[1] is billing_address:
+        return hit[2]
+    out: list[Segment | Rendered] = []
+    if facility.address is not None and facility.address != billing_address:
+        name = text(facility.name, 60)
+        if not name:
+            raise InputError("encounter.facility.name", "empty after removing bad characters")
+        npi = check_npi(facility.npi, "encounter.facility.npi") if facility.npi else ""
+        out.append(early("NM1", "77", "2", name, "", "", "", "", "XX" if npi else "", npi))
+        out.extend(address_segments(facility.address, "encounter.facility.address", physical=True))
+    if len(_FACILITY) >= KEPT_MAX:
+        _FACILITY.clear()
+    _FACILITY[key] = (facility, billing_address, out)
+    return out
+
+
 def professional_claim_loop(claim: ClaimInput) -> list[Segment | Rendered]:
     """The 837P 2300 claim loop with its 2310 providers and 2400 lines.
 
@@ -141,18 +171,8 @@ def professional_claim_loop(claim: ClaimInput) -> list[Segment | Rendered]:
             taxonomy = ident(rendering.taxonomy, f"{field}.taxonomy", min_len=10, max_len=10)
             out.append(early("PRV", "PE", "PXC", taxonomy))
     facility = enc.facility
-    billing_address = enc.billing_provider.address
-    if (
-        facility is not None
-        and facility.address is not None
-        and (facility.address != billing_address)
-    ):
-        name = text(facility.name, 60)
-        if not name:
-            raise InputError("encounter.facility.name", "empty after removing bad characters")
-        npi = check_npi(facility.npi, "encounter.facility.npi") if facility.npi else ""
-        out.append(early("NM1", "77", "2", name, "", "", "", "", "XX" if npi else "", npi))
-        out.extend(address_segments(facility.address, "encounter.facility.address", physical=True))
+    if facility is not None:
+        out.extend(_service_facility(facility, enc.billing_provider.address))
     out.extend(prior_payer_section(claim))
     for number, line in enumerate(coded.lines, start=1):
         out.extend(_line(line, number, pos, len(codes), claim_id))

@@ -18,12 +18,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from bench.bench_claims_stage import verdicts
 from pipeline.errors import InputError
-from services.claims import x12_837_common
+from services.claims import x12_837_common, x12_837i, x12_837p
 from services.claims.domain import PlannedClaim, claim_parts, plan_claim, write_interchange
 from services.claims.settings import ClaimsSettings
 from services.refdata.masterdata import load_master_data
@@ -31,8 +32,27 @@ from services.x12.writer import COMPONENT, ELEMENT, SEGMENT, Composite, Segment
 
 
 def forget() -> None:
-    x12_837_common._billing_lines.cache_clear()
+    x12_837_common._billing_lines_by_value.cache_clear()
     x12_837_common._parties.cache_clear()
+    for memo in BY_INSTANCE:
+        memo.clear()
+
+
+class Forgetful(dict[Any, Any]):
+    """A memo that keeps nothing."""
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        return None
+
+
+#: The memos kept by instance: (module, name).
+BY_INSTANCE_NAMES = [
+    (x12_837_common, "_NM1"),
+    (x12_837_common, "_BILLING"),
+    (x12_837i, "_BILLED_BY"),
+    (x12_837p, "_FACILITY"),
+]
+BY_INSTANCE = [getattr(module, name) for module, name in BY_INSTANCE_NAMES]
 
 
 @pytest.fixture
@@ -43,6 +63,8 @@ def nothing_kept() -> Iterator[Callable[[], None]]:
         def off() -> None:
             forget()
             patch.setattr(x12_837_common, "_rendered", tuple)
+            for module, name in BY_INSTANCE_NAMES:
+                patch.setattr(module, name, Forgetful())
 
         yield off
     forget()
@@ -85,6 +107,7 @@ def test_kept_parts_write_the_same_837s(
     forget()
     kept = write_all(planned)
     again = write_all(planned)  # every part now from what was kept
+    assert all(BY_INSTANCE)  # the providers, facilities and billing loops were kept
     nothing_kept()
     built = write_all(planned)
     assert len(built) > 80

@@ -89,7 +89,8 @@ def written() -> list[Segment]:
         patch.setattr(x12_837_common, "render", keep)
         # Every segment built, none kept already rendered (test_claims_837_kept.py).
         patch.setattr(x12_837_common, "_rendered", tuple)
-        x12_837_common._billing_lines.cache_clear()
+        x12_837_common._billing_lines_by_value.cache_clear()
+        x12_837_common._BILLING.clear()
         x12_837_common._parties.cache_clear()
         for mix in ("office", "all"):
             groups = defaultdict(list)
@@ -103,7 +104,8 @@ def written() -> list[Segment]:
                 write_interchange(
                     planned, sender_id="CLAIMFLOW", receiver_id="CH01", control_number=n
                 )
-    x12_837_common._billing_lines.cache_clear()
+    x12_837_common._billing_lines_by_value.cache_clear()
+    x12_837_common._BILLING.clear()
     x12_837_common._parties.cache_clear()
     return list(seen)
 
