@@ -214,13 +214,16 @@ class Coder:
             coded_at=coded_at,
         )
 
-    def with_history(self, coded: CodedEncounter, history: Iterable[str]) -> CodedEncounter:
+    def with_history(
+        self, coded: CodedEncounter, history: Iterable[str], *, eligible: bool | None = None
+    ) -> CodedEncounter:
         """The coded encounter with its HCCs and risk score over the member's year: its own
-        codes and ``history`` (the member's codes from other encounters of the year)."""
+        codes and ``history`` (the member's codes from other encounters of the year).
+        ``eligible``: ``risk_eligible(coded)`` when the caller has it already."""
         enc = coded.encounter
         on = coding_date(enc.setting, enc.service_start, enc.service_end)
         own = [d for d in coded.diagnoses if d.role not in _SIDE_ROLES]
-        risk = self._risk(enc, on, own, coded.lines, history)
+        risk = self._risk(enc, on, own, coded.lines, history, eligible)
         same = (risk.hccs, risk.score, risk.model) == (
             coded.hcc,
             coded.hcc_risk_score,
@@ -235,12 +238,19 @@ class Coder:
             update={"hcc": risk.hccs, "hcc_risk_score": risk.score, "hcc_model": risk.model}
         )
 
-    def risk_codes(self, coded: CodedEncounter) -> list[str]:
-        """The encounter's codes that count for risk adjustment (none if not eligible)."""
-        enc = coded.encounter
-        if not hcc.eligible(enc.setting, [ln.code for ln in coded.lines if ln.code]):
+    def risk_codes(self, coded: CodedEncounter, *, eligible: bool | None = None) -> list[str]:
+        """The encounter's codes that count for risk adjustment (none if not eligible).
+        ``eligible``: ``risk_eligible(coded)`` when the caller has it already."""
+        if not (self.risk_eligible(coded) if eligible is None else eligible):
             return []
         return [d.code for d in coded.diagnoses if d.billable]
+
+    @staticmethod
+    def risk_eligible(coded: CodedEncounter) -> bool:
+        """Whether the encounter's diagnoses count for risk adjustment (``hcc.eligible``):
+        its setting and its lines' codes only, which the risk step leaves as they are, so
+        it asks once per record for ``with_history`` and ``risk_codes`` (it asked twice)."""
+        return hcc.eligible(coded.encounter.setting, [ln.code for ln in coded.lines if ln.code])
 
     # --- a coder's decision -------------------------------------------------------------
 
@@ -873,9 +883,12 @@ class Coder:
         coded: list[CodedDiagnosis],
         lines: list[ServiceLine],
         history: Iterable[str],
+        eligible: bool | None = None,
     ) -> hcc.RiskResult:
         codes = list(history)
-        if hcc.eligible(enc.setting, [ln.code for ln in lines if ln.code]):
+        if eligible is None:
+            eligible = hcc.eligible(enc.setting, [ln.code for ln in lines if ln.code])
+        if eligible:
             codes += [d.code for d in coded if d.billable]
         return hcc.risk(
             codes,

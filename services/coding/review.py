@@ -375,14 +375,15 @@ class ReviewFlow:
         enc = coded.encounter
         key, year = member_key(enc), enc.service_end.year
         recorded = True  # not known: what the encounter contributed before is replaced
+        eligible = self.coder.risk_eligible(coded)
         if self.by_patient:
             earlier, recorded = history.year_of(key, year, enc.encounter_id)
             if earlier:
                 # With no other encounter of the member's year, the HCCs the encounter was
                 # coded with (on its own codes: ``_history`` is empty by patient) are
                 # already the year's.
-                coded = self.coder.with_history(coded, earlier)
-        codes = self.coder.risk_codes(coded)
+                coded = self.coder.with_history(coded, earlier, eligible=eligible)
+        codes = self.coder.risk_codes(coded, eligible=eligible)
         if writes_in_one_statement(codes, recorded=recorded):
             history.record_risk(key, year, enc.encounter_id, codes, recorded=False)
         else:

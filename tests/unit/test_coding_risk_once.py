@@ -60,9 +60,9 @@ def test_the_risk_step_writes_what_it_wrote_before(
     asked: list[int] = []
     with_history: Callable[..., Any] = sim_corpus.coder().with_history
 
-    def counted(coded: CodedEncounter, history: list[str]) -> CodedEncounter:
+    def counted(coded: CodedEncounter, history: list[str], **kwargs: Any) -> CodedEncounter:
         asked.append(len(history))
-        return with_history(coded, history)
+        return with_history(coded, history, **kwargs)
 
     monkeypatch.setattr(sim_corpus.coder(), "with_history", counted)
     now = coded_by_patient(mix)
