@@ -472,18 +472,23 @@ class Ledger(ChangelogStore):
         if self._waiting_ids is not None:
             self._waiting_ids.add(record.claim_id)
 
-    def take_waiting(self, claim_id: str) -> list[Waiting]:
-        """The payments waiting for this claim, in the order they came, removed."""
+    def has_waiting(self, claim_id: str) -> bool:
+        """Whether payments may wait for this claim (False: none wait)."""
         waiting_ids = self._waiting_ids
         if waiting_ids is None:
             rows = self.db.execute("SELECT DISTINCT claim_id FROM waiting").fetchall()
             waiting_ids = self._waiting_ids = {row[0] for row in rows}
-        if claim_id not in waiting_ids:
+        return claim_id in waiting_ids
+
+    def take_waiting(self, claim_id: str) -> list[Waiting]:
+        """The payments waiting for this claim, in the order they came, removed."""
+        if not self.has_waiting(claim_id):
             return []
         rows = self._waiting("claim_id = ?", (claim_id,))
         for waiting in rows:
             self._delete("waiting", (claim_id, waiting.record.event_id))
-        waiting_ids.discard(claim_id)
+        if self._waiting_ids is not None:
+            self._waiting_ids.discard(claim_id)
         return rows
 
     def overdue(self, before: float, limit: int = 1000) -> list[Waiting]:

@@ -149,14 +149,29 @@ class ClaimMatcher:
         self.pricing = pricing or Pricing()
         self.clock = clock
 
+    # An input's writes are all or nothing: a savepoint around them (``ledger.atomic``) is
+    # rolled back when the input fails. An input whose only write is one statement, made
+    # after everything that may fail, is all or nothing without it: a claim that no payment
+    # waits for (its row), a claim payment (its posting, its waiting row or its PLB
+    # adjustment). Most inputs are those; each then runs one SQLite statement instead of
+    # three (SAVEPOINT, the write, RELEASE). bench remittance_stage (N=300, callgrind):
+    # 1,502.9M to 1,469.4M instructions (-2.2%). ``atomic_inputs`` makes every input take the
+    # savepoint (the way before, the judge in tests/unit/test_remittance_one_write.py).
+    atomic_inputs = False
+
     def claim(self, claim: SubmittedClaim) -> list[Output]:
         """A submitted claim into the ledger; the payments that waited for it, posted."""
+        if not self.atomic_inputs and not self.ledger.has_waiting(claim.claim_id):
+            self.ledger.add_claim(claim)  # its one write
+            return []
         with self.ledger.atomic():
             return self._claim(claim)
 
     def payment(self, record: ClaimPaymentRecord) -> list[Output]:
         """A claim payment posted (or kept waiting for its claim), or a PLB adjustment
         applied to the claim."""
+        if not self.atomic_inputs:
+            return self._payment(record)  # one write, the last thing it does
         with self.ledger.atomic():
             return self._payment(record)
 
@@ -198,6 +213,18 @@ class ClaimMatcher:
             prior=prior,
             warnings=tuple(record.warnings),
         )
+        outs = [Output("remittance.posted.v1", claim.claim_id, posting)]
+        if (settled := settlement_for(posting)) is not None:  # the claims stage's retention
+            outs.append(Output("remittance.settled.v1", claim.claim_id, settled))
+        denial = denial_for(
+            posting,
+            payment,
+            self.codes,
+            underpayment_tolerance=self.options.underpayment_tolerance,
+            queued_at=now,
+            shortfall=shortfall(payment, claim, posting.expected, prior).shortfall,
+        )
+        # The posting's row is the input's one write: made after all that may fail (``payment``).
         if not self.ledger.mark_posted(posting, sequestration(payment)):
             return []  # a replayed input: posted before
         outcome(posting.status).inc()
@@ -214,17 +241,6 @@ class ClaimMatcher:
                     _ADJUSTED_DOLLARS(group).inc(float(adj.amount))
             for group, count in counted.items():
                 _ADJUSTMENTS(group).inc(count)
-        outs = [Output("remittance.posted.v1", claim.claim_id, posting)]
-        if (settled := settlement_for(posting)) is not None:  # the claims stage's retention
-            outs.append(Output("remittance.settled.v1", claim.claim_id, settled))
-        denial = denial_for(
-            posting,
-            payment,
-            self.codes,
-            underpayment_tolerance=self.options.underpayment_tolerance,
-            queued_at=now,
-            shortfall=shortfall(payment, claim, posting.expected, prior).shortfall,
-        )
         if denial is not None:
             outcome(f"queued_{denial.kind}").inc()
             if denial.kind == "underpaid":

@@ -247,11 +247,20 @@ def test_take_waiting_takes_what_the_table_holds(
 ) -> None:
     """Payments before their claims (waiting, reported unmatched, then posted) over the 835
     fixtures, in the live layout: each ``take_waiting`` returns what asking the table gives
-    (the way before, the judge)."""
+    (the way before, the judge), and ``has_waiting`` (a claim nothing waits for is added
+    without ``take_waiting``) says none only when the table holds none."""
     from test_remittance_split import partitioned
 
     take = Ledger.take_waiting
     taken: list[int] = []
+    has = Ledger.has_waiting
+
+    def none_waiting(self: Ledger, claim_id: str) -> bool:
+        answer = has(self, claim_id)
+        if not answer:
+            assert self._waiting("claim_id = ?", (claim_id,)) == []
+            taken.append(0)
+        return answer
 
     def judged(self: Ledger, claim_id: str) -> list[Any]:
         expected = self._waiting("claim_id = ?", (claim_id,))
@@ -262,6 +271,7 @@ def test_take_waiting_takes_what_the_table_holds(
         return got
 
     monkeypatch.setattr(Ledger, "take_waiting", judged)
+    monkeypatch.setattr(Ledger, "has_waiting", none_waiting)
     for seed in (1, 2):
         partitioned(tmp_path, claims_first=False, seed=seed)
         partitioned(tmp_path / "first", claims_first=True, seed=seed)
