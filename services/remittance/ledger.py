@@ -313,6 +313,11 @@ class Ledger(ChangelogStore):
         #: from the table when needed): a claim not in it has nothing waiting, and
         #: ``take_waiting`` does not look in the table (most claims come before their payment).
         self._waiting_ids: set[str] | None = None
+        #: How many rows ``waiting`` holds (None: not known, counted when asked). The stage
+        #: sets its gauge from every partition's count after each batch, and most batches
+        #: change none: one statement a partition a batch less (``waiting_count``; bench
+        #: remittance_stage, N=300, callgrind: 1,469.4M to 1,467.1M instructions).
+        self._waiting_rows: int | None = None
         self._migrate()
         self.db.commit()
 
@@ -347,6 +352,8 @@ class Ledger(ChangelogStore):
     def _write(self, table: str, row: dict[str, Any], *, replace: bool = False) -> bool:
         """Insert ``row`` (or update it, with ``replace``); True when it changed the table."""
         sql = _upsert(table, tuple(row), replace)
+        if table == "waiting":
+            self._waiting_rows = None
         written = self.db.execute(sql, tuple(row.values())).rowcount == 1
         if written and self.changelog:
             self._log_row(table, row)
@@ -368,6 +375,8 @@ class Ledger(ChangelogStore):
 
     def _delete(self, table: str, key: Sequence[Any]) -> None:
         where = " AND ".join(f"{c} = ?" for c in _KEYS[table])
+        if table == "waiting":
+            self._waiting_rows = None
         self.db.execute(f"DELETE FROM {table} WHERE {where}", tuple(key))
         if self.changelog:
             self.log_change(json.dumps([table, *key]), None)
@@ -381,6 +390,7 @@ class Ledger(ChangelogStore):
             self._claims.pop(values[0], None)
         elif table == "waiting":
             self._waiting_ids = None
+            self._waiting_rows = None
         if value is None:
             where = " AND ".join(f"{c} = ?" for c in _KEYS[table])
             self.db.execute(f"DELETE FROM {table} WHERE {where}", tuple(values))
@@ -409,10 +419,12 @@ class Ledger(ChangelogStore):
         super().input_undone(mark)
         self._claims.clear()
         self._waiting_ids = None
+        self._waiting_rows = None
 
     def rollback(self) -> None:
         self._claims.clear()
         self._waiting_ids = None
+        self._waiting_rows = None
         super().rollback()
 
     # --- claims ---------------------------------------------------------------------------
@@ -534,7 +546,12 @@ class Ledger(ChangelogStore):
 
     def waiting_count(self, *, reported: bool | None = None) -> int:
         """Payments waiting for their claim (only reported / unreported ones when asked)."""
-        where = {None: "", True: " WHERE reported IS NOT NULL", False: " WHERE reported IS NULL"}
+        if reported is None:
+            if self._waiting_rows is None:
+                row = self.db.execute("SELECT count(*) FROM waiting").fetchone()
+                self._waiting_rows = int(row[0])
+            return self._waiting_rows
+        where = {True: " WHERE reported IS NOT NULL", False: " WHERE reported IS NULL"}
         return int(self.db.execute(f"SELECT count(*) FROM waiting{where[reported]}").fetchone()[0])
 
     def _waiting(self, where: str, args: tuple[object, ...], limit: int = -1) -> list[Waiting]:
