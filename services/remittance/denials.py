@@ -40,7 +40,7 @@ from pipeline.models import (
     event_id,
 )
 from pipeline.serde import model_maker
-from services.remittance.era import ZERO, ClaimPayment
+from services.remittance.era import ZERO, CasAdjustment, ClaimPayment
 from services.remittance.posting import cents
 
 log = logging.getLogger(__name__)
@@ -343,16 +343,25 @@ def read_code_list(path: Path) -> dict[str, str]:
 
 
 def _reasons(payment: ClaimPayment, tables: CodeTables) -> list[DenialReason]:
-    """The CAS adjustments that refuse money, with their category and meaning."""
-    out = []
-    for line, adj in payment.all_adjustments():
-        if adj.amount <= 0 or not tables.is_denial(adj.reason):
-            continue
-        info = tables.carc_info(adj.reason)
-        category = info.category if info else "other"
-        description = info.description if info else None
-        out.append(_reason(adj.group, adj.reason, cents(adj.amount), line, category, description))
+    """The CAS adjustments that refuse money, with their category and meaning, in the order
+    of ``all_adjustments`` (claim first, then each line's) without making that list: every
+    posting asks, and most refuse nothing (a contractual adjustment, the patient's share)."""
+    out: list[DenialReason] = []
+    for adj in payment.adjustments:
+        if adj.amount > 0 and tables.is_denial(adj.reason):
+            out.append(_refusal(adj, None, tables))
+    for line, service in enumerate(payment.service_lines, start=1):
+        for adj in service.adjustments:
+            if adj.amount > 0 and tables.is_denial(adj.reason):
+                out.append(_refusal(adj, line, tables))
     return out
+
+
+def _refusal(adj: CasAdjustment, line: int | None, tables: CodeTables) -> DenialReason:
+    info = tables.carc_info(adj.reason)
+    category = info.category if info else "other"
+    description = info.description if info else None
+    return _reason(adj.group, adj.reason, cents(adj.amount), line, category, description)
 
 
 def _refined(reason: DenialReason, rarcs: Iterable[CodeInfo]) -> DenialCategory:

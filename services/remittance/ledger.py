@@ -241,6 +241,14 @@ def _change_writer(table: str, columns: tuple[str, ...]) -> Callable[[dict[str, 
 #: ``Prior`` of a claim without postings from its payer: each sum ZERO.
 _NO_PRIOR = Prior(ZERO, ZERO, ZERO, ZERO)
 
+#: A posting's row (``mark_posted``): its columns, its statement and its change record's
+#: writer, what ``_write`` looks up by the row's columns on every call, found once (with
+#: ``denials._reasons`` made without ``all_adjustments``: bench remittance_stage, N=300,
+#: callgrind, 1,467.1M to 1,454.5M instructions).
+_POSTED = _COMPACT["posted"]
+_POSTED_INSERT = _upsert("posted", _POSTED, False)
+_POSTED_CHANGE = _change_writer("posted", _POSTED)
+
 
 def _references_json(references: Sequence[tuple[str, str]]) -> str:
     """``json.dumps([list(r) for r in references])``, written out for (str, str) pairs (a
@@ -585,24 +593,27 @@ class Ledger(ChangelogStore):
     # --- postings -------------------------------------------------------------------------
 
     def mark_posted(self, posting: RemittancePosting, sequestration: Decimal = ZERO) -> bool:
-        """Record a posting with its amounts; False when it was already made (a replay)."""
-        return self._write(
-            "posted",
-            {
-                "event_id": posting.event_id,
-                "claim_id": posting.claim_id,
-                "status": posting.status,
-                "claim_status_code": posting.claim_status_code,
-                "paid": str(posting.paid),
-                "patient_responsibility": str(posting.patient_responsibility),
-                "payment_trace": posting.payment_trace,
-                "payer_id": posting.payer_id,
-                "payer_sequence": posting.payer_sequence,
-                "payer_claim_control_number": posting.payer_claim_control_number,
-                "charge": str(posting.total_charge),
-                "sequestration": str(sequestration),
-            },
+        """Record a posting with its amounts; False when it was already made (a replay).
+        What ``_write("posted", row)`` does (the judge in test_remittance_ledger_writes.py)."""
+        values = (
+            posting.event_id,
+            posting.claim_id,
+            posting.status,
+            posting.claim_status_code,
+            str(posting.paid),
+            str(posting.patient_responsibility),
+            posting.payment_trace,
+            posting.payer_id,
+            posting.payer_sequence,
+            posting.payer_claim_control_number,
+            str(posting.total_charge),
+            str(sequestration),
         )
+        if self.db.execute(_POSTED_INSERT, values).rowcount != 1:
+            return False
+        if self.changelog:
+            self.log_change(*_POSTED_CHANGE(dict(zip(_POSTED, values, strict=True))))
+        return True
 
     def prior(self, claim_id: str, payer_id: str) -> Prior:
         """What the payer's postings of the claim add up to so far (a split claim nets)."""

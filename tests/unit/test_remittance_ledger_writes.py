@@ -206,7 +206,7 @@ def test_every_change_record_of_the_corpus_is_the_json_of_its_row(
     monkeypatch.setattr(Ledger, "_log_row", spy)
     ran = run(Partitioned(tmp_path, seed=3))
     tables = {json.loads(expected[0][0])[0] for _, expected in logged}
-    assert tables >= {"waiting", "posted", "claim_plb"}
+    assert tables >= {"waiting", "claim_plb"}  # postings: ``mark_posted``, judged below
     assert len(logged) > 500
     for written, expected in logged:
         assert written == expected
@@ -321,3 +321,45 @@ def test_a_ledger_of_before_keeps_its_references_and_loses_the_unread_index(
     assert new.db.execute(indexes).fetchall() == []
     assert new.db.execute("SELECT rowid FROM claim_refs LIMIT 1").fetchall()  # as it was
     assert new.claim_for_reference(PAYER, "ICN1") == "PCN3"
+
+
+def test_a_posting_is_marked_as_writing_its_row_did() -> None:
+    """``mark_posted`` writes the row with its statement and change writer found once: the
+    same return, rows and change records as ``_write`` of the row (the way before), on every
+    posting of the posting corpus, each twice (the second a replay); each change record is
+    the JSON of its row."""
+    from test_remittance_posting_build import cases
+
+    from services.remittance.posting import post, sequestration
+
+    fast, judged = Ledger(":memory:", changelog=True), Ledger(":memory:", changelog=True)
+    marked = 0
+    for payment, claim, kw in cases():
+        if claim is None:
+            continue
+        posting = post(payment, claim, **kw)
+        cut = sequestration(payment)
+        row = {
+            "event_id": posting.event_id,
+            "claim_id": posting.claim_id,
+            "status": posting.status,
+            "claim_status_code": posting.claim_status_code,
+            "paid": str(posting.paid),
+            "patient_responsibility": str(posting.patient_responsibility),
+            "payment_trace": posting.payment_trace,
+            "payer_id": posting.payer_id,
+            "payer_sequence": posting.payer_sequence,
+            "payer_claim_control_number": posting.payer_claim_control_number,
+            "charge": str(posting.total_charge),
+            "sequestration": str(cut),
+        }
+        for _ in range(2):
+            written = fast.mark_posted(posting, cut)
+            assert written == judged._write("posted", row)
+            marked += written
+            if written:  # and its change record is the JSON of its row
+                assert fast._changes[-1] == expected_change("posted", row)
+    assert marked > 300
+    query = "SELECT * FROM posted ORDER BY rowid"
+    assert fast.db.execute(query).fetchall() == judged.db.execute(query).fetchall()
+    assert fast.take_changes() == judged.take_changes()
