@@ -201,10 +201,20 @@ def claim_part(coded: CodedEncounter, kind: ClaimType, *, renumber: bool = True)
     claim's diagnoses, no procedures, DRG, type of bill, attending or operating physician."""
     enc = coded.encounter
     lines = [ln for ln in coded.lines if line_claim_type(ln, enc.setting) == kind]
-    if renumber:
-        lines = [ln.model_copy(update={"line_number": n}) for n, ln in enumerate(lines, 1)]
     if kind == "institutional":
+        if renumber:
+            lines = [ln.model_copy(update={"line_number": n}) for n, ln in enumerate(lines, 1)]
         return coded.model_copy(update={"lines": lines})
+    # A professional line renumbered and without its claim type in one copy, not two (the
+    # same values and fields set): splitting the 103 split encounters of 600 claims stage
+    # bench verdicts: 32.3M to 30.2M instructions (callgrind).
+    if renumber:
+        lines = [
+            ln.model_copy(update={"line_number": n, "claim_type": None})
+            for n, ln in enumerate(lines, 1)
+        ]
+    else:
+        lines = [ln.model_copy(update={"claim_type": None}) for ln in lines]
     encounter = enc.model_copy(
         update={
             "setting": "professional",
@@ -218,7 +228,7 @@ def claim_part(coded: CodedEncounter, kind: ClaimType, *, renumber: bool = True)
     return coded.model_copy(
         update={
             "encounter": encounter,
-            "lines": [ln.model_copy(update={"claim_type": None}) for ln in lines],
+            "lines": lines,
             "diagnoses": claim_diagnoses(coded),
             "pcs_procedures": [],
             "drg": None,

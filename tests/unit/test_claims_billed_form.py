@@ -28,6 +28,7 @@ from services.claims.corrections import (
     without_note,
 )
 from services.claims.domain import claim_parts
+from services.refdata import ub04
 
 
 def parts(mix: str) -> list[tuple[ValidatedEncounter, ValidatedEncounter]]:
@@ -193,3 +194,29 @@ def test_a_split_encounters_parts_are_written_the_same_with_shared_records_kept(
                 assert written(kept, part) == written(plain, part), part.encounter_id
     memos = [v for k, v in kept.__globals__.items() if k.startswith("kept")]
     assert memos and all(memos)
+
+
+def test_a_professional_part_has_the_lines_two_copies_made() -> None:
+    """``ub04.claim_part`` renumbers a professional line and drops its claim type in one
+    copy; the judge is the two copies it made before: equal values, fields set, order."""
+    found = 0
+    for verdict in validated("all"):
+        coded = verdict.coded
+        if len(ub04.claim_kinds(coded)) < 2:
+            continue
+        setting = coded.encounter.setting
+        for renumber in (True, False):
+            part = ub04.claim_part(coded, "professional", renumber=renumber)
+            lines = [
+                ln for ln in coded.lines if ub04.line_claim_type(ln, setting) == "professional"
+            ]
+            if renumber:
+                lines = [ln.model_copy(update={"line_number": n}) for n, ln in enumerate(lines, 1)]
+            judge = [ln.model_copy(update={"claim_type": None}) for ln in lines]
+            assert part.lines == judge
+            assert [ln.model_fields_set for ln in part.lines] == [
+                ln.model_fields_set for ln in judge
+            ]
+            assert [list(ln.__dict__) for ln in part.lines] == [list(ln.__dict__) for ln in judge]
+            found += 1
+    assert found > 10
