@@ -1,0 +1,37 @@
+"""The runner's fast build of a consumed record (``stage.incoming``) gives what the
+dataclass's own ``Incoming(...)`` gives: the judge, field by field, for every field."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from pipeline.stage import Incoming, incoming
+
+CASES: list[tuple[Any, ...]] = [
+    ("encounters.collected.v1", "enc-1", object(), b"\x02ab", {}, 0, 7, 1_700_000_000_000),
+    ("encounters.coded.v1", None, None, b"", {"h": b"v"}, 2, 0, 0, ("a.v1", 1, 3)),
+    ("x", "k", {"nested": [1]}, b"raw", {"a": b"", "b": b"\x00"}, 5, 2**40, -1, None),
+]
+
+
+@pytest.mark.parametrize("args", CASES)
+def test_incoming_equals_the_dataclass(args: tuple[Any, ...]) -> None:
+    fast, judge = incoming(*args), Incoming(*args)
+    assert type(fast) is Incoming
+    assert fast == judge
+    for f in dataclasses.fields(Incoming):  # a field added to Incoming must be built too
+        assert getattr(fast, f.name) is getattr(judge, f.name), f.name
+    assert vars(fast) == vars(judge)
+    assert list(vars(fast)) == list(vars(judge))  # same order: same repr and asdict
+
+
+def test_incoming_stays_frozen_and_replaceable() -> None:
+    fast = incoming(*CASES[0])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.key = "other"  # type: ignore[misc]
+    topic, _key, *rest = CASES[0]
+    assert dataclasses.replace(fast, key="k2") == Incoming(topic, "k2", *rest)
+    assert repr(fast) == repr(Incoming(*CASES[0]))
