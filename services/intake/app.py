@@ -140,7 +140,7 @@ class IntakeStage(Stage):
         elif held and self.accounts is not None:
             with self.accounts.atomic():  # a message that breaks its account changes nothing
                 encounters += self.book.receive(held, received_at, source_id)
-            metrics.OUTCOMES.labels(self.name, "read_hl7v2").inc()
+            self._read_count("hl7v2").inc()
         if rest is not None:
             result = parse_raw(
                 rest,
@@ -217,7 +217,7 @@ class IntakeStage(Stage):
         heads, _ = split_held(self.book, raw.body, raw.content_type)
         with store.atomic():  # a message that breaks its account changes nothing
             encounters = self.book.on(store).receive(heads, raw.received_at, raw.source_id)
-        metrics.OUTCOMES.labels(self.name, "read_hl7v2").inc()
+        self._read_count("hl7v2").inc()
         return collected(encounters)
 
     def on_batch_done(self) -> None:
