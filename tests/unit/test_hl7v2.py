@@ -476,3 +476,24 @@ def test_fuzz_mutated_messages(
     else:
         lines.insert(k, lines[k])
     _safe("\r".join(lines).encode())
+
+
+def test_hl7apy_library_kept_by_version_is_hl7apys_own() -> None:
+    """The module kept per version (services/intake/hl7v2.py) is the one hl7apy's own
+    ``load_library`` gives; a version it refuses raises as before, and is not kept."""
+    import hl7apy
+    import hl7apy.core
+    import hl7apy.factories
+    from hl7apy.exceptions import UnsupportedVersion
+
+    from services.intake import hl7v2
+
+    for module in (hl7apy, hl7apy.core, hl7apy.factories):
+        assert module.load_library is hl7v2._load_library
+    for version in hl7apy.SUPPORTED_LIBRARIES:
+        assert hl7v2._load_library(version) is hl7v2._hl7apy_load_library(version)
+        assert hl7v2._load_library(version) is hl7v2._load_library(version)
+    for bad in ("9.9", "", None):
+        with pytest.raises(UnsupportedVersion):
+            hl7v2._load_library(bad)  # type: ignore[arg-type]
+        assert bad not in hl7v2._LIBRARIES
