@@ -356,9 +356,8 @@ def _seg_name(seg: str) -> str:
 # by version; a version hl7apy refuses raises as before and is not kept
 # (tests/unit/test_hl7v2.py holds that the kept module is hl7apy's). Parsing 60 HL7
 # messages of every kind of visit went from 2,146 to 2,048 us a message (-4.6%, interleaved
-# pairs); with the FHIR lookups in fhir.py, the stage bench (200 messages of the mix, 40
-# FHIR and 40 HL7 hospital messages, second run) from 1,177.5M to 1,128.8M instructions
-# (-4.1%, callgrind).
+# pairs); bench intake_stage's HL7 part (40 messages, second run) from 776.5M to 729.4M
+# instructions (-6.1%, callgrind).
 _LIBRARIES: dict[str, Any] = {}
 _hl7apy_load_library = hl7apy.load_library
 
