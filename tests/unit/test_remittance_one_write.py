@@ -18,7 +18,7 @@ import pytest
 from test_remittance_reread import files, published, run
 from test_remittance_split import CLAIMS, INTERNAL, Partitioned
 
-from pipeline.stage import Incoming
+from pipeline.stage import Incoming, Out
 from services.remittance import matching
 from services.remittance.matching import ClaimMatcher
 
@@ -36,23 +36,12 @@ class Clocked(Partitioned):
         self.stage.matching["clock"] = lambda: float(next(ticks))
         self.failed: list[str] = []
 
-    def drain(self) -> None:
-        while ready := sorted(k for k, q in self.queues.items() if q):
-            topic, partition = self.rng.choice(ready)
-            key, value = self.queues[(topic, partition)].popleft()
-            offset = self.offsets[(topic, partition)] = self.offsets.get((topic, partition), 0) + 1
-            msg = Incoming(topic, key, value, b"", {}, partition, offset, 0)
-            try:
-                outs = list(self.stage.handle(msg))
-            except RuntimeError:
-                self.failed.append(key)
-                continue
-            for out in outs:
-                if out.topic in INTERNAL and out.value is not None:
-                    self.send(out.topic, out.key, out.value)
-                else:
-                    self.outputs.append(out)
-            self.commit()
+    def handle(self, msg: Incoming) -> list[Out] | None:
+        try:
+            return super().handle(msg)
+        except RuntimeError:
+            self.failed.append(msg.key or "")
+            return None
 
 
 def rows(ran: Partitioned) -> list[Any]:

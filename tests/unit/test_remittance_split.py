@@ -117,12 +117,19 @@ class Partitioned:
             key, value = self.queues[(topic, partition)].popleft()
             offset = self.offsets[(topic, partition)] = self.offsets.get((topic, partition), 0) + 1
             msg = Incoming(topic, key, value, b"", {}, partition, offset, 0)
-            for out in self.stage.handle(msg):
-                if out.topic in INTERNAL:
+            outs = self.handle(msg)
+            if outs is None:  # failed, routed by the subclass: the others go on
+                continue
+            for out in outs:
+                if out.topic in INTERNAL and out.value is not None:
                     self.send(out.topic, out.key, out.value)
                 else:
                     self.outputs.append(out)
             self.commit()
+
+    def handle(self, msg: Incoming) -> list[Out] | None:
+        """The stage's outputs for one input (None: a subclass routed its failure)."""
+        return list(self.stage.handle(msg))
 
     def sweep(self) -> None:
         self.outputs += self.stage.on_idle()
