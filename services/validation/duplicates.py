@@ -44,7 +44,13 @@ CREATE TABLE IF NOT EXISTS seen (
     received_at TEXT NOT NULL,      -- ISO-8601 UTC: orders originals before duplicates
     billable INTEGER NOT NULL       -- 1 when the latest verdict was clean or warnings
 );
-CREATE INDEX IF NOT EXISTS seen_by_fingerprint ON seen (fingerprint, received_at);
+-- By fingerprint alone: ``EARLIER`` filters the few rows of a fingerprint on received_at,
+-- and the earliest is picked in Python. The index with received_at in it (a store before
+-- this one: ``seen_by_fingerprint``, replaced at open) took twice the bytes per entry, so
+-- twice the leaf pages, and each batch's random inserts dirtied more of them: 20,000
+-- encounters into, 3.79 -> 3.07 write calls and 21.9 -> 15.4 us a row (batches of 285).
+DROP INDEX IF EXISTS seen_by_fingerprint;
+CREATE INDEX IF NOT EXISTS seen_fingerprint ON seen (fingerprint);
 """
 
 

@@ -6,6 +6,7 @@ collide, verdicts that are not billable and encounter ids beyond ASCII."""
 from __future__ import annotations
 
 import random
+import sqlite3
 from pathlib import Path
 
 from services.validation.duplicates import EARLIER, DuplicateStore
@@ -84,3 +85,56 @@ def test_the_billable_bits_give_what_the_query_gives(tmp_path: Path) -> None:
     fast.close()
     again = DuplicateStore(tmp_path / "bits.sqlite3", changelog=True)
     assert compare(again) > 0
+
+
+#: The store's layout before its fingerprint index left out received_at.
+_OLD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS seen (
+    encounter_id TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    billable INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS seen_by_fingerprint ON seen (fingerprint, received_at);
+"""
+
+
+def test_a_store_of_the_old_layout_opens_with_the_narrow_index(tmp_path: Path) -> None:
+    """A file written with the wider index (fingerprint, received_at) opens with it replaced
+    by the index on the fingerprint alone, its rows untouched, and answers as a store
+    written with the new layout from the start."""
+    path = tmp_path / "old.sqlite3"
+    rng = random.Random(11)
+    fingerprints = [f"{n:032x}" for n in range(8)]
+    times = [f"2026-11-{day:02d}T09:00:00+00:00" for day in (1, 2, 3)]
+    rows = [
+        (f"ENC-{n:03d}", rng.choice(fingerprints), rng.choice(times), int(rng.random() < 0.7))
+        for n in range(120)
+    ]
+    old = sqlite3.connect(path)
+    old.executescript(_OLD_SCHEMA)
+    old.executemany("INSERT INTO seen VALUES (?, ?, ?, ?)", rows)
+    old.commit()
+    old.close()
+
+    store = DuplicateStore(path, changelog=True)
+    fresh = DuplicateStore(tmp_path / "new.sqlite3")
+    with fresh.atomic():
+        for row in rows:
+            fresh._upsert(*row)
+    indexes = {
+        name: sql
+        for name, sql in store.db.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'seen' "
+            "AND sql IS NOT NULL"
+        )
+    }
+    assert list(indexes) == ["seen_fingerprint"]
+    assert store.db.execute("SELECT count(*) FROM seen").fetchone()[0] == len(rows)
+    asked = 0
+    for fp in [*fingerprints, "f" * 32]:
+        for encounter_id, _, received_at, _ in rows[::9]:
+            expected = fresh.earliest(fp, encounter_id, received_at)
+            assert store.earliest(fp, encounter_id, received_at) == expected
+            asked += expected is not None
+    assert asked > 20
