@@ -175,31 +175,34 @@ class CodingStage(Stage):
         return [self.risk] if self.risk is not None else []
 
     def handle(self, msg: Incoming) -> Iterable[Out]:
-        if isinstance(msg.value, ClaimSettled):
-            with self.audits.atomic():
-                self.audits.settle(msg.value)
-            self._prune()
-            return []
-        if isinstance(msg.value, CodedEncounter):  # coding.by-patient.v1: the member's HCCs
+        value = msg.value
+        # The two inputs of every encounter first: a pydantic model's isinstance is quick
+        # when true and ~0.16 us when false (ABCMeta), and an encounter went through four
+        # false ones before.
+        if isinstance(value, Encounter):
+            # The savepoints around its writes only: most encounters write nothing here.
+            outs = self.flow.encounter(value, now=utcnow(), atomic=self._atomic)
+        elif isinstance(value, CodedEncounter):  # coding.by-patient.v1: the member's HCCs
             assert self.risk is not None
             history = self.risk.get(msg.partition)
-            outs = self.flow.risk(msg.value, history, atomic=history.atomic)
-            return _outs(outs, read=msg)
-        if isinstance(msg.value, CoderDecision):
+            return _outs(self.flow.risk(value, history, atomic=history.atomic), read=msg)
+        elif isinstance(value, ClaimSettled):
+            with self.audits.atomic():
+                self.audits.settle(value)
+            self._prune()
+            return []
+        elif isinstance(value, CoderDecision):
             with self._atomic():
-                outs = self.flow.decision(msg.value)
+                outs = self.flow.decision(value)
                 if outs:
-                    DECISIONS.labels(msg.value.action).inc()
-        elif isinstance(msg.value, AuditResult):
-            with self._atomic():
-                outs = self.flow.audit_result(msg.value)
+                    DECISIONS.labels(value.action).inc()
         else:
-            assert isinstance(msg.value, Encounter)
-            # The savepoints around its writes only: most encounters write nothing here.
-            outs = self.flow.encounter(msg.value, now=utcnow(), atomic=self._atomic)
-        for topic, _, value in outs:
+            assert isinstance(value, AuditResult)
+            with self._atomic():
+                outs = self.flow.audit_result(value)
+        for topic, _, out in outs:
             if topic == "coding.audits.v1":
-                status = getattr(value, "status", "queued")
+                status = getattr(out, "status", "queued")
                 child = _AUDITS_BY_STATUS.get(status)
                 if child is None:
                     child = _AUDITS_BY_STATUS[status] = AUDITS.labels(status)
@@ -248,17 +251,36 @@ def _outs(outs: Iterable[Output], read: Incoming | None = None) -> list[Out]:
     encounter that is the by-patient record ``read``, unchanged (no other encounter of the
     member's year changed its HCCs), goes on as the bytes read (``_forwarded``)."""
     return [
-        Out(
+        _out(
             topic,
             key,
             value,
             {PATIENT_KEY_HEADER: _patient_key(value)},
-            raw=_forwarded(value, read),
+            _forwarded(value, read),
         )
         if topic == CODED
-        else Out(topic, key, value)
+        else _out(topic, key, value, {}, None)
         for topic, key, value in outs
     ]
+
+
+_new_object = object.__new__
+
+
+def _out(topic: str, key: str, value: Model, headers: dict[str, bytes], raw: bytes | None) -> Out:
+    """``Out(topic, key, value, headers, raw)``, built as the runner builds its ``Incoming``
+    (``pipeline.stage.incoming``): the frozen dataclass's ``__init__`` sets each field
+    through ``object.__setattr__``, and coding makes two a record. Filling the new
+    instance's ``__dict__`` gives the same object (tests/unit/test_coding_outs.py) in
+    0.26-0.29 us instead of 0.77-0.80 us."""
+    out: Out = _new_object(Out)
+    fields = out.__dict__
+    fields["topic"] = topic
+    fields["key"] = key
+    fields["value"] = value
+    fields["headers"] = headers
+    fields["raw"] = raw
+    return out
 
 
 def _forwarded(value: Model, read: Incoming | None) -> bytes | None:
