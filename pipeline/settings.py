@@ -156,6 +156,19 @@ class Settings(BaseSettings):
         "per encounter; at maximum rate no change).",
     )
     linger_ms: int = Field(default=5, ge=0)
+    stage_linger_ms: int = Field(
+        default=1000,
+        ge=0,
+        description="linger.ms of a stage runner's producer. The runner flushes at the end of "
+        "every batch, and a flush sends what is queued at once (librdkafka ignores linger "
+        "while flushing): a long linger only keeps a batch's records from going out in "
+        "several requests while the batch is still being produced. bench pipeline at maximum "
+        "rate, 1000 against 5 (5 runs against 6, interleaved): librdkafka's threads spent "
+        "0.085 against 0.116 ms of CPU per encounter over the five stages (claims 0.025 "
+        "against 0.034, remittance 0.021 against 0.038; the Python thread's share of "
+        "remittance's CPU 0.93 against 0.88); p99 publish->submitted at 200/s 121-315 ms "
+        "against 105-508, within the runs' noise.",
+    )
     fetch_wait_max_ms: int = Field(
         default=20,
         ge=0,

@@ -713,7 +713,9 @@ class Runner:
         )
         self._local_targets = self._single_partition_routes(consumer)
         committed = self._committed
-        producer = make_producer(self.bootstrap, s)
+        # Every batch ends in a flush, which sends at once: linger only merges a batch's
+        # requests (``Settings.stage_linger_ms``).
+        producer = make_producer(self.bootstrap, s, **{"linger.ms": s.stage_linger_ms})
         stage.attach(producer)
         if self._stores:
             self._restorer = Restorer(self.bootstrap, s, producer)
