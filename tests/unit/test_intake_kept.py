@@ -165,3 +165,50 @@ def test_a_json_part_sent_exactly_as_kept_is_the_kept_model() -> None:
                     jsonfmt.parse_json_encounter(broken, source_id="m5", received_at=AT)
             errors.append((exc.value.field, exc.value.reason))
         assert errors[0] == errors[1], bad
+
+
+def _json_messages(n: int, seed: int = 29) -> list[Any]:
+    return [json.loads(b) for _, t, b in generate(n, seed=seed, fmt="json") if "json" in t]
+
+
+def test_a_json_diagnosis_sent_exactly_as_kept_is_the_kept_model() -> None:
+    """Diagnoses kept by their members give the records validating every diagnosis gives;
+    one sent with another type of value (1 for true) or a bad one is validated afresh, with
+    the error it gets without anything kept."""
+    jsonfmt._KEPT_DX.clear()
+    sent = _json_messages(60)
+    kept = [
+        jsonfmt.parse_json_encounter(json.loads(json.dumps(d)), source_id=f"m{i}", received_at=AT)
+        for i, d in enumerate(sent)
+    ]
+    assert jsonfmt._KEPT_DX
+    shared = {id(x) for e in kept for x in e.diagnoses}
+    assert len(shared) < sum(len(e.diagnoses) for e in kept)  # some were the kept models
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(jsonfmt, "_kept_diagnoses", lambda values: [])
+        fresh = [
+            jsonfmt.parse_json_encounter(d, source_id=f"m{i}", received_at=AT)
+            for i, d in enumerate(sent)
+        ]
+    assert [e.model_dump_json() for e in kept] == [e.model_dump_json() for e in fresh]
+    assert kept == fresh
+    for k, f in zip(kept, fresh, strict=True):
+        assert [x.model_fields_set for x in k.diagnoses] == [
+            x.model_fields_set for x in f.diagnoses
+        ]
+    first = sent[0]["diagnoses"][0]
+    for bad in ({"primary": 1}, {"system": "icd9"}, {"code": 5}, {"unknown": "x"}, {"code": None}):
+        broken = json.loads(json.dumps(sent[0]))
+        broken["diagnoses"][0] = {**first, **bad}
+        results: list[object] = []
+        for keep in (True, False):
+            with pytest.MonkeyPatch.context() as patch:
+                if not keep:
+                    patch.setattr(jsonfmt, "_kept_diagnoses", lambda values: [])
+                try:
+                    enc = jsonfmt.parse_json_encounter(broken, source_id="b", received_at=AT)
+                except InputError as exc:
+                    results.append((exc.field, exc.reason))
+                else:
+                    results.append(enc.model_dump_json())
+        assert results[0] == results[1], bad
