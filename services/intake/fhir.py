@@ -723,23 +723,29 @@ def _index(bundle: dict[str, Any]) -> _Ctx:
     if not isinstance(entries, list):
         raise InputError("Bundle.entry", "must be a list")
     for i, entry in enumerate(entries):
-        path = f"Bundle.entry[{i}]"
         if not isinstance(entry, dict):
-            raise InputError(path, "must be an object")
+            raise InputError(f"Bundle.entry[{i}]", "must be an object")
         resource = entry.get("resource")
         if resource is None:
             continue  # e.g. a DELETE request in a transaction
+        path = f"Bundle.entry[{i}].resource"  # made once: the entry's, and its errors'
         if not isinstance(resource, dict):
-            raise InputError(f"{path}.resource", "must be an object")
+            raise InputError(path, "must be an object")
         rtype = resource.get("resourceType")
         if not isinstance(rtype, str) or not rtype:
-            raise InputError(f"{path}.resource.resourceType", "missing")
-        if rtype not in _SUPPORTED:
-            # Counted by name only when it is an R4 type: the keys stay a bounded set.
-            ctx.ignored[rtype if _is_fhir_type(rtype) else "(unknown resource type)"] += 1
-            continue
+            raise InputError(f"{path}.resourceType", "missing")
+        cls = _MODEL_CLASS.get(rtype)
+        if cls is None:
+            if rtype not in _SUPPORTED:
+                # Counted by name only when it is an R4 type: the keys stay a bounded set.
+                ctx.ignored[rtype if _is_fhir_type(rtype) else "(unknown resource type)"] += 1
+                continue
+            cls = _model_class(rtype)
         try:
-            res = _validate(rtype, resource, f"{path}.resource")
+            # _validate's fast path here: a Python call less per resource (~10 a bundle).
+            res: Any = fhir_fast.construct(cls, resource)
+            if res is None:
+                res = _validate(rtype, resource, path)
         except InputError as exc:
             if rtype not in SKIPPABLE:
                 raise
@@ -751,7 +757,7 @@ def _index(bundle: dict[str, Any]) -> _Ctx:
         if inners:
             contained = {
                 inner.id: _Entry(
-                    f"{path}.resource.contained[{j}]",
+                    f"{path}.contained[{j}]",
                     inner.get_resource_type(),
                     inner,
                     _NO_CONTAINED,
@@ -759,7 +765,7 @@ def _index(bundle: dict[str, Any]) -> _Ctx:
                 for j, inner in enumerate(inners)
                 if inner.id
             }
-        item = _Entry(f"{path}.resource", rtype, res, contained)
+        item = _Entry(path, rtype, res, contained)
         of_type = by_type.get(rtype)
         if of_type is None:
             by_type[rtype] = [item]
