@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any, Literal
 
 import msgspec
@@ -16,7 +17,7 @@ from pipeline.models import Encounter
 from services.intake import fhir
 from services.intake.fhir import parse_bundle
 from services.intake.hl7v2 import EMPTY_DIRECTORY, ProviderDirectory, parse_hl7v2
-from services.intake.jsonfmt import parse_json_encounter
+from services.intake.jsonfmt import parse_json_completed
 from services.refdata.chargemaster import Chargemaster
 
 FHIR_TYPES = {"application/fhir+json", "application/json+fhir"}
@@ -213,11 +214,14 @@ def parse_raw(
         notes = list(parsed.notes)
         priced = [_priced(e, chargemaster, notes) for e in parsed.encounters]
         return ParseResult(priced, "fhir", parsed.ignored, notes)
-    encounter = parse_json_encounter(data, source_id=source_id, received_at=received_at)
+    encounter, completed = parse_json_completed(
+        data,
+        source_id=source_id,
+        received_at=received_at,
+        complete=partial(fhir.complete_provider, directory, keys=()),
+    )
     notes = []
-    billing = fhir.complete_provider(directory, encounter.billing_provider, [])
-    if billing is not encounter.billing_provider:
-        encounter = encounter.model_copy(update={"billing_provider": billing})
+    if completed:
         notes.append("billing provider completed from its provider profile")
     return ParseResult([_priced(encounter, chargemaster, notes)], "json", notes=notes)
 

@@ -12,6 +12,7 @@ import pytest
 from fhir.resources.R4B.address import Address as FhirAddress
 
 from pipeline.errors import InputError
+from pipeline.models import Encounter
 from services.intake import domain, fhir, fhir_fast, jsonfmt
 from services.intake.domain import parse_raw
 from sim.ehr import generate, provider_directory
@@ -212,3 +213,40 @@ def test_a_json_diagnosis_sent_exactly_as_kept_is_the_kept_model() -> None:
                 else:
                     results.append(enc.model_dump_json())
         assert results[0] == results[1], bad
+
+
+def test_a_json_billing_provider_completed_before_validation_is_the_copy_it_was() -> None:
+    """parse_raw completes a kept billing provider before the encounter is validated: the
+    same records, fields set and notes as validating, then completing and copying."""
+    jsonfmt._KEPT_PARTS.clear()
+    fhir._COMPLETED.clear()
+    fhir._COMPLETED_BY_ID.clear()
+    bodies = [(sid, t, b) for sid, t, b in generate(60, seed=31, fmt="json") if "json" in t]
+    copies = []
+    copy = Encounter.model_copy
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        copies.append(self)
+        return copy(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Encounter, "model_copy", counted)
+        got = [
+            parse_raw(b, t, source_id=sid, received_at=AT, directory=DIRECTORY)
+            for sid, t, b in bodies
+        ]
+    assert len(copies) < len(bodies) / 2  # most were completed before validation
+    for (sid, _, b), result in zip(bodies, got, strict=True):
+        enc = jsonfmt.parse_json_encounter(json.loads(b), source_id=sid, received_at=AT)
+        billing = DIRECTORY.complete(enc.billing_provider, [])
+        notes = []
+        if billing is not enc.billing_provider:
+            enc = enc.model_copy(update={"billing_provider": billing})
+            notes.append("billing provider completed from its provider profile")
+        (new,) = result.encounters
+        assert new.model_dump_json() == enc.model_dump_json()
+        assert new == enc
+        assert new.model_fields_set == enc.model_fields_set
+        assert new.billing_provider.model_fields_set == enc.billing_provider.model_fields_set
+        assert list(result.notes) == notes
+    assert notes  # the mix's providers have profiles
