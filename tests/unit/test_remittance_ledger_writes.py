@@ -363,3 +363,88 @@ def test_a_posting_is_marked_as_writing_its_row_did() -> None:
     query = "SELECT * FROM posted ORDER BY rowid"
     assert fast.db.execute(query).fetchall() == judged.db.execute(query).fetchall()
     assert fast.take_changes() == judged.take_changes()
+
+
+#: ``posted`` as a ledger of before made it: keyed by event id, indexed by claim.
+POSTED_BEFORE = """CREATE TABLE IF NOT EXISTS posted (
+    event_id TEXT PRIMARY KEY,
+    claim_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS posted_claim ON posted (claim_id);
+"""
+
+
+def schema_before() -> str:
+    """The ledger's schema with ``posted`` as it was before its one index (claim, event)."""
+    start = ledger_module._SCHEMA.index("CREATE TABLE IF NOT EXISTS posted (")
+    end = ledger_module._SCHEMA.index(");", start) + 3
+    return ledger_module._SCHEMA[:start] + POSTED_BEFORE + ledger_module._SCHEMA[end:]
+
+
+def test_a_ledger_of_before_keeps_its_postings_by_event_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file whose postings are keyed by event id and indexed by claim (the layout before)
+    opens as it was; every posting of the posting corpus is made, replayed, read back and
+    restored there as in a new file (half of them written before the file is opened again)."""
+    from test_remittance_posting_build import cases
+
+    from services.remittance.posting import post, sequestration
+
+    path = tmp_path / "before.sqlite3"
+    with monkeypatch.context() as patched:
+        patched.setattr(ledger_module, "_SCHEMA", schema_before())
+        old = Ledger(path, changelog=True)
+        old_copy = Ledger(tmp_path / "before-copy.sqlite3", changelog=True)
+    fresh = Ledger(":memory:", changelog=True)
+    made = [(post(p, c, **kw), sequestration(p)) for p, c, kw in cases() if c is not None]
+    half = len(made) // 2
+    for posting, cut in made[:half]:
+        assert old.mark_posted(posting, cut) == fresh.mark_posted(posting, cut)
+    assert old.take_changes() == fresh.take_changes()
+    old.commit()
+    old.close()
+    new = Ledger(path, changelog=True)
+    indexes = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'posted'"
+    assert {r[0] for r in new.db.execute(indexes)} == {"sqlite_autoindex_posted_1", "posted_claim"}
+    assert {r[0] for r in fresh.db.execute(indexes)} == {"sqlite_autoindex_posted_1"}
+    for posting, cut in made:  # the first half replayed: not posted again
+        assert new.mark_posted(posting, cut) == fresh.mark_posted(posting, cut)
+    changes = new.take_changes()
+    assert changes == fresh.take_changes() and len(changes) > 100
+    query = "SELECT * FROM posted ORDER BY rowid"
+    assert new.db.execute(query).fetchall() == fresh.db.execute(query).fetchall()
+    for posting, _ in made:
+        claim_id, payer_id = posting.claim_id, posting.payer_id
+        assert new.postings(claim_id) == fresh.postings(claim_id)
+        assert new.prior(claim_id, payer_id) == fresh.prior(claim_id, payer_id)
+        assert new.net_paid(claim_id) == fresh.net_paid(claim_id)
+    # the change records restore the same rows into either layout, applied twice
+    every = _changes_of(fresh, made)
+    for copy in (old_copy, Ledger(":memory:", changelog=True)):
+        for key, value in every + every:
+            copy.apply(key, value)
+        assert copy.db.execute(query).fetchall() == fresh.db.execute(query).fetchall()
+
+
+def _changes_of(ledger: Ledger, made: list[Any]) -> list[tuple[str, bytes | None]]:
+    """The change records of these postings, as a ledger with the same rows logs them."""
+    again = Ledger(":memory:", changelog=True)
+    for posting, cut in made:
+        again.mark_posted(posting, cut)
+    query = "SELECT * FROM posted ORDER BY rowid"
+    assert again.db.execute(query).fetchall() == ledger.db.execute(query).fetchall()
+    return again.take_changes()
+
+
+def test_a_claims_postings_are_read_by_the_one_index() -> None:
+    """What the claim's postings add up to, and the postings themselves, are read through the
+    index of (claim, event): no scan of the table."""
+    ledger = Ledger(":memory:")
+    for sql in (
+        "SELECT charge FROM posted WHERE claim_id = ? AND payer_id = ? AND charge IS NOT NULL",
+        "SELECT event_id FROM posted WHERE claim_id = ? AND paid IS NOT NULL ORDER BY rowid",
+    ):
+        args = ("C", "P")[: sql.count("?")]
+        plan = " ".join(r[-1] for r in ledger.db.execute("EXPLAIN QUERY PLAN " + sql, args))
+        assert "USING INDEX sqlite_autoindex_posted_1" in plan, plan
