@@ -36,16 +36,16 @@ from services.claims.cob import (
 from services.refdata import npi as npi_check
 from services.x12 import guides
 from services.x12.writer import (
-    Envelope,
+    DELIMITERS,
     Rendered,
     Segment,
     Usage,
     ccyymmdd,
     d8,
     early,
+    enveloped,
     hhmm,
     ident,
-    interchange,
     render,
     text,
     transaction_set,
@@ -326,8 +326,14 @@ def relationship_of(coverage: Coverage) -> str:
 
 
 def _demographics(birth_date: date, sex: str) -> Segment | Rendered:
-    """DMG: date of birth and sex, for a subscriber or a patient."""
+    """DMG: date of birth and sex, for a subscriber or a patient. Written as text when the
+    sex is there and carries no delimiter (the date is digits): ``early`` cost 0.4 us."""
+    if sex and DELIMITERS.isdisjoint(sex):
+        return f"DMG*D8*{d8(birth_date)}*{sex}~"
     return early("DMG", "D8", d8(birth_date), sex)
+
+
+_SEQUENCES = frozenset({"P", "S", "T"})
 
 
 def subscriber_loop(
@@ -357,7 +363,10 @@ def subscriber_loop(
         # carries a delimiter, and the last, first and member are never empty.
         return [
             f"HL*{hl}*{parent}*22*0~",
-            early("SBR", sequence, SELF, group, "", "", "", "", "", filing),
+            # The group is an ``ident`` (no delimiter), the filing code one of the guide's.
+            f"SBR*{sequence}*{SELF}*{group}******{filing}~"
+            if sequence in _SEQUENCES
+            else early("SBR", sequence, SELF, group, "", "", "", "", "", filing),
             f"NM1*IL*1*{last}*{text(patient.first_name, 35)}****MI*{member}~",
             *address_segments(patient.address, "encounter.patient.address"),
             _demographics(patient.birth_date, patient.sex),
@@ -373,7 +382,9 @@ def subscriber_loop(
     out = [
         f"HL*{hl}*{parent}*22*1~",
         # SBR02 is sent only when the subscriber is the patient.
-        early("SBR", sequence, "", group, "", "", "", "", "", filing),
+        f"SBR*{sequence}**{group}******{filing}~"
+        if sequence in _SEQUENCES
+        else early("SBR", sequence, "", group, "", "", "", "", "", filing),
         f"NM1*IL*1*{last}*{text(subscriber.first_name, 35)}****MI*{member}~",
     ]
     # N3/N4 and DMG are situational for a subscriber who is not the patient: sent when known.
@@ -496,6 +507,22 @@ class _Blame:
         raise ClaimError(claim_id, f"claims[{claim_id}].{exc.field}", exc.reason) from exc
 
 
+class _Unblamed:
+    """``_Blame`` of a claim alone in its interchange: an error is raised as it is, so
+    nothing is made for it (four ``_Blame`` a claim cost 1.3 us)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+_UNBLAMED = _Unblamed()
+
+
 def _group(
     claims: Sequence[ClaimInput], billing_of: Callable[[ClaimInput], Provider]
 ) -> list[tuple[Provider, list[_Insured]]]:
@@ -530,12 +557,13 @@ def _grouped(
             relationship = relationship_of(coverage)
             billing = billing_of(claim)
         insureds = providers.setdefault(billing, {})
+        sequence = claim.sequence  # a property: once
         if relationship == SELF:
-            key: tuple[object, ...] = (SELF, claim.sequence, coverage, enc.patient)
+            key: tuple[object, ...] = (SELF, sequence, coverage, enc.patient)
             patient: Patient | None = enc.patient
         else:
             key = (
-                claim.sequence,
+                sequence,
                 coverage.payer_id,
                 coverage.payer_name,
                 coverage.plan_type,
@@ -544,7 +572,9 @@ def _grouped(
                 coverage.subscriber,
             )
             patient = None
-        insured = insureds.setdefault(key, _Insured(coverage, patient, {}, claim.sequence))
+        insured = insureds.get(key)
+        if insured is None:
+            insured = insureds[key] = _Insured(coverage, patient, {}, sequence)
         insured.patients.setdefault((enc.patient, relationship), []).append(claim)
     return [(p, list(insureds.values())) for p, insureds in providers.items()]
 
@@ -636,13 +666,13 @@ def _detail(
         hl += 1
         provider_hl = hl
         first_claim = next(iter(insureds[0].patients.values()))[0]
-        with _Blame(first_claim, batch):
+        with _Blame(first_claim, batch) if batch else _UNBLAMED:
             segs.extend(_billing_lines(provider_hl, provider, pay_to.get(provider.npi)))
         for insured in insureds:
             hl += 1
             subscriber_hl = hl
             first = next(iter(insured.patients.values()))[0]
-            with _Blame(first, batch):
+            with _Blame(first, batch) if batch else _UNBLAMED:
                 segs.extend(
                     subscriber_loop(
                         subscriber_hl,
@@ -655,10 +685,10 @@ def _detail(
             for (patient, relationship), patient_claims in insured.patients.items():
                 if insured.patient is None:
                     hl += 1
-                    with _Blame(patient_claims[0], batch):
+                    with _Blame(patient_claims[0], batch) if batch else _UNBLAMED:
                         segs.extend(patient_loop(hl, subscriber_hl, patient, relationship))
                 for claim in patient_claims:
-                    with _Blame(claim, batch):
+                    with _Blame(claim, batch) if batch else _UNBLAMED:
                         segs.extend(profile.claim_loop(claim))
     return segs
 
@@ -697,13 +727,7 @@ def build_837(
         )
         body = header + _detail(chunk, profile, pay_to or {})
         transactions.append(transaction_set("837", f"{n:04d}", profile.implementation, body))
-    envelope = Envelope(
-        sender_id=sender,
-        receiver_id=receiver,
-        control_number=control_number,
-        created=created,
-        functional_id="HC",
-        version=profile.implementation,
-        usage=usage,
+    version = profile.implementation
+    return render(
+        enveloped(sender, receiver, control_number, created, "HC", version, usage, transactions)
     )
-    return render(interchange(envelope, transactions))

@@ -26,6 +26,7 @@ from services.x12.writer import (
     Element,
     Segment,
     render,
+    render_each,
 )
 
 
@@ -151,3 +152,24 @@ def test_a_delimiter_in_any_value_is_refused_as_before(written: list[Segment]) -
     # ISA11 and ISA16 carry separators: not refused there, by either render.
     isa = next(s for s in written if s.id == "ISA")
     assert outcome(Segment.render, with_value(isa, 10, None, "^"))[0] == "ok"
+
+
+def test_a_document_is_rendered_as_each_segment_renders(written: list[Segment]) -> None:
+    """``render`` joins text as it is, and renders each segment when one is not text: the
+    same document, or the same refusal of the same segment first, as ``render_each`` (the
+    way every document was rendered before), for text, segments and refused segments
+    mixed, in lists, tuples and generators."""
+    text: list[Segment | str] = [s.render() for s in written[:60]]
+    bad = [with_value(written[5], 0, None, "A*B"), with_value(written[7], 1, None, "C~")]
+    documents: list[list[Segment | str]] = [
+        text,
+        list(written[:60]),
+        [*text[:30], *written[30:60]],
+        [*text[:10], bad[0], *text[10:20], bad[1]],
+        [*written[:3], bad[1], *text[:5], bad[0]],
+        [],
+    ]
+    for document in documents:
+        for shaped in (list(document), tuple(document), (s for s in document)):
+            assert outcome(render, shaped) == outcome(render_each, document)  # type: ignore[arg-type]
+    assert outcome(render, documents[3])[1].startswith(bad[0].id)  # type: ignore[arg-type]
