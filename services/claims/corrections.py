@@ -241,16 +241,18 @@ def write(planned: PlannedClaim, *, sender_id: str, receiver_id: str) -> Submitt
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS submitted (
-    encounter_id TEXT PRIMARY KEY,
-    claim_id TEXT NOT NULL,
+    encounter_id TEXT NOT NULL,        -- the claim's part of the encounter (``claim_parts``)
+    claim_id TEXT NOT NULL,            -- claim_id_for(encounter_id): the row's key
     frequency TEXT NOT NULL,
     claim_event_id TEXT NOT NULL,
     payer_claim_control_number TEXT,
     billed TEXT NOT NULL               -- the ValidatedEncounter the claim was built from:
                                        -- Avro in base64 (``billed_text``), or older JSON
 );
--- Acknowledgments (277CA, 835) name the claim, not the encounter.
-CREATE INDEX IF NOT EXISTS submitted_by_claim_id ON submitted (claim_id);
+-- Acknowledgments (277CA, 835) name the claim, not the encounter; a part is found by the
+-- claim id its key gives. A file created before keeps its index here (not unique) and the
+-- table's primary key on encounter_id, and is read by encounter id (``SubmittedClaims``).
+CREATE UNIQUE INDEX IF NOT EXISTS submitted_by_claim_id ON submitted (claim_id);
 CREATE TABLE IF NOT EXISTS answered (  -- every verdict event already answered
     verdict_event_id TEXT PRIMARY KEY,
     encounter_id TEXT NOT NULL
@@ -282,39 +284,30 @@ CREATE TABLE IF NOT EXISTS pruned (
 """
 
 
-_LOOK = """
-SELECT 0, s.encounter_id, s.claim_id, s.frequency, s.claim_event_id,
-    s.payer_claim_control_number, s.billed, r.claim_event_id IS NOT NULL
-FROM submitted s LEFT JOIN rejected r ON r.claim_event_id = s.claim_event_id
-WHERE s.encounter_id IN (?, ?)
-UNION ALL SELECT 1, encounter_id, claim_id, settled_at, NULL, NULL, NULL, NULL
-FROM pruned WHERE encounter_id IN (?, ?)
-UNION ALL SELECT 2, verdict_event_id, NULL, NULL, NULL, NULL, NULL, NULL
-FROM answered WHERE verdict_event_id = ?
-UNION ALL SELECT 3, claim_id, NULL, NULL, NULL, NULL, NULL, NULL
-FROM settled WHERE claim_id IN (?, ?)
-"""
-"""``SubmittedClaims.look``: (kind, ...) rows: 0 a submitted row of a part (the columns
-``snapshot`` reads, then whether its claim event was refused), 1 a pruned part, 2 the
-verdict answered, 3 a settled claim of a part."""
-
 LOOK_CHUNK = 200
 """Verdicts read by one query of ``SubmittedClaims.look_many`` (five parameters each)."""
 
 
 @lru_cache(maxsize=64)
-def _look_many(keys: int, events: int, claims: int) -> str:
-    """``_LOOK`` for ``keys`` encounter parts, ``events`` verdict events and ``claims`` claim
-    ids (the parts' keys are bound twice: submitted, then pruned)."""
+def _look_many(keys: int, events: int, claims: int, by_claim: bool = False) -> str:
+    """The query of ``SubmittedClaims.look`` for ``keys`` encounter parts, ``events``
+    verdict events and ``claims`` claim ids (the parts' keys are bound twice: submitted,
+    then pruned). ``by_claim``: the submitted rows are found by the parts' claim ids (bound
+    first, then the keys: ``SubmittedClaims.by_claim``). Its rows are (kind, ...): 0 a
+    submitted row of a part (the columns ``snapshot`` reads, then whether its claim event
+    was refused), 1 a pruned part, 2 the verdict answered, 3 a settled claim of a part."""
 
     def marks(n: int) -> str:
         return ", ".join("?" * n)
 
+    parts = f"s.encounter_id IN ({marks(keys)})"
+    if by_claim:
+        parts = f"s.claim_id IN ({marks(keys)}) AND {parts}"
     return f"""
 SELECT 0, s.encounter_id, s.claim_id, s.frequency, s.claim_event_id,
     s.payer_claim_control_number, s.billed, r.claim_event_id IS NOT NULL
 FROM submitted s LEFT JOIN rejected r ON r.claim_event_id = s.claim_event_id
-WHERE s.encounter_id IN ({marks(keys)})
+WHERE {parts}
 UNION ALL SELECT 1, encounter_id, claim_id, settled_at, NULL, NULL, NULL, NULL
 FROM pruned WHERE encounter_id IN ({marks(keys)})
 UNION ALL SELECT 2, verdict_event_id, NULL, NULL, NULL, NULL, NULL, NULL
@@ -322,6 +315,17 @@ FROM answered WHERE verdict_event_id IN ({marks(events)})
 UNION ALL SELECT 3, claim_id, NULL, NULL, NULL, NULL, NULL, NULL
 FROM settled WHERE claim_id IN ({marks(claims)})
 """
+
+
+_UPSERT = (
+    "INSERT INTO submitted VALUES (?, ?, ?, ?, NULL, ?) ON CONFLICT({target}) DO "
+    "UPDATE SET claim_id = excluded.claim_id, frequency = excluded.frequency, "
+    "claim_event_id = excluded.claim_event_id, billed = excluded.billed, "
+    "payer_claim_control_number = CASE WHEN excluded.frequency = '1' THEN NULL "
+    "ELSE submitted.payer_claim_control_number END"
+)
+"""``SubmittedClaims.record``'s write of a part's row, on conflict with the row the file's
+key finds (``{target}``: encounter_id, or claim_id where the rows are found by claim id)."""
 
 
 class ClaimPruned(InputError):
@@ -362,16 +366,41 @@ class SubmittedClaims(RowChangelogStore):
             page_size=STORE_PAGE_SIZE,
         )
         self._parsed = Parsed.of_topic(VERDICTS, ValidatedEncounter, self.PARSED_MAX)
+        #: Whether the file's submitted rows are found by claim id (a file created since
+        #: the table's primary key on encounter_id went): each part's claim id is its
+        #: key's (``claim_id_for``), so the unique index on claim id finds a part, and the
+        #: primary key's index was a second index keyed by a random id, one more leaf page
+        #: written per claim once the table outgrows a batch. A file created before keeps
+        #: its primary key and is read by encounter id, as it always was.
+        self.by_claim = not any(
+            row[0] == "pk"
+            for row in self.db.execute("SELECT origin FROM pragma_index_list('submitted')")
+        )
+        self._upsert = _UPSERT.format(target="claim_id" if self.by_claim else "encounter_id")
 
     @classmethod
     def in_state_dir(cls, state_dir: Path) -> SubmittedClaims:
         return cls(Path(state_dir) / cls.FILENAME)
 
+    def _part(self, alias: str = "", n: int = 1) -> str:
+        """The condition finding the submitted rows of ``n`` parts (``_key`` binds them)."""
+        marks = ", ".join("?" * n)
+        where = f"{alias}encounter_id IN ({marks})"
+        return f"{alias}claim_id IN ({marks}) AND {where}" if self.by_claim else where
+
+    def _key(self, *keys: str) -> tuple[str, ...]:
+        """The parameters of ``_part`` for the parts ``keys``."""
+        return (*map(claim_id_for, keys), *keys) if self.by_claim else keys
+
     def look(self, verdict: ValidatedEncounter) -> Stored:
         """What the store holds of ``verdict``'s encounter (both parts' keys), in one
         query: what ``answered``, ``snapshot`` and ``prior`` read one by one."""
         keys = (verdict.encounter_id, f"{verdict.encounter_id}/{PROFESSIONAL_PART}")
-        rows = self.db.execute(_LOOK, (*keys, *keys, verdict.event_id, *map(claim_id_for, keys)))
+        claims = (claim_id_for(keys[0]), claim_id_for(keys[1]))
+        found = (*claims, *keys) if self.by_claim else keys
+        rows = self.db.execute(
+            _look_many(2, 1, 2, self.by_claim), (*found, *keys, verdict.event_id, *claims)
+        )
         answered = False
         submitted: list[tuple[object, ...]] = []
         refused: set[str] = set()
@@ -422,9 +451,10 @@ class SubmittedClaims(RowChangelogStore):
             refused: dict[int, set[str]] = {i: set() for i in chunk}
             pruned: dict[int, dict[str, tuple[str, float]]] = {i: {} for i in chunk}
             settled: dict[int, set[str]] = {i: set() for i in chunk}
+            parts = (*of_claim, *of_key) if self.by_claim else tuple(of_key)
             found = self.db.execute(
-                _look_many(len(of_key), len(of_event), len(of_claim)),
-                (*of_key, *of_key, *of_event, *of_claim),
+                _look_many(len(of_key), len(of_event), len(of_claim), self.by_claim),
+                (*parts, *of_key, *of_event, *of_claim),
             )
             for kind, *row in found.fetchall():
                 if kind == 0:
@@ -466,8 +496,8 @@ class SubmittedClaims(RowChangelogStore):
             "SELECT s.claim_id, s.frequency, s.billed, s.payer_claim_control_number, "
             "r.claim_event_id IS NOT NULL FROM submitted s "
             "LEFT JOIN rejected r ON r.claim_event_id = s.claim_event_id "
-            "WHERE s.encounter_id = ?",
-            (encounter_id,),
+            f"WHERE {self._part('s.')}",
+            self._key(encounter_id),
         ).fetchone()
         if row is None:
             gone = self.db.execute(
@@ -492,11 +522,22 @@ class SubmittedClaims(RowChangelogStore):
         )
         for key, claim_id, settled_at in rows_in(self.db, pruned, keys):
             out[key] = (claim_id, None, settled_at)
-        submitted = (
-            "SELECT encounter_id, claim_id, billed FROM submitted WHERE encounter_id IN ({marks})"
-        )
-        for key, claim_id, billed in rows_in(self.db, submitted, keys):
-            out[key] = (claim_id, billed, 0.0)  # a submitted row first, as ``prior``
+        if self.by_claim:
+            wanted = set(keys)
+            submitted = (
+                "SELECT encounter_id, claim_id, billed FROM submitted WHERE claim_id IN ({marks})"
+            )
+            found = rows_in(self.db, submitted, [claim_id_for(key) for key in keys])
+        else:
+            wanted = None
+            submitted = (
+                "SELECT encounter_id, claim_id, billed FROM submitted "
+                "WHERE encounter_id IN ({marks})"
+            )
+            found = rows_in(self.db, submitted, keys)
+        for key, claim_id, billed in found:
+            if wanted is None or key in wanted:
+                out[key] = (claim_id, billed, 0.0)  # a submitted row first, as ``prior``
         return out
 
     def billed_of(
@@ -551,11 +592,7 @@ class SubmittedClaims(RowChangelogStore):
         text = billed_text(kept, encoded if kept is verdict else None)
         self._parsed.keep(text, kept)
         self.db.execute(
-            "INSERT INTO submitted VALUES (?, ?, ?, ?, NULL, ?) ON CONFLICT(encounter_id) DO "
-            "UPDATE SET claim_id = excluded.claim_id, frequency = excluded.frequency, "
-            "claim_event_id = excluded.claim_event_id, billed = excluded.billed, "
-            "payer_claim_control_number = CASE WHEN excluded.frequency = '1' THEN NULL "
-            "ELSE submitted.payer_claim_control_number END",
+            self._upsert,
             (
                 key or verdict.encounter_id,
                 planned.claim_id,
@@ -570,8 +607,8 @@ class SubmittedClaims(RowChangelogStore):
         ``restore``."""
         rows = self.db.execute(
             "SELECT encounter_id, claim_id, frequency, claim_event_id, "
-            "payer_claim_control_number, billed FROM submitted WHERE encounter_id IN (?, ?)",
-            (encounter_id, f"{encounter_id}/{PROFESSIONAL_PART}"),
+            "payer_claim_control_number, billed FROM submitted WHERE " + self._part("", 2),
+            self._key(encounter_id, f"{encounter_id}/{PROFESSIONAL_PART}"),
         ).fetchall()
         return [tuple(row) for row in rows]
 
@@ -591,7 +628,7 @@ class SubmittedClaims(RowChangelogStore):
         for key in (verdict.encounter_id, f"{verdict.encounter_id}/{PROFESSIONAL_PART}"):
             if claim_id_for(key) in keep:
                 continue
-            self.db.execute("DELETE FROM submitted WHERE encounter_id = ?", (key,))
+            self.db.execute(f"DELETE FROM submitted WHERE {self._part()}", self._key(key))
             self.db.executemany(
                 "INSERT INTO submitted VALUES (?, ?, ?, ?, ?, ?)",
                 [row for row in snapshot if row[0] == key],
@@ -636,7 +673,7 @@ class SubmittedClaims(RowChangelogStore):
     def prune(self, encounter_id: str, claim_id: str, settled_at: float, now: float) -> None:
         """Drop the stored verdict (demographics, diagnoses, lines) of a settled encounter
         part; ids and times stay, so a late correction is refused with the reason."""
-        self.db.execute("DELETE FROM submitted WHERE encounter_id = ?", (encounter_id,))
+        self.db.execute(f"DELETE FROM submitted WHERE {self._part()}", self._key(encounter_id))
         self.db.execute(
             "INSERT OR REPLACE INTO pruned VALUES (?, ?, ?, ?)",
             (encounter_id, claim_id, settled_at, now),

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from sim_corpus import validated
+from test_claims_submitted_layout import previous_file
 
 from pipeline.avro_write import writer_for
 from pipeline.errors import DecodeError
@@ -27,7 +28,7 @@ from services.claims.corrections import (
     read_billed,
     without_note,
 )
-from services.claims.domain import claim_parts
+from services.claims.domain import claim_id_for, claim_parts
 from services.refdata import ub04
 
 
@@ -77,7 +78,12 @@ def old_rows(store: SubmittedClaims, verdicts: list[ValidatedEncounter]) -> None
     for v in verdicts:
         store.db.execute(
             "INSERT INTO submitted VALUES (?, ?, '1', ?, NULL, ?)",
-            (v.encounter_id, f"C-{v.encounter_id}", f"E-{v.encounter_id}", v.model_dump_json()),
+            (
+                v.encounter_id,
+                claim_id_for(v.encounter_id),
+                f"E-{v.encounter_id}",
+                v.model_dump_json(),
+            ),
         )
         store.db.execute("INSERT INTO answered VALUES (?, ?)", (v.event_id, v.encounter_id))
 
@@ -110,8 +116,9 @@ def answers(store: SubmittedClaims, verdicts: list[ValidatedEncounter]) -> list[
 def test_a_file_of_the_previous_version_opens_and_answers_alike(tmp_path: Path) -> None:
     verdicts = billable("all")
     path = tmp_path / SubmittedClaims.FILENAME
-    # The previous version's file: same tables, verdicts stored as JSON.
-    old = SubmittedClaims(path)
+    # The previous version's file: its tables (``PREVIOUS_SCHEMA``), verdicts stored as JSON.
+    old = SubmittedClaims(previous_file(path))
+    assert not old.by_claim
     old_rows(old, verdicts)
     old.commit()
     old.close()
@@ -128,13 +135,14 @@ def test_a_file_of_the_previous_version_opens_and_answers_alike(tmp_path: Path) 
     store.commit()
     store.close()
 
-    # Against a store that never held an old row: the same answers.
+    # Against a store that never held an old row (today's tables): the same answers.
     fresh = SubmittedClaims(tmp_path / "fresh.sqlite3")
+    assert fresh.by_claim
     for v in verdicts:
         fresh.claims_for(v)
         fresh.db.execute(
-            "UPDATE submitted SET claim_id = ?, claim_event_id = ? WHERE encounter_id = ?",
-            (f"C-{v.encounter_id}", f"E-{v.encounter_id}", v.encounter_id),
+            "UPDATE submitted SET claim_event_id = ? WHERE encounter_id = ?",
+            (f"E-{v.encounter_id}", v.encounter_id),
         )
     assert answers(fresh, verdicts) == got
 
@@ -142,13 +150,13 @@ def test_a_file_of_the_previous_version_opens_and_answers_alike(tmp_path: Path) 
 def test_changelog_records_of_the_previous_version_restore(tmp_path: Path) -> None:
     verdicts = billable("office")
     # The records the previous version sent: its rows, as the triggers log them.
-    writer = SubmittedClaims(tmp_path / "old.sqlite3", changelog=True)
+    writer = SubmittedClaims(previous_file(tmp_path / "old.sqlite3"), changelog=True)
     old_rows(writer, verdicts)
     records = writer.take_changes()
     submitted = [json.loads(v) for k, v in records if k.startswith("submitted:") and v]
     assert len(submitted) == len(verdicts) and all(r["billed"][0] == "{" for r in submitted)
     # Then a status change (a slim record), and rows in the new form after them.
-    writer.set_payer_claim_control_number(f"C-{verdicts[0].encounter_id}", "PCN-1")
+    writer.set_payer_claim_control_number(claim_id_for(verdicts[0].encounter_id), "PCN-1")
     records += writer.take_changes()
     newer = billable("all")[-3:]
     for v in newer:

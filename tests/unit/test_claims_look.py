@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from sim_corpus import validated
+from test_claims_submitted_layout import previous_file
 
 from pipeline.models import ValidatedEncounter, event_id
 from services.claims import corrections
@@ -117,7 +118,9 @@ class Pair:
 
     def __init__(self, tmp_path: Path) -> None:
         self.new = SubmittedClaims(tmp_path / "new.sqlite3", changelog=True)
-        self.old = SubmittedClaims(tmp_path / "old.sqlite3", changelog=True)
+        # The reference on a file of the previous layout (rows found by encounter id).
+        self.old = SubmittedClaims(previous_file(tmp_path / "old.sqlite3"), changelog=True)
+        assert self.new.by_claim and not self.old.by_claim
 
     def answer(self, verdict: ValidatedEncounter) -> tuple[object, ...]:
         same_reads(self.new, verdict)
