@@ -522,21 +522,17 @@ class SubmittedClaims(RowChangelogStore):
         )
         for key, claim_id, settled_at in rows_in(self.db, pruned, keys):
             out[key] = (claim_id, None, settled_at)
-        if self.by_claim:
-            wanted = set(keys)
-            submitted = (
-                "SELECT encounter_id, claim_id, billed FROM submitted WHERE claim_id IN ({marks})"
-            )
-            found = rows_in(self.db, submitted, [claim_id_for(key) for key in keys])
-        else:
-            wanted = None
-            submitted = (
-                "SELECT encounter_id, claim_id, billed FROM submitted "
-                "WHERE encounter_id IN ({marks})"
-            )
-            found = rows_in(self.db, submitted, keys)
-        for key, claim_id, billed in found:
-            if wanted is None or key in wanted:
+        # Found by claim id where the file finds rows so, and kept only for the keys asked
+        # (two parts' claim ids could only meet by a hash collision).
+        column, ids = (
+            ("claim_id", map(claim_id_for, keys)) if self.by_claim else ("encounter_id", keys)
+        )
+        submitted = (
+            f"SELECT encounter_id, claim_id, billed FROM submitted WHERE {column} IN ({{marks}})"
+        )
+        wanted = set(keys)
+        for key, claim_id, billed in rows_in(self.db, submitted, list(ids)):
+            if key in wanted:
                 out[key] = (claim_id, billed, 0.0)  # a submitted row first, as ``prior``
         return out
 

@@ -48,8 +48,9 @@ CREATE TABLE IF NOT EXISTS seen (
 -- By fingerprint alone: ``EARLIER`` filters the few rows of a fingerprint on received_at,
 -- and the earliest is picked in Python. The index with received_at in it (a store before
 -- this one: ``seen_by_fingerprint``, replaced at open) took twice the bytes per entry, so
--- twice the leaf pages, and each batch's random inserts dirtied more of them: 20,000
--- encounters into, 3.79 -> 3.07 write calls and 21.9 -> 15.4 us a row (batches of 285).
+-- twice the leaf pages, and each batch's random inserts dirtied more of them: with 20,000
+-- encounters in the store, 3.79 -> 3.07 write calls a row and 18.9 and 17.0 -> 16.3 and
+-- 14.9 us (two runs each; the store's own writes and queries, batches of 285).
 DROP INDEX IF EXISTS seen_by_fingerprint;
 CREATE INDEX IF NOT EXISTS seen_fingerprint ON seen (fingerprint);
 """
