@@ -204,15 +204,18 @@ class AccountStore(ChangelogStore):
         ).fetchone()
         return None if row is None else float(row[0])
 
+    def billed(self, encounter_id: str | None) -> bool:
+        """Whether an account of this store billed the encounter."""
+        return encounter_id is not None and bool(
+            self.db.execute(
+                "SELECT 1 FROM account_bill WHERE encounter_id = ?", (encounter_id,)
+            ).fetchone()
+        )
+
     def settle(self, event: ClaimSettled) -> None:
         """A claim settled (or reopened): marked when it billed an account of this store."""
         encounter_id = event.encounter_id
-        if (
-            encounter_id is None
-            or not self.db.execute(
-                "SELECT 1 FROM account_bill WHERE encounter_id = ?", (encounter_id,)
-            ).fetchone()
-        ):
+        if encounter_id is None or not self.billed(encounter_id):
             return
         self.settled.settle(event)
         row = self.db.execute(
