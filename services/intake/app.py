@@ -90,6 +90,10 @@ class IntakeStage(Stage):
         self.seen = SeenMessages(settings.state_dir / "intake-seen.sqlite")
         # read_<format> counters, looked up once each (``labels`` costs ~1% of a message).
         self._read_counts: dict[str, Any] = {}
+        # Messages read in the batch by format, added to those counters once per batch
+        # (``on_batch_done``): a counter's increment takes its lock (0.35 us a message
+        # against 0.07 us for the dict's).
+        self._reads: dict[str, int] = {}
         self.window_s = settings.intake.repeat_window_days * 86400
         self._pruned_at = 0.0
         # Retention: an account's raw HL7 is pruned once its bills are settled and past
@@ -140,7 +144,7 @@ class IntakeStage(Stage):
         elif held and self.accounts is not None:
             with self.accounts.atomic():  # a message that breaks its account changes nothing
                 encounters += self.book.receive(held, received_at, source_id)
-            self._read_count("hl7v2").inc()
+            self._read("hl7v2")
         if rest is not None:
             result = parse_raw(
                 rest,
@@ -152,10 +156,21 @@ class IntakeStage(Stage):
                 chargemaster=self.master.chargemaster,
             )
             if not held:
-                self._read_count(result.source_format).inc()
+                self._read(result.source_format)
             encounters += result.encounters
         self.seen.add(source_id, digest)  # only once read: a rejected message may be resent
         return outs + collected(encounters)
+
+    def _read(self, source_format: str) -> None:
+        """One message read in ``source_format``, counted with the batch."""
+        reads = self._reads
+        reads[source_format] = reads.get(source_format, 0) + 1
+
+    def _count_reads(self) -> None:
+        """The batch's messages read, added to the read_<format> counters."""
+        for source_format, n in self._reads.items():
+            self._read_count(source_format).inc(n)
+        self._reads.clear()
 
     def _read_count(self, source_format: str) -> Any:
         """The read_<format> outcome counter, made on first use (as ``labels`` makes it)."""
@@ -223,10 +238,11 @@ class IntakeStage(Stage):
         heads, _ = split_held(self.book, raw.body, raw.content_type)
         with store.atomic():  # a message that breaks its account changes nothing
             encounters = self.book.on(store).receive(heads, raw.received_at, raw.source_id)
-        self._read_count("hl7v2").inc()
+        self._read("hl7v2")
         return collected(encounters)
 
     def on_batch_done(self) -> None:
+        self._count_reads()
         self.seen.commit()
         if self.accounts is not None:
             self.accounts.commit()
