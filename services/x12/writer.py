@@ -19,7 +19,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from typing import Literal
@@ -247,6 +247,22 @@ def ident(value: str, field: str, *, min_len: int = 1, max_len: int = 80) -> str
     return value
 
 
+_ENVELOPE_IDS: dict[str, str] = {}
+
+
+def envelope_id(value: str, field: str) -> str:
+    """An interchange's sender or receiver id (ISA06/08, GS02/03): an ``ident`` of 2 to 15
+    characters, kept by the value as sent once accepted (a few ids are in every
+    interchange, each checked twice: 0.7 us)."""
+    out = _ENVELOPE_IDS.get(value)
+    if out is None:
+        out = ident(value, field, min_len=2, max_len=15)
+        if len(_ENVELOPE_IDS) >= 1024:
+            _ENVELOPE_IDS.clear()
+        _ENVELOPE_IDS[value] = out
+    return out
+
+
 @lru_cache(maxsize=8192)
 def amount(value: Decimal) -> str:
     """An X12 R (decimal) value: cents at most, no trailing zeros (125, 125.5, 125.25)."""
@@ -301,8 +317,9 @@ def ccyymmdd(value: datetime) -> str:
     return f"{value.year}{value.month:02d}{value.day:02d}"
 
 
-def hhmm(value: datetime) -> str:
-    """``value.strftime("%H%M")``, formatted without strftime's cost."""
+def hhmm(value: datetime | time) -> str:
+    """``value.strftime("%H%M")`` (of a time or a time of day), formatted without
+    strftime's cost."""
     return f"{value.hour:02d}{value.minute:02d}"
 
 
@@ -370,8 +387,8 @@ def enveloped(
         raise InputError("transactions", "an interchange needs at least one transaction set")
     if not 1 <= control_number <= 999_999_999:
         raise InputError("control_number", "must be 1 to 999999999")
-    sender = ident(sender_id, "sender_id", min_len=2, max_len=15)
-    receiver = ident(receiver_id, "receiver_id", min_len=2, max_len=15)
+    sender = envelope_id(sender_id, "sender_id")
+    receiver = envelope_id(receiver_id, "receiver_id")
     number = control_number
     icn = f"{number:09d}"
     day = f"{created.year % 100:02d}{created.month:02d}{created.day:02d}"  # %y%m%d
