@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -28,13 +29,14 @@ from services.claims import x12_837_common, x12_837i, x12_837p
 from services.claims.domain import PlannedClaim, claim_parts, plan_claim, write_interchange
 from services.claims.settings import ClaimsSettings
 from services.refdata.masterdata import load_master_data
+from services.x12 import writer
 from services.x12.writer import COMPONENT, ELEMENT, SEGMENT, Composite, Segment
 
 
 def forget() -> None:
     x12_837_common._billing_lines_by_value.cache_clear()
     x12_837_common._parties.cache_clear()
-    for memo in BY_INSTANCE:
+    for memo in BY_INSTANCE + BY_VALUE:
         memo.clear()
 
 
@@ -53,6 +55,19 @@ BY_INSTANCE_NAMES = [
     (x12_837p, "_FACILITY"),
 ]
 BY_INSTANCE = [getattr(module, name) for module, name in BY_INSTANCE_NAMES]
+#: The memos kept by value (codes, taxonomies, payers, types of bill, envelope ids): with
+#: them off, every fast path finds nothing kept and hands over to the checked path it
+#: stands in for, the judge.
+BY_VALUE_NAMES = [
+    (x12_837_common, "_DX_CODES"),
+    (x12_837_common, "_PROCEDURES"),
+    (x12_837_common, "_PRV"),
+    (x12_837_common, "_PAYERS"),
+    (x12_837i, "_REVENUES"),
+    (x12_837i, "_BILLS"),
+    (writer, "_ENVELOPE_IDS"),
+]
+BY_VALUE = [getattr(module, name) for module, name in BY_VALUE_NAMES]
 
 
 @pytest.fixture
@@ -63,7 +78,7 @@ def nothing_kept() -> Iterator[Callable[[], None]]:
         def off() -> None:
             forget()
             patch.setattr(x12_837_common, "_rendered", tuple)
-            for module, name in BY_INSTANCE_NAMES:
+            for module, name in BY_INSTANCE_NAMES + BY_VALUE_NAMES:
                 patch.setattr(module, name, Forgetful())
 
         yield off
@@ -108,6 +123,7 @@ def test_kept_parts_write_the_same_837s(
     kept = write_all(planned)
     again = write_all(planned)  # every part now from what was kept
     assert all(BY_INSTANCE)  # the providers, facilities and billing loops were kept
+    assert all(BY_VALUE)  # and the codes, taxonomies, payers, bills and ids
     nothing_kept()
     built = write_all(planned)
     assert len(built) > 80
@@ -209,3 +225,100 @@ def test_empty_and_other_values_are_written_as_render_writes_them(
     group = next(g for g in planned if g[0].claim_type == "professional")
     for text in write([tampered(group[0], where, value)]).splitlines():
         assert general(text) == text
+
+
+def test_a_claim_alone_is_written_as_grouped(planned: list[list[PlannedClaim]]) -> None:
+    """``_detail_one`` (a claim alone in its interchange) against the grouping it skips."""
+    master = load_master_data(ClaimsSettings())
+    pay_to = master.providers.pay_to if master is not None else {}
+    seen = set()
+    for group in planned:
+        for one in group:
+            institutional = one.claim_type == "institutional"
+            profile = x12_837i.INSTITUTIONAL if institutional else x12_837p.PROFESSIONAL
+            for where in ({}, pay_to):
+                alone = x12_837_common._detail_one(one.claim, profile, where)
+                assert alone == x12_837_common._detail_grouped([one.claim], profile, where)
+                seen.add((one.claim_type, one.claim.coverage.relationship == "18"))
+    assert len(seen) == 4  # both claim types, patients who are and are not the subscriber
+
+
+def line_tampered(one: PlannedClaim, **update: Any) -> PlannedClaim:
+    """The claim with its first line changed."""
+    coded = one.claim.coded
+    lines = [coded.lines[0].model_copy(update=update), *coded.lines[1:]]
+    return replace(one, claim=replace(one.claim, coded=coded.model_copy(update={"lines": lines})))
+
+
+def outcome(chunk: list[PlannedClaim]) -> str:
+    try:
+        return write(chunk)
+    except InputError as exc:
+        return f"refused {type(exc).__name__} {exc.field}: {exc.reason}"
+
+
+@pytest.mark.parametrize("claim_type", ["professional", "institutional"])
+@pytest.mark.parametrize(
+    "update",
+    [
+        {"charge": Decimal("-1")},
+        {"non_covered_charge": Decimal("1")},
+        {"non_covered_charge": Decimal("1000000")},
+        {"modifiers": ["25", "59"]},
+        {"modifiers": ["2*"]},
+        {"modifiers": ["25", "59", "76", "77", "91"]},
+        {"code": "9921"},
+        {"code": None},
+        {"revenue_code": "45"},
+        {"revenue_code": "0120"},
+        {"revenue_code": "x"},
+        {"revenue_code": None},
+        {"dx_pointers": []},
+        {"dx_pointers": [1, 1]},
+        {"dx_pointers": [2, 1, 1]},
+        {"dx_pointers": [1, 2, 3, 4, 5]},
+        {"dx_pointers": [0]},
+        {"dx_pointers": [99]},
+        {"place_of_service": "22"},
+        {"units": 1.5},
+    ],
+    ids=repr,
+)
+def test_a_line_the_fast_path_leaves_is_written_or_refused_as_checked(
+    planned: list[list[PlannedClaim]],
+    nothing_kept: Callable[[], None],
+    claim_type: str,
+    update: dict[str, Any],
+) -> None:
+    """A line's fast path (kept codes, no check) hands over to the checked one for
+    anything it does not know: the same text or refusal, kept or not, alone or batched."""
+    group = next(g for g in planned if len(g) > 1 and g[0].claim_type == claim_type)
+    bad = line_tampered(group[0], **update)
+    chunks = ([bad], [*group[1:], bad])
+    forget()
+    write_all([group])  # every code of the group kept
+    kept = [outcome(chunk) for chunk in chunks]
+    nothing_kept()
+    assert kept == [outcome(chunk) for chunk in chunks]
+
+
+@pytest.mark.parametrize(
+    "code", ["I10", "i10", " I10 ", "I1.0", "I1", "10I", "I10*", "Z0000", "E11.9"]
+)
+def test_a_diagnosis_is_written_or_refused_as_checked(
+    planned: list[list[PlannedClaim]], nothing_kept: Callable[[], None], code: str
+) -> None:
+    """Diagnosis codes kept as written (``kept_dx_code``) against each checked again."""
+    for claim_type in ("professional", "institutional"):
+        group = next(g for g in planned if len(g) > 1 and g[0].claim_type == claim_type)
+        coded = group[0].claim.coded
+        diagnoses = [*coded.diagnoses[:-1], coded.diagnoses[-1].model_copy(update={"code": code})]
+        tampered = coded.model_copy(update={"diagnoses": diagnoses})
+        bad = replace(group[0], claim=replace(group[0].claim, coded=tampered))
+        chunks = ([bad], [*group[1:], bad])
+        forget()
+        write_all([group])
+        kept = [outcome(chunk) for chunk in chunks]
+        again = [outcome(chunk) for chunk in chunks]
+        nothing_kept()
+        assert kept == again == [outcome(chunk) for chunk in chunks]
