@@ -101,6 +101,9 @@ def _zigzag(v: int) -> bytes:
 SMALL = tuple(_zigzag(v) for v in range(-64, 64))
 #: The bytes of a length (a long) below 1024.
 LENGTHS = tuple(_zigzag(n) for n in range(1024))
+#: The same after the code of a ``["null", "string"]`` union's string: one append less for
+#: each optional string written (143 ns instead of 162).
+PRESENT = tuple(b"\x02" + length for length in LENGTHS)
 
 _LONGS: dict[int, bytes] = {}
 
@@ -206,6 +209,10 @@ def time_millis_bytes(v: Any) -> bytes:
     )
 
 
+#: Each ``_decimal`` writer's bytes by the Decimal's text, for the generated source.
+_DECIMALS_KEPT: dict[Callable[[Any], bytes], dict[str, bytes]] = {}
+
+
 @cache  # one per (scale, precision), shared by every field and writer: bounded memory
 def _decimal(scale: int, precision: int) -> Callable[[Any], bytes]:
     """fastavro's bytes-decimal of ``scale`` and ``precision``, length first: the unscaled
@@ -247,6 +254,7 @@ def _decimal(scale: int, precision: int) -> Callable[[Any], bytes]:
         kept[text] = found
         return found
 
+    _DECIMALS_KEPT[write] = kept
     return write
 
 
@@ -333,12 +341,16 @@ class _Gen(SourceGen):
         env: dict[str, Any] = {
             "SMALL": SMALL,
             "LENGTHS": LENGTHS,
+            "PRESENT": PRESENT,
             "BOOLEANS": _BOOLEANS,
             "long_bytes": long_bytes,
             "length_bytes": length_bytes,
             "date_bytes": date_bytes,
             "timestamp_bytes": timestamp_bytes,
             "timestamp_millis_bytes": timestamp_millis_bytes,
+            "DATES": _DATES,
+            "STAMPS": _STAMPS,
+            "Decimal": Decimal,
             "time_millis_bytes": time_millis_bytes,
             "pack_float": struct.Struct("<f").pack,
             "pack_double": struct.Struct("<d").pack,
@@ -408,19 +420,35 @@ class _Gen(SourceGen):
         if logical is None:
             return self.primitive(kind, v, ind)
         match f"{kind}-{logical}":
+            # A date, an instant or an amount written before: its bytes looked up here, without
+            # the call (which looks them up first itself; a date's write took 62 ns instead of
+            # 101, an amount's 144 instead of 176). What is found there is what the function
+            # wrote for an equal key: a date, an aware datetime, a Decimal's text.
             case "int-date":
-                return [f"{ind}out += date_bytes({v})"]
+                x = self.name("x")
+                return [
+                    f"{ind}{x} = DATES.get({v})",
+                    f"{ind}out += date_bytes({v}) if {x} is None else {x}",
+                ]
             case "long-timestamp-millis":
-                return [f"{ind}out += timestamp_millis_bytes({v})"]
+                x = self.name("x")
+                return [
+                    f"{ind}{x} = STAMPS.get({v})",
+                    f"{ind}out += timestamp_millis_bytes({v}) if {x} is None else {x}",
+                ]
             case "long-timestamp-micros":
                 return [f"{ind}out += timestamp_bytes({v}, 1_000_000)"]
             case "int-time-millis":
                 return [f"{ind}out += time_millis_bytes({v})"]
             case "bytes-decimal":
-                convert = self.constant(
-                    "decimal", _decimal(int(schema.get("scale", 0)), int(schema["precision"]))
-                )
-                return [f"{ind}out += {convert}({v})"]
+                write = _decimal(int(schema.get("scale", 0)), int(schema["precision"]))
+                convert = self.constant("decimal", write)
+                kept = self.constant("decimals", _DECIMALS_KEPT[write])
+                x = self.name("x")
+                return [
+                    f"{ind}{x} = {kept}.get(str({v})) if type({v}) is Decimal else None",
+                    f"{ind}out += {convert}({v}) if {x} is None else {x}",
+                ]
             case other if other in LOGICAL_WRITERS:  # one fastavro converts, not here
                 raise Unsupported(f"logical type {other}")
         return self.primitive(kind, v, ind)
@@ -470,6 +498,18 @@ class _Gen(SourceGen):
         if len(schema) != 2 or "null" not in schema:
             raise Unsupported(f"the union {schema}")
         null = schema.index("null")
+        if null == 0 and schema[1] == "string":
+            # the branch's code and the string's length in one append (see ``PRESENT``)
+            e, n = self.name("e"), self.name("n")
+            return [
+                f"{ind}if {v} is None:",
+                f"{ind}    out += b'\\x00'",
+                f"{ind}else:",
+                f"{ind}    {e} = {v}.encode()",  # AttributeError unless a str
+                f"{ind}    {n} = len({e})",
+                f"{ind}    out += PRESENT[{n}] if {n} < 1024 else b'\\x02' + long_bytes({n})",
+                f"{ind}    out += {e}",
+            ]
         return [
             f"{ind}if {v} is None:",
             f"{ind}    out += {_zigzag(null)!r}",
