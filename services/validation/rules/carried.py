@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from services.validation.engine import Context, Hit, rule
+from services.validation.engine import NONE, Context, Hit, Hits, encounter_notes, rule
 from services.x12 import guides
 from services.x12.writer import DELIMITERS
 
@@ -24,6 +24,7 @@ from services.x12.writer import DELIMITERS
     category="not_carried",
     fix_hint="Give the item a revenue code or a CPT/HCPCS code in the source (or the "
     "chargemaster), then send it again; or write the charge off on purpose.",
+    needs=encounter_notes,
 )
 def charge_not_carried(ctx: Context) -> Iterator[Hit]:
     for i, note in enumerate(ctx.coded.encounter.notes):
@@ -41,6 +42,7 @@ def charge_not_carried(ctx: Context) -> Iterator[Hit]:
     "A coverage or a code the source sent is not on the claim.",
     category="not_carried",
     fix_hint="Check the source: another payer may need a claim, or the code belongs on it.",
+    needs=encounter_notes,
 )
 def other_not_carried(ctx: Context) -> Iterator[Hit]:
     for i, note in enumerate(ctx.coded.encounter.notes):
@@ -54,6 +56,7 @@ def other_not_carried(ctx: Context) -> Iterator[Hit]:
     "Data the source sent that the claim does not need was not carried.",
     category="not_carried",
     fix_hint="Nothing to bill differently; map it in intake if a payer needs it.",
+    needs=encounter_notes,
 )
 def data_not_carried(ctx: Context) -> Iterator[Hit]:
     for i, note in enumerate(ctx.coded.encounter.notes):
@@ -69,14 +72,17 @@ def data_not_carried(ctx: Context) -> Iterator[Hit]:
     fix_hint="A self-pay encounter (09) is billed to the patient, not on an 837; otherwise "
     "send the payer's plan type (MB, MA, MC, CI, BL, HM ...).",
 )
-def filing_code(ctx: Context) -> Iterator[Hit]:
+def filing_code(ctx: Context) -> Hits:
     code = ctx.coded.encounter.coverage.plan_type.strip().upper()
     if code not in guides.CLAIM_FILING_CODES:
         why = " (self-pay)" if code == "09" else ""
-        yield Hit(
-            "encounter.coverage.plan_type",
-            f"Claim filing indicator {code!r}{why} is not one an 837 carries.",
+        return (
+            Hit(
+                "encounter.coverage.plan_type",
+                f"Claim filing indicator {code!r}{why} is not one an 837 carries.",
+            ),
         )
+    return NONE
 
 
 @rule(
@@ -86,7 +92,7 @@ def filing_code(ctx: Context) -> Iterator[Hit]:
     category="identifiers",
     fix_hint="Correct the identifier at its source; the writer never alters an identifier.",
 )
-def delimiters(ctx: Context) -> Iterator[Hit]:
+def delimiters(ctx: Context) -> Hits:
     enc = ctx.coded.encounter
     cov, billing = enc.coverage, enc.billing_provider
     # The identifiers run together, looked at once: a delimiter is one character, so it is
@@ -97,7 +103,7 @@ def delimiters(ctx: Context) -> Iterator[Hit]:
         f"{enc.prior_claim_reference or ''}{billing.tax_id or ''}{billing.taxonomy or ''}"
     )
     if DELIMITERS.isdisjoint(together):
-        return
+        return NONE
     values = {
         "encounter.patient.patient_id": enc.patient.patient_id,
         "encounter.coverage.payer_id": enc.coverage.payer_id,
@@ -107,6 +113,8 @@ def delimiters(ctx: Context) -> Iterator[Hit]:
         "encounter.billing_provider.tax_id": enc.billing_provider.tax_id,
         "encounter.billing_provider.taxonomy": enc.billing_provider.taxonomy,
     }
-    for field, value in values.items():
-        if value and not DELIMITERS.isdisjoint(value):
-            yield Hit(field, f"{field.rsplit('.', 1)[-1]} contains an X12 delimiter.")
+    return [
+        Hit(field, f"{field.rsplit('.', 1)[-1]} contains an X12 delimiter.")
+        for field, value in values.items()
+        if value and not DELIMITERS.isdisjoint(value)
+    ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from services.refdata.codesets import icd10_covered, uncovered_reason
-from services.validation.engine import Context, Hit, rule
+from services.validation.engine import NONE, Context, Hit, Hits, pcs_procedures, rule
 
 
 @rule(
@@ -16,10 +16,11 @@ from services.validation.engine import Context, Hit, rule
     category="code_validity",
     fix_hint="Check the date of service; claims outside FY2023-FY2027 need another scrubber.",
 )
-def covered(ctx: Context) -> Iterator[Hit]:
+def covered(ctx: Context) -> Hits:
     if not icd10_covered(ctx.on):
         field = "service_end" if ctx.coded.encounter.setting == "inpatient" else "service_start"
-        yield Hit(f"encounter.{field}", f"Codes cannot be checked: {uncovered_reason(ctx.on)}.")
+        return (Hit(f"encounter.{field}", f"Codes cannot be checked: {uncovered_reason(ctx.on)}."),)
+    return NONE
 
 
 @rule(
@@ -29,13 +30,14 @@ def covered(ctx: Context) -> Iterator[Hit]:
     category="code_validity",
     fix_hint="Recode from the ICD-10-CM edition in force on the date of service.",
 )
-def dx_valid(ctx: Context) -> Iterator[Hit]:
+def dx_valid(ctx: Context) -> Hits:
     if not icd10_covered(ctx.on):
-        return
-    for i, dx in enumerate(ctx.coded.diagnoses):
-        check = ctx.codesets.icd10cm(dx.code, ctx.on)
-        if check.status == "invalid":
-            yield Hit(f"diagnoses[{i}].code", check.reason + ".")
+        return NONE
+    return [
+        Hit(f"diagnoses[{i}].code", check.reason + ".")
+        for i, check in enumerate(ctx.dx_checks)
+        if check.status == "invalid"
+    ]
 
 
 @rule(
@@ -45,13 +47,14 @@ def dx_valid(ctx: Context) -> Iterator[Hit]:
     category="code_validity",
     fix_hint="Choose the most specific code under the header that the documentation supports.",
 )
-def dx_billable(ctx: Context) -> Iterator[Hit]:
+def dx_billable(ctx: Context) -> Hits:
     if not icd10_covered(ctx.on):
-        return
-    for i, dx in enumerate(ctx.coded.diagnoses):
-        check = ctx.codesets.icd10cm(dx.code, ctx.on)
-        if check.status == "not_billable":
-            yield Hit(f"diagnoses[{i}].code", check.reason + ".")
+        return NONE
+    return [
+        Hit(f"diagnoses[{i}].code", check.reason + ".")
+        for i, check in enumerate(ctx.dx_checks)
+        if check.status == "not_billable"
+    ]
 
 
 @rule(
@@ -61,13 +64,12 @@ def dx_billable(ctx: Context) -> Iterator[Hit]:
     category="code_validity",
     fix_hint="Use a CPT/HCPCS code in force on the date of service (check deleted codes).",
 )
-def line_codes(ctx: Context) -> Iterator[Hit]:
-    for i, line in enumerate(ctx.coded.lines):
-        if line.code is None:
-            continue  # a facility line billed by revenue code alone
-        check = ctx.codesets.procedure(line.code, line.service_date)
-        if check.status == "invalid":
-            yield Hit(f"lines[{i}].code", check.reason + ".", line.line_number)
+def line_codes(ctx: Context) -> Hits:
+    return [
+        Hit(f"lines[{i}].code", check.reason + ".", line.line_number)
+        for i, line, check in ctx.line_checks
+        if check.status == "invalid"
+    ]
 
 
 @rule(
@@ -76,6 +78,7 @@ def line_codes(ctx: Context) -> Iterator[Hit]:
     "Each ICD-10-PCS procedure must be valid on the service date.",
     category="code_validity",
     fix_hint="Recode the procedure with all 7 characters from the PCS tables of that year.",
+    needs=pcs_procedures,
 )
 def pcs_valid(ctx: Context) -> Iterator[Hit]:
     if not icd10_covered(ctx.on):
@@ -93,10 +96,9 @@ def pcs_valid(ctx: Context) -> Iterator[Hit]:
     category="code_validity",
     fix_hint="Load the fee schedule / HCPCS file of the service year to check it.",
 )
-def line_codes_unchecked(ctx: Context) -> Iterator[Hit]:
-    for i, line in enumerate(ctx.coded.lines):
-        if line.code is None:
-            continue  # a facility line billed by revenue code alone
-        check = ctx.codesets.procedure(line.code, line.service_date)
-        if check.status == "unknown":
-            yield Hit(f"lines[{i}].code", check.reason + ".", line.line_number)
+def line_codes_unchecked(ctx: Context) -> Hits:
+    return [
+        Hit(f"lines[{i}].code", check.reason + ".", line.line_number)
+        for i, line, check in ctx.line_checks
+        if check.status == "unknown"
+    ]

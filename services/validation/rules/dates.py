@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 
-from services.validation.engine import Context, Hit, rule
+from services.validation.engine import NONE, Context, Hit, Hits, rule
 
 
 @rule(
@@ -15,13 +15,16 @@ from services.validation.engine import Context, Hit, rule
     category="dates",
     fix_hint="Correct the encounter's start or end date.",
 )
-def period(ctx: Context) -> Iterator[Hit]:
+def period(ctx: Context) -> Hits:
     enc = ctx.coded.encounter
     if enc.service_end < enc.service_start:
-        yield Hit(
-            "encounter.service_end",
-            f"The service ends on {enc.service_end} before it starts on {enc.service_start}.",
+        return (
+            Hit(
+                "encounter.service_end",
+                f"The service ends on {enc.service_end} before it starts on {enc.service_start}.",
+            ),
         )
+    return NONE
 
 
 @rule(
@@ -31,15 +34,19 @@ def period(ctx: Context) -> Iterator[Hit]:
     category="dates",
     fix_hint="Correct the date of service, or hold the claim until the service is done.",
 )
-def future(ctx: Context) -> Iterator[Hit]:
+def future(ctx: Context) -> Hits:
     enc = ctx.coded.encounter
     today = ctx.validated_at.date()
-    for name, value in (("service_start", enc.service_start), ("service_end", enc.service_end)):
-        if value > today:
-            yield Hit(
-                f"encounter.{name}",
-                f"The {name.replace('_', ' ')} {value} is in the future (validated {today}).",
-            )
+    if enc.service_start <= today and enc.service_end <= today:
+        return NONE  # nearly every encounter
+    return [
+        Hit(
+            f"encounter.{name}",
+            f"The {name.replace('_', ' ')} {value} is in the future (validated {today}).",
+        )
+        for name, value in (("service_start", enc.service_start), ("service_end", enc.service_end))
+        if value > today
+    ]
 
 
 @rule(
@@ -49,16 +56,19 @@ def future(ctx: Context) -> Iterator[Hit]:
     category="dates",
     fix_hint="Correct the line's date of service, or the encounter's period.",
 )
-def line_dates(ctx: Context) -> Iterator[Hit]:
+def line_dates(ctx: Context) -> Hits:
     enc = ctx.coded.encounter
-    for i, line in enumerate(ctx.coded.lines):
-        if not enc.service_start <= line.service_date <= enc.service_end:
-            yield Hit(
-                f"lines[{i}].service_date",
-                f"Line {line.line_number} is dated {line.service_date}, outside the encounter's "
-                f"{enc.service_start} to {enc.service_end}.",
-                line.line_number,
-            )
+    start, end = enc.service_start, enc.service_end
+    return [
+        Hit(
+            f"lines[{i}].service_date",
+            f"Line {line.line_number} is dated {line.service_date}, outside the encounter's "
+            f"{start} to {end}.",
+            line.line_number,
+        )
+        for i, line in enumerate(ctx.coded.lines)
+        if not start <= line.service_date <= end
+    ]
 
 
 @rule(
@@ -68,14 +78,17 @@ def line_dates(ctx: Context) -> Iterator[Hit]:
     category="dates",
     fix_hint="Correct the date of birth in the registration, or the date of service.",
 )
-def born_before_service(ctx: Context) -> Iterator[Hit]:
+def born_before_service(ctx: Context) -> Hits:
     enc = ctx.coded.encounter
     dob = enc.patient.birth_date
     if dob is not None and dob > enc.service_start:
-        yield Hit(
-            "encounter.patient.birth_date",
-            f"The date of birth {dob} is after the service start {enc.service_start}.",
+        return (
+            Hit(
+                "encounter.patient.birth_date",
+                f"The date of birth {dob} is after the service start {enc.service_start}.",
+            ),
         )
+    return NONE
 
 
 @rule(
@@ -86,7 +99,13 @@ def born_before_service(ctx: Context) -> Iterator[Hit]:
     category="dates",
     fix_hint="Correct the admission date or the procedure date from the medical record.",
 )
-def within_stay(ctx: Context) -> Iterator[Hit]:
+def within_stay(ctx: Context) -> Hits:
+    if ctx.coded.encounter.setting != "inpatient" and not ctx.coded.pcs_procedures:
+        return NONE  # no stay and no procedure: every office visit
+    return list(_stay_hits(ctx))
+
+
+def _stay_hits(ctx: Context) -> Iterator[Hit]:
     enc = ctx.coded.encounter
     if enc.setting == "inpatient":
         if enc.admission_date is None:
@@ -120,7 +139,7 @@ def within_stay(ctx: Context) -> Iterator[Hit]:
     fix_hint="File with proof of timely filing (an earlier acceptance report), or write the "
     "balance off as a timely-filing adjustment.",
 )
-def timely_filing(ctx: Context) -> Iterator[Hit]:
+def timely_filing(ctx: Context) -> Hits:
     enc = ctx.coded.encounter
     days = (
         ctx.payer.timely_filing_days
@@ -130,9 +149,12 @@ def timely_filing(ctx: Context) -> Iterator[Hit]:
     deadline = enc.service_end + timedelta(days=days)
     today = ctx.validated_at.date()
     if today > deadline:
-        yield Hit(
-            "encounter.service_end",
-            f"The last date of service {enc.service_end} is {(today - enc.service_end).days} "
-            f"days before {today}; payer {enc.coverage.payer_id} accepts claims for {days} "
-            f"days (until {deadline}).",
+        return (
+            Hit(
+                "encounter.service_end",
+                f"The last date of service {enc.service_end} is "
+                f"{(today - enc.service_end).days} days before {today}; payer "
+                f"{enc.coverage.payer_id} accepts claims for {days} days (until {deadline}).",
+            ),
         )
+    return NONE

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-from services.validation.engine import Context, Hit, rule
+from services.validation.engine import NONE, Context, Hit, Hits, rule
 
 
 @rule(
@@ -17,13 +15,16 @@ from services.validation.engine import Context, Hit, rule
     fix_hint="If it is the same visit, drop this encounter; if it was a second visit, mark "
     "the repeated lines (76, 77, 91) or correct the date.",
 )
-def duplicate_claim(ctx: Context) -> Iterator[Hit]:
+def duplicate_claim(ctx: Context) -> Hits:
     if ctx.history is None:
-        return
+        return NONE
     original = ctx.history.earlier_duplicate(ctx.coded)
     if original is not None:
-        yield Hit(
-            "encounter_id",
-            f"This encounter duplicates encounter {original}, already billed: same patient, "
-            "providers, dates of service and line codes.",
+        return (
+            Hit(
+                "encounter_id",
+                f"This encounter duplicates encounter {original}, already billed: same "
+                "patient, providers, dates of service and line codes.",
+            ),
         )
+    return NONE

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 from services.refdata import npi as npi_check
-from services.validation.engine import Context, Hit, rule
+from services.validation.engine import NONE, Context, Hit, Hits, rule
 from services.validation.rules._util import blank
 
 _NPI_FIX = "Check the NPI against the NPPES registry; a wrong digit is the usual cause."
@@ -15,16 +14,20 @@ _NPI_FIX = "Check the NPI against the NPPES registry; a wrong digit is the usual
 npi_is_valid = npi_check.is_valid
 
 
-def _npi_hits(npi: str | None, field: str, who: str) -> Iterator[Hit]:
+def _npi_hits(npi: str | None, field: str, who: str) -> Hits:
     if blank(npi):
-        return
+        return NONE
     assert npi is not None
     if not npi_is_valid(npi):
-        yield Hit(
-            field,
-            f"The {who} NPI {npi} is not a valid NPI: it must be 10 digits whose last digit is "
-            "the Luhn check digit (with the 80840 prefix); it is probably mistyped.",
+        return (
+            Hit(
+                field,
+                f"The {who} NPI {npi} is not a valid NPI: it must be 10 digits whose last "
+                "digit is the Luhn check digit (with the 80840 prefix); it is probably "
+                "mistyped.",
+            ),
         )
+    return NONE
 
 
 @rule(
@@ -34,9 +37,9 @@ def _npi_hits(npi: str | None, field: str, who: str) -> Iterator[Hit]:
     category="identifiers",
     fix_hint=_NPI_FIX,
 )
-def billing_npi(ctx: Context) -> Iterator[Hit]:
+def billing_npi(ctx: Context) -> Hits:
     npi = ctx.coded.encounter.billing_provider.npi
-    yield from _npi_hits(npi, "encounter.billing_provider.npi", "billing provider's")
+    return _npi_hits(npi, "encounter.billing_provider.npi", "billing provider's")
 
 
 @rule(
@@ -46,10 +49,11 @@ def billing_npi(ctx: Context) -> Iterator[Hit]:
     category="identifiers",
     fix_hint=_NPI_FIX,
 )
-def rendering_npi(ctx: Context) -> Iterator[Hit]:
+def rendering_npi(ctx: Context) -> Hits:
     rendering = ctx.coded.encounter.rendering_provider
     if rendering is not None:
-        yield from _npi_hits(rendering.npi, "encounter.rendering_provider.npi", "rendering")
+        return _npi_hits(rendering.npi, "encounter.rendering_provider.npi", "rendering")
+    return NONE
 
 
 @rule(
@@ -59,10 +63,11 @@ def rendering_npi(ctx: Context) -> Iterator[Hit]:
     category="identifiers",
     fix_hint=_NPI_FIX,
 )
-def facility_npi(ctx: Context) -> Iterator[Hit]:
+def facility_npi(ctx: Context) -> Hits:
     facility = ctx.coded.encounter.facility
     if facility is not None:
-        yield from _npi_hits(facility.npi, "encounter.facility.npi", "service facility")
+        return _npi_hits(facility.npi, "encounter.facility.npi", "service facility")
+    return NONE
 
 
 _EIN = re.compile(r"\d{9}")
@@ -80,18 +85,21 @@ _EIN_BAD_PREFIXES = frozenset(
     category="identifiers",
     fix_hint="Enter the 9-digit EIN from the practice's IRS letter, without the dash.",
 )
-def ein(ctx: Context) -> Iterator[Hit]:
+def ein(ctx: Context) -> Hits:
     provider = ctx.coded.encounter.billing_provider
     field = "encounter.billing_provider.tax_id"
     tin = provider.tax_id
     if blank(tin):
-        yield Hit(field, "The billing provider's tax id (EIN) is missing.")
-        return
+        return (Hit(field, "The billing provider's tax id (EIN) is missing."),)
     assert tin is not None
     if not _EIN.fullmatch(tin):
-        yield Hit(field, f"The tax id {tin!r} is not an EIN: it must be 9 digits, no dash.")
-    elif provider.entity == "organization" and tin[:2] in _EIN_BAD_PREFIXES:
-        yield Hit(
-            field,
-            f"The tax id {tin} starts with {tin[:2]}, a prefix the IRS does not assign to EINs.",
+        return (Hit(field, f"The tax id {tin!r} is not an EIN: it must be 9 digits, no dash."),)
+    if provider.entity == "organization" and tin[:2] in _EIN_BAD_PREFIXES:
+        return (
+            Hit(
+                field,
+                f"The tax id {tin} starts with {tin[:2]}, a prefix the IRS does not assign to "
+                "EINs.",
+            ),
         )
+    return NONE

@@ -16,7 +16,14 @@ from pipeline.models import ServiceLine
 from services.refdata import ub04
 from services.refdata.codesets import coding_date, normalize_code
 from services.refdata.drg import Grouped, Grouper
-from services.validation.engine import Context, Hit, rule
+from services.validation.engine import (
+    Context,
+    Hit,
+    facility_bill,
+    facility_lines,
+    rule,
+    ub04_code_lists,
+)
 from services.validation.rules._util import where
 from services.validation.rules.required import PO_BOX
 from services.x12 import guides
@@ -47,6 +54,7 @@ def _has_facility_claim(ctx: Context) -> bool:
     category="institutional",
     fix_hint="Map the charge to its revenue code in the chargemaster (0120 room and board, "
     "0250 pharmacy, 0300 laboratory, 0450 emergency room ...).",
+    needs=facility_lines,
 )
 def revenue_codes(ctx: Context) -> Iterator[Hit]:
     for i, line in _facility_lines(ctx):
@@ -66,6 +74,7 @@ def revenue_codes(ctx: Context) -> Iterator[Hit]:
     "CPT/HCPCS code (WAC 182-550-1350; CMS OPPS requires HCPCS on nearly every line).",
     category="institutional",
     fix_hint="Add the CPT/HCPCS code of the service (the chargemaster's HCPCS for the item).",
+    needs=facility_lines,
 )
 def outpatient_hcpcs(ctx: Context) -> Iterator[Hit]:
     bill = _bill(ctx)
@@ -91,6 +100,7 @@ def outpatient_hcpcs(ctx: Context) -> Iterator[Hit]:
     category="institutional",
     fix_hint="Send a type of bill such as 0111 (inpatient), 0131 (outpatient), 0211 (SNF), "
     "0851 (critical access), and with 0xx7/0xx8 the payer's claim number.",
+    needs=facility_lines,
 )
 def type_of_bill(ctx: Context) -> Iterator[Hit]:
     if not _has_facility_claim(ctx):
@@ -125,6 +135,7 @@ def type_of_bill(ctx: Context) -> Iterator[Hit]:
     category="institutional",
     fix_hint="Send the UB-04 admission type (1 emergency, 2 urgent, 3 elective ...) and the "
     "discharge status (01 home, 03 SNF ...; 30 while the patient is still in).",
+    needs=facility_bill,
 )
 def admission_data(ctx: Context) -> Iterator[Hit]:
     bill = _bill(ctx)
@@ -155,6 +166,7 @@ def admission_data(ctx: Context) -> Iterator[Hit]:
     "A facility claim names the attending physician (FL76, 2310A): a person with an NPI.",
     category="institutional",
     fix_hint="Send the attending physician (Encounter.participant ATND, PV1-7).",
+    needs=facility_lines,
 )
 def attending(ctx: Context) -> Iterator[Hit]:
     if not _has_facility_claim(ctx):
@@ -177,6 +189,7 @@ def attending(ctx: Context) -> Iterator[Hit]:
     "(FL77, 2310B).",
     category="institutional",
     fix_hint="Send the surgeon (Claim.careTeam role operating, the Procedure's performer).",
+    needs=facility_lines,
 )
 def operating(ctx: Context) -> Iterator[Hit]:
     if not _has_facility_claim(ctx):
@@ -196,6 +209,7 @@ def operating(ctx: Context) -> Iterator[Hit]:
     "Room and board (revenue codes 010x-021x) bills days: no more than the stay has.",
     category="institutional",
     fix_hint="Bill one unit per day of the stay (the day of discharge is not billed).",
+    needs=facility_lines,
 )
 def accommodation_days(ctx: Context) -> Iterator[Hit]:
     enc = ctx.coded.encounter
@@ -221,6 +235,7 @@ def accommodation_days(ctx: Context) -> Iterator[Hit]:
     "visit and 24 of each UB-04 code kind; nothing beyond is cut silently.",
     category="institutional",
     fix_hint="Keep the codes that matter for payment (the DRG's), or split the bill.",
+    needs=facility_lines,
 )
 def capacity(ctx: Context) -> Iterator[Hit]:
     if not _has_facility_claim(ctx):
@@ -253,6 +268,7 @@ def capacity(ctx: Context) -> Iterator[Hit]:
     "Occurrence, occurrence span, value and condition codes are two NUBC characters.",
     category="institutional",
     fix_hint="Send the NUBC code (e.g. occurrence 11 onset, value 80 covered days).",
+    needs=ub04_code_lists,
 )
 def ub04_codes(ctx: Context) -> Iterator[Hit]:
     enc = ctx.coded.encounter
@@ -281,6 +297,7 @@ def ub04_codes(ctx: Context) -> Iterator[Hit]:
     "A final inpatient bill carries the discharge hour (FL16, DTP*096).",
     category="institutional",
     fix_hint="Send the discharge time (Encounter.period.end with its time, PV1-45).",
+    needs=facility_bill,
 )
 def discharge_hour(ctx: Context) -> Iterator[Hit]:
     bill = _bill(ctx)
@@ -298,6 +315,7 @@ def discharge_hour(ctx: Context) -> Iterator[Hit]:
     category="institutional",
     fix_hint="Give the facility its NPI and street address with ZIP+4 (a PO box may only be "
     "the pay-to address).",
+    needs=facility_lines,
 )
 def facility_billing(ctx: Context) -> Iterator[Hit]:
     if not _has_facility_claim(ctx):

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import date
 
 from services.refdata.codesets import dotted, icd10_covered, normalize_code
-from services.validation.engine import Context, Hit, rule
+from services.validation.engine import NONE, Context, Hit, Hits, mce_edits, rule
 from services.validation.rules._util import one_line
 
 SEX_EDIT_LAST_DAY = date(2024, 9, 30)
@@ -36,18 +36,21 @@ def _codes_raising(ctx: Context, edit: str) -> Iterator[tuple[int, str]]:
     category="mce",
     fix_hint="Sequence the underlying condition first, then the manifestation.",
 )
-def manifestation_first(ctx: Context) -> Iterator[Hit]:
+def manifestation_first(ctx: Context) -> Hits:
     if not ctx.coded.diagnoses or not icd10_covered(ctx.on):
-        return
+        return NONE
     first = ctx.coded.diagnoses[0]
     if ctx.codesets.is_manifestation(first.code, ctx.on):
         note = ctx.codesets.code_first_note(first.code)
         hint = f" The tabular says: code first {one_line(note)}." if note else ""
-        yield Hit(
-            "diagnoses[0].code",
-            f"The principal diagnosis {dotted(first.code)} is a manifestation code and cannot "
-            f"be listed first; sequence the underlying condition before it.{hint}",
+        return (
+            Hit(
+                "diagnoses[0].code",
+                f"The principal diagnosis {dotted(first.code)} is a manifestation code and "
+                f"cannot be listed first; sequence the underlying condition before it.{hint}",
+            ),
         )
+    return NONE
 
 
 @rule(
@@ -57,16 +60,19 @@ def manifestation_first(ctx: Context) -> Iterator[Hit]:
     category="mce",
     fix_hint="List the injury or condition first and the external-cause code after it.",
 )
-def external_cause_first(ctx: Context) -> Iterator[Hit]:
+def external_cause_first(ctx: Context) -> Hits:
     if not ctx.coded.diagnoses or not icd10_covered(ctx.on):
-        return
+        return NONE
     first = ctx.coded.diagnoses[0]
     if "E_CODE_AS_PDX" in ctx.codesets.principal_dx_edits(first.code, ctx.on):
-        yield Hit(
-            "diagnoses[0].code",
-            f"The principal diagnosis {dotted(first.code)} is an external-cause code; list the "
-            "injury or condition it explains first.",
+        return (
+            Hit(
+                "diagnoses[0].code",
+                f"The principal diagnosis {dotted(first.code)} is an external-cause code; list "
+                "the injury or condition it explains first.",
+            ),
         )
+    return NONE
 
 
 @rule(
@@ -76,6 +82,7 @@ def external_cause_first(ctx: Context) -> Iterator[Hit]:
     "adult) cannot be reported for a patient outside it.",
     category="mce",
     fix_hint="Check the patient's date of birth, then choose the code for the patient's age.",
+    needs=mce_edits,
 )
 def age_conflict(ctx: Context) -> Iterator[Hit]:
     for i, code in _codes_raising(ctx, "AGE_CONFLICT"):
@@ -94,6 +101,7 @@ def age_conflict(ctx: Context) -> Iterator[Hit]:
     category="mce",
     effective_to=SEX_EDIT_LAST_DAY,
     fix_hint="Check the patient's recorded sex, then the code.",
+    needs=mce_edits,
 )
 def sex_conflict(ctx: Context) -> Iterator[Hit]:
     sex = {"F": "female", "M": "male"}.get(ctx.coded.encounter.patient.sex, "unknown-sex")
@@ -113,6 +121,7 @@ def sex_conflict(ctx: Context) -> Iterator[Hit]:
     category="mce",
     settings=("inpatient",),
     fix_hint="Make the condition chiefly responsible for the admission the principal diagnosis.",
+    needs=mce_edits,
 )
 def unacceptable_principal(ctx: Context) -> Iterator[Hit]:
     if "UNACCEPTABLE_PDX" in ctx.mce and ctx.coded.diagnoses:
@@ -132,6 +141,7 @@ def unacceptable_principal(ctx: Context) -> Iterator[Hit]:
     category="mce",
     settings=("inpatient",),
     fix_hint="Check the record for the condition that required admission, or document why.",
+    needs=mce_edits,
 )
 def questionable_admission(ctx: Context) -> Iterator[Hit]:
     if "QUESTIONABLE_ADMISSION" in ctx.mce and ctx.coded.diagnoses:
@@ -169,16 +179,22 @@ def discharge_status(ctx: Context) -> Iterator[Hit]:
     category="mce",
     fix_hint="Remove the repeated diagnosis and re-point the lines at the first one.",
 )
-def duplicate_diagnosis(ctx: Context) -> Iterator[Hit]:
+def duplicate_diagnosis(ctx: Context) -> Hits:
+    codes = [normalize_code(dx.code) for dx in ctx.coded.diagnoses]
+    if len(set(codes)) == len(codes):
+        return NONE  # no repeat: nearly every encounter
+    hits: list[Hit] = []
     first_seen: dict[str, int] = {}
-    for i, dx in enumerate(ctx.coded.diagnoses):
-        code = normalize_code(dx.code)
+    for i, code in enumerate(codes):
         if code in first_seen:
             j = first_seen[code]
             what = "the principal diagnosis" if j == 0 else f"diagnosis {j + 1}"
-            yield Hit(
-                f"diagnoses[{i}].code",
-                f"Diagnosis {i + 1} ({dotted(code)}) repeats {what}.",
+            hits.append(
+                Hit(
+                    f"diagnoses[{i}].code",
+                    f"Diagnosis {i + 1} ({dotted(code)}) repeats {what}.",
+                )
             )
         else:
             first_seen[code] = i
+    return hits

@@ -8,16 +8,22 @@ file of the quarter loaded (its effective date is in the capability note).
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import date
 
 from services.refdata.codesets import normalize_code
 from services.refdata.ncci import MAI_TEXT, Provider
-from services.validation.engine import Context, Hit, rule
+from services.validation.engine import NONE, Context, Hit, Hits, rule
 from services.validation.rules._util import where
 
 PROVIDER: dict[str, Provider] = {"professional": "practitioner", "outpatient": "hospital"}
+
+
+def mue_table(ctx: Context) -> bool:
+    """An MUE table is loaded for the claim's provider (else CF-MUE-000 says the edit is off)."""
+    return PROVIDER[ctx.setting] in ctx.codesets.ncci.mue
 
 
 @rule(
@@ -30,16 +36,24 @@ PROVIDER: dict[str, Provider] = {"professional": "practitioner", "outpatient": "
     fix_hint="Put the CMS MUE file (MCR_MUE_PractitionerServices_Eff_*.csv) in "
     "CLAIMFLOW_REFDATA_DIR.",
 )
-def mue_off(ctx: Context) -> Iterator[Hit]:
+def mue_off(ctx: Context) -> Hits:
     provider = PROVIDER[ctx.setting]
-    if provider not in ctx.codesets.ncci.mue:
-        capability = "ncci_mue" if provider == "practitioner" else "ncci_mue_hospital"
-        reason = ctx.codesets.notes.get(capability, "the table is not loaded")
-        yield Hit(
+    if provider in ctx.codesets.ncci.mue:
+        return NONE
+    capability = "ncci_mue" if provider == "practitioner" else "ncci_mue_hospital"
+    return _mue_off(provider, ctx.codesets.notes.get(capability, "the table is not loaded"))
+
+
+@functools.lru_cache(maxsize=64)
+def _mue_off(provider: str, reason: str) -> Hits:
+    """CF-MUE-000's hit, kept: without the table every claim of the provider has it."""
+    return (
+        Hit(
             "lines",
             f"Medically Unlikely Edits are OFF for this claim ({provider} table not loaded: "
             f"{reason}); units were not checked.",
-        )
+        ),
+    )
 
 
 @rule(
@@ -51,6 +65,7 @@ def mue_off(ctx: Context) -> Iterator[Hit]:
     fix_hint="Bill the units documented; if more were truly given, split them onto separate "
     "lines with the modifier that says why (76, 77, 91, anatomic) - each line is checked "
     "alone.",
+    needs=mue_table,
 )
 def line_edit(ctx: Context) -> Iterator[Hit]:
     table = ctx.codesets.ncci.mue.get(PROVIDER[ctx.setting])
@@ -76,6 +91,7 @@ def line_edit(ctx: Context) -> Iterator[Hit]:
     "lines of one day may not exceed its MUE value.",
     category="mue",
     settings=("professional", "outpatient"),
+    needs=mue_table,
 )
 def date_of_service_edit(ctx: Context) -> Iterator[Hit]:
     table = ctx.codesets.ncci.mue.get(PROVIDER[ctx.setting])

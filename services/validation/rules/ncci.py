@@ -9,6 +9,7 @@ check professional claims, hospital tables outpatient claims; inpatient claims h
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import date
@@ -16,7 +17,7 @@ from datetime import date
 from pipeline.models import ServiceLine
 from services.refdata.codesets import normalize_code
 from services.refdata.ncci import Provider, PtpEdit
-from services.validation.engine import Context, Hit, rule
+from services.validation.engine import NONE, Context, Hit, Hits, rule
 from services.validation.rules._util import where
 
 BYPASS_MODIFIERS = frozenset({"59", "XE", "XS", "XP", "XU"})
@@ -38,6 +39,11 @@ def bypassed(col1: ServiceLine, col2: ServiceLine, edit: PtpEdit) -> bool:
     return any(EM_MODIFIER in line.modifiers and is_em(line.code) for line in (col1, col2))
 
 
+def ptp_table(ctx: Context) -> bool:
+    """A PTP table is loaded for the claim's provider (else CF-NCCI-000 says the edit is off)."""
+    return PROVIDER[ctx.setting] in ctx.codesets.ncci.ptp
+
+
 def _off_reason(ctx: Context, capability: str) -> str:
     return ctx.codesets.notes.get(capability, "the table is not loaded")
 
@@ -51,15 +57,24 @@ def _off_reason(ctx: Context, capability: str) -> str:
     settings=("professional", "outpatient"),
     fix_hint="Put the CMS NCCI PTP files (ccipra-v*-f*.txt) in CLAIMFLOW_REFDATA_DIR.",
 )
-def ptp_off(ctx: Context) -> Iterator[Hit]:
+def ptp_off(ctx: Context) -> Hits:
     provider = PROVIDER[ctx.setting]
-    if provider not in ctx.codesets.ncci.ptp:
-        capability = "ncci_ptp" if provider == "practitioner" else "ncci_ptp_hospital"
-        yield Hit(
+    if provider in ctx.codesets.ncci.ptp:
+        return NONE
+    capability = "ncci_ptp" if provider == "practitioner" else "ncci_ptp_hospital"
+    return _ptp_off(provider, _off_reason(ctx, capability))
+
+
+@functools.lru_cache(maxsize=64)
+def _ptp_off(provider: str, reason: str) -> Hits:
+    """CF-NCCI-000's hit, kept: without the table every claim of the provider has it."""
+    return (
+        Hit(
             "lines",
             f"NCCI procedure-to-procedure edits are OFF for this claim ({provider} table not "
-            f"loaded: {_off_reason(ctx, capability)}); line pairs were not checked.",
-        )
+            f"loaded: {reason}); line pairs were not checked.",
+        ),
+    )
 
 
 @rule(
@@ -70,6 +85,7 @@ def ptp_off(ctx: Context) -> Iterator[Hit]:
     "E/M code) shows the services were distinct.",
     category="ncci",
     settings=("professional", "outpatient"),
+    needs=ptp_table,
 )
 def ptp(ctx: Context) -> Iterator[Hit]:
     table = ctx.codesets.ncci.ptp.get(PROVIDER[ctx.setting])

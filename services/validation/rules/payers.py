@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from services.refdata.payers import is_placeholder
-from services.validation.engine import Context, Hit, rule
+from services.validation.engine import NONE, Context, Hit, Hits, rule
 
 SELF_PAY = "09"
 """Claim filing indicator of a self-pay encounter: nothing to send to a payer."""
@@ -20,13 +18,16 @@ SELF_PAY = "09"
     fix_hint="Look the payer up in the eligibility response or on the insurance card and "
     "send its electronic payer id.",
 )
-def placeholder_payer(ctx: Context) -> Iterator[Hit]:
+def placeholder_payer(ctx: Context) -> Hits:
     cov = ctx.coded.encounter.coverage
     if cov.payer_id.strip() and is_placeholder(cov.payer_id):
-        yield Hit(
-            "encounter.coverage.payer_id",
-            f"The payer id {cov.payer_id!r} is a placeholder, not a payer's electronic id.",
+        return (
+            Hit(
+                "encounter.coverage.payer_id",
+                f"The payer id {cov.payer_id!r} is a placeholder, not a payer's electronic id.",
+            ),
         )
+    return NONE
 
 
 @rule(
@@ -37,18 +38,23 @@ def placeholder_payer(ctx: Context) -> Iterator[Hit]:
     category="payer",
     fix_hint="Correct the payer id, or add the payer to the registry (CLAIMFLOW_PAYER_REGISTRY).",
 )
-def registered_payer(ctx: Context) -> Iterator[Hit]:
+def registered_payer(ctx: Context) -> Hits:
     cov = ctx.coded.encounter.coverage
     if not ctx.payers or cov.plan_type == SELF_PAY or is_placeholder(cov.payer_id):
-        return
+        return NONE
     if ctx.payer is None:
-        yield Hit(
-            "encounter.coverage.payer_id",
-            f"Payer {cov.payer_id!r} ({cov.payer_name}) is not in the payer registry.",
+        return (
+            Hit(
+                "encounter.coverage.payer_id",
+                f"Payer {cov.payer_id!r} ({cov.payer_name}) is not in the payer registry.",
+            ),
         )
-    elif ctx.payer.filing_indicator(ctx.claim_type) is None:
-        yield Hit(
-            "encounter.coverage.payer_id",
-            f"Payer {ctx.payer.payer_id} takes no {ctx.claim_type} claims (the registry has no "
-            f"claim filing indicator for them).",
+    if ctx.payer.filing_indicator(ctx.claim_type) is None:
+        return (
+            Hit(
+                "encounter.coverage.payer_id",
+                f"Payer {ctx.payer.payer_id} takes no {ctx.claim_type} claims (the registry has "
+                f"no claim filing indicator for them).",
+            ),
         )
+    return NONE

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from services.refdata.ub04 import claim_diagnoses, line_claim_type
-from services.validation.engine import Context, Hit, rule
+from services.validation.engine import NONE, Context, Hit, Hits, rule
 from services.validation.rules._util import where
 from services.x12.guides import MAX_DX_POINTERS, MAX_PROFESSIONAL_DIAGNOSES
 
@@ -17,8 +15,9 @@ from services.x12.guides import MAX_DX_POINTERS, MAX_PROFESSIONAL_DIAGNOSES
     category="pointers",
     fix_hint="Point the line at the diagnoses that justify it, most relevant first.",
 )
-def pointers(ctx: Context) -> Iterator[Hit]:
+def pointers(ctx: Context) -> Hits:
     n = len(claim_diagnoses(ctx.coded))
+    hits: list[Hit] = []
     for i, line in enumerate(ctx.coded.lines):
         if line_claim_type(line, ctx.setting) != "professional":
             continue  # an 837I line (SV2) points at no diagnosis
@@ -28,21 +27,26 @@ def pointers(ctx: Context) -> Iterator[Hit]:
         field = f"lines[{i}].dx_pointers"
         w = where(line.line_number, line.code)
         if not line.dx_pointers:
-            yield Hit(field, f"{w} points at no diagnosis.", line.line_number)
+            hits.append(Hit(field, f"{w} points at no diagnosis.", line.line_number))
         if len(line.dx_pointers) > MAX_DX_POINTERS:
-            yield Hit(
-                field,
-                f"{w} points at {len(line.dx_pointers)} diagnoses; a claim line holds "
-                f"{MAX_DX_POINTERS}.",
-                line.line_number,
+            hits.append(
+                Hit(
+                    field,
+                    f"{w} points at {len(line.dx_pointers)} diagnoses; a claim line holds "
+                    f"{MAX_DX_POINTERS}.",
+                    line.line_number,
+                )
             )
         if bad:
-            yield Hit(
-                field,
-                f"{w} points at diagnosis {', '.join(map(str, bad))}, but the claim has "
-                f"{n} {'diagnosis' if n == 1 else 'diagnoses'}.",
-                line.line_number,
+            hits.append(
+                Hit(
+                    field,
+                    f"{w} points at diagnosis {', '.join(map(str, bad))}, but the claim has "
+                    f"{n} {'diagnosis' if n == 1 else 'diagnoses'}.",
+                    line.line_number,
+                )
             )
+    return hits
 
 
 @rule(
@@ -53,12 +57,17 @@ def pointers(ctx: Context) -> Iterator[Hit]:
     settings=("professional",),
     fix_hint="Keep the 12 diagnoses the lines point at (split the claim if more are needed).",
 )
-def diagnosis_count(ctx: Context) -> Iterator[Hit]:
+def diagnosis_count(ctx: Context) -> Hits:
+    if len(ctx.coded.diagnoses) <= MAX_PROFESSIONAL_DIAGNOSES:
+        return NONE  # no more than the form holds, counted without the side diagnoses
     n = len(claim_diagnoses(ctx.coded))
     if n > MAX_PROFESSIONAL_DIAGNOSES:
-        yield Hit(
-            f"diagnoses[{MAX_PROFESSIONAL_DIAGNOSES}]",
-            f"The claim lists {n} diagnoses; a professional claim holds "
-            f"{MAX_PROFESSIONAL_DIAGNOSES}, so diagnoses {MAX_PROFESSIONAL_DIAGNOSES + 1} to "
-            f"{n} would be dropped.",
+        return (
+            Hit(
+                f"diagnoses[{MAX_PROFESSIONAL_DIAGNOSES}]",
+                f"The claim lists {n} diagnoses; a professional claim holds "
+                f"{MAX_PROFESSIONAL_DIAGNOSES}, so diagnoses {MAX_PROFESSIONAL_DIAGNOSES + 1} "
+                f"to {n} would be dropped.",
+            ),
         )
+    return NONE

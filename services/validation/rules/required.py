@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Iterator
 
-from services.validation.engine import Context, Hit, rule
+from services.validation.engine import NONE, Context, Hit, Hits, rule
 from services.validation.rules._util import blank
 
 SELF = "18"
@@ -20,9 +20,12 @@ DEPENDENT_RELATIONSHIPS = frozenset({"01", "19", "20", "21", "39", "40", "53", "
     category="required",
     fix_hint="Fill coverage.payer_id with the payer's id from the eligibility response.",
 )
-def payer_id(ctx: Context) -> Iterator[Hit]:
+def payer_id(ctx: Context) -> Hits:
     if blank(ctx.coded.encounter.coverage.payer_id):
-        yield Hit("encounter.coverage.payer_id", "The payer id is missing: the claim has no payer.")
+        return (
+            Hit("encounter.coverage.payer_id", "The payer id is missing: the claim has no payer."),
+        )
+    return NONE
 
 
 @rule(
@@ -32,12 +35,15 @@ def payer_id(ctx: Context) -> Iterator[Hit]:
     category="required",
     fix_hint="Copy the member id from the insurance card or the eligibility response.",
 )
-def member_id(ctx: Context) -> Iterator[Hit]:
+def member_id(ctx: Context) -> Hits:
     if blank(ctx.coded.encounter.coverage.member_id):
-        yield Hit(
-            "encounter.coverage.member_id",
-            "The member id is missing: the payer cannot find the patient's coverage.",
+        return (
+            Hit(
+                "encounter.coverage.member_id",
+                "The member id is missing: the payer cannot find the patient's coverage.",
+            ),
         )
+    return NONE
 
 
 @rule(
@@ -47,9 +53,10 @@ def member_id(ctx: Context) -> Iterator[Hit]:
     category="required",
     fix_hint="Enter the billing provider's 10-digit NPI (NPPES registry).",
 )
-def billing_npi(ctx: Context) -> Iterator[Hit]:
+def billing_npi(ctx: Context) -> Hits:
     if blank(ctx.coded.encounter.billing_provider.npi):
-        yield Hit("encounter.billing_provider.npi", "The billing provider's NPI is missing.")
+        return (Hit("encounter.billing_provider.npi", "The billing provider's NPI is missing."),)
+    return NONE
 
 
 @rule(
@@ -59,9 +66,10 @@ def billing_npi(ctx: Context) -> Iterator[Hit]:
     category="required",
     fix_hint="Record the patient's date of birth in the EHR registration.",
 )
-def birth_date(ctx: Context) -> Iterator[Hit]:
+def birth_date(ctx: Context) -> Hits:
     if ctx.coded.encounter.patient.birth_date is None:
-        yield Hit("encounter.patient.birth_date", "The patient's date of birth is missing.")
+        return (Hit("encounter.patient.birth_date", "The patient's date of birth is missing."),)
+    return NONE
 
 
 @rule(
@@ -71,9 +79,10 @@ def birth_date(ctx: Context) -> Iterator[Hit]:
     category="required",
     fix_hint="Code the diagnosis the documentation supports, or send the encounter to a coder.",
 )
-def has_diagnosis(ctx: Context) -> Iterator[Hit]:
+def has_diagnosis(ctx: Context) -> Hits:
     if not ctx.coded.diagnoses:
-        yield Hit("diagnoses", "The encounter has no ICD-10-CM diagnosis.")
+        return (Hit("diagnoses", "The encounter has no ICD-10-CM diagnosis."),)
+    return NONE
 
 
 @rule(
@@ -83,9 +92,10 @@ def has_diagnosis(ctx: Context) -> Iterator[Hit]:
     category="required",
     fix_hint="Add the CPT or HCPCS codes of the services performed.",
 )
-def has_lines(ctx: Context) -> Iterator[Hit]:
+def has_lines(ctx: Context) -> Hits:
     if not ctx.coded.lines:
-        yield Hit("lines", "The encounter has no CPT or HCPCS service line.")
+        return (Hit("lines", "The encounter has no CPT or HCPCS service line."),)
+    return NONE
 
 
 @rule(
@@ -98,25 +108,40 @@ def has_lines(ctx: Context) -> Iterator[Hit]:
     fix_hint="Record the policy holder (name, date of birth) and the patient's relationship "
     "to them from the insurance card.",
 )
-def subscriber(ctx: Context) -> Iterator[Hit]:
+def subscriber(ctx: Context) -> Hits:
     coverage = ctx.coded.encounter.coverage
     code = coverage.relationship.strip().upper()
-    if code != SELF and code not in DEPENDENT_RELATIONSHIPS:
-        yield Hit(
-            "encounter.coverage.relationship",
-            f"The relationship {coverage.relationship!r} is not one an 837P can carry: use 18 "
-            f"when the patient is the subscriber, else one of "
-            f"{', '.join(sorted(DEPENDENT_RELATIONSHIPS))}.",
+    if code == SELF:
+        return NONE  # the patient is the subscriber: nearly every encounter
+    hits = []
+    if code not in DEPENDENT_RELATIONSHIPS:
+        hits.append(
+            Hit(
+                "encounter.coverage.relationship",
+                f"The relationship {coverage.relationship!r} is not one an 837P can carry: use 18 "
+                f"when the patient is the subscriber, else one of "
+                f"{', '.join(sorted(DEPENDENT_RELATIONSHIPS))}.",
+            )
         )
-    if code != SELF and coverage.subscriber is None:
-        yield Hit(
-            "encounter.coverage.subscriber",
-            f"The patient is not the subscriber (relationship {code}) but the coverage names "
-            "no subscriber; the claim must carry the policy holder's name.",
+    if coverage.subscriber is None:
+        hits.append(
+            Hit(
+                "encounter.coverage.subscriber",
+                f"The patient is not the subscriber (relationship {code}) but the coverage names "
+                "no subscriber; the claim must carry the policy holder's name.",
+            )
         )
+    return hits
 
 
 PO_BOX = re.compile(r"\b(P\.?\s*O\.?\s*BOX|POST\s+OFFICE\s+BOX|LOCK\s*BOX)\b", re.I)
+
+
+@functools.lru_cache(maxsize=4096)
+def po_box(line1: str, line2: str | None) -> bool:
+    """Whether an address's street lines name a post office box (``PO_BOX``), kept per
+    lines: a billing provider's address comes back on every encounter it bills."""
+    return PO_BOX.search(f"{line1} {line2 or ''}") is not None
 
 
 @rule(
@@ -128,21 +153,26 @@ PO_BOX = re.compile(r"\b(P\.?\s*O\.?\s*BOX|POST\s+OFFICE\s+BOX|LOCK\s*BOX)\b", r
     fix_hint="Use the practice's street address with its ZIP+4; a PO box may only be the "
     "pay-to address.",
 )
-def billing_address(ctx: Context) -> Iterator[Hit]:
+def billing_address(ctx: Context) -> Hits:
     address = ctx.coded.encounter.billing_provider.address
     field = "encounter.billing_provider.address"
     if address is None:
-        yield Hit(field, "The billing provider has no address; the 837P requires one.")
-        return
+        return (Hit(field, "The billing provider has no address; the 837P requires one."),)
+    hits = NONE
     if len(address.postal_code) != 9:
-        yield Hit(
-            f"{field}.postal_code",
-            f"The billing provider ZIP {address.postal_code} has 5 digits; the 837P requires "
-            "all 9 (ZIP+4).",
+        hits = (
+            Hit(
+                f"{field}.postal_code",
+                f"The billing provider ZIP {address.postal_code} has 5 digits; the 837P "
+                "requires all 9 (ZIP+4).",
+            ),
         )
-    if PO_BOX.search(f"{address.line1} {address.line2 or ''}"):
-        yield Hit(
-            f"{field}.line1",
-            "The billing provider address is a post office box; the 837P requires a street "
-            "address (a PO box may only be a pay-to address).",
+    if po_box(address.line1, address.line2):
+        hits += (
+            Hit(
+                f"{field}.line1",
+                "The billing provider address is a post office box; the 837P requires a "
+                "street address (a PO box may only be a pay-to address).",
+            ),
         )
+    return hits
