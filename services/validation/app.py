@@ -19,7 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline import metrics
-from pipeline.models import utcnow
+from pipeline.models import ValidatedEncounter, utcnow
 from pipeline.partitioned import PartitionedStores
 from pipeline.settings import Settings
 from pipeline.stage import (
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 CODED = "encounters.coded.v1"
 BY_PATIENT = "validation.by-patient.v1"
+VALIDATED = "encounters.validated.v1"
 
 
 class ValidationOptions(BaseModel):
@@ -118,7 +119,7 @@ class ValidationStage(Stage):
                 self.name, verdict.outcome
             )
         counted.inc()
-        return [Out("encounters.validated.v1", verdict.encounter_id, verdict)]
+        return [_verdict_out(verdict)]
 
     def on_batch_done(self) -> None:
         if isinstance(self.history, DuplicateStore):
@@ -127,6 +128,25 @@ class ValidationStage(Stage):
     def close(self) -> None:
         if isinstance(self.history, DuplicateStore):
             self.history.close()
+
+
+_new_object = object.__new__
+
+
+def _verdict_out(verdict: ValidatedEncounter) -> Out:
+    """``Out("encounters.validated.v1", verdict.encounter_id, verdict)``, built as coding
+    builds its outputs (``services/coding/app.py``): the frozen dataclass's ``__init__``
+    sets each field through ``object.__setattr__``; filling the new instance's ``__dict__``
+    gives the same object (tests/unit/test_validation_out.py) in 0.26 us instead of 0.84
+    (timeit), once per encounter validated."""
+    out: Out = _new_object(Out)
+    fields = out.__dict__
+    fields["topic"] = VALIDATED
+    fields["key"] = verdict.encounter_id
+    fields["value"] = verdict
+    fields["headers"] = {}
+    fields["raw"] = None
+    return out
 
 
 def partitioned_history(state_dir: Path) -> PartitionedStores[DuplicateStore]:
