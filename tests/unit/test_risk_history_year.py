@@ -107,3 +107,53 @@ def test_one_statement_is_a_new_encounter_with_codes_for_one_insert() -> None:
     assert not writes_in_one_statement(
         [f"C{i}" for i in range(ONE_STATEMENT_ROWS + 1)], recorded=False
     )
+
+
+def test_year_of_without_a_query_for_a_year_with_no_row(tmp_path: Path) -> None:
+    """A changelogged store answers a member's year whose bit is not set without SQLite
+    (``_years``); judged by the query on every answer, as the store is written, rolled back,
+    reopened (the bits from the file) and rebuilt from its change records."""
+    rng = random.Random(23)
+    path = tmp_path / "bits.sqlite3"
+    store = RiskHistory(path, changelog=True)
+    changes = []
+
+    def judged(store: RiskHistory, key: str, year: int, encounter_id: str) -> None:
+        rows = store.db.execute(
+            "SELECT encounter_id, code FROM risk_dx WHERE patient_key = ? AND year = ?",
+            (key, year),
+        ).fetchall()
+        earlier = sorted({code for eid, code in rows if eid != encounter_id})
+        recorded = any(eid == encounter_id for eid, _ in rows)
+        assert store.year_of(key, year, encounter_id) == (earlier, recorded)
+
+    for n in range(2000):
+        key, year = f"member-{rng.randrange(400)}", rng.choice([2025, 2026])
+        encounter_id = f"ENC-{rng.randrange(3000)}"
+        judged(store, key, year, encounter_id)
+        earlier, recorded = store.year_of(key, year, encounter_id)
+        codes = rng.sample(CODES, rng.randrange(4))
+        store.record_risk(key, year, encounter_id, codes, recorded=recorded)
+        if n % 97 == 0:
+            store.rollback()  # the batch's writes undone: their bits stay set
+            store.take_changes()
+        elif n % 10 == 0:
+            changes += store.take_changes()
+            store.commit()
+        if n % 500 == 499:
+            changes += store.take_changes()
+            store.commit()
+            store.close()
+            store = RiskHistory(path, changelog=True)
+    assert store._years is not None and any(store._years)
+    changes += store.take_changes()
+    store.commit()
+    rebuilt = RiskHistory(tmp_path / "rebuilt.sqlite3", changelog=True)
+    for key, value in changes:
+        rebuilt.apply(key, value)
+    for _ in range(2000):
+        key, year = f"member-{rng.randrange(450)}", rng.choice([2024, 2025, 2026])
+        encounter_id = f"ENC-{rng.randrange(3000)}"
+        judged(store, key, year, encounter_id)
+        judged(rebuilt, key, year, encounter_id)
+    assert rows(rebuilt) == rows(store)
