@@ -217,13 +217,18 @@ class CobLedger(RowChangelogStore):
         position: int,
         posting: RemittancePosting,
         encoded: bytes | None = None,
+        *,
+        read_soon: bool = True,
     ) -> None:
         """Keep the payer's latest adjudication that is not a reversal (``encoded``: the
-        record it was decoded from, kept as it is)."""
+        record it was decoded from, kept as it is). ``read_soon`` False: no later payer is
+        billed from it (``bills_none``), so it is stored without being kept parsed too
+        (``earlier`` parses it if it is ever read)."""
         if posting.status == "reversed":
             return
         text = avro_text(POSTINGS, posting, encoded)
-        self._parsed.keep(text, posting)
+        if read_soon:
+            self._parsed.keep(text, posting)
         self.db.execute(
             "INSERT INTO cob_postings VALUES (?, ?, ?) ON CONFLICT (encounter_id, position) "
             "DO UPDATE SET posting = excluded.posting",

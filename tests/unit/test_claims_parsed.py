@@ -6,16 +6,20 @@ text reads as (its Avro record), and writes the same JSON."""
 
 from __future__ import annotations
 
+import io
 import tempfile
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
-from bench.bench_claims_stage import Loop, verdicts
+import pytest
+
+from bench.bench_claims_stage import Loop, run, verdicts
 from pipeline.models import RemittancePosting, ValidatedEncounter
 from services.claims.corrections import VERDICTS
-from services.claims.parsed import Parsed, read_text
-from services.claims.secondary import POSTINGS
+from services.claims.parsed import Parsed, avro_text, read_text
+from services.claims.secondary import POSTINGS, CobLedger
 
 
 def test_kept_models_are_what_their_text_parses_to() -> None:
@@ -70,3 +74,46 @@ def test_a_text_not_kept_is_parsed_and_the_oldest_forgotten() -> None:
     kept.keep(text.replace("A1", "B2"), posting)  # the only one kept now
     again = kept.get(text)
     assert again == posting and again is not first
+
+
+def test_a_posting_that_bills_no_one_is_stored_without_being_kept_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A posting no later payer is billed from (``bills_none``) is written to the COB
+    ledger but not kept parsed; what the stage writes is the same as when every posting
+    was kept (the judge), and a posting not kept still reads as its model."""
+    corpus = verdicts(60, "all")
+    recorded: list[tuple[CobLedger, str, bool]] = []
+    record = CobLedger.record
+
+    def noted(
+        self: CobLedger,
+        encounter_id: str,
+        position: int,
+        posting: RemittancePosting,
+        encoded: bytes | None = None,
+        *,
+        read_soon: bool = True,
+    ) -> None:
+        record(self, encounter_id, position, posting, encoded, read_soon=read_soon)
+        if posting.status != "reversed":
+            recorded.append((self, avro_text(POSTINGS, posting, encoded), read_soon))
+
+    monkeypatch.setattr(CobLedger, "record", noted)
+    written = io.StringIO()
+    run(corpus, written)
+    soon = {text for _, text, read_soon in recorded if read_soon}
+    later = [(cob, text) for cob, text, read_soon in recorded if not read_soon]
+    assert later and soon  # both kinds in the corpus
+    for cob, text in later:
+        if text not in soon:
+            assert text not in cob._parsed._by_text
+        assert cob._parsed.get(text) == read_text(POSTINGS, RemittancePosting, text)
+
+    def kept_all(self: CobLedger, *args: Any, read_soon: bool = True, **kwargs: Any) -> None:
+        record(self, *args, **kwargs)  # the judge: every posting kept parsed, as before
+
+    monkeypatch.setattr(CobLedger, "record", kept_all)
+    judged = io.StringIO()
+    run(corpus, judged)
+    assert written.getvalue() == judged.getvalue()
