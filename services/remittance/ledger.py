@@ -206,6 +206,8 @@ def _json_value(value: Any) -> str:
 #: the other columns are read back (``add_claim``); the row as JSON, written before, is read too.
 _CLAIM_COLUMNS = ("claim_id", "encounter_id", "payer_id", "record")
 _CLAIM_KEYS = set(_CLAIM_COLUMNS)
+_CLAIM_INSERT = _upsert("claims", _CLAIM_COLUMNS, False)
+_CLAIM_UPDATE = "UPDATE claims SET encounter_id = ?, payer_id = ?, record = ? WHERE claim_id = ?"
 
 #: The member of a payment's change record that holds its claim references (``add_payment``).
 _REFS = "claim_refs"
@@ -341,6 +343,9 @@ class Ledger(ChangelogStore):
         self._waiting_rows: int | None = None
         #: The columns a row's upsert conflicts on where they are not the table's key.
         self._conflict: dict[str, tuple[str, ...]] = {}
+        #: Claims whose row this process inserted and that have no posting since: ``prior``
+        #: needs no statement for them (``add_claim``).
+        self._unposted: dict[str, None] = {}
         self._migrate()
         self.db.commit()
 
@@ -414,6 +419,7 @@ class Ledger(ChangelogStore):
         table, *values = json.loads(key)
         if table not in _KEYS:
             raise ValueError(f"change record for unknown table {table!r}")
+        self._unposted.clear()
         if table == "claims":
             self._claims.pop(values[0], None)
         elif table == "waiting":
@@ -446,11 +452,13 @@ class Ledger(ChangelogStore):
         rolled back."""
         super().input_undone(mark)
         self._claims.clear()
+        self._unposted.clear()
         self._waiting_ids = None
         self._waiting_rows = None
 
     def rollback(self) -> None:
         self._claims.clear()
+        self._unposted.clear()
         self._waiting_ids = None
         self._waiting_rows = None
         super().rollback()
@@ -467,16 +475,35 @@ class Ledger(ChangelogStore):
 
     _KEEP_CLAIMS = 8192
 
+    # A claim's row is inserted, and only when it is there already (a claim sent again, a
+    # replay) updated: a claim whose row is new has no posting (a posting is made against the
+    # claim's row, and no row of ``claims`` is ever deleted but by a change record applied),
+    # so until one is made ``prior`` answers for it without a statement. Most claims come
+    # before their payment. ``prior_read`` is the way before (the judge in
+    # tests/unit/test_remittance_prior_known.py).
+    #
+    # The claims stage sends a claim without its X12 (a claim check): such a claim is kept as
+    # it came, not copied with an empty X12 (a model copy, 1.8 us a claim). The two: bench
+    # remittance_stage (N=300, callgrind of the timed sections of a second run, memos warm),
+    # 617.96M to 612.23M instructions (-0.9%).
+
     def add_claim(self, claim: SubmittedClaim) -> None:
-        kept = claim.model_copy(update={"x12": ""})
+        kept = claim if claim.x12 == "" else claim.model_copy(update={"x12": ""})
         record = kept.model_dump_json()
-        row = (claim.claim_id, claim.encounter_id, claim.payer_id, record)
-        self.db.execute(_upsert("claims", _CLAIM_COLUMNS, True), row)
+        claim_id = claim.claim_id
+        row = (claim_id, claim.encounter_id, claim.payer_id, record)
+        if self.db.execute(_CLAIM_INSERT, row).rowcount == 1:
+            unposted = self._unposted
+            unposted[claim_id] = None
+            if len(unposted) > self._KEEP_CLAIMS:
+                del unposted[next(iter(unposted))]
+        else:
+            self.db.execute(_CLAIM_UPDATE, (*row[1:], claim_id))
         if self.changelog:  # the claim's JSON: its row's other columns are read from it
-            self.log_change(f'["claims", {_escape(claim.claim_id)}]', record.encode())
+            self.log_change(f'["claims", {_escape(claim_id)}]', record.encode())
         claims = self._claims
-        claims.pop(claim.claim_id, None)  # the newest last
-        claims[claim.claim_id] = kept
+        claims.pop(claim_id, None)  # the newest last
+        claims[claim_id] = kept
         if len(claims) > self._KEEP_CLAIMS:
             del claims[next(iter(claims))]
 
@@ -631,12 +658,19 @@ class Ledger(ChangelogStore):
         )
         if self.db.execute(_POSTED_INSERT, values).rowcount != 1:
             return False
+        self._unposted.pop(posting.claim_id, None)
         if self.changelog:
             self.log_change(*_POSTED_CHANGE(dict(zip(_POSTED, values, strict=True))))
         return True
 
     def prior(self, claim_id: str, payer_id: str) -> Prior:
         """What the payer's postings of the claim add up to so far (a split claim nets)."""
+        if claim_id in self._unposted:  # a claim this process inserted, not posted since
+            return _NO_PRIOR
+        return self.prior_read(claim_id, payer_id)
+
+    def prior_read(self, claim_id: str, payer_id: str) -> Prior:
+        """``prior`` as the postings' rows give it."""
         rows = self.db.execute(
             "SELECT charge, paid, patient_responsibility, sequestration FROM posted "
             "WHERE claim_id = ? AND payer_id = ? AND charge IS NOT NULL",

@@ -20,6 +20,7 @@ from test_remittance_split import CLAIMS, INTERNAL, Partitioned
 
 from pipeline.stage import Incoming, Out
 from services.remittance import matching
+from services.remittance.ledger import Ledger
 from services.remittance.matching import ClaimMatcher
 
 TABLES = ("claims", "waiting", "posted", "claim_plb", "payments", "provider_adjustments")
@@ -109,7 +110,9 @@ def test_a_claim_payment_runs_two_statements_instead_of_four(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Its payer's earlier postings of the claim read, the posting written; in a savepoint,
-    SAVEPOINT and RELEASE around them (the batch's BEGIN not counted)."""
+    SAVEPOINT and RELEASE around them (the batch's BEGIN not counted). The postings are read
+    here even for a claim this process inserted (test_remittance_prior_known.py)."""
+    monkeypatch.setattr(Ledger, "prior", Ledger.prior_read)
     counted: dict[bool, list[int]] = {}
     for atomic in (False, True):
         monkeypatch.setattr(ClaimMatcher, "atomic_inputs", atomic)
