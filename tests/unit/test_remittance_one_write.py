@@ -1,11 +1,14 @@
 """An input whose only write is one statement, made after all that may fail, runs without a
 savepoint around it (``ClaimMatcher.atomic_inputs``): a claim no payment waits for, and a
-claim payment (posted, kept waiting, or a PLB adjustment applied). The judge is the way
+claim payment (posted, kept waiting, or a PLB adjustment applied); so does a payer's payment
+without PLB adjustments, whose second write (its claims' references) only SQLite can fail
+(``PayerBook.atomic_inputs``). The judge is the way
 before, every input in its savepoint: on the 835 fixtures, the public sample 835 and the
 payer simulator's 835s for both EHR mixes, drained in a shuffled order with payments before
 and after their claims, the two publish the same records, log the same change records in
 the same order and leave the same rows; an input that fails (its denial cannot be built)
-leaves nothing either way; and a claim payment runs two statements instead of four.
+leaves nothing either way; a claim payment runs two statements instead of four, and a
+payment without PLB adjustments no SAVEPOINT.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from test_remittance_split import CLAIMS, INTERNAL, Partitioned
 from pipeline.stage import Incoming, Out
 from services.remittance import matching
 from services.remittance.ledger import Ledger
-from services.remittance.matching import ClaimMatcher
+from services.remittance.matching import ClaimMatcher, PayerBook
 
 TABLES = ("claims", "waiting", "posted", "claim_plb", "payments", "provider_adjustments")
 
@@ -63,6 +66,7 @@ def both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int) -> tuple[Cl
     run(fast)
     with monkeypatch.context() as patched:
         patched.setattr(ClaimMatcher, "atomic_inputs", True)
+        patched.setattr(PayerBook, "atomic_inputs", True)
         run(judged)
     return fast, judged
 
@@ -138,3 +142,33 @@ def test_a_claim_payment_runs_two_statements_instead_of_four(
     assert len(counted[False]) >= 3 and len(counted[False]) == len(counted[True])
     assert counted[False] == [2] * len(counted[False])
     assert counted[True] == [4] * len(counted[True])
+
+
+def test_a_payment_without_plb_adjustments_runs_no_savepoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A payer's payment: without PLB adjustments its row and references alone; with them,
+    in a savepoint as before (and every payment in one with ``atomic_inputs``)."""
+    seen: dict[bool, list[tuple[bool, bool]]] = {}
+    for atomic in (False, True):
+        monkeypatch.setattr(PayerBook, "atomic_inputs", atomic)
+        ran = Clocked(tmp_path / str(atomic), 3)
+        statements: list[str] = []
+        for _, store in ran.payers.items():
+            store.db.set_trace_callback(statements.append)
+        for file in files():
+            ran.send("payer.inbound.v1", f"{file.payer_id}:{file.file_id}", file)
+        kinds = seen[atomic] = []
+        while ready := sorted(k for k, q in ran.queues.items() if q):
+            topic, partition = ready[0]
+            key, value = ran.queues[(topic, partition)].popleft()
+            before = len(statements)
+            for out in ran.stage.handle(Incoming(topic, key, value, b"", {}, partition, 1, 0)):
+                if out.topic in INTERNAL and out.value is not None:
+                    ran.send(out.topic, out.key, out.value)
+            if topic == "remittance.payer-payments.v1":
+                saved = any(s.startswith("SAVEPOINT") for s in statements[before:])
+                kinds.append((bool(getattr(value, "provider_adjustments", ())), saved))
+    assert (False, False) in seen[False] and (True, True) in seen[False]
+    assert all(plb == saved for plb, saved in seen[False])
+    assert all(saved for _, saved in seen[True])
