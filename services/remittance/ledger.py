@@ -235,11 +235,14 @@ _COMPACT: dict[str, tuple[str, ...]] = {
 
 
 @functools.cache
-def _change_writer(table: str, columns: tuple[str, ...]) -> Callable[[dict[str, Any]], Change]:
-    """The change record of a row of ``table`` with these columns, in this order."""
+def _change_writer(
+    table: str, columns: tuple[str, ...], by_position: bool = False
+) -> Callable[[Any], Change]:
+    """The change record of a row of ``table`` with these columns, in this order: the row
+    as a dict by column, or (``by_position``) its values in the order of ``columns``."""
 
     def text(column: str) -> str:
-        value = f"v[{column!r}]"
+        value = f"v[{columns.index(column)}]" if by_position else f"v[{column!r}]"
         return f"{{_escape({value}) if type({value}) is str else _json_value({value})}}"
 
     key = ", ".join([_escape(table), *(text(c) for c in _KEYS[table])])
@@ -262,7 +265,9 @@ _NO_PRIOR = Prior(ZERO, ZERO, ZERO, ZERO)
 #: callgrind, 1,467.1M to 1,454.5M instructions).
 _POSTED = _COMPACT["posted"]
 _POSTED_INSERT = _upsert("posted", _POSTED, False)
-_POSTED_CHANGE = _change_writer("posted", _POSTED)
+# Its change record is written from the row's values as they are bound, not from a dict
+# made of them (the same bytes, test_remittance_ledger_writes.py): 606.75M to 602.04M.
+_POSTED_CHANGE = _change_writer("posted", _POSTED, by_position=True)
 
 
 def _references_json(references: Sequence[tuple[str, str]]) -> str:
@@ -660,7 +665,7 @@ class Ledger(ChangelogStore):
             return False
         self._unposted.pop(posting.claim_id, None)
         if self.changelog:
-            self.log_change(*_POSTED_CHANGE(dict(zip(_POSTED, values, strict=True))))
+            self.log_change(*_POSTED_CHANGE(values))
         return True
 
     def prior(self, claim_id: str, payer_id: str) -> Prior:
