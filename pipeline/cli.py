@@ -25,8 +25,10 @@ from pipeline import logs, plugins
 def cmd_service(args: argparse.Namespace) -> int:
     from pipeline.settings import Settings
     from pipeline.stage import collect_rarely_during_start_up
+    from pipeline.supervisor import stop_when_orphaned
 
     collect_rarely_during_start_up()  # until the service freezes what start-up built
+    stop_when_orphaned()
     settings = Settings()
     logs.setup(settings.log_level, service=args.name)
     plugins.service(args.name)(settings)

@@ -9,6 +9,10 @@ loop, and ``watch`` calls it from a thread (the end-to-end tests: a service that
 after a broker or state failure, exit code 75, comes back as it does for a user). Every
 such exit is kept in ``exits``; a service stopped on purpose (``kill``) is left down until
 ``respawn``.
+
+A service also stops when its supervisor is gone (``stop_when_orphaned``): the services run
+in sessions of their own, so a supervisor killed outright (SIGKILL, a test's timeout) used
+to leave them running against a broker that was gone, holding their state folders.
 """
 
 from __future__ import annotations
@@ -33,6 +37,31 @@ log = logging.getLogger(__name__)
 
 
 RUN_NAME = re.compile(r"\d{8}T\d{6}")
+
+#: Set by ``Supervisor`` in each service's environment: the process id of its supervisor.
+SUPERVISOR_PID = "CLAIMFLOW_SUPERVISOR_PID"
+
+
+def stop_when_orphaned(every_s: float = 1.0) -> threading.Thread | None:
+    """In a service a ``Supervisor`` started: a thread that sends this process SIGTERM (its
+    usual orderly stop) once its supervisor is no longer its parent. A killed supervisor
+    cannot stop its services, and they run in sessions of their own, so nothing else would.
+    ``PR_SET_PDEATHSIG`` is not used: it follows the thread that started the child, and the
+    supervisor restarts services from its watch thread. None when not started by one."""
+    expected = os.environ.get(SUPERVISOR_PID)
+    if not expected or not expected.isdigit():
+        return None
+    parent = int(expected)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        log.warning("the supervisor is gone; stopping", extra={"supervisor_pid": parent})
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="orphan-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def prune_runs(runs: Path, keep: int) -> list[Path]:
@@ -100,6 +129,7 @@ class Supervisor:
             "CLAIMFLOW_BOOTSTRAP_SERVERS": self.bootstrap,
             "CLAIMFLOW_METRICS_PORT": str(child.metrics_port),
             "CLAIMFLOW_STATE_DIR": str(self.run_dir / "state" / child.name),
+            SUPERVISOR_PID: str(os.getpid()),
         }
         with private_file(child.log_path).open("ab") as out:
             child.proc = subprocess.Popen(
