@@ -14,6 +14,7 @@ payment without PLB adjustments no SAVEPOINT.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,19 @@ class Clocked(Partitioned):
         except RuntimeError:
             self.failed.append(msg.key or "")
             return None
+
+    def each_input(self, statements: list[str]) -> Iterator[tuple[str, Any, list[str]]]:
+        """Hand the stage every queued input in turn, the internal records it makes queued
+        in their turn: each input's topic, value and the statements (of ``statements``, a
+        trace) it ran."""
+        while ready := sorted(k for k, q in self.queues.items() if q):
+            topic, partition = ready[0]
+            key, value = self.queues[(topic, partition)].popleft()
+            before = len(statements)
+            for out in self.stage.handle(Incoming(topic, key, value, b"", {}, partition, 1, 0)):
+                if out.topic in INTERNAL and out.value is not None:
+                    self.send(out.topic, out.key, out.value)
+            yield topic, value, statements[before:]
 
 
 def rows(ran: Partitioned) -> list[Any]:
@@ -130,15 +144,9 @@ def test_a_claim_payment_runs_two_statements_instead_of_four(
         for file in files()[:3]:
             ran.send("payer.inbound.v1", f"{file.payer_id}:{file.file_id}", file)
         counts = counted[atomic] = []
-        while ready := sorted(k for k, q in ran.queues.items() if q):
-            topic, partition = ready[0]
-            key, value = ran.queues[(topic, partition)].popleft()
-            before = len(statements)
-            for out in ran.stage.handle(Incoming(topic, key, value, b"", {}, partition, 1, 0)):
-                if out.topic in INTERNAL and out.value is not None:
-                    ran.send(out.topic, out.key, out.value)
+        for _, value, executed in ran.each_input(statements):
             if getattr(value, "kind", None) == "payment":
-                counts.append(len([s for s in statements[before:] if not s.startswith("BEGIN")]))
+                counts.append(len([s for s in executed if not s.startswith("BEGIN")]))
     assert len(counted[False]) >= 3 and len(counted[False]) == len(counted[True])
     assert counted[False] == [2] * len(counted[False])
     assert counted[True] == [4] * len(counted[True])
@@ -159,15 +167,9 @@ def test_a_payment_without_plb_adjustments_runs_no_savepoint(
         for file in files():
             ran.send("payer.inbound.v1", f"{file.payer_id}:{file.file_id}", file)
         kinds = seen[atomic] = []
-        while ready := sorted(k for k, q in ran.queues.items() if q):
-            topic, partition = ready[0]
-            key, value = ran.queues[(topic, partition)].popleft()
-            before = len(statements)
-            for out in ran.stage.handle(Incoming(topic, key, value, b"", {}, partition, 1, 0)):
-                if out.topic in INTERNAL and out.value is not None:
-                    ran.send(out.topic, out.key, out.value)
+        for topic, value, executed in ran.each_input(statements):
             if topic == "remittance.payer-payments.v1":
-                saved = any(s.startswith("SAVEPOINT") for s in statements[before:])
+                saved = any(s.startswith("SAVEPOINT") for s in executed)
                 kinds.append((bool(getattr(value, "provider_adjustments", ())), saved))
     assert (False, False) in seen[False] and (True, True) in seen[False]
     assert all(plb == saved for plb, saved in seen[False])

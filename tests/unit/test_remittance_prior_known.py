@@ -115,9 +115,6 @@ def test_a_payment_of_a_claim_inserted_here_runs_one_statement(tmp_path: Path) -
     """The posting written, nothing read, when it is the claim's first (a later one reads the
     claim's postings first); the batch's BEGIN not counted."""
     from test_remittance_reread import files
-    from test_remittance_split import INTERNAL
-
-    from pipeline.stage import Incoming
 
     ran = Clocked(tmp_path, 3)
     for claim in CLAIMS:
@@ -131,15 +128,9 @@ def test_a_payment_of_a_claim_inserted_here_runs_one_statement(tmp_path: Path) -
     counts: list[int] = []
     expected: list[int] = []
     posted: set[str] = set()
-    while ready := sorted(k for k, q in ran.queues.items() if q):
-        topic, partition = ready[0]
-        key, value = ran.queues[(topic, partition)].popleft()
-        before = len(statements)
-        for out in ran.stage.handle(Incoming(topic, key, value, b"", {}, partition, 1, 0)):
-            if out.topic in INTERNAL and out.value is not None:
-                ran.send(out.topic, out.key, out.value)
+    for _, value, executed in ran.each_input(statements):
         if getattr(value, "kind", None) == "payment":
-            counts.append(len([s for s in statements[before:] if not s.startswith("BEGIN")]))
+            counts.append(len([s for s in executed if not s.startswith("BEGIN")]))
             claim_id = getattr(value, "claim_id", "")
             expected.append(2 if claim_id in posted else 1)
             posted.add(claim_id)
