@@ -247,6 +247,12 @@ class Stage:
         that must have a write acknowledged in the middle of a batch (the claims stage's
         control numbers reach their changelog before an interchange is delivered)."""
 
+    def handed_back(self, topic: str) -> bool:
+        """Whether a record the stage re-keys to ``topic`` now would be handed straight back
+        to it as that topic's record of partition 0 (the module docstring); the runner
+        answers. Its work may then be done at once, without the record."""
+        return False
+
     def dead_letter_key(self, msg: Incoming) -> str | None:
         """The key of ``msg``'s dead letter: its own key, unless a repartitioned record is
         better named by the id it came from (what the tracker accounts sources by)."""
@@ -455,6 +461,8 @@ class Runner:
         #: (topic, partition) this instance reads, known when the runner tracks assignments
         #: (a stage with partitioned stores); None: unknown, every record is kept.
         self._owned: set[tuple[str, int]] | None = None
+        if not stage.batch_mode:  # a stage in batch_mode sends its own through the topic
+            stage.handed_back = self._is_local  # type: ignore[method-assign, assignment]
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):

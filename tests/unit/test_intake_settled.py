@@ -118,3 +118,86 @@ def test_a_settlement_handed_back_reads_as_its_body_validated(stage: IntakeStage
         assert results[0] == results[1], event
         assert stage.partitioned is not None
         assert stage.partitioned.get(0).take_changes() == []  # no account billed it
+
+
+def billed_stage(tmp_path: Path, handed: bool) -> tuple[IntakeStage, Any]:
+    """A live stage (partition 0 of its accounts open) whose account of STCATH/V778812 is
+    billed, its store's changes taken; ``handed``: the runner would hand a record re-keyed
+    by visit straight back (one partition)."""
+    from unit.test_charge_capture import CDM_CSV
+    from unit.test_hospital_account import ADT_A03, CBC, ROOM, dft, raw_record, stage_settings
+
+    tmp_path.mkdir()
+    cdm = tmp_path / "cdm.csv"
+    cdm.write_text(CDM_CSV)
+    accounts = partitioned_accounts(stage_settings(tmp_path, cdm).state_dir)
+    accounts.open(0)
+    made = IntakeStage(stage_settings(tmp_path, cdm), accounts)
+    for n, text in enumerate((dft("D1", ROOM, CBC), ADT_A03)):
+        [rekeyed] = made.handle(raw_record(text, n))
+        outs = list(made.handle(Incoming(BY_VISIT, rekeyed.key, rekeyed.value, b"", {}, 0, n, 0)))
+    assert [o.key for o in outs] == ["STCATH/V778812"]
+    accounts.get(0).take_changes()
+    if handed:
+        made.handed_back = lambda topic: topic == BY_VISIT  # type: ignore[method-assign]
+    return made, accounts
+
+
+def looped(stage: IntakeStage, event: ClaimSettled) -> list[Any]:
+    """A settlement read, and what it re-keys by visit handed back (the in-process hop)."""
+    outs = []
+    for out in stage.handle(Incoming("remittance.settled.v1", "C1", event, b"", {}, 0, 0, 0)):
+        if out.topic != BY_VISIT:
+            outs.append(out)
+            continue
+        outs += stage.handle(Incoming(BY_VISIT, out.key, out.value, b"", {}, 0, 0, 0))
+    return outs
+
+
+def test_a_settlement_handed_back_at_once_is_settled_without_its_record(tmp_path: Path) -> None:
+    """Told by the runner that its record would be handed straight back, the stage settles
+    the account at once: the same outputs, errors and store changes as through the record."""
+    settled = [
+        {**VALID, "encounter_id": "STCATH/V778812", "payer_id": "84980"},
+        {**VALID, "encounter_id": "STCATH/V778812", "status": "reopened", "event_id": "ev2"},
+        {**VALID, "encounter_id": "STCATH/V778812", "claim_id": ""},  # refused by validation
+        {**VALID, "encounter_id": "ehr-sim/V1"},  # no account of the store billed it
+        {**VALID, "encounter_id": "no-account"},
+        {**VALID, "encounter_id": "STCATH/V778812/late-1", "event_id": "ev3"},
+    ]
+    seen: list[list[Any]] = []
+    for handed in (False, True):
+        stage, accounts = billed_stage(tmp_path / str(handed), handed)
+        results: list[Any] = []
+        for values in settled:
+            event = ClaimSettled.model_construct(**values)
+            try:
+                results.append(("out", looped(stage, event)))
+            except ValueError as exc:  # a ValidationError
+                results.append(("error", type(exc), str(exc)))
+            results.append(accounts.get(0).take_changes())
+        seen.append(results)
+        if handed:  # settled at once: nothing re-keyed
+            event = ClaimSettled.model_construct(**settled[0])
+            msg = Incoming("remittance.settled.v1", "C1", event, b"", {}, 0, 0, 0)
+            assert list(stage.handle(msg)) == []
+        stage.close()
+        accounts.close_all()
+    assert seen[0] == seen[1]
+    assert seen[0][1] and seen[0][3]  # the billed account's settlement and reopening written
+    assert seen[0][4][0] == "error"
+
+
+def test_the_runner_tells_the_stage_when_a_record_would_be_handed_back(stage: IntakeStage) -> None:
+    """Only while every topic has one partition and this instance holds the by-visit one."""
+    from pipeline.settings import Settings
+    from pipeline.stage import Runner
+
+    settings = Settings(topic_prefix="t.")
+    runner = Runner(stage, settings, "localhost:1")
+    assert not stage.handed_back(BY_VISIT)  # not known to be one partition
+    runner._local_targets = frozenset({BY_VISIT})
+    runner._owned = {(settings.topic(BY_VISIT), 0)}
+    assert stage.handed_back(BY_VISIT) and not stage.handed_back("encounters.collected.v1")
+    runner._owned = {(settings.topic(BY_VISIT), 1)}
+    assert not stage.handed_back(BY_VISIT)
