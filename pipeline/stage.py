@@ -458,6 +458,16 @@ class Runner:
         self._records_out: dict[str, Any] = {}
         #: Topic -> its name with the prefix, made once.
         self._full_topics: dict[str, str] = {}
+        #: The stage's series of the batch metrics (``_observe_batch``) and of the lag by
+        #: (topic, partition) (``_lag``), looked up once, not at every batch.
+        name = stage.name
+        self._latency = metrics.LATENCY.labels(name)
+        self._processing = metrics.PROCESSING.labels(name)
+        self._batch_seconds = metrics.BATCH_SECONDS.labels(name)
+        self._lags: dict[tuple[str, int], Any] = {}
+        #: The last batch ``process`` read and its records' timestamps (ms), for
+        #: ``_observe_batch``, which needs them again once the batch is done.
+        self._stamps: tuple[list[Message], list[int]] | None = None
         #: (topic, partition) this instance reads, known when the runner tracks assignments
         #: (a stage with partitioned stores); None: unknown, every record is kept.
         self._owned: set[tuple[str, int]] | None = None
@@ -534,7 +544,11 @@ class Runner:
         self._origin = origin = {}
         self._datums = {}
         seen: dict[str, int] = {}  # records in by topic, counted once per batch
+        stamps: list[int] = []  # each record's timestamp, read once (``_observe_batch``)
+        self._stamps = (batch, stamps)
         for m in batch:
+            stamp = m.timestamp()[1]
+            stamps.append(stamp)
             error = m.error()
             if error is not None:
                 if error.fatal():
@@ -564,14 +578,10 @@ class Runner:
             try:
                 value = self._decode(topic, raw, headers)
             except Exception as exc:  # noqa: BLE001 - every failure of one input is routed
-                msg = Incoming(
-                    topic, key, None, raw, headers, partition, offset, m.timestamp()[1], read_as
-                )
+                msg = Incoming(topic, key, None, raw, headers, partition, offset, stamp, read_as)
                 outs.extend(self._route(msg, exc))
                 continue
-            msg = incoming(
-                topic, key, value, raw, headers, partition, offset, m.timestamp()[1], read_as
-            )
+            msg = incoming(topic, key, value, raw, headers, partition, offset, stamp, read_as)
             try:
                 if key is not None and value is not None:
                     origin[key] = value
@@ -967,9 +977,12 @@ class Runner:
                 continue
             if high is None or high < 0:
                 continue
-            metrics.LAG.labels(self.stage.name, topic[self._prefix_len :], str(partition)).set(
-                max(0, high - position)
-            )
+            child = self._lags.get((topic, partition))
+            if child is None:
+                child = self._lags[(topic, partition)] = metrics.LAG.labels(
+                    self.stage.name, topic[self._prefix_len :], str(partition)
+                )
+            child.set(max(0, high - position))
 
     def _idle(self, producer: Any) -> None:
         now = time.monotonic()
@@ -996,13 +1009,16 @@ class Runner:
     def _observe_batch(self, batch: list[Message], took: float) -> None:
         """A batch done in ``took`` seconds: each record's age, and per record and per batch
         the processing time."""
-        name = self.stage.name
         now = time.time()
-        metrics.observe_each(
-            metrics.LATENCY.labels(name), [max(0.0, now - m.timestamp()[1] / 1e3) for m in batch]
-        )
-        metrics.observe_many(metrics.PROCESSING.labels(name), took, len(batch))
-        metrics.BATCH_SECONDS.labels(name).observe(took)
+        read = self._stamps
+        self._stamps = None
+        # The timestamps ``process`` read, when this is its batch (else read again).
+        stamps = read[1] if read is not None and read[0] is batch else None
+        if stamps is None:
+            stamps = [m.timestamp()[1] for m in batch]
+        metrics.observe_record_ages(self._latency, now, stamps)
+        metrics.observe_many(self._processing, took, len(batch))
+        self._batch_seconds.observe(took)
 
     def _produce(self, producer: Any, outs: list[Out]) -> None:
         now = time.time()

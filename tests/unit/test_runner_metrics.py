@@ -83,6 +83,27 @@ def test_observing_each_at_once_reads_as_observing_one_by_one() -> None:
     assert [x.get() for x in nan_a._buckets] == [x.get() for x in nan_b._buckets]
 
 
+def test_record_ages_observed_in_one_pass_read_as_observing_each_age() -> None:
+    """``observe_record_ages`` (the runner's ages of a batch's records, from their
+    timestamps) leaves what ``observe_each`` of the ages clamped at zero leaves: its judge."""
+    judged, fast = CollectorRegistry(), CollectorRegistry()
+    a = Histogram("h", "h", ["service"], buckets=BUCKETS, registry=judged).labels("s")
+    b = Histogram("h", "h", ["service"], buckets=BUCKETS, registry=fast).labels("s")
+    now = 1_700_000_100.25
+    batches: list[list[float]] = [
+        # Exactly on bounds, between them, in the future (clock skew: 0), past +Inf, -1 (a
+        # record without a timestamp), an empty batch.
+        [1_700_000_100_249, 1_700_000_100_240, 1_700_000_100_150, 1_700_000_099_250],
+        [1_700_000_200_000, 1_700_000_090_250, 0, -1, 1_700_000_100_250],
+        [],
+        [1_700_000_100_000 + i for i in range(300)],
+    ]
+    for stamps in batches:
+        metrics.observe_each(a, [max(0.0, now - t / 1e3) for t in stamps])
+        metrics.observe_record_ages(b, now, stamps)
+    assert samples(judged) == samples(fast)
+
+
 class Relay(Stage):
     name = "relay-metrics"
     inputs = (TOPIC,)
