@@ -143,6 +143,22 @@ def incoming(
     return msg
 
 
+def _out(
+    topic: str, key: str, value: Model | None, headers: dict[str, bytes], raw: bytes | None
+) -> Out:
+    """``Out(topic, key, value, headers, raw)``, made as ``incoming`` makes an ``Incoming``
+    (the frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``):
+    for the records the runner forwards itself (tests/unit/test_runner_incoming.py)."""
+    out: Out = _new_object(Out)
+    fields = out.__dict__
+    fields["topic"] = topic
+    fields["key"] = key
+    fields["value"] = value
+    fields["headers"] = headers
+    fields["raw"] = raw
+    return out
+
+
 #: The patient key of a coded encounter (``models.patient_key``), set by coding on
 #: encounters.coded.v1 for validation's re-key by patient.
 PATIENT_KEY_HEADER = "claimflow-patient-key"
@@ -542,10 +558,21 @@ class Runner:
         offsets: dict[tuple[str, int], int] = {}
         decoded: list[Incoming] = []
         self._origin = origin = {}
-        self._datums = {}
+        self._datums = datums = {}
         seen: dict[str, int] = {}  # records in by topic, counted once per batch
         stamps: list[int] = []  # each record's timestamp, read once (``_observe_batch``)
         self._stamps = (batch, stamps)
+        # Looked up once a batch, not once a record.
+        prefix_len = self._prefix_len
+        routes = self._routes
+        batch_mode = stage.batch_mode
+        local = bool(self._local_targets)
+        handle = stage.handle
+        # The stage's decode is the registry's (not overridden): called directly, its
+        # datum noted here (what ``_decode`` does, without its two calls a record).
+        reg = self.registry
+        direct = getattr(stage.decode, "__func__", None) is Stage.decode
+        keep_datums = self._keep_datums
         for m in batch:
             stamp = m.timestamp()[1]
             stamps.append(stamp)
@@ -559,7 +586,7 @@ class Runner:
             partition = m.partition() or 0
             offset = m.offset() or 0
             offsets[(full_topic, partition)] = offset + 1
-            topic = full_topic[self._prefix_len :]
+            topic = full_topic[prefix_len:]
             seen[topic] = seen.get(topic, 0) + 1
             raw_key = m.key()
             key = raw_key.decode("utf-8", "replace") if isinstance(raw_key, bytes) else raw_key
@@ -567,16 +594,22 @@ class Runner:
             # Most records carry no header: an empty dict without the call (0.1 us).
             headers = self._headers(m) if m.headers() else {}
             read_as = None
-            if self._routes and (forward := self._pass_through(topic, raw, headers)) is not None:
-                if not self._is_local(forward.topic):
-                    outs.append(forward)
+            if routes and (forward := self._forward(topic, raw, headers)) is not None:
+                target, new_key = forward
+                if not self._is_local(target):
+                    outs.append(_out(target, new_key, None, headers, raw))
                     continue
                 # The hop would bring it back to this very process: read it as the
                 # target's record now instead (the module docstring).
                 read_as = (topic, partition, offset)
-                topic, key, partition = forward.topic, forward.key, 0
+                topic, key, partition = target, new_key, 0
             try:
-                value = self._decode(topic, raw, headers)
+                if direct and not self._written:
+                    value = reg.decode(topic, raw)
+                    if keep_datums and (datum := reg.datum(topic, raw, value)):
+                        datums[id(value)] = datum
+                else:
+                    value = self._decode(topic, raw, headers)
             except Exception as exc:  # noqa: BLE001 - every failure of one input is routed
                 msg = Incoming(topic, key, None, raw, headers, partition, offset, stamp, read_as)
                 outs.extend(self._route(msg, exc))
@@ -585,12 +618,12 @@ class Runner:
             try:
                 if key is not None and value is not None:
                     origin[key] = value
-                if stage.batch_mode:
+                if batch_mode:
                     decoded.append(msg)
-                elif self._local_targets:
-                    self._handle_local(stage.handle(msg), msg, outs)
+                elif local:
+                    self._handle_local(handle(msg), msg, outs)
                 else:
-                    outs.extend(stage.handle(msg))
+                    outs.extend(handle(msg))
             except Exception as exc:  # noqa: BLE001 - every failure of one input is routed
                 outs.extend(self._route(msg, exc))
         self._count(self._records_in, metrics.RECORDS_IN, seen)
@@ -668,6 +701,14 @@ class Runner:
         """The record forwarded under its key header, or None when the stage must handle it
         (no route for its topic, no header, or bytes that are not Avro of a known schema:
         decoding them is what sends them to the dead-letter topic, as before)."""
+        forward = self._forward(topic, raw, headers)
+        if forward is None:
+            return None
+        return Out(forward[0], forward[1], None, headers, raw=raw)
+
+    def _forward(self, topic: str, raw: bytes, headers: dict[str, bytes]) -> tuple[str, str] | None:
+        """``_pass_through``'s target topic and key, without the ``Out``: a hop done
+        in-process (``_is_local``) needs none."""
         route = self._routes.get(topic)
         if route is None:
             return None
@@ -678,7 +719,7 @@ class Runner:
             key = header.decode("utf-8")
         except UnicodeDecodeError:
             return None
-        return Out(route.target, key, None, headers, raw=raw)
+        return route.target, key
 
     def _remember(self, topic: str, raw: bytes, value: Any, datum: Datum | None = None) -> None:
         written = self._written
@@ -1029,11 +1070,20 @@ class Runner:
         produce = producer.produce
         sent: dict[str, int] = {}  # records out by topic, counted once per batch
         ages: dict[Any, list[float]] = {}  # observed once per batch (``observe_ages``)
+        # Looked up once a batch, not once a record; the stage's ``observe`` not called
+        # when it is the base class's, which does nothing.
+        name = self.stage.name
+        origin = self._origin
+        observe_age = metrics.observe_age
+        observe: Any = self.stage.observe
+        if getattr(observe, "__func__", None) is Stage.observe:
+            observe = None
+        full_topics = self._full_topics
         for out in outs:
             value = out.raw if out.raw is not None else self._encoded(out)
-            topic = self._full_topic(out.topic)
+            topic = full_topics.get(out.topic) or self._full_topic(out.topic)
             key = out.key.encode()
-            headers = list(out.headers.items()) or None
+            headers = list(out.headers.items()) if out.headers else None
             try:  # called here, not through _produce_one: 0.3 us a record less
                 produce(topic, key=key, value=value, headers=headers, on_delivery=done)
             except BufferError:  # the queue is full: wait for room as _produce_one does
@@ -1043,10 +1093,9 @@ class Runner:
             if out.value is None:  # forwarded by a pass-through: nothing decoded to observe
                 continue
             try:
-                source = metrics.observe_age(
-                    self.stage.name, out.topic, out.value, now, self._origin, ages
-                )
-                self.stage.observe(out.topic, out.value, source)
+                source = observe_age(name, out.topic, out.value, now, origin, ages)
+                if observe is not None:
+                    observe(out.topic, out.value, source)
             except Exception:  # noqa: BLE001 - a metric must never stop the pipeline
                 log.exception("metrics: could not observe an output", extra={"topic": out.topic})
         self._count(self._records_out, metrics.RECORDS_OUT, sent)

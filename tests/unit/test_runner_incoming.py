@@ -1,5 +1,6 @@
 """The runner's fast build of a consumed record (``stage.incoming``) gives what the
-dataclass's own ``Incoming(...)`` gives: the judge, field by field, for every field."""
+dataclass's own ``Incoming(...)`` gives: the judge, field by field, for every field; and
+the same for the record it forwards (``stage._out`` against ``Out(...)``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.stage import Incoming, incoming
+from pipeline.stage import Incoming, Out, _out, incoming
 
 CASES: list[tuple[Any, ...]] = [
     ("encounters.collected.v1", "enc-1", object(), b"\x02ab", {}, 0, 7, 1_700_000_000_000),
@@ -35,3 +36,23 @@ def test_incoming_stays_frozen_and_replaceable() -> None:
     topic, _key, *rest = CASES[0]
     assert dataclasses.replace(fast, key="k2") == Incoming(topic, "k2", *rest)
     assert repr(fast) == repr(Incoming(*CASES[0]))
+
+
+OUT_CASES: list[tuple[Any, ...]] = [
+    ("validation.by-patient.v1", "patient-1", None, {"h": b"v"}, b"\xc3\x01raw"),
+    ("claims.postings-by-encounter.v1", "", None, {}, b""),
+    ("x", "k", object(), {"a": b"", "b": b"\x00"}, None),
+]
+
+
+@pytest.mark.parametrize("args", OUT_CASES)
+def test_out_equals_the_dataclass(args: tuple[Any, ...]) -> None:
+    fast, judge = _out(*args), Out(*args)
+    assert type(fast) is Out
+    assert fast == judge
+    for f in dataclasses.fields(Out):  # a field added to Out must be built too
+        assert getattr(fast, f.name) is getattr(judge, f.name), f.name
+    assert list(vars(fast)) == list(vars(judge))
+    assert repr(fast) == repr(judge)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.key = "other"  # type: ignore[misc]
