@@ -62,6 +62,7 @@ from services.claims.secondary import (
     NextClaim,
     bills_none,
     coverages_of,
+    last_payer,
     next_claim,
     part_key,
     position_of,
@@ -204,6 +205,10 @@ class Billing(Generic[S]):
     written as inputs are answered; the caller commits them once the claims are safe
     downstream (``commit``), as the runner does after a batch.
     """
+
+    #: Whether the last payer's posting is stored in the COB ledger too, as before: no later
+    #: payer's claim reads it (the judge of storing only the others, in the tests).
+    store_last_postings = False
 
     def __init__(
         self,
@@ -629,7 +634,11 @@ class Billing(Generic[S]):
             # kept parsed: nothing reads it back soon, and a kept posting is freed when
             # PARSED_MAX later ones push it out, long after it was used (a long-running
             # stage's keep then cost 8.8 us a call against 1.7 in one not yet full).
-            cob.record(encounter_id, position, posting, encoded, read_soon=False)
+            # The last payer's posting is not stored at all: only a later payer's claim
+            # reads a posting back (``CobLedger.earlier``), and none comes after it (a
+            # verdict billed again with more coverages is posted again, and stored then).
+            if self.store_last_postings or not last_payer(position, coverages):
+                cob.record(encounter_id, position, posting, encoded, read_soon=False)
             if again:
                 return None  # a redelivered or corrected posting: the next payer is billed
             found = next_claim(posting, verdict, claim_id, [], master, coverages)

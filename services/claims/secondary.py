@@ -14,11 +14,12 @@ When remittance posts a payer's 835 for one of the encounter's claims (remittanc
 
 A reversal is not a new adjudication and bills nothing; a payer that is not one of the
 encounter's coverages bills nothing (noted). ``CobLedger`` keeps each payer's posting per
-encounter and position, and which positions were billed, in the claims stage's state
-folder, so a redelivered posting bills nothing twice and a tertiary claim finds the
-primary's and the secondary's adjudications. It keeps a posting as its remittance.posted.v1
-record in base64 (``services/claims/parsed.py``): the bytes the stage received; the JSON
-older versions kept is still read.
+encounter and position (but the last payer's, from which no claim is built), and which
+positions were billed, in the claims stage's state folder, so a redelivered posting bills
+nothing twice and a tertiary claim finds the primary's and the secondary's adjudications.
+It keeps a posting as its remittance.posted.v1 record in base64
+(``services/claims/parsed.py``): the bytes the stage received; the JSON older versions kept
+is still read.
 """
 
 from __future__ import annotations
@@ -96,9 +97,15 @@ def bills_none(posting: RemittancePosting, position: int, coverages: Sequence[Co
     return (
         posting.status == "reversed"
         or bool(posting.crossover_payer)
-        or position >= min(len(coverages), len(SEQUENCE_CODES))
+        or last_payer(position, coverages)
         or posting.patient_responsibility <= 0
     )
+
+
+def last_payer(position: int, coverages: Sequence[Coverage]) -> bool:
+    """Whether the payer at ``position`` is the last one billed (the last coverage, or the
+    third): no payer's claim comes after it, so no claim is ever built from its posting."""
+    return position >= min(len(coverages), len(SEQUENCE_CODES))
 
 
 @dataclass(frozen=True)
@@ -136,7 +143,7 @@ def next_claim(
         return NextClaim(
             None, f"crossed over to {posting.crossover_payer}: its 835 will come", position
         )
-    if position >= min(len(coverages), len(SEQUENCE_CODES)):
+    if last_payer(position, coverages):
         return NextClaim(None, "the last payer: what is left is the patient's", position)
     if posting.patient_responsibility <= 0:
         return NextClaim(None, "nothing left for the next payer", position)

@@ -10,6 +10,7 @@ statement wrote."""
 from __future__ import annotations
 
 import io
+import json
 import sqlite3
 import sys
 from collections import Counter
@@ -122,3 +123,45 @@ def test_the_payers_billed_read_for_a_batch_answer_as_each_posting_read_them(
     monkeypatch.setattr(CobLedger, "billed_many", judged)
     assert _submitted_records(mix) == batched
     assert looked[False] > 0
+
+
+def _records(mix: str) -> tuple[list[str], Counter[str]]:
+    """The claims stage benchmark's run: every record but the COB ledger's changes, and the
+    values of those changes (their keys name rowids, which follow the rows stored)."""
+    dump = io.StringIO()
+    claims_bench.run(list(validated(mix)), dump)
+    other: list[str] = []
+    cob: Counter[str] = Counter()
+    for line in dump.getvalue().splitlines():
+        if line.startswith("changelog\tcob\t"):
+            _, _, part, key, value = line.split("\t")
+            cob[f"{part}\t{key.partition(':')[0]}\t{value}"] += 1
+        else:
+            other.append(line)
+    return other, cob
+
+
+@pytest.mark.parametrize("mix", MIXES)
+def test_the_last_payers_posting_is_not_stored_and_nothing_billed_changes(
+    monkeypatch: pytest.MonkeyPatch, mix: str
+) -> None:
+    """The last payer's posting is no longer kept in the COB ledger: no later payer's claim
+    is ever built from it. Judged by storing it as before: every output record and every
+    other change record are the same, and the ledger's changes are the same but for
+    postings, each one of a payer after which no claim is billed."""
+    other, cob = _records(mix)
+    monkeypatch.setattr(billing.Billing, "store_last_postings", True)
+    judge_other, judge_cob = _records(mix)
+    assert other == judge_other
+    left_out = judge_cob - cob
+    assert cob + left_out == judge_cob  # nothing stored that the judge did not store
+    assert left_out and all("\tcob_postings\t" in k for k in left_out)
+    billed_after = {
+        (json.loads(k.split("\t")[2])["encounter_id"], json.loads(k.split("\t")[2])["position"])
+        for k in judge_cob
+        if "\tcob_billed\t" in k
+    }
+    for record in left_out:
+        row = json.loads(record.split("\t")[2])
+        # A payer after which someone was billed is not the last one.
+        assert (row["encounter_id"], row["position"] + 1) not in billed_after

@@ -26,7 +26,7 @@ def test_kept_models_are_what_their_text_parses_to() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         loop = Loop(Path(tmp), None)
         remits = []
-        corpus = verdicts(60, "all")
+        corpus = verdicts(120, "all")  # the postings stored: those of a payer billed after
         for i in range(0, len(corpus), 20):
             remits += loop.answer(loop.bill(corpus[i : i + 20]))
         for _ in range(2):
@@ -41,6 +41,7 @@ def test_kept_models_are_what_their_text_parses_to() -> None:
         loop.stage.close()
     kinds = {model for _, model, _ in stored}
     assert kinds == {RemittancePosting, ValidatedEncounter} and len(stored) > 100
+    assert sum(model is RemittancePosting for _, model, _ in stored) > 10
     for kept, model, text in stored:
         parsed = kept.parse(text)  # the record (``read_text``)
         value = kept.get(text)
