@@ -122,6 +122,11 @@ CREATE TABLE IF NOT EXISTS claim_refs (  -- CLP01 and CLP07 of the claims a paye
     claim_id TEXT NOT NULL,
     PRIMARY KEY (payer_id, reference)
 ) WITHOUT ROWID;                         -- small rows found by key: one b-tree, not two
+CREATE TABLE IF NOT EXISTS recent_refs (  -- claim_refs' newest rows, appended (Ledger._recent)
+    payer_id TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    claim_id TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS waiting_due ON waiting (reported, first_seen);
 CREATE INDEX IF NOT EXISTS claim_plb_claim ON claim_plb (claim_id);
 """
@@ -270,6 +275,18 @@ _POSTED_INSERT = _upsert("posted", _POSTED, False)
 _POSTED_CHANGE = _change_writer("posted", _POSTED, by_position=True)
 
 
+#: ``recent_refs`` upserted into ``claim_refs`` in the order written (a key's last row stays).
+#: Not sorted by key: what saves frames is the merge's many rows in one commit, each leaf page
+#: written once for all of its rows, and the order changed no write (sorting cost a sorter).
+#: ``WHERE true``: an upsert's SELECT needs a clause before its ON CONFLICT.
+_MERGE_SQL = (
+    "INSERT INTO claim_refs (payer_id, reference, claim_id) "
+    "SELECT payer_id, reference, claim_id FROM recent_refs WHERE true "
+    "ORDER BY rowid "
+    "ON CONFLICT (payer_id, reference) DO UPDATE SET claim_id = excluded.claim_id"
+)
+
+
 def _references_json(references: Sequence[tuple[str, str]]) -> str:
     """``json.dumps([list(r) for r in references])``, written out for (str, str) pairs (a
     payment's claim references; the encoder cost 1% of remittance's CPU)."""
@@ -346,6 +363,10 @@ class Ledger(ChangelogStore):
         #: change none: one statement a partition a batch less (``waiting_count``; bench
         #: remittance_stage, N=300, callgrind: 1,469.4M to 1,467.1M instructions).
         self._waiting_rows: int | None = None
+        #: ``recent_refs`` by (payer, reference), the last row of each (None: not read yet,
+        #: or forgotten with what a rollback took back), and how many rows it holds.
+        self._recent: dict[tuple[str, str], str] | None = None
+        self._recent_rows = 0
         #: The columns a row's upsert conflicts on where they are not the table's key.
         self._conflict: dict[str, tuple[str, ...]] = {}
         #: Claims whose row this process inserted and that have no posting since: ``prior``
@@ -433,6 +454,9 @@ class Ledger(ChangelogStore):
         if value is None:
             where = " AND ".join(f"{c} = ?" for c in _KEYS[table])
             self.db.execute(f"DELETE FROM {table} WHERE {where}", tuple(values))
+            if table == "claim_refs":  # never written, but its newest rows are there
+                self.db.execute(f"DELETE FROM recent_refs WHERE {where}", tuple(values))
+                self._recent = None
             self._pruned = True  # what was deleted leaves the write-ahead log at the commit
             return
         row = json.loads(value)
@@ -442,6 +466,9 @@ class Ledger(ChangelogStore):
             row = keys | dict(zip([c for c in columns if c not in keys], row, strict=True))
         elif table == "claims" and row.keys() != _CLAIM_KEYS:  # the claim's JSON
             row = {c: row[c] for c in _CLAIM_COLUMNS[:3]} | {"record": value.decode()}
+        if table == "claim_refs":  # a reference's own record (written before): after the others
+            self._add_references(row["payer_id"], [(row["reference"], row["claim_id"])])
+            return
         references = row.pop(_REFS, None) if table == "payments" else None
         changelog, self.changelog = self.changelog, False
         try:
@@ -460,12 +487,14 @@ class Ledger(ChangelogStore):
         self._unposted.clear()
         self._waiting_ids = None
         self._waiting_rows = None
+        self._recent = None
 
     def rollback(self) -> None:
         self._claims.clear()
         self._unposted.clear()
         self._waiting_ids = None
         self._waiting_rows = None
+        self._recent = None
         super().rollback()
 
     # --- claims ---------------------------------------------------------------------------
@@ -729,15 +758,55 @@ class Ledger(ChangelogStore):
 
     # --- payers: payments, their PLB adjustments, the claims they paid --------------------
 
+    # A payer's references (CLP01, CLP07) are random keys. Upserted into ``claim_refs`` as
+    # they came, each paid claim's two rows dirtied two leaf pages of it at the commit once it
+    # outgrew a batch: two WAL frames a paid claim. They are appended to ``recent_refs``
+    # instead (rows in the order written: a batch dirties its last page or two), kept in
+    # memory by key for the lookups, and merged into ``claim_refs`` in one statement once it
+    # holds _MERGE_REFS rows, where a leaf page takes many of them in one frame. What the two
+    # tables say is what ``claim_refs`` alone said (a newer row replaces an older one): the
+    # upsert of each reference as it came is the judge (test_remittance_recent_refs.py). A
+    # ledger of before gains the empty table; its ``claim_refs`` reads as before.
+
+    _MERGE_REFS = 8192
+
+    def _recent_refs(self) -> dict[tuple[str, str], str]:
+        """``recent_refs`` by (payer, reference), the last row of each."""
+        recent = self._recent
+        if recent is None:
+            rows = self.db.execute(
+                "SELECT payer_id, reference, claim_id FROM recent_refs ORDER BY rowid"
+            ).fetchall()
+            recent = self._recent = {(payer, ref): claim_id for payer, ref, claim_id in rows}
+            self._recent_rows = len(rows)
+        return recent
+
     def _add_references(self, payer_id: str, references: Sequence[tuple[str, str]]) -> None:
         """(reference, claim id) of the claims a payment paid, in one statement; their change
         record is the payment's (``add_payment``)."""
-        if references:
-            sql = _upsert("claim_refs", ("payer_id", "reference", "claim_id"), True)
-            self.db.executemany(sql, [(payer_id, ref, claim_id) for ref, claim_id in references])
+        if not references:
+            return
+        recent = self._recent_refs()
+        rows = [(payer_id, ref, claim_id) for ref, claim_id in references]
+        self.db.executemany("INSERT INTO recent_refs VALUES (?, ?, ?)", rows)
+        for payer, ref, claim_id in rows:
+            recent[payer, ref] = claim_id
+        self._recent_rows += len(rows)
+        if self._recent_rows >= self._MERGE_REFS:
+            self.merge_references()
+
+    def merge_references(self) -> None:
+        """``recent_refs`` into ``claim_refs`` (the last row of each key), then emptied."""
+        self.db.execute(_MERGE_SQL)
+        self.db.execute("DELETE FROM recent_refs")
+        self._recent = {}
+        self._recent_rows = 0
 
     def claim_for_reference(self, payer_id: str, reference: str) -> str | None:
         """The claim a payer's reference names: a CLP07 or CLP01 of a claim it paid."""
+        claim_id = self._recent_refs().get((payer_id, reference))
+        if claim_id is not None:
+            return claim_id
         row = self.db.execute(
             "SELECT claim_id FROM claim_refs WHERE payer_id = ? AND reference = ?",
             (payer_id, reference),

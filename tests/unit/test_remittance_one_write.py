@@ -71,6 +71,8 @@ def rows(ran: Partitioned) -> list[Any]:
                 out.append(store.db.execute(query).fetchall())
             query = "SELECT * FROM claim_refs ORDER BY payer_id, reference"
             out.append(store.db.execute(query).fetchall())
+            query = "SELECT * FROM recent_refs ORDER BY rowid"
+            out.append(store.db.execute(query).fetchall())
     return out
 
 

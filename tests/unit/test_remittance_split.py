@@ -224,6 +224,8 @@ def test_each_partition_comes_back_whole_from_its_changelog(tmp_path: Path) -> N
                           "provider_adjustments", "claim_refs"):  # fmt: skip
                 query = f"SELECT * FROM {table} ORDER BY 1, 2"
                 assert copy.db.execute(query).fetchall() == store.db.execute(query).fetchall()
+            query = "SELECT * FROM recent_refs ORDER BY rowid"  # claim_refs' newest rows
+            assert copy.db.execute(query).fetchall() == store.db.execute(query).fetchall()
             copy.close()
 
 
