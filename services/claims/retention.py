@@ -51,7 +51,8 @@ class Retention:
         self._pruned: list[SubmittedClaims | PartitionNumbers] = []
 
     def settle(self, submitted: SubmittedClaims, event: ClaimSettled) -> None:
-        """One remittance.settled.v1 event, in the batch's transaction."""
+        """One remittance.settled.v1 event, in the batch's transaction: one statement, so
+        the stage runs it without a savepoint for a settlement of one store."""
         if event.status == "reopened":
             submitted.reopen(event.claim_id)
             return
