@@ -118,6 +118,13 @@ def _load_json(text: str) -> dict[str, Any]:
         raise InputError("body", f"invalid JSON at {where}: {exc.msg}") from None
     except RecursionError:
         raise InputError("body", "JSON nested too deeply") from None
+    except ArithmeticError:
+        # A number with a fraction or an exponent is read as the Decimal of its text, and
+        # Decimal refuses an exponent past 999999999999999999 (decimal.InvalidOperation,
+        # from either decoder): it was routed as an unexplained exception.
+        raise InputError(
+            "body", "invalid JSON: a number's exponent is beyond what a decimal holds"
+        ) from None
     # "\ud800" escapes decode to strings that cannot be written as UTF-8 downstream. A
     # one-character search first: it runs at memchr speed, the two-character one does not
     # (~7 us for a FHIR bundle), and most bodies hold no backslash at all.

@@ -49,6 +49,8 @@ def outcome(loads: Any, text: str) -> Any:
         return ("input", exc.field, exc.reason)
     except RecursionError:
         return ("recursion",)
+    except ArithmeticError as exc:  # an exponent Decimal cannot hold
+        return ("arithmetic", type(exc).__name__)
     return ("ok", typed(value))
 
 
@@ -82,6 +84,8 @@ EDGES = [
     '{"n": 123456789012345678901234567890, "m": -9223372036854775809}',
     '{"n": 18446744073709551616, "m": 10000000000000000000, "z": -0}',
     '{"a": 1e999, "b": -1e999, "c": 1.0, "d": 100e-2}',
+    '{"a": 1e999999999999999999, "b": 1e-1000000000000000030}',  # Decimal holds these
+    '{"v": -100e000999999999999999998}',  # and not this: InvalidOperation from both
     '{"a": NaN}',
     '{"a": Infinity}',
     '{"a": -Infinity}',
@@ -118,6 +122,19 @@ EDGES = [
 @pytest.mark.parametrize("text", EDGES)
 def test_edge_cases_decode_and_refuse_as_json_loads(text: str) -> None:
     same(text)
+
+
+def test_an_exponent_a_decimal_cannot_hold_is_refused_naming_the_body() -> None:
+    """Both decoders raise decimal.InvalidOperation for it (found by the cut-and-spliced
+    test below); intake refuses the message with a reason instead of an unexplained
+    exception."""
+    with pytest.raises(InputError) as refused:
+        domain._load_json('{"v": -100e000999999999999999998}')
+    assert refused.value.field == "body"
+    assert "exponent" in refused.value.reason
+    assert domain._load_json('{"v": 1e999999999999999999}') == {
+        "v": Decimal("1E+999999999999999999")
+    }
 
 
 def nested(shape: str, depth: int) -> str:
