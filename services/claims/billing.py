@@ -643,7 +643,7 @@ class Billing(Generic[S]):
                 return None  # a redelivered or corrected posting: the next payer is billed
             found = next_claim(posting, verdict, claim_id, [], master, coverages)
             if found.planned is None:  # always (tests/unit/test_claims_next_payer_reads.py)
-                self._not_billed(found)
+                self._not_billed(found, encounter_id)
                 return None
         with cob.atomic():
             cob.record(encounter_id, position, posting, encoded)
@@ -652,14 +652,24 @@ class Billing(Generic[S]):
             earlier = cob.earlier(encounter_id, position)
             found = next_claim(posting, verdict, claim_id, earlier, master, coverages)
             if found.planned is None:
-                self._not_billed(found)
+                self._not_billed(found, encounter_id)
                 return None
             self.outcomes[f"cob_billed_{position + 1}"] += 1
             cob.mark_billed(encounter_id, position + 1, found.planned.claim_id)
         return found.planned, position + 1, encounter_id
 
-    def _not_billed(self, found: NextClaim) -> None:
-        """A posting whose next payer is not billed: counted, and why said."""
+    def _not_billed(self, found: NextClaim, encounter_id: str = "") -> None:
+        """A posting whose next payer is not billed: counted, and why said. One whose next
+        payer is owed a claim that cannot be built (an earlier payer's adjudication is not
+        in the ledger) is counted apart and warned: it is money nobody bills."""
+        if found.missing:
+            self.outcomes["cob_earlier_missing"] += 1
+            log.warning(
+                "the next payer is owed a claim, but an earlier payer's adjudication is "
+                "missing: not billed",
+                extra={"encounter_id": encounter_id, "why": found.reason},
+            )
+            return
         self.outcomes["cob_not_billed"] += 1
         log.debug("no claim to the next payer", extra={"why": found.reason})
 

@@ -115,6 +115,9 @@ class NextClaim:
     planned: PlannedClaim | None
     reason: str
     position: int | None = None  # the posting payer's place among the coverages
+    #: The next payer is owed a claim, but the adjudications of the payers before this one
+    #: are not all in the ledger: a claim that should go out and does not (warned, counted).
+    missing: bool = False
 
 
 def next_claim(
@@ -148,7 +151,9 @@ def next_claim(
     if posting.patient_responsibility <= 0:
         return NextClaim(None, "nothing left for the next payer", position)
     if len(earlier) != position - 1:
-        return NextClaim(None, f"the adjudications of payers 1..{position - 1} are missing")
+        return NextClaim(
+            None, f"the adjudications of payers 1..{position - 1} are missing", missing=True
+        )
     coverage = coverages[position]
     registered = master.payers.find(coverage.payer_id) if master is not None else None
     if registered is not None and not registered.secondary_electronic:

@@ -4,9 +4,11 @@ real X12 checked by pyx12."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from test_claims_837 import COVERAGE, coded_encounter, validated
 from test_claims_secondary import MEDICAID, MEDIGAP, clean, primary_posting, with_a_deductible
 from test_claims_service import AETNA, Recorder
@@ -162,3 +164,24 @@ def test_a_posting_for_an_encounter_never_billed_bills_nothing(tmp_path: Path) -
     book = billing(tmp_path)
     assert book.bill_next_payers([("posting", posting)]) == []
     assert book.outcomes == Counter({"cob_unknown_encounter": 1})
+
+
+def test_a_next_payer_owed_a_claim_without_the_earlier_adjudications_is_warned_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The secondary's posting arrives (crossed over, say) while the primary's is not in the
+    ledger: the tertiary is owed a claim that cannot be built. Not billing it must not be
+    silent: its own outcome and a warning naming the encounter."""
+    record = with_a_deductible(other_coverages=[MEDIGAP, MEDICAID])
+    _, posting = primary_posting(record)
+    book = billing(tmp_path)
+    billed(book.bill([("verdict", clean(record))]))
+    book.commit()
+    secondary = posting.model_copy(update={"payer_id": MEDIGAP.payer_id})
+    assert secondary.patient_responsibility > 0
+    with caplog.at_level(logging.WARNING, logger="services.claims.billing"):
+        assert book.bill_next_payers([("secondary's posting", secondary)]) == []
+    assert book.outcomes["cob_earlier_missing"] == 1
+    assert book.outcomes["cob_not_billed"] == 0
+    (warned,) = [r for r in caplog.records if "earlier payer" in r.getMessage()]
+    assert warned.encounter_id == record.encounter_id  # type: ignore[attr-defined]
