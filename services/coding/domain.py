@@ -38,6 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import InputError
 from pipeline.models import (
@@ -999,25 +1000,46 @@ _service_line = model_maker(ServiceLine)
 
 
 def _numbered(dxs: list[_Dx]) -> list[CodedDiagnosis]:
-    """The coded diagnoses in final order, numbered from 1 (unassigned ones left out)."""
+    """The coded diagnoses in final order, numbered from 1 (unassigned ones left out), each
+    kept by its values (``_DIAGNOSES``)."""
     out: list[CodedDiagnosis] = []
+    kept = _DIAGNOSES
     for d in dxs:
-        if d.code is None:
+        code = d.code
+        if code is None:
             continue
-        out.append(
-            _coded_diagnosis(
-                code=d.code,
-                sequence=len(out) + 1,
+        sequence, confidence, billable = len(out) + 1, d.confidence, d.billable
+        key = (code, sequence, d.description, d.poa, d.source, confidence, billable, d.role,
+               d.why)  # fmt: skip
+        # Kept for a float confidence and a bool billable only: as keys, 1 == 1.0 == True.
+        keep = type(confidence) is float and type(billable) is bool
+        dx = kept.get(key) if keep else None
+        if dx is None:
+            dx = _coded_diagnosis(
+                code=code,
+                sequence=sequence,
                 description=d.description,
                 poa=d.poa,
                 source=d.source,
-                confidence=d.confidence,
-                billable=d.billable,
+                confidence=confidence,
+                billable=billable,
                 role=d.role,
                 rationale=d.why,
             )
-        )
+            if keep:
+                if len(kept) >= _DIAGNOSES_KEPT:
+                    kept.clear()
+                kept[key] = dx
+        out.append(dx)
     return out
+
+
+#: The coded diagnoses made so far, by their values (``_numbered``): one (frozen) model
+#: serves every encounter coded with the same diagnosis in the same place, as the Avro
+#: reader shares the diagnoses it reads (``pipeline/avro_read.py``'s ``KEPT``). A practice's
+#: usual problems come back visit after visit. Bounded: emptied when full.
+_DIAGNOSES: dict[tuple[Any, ...], CodedDiagnosis] = {}
+_DIAGNOSES_KEPT = 4096
 
 
 def _pointers(

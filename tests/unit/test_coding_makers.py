@@ -69,6 +69,7 @@ def test_the_unvalidated_makes_give_the_validated_models(
     if read == "decoded":
         encounters = decoded(encounters)
     fast = coded_all(encounters)
+    monkeypatch.setattr(domain, "_DIAGNOSES", {})  # none of the fast run's diagnoses kept
     monkeypatch.setattr(domain, "_coded_encounter", CodedEncounter)
     monkeypatch.setattr(domain, "_coded_diagnosis", CodedDiagnosis)
     monkeypatch.setattr(domain, "_service_line", ServiceLine)
@@ -77,6 +78,30 @@ def test_the_unvalidated_makes_give_the_validated_models(
     assert any(ln.code is None for c in fast if isinstance(c, CodedEncounter) for ln in c.lines) \
         or mix == "office"  # fmt: skip
     for i, (a, b) in enumerate(zip(fast, judged, strict=True)):
+        same(a, b, f"[{i}]")
+        if isinstance(a, CodedEncounter):
+            assert a.model_dump_json() == b.model_dump_json()
+
+
+class _Forgetful(dict[Any, Any]):
+    """A memo that keeps nothing: every diagnosis made anew."""
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return default
+
+
+@pytest.mark.parametrize("mix", sim_corpus.MIXES)
+def test_kept_diagnoses_are_the_ones_made(mix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_numbered`` keeps each coded diagnosis by its values (``_DIAGNOSES``): a kept one
+    is the model made anew, value for value, in every place it serves."""
+    encounters = decoded(sim_corpus.encounters(mix))
+    coded_all(encounters)  # kept from here on
+    kept = coded_all(encounters)
+    ids = [id(d) for c in kept if isinstance(c, CodedEncounter) for d in c.diagnoses]
+    assert len(set(ids)) < len(ids) / 2  # diagnoses shared between encounters
+    monkeypatch.setattr(domain, "_DIAGNOSES", _Forgetful())
+    made = coded_all(encounters)
+    for i, (a, b) in enumerate(zip(kept, made, strict=True)):
         same(a, b, f"[{i}]")
         if isinstance(a, CodedEncounter):
             assert a.model_dump_json() == b.model_dump_json()
