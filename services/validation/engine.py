@@ -502,11 +502,11 @@ def run(
     lines and the 837I's the facility lines. A hit both parts give is reported once; a
     hit of one part only says which claim (``Hit`` fields and lines keep pointing into the
     encounter). Rules about the encounter as a whole (``per_claim=False``) run once."""
-    kinds = ub04.claim_kinds(coded)
-    if len(kinds) < 2:
+    if not two_claims(coded):
         ctx = Context(coded, codesets, validated_at, pack, history, payers)
         found = [(r, hit) for r in pack.checking(ctx) for hit in r.check(ctx)]
     else:
+        kinds = ub04.claim_kinds(coded)
         found = _split_hits(coded, kinds, codesets, validated_at, pack, history, payers)
     edits = [_edit(r, pack.severity(r), hit) for r, hit in found]
     return _validated(
@@ -518,6 +518,25 @@ def run(
         coded=coded,
         validated_at=validated_at,
     )
+
+
+def two_claims(coded: CodedEncounter) -> bool:
+    """Whether the encounter bills two claims: ``len(ub04.claim_kinds(coded)) == 2``, its
+    lines of two claim types (``ub04.line_claim_type``), found without the set of them or a
+    call per line; nearly every encounter bills one (tests/unit/test_validation_checking.py
+    judges it by ``claim_kinds``)."""
+    setting = coded.encounter.setting
+    own = "professional" if setting == "professional" else "institutional"
+    first = None
+    for line in coded.lines:
+        kind = line.claim_type
+        if kind is None:
+            kind = own
+        if first is None:
+            first = kind
+        elif kind != first:
+            return True
+    return False
 
 
 #: The verdict and its edits made unvalidated (``model_maker``): their values are the rules'

@@ -24,7 +24,7 @@ from pipeline.models import CodedDiagnosis, CodedEncounter, Occurrence
 from services.refdata import ub04
 from services.refdata.codesets import CodeSets
 from services.refdata.ncci import MueTable, NcciEdits, load_ncci
-from services.validation.engine import PACKS, REGISTRY, Context, Hit, Rule, RulePack
+from services.validation.engine import PACKS, REGISTRY, Context, Hit, Rule, RulePack, two_claims
 
 Select = Callable[[RulePack, Context], tuple[Rule, ...]]
 
@@ -155,3 +155,28 @@ def test_checking_is_kept_per_answer_and_follows_the_date() -> None:
         assert pack.checking(Context(claim, cs, sim_corpus.VALIDATED_AT, pack)) is pack.checking(
             ctx
         )  # the kept answer
+
+
+def _line_variants(coded: CodedEncounter) -> Iterator[CodedEncounter]:
+    """The encounter, without lines, and with each line's claim type set each way."""
+    yield coded
+    yield coded.model_copy(update={"lines": []})
+    for i, line in enumerate(coded.lines):
+        for kind in ("institutional", "professional", None):
+            changed = line.model_copy(update={"claim_type": kind})
+            lines = [*coded.lines[:i], changed, *coded.lines[i + 1 :]]
+            yield coded.model_copy(update={"lines": lines})
+            yield coded.model_copy(update={"lines": [changed] * 2})
+
+
+@pytest.mark.parametrize("mix", sim_corpus.MIXES)
+def test_two_claims_is_claim_kinds_with_two(mix: str) -> None:
+    seen = set()
+    for coded in sim_corpus.coded(mix):
+        for setting in ("professional", "outpatient", "inpatient"):
+            enc = coded.encounter.model_copy(update={"setting": setting})
+            for variant in _line_variants(coded.model_copy(update={"encounter": enc})):
+                two = len(ub04.claim_kinds(variant)) == 2
+                assert two_claims(variant) is two, variant
+                seen.add(two)
+    assert seen == {True, False}
