@@ -162,6 +162,15 @@ def observe_many(histogram: Any, amount: float, count: int) -> None:
             break
 
 
+def _add_observed(total: Any, buckets: Any, added: float, counts: list[int]) -> None:
+    """A batch's observations into a histogram's child: their sum, then one increment per
+    bucket touched (``observe_each``, ``observe_record_ages``)."""
+    total.inc(added)
+    for i, count in enumerate(counts):
+        if count:
+            buckets[i].inc(count)
+
+
 def observe_each(histogram: Any, amounts: Iterable[float]) -> None:
     """One observation of each amount on a histogram's child: the bucket counts and the sum
     that one ``observe`` per amount leaves (the sum up to float rounding), with one
@@ -183,12 +192,8 @@ def observe_each(histogram: Any, amounts: Iterable[float]) -> None:
             # The first bound at or above the amount, as observe's scan finds it (the
             # last bound is +Inf).
             counts[bisect_left(bounds, amount)] += 1
-    if not seen:
-        return
-    total.inc(added)
-    for i, count in enumerate(counts):
-        if count:
-            buckets[i].inc(count)
+    if seen:
+        _add_observed(total, buckets, added, counts)
 
 
 def observe_record_ages(histogram: Any, now: float, stamps_ms: Iterable[float]) -> None:
@@ -212,12 +217,8 @@ def observe_record_ages(histogram: Any, now: float, stamps_ms: Iterable[float]) 
             age = 0.0
         added += age
         counts[bisect_left(bounds, age)] += 1
-    if not seen:
-        return
-    total.inc(added)
-    for i, count in enumerate(counts):
-        if count:
-            buckets[i].inc(count)
+    if seen:
+        _add_observed(total, buckets, added, counts)
 
 
 _EVENT_AGE: dict[tuple[str, str], Any] = {}

@@ -143,12 +143,14 @@ def incoming(
     return msg
 
 
-def _out(
+def make_out(
     topic: str, key: str, value: Model | None, headers: dict[str, bytes], raw: bytes | None
 ) -> Out:
     """``Out(topic, key, value, headers, raw)``, made as ``incoming`` makes an ``Incoming``
     (the frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``):
-    for the records the runner forwards itself (tests/unit/test_runner_incoming.py)."""
+    0.26-0.29 us instead of 0.77-0.80 us, for the records the runner forwards itself and a
+    stage that makes several a record (coding; tests/unit/test_runner_incoming.py and
+    test_coding_outs.py hold it to ``Out(...)``)."""
     out: Out = _new_object(Out)
     fields = out.__dict__
     fields["topic"] = topic
@@ -597,7 +599,7 @@ class Runner:
             if routes and (forward := self._forward(topic, raw, headers)) is not None:
                 target, new_key = forward
                 if not self._is_local(target):
-                    outs.append(_out(target, new_key, None, headers, raw))
+                    outs.append(make_out(target, new_key, None, headers, raw))
                     continue
                 # The hop would bring it back to this very process: read it as the
                 # target's record now instead (the module docstring).

@@ -1,6 +1,6 @@
 """The runner's fast build of a consumed record (``stage.incoming``) gives what the
 dataclass's own ``Incoming(...)`` gives: the judge, field by field, for every field; and
-the same for the record it forwards (``stage._out`` against ``Out(...)``)."""
+the same for the record it forwards (``stage.make_out`` against ``Out(...)``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.stage import Incoming, Out, _out, incoming
+from pipeline.stage import Incoming, Out, incoming, make_out
 
 CASES: list[tuple[Any, ...]] = [
     ("encounters.collected.v1", "enc-1", object(), b"\x02ab", {}, 0, 7, 1_700_000_000_000),
@@ -47,7 +47,7 @@ OUT_CASES: list[tuple[Any, ...]] = [
 
 @pytest.mark.parametrize("args", OUT_CASES)
 def test_out_equals_the_dataclass(args: tuple[Any, ...]) -> None:
-    fast, judge = _out(*args), Out(*args)
+    fast, judge = make_out(*args), Out(*args)
     assert type(fast) is Out
     assert fast == judge
     for f in dataclasses.fields(Out):  # a field added to Out must be built too
