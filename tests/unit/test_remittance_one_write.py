@@ -48,6 +48,19 @@ class Clocked(Partitioned):
             self.failed.append(msg.key or "")
             return None
 
+    def claims_then_files(self, files: list[Any]) -> list[str]:
+        """Every claim of CLAIMS sent and handled, then ``files`` queued: the statements the
+        claims ledgers run from here (a trace, for ``each_input``)."""
+        for claim in CLAIMS:
+            self.send("claims.submitted.v1", claim.claim_id, claim)
+        self.drain()
+        statements: list[str] = []
+        for _, store in self.claims.items():
+            store.db.set_trace_callback(statements.append)
+        for file in files:
+            self.send("payer.inbound.v1", f"{file.payer_id}:{file.file_id}", file)
+        return statements
+
     def each_input(self, statements: list[str]) -> Iterator[tuple[str, Any, list[str]]]:
         """Hand the stage every queued input in turn, the internal records it makes queued
         in their turn: each input's topic, value and the statements (of ``statements``, a
@@ -137,14 +150,7 @@ def test_a_claim_payment_runs_two_statements_instead_of_four(
     for atomic in (False, True):
         monkeypatch.setattr(ClaimMatcher, "atomic_inputs", atomic)
         ran = Clocked(tmp_path / str(atomic), 3)
-        for claim in CLAIMS:
-            ran.send("claims.submitted.v1", claim.claim_id, claim)
-        ran.drain()
-        statements: list[str] = []
-        for _, store in ran.claims.items():
-            store.db.set_trace_callback(statements.append)
-        for file in files()[:3]:
-            ran.send("payer.inbound.v1", f"{file.payer_id}:{file.file_id}", file)
+        statements = ran.claims_then_files(files()[:3])
         counts = counted[atomic] = []
         for _, value, executed in ran.each_input(statements):
             if getattr(value, "kind", None) == "payment":

@@ -117,14 +117,7 @@ def test_a_payment_of_a_claim_inserted_here_runs_one_statement(tmp_path: Path) -
     from test_remittance_reread import files
 
     ran = Clocked(tmp_path, 3)
-    for claim in CLAIMS:
-        ran.send("claims.submitted.v1", claim.claim_id, claim)
-    ran.drain()
-    statements: list[str] = []
-    for _, store in ran.claims.items():
-        store.db.set_trace_callback(statements.append)
-    for file in files()[:3]:
-        ran.send("payer.inbound.v1", f"{file.payer_id}:{file.file_id}", file)
+    statements = ran.claims_then_files(files()[:3])
     counts: list[int] = []
     expected: list[int] = []
     posted: set[str] = set()
