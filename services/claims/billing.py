@@ -64,7 +64,9 @@ from services.claims.secondary import (
     coverages_of,
     last_payer,
     next_claim,
+    no_claim,
     part_key,
+    position_among,
     position_of,
     primary_claim_id,
 )
@@ -209,6 +211,10 @@ class Billing(Generic[S]):
     #: Whether the last payer's posting is stored in the COB ledger too, as before: no later
     #: payer's claim reads it (the judge of storing only the others, in the tests).
     store_last_postings = False
+    #: Whether a posting is answered from the payer ids its claim was billed to when those
+    #: tell it bills no one (``_bills_none_kept``): False reads the verdict for every
+    #: posting, as before (the judge, in the tests).
+    payers_kept = True
 
     def __init__(
         self,
@@ -605,6 +611,11 @@ class Billing(Generic[S]):
         # The claim the payer answered is one part of the encounter (its claim, or, for a
         # facility stay with a physician's services, the facility's or the physician's).
         key = part_key(posting.encounter_id, primary_claim_id(posting.claim_id))
+        if key is not None and built_from is not None and self.payers_kept:
+            # Most postings bill no one, which the payers billed tell without the verdict.
+            kept = self.submitted.billed_payers(key, built_from, self.writer.master)
+            if kept is not None and self._bills_none_kept(posting, encoded, key, kept[1], later):
+                return None
         prior: tuple[str, ValidatedEncounter] | None
         if key is None:
             prior = None
@@ -625,20 +636,10 @@ class Billing(Generic[S]):
             return None
         encounter_id = key  # the CobLedger keeps each part's payers apart
         cob = self.cob
-        if later is not None:
-            again = (encounter_id, position + 1) in later
-        else:
-            again = cob.billed(encounter_id, position + 1) is not None
+        again = self._billed_after(encounter_id, position, later)
         if bills_none(posting, position, coverages):
-            # The ledger is read before its one write (they touch different tables). Not
-            # kept parsed: nothing reads it back soon, and a kept posting is freed when
-            # PARSED_MAX later ones push it out, long after it was used (a long-running
-            # stage's keep then cost 8.8 us a call against 1.7 in one not yet full).
-            # The last payer's posting is not stored at all: only a later payer's claim
-            # reads a posting back (``CobLedger.earlier``), and none comes after it (a
-            # verdict billed again with more coverages is posted again, and stored then).
-            if self.store_last_postings or not last_payer(position, coverages):
-                cob.record(encounter_id, position, posting, encoded, read_soon=False)
+            # The ledger is read before its one write (they touch different tables).
+            self._record_billing_none(encounter_id, position, posting, encoded, coverages)
             if again:
                 return None  # a redelivered or corrected posting: the next payer is billed
             found = next_claim(posting, verdict, claim_id, [], master, coverages)
@@ -657,6 +658,59 @@ class Billing(Generic[S]):
             self.outcomes[f"cob_billed_{position + 1}"] += 1
             cob.mark_billed(encounter_id, position + 1, found.planned.claim_id)
         return found.planned, position + 1, encounter_id
+
+    def _bills_none_kept(
+        self,
+        posting: RemittancePosting,
+        encoded: bytes | None,
+        encounter_id: str,
+        payers: tuple[str, ...],
+        later: set[tuple[str, int]] | None,
+    ) -> bool:
+        """Whether the posting was answered from the payer ids its claim was billed to
+        (``SubmittedClaims.billed_payers``): as ``next_claim`` answers it from the verdict
+        when the payer is none of them or the posting bills no one (``no_claim``), the
+        verdict not read. False: ``next_claim`` reads the verdict (a next payer may be owed
+        a claim), nothing done here."""
+        position = position_among(posting.payer_id, payers)
+        if position is None:
+            self.outcomes["cob_unknown_payer"] += 1
+            return True
+        found = no_claim(posting, position, payers)
+        if found is None:
+            return False
+        again = self._billed_after(encounter_id, position, later)
+        self._record_billing_none(encounter_id, position, posting, encoded, payers)
+        if not again:
+            self._not_billed(found, encounter_id)
+        return True
+
+    def _billed_after(
+        self, encounter_id: str, position: int, later: set[tuple[str, int]] | None
+    ) -> bool:
+        """Whether the payer after ``position`` was billed for the part already (a posting
+        redelivered or corrected): from ``later`` (``CobLedger.billed_many``) if read."""
+        if later is not None:
+            return (encounter_id, position + 1) in later
+        return self.cob.billed(encounter_id, position + 1) is not None
+
+    def _record_billing_none(
+        self,
+        encounter_id: str,
+        position: int,
+        posting: RemittancePosting,
+        encoded: bytes | None,
+        coverages: Sequence[object],
+    ) -> None:
+        """The COB ledger's one write for a posting that bills no one. Not kept parsed:
+        nothing reads it back soon, and a kept posting is freed when PARSED_MAX later ones
+        push it out, long after it was used (a long-running stage's keep then cost 8.8 us a
+        call against 1.7 in one not yet full). The last payer's posting is not stored at
+        all: only a later payer's claim reads a posting back (``CobLedger.earlier``), and
+        none comes after it (a verdict billed again with more coverages is posted again,
+        and stored then)."""
+        if self.store_last_postings or not last_payer(position, coverages):
+            self.cob.record(encounter_id, position, posting, encoded, read_soon=False)
 
     def _not_billed(self, found: NextClaim, encounter_id: str = "") -> None:
         """A posting whose next payer is not billed: counted, and why said. One whose next

@@ -66,6 +66,7 @@ from services.claims.domain import (
     write_interchange,
 )
 from services.claims.parsed import STORE_PAGE_SIZE, Parsed, avro_text, read_text
+from services.claims.secondary import coverages_of
 from services.claims.x12_837_common import Frequency
 from services.refdata.masterdata import MasterData
 
@@ -354,6 +355,14 @@ class SubmittedClaims(RowChangelogStore):
     #: after it was billed, and reading the verdict again cost more than the rest of it.
     PARSED_MAX = 2048
 
+    #: The payers a billed verdict's claims go to (``coverages_of``'s payer ids, in order),
+    #: by claim id and the hash of the verdict's stored text: all that most postings need
+    #: of the verdict (``billed_payers``). Kept for many more claims than ``PARSED_MAX``
+    #: (a few hundred bytes each): at maximum rate a claim's 835 comes back thousands of
+    #: claims after it was billed, and reading the verdict again then cost ~55 us a posting
+    #: (``bench pipeline``: 0.07 ms an encounter more than a stage not yet full).
+    PAYERS_MAX = 32768
+
     TABLES = ("submitted", "answered", "rejected", "settled", "pruned")
 
     def __init__(self, path: Path | str, *, changelog: bool = False) -> None:
@@ -366,6 +375,8 @@ class SubmittedClaims(RowChangelogStore):
             page_size=STORE_PAGE_SIZE,
         )
         self._parsed = Parsed.of_topic(VERDICTS, ValidatedEncounter, self.PARSED_MAX)
+        self._payers: dict[tuple[str, int], tuple[str, ...]] = {}
+        self._payers_master: MasterData | None = None
         #: Whether the file's submitted rows are found by claim id (a file created since
         #: the table's primary key on encounter_id went): each part's claim id is its
         #: key's (``claim_id_for``), so the unique index on claim id finds a part, and the
@@ -536,6 +547,41 @@ class SubmittedClaims(RowChangelogStore):
                 out[key] = (claim_id, billed, 0.0)  # a submitted row first, as ``prior``
         return out
 
+    def billed_payers(
+        self, key: str, found: dict[str, tuple[str, str | None, float]], master: MasterData | None
+    ) -> tuple[str, tuple[str, ...]] | None:
+        """From what ``billed_many`` read: the claim id of part ``key`` and the payer ids of
+        ``coverages_of`` its verdict with ``master``, when they were kept as it was billed
+        (else None: ``billed_of`` reads the verdict); raises ``ClaimPruned`` as ``prior``."""
+        row = found.get(key)
+        if row is None:
+            return None
+        claim_id, billed, settled_at = row
+        if billed is None:
+            raise ClaimPruned(key, claim_id, settled_at)
+        if master is not self._payers_master:
+            return None
+        payers = self._payers.get((claim_id, hash(billed)))
+        return None if payers is None else (claim_id, payers)
+
+    def _keep_payers(
+        self, claim_id: str, text: str, verdict: ValidatedEncounter, master: MasterData | None
+    ) -> None:
+        """The payer ids a posting for ``claim_id`` will look for, while ``verdict`` (billed
+        as ``text``) is at hand; none kept when ``coverages_of`` refuses it (the posting
+        then reads the verdict, and is refused as before)."""
+        if master is not self._payers_master:
+            self._payers.clear()
+            self._payers_master = master
+        try:
+            payers = tuple(c.payer_id for c in coverages_of(verdict, master))
+        except InputError:
+            return
+        kept = self._payers
+        kept[(claim_id, hash(text))] = payers
+        if len(kept) > self.PAYERS_MAX:
+            del kept[next(iter(kept))]  # the oldest
+
     def billed_of(
         self, key: str, found: dict[str, tuple[str, str | None, float]]
     ) -> tuple[str, ValidatedEncounter] | None:
@@ -569,13 +615,15 @@ class SubmittedClaims(RowChangelogStore):
         key: str | None = None,
         settled: bool = True,
         encoded: bytes | None = None,
+        master: MasterData | None = None,
     ) -> None:
         """Remember the verdict as answered and, when a claim is sent, the claim (under
         ``key``, the claim's part of the encounter: ``claim_parts``). A new original gets
         its own payer claim control number: the previous claim's is dropped. ``settled``
         False: the caller knows the claim has no settlement to drop. ``encoded``: the
         bytes ``verdict`` was decoded from, kept as they are when the claim is built from
-        ``verdict`` itself."""
+        ``verdict`` itself; ``master``: what the claim's payers are billed with
+        (``billed_payers``)."""
         self.db.execute(
             "INSERT OR IGNORE INTO answered VALUES (?, ?)", (verdict.event_id, verdict.encounter_id)
         )
@@ -587,6 +635,7 @@ class SubmittedClaims(RowChangelogStore):
         kept = without_note(correction.source)
         text = billed_text(kept, encoded if kept is verdict else None)
         self._parsed.keep(text, kept)
+        self._keep_payers(planned.claim_id, text, kept, master)
         self.db.execute(
             self._upsert,
             (
@@ -752,6 +801,7 @@ class SubmittedClaims(RowChangelogStore):
                 key=key,
                 settled=settled,
                 encoded=encoded if part is verdict else None,
+                master=master,
             )
             if planned is not None:
                 out.append(planned)
