@@ -353,6 +353,8 @@ class SubmittedClaims(RowChangelogStore):
 
     #: Verdicts kept parsed, by their stored text: the 835 of a claim comes back seconds
     #: after it was billed, and reading the verdict again cost more than the rest of it.
+    #: Only those of claims with a later payer are kept (``record``): a posting reads no
+    #: other back (``billed_payers``).
     PARSED_MAX = 2048
 
     #: The payers a billed verdict's claims go to (``coverages_of``'s payer ids, in order),
@@ -566,9 +568,9 @@ class SubmittedClaims(RowChangelogStore):
 
     def _keep_payers(
         self, claim_id: str, text: str, verdict: ValidatedEncounter, master: MasterData | None
-    ) -> None:
-        """The payer ids a posting for ``claim_id`` will look for, while ``verdict`` (billed
-        as ``text``) is at hand; none kept when ``coverages_of`` refuses it (the posting
+    ) -> tuple[str, ...] | None:
+        """The payer ids a posting for ``claim_id`` will look for, kept while ``verdict``
+        (billed as ``text``) is at hand; None when ``coverages_of`` refuses it (the posting
         then reads the verdict, and is refused as before)."""
         if master is not self._payers_master:
             self._payers.clear()
@@ -576,11 +578,12 @@ class SubmittedClaims(RowChangelogStore):
         try:
             payers = tuple(c.payer_id for c in coverages_of(verdict, master))
         except InputError:
-            return
+            return None
         kept = self._payers
         kept[(claim_id, hash(text))] = payers
         if len(kept) > self.PAYERS_MAX:
             del kept[next(iter(kept))]  # the oldest
+        return payers
 
     def billed_of(
         self, key: str, found: dict[str, tuple[str, str | None, float]]
@@ -634,8 +637,13 @@ class SubmittedClaims(RowChangelogStore):
             self.db.execute("DELETE FROM settled WHERE claim_id = ?", (planned.claim_id,))
         kept = without_note(correction.source)
         text = billed_text(kept, encoded if kept is verdict else None)
-        self._parsed.keep(text, kept)
-        self._keep_payers(planned.claim_id, text, kept, master)
+        payers = self._keep_payers(planned.claim_id, text, kept, master)
+        if payers is None or len(payers) > 1:
+            # Kept parsed only where a posting may read it back: a next payer's claim is
+            # built from it. Each verdict kept pushes out the oldest once PARSED_MAX are
+            # kept, whose models were then freed long after they were built (in a
+            # long-running stage ~10 us a keep, against ~2 us in one not yet full).
+            self._parsed.keep(text, kept)
         self.db.execute(
             self._upsert,
             (
