@@ -47,7 +47,7 @@ from typing import Any
 from bench.chain import validated
 from pipeline.models import Model, PayerFile
 from pipeline.serde import registry
-from pipeline.stage import Incoming, Out
+from pipeline.stage import Incoming, Out, collector_paused
 
 PARTITIONS = 3
 BATCH = int(os.environ.get("BENCH_CLAIMS_BATCH", "50"))
@@ -108,14 +108,18 @@ class Loop:
         return Incoming(topic, key, value, raw, {}, part, self.offset, 0)
 
     def claims(self, kind: str, msgs: list[Incoming]) -> list[Out]:
-        """One batch through the claims stage, then what the runner does after it."""
+        """One batch through the claims stage, then what the runner does after it, with
+        the collector paused and what is left frozen, as ``Runner.run`` does (else a full
+        collection of the whole process, the payer simulator's and remittance's objects
+        too, lands on a random claims call: 0.18 s on one lookup after 10,000 encounters)."""
         started = time.process_time()
-        outs = list(self.stage.handle_batch(msgs))
-        changes = []
-        for stores in self.stage.partitioned_stores():
-            for part, store in stores.items():
-                changes += [(stores.name, part, k, v) for k, v in store.take_changes()]
-        self.stage.on_batch_done()
+        with collector_paused(freeze=True):
+            outs = list(self.stage.handle_batch(msgs))
+            changes = []
+            for stores in self.stage.partitioned_stores():
+                for part, store in stores.items():
+                    changes += [(stores.name, part, k, v) for k, v in store.take_changes()]
+            self.stage.on_batch_done()
         self.cpu[kind] += time.process_time() - started
         self.counts[kind] += len(msgs)
         if self.dump is not None:
