@@ -83,10 +83,7 @@ def coverages_of(verdict: ValidatedEncounter, master: MasterData | None = None) 
 
 def position_of(payer_id: str, coverages: Sequence[Coverage]) -> int | None:
     """1-based place of the payer among the coverages; None when it is none of them."""
-    for position, coverage in enumerate(coverages, start=1):
-        if coverage.payer_id == payer_id:
-            return position
-    return None
+    return position_among(payer_id, [coverage.payer_id for coverage in coverages])
 
 
 def position_among(payer_id: str, payers: Sequence[str]) -> int | None:

@@ -18,13 +18,19 @@ CASES: list[tuple[Any, ...]] = [
 ]
 
 
+def _same_instance(fast: Any, judge: Any, cls: type) -> None:
+    """The fast builder's object is the dataclass's: its type, equal, and each field the
+    very object the dataclass holds (a field added to ``cls`` must be built too)."""
+    assert type(fast) is cls
+    assert fast == judge
+    for f in dataclasses.fields(cls):
+        assert getattr(fast, f.name) is getattr(judge, f.name), f.name
+
+
 @pytest.mark.parametrize("args", CASES)
 def test_incoming_equals_the_dataclass(args: tuple[Any, ...]) -> None:
     fast, judge = incoming(*args), Incoming(*args)
-    assert type(fast) is Incoming
-    assert fast == judge
-    for f in dataclasses.fields(Incoming):  # a field added to Incoming must be built too
-        assert getattr(fast, f.name) is getattr(judge, f.name), f.name
+    _same_instance(fast, judge, Incoming)
     assert vars(fast) == vars(judge)
     assert list(vars(fast)) == list(vars(judge))  # same order: same repr and asdict
 
@@ -48,10 +54,7 @@ OUT_CASES: list[tuple[Any, ...]] = [
 @pytest.mark.parametrize("args", OUT_CASES)
 def test_out_equals_the_dataclass(args: tuple[Any, ...]) -> None:
     fast, judge = make_out(*args), Out(*args)
-    assert type(fast) is Out
-    assert fast == judge
-    for f in dataclasses.fields(Out):  # a field added to Out must be built too
-        assert getattr(fast, f.name) is getattr(judge, f.name), f.name
+    _same_instance(fast, judge, Out)
     assert list(vars(fast)) == list(vars(judge))
     assert repr(fast) == repr(judge)
     with pytest.raises(dataclasses.FrozenInstanceError):
