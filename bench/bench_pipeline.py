@@ -8,7 +8,10 @@ of each stage with that history beside the same figure with a fresh history
 (``cpu_growth``: 1.0 is flat). That growth is the stores' and the embedded broker's
 together (Tansu keeps every record in memory and slows as it fills), so the services
 are then restarted on the stores they kept with an empty broker and N more measured:
-``cpu_growth_stores`` is the stores' part alone.
+``cpu_growth_stores`` is the stores' part alone. Last, broker and services restart empty
+and the first N are measured again: the two fresh costs bracket the grown phases in time,
+so a steady drift of the host's speed cancels out of ``cpu_growth_bracketed`` and
+``cpu_growth_stores_bracketed``.
 Environment: BENCH_N (default 2000), BENCH_RATE (default 200), BENCH_RATE_N (default 1000),
 BENCH_HISTORY (default 20000; 0 skips the history phase).
 """
@@ -325,7 +328,13 @@ def run_batch(
         "latency_ms_by_hop": hop_latencies(ledger, sent_ms),
         # Where the CPU went: milliseconds per encounter for each process (the broker too;
         # the benchmark's own publisher and tracker are not counted).
-        "cpu_ms_per_encounter": {**cpu_ms, "total": round(sum(cpu_ms.values()), 2)},
+        # ``stages``: claimflow's own five together (the rest is the broker, the payer
+        # simulator and the gateway).
+        "cpu_ms_per_encounter": {
+            **cpu_ms,
+            "stages": round(sum(v for k, v in cpu_ms.items() if k in STAGE_TOPICS), 2),
+            "total": round(sum(cpu_ms.values()), 2),
+        },
         # Records (of every input topic) per batch each stage handled: fewer per batch
         # spreads a batch's commits and flushes over fewer records.
         "records_per_batch": records_per_batch(counted),
@@ -497,12 +506,9 @@ def measure(
                 # the same stores' history again, on an empty broker, shows the stores' part.
                 say("broker restarted empty; the services restart on the stores they kept")
                 producer.flush(10)
-                del producer
+                del producer  # gone before its broker stops: no reconnect attempts logged
                 tracker.close()
-                broker = restart_empty(broker, sup, settings)
-                tracker = Tracker(broker.bootstrap, settings, keep_times=True)
-                pids = process_ids(sup, broker)
-                producer = make_producer(broker.bootstrap, settings)
+                broker, tracker, producer, pids = restart_empty(broker, sup, settings)
                 # new encounters: intake drops a message it has already seen
                 rewarm = list(generate(len(warm), seed=707, fmt="mix"))
                 warmed = run_batch(
@@ -518,6 +524,22 @@ def measure(
                 result["max_rate_with_history_empty_broker"] = stores
                 # the stores' history alone (1.0 is flat)
                 result["cpu_growth_stores"] = growth(fresh_cpu, stores["cpu_ms_per_encounter"])
+                # The host's speed drifts over the minutes between the fresh phase and these
+                # (a third, on a shared machine): the fresh phase once more, as the first,
+                # on an empty broker and empty stores, brackets them in time.
+                say("broker restarted empty; the services restart on empty stores")
+                producer.flush(10)
+                del producer
+                tracker.close()
+                broker, tracker, producer, pids = restart_empty(broker, sup, settings, forget=True)
+                warmed = run_batch(tracker, producer, settings, warm, rate=0, timeout=120, sup=sup)[
+                    "summary"
+                ]
+                say(f"{n} encounters at maximum rate, fresh again")
+                again = run_batch(tracker, producer, settings, messages, rate=0, pids=pids, sup=sup)
+                again["summary"] = since(again["summary"], warmed)
+                result["max_rate_fresh_again"] = again
+                result.update(bracketed(result))
         finally:
             with contextlib.suppress(RuntimeError):  # closed already when a restart failed
                 tracker.close()
@@ -535,15 +557,46 @@ def process_ids(sup: Supervisor, broker: EmbeddedBroker) -> dict[str, int]:
     return pids
 
 
-def restart_empty(broker: EmbeddedBroker, sup: Supervisor, settings: Settings) -> EmbeddedBroker:
+def restart_empty(
+    broker: EmbeddedBroker,
+    sup: Supervisor,
+    settings: Settings,
+    forget: bool = False,
+) -> tuple[EmbeddedBroker, Tracker, Producer, dict[str, int]]:
     """Stop the services and the broker, start an empty broker, then the same services on
     the state folders they kept (their SQLite stores hold the whole history; an empty
-    changelog has nothing to restore)."""
+    changelog has nothing to restore), or on none (``forget``: the folders are moved
+    aside, so each starts as on a new machine). Returns the new broker, a tracker and a
+    producer on it, and the processes' ids."""
     sup.stop()
     broker.stop()
+    if forget:
+        state = sup.run_dir / "state"
+        state.rename(state.with_name(f"state.{uuid.uuid4().hex[:8]}"))
     fresh = EmbeddedBroker().start()
     ensure_topics(fresh.bootstrap, settings, registry())
     sup.bootstrap = fresh.bootstrap
     for name in sup.children:
         sup.respawn(name)
-    return fresh
+    tracker = Tracker(fresh.bootstrap, settings, keep_times=True)
+    return fresh, tracker, make_producer(fresh.bootstrap, settings), process_ids(sup, fresh)
+
+
+def bracketed(result: dict[str, Any]) -> dict[str, Any]:
+    """The growth figures again with the fresh cost measured twice, before and after the
+    grown phases (``max_rate``, ``max_rate_fresh_again``): against their mean, a drift of the
+    host's speed that is steady over the run cancels out. ``fresh_again_vs_fresh`` is the
+    second fresh cost over the first: how far the host moved (1.0: not at all) and so how far
+    a single growth figure of this run can be trusted."""
+    first = result["max_rate"]["cpu_ms_per_encounter"]
+    second = result["max_rate_fresh_again"]["cpu_ms_per_encounter"]
+    fresh = {name: (cost + second[name]) / 2 for name, cost in first.items() if name in second}
+    return {
+        "fresh_again_vs_fresh": growth(first, second),
+        "cpu_growth_bracketed": growth(
+            fresh, result["max_rate_with_history"]["cpu_ms_per_encounter"]
+        ),
+        "cpu_growth_stores_bracketed": growth(
+            fresh, result["max_rate_with_history_empty_broker"]["cpu_ms_per_encounter"]
+        ),
+    }

@@ -48,6 +48,8 @@ def test_claimflow_bench_reports_rates_latencies_and_cpu_from_one_run() -> None:
         cpu = run["cpu_ms_per_encounter"]
         assert {"intake", "coding", "validation", "claims", "remittance", "broker"} <= set(cpu)
         assert cpu["total"] > 0 and all(v >= 0 for v in cpu.values())
+        five = ("intake", "coding", "validation", "claims", "remittance")
+        assert cpu["stages"] == pytest.approx(sum(cpu[s] for s in five), abs=0.011)
         # every stage handled at least one batch, of at least one record
         sizes = run["records_per_batch"]
         assert set(sizes) == {"intake", "coding", "validation", "claims", "remittance"}
