@@ -343,7 +343,7 @@ class Billing(Generic[S]):
         """Planned claims (each claim event once) numbered, written and stored, or found in
         the interchange that already carries them; not delivered yet. ``results``: what the
         call refused before; ``undo``: what a refusal undoes once delivery is over."""
-        assigned = self.store.assigned(unique)
+        assigned = self.store.assigned({eid: item[1].claim_id for eid, item in unique.items()})
         replayed: dict[int, list[Item[S]]] = defaultdict(list)
         fresh: dict[tuple[str, str], list[Item[S]]] = defaultdict(list)
         for eid, item in unique.items():

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import sqlite3
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,13 +60,17 @@ CREATE TABLE IF NOT EXISTS interchanges (
     detail TEXT NOT NULL DEFAULT '',    -- receipt or the last delivery error
     created_at TEXT NOT NULL
 );
+-- A claim's rows by claim id, and a claim event found under its claim id: a replay finds
+-- its interchange (``assigned``). One index of random keys, not two: each one costs a leaf
+-- page written per claim once it outgrows a batch. A file created before keeps its primary
+-- key on event_id and its index on claim_id (claims_by_claim_id), read the same way.
 CREATE TABLE IF NOT EXISTS claims (
-    event_id TEXT PRIMARY KEY,          -- the claim event: a replay finds its interchange
+    event_id TEXT NOT NULL,             -- the claim event
     claim_id TEXT NOT NULL,
     encounter_id TEXT NOT NULL,
-    icn INTEGER NOT NULL REFERENCES interchanges (icn)
+    icn INTEGER NOT NULL REFERENCES interchanges (icn),
+    UNIQUE (claim_id, event_id)
 );
-CREATE INDEX IF NOT EXISTS claims_by_claim_id ON claims (claim_id);
 CREATE INDEX IF NOT EXISTS claims_by_icn ON claims (icn);
 -- Claims past their retention window (services/claims/retention.py): an interchange's text
 -- is blanked once every claim it carried is here.
@@ -157,13 +161,15 @@ class _Reads:
         )
         return cur.rowcount
 
-    def assigned(self, event_ids: Iterable[str]) -> dict[str, int]:
-        """Claim event id -> control number, for the claim events already sent (or tried)."""
-        return dict(
-            rows_in(
-                self.db, "SELECT event_id, icn FROM claims WHERE event_id IN ({marks})", event_ids
-            )
-        )
+    def assigned(self, claims: Mapping[str, str]) -> dict[str, int]:
+        """Claim event id -> control number, for the claim events already sent (or tried);
+        ``claims``: claim event id -> its claim id (the rows are found by claim id)."""
+        sql = "SELECT event_id, icn FROM claims WHERE claim_id IN ({marks})"
+        return {
+            event_id: icn
+            for event_id, icn in rows_in(self.db, sql, claims.values())
+            if event_id in claims
+        }
 
     def interchange(self, icn: int) -> StoredInterchange | None:
         """The stored interchange numbered ``icn``."""

@@ -286,7 +286,7 @@ def test_the_store_survives_reopening_and_a_failed_build_uses_no_number(tmp_path
         build=str,
     )
     assert (a.icn, a.text, b.icn) == (1, "1", 2)
-    assert store.assigned(["e1", "e2", "e3"]) == {"e1": 1, "e2": 2}
+    assert store.assigned({"e1": "C1", "e2": "C2", "e3": "C3"}) == {"e1": 1, "e2": 2}
     assert store.encounter_of("C2") == "ENC-2" and store.claims_of(1)[0].claim_id == "C1"
     store.close()
 

@@ -112,7 +112,7 @@ def test_claims_numbers_and_finds_interchanges_by_index(tmp_path: Path) -> None:
             store.mark(stored.icn, "delivered")
             assert store.interchange(stored.icn) is not None
             assert [c.claim_id for c in store.claims_of(stored.icn)] == [f"C{n}"]
-        assert store.assigned(["ev0", "ev1"]) == {"ev0": 1, "ev1": 2}
+        assert store.assigned({"ev0": "C0", "ev1": "C1"}) == {"ev0": 1, "ev1": 2}
         assert store.encounter_of("C1") == "E1"
 
     assert whole_table_scans(store.db, work) == {}
