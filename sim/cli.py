@@ -281,7 +281,7 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
 
             written = write_report(ledger, Path(report_dir), plugins.rule_titles())
             print(f"report: {', '.join(str(p) for p in written)}", file=sys.stderr)
-        print(json.dumps(summary))
+        print(json.dumps(_as_printed(summary, interrupted)))
         if sender.error is not None:
             return 1
         if not bounded:
@@ -291,6 +291,16 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
         # Held payments and front-end rejections wait for a person; neither gets posted.
         settled = summary["posted"] + summary["exceptions"] + summary["payer_rejected"]
         return 0 if summary["lost"] == 0 and settled == summary["submitted"] else 1
+
+
+def _as_printed(summary: dict[str, int], interrupted: bool) -> dict[str, int | None]:
+    """The summary's JSON line. Once the run is stopped by a signal, what the ledger has not
+    seen settle may be a loss or only in flight (the embedded broker goes with the run, so
+    nobody can wait to tell which): ``lost`` is then null, and ``in_flight_when_stopped``
+    counts them, so a script reading the line does not take a stop for a loss."""
+    if not interrupted:
+        return dict(summary)
+    return {**summary, "lost": None, "in_flight_when_stopped": summary["lost"]}
 
 
 def _seed(args: argparse.Namespace) -> int:
