@@ -118,6 +118,7 @@ def _checked_line(
     pos = line.place_of_service or claim_pos
     line_pos = pos if pos != claim_pos else ""  # only when it differs from CLM05-1
     pointed = pointers[:MAX_POINTERS]
+    sv1: Segment | Rendered
     if DELIMITERS.isdisjoint(line_pos):
         # The other values carry no delimiter and none is empty: the code and modifiers
         # are checked for shape, the numbers are digits (the claim id is an ``ident``).

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, cast
 
 from pipeline.errors import InputError
 
@@ -65,7 +65,9 @@ class Segment:
 
     def render(self) -> str:
         """``ID*E1*E2:C2~`` without trailing empty elements or components."""
-        elements = self.elements
+        # ``join`` raises TypeError on a Composite (or any non-str), so past the try
+        # every element is a str: the cast only says so to the type checker.
+        elements = cast("tuple[str, ...]", self.elements)
         try:
             values = "".join(elements)  # every element a plain value: most segments
         except TypeError:
