@@ -987,6 +987,11 @@ def _ft1_amount(ft1: _Seg, units: float, item: ChargeItem | None, ctx: _Ctx) -> 
     return amount
 
 
+# What names a charge for the credits that reverse it: its chargemaster charge code, its
+# procedure code, its revenue code and its modifiers.
+_ChargeKey = tuple[str | None, str | None, str | None, tuple[str, ...]]
+
+
 def _charges(
     msgs: list[_Message], ctx: _Ctx, setting: str, professional: frozenset[int] = frozenset()
 ) -> tuple[list[DocumentedService], list[str]]:
@@ -994,8 +999,8 @@ def _charges(
     The charges of the messages in ``professional`` (by ``id``) are a physician group's:
     professional lines (``claim_type``) of a facility encounter."""
     lines: list[DocumentedService] = []
-    keys: list[tuple[object, ...]] = []
-    credits: list[tuple[_Seg, tuple[object, ...], float, Decimal, date | None]] = []
+    keys: list[_ChargeKey] = []
+    credits: list[tuple[_Seg, _ChargeKey, float, Decimal, date | None]] = []
     dx_codes: list[str] = []
     for m in msgs:
         claim_type = "professional" if id(m) in professional else None
@@ -1020,7 +1025,7 @@ def _charges(
                 code, system = None, None  # a facility charge billed by its revenue code alone
             else:
                 raise InputError(ft1.path(25), "procedure code missing (FT1-25, else FT1-7)")
-            revenue = ft1.get(41, 1)
+            revenue: str | None = ft1.get(41, 1)
             if revenue and not re.fullmatch(r"[0-9]{3,4}", revenue):
                 raise InputError(ft1.path(41), "revenue code must be 3 or 4 digits")
             revenue = revenue.zfill(4) if revenue else (item.revenue_code if item else None)
@@ -1035,7 +1040,7 @@ def _charges(
             charge = check_charge(abs(amount) if kind == "CD" else amount, ft1.path(11))
             modifiers = [ft1.get(26, 1, rep=r) for r in ft1.reps(26) if ft1.get(26, 1, rep=r)]
             served = _date(ft1, 4, "transaction date", required=False)
-            key = (item.charge_code if item else None, code, revenue, tuple(modifiers))
+            key: _ChargeKey = (item.charge_code if item else None, code, revenue, tuple(modifiers))
             if kind == "CD":
                 credits.append((ft1, key, units, charge, served))
                 continue
@@ -1071,7 +1076,7 @@ def _charges(
     return kept, dx_codes
 
 
-def _reverses(charge: tuple[object, ...], credit: tuple[object, ...]) -> bool:
+def _reverses(charge: _ChargeKey, credit: _ChargeKey) -> bool:
     """Whether a credit names this charge: same charge code (else procedure code), same
     modifiers, and the same revenue code when the credit sends one."""
     c_item, c_code, c_rev, c_mods = charge
@@ -1082,9 +1087,9 @@ def _reverses(charge: tuple[object, ...], credit: tuple[object, ...]) -> bool:
 
 def _net_credit(
     lines: list[DocumentedService],
-    keys: list[tuple[object, ...]],
+    keys: list[_ChargeKey],
     ft1: _Seg,
-    key: tuple[object, ...],
+    key: _ChargeKey,
     units: float,
     amount: Decimal,
     served: date | None,
