@@ -526,7 +526,7 @@ def two_claims(coded: CodedEncounter) -> bool:
     call per line; nearly every encounter bills one (tests/unit/test_validation_checking.py
     judges it by ``claim_kinds``)."""
     setting = coded.encounter.setting
-    own = "professional" if setting == "professional" else "institutional"
+    own: ClaimType = "professional" if setting == "professional" else "institutional"
     first = None
     for line in coded.lines:
         kind = line.claim_type
