@@ -425,6 +425,14 @@ def test_modifier_25_bypasses_only_on_the_em_code(ncci: CodeSets) -> None:
 
 
 @requires_ncci
+def test_modifier_25_judges_the_em_code_as_the_edit_matched_it(ncci: CodeSets) -> None:
+    """The edit is looked up by the normalized codes: the E/M code that 25 bypasses on is
+    told by them too, not by the code as billed (a stray space made it a denial)."""
+    spaced = _on(DOS_2023, line(1, "0001A"), line(2, " 99213", modifiers=["25"]))
+    assert hits(validate(spaced, ncci, validated_at=AT_2023), "CF-NCCI-001") == []
+
+
+@requires_ncci
 def test_ptp_applies_on_the_same_day_and_within_the_edit_dates(ncci: CodeSets) -> None:
     two_days = _on(DOS_2023, line(1, "0001A"), line(2, "36591"))
     split = patch(

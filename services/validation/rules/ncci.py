@@ -30,13 +30,18 @@ def is_em(code: str) -> bool:
     return code.isdigit() and "99202" <= code <= "99499"
 
 
-def bypassed(col1: ServiceLine, col2: ServiceLine, edit: PtpEdit) -> bool:
-    """True when the edit allows modifiers (indicator 1) and one of the lines carries one."""
+def bypassed(col1: ServiceLine, code1: str, col2: ServiceLine, code2: str, edit: PtpEdit) -> bool:
+    """True when the edit allows modifiers (indicator 1) and one of the lines carries one.
+
+    ``code1`` and ``code2`` are the lines' codes as the edit was found by (normalized): an
+    E/M code is told by them, not by the codes as billed (`` 99213`` is 99213)."""
     if edit.modifier_indicator != "1":
         return False
     if BYPASS_MODIFIERS & {*col1.modifiers, *col2.modifiers}:
         return True
-    return any(EM_MODIFIER in line.modifiers and is_em(line.code) for line in (col1, col2))
+    return (EM_MODIFIER in col1.modifiers and is_em(code1)) or (
+        EM_MODIFIER in col2.modifiers and is_em(code2)
+    )
 
 
 def ptp_table(ctx: Context) -> bool:
@@ -103,7 +108,11 @@ def ptp(ctx: Context) -> Iterator[Hit]:
                 if code1 == code2:
                     continue
                 edit = table.edit(code1, code2, day)
-                if edit is None or edit.modifier_indicator == "9" or bypassed(col1, col2, edit):
+                if (
+                    edit is None
+                    or edit.modifier_indicator == "9"
+                    or bypassed(col1, code1, col2, code2, edit)
+                ):
                     continue
                 yield _ptp_hit(j, col1, col2, edit, day)
 
