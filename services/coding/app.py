@@ -142,7 +142,7 @@ class CodingSettings(Settings):
 
 class CodingStage(Stage):
     name = "coding"
-    inputs = (
+    inputs: tuple[str, ...] = (
         "encounters.collected.v1",
         "coding.decisions.v1",
         "coding.audit-results.v1",

@@ -68,7 +68,7 @@ class ValidationSettings(Settings):
 
 class ValidationStage(Stage):
     name = "validation"
-    inputs = ("encounters.coded.v1",)
+    inputs: tuple[str, ...] = ("encounters.coded.v1",)
     outcomes = domain_metrics.OUTCOMES
     # The verdict carries the coded encounter unchanged: its bytes are reused.
     embeds = (Embed("encounters.validated.v1", ("coded",)),)
