@@ -12,7 +12,7 @@ import functools
 import re
 from collections.abc import Iterator
 
-from pipeline.models import ServiceLine
+from pipeline.models import Address, ServiceLine
 from services.refdata import ub04
 from services.refdata.codesets import coding_date, normalize_code
 from services.refdata.drg import Grouped, Grouper
@@ -322,6 +322,7 @@ def facility_billing(ctx: Context) -> Iterator[Hit]:
         return
     enc = ctx.coded.encounter
     facility = enc.facility
+    address: Address | None  # the billing provider's may be missing: a hit below
     if facility is not None and facility.npi and facility.address is not None:
         address, field = facility.address, "encounter.facility.address"
     elif enc.billing_provider.entity == "person":
