@@ -253,7 +253,9 @@ class ClaimsStage(Stage):
             lambda path: CobLedger(path, changelog=True),
         )
         self._billing: dict[int, Billing[Incoming]] = {}
-        self.outcomes: Counter[str] = Counter()  # what acknowledgments counted
+        # What acknowledgments counted, reported after each batch (``_report``). Not
+        # ``outcomes``: that is ``Stage.outcomes``, the labels primed at start-up.
+        self.ack_outcomes: Counter[str] = Counter()
         # Retention: a settled claim's stored payloads are pruned after their window.
         self.retention = Retention(
             options.retention_policy(), sweep_every_s=options.retention_sweep_s
@@ -438,7 +440,9 @@ class ClaimsStage(Stage):
         the file as ``read_ack`` read it; None: it cannot be read, ``rejections`` says why)."""
         billing = self.billing(partition)
         numbers = billing.store
-        found = acknowledge(file, numbers, [billing.submitted], self.outcomes, numbers.owns, ack)
+        found = acknowledge(
+            file, numbers, [billing.submitted], self.ack_outcomes, numbers.owns, ack
+        )
         return [Out("claims.rejections.v1", r.claim_id, r) for r in found]
 
     def _by_partition(self, msgs: Sequence[Incoming]) -> list[tuple[int, Billing[Incoming]]]:
@@ -512,7 +516,7 @@ class ClaimsStage(Stage):
     def _report(self) -> None:
         """What the domain counted, to Prometheus."""
         for outcomes, deliveries in [
-            (self.outcomes, None),
+            (self.ack_outcomes, None),
             *((b.outcomes, b.deliveries) for b in self._billing.values()),
         ]:
             for outcome, n in outcomes.items():
