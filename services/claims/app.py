@@ -439,7 +439,7 @@ class ClaimsStage(Stage):
         """A 999 or 277CA matched by the partition that numbered its interchange (``ack``:
         the file as ``read_ack`` read it; None: it cannot be read, ``rejections`` says why)."""
         billing = self.billing(partition)
-        numbers = billing.store
+        numbers = self.numbers(partition)  # billing.store, as a partition's store (``owns``)
         found = acknowledge(
             file, numbers, [billing.submitted], self.ack_outcomes, numbers.owns, ack
         )
