@@ -21,7 +21,15 @@ def cmd_claims_build(args: argparse.Namespace) -> int:
 
     def handle(_: str, data: bytes) -> list[str]:
         claims = writer.build(ValidatedEncounter.model_validate_json(data))
-        return [claim.model_dump_json() if args.json else claim.x12 for claim in claims]
+        if args.json:
+            return [claim.model_dump_json() for claim in claims]
+        out: list[str] = []
+        for claim in claims:
+            # build writes every claim's interchange; were one missing, say so, not "None".
+            if claim.x12 is None:
+                raise ValueError(f"claim {claim.claim_id} was built without its interchange")
+            out.append(claim.x12)
+        return out
 
     return offline.run(
         args.files,
