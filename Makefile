@@ -39,7 +39,7 @@ profile: $(STAMP)       ## the pipeline benchmark under py-spy: where each proce
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline services sim tests bench
 	$(BIN)/ruff format --check pipeline services sim tests bench
-	$(BIN)/mypy pipeline services/console
+	$(BIN)/mypy pipeline services
 	$(BIN)/lint-imports --no-cache
 	@if command -v promtool >/dev/null; then promtool check rules deploy/prometheus/rules.yml; \
 	else echo "promtool not found: rules not checked (apt-get install prometheus)"; fi
