@@ -54,6 +54,20 @@ log = logging.getLogger(__name__)
 EMBEDDED_PARTITIONS = 1
 
 
+#: What an open-ended ``claimflow run`` on the embedded broker sets, unless the environment
+#: sets it: consumers' fetches wait up to 250 ms (``fetch_wait_max_ms``) and a stage waits up
+#: to 0.25 s to fill its batch (``poll_timeout_s``). Tansu answers a fetch that finds data by
+#: listing every batch of the partition, so what a run costs the broker grows with its
+#: history in proportion to the fetches that find data (every 20 ms, by default) times the
+#: batches stored (one a stage batch, a single encounter's at 20 a second). With these, at
+#: 20 encounters/s, minute by minute: the broker 5.5, 7.7, 9.7 s of CPU against 40, 67, 75
+#: with the defaults (15, 21, 27 with the batch wait alone); the five stages 12-6 against
+#: 24-14; what was in flight ~30 encounters against ~15-20 (each hop waits longer). It
+#: still grows with the run's length, ~8 times more slowly. A bounded ``demo`` and the
+#: benchmarks keep the defaults.
+EMBEDDED_RUN_PACING: dict[str, float] = {"fetch_wait_max_ms": 250, "poll_timeout_s": 0.25}
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on now, for a process started next to bind.
 

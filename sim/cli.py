@@ -145,7 +145,7 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
 
-    from pipeline.broker import EMBEDDED_PARTITIONS, cluster
+    from pipeline.broker import EMBEDDED_PARTITIONS, EMBEDDED_RUN_PACING, cluster
     from pipeline.kafka import ensure_topics
     from pipeline.serde import registry
     from pipeline.supervisor import Supervisor, prune_runs
@@ -163,6 +163,8 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
         # would only add fetch and produce requests (measured in bench pipeline).
         settings = settings.model_copy(update={"partitions": EMBEDDED_PARTITIONS})
         env["CLAIMFLOW_PARTITIONS"] = str(EMBEDDED_PARTITIONS)
+    if settings.bootstrap_servers is None and not bounded:
+        settings = paced(settings, env, EMBEDDED_RUN_PACING)
     with cluster(settings.bootstrap_servers, log_file=_broker_log(run_dir)) as bootstrap:
         ensure_topics(bootstrap, settings, registry())
         if bounded:
@@ -291,6 +293,18 @@ def _pipeline(args: argparse.Namespace, bounded: bool) -> int:
         # Held payments and front-end rejections wait for a person; neither gets posted.
         settled = summary["posted"] + summary["exceptions"] + summary["payer_rejected"]
         return 0 if summary["lost"] == 0 and settled == summary["submitted"] else 1
+
+
+def paced(settings: Settings, env: dict[str, str], pacing: dict[str, float]) -> Settings:
+    """``settings`` with each option of ``pacing`` the environment does not set, which the
+    services get through ``env`` too (``CLAIMFLOW_<OPTION>``); what the user set stands."""
+    chosen: dict[str, float] = {}
+    for option, value in pacing.items():
+        name = f"CLAIMFLOW_{option.upper()}"
+        if name not in os.environ:
+            env[name] = str(value)
+            chosen[option] = value
+    return settings.model_copy(update=chosen) if chosen else settings
 
 
 def _as_printed(summary: dict[str, int], interrupted: bool) -> dict[str, int | None]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from sim.cli import _as_printed
 
 SUMMARY = {"encounters_sent": 120, "submitted": 118, "posted": 110, "dlq": 0, "lost": 3}
@@ -21,3 +23,22 @@ def test_a_stopped_run_reports_what_had_not_settled_as_in_flight_and_lost_as_unk
         k: v for k, v in SUMMARY.items() if k != "lost"
     }
     assert SUMMARY["lost"] == 3  # the ledger's own summary is left as it was
+
+
+def test_an_open_ended_run_on_the_embedded_broker_paces_its_consumers_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pipeline.broker import EMBEDDED_RUN_PACING
+    from pipeline.settings import Settings
+    from sim.cli import paced
+
+    monkeypatch.delenv("CLAIMFLOW_FETCH_WAIT_MAX_MS", raising=False)
+    monkeypatch.setenv("CLAIMFLOW_POLL_TIMEOUT_S", "0.05")  # the user's choice stands
+    settings, env = Settings(), {"CLAIMFLOW_PARTITIONS": "1"}
+    out = paced(settings, env, EMBEDDED_RUN_PACING)
+    assert out.fetch_wait_max_ms == 250 and out.poll_timeout_s == 0.05
+    assert env == {"CLAIMFLOW_PARTITIONS": "1", "CLAIMFLOW_FETCH_WAIT_MAX_MS": "250"}
+    # What the services read from that environment is what the run itself uses.
+    monkeypatch.setenv("CLAIMFLOW_FETCH_WAIT_MAX_MS", env["CLAIMFLOW_FETCH_WAIT_MAX_MS"])
+    assert Settings().fetch_wait_max_ms == out.fetch_wait_max_ms
+    assert Settings().poll_timeout_s == out.poll_timeout_s
