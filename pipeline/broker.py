@@ -21,14 +21,17 @@ did not (``bench pipeline`` at 200/s).
 
 What grows with history (Tansu 0.6.0's memory engine, read in its source and measured): a
 fetch that finds data lists every batch stored in the partition (each produce request is a
-batch) to find where to start, so it costs the broker more as the partition fills. With
-30,000 one-record batches in the partition a plain consumer reads, the broker spent 3-4
-times the CPU per record it consumed (27-29 -> 84-122 µs); the same batches in a topic
-nobody reads changed nothing, and a fetch that finds nothing new stays cheap (one idle
-consumer: ~0.035 s of broker CPU a second from 0 to 40,000 batches). The consumer's own
-Python work per record did not change; its process CPU rose 2-10% (librdkafka's threads).
-In ``claimflow run`` at 20 encounters/s the broker used 0.8, 1.1, 1.2 and 1.2 cores in its
-first four minutes while the five stages together used 0.2-0.3.
+batch) to find where to start, so it costs the broker more as the partition fills.
+``bench broker_depth`` (a plain consumer process on claimflow's client settings, 5,000
+records a phase), two runs: with 30,000 one-record batches in the partition it reads, the
+broker spent 530-840 µs of CPU per record against 20-24 fresh (x22-42); with them in a topic
+nobody reads, 12-18. The consumer's own Python work per record did not grow (x0.84-0.90);
+its process CPU did (x1.19-1.25: librdkafka's threads).
+A fetch that finds nothing new stays cheap (one idle consumer: ~0.035 s of broker CPU a
+second from 0 to 40,000 batches). In ``claimflow run`` at 20 encounters/s with the client
+defaults, the broker used 0.7, 1.1, 1.25 and 1.3 cores in its first four minutes and ~1.35
+from then on, while the five stages together used 0.4 falling to 0.13 (see
+``EMBEDDED_RUN_PACING``).
 """
 
 from __future__ import annotations
