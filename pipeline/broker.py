@@ -66,8 +66,8 @@ EMBEDDED_PARTITIONS = 1
 #: 20 encounters/s, minute by minute: the broker 5.5, 7.7, 9.7 s of CPU against 40, 67, 75
 #: with the defaults (15, 21, 27 with the batch wait alone); the five stages 12-6 against
 #: 24-14; what was in flight ~30 encounters against ~15-20 (each hop waits longer). It
-#: still grows with the run's length, ~8 times more slowly. A bounded ``demo`` and the
-#: benchmarks keep the defaults.
+#: still grows with the run's length, by ~2 s of broker CPU a minute each minute (49 s a
+#: minute at minute 22). A bounded ``demo`` and the benchmarks keep the defaults.
 EMBEDDED_RUN_PACING: dict[str, float] = {"fetch_wait_max_ms": 250, "poll_timeout_s": 0.25}
 
 
