@@ -324,12 +324,14 @@ class MceClaim:
 
 def _icd_item(code: str) -> bool:
     """True when the April 2026 ICD-10-CM tabular has the code (billable or a header)."""
-    return _tabular().is_valid_item(code) or _tabular().is_valid_item(dotted(code))
+    tabular = _tabular()
+    return tabular.is_valid_item(code) or tabular.is_valid_item(dotted(code))
 
 
 def _leaves(code: str) -> Iterator[str]:
-    for child in _tabular().get_descendants(code):
-        if _tabular().is_leaf(child):
+    tabular = _tabular()
+    for child in tabular.get_descendants(code):
+        if tabular.is_leaf(child):
             yield child
 
 
