@@ -54,6 +54,10 @@ def test_claimflow_bench_reports_rates_latencies_and_cpu_from_one_run() -> None:
         sizes = run["records_per_batch"]
         assert set(sizes) == {"intake", "coding", "validation", "claims", "remittance"}
         assert all(size is not None and size >= 1 for size in sizes.values())
+        # counted quiet to quiet: each raw message read by intake inside its own phase
+        per_encounter = run["records_per_encounter"]
+        assert set(per_encounter) == set(sizes) and per_encounter["intake"] >= 1
+        assert all(v > 0 for v in per_encounter.values())
         shares = run["main_thread_share"]
         assert set(shares) == set(sizes) and all(0 <= v <= 1 for v in shares.values())
         assert set(run["gc_sweep_cpu_ms_per_encounter"]) <= set(sizes)
