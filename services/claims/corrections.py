@@ -38,7 +38,7 @@ claim bills the verdict as it came. The JSON older versions kept is still read.
 from __future__ import annotations
 
 import hashlib
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -392,7 +392,9 @@ class SubmittedClaims(RowChangelogStore):
             page_size=STORE_PAGE_SIZE,
         )
         self._parsed = Parsed.of_topic(VERDICTS, ValidatedEncounter, self.PARSED_MAX)
-        self._payers: dict[tuple[str, int], tuple[str, ...]] = {}
+        #: Ordered: a plain dict that drops its first key as each new one comes walks past
+        #: every key dropped before it (at 32,768 keys ~8.4 us a drop against 0.35).
+        self._payers: OrderedDict[tuple[str, int], tuple[str, ...]] = OrderedDict()
         self._payers_master: MasterData | None = None
         #: Whether the file's submitted rows are found by claim id (a file created since
         #: the table's primary key on encounter_id went): each part's claim id is its
@@ -593,7 +595,7 @@ class SubmittedClaims(RowChangelogStore):
         kept = self._payers
         kept[(claim_id, hash(text))] = payers
         if len(kept) > self.PAYERS_MAX:
-            del kept[next(iter(kept))]  # the oldest
+            kept.popitem(last=False)  # the oldest
         return payers
 
     def billed_of(

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -352,8 +353,11 @@ class Ledger(ChangelogStore):
         super().__init__(path, _SCHEMA)
         self.changelog = changelog
         self._pruned = False
-        #: The claims this process wrote, as ``claim`` reads them back (``add_claim``).
-        self._claims: dict[str, SubmittedClaim] = {}
+        #: The claims this process wrote, as ``claim`` reads them back (``add_claim``). The
+        #: two bounded ones here are ordered dicts: a plain dict that drops its first key
+        #: as each new one comes walks past every key dropped before it to find the first,
+        #: until it is resized (at 8,192 keys ~2.4 us a drop against 0.3).
+        self._claims: OrderedDict[str, SubmittedClaim] = OrderedDict()
         #: Every claim with payments waiting, and maybe some without (None: not known, read
         #: from the table when needed): a claim not in it has nothing waiting, and
         #: ``take_waiting`` does not look in the table (most claims come before their payment).
@@ -371,7 +375,7 @@ class Ledger(ChangelogStore):
         self._conflict: dict[str, tuple[str, ...]] = {}
         #: Claims whose row this process inserted and that have no posting since: ``prior``
         #: needs no statement for them (``add_claim``).
-        self._unposted: dict[str, None] = {}
+        self._unposted: OrderedDict[str, None] = OrderedDict()
         self._migrate()
         self.db.commit()
 
@@ -530,7 +534,7 @@ class Ledger(ChangelogStore):
             unposted = self._unposted
             unposted[claim_id] = None
             if len(unposted) > self._KEEP_CLAIMS:
-                del unposted[next(iter(unposted))]
+                unposted.popitem(last=False)
         else:
             self.db.execute(_CLAIM_UPDATE, (*row[1:], claim_id))
         if self.changelog:  # the claim's JSON: its row's other columns are read from it
@@ -539,7 +543,7 @@ class Ledger(ChangelogStore):
         claims.pop(claim_id, None)  # the newest last
         claims[claim_id] = kept
         if len(claims) > self._KEEP_CLAIMS:
-            del claims[next(iter(claims))]
+            claims.popitem(last=False)
 
     def claim(self, claim_id: str) -> SubmittedClaim | None:
         kept = self._claims.get(claim_id)

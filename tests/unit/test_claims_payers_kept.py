@@ -93,3 +93,18 @@ def test_payers_kept_with_other_master_data_are_not_used() -> None:
     assert claim_id == found[verdict.encounter_id][0]
     assert store.billed_payers(verdict.encounter_id, found, billing.MasterData()) is None
     assert store.billed_payers("another", found, master) is None
+
+
+def test_the_payers_kept_are_bounded_oldest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(SubmittedClaims, "PAYERS_MAX", 2)
+    store = SubmittedClaims(":memory:")
+    master = billing.MasterData()
+    verdicts = [v for v in validated("office") if v.outcome != "rejected"][:3]
+    for verdict in verdicts:
+        assert store.claims_for(verdict, master=master)
+    kept_claims = [claim_id for claim_id, _ in store._payers]
+    found = store.billed_many([v.encounter_id for v in verdicts])
+    assert kept_claims == [found[v.encounter_id][0] for v in verdicts[1:]]
+    # the oldest is answered by reading its verdict again
+    assert store.billed_payers(verdicts[0].encounter_id, found, master) is None
+    assert store.billed_payers(verdicts[2].encounter_id, found, master) is not None
