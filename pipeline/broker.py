@@ -58,17 +58,18 @@ EMBEDDED_PARTITIONS = 1
 
 
 #: What an open-ended ``claimflow run`` on the embedded broker sets, unless the environment
-#: sets it: consumers' fetches wait up to 250 ms (``fetch_wait_max_ms``) and a stage waits up
-#: to 0.25 s to fill its batch (``poll_timeout_s``). Tansu answers a fetch that finds data by
+#: sets it: consumers' fetches wait up to 500 ms (``fetch_wait_max_ms``) and a stage waits up
+#: to 0.5 s to fill its batch (``poll_timeout_s``). Tansu answers a fetch that finds data by
 #: listing every batch of the partition, so what a run costs the broker grows with its
 #: history in proportion to the fetches that find data (every 20 ms, by default) times the
-#: batches stored (one a stage batch, a single encounter's at 20 a second). With these, at
-#: 20 encounters/s, minute by minute: the broker 5.5, 7.7, 9.7 s of CPU against 40, 67, 75
-#: with the defaults (15, 21, 27 with the batch wait alone); the five stages 12-6 against
-#: 24-14; what was in flight ~30 encounters against ~15-20 (each hop waits longer). It
-#: still grows with the run's length, by ~2 s of broker CPU a minute each minute (49 s a
+#: batches stored (one a stage batch, a single encounter's at 20 a second); both go as the
+#: batch wait's inverse. At 20 encounters/s, minute by minute from the second: the broker
+#: 4.8, 5.5, 5.5, 6.2, 6.9 s of CPU with these, 9.1-14.4 with 250 ms and 0.25 s, 40-80 with
+#: the defaults; the five stages 4-5 s against 6-7 and 24-14; in flight ~55 encounters
+#: against ~20 (each hop waits longer: ~3 s from the feed to a posting). It still grows with
+#: the run's length, by ~0.5 s of broker CPU a minute each minute (~2 with 250 ms: 49 s a
 #: minute at minute 22). A bounded ``demo`` and the benchmarks keep the defaults.
-EMBEDDED_RUN_PACING: dict[str, float] = {"fetch_wait_max_ms": 250, "poll_timeout_s": 0.25}
+EMBEDDED_RUN_PACING: dict[str, float] = {"fetch_wait_max_ms": 500, "poll_timeout_s": 0.5}
 
 
 def free_port(host: str = "127.0.0.1") -> int:

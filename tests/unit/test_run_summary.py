@@ -36,8 +36,8 @@ def test_an_open_ended_run_on_the_embedded_broker_paces_its_consumers_unless_tol
     monkeypatch.setenv("CLAIMFLOW_POLL_TIMEOUT_S", "0.05")  # the user's choice stands
     settings, env = Settings(), {"CLAIMFLOW_PARTITIONS": "1"}
     out = paced(settings, env, EMBEDDED_RUN_PACING)
-    assert out.fetch_wait_max_ms == 250 and out.poll_timeout_s == 0.05
-    assert env == {"CLAIMFLOW_PARTITIONS": "1", "CLAIMFLOW_FETCH_WAIT_MAX_MS": "250"}
+    assert out.fetch_wait_max_ms == 500 and out.poll_timeout_s == 0.05
+    assert env == {"CLAIMFLOW_PARTITIONS": "1", "CLAIMFLOW_FETCH_WAIT_MAX_MS": "500"}
     # What the services read from that environment is what the run itself uses.
     monkeypatch.setenv("CLAIMFLOW_FETCH_WAIT_MAX_MS", env["CLAIMFLOW_FETCH_WAIT_MAX_MS"])
     assert Settings().fetch_wait_max_ms == out.fetch_wait_max_ms
