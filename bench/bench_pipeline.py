@@ -366,6 +366,10 @@ def run_batch(
         for name in cpu_before
         if name in cpu_after and name not in restarted
     }
+    # The share of each stage's CPU its Python thread spent; the rest is librdkafka's
+    # threads (fetching, producing, compressing) and the metrics server's. The thread's and
+    # the process's counters are read a moment apart, in clock ticks (10 ms): over a short
+    # run the thread's can count one tick more than the process's, hence the cap.
     main_share = {
         name: round(min(1.0, (main_after[name] - main_before[name]) / spent), 3)
         for name in main_before
