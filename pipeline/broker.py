@@ -67,8 +67,9 @@ EMBEDDED_PARTITIONS = 1
 #: 4.8, 5.5, 5.5, 6.2, 6.9 s of CPU with these, 9.1-14.4 with 250 ms and 0.25 s, 40-80 with
 #: the defaults; the five stages 4-5 s against 6-7 and 24-14; in flight ~55 encounters
 #: against ~20 (each hop waits longer: ~3 s from the feed to a posting). It still grows with
-#: the run's length, by ~0.5 s of broker CPU a minute each minute (~2 with 250 ms: 49 s a
-#: minute at minute 22). A bounded ``demo`` and the benchmarks keep the defaults.
+#: the run's length, by ~0.65 s of broker CPU a minute each minute (17.3 s a minute at minute
+#: 20 of a 20-minute run; ~2 with 250 ms: 43 at minute 20). A bounded ``demo`` and the
+#: benchmarks keep the defaults.
 EMBEDDED_RUN_PACING: dict[str, float] = {"fetch_wait_max_ms": 500, "poll_timeout_s": 0.5}
 
 
