@@ -358,24 +358,23 @@ def run_batch(
     publish(producer, sup_settings, messages, rate, sent_ms)
     done = wait_settled(tracker, batch, started, timeout, sup, restarted)
     after = wait_quiet(tracker, sup, pids, stages) if done else Quiet.now(sup, pids, stages)
-    cpu_before, main_before, cpu_after, main_after = before.cpu, before.main, after.cpu, after.main
     counted = counted_since(before.counts, after.counts)
     harness_ms = (time.process_time() - harness_before) * 1000 / len(messages)
     cpu_ms = {
-        name: round((cpu_after[name] - cpu_before[name]) * 1000 / len(messages), 2)
-        for name in cpu_before
-        if name in cpu_after and name not in restarted
+        name: round((after.cpu[name] - before.cpu[name]) * 1000 / len(messages), 2)
+        for name in before.cpu
+        if name in after.cpu and name not in restarted
     }
     # The share of each stage's CPU its Python thread spent; the rest is librdkafka's
     # threads (fetching, producing, compressing) and the metrics server's. The thread's and
     # the process's counters are read a moment apart, in clock ticks (10 ms): over a short
     # run the thread's can count one tick more than the process's, hence the cap.
     main_share = {
-        name: round(min(1.0, (main_after[name] - main_before[name]) / spent), 3)
-        for name in main_before
-        if name in main_after
+        name: round(min(1.0, (after.main[name] - before.main[name]) / spent), 3)
+        for name in before.main
+        if name in after.main
         and name not in restarted
-        and (spent := cpu_after.get(name, 0.0) - cpu_before.get(name, 0.0)) > 0
+        and (spent := after.cpu.get(name, 0.0) - before.cpu.get(name, 0.0)) > 0
     }
     for name in restarted:
         proc = sup.children[name].proc if sup else None
