@@ -78,15 +78,48 @@ def followed(*, keep_x12: bool = True) -> list[str]:
     return [*topics, *(dead_letter_topic(name) for name in stages)]
 
 
+class Tally(dict[str, str]):
+    """A dict that keeps how many of its keys hold each value (``counts``): the live line
+    reads them at every refresh, and counting the values there cost a pass over every
+    encounter of the run. Item assignment and deletion keep the counts; the other ways to
+    change a dict are refused rather than left uncounted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    def __setitem__(self, key: str, value: str) -> None:
+        old = self.get(key)
+        if old is not None:
+            self.counts[old] -= 1
+        super().__setitem__(key, value)
+        self.counts[value] += 1
+
+    def __delitem__(self, key: str) -> None:
+        self.counts[self[key]] -= 1
+        super().__delitem__(key)
+
+    def _uncounted(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a Tally changes by item assignment or deletion only")
+
+    update = setdefault = pop = popitem = clear = _uncounted  # type: ignore[assignment]
+
+
 @dataclass
 class Ledger:
-    """What the topics say happened, keyed by source id / encounter id / claim id."""
+    """What the topics say happened, keyed by source id / encounter id / claim id.
+
+    ``summary`` (the live line of ``claimflow run``, twice a second on a terminal) makes no
+    pass over the run's encounters or claims: those counts are kept as the records arrive
+    (``Tally``, ``claim_event``), and every collected encounter is a key of
+    ``encounter_source`` (the intake handler writes it with ``source_encounters``). It still
+    reads the few encounters in review, held payments and front-end rejections."""
 
     sent: set[str] = field(default_factory=set)
     source_encounters: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     coded: set[str] = field(default_factory=set)
     review: set[str] = field(default_factory=set)
-    outcome: dict[str, str] = field(default_factory=dict)
+    outcome: Tally = field(default_factory=Tally)  # encounter id -> clean | warnings | rejected
     claim_encounter: dict[str, str] = field(default_factory=dict)
     encounter_claim: dict[str, str] = field(default_factory=dict)  # the facility's, or the one
     encounter_claims: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
@@ -136,6 +169,7 @@ class Ledger:
     _counted: set[str] = field(default_factory=set, repr=False)
     _touched: set[str] = field(default_factory=set, repr=False)
     _open: set[str] = field(default_factory=set, repr=False)
+    _resubmitted: set[str] = field(default_factory=set, repr=False)
 
     def mark_sent(self, source_id: str) -> None:
         """Record a source id as sent; safe from any thread (the owner reads it at ``lost``)."""
@@ -148,6 +182,13 @@ class Ledger:
                 self.sent.add(self._incoming.get_nowait())
             except Empty:
                 return
+
+    def claim_event(self, claim_id: str, event_id: str) -> None:
+        """A claim event of ``claim_id`` (a second one is a claim sent again)."""
+        events = self.claim_events[claim_id]
+        events.add(event_id)
+        if len(events) == 2:
+            self._resubmitted.add(claim_id)
 
     def touch_source(self, source_id: str) -> None:
         """A record may change the fate of this source: check it again at ``lost``."""
@@ -276,13 +317,10 @@ class Ledger:
 
     def summary(self) -> dict[str, int]:
         in_flight = self._settle()  # first: it takes what other threads marked as sent
-        collected = (
-            set().union(*self.source_encounters.values()) if self.source_encounters else set()
-        )
-        outcomes = Counter(self.outcome.values())
+        outcomes = self.outcome.counts
         return {
             "encounters_sent": len(self.sent),
-            "collected": len(collected),
+            "collected": len(self.encounter_source),
             "coded": len(self.coded),
             "review": len(self.in_review()),
             "clean": outcomes["clean"] + outcomes["warnings"],
@@ -293,14 +331,14 @@ class Ledger:
             "lost": len(in_flight),
             "exceptions": len(self.held()),
             "denials": len(self.denials),
-            "resubmitted": len(self.resubmitted()),
+            "resubmitted": len(self._resubmitted),
             "payer_rejected": len(self.payer_rejected()),
         }
 
     def resubmitted(self) -> set[str]:
         """Claims that went out again after a correction: a replacement (7), a void (8), or
         a new original after a front-end rejection (each is a claim event of its own)."""
-        return {c for c, events in self.claim_events.items() if len(events) > 1}
+        return set(self._resubmitted)
 
     def held(self) -> set[str]:
         """Submitted claims whose payment is in remittance's exceptions and not posted."""

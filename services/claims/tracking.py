@@ -27,7 +27,7 @@ def submitted(ledger: Any, key: str | None, value: Any) -> None:
     if value.claim_type == "institutional" or value.encounter_id not in ledger.encounter_claim:
         ledger.encounter_claim[value.encounter_id] = value.claim_id
     ledger.encounter_claims[value.encounter_id].add(value.claim_id)
-    ledger.claim_events[value.claim_id].add(value.event_id)
+    ledger.claim_event(value.claim_id, value.event_id)
     ledger.payers[value.claim_id] = value.payer_id
     ledger.payer_names.setdefault(value.payer_id, value.payer_name)
     ledger.claim_types[value.claim_id] = value.claim_type

@@ -4,9 +4,12 @@ count of what is in flight follows every record that changes an encounter's fate
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace as NS
+
+import pytest
 
 from pipeline.tracker import Ledger
 
@@ -230,3 +233,40 @@ def test_the_stages_declare_what_the_tracker_follows_and_the_plumbing_names_no_t
     for plumbing in ("tracker.py", "report.py"):
         source = (root / "pipeline" / plumbing).read_text()
         assert [t for t in topics if t in source] == [], plumbing
+
+
+def test_the_live_counts_kept_as_records_arrive_agree_with_a_recount() -> None:
+    """``summary`` no longer passes over every encounter of the run (the live line of an
+    open-ended run refreshes twice a second): what it keeps must equal the recount."""
+    led = Ledger()
+    claim = dict(payer_id="P", payer_name="Payer", claim_type="professional", total_charge=0)
+    for n in range(30):
+        led.mark_sent(f"s{n}")
+        collected(led, f"s{n}", f"e{n}")
+        if n % 3 == 0:  # a visit whose second message makes a second encounter
+            collected(led, f"s{n}", f"e{n}b")
+        if n % 4 == 0:  # an encounter collected again from another source
+            collected(led, f"s{n + 1}", f"e{n}")
+        outcome = ("clean", "warnings", "rejected")[n % 3]
+        verdict = NS(event_id=f"v{n}", encounter_id=f"e{n}", outcome=outcome, edits=[])
+        led.add("encounters.validated.v1", f"e{n}", verdict)
+        if n % 5 == 0:  # validated again after a rule change: the last outcome counts
+            again = NS(event_id=f"w{n}", encounter_id=f"e{n}", outcome="clean", edits=[])
+            led.add("encounters.validated.v1", f"e{n}", again)
+        for event in range(1 + (n % 7 == 0) + (n % 14 == 0)):  # sent once, twice, or thrice
+            value = NS(event_id=f"x{n}.{event}", claim_id=f"C{n}", encounter_id=f"e{n}", **claim)
+            led.add("claims.submitted.v1", f"C{n}", value)
+    summary = led.summary()
+    outcomes = Counter(led.outcome.values())
+    assert summary["collected"] == len(set().union(*led.source_encounters.values())) == 40
+    assert (summary["clean"], summary["rejected"]) == (
+        outcomes["clean"] + outcomes["warnings"],
+        outcomes["rejected"],
+    )
+    assert summary["clean"] == 22 and summary["rejected"] == 8  # two rejected, then clean
+    assert led.resubmitted() == {c for c, e in led.claim_events.items() if len(e) > 1}
+    assert summary["resubmitted"] == 5
+    del led.outcome["e0"]
+    assert led.summary()["clean"] == 21
+    with pytest.raises(TypeError, match="item assignment"):
+        led.outcome.update({"e1": "clean"})
