@@ -230,15 +230,30 @@ WAL_CHECKPOINT_BYTES = 1000 * 4096
 4 KB): kept for a store created with smaller pages (``BatchStore``'s ``page_size``)."""
 
 
-STORE_CACHE_KIB = 32 * 1024
-"""The page cache of each store's connection (SQLite's default is 2 MiB). Its lookups are
-by random keys (encounter, claim and event ids), so each one lands on a leaf page of its
-index that no neighbour shares; once a store's indexes outgrow the cache, most lookups and
-inserts read a page back from the file or its write-ahead log. Measured with the pipeline
-benchmark's stores of 20,000 encounters: claims' submitted-claims store read ~13,700 pages
-in 3 s at the default and ~4,200 with 32 MiB (strace). Claims' system CPU share there was
-15-18%, against 8-12% on fresh stores; the benchmark's noise hid what the cache changes of
-it. SQLite takes the memory as pages are read, so a small store uses little."""
+STORE_CACHE_KIB = 8 * 1024
+"""The page cache of each store's connection (SQLite's default is 2 MiB).
+
+Larger is not free. SQLite 3.40 ends every write transaction by truncating the page cache
+to the file's size, and perf puts that in a walk of the cache's hash table (reached from
+``sqlite3PagerCommitPhaseTwo``): a commit costs more the more pages the connection holds.
+A probe (3 inserts of 3 KB and 3 random reads a commit, 2 KB pages, 40,000 rows) measured
+~48 us a commit at 2 MiB, ~55-66 at 8, ~70-78 at 16 and ~95-108 at 32. A store commits
+after every batch, so the walk is paid per batch: in ``claimflow run`` (20 encounters/s,
+batches of a few records) the claims stage's commits went from 4% to 14% of its CPU over 20
+minutes as its caches filled (py-spy), and its CPU a minute grew ~30% while intake's grew
+~10%. ``bench claims_stage`` in batches of 10 over 20,000 encounters, last 2,000 against
+the first: x1.21, x1.26 and x1.45 at 32 MiB; x1.01, x1.03, x1.08 and x1.09 at 8 MiB; x1.10-
+1.31 at 2 MiB, whose misses cost more than its commits save (a 256 MiB ``mmap_size`` with
+2 or 8 MiB did not help: x1.17 and x1.25).
+
+Smaller is not free either: the stores' lookups are by random keys (encounter, claim and
+event ids), so once an index outgrows the cache most lookups read a page back from the file
+or its write-ahead log (claims' submitted-claims store with 20,000 encounters read ~13,700
+pages in 3 s at 2 MiB and ~4,200 at 32 MiB, strace). At maximum rate, in batches of
+hundreds, commits are few and that side weighs more: ``bench pipeline`` read claims'
+stores alone x1.13 and x1.18 at 8 MiB against x0.96 and x1.13 at 32 (two runs each, on a
+slow hour; the five stages fresh 1.56-1.70 ms an encounter against 1.66-1.81). 8 MiB is
+where both held. SQLite takes the memory as pages are read, so a small store uses little."""
 
 
 class BatchStore:
