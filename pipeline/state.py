@@ -240,11 +240,11 @@ A probe (3 inserts of 3 KB and 3 random reads a commit, 2 KB pages, 40,000 rows)
 ~48 us a commit at 2 MiB, ~55-66 at 8, ~70-78 at 16 and ~95-108 at 32. A store commits
 after every batch, so the walk is paid per batch: in ``claimflow run`` (20 encounters/s,
 batches of a few records) the claims stage's commits went from 4% to 14% of its CPU over 20
-minutes as its caches filled (py-spy), and its CPU a minute grew ~30% while intake's grew
-~10%. ``bench claims_stage`` in batches of 10 over 20,000 encounters, last 2,000 against
-the first: x1.21, x1.26 and x1.45 at 32 MiB; x1.01, x1.03, x1.08 and x1.09 at 8 MiB; x1.10-
-1.31 at 2 MiB, whose misses cost more than its commits save (a 256 MiB ``mmap_size`` with
-2 or 8 MiB did not help: x1.17 and x1.25).
+minutes as its caches filled (py-spy; its CPU a minute grew ~20%, intake's ~15%, on a host
+that slowed meanwhile). ``bench claims_stage`` in batches of 10 over 20,000 encounters,
+last 2,000 against the first: x1.21, x1.26 and x1.45 at 32 MiB; x1.01, x1.03, x1.08 and
+x1.09 at 8 MiB; x1.10-1.31 at 2 MiB, whose misses cost more than its commits save (a 256
+MiB ``mmap_size`` with 2 or 8 MiB did not help: x1.17 and x1.25).
 
 Smaller is not free either: the stores' lookups are by random keys (encounter, claim and
 event ids), so once an index outgrows the cache most lookups read a page back from the file
