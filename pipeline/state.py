@@ -283,6 +283,11 @@ class BatchStore:
             self.db.execute(f"PRAGMA cache_size=-{STORE_CACHE_KIB}")
             # Deleted rows (pruned PHI) are overwritten with zeros, not left in free pages.
             self.db.execute("PRAGMA secure_delete=ON")
+            # A savepoint's undo copies of the pages it changes (its "statement journal") go to
+            # a temporary file once they pass 64 KiB: in /var/tmp, outside the private state
+            # folder, holding what those pages held (PHI). Kept in memory instead; so are temp
+            # tables and sorts (the row changelog's notes are such a table).
+            self.db.execute("PRAGMA temp_store=MEMORY")
             self.db.executescript(schema)
             self.db.commit()
         except sqlite3.OperationalError as exc:  # e.g. a read-only folder or file

@@ -6,9 +6,12 @@ fail, fail inside another, and whose savepoint cannot be released."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -184,3 +187,39 @@ def test_a_failure_opening_the_transaction_is_raised() -> None:
     for atomic in (ChangelogStore.atomic, generator_logged_atomic):
         with pytest.raises(sqlite3.ProgrammingError), atomic(store):
             store.put("x", "1")
+
+
+def _sqlite_temp_files() -> list[str]:
+    """The files SQLite opened as temporary (``etilqs_*``, unlinked once open) that this
+    process holds now."""
+    held = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if "etilqs_" in target:
+                held.append(target)
+    return held
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to list open files")
+@pytest.mark.parametrize("kind", [Plain, Logged])
+def test_a_large_input_keeps_its_undo_pages_in_memory(tmp_path: Path, kind: type) -> None:
+    """An input that changes more than 64 KiB of pages: SQLite's undo copies of them (the
+    savepoint's statement journal, what the rows held: PHI) stay in memory, not in a
+    temporary file outside the state folder. With SQLite's default they went to one in
+    /var/tmp (the remittance ledger's, in the pipeline benchmark with history)."""
+    store = kind(tmp_path / "s.sqlite3", _SCHEMA)
+    try:
+        store.db.executemany(
+            "INSERT INTO kv VALUES (?, ?)", [(f"{i:06d}", "x" * 500) for i in range(2000)]
+        )
+        store.commit()
+        before = _sqlite_temp_files()
+        with store.atomic():
+            store.db.execute("UPDATE kv SET v = 'y' || substr(v, 2)")  # ~1 MB of pages
+            during = _sqlite_temp_files()
+        store.commit()
+        assert during == before
+        assert store.db.execute("SELECT count(*) FROM kv WHERE v LIKE 'y%'").fetchone() == (2000,)
+    finally:
+        store.close()
