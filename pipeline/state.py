@@ -284,9 +284,10 @@ class BatchStore:
             # Deleted rows (pruned PHI) are overwritten with zeros, not left in free pages.
             self.db.execute("PRAGMA secure_delete=ON")
             # A savepoint's undo copies of the pages it changes (its "statement journal") go to
-            # a temporary file once they pass 64 KiB: in /var/tmp, outside the private state
-            # folder, holding what those pages held (PHI). Kept in memory instead; so are temp
-            # tables and sorts (the row changelog's notes are such a table).
+            # a temporary file once they pass 64 KiB: in the system's temporary folder ($TMPDIR,
+            # else /var/tmp), outside the private state folder, holding what those pages held
+            # (PHI). Kept in memory instead; so are temp tables and sorts (the row changelog's
+            # notes are such a table).
             self.db.execute("PRAGMA temp_store=MEMORY")
             self.db.executescript(schema)
             self.db.commit()

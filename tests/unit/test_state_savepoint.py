@@ -206,8 +206,9 @@ def _sqlite_temp_files() -> list[str]:
 def test_a_large_input_keeps_its_undo_pages_in_memory(tmp_path: Path, kind: type) -> None:
     """An input that changes more than 64 KiB of pages: SQLite's undo copies of them (the
     savepoint's statement journal, what the rows held: PHI) stay in memory, not in a
-    temporary file outside the state folder. With SQLite's default they went to one in
-    /var/tmp (the remittance ledger's, in the pipeline benchmark with history)."""
+    temporary file outside the state folder. With SQLite's default they went to one in the
+    system's temporary folder (the remittance ledger's, in the pipeline benchmark with
+    history)."""
     store = kind(tmp_path / "s.sqlite3", _SCHEMA)
     try:
         store.db.executemany(
