@@ -221,8 +221,7 @@ class RowChangelogStore(ChangelogStore):
         #: ``total_changes`` of the connection when no row was noted: while it has not moved,
         #: no statement changed a row, so there is nothing to take (-1: unknown).
         self._quiet = -1
-        if changelog:
-            self.db.execute("PRAGMA temp_store=MEMORY")
+        if changelog:  # its notes are a temp table: in memory, as every store's (BatchStore)
             script = _ROW_CHANGES + "".join(
                 _triggers(t, self.bulky.get(t, ())) for t in self.tables
             )
