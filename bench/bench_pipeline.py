@@ -11,18 +11,25 @@ are then restarted on the stores they kept with an empty broker and N more measu
 ``cpu_growth_stores`` is the stores' part alone. Last, broker and services restart empty
 and the first N are measured again: the two fresh costs bracket the grown phases in time,
 so a steady drift of the host's speed cancels out of ``cpu_growth_bracketed`` and
-``cpu_growth_stores_bracketed``. Each phase's CPU is counted from a quiet pipeline to a
-quiet pipeline (``run_batch``), and ``records_per_encounter`` shows that each phase's
-stages handled the same work.
+``cpu_growth_stores_bracketed``. A single bracket still swings with the host (a grown
+phase can fall in a slow minute and both fresh ones in fast ones), so the services then
+restart, in turn, on a copy of the grown stores as they were after the history and on empty
+stores, PAIRS times, each phase on an empty broker: ``cpu_growth_stores_alternating`` is the
+median of each grown phase over the mean of the fresh phases on either side of it, and
+``cpu_ms_per_encounter_fresh_median`` the median of every fresh phase. Each phase's CPU is
+counted from a quiet pipeline to a quiet pipeline (``run_batch``), and
+``records_per_encounter`` shows that each phase's stages handled the same work.
 Environment: BENCH_N (default 2000), BENCH_RATE (default 200), BENCH_RATE_N (default 1000),
 BENCH_HISTORY (default 20000; 0 skips the history phase), BENCH_WARM (default 300: the
-encounters after each start of the services that are not measured, ``WARM_UP``).
+encounters after each start of the services that are not measured, ``WARM_UP``),
+BENCH_PAIRS (default 3; 0 skips the alternating phases).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -496,6 +503,7 @@ def main() -> dict[str, Any]:
         rate_n=int(os.environ.get("BENCH_RATE_N", "1000")),
         history=int(os.environ.get("BENCH_HISTORY", "20000")),
         warm_n=int(os.environ.get("BENCH_WARM", str(WARM_UP))),
+        pairs=int(os.environ.get("BENCH_PAIRS", str(PAIRS))),
     )
 
 
@@ -508,12 +516,18 @@ def growth(fresh: dict[str, float], grown: dict[str, float]) -> dict[str, float 
 
 
 def measure(
-    n: int = 2000, rate: float = 200, rate_n: int = 1000, history: int = 0, warm_n: int = WARM_UP
+    n: int = 2000,
+    rate: float = 200,
+    rate_n: int = 1000,
+    history: int = 0,
+    warm_n: int = WARM_UP,
+    pairs: int = 0,
 ) -> dict[str, Any]:
     """``n`` encounters at maximum rate, then ``rate_n`` at ``rate`` per second (either
     phase is skipped when its count is 0), with the raw copy of the same messages first;
     then, when ``history`` exceeds what was sent, more encounters until the stages have
-    seen ``history`` in all, the last ``n`` of them at maximum rate and measured. Each
+    seen ``history`` in all, the last ``n`` of them at maximum rate and measured, and
+    ``pairs`` phases on the grown stores and on empty ones in turn (``alternate``). Each
     (re)start of the services is followed by ``warm_n`` encounters not measured."""
     messages = list(generate(n, seed=101, fmt="mix"))
     paced = list(generate(rate_n, seed=202, fmt="mix"))
@@ -603,7 +617,10 @@ def measure(
                 producer.flush(10)
                 del producer  # gone before its broker stops: no reconnect attempts logged
                 tracker.close()
-                broker, tracker, producer, pids = restart_empty(broker, sup, settings)
+                grown_state = Path(tmp) / "state.grown"  # as the history left it
+                broker, tracker, producer, pids = restart_empty(
+                    broker, sup, settings, keep_copy=grown_state if pairs else None
+                )
                 # new encounters: intake drops a message it has already seen
                 rewarm = list(generate(len(warm), seed=707, fmt="mix"))
                 warmed = run_batch(
@@ -635,11 +652,28 @@ def measure(
                 again["summary"] = since(again["summary"], warmed)
                 result["max_rate_fresh_again"] = again
                 result.update(bracketed(result))
+                if pairs:
+                    broker, tracker, producer, pids, phases = alternate(
+                        Alternation(
+                            sup,
+                            settings,
+                            grown_state,
+                            grown=(rewarm, stores_msgs),
+                            fresh=(warm, messages),
+                            pairs=pairs,
+                        ),
+                        broker,
+                        tracker,
+                        producer,
+                    )
+                    result["alternating"] = phases
+                    result.update(alternating(result))
         finally:
             with contextlib.suppress(RuntimeError):  # closed already when a restart failed
                 tracker.close()
             sup.stop()
-            producer.flush(10)
+            with contextlib.suppress(RuntimeError):  # closed already when ``alternate`` failed
+                producer.flush(10)
             del producer  # gone before the broker stops: no reconnect attempts in the output
             broker.stop()
     return result
@@ -657,16 +691,27 @@ def restart_empty(
     sup: Supervisor,
     settings: Settings,
     forget: bool = False,
+    keep_copy: Path | None = None,
+    start_from: Path | None = None,
 ) -> tuple[EmbeddedBroker, Tracker, Producer, dict[str, int]]:
     """Stop the services and the broker, start an empty broker, then the same services on
     the state folders they kept (their SQLite stores hold the whole history; an empty
     changelog has nothing to restore), or on none (``forget``: the folders are moved
-    aside, so each starts as on a new machine). Returns the new broker, a tracker and a
-    producer on it, and the processes' ids."""
+    aside, so each starts as on a new machine), or on a copy of ``start_from`` (the
+    folders they kept are deleted). ``keep_copy``: the folders as the stopped services
+    left them are copied there first. Returns the new broker, a tracker and a producer on
+    it, and the processes' ids."""
     sup.stop()
     broker.stop()
-    if forget:
-        state = sup.run_dir / "state"
+    state = sup.run_dir / "state"
+    if keep_copy is not None:
+        shutil.copytree(state, keep_copy)
+    if start_from is not None:
+        shutil.rmtree(state, ignore_errors=True)
+        shutil.copytree(start_from, state)
+        # written to disk now, not by the first checkpoint's fsync in a measured phase
+        os.sync()
+    elif forget:
         state.rename(state.with_name(f"state.{uuid.uuid4().hex[:8]}"))
     fresh = EmbeddedBroker().start()
     ensure_topics(fresh.bootstrap, settings, registry())
@@ -675,6 +720,98 @@ def restart_empty(
         sup.respawn(name)
     tracker = Tracker(fresh.bootstrap, settings, keep_times=True)
     return fresh, tracker, make_producer(fresh.bootstrap, settings), process_ids(sup, fresh)
+
+
+PAIRS = 3
+"""Phases on the grown stores and on empty ones in turn, after the bracketed ones."""
+
+
+@dataclass(frozen=True)
+class Alternation:
+    """What ``alternate`` runs: the grown stores' copy, and for each kind of phase its
+    warm-up and measured messages (the grown phases' are new to the copy's intake)."""
+
+    sup: Supervisor
+    settings: Settings
+    grown_state: Path
+    grown: tuple[list[tuple[str, str, bytes]], list[tuple[str, str, bytes]]]
+    fresh: tuple[list[tuple[str, str, bytes]], list[tuple[str, str, bytes]]]
+    pairs: int
+
+
+def alternate(
+    plan: Alternation, broker: EmbeddedBroker, tracker: Tracker, producer: Producer
+) -> tuple[EmbeddedBroker, Tracker, Producer, dict[str, int], list[dict[str, Any]]]:
+    """``plan.pairs`` times: the services restart on a copy of the grown stores, then on
+    empty ones, each time on an empty broker, and after ``len(warm)`` encounters not
+    measured ``len(messages)`` are. Returns the broker, tracker and producer in use at the
+    end (the caller closes them), and each phase's kind and figures in order."""
+    phases: list[dict[str, Any]] = []
+    empty = plan.grown_state.with_name("state.empty")
+    empty.mkdir(mode=0o700, exist_ok=True)
+    for i in range(plan.pairs * 2):
+        kind, (warm, messages) = ("grown", plan.grown) if i % 2 == 0 else ("fresh", plan.fresh)
+        say(f"alternating {i // 2 + 1}/{plan.pairs}: {len(messages)} encounters, {kind} stores")
+        producer.flush(10)
+        producer.close()  # before its broker stops: no reconnect attempts logged (the
+        tracker.close()  # caller still holds the first one, so ``del`` would not do)
+        broker, tracker, producer, pids = restart_empty(
+            broker,
+            plan.sup,
+            plan.settings,
+            start_from=plan.grown_state if kind == "grown" else empty,
+        )
+        warmed = run_batch(
+            tracker, producer, plan.settings, warm, rate=0, timeout=120, sup=plan.sup
+        )
+        phase = run_batch(
+            tracker, producer, plan.settings, messages, rate=0, pids=pids, sup=plan.sup
+        )
+        summary = since(phase["summary"], warmed["summary"])
+        phases.append(
+            {
+                "stores": kind,
+                "complete": phase["complete"],
+                "restarted": phase["restarted"],
+                "lost": summary["lost"],
+                "dlq": summary["dlq"],
+                "encounters_per_s": phase["encounters_per_s"],
+                "records_per_encounter": phase["records_per_encounter"],
+                "cpu_ms_per_encounter": phase["cpu_ms_per_encounter"],
+            }
+        )
+    return broker, tracker, producer, pids, phases
+
+
+def alternating(result: dict[str, Any]) -> dict[str, Any]:
+    """The grown phases of ``alternate`` against the fresh ones on either side: the fresh
+    phase before the first grown one is ``max_rate_fresh_again``. Each grown phase over the
+    mean of its two neighbours, then the median of those ratios per process; and the median
+    CPU per encounter of every fresh phase of the run, the first one included."""
+    phases = result["alternating"]
+    fresh = [result["max_rate_fresh_again"]["cpu_ms_per_encounter"]]
+    fresh += [p["cpu_ms_per_encounter"] for p in phases if p["stores"] == "fresh"]
+    grown = [p["cpu_ms_per_encounter"] for p in phases if p["stores"] == "grown"]
+    ratios: dict[str, list[float]] = {}
+    for i, cost in enumerate(grown[: len(fresh) - 1]):
+        before, after = fresh[i], fresh[i + 1]
+        for name, value in cost.items():
+            if name in before and name in after and before[name] + after[name] > 0:
+                ratios.setdefault(name, []).append(value * 2 / (before[name] + after[name]))
+    every_fresh = [result["max_rate"]["cpu_ms_per_encounter"], *fresh]
+    names = {name for cost in every_fresh for name in cost}
+    return {
+        "cpu_growth_stores_alternating": {
+            name: round(statistics.median(r), 3) for name, r in sorted(ratios.items())
+        },
+        "cpu_growth_stores_alternating_each": {
+            name: [round(x, 3) for x in r] for name, r in sorted(ratios.items())
+        },
+        "cpu_ms_per_encounter_fresh_median": {
+            name: round(statistics.median(c[name] for c in every_fresh if name in c), 2)
+            for name in sorted(names)
+        },
+    }
 
 
 def bracketed(result: dict[str, Any]) -> dict[str, Any]:

@@ -3,9 +3,11 @@ measured before and after them, so a steady drift of the host's speed cancels ou
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from bench.bench_pipeline import bracketed, growth
+from bench.bench_pipeline import alternating, bracketed, growth
 
 PHASES = (
     "max_rate",
@@ -66,3 +68,47 @@ def test_a_process_missing_from_a_phase_has_no_figure() -> None:
     )
     assert figures["cpu_growth_bracketed"] == {"claims": 1.2}
     assert figures["cpu_growth_stores_bracketed"] == {"claims": 1.1}
+
+
+def alternated(*costs: dict[str, float]) -> dict[str, Any]:
+    """A run with ``alternate``'s phases: grown, fresh, grown, fresh... after the four of
+    ``PHASES`` (the first fresh phase and the fresh one again given here first)."""
+    first, again, *turns = costs
+    result: dict[str, Any] = run_of(first, {}, {}, again)
+    result["alternating"] = [
+        {"stores": "grown" if i % 2 == 0 else "fresh", "cpu_ms_per_encounter": cost}
+        for i, cost in enumerate(turns)
+    ]
+    return result
+
+
+def test_each_grown_phase_is_read_against_the_fresh_phases_on_either_side() -> None:
+    # The host slows 10% a phase; the grown stores cost 20% more than fresh ones throughout.
+    host = [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6]
+    store = [1.0, 1.0, 1.2, 1.0, 1.2, 1.0, 1.2]  # first fresh, fresh again, then in turn
+    run = alternated(*({"claims": 0.5 * h * s} for h, s in zip(host, store, strict=True)))
+    # grown (1.2 * 1.2) between 1.1 and 1.3, grown (1.4 * 1.2) between 1.3 and 1.5: the
+    # drift cancels; the last grown phase has no fresh one after it and is not read
+    figures = alternating(run)
+    assert figures["cpu_growth_stores_alternating_each"] == {"claims": [1.2, 1.2]}
+    assert figures["cpu_growth_stores_alternating"] == {"claims": 1.2}
+    # the median of every fresh phase: 0.5, 0.55, 0.65, 0.75
+    assert figures["cpu_ms_per_encounter_fresh_median"] == {"claims": 0.6}
+
+
+def test_one_slow_grown_phase_does_not_make_the_median() -> None:
+    fresh = {"claims": 0.5, "remittance": 0.3}
+    grown = {"claims": 0.55, "remittance": 0.3}
+    slow = {"claims": 0.8, "remittance": 0.45}  # a neighbour's minute on the host
+    run = alternated(fresh, fresh, grown, fresh, slow, fresh, grown, fresh)
+    figures = alternating(run)
+    assert figures["cpu_growth_stores_alternating"] == {"claims": 1.1, "remittance": 1.0}
+    assert figures["cpu_growth_stores_alternating_each"]["claims"] == [1.1, 1.6, 1.1]
+
+
+def test_a_process_missing_from_a_neighbour_is_left_out_of_that_ratio() -> None:
+    fresh = {"claims": 0.5, "coding": 0.3}
+    run = alternated(fresh, fresh, {"claims": 0.6, "coding": 0.3}, {"claims": 0.5}, fresh, fresh)
+    figures = alternating(run)
+    assert figures["cpu_growth_stores_alternating_each"] == {"claims": [1.2, 1.0]}
+    assert figures["cpu_growth_stores_alternating"] == {"claims": 1.1}
