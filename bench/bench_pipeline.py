@@ -37,7 +37,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +137,13 @@ def main_thread_seconds(pid: int) -> float:
     """User + system CPU of a process's main thread (the Python one; librdkafka's and the
     metrics server's are the others), in seconds."""
     return cpu_seconds_of(Path(f"/proc/{pid}/task/{pid}/stat"))
+
+
+def system_seconds(pid: int) -> float:
+    """System CPU alone (the kernel's work for the process: its reads and writes of the
+    stores' files, the sockets), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds_of(stat: Path) -> float:
@@ -277,10 +284,16 @@ class Quiet:
     cpu: dict[str, float]
     main: dict[str, float]
     counts: dict[str, dict[str, float]]
+    system: dict[str, float] = field(default_factory=dict)  # each process's system CPU
 
     @classmethod
     def now(cls, sup: Supervisor | None, pids: dict[str, int], stages: dict[str, int]) -> Quiet:
-        return cls(cpu_now(pids), cpu_now(stages, main_thread_seconds), stage_counts(sup))
+        return cls(
+            cpu_now(pids),
+            cpu_now(stages, main_thread_seconds),
+            stage_counts(sup),
+            cpu_now(pids, system_seconds),
+        )
 
     def handled(self) -> dict[str, float]:
         return {name: c["records"] for name, c in self.counts.items()}
@@ -383,6 +396,13 @@ def run_batch(
         and name not in restarted
         and (spent := after.cpu.get(name, 0.0) - before.cpu.get(name, 0.0)) > 0
     }
+    # The kernel's part: what grows when a store's pages are read back from its files and
+    # more of them written each commit (the stores' growth with history, README).
+    system_ms = {
+        name: round((after.system[name] - before.system[name]) * 1000 / len(messages), 2)
+        for name in before.system
+        if name in after.system and name not in restarted
+    }
     for name in restarted:
         proc = sup.children[name].proc if sup else None
         if name in pids and proc is not None:
@@ -420,6 +440,10 @@ def run_batch(
             **cpu_ms,
             "stages": round(sum(v for k, v in cpu_ms.items() if k in STAGE_TOPICS), 2),
             "total": round(sum(cpu_ms.values()), 2),
+        },
+        "system_cpu_ms_per_encounter": {
+            **system_ms,
+            "stages": round(sum(v for k, v in system_ms.items() if k in STAGE_TOPICS), 2),
         },
         # Records (of every input topic) per batch each stage handled: fewer per batch
         # spreads a batch's commits and flushes over fewer records.
@@ -778,6 +802,7 @@ def alternate(
                 "encounters_per_s": phase["encounters_per_s"],
                 "records_per_encounter": phase["records_per_encounter"],
                 "cpu_ms_per_encounter": phase["cpu_ms_per_encounter"],
+                "system_cpu_ms_per_encounter": phase["system_cpu_ms_per_encounter"],
             }
         )
     return broker, tracker, producer, pids, phases
@@ -800,7 +825,22 @@ def alternating(result: dict[str, Any]) -> dict[str, Any]:
                 ratios.setdefault(name, []).append(value * 2 / (before[name] + after[name]))
     every_fresh = [result["max_rate"]["cpu_ms_per_encounter"], *fresh]
     names = {name for cost in every_fresh for name in cost}
+    # How many of the milliseconds a grown phase adds are the kernel's (the median of the
+    # grown phases' system CPU less their neighbours' mean, as for the ratios)
+    key = "system_cpu_ms_per_encounter"
+    sys_fresh = [result["max_rate_fresh_again"].get(key, {})]
+    sys_fresh += [p.get(key, {}) for p in phases if p["stores"] == "fresh"]
+    sys_grown = [p.get(key, {}) for p in phases if p["stores"] == "grown"]
+    added: dict[str, list[float]] = {}
+    for i, cost in enumerate(sys_grown[: len(sys_fresh) - 1]):
+        before, after = sys_fresh[i], sys_fresh[i + 1]
+        for name, value in cost.items():
+            if name in before and name in after:
+                added.setdefault(name, []).append(value - (before[name] + after[name]) / 2)
     return {
+        "system_cpu_ms_added_alternating": {
+            name: round(statistics.median(a), 3) for name, a in sorted(added.items())
+        },
         "cpu_growth_stores_alternating": {
             name: round(statistics.median(r), 3) for name, r in sorted(ratios.items())
         },

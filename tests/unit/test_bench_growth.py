@@ -112,3 +112,14 @@ def test_a_process_missing_from_a_neighbour_is_left_out_of_that_ratio() -> None:
     figures = alternating(run)
     assert figures["cpu_growth_stores_alternating_each"] == {"claims": [1.2, 1.0]}
     assert figures["cpu_growth_stores_alternating"] == {"claims": 1.1}
+
+
+def test_the_kernels_part_of_what_a_grown_phase_adds_is_read_the_same_way() -> None:
+    run = alternated(*({"claims": 0.5} for _ in range(6)))
+    # grown, fresh, grown, fresh
+    system = [{"claims": 0.09}, {"claims": 0.06}, {"claims": 0.11}, {"claims": 0.08}]
+    run["max_rate_fresh_again"]["system_cpu_ms_per_encounter"] = {"claims": 0.04}
+    for phase, sys_ms in zip(run["alternating"], system, strict=True):
+        phase["system_cpu_ms_per_encounter"] = sys_ms
+    # 0.09 - (0.04 + 0.06) / 2 and 0.11 - (0.06 + 0.08) / 2
+    assert alternating(run)["system_cpu_ms_added_alternating"] == {"claims": 0.04}
