@@ -397,7 +397,7 @@ def run_batch(
         and (spent := after.cpu.get(name, 0.0) - before.cpu.get(name, 0.0)) > 0
     }
     # The kernel's part: what grows when a store's pages are read back from its files and
-    # more of them written each commit (the stores' growth with history, README).
+    # more of them written each commit (the stores' growth with history, bench/README.md).
     system_ms = {
         name: round((after.system[name] - before.system[name]) * 1000 / len(messages), 2)
         for name in before.system
