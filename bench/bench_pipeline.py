@@ -808,44 +808,51 @@ def alternate(
     return broker, tracker, producer, pids, phases
 
 
+def _against_neighbours(
+    phases: list[dict[str, Any]],
+    first: dict[str, float],
+    key: str,
+    read: Callable[[float, float], float | None],
+) -> dict[str, list[float]]:
+    """``read(grown, mean of the fresh phases on either side)`` of figure ``key`` for each
+    grown phase of ``alternate`` that has a fresh phase after it, per process (None: not
+    read); ``first`` is the fresh phase before the first grown one."""
+    fresh = [first] + [p.get(key, {}) for p in phases if p["stores"] == "fresh"]
+    grown = [p.get(key, {}) for p in phases if p["stores"] == "grown"]
+    out: dict[str, list[float]] = {}
+    for before, cost, after in zip(fresh, grown, fresh[1:], strict=False):
+        for name, value in cost.items():
+            if name in before and name in after:
+                figure = read(value, (before[name] + after[name]) / 2)
+                if figure is not None:
+                    out.setdefault(name, []).append(figure)
+    return out
+
+
 def alternating(result: dict[str, Any]) -> dict[str, Any]:
     """The grown phases of ``alternate`` against the fresh ones on either side: the fresh
     phase before the first grown one is ``max_rate_fresh_again``. Each grown phase over the
-    mean of its two neighbours, then the median of those ratios per process; and the median
-    CPU per encounter of every fresh phase of the run, the first one included."""
-    phases = result["alternating"]
-    fresh = [result["max_rate_fresh_again"]["cpu_ms_per_encounter"]]
-    fresh += [p["cpu_ms_per_encounter"] for p in phases if p["stores"] == "fresh"]
-    grown = [p["cpu_ms_per_encounter"] for p in phases if p["stores"] == "grown"]
-    ratios: dict[str, list[float]] = {}
-    for i, cost in enumerate(grown[: len(fresh) - 1]):
-        before, after = fresh[i], fresh[i + 1]
-        for name, value in cost.items():
-            if name in before and name in after and before[name] + after[name] > 0:
-                ratios.setdefault(name, []).append(value * 2 / (before[name] + after[name]))
-    every_fresh = [result["max_rate"]["cpu_ms_per_encounter"], *fresh]
+    mean of its two neighbours, then the median of those ratios per process; what a grown
+    phase adds of system CPU, the same way; and the median CPU per encounter of every fresh
+    phase of the run, the first one included."""
+    phases, again = result["alternating"], result["max_rate_fresh_again"]
+    cpu, system = "cpu_ms_per_encounter", "system_cpu_ms_per_encounter"
+    ratios = _against_neighbours(
+        phases, again[cpu], cpu, lambda grown, fresh: grown / fresh if fresh > 0 else None
+    )
+    added = _against_neighbours(phases, again.get(system, {}), system, lambda g, f: g - f)
+    every_fresh = [result["max_rate"][cpu], again[cpu]]
+    every_fresh += [p[cpu] for p in phases if p["stores"] == "fresh"]
     names = {name for cost in every_fresh for name in cost}
-    # How many of the milliseconds a grown phase adds are the kernel's (the median of the
-    # grown phases' system CPU less their neighbours' mean, as for the ratios)
-    key = "system_cpu_ms_per_encounter"
-    sys_fresh = [result["max_rate_fresh_again"].get(key, {})]
-    sys_fresh += [p.get(key, {}) for p in phases if p["stores"] == "fresh"]
-    sys_grown = [p.get(key, {}) for p in phases if p["stores"] == "grown"]
-    added: dict[str, list[float]] = {}
-    for i, cost in enumerate(sys_grown[: len(sys_fresh) - 1]):
-        before, after = sys_fresh[i], sys_fresh[i + 1]
-        for name, value in cost.items():
-            if name in before and name in after:
-                added.setdefault(name, []).append(value - (before[name] + after[name]) / 2)
     return {
-        "system_cpu_ms_added_alternating": {
-            name: round(statistics.median(a), 3) for name, a in sorted(added.items())
-        },
         "cpu_growth_stores_alternating": {
             name: round(statistics.median(r), 3) for name, r in sorted(ratios.items())
         },
         "cpu_growth_stores_alternating_each": {
             name: [round(x, 3) for x in r] for name, r in sorted(ratios.items())
+        },
+        "system_cpu_ms_added_alternating": {
+            name: round(statistics.median(a), 3) for name, a in sorted(added.items())
         },
         "cpu_ms_per_encounter_fresh_median": {
             name: round(statistics.median(c[name] for c in every_fresh if name in c), 2)

@@ -123,3 +123,12 @@ def test_the_kernels_part_of_what_a_grown_phase_adds_is_read_the_same_way() -> N
         phase["system_cpu_ms_per_encounter"] = sys_ms
     # 0.09 - (0.04 + 0.06) / 2 and 0.11 - (0.06 + 0.08) / 2
     assert alternating(run)["system_cpu_ms_added_alternating"] == {"claims": 0.04}
+
+
+def test_a_process_that_spent_nothing_fresh_has_no_ratio() -> None:
+    # the gateway often spends under a clock tick in a phase: 0.0 ms an encounter
+    fresh = {"claims": 0.5, "intake-gateway": 0.0}
+    run = alternated(fresh, fresh, {"claims": 0.55, "intake-gateway": 0.01}, fresh)
+    figures = alternating(run)
+    assert figures["cpu_growth_stores_alternating"] == {"claims": 1.1}
+    assert figures["cpu_ms_per_encounter_fresh_median"]["intake-gateway"] == 0.0
