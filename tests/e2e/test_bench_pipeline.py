@@ -69,3 +69,32 @@ def test_claimflow_bench_reports_rates_latencies_and_cpu_from_one_run() -> None:
         "remittance",
     }
     assert 0 < result["end_to_end_vs_raw_copy"] < 1
+
+
+def test_the_growth_phases_restart_on_the_grown_stores_and_on_empty_ones_in_turn() -> None:
+    # Small: 40 measured encounters a phase over a history of 200, one alternating pair.
+    from bench.bench_pipeline import measure
+
+    result = measure(n=40, rate_n=0, history=200, warm_n=10, pairs=1)
+    phases = [
+        result["max_rate"],
+        result["max_rate_with_history"],
+        result["max_rate_with_history_empty_broker"],
+        result["max_rate_fresh_again"],
+    ]
+    for run in phases:
+        assert run["complete"] and run["summary"]["lost"] == 0 and run["summary"]["dlq"] == 0
+        assert run["system_cpu_ms_per_encounter"]["stages"] >= 0
+    assert result["max_rate_with_history_empty_broker"]["history"] == 200
+    five = {"intake", "coding", "validation", "claims", "remittance"}
+    turns = result["alternating"]
+    assert [t["stores"] for t in turns] == ["grown", "fresh"]
+    for turn in turns:
+        assert turn["complete"] and turn["lost"] == 0 and turn["dlq"] == 0
+        # the services ran on the stores they were given: every stage handled the encounters
+        assert set(turn["records_per_encounter"]) == five
+        assert all(v > 0 for v in turn["records_per_encounter"].values())
+    assert five <= set(result["cpu_growth_stores_alternating"])
+    assert all(len(r) == 1 for r in result["cpu_growth_stores_alternating_each"].values())
+    assert five <= set(result["cpu_ms_per_encounter_fresh_median"])
+    assert five <= set(result["system_cpu_ms_added_alternating"])
