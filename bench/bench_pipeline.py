@@ -142,13 +142,13 @@ def main_thread_seconds(pid: int) -> float:
 def system_seconds(pid: int) -> float:
     """System CPU alone (the kernel's work for the process: its reads and writes of the
     stores' files, the sockets), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds_of(Path(f"/proc/{pid}/stat"), user=False)
 
 
-def cpu_seconds_of(stat: Path) -> float:
+def cpu_seconds_of(stat: Path, user: bool = True) -> float:
+    """User (unless ``user`` is False) + system CPU of a /proc ``stat`` file, in seconds."""
     fields = stat.read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) * user + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_now(pids: dict[str, int], read: Callable[[int], float] = cpu_seconds) -> dict[str, float]:
@@ -637,25 +637,21 @@ def measure(
                 result["cpu_growth"] = growth(fresh_cpu, grown["cpu_ms_per_encounter"])
                 # The embedded broker keeps every record in memory and slows as it fills:
                 # the same stores' history again, on an empty broker, shows the stores' part.
-                say("broker restarted empty; the services restart on the stores they kept")
-                producer.flush(10)
-                del producer  # gone before its broker stops: no reconnect attempts logged
-                tracker.close()
-                grown_state = Path(tmp) / "state.grown"  # as the history left it
-                broker, tracker, producer, pids = restart_empty(
-                    broker, sup, settings, keep_copy=grown_state if pairs else None
+                say(
+                    "broker restarted empty; the services restart on the stores they kept: "
+                    f"{n} encounters at maximum rate, stores of {history}"
                 )
+                grown_state = Path(tmp) / "state.grown"  # as the history left it
                 # new encounters: intake drops a message it has already seen
                 rewarm = list(generate(len(warm), seed=707, fmt="mix"))
-                warmed = run_batch(
-                    tracker, producer, settings, rewarm, rate=0, timeout=120, sup=sup
-                )["summary"]
                 stores_msgs = list(generate(n, seed=606, fmt="mix"))
-                say(f"{n} encounters at maximum rate, stores of {history}, an empty broker")
-                stores = run_batch(
-                    tracker, producer, settings, stores_msgs, rate=0, pids=pids, sup=sup
+                (broker, tracker, producer), pids, stores = restarted_phase(
+                    (broker, tracker, producer),
+                    sup,
+                    settings,
+                    (rewarm, stores_msgs),
+                    keep_copy=grown_state if pairs else None,
                 )
-                stores["summary"] = since(stores["summary"], warmed)
                 stores["history"] = history
                 result["max_rate_with_history_empty_broker"] = stores
                 # the stores' history alone (1.0 is flat)
@@ -663,21 +659,17 @@ def measure(
                 # The host's speed drifts over the minutes between the fresh phase and these
                 # (a third, on a shared machine): the fresh phase once more, as the first,
                 # on an empty broker and empty stores, brackets them in time.
-                say("broker restarted empty; the services restart on empty stores")
-                producer.flush(10)
-                del producer
-                tracker.close()
-                broker, tracker, producer, pids = restart_empty(broker, sup, settings, forget=True)
-                warmed = run_batch(tracker, producer, settings, warm, rate=0, timeout=120, sup=sup)[
-                    "summary"
-                ]
-                say(f"{n} encounters at maximum rate, fresh again")
-                again = run_batch(tracker, producer, settings, messages, rate=0, pids=pids, sup=sup)
-                again["summary"] = since(again["summary"], warmed)
+                say(
+                    "broker restarted empty; the services restart on empty stores: "
+                    f"{n} encounters at maximum rate, fresh again"
+                )
+                (broker, tracker, producer), pids, again = restarted_phase(
+                    (broker, tracker, producer), sup, settings, (warm, messages), forget=True
+                )
                 result["max_rate_fresh_again"] = again
                 result.update(bracketed(result))
                 if pairs:
-                    broker, tracker, producer, pids, phases = alternate(
+                    (broker, tracker, producer), pids, phases = alternate(
                         Alternation(
                             sup,
                             settings,
@@ -686,9 +678,7 @@ def measure(
                             fresh=(warm, messages),
                             pairs=pairs,
                         ),
-                        broker,
-                        tracker,
-                        producer,
+                        (broker, tracker, producer),
                     )
                     result["alternating"] = phases
                     result.update(alternating(result))
@@ -696,7 +686,7 @@ def measure(
             with contextlib.suppress(RuntimeError):  # closed already when a restart failed
                 tracker.close()
             sup.stop()
-            with contextlib.suppress(RuntimeError):  # closed already when ``alternate`` failed
+            with contextlib.suppress(RuntimeError):  # closed already when a restart failed
                 producer.flush(10)
             del producer  # gone before the broker stops: no reconnect attempts in the output
             broker.stop()
@@ -763,49 +753,74 @@ class Alternation:
     pairs: int
 
 
+Harness = tuple[EmbeddedBroker, Tracker, Producer]
+"""The broker, and the benchmark's tracker and producer on it."""
+
+
+def restarted_phase(
+    harness: Harness,
+    sup: Supervisor,
+    settings: Settings,
+    batches: tuple[list[tuple[str, str, bytes]], list[tuple[str, str, bytes]]],
+    *,
+    forget: bool = False,
+    keep_copy: Path | None = None,
+    start_from: Path | None = None,
+) -> tuple[Harness, dict[str, int], dict[str, Any]]:
+    """The services and the broker restarted (``restart_empty``, its options), then
+    ``batches``: a warm-up not measured and the phase measured (``run_batch``, its summary
+    its own). The tracker and producer given are closed (the producer before its broker
+    stops: no reconnect attempts logged; the caller still holds it, so ``del`` would not
+    do); the new broker, tracker, producer and process ids are returned with the phase."""
+    broker, tracker, producer = harness
+    producer.flush(10)
+    producer.close()
+    tracker.close()
+    broker, tracker, producer, pids = restart_empty(
+        broker, sup, settings, forget=forget, keep_copy=keep_copy, start_from=start_from
+    )
+    warm, messages = batches
+    warmed = run_batch(tracker, producer, settings, warm, rate=0, timeout=120, sup=sup)
+    phase = run_batch(tracker, producer, settings, messages, rate=0, pids=pids, sup=sup)
+    phase["summary"] = since(phase["summary"], warmed["summary"])
+    return (broker, tracker, producer), pids, phase
+
+
 def alternate(
-    plan: Alternation, broker: EmbeddedBroker, tracker: Tracker, producer: Producer
-) -> tuple[EmbeddedBroker, Tracker, Producer, dict[str, int], list[dict[str, Any]]]:
+    plan: Alternation, harness: Harness
+) -> tuple[Harness, dict[str, int], list[dict[str, Any]]]:
     """``plan.pairs`` times: the services restart on a copy of the grown stores, then on
-    empty ones, each time on an empty broker, and after ``len(warm)`` encounters not
-    measured ``len(messages)`` are. Returns the broker, tracker and producer in use at the
-    end (the caller closes them), and each phase's kind and figures in order."""
+    empty ones, each time on an empty broker (``restarted_phase``). Returns the broker,
+    tracker and producer in use at the end (the caller closes them), and each phase's kind
+    and figures in order."""
     phases: list[dict[str, Any]] = []
     empty = plan.grown_state.with_name("state.empty")
     empty.mkdir(mode=0o700, exist_ok=True)
+    pids: dict[str, int] = {}
     for i in range(plan.pairs * 2):
-        kind, (warm, messages) = ("grown", plan.grown) if i % 2 == 0 else ("fresh", plan.fresh)
-        say(f"alternating {i // 2 + 1}/{plan.pairs}: {len(messages)} encounters, {kind} stores")
-        producer.flush(10)
-        producer.close()  # before its broker stops: no reconnect attempts logged (the
-        tracker.close()  # caller still holds the first one, so ``del`` would not do)
-        broker, tracker, producer, pids = restart_empty(
-            broker,
+        kind, batches = ("grown", plan.grown) if i % 2 == 0 else ("fresh", plan.fresh)
+        say(f"alternating {i // 2 + 1}/{plan.pairs}: {len(batches[1])} encounters, {kind} stores")
+        harness, pids, phase = restarted_phase(
+            harness,
             plan.sup,
             plan.settings,
+            batches,
             start_from=plan.grown_state if kind == "grown" else empty,
         )
-        warmed = run_batch(
-            tracker, producer, plan.settings, warm, rate=0, timeout=120, sup=plan.sup
-        )
-        phase = run_batch(
-            tracker, producer, plan.settings, messages, rate=0, pids=pids, sup=plan.sup
-        )
-        summary = since(phase["summary"], warmed["summary"])
         phases.append(
             {
                 "stores": kind,
                 "complete": phase["complete"],
                 "restarted": phase["restarted"],
-                "lost": summary["lost"],
-                "dlq": summary["dlq"],
+                "lost": phase["summary"]["lost"],
+                "dlq": phase["summary"]["dlq"],
                 "encounters_per_s": phase["encounters_per_s"],
                 "records_per_encounter": phase["records_per_encounter"],
                 "cpu_ms_per_encounter": phase["cpu_ms_per_encounter"],
                 "system_cpu_ms_per_encounter": phase["system_cpu_ms_per_encounter"],
             }
         )
-    return broker, tracker, producer, pids, phases
+    return harness, pids, phases
 
 
 def _against_neighbours(
