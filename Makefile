@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 N      ?= 200
 
-.PHONY: run demo test test-fast lint fmt bench profile clean install
+.PHONY: run demo test test-fast lint fmt bench compare profile clean install
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ test-fast: $(STAMP)     ## unit and contract tests only (no broker)
 
 bench: $(STAMP)         ## benchmarks, one JSON line each, with a same-run baseline
 	$(BIN)/python -m bench $(B)
+
+compare: $(STAMP)       ## the pipeline benchmark here and at commit REF, in turn (REF=<commit>)
+	@test -n "$(REF)" || { echo "make compare REF=<commit>: the commit to compare against"; exit 2; }
+	$(BIN)/python -m bench.compare $(REF)
 
 profile: $(STAMP)       ## the pipeline benchmark under py-spy: where each process spends its CPU
 	@mkdir -p .claimflow
