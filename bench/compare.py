@@ -106,7 +106,10 @@ def git(*args: str) -> str:
 
 def compare(ref: str, pairs: int, env: dict[str, str]) -> dict[str, Any]:
     """``pairs`` runs of REF's benchmark and this checkout's, in turn (``ratios``)."""
-    sha = git("rev-parse", "--verify", f"{ref}^{{commit}}")
+    try:
+        sha = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    except subprocess.CalledProcessError:
+        raise RuntimeError(f"{ref}: not a commit of this repository") from None
     head = git("rev-parse", "HEAD")
     dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     runs: list[dict[str, dict[str, Any]]] = []

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.compare import figures, ratios
+import pytest
+
+from bench.compare import figures, main, ratios
 
 
 def result(cpu: dict[str, float], eps: float, p99: float, *, stages: bool = True) -> dict[str, Any]:
@@ -79,3 +81,8 @@ def test_a_figure_missing_from_one_run_is_left_out_of_its_pair() -> None:
     got = ratios([{"ref": ref, "head": head}, {"ref": ref, "head": no_fixed}])
     assert got["p99_ms_submitted_at_fixed_rate"] == 0.5
     assert got["encounters_per_s"] == 2.0
+
+
+def test_a_ref_git_does_not_know_is_refused_by_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["no-such-commit-here", "--pairs", "1"]) == 1
+    assert "no-such-commit-here: not a commit of this repository" in capsys.readouterr().err
