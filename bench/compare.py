@@ -41,7 +41,7 @@ def figures(result: dict[str, Any]) -> dict[str, Any]:
     process's CPU per encounter, ``stages`` the five together whether or not the tree
     reports it, the rate), the fixed-rate phase's p99, and what was lost."""
     at_max = result["max_rate"]
-    cpu = {k: v for k, v in at_max["cpu_ms_per_encounter"].items() if k not in ("stages",)}
+    cpu = {k: v for k, v in at_max["cpu_ms_per_encounter"].items() if k != "stages"}
     cpu["stages"] = round(sum(cpu[s] for s in STAGES if s in cpu), 2)
     fixed = next((v for k, v in result.items() if k.startswith("fixed_rate_")), None)
     return {
@@ -57,8 +57,8 @@ def figures(result: dict[str, Any]) -> dict[str, Any]:
 
 def ratios(pairs: list[dict[str, dict[str, Any]]]) -> dict[str, Any]:
     """The median over ``pairs`` ({"ref": figures, "head": figures}) of head over ref, for
-    each process's CPU per encounter, the rate and the p99 (a figure missing or 0 in either
-    run of a pair is left out of that pair)."""
+    each process's CPU per encounter, the rate and the p99 (a pair is left out of a figure's
+    median where REF's run lacks it or read 0, or this checkout's lacks it)."""
 
     def median_of(read: Any) -> float | None:
         found = []
