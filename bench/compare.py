@@ -15,7 +15,8 @@ dead letters), and the median over the pairs of this checkout's over REF's for e
 (``ratio``; below 1.0 is cheaper or quicker here). Options: ``--pairs`` (default 3),
 ``--encounters`` (BENCH_N, default 2000), ``--rate-encounters`` (BENCH_RATE_N, default
 1000), ``--warm`` (BENCH_WARM, default 300: a tree older than that variable warms its
-services with 20 encounters, so pass ``--warm 20`` to run both trees the same way).
+services with 20 encounters, so pass ``--warm 20`` to run both trees the same way; the
+command says so when REF is such a tree, and ``ref_takes_bench_warm`` records it).
 """
 
 from __future__ import annotations
@@ -98,6 +99,17 @@ def run_pipeline(tree: Path, env: dict[str, str]) -> dict[str, Any]:
     return result
 
 
+OLD_WARM = 20
+"""The encounters a tree older than ``BENCH_WARM`` warms its services with."""
+
+
+def takes_bench_warm(tree: Path) -> bool:
+    """Whether ``tree``'s pipeline benchmark reads ``BENCH_WARM`` (older ones warm with
+    ``OLD_WARM`` whatever it says)."""
+    bench = tree / "bench" / "bench_pipeline.py"
+    return bench.exists() and "BENCH_WARM" in bench.read_text()
+
+
 def git(*args: str) -> str:
     return subprocess.run(
         ["git", *args], cwd=HERE, check=True, capture_output=True, text=True
@@ -116,6 +128,13 @@ def compare(ref: str, pairs: int, env: dict[str, str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="claimflow-compare-") as tmp:
         worktree = Path(tmp) / "ref"
         git("worktree", "add", "--detach", str(worktree), sha)
+        warms = takes_bench_warm(worktree)
+        if not warms and env.get("BENCH_WARM") != str(OLD_WARM):
+            say(
+                f"{ref}'s benchmark warms its services with {OLD_WARM} encounters whatever "
+                f"BENCH_WARM says, this checkout's with {env.get('BENCH_WARM')}: pass "
+                f"--warm {OLD_WARM} to run both the same way"
+            )
         try:
             for i in range(pairs):
                 order = [("ref", worktree), ("head", HERE)]
@@ -133,6 +152,7 @@ def compare(ref: str, pairs: int, env: dict[str, str]) -> dict[str, Any]:
         "ref": sha,
         "head": head,
         "head_has_uncommitted_changes": dirty,
+        "ref_takes_bench_warm": warms,
         "environment": env,
         "pairs": runs,
         "ratio": ratios(runs),

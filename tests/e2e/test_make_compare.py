@@ -27,6 +27,7 @@ def test_compare_runs_both_trees_in_turn_and_removes_its_worktree() -> None:
     ).stdout.strip()
     assert result["ref"] == result["head"] == head
     assert result["environment"]["BENCH_N"] == "40"
+    assert result["ref_takes_bench_warm"] is True
     (pair,) = result["pairs"]
     for run in (pair["ref"], pair["head"]):
         assert run["lost"] == 0 and run["dlq"] == 0

@@ -3,11 +3,12 @@ the median over the pairs of each figure's ratio."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench.compare import figures, main, ratios
+from bench.compare import HERE, figures, main, ratios, takes_bench_warm
 
 
 def result(cpu: dict[str, float], eps: float, p99: float, *, stages: bool = True) -> dict[str, Any]:
@@ -86,3 +87,13 @@ def test_a_figure_missing_from_one_run_is_left_out_of_its_pair() -> None:
 def test_a_ref_git_does_not_know_is_refused_by_name(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["no-such-commit-here", "--pairs", "1"]) == 1
     assert "no-such-commit-here: not a commit of this repository" in capsys.readouterr().err
+
+
+def test_a_tree_older_than_bench_warm_is_told_from_one_that_reads_it(tmp_path: Path) -> None:
+    assert takes_bench_warm(HERE)  # this checkout's benchmark reads it
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "bench_pipeline.py").write_text(
+        'warm = list(generate(20, seed=303, fmt="mix"))\n'
+    )
+    assert not takes_bench_warm(tmp_path)
+    assert not takes_bench_warm(tmp_path / "no-tree")
