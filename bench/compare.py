@@ -128,14 +128,14 @@ def compare(ref: str, pairs: int, env: dict[str, str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="claimflow-compare-") as tmp:
         worktree = Path(tmp) / "ref"
         git("worktree", "add", "--detach", str(worktree), sha)
-        warms = takes_bench_warm(worktree)
-        if not warms and env.get("BENCH_WARM") != str(OLD_WARM):
-            say(
-                f"{ref}'s benchmark warms its services with {OLD_WARM} encounters whatever "
-                f"BENCH_WARM says, this checkout's with {env.get('BENCH_WARM')}: pass "
-                f"--warm {OLD_WARM} to run both the same way"
-            )
         try:
+            warms = takes_bench_warm(worktree)
+            if not warms and env.get("BENCH_WARM") != str(OLD_WARM):
+                say(
+                    f"{ref}'s benchmark warms its services with {OLD_WARM} encounters "
+                    f"whatever BENCH_WARM says, this checkout's with {env.get('BENCH_WARM')}: "
+                    f"pass --warm {OLD_WARM} to run both the same way"
+                )
             for i in range(pairs):
                 order = [("ref", worktree), ("head", HERE)]
                 if i % 2:
