@@ -39,7 +39,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, Producer
 from prometheus_client.parser import text_string_to_metric_families
@@ -139,20 +139,30 @@ def main_thread_seconds(pid: int) -> float:
     return cpu_seconds_of(Path(f"/proc/{pid}/task/{pid}/stat"))
 
 
-def system_seconds(pid: int) -> float:
-    """System CPU alone (the kernel's work for the process: its reads and writes of the
-    stores' files, the sockets), in seconds."""
-    return cpu_seconds_of(Path(f"/proc/{pid}/stat"), user=False)
+def user_and_system_seconds(pid: int) -> tuple[float, float]:
+    """A process's user CPU and its system CPU (the kernel's work for it: its reads and
+    writes of the stores' files, the sockets), in seconds, from one reading of /proc."""
+    return user_and_system_of(Path(f"/proc/{pid}/stat"))
 
 
-def cpu_seconds_of(stat: Path, user: bool = True) -> float:
-    """User (unless ``user`` is False) + system CPU of a /proc ``stat`` file, in seconds."""
+def cpu_seconds_of(stat: Path) -> float:
+    """User + system CPU of a /proc ``stat`` file, in seconds."""
+    return sum(user_and_system_of(stat))
+
+
+def user_and_system_of(stat: Path) -> tuple[float, float]:
+    """User and system CPU of a /proc ``stat`` file, in seconds."""
     fields = stat.read_text().rpartition(")")[2].split()
-    return (int(fields[11]) * user + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
-def cpu_now(pids: dict[str, int], read: Callable[[int], float] = cpu_seconds) -> dict[str, float]:
-    """``read`` (a process's CPU seconds, or its main thread's) of each process still there."""
+T = TypeVar("T")
+
+
+def cpu_now(pids: dict[str, int], read: Callable[[int], T]) -> dict[str, T]:
+    """``read`` (``cpu_seconds``, a process's main thread's, its user and system CPU) of
+    each process still there."""
     now = {}
     for name, pid in pids.items():
         try:
@@ -288,11 +298,12 @@ class Quiet:
 
     @classmethod
     def now(cls, sup: Supervisor | None, pids: dict[str, int], stages: dict[str, int]) -> Quiet:
+        times = cpu_now(pids, user_and_system_seconds)  # each /proc file read once a poll
         return cls(
-            cpu_now(pids),
+            {name: user + system for name, (user, system) in times.items()},
             cpu_now(stages, main_thread_seconds),
             stage_counts(sup),
-            cpu_now(pids, system_seconds),
+            {name: system for name, (_, system) in times.items()},
         )
 
     def handled(self) -> dict[str, float]:
@@ -343,6 +354,18 @@ def wait_quiet(
     return found
 
 
+def ms_per_encounter(
+    before: dict[str, float], after: dict[str, float], encounters: int, restarted: list[str]
+) -> dict[str, float]:
+    """Milliseconds each process spent per encounter between two readings of its seconds
+    (none for a process missing from either, or restarted between them)."""
+    return {
+        name: round((after[name] - before[name]) * 1000 / encounters, 2)
+        for name in before
+        if name in after and name not in restarted
+    }
+
+
 def run_batch(
     tracker: Tracker,
     producer: Producer,
@@ -380,11 +403,7 @@ def run_batch(
     after = wait_quiet(tracker, sup, pids, stages) if done else Quiet.now(sup, pids, stages)
     counted = counted_since(before.counts, after.counts)
     harness_ms = (time.process_time() - harness_before) * 1000 / len(messages)
-    cpu_ms = {
-        name: round((after.cpu[name] - before.cpu[name]) * 1000 / len(messages), 2)
-        for name in before.cpu
-        if name in after.cpu and name not in restarted
-    }
+    cpu_ms = ms_per_encounter(before.cpu, after.cpu, len(messages), restarted)
     # The share of each stage's CPU its Python thread spent; the rest is librdkafka's
     # threads (fetching, producing, compressing) and the metrics server's. The thread's and
     # the process's counters are read a moment apart, in clock ticks (10 ms): over a short
@@ -398,11 +417,7 @@ def run_batch(
     }
     # The kernel's part: what grows when a store's pages are read back from its files and
     # more of them written each commit (the stores' growth with history, bench/README.md).
-    system_ms = {
-        name: round((after.system[name] - before.system[name]) * 1000 / len(messages), 2)
-        for name in before.system
-        if name in after.system and name not in restarted
-    }
+    system_ms = ms_per_encounter(before.system, after.system, len(messages), restarted)
     for name in restarted:
         proc = sup.children[name].proc if sup else None
         if name in pids and proc is not None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from bench.bench_pipeline import cpu_now, publish
+from bench.bench_pipeline import cpu_now, cpu_seconds, publish
 from pipeline.broker import EmbeddedBroker
 from pipeline.kafka import ensure_topics, make_producer
 from pipeline.serde import registry
@@ -92,7 +92,7 @@ def run(bootstrap: str, instances: int, n: int, seed: int) -> dict[str, Any]:
             if not verdicts.wait_for(WARM_UP, TIMEOUT_S):
                 raise RuntimeError("warm-up encounters got no verdict")
             pids = {name: c.proc.pid for name, c in sup.children.items() if c.proc}
-            cpu_before = cpu_now(pids)
+            cpu_before = cpu_now(pids, cpu_seconds)
             started = time.perf_counter()
             publish_all(bootstrap, settings, messages[WARM_UP:])
             # each office-visit message is one encounter
@@ -100,7 +100,7 @@ def run(bootstrap: str, instances: int, n: int, seed: int) -> dict[str, Any]:
                 missing = WARM_UP + n - len(verdicts.collected & verdicts.done)
                 raise RuntimeError(f"{missing} encounters neither validated nor held")
             elapsed = time.perf_counter() - started
-            cpu_after = cpu_now(pids)
+            cpu_after = cpu_now(pids, cpu_seconds)
         finally:
             sup.stop()
             verdicts.consumer.close()

@@ -31,7 +31,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-STAGES = ("intake", "coding", "validation", "claims", "remittance")
+from bench.bench_pipeline import STAGE_TOPICS
+
+STAGES = tuple(STAGE_TOPICS)
+"""claimflow's five stages, as the pipeline benchmark names them."""
 
 HERE = Path(__file__).resolve().parent.parent
 """This checkout: the tree the benchmark module is imported from."""
